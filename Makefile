@@ -28,6 +28,16 @@ cross: ## Build the CLI for linux/darwin/windows x amd64/arm64 (proves it never 
 test: ## Run the unit tests (the README's test command runs this and more: see .ci/run)
 	$(GO) test ./...
 
+.PHONY: proto
+proto: ## Regenerate flow/v1 Go code from flow/v1/flow.proto (protoc + plugins pinned as go.mod tools)
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	protoc -I flow/v1 -I /usr/include \
+	  --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=flow/v1 --go_opt=paths=source_relative \
+	  --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc --go-grpc_out=flow/v1 --go-grpc_opt=paths=source_relative \
+	  flow/v1/flow.proto
+
 .PHONY: lint
 lint: ## go vet + staticcheck (from the tools module in hack/tools)
 	$(GO) vet ./...

@@ -109,9 +109,17 @@ type RuleMatch struct {
 }
 
 // PolicyEvaluation is one selecting policy and its rules in one direction.
+//
+// Rules is empty (never null) when the policy has no rules in this direction:
+// it then denies everything in that direction for the pods it selects, and
+// Summary says so ("... has no ingress rules: denies all ingress"). Renderers
+// should print Summary first, then each rule with its Mismatches.
 type PolicyEvaluation struct {
 	Policy PolicyRef        `json:"policy"`
 	Rules  []RuleEvaluation `json:"rules"`
+	// Summary is one plain-language sentence: which pod the policy selects,
+	// through which podSelector, and what its rules did.
+	Summary string `json:"summary"`
 }
 
 // RuleEvaluation says whether a rule matched and, if not, why.

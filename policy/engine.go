@@ -1,0 +1,390 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// NamespaceNameLabel is the label the API server puts on every namespace; the
+// engine adds it when a namespace object lacks it or is absent from the Snapshot.
+const NamespaceNameLabel = "kubernetes.io/metadata.name"
+
+// Engine answers questions about one Snapshot. NewEngine indexes the snapshot
+// once; afterwards an Engine is immutable (its selector-match caches are filled
+// with atomic operations and are deterministic) and safe for concurrent use.
+// The Snapshot's objects must not be modified while the Engine is in use.
+type Engine struct {
+	namespaces   map[string]*nsInfo
+	pods         []*podInfo
+	podByPtr     map[*corev1.Pod]*podInfo
+	podByKey     map[string]*podInfo // namespace/name
+	podByIP      map[netip.Addr]*podInfo
+	policies     []*policyInfo // sorted by namespace/name
+	policyByRef  map[PolicyRef]*policyInfo
+	policiesByNS map[string][]*policyInfo
+	identities   []*identity
+	identByKey   map[string]*identity
+	nodeIPs      map[netip.Addr]struct{}
+}
+
+type nsInfo struct {
+	name   string
+	labels labels.Set
+}
+
+// identity is a (namespace, pod label set) pair: every pod with the same one is
+// selected by the same policies and matched by the same peer selectors, so
+// those answers are computed once per identity.
+type identity struct {
+	id     int // index in Engine.identities; -1 for a pod outside the Snapshot
+	ns     *nsInfo
+	labels labels.Set
+	// selectedBy holds the policies selecting this identity, per direction index.
+	selectedBy [2][]*policyInfo
+}
+
+type namedPort struct {
+	name  string
+	proto corev1.Protocol
+	port  int32
+}
+
+type podInfo struct {
+	pod         *corev1.Pod
+	key         string // namespace/name
+	ident       *identity
+	ips         []netip.Addr
+	hostNetwork bool
+	ports       []namedPort // declared container ports that have a name
+}
+
+// dirIndex maps a Direction to an array index: Ingress 0, Egress 1.
+func dirIndex(d Direction) int {
+	if d == Egress {
+		return 1
+	}
+	return 0
+}
+
+// NewEngine validates and indexes s. It returns an error naming the object,
+// the field path and the reason for anything the API server would reject
+// (or that cannot be evaluated, such as an unparsable pod IP).
+func NewEngine(s *Snapshot) (*Engine, error) {
+	if s == nil {
+		s = &Snapshot{}
+	}
+	e := &Engine{
+		namespaces:   make(map[string]*nsInfo, len(s.Namespaces)),
+		podByPtr:     make(map[*corev1.Pod]*podInfo, len(s.Pods)),
+		podByKey:     make(map[string]*podInfo, len(s.Pods)),
+		podByIP:      make(map[netip.Addr]*podInfo, len(s.Pods)),
+		policyByRef:  make(map[PolicyRef]*policyInfo, len(s.Policies)),
+		policiesByNS: make(map[string][]*policyInfo),
+		identByKey:   make(map[string]*identity),
+		nodeIPs:      make(map[netip.Addr]struct{}, len(s.NodeIPs)),
+	}
+	for _, ip := range s.NodeIPs {
+		if ip.IsValid() {
+			e.nodeIPs[ip.Unmap()] = struct{}{}
+		}
+	}
+	for i, ns := range s.Namespaces {
+		if ns == nil {
+			return nil, fmt.Errorf("snapshot namespace %d is nil", i)
+		}
+		if ns.Name == "" {
+			return nil, fmt.Errorf("snapshot namespace %d: metadata.name: Required value", i)
+		}
+		set := make(labels.Set, len(ns.Labels)+1)
+		for k, v := range ns.Labels {
+			set[k] = v
+		}
+		set[NamespaceNameLabel] = ns.Name
+		e.namespaces[ns.Name] = &nsInfo{name: ns.Name, labels: set}
+	}
+
+	for i, np := range s.Policies {
+		if np == nil {
+			return nil, fmt.Errorf("snapshot policy %d is nil", i)
+		}
+		if err := ValidatePolicy(np); err != nil {
+			return nil, err
+		}
+		pi, err := compilePolicy(np)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := e.policyByRef[pi.ref]; dup {
+			return nil, fmt.Errorf("networkpolicy %s/%s: appears twice in the snapshot", np.Namespace, np.Name)
+		}
+		e.policyByRef[pi.ref] = pi
+		e.policies = append(e.policies, pi)
+	}
+	sort.Slice(e.policies, func(i, j int) bool { return refLess(e.policies[i].ref, e.policies[j].ref) })
+	for _, pi := range e.policies {
+		e.policiesByNS[pi.ref.Namespace] = append(e.policiesByNS[pi.ref.Namespace], pi)
+	}
+
+	for i, pod := range s.Pods {
+		if pod == nil {
+			return nil, fmt.Errorf("snapshot pod %d is nil", i)
+		}
+		pi, err := e.newPodInfo(pod, true)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := e.podByKey[pi.key]; dup {
+			return nil, fmt.Errorf("pod %s: appears twice in the snapshot", pi.key)
+		}
+		e.pods = append(e.pods, pi)
+		e.podByPtr[pod] = pi
+		e.podByKey[pi.key] = pi
+		if !pi.hostNetwork {
+			// hostNetwork pods share the node's address; an IP names them only as the node.
+			for _, ip := range pi.ips {
+				e.podByIP[ip] = pi
+			}
+		}
+	}
+	// Every peer caches its selector answer per identity; size the caches now
+	// that the identities are known, so the Engine never grows afterwards.
+	for _, pi := range e.policies {
+		for d := range pi.rules {
+			for r := range pi.rules[d] {
+				for p := range pi.rules[d][r].peers {
+					pi.rules[d][r].peers[p].cache = newMatchCache(len(e.identities))
+				}
+			}
+		}
+	}
+	return e, nil
+}
+
+func refLess(a, b PolicyRef) bool {
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+// namespace returns the indexed namespace, or one carrying only the implicit
+// name label when the Snapshot lacks it.
+func (e *Engine) namespace(name string) *nsInfo {
+	if ns, ok := e.namespaces[name]; ok {
+		return ns
+	}
+	return &nsInfo{name: name, labels: labels.Set{NamespaceNameLabel: name}}
+}
+
+// newPodInfo indexes one pod. With register, its identity is added to the
+// Engine (only during NewEngine); otherwise an unknown identity is built on
+// the side without touching the Engine, which keeps it immutable.
+func (e *Engine) newPodInfo(pod *corev1.Pod, register bool) (*podInfo, error) {
+	if pod.Name == "" || pod.Namespace == "" {
+		return nil, fmt.Errorf("pod %q in namespace %q: metadata.name and metadata.namespace are required", pod.Name, pod.Namespace)
+	}
+	pi := &podInfo{pod: pod, key: pod.Namespace + "/" + pod.Name, hostNetwork: pod.Spec.HostNetwork}
+	ips, err := podIPs(pod)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", pi.key, err)
+	}
+	pi.ips = ips
+	pi.ports = declaredPorts(pod)
+
+	key := identityKey(pod.Namespace, pod.Labels)
+	if id, ok := e.identByKey[key]; ok {
+		pi.ident = id
+		return pi, nil
+	}
+	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
+	for _, pol := range e.policiesByNS[pod.Namespace] {
+		if !pol.podSel.Matches(id.labels) {
+			continue
+		}
+		for d := range 2 {
+			if pol.affects[d] {
+				id.selectedBy[d] = append(id.selectedBy[d], pol)
+			}
+		}
+	}
+	if register {
+		id.id = len(e.identities)
+		e.identities = append(e.identities, id)
+		e.identByKey[key] = id
+	}
+	pi.ident = id
+	return pi, nil
+}
+
+func identityKey(ns string, l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	b.WriteString(ns)
+	for _, k := range keys {
+		b.WriteByte(0)
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(l[k])
+	}
+	return b.String()
+}
+
+// podIPs returns status.podIPs (or status.podIP), unmapped, without duplicates.
+func podIPs(pod *corev1.Pod) ([]netip.Addr, error) {
+	var out []netip.Addr
+	add := func(field, s string) error {
+		if s == "" {
+			return nil
+		}
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("%s: Invalid value: %q: must be a valid IP address", field, s)
+		}
+		ip = ip.Unmap()
+		if !slices.Contains(out, ip) {
+			out = append(out, ip)
+		}
+		return nil
+	}
+	if err := add("status.podIP", pod.Status.PodIP); err != nil {
+		return nil, err
+	}
+	for i, p := range pod.Status.PodIPs {
+		if err := add(fmt.Sprintf("status.podIPs[%d].ip", i), p.IP); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// declaredPorts lists the named container ports of a pod, including those of
+// restartable (sidecar) init containers, which serve traffic like containers.
+func declaredPorts(pod *corev1.Pod) []namedPort {
+	var out []namedPort
+	add := func(c *corev1.Container) {
+		for _, p := range c.Ports {
+			if p.Name == "" {
+				continue
+			}
+			proto := p.Protocol
+			if proto == "" {
+				proto = corev1.ProtocolTCP
+			}
+			out = append(out, namedPort{name: p.Name, proto: proto, port: p.ContainerPort})
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			add(c)
+		}
+	}
+	for i := range pod.Spec.Containers {
+		add(&pod.Spec.Containers[i])
+	}
+	return out
+}
+
+// lookupPod finds the Engine's index entry for a pod: by pointer, then by
+// namespace/name. A pod outside the Snapshot is indexed on the fly.
+func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
+	if pi, ok := e.podByPtr[pod]; ok {
+		return pi
+	}
+	if pi, ok := e.podByKey[pod.Namespace+"/"+pod.Name]; ok && pi.pod.UID == pod.UID {
+		return pi
+	}
+	pi, err := e.newPodInfo(pod, false)
+	if err != nil {
+		// An unindexable pod (bad IP, no name) is still judged by its labels.
+		pi = &podInfo{pod: pod, key: pod.Namespace + "/" + pod.Name, hostNetwork: pod.Spec.HostNetwork,
+			ident: &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
+		pi.ports = declaredPorts(pod)
+		e.fillSelectedBy(pi.ident)
+	}
+	return pi
+}
+
+func (e *Engine) fillSelectedBy(id *identity) {
+	for _, pol := range e.policiesByNS[id.ns.name] {
+		if pol.podSel.Matches(id.labels) {
+			for d := range 2 {
+				if pol.affects[d] {
+					id.selectedBy[d] = append(id.selectedBy[d], pol)
+				}
+			}
+		}
+	}
+}
+
+// Pods returns the Snapshot's pods in Snapshot order.
+func (e *Engine) Pods() []*corev1.Pod {
+	out := make([]*corev1.Pod, len(e.pods))
+	for i, p := range e.pods {
+		out[i] = p.pod
+	}
+	return out
+}
+
+// Pod returns the Snapshot's pod namespace/name, or nil.
+func (e *Engine) Pod(namespace, name string) *corev1.Pod {
+	if pi, ok := e.podByKey[namespace+"/"+name]; ok {
+		return pi.pod
+	}
+	return nil
+}
+
+// PodByIP returns the non-hostNetwork pod of the Snapshot that owns ip, or nil.
+func (e *Engine) PodByIP(ip netip.Addr) *corev1.Pod {
+	if pi, ok := e.podByIP[ip.Unmap()]; ok {
+		return pi.pod
+	}
+	return nil
+}
+
+// Policies returns the validated policies sorted by namespace/name.
+func (e *Engine) Policies() []*networkingv1.NetworkPolicy {
+	out := make([]*networkingv1.NetworkPolicy, len(e.policies))
+	for i, p := range e.policies {
+		out[i] = p.obj
+	}
+	return out
+}
+
+// Policy returns the policy ref names, or nil.
+func (e *Engine) Policy(ref PolicyRef) *networkingv1.NetworkPolicy {
+	if p := e.policyByRef[normRef(ref)]; p != nil {
+		return p.obj
+	}
+	return nil
+}
+
+// IsNodeIP reports whether ip is one of the Snapshot's NodeIPs.
+func (e *Engine) IsNodeIP(ip netip.Addr) bool {
+	_, ok := e.nodeIPs[ip.Unmap()]
+	return ok
+}
+
+// NamespaceLabels returns the labels the engine matches namespace selectors
+// against, including kubernetes.io/metadata.name. Do not modify the result.
+func (e *Engine) NamespaceLabels(name string) labels.Set {
+	return e.namespace(name).labels
+}
+
+func normRef(r PolicyRef) PolicyRef {
+	if r.Kind == "" {
+		r.Kind = KindNetworkPolicy
+	}
+	return r
+}

@@ -1,0 +1,198 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Allowed answers Evaluate(t).Allowed without building the explanation: no
+// allocation for Snapshot pods and IPs. It runs the same code as Evaluate.
+func (e *Engine) Allowed(t Traffic) bool {
+	return e.decide(&t, nil)
+}
+
+// Evaluate decides t and explains the decision: per direction, the isolating
+// policies, every rule that allows it and, for each selecting policy, why
+// each of its rules in that direction did or did not match; plus warnings.
+func (e *Engine) Evaluate(t Traffic) Decision {
+	d := Decision{
+		Egress:  DirectionDecision{Direction: Egress},
+		Ingress: DirectionDecision{Direction: Ingress},
+	}
+	d.Allowed = e.decide(&t, &d)
+	return d
+}
+
+// normProtocol applies the API default (TCP) and accepts any letter case.
+func normProtocol(p corev1.Protocol) corev1.Protocol {
+	switch p {
+	case "":
+		return corev1.ProtocolTCP
+	case corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP:
+		return p
+	}
+	return corev1.Protocol(strings.ToUpper(string(p)))
+}
+
+func knownProtocol(p corev1.Protocol) bool {
+	return p == corev1.ProtocolTCP || p == corev1.ProtocolUDP || p == corev1.ProtocolSCTP
+}
+
+// resolve turns a Peer into an endpoint. An IP owned by a Snapshot pod is
+// that pod, as in the datapath, which knows endpoints by address.
+func (e *Engine) resolve(p Peer) endpoint {
+	ep := endpoint{ip: p.IP.Unmap()}
+	if p.Pod != nil {
+		ep.pod = e.lookupPod(p.Pod)
+		if !ep.ip.IsValid() && len(ep.pod.ips) > 0 {
+			ep.ip = ep.pod.ips[0]
+		}
+		return ep
+	}
+	if ep.ip.IsValid() {
+		ep.pod = e.podByIP[ep.ip]
+	}
+	return ep
+}
+
+// decide is the one implementation of the verdict. With d == nil it returns
+// as soon as the answer is known; with d it fills in the explanation.
+func (e *Engine) decide(t *Traffic, d *Decision) bool {
+	proto := normProtocol(t.Protocol)
+	src, dst := e.resolve(t.Src), e.resolve(t.Dst)
+	var w *warnings
+	if d != nil {
+		w = &warnings{}
+		defer func() { d.Warnings = w.list }()
+		e.endpointWarnings(w, &src, "source")
+		e.endpointWarnings(w, &dst, "destination")
+		if proto == corev1.ProtocolSCTP {
+			w.add(WarnSCTP, "SCTP is judged like TCP and UDP here, but only clusters whose network plugin supports SCTP NetworkPolicy enforce it")
+		}
+	}
+
+	if isLoopback(&src, &dst) {
+		if d != nil {
+			w.add(WarnLoopback, fmt.Sprintf("%s to %s is loopback traffic, which NetworkPolicy never restricts", describe(&src), describe(&dst)))
+			for _, dd := range []*DirectionDecision{&d.Egress, &d.Ingress} {
+				dd.Allowed, dd.Reason = true, ReasonNotApplicable
+			}
+		}
+		return true
+	}
+	var egress, ingress *DirectionDecision
+	if d != nil {
+		egress, ingress = &d.Egress, &d.Ingress
+	}
+	srcNode, dstNode := e.IsNodeIP(src.ip), e.IsNodeIP(dst.ip)
+	ok := e.side(Egress, &src, &dst, &dst, dstNode, proto, t.Port, egress, w)
+	if !ok && d == nil {
+		return false
+	}
+	ok = e.side(Ingress, &dst, &src, &dst, srcNode, proto, t.Port, ingress, w) && ok
+	return ok
+}
+
+func isLoopback(src, dst *endpoint) bool {
+	if src.pod != nil && dst.pod != nil && (src.pod == dst.pod || src.pod.key == dst.pod.key) {
+		return true
+	}
+	if src.ip.IsValid() && src.ip == dst.ip {
+		return true
+	}
+	return src.ip.IsLoopback() || dst.ip.IsLoopback()
+}
+
+// side decides one direction for subject (the source for Egress, the
+// destination for Ingress) against the other end. dst is the destination,
+// against which named ports resolve. otherIsNode marks node traffic.
+func (e *Engine) side(dir Direction, subject, other, dst *endpoint, otherIsNode bool, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
+	if !subject.isPod() {
+		if dd != nil {
+			dd.Allowed, dd.Reason = true, ReasonNotApplicable
+		}
+		return true
+	}
+	di := dirIndex(dir)
+	pols := subject.pod.ident.selectedBy[di]
+	if dd != nil {
+		dd.Isolated = len(pols) > 0
+		for _, p := range pols {
+			dd.IsolatedBy = append(dd.IsolatedBy, p.ref)
+		}
+	}
+	if otherIsNode {
+		if dd != nil {
+			dd.Allowed, dd.Reason = true, ReasonNotApplicable
+			w.add(WarnNodeTraffic, fmt.Sprintf("%s is a node address: traffic between a pod and a node is always allowed, so %s's %s policies do not apply", other.ip, subject.pod.key, strings.ToLower(string(dir))))
+		}
+		return true
+	}
+	if len(pols) == 0 {
+		if dd != nil {
+			dd.Allowed, dd.Reason = true, ReasonNotIsolated
+		}
+		return true
+	}
+	allowed := false
+	for _, pol := range pols {
+		var pe *PolicyEvaluation
+		if dd != nil {
+			dd.Policies = append(dd.Policies, PolicyEvaluation{Policy: pol.ref, Rules: []RuleEvaluation{}})
+			pe = &dd.Policies[len(dd.Policies)-1]
+		}
+		for ri := range pol.rules[di] {
+			r := &pol.rules[di][ri]
+			peer, portIdx, peerOK, portOK := r.match(other, dst, proto, port, dd != nil)
+			if peerOK && portOK {
+				if dd == nil {
+					return true
+				}
+				allowed = true
+				dd.AllowedBy = append(dd.AllowedBy, RuleMatch{Rule: r.ref, Peer: peer, Port: portIdx})
+				pe.Rules = append(pe.Rules, RuleEvaluation{Rule: r.ref, Matched: true})
+				continue
+			}
+			if dd != nil {
+				pe.Rules = append(pe.Rules, RuleEvaluation{Rule: r.ref, Mismatches: explainRule(r, other, dst, proto, port, peerOK, portOK, w)})
+			}
+		}
+		if pe != nil {
+			pe.Summary = policySummary(pol, dir, subject, pe)
+		}
+	}
+	if dd != nil {
+		dd.Allowed = allowed
+		dd.Reason = ReasonNoRuleMatched
+		if allowed {
+			dd.Reason = ReasonAllowedByRule
+		}
+	}
+	return allowed
+}
+
+// warnings collects Decision warnings without duplicates.
+type warnings struct{ list []Warning }
+
+func (w *warnings) add(code WarningCode, msg string) {
+	for _, x := range w.list {
+		if x.Code == code && x.Message == msg {
+			return
+		}
+	}
+	w.list = append(w.list, Warning{Code: code, Message: msg})
+}
+
+func (e *Engine) endpointWarnings(w *warnings, ep *endpoint, role string) {
+	if ep.pod == nil {
+		return
+	}
+	if ep.pod.hostNetwork {
+		w.add(WarnHostNetwork, fmt.Sprintf("the %s, pod %s, uses the host network: NetworkPolicy does not apply to it, and peers see it as its node's address", role, ep.pod.key))
+	}
+	if len(ep.pod.ips) == 0 {
+		w.add(WarnNoPodIP, fmt.Sprintf("the %s, pod %s, has no IP yet: judged by its labels only; ipBlock peers cannot match it", role, ep.pod.key))
+	}
+}

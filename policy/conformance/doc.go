@@ -1,0 +1,36 @@
+// Package conformance holds the upstream Kubernetes NetworkPolicy e2e
+// connectivity cases (k8s.io/kubernetes v1.37.2,
+// test/e2e/network/netpol/network_policy.go) as plain data, so that the
+// policy engine, the eBPF datapath and a real cluster are all judged by the
+// same cases.
+//
+// The cases are written here, not generated from the engine: every expected
+// TruthTable is built the way upstream builds its reachability (start from
+// "everything allowed", then e.g. deny all ingress to x/a, then allow x/b to
+// x/a), so an engine bug cannot leak into the expectations.
+//
+// The model is upstream's: namespaces x, y and z, labelled only with
+// kubernetes.io/metadata.name; pods named a, b and c labelled pod=<name>, with
+// one container declaring every (port, protocol) of the case as
+// serve-<port>-<protocol> (serve-80-tcp, serve-81-udp, ...). Each case creates
+// only the pods it needs, as upstream does since v1.35.
+//
+// A Case is a sequence of Steps. A Step is the full state in force when it is
+// validated (every policy that exists, every extra label on a namespace or
+// pod), not a delta, so each Step can be evaluated on its own; a runner that
+// must apply it to a live cluster creates, updates or deletes policies by
+// namespace/name to reach it. Step 0 of every case is upstream's readiness
+// check: no policies, every (port, protocol) of the model allowed between
+// every pair of pods.
+//
+// Policies are built for an Env: the pod IPs (ipBlock cases are written
+// relative to real pod IPs, as upstream does) and, for a shared cluster, the
+// real names of the logical namespaces x, y and z. Truth tables always use the
+// logical names ("x/a").
+//
+// Two upstream conventions to keep when running the cases elsewhere:
+// upstream ignores loopback cells (a pod connecting to itself: semantics not
+// defined, see kubernetes/kubernetes#95879), and it probes each pod through a
+// ClusterIP Service in front of it, so policy applies after DNAT to the pod
+// IP. TruthTable.Mismatches skips loopback cells for that reason.
+package conformance

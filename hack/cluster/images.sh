@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds the cluster's container images without docker and, with "import", loads them into the
+# cluster's containerd (namespace k8s.io). Images are one-layer docker-save tars written by
+# hack/imagebuilder into $IMAGES_DIR; every name is localhost/...:local and pods use them with
+# imagePullPolicy: Never, so nothing is ever pulled.
+#
+#   hack/cluster/images.sh [build]   build every image tar
+#   hack/cluster/images.sh import    build, then import into the running cluster's containerd
+#
+# Adding an image (e.g. the agent's): one line in the IMAGES section below,
+#   go_image NAME GO-PACKAGE PATH-IN-IMAGE [ENTRYPOINT ARGS...]
+# builds the package statically and packs it as the image's only file and entrypoint; or
+#   file_image NAME LOCAL-FILE PATH-IN-IMAGE [ENTRYPOINT ARGS...]
+# packs an already built binary.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+GO=${GO:-go}
+mode=${1:-build}
+
+mkdir -p "$IMAGES_DIR/bin"
+builder="$IMAGES_DIR/bin/imagebuilder"
+(cd "$REPO_ROOT" && CGO_ENABLED=0 $GO build -trimpath -o "$builder" ./hack/imagebuilder)
+
+tars=()
+# file_image NAME FILE DEST [ENTRYPOINT...]: pack FILE at DEST; entrypoint defaults to DEST.
+file_image() {
+  local name=$1 file=$2 dest=$3
+  shift 3
+  local out="$IMAGES_DIR/$(basename "${name%%:*}").tar" args=()
+  local e
+  for e in "${@:-$dest}"; do args+=(-entrypoint "$e"); done
+  "$builder" -o "$out" -name "$name" -file "$dest=$file" -label "org.opencontainers.image.source=kubectl-netpol" "${args[@]}"
+  tars+=("$out")
+}
+# go_image NAME PACKAGE DEST [ENTRYPOINT...]: build PACKAGE statically, then file_image.
+go_image() {
+  local name=$1 pkg=$2 dest=$3
+  shift 3
+  local bin="$IMAGES_DIR/bin/$(basename "$dest")"
+  (cd "$REPO_ROOT" && CGO_ENABLED=0 GOOS=linux $GO build -trimpath -ldflags "-s -w" -o "$bin" "$pkg")
+  file_image "$name" "$bin" "$dest" "$@"
+}
+
+# --- IMAGES -------------------------------------------------------------------------------------
+go_image "$PAUSE_IMAGE" ./hack/images/pause /pause
+go_image "$NETPROBE_IMAGE" ./test/images/netprobe /netprobe
+[[ -x $BIN_DIR/coredns ]] && file_image "$COREDNS_IMAGE" "$BIN_DIR/coredns" /coredns
+# ------------------------------------------------------------------------------------------------
+
+log "images built: ${tars[*]##*/}"
+if [[ $mode == import ]]; then
+  [[ -S $CONTAINERD_SOCK ]] || die "containerd is not running ($CONTAINERD_SOCK): run make cluster-up"
+  for t in "${tars[@]}"; do
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$t" >/dev/null
+  done
+  log "images imported into containerd (namespace k8s.io)"
+fi

@@ -4,8 +4,14 @@ SHELL := /bin/bash
 
 GO       ?= go
 BIN      := bin
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
-LDFLAGS  := -s -w -X github.com/kubectl-netpol/kubectl-netpol/internal/version.version=$(VERSION)
+# One version for the plugin, the agent, the archives, the krew manifest and the image tag
+# (hack/version.sh: git describe, made semver). AGENT_IMAGE_REPO has no registry host: set yours.
+# Expanded once, so one build never mixes two versions.
+VERSION          ?= $(shell hack/version.sh)
+VERSION          := $(VERSION)
+AGENT_IMAGE_REPO ?= localhost/kubectl-netpol/agent
+LDFLAGS  := -s -w -X github.com/kubectl-netpol/kubectl-netpol/internal/version.version=$(VERSION) \
+	-X github.com/kubectl-netpol/kubectl-netpol/internal/version.agentImageRepository=$(AGENT_IMAGE_REPO)
 CLI_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
 .PHONY: help

@@ -148,7 +148,7 @@ func (tt *TruthTable) Diff(observed *TruthTable) string {
 			return "."
 		}
 	})
-	return fmt.Sprintf("%d wrong cells\nexpected:\n%s\nobserved:\n%s\ncomparison (X = wrong):\n%s",
+	return fmt.Sprintf("%d wrong cells\nexpected:\n%sobserved:\n%scomparison (X = wrong, - = loopback, ignored):\n%s",
 		len(wrong), tt, observed, comparison)
 }
 

@@ -26,7 +26,7 @@ func shop(policies ...*networkingv1.NetworkPolicy) *policy.Snapshot {
 			Pod("db", "pending", WithLabels("app=web")),
 			Pod("kube-system", "node-agent", HostNetwork(), WithIP("172.31.0.10")),
 		},
-		NodeIPs: []netip.Addr{Addr("172.31.0.10")},
+		NodeIPs:  []netip.Addr{Addr("172.31.0.10")},
 		Policies: policies,
 	}
 }

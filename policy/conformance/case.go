@@ -31,6 +31,10 @@ type Case struct {
 type Step struct {
 	// Description lists what the case did to reach this state, in order.
 	Description string
+	// Changes are the actions upstream takes, in order, to go from the
+	// previous step's state to this one: what a runner on a live cluster
+	// replays (step 0, the baseline, has none).
+	Changes []Change
 	// Policies are every NetworkPolicy in force, namespaces set.
 	Policies []*networkingv1.NetworkPolicy
 	// NamespaceLabels are labels added (by logical namespace) to the
@@ -40,6 +44,53 @@ type Step struct {
 	PodLabels map[PodRef]map[string]string
 	// Probes are validated one after the other against this state.
 	Probes []Probe
+}
+
+// ChangeKind is an action an upstream case takes between validations.
+type ChangeKind string
+
+const (
+	CreatePolicy      ChangeKind = "CreatePolicy"
+	UpdatePolicy      ChangeKind = "UpdatePolicy"      // replaces the policy of the same namespace/name
+	DeleteAllPolicies ChangeKind = "DeleteAllPolicies" // in every namespace of the model
+	LabelNamespace    ChangeKind = "LabelNamespace"    // adds Labels to Namespace
+	LabelPod          ChangeKind = "LabelPod"          // adds Labels to Pod
+)
+
+// Change is one action of a case.
+type Change struct {
+	Kind ChangeKind
+	// Policy is set for CreatePolicy and UpdatePolicy, its namespace the real one.
+	Policy *networkingv1.NetworkPolicy
+	// Namespace is the logical namespace of LabelNamespace.
+	Namespace string
+	// Pod is the pod of LabelPod.
+	Pod    PodRef
+	Labels map[string]string
+}
+
+// String is the change in a few words: "create policy x/deny-all".
+func (c Change) String() string {
+	switch c.Kind {
+	case CreatePolicy, UpdatePolicy:
+		verb := map[ChangeKind]string{CreatePolicy: "create", UpdatePolicy: "update"}[c.Kind]
+		return fmt.Sprintf("%s policy %s/%s", verb, c.Policy.Namespace, c.Policy.Name)
+	case DeleteAllPolicies:
+		return "delete all policies"
+	case LabelNamespace:
+		return fmt.Sprintf("label namespace %s %s", c.Namespace, labelList(c.Labels))
+	case LabelPod:
+		return fmt.Sprintf("label pod %s %s", c.Pod, labelList(c.Labels))
+	}
+	return string(c.Kind)
+}
+
+func labelList(m map[string]string) string {
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		kv = append(kv, k+"="+m[k])
+	}
+	return strings.Join(kv, ",")
 }
 
 // Probe is one upstream ValidateOrFail: connect from every pod of the model
@@ -98,7 +149,7 @@ type builder struct {
 	c       Case
 	env     Env
 	state   Step
-	changes []string
+	changes []Change
 	dirty   bool
 	err     error
 }
@@ -111,7 +162,6 @@ func newCase(env Env, name, upstream string, protocols []corev1.Protocol, ports 
 	b := &builder{c: Case{Name: name, Upstream: upstream, Model: m}, env: env}
 	// Upstream's initializeCluster waits until every server answers on every
 	// port and protocol of the model before any policy exists.
-	b.changes = []string{"baseline: no policies (upstream waitForHTTPServers)"}
 	b.dirty = true
 	for _, proto := range protocols {
 		for _, port := range ports {
@@ -127,11 +177,11 @@ func (b *builder) ns(logical string) string { return b.env.Namespace(logical) }
 // reach starts an expectation: everything allowed, as NewReachability(pods, true).
 func (b *builder) reach() *TruthTable { return NewTruthTable(b.c.Model.Pods, true) }
 
-func (b *builder) changed(format string, args ...any) {
+func (b *builder) changed(c Change) {
 	if !b.dirty {
 		b.changes = nil
 	}
-	b.changes = append(b.changes, fmt.Sprintf(format, args...))
+	b.changes = append(b.changes, c)
 	b.dirty = true
 }
 
@@ -140,7 +190,7 @@ func (b *builder) create(logicalNS string, p *networkingv1.NetworkPolicy) {
 	p = p.DeepCopy()
 	p.Namespace = b.ns(logicalNS)
 	b.state.Policies = append(b.state.Policies, p)
-	b.changed("create policy %s/%s", logicalNS, p.Name)
+	b.changed(Change{Kind: CreatePolicy, Policy: p})
 }
 
 // update replaces the policy of the same namespace and name.
@@ -154,37 +204,44 @@ func (b *builder) update(logicalNS string, p *networkingv1.NetworkPolicy) {
 		panic(fmt.Sprintf("conformance: case %s updates policy %s/%s, which does not exist", b.c.Name, logicalNS, p.Name))
 	}
 	b.state.Policies[i] = p
-	b.changed("update policy %s/%s", logicalNS, p.Name)
+	b.changed(Change{Kind: UpdatePolicy, Policy: p})
 }
 
 // deleteAllPolicies is upstream's cleanNetworkPolicies.
 func (b *builder) deleteAllPolicies() {
 	b.state.Policies = nil
-	b.changed("delete all policies")
+	b.changed(Change{Kind: DeleteAllPolicies})
 }
 
 func (b *builder) addNamespaceLabel(logicalNS, key, value string) {
 	b.state.NamespaceLabels = cloneLabels(b.state.NamespaceLabels)
 	b.state.NamespaceLabels[logicalNS] = withLabel(b.state.NamespaceLabels[logicalNS], key, value)
-	b.changed("label namespace %s %s=%s", logicalNS, key, value)
+	b.changed(Change{Kind: LabelNamespace, Namespace: logicalNS, Labels: map[string]string{key: value}})
 }
 
 func (b *builder) addPodLabels(pod string, labels map[string]string) {
 	b.state.PodLabels = cloneLabels(b.state.PodLabels)
 	ref := PodRef(pod)
-	var added []string
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		b.state.PodLabels[ref] = withLabel(b.state.PodLabels[ref], k, labels[k])
-		added = append(added, k+"="+labels[k])
+	for k, v := range labels {
+		b.state.PodLabels[ref] = withLabel(b.state.PodLabels[ref], k, v)
 	}
-	b.changed("label pod %s %s", pod, strings.Join(added, ","))
+	b.changed(Change{Kind: LabelPod, Pod: ref, Labels: maps.Clone(labels)})
 }
 
 // validate is upstream's ValidateOrFail.
 func (b *builder) validate(port int32, proto corev1.Protocol, expected *TruthTable) {
 	if b.dirty {
+		desc := "baseline: no policies (upstream waitForHTTPServers)"
+		if len(b.c.Steps) > 0 {
+			var parts []string
+			for _, c := range b.changes {
+				parts = append(parts, c.String())
+			}
+			desc = strings.Join(parts, "; ")
+		}
 		b.c.Steps = append(b.c.Steps, Step{
-			Description:     strings.Join(b.changes, "; "),
+			Description:     desc,
+			Changes:         b.changes,
 			Policies:        slices.Clone(b.state.Policies),
 			NamespaceLabels: b.state.NamespaceLabels,
 			PodLabels:       b.state.PodLabels,

@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 )
 
 func TestAssignPodIPs(t *testing.T) {
@@ -240,4 +243,72 @@ func TestUpstreamNames(t *testing.T) {
 			t.Errorf("case %d %s: upstream text %q, upstream test in that position is %q", i, c.Name, c.Upstream, its[i])
 		}
 	}
+}
+
+// TestChangesReplayToSteps replays each step's Changes the way a runner on a
+// live cluster would, and checks that it reaches the step's state.
+func TestChangesReplayToSteps(t *testing.T) {
+	env := DefaultEnv()
+	cases, err := Cases(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		var pols []*networkingv1.NetworkPolicy
+		nsLabels := map[string]map[string]string{}
+		podLabels := map[PodRef]map[string]string{}
+		if len(c.Steps[0].Changes) != 0 {
+			t.Errorf("%s: baseline step has changes", c.Name)
+		}
+		for i, s := range c.Steps[1:] {
+			if len(s.Changes) == 0 {
+				t.Errorf("%s step %d: no changes since the previous step", c.Name, i+1)
+			}
+			for _, ch := range s.Changes {
+				switch ch.Kind {
+				case CreatePolicy:
+					pols = append(pols, ch.Policy)
+				case UpdatePolicy:
+					for j, p := range pols {
+						if p.Namespace == ch.Policy.Namespace && p.Name == ch.Policy.Name {
+							pols[j] = ch.Policy
+						}
+					}
+				case DeleteAllPolicies:
+					pols = nil
+				case LabelNamespace:
+					nsLabels[ch.Namespace] = withLabels(nsLabels[ch.Namespace], ch.Labels)
+				case LabelPod:
+					podLabels[ch.Pod] = withLabels(podLabels[ch.Pod], ch.Labels)
+				default:
+					t.Fatalf("%s: unknown change %q", c.Name, ch.Kind)
+				}
+			}
+			if !equality.Semantic.DeepEqual(pols, s.Policies) {
+				t.Errorf("%s step %d: replayed policies differ from the step's", c.Name, i+1)
+			}
+			for ns, l := range s.NamespaceLabels {
+				if !maps.Equal(l, nsLabels[ns]) {
+					t.Errorf("%s step %d: namespace %s labels %v, replayed %v", c.Name, i+1, ns, l, nsLabels[ns])
+				}
+			}
+			for p, l := range s.PodLabels {
+				if !maps.Equal(l, podLabels[p]) {
+					t.Errorf("%s step %d: pod %s labels %v, replayed %v", c.Name, i+1, p, l, podLabels[p])
+				}
+			}
+			if len(s.NamespaceLabels) != len(nsLabels) || len(s.PodLabels) != len(podLabels) {
+				t.Errorf("%s step %d: label changes differ", c.Name, i+1)
+			}
+		}
+	}
+}
+
+func withLabels(m, add map[string]string) map[string]string {
+	out := maps.Clone(m)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, add)
+	return out
 }

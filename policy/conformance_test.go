@@ -20,7 +20,7 @@ import (
 // runs with IPv4 pods, with IPv6 pods, and with the namespaces renamed as on a
 // shared cluster.
 func TestUpstreamConformance(t *testing.T) {
-	v4, err := conformance.AssignPodIPs(conformance.DefaultPodCIDR)
+	v4, err := conformance.AssignPodIPs(netip.MustParsePrefix(conformance.DefaultPodCIDR))
 	if err != nil {
 		t.Fatal(err)
 	}

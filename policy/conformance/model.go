@@ -18,7 +18,7 @@ const PodLabelKey = "pod"
 // ranges the local test cluster uses (10.244.0.0/16 pods, 10.250.0.0/16 node,
 // 10.96.0.0/16 services), so datapath tests can use it in their own network
 // namespaces.
-var DefaultPodCIDR = netip.MustParsePrefix("10.77.0.0/16")
+const DefaultPodCIDR = "10.77.0.0/16"
 
 var (
 	modelNamespaces = []string{"x", "y", "z"}
@@ -119,9 +119,9 @@ type Env struct {
 
 // DefaultEnv keeps the logical namespace names and puts the pods in DefaultPodCIDR.
 func DefaultEnv() Env {
-	ips, err := AssignPodIPs(DefaultPodCIDR)
+	ips, err := AssignPodIPs(netip.MustParsePrefix(DefaultPodCIDR))
 	if err != nil {
-		panic(err) // DefaultPodCIDR is a constant /16
+		panic(err) // unreachable: DefaultPodCIDR is a constant /16
 	}
 	return Env{PodIPs: ips}
 }

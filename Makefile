@@ -44,6 +44,14 @@ proto: ## Regenerate flow/v1 Go code from flow/v1/flow.proto (protoc + plugins p
 	  --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc --go-grpc_out=flow/v1 --go-grpc_opt=paths=source_relative \
 	  flow/v1/flow.proto
 
+.PHONY: generate
+generate: ## Regenerate the committed eBPF objects and bindings (bpf2go + clang-14: probe/netpol_bpfel.{go,o})
+	cd probe && $(GO) generate ./...
+
+.PHONY: generate-check
+generate-check: generate ## Fail when regenerating changes a committed file
+	@git diff --exit-code --stat -- probe/ || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+
 .PHONY: lint
 lint: ## go vet + staticcheck (from the tools module in hack/tools)
 	$(GO) vet ./...
@@ -58,5 +66,6 @@ tidy: ## go mod tidy for every module
 .PHONY: check
 check: ## Everything CI runs: lint, cross-builds, unit and privileged tests (run as root)
 	$(MAKE) lint
+	$(MAKE) generate-check
 	$(MAKE) cross
 	$(GO) test -count=1 ./...

@@ -1,0 +1,273 @@
+//go:build linux
+
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netns"
+)
+
+// nfPriority is the hook priority of every netfilter program: after
+// conntrack (-200) and DNAT (-100) at LOCAL_OUT, before SNAT (100) at
+// LOCAL_IN; FORWARD has no NAT hooks.
+const nfPriority = -50
+
+// nfDefrag is the kernel's NF_BPF_LINK_F_IP_DEFRAG (cilium/ebpf v0.22.0's
+// NetfilterIPDefrag constant is 0): programs see reassembled packets.
+const nfDefrag link.NetfilterAttachFlags = 1
+
+type hook struct {
+	name   string
+	family link.NetfilterProtocolFamily
+	hook   link.NetfilterInetHook
+}
+
+var hooks = []hook{
+	{"ipv4_forward", link.NetfilterProtoIPv4, link.NetfilterInetForward},
+	{"ipv4_local_in", link.NetfilterProtoIPv4, link.NetfilterInetLocalIn},
+	{"ipv4_local_out", link.NetfilterProtoIPv4, link.NetfilterInetLocalOut},
+	{"ipv6_forward", link.NetfilterProtoIPv6, link.NetfilterInetForward},
+	{"ipv6_local_in", link.NetfilterProtoIPv6, link.NetfilterInetLocalIn},
+	{"ipv6_local_out", link.NetfilterProtoIPv6, link.NetfilterInetLocalOut},
+}
+
+// attachment is the set of links of one network namespace.
+type attachment struct {
+	name  string
+	ns    netns.NsHandle
+	links []link.Link
+}
+
+func (a *attachment) close() {
+	for _, l := range a.links {
+		l.Close()
+	}
+	a.ns.Close()
+}
+
+var attachName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,64}$`)
+
+// Attach enforces policy in the network namespace of the calling OS thread
+// (lock it with runtime.LockOSThread and enter the namespace first). name
+// identifies the namespace in the pin directory (e.g. "node").
+//
+// Links are pinned, so enforcement outlives the process. When pins from a
+// previous run exist and run the same program, they are kept; when they run
+// another program (an upgrade), the new links are attached first and then
+// replace the old pins, so there is no moment without enforcement.
+func (p *Probe) Attach(name string) error {
+	if !attachName.MatchString(name) {
+		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '.', '_' or '-'", name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("opening the current network namespace: %w", err)
+	}
+	a := &attachment{name: name, ns: ns}
+	dir := filepath.Join(p.dir, "links", name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		a.close()
+		return fmt.Errorf("creating link pin directory: %w", err)
+	}
+	tag, err := progTag(p.objs.NetpolNf)
+	if err != nil {
+		a.close()
+		return err
+	}
+	for _, h := range hooks {
+		l, err := p.attachHook(h, filepath.Join(dir, h.name), tag)
+		if err != nil {
+			a.close()
+			return fmt.Errorf("attaching %s in %q: %w", h.name, name, err)
+		}
+		a.links = append(a.links, l)
+	}
+	p.attach = append(p.attach, a)
+	return nil
+}
+
+func (p *Probe) attachHook(h hook, pin string, tag string) (link.Link, error) {
+	if old, err := link.LoadPinnedLink(pin, nil); err == nil {
+		if same, _ := linkRunsTag(old, tag); same {
+			return old, nil
+		}
+		// Upgrade: attach the new program next to the old one, then let the
+		// new pin replace the old (rename is atomic in bpffs); closing the
+		// last reference to the old link detaches it.
+		nl, err := p.attachNetfilter(h)
+		if err != nil {
+			old.Close()
+			return nil, err
+		}
+		tmp := pin + ".new"
+		os.Remove(tmp)
+		if err := nl.Pin(tmp); err != nil {
+			nl.Close()
+			old.Close()
+			return nil, fmt.Errorf("pinning: %w", err)
+		}
+		if err := os.Rename(tmp, pin); err != nil {
+			nl.Unpin()
+			nl.Close()
+			old.Close()
+			return nil, fmt.Errorf("replacing pin: %w", err)
+		}
+		old.Close()
+		return nl, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("opening pinned link %s: %w", pin, err)
+	}
+	l, err := p.attachNetfilter(h)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Pin(pin); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("pinning link: %w", err)
+	}
+	return l, nil
+}
+
+func (p *Probe) attachNetfilter(h hook) (link.Link, error) {
+	return link.AttachNetfilter(link.NetfilterOptions{
+		Program:        p.objs.NetpolNf,
+		ProtocolFamily: h.family,
+		Hook:           h.hook,
+		Priority:       nfPriority,
+		NetfilterFlags: nfDefrag,
+	})
+}
+
+func progTag(prog *ebpf.Program) (string, error) {
+	info, err := prog.Info()
+	if err != nil {
+		return "", fmt.Errorf("reading program info: %w", err)
+	}
+	return info.Tag, nil
+}
+
+func linkRunsTag(l link.Link, tag string) (bool, error) {
+	info, err := l.Info()
+	if err != nil {
+		return false, err
+	}
+	prog, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return false, err
+	}
+	defer prog.Close()
+	t, err := progTag(prog)
+	return t == tag, err
+}
+
+// unpinLinks removes every pinned link under dir, detaching those no process
+// holds open.
+func unpinLinks(dir string) error {
+	var errs []error
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if l, err := link.LoadPinnedLink(path, nil); err == nil {
+			errs = append(errs, l.Unpin())
+			l.Close()
+		}
+		return nil
+	})
+	return errors.Join(errs...)
+}
+
+// guard is one interface protected against source-address spoofing.
+type guard struct {
+	ifindex int
+	link    link.Link
+}
+
+// GuardInterface attaches the anti-spoofing check to the ingress of ifindex
+// (the host side of a pod's interface, in the calling thread's network
+// namespace): IP packets from it must have one of addrs as their source
+// (IPv6 link-local and unspecified sources pass, for neighbour discovery).
+// The TCX link is pinned with the netfilter links of attachment name.
+//
+// Why a TCX check rather than strict rp_filter: rp_filter does nothing for
+// bridged traffic, does not apply to IPv6, and trusts whatever routes the CNI
+// installs; this check is the same for routed and bridge layouts.
+func (p *Probe) GuardInterface(name string, ifindex int, addrs []netip.Addr) error {
+	if !attachName.MatchString(name) {
+		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '.', '_' or '-'", name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range addrs {
+		k := netpolNetpolSpoofKey{Ifindex: uint32(ifindex), Addr: addr16(a)}
+		if err := p.objs.NetpolSpoofGuard.Put(&k, uint8(1)); err != nil {
+			return fmt.Errorf("allowing %s on interface %d: %w", a, ifindex, err)
+		}
+	}
+	pin := filepath.Join(p.dir, "links", name, fmt.Sprintf("spoof_%d", ifindex))
+	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
+		return err
+	}
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		if err := l.Update(p.objs.NetpolSpoof); err != nil {
+			l.Close()
+			return fmt.Errorf("updating anti-spoofing program on interface %d: %w", ifindex, err)
+		}
+		p.guarded = append(p.guarded, guard{ifindex, l})
+		return nil
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: p.objs.NetpolSpoof, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return fmt.Errorf("attaching anti-spoofing program to interface %d: %w", ifindex, err)
+	}
+	if err := l.Pin(pin); err != nil {
+		l.Close()
+		return fmt.Errorf("pinning anti-spoofing link: %w", err)
+	}
+	p.guarded = append(p.guarded, guard{ifindex, l})
+	return nil
+}
+
+// addr16 is the map form of an address: IPv4 as IPv4-mapped IPv6.
+func addr16(a netip.Addr) [16]uint8 {
+	if a.Is4() {
+		return netip.AddrFrom16(a.As16()).As16()
+	}
+	return a.As16()
+}
+
+// lockedNetns runs fn on a locked OS thread inside ns.
+func lockedNetns(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is left locked (and so discarded) if restoring fails.
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		err = fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}

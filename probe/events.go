@@ -1,0 +1,140 @@
+//go:build linux
+
+package probe
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+)
+
+// Event is one record of the ring buffer, generated from struct
+// netpol_event in netpol.c (version EventVersion).
+type Event = netpolNetpolEvent
+
+// EventVersion is the record version this package decodes.
+const EventVersion = 1
+
+// Event types, verdicts, directions and flags (netpol.c).
+const (
+	EventNewFlow = 1
+	EventDrop    = 2
+
+	VerdictAllow = 1
+	VerdictDrop  = 2
+
+	DirEgress  = 1
+	DirIngress = 2
+
+	FlagDNAT      = 1
+	FlagSNAT      = 2
+	FlagUntracked = 4
+	FlagIPv6      = 8
+)
+
+// ErrUnknownVersion is returned for a record of another layout version.
+var ErrUnknownVersion = errors.New("unknown event version")
+
+// Reader reads events from the pinned ring buffer. The datapath submits
+// without waking the reader until the unread data passes the configured
+// watermark, so Read also returns after the polling interval.
+type Reader struct {
+	rd   *ringbuf.Reader
+	poll time.Duration
+}
+
+// NewReader opens a reader; poll bounds the latency of an event below the
+// watermark (e.g. 100ms).
+func (p *Probe) NewReader(poll time.Duration) (*Reader, error) {
+	rd, err := ringbuf.NewReader(p.objs.NetpolEvents)
+	if err != nil {
+		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	}
+	return &Reader{rd: rd, poll: poll}, nil
+}
+
+// Read returns the next event. It waits at most one polling interval and
+// then returns os.ErrDeadlineExceeded when there is none.
+func (r *Reader) Read(ev *Event) error {
+	r.rd.SetDeadline(time.Now().Add(r.poll))
+	rec, err := r.rd.Read()
+	if err != nil {
+		return err
+	}
+	return DecodeEvent(rec.RawSample, ev)
+}
+
+// Close stops the reader; a blocked Read returns ringbuf.ErrClosed.
+func (r *Reader) Close() error { return r.rd.Close() }
+
+// DecodeEvent decodes one raw record.
+func DecodeEvent(raw []byte, ev *Event) error {
+	if len(raw) == 0 {
+		return errors.New("empty event record")
+	}
+	if raw[0] != EventVersion {
+		return fmt.Errorf("%w %d", ErrUnknownVersion, raw[0])
+	}
+	return binary.Read(bytes.NewReader(raw), binary.LittleEndian, ev)
+}
+
+// TupleAddrs returns the tuple's addresses, IPv4 unmapped.
+func TupleAddrs(t netpolNetpolTuple) (src, dst netip.Addr) {
+	return netip.AddrFrom16(t.Saddr).Unmap(), netip.AddrFrom16(t.Daddr).Unmap()
+}
+
+// Attribution is the policy meaning of an event under a compiled Datapath.
+type Attribution struct {
+	// AllowedBy are the rules that allowed an allowed flow (egress, ingress
+	// side; absent when that side was not isolated).
+	AllowedBy []policy.CompiledRule
+	// DeniedBy are, for a drop, the policies isolating the deciding side
+	// of the deciding endpoint (no rule of theirs matched).
+	DeniedBy  []policy.PolicyRef
+	Direction policy.Direction
+	// NodeTraffic is set when the implicit pod<->node allowance applied.
+	NodeTraffic bool
+}
+
+// Attribute explains ev with dp (the Datapath applied when it was seen).
+func Attribute(dp *policy.Datapath, ev *Event) Attribution {
+	var a Attribution
+	for _, id := range []uint32{ev.EgressRule, ev.IngressRule} {
+		if id == policy.RuleNodeTraffic {
+			a.NodeTraffic = true
+		} else if r, ok := dp.RuleByID(id); ok {
+			a.AllowedBy = append(a.AllowedBy, r)
+		}
+	}
+	if ev.Verdict != VerdictDrop {
+		return a
+	}
+	switch ev.Direction {
+	case DirEgress:
+		a.Direction = policy.Egress
+		if ep, ok := dp.EndpointByID(ev.SrcEndpoint); ok {
+			a.DeniedBy = ep.Egress.IsolatedBy
+		}
+	case DirIngress:
+		a.Direction = policy.Ingress
+		if ep, ok := dp.EndpointByID(ev.DstEndpoint); ok {
+			a.DeniedBy = ep.Ingress.IsolatedBy
+		}
+	}
+	return a
+}
+
+// Applied returns the Datapath last applied by this process (nil before
+// the first Apply).
+func (p *Probe) Applied() *policy.Datapath {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.dp
+}

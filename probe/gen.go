@@ -1,0 +1,5 @@
+//go:build linux
+
+package probe
+
+//go:generate go tool bpf2go -cc clang-14 -strip llvm-strip-14 -target bpfel -tags linux -type netpol_event -type netpol_tuple -type netpol_policy_key -type netpol_policy_value -output-stem netpol netpol netpol.c -- -O2 -g -Wall -Werror

@@ -1,0 +1,600 @@
+//go:build ignore
+
+// NetworkPolicy enforcement in BPF netfilter programs (BPF_PROG_TYPE_NETFILTER)
+// attached at FORWARD, LOCAL_IN and LOCAL_OUT for IPv4 and IPv6. The kernel's
+// conntrack decides what is established or a reply; only NEW, unconfirmed
+// connections are evaluated, and they are dropped before conntrack confirms
+// them, so a denied flow leaves no conntrack entry behind.
+//
+// Layout (see maps below): ipcache (LPM prefix -> identity), endpoints (pod IP
+// -> endpoint), policy_slots (array of per-endpoint-direction LPM tries holding
+// CIDR -> pseudo identity entries and identity/protocol/port-prefix -> rule
+// ID entries), config, rate-limit state, counters and the event ring buffer.
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+#define NF_DROP 0
+#define NF_ACCEPT 1
+
+#define NETPOL_EVENT_VERSION 1
+
+// Reserved identities. Pod identities and CIDR pseudo identities are assigned
+// by user space; pseudo identities have the top bit set and are local to one
+// endpoint direction.
+#define NETPOL_ID_ANY 0
+#define NETPOL_ID_WORLD 1
+
+// Kinds of entries in an endpoint-direction policy trie.
+#define NETPOL_KIND_CIDR 1
+#define NETPOL_KIND_RULE 2
+
+// Endpoint flags.
+#define NETPOL_EP_ISOLATED_INGRESS 1
+#define NETPOL_EP_ISOLATED_EGRESS 2
+
+// Event types, verdicts, reasons and flags.
+#define NETPOL_EVENT_NEW_FLOW 1
+#define NETPOL_EVENT_DROP 2
+
+#define NETPOL_VERDICT_ALLOW 1
+#define NETPOL_VERDICT_DROP 2
+
+#define NETPOL_DIR_EGRESS 1
+#define NETPOL_DIR_INGRESS 2
+
+#define NETPOL_REASON_NOT_ISOLATED 1
+#define NETPOL_REASON_ALLOWED_BY_RULE 2
+#define NETPOL_REASON_NO_RULE_MATCHED 3
+#define NETPOL_REASON_NOT_APPLICABLE 4
+
+#define NETPOL_FLAG_DNAT 1
+#define NETPOL_FLAG_SNAT 2
+#define NETPOL_FLAG_UNTRACKED 4
+#define NETPOL_FLAG_IPV6 8
+
+// Counters (per CPU).
+enum netpol_counter {
+	NETPOL_CNT_PACKETS = 0,
+	NETPOL_CNT_ESTABLISHED,
+	NETPOL_CNT_NEW_ALLOWED,
+	NETPOL_CNT_NEW_DENIED,
+	NETPOL_CNT_UNTRACKED,
+	NETPOL_CNT_EVENTS,
+	NETPOL_CNT_RING_FULL,
+	NETPOL_CNT_RATE_LIMITED,
+	NETPOL_CNT_NOT_PARSED,
+	NETPOL_CNT_SPOOF_DROPPED,
+	NETPOL_CNT_MAX,
+};
+
+struct netpol_ipcache_key {
+	__u32 prefixlen;
+	__u8 addr[16]; // IPv4 as ::ffff:a.b.c.d
+};
+
+struct netpol_endpoint_key {
+	__u8 addr[16];
+};
+
+struct netpol_endpoint {
+	__u32 id;
+	__u32 identity;
+	__u32 flags;
+	__u32 slot_ingress;
+	__u32 slot_egress;
+};
+
+// One key type for both kinds of entries of a policy trie, so a whole endpoint
+// direction (its CIDR flattening and its rules) is swapped as one map.
+// KIND_CIDR: data = 16-byte address. KIND_RULE: data = identity (BE32),
+// protocol (0 = any), port (BE16); the prefix length covers kind(8) +
+// identity(32) [+ protocol(8) [+ port prefix(<=16)]].
+struct netpol_policy_key {
+	__u32 prefixlen;
+	__u8 kind;
+	__u8 data[19];
+};
+
+struct netpol_policy_value {
+	__u32 value; // KIND_CIDR: pseudo identity; KIND_RULE: rule ID
+};
+
+struct netpol_config {
+	__u64 drop_events_per_sec; // token refill per CPU; 0 = no drop events
+	__u64 drop_events_burst;
+	__u64 wakeup_watermark; // bytes of unread ring data that force a wake-up
+	__u32 flow_events;      // 1 = one event per allowed new flow
+	__u32 pad;
+};
+
+struct netpol_bucket {
+	__u64 tokens_nano; // tokens scaled by 1e9
+	__u64 last_ns;
+};
+
+struct netpol_tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; // host byte order
+	__u16 dport;
+};
+
+// The event record, version NETPOL_EVENT_VERSION. Field order keeps it free of
+// implicit padding; append only, bump the version on any change.
+struct netpol_event {
+	__u8 version;
+	__u8 type;
+	__u8 verdict;
+	__u8 direction; // the side that decided a drop (0 for allowed flows)
+	__u8 egress_reason;
+	__u8 ingress_reason;
+	__u8 protocol;
+	__u8 tcp_flags;
+	__u8 hook;
+	__u8 family; // 4 or 6
+	__u16 flags;
+	__u32 len;
+	__u64 timestamp_ns;
+	__u32 src_endpoint;
+	__u32 dst_endpoint;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 egress_rule;
+	__u32 ingress_rule;
+	struct netpol_tuple tuple;      // as seen at the hook (after DNAT, before SNAT)
+	struct netpol_tuple orig_tuple; // conntrack's original direction (pre-NAT)
+};
+
+// Force BTF for types bpf2go -type generates but no map key/value names.
+const struct netpol_event *unused_netpol_event __attribute__((unused));
+const struct netpol_policy_key *unused_netpol_policy_key __attribute__((unused));
+const struct netpol_policy_value *unused_netpol_policy_value __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct netpol_ipcache_key);
+	__type(value, __u32);
+} netpol_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct netpol_endpoint_key);
+	__type(value, struct netpol_endpoint);
+} netpol_endpoints SEC(".maps");
+
+struct netpol_policy_trie {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(key_size, sizeof(struct netpol_policy_key));
+	__uint(value_size, sizeof(struct netpol_policy_value));
+};
+
+// Slot = one endpoint direction. An empty slot of an isolated direction denies.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 65536 * 2);
+	__uint(key_size, sizeof(__u32));
+	__array(values, struct netpol_policy_trie);
+} netpol_policy_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct netpol_config);
+} netpol_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct netpol_bucket);
+} netpol_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NETPOL_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} netpol_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} netpol_events SEC(".maps");
+
+// Anti-spoofing: (host-side pod interface, source address) pairs allowed.
+struct netpol_spoof_key {
+	__u32 ifindex;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct netpol_spoof_key);
+	__type(value, __u8);
+} netpol_spoof_guard SEC(".maps");
+
+extern int bpf_dynptr_from_skb(struct __sk_buff *skb, __u64 flags, struct bpf_dynptr *ptr__uninit) __ksym;
+extern void *bpf_dynptr_slice(const struct bpf_dynptr *ptr, __u32 offset, void *buffer__opt,
+			      __u32 buffer__szk) __ksym;
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&netpol_counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void set_v4(__u8 *dst, __be32 a)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &a, 4);
+}
+
+struct netpol_pkt {
+	struct netpol_tuple t;
+	__u8 protocol;
+	__u8 tcp_flags;
+	__u8 family;
+	__u32 len;
+};
+
+// parse fills pkt from the network header at offset 0 of the skb.
+static __always_inline int parse(struct bpf_nf_ctx *ctx, struct netpol_pkt *pkt)
+{
+	struct bpf_dynptr ptr;
+	__u32 l4off;
+	__u8 proto;
+
+	if (bpf_dynptr_from_skb((struct __sk_buff *)ctx->skb, 0, &ptr))
+		return -1;
+	pkt->len = ctx->skb->len;
+
+	if (ctx->state->pf == NFPROTO_IPV4) {
+		struct iphdr buf, *ip;
+		ip = bpf_dynptr_slice(&ptr, 0, &buf, sizeof(buf));
+		if (!ip)
+			return -1;
+		pkt->family = 4;
+		set_v4(pkt->t.saddr, ip->saddr);
+		set_v4(pkt->t.daddr, ip->daddr);
+		proto = ip->protocol;
+		l4off = ip->ihl * 4;
+		// Non-first fragments carry no ports (defragmentation is requested
+		// at attach time, so this is rare).
+		if (ip->frag_off & bpf_htons(0x1fff)) {
+			pkt->protocol = proto;
+			return 0;
+		}
+	} else {
+		struct ipv6hdr buf, *ip6;
+		ip6 = bpf_dynptr_slice(&ptr, 0, &buf, sizeof(buf));
+		if (!ip6)
+			return -1;
+		pkt->family = 6;
+		__builtin_memcpy(pkt->t.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(pkt->t.daddr, &ip6->daddr, 16);
+		proto = ip6->nexthdr;
+		l4off = sizeof(struct ipv6hdr);
+		// Skip up to four extension headers.
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (proto != 0 && proto != 43 && proto != 60 && proto != 44)
+				break;
+			struct ipv6_opt_hdr obuf, *opt;
+			opt = bpf_dynptr_slice(&ptr, l4off, &obuf, sizeof(obuf));
+			if (!opt)
+				return -1;
+			if (proto == 44) { // fragment header: 8 bytes
+				struct frag_hdr fbuf, *fh;
+				fh = bpf_dynptr_slice(&ptr, l4off, &fbuf, sizeof(fbuf));
+				if (!fh)
+					return -1;
+				proto = fh->nexthdr;
+				l4off += 8;
+				if (fh->frag_off & bpf_htons(0xfff8)) {
+					pkt->protocol = proto;
+					return 0;
+				}
+				continue;
+			}
+			proto = opt->nexthdr;
+			l4off += (opt->hdrlen + 1) * 8;
+		}
+	}
+	pkt->protocol = proto;
+
+	if (proto == IPPROTO_TCP) {
+		__u8 tbuf[14], *th;
+		th = bpf_dynptr_slice(&ptr, l4off, tbuf, sizeof(tbuf));
+		if (!th)
+			return -1;
+		pkt->t.sport = ((__u16)th[0] << 8) | th[1];
+		pkt->t.dport = ((__u16)th[2] << 8) | th[3];
+		pkt->tcp_flags = th[13];
+	} else if (proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
+		__u8 pbuf[4], *p;
+		p = bpf_dynptr_slice(&ptr, l4off, pbuf, sizeof(pbuf));
+		if (!p)
+			return -1;
+		pkt->t.sport = ((__u16)p[0] << 8) | p[1];
+		pkt->t.dport = ((__u16)p[2] << 8) | p[3];
+	}
+	return 0;
+}
+
+static __always_inline __u32 identity_of(__u8 *addr, struct netpol_endpoint *ep)
+{
+	if (ep)
+		return ep->identity;
+	struct netpol_ipcache_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.addr, addr, 16);
+	__u32 *id = bpf_map_lookup_elem(&netpol_ipcache, &k);
+	return id ? *id : NETPOL_ID_WORLD;
+}
+
+static __always_inline __u32 lookup_rule(void *trie, __u32 identity, __u8 proto, __u16 port)
+{
+	struct netpol_policy_key k = {
+		.prefixlen = 8 + 32 + 8 + 16,
+		.kind = NETPOL_KIND_RULE,
+	};
+	__be32 id = bpf_htonl(identity);
+	__builtin_memcpy(k.data, &id, 4);
+	k.data[4] = proto;
+	k.data[5] = port >> 8;
+	k.data[6] = port & 0xff;
+	// The longest prefix wins: identity+protocol+port block (up to 64 bits),
+	// identity+protocol (48: every port), or identity alone (40: every
+	// protocol, a rule without ports).
+	struct netpol_policy_value *v = bpf_map_lookup_elem(trie, &k);
+	return v ? v->value : 0;
+}
+
+// evaluate returns the allowing rule ID, or 0 when no rule allows.
+static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identity, struct netpol_pkt *pkt)
+{
+	void *trie = bpf_map_lookup_elem(&netpol_policy_slots, &slot);
+	if (!trie)
+		return 0; // isolated, but no policy installed yet: fail closed
+	__u32 rule = lookup_rule(trie, peer_identity, pkt->protocol, pkt->t.dport);
+	if (rule)
+		return rule;
+	rule = lookup_rule(trie, NETPOL_ID_ANY, pkt->protocol, pkt->t.dport);
+	if (rule)
+		return rule;
+	struct netpol_policy_key k = {
+		.prefixlen = 8 + 128,
+		.kind = NETPOL_KIND_CIDR,
+	};
+	__builtin_memcpy(k.data, peer, 16);
+	struct netpol_policy_value *cidr = bpf_map_lookup_elem(trie, &k);
+	if (!cidr || !cidr->value)
+		return 0; // no block, or an except that shadows a wider block
+	return lookup_rule(trie, cidr->value, pkt->protocol, pkt->t.dport);
+}
+
+// drop_event_allowed takes a token from this CPU's bucket.
+static __always_inline int drop_event_allowed(struct netpol_config *cfg)
+{
+	__u32 zero = 0;
+	struct netpol_bucket *b = bpf_map_lookup_elem(&netpol_buckets, &zero);
+	if (!b || !cfg || cfg->drop_events_per_sec == 0)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 elapsed = now - b->last_ns;
+	__u64 cap = cfg->drop_events_burst * 1000000000ULL;
+	if (elapsed > 1000000000ULL)
+		elapsed = 1000000000ULL;
+	b->last_ns = now;
+	b->tokens_nano += elapsed * cfg->drop_events_per_sec;
+	if (b->tokens_nano > cap)
+		b->tokens_nano = cap;
+	if (b->tokens_nano < 1000000000ULL)
+		return 0;
+	b->tokens_nano -= 1000000000ULL;
+	return 1;
+}
+
+static __always_inline void read_tuple(struct nf_conn *ct, struct netpol_tuple *t, __u8 family)
+{
+	struct nf_conntrack_tuple tup;
+	if (bpf_core_read(&tup, sizeof(tup), &ct->tuplehash[0].tuple))
+		return;
+	if (family == 4) {
+		set_v4(t->saddr, tup.src.u3.ip);
+		set_v4(t->daddr, tup.dst.u3.ip);
+	} else {
+		__builtin_memcpy(t->saddr, &tup.src.u3.ip6, 16);
+		__builtin_memcpy(t->daddr, &tup.dst.u3.ip6, 16);
+	}
+	t->sport = bpf_ntohs(tup.src.u.all);
+	t->dport = bpf_ntohs(tup.dst.u.all);
+}
+
+SEC("netfilter")
+int netpol_nf(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	unsigned long nfct = skb->_nfct;
+	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
+	__u32 ctinfo = nfct & 7;
+	__u16 flags = 0;
+	unsigned long status = 0;
+
+	count(NETPOL_CNT_PACKETS);
+	if (ct) {
+		if (ctinfo != IP_CT_NEW) {
+			count(NETPOL_CNT_ESTABLISHED);
+			return NF_ACCEPT;
+		}
+		status = BPF_CORE_READ(ct, status);
+		// Confirmed while still NEW (e.g. a one-way UDP stream): this
+		// program allowed it before, and revocation deletes entries a new
+		// policy denies.
+		if (status & IPS_CONFIRMED) {
+			count(NETPOL_CNT_ESTABLISHED);
+			return NF_ACCEPT;
+		}
+		if (status & IPS_DST_NAT)
+			flags |= NETPOL_FLAG_DNAT;
+		if (status & IPS_SRC_NAT)
+			flags |= NETPOL_FLAG_SNAT;
+	} else {
+		flags |= NETPOL_FLAG_UNTRACKED;
+		count(NETPOL_CNT_UNTRACKED);
+	}
+
+	struct netpol_pkt pkt = {};
+	if (parse(ctx, &pkt)) {
+		count(NETPOL_CNT_NOT_PARSED);
+		return NF_ACCEPT;
+	}
+	if (pkt.family == 6)
+		flags |= NETPOL_FLAG_IPV6;
+
+	struct netpol_endpoint *src = bpf_map_lookup_elem(&netpol_endpoints, pkt.t.saddr);
+	struct netpol_endpoint *dst = bpf_map_lookup_elem(&netpol_endpoints, pkt.t.daddr);
+	barrier_var(src); // keeps clang from OR-ing the two pointers
+	if (!src && !dst)
+		return NF_ACCEPT; // no local endpoint involved
+
+	__u32 src_id = identity_of(pkt.t.saddr, src);
+	__u32 dst_id = identity_of(pkt.t.daddr, dst);
+	__u32 egress_rule = 0, ingress_rule = 0;
+	__u8 egress_reason = NETPOL_REASON_NOT_APPLICABLE, ingress_reason = NETPOL_REASON_NOT_APPLICABLE;
+	__u8 direction = 0;
+	int allowed = 1;
+
+	if (src) {
+		egress_reason = NETPOL_REASON_NOT_ISOLATED;
+		if (src->flags & NETPOL_EP_ISOLATED_EGRESS) {
+			egress_rule = evaluate(src->slot_egress, pkt.t.daddr, dst_id, &pkt);
+			egress_reason = egress_rule ? NETPOL_REASON_ALLOWED_BY_RULE : NETPOL_REASON_NO_RULE_MATCHED;
+			if (!egress_rule) {
+				allowed = 0;
+				direction = NETPOL_DIR_EGRESS;
+			}
+		}
+	}
+	if (dst) {
+		ingress_reason = NETPOL_REASON_NOT_ISOLATED;
+		if (dst->flags & NETPOL_EP_ISOLATED_INGRESS) {
+			ingress_rule = evaluate(dst->slot_ingress, pkt.t.saddr, src_id, &pkt);
+			ingress_reason = ingress_rule ? NETPOL_REASON_ALLOWED_BY_RULE : NETPOL_REASON_NO_RULE_MATCHED;
+			if (!ingress_rule && allowed) {
+				allowed = 0;
+				direction = NETPOL_DIR_INGRESS;
+			}
+		}
+	}
+
+	__u32 zero = 0;
+	struct netpol_config *cfg = bpf_map_lookup_elem(&netpol_config, &zero);
+	if (allowed) {
+		count(NETPOL_CNT_NEW_ALLOWED);
+		if (!cfg || !cfg->flow_events)
+			return NF_ACCEPT;
+	} else {
+		count(NETPOL_CNT_NEW_DENIED);
+		if (!drop_event_allowed(cfg)) {
+			count(NETPOL_CNT_RATE_LIMITED);
+			return NF_DROP;
+		}
+	}
+
+	struct netpol_event *e = bpf_ringbuf_reserve(&netpol_events, sizeof(*e), 0);
+	if (!e) {
+		count(NETPOL_CNT_RING_FULL);
+		return allowed ? NF_ACCEPT : NF_DROP;
+	}
+	e->version = NETPOL_EVENT_VERSION;
+	e->type = allowed ? NETPOL_EVENT_NEW_FLOW : NETPOL_EVENT_DROP;
+	e->verdict = allowed ? NETPOL_VERDICT_ALLOW : NETPOL_VERDICT_DROP;
+	e->direction = direction;
+	e->egress_reason = egress_reason;
+	e->ingress_reason = ingress_reason;
+	e->protocol = pkt.protocol;
+	e->tcp_flags = pkt.tcp_flags;
+	e->hook = ctx->state->hook;
+	e->family = pkt.family;
+	e->flags = flags;
+	e->len = pkt.len;
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->src_endpoint = src ? src->id : 0;
+	e->dst_endpoint = dst ? dst->id : 0;
+	e->src_identity = src_id;
+	e->dst_identity = dst_id;
+	e->egress_rule = egress_rule;
+	e->ingress_rule = ingress_rule;
+	e->tuple = pkt.t;
+	if (ct)
+		read_tuple(ct, &e->orig_tuple, pkt.family);
+	else
+		e->orig_tuple = pkt.t;
+
+	__u64 wake = BPF_RB_NO_WAKEUP;
+	if (cfg && bpf_ringbuf_query(&netpol_events, BPF_RB_AVAIL_DATA) >= cfg->wakeup_watermark)
+		wake = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, wake);
+	count(NETPOL_CNT_EVENTS);
+	return allowed ? NF_ACCEPT : NF_DROP;
+}
+
+// netpol_spoof runs at TCX ingress of the host side of a pod interface and
+// drops IP packets whose source address was not assigned to that pod.
+SEC("tcx/ingress")
+int netpol_spoof(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct netpol_spoof_key k = {.ifindex = skb->ifindex};
+
+	if ((void *)(eth + 1) > end)
+		return TCX_NEXT;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return TCX_DROP;
+		set_v4(k.addr, ip->saddr);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return TCX_DROP;
+		__u8 *s = (__u8 *)&ip6->saddr;
+		// Link-local and unspecified sources (neighbour discovery, DAD).
+		if ((s[0] == 0xfe && (s[1] & 0xc0) == 0x80))
+			return TCX_NEXT;
+		__builtin_memcpy(k.addr, s, 16);
+		__u8 unspecified = 1;
+#pragma unroll
+		for (int i = 0; i < 16; i++)
+			if (s[i])
+				unspecified = 0;
+		if (unspecified)
+			return TCX_NEXT;
+	} else {
+		return TCX_NEXT;
+	}
+	if (bpf_map_lookup_elem(&netpol_spoof_guard, &k))
+		return TCX_NEXT;
+	count(NETPOL_CNT_SPOOF_DROPPED);
+	return TCX_DROP;
+}

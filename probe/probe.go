@@ -1,0 +1,250 @@
+//go:build linux
+
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// LayoutVersion names the pin directory. Bump it whenever a map's key,
+// value or type changes: an existing pin with another layout cannot be
+// reused (ebpf.ErrMapIncompatible), so a new layout gets fresh maps.
+const LayoutVersion = "v1"
+
+// DefaultPinRoot is where the agent pins its maps and links.
+const DefaultPinRoot = "/sys/fs/bpf/netpol"
+
+// Options configure Load.
+type Options struct {
+	// PinRoot is the bpffs directory for pins (default DefaultPinRoot);
+	// tests use a unique one. Pins live under PinRoot/LayoutVersion.
+	PinRoot string
+	// Config is written at load; see SetConfig.
+	Config Config
+}
+
+// Config is the run-time configuration of the datapath.
+type Config struct {
+	// DropEventsPerSec is the refill rate of each CPU's token bucket for drop
+	// events; 0 disables drop events. Drops are never rate-limited, only
+	// their events.
+	DropEventsPerSec uint64
+	// DropEventsBurst is the bucket size.
+	DropEventsBurst uint64
+	// WakeupWatermark is the amount of unread ring data (bytes) above which
+	// the datapath wakes the reader; below it the reader polls.
+	WakeupWatermark uint64
+	// FlowEvents emits one event per allowed new flow.
+	FlowEvents bool
+}
+
+// DefaultConfig is a reasonable production configuration.
+var DefaultConfig = Config{DropEventsPerSec: 1000, DropEventsBurst: 5000, WakeupWatermark: 64 << 10, FlowEvents: true}
+
+// Probe is the loaded datapath. Its methods are safe for concurrent use.
+type Probe struct {
+	dir       string
+	objs      netpolObjects
+	innerSpec *ebpf.MapSpec // of the per-endpoint-direction policy maps
+
+	mu      sync.Mutex
+	state   applied
+	attach  []*attachment
+	closed  bool
+	revoke  bool
+	guarded []guard
+}
+
+// Load loads the programs and opens (or creates) the pinned maps under
+// opts.PinRoot/LayoutVersion, mounting bpffs at /sys/fs/bpf first if needed.
+// Nothing is attached yet: see Attach.
+func Load(opts Options) (*Probe, error) {
+	if opts.PinRoot == "" {
+		opts.PinRoot = DefaultPinRoot
+	}
+	if err := ensureBPFFS(opts.PinRoot); err != nil {
+		return nil, err
+	}
+	// Memory is charged to the cgroup on this kernel; older kernels need this.
+	_ = rlimit.RemoveMemlock()
+	dir := filepath.Join(opts.PinRoot, LayoutVersion)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating pin directory: %w", err)
+	}
+	spec, err := loadNetpol()
+	if err != nil {
+		return nil, fmt.Errorf("loading program spec: %w", err)
+	}
+	for name, m := range spec.Maps {
+		if !strings.HasPrefix(name, ".") { // .bss etc. are per program
+			m.Pinning = ebpf.PinByName
+		}
+	}
+	inner := spec.Maps["netpol_policy_slots"].InnerMap
+	if inner == nil {
+		return nil, errors.New("program spec has no inner policy map")
+	}
+	p := &Probe{dir: dir, revoke: true, innerSpec: inner.Copy()}
+	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("loading programs: %w", err)
+	}
+	cfg := opts.Config
+	if cfg == (Config{}) {
+		cfg = DefaultConfig
+	}
+	if err := p.SetConfig(cfg); err != nil {
+		p.objs.Close()
+		return nil, err
+	}
+	if err := p.recover(); err != nil {
+		p.objs.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// PinDir is the versioned pin directory.
+func (p *Probe) PinDir() string { return p.dir }
+
+// SetConfig changes the run-time configuration (e.g. the drop-event rate).
+func (p *Probe) SetConfig(c Config) error {
+	v := netpolNetpolConfig{
+		DropEventsPerSec: c.DropEventsPerSec,
+		DropEventsBurst:  c.DropEventsBurst,
+		WakeupWatermark:  c.WakeupWatermark,
+	}
+	if c.FlowEvents {
+		v.FlowEvents = 1
+	}
+	if err := p.objs.NetpolConfig.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("writing config: %w", err)
+	}
+	return nil
+}
+
+// SetRevocation chooses whether Apply deletes established connections that
+// the new policy denies (the default) or keeps them.
+func (p *Probe) SetRevocation(on bool) {
+	p.mu.Lock()
+	p.revoke = on
+	p.mu.Unlock()
+}
+
+// Close releases this process's handles and leaves enforcement running:
+// links and maps stay pinned.
+func (p *Probe) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	for _, a := range p.attach {
+		a.close()
+	}
+	for _, g := range p.guarded {
+		g.link.Close()
+	}
+	return p.objs.Close()
+}
+
+// Uninstall detaches every program this layout attached (in every
+// namespace, found through the pins), removes every pin and closes p.
+func (p *Probe) Uninstall() error {
+	p.mu.Lock()
+	dir := p.dir
+	p.mu.Unlock()
+	var errs []error
+	errs = append(errs, unpinLinks(filepath.Join(dir, "links")))
+	errs = append(errs, p.Close())
+	errs = append(errs, os.RemoveAll(dir))
+	// Remove the root too when no other layout version is left in it.
+	_ = os.Remove(filepath.Dir(dir))
+	return errors.Join(errs...)
+}
+
+// Counter indexes Stats.
+type Counter int
+
+// Counters, in the order of the C enum netpol_counter.
+const (
+	CounterPackets Counter = iota
+	CounterEstablished
+	CounterNewAllowed
+	CounterNewDenied
+	CounterUntracked
+	CounterEvents
+	CounterRingFull
+	CounterRateLimited
+	CounterNotParsed
+	CounterSpoofDropped
+	counterMax
+)
+
+// Stats are the datapath counters summed over CPUs.
+type Stats struct {
+	Packets      uint64 // packets seen by the netfilter programs
+	Established  uint64 // accepted by conntrack state without evaluation
+	NewAllowed   uint64
+	NewDenied    uint64
+	Untracked    uint64 // no conntrack entry: evaluated statelessly
+	Events       uint64 // events written to the ring buffer
+	RingFull     uint64 // events lost because the ring was full
+	RateLimited  uint64 // drop events suppressed by the token bucket
+	NotParsed    uint64 // packets the parser could not read (accepted)
+	SpoofDropped uint64 // packets dropped by the anti-spoofing check
+}
+
+// Stats reads the counters.
+func (p *Probe) Stats() (Stats, error) {
+	var vals [counterMax]uint64
+	for i := range vals {
+		var per []uint64
+		if err := p.objs.NetpolCounters.Lookup(uint32(i), &per); err != nil {
+			return Stats{}, fmt.Errorf("reading counter %d: %w", i, err)
+		}
+		for _, v := range per {
+			vals[i] += v
+		}
+	}
+	return Stats{
+		Packets: vals[CounterPackets], Established: vals[CounterEstablished],
+		NewAllowed: vals[CounterNewAllowed], NewDenied: vals[CounterNewDenied],
+		Untracked: vals[CounterUntracked], Events: vals[CounterEvents],
+		RingFull: vals[CounterRingFull], RateLimited: vals[CounterRateLimited],
+		NotParsed: vals[CounterNotParsed], SpoofDropped: vals[CounterSpoofDropped],
+	}, nil
+}
+
+// ensureBPFFS mounts bpffs at /sys/fs/bpf when root lies under it and it is
+// not mounted (the case on this kind of host).
+func ensureBPFFS(root string) error {
+	const bpffs = "/sys/fs/bpf"
+	var st unix.Statfs_t
+	if err := unix.Statfs(bpffs, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if rel, err := filepath.Rel(bpffs, root); err != nil || rel == ".." || filepath.IsAbs(rel) || (len(rel) > 2 && rel[:3] == "../") {
+		return nil // caller chose another bpffs mount
+	}
+	if err := os.MkdirAll(bpffs, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", bpffs, err)
+	}
+	if err := unix.Mount("bpffs", bpffs, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting bpffs at %s: %w", bpffs, err)
+	}
+	return nil
+}

@@ -1,0 +1,450 @@
+package policy
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Reserved datapath identities. Pod identities are >= FirstPodIdentity.
+const (
+	// IdentityAny is the wildcard peer of a rule without from/to.
+	IdentityAny uint32 = 0
+	// IdentityWorld is every address that is neither a pod nor a node.
+	IdentityWorld uint32 = 1
+	// IdentityHost is every node address (and hostNetwork pods, which use it).
+	IdentityHost uint32 = 2
+	// FirstPodIdentity is the lowest identity given to a group of pods.
+	FirstPodIdentity uint32 = 256
+)
+
+// RuleNodeTraffic is the rule ID of the implicit allowance of traffic between
+// a pod and a node, which NetworkPolicy never restricts. Compiled rule IDs are
+// >= FirstRuleID.
+const (
+	RuleNodeTraffic uint32 = 1
+	FirstRuleID     uint32 = 16
+)
+
+// Datapath is what the kernel enforces on one node: Compile's output. It is
+// plain data (no selectors), ready to be written into maps.
+type Datapath struct {
+	Node string
+	// Identities are the groups of pods (cluster-wide) that every policy
+	// treats alike: same namespace, labels and named ports. Sorted by ID.
+	Identities []Identity
+	// HostIPs are node addresses; they have IdentityHost.
+	HostIPs []netip.Addr
+	// Endpoints are the pods on Node that policy applies to (not
+	// hostNetwork, with an IP). Sorted by ID.
+	Endpoints []Endpoint
+	// Rules maps every rule ID used in an Entry back to the policy rule,
+	// peer and port it came from. Sorted by ID.
+	Rules []CompiledRule
+}
+
+// Identity is a group of pods the policies cannot tell apart.
+type Identity struct {
+	ID        uint32
+	Namespace string
+	Labels    map[string]string
+	IPs       []netip.Addr
+}
+
+// Endpoint is one local pod and its policy per direction.
+type Endpoint struct {
+	ID        uint32
+	Namespace string
+	Name      string
+	IPs       []netip.Addr
+	Identity  uint32
+	Ingress   EndpointPolicy
+	Egress    EndpointPolicy
+}
+
+// EndpointPolicy is one direction of one endpoint. When Isolated is false
+// everything is allowed and Entries is empty; when true only Entries allow.
+type EndpointPolicy struct {
+	Isolated bool
+	// IsolatedBy names the policies that isolate this direction: the
+	// attribution of a drop that no rule allowed.
+	IsolatedBy []PolicyRef
+	Entries    []Entry
+}
+
+// Entry allows traffic to/from one peer on one protocol and port range.
+// The peer is a CIDR (when CIDR is valid, minus Except), else Identity
+// (IdentityAny for every peer).
+type Entry struct {
+	Rule     uint32
+	Identity uint32
+	CIDR     netip.Prefix
+	Except   []netip.Prefix
+	// Protocol "" means every protocol and port (a rule without ports).
+	Protocol corev1.Protocol
+	// PortMin..PortMax, inclusive; 0..65535 for every port of Protocol.
+	PortMin, PortMax uint16
+}
+
+// CompiledRule is the meaning of a rule ID: the Peer-th from/to entry and
+// the Port-th ports entry (-1: the rule has none, so all) of a policy rule.
+type CompiledRule struct {
+	ID   uint32
+	Rule RuleRef
+	Peer int
+	Port int
+}
+
+// Compile builds the datapath of the node named node from the snapshot.
+func Compile(s *Snapshot, node string) (*Datapath, error) {
+	e, err := NewEngine(s)
+	if err != nil {
+		return nil, err
+	}
+	return e.Compile(node)
+}
+
+// dpIdentity is a datapath identity while compiling.
+type dpIdentity struct {
+	key   string
+	ident *identity
+	rep   *podInfo // a pod of the group: named ports resolve against it
+	out   Identity
+}
+
+// Compile builds the datapath of the node named node. It uses the engine's
+// own selector, ipBlock and port semantics, so the kernel and Evaluate agree.
+// IDs are derived from names (a hash, probed on collision), so they stay the
+// same when unrelated objects change and a re-compile yields minimal diffs.
+func (e *Engine) Compile(node string) (*Datapath, error) {
+	dp := &Datapath{Node: node}
+	for ip := range e.nodeIPs {
+		dp.HostIPs = append(dp.HostIPs, ip)
+	}
+	slices.SortFunc(dp.HostIPs, netip.Addr.Compare)
+
+	// Identities: engine identity plus the named-port signature, because a
+	// named port resolves per destination pod.
+	byKey := map[string]*dpIdentity{}
+	podIdent := map[*podInfo]*dpIdentity{}
+	for _, pi := range e.pods {
+		if pi.hostNetwork || len(pi.ips) == 0 {
+			continue
+		}
+		key := identityKey(pi.pod.Namespace, pi.pod.Labels) + "\x00ports" + portSignature(pi.ports)
+		di := byKey[key]
+		if di == nil {
+			di = &dpIdentity{key: key, ident: pi.ident, rep: pi,
+				out: Identity{Namespace: pi.pod.Namespace, Labels: pi.pod.Labels}}
+			byKey[key] = di
+		}
+		di.out.IPs = append(di.out.IPs, pi.ips...)
+		podIdent[pi] = di
+	}
+	keys := make([]string, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	ids, err := stableIDs(keys, uint64(FirstPodIdentity), 1<<31)
+	if err != nil {
+		return nil, fmt.Errorf("compiling identities: %w", err)
+	}
+	idents := make([]*dpIdentity, 0, len(keys))
+	for _, k := range keys {
+		di := byKey[k]
+		di.out.ID = ids[k]
+		slices.SortFunc(di.out.IPs, netip.Addr.Compare)
+		idents = append(idents, di)
+	}
+	sort.Slice(idents, func(i, j int) bool { return idents[i].out.ID < idents[j].out.ID })
+	for _, di := range idents {
+		dp.Identities = append(dp.Identities, di.out)
+	}
+
+	c := &compiler{e: e, idents: idents, rules: map[string]CompiledRule{}}
+	var epKeys []string
+	locals := map[string]*podInfo{}
+	for _, pi := range e.pods {
+		if pi.pod.Spec.NodeName != node || pi.hostNetwork || len(pi.ips) == 0 {
+			continue
+		}
+		epKeys = append(epKeys, pi.key)
+		locals[pi.key] = pi
+	}
+	epIDs, err := stableIDs(epKeys, 1, 1<<31)
+	if err != nil {
+		return nil, fmt.Errorf("compiling endpoints: %w", err)
+	}
+	for _, k := range epKeys {
+		pi := locals[k]
+		ep := Endpoint{ID: epIDs[k], Namespace: pi.pod.Namespace, Name: pi.pod.Name,
+			IPs: slices.Clone(pi.ips), Identity: podIdent[pi].out.ID}
+		ep.Ingress = c.direction(Ingress, pi)
+		ep.Egress = c.direction(Egress, pi)
+		dp.Endpoints = append(dp.Endpoints, ep)
+	}
+	sort.Slice(dp.Endpoints, func(i, j int) bool { return dp.Endpoints[i].ID < dp.Endpoints[j].ID })
+
+	if err := c.assignRuleIDs(dp); err != nil {
+		return nil, err
+	}
+	return dp, nil
+}
+
+type compiler struct {
+	e      *Engine
+	idents []*dpIdentity
+	// rules are keyed by ruleKey; until assignRuleIDs, entries carry
+	// FirstRuleID + the key's index in ruleKeys.
+	rules    map[string]CompiledRule
+	ruleKeys []string
+}
+
+func ruleKey(r RuleRef, peer, port int) string {
+	return fmt.Sprintf("%s/%s/%s/%s/%d/%d/%d", r.Policy.Kind, r.Policy.Namespace, r.Policy.Name, r.Direction, r.Index, peer, port)
+}
+
+// placeholder returns the temporary rule number of a rule key.
+func (c *compiler) placeholder(r RuleRef, peer, port int) uint32 {
+	k := ruleKey(r, peer, port)
+	if _, ok := c.rules[k]; !ok {
+		c.rules[k] = CompiledRule{ID: FirstRuleID + uint32(len(c.ruleKeys)), Rule: r, Peer: peer, Port: port}
+		c.ruleKeys = append(c.ruleKeys, k)
+	}
+	return c.rules[k].ID
+}
+
+// assignRuleIDs replaces placeholders by stable IDs.
+func (c *compiler) assignRuleIDs(dp *Datapath) error {
+	ids, err := stableIDs(c.ruleKeys, uint64(FirstRuleID), 1<<32-1)
+	if err != nil {
+		return fmt.Errorf("compiling rule IDs: %w", err)
+	}
+	final := make([]uint32, len(c.ruleKeys))
+	for i, k := range c.ruleKeys {
+		final[i] = ids[k]
+		r := c.rules[k]
+		r.ID = ids[k]
+		dp.Rules = append(dp.Rules, r)
+	}
+	sort.Slice(dp.Rules, func(i, j int) bool { return dp.Rules[i].ID < dp.Rules[j].ID })
+	for i := range dp.Endpoints {
+		for _, ep := range []*EndpointPolicy{&dp.Endpoints[i].Ingress, &dp.Endpoints[i].Egress} {
+			for j := range ep.Entries {
+				if r := ep.Entries[j].Rule; r != RuleNodeTraffic {
+					ep.Entries[j].Rule = final[r-FirstRuleID]
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// direction compiles one direction of a local pod.
+func (c *compiler) direction(dir Direction, pi *podInfo) EndpointPolicy {
+	di := dirIndex(dir)
+	pols := pi.ident.selectedBy[di]
+	var out EndpointPolicy
+	if len(pols) == 0 {
+		return out
+	}
+	out.Isolated = true
+	for _, p := range pols {
+		out.IsolatedBy = append(out.IsolatedBy, p.ref)
+	}
+	// Traffic between a pod and a node is never restricted (as in Evaluate).
+	out.Entries = append(out.Entries, Entry{Rule: RuleNodeTraffic, Identity: IdentityHost})
+	for _, pol := range pols {
+		for ri := range pol.rules[di] {
+			out.Entries = c.rule(out.Entries, dir, pi, &pol.rules[di][ri])
+		}
+	}
+	return out
+}
+
+// rule appends the entries of one rule: the cross product of its peers and
+// ports, resolving named ports against the destination pod.
+func (c *compiler) rule(out []Entry, dir Direction, subject *podInfo, r *ruleInfo) []Entry {
+	type peerSpec struct {
+		idx int
+		p   *peerInfo // nil: every peer
+	}
+	peers := []peerSpec{{idx: -1}}
+	if !r.allPeers {
+		peers = peers[:0]
+		for i := range r.peers {
+			peers = append(peers, peerSpec{idx: i, p: &r.peers[i]})
+		}
+	}
+	portIdx := []int{-1}
+	if !r.allPorts {
+		portIdx = portIdx[:0]
+		for i := range r.ports {
+			portIdx = append(portIdx, i)
+		}
+	}
+	for _, ps := range peers {
+		for _, pix := range portIdx {
+			id := c.placeholder(r.ref, ps.idx, pix)
+			var pt *portInfo
+			if pix >= 0 {
+				pt = &r.ports[pix]
+			}
+			out = c.peerPort(out, dir, subject, ps.p, pt, id)
+		}
+	}
+	return out
+}
+
+// peerPort appends entries for one (peer, port) pair of a rule.
+func (c *compiler) peerPort(out []Entry, dir Direction, subject *podInfo, p *peerInfo, pt *portInfo, id uint32) []Entry {
+	named := pt != nil && pt.kind == portNamed
+	// For a named port the destination decides the number: on ingress the
+	// subject itself, on egress each peer pod.
+	if !named || dir == Ingress {
+		var dst *podInfo
+		if named {
+			dst = subject
+		}
+		ranges, ok := portRanges(pt, dst)
+		if !ok {
+			return out
+		}
+		for _, pr := range ranges {
+			switch {
+			case p == nil:
+				out = append(out, pr.entry(id, IdentityAny))
+			case p.ipBlock:
+				en := pr.entry(id, 0)
+				en.CIDR, en.Except = p.cidr, slices.Clone(p.except)
+				out = append(out, en)
+			default:
+				for _, di := range c.idents {
+					if p.selects(di.ident) {
+						out = append(out, pr.entry(id, di.out.ID))
+					}
+				}
+			}
+		}
+		return out
+	}
+	// Egress to a named port: per destination identity (pods of one identity
+	// declare the same named ports). An ipBlock peer matches a pod address
+	// in the block, so it becomes that pod's /32 or /128.
+	for _, di := range c.idents {
+		ranges, ok := portRanges(pt, di.rep)
+		if !ok {
+			continue
+		}
+		switch {
+		case p == nil || (!p.ipBlock && p.selects(di.ident)):
+			for _, pr := range ranges {
+				out = append(out, pr.entry(id, di.out.ID))
+			}
+		case p.ipBlock:
+			for _, ip := range di.out.IPs {
+				if !p.inBlock(ip) {
+					continue
+				}
+				for _, pr := range ranges {
+					en := pr.entry(id, 0)
+					en.CIDR = netip.PrefixFrom(ip, ip.BitLen())
+					out = append(out, en)
+				}
+			}
+		}
+	}
+	return out
+}
+
+type portRange struct {
+	proto    corev1.Protocol
+	min, max uint16
+}
+
+func (pr portRange) entry(rule, identity uint32) Entry {
+	return Entry{Rule: rule, Identity: identity, Protocol: pr.proto, PortMin: pr.min, PortMax: pr.max}
+}
+
+// portRanges resolves one ports entry (nil: the rule has none) to a protocol
+// and range; named ports against dst's declared ports. ok is false when a
+// named port does not resolve (it then matches nothing).
+func portRanges(pt *portInfo, dst *podInfo) ([]portRange, bool) {
+	if pt == nil {
+		return []portRange{{}}, true
+	}
+	switch pt.kind {
+	case portAll:
+		return []portRange{{proto: pt.proto, min: 0, max: 65535}}, true
+	case portNumber:
+		return []portRange{{proto: pt.proto, min: uint16(pt.first), max: uint16(pt.last)}}, true
+	}
+	var out []portRange
+	for _, np := range dst.ports {
+		if np.name == pt.name && np.proto == pt.proto {
+			out = append(out, portRange{proto: pt.proto, min: uint16(np.port), max: uint16(np.port)})
+		}
+	}
+	return out, len(out) > 0
+}
+
+func portSignature(ports []namedPort) string {
+	s := make([]string, 0, len(ports))
+	for _, p := range ports {
+		s = append(s, fmt.Sprintf("%s/%s/%d", p.name, p.proto, p.port))
+	}
+	slices.Sort(s)
+	return strings.Join(s, ",")
+}
+
+// stableIDs gives every key an ID in [lo, hi) derived from its hash, probing
+// upwards on collision in sorted key order, so IDs are deterministic and an
+// ID changes only when an earlier key collides with it.
+func stableIDs(keys []string, lo, hi uint64) (map[string]uint32, error) {
+	span := hi - lo
+	if uint64(len(keys)) >= span {
+		return nil, fmt.Errorf("%d objects do not fit in %d IDs", len(keys), span)
+	}
+	sorted := slices.Clone(keys)
+	slices.Sort(sorted)
+	used := make(map[uint64]bool, len(keys))
+	out := make(map[string]uint32, len(keys))
+	for _, k := range sorted {
+		h := fnv.New64a()
+		h.Write([]byte(k))
+		v := h.Sum64() % span
+		for used[v] {
+			v = (v + 1) % span
+		}
+		used[v] = true
+		out[k] = uint32(lo + v)
+	}
+	return out, nil
+}
+
+// RuleByID returns the compiled rule with that ID.
+func (dp *Datapath) RuleByID(id uint32) (CompiledRule, bool) {
+	i, ok := slices.BinarySearchFunc(dp.Rules, id, func(r CompiledRule, id uint32) int {
+		return int(int64(r.ID) - int64(id))
+	})
+	if !ok {
+		return CompiledRule{}, false
+	}
+	return dp.Rules[i], true
+}
+
+// EndpointByID returns the endpoint with that ID.
+func (dp *Datapath) EndpointByID(id uint32) (*Endpoint, bool) {
+	i, ok := slices.BinarySearchFunc(dp.Endpoints, id, func(ep Endpoint, id uint32) int {
+		return int(int64(ep.ID) - int64(id))
+	})
+	if !ok {
+		return nil, false
+	}
+	return &dp.Endpoints[i], true
+}

@@ -55,6 +55,7 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 	configFlags.AddFlags(cmd.PersistentFlags())
 	cmd.AddCommand(
 		NewCmdVersion(streams),
+		NewCmdWatch(configFlags, streams),
 	)
 	return cmd
 }

@@ -1,0 +1,299 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/tui"
+)
+
+// ErrNoAgent is returned by `watch` without --input-file while no live
+// source is available.
+var ErrNoAgent = errors.New("no netpol agent to stream flows from: live flows come from the agent on every node; " +
+	"install it with `kubectl netpol install` (see `kubectl netpol install --help`), " +
+	"or look at a saved capture with `kubectl netpol watch --input-file FILE`")
+
+// defaultLast is how many recent flows a one-shot (not following) live
+// query prints, as `hubble observe` does.
+const defaultLast = 20
+
+// WatchOptions is `kubectl netpol watch`.
+type WatchOptions struct {
+	genericiooptions.IOStreams
+	ConfigFlags *genericclioptions.ConfigFlags
+
+	filters       flow.FilterBuilder
+	allNamespaces bool
+	namespaces    []string
+	Since, Until  string
+	Last          uint64
+	Follow        bool
+	Output        string
+	InputFile     string
+
+	// LiveSource returns the source streaming from the agents. Until the
+	// live client lands it returns ErrNoAgent.
+	LiveSource func(*genericclioptions.ConfigFlags) (flow.Source, error)
+	// IsTerminal reports whether w is a terminal (replaced in tests).
+	IsTerminal func(w any) bool
+	// RunTUI runs the TUI (replaced in tests).
+	RunTUI func(context.Context, tui.Options) error
+	// Now is the clock for relative --since/--until.
+	Now func() time.Time
+
+	request *flowv1.ObserveRequest
+	source  flow.Source
+}
+
+// filterValue is a repeatable filter flag. pflag calls Set in command-line
+// order, which is what gives --not its meaning: it negates the next filter.
+type filterValue struct {
+	o    *WatchOptions
+	kind flow.FilterKind
+	vals []string
+}
+
+func (v *filterValue) String() string { return strings.Join(v.vals, ",") }
+func (v *filterValue) Type() string   { return "string" }
+func (v *filterValue) Set(s string) error {
+	if v.kind == flow.Namespace {
+		v.o.namespaces = append(v.o.namespaces, s)
+	}
+	v.vals = append(v.vals, s)
+	return v.o.filters.Add(v.kind, s)
+}
+
+// notValue is --not.
+type notValue struct{ o *WatchOptions }
+
+func (v *notValue) String() string   { return "false" }
+func (v *notValue) Type() string     { return "bool" }
+func (v *notValue) IsBoolFlag() bool { return true }
+func (v *notValue) Set(s string) error {
+	if s != "true" {
+		return fmt.Errorf("--not takes no value")
+	}
+	v.o.filters.Not()
+	return nil
+}
+
+// NewWatchOptions returns the options with the real terminal, TUI and clock.
+func NewWatchOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *WatchOptions {
+	return &WatchOptions{
+		IOStreams:   streams,
+		ConfigFlags: configFlags,
+		LiveSource:  func(*genericclioptions.ConfigFlags) (flow.Source, error) { return nil, ErrNoAgent },
+		IsTerminal:  isTerminal,
+		RunTUI:      tui.Run,
+		Now:         time.Now,
+	}
+}
+
+// NewCmdWatch returns `kubectl netpol watch`.
+func NewCmdWatch(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	return newCmdWatch(NewWatchOptions(configFlags, streams))
+}
+
+func newCmdWatch(o *WatchOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "watch [flags]",
+		Short: "Watch allowed and denied flows live, or replay a capture",
+		Long: `Watch every node's flow verdicts: which connections NetworkPolicies allowed or
+denied, and the policy and rule that decided each.
+
+On a terminal this opens an interactive view (flows, allow/deny rates, a
+namespace matrix, and why the selected flow was allowed or denied); when the
+output is piped it prints one line per flow (-o compact) or JSON lines
+(-o json), which --input-file replays later.
+
+Filters follow hubble observe: filters AND together; a repeated flag ORs its
+values; --namespace/--pod/--label/--ip/--port match either end of a flow
+and --from-*/--to-* one end; --not negates the filter that follows it.`,
+		Example: `  # Interactive view of a saved capture
+  kubectl netpol watch --input-file capture.jsonl
+
+  # Drops into namespace shop, one line each
+  kubectl netpol watch --to-namespace shop --verdict denied -o compact --input-file capture.jsonl
+
+  # Everything except kube-system, as JSON lines
+  kubectl netpol watch --not --namespace kube-system -o json --input-file capture.jsonl`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	filter := func(name, short string, kind flow.FilterKind, usage string) {
+		f.VarP(&filterValue{o: o, kind: kind}, name, short, usage)
+	}
+	filter("namespace", "n", flow.Namespace, "Flows from or to this namespace (repeatable)")
+	f.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "Flows in every namespace (the default; conflicts with --namespace)")
+	filter("from-namespace", "", flow.FromNamespace, "Flows from this namespace")
+	filter("to-namespace", "", flow.ToNamespace, "Flows to this namespace")
+	filter("pod", "", flow.Pod, `Flows from or to this pod: "[namespace/]name-prefix"`)
+	filter("from-pod", "", flow.FromPod, `Flows from this pod: "[namespace/]name-prefix"`)
+	filter("to-pod", "", flow.ToPod, `Flows to this pod: "[namespace/]name-prefix"`)
+	filter("label", "l", flow.Label, `Flows from or to pods matching this label selector ("app=web,tier!=db")`)
+	filter("from-label", "", flow.FromLabel, "Flows from pods matching this label selector")
+	filter("to-label", "", flow.ToLabel, "Flows to pods matching this label selector")
+	filter("ip", "", flow.IP, "Flows from or to this IP address or CIDR")
+	filter("from-ip", "", flow.FromIP, "Flows from this IP address or CIDR")
+	filter("to-ip", "", flow.ToIP, "Flows to this IP address or CIDR")
+	filter("port", "", flow.Port, "Flows from or to this port")
+	filter("from-port", "", flow.FromPort, "Flows from this source port")
+	filter("to-port", "", flow.ToPort, "Flows to this destination port")
+	filter("verdict", "", flow.Verdict, "allowed or denied (hubble's forwarded/dropped are accepted)")
+	filter("reason", "", flow.Reason, "allowed_by_rule, no_rule_matched, not_isolated, established, not_subject, revoked")
+	filter("protocol", "", flow.Protocol, "tcp, udp, sctp, icmp or icmpv6")
+	filter("policy", "", flow.Policy, `Flows allowed, denied or isolated by this policy: "[namespace/]name"`)
+	filter("node", "", flow.Node, "Flows reported by this node")
+	filter("service", "", flow.Service, `Flows through this Service: "[namespace/]name"`)
+	not := f.VarPF(&notValue{o: o}, "not", "", "Negate the next filter flag (it excludes matching flows)")
+	not.NoOptDefVal = "true"
+	f.StringVar(&o.Since, "since", "", "Only flows since this time: a duration ago (5m, 1h) or an RFC 3339 time")
+	f.StringVar(&o.Until, "until", "", "Only flows before this time: a duration ago or an RFC 3339 time")
+	f.Uint64Var(&o.Last, "last", 0, fmt.Sprintf("Only the last N matching flows (live one-shot default: %d)", defaultLast))
+	f.BoolVarP(&o.Follow, "follow", "f", false, "Keep streaming new flows (with --input-file: keep reading what is appended)")
+	f.StringVarP(&o.Output, "output", "o", "", "tui, compact or json (default: tui on a terminal, compact otherwise)")
+	f.StringVar(&o.InputFile, "input-file", "", "Replay flows from a JSON-lines file written by -o json")
+	return cmd
+}
+
+// Complete picks the output format and the source, and builds the request.
+func (o *WatchOptions) Complete() error {
+	if o.Output == "" {
+		o.Output = flow.OutputCompact
+		if o.IsTerminal(o.Out) && o.IsTerminal(o.In) {
+			o.Output = "tui"
+		}
+	}
+	req := &flowv1.ObserveRequest{
+		Follow:    o.Follow,
+		Last:      o.Last,
+		Allowlist: o.filters.Allowlist(),
+		Denylist:  o.filters.Denylist(),
+	}
+	for _, t := range []struct {
+		flag, val string
+		dst       **timestamppb.Timestamp
+	}{{"since", o.Since, &req.Since}, {"until", o.Until, &req.Until}} {
+		if t.val == "" {
+			continue
+		}
+		at, err := parseTime(t.val, o.Now())
+		if err != nil {
+			return fmt.Errorf("invalid --%s %q: use a duration ago (30s, 5m, 1h) or an RFC 3339 time (2026-11-25T14:00:00Z)", t.flag, t.val)
+		}
+		*t.dst = timestamppb.New(at)
+	}
+	if o.InputFile != "" {
+		o.source = &flow.FileSource{Path: o.InputFile}
+	} else {
+		src, err := o.LiveSource(o.ConfigFlags)
+		if err != nil {
+			return err
+		}
+		o.source = src
+		// Live: the TUI follows; a one-shot print shows the last few, like hubble observe.
+		if o.Output == "tui" {
+			req.Follow = true
+		} else if !req.Follow && req.Last == 0 && req.Since == nil {
+			req.Last = defaultLast
+		}
+	}
+	o.request = req
+	return nil
+}
+
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+// Validate checks flag combinations.
+func (o *WatchOptions) Validate() error {
+	if o.filters.PendingNot() {
+		return errors.New("--not must be followed by the filter it negates, e.g. --not --namespace kube-system")
+	}
+	if o.allNamespaces && len(o.namespaces) > 0 {
+		return errors.New("--all-namespaces and --namespace conflict: use one")
+	}
+	switch o.Output {
+	case "tui":
+		if !o.IsTerminal(o.Out) {
+			return errors.New("-o tui needs a terminal: use -o compact or -o json when the output is piped")
+		}
+	case flow.OutputCompact, flow.OutputJSON:
+	default:
+		return fmt.Errorf("unknown output format %q: use tui, compact or json", o.Output)
+	}
+	if _, err := flow.CompileQuery(o.request); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Run streams flows into the TUI or a printer until the source ends or ctx is done.
+func (o *WatchOptions) Run(ctx context.Context) error {
+	if o.Output == "tui" {
+		name := "live"
+		if o.InputFile != "" {
+			name = "replay " + filepath.Base(o.InputFile)
+		}
+		in, _ := o.In.(io.Reader)
+		return o.RunTUI(ctx, tui.Options{
+			Config:  tui.Config{SourceName: name},
+			Source:  o.source,
+			Request: o.request,
+			Input:   in,
+			Output:  o.Out,
+		})
+	}
+	p, err := flow.NewPrinter(o.Output, o.Out, nil)
+	if err != nil {
+		return err
+	}
+	err = o.source.Observe(ctx, o.request, func(b flow.Batch) error {
+		for _, f := range b.Flows {
+			if err := p.Print(f); err != nil {
+				return err
+			}
+		}
+		return p.Flush()
+	})
+	switch {
+	case err == nil, errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return nil // interrupted: what was printed is the answer
+	case errors.Is(err, syscall.EPIPE):
+		return nil // the reader (head, less) went away
+	}
+	return err
+}
+
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

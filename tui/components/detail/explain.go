@@ -1,0 +1,130 @@
+package detail
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+)
+
+// Explainer turns a flow into a plain-language explanation. The detail pane
+// calls it off the UI goroutine whenever the selection changes.
+//
+// RecordedExplainer explains from what the agent recorded in the flow. The
+// live path adds an engine-based Explainer that re-evaluates the flow with
+// the policy engine against current cluster state (the same text as
+// `kubectl netpol explain`), falling back to the record when the cluster
+// has changed since.
+type Explainer interface {
+	Explain(ctx context.Context, f *flowv1.Flow) (string, error)
+}
+
+// RecordedExplainer explains a flow from its own fields: verdict, reason,
+// deciding policies and rule, isolating policies, Service.
+type RecordedExplainer struct{}
+
+var _ Explainer = RecordedExplainer{}
+
+// Explain implements Explainer.
+func (RecordedExplainer) Explain(_ context.Context, f *flowv1.Flow) (string, error) {
+	return Explain(f), nil
+}
+
+func name(ep *flowv1.Endpoint, ip string) string {
+	if ep.GetPod() != "" {
+		return ep.GetNamespace() + "/" + ep.GetPod()
+	}
+	return ip + " (outside the cluster)"
+}
+
+func refs(rs []*flowv1.PolicyRef) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = r.GetNamespace() + "/" + r.GetName()
+	}
+	return strings.Join(parts, ", ")
+}
+
+func labelString(l map[string]string) string {
+	keys := slices.Sorted(maps.Keys(l))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + l[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// Explain is the plain-language account of one flow's verdict.
+func Explain(f *flowv1.Flow) string {
+	src := name(f.GetSource(), f.GetIp().GetSource())
+	dst := name(f.GetDestination(), f.GetIp().GetDestination())
+	l4 := fmt.Sprintf("%s %d", flow.ProtocolName(f.GetL4().GetProtocol()), f.GetL4().GetDestinationPort())
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s → %s on %s", flow.VerdictName(f.GetVerdict()), src, dst, l4)
+	if svc := f.GetService(); svc.GetName() != "" {
+		fmt.Fprintf(&b, ", through Service %s/%s (%s:%d)", svc.GetNamespace(), svc.GetName(), svc.GetIp(), svc.GetPort())
+	}
+	b.WriteString(".\n")
+	// The side that decided: the destination for ingress, the source for egress.
+	dir := strings.ToLower(flow.DirectionName(f.GetDirection()))
+	subject, peer, peerEP := dst, src, f.GetSource()
+	if f.GetDirection() == flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS {
+		subject, peer, peerEP = src, dst, f.GetDestination()
+	}
+	switch f.GetReason() {
+	case flowv1.Reason_REASON_ALLOWED_BY_RULE:
+		for _, r := range f.GetAllowedBy() {
+			fmt.Fprintf(&b, "Allowed by %s rule %d of NetworkPolicy %s/%s.\n",
+				strings.ToLower(flow.DirectionName(r.GetDirection())), r.GetRuleIndex(), r.GetNamespace(), r.GetName())
+		}
+	case flowv1.Reason_REASON_NO_RULE_MATCHED:
+		iso := f.GetIsolatedBy()
+		fmt.Fprintf(&b, "%s is isolated for %s by %d %s: %s.\n", subject, dir, len(iso), plural(len(iso), "policy", "policies"), refs(iso))
+		fmt.Fprintf(&b, "No %s rule of %s allows %s on %s, so the packet was dropped", dir, pronoun(len(iso)), peer, l4)
+		if f.GetNode() != "" {
+			fmt.Fprintf(&b, " on node %s", f.GetNode())
+		}
+		b.WriteString(".\n")
+		if len(f.GetDeniedBy()) > 0 {
+			fmt.Fprintf(&b, "Denied explicitly by %s.\n", refs(f.GetDeniedBy()))
+		}
+		if peerEP.GetPod() != "" {
+			fmt.Fprintf(&b, "To allow it, add an %s rule selecting pods with %s in namespace %s, port %s.\n",
+				dir, labelString(peerEP.GetLabels()), peerEP.GetNamespace(), l4)
+		} else {
+			fmt.Fprintf(&b, "To allow it, add an %s rule with an ipBlock containing %s, port %s.\n", dir, strings.TrimSuffix(peer, " (outside the cluster)"), l4)
+		}
+	case flowv1.Reason_REASON_NOT_ISOLATED:
+		fmt.Fprintf(&b, "No NetworkPolicy selects %s for %s, so all %s traffic is allowed.\n", subject, dir, dir)
+	case flowv1.Reason_REASON_ESTABLISHED:
+		b.WriteString("Part of an established connection: replies and later packets of an allowed connection always pass.\n")
+	case flowv1.Reason_REASON_NOT_SUBJECT:
+		b.WriteString("Not subject to NetworkPolicy (host-network pod, node or loopback traffic).\n")
+	case flowv1.Reason_REASON_REVOKED:
+		fmt.Fprintf(&b, "An established connection cut because a policy change now denies it (%s).\n", refs(append(f.GetDeniedBy(), f.GetIsolatedBy()...)))
+	default:
+		b.WriteString("The agent recorded no reason.\n")
+	}
+	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
+		fmt.Fprintf(&b, "Connection ended: %d packets, %d bytes.\n", f.GetPackets(), f.GetBytes())
+	}
+	return b.String()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func pronoun(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "them"
+}

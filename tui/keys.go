@@ -1,0 +1,20 @@
+package tui
+
+import "charm.land/bubbles/v2/key"
+
+// KeyMap is the root's bindings; components publish their own.
+type KeyMap struct {
+	Help, Filter, Back, Detail, Panel, Quit key.Binding
+}
+
+// DefaultKeyMap follows k9s habits: ? help, / filter, esc back, q quit.
+func DefaultKeyMap() KeyMap {
+	return KeyMap{
+		Help:   key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
+		Filter: key.NewBinding(key.WithKeys("/"), key.WithHelp("/", "filter")),
+		Back:   key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back/clear filter")),
+		Detail: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "explain flow")),
+		Panel:  key.NewBinding(key.WithKeys("tab"), key.WithHelp("tab", "detail/rates/matrix")),
+		Quit:   key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
+	}
+}

@@ -1,0 +1,206 @@
+// Package stats keeps the TUI's windowed counters: allowed/denied flows per
+// second over the last Window seconds, overall and per namespace, pod, pod
+// pair and namespace pair. Time is the flows' own time, not the wall clock,
+// so a replayed capture shows the rates it was captured with. Memory is
+// bounded: a key with nothing in the window is pruned when time moves on.
+package stats
+
+import (
+	"time"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+)
+
+// Window is how many seconds the counters cover.
+const Window = 60
+
+// Count is allowed and denied flows.
+type Count struct{ Allowed, Denied uint64 }
+
+// Total is Allowed+Denied.
+func (c Count) Total() uint64 { return c.Allowed + c.Denied }
+
+func (c *Count) add(f *flowv1.Flow) {
+	if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		c.Denied++
+	} else {
+		c.Allowed++
+	}
+}
+
+// Series is a per-second ring of counts over Window seconds.
+type Series struct {
+	sec    [Window]int64 // the absolute second each slot holds
+	counts [Window]Count
+	last   int64 // newest second added
+}
+
+func (s *Series) add(sec int64, f *flowv1.Flow) {
+	i := sec % Window
+	if s.sec[i] != sec {
+		s.sec[i], s.counts[i] = sec, Count{}
+	}
+	s.counts[i].add(f)
+	if sec > s.last {
+		s.last = sec
+	}
+}
+
+// At returns the count of second sec (zero when outside the ring).
+func (s *Series) At(sec int64) Count {
+	if s == nil {
+		return Count{}
+	}
+	i := sec % Window
+	if sec < 0 || s.sec[i] != sec {
+		return Count{}
+	}
+	return s.counts[i]
+}
+
+// Sum is the total over the Window seconds ending at now.
+func (s *Series) Sum(now int64) Count {
+	var c Count
+	if s == nil {
+		return c
+	}
+	for i := range Window {
+		if sec := s.sec[i]; sec > now-Window && sec <= now {
+			c.Allowed += s.counts[i].Allowed
+			c.Denied += s.counts[i].Denied
+		}
+	}
+	return c
+}
+
+// Last returns the counts of the n seconds ending at now, oldest first.
+func (s *Series) Last(now int64, n int) []Count {
+	out := make([]Count, n)
+	for i := range n {
+		out[i] = s.At(now - int64(n-1-i))
+	}
+	return out
+}
+
+// Keyed counters.
+type keyed map[string]*Series
+
+func (k keyed) add(key string, sec int64, f *flowv1.Flow) {
+	s := k[key]
+	if s == nil {
+		s = &Series{}
+		k[key] = s
+	}
+	s.add(sec, f)
+}
+
+func (k keyed) prune(now int64) {
+	for key, s := range k {
+		if s.last <= now-Window {
+			delete(k, key)
+		}
+	}
+}
+
+// Stats holds every counter the TUI draws.
+type Stats struct {
+	Overall Series
+	ns      keyed // "ns": flows with either end in ns
+	pod     keyed // "ns/pod" or an IP: flows with either end there
+	pair    keyed // "src|dst" endpoints
+	nsPair  keyed // "srcns|dstns"
+	now     int64
+	pruned  int64
+	Lost    uint64
+}
+
+// New returns empty counters.
+func New() *Stats {
+	return &Stats{ns: keyed{}, pod: keyed{}, pair: keyed{}, nsPair: keyed{}}
+}
+
+// Outside is the namespace shown for an address outside the cluster.
+const Outside = "(world)"
+
+// EndpointKey names an endpoint for the per-pod counters: "ns/pod" or its IP.
+func EndpointKey(ep *flowv1.Endpoint, ip string) string {
+	if ep.GetPod() != "" {
+		return ep.GetNamespace() + "/" + ep.GetPod()
+	}
+	return ip
+}
+
+// NamespaceOf is the endpoint's namespace, or Outside.
+func NamespaceOf(ep *flowv1.Endpoint) string {
+	if ep.GetNamespace() != "" {
+		return ep.GetNamespace()
+	}
+	return Outside
+}
+
+// PairKey names a source/destination pair.
+func PairKey(src, dst string) string { return src + "|" + dst }
+
+// Add counts one flow. Flow-end summaries are not counted: their connection
+// was counted when it started.
+func (s *Stats) Add(f *flowv1.Flow) {
+	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
+		return
+	}
+	sec := f.GetTime().GetSeconds()
+	if sec > s.now {
+		s.now = sec
+	}
+	if sec <= s.now-Window {
+		return // too old for the window
+	}
+	s.Overall.add(sec, f)
+	srcNS, dstNS := NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination())
+	s.ns.add(srcNS, sec, f)
+	if dstNS != srcNS {
+		s.ns.add(dstNS, sec, f)
+	}
+	src := EndpointKey(f.GetSource(), f.GetIp().GetSource())
+	dst := EndpointKey(f.GetDestination(), f.GetIp().GetDestination())
+	s.pod.add(src, sec, f)
+	if dst != src {
+		s.pod.add(dst, sec, f)
+	}
+	s.pair.add(PairKey(src, dst), sec, f)
+	s.nsPair.add(PairKey(srcNS, dstNS), sec, f)
+	if s.now-s.pruned >= 5 {
+		s.pruned = s.now
+		for _, k := range []keyed{s.ns, s.pod, s.pair, s.nsPair} {
+			k.prune(s.now)
+		}
+	}
+}
+
+// Now is the newest second seen (Unix seconds).
+func (s *Stats) Now() int64 { return s.now }
+
+// NowTime is Now as a time.
+func (s *Stats) NowTime() time.Time { return time.Unix(s.now, 0) }
+
+// Namespace, Pod and Pair return the series for one scope (nil: none in the window).
+func (s *Stats) Namespace(ns string) *Series    { return s.ns[ns] }
+func (s *Stats) Pod(key string) *Series         { return s.pod[key] }
+func (s *Stats) Pair(src, dst string) *Series   { return s.pair[PairKey(src, dst)] }
+func (s *Stats) NSPair(src, dst string) *Series { return s.nsPair[PairKey(src, dst)] }
+
+// Namespaces lists the namespaces with flows in the window.
+func (s *Stats) Namespaces() []string {
+	out := make([]string, 0, len(s.ns))
+	for k, v := range s.ns {
+		if v.Sum(s.now).Total() > 0 {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Keys reports how many keys each counter holds (for tests of the bound).
+func (s *Stats) Keys() int { return len(s.ns) + len(s.pod) + len(s.pair) + len(s.nsPair) }
+
+// Rate is flows per second over the last complete second.
+func (s *Stats) Rate() uint64 { return s.Overall.At(s.now - 1).Total() }

@@ -37,6 +37,9 @@ const (
 	FlagSNAT      = 2
 	FlagUntracked = 4
 	FlagIPv6      = 8
+	// FlagPickup: a TCP packet without SYN created the conntrack entry;
+	// for a drop, Direction refers to the reverse orientation.
+	FlagPickup = 16
 )
 
 // ErrUnknownVersion is returned for a record of another layout version.
@@ -116,15 +119,19 @@ func Attribute(dp *policy.Datapath, ev *Event) Attribution {
 	if ev.Verdict != VerdictDrop {
 		return a
 	}
+	egressEP, ingressEP := ev.SrcEndpoint, ev.DstEndpoint
+	if ev.Flags&FlagPickup != 0 {
+		egressEP, ingressEP = ingressEP, egressEP
+	}
 	switch ev.Direction {
 	case DirEgress:
 		a.Direction = policy.Egress
-		if ep, ok := dp.EndpointByID(ev.SrcEndpoint); ok {
+		if ep, ok := dp.EndpointByID(egressEP); ok {
 			a.DeniedBy = ep.Egress.IsolatedBy
 		}
 	case DirIngress:
 		a.Direction = policy.Ingress
-		if ep, ok := dp.EndpointByID(ev.DstEndpoint); ok {
+		if ep, ok := dp.EndpointByID(ingressEP); ok {
 			a.DeniedBy = ep.Ingress.IsolatedBy
 		}
 	}

@@ -59,6 +59,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NETPOL_FLAG_SNAT 2
 #define NETPOL_FLAG_UNTRACKED 4
 #define NETPOL_FLAG_IPV6 8
+#define NETPOL_FLAG_PICKUP 16 // TCP without SYN started the conntrack entry
 
 // Counters (per CPU).
 enum netpol_counter {
@@ -368,15 +369,15 @@ static __always_inline __u32 lookup_rule(void *trie, __u32 identity, __u8 proto,
 }
 
 // evaluate returns the allowing rule ID, or 0 when no rule allows.
-static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identity, struct netpol_pkt *pkt)
+static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identity, __u8 proto, __u16 port)
 {
 	void *trie = bpf_map_lookup_elem(&netpol_policy_slots, &slot);
 	if (!trie)
 		return 0; // isolated, but no policy installed yet: fail closed
-	__u32 rule = lookup_rule(trie, peer_identity, pkt->protocol, pkt->t.dport);
+	__u32 rule = lookup_rule(trie, peer_identity, proto, port);
 	if (rule)
 		return rule;
-	rule = lookup_rule(trie, NETPOL_ID_ANY, pkt->protocol, pkt->t.dport);
+	rule = lookup_rule(trie, NETPOL_ID_ANY, proto, port);
 	if (rule)
 		return rule;
 	struct netpol_policy_key k = {
@@ -387,7 +388,7 @@ static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identit
 	struct netpol_policy_value *cidr = bpf_map_lookup_elem(trie, &k);
 	if (!cidr || !cidr->value)
 		return 0; // no block, or an except that shadows a wider block
-	return lookup_rule(trie, cidr->value, pkt->protocol, pkt->t.dport);
+	return lookup_rule(trie, cidr->value, proto, port);
 }
 
 // drop_event_allowed takes a token from this CPU's bucket.
@@ -485,7 +486,7 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 	if (src) {
 		egress_reason = NETPOL_REASON_NOT_ISOLATED;
 		if (src->flags & NETPOL_EP_ISOLATED_EGRESS) {
-			egress_rule = evaluate(src->slot_egress, pkt.t.daddr, dst_id, &pkt);
+			egress_rule = evaluate(src->slot_egress, pkt.t.daddr, dst_id, pkt.protocol, pkt.t.dport);
 			egress_reason = egress_rule ? NETPOL_REASON_ALLOWED_BY_RULE : NETPOL_REASON_NO_RULE_MATCHED;
 			if (!egress_rule) {
 				allowed = 0;
@@ -496,12 +497,30 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 	if (dst) {
 		ingress_reason = NETPOL_REASON_NOT_ISOLATED;
 		if (dst->flags & NETPOL_EP_ISOLATED_INGRESS) {
-			ingress_rule = evaluate(dst->slot_ingress, pkt.t.saddr, src_id, &pkt);
+			ingress_rule = evaluate(dst->slot_ingress, pkt.t.saddr, src_id, pkt.protocol, pkt.t.dport);
 			ingress_reason = ingress_rule ? NETPOL_REASON_ALLOWED_BY_RULE : NETPOL_REASON_NO_RULE_MATCHED;
 			if (!ingress_rule && allowed) {
 				allowed = 0;
 				direction = NETPOL_DIR_INGRESS;
 			}
+		}
+	}
+
+	// A TCP packet without SYN that creates a conntrack entry is a
+	// mid-stream pickup (e.g. after revocation deleted the entry): its
+	// orientation is unknown, so the reverse orientation must be allowed
+	// too, or the server's next packet would resurrect a revoked connection
+	// as the "original" direction and the client's as its reply.
+	if (allowed && ct && pkt.protocol == IPPROTO_TCP && !(pkt.tcp_flags & 0x02)) {
+		flags |= NETPOL_FLAG_PICKUP;
+		if (dst && (dst->flags & NETPOL_EP_ISOLATED_EGRESS) &&
+		    !evaluate(dst->slot_egress, pkt.t.saddr, src_id, pkt.protocol, pkt.t.sport)) {
+			allowed = 0;
+			direction = NETPOL_DIR_EGRESS;
+		} else if (src && (src->flags & NETPOL_EP_ISOLATED_INGRESS) &&
+			   !evaluate(src->slot_ingress, pkt.t.daddr, dst_id, pkt.protocol, pkt.t.sport)) {
+			allowed = 0;
+			direction = NETPOL_DIR_INGRESS;
 		}
 	}
 

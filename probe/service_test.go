@@ -1,0 +1,383 @@
+//go:build linux
+
+package probe
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+)
+
+const testNode = "node-1"
+
+func podObject(p *pod, ns string, labels map[string]string, ports ...corev1.ContainerPort) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p.podName, Labels: labels, UID: types.UID("uid-" + ns + "-" + p.podName)},
+		Spec:       corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "c", Ports: ports}}},
+		Status: corev1.PodStatus{PodIP: p.ip4.String(),
+			PodIPs: []corev1.PodIP{{IP: p.ip4.String()}, {IP: p.ip6.String()}}},
+	}
+}
+
+func selector(kv ...string) *metav1.LabelSelector {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return &metav1.LabelSelector{MatchLabels: m}
+}
+
+func tcpPort(port, end int32) networkingv1.NetworkPolicyPort {
+	proto := corev1.ProtocolTCP
+	v := intstr.FromInt32(port)
+	np := networkingv1.NetworkPolicyPort{Protocol: &proto, Port: &v}
+	if end != 0 {
+		np.EndPort = &end
+	}
+	return np
+}
+
+func namedPort(name string) networkingv1.NetworkPolicyPort {
+	v := intstr.FromString(name)
+	return networkingv1.NetworkPolicyPort{Port: &v}
+}
+
+func netpol(ns, name string, sel *metav1.LabelSelector, types []networkingv1.PolicyType,
+	ingress []networkingv1.NetworkPolicyIngressRule, egress []networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: *sel, PolicyTypes: types, Ingress: ingress, Egress: egress},
+	}
+}
+
+var (
+	ingressOnly = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	egressOnly  = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+)
+
+// external is a namespace outside the cluster (192.0.2.0/24) reached from
+// the node through a veth; pods reach it masqueraded to 192.0.2.1.
+type external struct {
+	*testNS
+	seen chan string // "local-addr remote-addr" of each connection
+}
+
+func addExternal(t *testing.T, tp *topology) *external {
+	t.Helper()
+	x := &external{testNS: newNS(t, "ext"), seen: make(chan string, 100)}
+	tp.node.run(t, "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", x.name)
+	tp.node.run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "ext0")
+	tp.node.run(t, "ip", "link", "set", "ext0", "up")
+	x.run(t, "ip", "link", "set", "eth0", "up")
+	for _, a := range []string{"192.0.2.10/24", "192.0.2.200/24"} {
+		x.run(t, "ip", "addr", "add", a, "dev", "eth0")
+	}
+	err := x.in(func() error {
+		for _, port := range []int{80, 81, 82} {
+			l, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { l.Close() })
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					select {
+					case x.seen <- c.LocalAddr().String() + " " + c.RemoteAddr().String():
+					default:
+					}
+					fmt.Fprintf(c, "ext\n")
+					c.Close()
+				}
+			}()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// TestServiceMasqueradeAndReplies: a kube-proxy-style DNAT Service with
+// backends a (allowed by b's egress policy) and d (not allowed); replies
+// pass although a's egress and b's ingress deny everything; masquerade
+// toward an external namespace keeps b's identity; ipBlock except and
+// endPort are enforced on the external side.
+func TestServiceMasqueradeAndReplies(t *testing.T) {
+	requireRoot(t)
+	tp := newTopology(t, false)
+	a, b, d := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "d")
+	a.serve(t, 80)
+	d.serve(t, 80)
+	ext := addExternal(t, tp)
+	const vip = "10.77.255.10"
+	tp.node.nft(t, fmt.Sprintf(`table ip kubeproxy {
+  chain pre {
+    type nat hook prerouting priority -100;
+    ip daddr %s tcp dport 80 dnat to numgen inc mod 2 map { 0 : %s, 1 : %s }
+  }
+  chain post {
+    type nat hook postrouting priority 100;
+    ip saddr 10.77.0.0/16 ip daddr 192.0.2.0/24 masquerade
+  }
+}
+`, vip, a.ip4, d.ip4))
+	waitReachable(t, b, 80, a, d)
+
+	snap := &policy.Snapshot{
+		Namespaces: nil,
+		Pods: []*corev1.Pod{
+			podObject(a, "x", map[string]string{"app": "a"}),
+			podObject(b, "x", map[string]string{"app": "b"}),
+			podObject(d, "x", map[string]string{"app": "d"}),
+		},
+		Policies: []*networkingv1.NetworkPolicy{
+			netpol("x", "b-egress", selector("app", "b"), egressOnly, nil, []networkingv1.NetworkPolicyEgressRule{
+				{To: []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "a")}}, Ports: []networkingv1.NetworkPolicyPort{tcpPort(80, 0)}},
+				{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.0/24", Except: []string{"192.0.2.128/25"}}}},
+					Ports: []networkingv1.NetworkPolicyPort{tcpPort(80, 81)}},
+			}),
+			netpol("x", "a-only-from-b", selector("app", "a"), ingressOnly, []networkingv1.NetworkPolicyIngressRule{
+				{From: []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "b")}}},
+			}, nil),
+			netpol("x", "deny-reverse", selector(), nil, nil, nil), // ingress deny-all for everyone...
+			netpol("x", "a-egress-deny", selector("app", "a"), egressOnly, nil, nil),
+		},
+	}
+	dp, err := policy.Compile(snap, testNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := loadAttached(t, tp.node, testCfg)
+	evs := collect(t, pr)
+	if _, err := pr.Apply(dp); err != nil {
+		t.Fatal(err)
+	}
+
+	// Through the Service: only connections that picked a succeed.
+	okA, failed := 0, 0
+	for range 10 {
+		got, err := b.connect("tcp", netip.MustParseAddr(vip), 80, 400*time.Millisecond)
+		switch {
+		case err == nil && got == "a":
+			okA++
+		case err == nil:
+			t.Errorf("b -> svc reached %q: egress policy bypassed through the Service", got)
+		default:
+			failed++
+		}
+	}
+	if okA == 0 || failed == 0 {
+		t.Errorf("b -> svc: %d reached a, %d failed; want both (numgen alternates backends)", okA, failed)
+	}
+	// External: allowed inside the block and port range, masqueraded.
+	for _, c := range []struct {
+		ip    string
+		port  int
+		allow bool
+	}{{"192.0.2.10", 80, true}, {"192.0.2.10", 81, true}, {"192.0.2.10", 82, false}, {"192.0.2.200", 80, false}} {
+		got, err := b.connect("tcp", netip.MustParseAddr(c.ip), c.port, 400*time.Millisecond)
+		if c.allow != (err == nil && got == "ext") {
+			t.Errorf("b -> %s:%d: got %q %v, want allowed=%v", c.ip, c.port, got, err, c.allow)
+		}
+	}
+	select {
+	case s := <-ext.seen:
+		if !strings.Contains(s, " 192.0.2.1:") {
+			t.Errorf("external side saw %q, want the masqueraded node address 192.0.2.1", s)
+		}
+	default:
+		t.Error("external side saw no connection")
+	}
+
+	var svcDrops, svcFlows, extFlows int
+	for _, e := range evs.drain() {
+		src, dst := TupleAddrs(e.Tuple)
+		osrc, odst := TupleAddrs(e.OrigTuple)
+		if src != b.ip4 || e.Protocol != 6 {
+			continue
+		}
+		at := Attribute(dp, &e)
+		switch {
+		case odst.String() == vip && e.Type == EventDrop:
+			svcDrops++
+			if dst != d.ip4 || e.Flags&FlagDNAT == 0 || osrc != b.ip4 || at.Direction != policy.Egress ||
+				len(at.DeniedBy) != 1 || at.DeniedBy[0].Name != "b-egress" {
+				t.Errorf("service drop event: %s -> %s (orig %s -> %s) flags %d attribution %+v", src, dst, osrc, odst, e.Flags, at)
+			}
+		case odst.String() == vip && e.Type == EventNewFlow:
+			svcFlows++
+			if dst != a.ip4 || len(at.AllowedBy) != 2 {
+				t.Errorf("service flow event: %s -> %s attribution %+v, want b's egress rule and a's ingress rule", src, dst, at)
+			}
+		case dst.String() == "192.0.2.10" && e.Type == EventNewFlow:
+			extFlows++ // judged before SNAT: the source is still b
+			if len(at.AllowedBy) != 1 || at.AllowedBy[0].Rule.Index != 1 {
+				t.Errorf("external flow attribution %+v, want b-egress rule 1", at)
+			}
+		}
+	}
+	if svcDrops != failed || svcFlows != okA || extFlows != 2 {
+		t.Errorf("events: %d service drops (want %d), %d service flows (want %d), %d external flows (want 2)", svcDrops, failed, svcFlows, okA, extFlows)
+	}
+}
+
+// TestRevocation: a policy change that denies an established connection
+// deletes its conntrack entry, so its next packet is dropped; a connection
+// the new policy still allows keeps working.
+func TestRevocation(t *testing.T) {
+	requireRoot(t)
+	tp := newTopology(t, false)
+	a, b, c := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "c")
+	a.serveEcho(t, 7)
+	waitReachable(t, b, 7, a)
+	objs := func(allowB bool) *policy.Datapath {
+		from := []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "c")}}
+		if allowB {
+			from = append(from, networkingv1.NetworkPolicyPeer{PodSelector: selector("app", "b")})
+		}
+		snap := &policy.Snapshot{
+			Pods: []*corev1.Pod{podObject(a, "x", map[string]string{"app": "a"}), podObject(b, "x", map[string]string{"app": "b"}),
+				podObject(c, "x", map[string]string{"app": "c"})},
+			Policies: []*networkingv1.NetworkPolicy{netpol("x", "a-in", selector("app", "a"), ingressOnly,
+				[]networkingv1.NetworkPolicyIngressRule{{From: from}}, nil)},
+		}
+		dp, err := policy.Compile(snap, testNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dp
+	}
+	pr := loadAttached(t, tp.node, testCfg)
+	if _, err := pr.Apply(objs(true)); err != nil {
+		t.Fatal(err)
+	}
+	cb, err := b.dialEcho(a.ip4, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	cc, err := c.dialEcho(a.ip4, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for _, conn := range []*echoConn{cb, cc} {
+		if err := conn.roundTrip("before"); err != nil {
+			t.Fatalf("established connection before the change: %v", err)
+		}
+	}
+	res, err := pr.Apply(objs(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Revoked < 1 {
+		t.Errorf("revoked %d conntrack entries, want b's", res.Revoked)
+	}
+	before, _ := pr.Stats()
+	if err := cb.roundTrip("after"); err == nil {
+		after, _ := pr.Stats()
+		t.Errorf("b's established connection still works after b lost access; stats before %+v after %+v", before, after)
+	}
+	if err := cc.roundTrip("after"); err != nil {
+		t.Errorf("c's allowed connection broke: %v", err)
+	}
+}
+
+// echo helpers: a TCP echo server and a client that round-trips lines.
+func (p *pod) serveEcho(t testing.TB, port int) {
+	t.Helper()
+	err := p.in(func() error {
+		for _, ip := range []netip.Addr{p.ip4, p.ip6} {
+			if err := p.echoOn(t, netip.AddrPortFrom(ip, uint16(port))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *pod) echoOn(t testing.TB, addr netip.AddrPort) error {
+	l, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		return err
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				fmt.Fprintf(c, "%s\n", p.podName) // greeting, as serve does
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					c.Write([]byte(line))
+				}
+			}()
+		}
+	}()
+	return nil
+}
+
+type echoConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func (p *pod) dialEcho(ip netip.Addr, port int) (*echoConn, error) {
+	var ec *echoConn
+	err := p.in(func() error {
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(ip, uint16(port)).String(), time.Second)
+		if err != nil {
+			return err
+		}
+		ec = &echoConn{c: c, r: bufio.NewReader(c)}
+		c.SetDeadline(time.Now().Add(time.Second))
+		_, err = ec.r.ReadString('\n')
+		return err
+	})
+	return ec, err
+}
+
+func (e *echoConn) roundTrip(msg string) error {
+	e.c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := fmt.Fprintf(e.c, "%s\n", msg); err != nil {
+		return err
+	}
+	line, err := e.r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(line) != msg {
+		return fmt.Errorf("echo %q, want %q", line, msg)
+	}
+	return nil
+}
+
+func (e *echoConn) Close() error { return e.c.Close() }

@@ -53,9 +53,14 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 		SilenceErrors: true,
 	}
 	configFlags.AddFlags(cmd.PersistentFlags())
+	f := NewFactory(configFlags)
 	cmd.AddCommand(
+		NewCmdExplain(f, streams),
+		NewCmdCheck(f, streams),
+		NewCmdMatrix(f, streams),
 		NewCmdVersion(streams),
 		NewCmdWatch(configFlags, streams),
 	)
+	registerFlagCompletion(cmd, f)
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"charm.land/bubbles/v2/key"
 	"charm.land/bubbles/v2/textinput"
 	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -136,7 +137,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.ingest(flow.Batch(msg))
 		cmds = append(cmds, m.selectionChanged(), m.scheduleFrame())
 	case SourceDoneMsg:
-		why := "replay complete"
+		why := "done"
 		if msg.Err != nil {
 			why = "stopped: " + msg.Err.Error()
 		}
@@ -313,7 +314,7 @@ func (m *Model) render() string {
 	case stateHelp:
 		return common.Lines(st.Title.Render("kubectl netpol watch — keys")+"\n\n"+
 			m.help.FullHelpView(m.helpGroups())+"\n\n"+
-			st.Title.Render("Filter (/)")+"\n"+FilterHelp+"\n\n"+st.Dim.Render("esc or ? to go back"), m.width, m.height)
+			st.Title.Render("Filter (/)")+"\n"+lipgloss.Wrap(FilterHelp, m.width, " ")+"\n\n"+st.Dim.Render("esc or ? to go back"), m.width, m.height)
 	case stateDetail:
 		m.detail.SetSize(m.width, m.height-1)
 		out := m.detail.FullView() + "\n" + st.Dim.Render(common.Fit("esc back · q quit", m.width))

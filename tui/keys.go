@@ -12,9 +12,9 @@ func DefaultKeyMap() KeyMap {
 	return KeyMap{
 		Help:   key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
 		Filter: key.NewBinding(key.WithKeys("/"), key.WithHelp("/", "filter")),
-		Back:   key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back/clear filter")),
-		Detail: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "explain flow")),
-		Panel:  key.NewBinding(key.WithKeys("tab"), key.WithHelp("tab", "detail/rates/matrix")),
+		Back:   key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back, clear filter")),
+		Detail: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "why")),
+		Panel:  key.NewBinding(key.WithKeys("tab"), key.WithHelp("tab", "panels")),
 		Quit:   key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
 	}
 }

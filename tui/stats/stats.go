@@ -6,6 +6,7 @@
 package stats
 
 import (
+	"strings"
 	"time"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -194,6 +195,18 @@ func (s *Stats) Namespaces() []string {
 	for k, v := range s.ns {
 		if v.Sum(s.now).Total() > 0 {
 			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// NSPairs returns the counts of every namespace pair with flows in the window.
+func (s *Stats) NSPairs() map[[2]string]Count {
+	out := make(map[[2]string]Count, len(s.nsPair))
+	for k, v := range s.nsPair {
+		if c := v.Sum(s.now); c.Total() > 0 {
+			src, dst, _ := strings.Cut(k, "|")
+			out[[2]string{src, dst}] = c
 		}
 	}
 	return out

@@ -30,33 +30,44 @@ func (m *Model) SetSize(w, h int) { m.width, m.height = w, h }
 // ShortHelp implements common.Component.
 func (m *Model) ShortHelp() []key.Binding { return nil }
 
-// Namespaces returns the namespaces to show, busiest first.
-func (m *Model) Namespaces() []string {
-	now := m.stats.Now()
-	nss := m.stats.Namespaces()
-	slices.SortFunc(nss, func(a, b string) int {
-		ta, tb := m.stats.Namespace(a).Sum(now).Total(), m.stats.Namespace(b).Sum(now).Total()
-		if c := cmp.Compare(tb, ta); c != 0 {
+// Axes returns the source namespaces (rows) and destination namespaces
+// (columns) with flows in the window, busiest first, and the counts.
+func (m *Model) Axes() (rows, cols []string, counts map[[2]string]stats.Count) {
+	counts = m.stats.NSPairs()
+	out, in := map[string]uint64{}, map[string]uint64{}
+	for k, c := range counts {
+		out[k[0]] += c.Total()
+		in[k[1]] += c.Total()
+	}
+	return busiest(out), busiest(in), counts
+}
+
+func busiest(totals map[string]uint64) []string {
+	names := make([]string, 0, len(totals))
+	for n := range totals {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		if c := cmp.Compare(totals[b], totals[a]); c != 0 {
 			return c
 		}
 		return cmp.Compare(a, b)
 	})
-	return nss
+	return names
 }
 
 // View implements common.Component.
 func (m *Model) View() string {
 	st := m.c.Styles
-	now := m.stats.Now()
-	nss := m.Namespaces()
+	rowsNS, colsNS, counts := m.Axes()
 	const labelW, cellW = 13, 10
 	cols := max((m.width-labelW)/(cellW+1), 1)
 	rows := max(m.height-2, 1)
-	colNS := nss[:min(len(nss), cols)]
-	rowNS := nss[:min(len(nss), rows)]
+	colNS := colsNS[:min(len(colsNS), cols)]
+	rowNS := rowsNS[:min(len(rowsNS), rows)]
 	var b strings.Builder
 	b.WriteString(st.Title.Render("From ↓ to →") + st.Dim.Render(fmt.Sprintf("  allowed/denied, last %ds", stats.Window)))
-	if len(nss) == 0 {
+	if len(counts) == 0 {
 		b.WriteString("\n" + st.Dim.Render("no flows yet"))
 		return common.Lines(b.String(), m.width, m.height)
 	}
@@ -67,7 +78,7 @@ func (m *Model) View() string {
 	for _, src := range rowNS {
 		b.WriteString("\n" + common.Fit(src, labelW))
 		for _, dst := range colNS {
-			c := m.stats.NSPair(src, dst).Sum(now)
+			c := counts[[2]string{src, dst}]
 			b.WriteByte(' ')
 			switch {
 			case c.Total() == 0:

@@ -45,7 +45,7 @@ type Model struct {
 // New returns a chart over st.
 func New(c *common.Common, st *stats.Stats) *Model {
 	return &Model{c: c, stats: st, keys: KeyMap{
-		Scope: key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "rate scope: all/ns/pod/pair")),
+		Scope: key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "rates of all/ns/pod/pair")),
 	}}
 }
 

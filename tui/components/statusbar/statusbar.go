@@ -74,13 +74,17 @@ func (m *Model) View() string {
 		}
 	}
 	if m.done != "" {
-		src += " · " + m.done
+		src += " (" + m.done + ")"
 	}
 	left := " " + m.Mode + " │ " + src
 	if m.Filter != "" {
 		left += " │ filter: " + m.Filter
 	}
-	right := fmt.Sprintf("%d flows/s │ %d/%d shown │ lost %d ", m.Rate, m.Shown, m.Held, m.Lost)
+	shown := fmt.Sprintf("%d flows", m.Held)
+	if m.Shown != m.Held {
+		shown = fmt.Sprintf("%d/%d flows", m.Shown, m.Held)
+	}
+	right := fmt.Sprintf("%d/s │ %s │ lost %d ", m.Rate, shown, m.Lost)
 	gap := m.width - common.Width(left) - common.Width(right)
 	if gap < 1 {
 		return st.StatusBar.Render(common.Fit(left+" │ "+right, m.width))

@@ -16,10 +16,15 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// nfPriority is the hook priority of every netfilter program: after
+// nfPriority is the hook priority of the netfilter programs: after
 // conntrack (-200) and DNAT (-100) at LOCAL_OUT, before SNAT (100) at
-// LOCAL_IN; FORWARD has no NAT hooks.
-const nfPriority = -50
+// LOCAL_IN; FORWARD has no NAT hooks. The kernel refuses two BPF links at
+// one hook and priority (EBUSY), so an upgrade attaches the new program at
+// nfPriorityAlt (or back at nfPriority) next to the old one.
+const (
+	nfPriority    = -50
+	nfPriorityAlt = -49
+)
 
 // nfDefrag is the kernel's NF_BPF_LINK_F_IP_DEFRAG (cilium/ebpf v0.22.0's
 // NetfilterIPDefrag constant is 0): programs see reassembled packets.
@@ -54,7 +59,7 @@ func (a *attachment) close() {
 	a.ns.Close()
 }
 
-var attachName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,64}$`)
+var attachName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 
 // Attach enforces policy in the network namespace of the calling OS thread
 // (lock it with runtime.LockOSThread and enter the namespace first). name
@@ -66,7 +71,7 @@ var attachName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,64}$`)
 // replace the old pins, so there is no moment without enforcement.
 func (p *Probe) Attach(name string) error {
 	if !attachName.MatchString(name) {
-		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '.', '_' or '-'", name)
+		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '_' or '-' (bpffs refuses dots)", name)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -99,18 +104,24 @@ func (p *Probe) Attach(name string) error {
 
 func (p *Probe) attachHook(h hook, pin string, tag string) (link.Link, error) {
 	if old, err := link.LoadPinnedLink(pin, nil); err == nil {
-		if same, _ := linkRunsTag(old, tag); same {
+		if same, _ := linkRunsTag(old, tag); same && !p.replaceLinks {
 			return old, nil
 		}
 		// Upgrade: attach the new program next to the old one, then let the
 		// new pin replace the old (rename is atomic in bpffs); closing the
 		// last reference to the old link detaches it.
-		nl, err := p.attachNetfilter(h)
+		prio := int32(nfPriority)
+		if info, err := old.Info(); err == nil {
+			if nf := info.Netfilter(); nf != nil && nf.Priority == nfPriority {
+				prio = nfPriorityAlt
+			}
+		}
+		nl, err := p.attachNetfilter(h, prio)
 		if err != nil {
 			old.Close()
 			return nil, err
 		}
-		tmp := pin + ".new"
+		tmp := pin + "_new" // bpffs refuses names with dots
 		os.Remove(tmp)
 		if err := nl.Pin(tmp); err != nil {
 			nl.Close()
@@ -128,7 +139,7 @@ func (p *Probe) attachHook(h hook, pin string, tag string) (link.Link, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("opening pinned link %s: %w", pin, err)
 	}
-	l, err := p.attachNetfilter(h)
+	l, err := p.attachNetfilter(h, nfPriority)
 	if err != nil {
 		return nil, err
 	}
@@ -139,12 +150,12 @@ func (p *Probe) attachHook(h hook, pin string, tag string) (link.Link, error) {
 	return l, nil
 }
 
-func (p *Probe) attachNetfilter(h hook) (link.Link, error) {
+func (p *Probe) attachNetfilter(h hook, prio int32) (link.Link, error) {
 	return link.AttachNetfilter(link.NetfilterOptions{
 		Program:        p.objs.NetpolNf,
 		ProtocolFamily: h.family,
 		Hook:           h.hook,
-		Priority:       nfPriority,
+		Priority:       prio,
 		NetfilterFlags: nfDefrag,
 	})
 }
@@ -205,7 +216,7 @@ type guard struct {
 // installs; this check is the same for routed and bridge layouts.
 func (p *Probe) GuardInterface(name string, ifindex int, addrs []netip.Addr) error {
 	if !attachName.MatchString(name) {
-		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '.', '_' or '-'", name)
+		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '_' or '-' (bpffs refuses dots)", name)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -30,6 +30,10 @@ type Options struct {
 	PinRoot string
 	// Config is written at load; see SetConfig.
 	Config Config
+	// ReplaceLinks makes Attach replace pinned links even when they run the
+	// same program (attach new, then swap the pin): what an upgrade does
+	// when the program changed.
+	ReplaceLinks bool
 }
 
 // Config is the run-time configuration of the datapath.
@@ -62,6 +66,8 @@ type Probe struct {
 	closed  bool
 	revoke  bool
 	guarded []guard
+
+	replaceLinks bool
 }
 
 // Load loads the programs and opens (or creates) the pinned maps under
@@ -93,7 +99,7 @@ func Load(opts Options) (*Probe, error) {
 	if inner == nil {
 		return nil, errors.New("program spec has no inner policy map")
 	}
-	p := &Probe{dir: dir, revoke: true, innerSpec: inner.Copy()}
+	p := &Probe{dir: dir, revoke: true, innerSpec: inner.Copy(), replaceLinks: opts.ReplaceLinks}
 	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {

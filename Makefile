@@ -69,3 +69,29 @@ check: ## Everything CI runs: lint, cross-builds, unit and privileged tests (run
 	$(MAKE) generate-check
 	$(MAKE) cross
 	$(GO) test -count=1 ./...
+	$(MAKE) e2e
+
+# --- local test cluster (hack/cluster; see README "Test cluster") --------------------------------
+.PHONY: cluster-up
+cluster-up: ## Build (cached) and start the single-node test cluster; writes .cluster/kubeconfig (root)
+	hack/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the test cluster, remove every trace of it, then run cluster-check (root)
+	hack/cluster/down.sh
+
+.PHONY: cluster-check
+cluster-check: ## Fail if any process, mount, netns, link, route, chain, cgroup, path or sysctl of the cluster is left
+	hack/cluster/check.sh
+
+.PHONY: images
+images: ## Build the local images (pause, netprobe, coredns) without docker; import them if the cluster runs
+	@if [ -S /run/netpol-cluster/containerd/containerd.sock ]; then hack/cluster/images.sh import; else hack/cluster/images.sh build; fi
+
+.PHONY: e2e
+e2e: ## cluster-up, go test -tags e2e ./test/e2e/..., cluster-down (KEEP_CLUSTER=1 keeps it; E2E_ARGS='-run X -v')
+	hack/e2e.sh
+
+.PHONY: demo
+demo: build ## Start the cluster, deploy examples/demo (web -> db:3306 + db-policy) and explain it
+	hack/demo.sh

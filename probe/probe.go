@@ -34,6 +34,10 @@ type Options struct {
 	// same program (attach new, then swap the pin): what an upgrade does
 	// when the program changed.
 	ReplaceLinks bool
+	// RingSize overrides the ring buffer size in bytes (a power of two,
+	// multiple of the page size; default 16 MiB). A different size is a
+	// different map: use it with its own PinRoot.
+	RingSize uint32
 }
 
 // Config is the run-time configuration of the datapath.
@@ -94,6 +98,9 @@ func Load(opts Options) (*Probe, error) {
 		if !strings.HasPrefix(name, ".") { // .bss etc. are per program
 			m.Pinning = ebpf.PinByName
 		}
+	}
+	if opts.RingSize != 0 {
+		spec.Maps["netpol_events"].MaxEntries = opts.RingSize
 	}
 	inner := spec.Maps["netpol_policy_slots"].InnerMap
 	if inner == nil {

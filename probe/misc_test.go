@@ -1,0 +1,271 @@
+//go:build linux
+
+package probe
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+)
+
+// aOnlyFromB is a's ingress allowing only b, compiled.
+func aOnlyFromB(t *testing.T, a, b, c *pod) *policy.Datapath {
+	t.Helper()
+	snap := &policy.Snapshot{
+		Pods: []*corev1.Pod{podObject(a, "x", map[string]string{"app": "a"}), podObject(b, "x", map[string]string{"app": "b"}),
+			podObject(c, "x", map[string]string{"app": "c"})},
+		Policies: []*networkingv1.NetworkPolicy{netpol("x", "a-in", selector("app", "a"), ingressOnly,
+			[]networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "b")}}}}, nil)},
+	}
+	dp, err := policy.Compile(snap, testNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dp
+}
+
+// udpFlood sends n datagrams from p to dst:port as fast as it can.
+func (p *pod) udpFlood(t *testing.T, dst netip.Addr, port, n int) {
+	t.Helper()
+	err := p.in(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, uint16(port))))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		msg := []byte("x")
+		for range n {
+			c.Write(msg)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAbsentReaderAndRateLimit: with nobody reading, a flood of denied
+// packets fills the ring; the loss is counted and the datapath keeps
+// deciding correctly. The per-CPU token bucket, changed at run time, caps
+// drop events.
+func TestAbsentReaderAndRateLimit(t *testing.T) {
+	requireRoot(t)
+	tp := newTopology(t, false)
+	a, b, c := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "c")
+	a.serve(t, 80)
+	waitReachable(t, b, 80, a)
+	p, err := Load(Options{PinRoot: testPinRoot(t), Config: testCfg, RingSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Uninstall() })
+	if err := tp.node.in(func() error { return p.Attach("node") }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Apply(aOnlyFromB(t, a, b, c)); err != nil {
+		t.Fatal(err)
+	}
+	const flood = 5000
+	c.udpFlood(t, a.ip4, 80, flood)
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after the flood: %+v", st)
+	if st.NewDenied < flood*9/10 || st.RingFull == 0 || st.Events+st.RingFull < st.NewDenied*9/10 {
+		t.Errorf("stats %+v: want ~%d denied, ring-full losses counted", st, flood)
+	}
+	if got, err := b.connect("tcp", a.ip4, 80, 300*time.Millisecond); err != nil || got != "a" {
+		t.Errorf("b -> a with a full ring: %q %v, want allowed", got, err)
+	}
+	if _, err := c.connect("tcp", a.ip4, 80, 300*time.Millisecond); err == nil {
+		t.Error("c -> a with a full ring: allowed")
+	}
+
+	// Rate limit at run time: 10 events/s per CPU, burst 10.
+	if err := p.SetConfig(Config{DropEventsPerSec: 10, DropEventsBurst: 10, WakeupWatermark: 1}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := p.Stats()
+	c.udpFlood(t, a.ip4, 80, 1000)
+	after, _ := p.Stats()
+	denied := after.NewDenied - before.NewDenied
+	limited := after.RateLimited - before.RateLimited
+	if denied < 900 || limited < denied-100 {
+		t.Errorf("rate limit: %d denied, %d events suppressed; want nearly all suppressed", denied, limited)
+	}
+}
+
+// TestSpoofGuard: with the TCX check on b's host interface, b's own
+// addresses pass (IPv4, IPv6, neighbour discovery), a spoofed source is
+// dropped and counted.
+func TestSpoofGuard(t *testing.T) {
+	requireRoot(t)
+	for _, bridge := range []bool{false, true} {
+		t.Run(map[bool]string{false: "routed", true: "bridge"}[bridge], func(t *testing.T) {
+			tp := newTopology(t, bridge)
+			a, b := tp.addPod(t, "a"), tp.addPod(t, "b")
+			a.serve(t, 80)
+			spoofed := netip.MustParseAddr("10.77.1.99")
+			if !bridge {
+				spoofed = netip.MustParseAddr("10.77.0.99")
+			}
+			b.run(t, "ip", "addr", "add", spoofed.String()+"/32", "dev", "eth0")
+			var got atomic.Int64
+			err := a.in(func() error {
+				c, err := net.ListenPacket("udp4", a.ip4.String()+":5000")
+				if err != nil {
+					return err
+				}
+				t.Cleanup(func() { c.Close() })
+				go func() {
+					buf := make([]byte, 16)
+					for {
+						_, from, err := c.ReadFrom(buf)
+						if err != nil {
+							return
+						}
+						if from.(*net.UDPAddr).AddrPort().Addr().Unmap() == spoofed {
+							got.Add(1)
+						}
+					}
+				}()
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sendSpoofed := func() {
+				b.in(func() error {
+					c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(spoofed, 0)),
+						net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.ip4, 5000)))
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					for range 10 {
+						c.Write([]byte("s"))
+					}
+					return nil
+				})
+				time.Sleep(200 * time.Millisecond)
+			}
+			sendSpoofed()
+			if got.Load() == 0 {
+				t.Fatal("spoofed packets do not reach a even without the guard: the test proves nothing")
+			}
+			p := loadAttached(t, tp.node, testCfg)
+			ifi, err := hostIfindex(tp.node, b.hostIf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tp.node.in(func() error { return p.GuardInterface("node", ifi, []netip.Addr{b.ip4, b.ip6}) }); err != nil {
+				t.Fatal(err)
+			}
+			got.Store(0)
+			sendSpoofed()
+			if got.Load() != 0 {
+				t.Errorf("%d spoofed packets reached a through the guard", got.Load())
+			}
+			st, _ := p.Stats()
+			if st.SpoofDropped < 10 {
+				t.Errorf("spoof drops counted: %d, want >= 10", st.SpoofDropped)
+			}
+			tp.node.run(t, "ip", "neigh", "flush", "all")
+			b.run(t, "ip", "neigh", "flush", "all")
+			waitReachable(t, b, 80, a) // own addresses, v4 and v6, after fresh neighbour discovery
+		})
+	}
+}
+
+func hostIfindex(n *testNS, name string) (int, error) {
+	var idx int
+	err := n.in(func() error {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		idx = ifc.Index
+		return nil
+	})
+	return idx, err
+}
+
+// TestUninstallLeavesNothing: Close leaves enforcement running with the
+// pins; Uninstall removes every pin, link and program.
+func TestUninstallLeavesNothing(t *testing.T) {
+	requireRoot(t)
+	tp := newTopology(t, false)
+	a, b, c := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "c")
+	a.serve(t, 80)
+	waitReachable(t, c, 80, a)
+	before := countLinks(t)
+	root := testPinRoot(t)
+	p, err := Load(Options{PinRoot: root, Config: testCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.node.in(func() error { return p.Attach("node") }); err != nil {
+		t.Fatal(err)
+	}
+	ifi, _ := hostIfindex(tp.node, b.hostIf)
+	if err := tp.node.in(func() error { return p.GuardInterface("node", ifi, []netip.Addr{b.ip4, b.ip6}) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Apply(aOnlyFromB(t, a, b, c)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.connect("tcp", a.ip4, 80, 300*time.Millisecond); err == nil {
+		t.Error("after Close, c -> a is allowed: enforcement stopped")
+	}
+	if n := countLinks(t); n != before+len(hooks)+1 {
+		t.Errorf("after Close: %d links, want %d", n, before+len(hooks)+1)
+	}
+	p2, err := Load(Options{PinRoot: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Uninstall(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countLinks(t); n != before {
+		t.Errorf("after Uninstall: %d links, want %d", n, before)
+	}
+	if _, err := os.Stat(filepath.Join(root, LayoutVersion)); !os.IsNotExist(err) {
+		t.Errorf("pin directory left behind: %v", err)
+	}
+	if got, err := c.connect("tcp", a.ip4, 80, 300*time.Millisecond); err != nil || got != "a" {
+		t.Errorf("after Uninstall c -> a: %q %v, want allowed", got, err)
+	}
+}
+
+func countLinks(t *testing.T) int {
+	t.Helper()
+	n := 0
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		l := it.Take()
+		if info, err := l.Info(); err == nil && (info.Type == link.NetfilterType || info.Type == link.TCXType) {
+			n++
+		}
+		l.Close()
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

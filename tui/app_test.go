@@ -1,0 +1,358 @@
+package tui_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/tui"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/components/detail"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/components/rates"
+)
+
+const sampleCapture = "../testdata/flows/sample.jsonl"
+
+// sampleBatches reads the sample capture as the FileSource delivers it.
+func sampleBatches(t testing.TB) []flow.Batch {
+	t.Helper()
+	var out []flow.Batch
+	err := (&flow.FileSource{Path: sampleCapture}).Observe(context.Background(), &flowv1.ObserveRequest{}, func(b flow.Batch) error {
+		out = append(out, b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func allFlows(bs []flow.Batch) []*flowv1.Flow {
+	var all []*flowv1.Flow
+	for _, b := range bs {
+		all = append(all, b.Flows...)
+	}
+	return all
+}
+
+// key builds a key press as the terminal sends it.
+func key(s string) tea.KeyPressMsg {
+	switch s {
+	case "enter":
+		return tea.KeyPressMsg{Code: tea.KeyEnter}
+	case "esc":
+		return tea.KeyPressMsg{Code: tea.KeyEscape}
+	case "tab":
+		return tea.KeyPressMsg{Code: tea.KeyTab}
+	case "space":
+		return tea.KeyPressMsg{Code: tea.KeySpace, Text: " "}
+	case "up":
+		return tea.KeyPressMsg{Code: tea.KeyUp}
+	case "ctrl+c":
+		return tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl}
+	}
+	r := []rune(s)[0]
+	return tea.KeyPressMsg{Code: r, Text: s}
+}
+
+// drive sends msgs and runs the commands they return that finish at once
+// (explanations), feeding their messages back, as the program would.
+func drive(m *tui.Model, msgs ...tea.Msg) {
+	for _, msg := range msgs {
+		_, cmd := m.Update(msg)
+		runCmd(m, cmd)
+	}
+}
+
+func runCmd(m *tui.Model, cmd tea.Cmd) {
+	if cmd == nil {
+		return
+	}
+	done := make(chan tea.Msg, 1)
+	go func() { done <- cmd() }()
+	var msg tea.Msg
+	select {
+	case msg = <-done:
+	case <-time.After(20 * time.Millisecond):
+		return // a timer (frame pacing): not needed to drive the model
+	}
+	switch msg := msg.(type) {
+	case tea.BatchMsg:
+		for _, c := range msg {
+			runCmd(m, c)
+		}
+	case detail.ExplainedMsg:
+		m.Update(msg)
+	}
+}
+
+func typeText(m *tui.Model, s string) {
+	for _, r := range s {
+		drive(m, key(string(r)))
+	}
+}
+
+func loaded(t *testing.T, w, h int) (*tui.Model, []*flowv1.Flow) {
+	t.Helper()
+	bs := sampleBatches(t)
+	m := tui.New(tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC})
+	drive(m, tea.WindowSizeMsg{Width: w, Height: h})
+	for _, b := range bs {
+		drive(m, tui.BatchMsg(b))
+	}
+	drive(m, tui.SourceDoneMsg{})
+	return m, allFlows(bs)
+}
+
+// checkScreen asserts the frame fills exactly w×h cells.
+func checkScreen(t *testing.T, screen string, w, h int) {
+	t.Helper()
+	lines := strings.Split(screen, "\n")
+	if len(lines) != h {
+		t.Fatalf("%d lines, want %d", len(lines), h)
+	}
+	for i, l := range lines {
+		if got := ansi.StringWidth(l); got != w {
+			t.Fatalf("line %d is %d cells wide, want %d: %q", i, got, w, ansi.Strip(l))
+		}
+	}
+}
+
+func TestFollowScrollAndSizes(t *testing.T) {
+	for _, size := range [][2]int{{80, 24}, {120, 40}, {200, 60}, {60, 12}} {
+		m, all := loaded(t, size[0], size[1])
+		checkScreen(t, m.Render(), size[0], size[1])
+		if m.Selected() != all[len(all)-1] || !m.Table().Following() {
+			t.Fatalf("%v: should follow the newest flow", size)
+		}
+	}
+	m, all := loaded(t, 80, 24)
+	drive(m, key("k"), key("k"))
+	if m.Table().Following() || m.Selected() != all[len(all)-3] {
+		t.Fatal("k k should select the third newest and stop following")
+	}
+	if !strings.Contains(ansi.Strip(m.Render()), " SCROLL ") {
+		t.Error("status bar should say SCROLL")
+	}
+	drive(m, key("g"))
+	if m.Selected() != all[0] {
+		t.Error("g should select the oldest")
+	}
+	drive(m, key("G"))
+	if m.Selected() != all[len(all)-1] || !m.Table().Following() {
+		t.Error("G should follow the tail again")
+	}
+}
+
+func TestRingIsBounded(t *testing.T) {
+	bs := sampleBatches(t)
+	all := allFlows(bs)
+	m := tui.New(tui.Config{Capacity: 100, Loc: time.UTC})
+	drive(m, tea.WindowSizeMsg{Width: 80, Height: 24})
+	for _, b := range bs {
+		drive(m, tui.BatchMsg(b))
+	}
+	if m.Table().Total() != 100 || m.Table().Len() != 100 {
+		t.Fatalf("held %d/%d, want 100", m.Table().Len(), m.Table().Total())
+	}
+	drive(m, key("g"))
+	if m.Selected() != all[len(all)-100] {
+		t.Fatal("the oldest held flow should be the 100th newest")
+	}
+	// Scrolled back, the selection stays on the same flow while new ones evict older ones.
+	for range 50 {
+		drive(m, key("j"))
+	}
+	sel := m.Selected()
+	drive(m, tui.BatchMsg(flow.Batch{Flows: all[:10]}))
+	if m.Selected() != sel {
+		t.Fatal("the selected flow changed when older flows were evicted")
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	bs := sampleBatches(t)
+	all := allFlows(bs)
+	m := tui.New(tui.Config{Loc: time.UTC})
+	drive(m, tea.WindowSizeMsg{Width: 80, Height: 24}, tui.BatchMsg(flow.Batch{Flows: all[:100]}))
+	drive(m, key("space"))
+	drive(m, tui.BatchMsg(flow.Batch{Flows: all[100:150]}))
+	if m.Table().Len() != 100 {
+		t.Fatalf("paused table shows %d rows, want 100", m.Table().Len())
+	}
+	if !strings.Contains(ansi.Strip(m.Render()), "PAUSED +50") {
+		t.Error("status bar should say PAUSED +50")
+	}
+	drive(m, key("space"))
+	if m.Table().Len() != 150 || m.Selected() != all[149] {
+		t.Fatalf("resumed table shows %d rows, want 150 following the tail", m.Table().Len())
+	}
+}
+
+func TestFilter(t *testing.T) {
+	m, all := loaded(t, 80, 24)
+	drive(m, key("/"))
+	typeText(m, "verdict=denied to-ns=shop")
+	drive(m, key("enter"))
+	want := 0
+	for _, f := range all {
+		if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED && f.GetDestination().GetNamespace() == "shop" {
+			want++
+		}
+	}
+	if m.Table().Len() != want || want == 0 {
+		t.Fatalf("filter shows %d rows, want %d", m.Table().Len(), want)
+	}
+	screen := ansi.Strip(m.Render())
+	if !strings.Contains(screen, "filter: verdict=denied to-ns=shop") {
+		t.Error("status bar should show the filter")
+	}
+	for _, l := range strings.Split(screen, "\n")[1:14] {
+		if !strings.Contains(l, "DENIED") {
+			t.Fatalf("row %q is not a drop", l)
+		}
+	}
+	// Free text and negation.
+	drive(m, key("/"))
+	for range 30 {
+		drive(m, tea.KeyPressMsg{Code: tea.KeyBackspace})
+	}
+	typeText(m, "prometheus !ns=payments")
+	drive(m, key("enter"))
+	if sel := m.Selected(); sel == nil || sel.GetSource().GetPod() != "prometheus-0" {
+		t.Fatalf("free-text filter selected %v", sel)
+	}
+	// A bad term is reported and not applied.
+	before := m.Table().Len()
+	drive(m, key("/"))
+	typeText(m, " port=http")
+	drive(m, key("enter"))
+	if !strings.Contains(ansi.Strip(m.Render()), `filter: port "http": want a number`) {
+		t.Fatalf("bad filter not reported:\n%s", ansi.Strip(m.Render()))
+	}
+	drive(m, key("esc"))
+	if m.Table().Len() != before {
+		t.Fatal("a rejected filter changed the table")
+	}
+	drive(m, key("esc")) // esc on the main screen clears the filter
+	if m.Table().Len() != len(all) {
+		t.Fatalf("esc should clear the filter: %d rows", m.Table().Len())
+	}
+}
+
+func TestDetailExplainsDefaultDenyDrop(t *testing.T) {
+	m, _ := loaded(t, 120, 40)
+	drive(m, key("/"))
+	typeText(m, "from-pod=default/curl to-pod=shop/db")
+	drive(m, key("enter"))
+	text := m.Detail().Text()
+	for _, want := range []string{
+		"DENIED: default/curl → shop/db-0 on TCP 5432, through Service shop/db (10.96.40.9:5432).",
+		"shop/db-0 is isolated for ingress by 2 policies: shop/default-deny-ingress, shop/db-allow-api.",
+		"No ingress rule of them allows default/curl on TCP 5432, so the packet was dropped on node node-b.",
+		"add an ingress rule selecting pods with run=curl in namespace default",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("explanation lacks %q:\n%s", want, text)
+		}
+	}
+	drive(m, key("enter"))
+	full := ansi.Strip(m.Render())
+	for _, want := range []string{"isolated by    shop/default-deny-ingress (ingress)", "service        shop/db 10.96.40.9:5432", "{run=curl}"} {
+		if !strings.Contains(full, want) {
+			t.Errorf("full detail lacks %q:\n%s", want, full)
+		}
+	}
+	drive(m, key("esc"))
+	if strings.Contains(ansi.Strip(m.Render()), "Recorded") {
+		t.Error("esc should leave the full detail")
+	}
+}
+
+func TestExplainAllowedAndNotIsolated(t *testing.T) {
+	for _, tc := range []struct{ filter, want string }{
+		{"to-pod=shop/db verdict=allowed", "Allowed by ingress rule 0 of NetworkPolicy shop/db-allow-api."},
+		{"to-ns=kube-system", "No NetworkPolicy selects kube-system/coredns-6f6b679f8f-9qz7w for ingress, so all ingress traffic is allowed."},
+		{"from-ns=payments to-ip=203.0.113.10", "payments/worker-84d5c-7h2lp is isolated for egress by 2 policies"},
+	} {
+		m, _ := loaded(t, 80, 24)
+		drive(m, key("/"))
+		typeText(m, tc.filter)
+		drive(m, key("enter"))
+		if !strings.Contains(m.Detail().Text(), tc.want) {
+			t.Errorf("%s: explanation lacks %q:\n%s", tc.filter, tc.want, m.Detail().Text())
+		}
+	}
+}
+
+func TestRatesScopeAndMatrix(t *testing.T) {
+	m, _ := loaded(t, 80, 24)
+	drive(m, key("tab")) // rates
+	screen := ansi.Strip(m.Render())
+	if !strings.Contains(screen, "Rates/s all flows") || !strings.Contains(screen, "last 60s:") {
+		t.Fatalf("rates pane missing:\n%s", screen)
+	}
+	drive(m, key("s"))
+	if m.Rates().Scope() != rates.ScopeNamespace {
+		t.Fatal("s should scope the rates to the namespace")
+	}
+	sel := m.Selected()
+	if !strings.Contains(ansi.Strip(m.Render()), "Rates/s namespace "+sel.GetDestination().GetNamespace()) {
+		t.Fatal("rates title should name the namespace")
+	}
+	drive(m, key("s"), key("s"))
+	if !strings.Contains(ansi.Strip(m.Render()), "→") {
+		t.Fatal("pair scope should name the pair")
+	}
+	drive(m, key("tab")) // matrix
+	screen = ansi.Strip(m.Render())
+	for _, want := range []string{"From ↓ to →", "monitoring    0/91", "payments      0/19"} {
+		if !strings.Contains(screen, want) {
+			t.Fatalf("matrix lacks %q:\n%s", want, screen)
+		}
+	}
+}
+
+func TestHelpIsGeneratedFromBindings(t *testing.T) {
+	m, _ := loaded(t, 100, 30)
+	drive(m, key("?"))
+	screen := ansi.Strip(m.Render())
+	for _, want := range []string{"help", "filter", "back, clear filter", "why", "panels", "quit", "up", "down", "page up", "oldest", "follow tail", "pause/resume", "rates of all/ns/pod/pair"} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+	drive(m, key("esc"))
+	if strings.Contains(ansi.Strip(m.Render()), "keys") {
+		t.Error("esc should leave help")
+	}
+	for _, k := range []string{"q", "ctrl+c"} {
+		_, cmd := m.Update(key(k))
+		if cmd == nil {
+			t.Fatalf("%s returned no command", k)
+		}
+		if _, ok := cmd().(tea.QuitMsg); !ok {
+			t.Fatalf("%s should quit", k)
+		}
+	}
+}
+
+func TestFramePacing(t *testing.T) {
+	m, all := loaded(t, 80, 24)
+	first := m.View().Content
+	// Data alone does not redraw until the frame tick…
+	m.Update(tui.BatchMsg(flow.Batch{Flows: all[:5]}))
+	if m.View().Content != first {
+		t.Fatal("a batch redrew before the frame tick")
+	}
+	// …a key does at once.
+	m.Update(key("k"))
+	if m.View().Content == first {
+		t.Fatal("a key did not redraw")
+	}
+}

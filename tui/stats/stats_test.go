@@ -1,0 +1,78 @@
+package stats_test
+
+import (
+	"fmt"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/stats"
+)
+
+func mk(sec int64, srcNS, dstNS, dstPod string, denied bool) *flowv1.Flow {
+	v := flowv1.Verdict_VERDICT_ALLOWED
+	if denied {
+		v = flowv1.Verdict_VERDICT_DENIED
+	}
+	return &flowv1.Flow{
+		Time: &timestamppb.Timestamp{Seconds: sec}, Verdict: v, Type: flowv1.EventType_EVENT_TYPE_NEW,
+		Source:      &flowv1.Endpoint{Namespace: srcNS, Pod: "client"},
+		Destination: &flowv1.Endpoint{Namespace: dstNS, Pod: dstPod},
+	}
+}
+
+func TestWindowCountsAndSlides(t *testing.T) {
+	s := stats.New()
+	for sec := int64(1000); sec < 1010; sec++ {
+		for i := range 3 {
+			s.Add(mk(sec, "a", "b", "db", i == 0))
+		}
+	}
+	if got := s.Overall.Sum(s.Now()); got != (stats.Count{Allowed: 20, Denied: 10}) {
+		t.Fatalf("overall = %+v", got)
+	}
+	if got := s.NSPair("a", "b").Sum(s.Now()); got.Total() != 30 {
+		t.Fatalf("a→b = %+v", got)
+	}
+	if got := s.NSPair("b", "a").Sum(s.Now()); got.Total() != 0 {
+		t.Fatalf("b→a = %+v", got)
+	}
+	if got := s.Rate(); got != 3 {
+		t.Fatalf("rate = %d, want 3", got)
+	}
+	// Sixty seconds later the old counts have left the window.
+	s.Add(mk(1009+stats.Window, "a", "b", "db", false))
+	if got := s.Overall.Sum(s.Now()); got.Total() != 1 {
+		t.Fatalf("after the window slid: %+v", got)
+	}
+	// A flow older than the window is not counted.
+	s.Add(mk(1000, "a", "b", "db", true))
+	if got := s.Overall.Sum(s.Now()); got.Total() != 1 {
+		t.Fatalf("an old flow was counted: %+v", got)
+	}
+	// Flow-end summaries are not new connections.
+	end := mk(s.Now(), "a", "b", "db", false)
+	end.Type = flowv1.EventType_EVENT_TYPE_END
+	s.Add(end)
+	if got := s.Overall.Sum(s.Now()); got.Total() != 1 {
+		t.Fatalf("a flow-end summary was counted: %+v", got)
+	}
+}
+
+// TestKeysAreBounded: pods that come and go do not grow memory without bound.
+func TestKeysAreBounded(t *testing.T) {
+	s := stats.New()
+	maxKeys := 0
+	for sec := int64(0); sec < 1000; sec++ {
+		for i := range 20 {
+			s.Add(mk(sec, "a", "b", fmt.Sprintf("pod-%d-%d", sec, i), false))
+		}
+		maxKeys = max(maxKeys, s.Keys())
+	}
+	// 20 new pods a second, each with a pod key and a pair key, for
+	// Window seconds plus the prune interval, plus a handful of fixed keys.
+	if limit := 2*20*(stats.Window+6) + 10; maxKeys > limit {
+		t.Fatalf("stats held %d keys, want at most %d", maxKeys, limit)
+	}
+}

@@ -24,8 +24,9 @@ print_usage() {
 
 The test cluster is up (node $NODE_NAME, pods $POD_CIDR, services $SERVICE_CIDR).
   export KUBECONFIG=$KUBECONFIG_OUT
-  KUBECONFIG=$KUBECONFIG_OUT kubectl netpol explain <src-pod> <dst-pod> --port 3306
-  KUBECONFIG=$KUBECONFIG_OUT $BIN_DIR/kubectl get pods -A
+  export PATH=$REPO_ROOT/bin:$BIN_DIR:\$PATH   # kubectl and the kubectl-netpol plugin
+  KUBECONFIG=$KUBECONFIG_OUT kubectl netpol explain <ns>/<src-pod> <ns>/<dst-pod> --port 3306
+  KUBECONFIG=$KUBECONFIG_OUT kubectl get pods -A
 Logs: $LOG_DIR   Tear down: make cluster-down
 USAGE
 }
@@ -221,12 +222,6 @@ YAML
 start_component kubelet "$BIN_DIR/kubelet" --config="$STATE_DIR/kubelet.yaml" \
   --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" \
   --node-ip="$NODE_IP" --hostname-override="$NODE_NAME"
-# kubelet raises kernel.panic/panic_on_oops at start: put them back as soon as it has.
-for _ in $(seq 40); do
-  [[ "$(sysctl -n kernel.panic_on_oops)" != "$(grep ^kernel.panic_on_oops= "$SYSCTL_SAVE" | cut -d= -f2)" ]] && break
-  sleep 0.25
-done
-grep -E '^kernel\.panic(_on_oops)?=' "$SYSCTL_SAVE" | while IFS='=' read -r k v; do sysctl -qw "$k=$v"; done
 
 # --- kube-proxy --------------------------------------------------------------------------------
 log "kube-proxy (nftables)"
@@ -249,6 +244,9 @@ start_component kube-proxy "$BIN_DIR/kube-proxy" --config="$STATE_DIR/kube-proxy
 log "waiting for node $NODE_NAME Ready"
 for _ in $(seq 120); do "${KUBECTL[@]}" get node "$NODE_NAME" >/dev/null 2>&1 && break; sleep 0.5; done
 "${KUBECTL[@]}" wait --for=condition=Ready "node/$NODE_NAME" --timeout=90s >/dev/null
+# kubelet raises kernel.panic and kernel.panic_on_oops when its container manager starts (before
+# the node turns Ready): put the host's values back.
+grep -E '^kernel\.panic(_on_oops)?=' "$SYSCTL_SAVE" | while IFS='=' read -r k v; do sysctl -qw "$k=$v"; done
 log "CoreDNS"
 sed -e "s|@DNS_SVC_IP@|$DNS_SVC_IP|g" -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
   "$(dirname "$0")/coredns.yaml" | "${KUBECTL[@]}" apply -f - >/dev/null

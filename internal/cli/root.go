@@ -58,7 +58,7 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 		NewCmdExplain(f, streams),
 		NewCmdCheck(f, streams),
 		NewCmdMatrix(f, streams),
-		NewCmdVersion(streams),
+		NewCmdVersion(configFlags, streams),
 		NewCmdWatch(configFlags, streams),
 	)
 	registerFlagCompletion(cmd, f)

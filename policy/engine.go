@@ -148,8 +148,11 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 		e.podByKey[pi.key] = pi
 		if !pi.hostNetwork {
 			// hostNetwork pods share the node's address; an IP names them only as the node.
+			// An IP is reused once a pod terminates: the first live pod keeps it.
 			for _, ip := range pi.ips {
-				e.podByIP[ip] = pi
+				if prev, ok := e.podByIP[ip]; !ok || (finished(prev.pod) && !finished(pod)) {
+					e.podByIP[ip] = pi
+				}
 			}
 		}
 	}
@@ -165,6 +168,10 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 		}
 	}
 	return e, nil
+}
+
+func finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
 func refLess(a, b PolicyRef) bool {

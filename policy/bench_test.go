@@ -1,0 +1,129 @@
+package policy_test
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+	"github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
+)
+
+// Benchmarks at the scale of the project's targets: 10k pods / 2k policies
+// (explain ≤ 50 ms after load, 10k checks), and a 1k × 1k × 2 ports matrix
+// (≤ 2 s). Figures are recorded in docs/perf.md.
+
+var (
+	bigOnce sync.Once
+	bigSnap *policy.Snapshot
+	bigEng  *policy.Engine
+)
+
+func big(b *testing.B) (*policy.Snapshot, *policy.Engine) {
+	bigOnce.Do(func() {
+		bigSnap = policytest.Synthetic(10000, 2000, 1)
+		var err error
+		if bigEng, err = policy.NewEngine(bigSnap); err != nil {
+			panic(err)
+		}
+	})
+	return bigSnap, bigEng
+}
+
+// traffics is a deterministic spread of pod pairs and ports.
+func traffics(s *policy.Snapshot, n int) []policy.Traffic {
+	ports := []struct {
+		proto corev1.Protocol
+		port  int32
+	}{{corev1.ProtocolTCP, 8080}, {corev1.ProtocolTCP, 9090}, {corev1.ProtocolUDP, 53}, {corev1.ProtocolTCP, 8050}}
+	out := make([]policy.Traffic, n)
+	for i := range out {
+		src := s.Pods[(i*7919)%len(s.Pods)]
+		dst := s.Pods[(i*104729+13)%len(s.Pods)]
+		pp := ports[i%len(ports)]
+		out[i] = policy.Traffic{Src: policy.Peer{Pod: src}, Dst: policy.Peer{Pod: dst}, Protocol: pp.proto, Port: pp.port}
+	}
+	return out
+}
+
+func BenchmarkNewEngine10kPods2kPolicies(b *testing.B) {
+	s := policytest.Synthetic(10000, 2000, 1)
+	b.ReportAllocs()
+	var before, after runtime.MemStats
+	var keep *policy.Engine
+	for i := 0; b.Loop(); i++ {
+		if i == 0 {
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+		}
+		e, err := policy.NewEngine(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i == 0 {
+			keep = e
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+		}
+	}
+	runtime.KeepAlive(keep)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "retained-MiB")
+}
+
+func BenchmarkEvaluate10kPods2kPolicies(b *testing.B) {
+	s, e := big(b)
+	ts := traffics(s, 1024)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_ = e.Evaluate(ts[i%len(ts)])
+	}
+}
+
+func BenchmarkAllowed10kPods2kPolicies(b *testing.B) {
+	s, e := big(b)
+	ts := traffics(s, 1024)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_ = e.Allowed(ts[i%len(ts)])
+	}
+}
+
+// BenchmarkCheck10k is 10k Allowed calls per op, the core of `check` with 10k items.
+func BenchmarkCheck10k(b *testing.B) {
+	s, e := big(b)
+	ts := traffics(s, 10000)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, t := range ts {
+			_ = e.Allowed(t)
+		}
+	}
+}
+
+// BenchmarkMatrix1kx1kx2 is one full reachability matrix: 1k pods × 1k pods ×
+// 2 ports (2M verdicts) over a synthetic snapshot with 1k pods and 200 policies.
+func BenchmarkMatrix1kx1kx2(b *testing.B) {
+	s := policytest.Synthetic(1000, 200, 1)
+	e, err := policy.NewEngine(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		allowed := 0
+		for _, src := range s.Pods {
+			for _, dst := range s.Pods {
+				for _, port := range []int32{8080, 9090} {
+					if e.Allowed(policy.Traffic{Src: policy.Peer{Pod: src}, Dst: policy.Peer{Pod: dst}, Port: port}) {
+						allowed++
+					}
+				}
+			}
+		}
+		if allowed == 0 {
+			b.Fatal("nothing allowed: the snapshot is degenerate")
+		}
+	}
+}

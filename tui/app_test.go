@@ -356,3 +356,60 @@ func TestFramePacing(t *testing.T) {
 		t.Fatal("a key did not redraw")
 	}
 }
+
+// slowExplainer answers asynchronously, like the engine-based explainer of the live path.
+type slowExplainer struct{ calls chan *flowv1.Flow }
+
+func (e slowExplainer) Explain(_ context.Context, f *flowv1.Flow) (string, error) {
+	e.calls <- f
+	return "engine says: " + f.GetDestination().GetPod(), nil
+}
+
+func TestAsyncExplainer(t *testing.T) {
+	e := slowExplainer{calls: make(chan *flowv1.Flow, 100)}
+	all := allFlows(sampleBatches(t))
+	m := tui.New(tui.Config{Explainer: e, Loc: time.UTC})
+	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
+	_, cmd := m.Update(tui.BatchMsg(flow.Batch{Flows: all[:10]}))
+	if !strings.Contains(ansi.Strip(m.Render()), "explaining…") {
+		t.Fatal("the pane should say it is explaining while the explainer runs")
+	}
+	_, cmd2 := m.Update(key("k")) // the selection moves before the first answer arrives
+	answers := map[*flowv1.Flow]tea.Msg{}
+	for _, c := range []tea.Cmd{cmd, cmd2} {
+		for _, msg := range flatten(c) {
+			if em, ok := msg.(detail.ExplainedMsg); ok {
+				answers[em.Flow] = em
+			}
+		}
+	}
+	// The stale answer (for all[9]) must not replace the current one (all[8]).
+	m.Update(answers[all[8]])
+	m.Update(answers[all[9]])
+	if got, want := m.Detail().Text(), "engine says: "+all[8].GetDestination().GetPod(); got != want {
+		t.Fatalf("detail = %q, want %q", got, want)
+	}
+}
+
+// flatten runs cmd and the commands of a batch, returning the messages that
+// come back at once (timers are left alone).
+func flatten(cmd tea.Cmd) []tea.Msg {
+	if cmd == nil {
+		return nil
+	}
+	done := make(chan tea.Msg, 1)
+	go func() { done <- cmd() }()
+	select {
+	case msg := <-done:
+		if b, ok := msg.(tea.BatchMsg); ok {
+			var out []tea.Msg
+			for _, c := range b {
+				out = append(out, flatten(c)...)
+			}
+			return out
+		}
+		return []tea.Msg{msg}
+	case <-time.After(50 * time.Millisecond):
+		return nil
+	}
+}

@@ -14,7 +14,7 @@ type Styles struct {
 func Default() *Styles {
 	return &Styles{
 		Title:     lipgloss.NewStyle().Bold(true),
-		Header:    lipgloss.NewStyle().Bold(true).Underline(true),
+		Header:    lipgloss.NewStyle().Bold(true),
 		Dim:       lipgloss.NewStyle().Faint(true),
 		Selected:  lipgloss.NewStyle().Reverse(true),
 		Allowed:   lipgloss.NewStyle().Foreground(lipgloss.Color("2")),

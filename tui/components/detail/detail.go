@@ -60,6 +60,10 @@ func (m *Model) SetFlow(f *flowv1.Flow) tea.Cmd {
 		return nil
 	}
 	e := m.explainer
+	if in, ok := e.(Instant); ok && in.Instant() {
+		m.text, m.err = e.Explain(context.Background(), f)
+		return nil
+	}
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -23,11 +23,21 @@ type Explainer interface {
 	Explain(ctx context.Context, f *flowv1.Flow) (string, error)
 }
 
+// Instant is implemented by explainers that answer without I/O: the pane
+// asks them inline, so the explanation is in the same frame as the selection.
+type Instant interface{ Instant() bool }
+
 // RecordedExplainer explains a flow from its own fields: verdict, reason,
 // deciding policies and rule, isolating policies, Service.
 type RecordedExplainer struct{}
 
-var _ Explainer = RecordedExplainer{}
+var (
+	_ Explainer = RecordedExplainer{}
+	_ Instant   = RecordedExplainer{}
+)
+
+// Instant implements Instant: the record is all it reads.
+func (RecordedExplainer) Instant() bool { return true }
 
 // Explain implements Explainer.
 func (RecordedExplainer) Explain(_ context.Context, f *flowv1.Flow) (string, error) {

@@ -1,0 +1,75 @@
+package tui_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"regexp"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/exp/golden"
+	"github.com/charmbracelet/x/exp/teatest/v2"
+
+	"github.com/kubectl-netpol/kubectl-netpol/tui"
+)
+
+// colourSGR matches SGR sequences that set a foreground or background colour.
+var colourSGR = regexp.MustCompile(`\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;[25];[0-9;]+|4[0-7])m`)
+
+// runProgram runs the real Bubble Tea program (teatest) on the sample at a
+// pinned size and colour profile, scrolls up three rows, and quits. It
+// returns the final frame and everything written to the terminal.
+func runProgram(t *testing.T, w, h int, profile colorprofile.Profile) (frame string, stream []byte) {
+	t.Helper()
+	m := tui.New(tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC})
+	tm := teatest.NewTestModel(t, m,
+		teatest.WithInitialTermSize(w, h),
+		teatest.WithProgramOptions(tea.WithColorProfile(profile)))
+	for _, b := range sampleBatches(t) {
+		tm.Send(tui.BatchMsg(b))
+	}
+	tm.Send(tui.SourceDoneMsg{})
+	var out bytes.Buffer
+	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("(done)")) },
+		teatest.WithDuration(10*time.Second))
+	tm.Type("kkk")
+	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("SCROLL")) },
+		teatest.WithDuration(10*time.Second))
+	tm.Send(tea.KeyPressMsg{Code: 'q', Text: "q"})
+	final := tm.FinalModel(t, teatest.WithFinalTimeout(10*time.Second)).(*tui.Model)
+	rest, _ := io.ReadAll(tm.FinalOutput(t))
+	out.Write(rest)
+	return final.View().Content, out.Bytes()
+}
+
+// TestGolden pins the screens at 80×24 (the smallest supported) and 160×40
+// (the wide layout: detail beside the rates), styles included (escaped).
+// Regenerate with: go test ./tui -run TestGolden -update
+func TestGolden(t *testing.T) {
+	for _, size := range [][2]int{{80, 24}, {160, 40}} {
+		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {
+			frame, _ := runProgram(t, size[0], size[1], colorprofile.ANSI)
+			checkScreen(t, frame, size[0], size[1])
+			golden.RequireEqualEscape(t, []byte(frame), true)
+		})
+	}
+}
+
+// TestNoColor: under the profile NO_COLOR selects (Ascii) the terminal gets
+// no colour codes, and verdicts still read as words; under ANSI drops are red.
+func TestNoColor(t *testing.T) {
+	_, stream := runProgram(t, 80, 24, colorprofile.Ascii)
+	if loc := colourSGR.FindIndex(stream); loc != nil {
+		t.Fatalf("colour code %q written under the Ascii profile", stream[loc[0]:loc[1]])
+	}
+	if !bytes.Contains(stream, []byte("DENIED")) || !bytes.Contains(stream, []byte("ALLOWED")) {
+		t.Fatal("verdicts missing from the screen")
+	}
+	_, stream = runProgram(t, 80, 24, colorprofile.ANSI)
+	if !bytes.Contains(stream, []byte("\x1b[1;31mDENIED")) && !bytes.Contains(stream, []byte("\x1b[31;1mDENIED")) && !colourSGR.Match(stream) {
+		t.Fatal("no colour under the ANSI profile")
+	}
+}

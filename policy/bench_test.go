@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -53,6 +54,7 @@ func BenchmarkNewEngine10kPods2kPolicies(b *testing.B) {
 	b.ReportAllocs()
 	var before, after runtime.MemStats
 	var keep *policy.Engine
+	start := cpuTime()
 	for i := 0; b.Loop(); i++ {
 		if i == 0 {
 			runtime.GC()
@@ -68,6 +70,7 @@ func BenchmarkNewEngine10kPods2kPolicies(b *testing.B) {
 			runtime.ReadMemStats(&after)
 		}
 	}
+	reportCPU(b, start)
 	runtime.KeepAlive(keep)
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "retained-MiB")
 }
@@ -76,18 +79,22 @@ func BenchmarkEvaluate10kPods2kPolicies(b *testing.B) {
 	s, e := big(b)
 	ts := traffics(s, 1024)
 	b.ReportAllocs()
+	start := cpuTime()
 	for i := 0; b.Loop(); i++ {
 		_ = e.Evaluate(ts[i%len(ts)])
 	}
+	reportCPU(b, start)
 }
 
 func BenchmarkAllowed10kPods2kPolicies(b *testing.B) {
 	s, e := big(b)
 	ts := traffics(s, 1024)
 	b.ReportAllocs()
+	start := cpuTime()
 	for i := 0; b.Loop(); i++ {
 		_ = e.Allowed(ts[i%len(ts)])
 	}
+	reportCPU(b, start)
 }
 
 // BenchmarkCheck10k is 10k Allowed calls per op, the core of `check` with 10k items.
@@ -95,11 +102,13 @@ func BenchmarkCheck10k(b *testing.B) {
 	s, e := big(b)
 	ts := traffics(s, 10000)
 	b.ReportAllocs()
+	start := cpuTime()
 	for b.Loop() {
 		for _, t := range ts {
 			_ = e.Allowed(t)
 		}
 	}
+	reportCPU(b, start)
 }
 
 // BenchmarkMatrix1kx1kx2 is one full reachability matrix: 1k pods × 1k pods ×
@@ -111,6 +120,7 @@ func BenchmarkMatrix1kx1kx2(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
+	start := cpuTime()
 	for b.Loop() {
 		allowed := 0
 		for _, src := range s.Pods {
@@ -125,5 +135,13 @@ func BenchmarkMatrix1kx1kx2(b *testing.B) {
 		if allowed == 0 {
 			b.Fatal("nothing allowed: the snapshot is degenerate")
 		}
+	}
+	reportCPU(b, start)
+}
+
+// reportCPU adds the CPU time per op since start (see cpuTime).
+func reportCPU(b *testing.B, start time.Duration) {
+	if now := cpuTime(); now > 0 && b.N > 0 {
+		b.ReportMetric(float64(now-start)/float64(b.N), "cpu-ns/op")
 	}
 }

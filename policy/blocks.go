@@ -217,5 +217,5 @@ func (e *Engine) Exempt(src, dst Peer) bool {
 // traffic is always allowed).
 func (e *Engine) SideExempt(subject, other Peer) bool {
 	s, o := e.resolve(subject), e.resolve(other)
-	return !s.isPod() || e.IsNodeIP(o.ip)
+	return !s.isPod() || o.node
 }

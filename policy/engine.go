@@ -61,6 +61,7 @@ type podInfo struct {
 	key         string // namespace/name
 	ident       *identity
 	ips         []netip.Addr
+	firstIsNode bool // ips[0] is a node address (saves a lookup per query)
 	hostNetwork bool
 	ports       []namedPort // declared container ports that have a name
 }
@@ -203,6 +204,7 @@ func (e *Engine) newPodInfo(pod *corev1.Pod, register bool) (*podInfo, error) {
 		return nil, fmt.Errorf("pod %s: %w", pi.key, err)
 	}
 	pi.ips = ips
+	pi.firstIsNode = len(ips) > 0 && e.IsNodeIP(ips[0])
 	pi.ports = declaredPorts(pod)
 
 	key := identityKey(pod.Namespace, pod.Labels)
@@ -379,6 +381,9 @@ func (e *Engine) Policy(ref PolicyRef) *networkingv1.NetworkPolicy {
 
 // IsNodeIP reports whether ip is one of the Snapshot's NodeIPs.
 func (e *Engine) IsNodeIP(ip netip.Addr) bool {
+	if len(e.nodeIPs) == 0 || !ip.IsValid() {
+		return false
+	}
 	_, ok := e.nodeIPs[ip.Unmap()]
 	return ok
 }

@@ -47,13 +47,13 @@ func (e *Engine) resolve(p Peer) endpoint {
 	if p.Pod != nil {
 		ep.pod = e.lookupPod(p.Pod)
 		if !ep.ip.IsValid() && len(ep.pod.ips) > 0 {
-			ep.ip = ep.pod.ips[0]
+			ep.ip, ep.node = ep.pod.ips[0], ep.pod.firstIsNode
+			return ep
 		}
-		return ep
-	}
-	if ep.ip.IsValid() {
+	} else if ep.ip.IsValid() {
 		ep.pod = e.podByIP[ep.ip]
 	}
+	ep.node = e.IsNodeIP(ep.ip)
 	return ep
 }
 
@@ -86,12 +86,11 @@ func (e *Engine) decide(t *Traffic, d *Decision) bool {
 	if d != nil {
 		egress, ingress = &d.Egress, &d.Ingress
 	}
-	srcNode, dstNode := e.IsNodeIP(src.ip), e.IsNodeIP(dst.ip)
-	ok := e.side(Egress, &src, &dst, &dst, dstNode, proto, t.Port, egress, w)
+	ok := e.side(Egress, &src, &dst, &dst, proto, t.Port, egress, w)
 	if !ok && d == nil {
 		return false
 	}
-	ok = e.side(Ingress, &dst, &src, &dst, srcNode, proto, t.Port, ingress, w) && ok
+	ok = e.side(Ingress, &dst, &src, &dst, proto, t.Port, ingress, w) && ok
 	return ok
 }
 
@@ -107,8 +106,8 @@ func isLoopback(src, dst *endpoint) bool {
 
 // side decides one direction for subject (the source for Egress, the
 // destination for Ingress) against the other end. dst is the destination,
-// against which named ports resolve. otherIsNode marks node traffic.
-func (e *Engine) side(dir Direction, subject, other, dst *endpoint, otherIsNode bool, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
+// against which named ports resolve.
+func (e *Engine) side(dir Direction, subject, other, dst *endpoint, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
 	if !subject.isPod() {
 		if dd != nil {
 			dd.Allowed, dd.Reason = true, ReasonNotApplicable
@@ -123,7 +122,7 @@ func (e *Engine) side(dir Direction, subject, other, dst *endpoint, otherIsNode 
 			dd.IsolatedBy = append(dd.IsolatedBy, p.ref)
 		}
 	}
-	if otherIsNode {
+	if other.node {
 		if dd != nil {
 			dd.Allowed, dd.Reason = true, ReasonNotApplicable
 			w.add(WarnNodeTraffic, fmt.Sprintf("%s is a node address: traffic between a pod and a node is always allowed, so %s's %s policies do not apply", other.ip, subject.pod.key, strings.ToLower(string(dir))))

@@ -232,8 +232,9 @@ func (c matchCache) put(id int, match bool) {
 
 // endpoint is one resolved end of a Traffic.
 type endpoint struct {
-	pod *podInfo // nil for an address that is not a Snapshot pod
-	ip  netip.Addr
+	pod  *podInfo // nil for an address that is not a Snapshot pod
+	ip   netip.Addr
+	node bool // ip is a node address
 }
 
 // isPod reports whether policy selectors can see this end: a pod that does

@@ -1,0 +1,206 @@
+package tui_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tmuxSession runs a command in a detached tmux session on a private server
+// (its own socket), so the test never touches anyone else's tmux.
+type tmuxSession struct {
+	t      *testing.T
+	socket string
+}
+
+func (s *tmuxSession) tmux(args ...string) (string, error) {
+	out, err := exec.Command("tmux", append([]string{"-L", s.socket, "-f", "/dev/null"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (s *tmuxSession) send(keys ...string) {
+	s.t.Helper()
+	if out, err := s.tmux(append([]string{"send-keys", "-t", "w"}, keys...)...); err != nil {
+		s.t.Fatalf("send-keys %v: %v %s", keys, err, out)
+	}
+}
+
+func (s *tmuxSession) sendText(text string) {
+	s.t.Helper()
+	if out, err := s.tmux("send-keys", "-t", "w", "-l", text); err != nil {
+		s.t.Fatalf("send-keys -l %q: %v %s", text, err, out)
+	}
+}
+
+func (s *tmuxSession) screen(escapes bool) string {
+	args := []string{"capture-pane", "-p", "-t", "w"}
+	if escapes {
+		args = append(args, "-e")
+	}
+	out, _ := s.tmux(args...)
+	return out
+}
+
+// waitFor polls the screen until cond holds, failing with the screen after 10 s.
+func (s *tmuxSession) waitFor(what string, cond func(screen string) bool) string {
+	s.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		scr := s.screen(false)
+		if cond(scr) {
+			return scr
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out waiting for %s; screen:\n%s", what, scr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *tmuxSession) waitText(text string) string {
+	s.t.Helper()
+	return s.waitFor(fmt.Sprintf("%q", text), func(scr string) bool { return strings.Contains(scr, text) })
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// TestMain removes the plugin built for the real-terminal tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// buildPlugin builds the real kubectl-netpol binary once per test binary.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "netpol-tui-test"); buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(buildDir, "kubectl-netpol"), "../cmd/kubectl-netpol").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("%w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building the plugin: %v", buildErr)
+	}
+	return filepath.Join(buildDir, "kubectl-netpol")
+}
+
+func startTmux(t *testing.T, w, h int, env []string, command ...string) *tmuxSession {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("tmux not found: hack/install-deps.sh installs it")
+		}
+		t.Skip("tmux not found: install tmux (hack/install-deps.sh) to run the real-terminal test")
+	}
+	s := &tmuxSession{t: t, socket: fmt.Sprintf("netpol-tui-test-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	t.Cleanup(func() { _, _ = s.tmux("kill-server") })
+	args := []string{"new-session", "-d", "-s", "w", "-x", fmt.Sprint(w), "-y", fmt.Sprint(h), "env"}
+	args = append(append(args, env...), command...)
+	if out, err := s.tmux(args...); err != nil {
+		t.Fatalf("tmux new-session: %v %s", err, out)
+	}
+	// Keep the pane after the program exits, to read its exit status.
+	if out, err := s.tmux("set-option", "-t", "w", "remain-on-exit", "on"); err != nil {
+		t.Fatalf("tmux set-option: %v %s", err, out)
+	}
+	return s
+}
+
+// TestRealTerminal runs the built plugin in tmux on the sample capture and
+// drives it as a person would: filter, select, explain, help, panels, quit.
+func TestRealTerminal(t *testing.T) {
+	bin := buildPlugin(t)
+	sample, _ := filepath.Abs(sampleCapture)
+	s := startTmux(t, 80, 24, []string{"TERM=xterm-256color", "TZ=UTC"}, bin, "watch", "--input-file", sample)
+
+	scr := s.waitText("(done)")
+	lines := strings.Split(scr, "\n")
+	for _, col := range []string{"TIME", "SOURCE", "DESTINATION", "PORT", "VERDICT"} {
+		if !strings.Contains(lines[0], col) {
+			t.Fatalf("header lacks %s: %q", col, lines[0])
+		}
+	}
+	if !strings.Contains(scr, " FOLLOW ") || !strings.Contains(scr, "708 flows") {
+		t.Fatalf("status bar should say FOLLOW and 708 flows:\n%s", scr)
+	}
+
+	s.send("/")
+	s.sendText("verdict=denied to-ns=shop")
+	s.send("Enter")
+	scr = s.waitText("filter: verdict=denied to-ns=shop")
+	rows := strings.Split(scr, "\n")[1:14]
+	for _, r := range rows {
+		if !strings.Contains(r, "DENIED") || !strings.Contains(r, " shop/") {
+			t.Fatalf("filtered row %q is not a drop into shop", r)
+		}
+	}
+
+	s.send("k")
+	s.waitText(" SCROLL ")
+	s.send("Enter")
+	scr = s.waitText("Recorded")
+	for _, want := range []string{"is isolated for ingress by 2 policies", "isolated by    shop/default-deny-ingress (ingress)"} {
+		if !strings.Contains(scr, want) {
+			t.Fatalf("full detail lacks %q:\n%s", want, scr)
+		}
+	}
+	s.send("Escape")
+	s.waitFor("the main screen", func(scr string) bool { return !strings.Contains(scr, "Recorded") && strings.Contains(scr, "VERDICT") })
+
+	s.send("?")
+	s.waitText("pause/resume")
+	s.send("Escape")
+	s.waitText("VERDICT")
+
+	s.send("Tab")
+	s.waitText("Rates/s")
+	s.send("Tab")
+	s.waitText("From ↓ to →")
+
+	s.send("q")
+	s.waitFor("the program to exit", func(string) bool {
+		out, _ := s.tmux("display-message", "-p", "-t", "w", "#{pane_dead} #{pane_dead_status}")
+		return strings.TrimSpace(out) == "1 0"
+	})
+}
+
+var colourSGRTmux = regexp.MustCompile(`\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;[25];[0-9;]+)m`)
+
+// TestRealTerminalNoColor: with NO_COLOR set, the real terminal shows no
+// colour, and without it drops are coloured.
+func TestRealTerminalNoColor(t *testing.T) {
+	bin := buildPlugin(t)
+	sample, _ := filepath.Abs(sampleCapture)
+	for _, tc := range []struct {
+		env    []string
+		colour bool
+	}{
+		{[]string{"TERM=xterm-256color", "NO_COLOR=1"}, false},
+		{[]string{"TERM=xterm-256color"}, true},
+	} {
+		s := startTmux(t, 80, 24, tc.env, bin, "watch", "--input-file", sample)
+		s.waitText("(done)")
+		got := colourSGRTmux.MatchString(s.screen(true))
+		if got != tc.colour {
+			t.Errorf("env %v: colour on screen = %v, want %v:\n%q", tc.env, got, tc.colour, s.screen(true))
+		}
+		s.send("q")
+	}
+}

@@ -3,12 +3,11 @@
 package probe
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -51,6 +50,7 @@ var ErrUnknownVersion = errors.New("unknown event version")
 type Reader struct {
 	rd   *ringbuf.Reader
 	poll time.Duration
+	rec  ringbuf.Record // reused: no allocation per event
 }
 
 // NewReader opens a reader; poll bounds the latency of an event below the
@@ -67,11 +67,10 @@ func (p *Probe) NewReader(poll time.Duration) (*Reader, error) {
 // then returns os.ErrDeadlineExceeded when there is none.
 func (r *Reader) Read(ev *Event) error {
 	r.rd.SetDeadline(time.Now().Add(r.poll))
-	rec, err := r.rd.Read()
-	if err != nil {
+	if err := r.rd.ReadInto(&r.rec); err != nil {
 		return err
 	}
-	return DecodeEvent(rec.RawSample, ev)
+	return DecodeEvent(r.rec.RawSample, ev)
 }
 
 // Close stops the reader; a blocked Read returns ringbuf.ErrClosed.
@@ -85,7 +84,13 @@ func DecodeEvent(raw []byte, ev *Event) error {
 	if raw[0] != EventVersion {
 		return fmt.Errorf("%w %d", ErrUnknownVersion, raw[0])
 	}
-	return binary.Read(bytes.NewReader(raw), binary.LittleEndian, ev)
+	if len(raw) < int(unsafe.Sizeof(*ev)) {
+		return fmt.Errorf("event record of %d bytes, want %d", len(raw), unsafe.Sizeof(*ev))
+	}
+	// The generated type has the C layout (structs.HostLayout) and the
+	// record was written by this host's kernel: copy it as is.
+	*ev = *(*Event)(unsafe.Pointer(&raw[0]))
+	return nil
 }
 
 // TupleAddrs returns the tuple's addresses, IPv4 unmapped.

@@ -21,27 +21,28 @@ type Count struct{ Allowed, Denied uint64 }
 // Total is Allowed+Denied.
 func (c Count) Total() uint64 { return c.Allowed + c.Denied }
 
-func (c *Count) add(f *flowv1.Flow) {
-	if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
-		c.Denied++
-	} else {
-		c.Allowed++
-	}
+// Series is a per-second ring of counts over Window seconds: 12 bytes a
+// second, since there is one per active pod and pod pair.
+type Series struct {
+	slots [Window]slot
+	last  int64 // newest second added
 }
 
-// Series is a per-second ring of counts over Window seconds.
-type Series struct {
-	sec    [Window]int64 // the absolute second each slot holds
-	counts [Window]Count
-	last   int64 // newest second added
+type slot struct {
+	sec             uint32 // the Unix second the slot holds (until 2106)
+	allowed, denied uint32
 }
 
 func (s *Series) add(sec int64, f *flowv1.Flow) {
-	i := sec % Window
-	if s.sec[i] != sec {
-		s.sec[i], s.counts[i] = sec, Count{}
+	sl := &s.slots[sec%Window]
+	if sl.sec != uint32(sec) {
+		*sl = slot{sec: uint32(sec)}
 	}
-	s.counts[i].add(f)
+	if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		sl.denied++
+	} else {
+		sl.allowed++
+	}
 	if sec > s.last {
 		s.last = sec
 	}
@@ -49,14 +50,14 @@ func (s *Series) add(sec int64, f *flowv1.Flow) {
 
 // At returns the count of second sec (zero when outside the ring).
 func (s *Series) At(sec int64) Count {
-	if s == nil {
+	if s == nil || sec < 0 {
 		return Count{}
 	}
-	i := sec % Window
-	if sec < 0 || s.sec[i] != sec {
+	sl := s.slots[sec%Window]
+	if sl.sec != uint32(sec) {
 		return Count{}
 	}
-	return s.counts[i]
+	return Count{Allowed: uint64(sl.allowed), Denied: uint64(sl.denied)}
 }
 
 // Sum is the total over the Window seconds ending at now.
@@ -65,10 +66,10 @@ func (s *Series) Sum(now int64) Count {
 	if s == nil {
 		return c
 	}
-	for i := range Window {
-		if sec := s.sec[i]; sec > now-Window && sec <= now {
-			c.Allowed += s.counts[i].Allowed
-			c.Denied += s.counts[i].Denied
+	for _, sl := range s.slots {
+		if sec := int64(sl.sec); sec > now-Window && sec <= now {
+			c.Allowed += uint64(sl.allowed)
+			c.Denied += uint64(sl.denied)
 		}
 	}
 	return c

@@ -1,0 +1,135 @@
+package tui_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"runtime/metrics"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/tui"
+)
+
+// benchTemplates makes n distinct flows between 1000 pods in 20 namespaces,
+// a quarter of them default-deny drops, some through Services.
+func benchTemplates(n int) []*flowv1.Flow {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ep := func() (*flowv1.Endpoint, string) {
+		ns, pod := rng.IntN(20), rng.IntN(50)
+		return &flowv1.Endpoint{
+			Namespace: fmt.Sprintf("team-%02d", ns), Pod: fmt.Sprintf("app-%02d-7d9f8c6b5-%05d", pod, rng.IntN(100000)),
+			Labels:   map[string]string{"app": fmt.Sprintf("app-%02d", pod), "tier": "backend"},
+			Workload: &flowv1.Workload{Kind: "Deployment", Name: fmt.Sprintf("app-%02d", pod)},
+		}, fmt.Sprintf("10.%d.%d.%d", 100+ns, pod, rng.IntN(250))
+	}
+	out := make([]*flowv1.Flow, n)
+	for i := range out {
+		src, sip := ep()
+		dst, dip := ep()
+		f := &flowv1.Flow{
+			Node: fmt.Sprintf("node-%d", rng.IntN(10)), Type: flowv1.EventType_EVENT_TYPE_NEW,
+			Verdict: flowv1.Verdict_VERDICT_ALLOWED, Reason: flowv1.Reason_REASON_ALLOWED_BY_RULE,
+			Direction: flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS,
+			Ip:        &flowv1.IP{Source: sip, Destination: dip, Version: flowv1.IPVersion_IP_VERSION_IPV4},
+			L4: &flowv1.Layer4{Protocol: flowv1.Protocol_PROTOCOL_TCP, SourcePort: uint32(32768 + rng.IntN(28000)),
+				DestinationPort: 8080, TcpFlags: &flowv1.TCPFlags{Syn: true}},
+			Source: src, Destination: dst,
+			AllowedBy: []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: dst.Namespace, Name: "allow-frontend", Direction: flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS}},
+		}
+		if i%4 == 0 {
+			f.Verdict, f.Reason, f.AllowedBy, f.Type = flowv1.Verdict_VERDICT_DENIED, flowv1.Reason_REASON_NO_RULE_MATCHED, nil, flowv1.EventType_EVENT_TYPE_DROP
+			f.IsolatedBy = []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: dst.Namespace, Name: "default-deny", Direction: flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS}}
+		}
+		if i%3 == 0 {
+			f.Service = &flowv1.Service{Namespace: dst.Namespace, Name: "app", Ip: "10.96.1.1", Port: 80}
+		}
+		out[i] = f
+	}
+	return out
+}
+
+func cpuSeconds() float64 {
+	s := []metrics.Sample{{Name: "/cpu/classes/total:cpu-seconds"}}
+	metrics.Read(s)
+	return s[0].Value.Float64()
+}
+
+// BenchmarkTUI20kFlowsPerSecond feeds the TUI model 30 s of flows at
+// 20,000 flows/s as the Source delivers them (one batch per 1/30 s frame),
+// renders a frame after every batch at 160×50, and reports the CPU used per
+// second of traffic, the time to render a frame, the heap in use (garbage
+// included) at its peak, and the live heap of the model after 30 s. Flow
+// allocation (the source's work) is outside the timer.
+//
+//	go test ./tui -run '^$' -bench TUI20k -benchtime 3x
+func BenchmarkTUI20kFlowsPerSecond(b *testing.B) {
+	const (
+		rate     = 20000
+		seconds  = 30
+		frames   = seconds * tui.FPS
+		perFrame = rate / tui.FPS
+	)
+	templates := benchTemplates(8192)
+	start := time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC)
+	var cpu, renderTime time.Duration
+	var peakHeap, modelHeap uint64
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	baseline := heap() // the templates
+	for b.Loop() {
+		m := tui.New(tui.Config{Loc: time.UTC})
+		m.Update(tea.WindowSizeMsg{Width: 160, Height: 50})
+		next := 0
+		var ms runtime.MemStats
+		for fr := range frames {
+			b.StopTimer()
+			batch := make([]*flowv1.Flow, perFrame)
+			base := start.Add(time.Duration(fr) * time.Second / tui.FPS)
+			for i := range batch {
+				t := templates[next%len(templates)]
+				next++
+				batch[i] = &flowv1.Flow{
+					Time: timestamppb.New(base.Add(time.Duration(i) * time.Second / rate)),
+					Node: t.Node, Type: t.Type, Verdict: t.Verdict, Reason: t.Reason, Direction: t.Direction,
+					Ip: t.Ip, L4: t.L4, Source: t.Source, Destination: t.Destination, Service: t.Service,
+					AllowedBy: t.AllowedBy, IsolatedBy: t.IsolatedBy,
+				}
+			}
+			if fr%tui.FPS == 0 {
+				runtime.ReadMemStats(&ms)
+				peakHeap = max(peakHeap, ms.HeapInuse)
+			}
+			c0 := cpuSeconds()
+			b.StartTimer()
+			m.Update(tui.BatchMsg(flow.Batch{Flows: batch}))
+			r0 := time.Now()
+			m.Render()
+			renderTime += time.Since(r0)
+			b.StopTimer()
+			cpu += time.Duration((cpuSeconds() - c0) * float64(time.Second))
+			b.StartTimer()
+		}
+		if m.Table().Total() != 10000 {
+			b.Fatalf("ring holds %d flows, want its capacity 10000", m.Table().Total())
+		}
+		b.StopTimer()
+		modelHeap = max(modelHeap, heap()-baseline) // the model, alive, after 30 s
+		runtime.KeepAlive(m)
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(cpu.Seconds()/n/seconds, "cpu-s/traffic-s")
+	b.ReportMetric(float64(renderTime.Microseconds())/n/frames, "µs/frame")
+	b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MiB")
+	b.ReportMetric(float64(modelHeap)/(1<<20), "model-heap-MiB")
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
@@ -93,27 +94,40 @@ func compilePolicy(np *networkingv1.NetworkPolicy) (*policyInfo, error) {
 	pi.affects[0], pi.affects[1] = PolicyTypes(np)
 	// Rules of a direction the policy does not isolate never apply: keeping
 	// them out here means egress rules can never count as ingress, or back.
-	if pi.affects[0] {
-		for i := range np.Spec.Ingress {
-			r := &np.Spec.Ingress[i]
-			ri, err := compileRule(pi.ref, Ingress, i, r.From, r.Ports)
-			if err != nil {
-				return fail(fmt.Sprintf("spec.ingress[%d]", i), err)
-			}
-			pi.rules[0] = append(pi.rules[0], ri)
+	for di, dir := range []Direction{Ingress, Egress} {
+		if !pi.affects[di] {
+			continue
 		}
-	}
-	if pi.affects[1] {
-		for i := range np.Spec.Egress {
-			r := &np.Spec.Egress[i]
-			ri, err := compileRule(pi.ref, Egress, i, r.To, r.Ports)
+		for i, r := range ruleSpecs(np, dir) {
+			ri, err := compileRule(pi.ref, dir, i, r.peers, r.ports)
 			if err != nil {
-				return fail(fmt.Sprintf("spec.egress[%d]", i), err)
+				return fail(fmt.Sprintf("spec.%s[%d]", strings.ToLower(string(dir)), i), err)
 			}
-			pi.rules[1] = append(pi.rules[1], ri)
+			pi.rules[di] = append(pi.rules[di], ri)
 		}
 	}
 	return pi, nil
+}
+
+// ruleSpec is one ingress or egress rule: its from/to list and its ports.
+type ruleSpec struct {
+	peers []networkingv1.NetworkPolicyPeer
+	ports []networkingv1.NetworkPolicyPort
+}
+
+// ruleSpecs returns np's rules in dir as written, whatever policyTypes says.
+func ruleSpecs(np *networkingv1.NetworkPolicy, dir Direction) []ruleSpec {
+	var out []ruleSpec
+	if dir == Egress {
+		for _, r := range np.Spec.Egress {
+			out = append(out, ruleSpec{r.To, r.Ports})
+		}
+		return out
+	}
+	for _, r := range np.Spec.Ingress {
+		out = append(out, ruleSpec{r.From, r.Ports})
+	}
+	return out
 }
 
 func compileRule(ref PolicyRef, dir Direction, idx int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) (ruleInfo, error) {

@@ -41,22 +41,19 @@ func ValidatePolicy(np *networkingv1.NetworkPolicy) error {
 	spec := field.NewPath("spec")
 	selOpts := metav1validation.LabelSelectorValidationOptions{}
 	errs = append(errs, metav1validation.ValidateLabelSelector(&np.Spec.PodSelector, selOpts, spec.Child("podSelector"))...)
-	for i, r := range np.Spec.Ingress {
-		p := spec.Child("ingress").Index(i)
-		for j := range r.Ports {
-			errs = append(errs, validatePort(&r.Ports[j], p.Child("ports").Index(j))...)
+	for _, dir := range []Direction{Ingress, Egress} {
+		list, peersField := "ingress", "from"
+		if dir == Egress {
+			list, peersField = "egress", "to"
 		}
-		for j := range r.From {
-			errs = append(errs, validatePeer(&r.From[j], p.Child("from").Index(j))...)
-		}
-	}
-	for i, r := range np.Spec.Egress {
-		p := spec.Child("egress").Index(i)
-		for j := range r.Ports {
-			errs = append(errs, validatePort(&r.Ports[j], p.Child("ports").Index(j))...)
-		}
-		for j := range r.To {
-			errs = append(errs, validatePeer(&r.To[j], p.Child("to").Index(j))...)
+		for i, r := range ruleSpecs(np, dir) {
+			p := spec.Child(list).Index(i)
+			for j := range r.ports {
+				errs = append(errs, validatePort(&r.ports[j], p.Child("ports").Index(j))...)
+			}
+			for j := range r.peers {
+				errs = append(errs, validatePeer(&r.peers[j], p.Child(peersField).Index(j))...)
+			}
 		}
 	}
 	types := []string{string(networkingv1.PolicyTypeIngress), string(networkingv1.PolicyTypeEgress)}

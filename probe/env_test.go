@@ -247,6 +247,28 @@ func waitReachable(t testing.TB, from *pod, port int, targets ...*pod) {
 	}
 }
 
+// acceptLoop listens on addr (in the calling thread's namespace) and hands
+// every connection to handle until the test ends.
+func acceptLoop(t testing.TB, netw, addr string, handle func(net.Conn)) error {
+	l, err := net.Listen(netw, addr)
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			handle(c)
+		}
+	}()
+	return nil
+}
+
 // serve starts TCP and UDP servers on the ports, answering with the pod
 // name, until the test ends.
 func (p *pod) serve(t testing.TB, ports ...int) {
@@ -260,23 +282,13 @@ func (p *pod) serve(t testing.TB, ports ...int) {
 				if netw == "tcp6" {
 					addr = fmt.Sprintf("[%s]:%d", p.ip6, port)
 				}
-				l, err := net.Listen(netw, addr)
+				err := acceptLoop(t, netw, addr, func(c net.Conn) {
+					fmt.Fprintf(c, "%s\n", p.podName)
+					c.Close()
+				})
 				if err != nil {
 					return err
 				}
-				closers = append(closers, func() { l.Close() })
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						c, err := l.Accept()
-						if err != nil {
-							return
-						}
-						fmt.Fprintf(c, "%s\n", p.podName)
-						c.Close()
-					}
-				}()
 			}
 			for _, netw := range []string{"udp", "udp6"} {
 				addr := fmt.Sprintf("%s:%d", p.ip4, port)

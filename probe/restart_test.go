@@ -16,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-
 	"github.com/vishvananda/netns"
 
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -111,17 +108,7 @@ func TestRestartUpgrade(t *testing.T) {
 	a.serveEcho(t, 7)
 	waitReachable(t, b, 80, a)
 	waitReachable(t, c, 80, a)
-	snap := &policy.Snapshot{
-		Pods: []*corev1.Pod{podObject(a, "x", map[string]string{"app": "a"}), podObject(b, "x", map[string]string{"app": "b"}),
-			podObject(c, "x", map[string]string{"app": "c"})},
-		Policies: []*networkingv1.NetworkPolicy{netpol("x", "a-in", selector("app", "a"), ingressOnly,
-			[]networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "b")}}}}, nil)},
-	}
-	dp, err := policy.Compile(snap, testNode)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(dp)
+	raw, _ := json.Marshal(aOnlyFromB(t, a, b, c))
 	dpFile := filepath.Join(t.TempDir(), "dp.json")
 	if err := os.WriteFile(dpFile, raw, 0o600); err != nil {
 		t.Fatal(err)

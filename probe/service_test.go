@@ -49,11 +49,6 @@ func tcpPort(port, end int32) networkingv1.NetworkPolicyPort {
 	return np
 }
 
-func namedPort(name string) networkingv1.NetworkPolicyPort {
-	v := intstr.FromString(name)
-	return networkingv1.NetworkPolicyPort{Port: &v}
-}
-
 func netpol(ns, name string, sel *metav1.LabelSelector, types []networkingv1.PolicyType,
 	ingress []networkingv1.NetworkPolicyIngressRule, egress []networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
 	return &networkingv1.NetworkPolicy{
@@ -86,25 +81,17 @@ func addExternal(t *testing.T, tp *topology) *external {
 	}
 	err := x.in(func() error {
 		for _, port := range []int{80, 81, 82} {
-			l, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
+			err := acceptLoop(t, "tcp4", fmt.Sprintf(":%d", port), func(c net.Conn) {
+				select {
+				case x.seen <- c.LocalAddr().String() + " " + c.RemoteAddr().String():
+				default:
+				}
+				fmt.Fprintf(c, "ext\n")
+				c.Close()
+			})
 			if err != nil {
 				return err
 			}
-			t.Cleanup(func() { l.Close() })
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					select {
-					case x.seen <- c.LocalAddr().String() + " " + c.RemoteAddr().String():
-					default:
-					}
-					fmt.Fprintf(c, "ext\n")
-					c.Close()
-				}
-			}()
 		}
 		return nil
 	})
@@ -317,32 +304,20 @@ func (p *pod) serveEcho(t testing.TB, port int) {
 }
 
 func (p *pod) echoOn(t testing.TB, addr netip.AddrPort) error {
-	l, err := net.Listen("tcp", addr.String())
-	if err != nil {
-		return err
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				fmt.Fprintf(c, "%s\n", p.podName) // greeting, as serve does
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					c.Write([]byte(line))
+	return acceptLoop(t, "tcp", addr.String(), func(c net.Conn) {
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			fmt.Fprintf(c, "%s\n", p.podName) // greeting, as serve does
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
 				}
-			}()
-		}
-	}()
-	return nil
+				c.Write([]byte(line))
+			}
+		}()
+	})
 }
 
 type echoConn struct {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -24,7 +25,7 @@ func (r PortRange) AllPorts() bool { return r.First == 0 && r.Last == 65535 }
 
 // ErrNamedPortAbsent is returned (wrapped) by ResolvePort when the pod does not
 // declare the name for the protocol.
-var ErrNamedPortAbsent = fmt.Errorf("named port not declared")
+var ErrNamedPortAbsent = errors.New("named port not declared")
 
 // resolveNamed returns the distinct numbers a pod declares under name/proto, sorted.
 func resolveNamed(ports []namedPort, name string, proto corev1.Protocol) []int32 {

@@ -26,7 +26,9 @@ func TestBuildingBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := func(ref string) *corev1.Pod { return peer(t, s, ref).Pod }
-	ref := func(name string) policy.PolicyRef { return policy.PolicyRef{Kind: "NetworkPolicy", Namespace: "x", Name: name} }
+	ref := func(name string) policy.PolicyRef {
+		return policy.PolicyRef{Kind: "NetworkPolicy", Namespace: "x", Name: name}
+	}
 	in := policy.RuleRef{Policy: ref("both"), Direction: policy.Ingress}
 	out := policy.RuleRef{Policy: ref("both"), Direction: policy.Egress}
 

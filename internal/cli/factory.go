@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -50,6 +51,14 @@ func (f *Factory) Cluster() snapshot.Cluster {
 
 func (f *Factory) kubeClient() (kubernetes.Interface, snapshot.Cluster, error) {
 	cluster := f.Cluster()
+	// Without any kubeconfig client-go quietly falls back to localhost:8080;
+	// say what is missing instead.
+	raw, rawErr := f.ConfigFlags.ToRawKubeConfigLoader().RawConfig()
+	noServerFlag := f.ConfigFlags.APIServer == nil || *f.ConfigFlags.APIServer == ""
+	if rawErr == nil && len(raw.Clusters) == 0 && noServerFlag && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		return nil, cluster, fmt.Errorf("no cluster to talk to: no kubeconfig found (set KUBECONFIG or --kubeconfig, or create ~/.kube/config)\n" +
+			"or use -f FILE to evaluate manifests offline")
+	}
 	rc, err := f.ConfigFlags.ToRESTConfig()
 	if err != nil {
 		return nil, cluster, fmt.Errorf("no cluster to talk to: %v\n"+

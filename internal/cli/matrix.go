@@ -285,7 +285,7 @@ func writeMatrixText(w io.Writer, m *Matrix) error {
 		}
 		fmt.Fprintf(w, "%d/%s:\n", t.Port, t.Protocol)
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-		fmt.Fprintf(tw, "-\t%s\t\n", strings.Join(m.Pods, "\t"))
+		fmt.Fprintf(tw, "-\t%s\n", strings.Join(m.Pods, "\t"))
 		cells := make([]string, len(m.Pods))
 		for i, row := range t.Allowed {
 			for j, ok := range row {
@@ -294,7 +294,7 @@ func writeMatrixText(w io.Writer, m *Matrix) error {
 					cells[j] = "."
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t\n", m.Pods[i], strings.Join(cells, "\t"))
+			fmt.Fprintf(tw, "%s\t%s\n", m.Pods[i], strings.Join(cells, "\t"))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -180,7 +180,7 @@ func (s *Set) addManifest(file string, data []byte, defaultNamespace string) err
 			}
 			continue
 		}
-		if err := s.addObject(file, doc.line, js, defaultNamespace, &doc); err != nil {
+		if err := s.addObject(file, doc.line+leadingComments(doc.data), js, defaultNamespace, &doc); err != nil {
 			return err
 		}
 	}
@@ -203,6 +203,19 @@ func cleanYAMLError(err error) error {
 	msg = strings.TrimPrefix(msg, "yaml: ")
 	msg = regexp.MustCompile(`^line \d+: `).ReplaceAllString(msg, "")
 	return errors.New("malformed YAML: " + msg)
+}
+
+// leadingComments counts the blank and comment lines before a document's
+// content, so an object's line is where its first field is.
+func leadingComments(b []byte) int {
+	n := 0
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 func stripComments(b []byte) []byte {

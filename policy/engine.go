@@ -63,6 +63,7 @@ type podInfo struct {
 	ips         []netip.Addr
 	firstIsNode bool // ips[0] is a node address (saves a lookup per query)
 	hostNetwork bool
+	indexed     bool        // part of the Snapshot (unique per namespace/name)
 	ports       []namedPort // declared container ports that have a name
 }
 
@@ -144,6 +145,7 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 		if _, dup := e.podByKey[pi.key]; dup {
 			return nil, fmt.Errorf("pod %s: appears twice in the snapshot", pi.key)
 		}
+		pi.indexed = true
 		e.pods = append(e.pods, pi)
 		e.podByPtr[pod] = pi
 		e.podByKey[pi.key] = pi

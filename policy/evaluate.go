@@ -95,7 +95,8 @@ func (e *Engine) decide(t *Traffic, d *Decision) bool {
 }
 
 func isLoopback(src, dst *endpoint) bool {
-	if src.pod != nil && dst.pod != nil && (src.pod == dst.pod || src.pod.key == dst.pod.key) {
+	if src.pod != nil && dst.pod != nil && (src.pod == dst.pod ||
+		(!src.pod.indexed || !dst.pod.indexed) && src.pod.key == dst.pod.key) {
 		return true
 	}
 	if src.ip.IsValid() && src.ip == dst.ip {

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -213,4 +214,48 @@ func trafficString(tr policy.Traffic) string {
 		return p.IP.String()
 	}
 	return fmt.Sprintf("%s -> %s %d/%s", end(tr.Src), end(tr.Dst), tr.Port, tr.Protocol)
+}
+
+// FuzzNewEngine feeds arbitrary policy JSON (as a file or the API would carry
+// it) to NewEngine: it must reject or accept without panicking, and whatever
+// it accepts must evaluate in agreement with the reference evaluator.
+// Run: go test -fuzz FuzzNewEngine ./policy/
+func FuzzNewEngine(f *testing.F) {
+	for _, seed := range []string{
+		`{"metadata":{"name":"p","namespace":"x"},"spec":{"podSelector":{}}}`,
+		`{"metadata":{"name":"p","namespace":"x"},"spec":{"podSelector":{"matchExpressions":[{"key":"app","operator":"NotIn","values":["a"]}]},"ingress":[{"from":[{"ipBlock":{"cidr":"10.10.0.0/16","except":["10.10.1.0/24"]}}],"ports":[{"port":"http"},{"protocol":"UDP","port":50,"endPort":60}]}]}}`,
+		`{"metadata":{"name":"p","namespace":"y"},"spec":{"podSelector":{"matchLabels":{"app":"a"}},"policyTypes":["Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"team":"a"}},"podSelector":{}}],"ports":[{"protocol":"SCTP"}]}]}}`,
+		`{"metadata":{"name":"p","namespace":"x"},"spec":{"podSelector":{},"ingress":[{"from":[{"ipBlock":{"cidr":"10.0.0.0/8"},"podSelector":{}}]}],"policyTypes":["Bogus"]}}`,
+		`{"metadata":{"name":"p","namespace":"x"},"spec":{"podSelector":{},"ingress":[{"ports":[{"port":"http","endPort":3},{"endPort":5},{"port":0}]}]}}`,
+		`{"metadata":{"name":"p","namespace":"x"},"spec":{"podSelector":{},"egress":[{"to":[{"ipBlock":{"cidr":"fd00::/64","except":["10.0.0.0/8","fd00::/60","zzz"]}}]}]}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var np networkingv1.NetworkPolicy
+		if err := json.Unmarshal(data, &np); err != nil {
+			return
+		}
+		s := world()
+		s.Policies = []*networkingv1.NetworkPolicy{&np}
+		e, err := policy.NewEngine(s)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		for _, src := range []string{"x/a", "y/b", "10.10.1.1", "192.0.2.1"} {
+			for _, dst := range []string{"x/a", "x/b", "y/a", "fd00::5"} {
+				for _, proto := range []corev1.Protocol{tcp, udp, sctp} {
+					tr := policy.Traffic{Src: peer(t, s, src), Dst: peer(t, s, dst), Protocol: proto, Port: 80}
+					d := e.Evaluate(tr)
+					if want := refAllowed(s, tr); want != d.Allowed {
+						t.Fatalf("engine says allowed=%v, reference says %v for %s\n%s", d.Allowed, want, trafficString(tr), dump(d))
+					}
+					checkInvariants(t, e, tr, d)
+				}
+			}
+		}
+	})
 }

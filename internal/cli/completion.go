@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 )
 
 // completeEndpoints completes SRC/DST arguments from the live cluster: pod
@@ -75,45 +77,17 @@ func endpointCandidates(ctx context.Context, f *Factory, toComplete string) []st
 }
 
 func workloadNames(ctx context.Context, f *Factory, kind, ns, prefix string) []string {
-	client, _, err := f.NewClient()
+	client, cluster, err := f.NewClient()
 	if err != nil {
 		return nil
 	}
-	var names []string
-	switch kind {
-	case "Deployment":
-		if l, err := client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
-			for _, x := range l.Items {
-				names = append(names, x.Name)
-			}
-		}
-	case "StatefulSet":
-		if l, err := client.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{}); err == nil {
-			for _, x := range l.Items {
-				names = append(names, x.Name)
-			}
-		}
-	case "DaemonSet":
-		if l, err := client.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{}); err == nil {
-			for _, x := range l.Items {
-				names = append(names, x.Name)
-			}
-		}
-	case "Job":
-		if l, err := client.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{}); err == nil {
-			for _, x := range l.Items {
-				names = append(names, x.Name)
-			}
-		}
-	case "ReplicaSet":
-		if l, err := client.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{}); err == nil {
-			for _, x := range l.Items {
-				names = append(names, x.Name)
-			}
-		}
+	ws, err := (&snapshot.Live{Client: client, Cluster: cluster}).Workloads(ctx, kind, ns)
+	if err != nil {
+		return nil
 	}
-	for i := range names {
-		names[i] = prefix + names[i]
+	names := make([]string, len(ws))
+	for i, w := range ws {
+		names[i] = prefix + w.Name
 	}
 	return names
 }

@@ -182,7 +182,7 @@ func (l *Live) Load(ctx context.Context, scope Scope) (*Set, error) {
 	}
 	for ns, kinds := range scope.WorkloadKinds {
 		for _, kind := range kinds {
-			ws, err := l.workloads(ctx, kind, ns)
+			ws, err := l.Workloads(ctx, kind, ns)
 			if err != nil {
 				return nil, l.fail(fmt.Sprintf("listing %ss in namespace %s", kind, ns), err)
 			}
@@ -220,7 +220,9 @@ func listAll[T any](ctx context.Context, limit int64, list func(metav1.ListOptio
 	}
 }
 
-func (l *Live) workloads(ctx context.Context, kind, ns string) ([]Workload, error) {
+// Workloads lists the workloads of kind (Deployment, StatefulSet, DaemonSet,
+// Job or ReplicaSet) in namespace ns.
+func (l *Live) Workloads(ctx context.Context, kind, ns string) ([]Workload, error) {
 	var out []Workload
 	o := metav1.ListOptions{}
 	switch kind {

@@ -3,6 +3,7 @@
 package probe
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -18,25 +19,29 @@ import (
 
 const confNode = "node-1"
 
+// sctpTag numbers SCTP probes uniquely across the whole test run.
+var sctpTag atomic.Uint32
+
 // TestConformanceRealPackets runs every upstream e2e case as real packets:
 // the 9 model pods are network namespaces in the routed layout; for each
 // step the snapshot is compiled and applied; every cell of every probe
 // (TCP and UDP connections, SCTP INITs) must equal the engine's verdict, and
 // every drop event must name the policies the engine says isolate the
 // deciding side.
+//
+// It runs twice: with the pods' IPv4 addresses, and with their IPv6 ones
+// (policies, ipBlocks and probes all IPv6), so IPv6 is no bypass.
 func TestConformanceRealPackets(t *testing.T) {
 	requireRoot(t)
 	tp := newTopology(t, false)
 	model := conformance.FullModel()
 	pods := map[conformance.PodRef]*pod{}
 	sinks := map[conformance.PodRef]*sctpSink{}
-	env := conformance.Env{PodIPs: conformance.PodIPs{}}
 	for _, ref := range model.Pods {
 		p := tp.addPod(t, string(ref))
 		p.serve(t, 80, 81)
 		pods[ref] = p
-		sinks[ref] = p.sctpSink(t)
-		env.PodIPs[ref] = p.ip4
+		sinks[ref] = p.sctpSinks(t)
 	}
 	for _, ref := range model.Pods[1:] {
 		waitReachable(t, pods[ref], 80, pods[model.Pods[0]])
@@ -44,13 +49,26 @@ func TestConformanceRealPackets(t *testing.T) {
 	waitReachable(t, pods[model.Pods[0]], 81, pods[model.Pods[1]])
 	pr := loadAttached(t, tp.node, testCfg)
 	events := collect(t, pr)
+	for _, family := range []int{4, 6} {
+		t.Run(fmt.Sprintf("ipv%d", family), func(t *testing.T) {
+			env := conformance.Env{PodIPs: conformance.PodIPs{}}
+			for ref, p := range pods {
+				env.PodIPs[ref] = p.ip4
+				if family == 6 {
+					env.PodIPs[ref] = p.ip6
+				}
+			}
+			runConformance(t, env, pr, events, pods, sinks)
+		})
+	}
+}
 
+func runConformance(t *testing.T, env conformance.Env, pr *Probe, events *collector,
+	pods map[conformance.PodRef]*pod, sinks map[conformance.PodRef]*sctpSink) {
 	cases, err := conformance.Cases(env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tag atomic.Uint32
-	tag.Store(1000)
 	cells, drops := 0, 0
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
@@ -99,10 +117,10 @@ func TestConformanceRealPackets(t *testing.T) {
 								r := result{from: from, to: to, want: want}
 								switch probe.Protocol {
 								case corev1.ProtocolSCTP:
-									r.got, r.err = src.probeSCTP(sink, dst.ip4, uint16(probe.Port), tag.Add(1), 500*time.Millisecond)
+									r.got, r.err = src.probeSCTP(sink, env.PodIPs[conformance.PodRef(to.Namespace+"/"+to.Name)], uint16(probe.Port), sctpTag.Add(1), 500*time.Millisecond)
 								default:
 									proto := map[corev1.Protocol]string{corev1.ProtocolTCP: "tcp", corev1.ProtocolUDP: "udp"}[probe.Protocol]
-									ans, err := src.connect(proto, dst.ip4, int(probe.Port), 500*time.Millisecond)
+									ans, err := src.connect(proto, env.PodIPs[conformance.PodRef(to.Namespace+"/"+to.Name)], int(probe.Port), 500*time.Millisecond)
 									r.got = err == nil && ans == dst.podName
 									if err != nil && !isTimeout(err) {
 										r.err = err

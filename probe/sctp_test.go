@@ -38,19 +38,27 @@ func sctpInit(sport, dport uint16, tag uint32) []byte {
 	return b
 }
 
-// sctpSink records the SCTP INITs that reach a pod (IPv4).
+// sctpSink records the SCTP INITs that reach a pod.
 type sctpSink struct {
 	mu   sync.Mutex
 	seen map[uint32]bool // initiate tags
-	fd   int
 }
 
-func (p *pod) sctpSink(t testing.TB) *sctpSink {
+// sctpSinks listens for SCTP INITs over IPv4 and IPv6.
+func (p *pod) sctpSinks(t testing.TB) *sctpSink {
 	t.Helper()
-	s := &sctpSink{seen: map[uint32]bool{}, fd: -1}
+	s := &sctpSink{seen: map[uint32]bool{}}
+	p.sctpListen(t, s, unix.AF_INET)
+	p.sctpListen(t, s, unix.AF_INET6)
+	return s
+}
+
+func (p *pod) sctpListen(t testing.TB, s *sctpSink, family int) {
+	t.Helper()
+	var fd int
 	err := p.in(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_SCTP)
-		s.fd = fd
+		var err error
+		fd, err = unix.Socket(family, unix.SOCK_RAW, unix.IPPROTO_SCTP)
 		return err
 	})
 	if err != nil {
@@ -61,14 +69,18 @@ func (p *pod) sctpSink(t testing.TB) *sctpSink {
 		defer close(done)
 		buf := make([]byte, 2048)
 		for {
-			n, _, err := unix.Recvfrom(s.fd, buf, 0)
+			n, _, err := unix.Recvfrom(fd, buf, 0)
 			if err != nil {
 				return
 			}
-			if n < 20 {
-				continue
+			// IPv4 raw sockets receive the IP header, IPv6 ones do not.
+			ihl := 0
+			if family == unix.AF_INET {
+				if n < 20 {
+					continue
+				}
+				ihl = int(buf[0]&0xf) * 4
 			}
-			ihl := int(buf[0]&0xf) * 4
 			if n < ihl+12+20 || buf[ihl+12] != 1 {
 				continue
 			}
@@ -79,11 +91,10 @@ func (p *pod) sctpSink(t testing.TB) *sctpSink {
 		}
 	}()
 	t.Cleanup(func() {
-		unix.Shutdown(s.fd, unix.SHUT_RDWR)
-		unix.Close(s.fd)
+		unix.Shutdown(fd, unix.SHUT_RDWR)
+		unix.Close(fd)
 		<-done
 	})
-	return s
 }
 
 func (s *sctpSink) got(tag uint32) bool {
@@ -92,15 +103,19 @@ func (s *sctpSink) got(tag uint32) bool {
 	return s.seen[tag]
 }
 
-// sendSCTP sends one INIT from p to dst:port (IPv4).
+// sendSCTP sends one INIT from p to dst:port.
 func (p *pod) sendSCTP(dst netip.Addr, sport, dport uint16, tag uint32) error {
 	return p.in(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_SCTP)
+		family := unix.AF_INET6
+		var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: dst.As16()}
+		if dst.Is4() {
+			family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: dst.As4()}
+		}
+		fd, err := unix.Socket(family, unix.SOCK_RAW, unix.IPPROTO_SCTP)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		sa := &unix.SockaddrInet4{Addr: dst.As4()}
 		return unix.Sendto(fd, sctpInit(sport, dport, tag), 0, sa)
 	})
 }

@@ -108,7 +108,13 @@ func addExternal(t *testing.T, tp *topology) *external {
 // endPort are enforced on the external side.
 func TestServiceMasqueradeAndReplies(t *testing.T) {
 	requireRoot(t)
-	tp := newTopology(t, false)
+	for _, bridge := range []bool{false, true} {
+		t.Run(map[bool]string{false: "routed", true: "bridge"}[bridge], func(t *testing.T) { serviceCase(t, bridge) })
+	}
+}
+
+func serviceCase(t *testing.T, bridge bool) {
+	tp := newTopology(t, bridge)
 	a, b, d := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "d")
 	a.serve(t, 80)
 	d.serve(t, 80)

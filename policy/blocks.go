@@ -153,8 +153,12 @@ func (e *Engine) PeerPods(r RuleRef, i int) []*corev1.Pod {
 	if ri == nil || i < 0 || i >= len(ri.peers) || ri.peers[i].ipBlock {
 		return nil
 	}
+	candidates := e.pods
+	if ri.peers[i].nsSel == nil { // podSelector alone: the policy's namespace only
+		candidates = e.podsByNS[ri.peers[i].policyNS]
+	}
 	var out []*corev1.Pod
-	for _, pi := range e.pods {
+	for _, pi := range candidates {
 		ep := endpoint{pod: pi}
 		if ri.peers[i].matches(&ep) {
 			out = append(out, pi.pod)

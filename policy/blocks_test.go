@@ -120,6 +120,9 @@ func TestBuildingBlocks(t *testing.T) {
 		!e.SideExempt(peer(t, s, "192.0.2.1"), peer(t, s, "x/a")) || e.SideExempt(peer(t, s, "x/a"), peer(t, s, "x/b")) {
 		t.Error("SideExempt")
 	}
+	if got := e.PodsInNamespace("y"); len(got) != 2 || got[0] != pod("y/a") || got[1] != pod("y/b") {
+		t.Errorf("PodsInNamespace(y) = %v", got)
+	}
 	if e.Pod("x", "a") != pod("x/a") || e.PodByIP(Addr("10.10.1.2")) != pod("y/b") || e.PodByIP(Addr("172.31.0.1")) != nil {
 		t.Error("Pod / PodByIP")
 	}

@@ -26,6 +26,7 @@ type Engine struct {
 	podByPtr     map[*corev1.Pod]*podInfo
 	podByKey     map[string]*podInfo // namespace/name
 	podByIP      map[netip.Addr]*podInfo
+	podsByNS     map[string][]*podInfo
 	policies     []*policyInfo // sorted by namespace/name
 	policyByRef  map[PolicyRef]*policyInfo
 	policiesByNS map[string][]*policyInfo
@@ -87,6 +88,7 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 		podByPtr:     make(map[*corev1.Pod]*podInfo, len(s.Pods)),
 		podByKey:     make(map[string]*podInfo, len(s.Pods)),
 		podByIP:      make(map[netip.Addr]*podInfo, len(s.Pods)),
+		podsByNS:     make(map[string][]*podInfo),
 		policyByRef:  make(map[PolicyRef]*policyInfo, len(s.Policies)),
 		policiesByNS: make(map[string][]*policyInfo),
 		identByKey:   make(map[string]*identity),
@@ -149,6 +151,7 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 		e.pods = append(e.pods, pi)
 		e.podByPtr[pod] = pi
 		e.podByKey[pi.key] = pi
+		e.podsByNS[pod.Namespace] = append(e.podsByNS[pod.Namespace], pi)
 		if !pi.hostNetwork {
 			// hostNetwork pods share the node's address; an IP names them only as the node.
 			// An IP is reused once a pod terminates: the first live pod keeps it.
@@ -341,8 +344,17 @@ func (e *Engine) fillSelectedBy(id *identity) {
 
 // Pods returns the Snapshot's pods in Snapshot order.
 func (e *Engine) Pods() []*corev1.Pod {
-	out := make([]*corev1.Pod, len(e.pods))
-	for i, p := range e.pods {
+	return podsOf(e.pods)
+}
+
+// PodsInNamespace returns the Snapshot's pods of one namespace in Snapshot order.
+func (e *Engine) PodsInNamespace(ns string) []*corev1.Pod {
+	return podsOf(e.podsByNS[ns])
+}
+
+func podsOf(pis []*podInfo) []*corev1.Pod {
+	out := make([]*corev1.Pod, len(pis))
+	for i, p := range pis {
 		out[i] = p.pod
 	}
 	return out

@@ -22,6 +22,12 @@ help: ## Show this help
 build: ## Build the kubectl-netpol plugin into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kubectl-netpol ./cmd/kubectl-netpol
 
+.PHONY: run-example
+run-example: build ## Explain the bundled example offline (examples/db-policy): a denial, then the what-if fix
+	$(BIN)/kubectl-netpol explain -f examples/db-policy web/frontend-1 db/mysql-0 --port 3306
+	@echo
+	$(BIN)/kubectl-netpol explain -f examples/db-policy web/frontend-1 db/mysql-0 --port 3306 --with-policy examples/db-policy-fix/db-policy.yaml
+
 .PHONY: cross
 cross: ## Build the CLI for linux/darwin/windows x amd64/arm64 (proves it never imports linux-only code)
 	@set -e; for p in $(CLI_PLATFORMS); do \

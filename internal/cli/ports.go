@@ -65,7 +65,13 @@ func resolveUserPort(port string, proto corev1.Protocol, dst endpoint) (portSpec
 		return portSpec{}, err
 	}
 	if isNum {
-		return portSpec{Port: n, Protocol: proto}, nil
+		ps := portSpec{Port: n, Protocol: proto}
+		for _, d := range declaredPorts(dst.Pod, proto) {
+			if d.Port == n {
+				ps.Name = d.Name // say which declared port the number is
+			}
+		}
+		return ps, nil
 	}
 	if dst.Pod == nil {
 		return portSpec{}, fmt.Errorf("--port %q is a name, but the destination %s is not a pod: named ports exist only on pods; give a number", port, dst)

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"testing"
@@ -112,31 +113,36 @@ func BenchmarkCheck10k(b *testing.B) {
 }
 
 // BenchmarkMatrix1kx1kx2 is one full reachability matrix: 1k pods × 1k pods ×
-// 2 ports (2M verdicts) over a synthetic snapshot with 1k pods and 200 policies.
+// 2 ports (2M verdicts), over synthetic snapshots with 1k pods and 200 or 2000
+// policies (2000 on 10 namespaces selects each pod with dozens of policies).
 func BenchmarkMatrix1kx1kx2(b *testing.B) {
-	s := policytest.Synthetic(1000, 200, 1)
-	e, err := policy.NewEngine(s)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	start := cpuTime()
-	for b.Loop() {
-		allowed := 0
-		for _, src := range s.Pods {
-			for _, dst := range s.Pods {
-				for _, port := range []int32{8080, 9090} {
-					if e.Allowed(policy.Traffic{Src: policy.Peer{Pod: src}, Dst: policy.Peer{Pod: dst}, Port: port}) {
-						allowed++
+	for _, policies := range []int{200, 2000} {
+		b.Run(fmt.Sprintf("policies=%d", policies), func(b *testing.B) {
+			s := policytest.Synthetic(1000, policies, 1)
+			e, err := policy.NewEngine(s)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			start := cpuTime()
+			for b.Loop() {
+				allowed := 0
+				for _, src := range s.Pods {
+					for _, dst := range s.Pods {
+						for _, port := range []int32{8080, 9090} {
+							if e.Allowed(policy.Traffic{Src: policy.Peer{Pod: src}, Dst: policy.Peer{Pod: dst}, Port: port}) {
+								allowed++
+							}
+						}
 					}
 				}
+				if allowed == 0 {
+					b.Fatal("nothing allowed: the snapshot is degenerate")
+				}
 			}
-		}
-		if allowed == 0 {
-			b.Fatal("nothing allowed: the snapshot is degenerate")
-		}
+			reportCPU(b, start)
+		})
 	}
-	reportCPU(b, start)
 }
 
 // reportCPU adds the CPU time per op since start (see cpuTime).

@@ -16,8 +16,9 @@ import (
 // PortRange is an inclusive range of destination ports of one protocol.
 // Every port of the protocol is First 0, Last 65535.
 type PortRange struct {
-	Protocol    corev1.Protocol `json:"protocol"`
-	First, Last int32
+	Protocol corev1.Protocol `json:"protocol"`
+	First    int32           `json:"first"`
+	Last     int32           `json:"last"`
 }
 
 // AllPorts reports whether r covers every port of its protocol.

@@ -218,16 +218,7 @@ func (e *Engine) newPodInfo(pod *corev1.Pod, register bool) (*podInfo, error) {
 		return pi, nil
 	}
 	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
-	for _, pol := range e.policiesByNS[pod.Namespace] {
-		if !pol.podSel.Matches(id.labels) {
-			continue
-		}
-		for d := range 2 {
-			if pol.affects[d] {
-				id.selectedBy[d] = append(id.selectedBy[d], pol)
-			}
-		}
-	}
+	e.fillSelectedBy(id)
 	if register {
 		id.id = len(e.identities)
 		e.identities = append(e.identities, id)
@@ -330,6 +321,7 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 	return pi
 }
 
+// fillSelectedBy finds the policies selecting an identity, per direction.
 func (e *Engine) fillSelectedBy(id *identity) {
 	for _, pol := range e.policiesByNS[id.ns.name] {
 		if pol.podSel.Matches(id.labels) {

@@ -36,6 +36,26 @@ cross: ## Build the CLI for linux/darwin/windows x amd64/arm64 (proves it never 
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cross/$$os-$$arch/kubectl-netpol$$ext ./cmd/kubectl-netpol; \
 	done
 
+DIST           ?= dist
+AGENT_PLATFORMS := linux/amd64 linux/arm64
+
+.PHONY: release
+release: ## Build the release into $(DIST)/: plugin archives, agent archives, sha256 checksums, krew manifest
+	rm -rf $(DIST)
+	$(MAKE) --no-print-directory cross BIN=$(DIST)/build VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO)
+	@set -e; if [ ! -d cmd/netpol-agent ]; then \
+	  echo "release: cmd/netpol-agent does not exist yet: no agent archives"; \
+	else for p in $(AGENT_PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; echo "  agent $$os/$$arch"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/build/cross/$$os-$$arch/netpol-agent ./cmd/netpol-agent; \
+	done; fi
+	$(GO) run ./hack/release -version $(VERSION) -builds $(DIST)/build/cross -dist $(DIST) \
+	  -mtime $$(git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: release-test
+release-test: release ## make release, then check every archive and sum, validate-krew-manifest, krew install from the archive
+	NETPOL_DIST=$(abspath $(DIST)) NETPOL_VERSION=$(VERSION) $(GO) test -tags release -count=1 -v ./krew/
+
 .PHONY: test
 test: ## Run the unit tests (the README's test command runs this and more: see .ci/run)
 	$(GO) test ./...
@@ -74,6 +94,7 @@ check: ## Everything CI runs: lint, cross-builds, unit and privileged tests (run
 	$(MAKE) lint
 	$(MAKE) generate-check
 	$(MAKE) cross
+	$(MAKE) release-test
 	$(GO) test -count=1 ./...
 	$(MAKE) e2e
 

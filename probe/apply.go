@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -617,19 +618,19 @@ func (p *Probe) revokeDenied(w *desiredState) (uint, error) {
 	var total uint
 	var errs []error
 	for _, a := range p.attach {
-		err := lockedNetns(a.ns, func() error {
-			for _, fam := range []netlink.InetFamily{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-				n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, revokeFilter{w})
-				total += n
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		h, err := netlink.NewHandleAt(a.ns, unix.NETLINK_NETFILTER)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("revoking denied connections in %q: %w", a.name, err))
+			errs = append(errs, fmt.Errorf("opening conntrack in %q: %w", a.name, err))
+			continue
 		}
+		for _, fam := range []netlink.InetFamily{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, revokeFilter{w})
+			total += n
+			if err != nil {
+				errs = append(errs, fmt.Errorf("revoking denied connections in %q: %w", a.name, err))
+			}
+		}
+		h.Close()
 	}
 	return total, errors.Join(errs...)
 }

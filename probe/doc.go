@@ -1,9 +1,48 @@
 // Package probe is the node's eBPF datapath: it loads the NetworkPolicy
 // programs (netpol.c, compiled by bpf2go and committed), pins them and their
 // maps under bpffs, attaches them to the netfilter FORWARD, LOCAL_IN and
-// LOCAL_OUT hooks of a network namespace, writes a policy.Datapath into the
-// maps with per-endpoint atomic swaps, revokes established connections that a
-// new policy denies, and reads verdict events from the ring buffer.
+// LOCAL_OUT hooks (IPv4 and IPv6) of a network namespace, writes a
+// policy.Datapath into the maps with per-endpoint atomic swaps, revokes
+// established connections that a new policy denies, and reads verdict events
+// from the ring buffer.
+//
+// # Verdicts
+//
+// The kernel's conntrack decides what is established: the program reads
+// skb->_nfct first and accepts established, reply and related packets, and
+// NEW entries already confirmed, without parsing. A NEW, unconfirmed
+// connection is judged after DNAT and before SNAT: the source's egress (if
+// it is a local endpoint) and the destination's ingress (likewise); a drop
+// happens before conntrack confirms the entry, so nothing is left behind. A
+// TCP packet without SYN that creates an entry (a mid-stream pickup, e.g.
+// after revocation) must be allowed in both orientations.
+//
+// # Maps (pinned under PinRoot/LayoutVersion)
+//
+//   - netpol_ipcache: LPM trie, IPv4-mapped-IPv6 prefix -> identity (a miss
+//     is the world identity; node addresses have the host identity).
+//   - netpol_endpoints: hash, pod IP -> {endpoint ID, identity, isolation
+//     flags per direction, ingress slot, egress slot}.
+//   - netpol_policy_slots: array of maps, one LPM trie per endpoint
+//     direction, replaced whole on change (atomic). A trie holds CIDR entries
+//     (address prefix -> pseudo identity for the set of ipBlocks, excepts
+//     flattened so the most specific prefix carries the matching set) and
+//     rule entries (identity | protocol | port prefix -> rule ID; a shorter
+//     prefix is a wildcard: every port, or every protocol). Lookup order:
+//     the peer's identity, any peer, the peer's CIDR pseudo identity.
+//   - netpol_config (drop-event rate and burst, wake-up watermark, flow
+//     events on/off), netpol_buckets (per-CPU token buckets),
+//     netpol_counters (per-CPU), netpol_events (ring buffer),
+//     netpol_spoof_guard (interface, address) pairs for the TCX check.
+//
+// # Events
+//
+// Event (struct netpol_event, version EventVersion) is one per new allowed
+// flow and per drop (drops rate-limited per CPU): type, verdict, deciding
+// direction, per-direction reason and rule ID, protocol, TCP flags, hook,
+// family, flags (DNAT, SNAT, untracked, pickup), length, timestamp,
+// endpoints, identities, the tuple at the hook and conntrack's original
+// (pre-NAT) tuple. Attribute maps it back to policies with the Datapath.
 //
 // Enforcement outlives the process: links and maps are pinned, so Close leaves
 // the programs running and a new process (or a new version) re-opens the pins;

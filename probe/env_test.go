@@ -248,14 +248,25 @@ func waitReachable(t testing.TB, from *pod, port int, targets ...*pod) {
 }
 
 // acceptLoop listens on addr (in the calling thread's namespace) and hands
-// every connection to handle until the test ends.
+// every connection to handle until the test ends, when it also closes the
+// connections still open (a revoked one never sees the peer's FIN).
 func acceptLoop(t testing.TB, netw, addr string, handle func(net.Conn)) error {
 	l, err := net.Listen(netw, addr)
 	if err != nil {
 		return err
 	}
+	var mu sync.Mutex
+	var conns []net.Conn
 	done := make(chan struct{})
-	t.Cleanup(func() { l.Close(); <-done })
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
 	go func() {
 		defer close(done)
 		for {
@@ -263,6 +274,9 @@ func acceptLoop(t testing.TB, netw, addr string, handle func(net.Conn)) error {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 			handle(c)
 		}
 	}()

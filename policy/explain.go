@@ -78,6 +78,8 @@ func labelWhy(l labels.Set, sel *metav1.LabelSelector, selName string) string {
 		switch v, ok := l[k]; {
 		case !ok:
 			why = append(why, "lacks label "+k)
+		case v != want && want == "":
+			why = append(why, fmt.Sprintf("has %s=%s, not an empty %s", k, v, k))
 		case v != want:
 			why = append(why, fmt.Sprintf("has %s=%s, not %s=%s", k, v, k, want))
 		}

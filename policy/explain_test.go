@@ -71,6 +71,12 @@ func TestExplanations(t *testing.T) {
 			},
 		},
 		{
+			name:     "a selector wanting an empty value",
+			policies: []*networkingv1.NetworkPolicy{Policy("web", "p", IngressRule(Peers(NSPeer(Sel("env=")))))},
+			src:      "db/api-0", dst: "web/frontend-1", proto: tcp, port: 80,
+			messages: []string{`peer 0 selects all pods in namespaces env=; namespace "db" has env=prod, not an empty env (namespaceSelector env=)`},
+		},
+		{
 			name: "NotIn and DoesNotExist say which value excluded the pod",
 			policies: []*networkingv1.NetworkPolicy{Policy("db", "p", Selecting(Sel("app=db")),
 				IngressRule(Peers(PodPeer(Expr("app", metav1.LabelSelectorOpNotIn, "api", "web")), PodPeer(Expr("debug", metav1.LabelSelectorOpDoesNotExist)))))},

@@ -334,3 +334,39 @@ func dump(d policy.Decision) string {
 	}
 	return b.String()
 }
+
+// TestDualStack: a pod has one IP per family; ipBlock judges the address the
+// traffic actually uses, and either address names the pod.
+func TestDualStack(t *testing.T) {
+	ds := Pod("x", "ds", WithLabels("app=ds"), WithIP("10.10.0.50", "fd00::50"))
+	dst := Pod("x", "dst", WithLabels("app=dst"), WithIP("10.10.0.60", "fd00::60"))
+	s := &policy.Snapshot{
+		Pods: []*corev1.Pod{ds, dst},
+		Policies: []*networkingv1.NetworkPolicy{
+			Policy("x", "v6-only", Selecting(Sel("app=dst")), IngressRule(Peers(IPPeer("fd00::/64")))),
+		},
+	}
+	e, err := policy.NewEngine(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		src  policy.Peer
+		want bool
+	}{
+		{policy.Peer{Pod: ds}, false}, // defaults to status.podIP, the IPv4 one
+		{policy.Peer{Pod: ds, IP: Addr("fd00::50")}, true},
+		{policy.Peer{IP: Addr("fd00::50")}, true},
+		{policy.Peer{IP: Addr("10.10.0.50")}, false},
+	} {
+		tr := policy.Traffic{Src: c.src, Dst: policy.Peer{Pod: dst, IP: Addr("fd00::60")}, Port: 80}
+		d := e.Evaluate(tr)
+		if d.Allowed != c.want || e.Allowed(tr) != c.want {
+			t.Errorf("%v -> dst: allowed=%v, want %v\n%s", c.src.IP, d.Allowed, c.want, dump(d))
+		}
+		checkInvariants(t, e, tr, d)
+	}
+	if e.PodByIP(Addr("fd00::50")) != ds || e.PodByIP(Addr("10.10.0.50")) != ds {
+		t.Error("both addresses must name the pod")
+	}
+}

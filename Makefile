@@ -60,6 +60,15 @@ release-test: release ## make release, then check every archive and sum, validat
 test: ## Run the unit tests (the README's test command runs this and more: see .ci/run)
 	$(GO) test ./...
 
+.PHONY: bench-policy
+bench-policy: ## Policy engine benchmarks at 10k pods / 2k policies and the 1k x 1k x 2 matrix (figures: docs/perf.md)
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./policy/
+
+.PHONY: fuzz-policy
+fuzz-policy: ## Fuzz the policy engine against its reference evaluator, FUZZTIME each (default 60s)
+	$(GO) test -run '^$$' -fuzz '^FuzzEvaluate$$' -fuzztime $(or $(FUZZTIME),60s) ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzNewEngine$$' -fuzztime $(or $(FUZZTIME),60s) ./policy/
+
 .PHONY: proto
 proto: ## Regenerate flow/v1 Go code from flow/v1/flow.proto (protoc + plugins pinned as go.mod tools)
 	@mkdir -p $(BIN)

@@ -23,42 +23,51 @@ const confNode = "node-1"
 var sctpTag atomic.Uint32
 
 // TestConformanceRealPackets runs every upstream e2e case as real packets:
-// the 9 model pods are network namespaces in the routed layout; for each
+// the 9 model pods are network namespaces; for each
 // step the snapshot is compiled and applied; every cell of every probe
 // (TCP and UDP connections, SCTP INITs) must equal the engine's verdict, and
 // every drop event must name the policies the engine says isolate the
 // deciding side.
 //
-// It runs twice: with the pods' IPv4 addresses, and with their IPv6 ones
-// (policies, ipBlocks and probes all IPv6), so IPv6 is no bypass.
+// It runs in the routed layout with the pods' IPv4 addresses and with their
+// IPv6 ones (policies, ipBlocks and probes all IPv6: IPv6 is no bypass), and
+// in the bridge layout (br_netfilter) with IPv4.
 func TestConformanceRealPackets(t *testing.T) {
 	requireRoot(t)
-	tp := newTopology(t, false)
-	model := conformance.FullModel()
-	pods := map[conformance.PodRef]*pod{}
-	sinks := map[conformance.PodRef]*sctpSink{}
-	for _, ref := range model.Pods {
-		p := tp.addPod(t, string(ref))
-		p.serve(t, 80, 81)
-		pods[ref] = p
-		sinks[ref] = p.sctpSinks(t)
-	}
-	for _, ref := range model.Pods[1:] {
-		waitReachable(t, pods[ref], 80, pods[model.Pods[0]])
-	}
-	waitReachable(t, pods[model.Pods[0]], 81, pods[model.Pods[1]])
-	pr := loadAttached(t, tp.node, testCfg)
-	events := collect(t, pr)
-	for _, family := range []int{4, 6} {
-		t.Run(fmt.Sprintf("ipv%d", family), func(t *testing.T) {
-			env := conformance.Env{PodIPs: conformance.PodIPs{}}
-			for ref, p := range pods {
-				env.PodIPs[ref] = p.ip4
-				if family == 6 {
-					env.PodIPs[ref] = p.ip6
-				}
+	for _, layout := range []struct {
+		name     string
+		bridge   bool
+		families []int
+	}{{"routed", false, []int{4, 6}}, {"bridge", true, []int{4}}} {
+		t.Run(layout.name, func(t *testing.T) {
+			tp := newTopology(t, layout.bridge)
+			model := conformance.FullModel()
+			pods := map[conformance.PodRef]*pod{}
+			sinks := map[conformance.PodRef]*sctpSink{}
+			for _, ref := range model.Pods {
+				p := tp.addPod(t, string(ref))
+				p.serve(t, 80, 81)
+				pods[ref] = p
+				sinks[ref] = p.sctpSinks(t)
 			}
-			runConformance(t, env, pr, events, pods, sinks)
+			for _, ref := range model.Pods[1:] {
+				waitReachable(t, pods[ref], 80, pods[model.Pods[0]])
+			}
+			waitReachable(t, pods[model.Pods[0]], 81, pods[model.Pods[1]])
+			pr := loadAttached(t, tp.node, testCfg)
+			events := collect(t, pr)
+			for _, family := range layout.families {
+				t.Run(fmt.Sprintf("ipv%d", family), func(t *testing.T) {
+					env := conformance.Env{PodIPs: conformance.PodIPs{}}
+					for ref, p := range pods {
+						env.PodIPs[ref] = p.ip4
+						if family == 6 {
+							env.PodIPs[ref] = p.ip6
+						}
+					}
+					runConformance(t, env, pr, events, pods, sinks)
+				})
+			}
 		})
 	}
 }

@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
@@ -152,12 +154,41 @@ type envelope struct {
 	Items      []json.RawMessage `json:"items"`
 }
 
+// toJSON converts every document to JSON, spread over the CPUs: YAML parsing
+// is most of the cost of loading a large cluster dump.
+func toJSON(docs []document) ([][]byte, []error) {
+	js := make([][]byte, len(docs))
+	errs := make([]error, len(docs))
+	next := make(chan int, len(docs))
+	for i := range docs {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(docs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if len(bytes.TrimSpace(stripComments(docs[i].data))) == 0 {
+					continue
+				}
+				js[i], errs[i] = kyaml.YAMLToJSON(docs[i].data)
+			}
+		}()
+	}
+	wg.Wait()
+	return js, errs
+}
+
 func (s *Set) addManifest(file string, data []byte, defaultNamespace string) error {
-	for _, doc := range splitDocuments(data) {
-		if len(bytes.TrimSpace(stripComments(doc.data))) == 0 {
-			continue
+	docs := splitDocuments(data)
+	jsons, errs := toJSON(docs)
+	for i, doc := range docs {
+		js, err := jsons[i], errs[i]
+		if js == nil && err == nil {
+			continue // empty or comments only
 		}
-		js, err := kyaml.YAMLToJSON(doc.data)
 		if err != nil {
 			return &FileError{File: file, Line: doc.line + relativeLine(err.Error()) - 1, Err: cleanYAMLError(err)}
 		}

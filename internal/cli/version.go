@@ -83,7 +83,8 @@ func NewCmdVersion(configFlags *genericclioptions.ConfigFlags, streams genericio
 		Use:   "version",
 		Short: "Print the plugin version and the installed agent's version",
 		Long: `Print the plugin version and, when the cluster is reachable and the agent is
-installed, the agent's version, with a warning when they differ. Upgrade both
+installed, the agent's version, with a warning when they differ. The agent is
+looked for in the namespace given with -n, else in netpol-system. Upgrade both
 together: upgrade the plugin, then run 'kubectl netpol install'.`,
 		Example: `  kubectl netpol version
   kubectl netpol version --client -o json`,

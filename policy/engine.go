@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -78,7 +79,8 @@ func dirIndex(d Direction) int {
 
 // NewEngine validates and indexes s. It returns an error naming the object,
 // the field path and the reason for anything the API server would reject
-// (or that cannot be evaluated, such as an unparsable pod IP).
+// (or that cannot be evaluated, such as an unparsable pod IP). Invalid
+// policies are all reported, joined (errors.Join), each a *ValidationError.
 func NewEngine(s *Snapshot) (*Engine, error) {
 	if s == nil {
 		s = &Snapshot{}
@@ -114,12 +116,14 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 		e.namespaces[ns.Name] = &nsInfo{name: ns.Name, labels: set}
 	}
 
+	var invalid []error
 	for i, np := range s.Policies {
 		if np == nil {
 			return nil, fmt.Errorf("snapshot policy %d is nil", i)
 		}
 		if err := ValidatePolicy(np); err != nil {
-			return nil, err
+			invalid = append(invalid, err)
+			continue
 		}
 		pi, err := compilePolicy(np)
 		if err != nil {
@@ -130,6 +134,10 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 		}
 		e.policyByRef[pi.ref] = pi
 		e.policies = append(e.policies, pi)
+	}
+	if len(invalid) > 0 {
+		// Every rejected policy at once, so a directory of files is fixed in one pass.
+		return nil, errors.Join(invalid...)
 	}
 	sort.Slice(e.policies, func(i, j int) bool { return refLess(e.policies[i].ref, e.policies[j].ref) })
 	for _, pi := range e.policies {

@@ -136,3 +136,22 @@ func TestSnapshotErrors(t *testing.T) {
 		t.Errorf("nil snapshot: %v", err)
 	}
 }
+
+func TestValidationReportsEveryInvalidPolicy(t *testing.T) {
+	_, err := policy.NewEngine(&policy.Snapshot{Policies: []*networkingv1.NetworkPolicy{
+		Policy("x", "bad-port", IngressRule(nil, Port(tcp, 0))),
+		Policy("x", "good"),
+		Policy("y", "bad-cidr", EgressRule(Peers(IPPeer("10.0.0.0/99")))),
+	}})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"networkpolicy x/bad-port", "networkpolicy y/bad-cidr"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "x/good") {
+		t.Errorf("error blames a valid policy: %v", err)
+	}
+}

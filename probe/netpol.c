@@ -1,4 +1,5 @@
 //go:build ignore
+// SPDX-License-Identifier: GPL-2.0-only (see LICENSE.GPL-2.0)
 
 // NetworkPolicy enforcement in BPF netfilter programs (BPF_PROG_TYPE_NETFILTER)
 // attached at FORWARD, LOCAL_IN and LOCAL_OUT for IPv4 and IPv6. The kernel's
@@ -16,7 +17,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
 
-char __license[] SEC("license") = "Dual BSD/GPL";
+char __license[] SEC("license") = "GPL";
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD

@@ -64,6 +64,15 @@ test: ## Run the unit tests (the README's test command runs this and more: see .
 bench-policy: ## Policy engine benchmarks at 10k pods / 2k policies and the 1k x 1k x 2 matrix (figures: docs/perf.md)
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./policy/
 
+# bench/peers is its own Go module, so the peer it measures never enters the
+# product's go.mod. GONOSUMDB: np-guard/netpol-analyzer depends on
+# github.com/np-guard/models, which has no entry in the public checksum
+# database; its hashes are pinned in bench/peers/go.sum instead, which Go
+# still verifies.
+.PHONY: bench-peers
+bench-peers: ## Ours vs np-guard/netpol-analyzer on the same 10k-pod / 2k-policy input: load, one query, 10k queries, memory (figures: docs/perf.md)
+	cd bench/peers && GONOSUMDB=github.com/np-guard/models $(GO) test -run 'TestVerdictsAgree' -v -bench . -benchtime 2s -count 3 .
+
 .PHONY: fuzz-policy
 fuzz-policy: ## Fuzz the policy engine against its reference evaluator, FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzEvaluate$$' -fuzztime $(or $(FUZZTIME),60s) ./policy/

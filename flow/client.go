@@ -36,34 +36,13 @@ func (s *ClientSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, 
 	if err := emit(Batch{Nodes: []NodeState{{Node: s.Node, Connected: true}}}); err != nil {
 		return err
 	}
-	flows := make(chan *flowv1.Flow, BatchSize)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(flows)
-		for {
-			f, err := stream.Recv()
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					errc <- fmt.Errorf("observing node %s: %w", s.Node, err)
-				}
-				return
-			}
-			select {
-			case flows <- f:
-			case <-ctx.Done():
-				return
-			}
+	return pumpFrom(ctx, func() (*flowv1.Flow, error) {
+		f, err := stream.Recv()
+		if err != nil && !errors.Is(err, io.EOF) {
+			err = fmt.Errorf("observing node %s: %w", s.Node, err)
 		}
-	}()
-	if err := Pump(ctx, flows, BatchSize, BatchInterval, emit); err != nil {
-		return err
-	}
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
+		return f, err
+	}, nil, emit)
 }
 
 // Merge runs several sources (one per node) at once and hands their batches

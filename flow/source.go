@@ -39,9 +39,10 @@ type NodeState struct {
 // replay reached its end without follow), ctx is cancelled (ctx.Err()), or
 // emit fails (that error). emit is never called concurrently.
 //
-// Implementations: FileSource (--input-file). The live client that
-// port-forwards to every agent pod and merges their Observe streams
-// implements the same interface, so printers and the TUI are unchanged.
+// Implementations: FileSource (--input-file); ClientSource (one agent's
+// gRPC stream) and Merge (one source per node, reconnecting). The live
+// client dials each agent pod through pods/portforward and hands Merge a
+// ClientSource per node, so printers and the TUI are unchanged.
 type Source interface {
 	Observe(ctx context.Context, req *flowv1.ObserveRequest, emit func(Batch) error) error
 }
@@ -98,25 +99,38 @@ func (s *FileSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, em
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
 	}
+	tr := NewReader(&tailReader{ctx: ctx, r: f, poll: poll}, s.Path)
+	if err := pumpFrom(ctx, tr.Next, q.Match, emit); err != nil {
+		return err
+	}
+	return ctx.Err() // the tail ends only when ctx does
+}
+
+// pumpFrom reads flows with next in a goroutine until io.EOF, keeping those
+// keep accepts, and batches them to emit with Pump. It returns nil at EOF,
+// else the first error of next, Pump or emit.
+func pumpFrom(ctx context.Context, next func() (*flowv1.Flow, error), keep func(*flowv1.Flow) bool, emit func(Batch) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	flows := make(chan *flowv1.Flow, BatchSize)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(flows)
-		tr := NewReader(&tailReader{ctx: ctx, r: f, poll: poll}, s.Path)
 		for {
-			fl, err := tr.Next()
+			fl, err := next()
 			if err != nil {
 				if !errors.Is(err, io.EOF) {
 					errc <- err
 				}
 				return
 			}
-			if q.Match(fl) {
-				select {
-				case flows <- fl:
-				case <-ctx.Done():
-					return
-				}
+			if keep != nil && !keep(fl) {
+				continue
+			}
+			select {
+			case flows <- fl:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
@@ -127,7 +141,7 @@ func (s *FileSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, em
 	case err := <-errc:
 		return err
 	default:
-		return ctx.Err()
+		return nil
 	}
 }
 

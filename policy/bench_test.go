@@ -116,6 +116,64 @@ func BenchmarkCheck10k(b *testing.B) {
 // 2 ports (2M verdicts), over synthetic snapshots with 1k pods and 200 or 2000
 // policies (2000 on 10 namespaces selects each pod with dozens of policies).
 func BenchmarkMatrix1kx1kx2(b *testing.B) {
+	matrixSnapshots(b, func(b *testing.B, s *policy.Snapshot, e *policy.Engine) {
+		b.ReportAllocs()
+		start := cpuTime()
+		for b.Loop() {
+			allowed := 0
+			for _, src := range s.Pods {
+				for _, dst := range s.Pods {
+					for _, port := range []int32{8080, 9090} {
+						if e.Allowed(policy.Traffic{Src: policy.Peer{Pod: src}, Dst: policy.Peer{Pod: dst}, Port: port}) {
+							allowed++
+						}
+					}
+				}
+			}
+			if allowed == 0 {
+				b.Fatal("nothing allowed: the snapshot is degenerate")
+			}
+		}
+		reportCPU(b, start)
+	})
+}
+
+// reportCPU adds the CPU time per op since start (see cpuTime).
+func reportCPU(b *testing.B, start time.Duration) {
+	if now := cpuTime(); now > 0 && b.N > 0 {
+		b.ReportMetric(float64(now-start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
+// BenchmarkReachability1kx1kx2 is the same matrix through Engine.Reachability
+// (one verdict per pair of pod classes, GOMAXPROCS goroutines), the call the
+// matrix command makes.
+func BenchmarkReachability1kx1kx2(b *testing.B) {
+	matrixSnapshots(b, func(b *testing.B, s *policy.Snapshot, e *policy.Engine) {
+		probes := []policy.Probe{{Protocol: corev1.ProtocolTCP, Port: 8080}, {Protocol: corev1.ProtocolTCP, Port: 9090}}
+		b.ReportAllocs()
+		start := cpuTime()
+		for b.Loop() {
+			m := e.Reachability(s.Pods, s.Pods, probes)
+			allowed := 0
+			for _, row := range m[0] {
+				for _, ok := range row {
+					if ok {
+						allowed++
+					}
+				}
+			}
+			if allowed == 0 {
+				b.Fatal("nothing allowed: the snapshot is degenerate")
+			}
+		}
+		reportCPU(b, start)
+	})
+}
+
+// matrixSnapshots runs bench on the 1k-pod synthetic snapshots with 200 and
+// 2000 policies.
+func matrixSnapshots(b *testing.B, bench func(b *testing.B, s *policy.Snapshot, e *policy.Engine)) {
 	for _, policies := range []int{200, 2000} {
 		b.Run(fmt.Sprintf("policies=%d", policies), func(b *testing.B) {
 			s := policytest.Synthetic(1000, policies, 1)
@@ -123,31 +181,7 @@ func BenchmarkMatrix1kx1kx2(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.ReportAllocs()
-			start := cpuTime()
-			for b.Loop() {
-				allowed := 0
-				for _, src := range s.Pods {
-					for _, dst := range s.Pods {
-						for _, port := range []int32{8080, 9090} {
-							if e.Allowed(policy.Traffic{Src: policy.Peer{Pod: src}, Dst: policy.Peer{Pod: dst}, Port: port}) {
-								allowed++
-							}
-						}
-					}
-				}
-				if allowed == 0 {
-					b.Fatal("nothing allowed: the snapshot is degenerate")
-				}
-			}
-			reportCPU(b, start)
+			bench(b, s, e)
 		})
-	}
-}
-
-// reportCPU adds the CPU time per op since start (see cpuTime).
-func reportCPU(b *testing.B, start time.Duration) {
-	if now := cpuTime(); now > 0 && b.N > 0 {
-		b.ReportMetric(float64(now-start)/float64(b.N), "cpu-ns/op")
 	}
 }

@@ -82,16 +82,18 @@ func (e *Engine) decide(t *Traffic, d *Decision) bool {
 		}
 		return true
 	}
-	var egress, ingress *DirectionDecision
-	if d != nil {
-		egress, ingress = &d.Egress, &d.Ingress
+	if d == nil {
+		return e.permits(&src, &dst, proto, t.Port)
 	}
-	ok := e.side(Egress, &src, &dst, &dst, proto, t.Port, egress, w)
-	if !ok && d == nil {
-		return false
-	}
-	ok = e.side(Ingress, &dst, &src, &dst, proto, t.Port, ingress, w) && ok
-	return ok
+	ok := e.side(Egress, &src, &dst, &dst, proto, t.Port, &d.Egress, w)
+	return e.side(Ingress, &dst, &src, &dst, proto, t.Port, &d.Ingress, w) && ok
+}
+
+// permits is the verdict of both sides, loopback aside: the source's egress,
+// then, only if that allows, the destination's ingress.
+func (e *Engine) permits(src, dst *endpoint, proto corev1.Protocol, port int32) bool {
+	return e.side(Egress, src, dst, dst, proto, port, nil, nil) &&
+		e.side(Ingress, dst, src, dst, proto, port, nil, nil)
 }
 
 func isLoopback(src, dst *endpoint) bool {

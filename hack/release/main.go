@@ -43,8 +43,12 @@ const (
 	agentName  = "netpol-agent"
 )
 
-// semverRE is what krew's manifest validation accepts: v + semantic version.
-var semverRE = regexp.MustCompile(`^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
+// semverRE is what krew's manifest validation accepts: v + semantic version
+// (semver.org: no leading zeros in numeric pre-release identifiers).
+var semverRE = regexp.MustCompile(`^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)` +
+	`(-` + preID + `(\.` + preID + `)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
+
+const preID = `(0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)`
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {

@@ -51,6 +51,14 @@ func writeSynthetic(b *testing.B, pods, policies int) (string, *policy.Snapshot)
 	return path, snap
 }
 
+// reportCPU adds cpu-ms/op (process user+system time per iteration) next to
+// the wall-clock ns/op.
+func reportCPU(b *testing.B, start int64) {
+	if d := processCPU() - start; d > 0 {
+		b.ReportMetric(float64(d)/1e6/float64(b.N), "cpu-ms/op")
+	}
+}
+
 // runDiscard runs a command with its output discarded.
 func runDiscard(b *testing.B, f *Factory, stdin []byte, args ...string) error {
 	streams := genericiooptions.IOStreams{In: bytes.NewReader(stdin), Out: io.Discard, ErrOut: io.Discard}
@@ -74,23 +82,25 @@ func BenchmarkCheck10k(b *testing.B) {
 		fmt.Fprintf(&items, `{"id":"i%d","src":"%s/%s","dst":"%s/%s","port":%s}`+"\n", i, s.Namespace, s.Name, d.Namespace, d.Name, port)
 	}
 	f := NewFactory(newConfigFlags())
-	b.ResetTimer()
+	cpu := processCPU()
 	for b.Loop() {
 		if err := runDiscard(b, f, items.Bytes(), "check", "-f", path, "-o", "json"); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
 }
 
 // BenchmarkLoad10k isolates reading and decoding the 10k-pod file.
 func BenchmarkLoad10k(b *testing.B) {
 	path, _ := writeSynthetic(b, 10000, 2000)
-	b.ResetTimer()
+	cpu := processCPU()
 	for b.Loop() {
 		if _, err := snapshot.LoadFiles([]string{path}, false, "default"); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
 }
 
 // BenchmarkMatrix1k: `matrix -A -f` on 1k pods / 200 policies, 2 ports
@@ -98,12 +108,13 @@ func BenchmarkLoad10k(b *testing.B) {
 func BenchmarkMatrix1k(b *testing.B) {
 	path, _ := writeSynthetic(b, 1000, 200)
 	f := NewFactory(newConfigFlags())
-	b.ResetTimer()
+	cpu := processCPU()
 	for b.Loop() {
 		if err := runDiscard(b, f, nil, "matrix", "-A", "-f", path, "--ports", "8080/TCP,53/UDP"); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
 }
 
 // BenchmarkMatrix1kCells is the 2M Engine.Allowed calls alone.
@@ -114,8 +125,9 @@ func BenchmarkMatrix1kCells(b *testing.B) {
 		b.Fatal(err)
 	}
 	ports := []portSpec{{Port: 8080, Protocol: "TCP"}, {Port: 53, Protocol: "UDP"}}
-	b.ResetTimer()
+	cpu := processCPU()
 	for b.Loop() {
 		computeMatrix(e, snap.Pods, ports)
 	}
+	reportCPU(b, cpu)
 }

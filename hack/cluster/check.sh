@@ -14,7 +14,7 @@ for p in /proc/[0-9]*; do
   pid=${p#/proc/}
   [[ $pid == "$$" ]] && continue
   exe=$(readlink -f "$p/exe" 2>/dev/null) || continue
-  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+  cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
   if [[ $exe == "$BIN_DIR"/* ]] || [[ $cmd == *"$CONTAINERD_SOCK"* || $cmd == *"$STATE_DIR/"* ]]; then
     found "process $pid: $cmd"
   fi

@@ -40,7 +40,7 @@ for c in kube-apiserver etcd; do stop_component "$c"; done
 our_procs() {
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$CONTAINERD_SOCK" && echo "${p#/proc/}"
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$CONTAINERD_SOCK" && echo "${p#/proc/}"
   done
   find /sys/fs/cgroup -path '*/kubepods*' -name cgroup.procs -exec cat {} + 2>/dev/null
   true

@@ -6,11 +6,9 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -236,42 +234,19 @@ func unionPorts(pods []*corev1.Pod) []portSpec {
 	return out
 }
 
-// computeMatrix fills every cell with Engine.Allowed (no explanation is
-// built), rows spread over the CPUs: the engine is safe for concurrent use.
+// computeMatrix fills every cell through Engine.Reachability: the Allowed
+// code, decided once per class of pods the policies cannot tell apart.
 func computeMatrix(e *policy.Engine, pods []*corev1.Pod, ports []portSpec) *Matrix {
 	m := &Matrix{Pods: make([]string, len(pods))}
 	for i, p := range pods {
 		m.Pods[i] = p.Namespace + "/" + p.Name
 	}
-	peers := make([]policy.Peer, len(pods))
-	for i, p := range pods {
-		peers[i] = policy.Peer{Pod: p}
+	probes := make([]policy.Probe, len(ports))
+	for k, ps := range ports {
+		probes[k] = policy.Probe{Protocol: ps.Protocol, Port: ps.Port}
 	}
-	for _, ps := range ports {
-		t := MatrixTable{Port: ps.Port, Protocol: string(ps.Protocol), Allowed: make([][]bool, len(pods))}
-		rows := make(chan int, len(pods))
-		for i := range pods {
-			rows <- i
-		}
-		close(rows)
-		var wg sync.WaitGroup
-		for range runtime.GOMAXPROCS(0) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range rows {
-					row := make([]bool, len(pods))
-					tr := policy.Traffic{Src: peers[i], Protocol: ps.Protocol, Port: ps.Port}
-					for j := range pods {
-						tr.Dst = peers[j]
-						row[j] = e.Allowed(tr)
-					}
-					t.Allowed[i] = row
-				}
-			}()
-		}
-		wg.Wait()
-		m.Ports = append(m.Ports, t)
+	for k, table := range e.Reachability(pods, pods, probes) {
+		m.Ports = append(m.Ports, MatrixTable{Port: ports[k].Port, Protocol: string(ports[k].Protocol), Allowed: table})
 	}
 	return m
 }

@@ -53,7 +53,7 @@ func TestGolden(t *testing.T) {
 		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {
 			frame, _ := runProgram(t, size[0], size[1], colorprofile.ANSI)
 			checkScreen(t, frame, size[0], size[1])
-			golden.RequireEqualEscape(t, []byte(frame), true)
+			golden.RequireEqual(t, []byte(frame))
 		})
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -263,7 +262,7 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 		if o.InputFile != "" {
 			name = "replay " + filepath.Base(o.InputFile)
 		}
-		in, _ := o.In.(io.Reader)
+		in := o.In
 		return o.RunTUI(ctx, tui.Options{
 			Config:  tui.Config{SourceName: name},
 			Source:  o.source,

@@ -45,8 +45,6 @@ func matchExpression(key string, op metav1.LabelSelectorOperator, values ...stri
 	return metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: key, Operator: op, Values: values}}}
 }
 
-func ref(s metav1.LabelSelector) *metav1.LabelSelector { return &s }
-
 // ingress adds rules and, the first time, Ingress to policyTypes: an empty
 // call makes a deny-all-ingress policy.
 func ingress(rules ...networkingv1.NetworkPolicyIngressRule) policyOption {

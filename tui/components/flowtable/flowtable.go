@@ -217,7 +217,7 @@ func (m *Model) columns() []column {
 	reason := column{"REASON", 15, func(f *flowv1.Flow) string { return flow.ReasonName(f.GetReason()) }}
 	policy := column{"POLICY", 0, func(f *flowv1.Flow) string { return policyCell(f) }}
 	var cols []column
-	flex := []int{}
+	var flex []int
 	switch {
 	case m.width >= 160:
 		cols = []column{timeCol, node, src, dst, svc, port, verdict, reason, policy}

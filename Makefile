@@ -18,6 +18,10 @@ CLI_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+.PHONY: deps
+deps: ## Install the Debian packages the build, tests and local cluster need (idempotent; root)
+	hack/install-deps.sh
+
 .PHONY: build
 build: ## Build the kubectl-netpol plugin into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kubectl-netpol ./cmd/kubectl-netpol
@@ -108,7 +112,7 @@ tidy: ## go mod tidy for every module
 	cd hack/tools && $(GO) mod tidy
 
 .PHONY: check
-check: ## Everything CI runs: lint, cross-builds, unit and privileged tests (run as root)
+check: deps ## Everything CI runs: lint, cross-builds, unit, privileged, release and e2e tests (run as root)
 	$(MAKE) lint
 	$(MAKE) generate-check
 	$(MAKE) cross
@@ -138,5 +142,5 @@ e2e: ## cluster-up, go test -tags e2e ./test/e2e/..., cluster-down (KEEP_CLUSTER
 	hack/e2e.sh
 
 .PHONY: demo
-demo: build ## Start the cluster, deploy examples/demo (web -> db:3306 + db-policy) and explain it
+demo: deps build ## Start the cluster, deploy examples/demo (web -> db:3306 + db-policy) and explain it
 	hack/demo.sh

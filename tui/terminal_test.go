@@ -17,6 +17,10 @@ import (
 type tmuxSession struct {
 	t      *testing.T
 	socket string
+	// exitFile receives the program's exit status, written by a shell
+	// wrapper: tmux 3.3 sometimes marks a pane dead on EOF of its terminal
+	// before it has reaped the process, leaving #{pane_dead_status} empty.
+	exitFile string
 }
 
 func (s *tmuxSession) tmux(args ...string) (string, error) {
@@ -109,16 +113,19 @@ func startTmux(t *testing.T, w, h int, env []string, command ...string) *tmuxSes
 		}
 		t.Skip("tmux not found: install tmux (hack/install-deps.sh) to run the real-terminal test")
 	}
-	s := &tmuxSession{t: t, socket: fmt.Sprintf("netpol-tui-test-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	s := &tmuxSession{
+		t:        t,
+		socket:   fmt.Sprintf("netpol-tui-test-%d-%d", os.Getpid(), time.Now().UnixNano()),
+		exitFile: filepath.Join(t.TempDir(), "exit-status"),
+	}
 	t.Cleanup(func() { _, _ = s.tmux("kill-server") })
-	args := []string{"new-session", "-d", "-s", "w", "-x", fmt.Sprint(w), "-y", fmt.Sprint(h), "env"}
+	// sh -c '"$@"; echo $? >FILE; sleep' runs the program, records its exit
+	// status, and keeps the pane (and its last screen) open for the test.
+	wrapper := `"$@"; echo $? >"` + s.exitFile + `"; exec sleep 60`
+	args := []string{"new-session", "-d", "-s", "w", "-x", fmt.Sprint(w), "-y", fmt.Sprint(h), "sh", "-c", wrapper, "sh", "env"}
 	args = append(append(args, env...), command...)
 	if out, err := s.tmux(args...); err != nil {
 		t.Fatalf("tmux new-session: %v %s", err, out)
-	}
-	// Keep the pane after the program exits, to read its exit status.
-	if out, err := s.tmux("set-option", "-t", "w", "remain-on-exit", "on"); err != nil {
-		t.Fatalf("tmux set-option: %v %s", err, out)
 	}
 	return s
 }
@@ -164,10 +171,16 @@ func TestRealTerminal(t *testing.T) {
 	s.send("Escape")
 	s.waitFor("the main screen", func(scr string) bool { return !strings.Contains(scr, "Recorded") && strings.Contains(scr, "VERDICT") })
 
+	// Wait for whole screens, not a line of one: capture-pane can catch a
+	// frame half redrawn, and the next key must not race the last one.
 	s.send("?")
-	s.waitText("pause/resume")
+	s.waitFor("the help screen", func(scr string) bool {
+		return strings.Contains(scr, "watch — keys") && !strings.Contains(scr, "VERDICT")
+	})
 	s.send("Escape")
-	s.waitText("VERDICT")
+	s.waitFor("the main screen", func(scr string) bool {
+		return strings.Contains(scr, "VERDICT") && !strings.Contains(scr, "watch — keys")
+	})
 
 	s.send("Tab")
 	s.waitText("Rates/s")
@@ -175,9 +188,9 @@ func TestRealTerminal(t *testing.T) {
 	s.waitText("From ↓ to →")
 
 	s.send("q")
-	s.waitFor("the program to exit", func(string) bool {
-		out, _ := s.tmux("display-message", "-p", "-t", "w", "#{pane_dead} #{pane_dead_status}")
-		return strings.TrimSpace(out) == "1 0"
+	s.waitFor("the program to exit with status 0", func(string) bool {
+		out, err := os.ReadFile(s.exitFile)
+		return err == nil && strings.TrimSpace(string(out)) == "0"
 	})
 }
 

@@ -1397,11 +1397,22 @@ type StatusResponse struct {
 	EventsLost        uint64 `protobuf:"varint,6,opt,name=events_lost,json=eventsLost,proto3" json:"events_lost,omitempty"`
 	EventsRateLimited uint64 `protobuf:"varint,7,opt,name=events_rate_limited,json=eventsRateLimited,proto3" json:"events_rate_limited,omitempty"`
 	// Flows seen since start, and the ring of recent flows served by Observe.
-	FlowsSeen     uint64               `protobuf:"varint,8,opt,name=flows_seen,json=flowsSeen,proto3" json:"flows_seen,omitempty"`
-	RingCapacity  uint32               `protobuf:"varint,9,opt,name=ring_capacity,json=ringCapacity,proto3" json:"ring_capacity,omitempty"`
-	Uptime        *durationpb.Duration `protobuf:"bytes,10,opt,name=uptime,proto3" json:"uptime,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FlowsSeen    uint64               `protobuf:"varint,8,opt,name=flows_seen,json=flowsSeen,proto3" json:"flows_seen,omitempty"`
+	RingCapacity uint32               `protobuf:"varint,9,opt,name=ring_capacity,json=ringCapacity,proto3" json:"ring_capacity,omitempty"`
+	Uptime       *durationpb.Duration `protobuf:"bytes,10,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	// Ready once the caches synced and the first policy set is enforced.
+	Ready bool `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
+	// When the datapath last took a policy change, and the last failure to
+	// apply one (empty when the last apply succeeded).
+	LastApply      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_apply,json=lastApply,proto3" json:"last_apply,omitempty"`
+	LastApplyError string                 `protobuf:"bytes,13,opt,name=last_apply_error,json=lastApplyError,proto3" json:"last_apply_error,omitempty"`
+	// Node prerequisites, e.g. bridge-nf-call-iptables where a bridge CNI needs it.
+	Checks []*NodeCheck `protobuf:"bytes,14,rep,name=checks,proto3" json:"checks,omitempty"`
+	// Flows dropped by the agent because a client read too slowly (the datapath
+	// never waits for a client).
+	FlowsDroppedSlowClients uint64 `protobuf:"varint,15,opt,name=flows_dropped_slow_clients,json=flowsDroppedSlowClients,proto3" json:"flows_dropped_slow_clients,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1504,6 +1515,103 @@ func (x *StatusResponse) GetUptime() *durationpb.Duration {
 	return nil
 }
 
+func (x *StatusResponse) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *StatusResponse) GetLastApply() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastApply
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetLastApplyError() string {
+	if x != nil {
+		return x.LastApplyError
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetChecks() []*NodeCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetFlowsDroppedSlowClients() uint64 {
+	if x != nil {
+		return x.FlowsDroppedSlowClients
+	}
+	return 0
+}
+
+// NodeCheck is one prerequisite the agent verified on its node.
+type NodeCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Ok    bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	// What was found, and when not ok, how to fix it.
+	Detail        string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeCheck) Reset() {
+	*x = NodeCheck{}
+	mi := &file_flow_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeCheck) ProtoMessage() {}
+
+func (x *NodeCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeCheck.ProtoReflect.Descriptor instead.
+func (*NodeCheck) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *NodeCheck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeCheck) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *NodeCheck) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type MapUsage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1515,7 +1623,7 @@ type MapUsage struct {
 
 func (x *MapUsage) Reset() {
 	*x = MapUsage{}
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1635,7 @@ func (x *MapUsage) String() string {
 func (*MapUsage) ProtoMessage() {}
 
 func (x *MapUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1648,7 @@ func (x *MapUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUsage.ProtoReflect.Descriptor instead.
 func (*MapUsage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{12}
+	return file_flow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MapUsage) GetName() string {
@@ -1667,7 +1775,7 @@ const file_flow_proto_rawDesc = "" +
 	"\aservice\x18\x10 \x03(\tR\aservice\x127\n" +
 	"\tdirection\x18\x11 \x03(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
 	"\x04type\x18\x12 \x03(\x0e2\x12.flow.v1.EventTypeR\x04type\"\x0f\n" +
-	"\rStatusRequest\"\xf8\x02\n" +
+	"\rStatusRequest\"\xdc\x04\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12-\n" +
@@ -1681,7 +1789,17 @@ const file_flow_proto_rawDesc = "" +
 	"flows_seen\x18\b \x01(\x04R\tflowsSeen\x12#\n" +
 	"\rring_capacity\x18\t \x01(\rR\fringCapacity\x121\n" +
 	"\x06uptime\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x06uptime\"Y\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12\x14\n" +
+	"\x05ready\x18\v \x01(\bR\x05ready\x129\n" +
+	"\n" +
+	"last_apply\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tlastApply\x12(\n" +
+	"\x10last_apply_error\x18\r \x01(\tR\x0elastApplyError\x12*\n" +
+	"\x06checks\x18\x0e \x03(\v2\x12.flow.v1.NodeCheckR\x06checks\x12;\n" +
+	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\"G\n" +
+	"\tNodeCheck\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"Y\n" +
 	"\bMapUsage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
@@ -1736,7 +1854,7 @@ func file_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
@@ -1756,13 +1874,14 @@ var file_flow_proto_goTypes = []any{
 	(*FlowFilter)(nil),            // 15: flow.v1.FlowFilter
 	(*StatusRequest)(nil),         // 16: flow.v1.StatusRequest
 	(*StatusResponse)(nil),        // 17: flow.v1.StatusResponse
-	(*MapUsage)(nil),              // 18: flow.v1.MapUsage
-	nil,                           // 19: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*NodeCheck)(nil),             // 18: flow.v1.NodeCheck
+	(*MapUsage)(nil),              // 19: flow.v1.MapUsage
+	nil,                           // 20: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	20, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	21, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
@@ -1778,11 +1897,11 @@ var file_flow_proto_depIdxs = []int32{
 	5,  // 13: flow.v1.IP.version:type_name -> flow.v1.IPVersion
 	4,  // 14: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
 	9,  // 15: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	19, // 16: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	20, // 16: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
 	11, // 17: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
 	2,  // 18: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	20, // 19: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	20, // 20: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	21, // 19: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	21, // 20: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
 	15, // 21: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
 	15, // 22: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
 	0,  // 23: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
@@ -1790,17 +1909,19 @@ var file_flow_proto_depIdxs = []int32{
 	4,  // 25: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
 	2,  // 26: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
 	3,  // 27: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	18, // 28: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	21, // 29: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	14, // 30: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	16, // 31: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	6,  // 32: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	17, // 33: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	32, // [32:34] is the sub-list for method output_type
-	30, // [30:32] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	19, // 28: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	22, // 29: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	21, // 30: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	18, // 31: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	14, // 32: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	16, // 33: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	6,  // 34: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	17, // 35: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	34, // [34:36] is the sub-list for method output_type
+	32, // [32:34] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -1815,7 +1936,7 @@ func file_flow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

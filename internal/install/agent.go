@@ -1,0 +1,24 @@
+package install
+
+// Where the agent listens. It runs with hostNetwork and binds 127.0.0.1 only,
+// so nothing is exposed on the node network: the CLI reaches the gRPC port
+// through the API server's pods/portforward (Kubernetes RBAC is the access
+// control), and the kubelet's probes reach the HTTP port on the node's
+// loopback (httpGet with host 127.0.0.1).
+const (
+	// AgentGRPCPort serves flow.v1.Observer (flows and Status).
+	AgentGRPCPort = 4245
+	// AgentHTTPPort serves /healthz, /readyz and /metrics (Prometheus).
+	AgentHTTPPort = 9965
+)
+
+// Environment variables the DaemonSet sets from the downward API, read by the
+// agent to know its node and its own pod.
+const (
+	EnvNodeName     = "NODE_NAME"
+	EnvPodName      = "POD_NAME"
+	EnvPodNamespace = "POD_NAMESPACE"
+)
+
+// AgentBinary is the agent's path inside its image.
+const AgentBinary = "/netpol-agent"

@@ -58,7 +58,7 @@ func (o *testObserver) Status(context.Context, *flowv1.StatusRequest) (*flowv1.S
 }
 
 // serve starts o on addr ("127.0.0.1:0" for any port) and returns the address.
-func serve(t *testing.T, o *testObserver, addr string) (string, *grpc.Server) {
+func serve(t *testing.T, o flowv1.ObserverServer, addr string) (string, *grpc.Server) {
 	t.Helper()
 	var lis net.Listener
 	var err error

@@ -1,0 +1,153 @@
+package flow
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+)
+
+// DefaultHubCapacity is how many recent flows a node keeps for `watch --last`
+// and late joiners (Hubble keeps 4095).
+const DefaultHubCapacity = 65536
+
+// subscriberBuffer is how many flows a following client may lag behind
+// before the hub drops flows for it (counted) rather than wait.
+const subscriberBuffer = 8192
+
+// Hub is the agent's side of flow.v1.Observer: a bounded ring of recent
+// flows and a fan-out to following clients. Publish never blocks: a client
+// that reads too slowly loses flows (counted in Status), the producer (and
+// so the kernel ring buffer behind it) never waits for a client.
+type Hub struct {
+	flowv1.UnimplementedObserverServer
+
+	status func(context.Context) (*flowv1.StatusResponse, error)
+
+	mu     sync.Mutex
+	ring   []*flowv1.Flow
+	next   int // index of the next write in ring
+	full   bool
+	subs   map[*subscriber]struct{}
+	seen   atomic.Uint64
+	slowed atomic.Uint64
+}
+
+type subscriber struct {
+	ch      chan *flowv1.Flow
+	dropped atomic.Uint64
+}
+
+// NewHub returns a hub keeping the last capacity flows. status fills the
+// node's part of Status (the hub adds its own counters); nil is allowed.
+func NewHub(capacity int, status func(context.Context) (*flowv1.StatusResponse, error)) *Hub {
+	if capacity <= 0 {
+		capacity = DefaultHubCapacity
+	}
+	return &Hub{status: status, ring: make([]*flowv1.Flow, capacity), subs: map[*subscriber]struct{}{}}
+}
+
+// Publish records f and hands it to every following client. f must not be
+// modified afterwards.
+func (h *Hub) Publish(f *flowv1.Flow) {
+	h.seen.Add(1)
+	h.mu.Lock()
+	h.ring[h.next] = f
+	h.next++
+	if h.next == len(h.ring) {
+		h.next, h.full = 0, true
+	}
+	for s := range h.subs {
+		select {
+		case s.ch <- f:
+		default:
+			s.dropped.Add(1)
+			h.slowed.Add(1)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// Seen is the number of flows published since start.
+func (h *Hub) Seen() uint64 { return h.seen.Load() }
+
+// Capacity is the size of the ring.
+func (h *Hub) Capacity() int { return len(h.ring) }
+
+// history returns the ring's flows oldest first; with sub, it also registers
+// the subscriber in the same critical section, so a following client sees
+// every flow exactly once across history and stream.
+func (h *Hub) history(sub *subscriber) []*flowv1.Flow {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*flowv1.Flow
+	if h.full {
+		out = append(out, h.ring[h.next:]...)
+	}
+	out = append(out, h.ring[:h.next]...)
+	if sub != nil {
+		h.subs[sub] = struct{}{}
+	}
+	return out
+}
+
+func (h *Hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+}
+
+// Observe implements flow.v1.Observer: the matching history (all, or the
+// last N), then, with follow, every new matching flow until the client goes.
+func (h *Hub) Observe(req *flowv1.ObserveRequest, stream grpc.ServerStreamingServer[flowv1.Flow]) error {
+	q, err := CompileQuery(req)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	var sub *subscriber
+	if q.Follow {
+		sub = &subscriber{ch: make(chan *flowv1.Flow, subscriberBuffer)}
+		defer h.unsubscribe(sub)
+	}
+	for _, f := range q.History(h.history(sub)) {
+		if err := stream.Send(f); err != nil {
+			return err
+		}
+	}
+	if sub == nil {
+		return nil
+	}
+	for {
+		select {
+		case f := <-sub.ch:
+			if !q.Match(f) {
+				continue
+			}
+			if err := stream.Send(f); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+// Status implements flow.v1.Observer: the node's status plus the hub's counters.
+func (h *Hub) Status(ctx context.Context, _ *flowv1.StatusRequest) (*flowv1.StatusResponse, error) {
+	resp := &flowv1.StatusResponse{}
+	if h.status != nil {
+		var err error
+		if resp, err = h.status(ctx); err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
+	}
+	resp.FlowsSeen = h.seen.Load()
+	resp.RingCapacity = uint32(len(h.ring))
+	resp.FlowsDroppedSlowClients = h.slowed.Load()
+	return resp, nil
+}

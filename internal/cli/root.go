@@ -60,6 +60,9 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 		NewCmdMatrix(f, streams),
 		NewCmdVersion(configFlags, streams),
 		NewCmdWatch(configFlags, streams),
+		NewCmdInstall(f, streams),
+		NewCmdUninstall(f, streams),
+		NewCmdStatus(f, streams),
 	)
 	registerFlagCompletion(cmd, f)
 	return cmd

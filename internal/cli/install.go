@@ -1,0 +1,466 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
+)
+
+// defaultWaitTimeout bounds --wait of install and uninstall.
+const defaultWaitTimeout = 2 * time.Minute
+
+// agentClients reaches the cluster for install, uninstall and status.
+// Tests set the fields directly; connect fills the missing ones from the
+// kubeconfig flags.
+type agentClients struct {
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+	Config  *rest.Config
+	// PollInterval paces the --wait loops (1s when zero).
+	PollInterval time.Duration
+}
+
+func (c *agentClients) connect(f *Factory, needDynamic bool) error {
+	if c.Kube == nil {
+		kube, _, err := f.NewClient()
+		if err != nil {
+			return err
+		}
+		c.Kube = kube
+	}
+	if c.Config == nil && (needDynamic && c.Dynamic == nil) {
+		cfg, err := f.ConfigFlags.ToRESTConfig()
+		if err != nil {
+			return err
+		}
+		cfg.UserAgent = "kubectl-netpol"
+		c.Config = cfg
+	}
+	if needDynamic && c.Dynamic == nil {
+		d, err := dynamic.NewForConfig(c.Config)
+		if err != nil {
+			return err
+		}
+		c.Dynamic = d
+	}
+	return nil
+}
+
+func (c *agentClients) poll() time.Duration {
+	if c.PollInterval > 0 {
+		return c.PollInterval
+	}
+	return time.Second
+}
+
+// InstallOptions is `kubectl netpol install`.
+type InstallOptions struct {
+	genericiooptions.IOStreams
+	agentClients
+
+	Image        string
+	NodeSelector string
+	DryRun       string
+	Output       string
+	Wait         bool
+	Timeout      time.Duration
+	// Version labels the objects; the plugin's own version unless a test
+	// pins it.
+	Version string
+
+	factory *Factory
+	opts    install.Options
+}
+
+// NewCmdInstall returns `kubectl netpol install`.
+func NewCmdInstall(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &InstallOptions{IOStreams: streams, factory: f, Version: version.Version()}
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install or upgrade the netpol agent (a DaemonSet enforcing NetworkPolicies with eBPF)",
+		Long: `Install the netpol agent in the cluster, or upgrade it to this plugin's version.
+
+It creates, with server-side apply (field manager kubectl-netpol): the
+namespace (-n, default netpol-system), a ServiceAccount, a ClusterRole that
+reads pods, namespaces, services, nodes and NetworkPolicies (nothing else, no
+secrets), a Role that reads the agent's own DaemonSet, their bindings, and
+the netpol-agent DaemonSet. The agent runs on the host network with the
+capabilities BPF, NET_ADMIN and PERFMON only, listens on 127.0.0.1 only, and
+is reached by 'kubectl netpol status' and 'watch' through the API server's
+port-forward.
+
+Every object is labelled app.kubernetes.io/part-of=kubectl-netpol, which
+'kubectl netpol uninstall' uses to remove them all. Running install again is
+safe: unchanged objects stay as they are, a new version rolls the agents.
+
+-n/--namespace names the install namespace (not the kubeconfig context's
+namespace); status, uninstall and version take the same flag.`,
+		Example: `  # Install on every node and wait until each agent is ready
+  kubectl netpol install
+
+  # Print the manifests instead (review them, or apply them with your own tooling)
+  kubectl netpol install --dry-run=client -o yaml
+
+  # From your own registry, on Linux nodes of one pool, into another namespace
+  kubectl netpol install --image registry.example/netpol-agent:v0.1.0 \
+      --node-selector kubernetes.io/os=linux,pool=general -n netpol`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.Image, "image", version.DefaultAgentImage(), "Agent image, with a tag other than latest or a digest")
+	fl.StringVar(&o.NodeSelector, "node-selector", "", "Run the agent only on nodes with these labels: key=value[,key=value...]")
+	fl.StringVar(&o.DryRun, "dry-run", "none", `"client": print what would be created without contacting the cluster; "server": ask the API server to validate without persisting`)
+	fl.Lookup("dry-run").NoOptDefVal = "client"
+	fl.StringVarP(&o.Output, "output", "o", "", "With --dry-run=client, print the manifests: yaml or json")
+	fl.BoolVar(&o.Wait, "wait", true, "Wait until the agent is ready on every node, showing each node's progress")
+	fl.DurationVar(&o.Timeout, "timeout", defaultWaitTimeout, "How long --wait waits before showing the failing pods' state, events and logs")
+	return cmd
+}
+
+// Complete resolves the namespace and parses the node selector.
+func (o *InstallOptions) Complete() error {
+	sel, err := install.ParseNodeSelector(o.NodeSelector)
+	if err != nil {
+		return fmt.Errorf("--node-selector: %w", err)
+	}
+	o.opts = install.Options{
+		Namespace:    agentNamespace(o.factory.ConfigFlags),
+		Image:        o.Image,
+		NodeSelector: sel,
+		Version:      o.Version,
+	}
+	return nil
+}
+
+// Validate checks the flags before anything is read or written.
+func (o *InstallOptions) Validate() error {
+	switch o.DryRun {
+	case "none", "client", "server":
+	default:
+		return fmt.Errorf(`unknown --dry-run %q: use "client", "server" or "none"`, o.DryRun)
+	}
+	switch o.Output {
+	case "":
+	case "yaml", "json":
+		if o.DryRun != "client" {
+			return fmt.Errorf("-o %s prints the manifests and needs --dry-run=client", o.Output)
+		}
+	default:
+		return fmt.Errorf("unknown output format %q: use -o yaml or -o json (with --dry-run=client)", o.Output)
+	}
+	if o.Timeout <= 0 {
+		return fmt.Errorf("--timeout must be positive, got %s", o.Timeout)
+	}
+	if err := o.opts.Validate(); err != nil {
+		return fmt.Errorf("--image/-n: %w", err)
+	}
+	return nil
+}
+
+// Run prints or applies the manifests, then waits for the agents.
+func (o *InstallOptions) Run(ctx context.Context) error {
+	objs, err := install.Manifests(o.opts)
+	if err != nil {
+		return err
+	}
+	if o.DryRun == "client" {
+		return o.printManifests(objs)
+	}
+	if err := o.connect(o.factory, true); err != nil {
+		return err
+	}
+	ns := o.opts.Namespace
+	if err := install.CheckAccess(ctx, o.Kube, install.InstallPermissions(ns)); err != nil {
+		return err
+	}
+	if err := o.checkOtherInstalls(ctx); err != nil {
+		return err
+	}
+	prev, err := o.Kube.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		prev = nil
+	case err != nil:
+		return fmt.Errorf("reading daemonset %s/%s: %w", ns, install.AgentName, err)
+	}
+	newVersion := install.VersionLabelValue(o.Version)
+	if prev != nil && o.DryRun == "none" {
+		if old := prev.Labels[install.LabelVersion]; old != newVersion {
+			if old == "" {
+				old = "an unknown version"
+			}
+			fmt.Fprintf(o.Out, "upgrading %s from %s to %s\n", install.AgentName, old, newVersion)
+		}
+	}
+	var results []install.Result
+	if o.DryRun == "server" {
+		results, err = install.ApplyDryRun(ctx, o.Dynamic, objs)
+	} else {
+		results, err = install.Apply(ctx, o.Dynamic, objs)
+	}
+	for _, r := range results {
+		suffix := ""
+		if o.DryRun == "server" {
+			suffix = " (server dry run)"
+		}
+		fmt.Fprintf(o.Out, "%s %s%s\n", r.Ref(), r.Action, suffix)
+	}
+	if err != nil {
+		return err
+	}
+	if o.DryRun == "server" || !o.Wait {
+		return nil
+	}
+	return o.waitReady(ctx, newVersion)
+}
+
+// checkOtherInstalls refuses a second agent on the same nodes: two agents
+// would attach to the same hooks and pin at the same paths. Installs on
+// disjoint nodes (--node-selector) are the user's call, with a warning.
+// Without permission to list DaemonSets cluster-wide the check is skipped.
+func (o *InstallOptions) checkOtherInstalls(ctx context.Context) error {
+	list, err := o.Kube.AppsV1().DaemonSets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: install.AgentSelector})
+	if err != nil {
+		return nil
+	}
+	for _, ds := range list.Items {
+		if ds.Namespace == o.opts.Namespace {
+			continue
+		}
+		other := fmt.Sprintf("an agent is already installed in namespace %s (daemonset %s)", ds.Namespace, ds.Name)
+		if len(o.opts.NodeSelector) == 0 {
+			return fmt.Errorf("%s: two agents on one node would fight over the same hooks and pins; "+
+				"upgrade that one (kubectl netpol install -n %s), remove it (kubectl netpol uninstall -n %s), "+
+				"or give each install its own nodes with --node-selector", other, ds.Namespace, ds.Namespace)
+		}
+		fmt.Fprintf(o.ErrOut, "Warning: %s; make sure --node-selector %s selects none of its nodes\n", other, install.FormatNodeSelector(o.opts.NodeSelector))
+	}
+	return nil
+}
+
+func (o *InstallOptions) printManifests(objs []install.Object) error {
+	if o.Output == "" {
+		for _, obj := range objs {
+			kind, err := install.KindOf(obj)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Out, "%s created (dry run)\n", install.Result{Kind: kind, Name: obj.GetName()}.Ref())
+		}
+		return nil
+	}
+	items := make([]map[string]any, len(objs))
+	for i, obj := range objs {
+		u, err := install.Unstructured(obj)
+		if err != nil {
+			return err
+		}
+		items[i] = u.Object
+	}
+	if o.Output == "json" {
+		return writeStructured(o.Out, "json", map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+	}
+	for i, item := range items {
+		b, err := yaml.Marshal(item)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			io.WriteString(o.Out, "---\n")
+		}
+		if _, err := o.Out.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitReady polls the DaemonSet and its pods until every scheduled agent
+// runs the new version and is ready, printing each node's state when it
+// changes. On timeout it prints what is known about every pod that is not
+// ready and fails.
+func (o *InstallOptions) waitReady(ctx context.Context, wantVersion string) error {
+	ns := o.opts.Namespace
+	fmt.Fprintf(o.Out, "Waiting for %s to be ready on every node (timeout %s)\n", install.AgentName, o.Timeout)
+	progress := newNodeProgress(o.Out)
+	var (
+		ds   *appsv1.DaemonSet
+		pods []corev1.Pod
+	)
+	waitCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	err := wait.PollUntilContextCancel(waitCtx, o.poll(), true, func(ctx context.Context) (bool, error) {
+		// Keep the last good reads for the timeout report: a failed Get
+		// returns an empty object.
+		d, err := o.Kube.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{})
+		if err != nil {
+			return false, retryable(err)
+		}
+		p, err := install.AgentPods(ctx, o.Kube, ns)
+		if err != nil {
+			return false, retryable(err)
+		}
+		ds, pods = d, p
+		events := lastPodEvents(ctx, o.Kube, ns)
+		for i := range pods {
+			p := &pods[i]
+			if p.DeletionTimestamp == nil || !hasCurrentPod(pods, p.Spec.NodeName, ds) {
+				progress.set(install.NodeOf(p), install.PodState(p, ds, events[string(p.UID)]))
+			}
+		}
+		return daemonSetDone(ds, pods), nil
+	})
+	if err == nil {
+		if ds.Status.DesiredNumberScheduled == 0 {
+			fmt.Fprintf(o.ErrOut, "Warning: no node matches --node-selector %q: the agent runs nowhere\n", install.FormatNodeSelector(o.opts.NodeSelector))
+			return nil
+		}
+		fmt.Fprintf(o.Out, "%s %s is ready on %d of %d nodes\n", install.AgentName, wantVersion, ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var pollErr *pollError
+	if errors.As(err, &pollErr) {
+		return pollErr.err
+	}
+	return o.reportTimeout(ctx, ds, pods)
+}
+
+// daemonSetDone reports whether the controller has caught up with the last
+// apply and every scheduled pod is current and ready.
+func daemonSetDone(ds *appsv1.DaemonSet, pods []corev1.Pod) bool {
+	st := ds.Status
+	if st.ObservedGeneration < ds.Generation || st.UpdatedNumberScheduled != st.DesiredNumberScheduled ||
+		st.NumberReady != st.DesiredNumberScheduled || st.NumberUnavailable != 0 {
+		return false
+	}
+	for i := range pods {
+		if !install.IsCurrent(&pods[i], ds) || !install.PodReady(&pods[i]) || pods[i].DeletionTimestamp != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func hasCurrentPod(pods []corev1.Pod, node string, ds *appsv1.DaemonSet) bool {
+	for i := range pods {
+		if pods[i].Spec.NodeName == node && pods[i].DeletionTimestamp == nil && install.IsCurrent(&pods[i], ds) {
+			return true
+		}
+	}
+	return false
+}
+
+// reportTimeout prints why the agent is not ready and returns the error.
+func (o *InstallOptions) reportTimeout(ctx context.Context, ds *appsv1.DaemonSet, pods []corev1.Pod) error {
+	// The wait's context is over; diagnostics get their own short one.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	if ds == nil {
+		return fmt.Errorf("timed out after %s: daemonset %s/%s could not be read", o.Timeout, o.opts.Namespace, install.AgentName)
+	}
+	fmt.Fprintf(o.Out, "\nTimed out after %s: %s is ready on %d of %d nodes.\n", o.Timeout, install.AgentName, ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
+	if int(ds.Status.DesiredNumberScheduled) > len(pods) {
+		// Pods that were never created: the DaemonSet's events say why
+		// (admission, quota, priority class).
+		fmt.Fprintf(o.Out, "%d pod(s) not created; daemonset events:\n", int(ds.Status.DesiredNumberScheduled)-len(pods))
+		fmt.Fprint(o.Out, install.ObjectEvents(ctx, o.Kube, "DaemonSet", ds, 10))
+	}
+	notReady := 0
+	for i := range pods {
+		if install.PodReady(&pods[i]) && install.IsCurrent(&pods[i], ds) {
+			continue
+		}
+		notReady++
+		fmt.Fprint(o.Out, install.Diagnose(ctx, o.Kube, &pods[i], install.DiagnoseOptions{Events: 10, LogLines: 20}))
+	}
+	return fmt.Errorf("%s is not ready on %d of %d nodes after %s (details above); "+
+		"fix the cause and run install again, or remove it with 'kubectl netpol uninstall -n %s'",
+		install.AgentName, int(ds.Status.DesiredNumberScheduled-ds.Status.NumberReady), ds.Status.DesiredNumberScheduled, o.Timeout, o.opts.Namespace)
+}
+
+// lastPodEvents maps pod UID to the reason of its newest event, in one
+// list call; unreadable events leave the map empty (states are coarser).
+func lastPodEvents(ctx context.Context, kube kubernetes.Interface, ns string) map[string]string {
+	out := map[string]string{}
+	list, err := kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Pod"})
+	if err != nil {
+		return out
+	}
+	newest := map[string]time.Time{}
+	for _, e := range list.Items {
+		uid := string(e.InvolvedObject.UID)
+		t := e.LastTimestamp.Time
+		if t.IsZero() {
+			t = e.EventTime.Time
+		}
+		if t.IsZero() {
+			t = e.CreationTimestamp.Time
+		}
+		if !t.Before(newest[uid]) {
+			newest[uid], out[uid] = t, e.Reason
+		}
+	}
+	return out
+}
+
+// pollError stops a wait loop on an error that waiting will not fix.
+type pollError struct{ err error }
+
+func (e *pollError) Error() string { return e.err.Error() }
+
+// retryable keeps polling through transient API errors and stops on
+// refusals (forbidden, unauthorized) and on a DaemonSet that disappeared.
+func retryable(err error) error {
+	if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) || apierrors.IsNotFound(err) {
+		return &pollError{err: err}
+	}
+	return nil
+}
+
+// nodeProgress prints "  node: state" when a node's state changes.
+type nodeProgress struct {
+	w    io.Writer
+	last map[string]string
+}
+
+func newNodeProgress(w io.Writer) *nodeProgress {
+	return &nodeProgress{w: w, last: map[string]string{}}
+}
+
+func (p *nodeProgress) set(node, state string) {
+	if p.last[node] == state {
+		return
+	}
+	p.last[node] = state
+	fmt.Fprintf(p.w, "  %s: %s\n", node, strings.TrimSpace(state))
+}

@@ -1,0 +1,384 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
+)
+
+// statusDialTimeout bounds reaching one agent and its Status answer.
+const statusDialTimeout = 10 * time.Second
+
+// mapPressureWarn is the map fill (percent) from which status warns: a full
+// map makes the agent refuse new endpoints or rules.
+const mapPressureWarn = 90
+
+// AgentDialer opens an Observer client to the agent in pod; the Closer ends
+// the connection.
+type AgentDialer func(ctx context.Context, pod *corev1.Pod) (flowv1.ObserverClient, io.Closer, error)
+
+// StatusOptions is `kubectl netpol status`.
+type StatusOptions struct {
+	genericiooptions.IOStreams
+	agentClients
+
+	Output string
+	// Dial reaches an agent; through the API server's port-forward unless a
+	// test supplies its own.
+	Dial AgentDialer
+	// ClientVersion is this plugin's version (tests pin it).
+	ClientVersion string
+
+	factory   *Factory
+	namespace string
+}
+
+// statusReport is the -o json|yaml schema of `kubectl netpol status`.
+type statusReport struct {
+	Namespace     string       `json:"namespace"`
+	ClientVersion string       `json:"clientVersion"`
+	Nodes         []nodeStatus `json:"nodes"`
+}
+
+// nodeStatus is one node's agent as status sees it.
+type nodeStatus struct {
+	Node string `json:"node"`
+	Pod  string `json:"pod"`
+	// PodReady is the pod's Ready condition; PodState says what it is doing.
+	PodReady bool   `json:"podReady"`
+	PodState string `json:"podState"`
+	// Version is the agent's own (Status.version), else its pod's label.
+	Version string `json:"version,omitempty"`
+	Skew    string `json:"skew,omitempty"`
+	// Error says why the agent's Status could not be read.
+	Error string       `json:"error,omitempty"`
+	Agent *agentReport `json:"agent,omitempty"`
+}
+
+// agentReport is the agent's answer to Status.
+type agentReport struct {
+	Ready                   bool        `json:"ready"`
+	EndpointsEnforced       uint32      `json:"endpointsEnforced"`
+	Policies                uint32      `json:"policies"`
+	Maps                    []mapReport `json:"maps,omitempty"`
+	EventsLost              uint64      `json:"eventsLost"`
+	EventsRateLimited       uint64      `json:"eventsRateLimited"`
+	FlowsSeen               uint64      `json:"flowsSeen"`
+	FlowsDroppedSlowClients uint64      `json:"flowsDroppedSlowClients"`
+	RingCapacity            uint32      `json:"ringCapacity"`
+	Uptime                  string      `json:"uptime,omitempty"`
+	LastApply               *time.Time  `json:"lastApply,omitempty"`
+	LastApplyError          string      `json:"lastApplyError,omitempty"`
+	Checks                  []check     `json:"checks,omitempty"`
+}
+
+type mapReport struct {
+	Name       string `json:"name"`
+	Entries    uint64 `json:"entries"`
+	MaxEntries uint64 `json:"maxEntries"`
+	// Pressure is entries as a percentage of maxEntries.
+	Pressure float64 `json:"pressurePercent"`
+}
+
+type check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// NewCmdStatus returns `kubectl netpol status`.
+func NewCmdStatus(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &StatusOptions{IOStreams: streams, factory: f, ClientVersion: version.Version()}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the netpol agent on every node: ready, version, what it enforces, map pressure, lost events, node checks",
+		Long: `Show, for every node running the netpol agent: whether the agent pod is
+ready, its version (with a warning when it differs from this plugin), and
+what the agent itself reports: endpoints and policies enforced, BPF map usage
+and pressure, events lost or rate-limited, node prerequisite checks (such as
+bridge-nf-call-iptables where a bridge CNI needs it) and the last failure to
+apply a policy change.
+
+The agents are reached through the API server's port-forward (RBAC: create
+on pods/portforward in the install namespace). A node whose agent cannot be
+reached says why. -n/--namespace names the install namespace (default
+netpol-system).`,
+		Example: `  kubectl netpol status
+  kubectl netpol status -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Complete()
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: '' (a table), json or yaml")
+	return cmd
+}
+
+// Complete resolves the install namespace.
+func (o *StatusOptions) Complete() {
+	o.namespace = agentNamespace(o.factory.ConfigFlags)
+}
+
+// Validate checks the output format.
+func (o *StatusOptions) Validate() error {
+	switch o.Output {
+	case "", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("unknown output format %q: use -o json, -o yaml, or leave it out for a table", o.Output)
+}
+
+// Run gathers every node's status and prints it.
+func (o *StatusOptions) Run(ctx context.Context) error {
+	if err := o.connect(o.factory, o.Dial == nil); err != nil {
+		return err
+	}
+	if o.Dial == nil {
+		o.Dial = o.portForwardDialer()
+	}
+	ns := o.namespace
+	pods, err := install.AgentPods(ctx, o.Kube, ns)
+	switch {
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("you may not list pods in namespace %s, which status needs to find the agents: %w", ns, err)
+	case err != nil:
+		return fmt.Errorf("listing the agent pods in namespace %s: %w", ns, err)
+	}
+	if len(pods) == 0 {
+		_, dsErr := o.Kube.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{})
+		if dsErr == nil {
+			return fmt.Errorf("daemonset %s/%s exists but has no pods: no node matches its node selector, or its pods cannot be created (kubectl describe daemonset -n %s %s)",
+				ns, install.AgentName, ns, install.AgentName)
+		}
+		return fmt.Errorf("%s is not installed in namespace %s (no pod labelled %s): install it with 'kubectl netpol install'",
+			install.AgentName, ns, install.AgentSelector)
+	}
+	report := statusReport{Namespace: ns, ClientVersion: o.ClientVersion, Nodes: o.gather(ctx, pods)}
+	if o.Output != "" {
+		return writeStructured(o.Out, o.Output, report)
+	}
+	return printStatus(o.Out, report)
+}
+
+func (o *StatusOptions) portForwardDialer() AgentDialer {
+	return func(ctx context.Context, pod *corev1.Pod) (flowv1.ObserverClient, io.Closer, error) {
+		conn, err := agentclient.Dial(ctx, o.Config, agentclient.Agent{Namespace: pod.Namespace, Name: pod.Name, Node: pod.Spec.NodeName})
+		if err != nil {
+			return nil, nil, err
+		}
+		return flowv1.NewObserverClient(conn), conn, nil
+	}
+}
+
+// gather picks one pod per node (the one to dial: ready and not deleting,
+// newest first) and asks every reachable agent for its Status, in parallel.
+func (o *StatusOptions) gather(ctx context.Context, pods []corev1.Pod) []nodeStatus {
+	byNode := map[string][]*corev1.Pod{}
+	var nodes []string
+	for i := range pods {
+		n := install.NodeOf(&pods[i])
+		if byNode[n] == nil {
+			nodes = append(nodes, n)
+		}
+		byNode[n] = append(byNode[n], &pods[i])
+	}
+	sort.Strings(nodes)
+	client := install.VersionLabelValue(o.ClientVersion)
+	out := make([]nodeStatus, len(nodes))
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		pod := pickPod(byNode[node])
+		out[i] = nodeStatus{Node: node, Pod: pod.Name, PodReady: install.PodReady(pod), PodState: install.PodState(pod, nil, ""), Version: pod.Labels[install.LabelVersion]}
+		if pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
+			out[i].Error = fmt.Sprintf("agent pod %s is %s", pod.Name, out[i].PodState)
+		} else {
+			wg.Add(1)
+			go func(st *nodeStatus, pod *corev1.Pod) {
+				defer wg.Done()
+				o.queryAgent(ctx, st, pod)
+			}(&out[i], pod)
+		}
+	}
+	wg.Wait()
+	for i := range out {
+		if v := out[i].Version; v != "" {
+			out[i].Skew = version.Skew(client, install.VersionLabelValue(v))
+		}
+	}
+	return out
+}
+
+// pickPod prefers a running, ready pod not being deleted, then the newest.
+func pickPod(pods []*corev1.Pod) *corev1.Pod {
+	score := func(p *corev1.Pod) int {
+		s := 0
+		if p.DeletionTimestamp == nil {
+			s += 4
+		}
+		if p.Status.Phase == corev1.PodRunning {
+			s += 2
+		}
+		if install.PodReady(p) {
+			s++
+		}
+		return s
+	}
+	best := pods[0]
+	for _, p := range pods[1:] {
+		if score(p) > score(best) || (score(p) == score(best) && p.CreationTimestamp.After(best.CreationTimestamp.Time)) {
+			best = p
+		}
+	}
+	return best
+}
+
+func (o *StatusOptions) queryAgent(ctx context.Context, st *nodeStatus, pod *corev1.Pod) {
+	ctx, cancel := context.WithTimeout(ctx, statusDialTimeout)
+	defer cancel()
+	client, closer, err := o.Dial(ctx, pod)
+	if err != nil {
+		st.Error = "cannot reach the agent: " + firstLine(err.Error())
+		return
+	}
+	defer closer.Close()
+	resp, err := client.Status(ctx, &flowv1.StatusRequest{})
+	if err != nil {
+		st.Error = "agent did not answer Status: " + firstLine(err.Error())
+		return
+	}
+	st.Agent = agentReportOf(resp)
+	if v := resp.GetVersion(); v != "" {
+		st.Version = v
+	}
+}
+
+func agentReportOf(r *flowv1.StatusResponse) *agentReport {
+	a := &agentReport{
+		Ready:                   r.GetReady(),
+		EndpointsEnforced:       r.GetEndpointsEnforced(),
+		Policies:                r.GetPolicies(),
+		EventsLost:              r.GetEventsLost(),
+		EventsRateLimited:       r.GetEventsRateLimited(),
+		FlowsSeen:               r.GetFlowsSeen(),
+		FlowsDroppedSlowClients: r.GetFlowsDroppedSlowClients(),
+		RingCapacity:            r.GetRingCapacity(),
+		LastApplyError:          r.GetLastApplyError(),
+	}
+	if u := r.GetUptime(); u != nil {
+		a.Uptime = u.AsDuration().Round(time.Second).String()
+	}
+	if t := r.GetLastApply(); t != nil {
+		tt := t.AsTime().UTC()
+		a.LastApply = &tt
+	}
+	for _, m := range r.GetMaps() {
+		mr := mapReport{Name: m.GetName(), Entries: m.GetEntries(), MaxEntries: m.GetMaxEntries()}
+		if mr.MaxEntries > 0 {
+			mr.Pressure = float64(int(float64(mr.Entries)*1000/float64(mr.MaxEntries))) / 10
+		}
+		a.Maps = append(a.Maps, mr)
+	}
+	for _, c := range r.GetChecks() {
+		a.Checks = append(a.Checks, check{Name: c.GetName(), OK: c.GetOk(), Detail: c.GetDetail()})
+	}
+	return a
+}
+
+// printStatus prints one table row per node, then one line per problem.
+func printStatus(w io.Writer, r statusReport) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tAGENT\tVERSION\tENDPOINTS\tPOLICIES\tMAP PRESSURE\tLOST\tRATE-LIMITED\tCHECKS")
+	var notes []string
+	for _, n := range r.Nodes {
+		note := func(format string, args ...any) {
+			notes = append(notes, n.Node+": "+fmt.Sprintf(format, args...))
+		}
+		agentState := strings.SplitN(n.PodState, " ", 2)[0]
+		endpoints, policies, pressure, lost, limited, checks := "-", "-", "-", "-", "-", "-"
+		if a := n.Agent; a != nil {
+			if !a.Ready {
+				agentState = "starting"
+				note("agent is not ready yet: its caches have not synced or the first policy set is not enforced")
+			}
+			endpoints, policies = strconv.Itoa(int(a.EndpointsEnforced)), strconv.Itoa(int(a.Policies))
+			lost, limited = strconv.FormatUint(a.EventsLost, 10), strconv.FormatUint(a.EventsRateLimited, 10)
+			if top := fullestMap(a.Maps); top != nil {
+				pressure = fmt.Sprintf("%.0f%% (%s)", top.Pressure, top.Name)
+			}
+			for _, m := range a.Maps {
+				if m.Pressure >= mapPressureWarn {
+					note("map %s is %.1f%% full (%d of %d entries): new endpoints or rules may be refused", m.Name, m.Pressure, m.Entries, m.MaxEntries)
+				}
+			}
+			failed := 0
+			for _, c := range a.Checks {
+				if !c.OK {
+					failed++
+					note("check %s failed: %s", c.Name, c.Detail)
+				}
+			}
+			checks = fmt.Sprintf("%d/%d ok", len(a.Checks)-failed, len(a.Checks))
+			if a.LastApplyError != "" {
+				note("last policy apply failed: %s", a.LastApplyError)
+			}
+			if a.EventsLost > 0 {
+				note("%d flow events lost in the kernel (ring buffer full): flows shown by watch are incomplete", a.EventsLost)
+			}
+		}
+		if n.Error != "" {
+			if n.Agent == nil && agentState == install.StateReady {
+				agentState = "unreachable"
+			}
+			note("%s", n.Error)
+		}
+		if n.Skew != "" {
+			note("version skew: %s", n.Skew)
+		}
+		ver := n.Version
+		if ver == "" {
+			ver = "unknown"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, agentState, ver, endpoints, policies, pressure, lost, limited, checks)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, n)
+		}
+	}
+	return nil
+}
+
+func fullestMap(maps []mapReport) *mapReport {
+	var top *mapReport
+	for i := range maps {
+		if top == nil || maps[i].Pressure > top.Pressure {
+			top = &maps[i]
+		}
+	}
+	return top
+}

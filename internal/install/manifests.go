@@ -1,0 +1,335 @@
+package install
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// LabelInstance names the install an object belongs to: its namespace. The
+// cluster-scoped objects (ClusterRole, ClusterRoleBinding) carry it too, so
+// uninstalling one namespace's agent never touches another install's RBAC.
+const LabelInstance = "app.kubernetes.io/instance"
+
+// FieldManager is the server-side apply field manager of every object install
+// writes; kubectl shows it in managedFields.
+const FieldManager = "kubectl-netpol"
+
+// ServiceAccountName is the agent's ServiceAccount (and the name of its Role
+// and RoleBinding in the install namespace).
+const ServiceAccountName = AgentName
+
+// containerName is the agent container in the DaemonSet.
+const containerName = "agent"
+
+// Options describe one install. Manifests derives every object from them.
+type Options struct {
+	// Namespace receives the agent; DefaultNamespace when empty.
+	Namespace string
+	// Image is the agent image: a tag other than latest, or a digest.
+	Image string
+	// NodeSelector restricts the nodes the agent runs on (all when empty).
+	NodeSelector map[string]string
+	// Version is the plugin version; its VersionLabelValue is LabelVersion
+	// on every object, which status and version compare with the client.
+	Version string
+}
+
+// Object is a Kubernetes object install creates: typed, with TypeMeta set
+// so it serialises as a complete manifest.
+type Object interface {
+	metav1.Object
+	runtime.Object
+}
+
+// ClusterName returns the name of the install's ClusterRole and
+// ClusterRoleBinding. They carry the namespace because cluster-scoped names
+// are shared by every install in the cluster.
+func ClusterName(namespace string) string { return AgentName + ":" + namespace }
+
+// Labels returns the labels of every object of the install in namespace.
+func Labels(namespace, ver string) map[string]string {
+	return map[string]string{
+		LabelPartOf:   PartOf,
+		LabelInstance: namespace,
+		LabelVersion:  VersionLabelValue(ver),
+	}
+}
+
+// InstanceSelector selects every object of the install in namespace,
+// cluster-scoped ones included.
+func InstanceSelector(namespace string) string {
+	return ProjectSelector + "," + LabelInstance + "=" + namespace
+}
+
+// ValidateImage rejects images a cluster cannot pull reproducibly: no tag
+// (which means latest) or the tag latest. A digest is accepted.
+func ValidateImage(image string) error {
+	if image == "" {
+		return fmt.Errorf("no agent image: pass --image REPOSITORY:TAG")
+	}
+	if strings.ContainsAny(image, " \t\n") {
+		return fmt.Errorf("image %q contains whitespace", image)
+	}
+	if strings.Contains(image, "@") {
+		return nil // pinned by digest
+	}
+	name := image[strings.LastIndex(image, "/")+1:]
+	i := strings.LastIndex(name, ":")
+	if i < 0 {
+		return fmt.Errorf("image %q has no tag, which means :latest: pass an exact version, e.g. --image %s:v0.1.0", image, image)
+	}
+	if tag := name[i+1:]; tag == "latest" {
+		return fmt.Errorf("image %q uses the tag latest, which changes under the cluster's feet: pass an exact version, e.g. --image %s:v0.1.0", image, strings.TrimSuffix(image, ":latest"))
+	}
+	return nil
+}
+
+// ParseNodeSelector parses "key=value[,key=value...]" (the --node-selector
+// syntax) and checks each key and value against the label syntax.
+func ParseNodeSelector(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	sel := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("node selector %q: %q is not key=value", s, kv)
+		}
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return nil, fmt.Errorf("node selector key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return nil, fmt.Errorf("node selector value %q of %s: %s", v, k, strings.Join(errs, "; "))
+		}
+		if old, dup := sel[k]; dup && old != v {
+			return nil, fmt.Errorf("node selector %q: key %s given twice with different values", s, k)
+		}
+		sel[k] = v
+	}
+	return sel, nil
+}
+
+// FormatNodeSelector is the inverse of ParseNodeSelector, keys sorted.
+func FormatNodeSelector(sel map[string]string) string {
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + sel[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// Validate checks the options before any object is built.
+func (o Options) Validate() error {
+	if o.Namespace != "" {
+		if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
+			return fmt.Errorf("namespace %q: %s", o.Namespace, strings.Join(errs, "; "))
+		}
+	}
+	if err := ValidateImage(o.Image); err != nil {
+		return err
+	}
+	for k, v := range o.NodeSelector {
+		if _, err := ParseNodeSelector(k + "=" + v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o Options) namespace() string {
+	if o.Namespace == "" {
+		return DefaultNamespace
+	}
+	return o.Namespace
+}
+
+// Manifests returns every object of the install, in the order they must be
+// applied (each after the objects it needs): Namespace, ServiceAccount,
+// ClusterRole, ClusterRoleBinding, Role, RoleBinding, DaemonSet.
+func Manifests(o Options) ([]Object, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	ns := o.namespace()
+	meta := func(name string, namespaced bool) metav1.ObjectMeta {
+		m := metav1.ObjectMeta{Name: name, Labels: Labels(ns, o.Version)}
+		if namespaced {
+			m.Namespace = ns
+		}
+		return m
+	}
+	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: ServiceAccountName, Namespace: ns}}
+
+	namespace := &corev1.Namespace{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: meta(ns, false),
+	}
+	// The agent is a hostNetwork pod with hostPath and BPF capabilities, which
+	// only the privileged Pod Security level admits.
+	namespace.Labels["pod-security.kubernetes.io/enforce"] = "privileged"
+
+	sa := &corev1.ServiceAccount{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta: meta(ServiceAccountName, true),
+	}
+	read := []string{"get", "list", "watch"}
+	clusterRole := &rbacv1.ClusterRole{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
+		ObjectMeta: meta(ClusterName(ns), false),
+		// Exactly what the agent's informers read: pods (identities on every
+		// node, endpoints on its own), namespaces (namespaceSelector), services
+		// (Service names of flows), nodes (its node's addresses), and the
+		// policies. No secrets, no writes.
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "services", "nodes"}, Verbs: read},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: read},
+		},
+	}
+	clusterBinding := &rbacv1.ClusterRoleBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
+		ObjectMeta: meta(ClusterName(ns), false),
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ClusterName(ns)},
+		Subjects:   subject,
+	}
+	role := &rbacv1.Role{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
+		ObjectMeta: meta(ServiceAccountName, true),
+		// At shutdown the agent reads its own DaemonSet: deleted or being
+		// deleted means uninstall, so it removes its BPF programs and pins;
+		// otherwise (upgrade, eviction) enforcement stays in place.
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{AgentName}, Verbs: []string{"get"}},
+		},
+	}
+	roleBinding := &rbacv1.RoleBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
+		ObjectMeta: meta(ServiceAccountName, true),
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ServiceAccountName},
+		Subjects:   subject,
+	}
+	return []Object{namespace, sa, clusterRole, clusterBinding, role, roleBinding, daemonSet(o, meta(AgentName, true))}, nil
+}
+
+func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
+	meta.Labels[LabelName] = AgentName
+	podLabels := map[string]string{}
+	for k, v := range meta.Labels {
+		podLabels[k] = v
+	}
+	yes, no := true, false
+	root := int64(0)
+	grace := int64(30)
+	maxUnavailable := intstr.FromInt32(1)
+	dirType := corev1.HostPathDirectory
+	fromField := func(path string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}
+	}
+	probe := func(path string, period int32) *corev1.Probe {
+		return &corev1.Probe{
+			// The agent binds 127.0.0.1 only; with hostNetwork that is the
+			// node's loopback, where the kubelet's probes come from.
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Host: "127.0.0.1", Port: intstr.FromInt32(AgentHTTPPort), Path: path, Scheme: corev1.URISchemeHTTP,
+			}},
+			PeriodSeconds:    period,
+			TimeoutSeconds:   2,
+			FailureThreshold: 3,
+		}
+	}
+	liveness := probe("/healthz", 10)
+	// Readiness waits for the caches and the first policy Apply; startup on a
+	// big cluster may take a while, so liveness starts later.
+	liveness.InitialDelaySeconds = 30
+
+	return &appsv1.DaemonSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
+		ObjectMeta: meta,
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: AgentName}},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+				Type:          appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: &maxUnavailable},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: ServiceAccountName,
+					// The agent attaches to the node's network hooks and serves
+					// on the node's loopback only.
+					HostNetwork: true,
+					DNSPolicy:   corev1.DNSClusterFirstWithHostNet,
+					// Enforcement must run on every node, whatever its taints,
+					// and be the last thing evicted under pressure.
+					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					PriorityClassName:             "system-node-critical",
+					TerminationGracePeriodSeconds: &grace,
+					NodeSelector:                  o.NodeSelector,
+					Containers: []corev1.Container{{
+						Name:            containerName,
+						Image:           o.Image,
+						ImagePullPolicy: corev1.PullIfNotPresent,
+						Command:         []string{AgentBinary},
+						Args:            []string{"--v=2"},
+						Env: []corev1.EnvVar{
+							{Name: EnvNodeName, ValueFrom: fromField("spec.nodeName")},
+							{Name: EnvPodName, ValueFrom: fromField("metadata.name")},
+							{Name: EnvPodNamespace, ValueFrom: fromField("metadata.namespace")},
+						},
+						SecurityContext: &corev1.SecurityContext{
+							RunAsUser:                &root,
+							ReadOnlyRootFilesystem:   &yes,
+							AllowPrivilegeEscalation: &no,
+							Capabilities: &corev1.Capabilities{
+								Drop: []corev1.Capability{"ALL"},
+								Add: []corev1.Capability{
+									// BPF: create maps and load programs (bpf(2)).
+									"BPF",
+									// NET_ADMIN: attach to netfilter and tcx hooks,
+									// and read conntrack over netlink.
+									"NET_ADMIN",
+									// PERFMON: the verifier admits tracing-style
+									// helpers and the ring buffer output only with it.
+									"PERFMON",
+								},
+							},
+							SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+						},
+						VolumeMounts: []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"}},
+						LivenessProbe:  liveness,
+						ReadinessProbe: probe("/readyz", 5),
+						Resources: corev1.ResourceRequirements{
+							Requests: corev1.ResourceList{
+								corev1.ResourceCPU:    resource.MustParse("50m"),
+								corev1.ResourceMemory: resource.MustParse("64Mi"),
+							},
+							Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+						},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+					}},
+					Volumes: []corev1.Volume{{
+						Name: "bpffs",
+						// Pins live on the host's bpffs so enforcement outlives
+						// the pod (upgrade, crash) until uninstall removes them.
+						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf", Type: &dirType}},
+					}},
+				},
+			},
+		},
+	}
+}

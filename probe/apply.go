@@ -5,6 +5,7 @@ package probe
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -24,6 +25,16 @@ const (
 	kindCIDR = 1
 	kindRule = 2
 
+	rkindPort    = 1
+	rkindSummary = 2
+
+	sumRangeTCP = 1 // << protocol index
+	sumCIDR     = 8
+
+	// exactPortsMax: a port range of at most this many ports becomes
+	// exact-port hash entries instead of trie blocks.
+	exactPortsMax = 16
+
 	epIsolatedIngress = 1
 	epIsolatedEgress  = 2
 
@@ -34,10 +45,27 @@ const (
 	maxEndpoints = 65536
 )
 
-type policyKey = netpolNetpolPolicyKey
+type (
+	policyKey = netpolNetpolPolicyKey
+	ruleKey   = netpolNetpolRuleKey
+	ruleValue = netpolNetpolRuleValue
+)
 
-// trie is the content of one endpoint direction's policy map.
+// trie is the content of one endpoint direction's LPM trie: port-range
+// blocks and CIDR entries.
 type trie map[policyKey]uint32
+
+// direction is the content of one endpoint direction's policy: the hash
+// (exact ports and per-identity summaries, TrieSlot left 0: it is filled
+// when written) and the trie.
+type direction struct {
+	rules map[ruleKey]ruleValue
+	trie  trie
+}
+
+func (d *direction) equal(o *direction) bool {
+	return maps.Equal(d.rules, o.rules) && maps.Equal(d.trie, o.trie)
+}
 
 // applied is what the maps hold, as last written by this process (or
 // recovered from the pins at Load).
@@ -47,16 +75,19 @@ type applied struct {
 	endpoints map[[16]uint8]netpolNetpolEndpoint
 	// pairs maps an endpoint ID to its slot pair k (slots 2k and 2k+1).
 	pairs map[uint32]uint32
-	// tries are the contents of slots; a slot absent here is unknown (after
+	// dirs are the contents of slots; a slot absent here is unknown (after
 	// a restart) or empty, and is rewritten on the next Apply.
-	tries map[uint32]trie
+	dirs map[uint32]*direction
+	// trieGen is the trie generation (0 or 1: trie slot 2*slot+gen) a slot's
+	// hash refers to, when known; absent: no trie, or unknown after a restart.
+	trieGen map[uint32]int
 }
 
 // recover reads the pinned endpoints and ipcache so that a restarted agent
 // keeps slot assignments and applies minimal diffs.
 func (p *Probe) recover() error {
 	p.state = applied{ipcache: map[netip.Prefix]uint32{}, endpoints: map[[16]uint8]netpolNetpolEndpoint{},
-		pairs: map[uint32]uint32{}, tries: map[uint32]trie{}}
+		pairs: map[uint32]uint32{}, dirs: map[uint32]*direction{}, trieGen: map[uint32]int{}}
 	var k [16]uint8
 	var ep netpolNetpolEndpoint
 	it := p.objs.NetpolEndpoints.Iterate()
@@ -125,15 +156,15 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 
 	// 2. Swap changed policy maps of isolated directions.
 	slotsWanted := map[uint32]bool{}
-	for slot, t := range want.tries {
+	for slot, d := range want.dirs {
 		slotsWanted[slot] = true
-		if old, ok := p.state.tries[slot]; ok && triesEqual(old, t) {
+		if old, ok := p.state.dirs[slot]; ok && old.equal(d) {
 			continue
 		}
-		if err := p.swapSlot(slot, t); err != nil {
+		if err := p.swapSlot(slot, d); err != nil {
 			return res, err
 		}
-		p.state.tries[slot] = t
+		p.state.dirs[slot] = d
 		res.SlotsSwapped++
 	}
 
@@ -161,14 +192,14 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 
 	// 4. Empty the slots of directions no longer isolated (their flag is
 	// already clear) and of removed endpoints.
-	for slot := range p.state.tries {
+	for slot := range p.state.dirs {
 		if slotsWanted[slot] {
 			continue
 		}
-		if err := p.objs.NetpolPolicySlots.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return res, fmt.Errorf("emptying slot %d: %w", slot, err)
+		if err := p.emptySlot(slot); err != nil {
+			return res, err
 		}
-		delete(p.state.tries, slot)
+		delete(p.state.dirs, slot)
 	}
 	p.state.pairs = want.pairs
 
@@ -196,49 +227,151 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	return res, nil
 }
 
-// swapSlot builds a new policy map holding t and installs it in slot.
-func (p *Probe) swapSlot(slot uint32, t trie) error {
-	spec := p.innerSpec.Copy()
-	spec.Name = "netpol_policy"
-	m, err := ebpf.NewMap(spec)
+// swapSlot installs d in slot: first its trie (if any) in the trie slot of
+// the generation not in use, then a new hash naming that trie, swapped in
+// with one update of the slot array: the atomic step. The kernel waits for
+// running programs before that update returns, so the old generation's
+// trie is unused afterwards and is removed.
+func (p *Probe) swapSlot(slot uint32, d *direction) error {
+	old, err := p.trieGeneration(slot)
 	if err != nil {
-		return fmt.Errorf("creating policy map for slot %d: %w", slot, err)
+		return err
 	}
-	defer m.Close() // the slot array holds its own reference
-	keys := make([]policyKey, 0, len(t))
-	vals := make([]netpolNetpolPolicyValue, 0, len(t))
-	for k, v := range t {
-		keys = append(keys, k)
-		vals = append(vals, netpolNetpolPolicyValue{Value: v})
-	}
-	if len(keys) > 0 {
-		if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
-			if !errors.Is(err, ebpf.ErrNotSupported) {
-				return fmt.Errorf("filling policy map for slot %d: %w", slot, err)
-			}
-			for i := range keys {
-				if err := m.Put(&keys[i], &vals[i]); err != nil {
-					return fmt.Errorf("filling policy map for slot %d: %w", slot, err)
-				}
-			}
+	var trieSlot uint32
+	if len(d.trie) > 0 {
+		gen := 0
+		if old == 0 {
+			gen = 1
 		}
+		trieSlot = 2*slot + uint32(gen)
+		keys := make([]policyKey, 0, len(d.trie))
+		vals := make([]netpolNetpolPolicyValue, 0, len(d.trie))
+		for k, v := range d.trie {
+			keys = append(keys, k)
+			vals = append(vals, netpolNetpolPolicyValue{Value: v})
+		}
+		m, err := newFilledMap(p.trieSpec, 0, keys, vals)
+		if err != nil {
+			return fmt.Errorf("policy trie for slot %d: %w", slot, err)
+		}
+		err = p.objs.NetpolPolicyTries.Put(trieSlot, m)
+		m.Close() // the array holds its own reference
+		if err != nil {
+			return fmt.Errorf("installing policy trie for slot %d: %w", slot, err)
+		}
+		p.state.trieGen[slot] = gen
 	}
-	if err := p.objs.NetpolPolicySlots.Put(slot, m); err != nil {
-		return fmt.Errorf("installing policy map in slot %d: %w", slot, err)
+	keys := make([]ruleKey, 0, len(d.rules))
+	vals := make([]ruleValue, 0, len(d.rules))
+	for k, v := range d.rules {
+		if k.Kind == rkindSummary {
+			v.TrieSlot = trieSlot
+		}
+		keys = append(keys, k)
+		vals = append(vals, v)
+	}
+	m, err := newFilledMap(p.hashSpec, uint32(max(1, len(keys))), keys, vals)
+	if err != nil {
+		return fmt.Errorf("policy hash for slot %d: %w", slot, err)
+	}
+	err = p.objs.NetpolPolicySlots.Put(slot, m)
+	m.Close()
+	if err != nil {
+		return fmt.Errorf("installing policy hash in slot %d: %w", slot, err)
+	}
+	if old >= 0 && (len(d.trie) == 0 || p.state.trieGen[slot] != old) {
+		if err := p.objs.NetpolPolicyTries.Delete(2*slot + uint32(old)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing old policy trie of slot %d: %w", slot, err)
+		}
+		if len(d.trie) == 0 {
+			delete(p.state.trieGen, slot)
+		}
 	}
 	return nil
 }
 
-func triesEqual(a, b trie) bool {
-	if len(a) != len(b) {
-		return false
+// emptySlot removes a direction's hash, then its trie.
+func (p *Probe) emptySlot(slot uint32) error {
+	gen, err := p.trieGeneration(slot)
+	if err != nil {
+		return err
 	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
+	if err := p.objs.NetpolPolicySlots.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("emptying slot %d: %w", slot, err)
+	}
+	if gen >= 0 {
+		if err := p.objs.NetpolPolicyTries.Delete(2*slot + uint32(gen)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("emptying trie of slot %d: %w", slot, err)
 		}
 	}
-	return true
+	delete(p.state.trieGen, slot)
+	return nil
+}
+
+// trieGeneration is the trie generation slot's hash uses, -1 for none.
+// After a restart it is read from the pinned hash (the summary of identity
+// "any" exists whenever there is a trie).
+func (p *Probe) trieGeneration(slot uint32) (int, error) {
+	if gen, ok := p.state.trieGen[slot]; ok {
+		return gen, nil
+	}
+	if _, ok := p.state.dirs[slot]; ok {
+		return -1, nil // written by this process without a trie
+	}
+	var id uint32
+	if err := p.objs.NetpolPolicySlots.Lookup(slot, &id); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return -1, nil
+		}
+		return -1, fmt.Errorf("reading slot %d: %w", slot, err)
+	}
+	m, err := ebpf.NewMapFromID(ebpf.MapID(id))
+	if err != nil {
+		return -1, fmt.Errorf("opening the policy hash of slot %d: %w", slot, err)
+	}
+	defer m.Close()
+	var v ruleValue
+	if err := m.Lookup(summaryKey(policy.IdentityAny), &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return -1, nil
+		}
+		return -1, fmt.Errorf("reading the policy hash of slot %d: %w", slot, err)
+	}
+	if v.TrieSlot/2 != slot {
+		return -1, nil
+	}
+	gen := int(v.TrieSlot % 2)
+	p.state.trieGen[slot] = gen
+	return gen, nil
+}
+
+// newFilledMap creates a map from spec (maxEntries if not 0) holding the
+// keys and values.
+func newFilledMap[K, V any](spec *ebpf.MapSpec, maxEntries uint32, keys []K, vals []V) (*ebpf.Map, error) {
+	spec = spec.Copy()
+	if maxEntries != 0 {
+		spec.MaxEntries = maxEntries
+	}
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, fmt.Errorf("creating: %w", err)
+	}
+	if len(keys) == 0 {
+		return m, nil
+	}
+	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			m.Close()
+			return nil, fmt.Errorf("filling: %w", err)
+		}
+		for i := range keys {
+			if err := m.Put(&keys[i], &vals[i]); err != nil {
+				m.Close()
+				return nil, fmt.Errorf("filling: %w", err)
+			}
+		}
+	}
+	return m, nil
 }
 
 // desiredState is dp in map form.
@@ -246,12 +379,12 @@ type desiredState struct {
 	ipcache   map[netip.Prefix]uint32
 	endpoints map[[16]uint8]netpolNetpolEndpoint
 	pairs     map[uint32]uint32
-	tries     map[uint32]trie
+	dirs      map[uint32]*direction
 }
 
 func (p *Probe) desired(dp *policy.Datapath) (*desiredState, error) {
 	w := &desiredState{ipcache: map[netip.Prefix]uint32{}, endpoints: map[[16]uint8]netpolNetpolEndpoint{},
-		pairs: map[uint32]uint32{}, tries: map[uint32]trie{}}
+		pairs: map[uint32]uint32{}, dirs: map[uint32]*direction{}}
 	for _, id := range dp.Identities {
 		for _, ip := range id.IPs {
 			w.ipcache[hostPrefix(ip)] = id.ID
@@ -287,19 +420,19 @@ func (p *Probe) desired(dp *policy.Datapath) (*desiredState, error) {
 		v := netpolNetpolEndpoint{Id: ep.ID, Identity: ep.Identity, SlotIngress: 2 * pair, SlotEgress: 2*pair + 1}
 		if ep.Ingress.Isolated {
 			v.Flags |= epIsolatedIngress
-			t, err := buildTrie(ep.Ingress.Entries)
+			d, err := buildDirection(ep.Ingress.Entries)
 			if err != nil {
 				return nil, fmt.Errorf("endpoint %s/%s ingress: %w", ep.Namespace, ep.Name, err)
 			}
-			w.tries[v.SlotIngress] = t
+			w.dirs[v.SlotIngress] = d
 		}
 		if ep.Egress.Isolated {
 			v.Flags |= epIsolatedEgress
-			t, err := buildTrie(ep.Egress.Entries)
+			d, err := buildDirection(ep.Egress.Entries)
 			if err != nil {
 				return nil, fmt.Errorf("endpoint %s/%s egress: %w", ep.Namespace, ep.Name, err)
 			}
-			w.tries[v.SlotEgress] = t
+			w.dirs[v.SlotEgress] = d
 		}
 		for _, ip := range ep.IPs {
 			w.endpoints[addr16(ip)] = v
@@ -340,23 +473,36 @@ func protoNumber(p corev1.Protocol) (uint8, error) {
 	return 0, fmt.Errorf("protocol %q is not TCP, UDP or SCTP", p)
 }
 
-// ruleKey is the trie key for identity/protocol/port prefix.
-func ruleKey(identity uint32, proto uint8, port uint16, portBits int) policyKey {
-	k := policyKey{Kind: kindRule}
+// rangeKey is the trie key for identity/protocol/port block of portBits
+// fixed leading bits.
+func rangeKey(identity uint32, proto uint8, port uint16, portBits int) policyKey {
+	k := policyKey{Kind: kindRule, Prefixlen: uint32(8 + 32 + 8 + portBits)}
 	k.Data[0], k.Data[1], k.Data[2], k.Data[3] = uint8(identity>>24), uint8(identity>>16), uint8(identity>>8), uint8(identity)
-	switch {
-	case proto == 0:
-		k.Prefixlen = 8 + 32
-	default:
-		k.Data[4] = proto
-		k.Prefixlen = uint32(8 + 32 + 8 + portBits)
-		port &^= uint16((1 << (16 - portBits)) - 1)
-		if portBits == 0 {
-			port = 0
-		}
-		k.Data[5], k.Data[6] = uint8(port>>8), uint8(port)
+	k.Data[4] = proto
+	port &^= uint16((1 << (16 - portBits)) - 1)
+	if portBits == 0 {
+		port = 0
 	}
+	k.Data[5], k.Data[6] = uint8(port>>8), uint8(port)
 	return k
+}
+
+func summaryKey(identity uint32) ruleKey {
+	return ruleKey{Identity: identity, Kind: rkindSummary}
+}
+
+// protoIndex indexes ruleValue.AllPorts and the range flags (-1: a
+// protocol without ports).
+func protoIndex(proto uint8) int {
+	switch proto {
+	case 6:
+		return 0
+	case 17:
+		return 1
+	case 132:
+		return 2
+	}
+	return -1
 }
 
 func cidrKey(pfx netip.Prefix) policyKey {
@@ -386,26 +532,59 @@ func portBlocks(lo, hi uint16) [][2]int {
 	return out
 }
 
-func putMin(t trie, k policyKey, rule uint32) {
-	if old, ok := t[k]; !ok || rule < old {
-		t[k] = rule
+// minRule keeps the lowest rule ID (0 = none) for one key, so the content
+// does not depend on the order of entries.
+func minRule(old, rule uint32) uint32 {
+	if old == 0 || rule < old {
+		return rule
 	}
+	return old
 }
 
-func addRule(t trie, identity uint32, e policy.Entry) error {
+func (d *direction) updateSummary(identity uint32, fn func(*ruleValue)) {
+	k := summaryKey(identity)
+	v := d.rules[k]
+	fn(&v)
+	d.rules[k] = v
+}
+
+// addRule adds the entry e for identity: every protocol and every port go to
+// identity's summary, single ports and small ranges to exact-port entries,
+// other ranges to trie blocks (flagged in the summary).
+func (d *direction) addRule(identity uint32, e policy.Entry) error {
 	proto, err := protoNumber(e.Protocol)
 	if err != nil {
 		return err
 	}
 	if proto == 0 {
-		putMin(t, ruleKey(identity, 0, 0, 0), e.Rule)
+		d.updateSummary(identity, func(v *ruleValue) { v.Rule = minRule(v.Rule, e.Rule) })
 		return nil
 	}
 	if e.PortMin > e.PortMax {
 		return fmt.Errorf("rule %d: port range %d-%d is empty", e.Rule, e.PortMin, e.PortMax)
 	}
-	for _, b := range portBlocks(e.PortMin, e.PortMax) {
-		putMin(t, ruleKey(identity, proto, uint16(b[0]), b[1]), e.Rule)
+	pi := protoIndex(proto)
+	exact := func(port uint16) {
+		k := ruleKey{Identity: identity, Protocol: proto, Kind: rkindPort, Port: port}
+		d.rules[k] = ruleValue{Rule: minRule(d.rules[k].Rule, e.Rule)}
+	}
+	switch {
+	case e.PortMin == 0 && e.PortMax == 65535:
+		d.updateSummary(identity, func(v *ruleValue) { v.AllPorts[pi] = minRule(v.AllPorts[pi], e.Rule) })
+	case int(e.PortMax)-int(e.PortMin) < exactPortsMax:
+		for port := int(e.PortMin); port <= int(e.PortMax); port++ {
+			exact(uint16(port))
+		}
+	default:
+		for _, b := range portBlocks(e.PortMin, e.PortMax) {
+			if b[1] == 16 {
+				exact(uint16(b[0]))
+				continue
+			}
+			k := rangeKey(identity, proto, uint16(b[0]), b[1])
+			d.trie[k] = minRule(d.trie[k], e.Rule)
+		}
+		d.updateSummary(identity, func(v *ruleValue) { v.Flags |= sumRangeTCP << pi })
 	}
 	return nil
 }
@@ -423,18 +602,25 @@ func (b block) key() string {
 	return strings.Join(s, ",")
 }
 
-// buildTrie turns one direction's entries into its policy map content.
+// buildDirection turns one direction's entries into its policy content.
 // ipBlocks are flattened: every CIDR and except (as a 128-bit prefix) gets a
 // trie entry whose value is a pseudo identity for the set of blocks that
 // contain every address for which it is the most specific prefix; rules on
 // blocks become rules on every pseudo identity whose set holds the block.
-func buildTrie(entries []policy.Entry) (trie, error) {
-	t := trie{}
+func buildDirection(entries []policy.Entry) (*direction, error) {
+	d := &direction{rules: map[ruleKey]ruleValue{}, trie: trie{}}
+	defer func() {
+		// Identity "any"'s summary carries the trie's presence (and is where
+		// a restarted process finds the trie generation).
+		if len(d.trie) > 0 {
+			d.updateSummary(policy.IdentityAny, func(*ruleValue) {})
+		}
+	}()
 	blocks := map[string]block{}
 	byBlock := map[string][]policy.Entry{}
 	for _, e := range entries {
 		if !e.CIDR.IsValid() {
-			if err := addRule(t, e.Identity, e); err != nil {
+			if err := d.addRule(e.Identity, e); err != nil {
 				return nil, err
 			}
 			continue
@@ -448,8 +634,9 @@ func buildTrie(entries []policy.Entry) (trie, error) {
 		byBlock[b.key()] = append(byBlock[b.key()], e)
 	}
 	if len(blocks) == 0 {
-		return t, nil
+		return d, nil
 	}
+	d.updateSummary(policy.IdentityAny, func(v *ruleValue) { v.Flags |= sumCIDR })
 	relevant := map[netip.Prefix]bool{}
 	for _, b := range blocks {
 		relevant[b.cidr] = true
@@ -487,7 +674,7 @@ func buildTrie(entries []policy.Entry) (trie, error) {
 			}
 		}
 		if len(set) == 0 {
-			t[cidrKey(pfx)] = 0 // shadows wider blocks: no rule here
+			d.trie[cidrKey(pfx)] = 0 // shadows wider blocks: no rule here
 			continue
 		}
 		sk := strings.Join(set, "|")
@@ -497,15 +684,15 @@ func buildTrie(entries []policy.Entry) (trie, error) {
 			pseudo[sk] = id
 			for _, bk := range set {
 				for _, e := range byBlock[bk] {
-					if err := addRule(t, id, e); err != nil {
+					if err := d.addRule(id, e); err != nil {
 						return nil, err
 					}
 				}
 			}
 		}
-		t[cidrKey(pfx)] = id
+		d.trie[cidrKey(pfx)] = id
 	}
-	return t, nil
+	return d, nil
 }
 
 // covers reports whether outer contains all of inner (both mapped, masked).
@@ -539,26 +726,51 @@ func maskKey(k policyKey, plen int) policyKey {
 	return out
 }
 
+// match is netpol.c's match_identity() in Go.
+func (d *direction) match(identity uint32, proto uint8, port uint16) (uint32, *ruleValue) {
+	if v, ok := d.rules[ruleKey{Identity: identity, Protocol: proto, Kind: rkindPort, Port: port}]; ok {
+		return v.Rule, nil
+	}
+	s, ok := d.rules[summaryKey(identity)]
+	if !ok {
+		return 0, nil
+	}
+	pi := protoIndex(proto)
+	if pi < 0 {
+		return s.Rule, &s
+	}
+	if s.Flags&(sumRangeTCP<<pi) != 0 {
+		if v, ok := d.trie.lpm(rangeKey(identity, proto, port, 16), 8+32+8+16); ok && v != 0 {
+			return v, &s
+		}
+	}
+	if s.AllPorts[pi] != 0 {
+		return s.AllPorts[pi], &s
+	}
+	return s.Rule, &s
+}
+
 // evaluate is netpol.c's evaluate() in Go: the allowing rule ID, or 0.
-func (t trie) evaluate(peer netip.Addr, peerIdentity uint32, proto uint8, port uint16) uint32 {
-	look := func(id uint32) uint32 {
-		v, _ := t.lpm(ruleKey(id, proto, port, 16), 8+32+8+16)
-		return v
-	}
-	if r := look(peerIdentity); r != 0 {
+func (d *direction) evaluate(peer netip.Addr, peerIdentity uint32, proto uint8, port uint16) uint32 {
+	if r, _ := d.match(peerIdentity, proto, port); r != 0 {
 		return r
 	}
-	if r := look(policy.IdentityAny); r != 0 {
+	r, s := d.match(policy.IdentityAny, proto, port)
+	if r != 0 {
 		return r
+	}
+	if s == nil || s.Flags&sumCIDR == 0 {
+		return 0
 	}
 	ck := policyKey{Kind: kindCIDR}
 	a := addr16(peer)
 	copy(ck.Data[:16], a[:])
-	pseudo, ok := t.lpm(ck, 8+128)
+	pseudo, ok := d.trie.lpm(ck, 8+128)
 	if !ok || pseudo == 0 {
 		return 0
 	}
-	return look(pseudo)
+	r, _ = d.match(pseudo, proto, port)
+	return r
 }
 
 func (w *desiredState) identityOf(a netip.Addr) uint32 {
@@ -579,14 +791,14 @@ func (w *desiredState) allows(src, dst netip.Addr, proto uint8, dport uint16) bo
 	sep, sok := w.endpoints[addr16(src)]
 	dep, dok := w.endpoints[addr16(dst)]
 	if sok && sep.Flags&epIsolatedEgress != 0 {
-		t, ok := w.tries[sep.SlotEgress]
-		if !ok || t.evaluate(dst, w.identityOf(dst), proto, dport) == 0 {
+		d, ok := w.dirs[sep.SlotEgress]
+		if !ok || d.evaluate(dst, w.identityOf(dst), proto, dport) == 0 {
 			return false
 		}
 	}
 	if dok && dep.Flags&epIsolatedIngress != 0 {
-		t, ok := w.tries[dep.SlotIngress]
-		if !ok || t.evaluate(src, w.identityOf(src), proto, dport) == 0 {
+		d, ok := w.dirs[dep.SlotIngress]
+		if !ok || d.evaluate(src, w.identityOf(src), proto, dport) == 0 {
 			return false
 		}
 	}
@@ -595,10 +807,36 @@ func (w *desiredState) allows(src, dst netip.Addr, proto uint8, dport uint16) bo
 
 // revokeFilter matches conntrack entries the new policy denies. The
 // datapath judged the connection after DNAT: source = original source,
-// destination = the reply's source (the chosen backend).
-type revokeFilter struct{ w *desiredState }
+// destination = the reply's source (the chosen backend). Before a UDP or
+// SCTP entry is deleted, its tombstone goes into netpol_revoked: the
+// datapath then judges the other side's next packet in the revoked
+// orientation instead of as a new flow of its own.
+type revokeFilter struct {
+	w       *desiredState
+	revoked *ebpf.Map
+	now     uint64 // CLOCK_MONOTONIC ns, bpf_ktime_get_ns()'s clock
+	errs    []error
+}
 
-func (f revokeFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+func (f *revokeFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	if !f.denies(fl) {
+		return false
+	}
+	if p := fl.Forward.Protocol; p == 17 || p == 132 {
+		src, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
+		dst, _ := netip.AddrFromSlice(fl.Reverse.SrcIP)
+		k := netpolNetpolFlowKey{Saddr: addr16(src.Unmap()), Daddr: addr16(dst.Unmap()),
+			Sport: fl.Forward.SrcPort, Dport: fl.Reverse.SrcPort, Protocol: p}
+		if err := f.revoked.Put(&k, f.now); err != nil {
+			// Without its tombstone the flow could come back: keep it.
+			f.errs = append(f.errs, fmt.Errorf("remembering revoked flow %s -> %s: %w", src, dst, err))
+			return false
+		}
+	}
+	return true
+}
+
+func (f *revokeFilter) denies(fl *netlink.ConntrackFlow) bool {
 	src, ok1 := netip.AddrFromSlice(fl.Forward.SrcIP)
 	dst, ok2 := netip.AddrFromSlice(fl.Reverse.SrcIP)
 	if !ok1 || !ok2 {
@@ -617,6 +855,11 @@ func (f revokeFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 func (p *Probe) revokeDenied(w *desiredState) (uint, error) {
 	var total uint
 	var errs []error
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, fmt.Errorf("reading the monotonic clock: %w", err)
+	}
+	f := &revokeFilter{w: w, revoked: p.objs.NetpolRevoked, now: uint64(ts.Nano())}
 	for _, a := range p.attach {
 		h, err := netlink.NewHandleAt(a.ns, unix.NETLINK_NETFILTER)
 		if err != nil {
@@ -624,7 +867,7 @@ func (p *Probe) revokeDenied(w *desiredState) (uint, error) {
 			continue
 		}
 		for _, fam := range []netlink.InetFamily{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, revokeFilter{w})
+			n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f)
 			total += n
 			if err != nil {
 				errs = append(errs, fmt.Errorf("revoking denied connections in %q: %w", a.name, err))
@@ -632,5 +875,6 @@ func (p *Probe) revokeDenied(w *desiredState) (uint, error) {
 		}
 		h.Close()
 	}
+	errs = append(errs, f.errs...)
 	return total, errors.Join(errs...)
 }

@@ -23,13 +23,24 @@
 //     is the world identity; node addresses have the host identity).
 //   - netpol_endpoints: hash, pod IP -> {endpoint ID, identity, isolation
 //     flags per direction, ingress slot, egress slot}.
-//   - netpol_policy_slots: array of maps, one LPM trie per endpoint
-//     direction, replaced whole on change (atomic). A trie holds CIDR entries
-//     (address prefix -> pseudo identity for the set of ipBlocks, excepts
-//     flattened so the most specific prefix carries the matching set) and
-//     rule entries (identity | protocol | port prefix -> rule ID; a shorter
-//     prefix is a wildcard: every port, or every protocol). Lookup order:
-//     the peer's identity, any peer, the peer's CIDR pseudo identity.
+//   - netpol_policy_slots: array of maps, one hash per endpoint direction,
+//     replaced whole on change (the atomic swap). Exact entries (identity,
+//     protocol, port -> rule ID; ranges of up to 16 ports are expanded) and
+//     one summary per identity (its every-protocol rule, every-port rule per
+//     protocol, whether it has port ranges, and the direction's trie slot).
+//     Lookups per peer: exact port, then the summary; a verdict costs a
+//     constant number of hash lookups however many peers a policy names.
+//   - netpol_policy_tries: array of LPM tries, two per endpoint direction
+//     (2*slot + generation, used in turn; the hash names the one it goes
+//     with, so one slot update still swaps everything). A trie holds what
+//     a hash cannot match: port-range blocks (identity | protocol | port
+//     prefix -> rule ID) and CIDR entries (address prefix -> pseudo identity
+//     for the set of ipBlocks, excepts flattened so the most specific prefix
+//     carries the matching set). Lookup order: the peer's identity, any
+//     peer, the peer's CIDR pseudo identity.
+//   - netpol_revoked: LRU hash of UDP/SCTP flows revocation deleted, so the
+//     other side's next packet is judged in the revoked orientation instead
+//     of starting the flow again.
 //   - netpol_config (drop-event rate and burst, wake-up watermark, flow
 //     events on/off), netpol_buckets (per-CPU token buckets),
 //     netpol_counters (per-CPU), netpol_events (ring buffer),

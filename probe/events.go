@@ -39,6 +39,10 @@ const (
 	// FlagPickup: a TCP packet without SYN created the conntrack entry;
 	// for a drop, Direction refers to the reverse orientation.
 	FlagPickup = 16
+	// FlagRevoked: a UDP or SCTP packet going the other way of a flow that
+	// revocation deleted was judged in that flow's orientation; for a drop,
+	// Direction refers to the reverse orientation.
+	FlagRevoked = 32
 )
 
 // ErrUnknownVersion is returned for a record of another layout version.
@@ -125,7 +129,7 @@ func Attribute(dp *policy.Datapath, ev *Event) Attribution {
 		return a
 	}
 	egressEP, ingressEP := ev.SrcEndpoint, ev.DstEndpoint
-	if ev.Flags&FlagPickup != 0 {
+	if ev.Flags&(FlagPickup|FlagRevoked) != 0 {
 		egressEP, ingressEP = ingressEP, egressEP
 	}
 	switch ev.Direction {

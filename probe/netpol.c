@@ -8,9 +8,13 @@
 // them, so a denied flow leaves no conntrack entry behind.
 //
 // Layout (see maps below): ipcache (LPM prefix -> identity), endpoints (pod IP
-// -> endpoint), policy_slots (array of per-endpoint-direction LPM tries holding
-// CIDR -> pseudo identity entries and identity/protocol/port-prefix -> rule
-// ID entries), config, rate-limit state, counters and the event ring buffer.
+// -> endpoint), policy_slots (array of per-endpoint-direction hash maps: exact
+// identity/protocol/port -> rule ID, and one summary per identity for its
+// every-port and every-protocol rules), policy_tries (array of LPM tries for
+// what a hash cannot match: port ranges and CIDR -> pseudo identity), config,
+// rate-limit state, counters, revoked-flow tombstones and the event ring
+// buffer. A verdict costs a constant number of hash lookups whatever the
+// number of peers; the trie is only walked for ranges and CIDRs.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -37,6 +41,16 @@ char __license[] SEC("license") = "GPL";
 #define NETPOL_KIND_CIDR 1
 #define NETPOL_KIND_RULE 2
 
+// Kinds of entries in an endpoint-direction policy hash.
+#define NETPOL_RKIND_PORT 1    // one protocol and port
+#define NETPOL_RKIND_SUMMARY 2 // everything else about one identity
+
+// Summary flags.
+#define NETPOL_SUM_RANGE_TCP 1 // the trie has port ranges of this identity (<< protocol index)
+#define NETPOL_SUM_RANGE_UDP 2
+#define NETPOL_SUM_RANGE_SCTP 4
+#define NETPOL_SUM_CIDR 8 // (identity "any" only) the trie has CIDR entries
+
 // Endpoint flags.
 #define NETPOL_EP_ISOLATED_INGRESS 1
 #define NETPOL_EP_ISOLATED_EGRESS 2
@@ -61,6 +75,7 @@ char __license[] SEC("license") = "GPL";
 #define NETPOL_FLAG_UNTRACKED 4
 #define NETPOL_FLAG_IPV6 8
 #define NETPOL_FLAG_PICKUP 16 // TCP without SYN started the conntrack entry
+#define NETPOL_FLAG_REVOKED 32 // UDP/SCTP answering a revoked flow: judged in its orientation
 
 // Counters (per CPU).
 enum netpol_counter {
@@ -74,6 +89,7 @@ enum netpol_counter {
 	NETPOL_CNT_RATE_LIMITED,
 	NETPOL_CNT_NOT_PARSED,
 	NETPOL_CNT_SPOOF_DROPPED,
+	NETPOL_CNT_REVOKED_HIT,
 	NETPOL_CNT_MAX,
 };
 
@@ -107,6 +123,34 @@ struct netpol_policy_key {
 
 struct netpol_policy_value {
 	__u32 value; // KIND_CIDR: pseudo identity; KIND_RULE: rule ID
+};
+
+// Key of an endpoint-direction policy hash. RKIND_PORT: protocol and port
+// (host byte order) of a rule for exactly that port; RKIND_SUMMARY: protocol
+// and port 0.
+struct netpol_rule_key {
+	__u32 identity;
+	__u8 protocol;
+	__u8 kind;
+	__u16 port;
+};
+
+struct netpol_rule_value {
+	__u32 rule;         // RKIND_PORT: rule ID; RKIND_SUMMARY: rule for every protocol (0: none)
+	__u32 all_ports[3]; // RKIND_SUMMARY: rule for every port of TCP, UDP, SCTP (0: none)
+	__u32 trie_slot;    // RKIND_SUMMARY: this direction's netpol_policy_tries index
+	__u32 flags;        // RKIND_SUMMARY: NETPOL_SUM_*
+};
+
+// A revoked flow as the datapath judged it (after DNAT), kept so that the
+// other side's next packet cannot start it again as a new flow.
+struct netpol_flow_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 protocol;
+	__u8 pad[3];
 };
 
 struct netpol_config {
@@ -159,6 +203,9 @@ struct netpol_event {
 const struct netpol_event *unused_netpol_event __attribute__((unused));
 const struct netpol_policy_key *unused_netpol_policy_key __attribute__((unused));
 const struct netpol_policy_value *unused_netpol_policy_value __attribute__((unused));
+const struct netpol_rule_key *unused_netpol_rule_key __attribute__((unused));
+const struct netpol_rule_value *unused_netpol_rule_value __attribute__((unused));
+const struct netpol_flow_key *unused_netpol_flow_key __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -183,13 +230,44 @@ struct netpol_policy_trie {
 	__uint(value_size, sizeof(struct netpol_policy_value));
 };
 
-// Slot = one endpoint direction. An empty slot of an isolated direction denies.
+// The hash's size is chosen per map by user space (hash maps of a map-in-map
+// may differ in max_entries).
+struct netpol_policy_hash {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(struct netpol_rule_key));
+	__uint(value_size, sizeof(struct netpol_rule_value));
+};
+
+// Slot = one endpoint direction. An empty slot of an isolated direction
+// denies. Replacing a slot's hash is the atomic swap of that direction's
+// policy: the hash's summaries name the trie it goes with, and each
+// direction has two trie slots (2 * slot + generation) used in turn.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 65536 * 2);
 	__uint(key_size, sizeof(__u32));
-	__array(values, struct netpol_policy_trie);
+	__array(values, struct netpol_policy_hash);
 } netpol_policy_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 65536 * 4);
+	__uint(key_size, sizeof(__u32));
+	__array(values, struct netpol_policy_trie);
+} netpol_policy_tries SEC(".maps");
+
+// Revoked UDP and SCTP flows (see netpol_flow_key); value: last time seen.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct netpol_flow_key);
+	__type(value, __u64);
+} netpol_revoked SEC(".maps");
+
+// A tombstone outlives a revoked flow's conntrack entry (UDP stream timeout
+// 120 s) while the other side keeps sending; silence this long ends it.
+#define NETPOL_REVOKED_TTL_NS (300ULL * 1000000000ULL)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -351,7 +429,9 @@ static __always_inline __u32 identity_of(__u8 *addr, struct netpol_endpoint *ep)
 	return id ? *id : NETPOL_ID_WORLD;
 }
 
-static __always_inline __u32 lookup_rule(void *trie, __u32 identity, __u8 proto, __u16 port)
+// lookup_range finds identity's port-range rule for (proto, port) in trie:
+// the longest port block that holds port.
+static __always_inline __u32 lookup_range(void *trie, __u32 identity, __u8 proto, __u16 port)
 {
 	struct netpol_policy_key k = {
 		.prefixlen = 8 + 32 + 8 + 16,
@@ -362,25 +442,83 @@ static __always_inline __u32 lookup_rule(void *trie, __u32 identity, __u8 proto,
 	k.data[4] = proto;
 	k.data[5] = port >> 8;
 	k.data[6] = port & 0xff;
-	// The longest prefix wins: identity+protocol+port block (up to 64 bits),
-	// identity+protocol (48: every port), or identity alone (40: every
-	// protocol, a rule without ports).
 	struct netpol_policy_value *v = bpf_map_lookup_elem(trie, &k);
 	return v ? v->value : 0;
 }
 
-// evaluate returns the allowing rule ID, or 0 when no rule allows.
+static __always_inline int proto_index(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		return 0;
+	case IPPROTO_UDP:
+		return 1;
+	case IPPROTO_SCTP:
+		return 2;
+	}
+	return -1;
+}
+
+// match_identity returns the rule allowing identity on (proto, port), most
+// specific first: exactly this port, a port range, every port of proto,
+// every protocol. *summary is set to identity's summary when looked up.
+static __always_inline __u32 match_identity(void *hash, __u32 identity, __u8 proto, __u16 port,
+					    struct netpol_rule_value **summary)
+{
+	struct netpol_rule_key k = {
+		.identity = identity,
+		.protocol = proto,
+		.kind = NETPOL_RKIND_PORT,
+		.port = port,
+	};
+	struct netpol_rule_value *v = bpf_map_lookup_elem(hash, &k);
+	if (v)
+		return v->rule;
+	k.protocol = 0;
+	k.kind = NETPOL_RKIND_SUMMARY;
+	k.port = 0;
+	struct netpol_rule_value *s = bpf_map_lookup_elem(hash, &k);
+	*summary = s;
+	if (!s)
+		return 0;
+	int pi = proto_index(proto);
+	if (pi < 0)
+		return s->rule;
+	if (s->flags & (NETPOL_SUM_RANGE_TCP << pi)) {
+		__u32 slot = s->trie_slot;
+		void *trie = bpf_map_lookup_elem(&netpol_policy_tries, &slot);
+		if (trie) {
+			__u32 rule = lookup_range(trie, identity, proto, port);
+			if (rule)
+				return rule;
+		}
+	}
+	if (s->all_ports[pi & 3])
+		return s->all_ports[pi & 3];
+	return s->rule;
+}
+
+// evaluate returns the allowing rule ID, or 0 when no rule allows: the
+// peer's identity, then any peer, then the CIDR blocks holding the peer.
 static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identity, __u8 proto, __u16 port)
 {
-	void *trie = bpf_map_lookup_elem(&netpol_policy_slots, &slot);
-	if (!trie)
+	void *hash = bpf_map_lookup_elem(&netpol_policy_slots, &slot);
+	if (!hash)
 		return 0; // isolated, but no policy installed yet: fail closed
-	__u32 rule = lookup_rule(trie, peer_identity, proto, port);
+	struct netpol_rule_value *summary = NULL;
+	__u32 rule = match_identity(hash, peer_identity, proto, port, &summary);
 	if (rule)
 		return rule;
-	rule = lookup_rule(trie, NETPOL_ID_ANY, proto, port);
+	summary = NULL;
+	rule = match_identity(hash, NETPOL_ID_ANY, proto, port, &summary);
 	if (rule)
 		return rule;
+	if (!summary || !(summary->flags & NETPOL_SUM_CIDR))
+		return 0;
+	__u32 tslot = summary->trie_slot;
+	void *trie = bpf_map_lookup_elem(&netpol_policy_tries, &tslot);
+	if (!trie)
+		return 0;
 	struct netpol_policy_key k = {
 		.prefixlen = 8 + 128,
 		.kind = NETPOL_KIND_CIDR,
@@ -389,7 +527,7 @@ static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identit
 	struct netpol_policy_value *cidr = bpf_map_lookup_elem(trie, &k);
 	if (!cidr || !cidr->value)
 		return 0; // no block, or an except that shadows a wider block
-	return lookup_rule(trie, cidr->value, proto, port);
+	return match_identity(hash, cidr->value, proto, port, &summary);
 }
 
 // drop_event_allowed takes a token from this CPU's bucket.
@@ -428,6 +566,28 @@ static __always_inline void read_tuple(struct nf_conn *ct, struct netpol_tuple *
 	}
 	t->sport = bpf_ntohs(tup.src.u.all);
 	t->dport = bpf_ntohs(tup.dst.u.all);
+}
+
+// answers_revoked reports whether pkt goes the other way of a revoked flow
+// seen within the TTL, and refreshes that flow's tombstone.
+static __always_inline int answers_revoked(struct netpol_pkt *pkt)
+{
+	struct netpol_flow_key k = {
+		.sport = pkt->t.dport,
+		.dport = pkt->t.sport,
+		.protocol = pkt->protocol,
+	};
+	__builtin_memcpy(k.saddr, pkt->t.daddr, 16);
+	__builtin_memcpy(k.daddr, pkt->t.saddr, 16);
+	__u64 *seen = bpf_map_lookup_elem(&netpol_revoked, &k);
+	if (!seen)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - *seen > NETPOL_REVOKED_TTL_NS)
+		return 0;
+	*seen = now;
+	count(NETPOL_CNT_REVOKED_HIT);
+	return 1;
 }
 
 SEC("netfilter")
@@ -512,8 +672,21 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 	// orientation is unknown, so the reverse orientation must be allowed
 	// too, or the server's next packet would resurrect a revoked connection
 	// as the "original" direction and the client's as its reply.
+	//
+	// UDP and SCTP cannot tell a first packet from an answer, so only the
+	// flows revocation deleted are remembered (netpol_revoked): a packet
+	// answering one is judged in the revoked flow's orientation too, or the
+	// server side's next datagram would start it again as a new flow.
+	int reverse = 0;
 	if (allowed && ct && pkt.protocol == IPPROTO_TCP && !(pkt.tcp_flags & 0x02)) {
 		flags |= NETPOL_FLAG_PICKUP;
+		reverse = 1;
+	} else if (allowed && ct && (pkt.protocol == IPPROTO_UDP || pkt.protocol == IPPROTO_SCTP) &&
+		   answers_revoked(&pkt)) {
+		flags |= NETPOL_FLAG_REVOKED;
+		reverse = 1;
+	}
+	if (reverse) {
 		if (dst && (dst->flags & NETPOL_EP_ISOLATED_EGRESS) &&
 		    !evaluate(dst->slot_egress, pkt.t.saddr, src_id, pkt.protocol, pkt.t.sport)) {
 			allowed = 0;

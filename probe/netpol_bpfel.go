@@ -67,6 +67,16 @@ type netpolNetpolEvent struct {
 	OrigTuple     netpolNetpolTuple
 }
 
+type netpolNetpolFlowKey struct {
+	_        structs.HostLayout
+	Saddr    [16]uint8
+	Daddr    [16]uint8
+	Sport    uint16
+	Dport    uint16
+	Protocol uint8
+	Pad      [3]uint8
+}
+
 type netpolNetpolIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -83,6 +93,22 @@ type netpolNetpolPolicyKey struct {
 type netpolNetpolPolicyValue struct {
 	_     structs.HostLayout
 	Value uint32
+}
+
+type netpolNetpolRuleKey struct {
+	_        structs.HostLayout
+	Identity uint32
+	Protocol uint8
+	Kind     uint8
+	Port     uint16
+}
+
+type netpolNetpolRuleValue struct {
+	_        structs.HostLayout
+	Rule     uint32
+	AllPorts [3]uint32
+	TrieSlot uint32
+	Flags    uint32
 }
 
 type netpolNetpolSpoofKey struct {
@@ -110,12 +136,17 @@ const (
 	netpolMapNetpolEvents            = "netpol_events"
 	netpolMapNetpolIpcache           = "netpol_ipcache"
 	netpolMapNetpolPolicySlots       = "netpol_policy_slots"
+	netpolMapNetpolPolicyTries       = "netpol_policy_tries"
+	netpolMapNetpolRevoked           = "netpol_revoked"
 	netpolMapNetpolSpoofGuard        = "netpol_spoof_guard"
 	netpolProgNetpolNf               = "netpol_nf"
 	netpolProgNetpolSpoof            = "netpol_spoof"
 	netpolVarUnusedNetpolEvent       = "unused_netpol_event"
+	netpolVarUnusedNetpolFlowKey     = "unused_netpol_flow_key"
 	netpolVarUnusedNetpolPolicyKey   = "unused_netpol_policy_key"
 	netpolVarUnusedNetpolPolicyValue = "unused_netpol_policy_value"
+	netpolVarUnusedNetpolRuleKey     = "unused_netpol_rule_key"
+	netpolVarUnusedNetpolRuleValue   = "unused_netpol_rule_value"
 )
 
 // loadNetpol returns the embedded CollectionSpec for netpol.
@@ -175,6 +206,8 @@ type netpolMapSpecs struct {
 	NetpolEvents      *ebpf.MapSpec `ebpf:"netpol_events"`
 	NetpolIpcache     *ebpf.MapSpec `ebpf:"netpol_ipcache"`
 	NetpolPolicySlots *ebpf.MapSpec `ebpf:"netpol_policy_slots"`
+	NetpolPolicyTries *ebpf.MapSpec `ebpf:"netpol_policy_tries"`
+	NetpolRevoked     *ebpf.MapSpec `ebpf:"netpol_revoked"`
 	NetpolSpoofGuard  *ebpf.MapSpec `ebpf:"netpol_spoof_guard"`
 }
 
@@ -183,8 +216,11 @@ type netpolMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpolVariableSpecs struct {
 	UnusedNetpolEvent       *ebpf.VariableSpec `ebpf:"unused_netpol_event"`
+	UnusedNetpolFlowKey     *ebpf.VariableSpec `ebpf:"unused_netpol_flow_key"`
 	UnusedNetpolPolicyKey   *ebpf.VariableSpec `ebpf:"unused_netpol_policy_key"`
 	UnusedNetpolPolicyValue *ebpf.VariableSpec `ebpf:"unused_netpol_policy_value"`
+	UnusedNetpolRuleKey     *ebpf.VariableSpec `ebpf:"unused_netpol_rule_key"`
+	UnusedNetpolRuleValue   *ebpf.VariableSpec `ebpf:"unused_netpol_rule_value"`
 }
 
 // netpolObjects contains all objects after they have been loaded into the kernel.
@@ -214,6 +250,8 @@ type netpolMaps struct {
 	NetpolEvents      *ebpf.Map `ebpf:"netpol_events"`
 	NetpolIpcache     *ebpf.Map `ebpf:"netpol_ipcache"`
 	NetpolPolicySlots *ebpf.Map `ebpf:"netpol_policy_slots"`
+	NetpolPolicyTries *ebpf.Map `ebpf:"netpol_policy_tries"`
+	NetpolRevoked     *ebpf.Map `ebpf:"netpol_revoked"`
 	NetpolSpoofGuard  *ebpf.Map `ebpf:"netpol_spoof_guard"`
 }
 
@@ -226,6 +264,8 @@ func (m *netpolMaps) Close() error {
 		m.NetpolEvents,
 		m.NetpolIpcache,
 		m.NetpolPolicySlots,
+		m.NetpolPolicyTries,
+		m.NetpolRevoked,
 		m.NetpolSpoofGuard,
 	)
 }
@@ -235,8 +275,11 @@ func (m *netpolMaps) Close() error {
 // It can be passed to loadNetpolObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpolVariables struct {
 	UnusedNetpolEvent       *ebpf.Variable `ebpf:"unused_netpol_event"`
+	UnusedNetpolFlowKey     *ebpf.Variable `ebpf:"unused_netpol_flow_key"`
 	UnusedNetpolPolicyKey   *ebpf.Variable `ebpf:"unused_netpol_policy_key"`
 	UnusedNetpolPolicyValue *ebpf.Variable `ebpf:"unused_netpol_policy_value"`
+	UnusedNetpolRuleKey     *ebpf.Variable `ebpf:"unused_netpol_rule_key"`
+	UnusedNetpolRuleValue   *ebpf.Variable `ebpf:"unused_netpol_rule_value"`
 }
 
 // netpolPrograms contains all programs after they have been loaded into the kernel.

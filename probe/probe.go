@@ -18,7 +18,7 @@ import (
 // LayoutVersion names the pin directory. Bump it whenever a map's key,
 // value or type changes: an existing pin with another layout cannot be
 // reused (ebpf.ErrMapIncompatible), so a new layout gets fresh maps.
-const LayoutVersion = "v1"
+const LayoutVersion = "v2"
 
 // DefaultPinRoot is where the agent pins its maps and links.
 const DefaultPinRoot = "/sys/fs/bpf/netpol"
@@ -60,9 +60,10 @@ var DefaultConfig = Config{DropEventsPerSec: 1000, DropEventsBurst: 5000, Wakeup
 
 // Probe is the loaded datapath. Its methods are safe for concurrent use.
 type Probe struct {
-	dir       string
-	objs      netpolObjects
-	innerSpec *ebpf.MapSpec // of the per-endpoint-direction policy maps
+	dir      string
+	objs     netpolObjects
+	hashSpec *ebpf.MapSpec // of the per-endpoint-direction policy hashes
+	trieSpec *ebpf.MapSpec // and tries
 
 	mu      sync.Mutex
 	state   applied
@@ -102,11 +103,13 @@ func Load(opts Options) (*Probe, error) {
 	if opts.RingSize != 0 {
 		spec.Maps["netpol_events"].MaxEntries = opts.RingSize
 	}
-	inner := spec.Maps["netpol_policy_slots"].InnerMap
-	if inner == nil {
-		return nil, errors.New("program spec has no inner policy map")
+	hash, trie := spec.Maps["netpol_policy_slots"].InnerMap, spec.Maps["netpol_policy_tries"].InnerMap
+	if hash == nil || trie == nil {
+		return nil, errors.New("program spec has no inner policy maps")
 	}
-	p := &Probe{dir: dir, revoke: true, innerSpec: inner.Copy(), replaceLinks: opts.ReplaceLinks}
+	hash, trie = hash.Copy(), trie.Copy()
+	hash.Name, trie.Name = "netpol_policy_h", "netpol_policy_t"
+	p := &Probe{dir: dir, revoke: true, hashSpec: hash, trieSpec: trie, replaceLinks: opts.ReplaceLinks}
 	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -204,6 +207,7 @@ const (
 	CounterRateLimited
 	CounterNotParsed
 	CounterSpoofDropped
+	CounterRevokedAnswers
 	counterMax
 )
 
@@ -219,6 +223,9 @@ type Stats struct {
 	RateLimited  uint64 // drop events suppressed by the token bucket
 	NotParsed    uint64 // packets the parser could not read (accepted)
 	SpoofDropped uint64 // packets dropped by the anti-spoofing check
+	// RevokedAnswers are UDP/SCTP packets answering a revoked flow, judged
+	// in that flow's orientation (dropped while it stays denied).
+	RevokedAnswers uint64
 }
 
 // Stats reads the counters.
@@ -239,6 +246,7 @@ func (p *Probe) Stats() (Stats, error) {
 		Untracked: vals[CounterUntracked], Events: vals[CounterEvents],
 		RingFull: vals[CounterRingFull], RateLimited: vals[CounterRateLimited],
 		NotParsed: vals[CounterNotParsed], SpoofDropped: vals[CounterSpoofDropped],
+		RevokedAnswers: vals[CounterRevokedAnswers],
 	}, nil
 }
 

@@ -310,7 +310,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							},
 							SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 						},
-						VolumeMounts: []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"}},
+						VolumeMounts:   []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"}},
 						LivenessProbe:  liveness,
 						ReadinessProbe: probe("/readyz", 5),
 						Resources: corev1.ResourceRequirements{

@@ -1,0 +1,320 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
+)
+
+func testOptions() Options {
+	return Options{Namespace: "netpol-test", Image: "example.test/agent:v0.1.0", Version: "v0.1.0+abc",
+		NodeSelector: map[string]string{"kubernetes.io/os": "linux"}}
+}
+
+func manifests(t *testing.T, o Options) []Object {
+	t.Helper()
+	objs, err := Manifests(o)
+	if err != nil {
+		t.Fatalf("Manifests: %v", err)
+	}
+	return objs
+}
+
+func daemonSetOf(t *testing.T, objs []Object) *appsv1.DaemonSet {
+	t.Helper()
+	for _, o := range objs {
+		if ds, ok := o.(*appsv1.DaemonSet); ok {
+			return ds
+		}
+	}
+	t.Fatal("no DaemonSet in the manifests")
+	return nil
+}
+
+func TestManifestsOrderAndLabels(t *testing.T) {
+	objs := manifests(t, testOptions())
+	var kinds []string
+	for _, o := range objs {
+		kinds = append(kinds, o.GetObjectKind().GroupVersionKind().Kind)
+		l := o.GetLabels()
+		if l[LabelPartOf] != PartOf || l[LabelInstance] != "netpol-test" || l[LabelVersion] != "v0.1.0-abc" {
+			t.Errorf("%s %s labels = %v", kinds[len(kinds)-1], o.GetName(), l)
+		}
+		if _, err := KindOf(o); err != nil {
+			t.Error(err)
+		}
+		if ns := o.GetNamespace(); ns != "" && ns != "netpol-test" {
+			t.Errorf("%s %s in namespace %s", kinds[len(kinds)-1], o.GetName(), ns)
+		}
+	}
+	var want []string
+	for _, k := range Kinds {
+		want = append(want, k.Kind)
+	}
+	if !reflect.DeepEqual(kinds, want) {
+		t.Errorf("kinds = %v, want apply order %v", kinds, want)
+	}
+	ds := daemonSetOf(t, objs)
+	sel := ds.Spec.Selector.MatchLabels
+	for k, v := range sel {
+		if ds.Spec.Template.Labels[k] != v {
+			t.Errorf("pod template labels %v do not match the selector %v", ds.Spec.Template.Labels, sel)
+		}
+	}
+	if sel[LabelName] != AgentName || len(sel) != 1 {
+		t.Errorf("selector = %v, want only %s", sel, AgentSelector)
+	}
+	if ds.Spec.Template.Labels[LabelVersion] != "v0.1.0-abc" {
+		t.Errorf("pods do not carry the version: %v", ds.Spec.Template.Labels)
+	}
+}
+
+func TestManifestsDefaultNamespace(t *testing.T) {
+	o := testOptions()
+	o.Namespace = ""
+	for _, obj := range manifests(t, o) {
+		if obj.GetNamespace() != "" && obj.GetNamespace() != DefaultNamespace {
+			t.Errorf("%s in %s", obj.GetName(), obj.GetNamespace())
+		}
+		if ns, ok := obj.(*corev1.Namespace); ok && ns.Name != DefaultNamespace {
+			t.Errorf("namespace %s", ns.Name)
+		}
+	}
+}
+
+func TestAgentLeastPrivilege(t *testing.T) {
+	ds := daemonSetOf(t, manifests(t, testOptions()))
+	spec := ds.Spec.Template.Spec
+	if len(spec.Containers) != 1 || len(spec.InitContainers) != 0 {
+		t.Fatalf("containers = %d, init = %d", len(spec.Containers), len(spec.InitContainers))
+	}
+	c := spec.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatal("no securityContext.capabilities")
+	}
+	if !reflect.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("drop = %v, want exactly ALL", sc.Capabilities.Drop)
+	}
+	add := slices.Clone(sc.Capabilities.Add)
+	slices.Sort(add)
+	if !reflect.DeepEqual(add, []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON"}) {
+		t.Errorf("add = %v, want exactly BPF, NET_ADMIN, PERFMON", sc.Capabilities.Add)
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("privileged")
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("readOnlyRootFilesystem/allowPrivilegeEscalation = %v/%v", sc.ReadOnlyRootFilesystem, sc.AllowPrivilegeEscalation)
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccomp = %v", sc.SeccompProfile)
+	}
+	if spec.HostPID || spec.HostIPC || !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("hostPID %v hostIPC %v hostNetwork %v dnsPolicy %s", spec.HostPID, spec.HostIPC, spec.HostNetwork, spec.DNSPolicy)
+	}
+	if len(c.Ports) != 0 {
+		t.Errorf("the agent declares ports %v; it must listen on loopback only", c.Ports)
+	}
+	// One hostPath, the bpffs, and nothing else from the host.
+	if len(spec.Volumes) != 1 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/sys/fs/bpf" ||
+		*spec.Volumes[0].HostPath.Type != corev1.HostPathDirectory {
+		t.Errorf("volumes = %+v", spec.Volumes)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/sys/fs/bpf" || c.VolumeMounts[0].MountPropagation != nil {
+		t.Errorf("mounts = %+v", c.VolumeMounts)
+	}
+	if !reflect.DeepEqual(c.Command, []string{AgentBinary}) || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Image != "example.test/agent:v0.1.0" {
+		t.Errorf("command %v pull %s image %s", c.Command, c.ImagePullPolicy, c.Image)
+	}
+	if !reflect.DeepEqual(spec.NodeSelector, map[string]string{"kubernetes.io/os": "linux"}) {
+		t.Errorf("nodeSelector = %v", spec.NodeSelector)
+	}
+	if spec.ServiceAccountName != ServiceAccountName || spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds != 30 {
+		t.Errorf("serviceAccount %s grace %v", spec.ServiceAccountName, spec.TerminationGracePeriodSeconds)
+	}
+	if c.Resources.Limits.Memory().String() != "512Mi" || c.Resources.Requests.Cpu().String() != "50m" {
+		t.Errorf("resources = %+v", c.Resources)
+	}
+}
+
+func TestAgentProbesAndEnv(t *testing.T) {
+	c := daemonSetOf(t, manifests(t, testOptions())).Spec.Template.Spec.Containers[0]
+	for name, p := range map[string]*corev1.Probe{"/healthz": c.LivenessProbe, "/readyz": c.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil {
+			t.Fatalf("no httpGet probe for %s", name)
+		}
+		g := p.HTTPGet
+		if g.Host != "127.0.0.1" || g.Port.IntValue() != AgentHTTPPort || g.Path != name {
+			t.Errorf("probe %s = %s:%s%s", name, g.Host, g.Port.String(), g.Path)
+		}
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
+			t.Errorf("env %s is not from the downward API", e.Name)
+			continue
+		}
+		env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+	}
+	want := map[string]string{EnvNodeName: "spec.nodeName", EnvPodName: "metadata.name", EnvPodNamespace: "metadata.namespace"}
+	if !reflect.DeepEqual(env, want) {
+		t.Errorf("env = %v, want %v", env, want)
+	}
+}
+
+func TestRBACReadsOnlyWhatTheAgentNeeds(t *testing.T) {
+	objs := manifests(t, testOptions())
+	var cr *rbacv1.ClusterRole
+	var role *rbacv1.Role
+	for _, o := range objs {
+		switch v := o.(type) {
+		case *rbacv1.ClusterRole:
+			cr = v
+		case *rbacv1.Role:
+			role = v
+		case *rbacv1.ClusterRoleBinding:
+			if v.RoleRef.Name != ClusterName("netpol-test") || v.Subjects[0].Namespace != "netpol-test" || v.Subjects[0].Name != ServiceAccountName {
+				t.Errorf("cluster role binding = %+v", v)
+			}
+		}
+	}
+	if cr == nil || role == nil {
+		t.Fatal("missing ClusterRole or Role")
+	}
+	granted := map[string][]string{}
+	for _, r := range cr.Rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				if res == "secrets" || res == "*" || g == "*" {
+					t.Errorf("cluster role grants %s in group %q", res, g)
+				}
+				granted[g+"/"+res] = r.Verbs
+			}
+		}
+	}
+	read := []string{"get", "list", "watch"}
+	want := map[string][]string{"/pods": read, "/namespaces": read, "/services": read, "/nodes": read, "networking.k8s.io/networkpolicies": read}
+	if !reflect.DeepEqual(granted, want) {
+		t.Errorf("cluster role grants %v, want %v", granted, want)
+	}
+	if len(role.Rules) != 1 || !reflect.DeepEqual(role.Rules[0].Verbs, []string{"get"}) ||
+		!reflect.DeepEqual(role.Rules[0].Resources, []string{"daemonsets"}) || !reflect.DeepEqual(role.Rules[0].ResourceNames, []string{AgentName}) {
+		t.Errorf("role rules = %+v, want get on its own DaemonSet only", role.Rules)
+	}
+}
+
+func TestValidateImage(t *testing.T) {
+	for image, wantErr := range map[string]string{
+		"example.test/agent:v0.1.0":               "",
+		"localhost:5000/agent:v1":                 "",
+		"example.test/agent@sha256:" + hex64():    "",
+		"example.test/agent":                      "has no tag",
+		"localhost:5000/agent":                    "has no tag",
+		"example.test/agent:latest":               "tag latest",
+		"":                                        "no agent image",
+		"example.test/agent:v1 --privileged=true": "whitespace",
+	} {
+		err := ValidateImage(image)
+		if (err == nil) != (wantErr == "") || (err != nil && !strings.Contains(err.Error(), wantErr)) {
+			t.Errorf("ValidateImage(%q) = %v, want %q", image, err, wantErr)
+		}
+	}
+	if err := ValidateImage(version.DefaultAgentImage()); err != nil {
+		t.Errorf("the default image %s is rejected: %v", version.DefaultAgentImage(), err)
+	}
+	o := testOptions()
+	o.Image = "example.test/agent:latest"
+	if _, err := Manifests(o); err == nil {
+		t.Error("Manifests accepted a :latest image")
+	}
+}
+
+func hex64() string { return strings.Repeat("ab", 32) }
+
+func TestParseNodeSelector(t *testing.T) {
+	for in, want := range map[string]map[string]string{
+		"":                               nil,
+		"a=b":                            {"a": "b"},
+		"kubernetes.io/os=linux, pool=x": {"kubernetes.io/os": "linux", "pool": "x"},
+		"a=":                             {"a": ""},
+	} {
+		got, err := ParseNodeSelector(in)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("ParseNodeSelector(%q) = %v, %v; want %v", in, got, err, want)
+		}
+		if in != "" && FormatNodeSelector(got) != strings.ReplaceAll(in, " ", "") {
+			t.Errorf("FormatNodeSelector(%v) = %q", got, FormatNodeSelector(got))
+		}
+	}
+	for in, wantErr := range map[string]string{
+		"a":                            "not key=value",
+		"=b":                           "not key=value",
+		"a b=c":                        "key",
+		"a=b c":                        "value",
+		"a=b,a=c":                      "given twice",
+		"a=" + strings.Repeat("x", 64): "value",
+	} {
+		if _, err := ParseNodeSelector(in); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("ParseNodeSelector(%q) = %v, want an error about %q", in, err, wantErr)
+		}
+	}
+}
+
+func TestOptionsValidateNamespace(t *testing.T) {
+	o := testOptions()
+	o.Namespace = "Not_A_Namespace"
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "Not_A_Namespace") {
+		t.Errorf("Validate = %v", err)
+	}
+}
+
+// TestCheckAccessListsEveryMissingPermission denies two kinds through the
+// SelfSubjectAccessReview answer and expects one error naming both verbs on
+// both, with the way out.
+func TestCheckAccessListsEveryMissingPermission(t *testing.T) {
+	cs := fake.NewClientset()
+	var asked int
+	cs.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		asked++
+		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		attr := r.Spec.ResourceAttributes
+		r.Status.Allowed = attr.Resource != "clusterroles" && attr.Resource != "clusterrolebindings"
+		return true, r, nil
+	})
+	err := CheckAccess(context.Background(), cs, InstallPermissions("netpol-test"))
+	var missing *MissingPermissionsError
+	if !errors.As(err, &missing) {
+		t.Fatalf("CheckAccess = %v", err)
+	}
+	if asked != 2*len(Kinds) || len(missing.Missing) != 4 {
+		t.Errorf("asked %d reviews, missing %v", asked, missing.Missing)
+	}
+	msg := err.Error()
+	for _, want := range []string{"create clusterroles.rbac.authorization.k8s.io", "patch clusterrolebindings.rbac.authorization.k8s.io", "ask a cluster admin or use an admin kubeconfig"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message lacks %q: %s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "daemonsets") {
+		t.Errorf("message names a granted permission: %s", msg)
+	}
+	for _, p := range UninstallPermissions("ns") {
+		if p.Resource == "daemonsets" && p.Namespace != "ns" || p.Resource == "clusterroles" && p.Namespace != "" {
+			t.Errorf("permission %s has the wrong scope", p)
+		}
+	}
+}

@@ -362,3 +362,153 @@ func (e *echoConn) roundTrip(msg string) error {
 }
 
 func (e *echoConn) Close() error { return e.c.Close() }
+
+// TestRevocationUDPServerFirst: after revocation deletes b's UDP flow to a,
+// a's next datagram to b (the server side speaking first) must not start
+// the flow again as a new a -> b flow whose replies would carry b's traffic
+// past a's ingress policy. It is judged in the revoked orientation and
+// dropped (attributed to a's ingress policy); b's next datagram is dropped
+// too; c's flow is untouched; and once b is allowed again, a's datagrams
+// pass.
+func TestRevocationUDPServerFirst(t *testing.T) {
+	requireRoot(t)
+	tp := newTopology(t, false)
+	a, b, c := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "c")
+	objs := func(allowB bool) *policy.Datapath {
+		from := []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "c")}}
+		if allowB {
+			from = append(from, networkingv1.NetworkPolicyPeer{PodSelector: selector("app", "b")})
+		}
+		snap := &policy.Snapshot{
+			Pods: []*corev1.Pod{podObject(a, "x", map[string]string{"app": "a"}), podObject(b, "x", map[string]string{"app": "b"}),
+				podObject(c, "x", map[string]string{"app": "c"})},
+			Policies: []*networkingv1.NetworkPolicy{netpol("x", "a-in", selector("app", "a"), ingressOnly,
+				[]networkingv1.NetworkPolicyIngressRule{{From: from}}, nil)},
+		}
+		dp, err := policy.Compile(snap, testNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dp
+	}
+	var server *net.UDPConn
+	if err := a.in(func() (err error) {
+		server, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.ip4, 7)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	client := func(p *pod) *net.UDPConn {
+		var conn *net.UDPConn
+		if err := p.in(func() (err error) {
+			conn, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.ip4, 7)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	// serverGot reads what a receives for a while: datagram text -> sender.
+	serverGot := func(d time.Duration) map[string]netip.AddrPort {
+		got := map[string]netip.AddrPort{}
+		buf := make([]byte, 64)
+		server.SetReadDeadline(time.Now().Add(d))
+		for {
+			n, from, err := server.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return got
+			}
+			got[string(buf[:n])] = from
+		}
+	}
+	recv := func(conn *net.UDPConn, d time.Duration) (string, error) {
+		buf := make([]byte, 64)
+		conn.SetReadDeadline(time.Now().Add(d))
+		n, err := conn.Read(buf)
+		return string(buf[:n]), err
+	}
+
+	pr := loadAttached(t, tp.node, testCfg)
+	events := collect(t, pr)
+	dpAllow := objs(true)
+	if _, err := pr.Apply(dpAllow); err != nil {
+		t.Fatal(err)
+	}
+	cb, cc := client(b), client(c)
+	cb.Write([]byte("b1"))
+	cc.Write([]byte("c1"))
+	got := serverGot(300 * time.Millisecond)
+	bAddr, okB := got["b1"]
+	cAddr, okC := got["c1"]
+	if !okB || !okC {
+		t.Fatalf("before the change a received %v, want b1 and c1", got)
+	}
+	for _, to := range []netip.AddrPort{bAddr, cAddr} {
+		server.WriteToUDPAddrPort([]byte("a1"), to)
+	}
+	for name, conn := range map[string]*net.UDPConn{"b": cb, "c": cc} {
+		if msg, err := recv(conn, 300*time.Millisecond); err != nil || msg != "a1" {
+			t.Fatalf("before the change %s got %q %v from a", name, msg, err)
+		}
+	}
+
+	dpDeny := objs(false)
+	res, err := pr.Apply(dpDeny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Revoked < 1 {
+		t.Fatalf("revoked %d conntrack entries, want b's", res.Revoked)
+	}
+	events.drain()
+	before, _ := pr.Stats()
+	// The server side speaks first, to both clients.
+	for _, to := range []netip.AddrPort{bAddr, cAddr} {
+		server.WriteToUDPAddrPort([]byte("a2"), to)
+	}
+	if msg, err := recv(cb, 300*time.Millisecond); err == nil {
+		t.Errorf("after revocation a's datagram reached b (%q): the revoked flow started again", msg)
+	}
+	if msg, err := recv(cc, 300*time.Millisecond); err != nil || msg != "a2" {
+		t.Errorf("c's allowed flow: got %q %v from a", msg, err)
+	}
+	cb.Write([]byte("b2"))
+	cc.Write([]byte("c2"))
+	got = serverGot(300 * time.Millisecond)
+	if _, ok := got["b2"]; ok {
+		t.Error("after revocation b's datagram reached a")
+	}
+	if _, ok := got["c2"]; !ok {
+		t.Errorf("c's datagram after the change did not reach a: %v", got)
+	}
+	after, _ := pr.Stats()
+	if after.RevokedAnswers-before.RevokedAnswers < 1 {
+		t.Errorf("revoked answers counted: %d, want >= 1", after.RevokedAnswers-before.RevokedAnswers)
+	}
+	found := false
+	for _, e := range events.drain() {
+		src, dst := TupleAddrs(e.Tuple)
+		if e.Type != EventDrop || e.Flags&FlagRevoked == 0 || src != a.ip4 || dst != b.ip4 {
+			continue
+		}
+		found = true
+		at := Attribute(dpDeny, &e)
+		if at.Direction != policy.Ingress || len(at.DeniedBy) != 1 || at.DeniedBy[0].Name != "a-in" {
+			t.Errorf("drop of a's datagram to b attributed to %s %v, want a's ingress policy a-in", at.Direction, at.DeniedBy)
+		}
+	}
+	if !found {
+		t.Error("no drop event flagged revoked for a's datagram to b")
+	}
+
+	// b allowed again: the tombstone does not stand in the way.
+	if _, err := pr.Apply(dpAllow); err != nil {
+		t.Fatal(err)
+	}
+	server.WriteToUDPAddrPort([]byte("a3"), bAddr)
+	if msg, err := recv(cb, 300*time.Millisecond); err != nil || msg != "a3" {
+		t.Errorf("b allowed again: got %q %v from a", msg, err)
+	}
+}

@@ -1,0 +1,396 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+	"github.com/kubectl-netpol/kubectl-netpol/probe"
+)
+
+// Config configures the agent.
+type Config struct {
+	Client       kubernetes.Interface
+	NodeName     string
+	PodName      string // this agent's pod (for the uninstall check); "" outside a cluster
+	PodNamespace string
+	GRPCAddr     string // 127.0.0.1:port
+	HTTPAddr     string // 127.0.0.1:port: /healthz, /readyz, /metrics
+	PinRoot      string // default probe.DefaultPinRoot
+	Datapath     probe.Config
+	// KeepEstablished leaves established connections alone when a new policy
+	// denies them (default: revoke them).
+	KeepEstablished bool
+	RingCapacity    int           // flows kept for Observe (default flow.DefaultHubCapacity)
+	ReadPoll        time.Duration // ring-buffer polling interval (default 100ms)
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg     Config
+	cluster *Cluster
+	probe   *probe.Probe
+	hub     *flow.Hub
+	metrics *Metrics
+	enrich  *enricher
+	queue   workqueue.TypedRateLimitingInterface[string]
+	started time.Time
+
+	ready     atomic.Bool
+	mu        sync.Mutex
+	lastApply time.Time
+	lastErr   string
+	// changed is when the first unprocessed cluster change arrived: apply
+	// latency is measured from it.
+	changed time.Time
+}
+
+// syncKey is the workqueue's only key: the whole node is recompiled at once,
+// so any burst of changes coalesces into one Apply.
+const syncKey = "node"
+
+// New loads and attaches the datapath in the current network namespace
+// (the node's: the agent runs with hostNetwork) and builds the informers.
+func New(cfg Config) (*Agent, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("the node name is not set: run the agent with --node-name or NODE_NAME (the DaemonSet sets it from spec.nodeName)")
+	}
+	if cfg.PinRoot == "" {
+		cfg.PinRoot = probe.DefaultPinRoot
+	}
+	if cfg.ReadPoll == 0 {
+		cfg.ReadPoll = 100 * time.Millisecond
+	}
+	p, err := probe.Load(probe.Options{PinRoot: cfg.PinRoot, Config: cfg.Datapath})
+	if err != nil {
+		return nil, fmt.Errorf("loading the eBPF datapath on node %s: %w (the node needs Linux >= 6.4 with BTF, bpffs at /sys/fs/bpf, and the capabilities BPF, NET_ADMIN and PERFMON)", cfg.NodeName, err)
+	}
+	p.SetRevocation(!cfg.KeepEstablished)
+	runtime.LockOSThread()
+	err = p.Attach("node")
+	runtime.UnlockOSThread()
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("attaching the netfilter programs on node %s: %w (needs NET_ADMIN and nf_conntrack)", cfg.NodeName, err)
+	}
+	a := &Agent{cfg: cfg, probe: p, cluster: NewCluster(cfg.Client), started: time.Now()}
+	a.enrich = newEnricher(a.cluster, cfg.NodeName)
+	a.hub = flow.NewHub(cfg.RingCapacity, a.status)
+	a.metrics = NewMetrics(a.datapathCounters, a.mapUsage, func() float64 {
+		st, _ := a.hub.Status(context.Background(), nil)
+		return float64(st.GetFlowsDroppedSlowClients())
+	})
+	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "datapath"})
+	if err := a.cluster.OnChange(func(string) { a.enqueue() }); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// Hub is the flow hub (tests observe it directly).
+func (a *Agent) Hub() *flow.Hub { return a.hub }
+
+// Metrics returns the agent's metrics.
+func (a *Agent) Metrics() *Metrics { return a.metrics }
+
+func (a *Agent) enqueue() {
+	a.mu.Lock()
+	if a.changed.IsZero() {
+		a.changed = time.Now()
+	}
+	a.mu.Unlock()
+	a.queue.Add(syncKey)
+}
+
+// Run serves until ctx ends. Then it stops reading and serving and either
+// leaves enforcement in place (restart, upgrade) or, when uninstalling
+// (shouldUninstall returns true), removes every pin, link and program.
+func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) bool) error {
+	grpcLis, err := net.Listen("tcp", a.cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listening for gRPC on %s: %w", a.cfg.GRPCAddr, err)
+	}
+	httpLis, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("listening for health and metrics on %s: %w", a.cfg.HTTPAddr, err)
+	}
+	gs := grpc.NewServer()
+	flowv1.RegisterObserverServer(gs, a.hub)
+	hs := &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { _ = gs.Serve(grpcLis) })
+	wg.Go(func() { _ = hs.Serve(httpLis) })
+	defer func() {
+		gs.Stop()
+		shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(shut)
+	}()
+
+	rd, err := a.probe.NewReader(a.cfg.ReadPoll)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { a.readEvents(ctx, rd) })
+	defer rd.Close()
+
+	stop := make(chan struct{})
+	go func() { <-ctx.Done(); close(stop) }()
+	klog.InfoS("Waiting for the informer caches", "node", a.cfg.NodeName)
+	if !a.cluster.Start(stop) {
+		return a.shutdown(shouldUninstall)
+	}
+	a.refreshLocalAddresses()
+	a.enqueue()
+	wg.Go(func() {
+		for a.processNext() {
+		}
+	})
+	go func() { <-ctx.Done(); a.queue.ShutDown() }()
+	<-ctx.Done()
+	return a.shutdown(shouldUninstall)
+}
+
+func (a *Agent) shutdown(shouldUninstall func(context.Context) bool) error {
+	a.queue.ShutDown()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if shouldUninstall != nil && shouldUninstall(ctx) {
+		klog.InfoS("Uninstalling: removing the datapath's programs, links and pins", "node", a.cfg.NodeName, "pins", a.probe.PinDir())
+		return a.probe.Uninstall()
+	}
+	klog.InfoS("Stopping; enforcement stays in place (pinned programs and maps)", "node", a.cfg.NodeName)
+	return a.probe.Close()
+}
+
+// processNext compiles and applies the node's datapath once.
+func (a *Agent) processNext() bool {
+	key, quit := a.queue.Get()
+	if quit {
+		return false
+	}
+	defer a.queue.Done(key)
+	a.mu.Lock()
+	since := a.changed
+	a.changed = time.Time{}
+	a.mu.Unlock()
+	if since.IsZero() {
+		since = time.Now()
+	}
+	err := a.apply()
+	a.mu.Lock()
+	a.lastApply = time.Now()
+	a.lastErr = ""
+	if err != nil {
+		a.lastErr = err.Error()
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.metrics.ApplyErrors.Inc()
+		klog.ErrorS(err, "Applying policy to the datapath failed; the previous policy stays enforced", "node", a.cfg.NodeName)
+		a.queue.AddRateLimited(key)
+		return true
+	}
+	a.metrics.ApplyDuration.Observe(time.Since(since).Seconds())
+	a.queue.Forget(key)
+	if !a.ready.Swap(true) {
+		klog.InfoS("Ready: policy enforced", "node", a.cfg.NodeName, "after", time.Since(a.started).Round(time.Millisecond))
+	}
+	return true
+}
+
+func (a *Agent) apply() error {
+	snap, err := a.cluster.Snapshot()
+	if err != nil {
+		return err
+	}
+	dp, err := policy.Compile(snap, a.cfg.NodeName)
+	if err != nil {
+		return fmt.Errorf("compiling: %w", err)
+	}
+	res, err := a.probe.Apply(dp)
+	if err != nil {
+		return err
+	}
+	a.metrics.Revoked.Add(float64(res.Revoked))
+	a.metrics.Endpoints.Set(float64(len(dp.Endpoints)))
+	a.metrics.Policies.Set(float64(len(snap.Policies)))
+	a.metrics.Identities.Set(float64(len(dp.Identities)))
+	klog.V(2).InfoS("Applied", "endpoints", len(dp.Endpoints), "identities", len(dp.Identities), "rules", len(dp.Rules),
+		"slotsSwapped", res.SlotsSwapped, "endpointsWritten", res.EndpointsWritten, "endpointsRemoved", res.EndpointsRemoved,
+		"ipcacheWritten", res.IPCacheWritten, "ipcacheRemoved", res.IPCacheRemoved, "revoked", res.Revoked)
+	return nil
+}
+
+// refreshLocalAddresses records the node's own addresses: the kubelet probes
+// pods from the bridge's address, which no Node object lists.
+func (a *Agent) refreshLocalAddresses() {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		klog.ErrorS(err, "Listing the node's addresses")
+		return
+	}
+	var ips []netip.Addr
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+			continue
+		}
+		ips = append(ips, ip.Unmap())
+	}
+	a.cluster.SetLocalAddresses(ips)
+}
+
+// readEvents turns kernel events into flows until ctx ends. It never blocks
+// the datapath: the kernel drops (and counts) events when the ring is full.
+func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
+	var ev probe.Event
+	for ctx.Err() == nil {
+		if err := rd.Read(&ev); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if errors.Is(err, probe.ErrUnknownVersion) {
+				a.metrics.DecodeErrors.Inc()
+				continue
+			}
+			if ctx.Err() == nil {
+				klog.ErrorS(err, "Reading datapath events")
+			}
+			return
+		}
+		dp := a.probe.Applied()
+		if dp == nil {
+			continue
+		}
+		f := a.enrich.flow(dp, &ev)
+		a.count(f)
+		a.hub.Publish(f)
+	}
+}
+
+func (a *Agent) count(f *flowv1.Flow) {
+	verdict := flow.VerdictName(f.GetVerdict())
+	a.metrics.Flows.WithLabelValues(verdict, flow.DirectionName(f.GetDirection())).Inc()
+	for _, group := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
+		for _, r := range group {
+			rule := ""
+			if r.RuleIndex != nil {
+				rule = fmt.Sprint(r.GetRuleIndex())
+			}
+			a.metrics.PolicyVerdicts.WithLabelValues(r.GetNamespace(), r.GetName(), flow.DirectionName(r.GetDirection()), rule, verdict).Inc()
+		}
+	}
+}
+
+func (a *Agent) datapathCounters() map[string]uint64 {
+	s, err := a.probe.Stats()
+	if err != nil {
+		return nil
+	}
+	return map[string]uint64{"packets": s.Packets, "established": s.Established, "new_allowed": s.NewAllowed,
+		"new_denied": s.NewDenied, "untracked": s.Untracked, "events": s.Events, "ring_full": s.RingFull,
+		"rate_limited": s.RateLimited, "not_parsed": s.NotParsed, "spoof_dropped": s.SpoofDropped}
+}
+
+// Map capacities (netpol.c).
+const (
+	maxIPCache   = 1 << 20
+	maxEndpoints = 65536
+	maxSlots     = 65536 * 2
+)
+
+// mapUsage is computed from the applied datapath: what was written.
+func (a *Agent) mapUsage() []MapUsage {
+	dp := a.probe.Applied()
+	if dp == nil {
+		return nil
+	}
+	var ipcache, endpoints uint64
+	for _, id := range dp.Identities {
+		ipcache += uint64(len(id.IPs))
+	}
+	ipcache += uint64(len(dp.HostIPs))
+	for _, ep := range dp.Endpoints {
+		endpoints += uint64(len(ep.IPs))
+	}
+	return []MapUsage{
+		{Name: "ipcache", Entries: ipcache, Max: maxIPCache},
+		{Name: "endpoints", Entries: endpoints, Max: maxEndpoints},
+		{Name: "policy_slots", Entries: 2 * uint64(len(dp.Endpoints)), Max: maxSlots},
+	}
+}
+
+// status is the node's part of flow.v1 Status.
+func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
+	r := &flowv1.StatusResponse{
+		Version: version.Version(),
+		Node:    a.cfg.NodeName,
+		Ready:   a.ready.Load(),
+		Uptime:  durationpb.New(time.Since(a.started)),
+		Checks:  nodeChecks(),
+	}
+	a.mu.Lock()
+	if !a.lastApply.IsZero() {
+		r.LastApply = timestamppb.New(a.lastApply)
+	}
+	r.LastApplyError = a.lastErr
+	a.mu.Unlock()
+	if dp := a.probe.Applied(); dp != nil {
+		r.EndpointsEnforced = uint32(len(dp.Endpoints))
+	}
+	r.Policies = uint32(a.cluster.Policies())
+	for _, u := range a.mapUsage() {
+		r.Maps = append(r.Maps, &flowv1.MapUsage{Name: u.Name, Entries: u.Entries, MaxEntries: u.Max})
+	}
+	if s, err := a.probe.Stats(); err == nil {
+		r.EventsLost, r.EventsRateLimited = s.RingFull, s.RateLimited
+	}
+	return r, nil
+}
+
+func (a *Agent) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.ready.Load() {
+			a.mu.Lock()
+			msg := a.lastErr
+			a.mu.Unlock()
+			http.Error(w, "not ready: waiting for the informer caches and the first policy apply "+msg, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry}))
+	return mux
+}

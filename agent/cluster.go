@@ -1,0 +1,222 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+)
+
+// Index names of the informer caches.
+const (
+	indexPodIP     = "podIP"
+	indexClusterIP = "clusterIP"
+)
+
+// Cluster is the agent's view of the cluster: informer caches for
+// everything policy depends on, and the look-ups that enrich flows.
+type Cluster struct {
+	factory    informers.SharedInformerFactory
+	pods       cache.SharedIndexInformer
+	services   cache.SharedIndexInformer
+	podLister  corelisters.PodLister
+	nsLister   corelisters.NamespaceLister
+	npLister   networkinglisters.NetworkPolicyLister
+	nodeLister corelisters.NodeLister
+
+	mu      sync.RWMutex
+	localIP []netip.Addr // this node's own addresses (kubelet probes come from them)
+}
+
+// NewCluster builds the informers (not started: see Start).
+func NewCluster(client kubernetes.Interface) *Cluster {
+	// No periodic resync: the datapath is a pure function of the caches,
+	// and a resync would recompile for nothing.
+	f := informers.NewSharedInformerFactory(client, 0)
+	c := &Cluster{
+		factory:    f,
+		pods:       f.Core().V1().Pods().Informer(),
+		services:   f.Core().V1().Services().Informer(),
+		podLister:  f.Core().V1().Pods().Lister(),
+		nsLister:   f.Core().V1().Namespaces().Lister(),
+		npLister:   f.Networking().V1().NetworkPolicies().Lister(),
+		nodeLister: f.Core().V1().Nodes().Lister(),
+	}
+	// Pods and services are looked up by address for every flow.
+	_ = c.pods.AddIndexers(cache.Indexers{indexPodIP: podIPs})
+	_ = c.services.AddIndexers(cache.Indexers{indexClusterIP: clusterIPs})
+	return c
+}
+
+func podIPs(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Spec.HostNetwork {
+		return nil, nil // a hostNetwork pod's address is its node's
+	}
+	var out []string
+	for _, ip := range p.Status.PodIPs {
+		out = append(out, ip.IP)
+	}
+	if len(out) == 0 && p.Status.PodIP != "" {
+		out = append(out, p.Status.PodIP)
+	}
+	return out, nil
+}
+
+func clusterIPs(obj any) ([]string, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, ip := range s.Spec.ClusterIPs {
+		if ip != "" && ip != corev1.ClusterIPNone {
+			out = append(out, ip)
+		}
+	}
+	out = append(out, s.Spec.ExternalIPs...)
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			out = append(out, in.IP)
+		}
+	}
+	return out, nil
+}
+
+// OnChange registers fn to run on every add, update or delete of an object
+// the datapath depends on.
+func (c *Cluster) OnChange(fn func(kind string)) error {
+	for kind, inf := range map[string]cache.SharedIndexInformer{
+		"pod":           c.pods,
+		"namespace":     c.factory.Core().V1().Namespaces().Informer(),
+		"networkpolicy": c.factory.Networking().V1().NetworkPolicies().Informer(),
+		"node":          c.factory.Core().V1().Nodes().Informer(),
+	} {
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { fn(kind) },
+			UpdateFunc: func(old, cur any) { fn(kind) },
+			DeleteFunc: func(any) { fn(kind) },
+		}); err != nil {
+			return fmt.Errorf("watching %ss: %w", kind, err)
+		}
+	}
+	return nil
+}
+
+// Start starts the informers and waits for their caches; it returns false if
+// stop closed first.
+func (c *Cluster) Start(stop <-chan struct{}) bool {
+	c.factory.Start(stop)
+	for _, ok := range c.factory.WaitForCacheSync(stop) {
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// SetLocalAddresses records this node's own addresses, which are host
+// traffic for policy even when no Node object lists them (e.g. the bridge's
+// address, the source of the kubelet's probes).
+func (c *Cluster) SetLocalAddresses(ips []netip.Addr) {
+	c.mu.Lock()
+	c.localIP = ips
+	c.mu.Unlock()
+}
+
+// Snapshot is the policy input from the current caches.
+func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
+	s := &policy.Snapshot{}
+	var err error
+	if s.Namespaces, err = c.nsLister.List(labels.Everything()); err != nil {
+		return nil, err
+	}
+	if s.Pods, err = c.podLister.List(labels.Everything()); err != nil {
+		return nil, err
+	}
+	if s.Policies, err = c.npLister.List(labels.Everything()); err != nil {
+		return nil, err
+	}
+	nodes, err := c.nodeLister.List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	seen := map[netip.Addr]bool{}
+	add := func(a netip.Addr) {
+		if a.IsValid() && !seen[a] {
+			seen[a] = true
+			s.NodeIPs = append(s.NodeIPs, a)
+		}
+	}
+	for _, n := range nodes {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
+				ip, _ := netip.ParseAddr(a.Address)
+				add(ip.Unmap())
+			}
+		}
+	}
+	c.mu.RLock()
+	for _, a := range c.localIP {
+		add(a)
+	}
+	c.mu.RUnlock()
+	return s, nil
+}
+
+// PodByIP returns the (non hostNetwork) pod that has ip now. Among several
+// (a terminated pod keeps its address for a while) the running one wins.
+func (c *Cluster) PodByIP(ip netip.Addr) *corev1.Pod {
+	objs, _ := c.pods.GetIndexer().ByIndex(indexPodIP, ip.String())
+	var best *corev1.Pod
+	for _, o := range objs {
+		p := o.(*corev1.Pod)
+		if best == nil || (p.Status.Phase == corev1.PodRunning && best.Status.Phase != corev1.PodRunning) {
+			best = p
+		}
+	}
+	return best
+}
+
+// ServiceByIP returns the Service with that cluster (or external) IP.
+func (c *Cluster) ServiceByIP(ip netip.Addr) *corev1.Service {
+	objs, _ := c.services.GetIndexer().ByIndex(indexClusterIP, ip.String())
+	if len(objs) == 0 {
+		return nil
+	}
+	return objs[0].(*corev1.Service)
+}
+
+// Policies counts the NetworkPolicies in the cache.
+func (c *Cluster) Policies() int {
+	ps, _ := c.npLister.List(labels.Everything())
+	return len(ps)
+}
+
+// Workload names the controller behind a pod: a Deployment for a pod of a
+// ReplicaSet created by one (the pod-template-hash suffix removed), else
+// its controller owner, else nothing.
+func Workload(p *corev1.Pod) (kind, name string) {
+	for _, o := range p.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		if o.Kind == "ReplicaSet" {
+			if h := p.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
+				return "Deployment", strings.TrimSuffix(o.Name, "-"+h)
+			}
+		}
+		return o.Kind, o.Name
+	}
+	return "", ""
+}

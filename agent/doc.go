@@ -1,0 +1,14 @@
+// Package agent is the node agent behind `kubectl netpol install`: it watches
+// the cluster (pods, namespaces, NetworkPolicies, services, nodes) with
+// client-go informers, compiles the node's datapath with policy.Compile and
+// writes it into the eBPF maps with probe.Apply through a rate-limited
+// workqueue that coalesces bursts; it turns kernel verdict events into
+// enriched flows (pods, workloads, Service, deciding policies) served by a
+// flow.Hub over gRPC on 127.0.0.1; and it exports health and Prometheus
+// metrics on 127.0.0.1.
+//
+// The datapath is pinned: when the agent stops (crash, restart, upgrade)
+// enforcement goes on. Only when its own DaemonSet is being deleted (that is,
+// `kubectl netpol uninstall`) does it remove its programs, links and pins
+// before exiting.
+package agent

@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const metricsNamespace = "kubectl_netpol"
+
+// Metrics are the agent's Prometheus metrics, in their own registry (no
+// global state: tests run several agents in one process).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Flows           *prometheus.CounterVec // verdict, direction
+	PolicyVerdicts  *prometheus.CounterVec // namespace, policy, direction, rule, verdict
+	ApplyDuration   prometheus.Histogram
+	ApplyErrors     prometheus.Counter
+	Revoked         prometheus.Counter
+	Endpoints       prometheus.Gauge
+	Policies        prometheus.Gauge
+	Identities      prometheus.Gauge
+	DecodeErrors    prometheus.Counter
+	SlowClientDrops prometheus.CounterFunc
+}
+
+// NewMetrics registers every metric; datapath and mapUsage are read at
+// scrape time (the kernel counters are the source of truth).
+func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, slowClientDrops func() float64) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		Flows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "flows_total",
+			Help: "Flow verdict events received from the datapath (new allowed flows and drops).",
+		}, []string{"verdict", "direction"}),
+		PolicyVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "policy_verdicts_total",
+			Help: "Verdicts by deciding policy: the rule that allowed a flow, or the isolating policy of a drop (rule=\"\").",
+		}, []string{"namespace", "policy", "direction", "rule", "verdict"}),
+		ApplyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "policy_apply_duration_seconds",
+			Help:    "Time from a cluster change being picked up to the datapath enforcing it (compile + map updates).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		ApplyErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "policy_apply_errors_total",
+			Help: "Failed compiles or map updates (the previous policy stays enforced).",
+		}),
+		Revoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "conntrack_revoked_total",
+			Help: "Established connections deleted from conntrack because a new policy denies them.",
+		}),
+		Endpoints:  prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "endpoints", Help: "Local pods the datapath enforces."}),
+		Policies:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "policies", Help: "NetworkPolicies in the cluster, compiled into the datapath."}),
+		Identities: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "identities", Help: "Groups of pods that policies treat alike."}),
+		DecodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "event_decode_errors_total",
+			Help: "Ring-buffer records the agent could not decode.",
+		}),
+		SlowClientDrops: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "flows_dropped_slow_clients_total",
+			Help: "Flows not delivered to a gRPC client that read too slowly (the datapath never waits).",
+		}, slowClientDrops),
+	}
+	r.MustRegister(m.Flows, m.PolicyVerdicts, m.ApplyDuration, m.ApplyErrors, m.Revoked,
+		m.Endpoints, m.Policies, m.Identities, m.DecodeErrors, m.SlowClientDrops,
+		&datapathCollector{read: datapath, usage: mapUsage},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+var (
+	datapathDesc = prometheus.NewDesc(metricsNamespace+"_datapath_total",
+		"Datapath counters summed over CPUs (packets, established, new_allowed, new_denied, untracked, events, ring_full, rate_limited, not_parsed, spoof_dropped).",
+		[]string{"counter"}, nil)
+	mapEntriesDesc = prometheus.NewDesc(metricsNamespace+"_map_entries",
+		"Entries in use per BPF map.", []string{"map"}, nil)
+	mapMaxDesc = prometheus.NewDesc(metricsNamespace+"_map_max_entries",
+		"Capacity per BPF map.", []string{"map"}, nil)
+)
+
+// datapathCollector reads the kernel's counters at scrape time.
+type datapathCollector struct {
+	read  func() map[string]uint64
+	usage func() []MapUsage
+}
+
+func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- datapathDesc
+	ch <- mapEntriesDesc
+	ch <- mapMaxDesc
+}
+
+func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, v := range c.read() {
+		ch <- prometheus.MustNewConstMetric(datapathDesc, prometheus.CounterValue, float64(v), name)
+	}
+	for _, u := range c.usage() {
+		ch <- prometheus.MustNewConstMetric(mapEntriesDesc, prometheus.GaugeValue, float64(u.Entries), u.Name)
+		ch <- prometheus.MustNewConstMetric(mapMaxDesc, prometheus.GaugeValue, float64(u.Max), u.Name)
+	}
+}
+
+// MapUsage is how full one BPF map is.
+type MapUsage struct {
+	Name         string
+	Entries, Max uint64
+}

@@ -1,0 +1,117 @@
+//go:build linux
+
+// Command netpol-agent is the node agent installed by `kubectl netpol
+// install`: it enforces NetworkPolicy with eBPF and serves flow verdicts.
+// Wiring only: see package agent.
+//
+//	netpol-agent [flags]     run on this node
+//	netpol-agent cleanup     remove every program, link and pin of the datapath
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-netpol/kubectl-netpol/agent"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
+	"github.com/kubectl-netpol/kubectl-netpol/probe"
+)
+
+// terminationLog is where the kubelet reads a failed container's message
+// (`kubectl netpol install --wait` shows it per node).
+const terminationLog = "/dev/termination-log"
+
+func main() {
+	if err := run(); err != nil {
+		klog.ErrorS(err, "netpol-agent failed")
+		_ = os.WriteFile(terminationLog, []byte(err.Error()), 0o644)
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func run() error {
+	klog.InitFlags(nil)
+	cfg := agent.Config{Datapath: probe.DefaultConfig}
+	var kubeconfig string
+	var showVersion bool
+	flag.StringVar(&cfg.NodeName, "node-name", os.Getenv(install.EnvNodeName), "this node's name (default $"+install.EnvNodeName+")")
+	flag.StringVar(&cfg.PodName, "pod-name", os.Getenv(install.EnvPodName), "this agent's pod (default $"+install.EnvPodName+"); used to tell an uninstall from a restart")
+	flag.StringVar(&cfg.PodNamespace, "pod-namespace", os.Getenv(install.EnvPodNamespace), "this agent's namespace (default $"+install.EnvPodNamespace+")")
+	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
+	flag.StringVar(&cfg.GRPCAddr, "grpc-address", fmt.Sprintf("127.0.0.1:%d", install.AgentGRPCPort), "flow.v1.Observer address (keep it on loopback: clients come through pods/portforward)")
+	flag.StringVar(&cfg.HTTPAddr, "http-address", fmt.Sprintf("127.0.0.1:%d", install.AgentHTTPPort), "address of /healthz, /readyz and /metrics")
+	flag.StringVar(&cfg.PinRoot, "pin-root", probe.DefaultPinRoot, "bpffs directory of the datapath's pins")
+	flag.BoolVar(&cfg.KeepEstablished, "keep-established", false, "do not revoke established connections that a new policy denies")
+	flag.Uint64Var(&cfg.Datapath.DropEventsPerSec, "drop-events-per-sec", cfg.Datapath.DropEventsPerSec, "drop events per second per CPU (drops are never limited, only their events)")
+	flag.Uint64Var(&cfg.Datapath.DropEventsBurst, "drop-events-burst", cfg.Datapath.DropEventsBurst, "burst of drop events per CPU")
+	flag.BoolVar(&cfg.Datapath.FlowEvents, "flow-events", cfg.Datapath.FlowEvents, "emit an event for every new allowed flow")
+	flag.IntVar(&cfg.RingCapacity, "flow-history", 0, "recent flows kept for `kubectl netpol watch --last` (default 65536)")
+	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
+	flag.Parse()
+
+	if showVersion {
+		fmt.Println(version.Version())
+		return nil
+	}
+	if flag.Arg(0) == "cleanup" {
+		return cleanup(cfg.PinRoot)
+	}
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unknown argument %q: the only command is \"cleanup\"", flag.Arg(0))
+	}
+
+	rc, err := restConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.UserAgent = "netpol-agent/" + version.Version()
+	if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
+		return err
+	}
+	klog.InfoS("Starting netpol-agent", "version", version.Version(), "node", cfg.NodeName)
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return a.Run(ctx, agent.UninstallRequested(cfg.Client, cfg.PodNamespace, cfg.PodName))
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	rc, err := rest.InClusterConfig()
+	if errors.Is(err, rest.ErrNotInCluster) {
+		return nil, errors.New("not running in a pod: pass --kubeconfig")
+	}
+	return rc, err
+}
+
+// cleanup removes the datapath from this node by hand (e.g. after the
+// DaemonSet was force-deleted without its pods' shutdown).
+func cleanup(pinRoot string) error {
+	p, err := probe.Load(probe.Options{PinRoot: pinRoot})
+	if err != nil {
+		return err
+	}
+	if err := p.Uninstall(); err != nil {
+		return err
+	}
+	fmt.Println("removed every netpol program, link and pin under", pinRoot)
+	return nil
+}

@@ -5,8 +5,8 @@ package agent
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"

@@ -70,8 +70,11 @@ func (d *direction) equal(o *direction) bool {
 // applied is what the maps hold, as last written by this process (or
 // recovered from the pins at Load).
 type applied struct {
-	dp        *policy.Datapath
-	ipcache   map[netip.Prefix]uint32
+	dp      *policy.Datapath
+	ipcache map[netip.Prefix]uint32
+	// hosts are the ipcache prefixes held by netpol_hosts (single
+	// addresses, up to maxHosts); the others are in netpol_ipcache.
+	hosts     map[netip.Prefix]bool
 	endpoints map[[16]uint8]netpolNetpolEndpoint
 	// pairs maps an endpoint ID to its slot pair k (slots 2k and 2k+1).
 	pairs map[uint32]uint32
@@ -86,7 +89,7 @@ type applied struct {
 // recover reads the pinned endpoints and ipcache so that a restarted agent
 // keeps slot assignments and applies minimal diffs.
 func (p *Probe) recover() error {
-	p.state = applied{ipcache: map[netip.Prefix]uint32{}, endpoints: map[[16]uint8]netpolNetpolEndpoint{},
+	p.state = applied{ipcache: map[netip.Prefix]uint32{}, hosts: map[netip.Prefix]bool{}, endpoints: map[[16]uint8]netpolNetpolEndpoint{},
 		pairs: map[uint32]uint32{}, dirs: map[uint32]*direction{}, trieGen: map[uint32]int{}}
 	var k [16]uint8
 	var ep netpolNetpolEndpoint
@@ -109,6 +112,54 @@ func (p *Probe) recover() error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("reading pinned ipcache: %w", err)
 	}
+	it = p.objs.NetpolHosts.Iterate()
+	for it.Next(&k, &id) {
+		pfx := hostPrefix(netip.AddrFrom16(k))
+		p.state.ipcache[pfx] = id
+		p.state.hosts[pfx] = true
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading pinned host identities: %w", err)
+	}
+	return nil
+}
+
+// maxHosts is netpol_hosts' size (netpol.c).
+const maxHosts = 1 << 19
+
+// writeIdentity maps pfx to id: single addresses in netpol_hosts while it
+// has room, everything else in netpol_ipcache.
+func (p *Probe) writeIdentity(pfx netip.Prefix, id uint32) error {
+	if p.state.hosts[pfx] || pfx.IsSingleIP() && len(p.state.hosts) < maxHosts {
+		k := addr16(pfx.Addr())
+		if err := p.objs.NetpolHosts.Put(&k, id); err != nil {
+			return fmt.Errorf("writing host identity %s: %w", pfx, err)
+		}
+		p.state.hosts[pfx] = true
+	} else {
+		k := ipcacheKey(pfx)
+		if err := p.objs.NetpolIpcache.Put(&k, id); err != nil {
+			return fmt.Errorf("writing ipcache %s: %w", pfx, err)
+		}
+	}
+	p.state.ipcache[pfx] = id
+	return nil
+}
+
+func (p *Probe) removeIdentity(pfx netip.Prefix) error {
+	var err error
+	if p.state.hosts[pfx] {
+		k := addr16(pfx.Addr())
+		err = p.objs.NetpolHosts.Delete(&k)
+		delete(p.state.hosts, pfx)
+	} else {
+		k := ipcacheKey(pfx)
+		err = p.objs.NetpolIpcache.Delete(&k)
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("removing identity of %s: %w", pfx, err)
+	}
+	delete(p.state.ipcache, pfx)
 	return nil
 }
 
@@ -146,11 +197,9 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		if old, ok := p.state.ipcache[pfx]; ok && old == id {
 			continue
 		}
-		k := ipcacheKey(pfx)
-		if err := p.objs.NetpolIpcache.Put(&k, id); err != nil {
-			return res, fmt.Errorf("writing ipcache %s: %w", pfx, err)
+		if err := p.writeIdentity(pfx, id); err != nil {
+			return res, err
 		}
-		p.state.ipcache[pfx] = id
 		res.IPCacheWritten++
 	}
 
@@ -208,11 +257,9 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		if _, ok := want.ipcache[pfx]; ok {
 			continue
 		}
-		k := ipcacheKey(pfx)
-		if err := p.objs.NetpolIpcache.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return res, fmt.Errorf("removing ipcache %s: %w", pfx, err)
+		if err := p.removeIdentity(pfx); err != nil {
+			return res, err
 		}
-		delete(p.state.ipcache, pfx)
 		res.IPCacheRemoved++
 	}
 	p.state.dp = dp

@@ -108,6 +108,50 @@ func BenchmarkVerdict(b *testing.B) {
 	}
 }
 
+// BenchmarkVerdictFlat is the flatness of BenchmarkVerdict measured in one
+// run: three probes loaded side by side with 10, 10k and 100k rules, rounds
+// of PROG_TEST_RUN (200k packets each) in the order 10, 10k, 100k, 100k,
+// 10k, 10, so drift and noise from other load hit every size alike; it
+// reports the median kernel ns per packet of each size and the ratios
+// 100k/10 and 10k/10, allowed and denied.
+func BenchmarkVerdictFlat(b *testing.B) {
+	sizes := []int{10, 10_000, 100_000}
+	probes := make([]*Probe, len(sizes))
+	for i, n := range sizes {
+		probes[i] = benchProbe(b, Config{DropEventsPerSec: 1, DropEventsBurst: 1, WakeupWatermark: 1 << 20})
+		if _, err := probes[i].Apply(benchDatapath(n)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		src  string
+		want uint32
+	}{{"allowed", "10.78.0.2", 1}, {"denied", "10.78.0.3", 0}} {
+		pkt := tcpSYN(netip.MustParseAddr(c.src), netip.MustParseAddr("10.78.0.1"), 80)
+		b.Run(c.name, func(b *testing.B) {
+			per := make([][]float64, len(sizes))
+			for range b.N {
+				for _, i := range []int{0, 1, 2, 2, 1, 0} {
+					ret, d, err := probes[i].objs.NetpolNf.Benchmark(pkt, 200_000, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if ret != c.want {
+						b.Fatalf("verdict %d, want %d", ret, c.want)
+					}
+					per[i] = append(per[i], float64(d.Nanoseconds()))
+				}
+			}
+			for i, n := range sizes {
+				b.ReportMetric(median(per[i]), fmt.Sprintf("ns/pkt-%d", n))
+			}
+			b.ReportMetric(median(per[2])/median(per[0]), "ratio-100k/10")
+			b.ReportMetric(median(per[1])/median(per[0]), "ratio-10k/10")
+		})
+	}
+}
+
 // BenchmarkEmptyProgram is the floor: a netfilter program that returns
 // NF_ACCEPT, timed the same way.
 func BenchmarkEmptyProgram(b *testing.B) {

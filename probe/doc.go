@@ -19,8 +19,11 @@
 //
 // # Maps (pinned under PinRoot/LayoutVersion)
 //
-//   - netpol_ipcache: LPM trie, IPv4-mapped-IPv6 prefix -> identity (a miss
-//     is the world identity; node addresses have the host identity).
+//   - netpol_hosts: hash, address -> identity for every pod and node
+//     address (constant cost whatever the number of pods);
+//     netpol_ipcache: LPM trie, IPv4-mapped-IPv6 prefix -> identity for the
+//     rest (looked up after the hash; a miss is the world identity; node
+//     addresses have the host identity).
 //   - netpol_endpoints: hash, pod IP -> {endpoint ID, identity, isolation
 //     flags per direction, ingress slot, egress slot}.
 //   - netpol_policy_slots: array of maps, one hash per endpoint direction,

@@ -7,7 +7,8 @@
 // connections are evaluated, and they are dropped before conntrack confirms
 // them, so a denied flow leaves no conntrack entry behind.
 //
-// Layout (see maps below): ipcache (LPM prefix -> identity), endpoints (pod IP
+// Layout (see maps below): hosts (address -> identity) and ipcache (LPM prefix
+// -> identity), endpoints (pod IP
 // -> endpoint), policy_slots (array of per-endpoint-direction hash maps: exact
 // identity/protocol/port -> rule ID, and one summary per identity for its
 // every-port and every-protocol rules), policy_tries (array of LPM tries for
@@ -222,6 +223,17 @@ struct {
 	__type(value, struct netpol_endpoint);
 } netpol_endpoints SEC(".maps");
 
+// Identities of single addresses (every pod and node address): a hash, so
+// the lookup costs the same for 10 or 100k pods; netpol_ipcache keeps what
+// is not a single address, and the addresses that overflow this map.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 19);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct netpol_endpoint_key);
+	__type(value, __u32);
+} netpol_hosts SEC(".maps");
+
 struct netpol_policy_trie {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1 << 20);
@@ -423,6 +435,9 @@ static __always_inline __u32 identity_of(__u8 *addr, struct netpol_endpoint *ep)
 {
 	if (ep)
 		return ep->identity;
+	__u32 *host = bpf_map_lookup_elem(&netpol_hosts, addr);
+	if (host)
+		return *host;
 	struct netpol_ipcache_key k = {.prefixlen = 128};
 	__builtin_memcpy(k.addr, addr, 16);
 	__u32 *id = bpf_map_lookup_elem(&netpol_ipcache, &k);

@@ -134,6 +134,7 @@ const (
 	netpolMapNetpolCounters          = "netpol_counters"
 	netpolMapNetpolEndpoints         = "netpol_endpoints"
 	netpolMapNetpolEvents            = "netpol_events"
+	netpolMapNetpolHosts             = "netpol_hosts"
 	netpolMapNetpolIpcache           = "netpol_ipcache"
 	netpolMapNetpolPolicySlots       = "netpol_policy_slots"
 	netpolMapNetpolPolicyTries       = "netpol_policy_tries"
@@ -204,6 +205,7 @@ type netpolMapSpecs struct {
 	NetpolCounters    *ebpf.MapSpec `ebpf:"netpol_counters"`
 	NetpolEndpoints   *ebpf.MapSpec `ebpf:"netpol_endpoints"`
 	NetpolEvents      *ebpf.MapSpec `ebpf:"netpol_events"`
+	NetpolHosts       *ebpf.MapSpec `ebpf:"netpol_hosts"`
 	NetpolIpcache     *ebpf.MapSpec `ebpf:"netpol_ipcache"`
 	NetpolPolicySlots *ebpf.MapSpec `ebpf:"netpol_policy_slots"`
 	NetpolPolicyTries *ebpf.MapSpec `ebpf:"netpol_policy_tries"`
@@ -248,6 +250,7 @@ type netpolMaps struct {
 	NetpolCounters    *ebpf.Map `ebpf:"netpol_counters"`
 	NetpolEndpoints   *ebpf.Map `ebpf:"netpol_endpoints"`
 	NetpolEvents      *ebpf.Map `ebpf:"netpol_events"`
+	NetpolHosts       *ebpf.Map `ebpf:"netpol_hosts"`
 	NetpolIpcache     *ebpf.Map `ebpf:"netpol_ipcache"`
 	NetpolPolicySlots *ebpf.Map `ebpf:"netpol_policy_slots"`
 	NetpolPolicyTries *ebpf.Map `ebpf:"netpol_policy_tries"`
@@ -262,6 +265,7 @@ func (m *netpolMaps) Close() error {
 		m.NetpolCounters,
 		m.NetpolEndpoints,
 		m.NetpolEvents,
+		m.NetpolHosts,
 		m.NetpolIpcache,
 		m.NetpolPolicySlots,
 		m.NetpolPolicyTries,

@@ -92,7 +92,10 @@ type InstallOptions struct {
 
 // NewCmdInstall returns `kubectl netpol install`.
 func NewCmdInstall(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &InstallOptions{IOStreams: streams, factory: f, Version: version.Version()}
+	return newCmdInstall(&InstallOptions{IOStreams: streams, factory: f, Version: version.Version()})
+}
+
+func newCmdInstall(o *InstallOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install or upgrade the netpol agent (a DaemonSet enforcing NetworkPolicies with eBPF)",

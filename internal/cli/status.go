@@ -30,9 +30,9 @@ const statusDialTimeout = 10 * time.Second
 // map makes the agent refuse new endpoints or rules.
 const mapPressureWarn = 90
 
-// AgentDialer opens an Observer client to the agent in pod; the Closer ends
+// statusDialer opens an Observer client to the agent in pod; the Closer ends
 // the connection.
-type AgentDialer func(ctx context.Context, pod *corev1.Pod) (flowv1.ObserverClient, io.Closer, error)
+type statusDialer func(ctx context.Context, pod *corev1.Pod) (flowv1.ObserverClient, io.Closer, error)
 
 // StatusOptions is `kubectl netpol status`.
 type StatusOptions struct {
@@ -42,7 +42,7 @@ type StatusOptions struct {
 	Output string
 	// Dial reaches an agent; through the API server's port-forward unless a
 	// test supplies its own.
-	Dial AgentDialer
+	Dial statusDialer
 	// ClientVersion is this plugin's version (tests pin it).
 	ClientVersion string
 
@@ -105,7 +105,10 @@ type check struct {
 
 // NewCmdStatus returns `kubectl netpol status`.
 func NewCmdStatus(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &StatusOptions{IOStreams: streams, factory: f, ClientVersion: version.Version()}
+	return newCmdStatus(&StatusOptions{IOStreams: streams, factory: f, ClientVersion: version.Version()})
+}
+
+func newCmdStatus(o *StatusOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the netpol agent on every node: ready, version, what it enforces, map pressure, lost events, node checks",
@@ -181,7 +184,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	return printStatus(o.Out, report)
 }
 
-func (o *StatusOptions) portForwardDialer() AgentDialer {
+func (o *StatusOptions) portForwardDialer() statusDialer {
 	return func(ctx context.Context, pod *corev1.Pod) (flowv1.ObserverClient, io.Closer, error) {
 		conn, err := agentclient.Dial(ctx, o.Config, agentclient.Agent{Namespace: pod.Namespace, Name: pod.Name, Node: pod.Spec.NodeName})
 		if err != nil {
@@ -324,7 +327,8 @@ func printStatus(w io.Writer, r statusReport) error {
 			endpoints, policies = strconv.Itoa(int(a.EndpointsEnforced)), strconv.Itoa(int(a.Policies))
 			lost, limited = strconv.FormatUint(a.EventsLost, 10), strconv.FormatUint(a.EventsRateLimited, 10)
 			if top := fullestMap(a.Maps); top != nil {
-				pressure = fmt.Sprintf("%.0f%% (%s)", top.Pressure, top.Name)
+				// Rounded down: 99.5% full must not read as 100%.
+				pressure = fmt.Sprintf("%d%% (%s)", int(top.Pressure), top.Name)
 			}
 			for _, m := range a.Maps {
 				if m.Pressure >= mapPressureWarn {

@@ -30,7 +30,10 @@ type UninstallOptions struct {
 
 // NewCmdUninstall returns `kubectl netpol uninstall`.
 func NewCmdUninstall(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &UninstallOptions{IOStreams: streams, factory: f}
+	return newCmdUninstall(&UninstallOptions{IOStreams: streams, factory: f})
+}
+
+func newCmdUninstall(o *UninstallOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove the netpol agent: every object install created, and on each node its BPF programs and pins",

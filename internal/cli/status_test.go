@@ -1,0 +1,197 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes/fake"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+)
+
+// statusServer is a real gRPC Observer server on loopback answering Status
+// with a fixed response.
+type statusServer struct {
+	flowv1.UnimplementedObserverServer
+	resp *flowv1.StatusResponse
+}
+
+func (s *statusServer) Status(context.Context, *flowv1.StatusRequest) (*flowv1.StatusResponse, error) {
+	return s.resp, nil
+}
+
+// serveStatus starts a server for resp and returns its address.
+func serveStatus(t *testing.T, resp *flowv1.StatusResponse) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	flowv1.RegisterObserverServer(srv, &statusServer{resp: resp})
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// addrDialer dials, for each pod name, the address in addrs over real gRPC;
+// a pod without an address fails as an unreachable port-forward would.
+func addrDialer(addrs map[string]string) statusDialer {
+	return func(ctx context.Context, pod *corev1.Pod) (flowv1.ObserverClient, io.Closer, error) {
+		addr, ok := addrs[pod.Name]
+		if !ok {
+			return nil, nil, errors.New("port-forward to pod " + pod.Namespace + "/" + pod.Name + ": error upgrading connection: pods \"" + pod.Name + "\" is forbidden")
+		}
+		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		return flowv1.NewObserverClient(cc), cc, nil
+	}
+}
+
+func statusPod(name, node, ver string, ready bool, tweak ...func(*corev1.Pod)) *corev1.Pod {
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: name, Labels: map[string]string{
+			install.LabelName: install.AgentName, install.LabelPartOf: install.PartOf, install.LabelVersion: ver}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "agent", Image: "example.test/agent:" + ver}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "agent", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}},
+	}
+	for _, tw := range tweak {
+		tw(p)
+	}
+	return p
+}
+
+func runStatus(t *testing.T, objs []runtime.Object, dial statusDialer, args ...string) (string, error) {
+	t.Helper()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	f := offlineFactory(t)
+	o := &StatusOptions{IOStreams: streams, factory: f, ClientVersion: "v0.2.0", Dial: dial,
+		agentClients: agentClients{Kube: fake.NewClientset(objs...)}}
+	root := agentRoot(f, newCmdStatus(o))
+	root.SetArgs(append([]string{"status"}, args...))
+	err := root.Execute()
+	return out.String(), err
+}
+
+// statusCluster is four nodes: a healthy agent of this version; an older
+// agent with a full map, a failed node check, lost events and a failed
+// apply; a pod stuck pulling its image; and a ready pod whose port-forward
+// is refused.
+func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
+	healthy := serveStatus(t, &flowv1.StatusResponse{
+		Version: "v0.2.0", Node: "node-a", Ready: true, EndpointsEnforced: 12, Policies: 3,
+		Maps:              []*flowv1.MapUsage{{Name: "endpoints", Entries: 12, MaxEntries: 65536}, {Name: "rules", Entries: 300, MaxEntries: 1000}},
+		Checks:            []*flowv1.NodeCheck{{Name: "bridge-nf-call-iptables", Ok: true, Detail: "1"}},
+		Uptime:            durationpb.New(90 * time.Minute),
+		LastApply:         timestamppb.New(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)),
+		FlowsSeen:         5000,
+		RingCapacity:      4096,
+		EventsLost:        0,
+		EventsRateLimited: 0,
+	})
+	troubled := serveStatus(t, &flowv1.StatusResponse{
+		Version: "v0.1.0", Node: "node-b", Ready: false, EndpointsEnforced: 40, Policies: 7,
+		Maps:              []*flowv1.MapUsage{{Name: "rules", Entries: 995, MaxEntries: 1000}},
+		Checks:            []*flowv1.NodeCheck{{Name: "bridge-nf-call-iptables", Ok: false, Detail: "net.bridge.bridge-nf-call-iptables is 0: run sysctl -w net.bridge.bridge-nf-call-iptables=1"}, {Name: "bpffs", Ok: true}},
+		EventsLost:        17,
+		EventsRateLimited: 4,
+		LastApplyError:    "rules map full",
+	})
+	objs := []runtime.Object{
+		statusPod("agent-a", "node-a", "v0.2.0", true),
+		statusPod("agent-b", "node-b", "v0.1.0", false),
+		statusPod("agent-c", "node-c", "v0.2.0", false, func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodPending
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "no such image"}}
+		}),
+		statusPod("agent-d", "node-d", "v0.2.0", true),
+		// Another pod on node-a being replaced: status asks the ready one.
+		statusPod("agent-a-old", "node-a", "v0.1.0", true, func(p *corev1.Pod) { now := metav1.Now(); p.DeletionTimestamp = &now }),
+		// Not an agent: ignored.
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: "web", Labels: map[string]string{"app": "web"}}},
+	}
+	return objs, addrDialer(map[string]string{"agent-a": healthy, "agent-b": troubled, "agent-a-old": troubled})
+}
+
+func TestStatusTable(t *testing.T) {
+	objs, dial := statusCluster(t)
+	out, err := runStatus(t, objs, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "status_table", out)
+}
+
+func TestStatusJSON(t *testing.T) {
+	objs, dial := statusCluster(t)
+	out, err := runStatus(t, objs, dial, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r statusReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if r.Namespace != install.DefaultNamespace || r.ClientVersion != "v0.2.0" || len(r.Nodes) != 4 {
+		t.Fatalf("report = %+v", r)
+	}
+	a, b, c, d := r.Nodes[0], r.Nodes[1], r.Nodes[2], r.Nodes[3]
+	if a.Pod != "agent-a" || !a.PodReady || a.Agent == nil || !a.Agent.Ready || a.Agent.EndpointsEnforced != 12 || a.Skew != "" ||
+		a.Agent.Uptime != "1h30m0s" || a.Agent.LastApply == nil || len(a.Agent.Maps) != 2 || a.Agent.Maps[1].Pressure != 30 {
+		t.Errorf("node-a = %+v agent %+v", a, a.Agent)
+	}
+	if b.Agent == nil || b.Agent.Ready || b.Agent.EventsLost != 17 || b.Agent.Maps[0].Pressure != 99.5 || b.Agent.LastApplyError != "rules map full" ||
+		!strings.Contains(b.Skew, "older than this plugin") || b.Agent.Checks[0].OK {
+		t.Errorf("node-b = %+v agent %+v", b, b.Agent)
+	}
+	if c.Agent != nil || c.PodState != "pending (ImagePullBackOff)" || !strings.Contains(c.Error, "agent pod agent-c is pending (ImagePullBackOff)") {
+		t.Errorf("node-c = %+v", c)
+	}
+	if d.Agent != nil || !strings.Contains(d.Error, "cannot reach the agent: port-forward to pod netpol-system/agent-d") {
+		t.Errorf("node-d = %+v", d)
+	}
+}
+
+func TestStatusYAML(t *testing.T) {
+	objs, dial := statusCluster(t)
+	out, err := runStatus(t, objs, dial, "-o", "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, out, "namespace: netpol-system\n", "  node: node-a\n", "pressurePercent: 99.5\n")
+}
+
+func TestStatusNotInstalled(t *testing.T) {
+	_, err := runStatus(t, nil, addrDialer(nil))
+	if err == nil || !strings.Contains(err.Error(), "not installed in namespace netpol-system") || !strings.Contains(err.Error(), "kubectl netpol install") {
+		t.Errorf("err = %v", err)
+	}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: install.AgentName}}
+	_, err = runStatus(t, []runtime.Object{ds}, addrDialer(nil))
+	if err == nil || !strings.Contains(err.Error(), "exists but has no pods") {
+		t.Errorf("err = %v", err)
+	}
+}

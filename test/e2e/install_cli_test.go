@@ -1,0 +1,295 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
+)
+
+// missingImage is an agent image nobody has: the pull goes to localhost
+// (refused at once) and the pod stays in ImagePullBackOff, never running, so
+// these tests exercise the CLI and the API server without an agent on the
+// node. The full install → enforce test is agent_test.go.
+const missingImage = "localhost/kubectl-netpol/agent:e2e-missing"
+
+// onTestNode pins the throw-away install to the test node explicitly. An
+// agent installed in netpol-system by another test then is no reason to
+// refuse (installs on chosen nodes are allowed next to each other).
+var onTestNode = "kubernetes.io/hostname=" + framework.NodeName
+
+// throwAwayInstall returns a fresh namespace name for an install and
+// removes whatever carries its instance label when the test ends, even if
+// the test failed before uninstall.
+func throwAwayInstall(t *testing.T, c *framework.Cluster) (string, dynamic.Interface) {
+	t.Helper()
+	ns := "netpol-e2e-" + rand.String(6)
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		left, err := install.FindInstalled(ctx, dyn, ns)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		for i := len(left) - 1; i >= 0; i-- {
+			if err := install.Delete(ctx, dyn, left[i], metav1.DeletePropagationForeground); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	return ns, dyn
+}
+
+// labelled lists every object of the install in ns, across the kinds
+// install creates, as kind/name.
+func labelled(t *testing.T, dyn dynamic.Interface, ns string) []string {
+	t.Helper()
+	ctx := framework.Context(t, 30*time.Second)
+	var out []string
+	for _, k := range install.Kinds {
+		var list []string
+		if k.Namespaced {
+			l, err := dyn.Resource(k.Resource).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: install.ProjectSelector})
+			if err != nil {
+				t.Fatalf("listing %s: %v", k, err)
+			}
+			for _, it := range l.Items {
+				list = append(list, k.Kind+"/"+it.GetName())
+			}
+		} else {
+			l, err := dyn.Resource(k.Resource).List(ctx, metav1.ListOptions{LabelSelector: install.InstanceSelector(ns)})
+			if err != nil {
+				t.Fatalf("listing %s: %v", k, err)
+			}
+			for _, it := range l.Items {
+				list = append(list, k.Kind+"/"+it.GetName())
+			}
+		}
+		out = append(out, list...)
+	}
+	return out
+}
+
+// TestInstallUninstallLive installs into a throw-away namespace with an
+// image that cannot be pulled, and checks: every object created by
+// server-side apply under our field manager; the DaemonSet's pod admitted
+// (system-node-critical outside kube-system, Pod Security privileged); a
+// second install changes nothing; --wait times out with the pod's state and
+// events; status explains the node; uninstall leaves no labelled object and
+// no pod; a second uninstall says nothing is installed.
+func TestInstallUninstallLive(t *testing.T) {
+	c := framework.Connect(t)
+	ns, dyn := throwAwayInstall(t, c)
+	base := []string{"-n", ns, "--image", missingImage, "--node-selector", onTestNode}
+
+	out, err := netpol(t, c, "", append([]string{"install", "--wait=false"}, base...)...)
+	if err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, " created\n"); n != len(install.Kinds) {
+		t.Errorf("install printed %d created objects, want %d:\n%s", n, len(install.Kinds), out)
+	}
+
+	objs := labelled(t, dyn, ns)
+	if len(objs) != len(install.Kinds) {
+		t.Fatalf("labelled objects after install = %v, want one of each of %d kinds", objs, len(install.Kinds))
+	}
+	ctx := framework.Context(t, 3*time.Minute)
+	for _, k := range install.Kinds {
+		name := install.AgentName
+		switch k.Kind {
+		case "Namespace":
+			name = ns
+		case "ClusterRole", "ClusterRoleBinding":
+			name = install.ClusterName(ns)
+		}
+		res := dyn.Resource(k.Resource)
+		var get func() (metav1.Object, error)
+		if k.Namespaced {
+			get = func() (metav1.Object, error) { return res.Namespace(ns).Get(ctx, name, metav1.GetOptions{}) }
+		} else {
+			get = func() (metav1.Object, error) { return res.Get(ctx, name, metav1.GetOptions{}) }
+		}
+		obj, err := get()
+		if err != nil {
+			t.Errorf("%s %s: %v", k, name, err)
+			continue
+		}
+		applied := false
+		for _, mf := range obj.GetManagedFields() {
+			if mf.Manager == install.FieldManager && mf.Operation == metav1.ManagedFieldsOperationApply {
+				applied = true
+			}
+		}
+		if !applied {
+			t.Errorf("%s %s was not server-side applied by %s: %+v", k, name, install.FieldManager, obj.GetManagedFields())
+		}
+	}
+
+	// The DaemonSet controller creates the pod only if admission accepts it:
+	// system-node-critical outside kube-system, hostNetwork and hostPath
+	// under the namespace's Pod Security label.
+	var pod *corev1.Pod
+	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := install.AgentPods(ctx, c.Client, ns)
+		if err != nil || len(pods) == 0 {
+			return false, nil
+		}
+		pod = &pods[0]
+		return true, nil
+	}); err != nil {
+		ds, _ := c.Client.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{})
+		t.Fatalf("the DaemonSet created no pod in a minute:\n%s", install.ObjectEvents(ctx, c.Client, "DaemonSet", ds, 10))
+	}
+	if pod.Spec.PriorityClassName != "system-node-critical" || pod.Spec.Priority == nil || *pod.Spec.Priority < 2000000000 || pod.Spec.NodeName != framework.NodeName {
+		t.Errorf("agent pod priority %s/%v on %q", pod.Spec.PriorityClassName, pod.Spec.Priority, pod.Spec.NodeName)
+	}
+
+	out, err = netpol(t, c, "", append([]string{"install", "--wait=false"}, base...)...)
+	if err != nil {
+		t.Fatalf("second install: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, " unchanged\n"); n != len(install.Kinds) || strings.Contains(out, "upgrading") {
+		t.Errorf("second install is not a no-op:\n%s", out)
+	}
+
+	out, err = netpol(t, c, "", append([]string{"install", "--timeout", "15s"}, base...)...)
+	if err == nil || !strings.Contains(err.Error(), "is not ready on 1 of 1 nodes after 15s") {
+		t.Fatalf("install --wait with a missing image: err = %v\n%s", err, out)
+	}
+	t.Logf("install --wait report:\n%s", out)
+	for _, want := range []string{
+		"Waiting for netpol-agent", "  " + framework.NodeName + ": pending",
+		"Timed out after 15s", "pod " + ns + "/", "container agent: waiting: ", missingImage, "events:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("timeout report lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, "ErrImagePull") && !strings.Contains(out, "ImagePullBackOff") {
+		t.Errorf("timeout report does not say the pull failed:\n%s", out)
+	}
+
+	out, err = netpol(t, c, "", "status", "-n", ns)
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, framework.NodeName+"  pending") || !strings.Contains(out, framework.NodeName+": agent pod "+pod.Name+" is pending (") {
+		t.Errorf("status:\n%s", out)
+	}
+
+	out, err = netpol(t, c, "", "uninstall", "-n", ns)
+	if err != nil {
+		t.Fatalf("uninstall: %v\n%s", err, out)
+	}
+	t.Logf("uninstall:\n%s", out)
+	if !strings.Contains(out, "uninstalled from namespace "+ns) || !strings.Contains(out, framework.NodeName+": removed") {
+		t.Errorf("uninstall output:\n%s", out)
+	}
+	// The DaemonSet went first, the RBAC after the pods were gone.
+	if d, r := strings.Index(out, "daemonset.apps/netpol-agent deleted"), strings.Index(out, "clusterrole.rbac.authorization.k8s.io/"); d < 0 || r < d {
+		t.Errorf("uninstall order:\n%s", out)
+	}
+	if left := labelled(t, dyn, ns); len(left) != 0 {
+		t.Errorf("left after uninstall: %v", left)
+	}
+	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("namespace %s still exists: %v", ns, err)
+	}
+
+	out, err = netpol(t, c, "", "uninstall", "-n", ns)
+	if err != nil || !strings.Contains(out, "is not installed in namespace "+ns) {
+		t.Errorf("second uninstall: %v\n%s", err, out)
+	}
+	_, err = netpol(t, c, "", "status", "-n", ns)
+	if err == nil || !strings.Contains(err.Error(), "kubectl netpol install") {
+		t.Errorf("status after uninstall: %v", err)
+	}
+}
+
+// TestInstallRefusesSecondAgentOnSameNodes: with an agent installed, an
+// install into another namespace without --node-selector would put two
+// agents on one node and is refused before anything is written.
+func TestInstallRefusesSecondAgentOnSameNodes(t *testing.T) {
+	c := framework.Connect(t)
+	first, _ := throwAwayInstall(t, c)
+	second, dyn := throwAwayInstall(t, c)
+	if out, err := netpol(t, c, "", "install", "--wait=false", "-n", first, "--image", missingImage, "--node-selector", onTestNode); err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	_, err := netpol(t, c, "", "install", "--wait=false", "-n", second, "--image", missingImage)
+	if err == nil || !strings.Contains(err.Error(), "an agent is already installed in namespace") || !strings.Contains(err.Error(), "--node-selector") {
+		t.Fatalf("second install elsewhere: %v", err)
+	}
+	if left := labelled(t, dyn, second); len(left) != 0 {
+		t.Errorf("the refused install wrote %v", left)
+	}
+	if out, err := netpol(t, c, "", "uninstall", "-n", first); err != nil {
+		t.Fatalf("uninstall: %v\n%s", err, out)
+	}
+}
+
+// TestInstallWithoutPermission runs install as a ServiceAccount with no
+// rights, through a kubeconfig holding its token: the answer is one message
+// listing what is missing, and nothing is written.
+func TestInstallWithoutPermission(t *testing.T) {
+	c := framework.Connect(t)
+	home := c.NewNamespace(t, "nobody")
+	ctx := framework.Context(t, time.Minute)
+	if _, err := c.Client.CoreV1().ServiceAccounts(home).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "nobody"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.Client.CoreV1().ServiceAccounts(home).CreateToken(ctx, "nobody", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for nobody: %v", err)
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["c"] = &clientcmdapi.Cluster{Server: c.Config.Host, CertificateAuthorityData: c.Config.CAData, CertificateAuthority: c.Config.CAFile}
+	cfg.AuthInfos["nobody"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	cfg.Contexts["nobody"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "nobody"}
+	cfg.CurrentContext = "nobody"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	ns, dyn := throwAwayInstall(t, c)
+	nobody := &framework.Cluster{Kubeconfig: path, Config: c.Config, Client: c.Client}
+	_, err = netpol(t, nobody, "", "install", "--wait=false", "-n", ns, "--image", missingImage, "--node-selector", onTestNode)
+	if err == nil {
+		t.Fatal("install without permissions succeeded")
+	}
+	msg := err.Error()
+	for _, want := range []string{"you need permission to create namespaces", "create clusterroles.rbac.authorization.k8s.io",
+		fmt.Sprintf("patch daemonsets.apps in namespace %s", ns), "ask a cluster admin or use an admin kubeconfig"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q: %s", want, msg)
+		}
+	}
+	if left := labelled(t, dyn, ns); len(left) != 0 {
+		t.Errorf("install without permission wrote %v", left)
+	}
+	_ = os.Remove(path)
+}

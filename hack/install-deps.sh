@@ -9,6 +9,7 @@ packages=(
   iproute2 iptables nftables conntrack   # datapath tests: netns, veth, bridges, kube-proxy-style NAT
   containerd runc containernetworking-plugins openssl  # the local single-node cluster
   tmux                                   # the TUI tested in a real terminal
+  iperf3                                 # datapath throughput A/B (probe: BenchmarkDatapathAB)
   protobuf-compiler libprotobuf-dev      # make proto: flow/v1 (protoc + well-known .proto includes)
 )
 

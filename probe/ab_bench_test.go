@@ -1,0 +1,298 @@
+//go:build linux
+
+package probe
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+)
+
+// The A/B benchmark's processes: servers pinned to abServerCPU, clients to
+// abClientCPU (unpinned connect latency on this 2-core VM jumps between ~45
+// and ~90 µs from run to run).
+const (
+	abServerCPU = "0"
+	abClientCPU = "1"
+	abCRRPort   = 80
+	abIperfPort = 5201
+)
+
+// TestConnectRateProcess is the connect-rate server or client, run as a
+// child (pinned with taskset, inside a pod namespace) by
+// BenchmarkDatapathAB; it does nothing otherwise. Server: accept, write one
+// byte, close. Client: connect, read the byte, close, for the given time;
+// print the number of connections.
+func TestConnectRateProcess(t *testing.T) {
+	mode := os.Getenv("NETPOL_TEST_CRR")
+	if mode == "" {
+		t.Skip("run as a child of BenchmarkDatapathAB")
+	}
+	addr := os.Getenv("NETPOL_TEST_CRR_ADDR")
+	fail := func(err error) {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if mode == "server" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println("ready")
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				fail(err)
+			}
+			c.Write([]byte{'x'})
+			c.Close()
+		}
+	}
+	d, err := time.ParseDuration(os.Getenv("NETPOL_TEST_CRR_TIME"))
+	if err != nil {
+		fail(err)
+	}
+	n := 0
+	buf := make([]byte, 1)
+	for end := time.Now().Add(d); time.Now().Before(end); n++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			fail(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			fail(err)
+		}
+		c.Close()
+	}
+	fmt.Println(n)
+	os.Exit(0)
+}
+
+// pinnedIn is the command line that runs args inside p's namespace on cpu.
+func pinnedIn(p *pod, cpu string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", p.name, "taskset", "-c", cpu}, args...)...)
+}
+
+// startServer starts cmd and kills it (by PID) when the benchmark ends;
+// ready, if set, is the line it prints once it accepts connections.
+func startServer(b *testing.B, cmd *exec.Cmd, ready string) {
+	b.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+	})
+	if ready == "" {
+		return
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != ready {
+		b.Fatalf("%s did not start: %q %v", cmd.Args, line, err)
+	}
+}
+
+// abDatapath is 1000 NetworkPolicies (plus the two that let c reach a on
+// the benchmark's ports) compiled for the node: half isolate a's ingress,
+// half c's egress, each naming its own remote peer pod and port, so the
+// datapath holds ~1000 identities and ~500 rules on each of the two sides.
+func abDatapath(b *testing.B, a, c *pod) *policy.Datapath {
+	b.Helper()
+	snap := &policy.Snapshot{Pods: []*corev1.Pod{podObject(a, "x", map[string]string{"app": "a"}),
+		podObject(c, "x", map[string]string{"app": "c"})}}
+	for i := range 1000 {
+		ip := netip.AddrFrom4([4]byte{10, 76, byte(i >> 8), byte(i)}).String()
+		snap.Pods = append(snap.Pods, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: fmt.Sprintf("peer-%d", i), Labels: map[string]string{"peer": strconv.Itoa(i)},
+				UID: types.UID(fmt.Sprintf("uid-peer-%d", i))},
+			Spec:   corev1.PodSpec{NodeName: "node-2"},
+			Status: corev1.PodStatus{PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
+		})
+		peer := []networkingv1.NetworkPolicyPeer{{PodSelector: selector("peer", strconv.Itoa(i))}}
+		port := []networkingv1.NetworkPolicyPort{tcpPort(int32(10000+i), 0)}
+		if i%2 == 0 {
+			snap.Policies = append(snap.Policies, netpol("x", fmt.Sprintf("p%04d", i), selector("app", "a"), ingressOnly,
+				[]networkingv1.NetworkPolicyIngressRule{{From: peer, Ports: port}}, nil))
+		} else {
+			snap.Policies = append(snap.Policies, netpol("x", fmt.Sprintf("p%04d", i), selector("app", "c"), egressOnly,
+				nil, []networkingv1.NetworkPolicyEgressRule{{To: peer, Ports: port}}))
+		}
+	}
+	ports := []networkingv1.NetworkPolicyPort{tcpPort(abCRRPort, 0), tcpPort(abIperfPort, 0)}
+	snap.Policies = append(snap.Policies,
+		netpol("x", "a-from-c", selector("app", "a"), ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "c")}}, Ports: ports}}, nil),
+		netpol("x", "c-to-a", selector("app", "c"), egressOnly, nil, []networkingv1.NetworkPolicyEgressRule{{
+			To: []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "a")}}, Ports: ports}}))
+	dp, err := policy.Compile(snap, testNode)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return dp
+}
+
+func loadAvg() float64 {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(raw))
+	if len(f) == 0 {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+// BenchmarkDatapathAB is iperf3 throughput and TCP connect rate from pod c
+// to pod a (routed veths through the node namespace, conntrack on as with
+// kube-proxy), with the datapath enforcing 1000 policies on both pods and a
+// reader consuming the flow events (DefaultConfig), against no programs.
+// Each benchmark iteration is one A B B A round; each arm measures iperf3
+// for -abtime and the connect rate for half of it; servers run pinned to
+// CPU 0 and clients to CPU 1; conntrack is flushed before each arm. It
+// reports the medians, their ratios and the 1-minute load average at the
+// start and the end (the machine is shared).
+//
+//	go test -run '^$' -bench BenchmarkDatapathAB -benchtime 3x ./probe/
+func BenchmarkDatapathAB(b *testing.B) {
+	requireRoot(b)
+	for _, tool := range []string{"iperf3", "taskset", "conntrack"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Skipf("needs %s: run hack/install-deps.sh", tool)
+		}
+	}
+	load0 := loadAvg()
+	tp := newTopology(b, false)
+	a, c := tp.addPod(b, "a"), tp.addPod(b, "c")
+	startServer(b, pinnedIn(a, abServerCPU, "iperf3", "-s", "-B", a.ip4.String(), "-p", strconv.Itoa(abIperfPort)), "")
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if out, _ := a.try("ss", "-Hltn", fmt.Sprintf("sport = :%d", abIperfPort)); strings.TrimSpace(out) != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("iperf3 server did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	crr := pinnedIn(a, abServerCPU, os.Args[0], "-test.run=^TestConnectRateProcess$", "-test.count=1")
+	crr.Env = append(os.Environ(), "NETPOL_TEST_CRR=server", "NETPOL_TEST_CRR_ADDR="+netip.AddrPortFrom(a.ip4, abCRRPort).String())
+	startServer(b, crr, "ready")
+	dp := abDatapath(b, a, c)
+	root := testPinRoot(b)
+	const iperfSecs = 4
+
+	iperf := func() float64 {
+		out, err := pinnedIn(c, abClientCPU, "iperf3", "-c", a.ip4.String(), "-p", strconv.Itoa(abIperfPort),
+			"-t", strconv.Itoa(iperfSecs), "-O", "1", "-J").Output()
+		if err != nil {
+			b.Fatalf("iperf3: %v: %s", err, out)
+		}
+		var res struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
+			b.Fatalf("iperf3 output: %v: %s", err, out)
+		}
+		return res.End.SumReceived.BitsPerSecond
+	}
+	connectRate := func() float64 {
+		secs := iperfSecs / 2.0
+		cmd := pinnedIn(c, abClientCPU, os.Args[0], "-test.run=^TestConnectRateProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "NETPOL_TEST_CRR=client", "NETPOL_TEST_CRR_ADDR="+netip.AddrPortFrom(a.ip4, abCRRPort).String(),
+			fmt.Sprintf("NETPOL_TEST_CRR_TIME=%gs", secs))
+		out, err := cmd.Output()
+		n, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil || perr != nil {
+			b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
+		}
+		return float64(n) / secs
+	}
+	arm := func(enforce bool) (bps, cps float64) {
+		tp.node.run(b, "conntrack", "-F")
+		if enforce {
+			p, err := Load(Options{PinRoot: root, Config: DefaultConfig})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Uninstall()
+			if err := tp.node.in(func() error { return p.Attach("node") }); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := p.Apply(dp); err != nil {
+				b.Fatal(err)
+			}
+			rd, err := p.NewReader(100 * time.Millisecond)
+			if err != nil {
+				b.Fatal(err)
+			}
+			stop, done := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(done)
+				var ev Event
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					rd.Read(&ev)
+				}
+			}()
+			defer func() {
+				close(stop)
+				<-done
+				rd.Close()
+				st, _ := p.Stats()
+				if st.NewAllowed == 0 {
+					b.Error("the enforced arm judged no new flow: the programs are not in the path")
+				}
+				b.Logf("enforced arm: %d new flows allowed, %d denied, %d events, %d lost", st.NewAllowed, st.NewDenied, st.Events, st.RingFull)
+			}()
+		}
+		return iperf(), connectRate()
+	}
+	var bpsOn, bpsOff, cpsOn, cpsOff []float64
+	for i := 0; i < b.N; i++ {
+		for _, enforce := range []bool{true, false, false, true} {
+			bps, cps := arm(enforce)
+			b.Logf("round %d enforce=%v: %.2f Gbit/s, %.0f conn/s, load %.2f", i, enforce, bps/1e9, cps, loadAvg())
+			if enforce {
+				bpsOn, cpsOn = append(bpsOn, bps), append(cpsOn, cps)
+			} else {
+				bpsOff, cpsOff = append(bpsOff, bps), append(cpsOff, cps)
+			}
+		}
+	}
+	b.ReportMetric(median(bpsOn)/1e9, "Gbit/s-enforced")
+	b.ReportMetric(median(bpsOff)/1e9, "Gbit/s-baseline")
+	b.ReportMetric(median(bpsOn)/median(bpsOff), "iperf3-ratio")
+	b.ReportMetric(median(cpsOn), "conn/s-enforced")
+	b.ReportMetric(median(cpsOff), "conn/s-baseline")
+	b.ReportMetric(median(cpsOn)/median(cpsOff), "connect-ratio")
+	b.ReportMetric(load0, "load-start")
+	b.ReportMetric(loadAvg(), "load-end")
+}

@@ -135,7 +135,7 @@ cluster-check: ## Fail if any process, mount, netns, link, route, chain, cgroup,
 
 .PHONY: images
 images: ## Build the local images (pause, netprobe, coredns) without docker; import them if the cluster runs
-	@if [ -S /run/netpol-cluster/containerd/containerd.sock ]; then hack/cluster/images.sh import; else hack/cluster/images.sh build; fi
+	@export VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO); if [ -S /run/netpol-cluster/containerd/containerd.sock ]; then hack/cluster/images.sh import; else hack/cluster/images.sh build; fi
 
 .PHONY: e2e
 e2e: ## cluster-up, go test -tags e2e ./test/e2e/..., cluster-down (KEEP_CLUSTER=1 keeps it; E2E_ARGS='-run X -v')

@@ -67,6 +67,10 @@ func run() error {
 		return nil
 	}
 	if flag.Arg(0) == "cleanup" {
+		// Flags may follow the command too: netpol-agent cleanup --pin-root DIR.
+		if err := flag.CommandLine.Parse(flag.Args()[1:]); err != nil {
+			return err
+		}
 		return cleanup(cfg.PinRoot)
 	}
 	if flag.NArg() > 0 {

@@ -37,13 +37,14 @@ go_image() {
   local name=$1 pkg=$2 dest=$3
   shift 3
   local bin="$IMAGES_DIR/bin/$(basename "$dest")"
-  (cd "$REPO_ROOT" && CGO_ENABLED=0 GOOS=linux $GO build -trimpath -ldflags "-s -w" -o "$bin" "$pkg")
+  (cd "$REPO_ROOT" && CGO_ENABLED=0 GOOS=linux $GO build -trimpath -ldflags "-s -w ${GO_LDFLAGS:-}" -o "$bin" "$pkg")
   file_image "$name" "$bin" "$dest" "$@"
 }
 
 # --- IMAGES -------------------------------------------------------------------------------------
 go_image "$PAUSE_IMAGE" ./hack/images/pause /pause
 go_image "$NETPROBE_IMAGE" ./test/images/netprobe /netprobe
+GO_LDFLAGS=$VERSION_LDFLAGS go_image "$AGENT_IMAGE" ./cmd/netpol-agent /netpol-agent
 [[ -x $BIN_DIR/coredns ]] && file_image "$COREDNS_IMAGE" "$BIN_DIR/coredns" /coredns
 # ------------------------------------------------------------------------------------------------
 

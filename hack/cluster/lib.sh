@@ -50,6 +50,13 @@ NODE_NAME=netpol-node
 PAUSE_IMAGE=localhost/pause:local
 NETPROBE_IMAGE=localhost/netprobe:local
 COREDNS_IMAGE=localhost/coredns:local
+# The agent image is tagged with this tree's version, as the plugin built from the same tree
+# expects (`kubectl netpol install` defaults to AGENT_IMAGE_REPO:VERSION); the Makefile passes
+# both so one build never mixes two versions.
+VERSION=${VERSION:-$("$REPO_ROOT/hack/version.sh")}
+AGENT_IMAGE_REPO=${AGENT_IMAGE_REPO:-localhost/kubectl-netpol/agent}
+AGENT_IMAGE=$AGENT_IMAGE_REPO:$VERSION
+VERSION_LDFLAGS="-X github.com/kubectl-netpol/kubectl-netpol/internal/version.version=$VERSION -X github.com/kubectl-netpol/kubectl-netpol/internal/version.agentImageRepository=$AGENT_IMAGE_REPO"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

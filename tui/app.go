@@ -67,6 +67,9 @@ type Config struct {
 	Explainer detail.Explainer
 	// Loc is the time zone for times (default local).
 	Loc *time.Location
+	// ClientVersion is the plugin's version: an agent reporting another
+	// raises a skew warning in the status bar ("" to not compare).
+	ClientVersion string
 }
 
 // Model is the root of the watch TUI.
@@ -113,7 +116,7 @@ func New(cfg Config) *Model {
 		rates:  rates.New(c, st),
 		matrix: matrix.New(c, st),
 		detail: detail.New(c, cfg.Explainer),
-		status: statusbar.New(c, cfg.SourceName),
+		status: statusbar.New(c, cfg.SourceName, cfg.ClientVersion),
 		help:   help.New(),
 		input:  in,
 		fresh:  true,

@@ -72,6 +72,9 @@ func discover(ctx context.Context, client kubernetes.Interface, namespace, node 
 	}
 	agents := make([]Agent, 0, len(list.Items))
 	for i := range list.Items {
+		if node != "" && list.Items[i].Spec.NodeName != node {
+			continue // the field selector already did this, unless a fake client ignored it
+		}
 		agents = append(agents, agentOf(&list.Items[i]))
 	}
 	sort.Slice(agents, func(i, j int) bool {

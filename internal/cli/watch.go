@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,10 +16,16 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/components/detail"
 )
 
 // ErrNoAgent is returned by `watch` without --input-file while no live
@@ -44,10 +51,28 @@ type WatchOptions struct {
 	Follow        bool
 	Output        string
 	InputFile     string
+	// AgentNamespace is where the agent is installed (--agent-namespace;
+	// -n is a flow filter in watch).
+	AgentNamespace string
+	// AgentPort is the agents' gRPC port on their node's loopback.
+	AgentPort int
 
-	// LiveSource returns the source streaming from the agents. Until the
-	// live client lands it returns ErrNoAgent.
-	LiveSource func(*genericclioptions.ConfigFlags) (flow.Source, error)
+	// LiveSource returns the source streaming from the agents (the real one
+	// finds the agent pods and dials each through pods/portforward).
+	LiveSource func(context.Context, *WatchOptions) (flow.Source, error)
+	// KubeClient returns a clientset and its REST config for the kubeconfig
+	// flags; a failure means no cluster is reachable.
+	KubeClient func() (kubernetes.Interface, *rest.Config, error)
+	// DialAgent connects to an agent pod (default: agentclient.DialPort
+	// through pods/portforward to AgentPort).
+	DialAgent AgentDialer
+	// StatusEvery is how often each agent's Status is polled for lost flows.
+	StatusEvery time.Duration
+	// Explainer explains the selected flow in the TUI (default: the policy
+	// engine against the cluster, falling back to the flow's record).
+	Explainer detail.Explainer
+	// ClientVersion is this plugin's version, compared with each agent's.
+	ClientVersion string
 	// IsTerminal reports whether w is a terminal (replaced in tests).
 	IsTerminal func(w any) bool
 	// RunTUI runs the TUI (replaced in tests).
@@ -94,13 +119,53 @@ func (v *notValue) Set(s string) error {
 // NewWatchOptions returns the options with the real terminal, TUI and clock.
 func NewWatchOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *WatchOptions {
 	return &WatchOptions{
-		IOStreams:   streams,
-		ConfigFlags: configFlags,
-		LiveSource:  func(*genericclioptions.ConfigFlags) (flow.Source, error) { return nil, ErrNoAgent },
-		IsTerminal:  isTerminal,
-		RunTUI:      tui.Run,
-		Now:         time.Now,
+		IOStreams:     streams,
+		ConfigFlags:   configFlags,
+		LiveSource:    defaultLiveSource,
+		KubeClient:    kubeClientFor(configFlags),
+		AgentPort:     install.AgentGRPCPort,
+		StatusEvery:   2 * time.Second,
+		ClientVersion: version.Version(),
+		IsTerminal:    isTerminal,
+		RunTUI:        tui.Run,
+		Now:           time.Now,
 	}
+}
+
+// kubeClientFor returns a KubeClient reading the kubeconfig flags, with the
+// clear "no cluster" messages the other verbs give.
+func kubeClientFor(configFlags *genericclioptions.ConfigFlags) func() (kubernetes.Interface, *rest.Config, error) {
+	return func() (kubernetes.Interface, *rest.Config, error) {
+		client, _, err := NewFactory(configFlags).NewClient()
+		if err != nil {
+			// The factory's hint (-f FILE) is explain's; watch replays captures.
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			return nil, nil, fmt.Errorf("%s\npoint --kubeconfig/--context at the cluster running the netpol agent, "+
+				"or replay a saved capture with --input-file FILE", first)
+		}
+		cfg, err := configFlags.ToRESTConfig()
+		if err != nil {
+			return nil, nil, err
+		}
+		return client, cfg, nil
+	}
+}
+
+// defaultLiveSource discovers the agents and dials them through pods/portforward.
+func defaultLiveSource(ctx context.Context, o *WatchOptions) (flow.Source, error) {
+	client, cfg, err := o.KubeClient()
+	if err != nil {
+		return nil, err
+	}
+	dial := o.DialAgent
+	if dial == nil {
+		dial = func(ctx context.Context, a agentclient.Agent) (AgentConn, error) {
+			return agentclient.DialPort(ctx, cfg, a, o.AgentPort)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return liveSource(ctx, client, o.AgentNamespace, dial, o.StatusEvery)
 }
 
 // NewCmdWatch returns `kubectl netpol watch`.
@@ -133,7 +198,7 @@ and --from-*/--to-* one end; --not negates the filter that follows it.`,
   kubectl netpol watch --not --namespace kube-system -o json --input-file capture.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Complete(); err != nil {
+			if err := o.Complete(cmd.Context()); err != nil {
 				return err
 			}
 			if err := o.Validate(); err != nil {
@@ -176,11 +241,12 @@ and --from-*/--to-* one end; --not negates the filter that follows it.`,
 	f.BoolVarP(&o.Follow, "follow", "f", false, "Keep streaming new flows (with --input-file: keep reading what is appended)")
 	f.StringVarP(&o.Output, "output", "o", "", "tui, compact or json (default: tui on a terminal, compact otherwise)")
 	f.StringVar(&o.InputFile, "input-file", "", "Replay flows from a JSON-lines file written by -o json")
+	f.StringVar(&o.AgentNamespace, "agent-namespace", install.DefaultNamespace, "Namespace the netpol agent is installed in (-n filters flows)")
 	return cmd
 }
 
 // Complete picks the output format and the source, and builds the request.
-func (o *WatchOptions) Complete() error {
+func (o *WatchOptions) Complete(ctx context.Context) error {
 	if o.Output == "" {
 		o.Output = flow.OutputCompact
 		if o.IsTerminal(o.Out) && o.IsTerminal(o.In) {
@@ -209,7 +275,7 @@ func (o *WatchOptions) Complete() error {
 	if o.InputFile != "" {
 		o.source = &flow.FileSource{Path: o.InputFile}
 	} else {
-		src, err := o.LiveSource(o.ConfigFlags)
+		src, err := o.LiveSource(ctx, o)
 		if err != nil {
 			return err
 		}
@@ -263,8 +329,12 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 			name = "replay " + filepath.Base(o.InputFile)
 		}
 		in := o.In
+		explainer := o.Explainer
+		if explainer == nil {
+			explainer = newEngineExplainer(o.KubeClient)
+		}
 		return o.RunTUI(ctx, tui.Options{
-			Config:  tui.Config{SourceName: name},
+			Config:  tui.Config{SourceName: name, ClientVersion: o.ClientVersion, Explainer: explainer},
 			Source:  o.source,
 			Request: o.request,
 			Input:   in,
@@ -275,7 +345,9 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	notes := &nodeNotes{clientVersion: o.ClientVersion, skewed: map[string]bool{}, down: map[string]string{}}
 	err = o.source.Observe(ctx, o.request, func(b flow.Batch) error {
+		notes.report(o.ErrOut, b.Nodes)
 		for _, f := range b.Flows {
 			if err := p.Print(f); err != nil {
 				return err
@@ -290,6 +362,37 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 		return nil // the reader (head, less) went away
 	}
 	return err
+}
+
+// nodeNotes tells a piped watch's stderr about agents whose version differs
+// from the plugin's (once per version) and nodes that went down or came back
+// (once per change), so stdout stays pure flows.
+type nodeNotes struct {
+	clientVersion string
+	skewed        map[string]bool   // agent versions warned about
+	down          map[string]string // node -> why, while down
+}
+
+func (n *nodeNotes) report(w io.Writer, states []flow.NodeState) {
+	for _, s := range states {
+		switch {
+		case s.Connected:
+			if _, was := n.down[s.Node]; was {
+				fmt.Fprintf(w, "node %s: reconnected\n", s.Node)
+				delete(n.down, s.Node)
+			}
+			if s.Version == "" || n.skewed[s.Version] {
+				continue
+			}
+			if skew := version.Skew(n.clientVersion, s.Version); skew != "" {
+				n.skewed[s.Version] = true
+				fmt.Fprintf(w, "warning: version skew on node %s: %s\n", s.Node, skew)
+			}
+		case n.down[s.Node] != s.Err:
+			n.down[s.Node] = s.Err
+			fmt.Fprintf(w, "warning: node %s unreachable (retrying): %s\n", s.Node, s.Err)
+		}
+	}
 }
 
 func isTerminal(w any) bool {

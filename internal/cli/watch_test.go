@@ -10,6 +10,9 @@ import (
 
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -25,6 +28,8 @@ func runWatch(t *testing.T, terminal bool, runTUI func(context.Context, tui.Opti
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	o := NewWatchOptions(genericclioptions.NewConfigFlags(true), streams)
 	o.IsTerminal = func(any) bool { return terminal }
+	// A cluster without the agent (the live path has its own tests).
+	o.KubeClient = func() (kubernetes.Interface, *rest.Config, error) { return fake.NewClientset(), &rest.Config{}, nil }
 	if runTUI != nil {
 		o.RunTUI = runTUI
 	}

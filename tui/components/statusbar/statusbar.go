@@ -1,16 +1,20 @@
-// Package statusbar is the bottom line: the source (nodes connected, or the
-// replayed file), flows per second, flows held, events lost, and the mode
-// (following, scrolling, paused) and display filter.
+// Package statusbar is the bottom line: the source (nodes connected and the
+// unreachable ones, or the replayed file), a client/agent version skew
+// warning, flows per second, flows held, events lost, and the mode
+// (following, scrolling, paused) and display filter. When the line is too
+// narrow the node part (with an unreachable node's reason) is cut first.
 package statusbar
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/common"
 )
 
@@ -21,15 +25,18 @@ type Model struct {
 	source string // e.g. "replay sample.jsonl"
 	done   string // why the source ended ("" while running)
 	nodes  map[string]flow.NodeState
+	// clientVersion is the plugin's version, compared with each agent's.
+	clientVersion string
 	// Values set by the root each frame.
 	Rate, Held, Shown int
 	Lost              uint64
 	Mode, Filter      string
 }
 
-// New returns a status bar for a source described by source.
-func New(c *common.Common, source string) *Model {
-	return &Model{c: c, source: source, nodes: map[string]flow.NodeState{}}
+// New returns a status bar for a source described by source; agents whose
+// version differs from clientVersion ("" to not compare) raise a warning.
+func New(c *common.Common, source, clientVersion string) *Model {
+	return &Model{c: c, source: source, clientVersion: clientVersion, nodes: map[string]flow.NodeState{}}
 }
 
 // SetSize implements common.Component (the bar is one line).
@@ -38,11 +45,34 @@ func (m *Model) SetSize(w, _ int) { m.width = w }
 // ShortHelp implements common.Component.
 func (m *Model) ShortHelp() []key.Binding { return nil }
 
-// UpdateNodes records node stream states.
+// UpdateNodes records node stream states. A node that goes down keeps the
+// agent version it last reported, so the skew warning does not flicker.
 func (m *Model) UpdateNodes(states []flow.NodeState) {
 	for _, s := range states {
+		if s.Version == "" {
+			s.Version = m.nodes[s.Node].Version
+		}
 		m.nodes[s.Node] = s
 	}
+}
+
+// Skew is the version skew warning: the first agent version (by node name)
+// that differs from the plugin's, and version.Skew's advice; "" when none.
+func (m *Model) Skew() (short, advice string) {
+	if m.clientVersion == "" {
+		return "", ""
+	}
+	names := slices.Sorted(maps.Keys(m.nodes))
+	for _, n := range names {
+		v := m.nodes[n].Version
+		if v == "" {
+			continue
+		}
+		if advice := version.Skew(m.clientVersion, v); advice != "" {
+			return fmt.Sprintf("skew: agent %s, plugin %s", v, m.clientVersion), advice
+		}
+	}
+	return "", ""
 }
 
 // SetDone records that the source ended, and why.
@@ -62,6 +92,14 @@ func (m *Model) Nodes() (string, []string) {
 	return fmt.Sprintf("%d/%d nodes", up, len(m.nodes)), down
 }
 
+// Down returns why node is unreachable ("" when it is connected or unknown).
+func (m *Model) Down(node string) string {
+	if s, ok := m.nodes[node]; ok && !s.Connected {
+		return s.Err
+	}
+	return ""
+}
+
 // View implements common.Component.
 func (m *Model) View() string {
 	st := m.c.Styles
@@ -69,22 +107,35 @@ func (m *Model) View() string {
 	if len(m.nodes) > 0 {
 		n, down := m.Nodes()
 		src = n
-		if len(down) > 0 {
+		switch {
+		case len(down) == 1:
+			src += " (down: " + down[0] + ": " + m.nodes[down[0]].Err + ")"
+		case len(down) > 1:
 			src += " (down: " + strings.Join(down, ",") + ")"
 		}
 	}
 	if m.done != "" {
 		src += " (" + m.done + ")"
 	}
-	left := " " + m.Mode + " │ " + src
+	head := " " + m.Mode + " │ "
+	if skew, _ := m.Skew(); skew != "" {
+		head += "⚠ " + skew + " │ "
+	}
+	tail := ""
 	if m.Filter != "" {
-		left += " │ filter: " + m.Filter
+		tail = " │ filter: " + m.Filter
 	}
 	shown := fmt.Sprintf("%d flows", m.Held)
 	if m.Shown != m.Held {
 		shown = fmt.Sprintf("%d/%d flows", m.Shown, m.Held)
 	}
 	right := fmt.Sprintf("%d/s │ %s │ lost %d ", m.Rate, shown, m.Lost)
+	// The source part (long when a node is down, with the reason) gives way
+	// first; if the rest still does not fit, the line is cut at the end.
+	if room := m.width - common.Width(head+tail+right) - 1; common.Width(src) > room && room >= 12 {
+		src = common.Fit(src, room)
+	}
+	left := head + src + tail
 	gap := m.width - common.Width(left) - common.Width(right)
 	if gap < 1 {
 		return st.StatusBar.Render(common.Fit(left+" │ "+right, m.width))

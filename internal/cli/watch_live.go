@@ -1,0 +1,161 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
+)
+
+// AgentConn is a gRPC connection to one agent pod (an *agentclient.Conn
+// through pods/portforward; tests dial in-process servers).
+type AgentConn interface {
+	grpc.ClientConnInterface
+	io.Closer
+}
+
+// AgentDialer connects to one agent pod.
+type AgentDialer func(ctx context.Context, a agentclient.Agent) (AgentConn, error)
+
+// noAgentError is ErrNoAgent with what was looked for.
+type noAgentError struct{ cause error }
+
+func (e *noAgentError) Error() string {
+	return fmt.Sprintf("%v: live flows come from the netpol agent on every node; "+
+		"install it with `kubectl netpol install` (or pass --agent-namespace if it is installed elsewhere), "+
+		"or look at a saved capture with `kubectl netpol watch --input-file FILE`", e.cause)
+}
+
+func (e *noAgentError) Is(target error) bool { return target == ErrNoAgent }
+func (e *noAgentError) Unwrap() error        { return e.cause }
+
+// liveSource finds the agent pods and returns one source per node, merged:
+// each reconnect finds the node's current agent pod again.
+func liveSource(ctx context.Context, client kubernetes.Interface, namespace string, dial AgentDialer, statusEvery time.Duration) (flow.Source, error) {
+	agents, err := agentclient.Discover(ctx, client, namespace)
+	if errors.Is(err, agentclient.ErrNotInstalled) {
+		return nil, &noAgentError{cause: err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	nodes := agentclient.Nodes(agents)
+	if len(nodes) == 0 {
+		return nil, &noAgentError{cause: fmt.Errorf("the %d netpol agent pods in namespace %s are not scheduled on any node yet", len(agents), agents[0].Namespace)}
+	}
+	m := &flow.Merge{Sources: map[string]flow.Source{}}
+	for node := range nodes {
+		m.Sources[node] = &agentSource{
+			node: node,
+			find: func(ctx context.Context) (agentclient.Agent, error) {
+				pods, err := agentclient.DiscoverOnNode(ctx, client, namespace, node)
+				if err != nil {
+					return agentclient.Agent{}, err
+				}
+				a, ok := agentclient.Pick(pods)
+				if !ok {
+					return a, fmt.Errorf("no running agent pod on node %s (%s is %s)", node, pods[0], pods[0].Phase)
+				}
+				return a, nil
+			},
+			dial:        dial,
+			statusEvery: statusEvery,
+		}
+	}
+	return m, nil
+}
+
+// agentSource streams one node's flows. Each Observe (Merge calls it again
+// after a failure, with back-off) finds the node's agent pod anew, dials
+// it, reads its Status for the version and the flows it lost, and streams.
+// While streaming it polls Status every statusEvery and reports flows lost
+// since the previous poll (kernel ring full, rate-limited, or dropped for
+// this slow client). emit may be called from two goroutines (the stream and
+// the poller), so an agentSource must run under Merge, which serialises it.
+type agentSource struct {
+	node        string
+	find        func(context.Context) (agentclient.Agent, error)
+	dial        AgentDialer
+	statusEvery time.Duration
+}
+
+func lostCount(st *flowv1.StatusResponse) uint64 {
+	return st.GetEventsLost() + st.GetEventsRateLimited() + st.GetFlowsDroppedSlowClients()
+}
+
+func (s *agentSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit func(flow.Batch) error) error {
+	a, err := s.find(ctx)
+	if err != nil {
+		return err
+	}
+	conn, err := s.dial(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := flowv1.NewObserverClient(conn)
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	st, err := client.Status(sctx, &flowv1.StatusRequest{})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("agent %s on node %s: status: %w", a, s.node, err)
+	}
+	version := st.GetVersion()
+	withVersion := func(b flow.Batch) error {
+		for i := range b.Nodes {
+			if b.Nodes[i].Connected {
+				b.Nodes[i].Version = version
+			}
+		}
+		return emit(b)
+	}
+	ctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	if req.GetFollow() && s.statusEvery > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.pollLost(ctx, client, lostCount(st), emit)
+		}()
+	}
+	err = (&flow.ClientSource{Client: client, Node: s.node}).Observe(ctx, req, withVersion)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// pollLost reports the growth of the agent's lost-flow counters.
+func (s *agentSource) pollLost(ctx context.Context, client flowv1.ObserverClient, last uint64, emit func(flow.Batch) error) {
+	t := time.NewTicker(s.statusEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, s.statusEvery)
+		st, err := client.Status(sctx, &flowv1.StatusRequest{})
+		cancel()
+		if err != nil {
+			continue // the stream notices a dead agent; a slow Status is not fatal
+		}
+		cur := lostCount(st)
+		if cur > last {
+			if emit(flow.Batch{Lost: cur - last}) != nil {
+				return
+			}
+		}
+		last = cur
+	}
+}

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
@@ -22,6 +23,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
@@ -174,6 +176,24 @@ func TestInstallUninstallLive(t *testing.T) {
 	}
 	if n := strings.Count(out, " unchanged\n"); n != len(install.Kinds) || strings.Contains(out, "upgrading") {
 		t.Errorf("second install is not a no-op:\n%s", out)
+	}
+
+	// An install of another version: the DaemonSet says v0.0.1-e2e.
+	older := []byte(`{"metadata":{"labels":{"` + install.LabelVersion + `":"v0.0.1-e2e"}}}`)
+	if _, err := c.Client.AppsV1().DaemonSets(ns).Patch(ctx, install.AgentName, types.MergePatchType, older, metav1.PatchOptions{FieldManager: "e2e"}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = netpol(t, c, "", append([]string{"install", "--wait=false"}, base...)...)
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("upgrading netpol-agent from v0.0.1-e2e to %s\n", install.VersionLabelValue(version.Version()))
+	if !strings.Contains(out, want) || !strings.Contains(out, "daemonset.apps/netpol-agent configured\n") || strings.Count(out, " unchanged\n") != len(install.Kinds)-1 {
+		t.Errorf("upgrade output lacks %q or the DaemonSet change:\n%s", want, out)
+	}
+	ds, err := c.Client.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{})
+	if err != nil || ds.Labels[install.LabelVersion] != install.VersionLabelValue(version.Version()) {
+		t.Errorf("after the upgrade the DaemonSet is labelled %v (%v)", ds.Labels, err)
 	}
 
 	out, err = netpol(t, c, "", append([]string{"install", "--timeout", "15s"}, base...)...)

@@ -70,6 +70,50 @@ func (r result) write(w io.Writer) error {
 type client struct {
 	from    string
 	timeout time.Duration
+	kept    map[target]*keptConn // with -keep: one TCP connection per target
+}
+
+// keptConn is a TCP connection reused by every attempt; once it fails it
+// stays failed (a reset must show, not be hidden by a new dial).
+type keptConn struct {
+	conn net.Conn
+	r    *bufio.Reader
+	err  error
+}
+
+func (c client) closeKept() {
+	for _, k := range c.kept {
+		if k.conn != nil {
+			k.conn.Close()
+		}
+	}
+}
+
+// exchangeKept does one ping/pong on the target's kept connection.
+func (c client) exchangeKept(ctx context.Context, t target) (string, error) {
+	k := c.kept[t]
+	if k == nil {
+		k = &keptConn{}
+		c.kept[t] = k
+		var d net.Dialer
+		if k.conn, k.err = d.DialContext(ctx, "tcp", net.JoinHostPort(t.host, strconv.Itoa(t.port))); k.err == nil {
+			k.r = bufio.NewReader(k.conn)
+		}
+	}
+	if k.err != nil {
+		return "", k.err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		k.conn.SetDeadline(dl)
+	}
+	if _, k.err = k.conn.Write([]byte("ping\n")); k.err != nil {
+		return "", k.err
+	}
+	var line string
+	if line, k.err = k.r.ReadString('\n'); k.err != nil {
+		return "", k.err
+	}
+	return strings.TrimSpace(line), nil
 }
 
 func (c client) attempt(ctx context.Context, t target) result {
@@ -80,7 +124,11 @@ func (c client) attempt(ctx context.Context, t target) result {
 	var err error
 	switch t.proto {
 	case "tcp", "udp":
-		reply, err = c.exchange(ctx, t)
+		if c.kept != nil && t.proto == "tcp" {
+			reply, err = c.exchangeKept(ctx, t)
+		} else {
+			reply, err = c.exchange(ctx, t)
+		}
 	case "sctp":
 		reply, err = exchangeSCTP(ctx, t.host, t.port)
 	case "http":

@@ -92,6 +92,7 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	timeout := fs.Duration("timeout", time.Second, "timeout of one attempt")
 	count := fs.Int("count", 1, "attempts per target")
 	interval := fs.Duration("interval", 200*time.Millisecond, "pause between attempts")
+	keep := fs.Bool("keep", false, "tcp: make every attempt on one connection per target (dialled once), to check that an established connection survives")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -109,6 +110,10 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		targets = append(targets, t)
 	}
 	c := client{from: identity(), timeout: *timeout}
+	if *keep {
+		c.kept = map[target]*keptConn{}
+		defer c.closeKept()
+	}
 	failed := false
 	for i := 0; i < *count; i++ {
 		if i > 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -126,5 +127,54 @@ func TestBadInput(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errOut); code != 2 || errOut.Len() == 0 {
 			t.Errorf("%v: exit %d, stderr %q", args, code, errOut.String())
 		}
+	}
+}
+
+// -keep makes every attempt on one connection: it keeps working while the
+// connection lives, and once the server side is gone every later attempt
+// fails instead of quietly dialling a new connection.
+func TestConnectKeepUsesOneConnection(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+			go func() { // answer every line, like `netprobe serve`
+				r := bufio.NewReader(c)
+				for {
+					if _, err := r.ReadString('\n'); err != nil {
+						return
+					}
+					c.Write([]byte("pong\n"))
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	addr := l.Addr().String()
+	rs, code := connect(t, "-keep", "-count", "3", "-interval", "10ms", addr)
+	if code != 0 || len(rs) != 3 || len(accepted) != 1 {
+		t.Fatalf("exit %d, %d connections accepted, results %+v", code, len(accepted), rs)
+	}
+	<-accepted
+	// Server closes after the first attempt: attempts 2 and 3 fail, no redial.
+	go func() {
+		c := <-accepted
+		time.Sleep(150 * time.Millisecond)
+		c.Close()
+	}()
+	rs, code = connect(t, "-keep", "-count", "3", "-interval", "300ms", addr)
+	if code != 1 || len(rs) != 3 || !rs[0].OK || rs[1].OK || rs[2].OK {
+		t.Fatalf("exit %d, results %+v", code, rs)
+	}
+	if len(accepted) != 0 {
+		t.Errorf("a failed kept connection was re-dialled")
 	}
 }

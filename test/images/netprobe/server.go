@@ -81,7 +81,7 @@ func (s *server) serve(ctx context.Context, ports map[string][]int) error {
 	return nil
 }
 
-// acceptLoop answers each stream connection's first line with the reply.
+// acceptLoop answers each line of a stream connection with the reply.
 func (s *server) acceptLoop(l net.Listener, proto string) {
 	for {
 		c, err := l.Accept()
@@ -93,11 +93,18 @@ func (s *server) acceptLoop(l net.Listener, proto string) {
 		}
 		go func() {
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
-				return
+			// Every line gets the reply, so a client may keep one connection
+			// open (connect -keep) to check that it survives; idle ones end.
+			r := bufio.NewReader(c)
+			for {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := r.ReadString('\n'); err != nil {
+					return
+				}
+				if _, err := c.Write(s.reply()); err != nil {
+					return
+				}
 			}
-			c.Write(s.reply())
 		}()
 	}
 }

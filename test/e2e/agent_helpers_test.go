@@ -1,0 +1,89 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
+)
+
+// installAgent runs `kubectl netpol install --image $NETPOL_AGENT_IMAGE` and
+// waits for the agent on every node. Install is idempotent, so every test
+// that needs enforcement calls it; the agent stays for the next test.
+func installAgent(t *testing.T, c *framework.Cluster) {
+	t.Helper()
+	out, err := netpol(t, c, "", "install", "--image", framework.AgentImage(t), "--timeout", "3m")
+	if err != nil {
+		t.Fatalf("kubectl netpol install: %v\n%s", err, out)
+	}
+}
+
+// observe asks every agent for the flows req selects (not following) and
+// returns them.
+func observe(t *testing.T, c *framework.Cluster, req *flowv1.ObserveRequest) []*flowv1.Flow {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	agents, err := agentclient.Discover(ctx, c.Client, install.DefaultNamespace)
+	if err != nil {
+		t.Fatalf("finding the agents: %v", err)
+	}
+	var flows []*flowv1.Flow
+	for _, a := range agents {
+		if !a.Ready || a.Deleting {
+			continue
+		}
+		conn, err := agentclient.Dial(ctx, c.Config, a)
+		if err != nil {
+			t.Fatalf("dialling agent %s: %v", a, err)
+		}
+		s, err := flowv1.NewObserverClient(conn).Observe(ctx, req)
+		if err != nil {
+			conn.Close()
+			t.Fatalf("Observe on %s: %v", a, err)
+		}
+		for {
+			f, err := s.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				conn.Close()
+				t.Fatalf("Observe on %s: %v", a, err)
+			}
+			flows = append(flows, f)
+		}
+		conn.Close()
+	}
+	return flows
+}
+
+// waitFlow polls the agents until a flow matching filter shows up.
+func waitFlow(t *testing.T, c *framework.Cluster, what string, filter *flowv1.FlowFilter) *flowv1.Flow {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		fs := observe(t, c, &flowv1.ObserveRequest{Allowlist: []*flowv1.FlowFilter{filter}})
+		if len(fs) > 0 {
+			return fs[len(fs)-1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no flow for %s in the agents' history", what)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// describeFlow is one line for failure messages.
+func describeFlow(f *flowv1.Flow) string {
+	return flow.CompactLine(f, time.UTC) + "  " + flow.PolicySummary(f)
+}

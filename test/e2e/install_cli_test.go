@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -312,4 +313,65 @@ func TestInstallWithoutPermission(t *testing.T) {
 		t.Errorf("install without permission wrote %v", left)
 	}
 	_ = os.Remove(path)
+}
+
+// TestUninstallKeepsRBACWhileAgentsRun holds the agent pod with a finalizer,
+// as a slow agent cleaning its node would: uninstall must delete the
+// DaemonSet, wait, and keep the ServiceAccount and RBAC the agent needs;
+// once the pod is gone, uninstall again removes everything.
+func TestUninstallKeepsRBACWhileAgentsRun(t *testing.T) {
+	c := framework.Connect(t)
+	ns, dyn := throwAwayInstall(t, c)
+	ctx := framework.Context(t, 3*time.Minute)
+	if out, err := netpol(t, c, "", "install", "--wait=false", "-n", ns, "--image", missingImage, "--node-selector", onTestNode); err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	const hold = "e2e.kubectl-netpol.io/hold"
+	var pod string
+	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := install.AgentPods(ctx, c.Client, ns)
+		if err != nil || len(pods) == 0 {
+			return false, nil
+		}
+		pod = pods[0].Name
+		patch := []byte(`{"metadata":{"finalizers":["` + hold + `"]}}`)
+		_, err = c.Client.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("no agent pod to hold: %v", err)
+	}
+	release := func() {
+		_, err := c.Client.CoreV1().Pods(ns).Patch(context.Background(), pod, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("releasing pod %s: %v", pod, err)
+		}
+	}
+	t.Cleanup(release)
+
+	out, err := netpol(t, c, "", "uninstall", "-n", ns, "--timeout", "5s")
+	if err == nil || !strings.Contains(err.Error(), "were kept for them") {
+		t.Fatalf("uninstall with a lingering agent pod: err = %v\n%s", err, out)
+	}
+	if !strings.Contains(out, framework.NodeName+": terminating") || !strings.Contains(out, "pod "+ns+"/"+pod) {
+		t.Errorf("uninstall report:\n%s", out)
+	}
+	kept := labelled(t, dyn, ns)
+	for _, want := range []string{"ServiceAccount/" + install.ServiceAccountName, "ClusterRoleBinding/" + install.ClusterName(ns), "Role/" + install.AgentName, "Namespace/" + ns} {
+		if !slices.Contains(kept, want) {
+			t.Errorf("%s was deleted while the agent pod still runs; left: %v", want, kept)
+		}
+	}
+	out, err = netpol(t, c, "", "uninstall", "-n", ns, "--wait=false")
+	if err != nil || !strings.Contains(out, "1 agent pod(s) are cleaning their nodes") {
+		t.Errorf("uninstall --wait=false with a lingering pod: %v\n%s", err, out)
+	}
+
+	release()
+	out, err = netpol(t, c, "", "uninstall", "-n", ns)
+	if err != nil || !strings.Contains(out, "uninstalled from namespace "+ns) {
+		t.Fatalf("uninstall after the pod went: %v\n%s", err, out)
+	}
+	if left := labelled(t, dyn, ns); len(left) != 0 {
+		t.Errorf("left after uninstall: %v", left)
+	}
 }

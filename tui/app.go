@@ -315,8 +315,12 @@ func (m *Model) render() string {
 	st := m.c.Styles
 	switch m.state {
 	case stateHelp:
+		agents := ""
+		if notes := m.status.Notes(); len(notes) > 0 {
+			agents = st.Title.Render("Agents") + "\n" + lipgloss.Wrap(strings.Join(notes, "\n"), m.width, " ") + "\n\n"
+		}
 		return common.Lines(st.Title.Render("kubectl netpol watch — keys")+"\n\n"+
-			m.help.FullHelpView(m.helpGroups())+"\n\n"+
+			m.help.FullHelpView(m.helpGroups())+"\n\n"+agents+
 			st.Title.Render("Filter (/)")+"\n"+lipgloss.Wrap(FilterHelp, m.width, " ")+"\n\n"+st.Dim.Render("esc or ? to go back"), m.width, m.height)
 	case stateDetail:
 		m.detail.SetSize(m.width, m.height-1)

@@ -56,8 +56,9 @@ func (m *Model) UpdateNodes(states []flow.NodeState) {
 	}
 }
 
-// Skew is the version skew warning: the first agent version (by node name)
-// that differs from the plugin's, and version.Skew's advice; "" when none.
+// Skew is the version skew warning: short for the bar, naming the first
+// agent version (by node name) that differs from the plugin's, and
+// version.Skew's advice (shown on the help screen); "" when none.
 func (m *Model) Skew() (short, advice string) {
 	if m.clientVersion == "" {
 		return "", ""
@@ -69,7 +70,7 @@ func (m *Model) Skew() (short, advice string) {
 			continue
 		}
 		if advice := version.Skew(m.clientVersion, v); advice != "" {
-			return fmt.Sprintf("skew: agent %s, plugin %s", v, m.clientVersion), advice
+			return fmt.Sprintf("skew: agent %s", v), advice
 		}
 	}
 	return "", ""
@@ -90,6 +91,20 @@ func (m *Model) Nodes() (string, []string) {
 	}
 	slices.Sort(down)
 	return fmt.Sprintf("%d/%d nodes", up, len(m.nodes)), down
+}
+
+// Notes are the full texts the bar can only abbreviate: the skew advice and
+// every unreachable node with its reason, for the help screen.
+func (m *Model) Notes() []string {
+	var out []string
+	if _, advice := m.Skew(); advice != "" {
+		out = append(out, "version skew: "+advice)
+	}
+	_, down := m.Nodes()
+	for _, n := range down {
+		out = append(out, fmt.Sprintf("node %s unreachable (retrying): %s", n, m.nodes[n].Err))
+	}
+	return out
 }
 
 // Down returns why node is unreachable ("" when it is connected or unknown).

@@ -106,7 +106,9 @@ func TestGoldenLive(t *testing.T) {
 		tm.Send(tui.BatchMsg(b))
 	}
 	var out bytes.Buffer
-	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("lost 5")) && bytes.Contains(b, []byte("1/2 nodes")) },
+	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool {
+		return bytes.Contains(b, []byte("lost 5")) && bytes.Contains(b, []byte("1/2 nodes"))
+	},
 		teatest.WithDuration(10*time.Second))
 	tm.Send(tea.KeyPressMsg{Code: 'q', Text: "q"})
 	final := tm.FinalModel(t, teatest.WithFinalTimeout(10*time.Second)).(*tui.Model)

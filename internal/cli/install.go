@@ -230,7 +230,10 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	}
 	for _, r := range results {
 		suffix := ""
-		if o.DryRun == "server" {
+		switch {
+		case r.NotValidated:
+			suffix = " (server dry run: not validated, its namespace does not exist yet)"
+		case o.DryRun == "server":
 			suffix = " (server dry run)"
 		}
 		fmt.Fprintf(o.Out, "%s %s%s\n", r.Ref(), r.Action, suffix)

@@ -66,6 +66,9 @@ type Result struct {
 	Action    string // Created, Configured or Unchanged
 	// Previous is the object before the apply (nil when Created).
 	Previous *unstructured.Unstructured
+	// NotValidated is set by a dry run for an object in a namespace that
+	// does not exist yet: the server cannot admit it without the namespace.
+	NotValidated bool
 }
 
 // Ref names the object as kubectl does: "daemonset.apps/netpol-agent".
@@ -96,6 +99,7 @@ func ApplyDryRun(ctx context.Context, client dynamic.Interface, objs []Object) (
 
 func apply(ctx context.Context, client dynamic.Interface, objs []Object, dryRun bool) ([]Result, error) {
 	var results []Result
+	newNamespaces := map[string]bool{}
 	for _, obj := range objs {
 		kind, err := KindOf(obj)
 		if err != nil {
@@ -107,6 +111,11 @@ func apply(ctx context.Context, client dynamic.Interface, objs []Object, dryRun 
 		}
 		res := resourceFor(client, kind, obj.GetNamespace())
 		r := Result{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName(), Action: Created}
+		if dryRun && kind.Namespaced && newNamespaces[obj.GetNamespace()] {
+			r.NotValidated = true
+			results = append(results, r)
+			continue
+		}
 		prev, err := res.Get(ctx, obj.GetName(), metav1.GetOptions{})
 		switch {
 		case err == nil && prev.GetDeletionTimestamp() != nil:
@@ -123,6 +132,9 @@ func apply(ctx context.Context, client dynamic.Interface, objs []Object, dryRun 
 		applied, err := res.Apply(ctx, obj.GetName(), u, opts)
 		if err != nil {
 			return results, fmt.Errorf("applying %s: %w", r.Ref(), err)
+		}
+		if prev == nil && kind.Kind == "Namespace" {
+			newNamespaces[obj.GetName()] = true
 		}
 		if prev != nil {
 			r.Action = Configured

@@ -108,7 +108,21 @@ func TestInstallUninstallLive(t *testing.T) {
 	ns, dyn := throwAwayInstall(t, c)
 	base := []string{"-n", ns, "--image", missingImage, "--node-selector", onTestNode}
 
-	out, err := netpol(t, c, "", append([]string{"install", "--wait=false"}, base...)...)
+	// A server dry run before anything exists: the cluster-scoped objects
+	// are admitted, the namespaced ones wait for their namespace; nothing
+	// is written.
+	out, err := netpol(t, c, "", append([]string{"install", "--dry-run=server"}, base...)...)
+	if err != nil {
+		t.Fatalf("install --dry-run=server: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, " created (server dry run)\n"); n != 3 || strings.Count(out, "not validated, its namespace does not exist yet") != 4 {
+		t.Errorf("install --dry-run=server on a fresh cluster:\n%s", out)
+	}
+	if left := labelled(t, dyn, ns); len(left) != 0 {
+		t.Fatalf("a server dry run wrote %v", left)
+	}
+
+	out, err = netpol(t, c, "", append([]string{"install", "--wait=false"}, base...)...)
 	if err != nil {
 		t.Fatalf("install: %v\n%s", err, out)
 	}
@@ -177,6 +191,10 @@ func TestInstallUninstallLive(t *testing.T) {
 	}
 	if n := strings.Count(out, " unchanged\n"); n != len(install.Kinds) || strings.Contains(out, "upgrading") {
 		t.Errorf("second install is not a no-op:\n%s", out)
+	}
+	out, err = netpol(t, c, "", append(append([]string{"install", "--dry-run=server"}, base...), "--image", missingImage+"-2")...)
+	if err != nil || strings.Count(out, " unchanged (server dry run)\n") != len(install.Kinds)-1 || !strings.Contains(out, "daemonset.apps/netpol-agent configured (server dry run)\n") {
+		t.Errorf("install --dry-run=server of a new image: %v\n%s", err, out)
 	}
 
 	// An install of another version: the DaemonSet says v0.0.1-e2e.

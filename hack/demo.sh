@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: brings the test cluster up, deploys the sample app of examples/demo (web -> db on
-# TCP 3306, plus another client), applies the classic db-policy, and shows kubectl netpol
-# explaining the allowed and the denied connection. The cluster stays up to explore;
+# TCP 3306, plus another client), installs the agent, applies the classic db-policy, and shows
+# the kernel enforcing it, kubectl netpol explaining the allowed and the denied connection,
+# the agent's status and the flows it recorded. The cluster stays up to explore;
 # `make cluster-down` removes it.
 set -euo pipefail
 source "$(dirname "$0")/cluster/lib.sh"
@@ -21,31 +22,46 @@ pod() { kubectl -n "$ns" get pod -l "app=$1" -o jsonpath='{.items[0].metadata.na
 web=$(pod web) db=$(pod db) other=$(pod other)
 kubectl -n "$ns" get pods -o wide
 
-say "real connections to db:3306 (netprobe, JSON per attempt)"
-kubectl -n "$ns" exec "$web" -- /netprobe connect -timeout 2s "db.$ns:3306" || true
-kubectl -n "$ns" exec "$other" -- /netprobe connect -timeout 2s "db.$ns:3306" || true
-echo "(no enforcing agent is installed on this cluster yet, so the datapath lets both through)"
+plugin="$REPO_ROOT/bin/kubectl-netpol"
+[[ -x $plugin ]] || make -C "$REPO_ROOT" --no-print-directory build >/dev/null
+probe_db() {
+  for c in "$web" "$other"; do
+    printf '%s -> db:3306  ' "$c"
+    kubectl -n "$ns" exec "$c" -- /netprobe connect -timeout 2s "db.$ns:3306" 2>/dev/null | grep -o '"ok":[a-z]*,"error":"[^"]*"' || echo
+  done
+}
+
+say "installing the enforcing agent: kubectl netpol install (image $AGENT_IMAGE, built from this tree)"
+show "$plugin" install --image "$AGENT_IMAGE"
+
+say "real connections to db:3306 before any policy: both clients get through"
+probe_db
 
 say "applying the classic db-policy (examples/demo/policy.yaml): db accepts only app=web on TCP 3306"
 kubectl apply -f "$REPO_ROOT/examples/demo/policy.yaml"
+sleep 1
 
-plugin="$REPO_ROOT/bin/kubectl-netpol"
-if [[ ! -x $plugin ]] && grep -q 'NewCmdExplain' "$REPO_ROOT"/internal/cli/*.go 2>/dev/null; then
-  make -C "$REPO_ROOT" --no-print-directory build >/dev/null
-fi
-if [[ -x $plugin ]] && "$plugin" explain --help >/dev/null 2>&1; then
-  say "kubectl netpol explain: web -> db on 3306 (allowed by db-policy)"
-  show "$plugin" explain "$ns/$web" "$ns/$db" --port 3306 || true
-  say "kubectl netpol explain: other -> db on 3306 (denied: db-policy selects db and admits only app=web)"
-  show "$plugin" explain "$ns/$other" "$ns/$db" --port 3306 || true
-else
-  say "kubectl netpol explain is not built into bin/kubectl-netpol yet (internal/cli is in progress); run 'make build' once it lands"
-fi
+say "real connections again: the agent now drops other -> db in the kernel"
+probe_db
+
+say "kubectl netpol explain: web -> db on 3306 (allowed by db-policy)"
+show "$plugin" explain "$ns/$web" "$ns/$db" --port 3306 || true
+say "kubectl netpol explain: other -> db on 3306 (denied: db-policy selects db and admits only app=web)"
+show "$plugin" explain "$ns/$other" "$ns/$db" --port 3306 || true
+
+say "kubectl netpol status: the agent on each node"
+show "$plugin" status || true
+
+say "kubectl netpol watch: the verdicts the kernel just gave, and why"
+show "$plugin" watch -n "$ns" --last 10 -o compact || true
 
 cat <<EOF2
 
 The demo app stays up. Try it yourself:
   export KUBECONFIG=$KUBECONFIG_OUT
-  PATH=$REPO_ROOT/bin:$BIN_DIR:\$PATH kubectl netpol explain $ns/$other $ns/$db --port 3306
+  export PATH=$REPO_ROOT/bin:$BIN_DIR:\$PATH
+  kubectl netpol explain $ns/$other $ns/$db --port 3306
+  kubectl netpol watch -n $ns          # live flows in the terminal UI (q quits)
+  kubectl netpol uninstall             # removes the agent and everything it put on the node
 Remove everything with: make cluster-down
 EOF2

@@ -242,6 +242,8 @@ and --from-*/--to-* one end; --not negates the filter that follows it.`,
 	f.StringVarP(&o.Output, "output", "o", "", "tui, compact or json (default: tui on a terminal, compact otherwise)")
 	f.StringVar(&o.InputFile, "input-file", "", "Replay flows from a JSON-lines file written by -o json")
 	f.StringVar(&o.AgentNamespace, "agent-namespace", install.DefaultNamespace, "Namespace the netpol agent is installed in (-n filters flows)")
+	f.IntVar(&o.AgentPort, "agent-port", install.AgentGRPCPort, "The agents' gRPC port on their node's loopback")
+	_ = f.MarkHidden("agent-port") // for tests and custom builds; install always uses the default
 	return cmd
 }
 

@@ -93,58 +93,31 @@ func TestPortForwardDialsPodPorts(t *testing.T) {
 	}
 }
 
-// observer is a minimal flow.v1.Observer, standing in for the agent on the
-// node's loopback.
-type observer struct {
-	flowv1.UnimplementedObserverServer
-	history []*flowv1.Flow
-	live    chan *flowv1.Flow
-}
-
-func (o *observer) Observe(req *flowv1.ObserveRequest, stream grpc.ServerStreamingServer[flowv1.Flow]) error {
-	q, err := flow.CompileQuery(req)
-	if err != nil {
-		return err
-	}
-	for _, f := range q.History(o.history) {
-		if err := stream.Send(f); err != nil {
-			return err
-		}
-	}
-	if !q.Follow {
-		return nil
-	}
-	for {
-		select {
-		case f := <-o.live:
-			if q.Match(f) {
-				if err := stream.Send(f); err != nil {
-					return err
-				}
-			}
-		case <-stream.Context().Done():
-			return nil
-		}
-	}
-}
-
-func (o *observer) Status(context.Context, *flowv1.StatusRequest) (*flowv1.StatusResponse, error) {
-	return &flowv1.StatusResponse{Node: framework.NodeName, Version: "v9.9.9-e2e", EventsLost: 3}, nil
-}
-
-// serveObserver serves o on the host's loopback (the node's network
-// namespace, where a hostNetwork pod's port-forward lands) and returns the port.
-func serveObserver(t *testing.T, o *observer) (int, *grpc.Server) {
+// serveHub serves a flow.Hub (the agent's own Observer server) on addr of
+// the host's loopback ("127.0.0.1:0": any port), which is the node's network
+// namespace, where a hostNetwork pod's port-forward lands. It retries while
+// a just-stopped server's port is still taken.
+func serveHub(t *testing.T, addr, version string) (*flow.Hub, *grpc.Server, int) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	hub := flow.NewHub(1024, func(context.Context) (*flowv1.StatusResponse, error) {
+		return &flowv1.StatusResponse{Node: framework.NodeName, Version: version, EventsLost: 3}, nil
+	})
+	var lis net.Listener
+	var err error
+	for range 100 {
+		if lis, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	flowv1.RegisterObserverServer(s, o)
+	flowv1.RegisterObserverServer(s, hub)
 	go func() { _ = s.Serve(lis) }()
 	t.Cleanup(s.Stop)
-	return lis.Addr().(*net.TCPAddr).Port, s
+	return hub, s, lis.Addr().(*net.TCPAddr).Port
 }
 
 // fakeAgentPod is a hostNetwork pod labelled as an agent pod, running only
@@ -180,13 +153,12 @@ func TestAgentClientGRPCThroughPortForward(t *testing.T) {
 		t.Fatalf("Discover in an empty namespace: %v, want ErrNotInstalled naming %s", err, ns)
 	}
 
-	obs := &observer{live: make(chan *flowv1.Flow)}
+	hub, srv, port := serveHub(t, "127.0.0.1:0", "v9.9.9-e2e")
 	for i := range 5 {
-		obs.history = append(obs.history, &flowv1.Flow{Node: framework.NodeName, Verdict: flowv1.Verdict_VERDICT_DENIED,
+		hub.Publish(&flowv1.Flow{Node: framework.NodeName, Verdict: flowv1.Verdict_VERDICT_DENIED,
 			Ip: &flowv1.IP{Source: "10.244.0.9", Destination: "10.244.0.10"},
 			L4: &flowv1.Layer4{Protocol: flowv1.Protocol_PROTOCOL_TCP, SourcePort: uint32(40000 + i), DestinationPort: 80}})
 	}
-	port, srv := serveObserver(t, obs)
 	c.StartPod(t, fakeAgentPod(ns, "agent-a", "v9.9.9-e2e"))
 
 	agents, err := agentclient.Discover(ctx, c.Client, ns)
@@ -238,21 +210,22 @@ func TestAgentClientGRPCThroughPortForward(t *testing.T) {
 			t.Fatalf("history flow %d never arrived", i)
 		}
 	}
+	// A flow published once the stream has subscribed arrives live.
 	live := &flowv1.Flow{Node: framework.NodeName, Verdict: flowv1.Verdict_VERDICT_ALLOWED, L4: &flowv1.Layer4{DestinationPort: 8080}}
-	select {
-	case obs.live <- live:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the followed stream never subscribed")
-	}
-	select {
-	case f := <-got:
-		if f.GetL4().GetDestinationPort() != 8080 {
-			t.Fatalf("live flow = %v", f)
+	deadline := time.After(20 * time.Second)
+	for arrived := false; !arrived; {
+		hub.Publish(live)
+		select {
+		case f := <-got:
+			if f.GetL4().GetDestinationPort() != 8080 {
+				t.Fatalf("live flow = %v", f)
+			}
+			arrived = true
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("the live flow never arrived")
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the live flow never arrived")
 	}
-
 	// The agent going away (its process ends with its pod) ends the stream
 	// with an error instead of leaving it hanging.
 	srv.Stop()

@@ -26,6 +26,9 @@ import (
 // statusDialTimeout bounds reaching one agent and its Status answer.
 const statusDialTimeout = 10 * time.Second
 
+// statusParallel is how many agents status queries at once.
+const statusParallel = 16
+
 // mapPressureWarn is the map fill (percent) from which status warns: a full
 // map makes the agent refuse new endpoints or rules.
 const mapPressureWarn = 90
@@ -52,9 +55,12 @@ type StatusOptions struct {
 
 // statusReport is the -o json|yaml schema of `kubectl netpol status`.
 type statusReport struct {
-	Namespace     string       `json:"namespace"`
-	ClientVersion string       `json:"clientVersion"`
-	Nodes         []nodeStatus `json:"nodes"`
+	Namespace     string `json:"namespace"`
+	ClientVersion string `json:"clientVersion"`
+	// Desired is how many nodes the DaemonSet should run on (-1 when it
+	// could not be read); more than len(Nodes) means agents are missing.
+	Desired int          `json:"desired"`
+	Nodes   []nodeStatus `json:"nodes"`
 }
 
 // nodeStatus is one node's agent as status sees it.
@@ -177,7 +183,10 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return fmt.Errorf("%s is not installed in namespace %s (no pod labelled %s): install it with 'kubectl netpol install'",
 			install.AgentName, ns, install.AgentSelector)
 	}
-	report := statusReport{Namespace: ns, ClientVersion: o.ClientVersion, Nodes: o.gather(ctx, pods)}
+	report := statusReport{Namespace: ns, ClientVersion: o.ClientVersion, Desired: -1, Nodes: o.gather(ctx, pods)}
+	if ds, err := o.Kube.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{}); err == nil {
+		report.Desired = int(ds.Status.DesiredNumberScheduled)
+	}
 	if o.Output != "" {
 		return writeStructured(o.Out, o.Output, report)
 	}
@@ -210,6 +219,9 @@ func (o *StatusOptions) gather(ctx context.Context, pods []corev1.Pod) []nodeSta
 	client := install.VersionLabelValue(o.ClientVersion)
 	out := make([]nodeStatus, len(nodes))
 	var wg sync.WaitGroup
+	// Each query is a port-forward through the API server: a bounded number
+	// at a time, so a large cluster does not open one per node at once.
+	slots := make(chan struct{}, statusParallel)
 	for i, node := range nodes {
 		pod := pickPod(byNode[node])
 		out[i] = nodeStatus{Node: node, Pod: pod.Name, PodReady: install.PodReady(pod), PodState: install.PodState(pod, nil, ""), Version: pod.Labels[install.LabelVersion]}
@@ -219,6 +231,8 @@ func (o *StatusOptions) gather(ctx context.Context, pods []corev1.Pod) []nodeSta
 			wg.Add(1)
 			go func(st *nodeStatus, pod *corev1.Pod) {
 				defer wg.Done()
+				slots <- struct{}{}
+				defer func() { <-slots }()
 				o.queryAgent(ctx, st, pod)
 			}(&out[i], pod)
 		}
@@ -367,6 +381,10 @@ func printStatus(w io.Writer, r statusReport) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if r.Desired > len(r.Nodes) {
+		notes = append(notes, fmt.Sprintf("daemonset %s/%s should run on %d nodes but has pods on %d: kubectl describe daemonset -n %s %s says why",
+			r.Namespace, install.AgentName, r.Desired, len(r.Nodes), r.Namespace, install.AgentName))
 	}
 	if len(notes) > 0 {
 		fmt.Fprintln(w)

@@ -130,6 +130,9 @@ func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
 		statusPod("agent-d", "node-d", "v0.2.0", true),
 		// Another pod on node-a being replaced: status asks the ready one.
 		statusPod("agent-a-old", "node-a", "v0.1.0", true, func(p *corev1.Pod) { now := metav1.Now(); p.DeletionTimestamp = &now }),
+		// Five nodes want an agent, four have one.
+		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: install.AgentName},
+			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 5}},
 		// Not an agent: ignored.
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: "web", Labels: map[string]string{"app": "web"}}},
 	}
@@ -155,7 +158,7 @@ func TestStatusJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	if r.Namespace != install.DefaultNamespace || r.ClientVersion != "v0.2.0" || len(r.Nodes) != 4 {
+	if r.Namespace != install.DefaultNamespace || r.ClientVersion != "v0.2.0" || r.Desired != 5 || len(r.Nodes) != 4 {
 		t.Fatalf("report = %+v", r)
 	}
 	a, b, c, d := r.Nodes[0], r.Nodes[1], r.Nodes[2], r.Nodes[3]

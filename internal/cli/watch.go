@@ -185,10 +185,20 @@ namespace matrix, and why the selected flow was allowed or denied); when the
 output is piped it prints one line per flow (-o compact) or JSON lines
 (-o json), which --input-file replays later.
 
+Live flows come from the netpol agent on every node (kubectl netpol install),
+reached through the API server's pods/portforward: you need RBAC list on pods
+and create on pods/portforward in the agent's namespace (--agent-namespace).
+
 Filters follow hubble observe: filters AND together; a repeated flag ORs its
 values; --namespace/--pod/--label/--ip/--port match either end of a flow
 and --from-*/--to-* one end; --not negates the filter that follows it.`,
-		Example: `  # Interactive view of a saved capture
+		Example: `  # Interactive view of every node's flows, live
+  kubectl netpol watch
+
+  # Keep printing drops into namespace shop
+  kubectl netpol watch --to-namespace shop --verdict denied -o compact --follow
+
+  # Interactive view of a saved capture
   kubectl netpol watch --input-file capture.jsonl
 
   # Drops into namespace shop, one line each

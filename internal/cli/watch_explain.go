@@ -20,8 +20,12 @@ import (
 )
 
 // explainMaxAge is how long a loaded cluster state answers before the next
-// explanation reloads it.
-const explainMaxAge = 5 * time.Second
+// explanation reloads it; explainRetry is how long a failed load is reused
+// (an unreachable cluster would otherwise stall every selection).
+const (
+	explainMaxAge = 5 * time.Second
+	explainRetry  = 30 * time.Second
+)
 
 // engineExplainer explains a flow in the watch TUI the way `kubectl netpol
 // explain` does: the policy engine evaluates the flow's source, destination
@@ -68,7 +72,7 @@ func (e *engineExplainer) state(ctx context.Context) (*clusterState, error) {
 			e.mu.Unlock()
 			return st, nil
 		}
-		if e.loadErr != nil && now.Sub(e.failedAt) < e.maxAge {
+		if e.loadErr != nil && now.Sub(e.failedAt) < explainRetry {
 			st, err := e.st, e.loadErr
 			e.mu.Unlock()
 			return st, err

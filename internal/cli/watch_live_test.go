@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -293,6 +295,25 @@ func TestWatchLiveReconnectsToReplacedPod(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Observe ended with %v", err)
+	}
+}
+
+// TestWatchNoCluster: without a kubeconfig, watch says what to do, naming
+// --input-file (not explain's -f).
+func TestWatchNoCluster(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	empty := t.TempDir() + "/kubeconfig"
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flags := genericclioptions.NewConfigFlags(true)
+	flags.KubeConfig = &empty
+	o := NewWatchOptions(flags, genericiooptions.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+	o.IsTerminal = func(any) bool { return false }
+	err := runLive(t, context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "no kubeconfig found") || !strings.Contains(err.Error(), "--input-file FILE") ||
+		strings.Contains(err.Error(), "-f FILE") {
+		t.Fatalf("err = %v", err)
 	}
 }
 

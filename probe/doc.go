@@ -15,7 +15,10 @@
 // it is a local endpoint) and the destination's ingress (likewise); a drop
 // happens before conntrack confirms the entry, so nothing is left behind. A
 // TCP packet without SYN that creates an entry (a mid-stream pickup, e.g.
-// after revocation) must be allowed in both orientations.
+// after revocation) must be allowed in both orientations. UDP and SCTP have
+// no such mark, so revocation leaves a tombstone for each flow it deletes: a
+// packet going the other way of a revoked flow is judged in the revoked
+// orientation too, and the server side cannot start the flow again.
 //
 // # Maps (pinned under PinRoot/LayoutVersion)
 //
@@ -54,7 +57,7 @@
 // Event (struct netpol_event, version EventVersion) is one per new allowed
 // flow and per drop (drops rate-limited per CPU): type, verdict, deciding
 // direction, per-direction reason and rule ID, protocol, TCP flags, hook,
-// family, flags (DNAT, SNAT, untracked, pickup), length, timestamp,
+// family, flags (DNAT, SNAT, untracked, pickup, revoked), length, timestamp,
 // endpoints, identities, the tuple at the hook and conntrack's original
 // (pre-NAT) tuple. Attribute maps it back to policies with the Datapath.
 //

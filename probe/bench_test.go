@@ -5,7 +5,6 @@ package probe
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -328,90 +327,6 @@ func BenchmarkRingBuffer(b *testing.B) {
 	after, _ := p.Stats()
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(after.RingFull-before.RingFull), "lost")
-}
-
-// BenchmarkConnectRateAB is TCP connections/s from pod c to pod a (connect,
-// read the greeting, close) with the datapath enforcing 1000 rules on a's
-// ingress and a reader consuming the flow events, against no enforcement;
-// rounds alternate A B B A and the ratio of medians is reported.
-func BenchmarkConnectRateAB(b *testing.B) {
-	requireRoot(b)
-	tp := newTopology(b, false)
-	a, c := tp.addPod(b, "a"), tp.addPod(b, "c")
-	a.serve(b, 80)
-	waitReachable(b, c, 80, a)
-	dp := benchDatapath(1000)
-	dp.Endpoints[0].IPs = []netip.Addr{a.ip4}
-	dp.Identities[0].IPs = []netip.Addr{a.ip4}
-	dp.Identities[1000].IPs = []netip.Addr{c.ip4}
-	root := testPinRoot(b)
-	rate := func(on bool) float64 {
-		if on {
-			p, err := Load(Options{PinRoot: root, Config: DefaultConfig})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Uninstall()
-			if err := tp.node.in(func() error { return p.Attach("node") }); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := p.Apply(dp); err != nil {
-				b.Fatal(err)
-			}
-			rd, err := p.NewReader(50 * time.Millisecond)
-			if err != nil {
-				b.Fatal(err)
-			}
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				var ev Event
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					rd.Read(&ev)
-				}
-			}()
-			defer func() { close(stop); <-done; rd.Close() }()
-		}
-		n := 0
-		err := c.in(func() error {
-			end := time.Now().Add(time.Second)
-			for time.Now().Before(end) {
-				conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(a.ip4, 80).String(), time.Second)
-				if err != nil {
-					return err
-				}
-				buf := make([]byte, 8)
-				conn.Read(buf)
-				conn.Close()
-				n++
-			}
-			return nil
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return float64(n)
-	}
-	var on, off []float64
-	for i := 0; i < b.N; i++ {
-		for _, enforce := range []bool{true, false, false, true} {
-			r := rate(enforce)
-			if enforce {
-				on = append(on, r)
-			} else {
-				off = append(off, r)
-			}
-		}
-	}
-	b.ReportMetric(median(on), "conn/s-enforced")
-	b.ReportMetric(median(off), "conn/s-baseline")
-	b.ReportMetric(median(on)/median(off), "ratio")
 }
 
 func median(v []float64) float64 {

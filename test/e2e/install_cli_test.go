@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -391,5 +393,66 @@ func TestUninstallKeepsRBACWhileAgentsRun(t *testing.T) {
 	}
 	if left := labelled(t, dyn, ns); len(left) != 0 {
 		t.Errorf("left after uninstall: %v", left)
+	}
+}
+
+// TestStatusLive asks the real agent (installed as the other agent tests
+// do; a no-op when it already is) for its Status through the API server's
+// port-forward, as `kubectl netpol status` does, in JSON and as a table.
+func TestStatusLive(t *testing.T) {
+	c := framework.Connect(t)
+	installAgent(t, c)
+	out, err := netpol(t, c, "", "status", "-o", "json")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var report struct {
+		Namespace string `json:"namespace"`
+		Desired   int    `json:"desired"`
+		Nodes     []struct {
+			Node, Pod, Version, Error string
+			PodReady                  bool
+			Agent                     *struct {
+				Ready             bool
+				EndpointsEnforced uint32
+				Maps              []struct {
+					Name       string
+					MaxEntries uint64
+				}
+				Checks []struct {
+					Name   string
+					OK     bool
+					Detail string
+				}
+			}
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	if report.Namespace != install.DefaultNamespace || report.Desired != 1 || len(report.Nodes) != 1 {
+		t.Fatalf("status = %s", out)
+	}
+	n := report.Nodes[0]
+	if n.Node != framework.NodeName || !n.PodReady || n.Error != "" || n.Version == "" || n.Agent == nil {
+		t.Fatalf("node = %+v", n)
+	}
+	a := n.Agent
+	if !a.Ready || len(a.Maps) == 0 || len(a.Checks) == 0 {
+		t.Errorf("agent = %+v", a)
+	}
+	for _, m := range a.Maps {
+		if m.Name == "" || m.MaxEntries == 0 {
+			t.Errorf("map %+v", m)
+		}
+	}
+	for _, ch := range a.Checks {
+		if !ch.OK {
+			t.Errorf("check %s fails on the test node: %s", ch.Name, ch.Detail)
+		}
+	}
+	out, err = netpol(t, c, "", "status")
+	if err != nil || !strings.Contains(out, framework.NodeName+"  ready  ") || !strings.Contains(out, "/"+strconv.Itoa(len(a.Checks))+" ok") {
+		t.Errorf("status table: %v\n%s", err, out)
 	}
 }

@@ -2,12 +2,17 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
@@ -170,5 +175,88 @@ func TestUninstallAndStatusBadFlags(t *testing.T) {
 		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestDaemonSetDone(t *testing.T) {
+	objs, err := install.Manifests(install.Options{Image: "example.test/agent:v0.1.0", Version: "v0.1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := objs[len(objs)-1].(*appsv1.DaemonSet)
+	ds.Generation = 2
+	ds.Status = appsv1.DaemonSetStatus{ObservedGeneration: 2, DesiredNumberScheduled: 1, UpdatedNumberScheduled: 1, NumberReady: 1}
+	pod := func(image string, ready bool) corev1.Pod {
+		st := corev1.ConditionFalse
+		if ready {
+			st = corev1.ConditionTrue
+		}
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: ds.Spec.Template.Labels}, Spec: *ds.Spec.Template.Spec.DeepCopy(),
+			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}}}
+		p.Spec.Containers[0].Image = image
+		return p
+	}
+	current := pod("example.test/agent:v0.1.0", true)
+	if !daemonSetDone(ds, []corev1.Pod{current}) {
+		t.Error("a ready current pod is not done")
+	}
+	if daemonSetDone(ds, []corev1.Pod{current, pod("example.test/agent:v0.0.9", true)}) {
+		t.Error("done while a pod of the previous image runs")
+	}
+	if daemonSetDone(ds, []corev1.Pod{pod("example.test/agent:v0.1.0", false)}) {
+		t.Error("done with a pod not ready")
+	}
+	stale := ds.DeepCopy()
+	stale.Status.ObservedGeneration = 1
+	if daemonSetDone(stale, []corev1.Pod{current}) {
+		t.Error("done before the controller saw the last apply")
+	}
+	none := ds.DeepCopy()
+	none.Status = appsv1.DaemonSetStatus{ObservedGeneration: 2}
+	if !daemonSetDone(none, nil) {
+		t.Error("no node selected: nothing to wait for")
+	}
+}
+
+func TestNodeProgressPrintsChangesOnly(t *testing.T) {
+	var b bytes.Buffer
+	p := newNodeProgress(&b)
+	for _, s := range []string{"pending", "pending", "pulling", "pulling", "ready"} {
+		p.set("n1", s)
+	}
+	p.set("n2", "pending")
+	if want := "  n1: pending\n  n1: pulling\n  n1: ready\n  n2: pending\n"; b.String() != want {
+		t.Errorf("progress:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestInstallRefusesSecondAgent: an agent DaemonSet in another namespace
+// blocks an install on all nodes, and only warns when --node-selector
+// partitions the nodes.
+func TestInstallRefusesSecondAgent(t *testing.T) {
+	other := agentDaemonSet("netpol-system", install.AgentName, "v0.1.0", 1, 1)
+	for _, tc := range []struct {
+		selector          map[string]string
+		wantErr, wantWarn string
+	}{
+		{nil, "an agent is already installed in namespace netpol-system (daemonset netpol-agent): two agents on one node", ""},
+		{map[string]string{"pool": "b"}, "", "Warning: an agent is already installed in namespace netpol-system"},
+	} {
+		streams, _, _, errOut := genericiooptions.NewTestIOStreams()
+		o := &InstallOptions{IOStreams: streams, agentClients: agentClients{Kube: fake.NewClientset(other)},
+			opts: install.Options{Namespace: "netpol-b", NodeSelector: tc.selector}}
+		err := o.checkOtherInstalls(context.Background())
+		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("selector %v: err = %v", tc.selector, err)
+		}
+		if !strings.Contains(errOut.String(), tc.wantWarn) {
+			t.Errorf("selector %v: stderr = %q", tc.selector, errOut.String())
+		}
+	}
+	// The same namespace is an upgrade, not a second agent.
+	o := &InstallOptions{IOStreams: genericiooptions.NewTestIOStreamsDiscard(), agentClients: agentClients{Kube: fake.NewClientset(other)},
+		opts: install.Options{Namespace: "netpol-system"}}
+	if err := o.checkOtherInstalls(context.Background()); err != nil {
+		t.Errorf("reinstall in place: %v", err)
 	}
 }

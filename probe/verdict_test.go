@@ -284,3 +284,99 @@ func TestVerdictTable(t *testing.T) {
 		t.Errorf("%d of %d allowed: the table does not test both verdicts", allowed, checked)
 	}
 }
+
+// TestPolicyTrieGenerations: a direction's trie (ranges, CIDRs) alternates
+// between its two trie slots on every change, the one no longer named by
+// the hash is removed, a restarted process finds the generation in use from
+// the pins, and a direction without ranges or CIDRs keeps no trie.
+func TestPolicyTrieGenerations(t *testing.T) {
+	requireRoot(t)
+	root := testPinRoot(t)
+	self := netip.MustParseAddr("10.78.0.1")
+	dpWith := func(entries ...policy.Entry) *policy.Datapath {
+		return &policy.Datapath{
+			Identities: []policy.Identity{{ID: 300, IPs: []netip.Addr{self}}, {ID: 301, IPs: []netip.Addr{netip.MustParseAddr("10.79.0.1")}}},
+			Endpoints: []policy.Endpoint{{ID: 1, Namespace: "x", Name: "e", IPs: []netip.Addr{self}, Identity: 300,
+				Ingress: policy.EndpointPolicy{Isolated: true, Entries: entries}}},
+		}
+	}
+	cidr := func(rule uint32, pfx string) policy.Entry {
+		return policy.Entry{Rule: rule, CIDR: netip.MustParsePrefix(pfx), Protocol: "TCP", PortMin: 80, PortMax: 80}
+	}
+	byIdentity := policy.Entry{Rule: 40, Identity: 301, Protocol: "TCP", PortMin: 80, PortMax: 80}
+	tries := func(p *Probe) []uint32 {
+		slot := p.state.endpoints[addr16(self)].SlotIngress
+		var out []uint32
+		for _, ts := range []uint32{2 * slot, 2*slot + 1} {
+			var id uint32
+			if err := p.objs.NetpolPolicyTries.Lookup(ts, &id); err == nil {
+				out = append(out, ts)
+			}
+		}
+		return out
+	}
+	verdicts := func(p *Probe, want map[string]bool) {
+		t.Helper()
+		for src, allow := range want {
+			if got := runVerdict(t, p.objs.NetpolNf, testPacket(netip.MustParseAddr(src), self, 6, 80), false); got != allow {
+				t.Errorf("%s -> %s:80 allowed=%v, want %v", src, self, got, allow)
+			}
+		}
+	}
+	apply := func(p *Probe, dp *policy.Datapath) {
+		t.Helper()
+		if _, err := p.Apply(dp); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p1, err := Load(Options{PinRoot: root, Config: testCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(p1, dpWith(cidr(20, "192.0.2.0/24")))
+	verdicts(p1, map[string]bool{"192.0.2.1": true, "198.51.100.1": false, "10.79.0.1": false})
+	first := tries(p1)
+	if len(first) != 1 {
+		t.Fatalf("trie slots in use %v, want one", first)
+	}
+	apply(p1, dpWith(cidr(21, "198.51.100.0/24")))
+	verdicts(p1, map[string]bool{"192.0.2.1": false, "198.51.100.1": true})
+	second := tries(p1)
+	if len(second) != 1 || second[0] == first[0] {
+		t.Fatalf("after a change trie slots %v (before %v), want the other one alone", second, first)
+	}
+	// A new process on the same pins must not overwrite the trie in use.
+	if err := p1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := Load(Options{PinRoot: root, Config: testCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p2.Uninstall() })
+	verdicts(p2, map[string]bool{"192.0.2.1": false, "198.51.100.1": true})
+	apply(p2, dpWith(cidr(22, "203.0.113.0/24"), byIdentity))
+	verdicts(p2, map[string]bool{"203.0.113.1": true, "198.51.100.1": false, "10.79.0.1": true})
+	if third := tries(p2); len(third) != 1 || third[0] != first[0] {
+		t.Fatalf("after a restart and a change trie slots %v, want %v alone", third, first)
+	}
+	apply(p2, dpWith(byIdentity))
+	verdicts(p2, map[string]bool{"203.0.113.1": false, "10.79.0.1": true})
+	if left := tries(p2); len(left) != 0 {
+		t.Fatalf("no ranges or CIDRs left, trie slots %v still in use", left)
+	}
+	apply(p2, dpWith(cidr(23, "192.0.2.0/24")))
+	slot := p2.state.endpoints[addr16(self)].SlotIngress
+	apply(p2, &policy.Datapath{})
+	for _, ts := range []uint32{2 * slot, 2*slot + 1} {
+		var id uint32
+		if err := p2.objs.NetpolPolicyTries.Lookup(ts, &id); err == nil {
+			t.Errorf("endpoint removed, trie slot %d still set", ts)
+		}
+	}
+	var id uint32
+	if err := p2.objs.NetpolPolicySlots.Lookup(slot, &id); err == nil {
+		t.Errorf("endpoint removed, slot %d still set", slot)
+	}
+}

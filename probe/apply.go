@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
@@ -373,6 +374,11 @@ func (p *Probe) trieGeneration(slot uint32) (int, error) {
 		return -1, fmt.Errorf("reading slot %d: %w", slot, err)
 	}
 	m, err := ebpf.NewMapFromID(ebpf.MapID(id))
+	if errors.Is(err, unix.EPERM) {
+		// Opening a map by ID needs CAP_SYS_ADMIN, which the agent does not
+		// have: infer the generation from which trie slots are occupied.
+		return p.trieGenerationFromTries(slot)
+	}
 	if err != nil {
 		return -1, fmt.Errorf("opening the policy hash of slot %d: %w", slot, err)
 	}
@@ -389,6 +395,39 @@ func (p *Probe) trieGeneration(slot uint32) (int, error) {
 	}
 	gen := int(v.TrieSlot % 2)
 	p.state.trieGen[slot] = gen
+	return gen, nil
+}
+
+// trieGenerationFromTries infers slot's trie generation from the occupied
+// trie slots (reading an array of maps yields inner map IDs and needs no
+// privilege beyond the pin). A completed swap leaves exactly one generation.
+// Both are present only when a previous process stopped in the middle of a
+// swap; the newer one (higher map ID) is then taken as current, so the next
+// swap replaces the older, which at worst briefly pairs the old hash with a
+// rebuilt trie of the same slot.
+func (p *Probe) trieGenerationFromTries(slot uint32) (int, error) {
+	var ids [2]uint32
+	for gen := range ids {
+		err := p.objs.NetpolPolicyTries.Lookup(2*slot+uint32(gen), &ids[gen])
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return -1, fmt.Errorf("reading trie %d of slot %d: %w", gen, slot, err)
+		}
+	}
+	gen := -1
+	switch {
+	case ids[0] != 0 && ids[1] != 0:
+		gen = 0
+		if ids[1] > ids[0] {
+			gen = 1
+		}
+	case ids[0] != 0:
+		gen = 0
+	case ids[1] != 0:
+		gen = 1
+	}
+	if gen >= 0 {
+		p.state.trieGen[slot] = gen
+	}
 	return gen, nil
 }
 
@@ -908,7 +947,7 @@ func (p *Probe) revokeDenied(w *desiredState) (uint, error) {
 	}
 	f := &revokeFilter{w: w, revoked: p.objs.NetpolRevoked, now: uint64(ts.Nano())}
 	for _, a := range p.attach {
-		h, err := netlink.NewHandleAt(a.ns, unix.NETLINK_NETFILTER)
+		h, err := conntrackHandle(a.ns)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("opening conntrack in %q: %w", a.name, err))
 			continue
@@ -924,4 +963,18 @@ func (p *Probe) revokeDenied(w *desiredState) (uint, error) {
 	}
 	errs = append(errs, f.errs...)
 	return total, errors.Join(errs...)
+}
+
+// conntrackHandle opens conntrack over netlink in ns. Entering another
+// namespace (setns) needs CAP_SYS_ADMIN, which the agent does not have: it
+// runs in the node's namespace already, so that case opens the socket in place.
+func conntrackHandle(ns netns.NsHandle) (*netlink.Handle, error) {
+	if cur, err := netns.Get(); err == nil {
+		same := cur.Equal(ns)
+		cur.Close()
+		if same {
+			return netlink.NewHandle(unix.NETLINK_NETFILTER)
+		}
+	}
+	return netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
 }

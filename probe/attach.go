@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // nfPriority is the hook priority of the netfilter programs: after
@@ -140,6 +141,12 @@ func (p *Probe) attachHook(h hook, pin string, tag string) (link.Link, error) {
 		return nil, fmt.Errorf("opening pinned link %s: %w", pin, err)
 	}
 	l, err := p.attachNetfilter(h, nfPriority)
+	if errors.Is(err, unix.EBUSY) {
+		// Another layout version's link holds the hook at this priority
+		// (an upgrade across layouts): run beside it until
+		// RetireOtherLayouts removes it.
+		l, err = p.attachNetfilter(h, nfPriorityAlt)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +191,39 @@ func linkRunsTag(l link.Link, tag string) (bool, error) {
 
 // unpinLinks removes every pinned link under dir, detaching those no process
 // holds open.
+var layoutDir = regexp.MustCompile(`^v[0-9]+$`)
+
+// RetireOtherLayouts removes what other layout versions left under the pin
+// root: their links (which detaches their programs) and their maps. Call it
+// after Attach (and the interface guards) of this layout, when upgrading
+// across a LayoutVersion change: the new programs already enforce, so
+// there is no moment without enforcement. It returns the versions removed.
+func (p *Probe) RetireOtherLayouts() ([]string, error) {
+	root := filepath.Dir(p.dir)
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("reading pin root: %w", err)
+	}
+	var retired []string
+	var errs []error
+	for _, e := range ents {
+		if !e.IsDir() || !layoutDir.MatchString(e.Name()) || e.Name() == LayoutVersion {
+			continue
+		}
+		dir := filepath.Join(root, e.Name())
+		if err := unpinLinks(filepath.Join(dir, "links")); err != nil {
+			errs = append(errs, fmt.Errorf("detaching layout %s: %w", e.Name(), err))
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("removing layout %s: %w", e.Name(), err))
+			continue
+		}
+		retired = append(retired, e.Name())
+	}
+	return retired, errors.Join(errs...)
+}
+
 func unpinLinks(dir string) error {
 	var errs []error
 	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {

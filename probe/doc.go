@@ -63,5 +63,7 @@
 //
 // Enforcement outlives the process: links and maps are pinned, so Close leaves
 // the programs running and a new process (or a new version) re-opens the pins;
-// Uninstall removes everything.
+// Uninstall removes everything. A new LayoutVersion gets fresh maps in its own
+// directory and attaches beside the old layout's links (at the alternate
+// hook priority); RetireOtherLayouts then removes the old layout.
 package probe

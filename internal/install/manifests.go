@@ -298,13 +298,16 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							Capabilities: &corev1.Capabilities{
 								Drop: []corev1.Capability{"ALL"},
 								Add: []corev1.Capability{
-									// BPF: create maps and load programs (bpf(2)).
+									// BPF: load programs, create maps and pin them in
+									// bpffs (bpf(2) without CAP_SYS_ADMIN).
 									"BPF",
-									// NET_ADMIN: attach to netfilter and tcx hooks,
-									// and read conntrack over netlink.
+									// NET_ADMIN: attach netfilter links and tcx
+									// programs, and delete the conntrack entries of
+									// connections a policy change revokes (netlink).
 									"NET_ADMIN",
-									// PERFMON: the verifier admits tracing-style
-									// helpers and the ring buffer output only with it.
+									// PERFMON: the verifier lets programs read through
+									// kernel pointers (the netfilter context's sk_buff
+									// and its conntrack entry) only with it.
 									"PERFMON",
 								},
 							},

@@ -69,7 +69,12 @@ var attachName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 // Links are pinned, so enforcement outlives the process. When pins from a
 // previous run exist and run the same program, they are kept; when they run
 // another program (an upgrade), the new links are attached first and then
-// replace the old pins, so there is no moment without enforcement.
+// replace the old pins, so there is no moment without enforcement. Links
+// that another LayoutVersion pinned under the same name (an upgrade across
+// layouts: they still enforce with maps nobody updates) hold the hooks at
+// the usual priority, so the new links take the alternate one; once all are
+// attached, the old layout's links of that name are removed, and its
+// directory too when nothing else is attached through it.
 func (p *Probe) Attach(name string) error {
 	if !attachName.MatchString(name) {
 		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '_' or '-' (bpffs refuses dots)", name)
@@ -100,6 +105,9 @@ func (p *Probe) Attach(name string) error {
 		a.links = append(a.links, l)
 	}
 	p.attach = append(p.attach, a)
+	if err := p.retireLayouts(name); err != nil {
+		return fmt.Errorf("attached in %q, but removing an older layout's links: %w", name, err)
+	}
 	return nil
 }
 
@@ -193,33 +201,71 @@ func linkRunsTag(l link.Link, tag string) (bool, error) {
 // holds open.
 var layoutDir = regexp.MustCompile(`^v[0-9]+$`)
 
-// RetireOtherLayouts removes what other layout versions left under the pin
-// root: their links (which detaches their programs) and their maps. Call it
-// after Attach (and the interface guards) of this layout, when upgrading
-// across a LayoutVersion change: the new programs already enforce, so
-// there is no moment without enforcement. It returns the versions removed.
-func (p *Probe) RetireOtherLayouts() ([]string, error) {
+// otherLayouts lists the pin directories of other layout versions.
+func (p *Probe) otherLayouts() ([]string, error) {
 	root := filepath.Dir(p.dir)
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return nil, fmt.Errorf("reading pin root: %w", err)
 	}
-	var retired []string
-	var errs []error
+	var out []string
 	for _, e := range ents {
-		if !e.IsDir() || !layoutDir.MatchString(e.Name()) || e.Name() == LayoutVersion {
+		if e.IsDir() && layoutDir.MatchString(e.Name()) && e.Name() != LayoutVersion {
+			out = append(out, filepath.Join(root, e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// retireLayouts removes the links other layout versions pinned under name
+// (which detaches their programs), and a layout's whole directory (its
+// maps) once no attachment is left in it.
+func (p *Probe) retireLayouts(name string) error {
+	dirs, err := p.otherLayouts()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range dirs {
+		links := filepath.Join(dir, "links", name)
+		if err := unpinLinks(links); err != nil {
+			errs = append(errs, fmt.Errorf("detaching layout %s: %w", filepath.Base(dir), err))
 			continue
 		}
-		dir := filepath.Join(root, e.Name())
+		if err := os.RemoveAll(links); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if left, _ := os.ReadDir(filepath.Join(dir, "links")); len(left) == 0 {
+			if err := os.RemoveAll(dir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RetireOtherLayouts removes everything other layout versions left under the
+// pin root, whatever namespace they were attached in: links (detaching their
+// programs) and maps. Attach already does this for its own name; this is
+// for the rest. It returns the directories removed.
+func (p *Probe) RetireOtherLayouts() ([]string, error) {
+	dirs, err := p.otherLayouts()
+	if err != nil {
+		return nil, err
+	}
+	var retired []string
+	var errs []error
+	for _, dir := range dirs {
 		if err := unpinLinks(filepath.Join(dir, "links")); err != nil {
-			errs = append(errs, fmt.Errorf("detaching layout %s: %w", e.Name(), err))
+			errs = append(errs, fmt.Errorf("detaching layout %s: %w", filepath.Base(dir), err))
 			continue
 		}
 		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, fmt.Errorf("removing layout %s: %w", e.Name(), err))
+			errs = append(errs, fmt.Errorf("removing layout %s: %w", filepath.Base(dir), err))
 			continue
 		}
-		retired = append(retired, e.Name())
+		retired = append(retired, filepath.Base(dir))
 	}
 	return retired, errors.Join(errs...)
 }

@@ -16,10 +16,11 @@ import (
 
 // TestUpgradeAcrossLayouts: pins of an older layout version (simulated by
 // moving this version's pins to v1) keep enforcing while a new process loads
-// fresh maps, attaches beside the old links (the hook priority they hold is
-// busy) and applies; RetireOtherLayouts then detaches the old links and
-// removes their pins. Probers b -> a (allowed) and c -> a (denied) run
-// throughout and never see a wrong verdict.
+// fresh maps, applies, and attaches beside the old links (the hook priority
+// they hold is busy); Attach then detaches the old links and removes the old
+// layout, and RetireOtherLayouts removes one left from another namespace.
+// Probers b -> a (allowed) and c -> a (denied) run throughout and never see
+// a wrong verdict.
 func TestUpgradeAcrossLayouts(t *testing.T) {
 	requireRoot(t)
 	tp := newTopology(t, false)
@@ -95,16 +96,11 @@ func TestUpgradeAcrossLayouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p2.Uninstall() })
-	if err := tp.node.in(func() error { return p2.Attach("node") }); err != nil {
-		t.Fatalf("attaching beside the old layout: %v", err)
-	}
 	if _, err := p2.Apply(dp); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	retired, err := p2.RetireOtherLayouts()
-	if err != nil || !slices.Equal(retired, []string{"v1"}) {
-		t.Fatalf("RetireOtherLayouts: %v %v, want [v1]", retired, err)
+	if err := tp.node.in(func() error { return p2.Attach("node") }); err != nil {
+		t.Fatalf("attaching beside the old layout: %v", err)
 	}
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
@@ -118,6 +114,16 @@ func TestUpgradeAcrossLayouts(t *testing.T) {
 			l.Close()
 			t.Errorf("old layout link %d still attached", id)
 		}
+	}
+	// An old layout attached elsewhere (a directory of links nobody
+	// attaches through any more) goes with RetireOtherLayouts.
+	stale := filepath.Join(root, "v0", "links", "gone")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	retired, err := p2.RetireOtherLayouts()
+	if err != nil || !slices.Equal(retired, []string{"v0"}) {
+		t.Errorf("RetireOtherLayouts: %v %v, want [v0]", retired, err)
 	}
 	before, _ := p2.Stats()
 	if _, err := c.connect("tcp", a.ip4, 80, 300*time.Millisecond); err == nil {

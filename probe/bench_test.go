@@ -112,22 +112,45 @@ func BenchmarkVerdict(b *testing.B) {
 // of PROG_TEST_RUN (200k packets each) in the order 10, 10k, 100k, 100k,
 // 10k, 10, so drift and noise from other load hit every size alike; it
 // reports the median kernel ns per packet of each size and the ratios
-// 100k/10 and 10k/10, allowed and denied.
+// 100k/10 and 10k/10: allowed and denied with exact-port rules, and allowed
+// by port-range rules (one 64-port block per peer: the path through the
+// LPM trie, whose depth still grows with the number of range entries).
 func BenchmarkVerdictFlat(b *testing.B) {
 	sizes := []int{10, 10_000, 100_000}
-	probes := make([]*Probe, len(sizes))
-	for i, n := range sizes {
-		probes[i] = benchProbe(b, Config{DropEventsPerSec: 1, DropEventsBurst: 1, WakeupWatermark: 1 << 20})
-		if _, err := probes[i].Apply(benchDatapath(n)); err != nil {
-			b.Fatal(err)
+	load := func(ranges bool) []*Probe {
+		probes := make([]*Probe, len(sizes))
+		for i, n := range sizes {
+			probes[i] = benchProbe(b, Config{DropEventsPerSec: 1, DropEventsBurst: 1, WakeupWatermark: 1 << 20})
+			dp := benchDatapath(n)
+			if ranges {
+				// 8000-8063: one trie block per peer instead of an exact entry.
+				for j := range dp.Endpoints[0].Ingress.Entries {
+					dp.Endpoints[0].Ingress.Entries[j].PortMin, dp.Endpoints[0].Ingress.Entries[j].PortMax = 8000, 8063
+				}
+			}
+			if _, err := probes[i].Apply(dp); err != nil {
+				b.Fatal(err)
+			}
 		}
+		return probes
 	}
+	exact := load(false)
+	var ranged []*Probe
 	for _, c := range []struct {
-		name string
-		src  string
-		want uint32
-	}{{"allowed", "10.78.0.2", 1}, {"denied", "10.78.0.3", 0}} {
-		pkt := tcpSYN(netip.MustParseAddr(c.src), netip.MustParseAddr("10.78.0.1"), 80)
+		name   string
+		src    string
+		port   uint16
+		ranges bool
+		want   uint32
+	}{{"allowed", "10.78.0.2", 80, false, 1}, {"denied", "10.78.0.3", 80, false, 0}, {"allowed-port-range", "10.78.0.2", 8010, true, 1}} {
+		pkt := tcpSYN(netip.MustParseAddr(c.src), netip.MustParseAddr("10.78.0.1"), c.port)
+		probes := exact
+		if c.ranges {
+			if ranged == nil {
+				ranged = load(true)
+			}
+			probes = ranged
+		}
 		b.Run(c.name, func(b *testing.B) {
 			per := make([][]float64, len(sizes))
 			for range b.N {

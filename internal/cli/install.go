@@ -206,6 +206,9 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	if err := o.checkOtherInstalls(ctx); err != nil {
 		return err
 	}
+	if objs, err = o.keepForeignNamespace(ctx, objs); err != nil {
+		return err
+	}
 	prev, err := o.Kube.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -246,6 +249,37 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	}
 	return o.waitReady(ctx, newVersion)
 }
+
+// keepForeignNamespace leaves a namespace install did not create as it is:
+// applying ours would label it, and uninstall would then delete it with
+// everything else in it. It warns when the namespace's Pod Security level
+// rejects the agent pod.
+func (o *InstallOptions) keepForeignNamespace(ctx context.Context, objs []install.Object) ([]install.Object, error) {
+	ns, err := o.Kube.CoreV1().Namespaces().Get(ctx, o.opts.Namespace, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return objs, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading namespace %s: %w", o.opts.Namespace, err)
+	case ns.Labels[install.LabelPartOf] == install.PartOf:
+		return objs, nil
+	}
+	fmt.Fprintf(o.Out, "namespace/%s exists and was not created by install: left as it is (uninstall will not delete it)\n", ns.Name)
+	if level := ns.Labels[podSecurityEnforce]; level != "" && level != "privileged" {
+		fmt.Fprintf(o.ErrOut, "Warning: namespace %s enforces the Pod Security level %q, which rejects the agent pod (hostNetwork, hostPath, capabilities): "+
+			"label it %s=privileged or install into a namespace of its own\n", ns.Name, level, podSecurityEnforce)
+	}
+	kept := objs[:0:0]
+	for _, obj := range objs {
+		if _, isNS := obj.(*corev1.Namespace); !isNS {
+			kept = append(kept, obj)
+		}
+	}
+	return kept, nil
+}
+
+// podSecurityEnforce is the Pod Security admission label of a namespace.
+const podSecurityEnforce = "pod-security.kubernetes.io/enforce"
 
 // checkOtherInstalls refuses a second agent on the same nodes: two agents
 // would attach to the same hooks and pin at the same paths. Installs on

@@ -456,3 +456,36 @@ func TestStatusLive(t *testing.T) {
 		t.Errorf("status table: %v\n%s", err, out)
 	}
 }
+
+// TestInstallIntoExistingNamespace: a namespace the user made is used but
+// not adopted (no label of ours), and uninstall leaves it.
+func TestInstallIntoExistingNamespace(t *testing.T) {
+	c := framework.Connect(t)
+	ns := c.NewNamespace(t, "netpol-own")
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := netpol(t, c, "", "install", "--wait=false", "-n", ns, "--image", missingImage, "--node-selector", onTestNode)
+	if err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "namespace/"+ns+" exists and was not created by install: left as it is") || strings.Count(out, " created\n") != len(install.Kinds)-1 {
+		t.Errorf("install into an existing namespace:\n%s", out)
+	}
+	ctx := framework.Context(t, 3*time.Minute)
+	got, err := c.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil || got.Labels[install.LabelPartOf] != "" {
+		t.Errorf("the user's namespace was adopted: %v %v", got.Labels, err)
+	}
+	out, err = netpol(t, c, "", "uninstall", "-n", ns)
+	if err != nil || strings.Contains(out, "namespace/"+ns+" deleted") {
+		t.Fatalf("uninstall: %v\n%s", err, out)
+	}
+	if left := labelled(t, dyn, ns); len(left) != 0 {
+		t.Errorf("left after uninstall: %v", left)
+	}
+	if got, err := c.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil || got.DeletionTimestamp != nil {
+		t.Errorf("uninstall deleted the user's namespace: %v", err)
+	}
+}

@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
+)
+
+func startCluster(t *testing.T, objs ...runtime.Object) *Cluster {
+	t.Helper()
+	client := fake.NewClientset(objs...)
+	c := NewCluster(client)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	if !c.Start(stop) {
+		t.Fatal("caches did not sync")
+	}
+	return c
+}
+
+func TestClusterLookups(t *testing.T) {
+	running := pt.Pod("shop", "db-7d9f-abcde", pt.WithLabels("app=db", "pod-template-hash=7d9f"), pt.WithIP("10.0.0.5"))
+	yes := true
+	running.OwnerReferences = []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "db-7d9f", Controller: &yes}}
+	running.Status.Phase = corev1.PodRunning
+	// A finished pod keeps the address in its status for a while.
+	done := pt.Pod("shop", "old", pt.WithIP("10.0.0.5"))
+	done.Status.Phase = corev1.PodSucceeded
+	host := pt.Pod("kube-system", "proxy", pt.HostNetwork(), pt.WithIP("192.168.1.10"))
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20", ClusterIPs: []string{"10.96.0.20"}}}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.1.10"}, {Type: corev1.NodeHostName, Address: "n1"}}}}
+	c := startCluster(t, running, done, host, svc, node, pt.Namespace("shop"), pt.Policy("shop", "p"))
+
+	if p := c.PodByIP(netip.MustParseAddr("10.0.0.5")); p == nil || p.Name != running.Name {
+		t.Errorf("PodByIP chose %v, want the running pod", p)
+	}
+	if p := c.PodByIP(netip.MustParseAddr("192.168.1.10")); p != nil {
+		t.Errorf("a hostNetwork pod must not own its node's address, got %s", p.Name)
+	}
+	if s := c.ServiceByIP(netip.MustParseAddr("10.96.0.20")); s == nil || s.Name != "db" {
+		t.Errorf("ServiceByIP = %v", s)
+	}
+	if kind, name := Workload(running); kind != "Deployment" || name != "db" {
+		t.Errorf("Workload = %s/%s, want Deployment/db", kind, name)
+	}
+	c.SetLocalAddresses([]netip.Addr{netip.MustParseAddr("10.244.0.1")})
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Pods) != 3 || len(snap.Policies) != 1 || len(snap.Namespaces) != 1 {
+		t.Errorf("snapshot has %d pods, %d policies, %d namespaces", len(snap.Pods), len(snap.Policies), len(snap.Namespaces))
+	}
+	want := []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("10.244.0.1")}
+	if len(snap.NodeIPs) != 2 || snap.NodeIPs[0] != want[0] || snap.NodeIPs[1] != want[1] {
+		t.Errorf("node IPs %v, want %v (InternalIP, then local addresses)", snap.NodeIPs, want)
+	}
+}
+
+// The agent removes its datapath only when its DaemonSet is going away.
+func TestUninstallRequested(t *testing.T) {
+	yes := true
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "netpol-system", Name: "agent-x",
+		OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet", Name: "netpol-agent", UID: "uid-1", Controller: &yes}}}}
+	ds := func(uid types.UID, deleting bool) *appsv1.DaemonSet {
+		d := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "netpol-system", Name: "netpol-agent", UID: uid}}
+		if deleting {
+			now := metav1.NewTime(time.Now())
+			d.DeletionTimestamp = &now
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name string
+		objs []runtime.Object
+		want bool
+	}{
+		{"restart or rolling upgrade: DaemonSet in place", []runtime.Object{pod, ds("uid-1", false)}, false},
+		{"uninstall: DaemonSet being deleted (foreground)", []runtime.Object{pod, ds("uid-1", true)}, true},
+		{"uninstall: DaemonSet gone (background)", []runtime.Object{pod}, true},
+		{"re-installed meanwhile: the new install keeps the pins", []runtime.Object{pod, ds("uid-2", false)}, false},
+		{"own pod unreadable: keep enforcing", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset(tc.objs...)
+			if got := UninstallRequested(client, "netpol-system", "agent-x")(context.Background()); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,104 @@
+//go:build linux
+
+package agent
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
+	"github.com/kubectl-netpol/kubectl-netpol/probe"
+)
+
+func onNode(p *corev1.Pod) *corev1.Pod { p.Spec.NodeName = "n1"; return p }
+
+// setTuple fills a tuple of the generated (unexported) event type.
+func setTuple(saddr, daddr *[16]uint8, sport, dport *uint16, src, dst string, sp, dp uint16) {
+	*saddr, *daddr = netip.MustParseAddr(src).As16(), netip.MustParseAddr(dst).As16()
+	*sport, *dport = sp, dp
+}
+
+// Kernel events become flows with the pods of both ends, the Service from
+// the pre-NAT tuple, and the policy attribution of the applied datapath.
+func TestEnrichAttributesKernelEvents(t *testing.T) {
+	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
+	web := onNode(pt.Pod("shop", "web", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6")))
+	other := onNode(pt.Pod("shop", "other", pt.WithLabels("app=other"), pt.WithIP("10.0.0.7")))
+	pol := pt.Policy("shop", "db-policy", pt.Selecting(pt.Sel("app=db")),
+		pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=web"))), pt.Port(corev1.ProtocolTCP, 3306)))
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20", ClusterIPs: []string{"10.96.0.20"}}}
+	c := startCluster(t, []runtime.Object{db, web, other, pol, svc, pt.Namespace("shop")}...)
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := policy.Compile(snap, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	epID := map[string]uint32{}
+	for _, ep := range dp.Endpoints {
+		epID[ep.Name] = ep.ID
+	}
+	var rule uint32
+	for _, r := range dp.Rules {
+		if r.Rule.Policy.Name == "db-policy" {
+			rule = r.ID
+		}
+	}
+	if rule == 0 || epID["db"] == 0 {
+		t.Fatalf("compiled datapath lacks db-policy's rule or db's endpoint: %+v", dp)
+	}
+	e := newEnricher(c, "n1")
+	var now unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &now)
+
+	allowed := probe.Event{Version: probe.EventVersion, Type: probe.EventNewFlow, Verdict: probe.VerdictAllow,
+		Protocol: unix.IPPROTO_TCP, TcpFlags: 0x02, Flags: probe.FlagDNAT, TimestampNs: uint64(now.Nano()),
+		SrcEndpoint: epID["web"], DstEndpoint: epID["db"], IngressRule: rule}
+	setTuple(&allowed.Tuple.Saddr, &allowed.Tuple.Daddr, &allowed.Tuple.Sport, &allowed.Tuple.Dport, "10.0.0.6", "10.0.0.5", 40000, 3306)
+	setTuple(&allowed.OrigTuple.Saddr, &allowed.OrigTuple.Daddr, &allowed.OrigTuple.Sport, &allowed.OrigTuple.Dport, "10.0.0.6", "10.96.0.20", 40000, 3306)
+	f := e.flow(dp, &allowed)
+	if f.GetVerdict() != flowv1.Verdict_VERDICT_ALLOWED || f.GetReason() != flowv1.Reason_REASON_ALLOWED_BY_RULE ||
+		len(f.GetAllowedBy()) != 1 || f.GetAllowedBy()[0].GetName() != "db-policy" || f.GetAllowedBy()[0].RuleIndex == nil ||
+		f.GetAllowedBy()[0].GetDirection() != flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS {
+		t.Errorf("allowed flow attribution: %v", f)
+	}
+	if f.GetService().GetName() != "db" || f.GetService().GetIp() != "10.96.0.20" || f.GetService().GetPort() != 3306 {
+		t.Errorf("service from the pre-NAT tuple: %v", f.GetService())
+	}
+	if f.GetSource().GetPod() != "web" || f.GetDestination().GetLabels()["app"] != "db" || !f.GetL4().GetTcpFlags().GetSyn() ||
+		f.GetL4().GetDestinationPort() != 3306 || f.GetIp().GetSource() != "10.0.0.6" {
+		t.Errorf("endpoints and L4: %v", f)
+	}
+	if d := time.Since(f.GetTime().AsTime()); d < -time.Second || d > 5*time.Second {
+		t.Errorf("flow time %v is %v from now: the monotonic clock is not converted", f.GetTime().AsTime(), d)
+	}
+
+	drop := probe.Event{Version: probe.EventVersion, Type: probe.EventDrop, Verdict: probe.VerdictDrop, Direction: probe.DirIngress,
+		Protocol: unix.IPPROTO_TCP, SrcEndpoint: epID["other"], DstEndpoint: epID["db"]}
+	setTuple(&drop.Tuple.Saddr, &drop.Tuple.Daddr, &drop.Tuple.Sport, &drop.Tuple.Dport, "10.0.0.7", "10.0.0.5", 40001, 3306)
+	f = e.flow(dp, &drop)
+	if f.GetType() != flowv1.EventType_EVENT_TYPE_DROP || f.GetVerdict() != flowv1.Verdict_VERDICT_DENIED ||
+		f.GetReason() != flowv1.Reason_REASON_NO_RULE_MATCHED || len(f.GetIsolatedBy()) != 1 ||
+		f.GetIsolatedBy()[0].GetName() != "db-policy" || f.GetDirection() != flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS ||
+		f.GetService() != nil {
+		t.Errorf("default-deny drop attribution: %v", f)
+	}
+
+	notIsolated := probe.Event{Version: probe.EventVersion, Type: probe.EventNewFlow, Verdict: probe.VerdictAllow,
+		Protocol: unix.IPPROTO_UDP, SrcEndpoint: epID["db"], DstEndpoint: epID["web"]}
+	setTuple(&notIsolated.Tuple.Saddr, &notIsolated.Tuple.Daddr, &notIsolated.Tuple.Sport, &notIsolated.Tuple.Dport, "10.0.0.5", "10.0.0.6", 5000, 53)
+	if f = e.flow(dp, &notIsolated); f.GetReason() != flowv1.Reason_REASON_NOT_ISOLATED || len(f.GetAllowedBy())+len(f.GetIsolatedBy()) != 0 {
+		t.Errorf("flow between non-isolated directions: %v", f)
+	}
+}

@@ -627,6 +627,24 @@ func minRule(old, rule uint32) uint32 {
 	return old
 }
 
+// inlineRange puts e's range in identity's summary when the same range is
+// there already (keeping the lower rule) or a slot is free.
+func (d *direction) inlineRange(identity uint32, proto uint8, e policy.Entry) bool {
+	done := false
+	d.updateSummary(identity, func(v *ruleValue) {
+		for i := range v.Ranges {
+			r := &v.Ranges[i]
+			if r.Rule != 0 && (r.Protocol != proto || r.Low != e.PortMin || r.High != e.PortMax) {
+				continue
+			}
+			*r = netpolNetpolPortRange{Low: e.PortMin, High: e.PortMax, Protocol: proto, Rule: minRule(r.Rule, e.Rule)}
+			done = true
+			return
+		}
+	})
+	return done
+}
+
 func (d *direction) updateSummary(identity uint32, fn func(*ruleValue)) {
 	k := summaryKey(identity)
 	v := d.rules[k]
@@ -636,7 +654,8 @@ func (d *direction) updateSummary(identity uint32, fn func(*ruleValue)) {
 
 // addRule adds the entry e for identity: every protocol and every port go to
 // identity's summary, single ports and small ranges to exact-port entries,
-// other ranges to trie blocks (flagged in the summary).
+// other ranges to the summary's range slots while there is room, the rest
+// to trie blocks (flagged in the summary).
 func (d *direction) addRule(identity uint32, e policy.Entry) error {
 	proto, err := protoNumber(e.Protocol)
 	if err != nil {
@@ -662,6 +681,9 @@ func (d *direction) addRule(identity uint32, e policy.Entry) error {
 			exact(uint16(port))
 		}
 	default:
+		if d.inlineRange(identity, proto, e) {
+			return nil
+		}
 		for _, b := range portBlocks(e.PortMin, e.PortMax) {
 			if b[1] == 16 {
 				exact(uint16(b[0]))
@@ -824,6 +846,11 @@ func (d *direction) match(identity uint32, proto uint8, port uint16) (uint32, *r
 	pi := protoIndex(proto)
 	if pi < 0 {
 		return s.Rule, &s
+	}
+	for _, r := range s.Ranges {
+		if r.Rule != 0 && r.Protocol == proto && port >= r.Low && port <= r.High {
+			return r.Rule, &s
+		}
 	}
 	if s.Flags&(sumRangeTCP<<pi) != 0 {
 		if v, ok := d.trie.lpm(rangeKey(identity, proto, port, 16), 8+32+8+16); ok && v != 0 {

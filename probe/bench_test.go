@@ -113,8 +113,7 @@ func BenchmarkVerdict(b *testing.B) {
 // 10k, 10, so drift and noise from other load hit every size alike; it
 // reports the median kernel ns per packet of each size and the ratios
 // 100k/10 and 10k/10: allowed and denied with exact-port rules, and allowed
-// by port-range rules (one 64-port block per peer: the path through the
-// LPM trie, whose depth still grows with the number of range entries).
+// by a port-range rule (8000-8063) per peer.
 func BenchmarkVerdictFlat(b *testing.B) {
 	sizes := []int{10, 10_000, 100_000}
 	load := func(ranges bool) []*Probe {

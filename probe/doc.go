@@ -33,13 +33,14 @@
 //     replaced whole on change (the atomic swap). Exact entries (identity,
 //     protocol, port -> rule ID; ranges of up to 16 ports are expanded) and
 //     one summary per identity (its every-protocol rule, every-port rule per
-//     protocol, whether it has port ranges, and the direction's trie slot).
+//     protocol, its first two port ranges, whether it has more, and the
+//     direction's trie slot).
 //     Lookups per peer: exact port, then the summary; a verdict costs a
 //     constant number of hash lookups however many peers a policy names.
 //   - netpol_policy_tries: array of LPM tries, two per endpoint direction
 //     (2*slot + generation, used in turn; the hash names the one it goes
 //     with, so one slot update still swaps everything). A trie holds what
-//     a hash cannot match: port-range blocks (identity | protocol | port
+//     a hash cannot match: further port-range blocks (identity | protocol | port
 //     prefix -> rule ID) and CIDR entries (address prefix -> pseudo identity
 //     for the set of ipBlocks, excepts flattened so the most specific prefix
 //     carries the matching set). Lookup order: the peer's identity, any

@@ -47,7 +47,7 @@ char __license[] SEC("license") = "GPL";
 #define NETPOL_RKIND_SUMMARY 2 // everything else about one identity
 
 // Summary flags.
-#define NETPOL_SUM_RANGE_TCP 1 // the trie has port ranges of this identity (<< protocol index)
+#define NETPOL_SUM_RANGE_TCP 1 // the trie has more port ranges of this identity (<< protocol index)
 #define NETPOL_SUM_RANGE_UDP 2
 #define NETPOL_SUM_RANGE_SCTP 4
 #define NETPOL_SUM_CIDR 8 // (identity "any" only) the trie has CIDR entries
@@ -136,11 +136,24 @@ struct netpol_rule_key {
 	__u16 port;
 };
 
+// A port range kept in an identity's summary (the first ones of that
+// identity; more go to the trie).
+struct netpol_port_range {
+	__u16 low;
+	__u16 high; // inclusive
+	__u8 protocol;
+	__u8 pad[3];
+	__u32 rule; // 0: slot unused
+};
+
+#define NETPOL_INLINE_RANGES 2
+
 struct netpol_rule_value {
 	__u32 rule;         // RKIND_PORT: rule ID; RKIND_SUMMARY: rule for every protocol (0: none)
 	__u32 all_ports[3]; // RKIND_SUMMARY: rule for every port of TCP, UDP, SCTP (0: none)
 	__u32 trie_slot;    // RKIND_SUMMARY: this direction's netpol_policy_tries index
 	__u32 flags;        // RKIND_SUMMARY: NETPOL_SUM_*
+	struct netpol_port_range ranges[NETPOL_INLINE_RANGES]; // RKIND_SUMMARY
 };
 
 // A revoked flow as the datapath judged it (after DNAT), kept so that the
@@ -475,8 +488,8 @@ static __always_inline int proto_index(__u8 proto)
 }
 
 // match_identity returns the rule allowing identity on (proto, port), most
-// specific first: exactly this port, a port range, every port of proto,
-// every protocol. *summary is set to identity's summary when looked up.
+// specific first: exactly this port, a port range (the summary's, then the
+// trie's), every port of proto, every protocol. *summary is set to identity's summary when looked up.
 static __always_inline __u32 match_identity(void *hash, __u32 identity, __u8 proto, __u16 port,
 					    struct netpol_rule_value **summary)
 {
@@ -499,6 +512,12 @@ static __always_inline __u32 match_identity(void *hash, __u32 identity, __u8 pro
 	int pi = proto_index(proto);
 	if (pi < 0)
 		return s->rule;
+#pragma unroll
+	for (int i = 0; i < NETPOL_INLINE_RANGES; i++) {
+		struct netpol_port_range *r = &s->ranges[i];
+		if (r->rule && r->protocol == proto && port >= r->low && port <= r->high)
+			return r->rule;
+	}
 	if (s->flags & (NETPOL_SUM_RANGE_TCP << pi)) {
 		__u32 slot = s->trie_slot;
 		void *trie = bpf_map_lookup_elem(&netpol_policy_tries, &slot);

@@ -95,6 +95,15 @@ type netpolNetpolPolicyValue struct {
 	Value uint32
 }
 
+type netpolNetpolPortRange struct {
+	_        structs.HostLayout
+	Low      uint16
+	High     uint16
+	Protocol uint8
+	Pad      [3]uint8
+	Rule     uint32
+}
+
 type netpolNetpolRuleKey struct {
 	_        structs.HostLayout
 	Identity uint32
@@ -109,6 +118,7 @@ type netpolNetpolRuleValue struct {
 	AllPorts [3]uint32
 	TrieSlot uint32
 	Flags    uint32
+	Ranges   [2]netpolNetpolPortRange
 }
 
 type netpolNetpolSpoofKey struct {

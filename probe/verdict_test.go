@@ -184,7 +184,7 @@ func TestVerdictTable(t *testing.T) {
 		netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("10.80.0.1"), netip.MustParseAddr("203.0.113.9"),
 		netip.MustParseAddr("10.79.0.9"), netip.MustParseAddr("fd79::9"), netip.MustParseAddr("2001:db8::1"),
 		netip.MustParseAddr("2001:db8:1::1"), netip.MustParseAddr("fd80::1")}
-	ports := []uint16{0, 1, 53, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 1000, 2047, 2048, 8080, 30000, 65535}
+	ports := []uint16{0, 1, 53, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 700, 1000, 1450, 2047, 2048, 2600, 8080, 30000, 65535}
 	protos := []uint8{6, 17, 132, 1}
 
 	seed := uint64(time.Now().UnixNano())
@@ -200,6 +200,15 @@ func TestVerdictTable(t *testing.T) {
 			dp.Identities = append(dp.Identities, policy.Identity{ID: id, IPs: identIPs[i][:]})
 		}
 		ep.Ingress = policy.EndpointPolicy{Isolated: true, Entries: randomEntries(r, idents, &nextRule)}
+		// More large ranges for one peer than its summary holds: the rest go
+		// to the trie.
+		over := idents[r.IntN(len(idents))]
+		for k := range 3 {
+			nextRule++
+			lo := uint16(20 + 700*k + r.IntN(50))
+			ep.Ingress.Entries = append(ep.Ingress.Entries, policy.Entry{Rule: nextRule, Identity: over,
+				Protocol: corev1.ProtocolTCP, PortMin: lo, PortMax: lo + uint16(30+r.IntN(2000))})
+		}
 		ep.Egress = policy.EndpointPolicy{Isolated: true, Entries: randomEntries(r, idents, &nextRule)}
 		dp.Endpoints = []policy.Endpoint{ep}
 		if _, err := p.Apply(dp); err != nil {
@@ -209,6 +218,16 @@ func TestVerdictTable(t *testing.T) {
 			ip netip.Addr
 			id uint32
 		}
+		// Every range's edges, and the ports just outside them.
+		roundPorts := slices.Clone(ports)
+		for _, e := range append(slices.Clone(ep.Ingress.Entries), ep.Egress.Entries...) {
+			if e.Protocol == "" {
+				continue
+			}
+			roundPorts = append(roundPorts, e.PortMin, e.PortMax, e.PortMin-1, e.PortMax+1)
+		}
+		slices.Sort(roundPorts)
+		roundPorts = slices.Compact(roundPorts)
 		var peers []peer
 		for i, ips := range identIPs {
 			peers = append(peers, peer{ips[0], idents[i]}, peer{ips[1], idents[i]})
@@ -225,7 +244,7 @@ func TestVerdictTable(t *testing.T) {
 				if pe.ip.Is6() && proto == 1 {
 					proto = 58
 				}
-				for _, port := range ports {
+				for _, port := range roundPorts {
 					if proto == 1 || proto == 58 {
 						port = 0
 					}

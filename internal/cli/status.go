@@ -225,8 +225,11 @@ func (o *StatusOptions) gather(ctx context.Context, pods []corev1.Pod) []nodeSta
 	for i, node := range nodes {
 		pod := pickPod(byNode[node])
 		out[i] = nodeStatus{Node: node, Pod: pod.Name, PodReady: install.PodReady(pod), PodState: install.PodState(pod, nil, ""), Version: pod.Labels[install.LabelVersion]}
-		if pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
+		if !install.AgentRunning(pod) {
 			out[i].Error = fmt.Sprintf("agent pod %s is %s", pod.Name, out[i].PodState)
+			if exit := install.LastExit(pod); exit != "" {
+				out[i].Error += "; last exit: " + exit
+			}
 		} else {
 			wg.Add(1)
 			go func(st *nodeStatus, pod *corev1.Pod) {

@@ -114,6 +114,30 @@ func PodState(pod *corev1.Pod, ds *appsv1.DaemonSet, lastEvent string) string {
 	return StatePending
 }
 
+// AgentRunning reports whether the agent container is running (so its
+// ports may answer), whatever its readiness.
+func AgentRunning(pod *corev1.Pod) bool {
+	cs := agentStatus(pod)
+	return pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil && cs != nil && cs.State.Running != nil
+}
+
+// LastExit describes the agent container's last termination, with the
+// first line of its termination message (the agent's fatal error, or its
+// last log line); "" when it never terminated.
+func LastExit(pod *corev1.Pod) string {
+	cs := agentStatus(pod)
+	if cs == nil {
+		return ""
+	}
+	if t := cs.State.Terminated; t != nil {
+		return terminatedDetail(t)
+	}
+	if t := cs.LastTerminationState.Terminated; t != nil {
+		return terminatedDetail(t)
+	}
+	return ""
+}
+
 func agentStatus(pod *corev1.Pod) *corev1.ContainerStatus {
 	for i := range pod.Status.ContainerStatuses {
 		if pod.Status.ContainerStatuses[i].Name == containerName {

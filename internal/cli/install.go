@@ -203,6 +203,9 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	if err := install.CheckAccess(ctx, o.Kube, install.InstallPermissions(ns)); err != nil {
 		return err
 	}
+	if err := install.CheckGrant(ctx, o.Kube, objs, ns); err != nil {
+		return err
+	}
 	if err := o.checkOtherInstalls(ctx); err != nil {
 		return err
 	}

@@ -318,3 +318,35 @@ func TestCheckAccessListsEveryMissingPermission(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckGrant: the user must hold what the agent's roles grant, or be
+// allowed to escalate and bind roles.
+func TestCheckGrant(t *testing.T) {
+	objs := manifests(t, testOptions())
+	grants := GrantPermissions(objs)
+	if len(grants) != 5*3+1 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
+		!slices.Contains(grants, Permission{Verb: "watch", Group: "networking.k8s.io", Resource: "networkpolicies"}) {
+		t.Errorf("grants = %v", grants)
+	}
+	review := func(allow func(*authorizationv1.ResourceAttributes) bool) *fake.Clientset {
+		cs := fake.NewClientset()
+		cs.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+			r.Status.Allowed = allow(r.Spec.ResourceAttributes)
+			return true, r, nil
+		})
+		return cs
+	}
+	ctx := context.Background()
+	noPodList := func(a *authorizationv1.ResourceAttributes) bool { return a.Resource != "pods" || a.Verb != "list" }
+	err := CheckGrant(ctx, review(func(a *authorizationv1.ResourceAttributes) bool { return noPodList(a) && a.Verb != "escalate" }), objs, "netpol-test")
+	if err == nil || !strings.Contains(err.Error(), "you need permission to list pods (the agent's roles grant them") {
+		t.Errorf("without list pods: %v", err)
+	}
+	if err := CheckGrant(ctx, review(noPodList), objs, "netpol-test"); err != nil {
+		t.Errorf("with escalate and bind: %v", err)
+	}
+	if err := CheckGrant(ctx, review(func(*authorizationv1.ResourceAttributes) bool { return true }), objs, "netpol-test"); err != nil {
+		t.Errorf("admin: %v", err)
+	}
+}

@@ -165,7 +165,11 @@ func defaultLiveSource(ctx context.Context, o *WatchOptions) (flow.Source, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return liveSource(ctx, client, o.AgentNamespace, dial, o.StatusEvery)
+	src, err := liveSource(ctx, client, o.AgentNamespace, dial, o.StatusEvery)
+	if err != nil {
+		return nil, err
+	}
+	return src, nil
 }
 
 // NewCmdWatch returns `kubectl netpol watch`.

@@ -38,9 +38,10 @@ func (e *noAgentError) Error() string {
 func (e *noAgentError) Is(target error) bool { return target == ErrNoAgent }
 func (e *noAgentError) Unwrap() error        { return e.cause }
 
-// liveSource finds the agent pods and returns one source per node, merged:
-// each reconnect finds the node's current agent pod again.
-func liveSource(ctx context.Context, client kubernetes.Interface, namespace string, dial AgentDialer, statusEvery time.Duration) (flow.Source, error) {
+// liveSource finds the agent pods and returns the source of every node's
+// flows: each node's stream reconnects by itself (finding the node's current
+// agent pod again), and a followed watch picks up nodes that join later.
+func liveSource(ctx context.Context, client kubernetes.Interface, namespace string, dial AgentDialer, statusEvery time.Duration) (*liveNodes, error) {
 	agents, err := agentclient.Discover(ctx, client, namespace)
 	if errors.Is(err, agentclient.ErrNotInstalled) {
 		return nil, &noAgentError{cause: err}
@@ -52,12 +53,38 @@ func liveSource(ctx context.Context, client kubernetes.Interface, namespace stri
 	if len(nodes) == 0 {
 		return nil, &noAgentError{cause: fmt.Errorf("the %d netpol agent pods in namespace %s are not scheduled on any node yet", len(agents), agents[0].Namespace)}
 	}
-	m := &flow.Merge{Sources: map[string]flow.Source{}}
+	l := &liveNodes{client: client, namespace: namespace, dial: dial, statusEvery: statusEvery, DiscoverEvery: 30 * time.Second}
 	for node := range nodes {
+		l.initial = append(l.initial, node)
+	}
+	return l, nil
+}
+
+// liveNodes is the live flow.Source: a flow.Merge of one agentSource per
+// node, and, when following, a discovery every DiscoverEvery that starts a
+// merge for nodes seen since (a node added to the cluster, or one whose
+// agent pod was not scheduled yet). Batches of all merges reach emit one at
+// a time.
+type liveNodes struct {
+	client      kubernetes.Interface
+	namespace   string
+	dial        AgentDialer
+	statusEvery time.Duration
+	initial     []string
+
+	DiscoverEvery          time.Duration
+	MinBackoff, MaxBackoff time.Duration // flow.Merge's, 0 for its defaults
+}
+
+var _ flow.Source = (*liveNodes)(nil)
+
+func (l *liveNodes) merge(nodes []string) *flow.Merge {
+	m := &flow.Merge{Sources: map[string]flow.Source{}, MinBackoff: l.MinBackoff, MaxBackoff: l.MaxBackoff}
+	for _, node := range nodes {
 		m.Sources[node] = &agentSource{
 			node: node,
 			find: func(ctx context.Context) (agentclient.Agent, error) {
-				pods, err := agentclient.DiscoverOnNode(ctx, client, namespace, node)
+				pods, err := agentclient.DiscoverOnNode(ctx, l.client, l.namespace, node)
 				if err != nil {
 					return agentclient.Agent{}, err
 				}
@@ -67,11 +94,77 @@ func liveSource(ctx context.Context, client kubernetes.Interface, namespace stri
 				}
 				return a, nil
 			},
-			dial:        dial,
-			statusEvery: statusEvery,
+			dial:        l.dial,
+			statusEvery: l.statusEvery,
 		}
 	}
-	return m, nil
+	return m
+}
+
+// Observe implements flow.Source.
+func (l *liveNodes) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit func(flow.Batch) error) error {
+	if !req.GetFollow() {
+		return l.merge(l.initial).Observe(ctx, req, emit)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var emitErr error
+	serialEmit := func(b flow.Batch) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if emitErr == nil {
+			if emitErr = emit(b); emitErr != nil {
+				cancel()
+			}
+		}
+		return emitErr
+	}
+	var wg sync.WaitGroup
+	known := map[string]bool{}
+	start := func(nodes []string) {
+		for _, n := range nodes {
+			known[n] = true
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = l.merge(nodes).Observe(ctx, req, serialEmit) // a followed merge ends only with ctx
+		}()
+	}
+	start(l.initial)
+	every := l.DiscoverEvery
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			agents, err := agentclient.Discover(ctx, l.client, l.namespace)
+			if err != nil {
+				continue // the nodes already known report their own trouble
+			}
+			var added []string
+			for node := range agentclient.Nodes(agents) {
+				if !known[node] {
+					added = append(added, node)
+				}
+			}
+			if len(added) > 0 {
+				start(added)
+			}
+		}
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if emitErr != nil {
+		return emitErr
+	}
+	return ctx.Err()
 }
 
 // agentSource streams one node's flows. Each Observe (Merge calls it again

@@ -181,7 +181,8 @@ func TestWatchLiveOneShot(t *testing.T) {
 // TestWatchLiveReconnectsToReplacedPod: node-a's agent pod is replaced (a
 // DaemonSet restart gives it a new name and a new process); the follow shows
 // the node down, finds the new pod, and streams from it. Lost-flow counters
-// of the agents reach the consumer as Batch.Lost.
+// of the agents reach the consumer as Batch.Lost. A node that joins later
+// is streamed from too.
 func TestWatchLiveReconnectsToReplacedPod(t *testing.T) {
 	a1, b := startAgent(t, "v0.2.0"), startAgent(t, "v0.2.0")
 	r := &liveRig{client: fake.NewClientset(livePod("agent-a-1", "node-a", true), livePod("agent-b", "node-b", true)),
@@ -193,8 +194,8 @@ func TestWatchLiveReconnectsToReplacedPod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := src.(*flow.Merge)
-	m.MinBackoff, m.MaxBackoff = 20*time.Millisecond, 100*time.Millisecond
+	l := src.(*liveNodes)
+	l.MinBackoff, l.MaxBackoff, l.DiscoverEvery = 20*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
 
 	var mu sync.Mutex
 	var events []string
@@ -292,6 +293,16 @@ func TestWatchLiveReconnectsToReplacedPod(t *testing.T) {
 	if !strings.Contains(dialed, "agent-a-2") {
 		t.Fatalf("dialed %s, never the replacement pod", dialed)
 	}
+
+	// A node joining the cluster later is picked up by the periodic discovery.
+	c := startAgent(t, "v0.2.0")
+	r.set("agent-c", c)
+	if _, err := r.client.CoreV1().Pods(install.DefaultNamespace).Create(ctx, livePod("agent-c", "node-c", true), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("node-c up", has("up node-c v0.2.0"))
+	publishUntil(c, "node-c")
+
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Observe ended with %v", err)

@@ -16,6 +16,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -331,6 +332,59 @@ func TestInstallWithoutPermission(t *testing.T) {
 	}
 	if left := labelled(t, dyn, ns); len(left) != 0 {
 		t.Errorf("install without permission wrote %v", left)
+	}
+
+	// Allowed to write every kind, but not holding what the agent's roles
+	// grant: the API server would refuse the ClusterRole half-way through,
+	// so install refuses first.
+	writer := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-netpol-writer-" + home, Labels: map[string]string{framework.TestLabel: "install"}},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"namespaces", "serviceaccounts"}, Verbs: []string{"get", "create", "patch"}},
+			{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings", "roles", "rolebindings"}, Verbs: []string{"get", "create", "patch"}},
+			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: []string{"get", "list", "create", "patch"}},
+		},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: writer.Name, Labels: writer.Labels},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: writer.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "nobody", Namespace: home}},
+	}
+	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, writer, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Client.RbacV1().ClusterRoles().Delete(context.Background(), writer.Name, metav1.DeleteOptions{})
+	})
+	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+	})
+	// RBAC changes reach the authorizer's cache quickly but not at once.
+	var msg2 string
+	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := netpol(t, nobody, "", "install", "--wait=false", "-n", ns, "--image", missingImage, "--node-selector", onTestNode)
+		if err == nil {
+			return false, fmt.Errorf("install succeeded without the permissions it grants")
+		}
+		msg2 = err.Error()
+		return strings.Contains(msg2, "the agent's roles grant them"), nil
+	}); err != nil {
+		t.Fatalf("install by a writer who does not hold what it grants: %v; last error: %s", err, msg2)
+	}
+	for _, want := range []string{"list pods", "watch networkpolicies.networking.k8s.io"} {
+		if !strings.Contains(msg2, want) {
+			t.Errorf("error lacks %q: %s", want, msg2)
+		}
+	}
+	// What the writer holds is not listed: get on namespaces and daemonsets.
+	if strings.Contains(msg2, "get namespaces") || strings.Contains(msg2, "daemonsets") {
+		t.Errorf("error lists permissions the user holds: %s", msg2)
+	}
+	if left := labelled(t, dyn, ns); len(left) != 0 {
+		t.Errorf("install without the granted permissions wrote %v", left)
 	}
 	_ = os.Remove(path)
 }

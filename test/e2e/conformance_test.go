@@ -94,7 +94,8 @@ func TestConformanceOnCluster(t *testing.T) {
 		}
 		summary = append(summary, fmt.Sprintf("%-45s %s  %s", cs.Name, verdict, time.Since(caseStart).Round(time.Millisecond)))
 	}
-	t.Logf("%d of %d upstream cases run in %s:\n%s", ran, len(cases), time.Since(began).Round(time.Second), strings.Join(summary, "\n"))
+	t.Logf("%d of %d upstream cases run in %s (%d probed tables, %d drop attributions checked):\n%s",
+		ran, len(cases), time.Since(began).Round(time.Second), m.probes, m.drops, strings.Join(summary, "\n"))
 	if ran == 0 {
 		t.Fatal("no conformance case ran")
 	}
@@ -125,6 +126,8 @@ type confModel struct {
 	// lastWrite is when the last write to the API server of apply or
 	// reset began (zero: nothing written).
 	lastWrite time.Time
+	// probes and drops count what was checked, for the summary.
+	probes, drops int
 }
 
 func newConfModel(t *testing.T, c *framework.Cluster) *confModel {
@@ -352,6 +355,8 @@ func withLabels(cur, add, original map[string]string, restore bool) map[string]s
 // the traffic, and the attribution of one drop.
 func (m *confModel) check(t *testing.T, cs conformance.Case, si int, p conformance.Probe) {
 	t.Helper()
+	m.probes++
+	st := cs.Steps[si]
 	what := fmt.Sprintf("step %d %s", si, p)
 	eng, livePods := m.liveEngine(t)
 	engineTable := conformance.EmptyTruthTable(cs.Model.Pods)
@@ -384,7 +389,7 @@ func (m *confModel) check(t *testing.T, cs conformance.Case, si int, p conforman
 			if from == to || d.Allowed {
 				continue
 			}
-			m.checkDropFlow(t, what, from, to, p, d, since)
+			m.checkDropFlow(t, what, st, from, to, p, d, since)
 			return
 		}
 	}
@@ -510,17 +515,25 @@ func (m *confModel) liveEngine(t *testing.T) (*policy.Engine, map[conformance.Po
 }
 
 // checkDropFlow waits for the agent's DROP flow of from -> to since the probe
-// began and compares its attribution with the engine's decision d.
-func (m *confModel) checkDropFlow(t *testing.T, what string, from, to conformance.PodRef, p conformance.Probe, d policy.Decision, since time.Time) {
+// began and compares its attribution with the engine's decision d, whose
+// isolating policies must be policies of the step.
+func (m *confModel) checkDropFlow(t *testing.T, what string, st conformance.Step, from, to conformance.PodRef, p conformance.Probe, d policy.Decision, since time.Time) {
 	t.Helper()
-	side := d.Ingress
+	m.drops++
+	side, isolated := d.Ingress, to
 	wantDir := flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS
 	if !d.Egress.Allowed {
-		side, wantDir = d.Egress, flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS
+		side, isolated, wantDir = d.Egress, from, flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS
 	}
 	var want []string
 	for _, r := range side.IsolatedBy {
 		want = append(want, r.Namespace+"/"+r.Name)
+		if !slices.ContainsFunc(st.Policies, func(p *networkingv1.NetworkPolicy) bool { return p.Namespace == r.Namespace && p.Name == r.Name }) {
+			t.Errorf("%s: the engine says %s isolates %s, which is not a policy of this step", what, r.Namespace+"/"+r.Name, isolated)
+		}
+	}
+	if len(want) == 0 {
+		t.Errorf("%s: the engine denies %s -> %s without naming an isolating policy", what, from, to)
 	}
 	slices.Sort(want)
 	src := m.env.Namespace(from.Namespace()) + "/" + from.Name()

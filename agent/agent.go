@@ -62,7 +62,9 @@ type Agent struct {
 	ready     atomic.Bool
 	mu        sync.Mutex
 	lastApply time.Time
-	lastErr   string
+	// applyStart is when the last finished Apply began reading the caches.
+	applyStart time.Time
+	lastErr    string
 	// changed is when the first unprocessed cluster change arrived: apply
 	// latency is measured from it.
 	changed time.Time
@@ -206,9 +208,10 @@ func (a *Agent) processNext() bool {
 	if since.IsZero() {
 		since = time.Now()
 	}
+	start := time.Now()
 	err := a.apply()
 	a.mu.Lock()
-	a.lastApply = time.Now()
+	a.lastApply, a.applyStart = time.Now(), start
 	a.lastErr = ""
 	if err != nil {
 		a.lastErr = err.Error()

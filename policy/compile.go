@@ -203,6 +203,11 @@ type compiler struct {
 	// FirstRuleID + the key's index in ruleKeys.
 	rules    map[string]CompiledRule
 	ruleKeys []string
+	// expanded memoizes the entries of a (rule, peer, port) placeholder that
+	// do not depend on the subject pod: every local endpoint a policy
+	// selects shares them, so selectors are matched against the identities
+	// once per rule instead of once per endpoint.
+	expanded map[uint32][]Entry
 }
 
 func ruleKey(r RuleRef, peer, port int) string {
@@ -295,9 +300,27 @@ func (c *compiler) rule(out []Entry, dir Direction, subject *podInfo, r *ruleInf
 			if pix >= 0 {
 				pt = &r.ports[pix]
 			}
-			out = c.peerPort(out, dir, subject, ps.p, pt, id)
+			out = c.peerPortShared(out, dir, subject, ps.p, pt, id)
 		}
 	}
+	return out
+}
+
+// peerPortShared is peerPort through the memo; only an ingress rule on a
+// named port depends on the subject (the port number is the subject's).
+func (c *compiler) peerPortShared(out []Entry, dir Direction, subject *podInfo, p *peerInfo, pt *portInfo, id uint32) []Entry {
+	if pt != nil && pt.kind == portNamed && dir == Ingress {
+		return c.peerPort(out, dir, subject, p, pt, id)
+	}
+	if es, ok := c.expanded[id]; ok {
+		return append(out, es...)
+	}
+	start := len(out)
+	out = c.peerPort(out, dir, subject, p, pt, id)
+	if c.expanded == nil {
+		c.expanded = map[uint32][]Entry{}
+	}
+	c.expanded[id] = slices.Clone(out[start:])
 	return out
 }
 

@@ -58,13 +58,13 @@ const (
 // DROP flow must name the policies the engine says isolate the deciding side.
 // Between cases every policy is deleted and every label restored.
 //
-// Probes go to the Service's ClusterIP, not its DNS name. Upstream probes
-// the DNS name, and so adds DNS egress rules to its egress policies; the
-// ported cases (like upstream's truth tables) do not carry those rules, so
-// through DNS a case isolating egress would fail on name resolution, not on
-// the policy under test. The ClusterIP keeps what matters: the packet leaves
-// the client for a Service address and policy must apply after kube-proxy's
-// DNAT to the backend pod, for pod selectors and ipBlocks alike.
+// Probes go to the Service's ClusterIP, as upstream's probe.go does (its
+// comment notes the DNS name would do too). Not the DNS name: the cases carry
+// no DNS egress rules, so through DNS a case isolating egress would fail on
+// name resolution, not on the policy under test. The ClusterIP keeps what
+// matters: the packet leaves the client for a Service address, and policy
+// must apply after kube-proxy's DNAT to the backend pod, for pod selectors
+// and ipBlocks alike.
 //
 // SCTP cases are not run: this kernel has no SCTP sockets.
 func TestConformanceOnCluster(t *testing.T) {

@@ -174,7 +174,8 @@ func loadAvg() float64 {
 // Each benchmark iteration is one A B B A round; each arm measures iperf3
 // for 2 s (after 1 s omitted) and then the connect rate for 1 s; servers run
 // pinned to CPU 0 and clients to CPU 1; conntrack is flushed before each
-// arm. It reports the medians, their ratios, the program's own CPU time from
+// arm. It reports the medians, their ratios, the same for the work done per
+// CPU-second the client and server processes got, the program's own CPU time from
 // kernel run-time statistics (share of one CPU during iperf3, ns per
 // connection: figures that other load on this shared machine barely
 // touches) and the 1-minute load average at the start and the end.
@@ -207,7 +208,11 @@ func BenchmarkDatapathAB(b *testing.B) {
 	root := testPinRoot(b)
 	const iperfSecs = 2
 
-	iperf := func() float64 {
+	// Each measurement also gives its work per CPU-second that the client and
+	// server processes got (iperf3's own accounting; rusage and /proc for the
+	// connect-rate processes): a ratio of those depends much less on what
+	// else runs on the machine than a ratio of rates.
+	iperf := func() (bps, perCPU float64) {
 		out, err := pinnedIn(c, abClientCPU, "iperf3", "-c", a.ip4.String(), "-p", strconv.Itoa(abIperfPort),
 			"-t", strconv.Itoa(iperfSecs), "-O", "1", "-J").Output()
 		if err != nil {
@@ -218,24 +223,41 @@ func BenchmarkDatapathAB(b *testing.B) {
 				SumReceived struct {
 					BitsPerSecond float64 `json:"bits_per_second"`
 				} `json:"sum_received"`
+				CPU struct {
+					Host   float64 `json:"host_total"`
+					Remote float64 `json:"remote_total"`
+				} `json:"cpu_utilization_percent"`
 			} `json:"end"`
 		}
 		if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
 			b.Fatalf("iperf3 output: %v: %s", err, out)
 		}
-		return res.End.SumReceived.BitsPerSecond
+		bps = res.End.SumReceived.BitsPerSecond
+		return bps, bps / ((res.End.CPU.Host + res.End.CPU.Remote) / 100)
 	}
-	connectRate := func() float64 {
+	serverCPU := func() time.Duration {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", crr.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+		ut, _ := strconv.Atoi(f[11])
+		st, _ := strconv.Atoi(f[12])
+		return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+	}
+	connectRate := func() (cps, perCPU float64) {
 		secs := iperfSecs / 2.0
 		cmd := pinnedIn(c, abClientCPU, os.Args[0], "-test.run=^TestConnectRateProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "NETPOL_TEST_CRR=client", "NETPOL_TEST_CRR_ADDR="+netip.AddrPortFrom(a.ip4, abCRRPort).String(),
 			fmt.Sprintf("NETPOL_TEST_CRR_TIME=%gs", secs))
+		srv0 := serverCPU()
 		out, err := cmd.Output()
 		n, perr := strconv.Atoi(strings.TrimSpace(string(out)))
 		if err != nil || perr != nil {
 			b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
 		}
-		return float64(n) / secs
+		used := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() + serverCPU() - srv0
+		return float64(n) / secs, float64(n) / used.Seconds()
 	}
 	// The datapath is loaded, filled and read once; an enforced arm attaches
 	// its programs to the node's hooks and detaches them after, so arms are
@@ -276,10 +298,16 @@ func BenchmarkDatapathAB(b *testing.B) {
 	defer closer.Close()
 	var iperfRun, iperfWall, crrRun time.Duration
 	var crrConns float64
-	arm := func(enforce bool) (bps, cps float64) {
+	type result struct{ bps, bpsPerCPU, cps, cpsPerCPU float64 }
+	measure := func() (r result) {
+		r.bps, r.bpsPerCPU = iperf()
+		r.cps, r.cpsPerCPU = connectRate()
+		return r
+	}
+	arm := func(enforce bool) (r result) {
 		tp.node.run(b, "conntrack", "-F")
 		if !enforce {
-			return iperf(), connectRate()
+			return measure()
 		}
 		var links []link.Link
 		err := tp.node.in(func() error {
@@ -301,34 +329,48 @@ func BenchmarkDatapathAB(b *testing.B) {
 			b.Fatal(err)
 		}
 		s0, t0 := progStats(b, p.objs.NetpolNf), time.Now()
-		bps = iperf()
+		r.bps, r.bpsPerCPU = iperf()
 		s1, t1 := progStats(b, p.objs.NetpolNf), time.Now()
-		cps = connectRate()
+		r.cps, r.cpsPerCPU = connectRate()
 		s2 := progStats(b, p.objs.NetpolNf)
 		iperfRun += time.Duration(s1[0] - s0[0])
 		iperfWall += t1.Sub(t0)
 		crrRun += time.Duration(s2[0] - s1[0])
-		crrConns += cps * iperfSecs / 2
-		return bps, cps
+		crrConns += r.cps * iperfSecs / 2
+		return r
 	}
-	var bpsOn, bpsOff, cpsOn, cpsOff []float64
+	var on, off []result
 	for i := 0; i < b.N; i++ {
 		for _, enforce := range []bool{true, false, false, true} {
-			bps, cps := arm(enforce)
-			b.Logf("round %d enforce=%v: %.2f Gbit/s, %.0f conn/s, load %.2f", i, enforce, bps/1e9, cps, loadAvg())
+			r := arm(enforce)
+			b.Logf("round %d enforce=%v: %.2f Gbit/s (%.2f per CPU-s), %.0f conn/s (%.0f per CPU-s), load %.2f",
+				i, enforce, r.bps/1e9, r.bpsPerCPU/1e9, r.cps, r.cpsPerCPU, loadAvg())
 			if enforce {
-				bpsOn, cpsOn = append(bpsOn, bps), append(cpsOn, cps)
+				on = append(on, r)
 			} else {
-				bpsOff, cpsOff = append(bpsOff, bps), append(cpsOff, cps)
+				off = append(off, r)
 			}
 		}
 	}
-	b.ReportMetric(median(bpsOn)/1e9, "Gbit/s-enforced")
-	b.ReportMetric(median(bpsOff)/1e9, "Gbit/s-baseline")
-	b.ReportMetric(median(bpsOn)/median(bpsOff), "iperf3-ratio")
-	b.ReportMetric(median(cpsOn), "conn/s-enforced")
-	b.ReportMetric(median(cpsOff), "conn/s-baseline")
-	b.ReportMetric(median(cpsOn)/median(cpsOff), "connect-ratio")
+	med := func(rs []result, f func(result) float64) float64 {
+		var v []float64
+		for _, r := range rs {
+			v = append(v, f(r))
+		}
+		return median(v)
+	}
+	bps := func(r result) float64 { return r.bps }
+	cps := func(r result) float64 { return r.cps }
+	b.ReportMetric(med(on, bps)/1e9, "Gbit/s-enforced")
+	b.ReportMetric(med(off, bps)/1e9, "Gbit/s-baseline")
+	b.ReportMetric(med(on, bps)/med(off, bps), "iperf3-ratio")
+	b.ReportMetric(med(on, cps), "conn/s-enforced")
+	b.ReportMetric(med(off, cps), "conn/s-baseline")
+	b.ReportMetric(med(on, cps)/med(off, cps), "connect-ratio")
+	bpsCPU := func(r result) float64 { return r.bpsPerCPU }
+	cpsCPU := func(r result) float64 { return r.cpsPerCPU }
+	b.ReportMetric(med(on, bpsCPU)/med(off, bpsCPU), "iperf3-per-cpu-ratio")
+	b.ReportMetric(med(on, cpsCPU)/med(off, cpsCPU), "connect-per-cpu-ratio")
 	st, _ := p.Stats()
 	if st.NewAllowed == 0 {
 		b.Error("no new flow was judged: the programs were not in the path")

@@ -95,13 +95,18 @@ func TestPortForwardDialsPodPorts(t *testing.T) {
 
 // serveHub serves a flow.Hub (the agent's own Observer server) on addr of
 // the host's loopback ("127.0.0.1:0": any port), which is the node's network
-// namespace, where a hostNetwork pod's port-forward lands. It retries while
-// a just-stopped server's port is still taken.
-func serveHub(t *testing.T, addr, version string) (*flow.Hub, *grpc.Server, int) {
-	t.Helper()
-	hub := flow.NewHub(1024, func(context.Context) (*flowv1.StatusResponse, error) {
+// namespace, where a hostNetwork pod's port-forward lands.
+func serveHub(tb testing.TB, addr, version string) (*flow.Hub, *grpc.Server, int) {
+	tb.Helper()
+	return serveHubWith(tb, addr, flow.NewHub(1024, func(context.Context) (*flowv1.StatusResponse, error) {
 		return &flowv1.StatusResponse{Node: framework.NodeName, Version: version, EventsLost: 3}, nil
-	})
+	}))
+}
+
+// serveHubWith serves hub on addr, retrying while a just-stopped server's
+// port is still taken, and returns the port.
+func serveHubWith(tb testing.TB, addr string, hub *flow.Hub) (*flow.Hub, *grpc.Server, int) {
+	tb.Helper()
 	var lis net.Listener
 	var err error
 	for range 100 {
@@ -111,12 +116,12 @@ func serveHub(t *testing.T, addr, version string) (*flow.Hub, *grpc.Server, int)
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	s := grpc.NewServer()
 	flowv1.RegisterObserverServer(s, hub)
 	go func() { _ = s.Serve(lis) }()
-	t.Cleanup(s.Stop)
+	tb.Cleanup(s.Stop)
 	return hub, s, lis.Addr().(*net.TCPAddr).Port
 }
 

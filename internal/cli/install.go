@@ -38,7 +38,10 @@ type agentClients struct {
 	PollInterval time.Duration
 }
 
-func (c *agentClients) connect(f *Factory, needDynamic bool) error {
+// connect builds what is missing: always the clientset; the REST config
+// when needConfig (port-forward, dynamic client); the dynamic client when
+// needDynamic.
+func (c *agentClients) connect(f *Factory, needConfig, needDynamic bool) error {
 	if c.Kube == nil {
 		kube, _, err := f.NewClient()
 		if err != nil {
@@ -46,7 +49,8 @@ func (c *agentClients) connect(f *Factory, needDynamic bool) error {
 		}
 		c.Kube = kube
 	}
-	if c.Config == nil && (needDynamic && c.Dynamic == nil) {
+	if c.Config == nil && (needConfig || needDynamic && c.Dynamic == nil) {
+		// NewClient succeeded, so the kubeconfig loads.
 		cfg, err := f.ConfigFlags.ToRESTConfig()
 		if err != nil {
 			return err
@@ -196,7 +200,7 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	if o.DryRun == "client" {
 		return o.printManifests(objs)
 	}
-	if err := o.connect(o.factory, true); err != nil {
+	if err := o.connect(o.factory, false, true); err != nil {
 		return err
 	}
 	ns := o.opts.Namespace

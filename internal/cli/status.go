@@ -160,7 +160,7 @@ func (o *StatusOptions) Validate() error {
 
 // Run gathers every node's status and prints it.
 func (o *StatusOptions) Run(ctx context.Context) error {
-	if err := o.connect(o.factory, o.Dial == nil); err != nil {
+	if err := o.connect(o.factory, o.Dial == nil, false); err != nil {
 		return err
 	}
 	if o.Dial == nil {
@@ -281,7 +281,10 @@ func (o *StatusOptions) queryAgent(ctx context.Context, st *nodeStatus, pod *cor
 		st.Error = "cannot reach the agent: " + firstLine(err.Error())
 		return
 	}
-	defer closer.Close()
+	// Closing a gRPC connection over a port-forward stream takes about a
+	// second (the transport waits for its reader); the answer is in hand,
+	// so status does not wait for it.
+	defer func() { go closer.Close() }()
 	resp, err := client.Status(ctx, &flowv1.StatusRequest{})
 	if err != nil {
 		st.Error = "agent did not answer Status: " + firstLine(err.Error())

@@ -82,7 +82,7 @@ func (o *UninstallOptions) Validate() error {
 
 // Run removes the install in order: DaemonSet, (wait for the pods), the rest.
 func (o *UninstallOptions) Run(ctx context.Context) error {
-	if err := o.connect(o.factory, true); err != nil {
+	if err := o.connect(o.factory, false, true); err != nil {
 		return err
 	}
 	ns := o.namespace

@@ -54,7 +54,10 @@ type clusterState struct {
 	loadedAt time.Time
 }
 
-var _ detail.Explainer = (*engineExplainer)(nil)
+var (
+	_ detail.Explainer = (*engineExplainer)(nil)
+	_ detail.Instant   = (*engineExplainer)(nil)
+)
 
 func newEngineExplainer(kubeClient func() (kubernetes.Interface, *rest.Config, error)) *engineExplainer {
 	return &engineExplainer{kubeClient: kubeClient, maxAge: explainMaxAge, now: time.Now}
@@ -124,6 +127,20 @@ func (e *engineExplainer) load(ctx context.Context) (*clusterState, error) {
 		return nil, err
 	}
 	return &clusterState{set: set, engine: engine, res: newResolver(set), loadedAt: e.now()}, nil
+}
+
+// Instant implements detail.Instant: with a fresh state (or a fresh
+// failure) in hand, explaining is pure computation (well under a
+// millisecond), so the pane asks inline and never flickers "explaining…"
+// while the user scrolls. The margin keeps the state from expiring between
+// this call and Explain's.
+func (e *engineExplainer) Instant() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	const margin = time.Second
+	return (e.st != nil && now.Sub(e.st.loadedAt) < e.maxAge-margin) ||
+		(e.loadErr != nil && now.Sub(e.failedAt) < explainRetry-margin)
 }
 
 // Explain implements detail.Explainer.

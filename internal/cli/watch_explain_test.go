@@ -74,6 +74,9 @@ func TestEngineExplainer(t *testing.T) {
 	now := time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC)
 	e.now = func() time.Time { return now }
 	ctx := context.Background()
+	if e.Instant() {
+		t.Fatal("Instant before anything was loaded: the pane would load on the UI goroutine")
+	}
 
 	drop, err := e.Explain(ctx, dbFlow("default", "curl", "10.244.0.5", flowv1.Verdict_VERDICT_DENIED, flowv1.Reason_REASON_NO_RULE_MATCHED))
 	if err != nil {
@@ -100,6 +103,9 @@ func TestEngineExplainer(t *testing.T) {
 	if !strings.Contains(changed, "The policies now decide otherwise") || !strings.Contains(changed, "allowed by shop/db-allow-api ingress[0]") {
 		t.Errorf("changed verdict:\n%s", changed)
 	}
+	if !e.Instant() {
+		t.Error("not Instant with a fresh state")
+	}
 	if n := loads.Load(); n != 1 {
 		t.Fatalf("%d loads for two explanations within %s, want 1", n, explainMaxAge)
 	}
@@ -115,6 +121,9 @@ func TestEngineExplainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	now = now.Add(explainMaxAge)
+	if e.Instant() {
+		t.Error("Instant with a state due for reloading")
+	}
 	open, _ := e.Explain(ctx, dbFlow("default", "curl", "10.244.0.5", flowv1.Verdict_VERDICT_DENIED, flowv1.Reason_REASON_NO_RULE_MATCHED))
 	if loads.Load() != 2 || !strings.Contains(open, "The policies now decide otherwise") || !strings.Contains(open, "no NetworkPolicy selects shop/db-0 for Ingress") {
 		t.Errorf("after reload (%d loads):\n%s", loads.Load(), open)

@@ -210,8 +210,8 @@ func BenchmarkDatapathAB(b *testing.B) {
 
 	// Each measurement also gives its work per CPU-second that the client and
 	// server processes got (iperf3's own accounting; rusage and /proc for the
-	// connect-rate processes): a ratio of those depends much less on what
-	// else runs on the machine than a ratio of rates.
+	// connect-rate processes): a ratio of those depends less on what else
+	// runs on the machine than a ratio of rates.
 	iperf := func() (bps, perCPU float64) {
 		out, err := pinnedIn(c, abClientCPU, "iperf3", "-c", a.ip4.String(), "-p", strconv.Itoa(abIperfPort),
 			"-t", strconv.Itoa(iperfSecs), "-O", "1", "-J").Output()

@@ -43,20 +43,32 @@ type agentClients struct {
 // needDynamic.
 func (c *agentClients) connect(f *Factory, needConfig, needDynamic bool) error {
 	if c.Kube == nil {
-		kube, _, err := f.NewClient()
-		if err != nil {
+		// NewClient explains a missing or broken kubeconfig; the clients
+		// are then built from the same flags with a higher rate limit.
+		if _, _, err := f.NewClient(); err != nil {
 			return err
 		}
-		c.Kube = kube
+		needConfig = true
 	}
 	if c.Config == nil && (needConfig || needDynamic && c.Dynamic == nil) {
-		// NewClient succeeded, so the kubeconfig loads.
 		cfg, err := f.ConfigFlags.ToRESTConfig()
 		if err != nil {
 			return err
 		}
+		cfg = rest.CopyConfig(cfg)
 		cfg.UserAgent = "kubectl-netpol"
+		// client-go's default (5 requests/s) would make an install, its
+		// access reviews and applies about 45 requests, take seconds; the
+		// API server's own fairness limits still apply.
+		cfg.QPS, cfg.Burst = 50, 100
 		c.Config = cfg
+	}
+	if c.Kube == nil {
+		kube, err := kubernetes.NewForConfig(c.Config)
+		if err != nil {
+			return err
+		}
+		c.Kube = kube
 	}
 	if needDynamic && c.Dynamic == nil {
 		d, err := dynamic.NewForConfig(c.Config)

@@ -7,13 +7,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -22,7 +20,6 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
-	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
@@ -93,56 +90,14 @@ func TestPortForwardDialsPodPorts(t *testing.T) {
 	}
 }
 
-// serveHub serves a flow.Hub (the agent's own Observer server) on addr of
-// the host's loopback ("127.0.0.1:0": any port), which is the node's network
-// namespace, where a hostNetwork pod's port-forward lands.
+// serveHub serves a flow.Hub reporting version on addr of the node's loopback.
 func serveHub(tb testing.TB, addr, version string) (*flow.Hub, *grpc.Server, int) {
 	tb.Helper()
-	return serveHubWith(tb, addr, flow.NewHub(1024, func(context.Context) (*flowv1.StatusResponse, error) {
+	hub := flow.NewHub(1024, func(context.Context) (*flowv1.StatusResponse, error) {
 		return &flowv1.StatusResponse{Node: framework.NodeName, Version: version, EventsLost: 3}, nil
-	}))
-}
-
-// serveHubWith serves hub on addr, retrying while a just-stopped server's
-// port is still taken, and returns the port.
-func serveHubWith(tb testing.TB, addr string, hub *flow.Hub) (*flow.Hub, *grpc.Server, int) {
-	tb.Helper()
-	var lis net.Listener
-	var err error
-	for range 100 {
-		if lis, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := grpc.NewServer()
-	flowv1.RegisterObserverServer(s, hub)
-	go func() { _ = s.Serve(lis) }()
-	tb.Cleanup(s.Stop)
-	return hub, s, lis.Addr().(*net.TCPAddr).Port
-}
-
-// fakeAgentPod is a hostNetwork pod labelled as an agent pod, running only
-// pause: port-forward to it reaches whatever listens on the node's loopback,
-// exactly as for the real agent (which listens on 127.0.0.1).
-func fakeAgentPod(ns, name, version string) *corev1.Pod {
-	zero := int64(0)
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{
-			install.LabelName: install.AgentName, install.LabelVersion: version, install.LabelPartOf: install.PartOf,
-		}},
-		Spec: corev1.PodSpec{
-			HostNetwork:                   true,
-			TerminationGracePeriodSeconds: &zero,
-			AutomountServiceAccountToken:  new(bool),
-			Containers: []corev1.Container{{
-				Name: "pause", Image: "localhost/pause:local", ImagePullPolicy: corev1.PullNever,
-			}},
-		},
-	}
+	})
+	s, port := framework.ServeHub(tb, addr, hub)
+	return hub, s, port
 }
 
 // TestAgentClientGRPCThroughPortForward: Discover finds a hostNetwork pod
@@ -164,7 +119,7 @@ func TestAgentClientGRPCThroughPortForward(t *testing.T) {
 			Ip: &flowv1.IP{Source: "10.244.0.9", Destination: "10.244.0.10"},
 			L4: &flowv1.Layer4{Protocol: flowv1.Protocol_PROTOCOL_TCP, SourcePort: uint32(40000 + i), DestinationPort: 80}})
 	}
-	c.StartPod(t, fakeAgentPod(ns, "agent-a", "v9.9.9-e2e"))
+	c.StartPod(t, framework.AgentStandInPod(ns, "agent-a", "v9.9.9-e2e"))
 
 	agents, err := agentclient.Discover(ctx, c.Client, ns)
 	if err != nil {
@@ -252,7 +207,7 @@ func TestAgentClientNeedsRBAC(t *testing.T) {
 	c := framework.Connect(t)
 	ns := c.NewNamespace(t, "agentrbac")
 	ctx := framework.Context(t, 90*time.Second)
-	c.StartPod(t, fakeAgentPod(ns, "agent-a", "v9.9.9-e2e"))
+	c.StartPod(t, framework.AgentStandInPod(ns, "agent-a", "v9.9.9-e2e"))
 	const user = "netpol-e2e-viewer"
 	if _, err := c.Client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "list-pods"},

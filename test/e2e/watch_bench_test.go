@@ -56,7 +56,7 @@ func BenchmarkLiveFlowsThroughPortForward(b *testing.B) {
 		hub.Publish(benchFlow(i))
 	}
 	size := proto.Size(benchFlow(0))
-	c.StartPod(b, fakeAgentPod(ns, "agent-bench", "v9.9.9-e2e"))
+	c.StartPod(b, framework.AgentStandInPod(ns, "agent-bench", "v9.9.9-e2e"))
 	ctx := framework.Context(b, 10*time.Minute)
 	agents, err := agentclient.Discover(ctx, c.Client, ns)
 	if err != nil {
@@ -107,10 +107,12 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// serveHubCapacity is serveHub with a ring of capacity flows.
+// serveHubCapacity serves a flow.Hub with a ring of capacity flows.
 func serveHubCapacity(tb testing.TB, capacity int) (*flow.Hub, *grpc.Server, int) {
 	tb.Helper()
-	return serveHubWith(tb, "127.0.0.1:0", flow.NewHub(capacity, func(context.Context) (*flowv1.StatusResponse, error) {
+	hub := flow.NewHub(capacity, func(context.Context) (*flowv1.StatusResponse, error) {
 		return &flowv1.StatusResponse{Node: framework.NodeName, Version: "v9.9.9-e2e"}, nil
-	}))
+	})
+	s, port := framework.ServeHub(tb, "127.0.0.1:0", hub)
+	return hub, s, port
 }

@@ -52,7 +52,7 @@ func TestWatchLiveThroughPortForward(t *testing.T) {
 	defer cancel()
 
 	hub, srv, port := serveHub(t, "127.0.0.1:0", "v9.9.9-e2e")
-	c.StartPod(t, fakeAgentPod(ns, "agent-1", "v9.9.9-e2e"))
+	c.StartPod(t, framework.AgentStandInPod(ns, "agent-1", "v9.9.9-e2e"))
 
 	out, errOut := &lockedBuffer{}, &lockedBuffer{}
 	cmd := cli.NewCmdNetpol(genericiooptions.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut})
@@ -91,7 +91,7 @@ func TestWatchLiveThroughPortForward(t *testing.T) {
 	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, "agent-1", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
-	c.StartPod(t, fakeAgentPod(ns, "agent-2", "v9.9.9-e2e"))
+	c.StartPod(t, framework.AgentStandInPod(ns, "agent-2", "v9.9.9-e2e"))
 	hub2, _, _ := serveHub(t, fmt.Sprintf("127.0.0.1:%d", port), "v9.9.9-e2e")
 	publishUntil(hub2, "10.244.0.12")
 

@@ -1,0 +1,62 @@
+package framework
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+)
+
+// AgentStandInPod returns (without creating) a hostNetwork pod labelled as
+// an agent pod of the given version, running only pause. Port-forward to it
+// reaches whatever listens on the node's loopback, exactly as for the real
+// agent (which listens on 127.0.0.1): with ServeHub in the test process, the
+// CLI's whole live path runs for real except the agent binary.
+func AgentStandInPod(ns, name, version string) *corev1.Pod {
+	zero := int64(0)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{
+			install.LabelName: install.AgentName, install.LabelVersion: version, install.LabelPartOf: install.PartOf,
+		}},
+		Spec: corev1.PodSpec{
+			HostNetwork:                   true,
+			TerminationGracePeriodSeconds: &zero,
+			AutomountServiceAccountToken:  new(bool),
+			Containers: []corev1.Container{{
+				Name: "pause", Image: "localhost/pause:local", ImagePullPolicy: corev1.PullNever,
+			}},
+		},
+	}
+}
+
+// ServeHub serves hub (the agent's own flow.v1.Observer server) on addr of
+// the host's loopback ("127.0.0.1:0" for any port), which is the node's
+// network namespace, where a hostNetwork pod's port-forward lands. It
+// retries while a just-stopped server's port is still taken, stops with the
+// test, and returns the server and its port.
+func ServeHub(tb testing.TB, addr string, hub *flow.Hub) (*grpc.Server, int) {
+	tb.Helper()
+	var lis net.Listener
+	var err error
+	for range 100 {
+		if lis, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := grpc.NewServer()
+	flowv1.RegisterObserverServer(s, hub)
+	go func() { _ = s.Serve(lis) }()
+	tb.Cleanup(s.Stop)
+	return s, lis.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,94 @@
+//go:build e2e
+
+package tui_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
+)
+
+// TestRealTerminalLive runs the built plugin's TUI in tmux against the real
+// test cluster: `watch` finds the agent pod (a hostNetwork stand-in, see
+// framework.AgentStandInPod) and streams through pods/portforward from a
+// flow.Hub on the node's loopback; the status bar counts the node and
+// warns of version skew; the detail of a drop is re-evaluated by the policy
+// engine against the cluster's real pods and NetworkPolicy.
+//
+//	KUBECONFIG=$PWD/.cluster/kubeconfig go test -tags e2e ./tui -run TestRealTerminalLive
+func TestRealTerminalLive(t *testing.T) {
+	c := framework.Connect(t)
+	ns := c.NewNamespace(t, "tuilive")
+	ctx := framework.Context(t, 3*time.Minute)
+	client := c.StartProbe(t, ns, "client", map[string]string{"app": "client"})
+	server := c.StartProbe(t, ns, "server", map[string]string{"app": "server"})
+	port80 := intstr.FromInt32(80)
+	if _, err := c.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "server-from-api"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: &port80}},
+			}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	hub := flow.NewHub(1024, func(context.Context) (*flowv1.StatusResponse, error) {
+		return &flowv1.StatusResponse{Node: framework.NodeName, Version: "v9.9.9-e2e"}, nil
+	})
+	_, port := framework.ServeHub(t, "127.0.0.1:0", hub)
+	c.StartPod(t, framework.AgentStandInPod(ns, "agent-1", "v9.9.9-e2e"))
+	drop := &flowv1.Flow{
+		Time: timestamppb.Now(), Node: framework.NodeName, Type: flowv1.EventType_EVENT_TYPE_DROP,
+		Verdict: flowv1.Verdict_VERDICT_DENIED, Reason: flowv1.Reason_REASON_NO_RULE_MATCHED,
+		Direction:   flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS,
+		Source:      &flowv1.Endpoint{Namespace: ns, Pod: client.Name, Labels: client.Labels},
+		Destination: &flowv1.Endpoint{Namespace: ns, Pod: server.Name, Labels: server.Labels},
+		Ip:          &flowv1.IP{Source: client.Status.PodIP, Destination: server.Status.PodIP},
+		L4:          &flowv1.Layer4{Protocol: flowv1.Protocol_PROTOCOL_TCP, SourcePort: 40000, DestinationPort: 80},
+		IsolatedBy:  []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: ns, Name: "server-from-api"}},
+	}
+	hub.Publish(drop) // history: the TUI's follow starts with it
+
+	bin := buildPlugin(t)
+	s := startTmux(t, 160, 45, []string{"TERM=xterm-256color", "TZ=UTC", "KUBECONFIG=" + c.Kubeconfig},
+		bin, "watch", "--agent-namespace", ns, "--agent-port", fmt.Sprint(port))
+	scr := s.waitFor("the node connected and the drop listed", func(scr string) bool {
+		return strings.Contains(scr, "1/1 nodes") && strings.Contains(scr, "DENIED")
+	})
+	if !strings.Contains(scr, "⚠ skew: agent v9.9.9-e2e") {
+		t.Errorf("no skew warning in the status bar:\n%s", scr)
+	}
+	s.send("Enter")
+	scr = s.waitText("Now, by the policy engine")
+	for _, want := range []string{
+		fmt.Sprintf("ingress to %s/server: denied (isolated for Ingress and no rule allows this traffic)", ns),
+		ns + "/server-from-api selects pod " + ns + "/server",
+		"ingress[0].from[0]:",
+	} {
+		if !strings.Contains(scr, want) {
+			t.Errorf("full detail lacks %q:\n%s", want, scr)
+		}
+	}
+	s.send("q")
+	s.waitFor("the program to exit with status 0", func(string) bool {
+		out, err := os.ReadFile(s.exitFile)
+		return err == nil && strings.TrimSpace(string(out)) == "0"
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -104,7 +105,7 @@ func (l *liveNodes) merge(nodes []string) *flow.Merge {
 // Observe implements flow.Source.
 func (l *liveNodes) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit func(flow.Batch) error) error {
 	if !req.GetFollow() {
-		return l.merge(l.initial).Observe(ctx, req, emit)
+		return l.oneShot(ctx, req, emit)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -165,6 +166,34 @@ func (l *liveNodes) Observe(ctx context.Context, req *flowv1.ObserveRequest, emi
 		return emitErr
 	}
 	return ctx.Err()
+}
+
+// oneShot answers a query that does not follow: every node's matching
+// flows, in time order across nodes, and with --last N the newest N of them
+// all (each agent returns its own last N), as hubble observe does.
+func (l *liveNodes) oneShot(ctx context.Context, req *flowv1.ObserveRequest, emit func(flow.Batch) error) error {
+	var flows []*flowv1.Flow
+	err := l.merge(l.initial).Observe(ctx, req, func(b flow.Batch) error {
+		flows = append(flows, b.Flows...)
+		if len(b.Nodes) > 0 || b.Lost > 0 {
+			return emit(flow.Batch{Nodes: b.Nodes, Lost: b.Lost})
+		}
+		return nil
+	})
+	slices.SortStableFunc(flows, func(a, b *flowv1.Flow) int {
+		return a.GetTime().AsTime().Compare(b.GetTime().AsTime())
+	})
+	if n := req.GetLast(); n > 0 && uint64(len(flows)) > n {
+		flows = flows[uint64(len(flows))-n:]
+	}
+	for len(flows) > 0 {
+		k := min(len(flows), flow.BatchSize)
+		if eerr := emit(flow.Batch{Flows: flows[:k]}); eerr != nil {
+			return eerr
+		}
+		flows = flows[k:]
+	}
+	return err
 }
 
 // agentSource streams one node's flows. Each Observe (Merge calls it again

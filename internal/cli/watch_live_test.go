@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -138,7 +140,7 @@ func runLive(t *testing.T, ctx context.Context, o *WatchOptions, args ...string)
 }
 
 func liveFlow(node string, port uint32, verdict flowv1.Verdict) *flowv1.Flow {
-	return &flowv1.Flow{Node: node, Verdict: verdict,
+	return &flowv1.Flow{Node: node, Verdict: verdict, Time: timestamppb.New(time.Date(2026, 11, 25, 14, 0, 0, int(port)*1000, time.UTC)),
 		Source:      &flowv1.Endpoint{Namespace: "shop", Pod: "web"},
 		Destination: &flowv1.Endpoint{Namespace: "shop", Pod: "db-0"},
 		Ip:          &flowv1.IP{Source: "10.244.1.2", Destination: "10.244.1.3"},
@@ -172,6 +174,22 @@ func TestWatchLiveOneShot(t *testing.T) {
 	if !strings.Contains(got[len(got)-1], `"destinationPort":1029`) {
 		t.Fatalf("last line is not the newest flow: %s", got[len(got)-1])
 	}
+	// --last N is the newest N of all nodes, in time order (ports encode
+	// the times: node-a 1000+i, node-b 2000+i, so node-b's are newer).
+	o2, out2, _ := r.options(t)
+	if err := runLive(t, context.Background(), o2, "-o", "json", "--last", "5", "--from-pod", "shop/web"); err != nil {
+		t.Fatal(err)
+	}
+	got2 := lines(out2.String())
+	if len(got2) != 5 {
+		t.Fatalf("--last 5 over two nodes printed %d flows:\n%s", len(got2), out2.String())
+	}
+	for i, l := range got2 {
+		if want := fmt.Sprintf(`"destinationPort":%d`, 2025+i); !strings.Contains(l, want) {
+			t.Fatalf("line %d = %s, want %s (the newest 5 overall, oldest first)", i, l, want)
+		}
+	}
+
 	warn := errOut.String()
 	if strings.Count(warn, "version skew") != 1 || !strings.Contains(warn, "node node-b") || !strings.Contains(warn, "the agent (v0.1.0) is older than this plugin (v0.2.0)") {
 		t.Fatalf("stderr = %q, want one skew warning for node-b", warn)

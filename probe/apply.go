@@ -275,23 +275,24 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	return res, nil
 }
 
-// swapSlot installs d in slot: first its trie (if any) in the trie slot of
-// the generation not in use, then a new hash naming that trie, swapped in
-// with one update of the slot array: the atomic step. The kernel waits for
-// running programs before that update returns, so the old generation's
-// trie is unused afterwards and is removed.
+// swapSlot installs d in slot: first its trie (if any, and unless it equals
+// the one in use) in the trie slot of the generation not in use, then a new
+// hash naming that trie, swapped in with one update of the slot array: the
+// atomic step. The kernel waits for running programs before that update
+// returns, so the old generation's trie is unused afterwards and is removed.
 func (p *Probe) swapSlot(slot uint32, d *direction) error {
 	old, err := p.trieGeneration(slot)
 	if err != nil {
 		return err
 	}
-	var trieSlot uint32
-	if len(d.trie) > 0 {
-		gen := 0
+	gen := -1 // the trie generation the new hash names; -1: none
+	if prev, ok := p.state.dirs[slot]; ok && old >= 0 && len(d.trie) > 0 && maps.Equal(prev.trie, d.trie) {
+		gen = old // same trie: only the hash changes
+	} else if len(d.trie) > 0 {
+		gen = 0
 		if old == 0 {
 			gen = 1
 		}
-		trieSlot = 2*slot + uint32(gen)
 		keys := make([]policyKey, 0, len(d.trie))
 		vals := make([]netpolNetpolPolicyValue, 0, len(d.trie))
 		for k, v := range d.trie {
@@ -302,12 +303,15 @@ func (p *Probe) swapSlot(slot uint32, d *direction) error {
 		if err != nil {
 			return fmt.Errorf("policy trie for slot %d: %w", slot, err)
 		}
-		err = p.objs.NetpolPolicyTries.Put(trieSlot, m)
+		err = p.objs.NetpolPolicyTries.Put(2*slot+uint32(gen), m)
 		m.Close() // the array holds its own reference
 		if err != nil {
 			return fmt.Errorf("installing policy trie for slot %d: %w", slot, err)
 		}
-		p.state.trieGen[slot] = gen
+	}
+	var trieSlot uint32
+	if gen >= 0 {
+		trieSlot = 2*slot + uint32(gen)
 	}
 	keys := make([]ruleKey, 0, len(d.rules))
 	vals := make([]ruleValue, 0, len(d.rules))
@@ -327,12 +331,14 @@ func (p *Probe) swapSlot(slot uint32, d *direction) error {
 	if err != nil {
 		return fmt.Errorf("installing policy hash in slot %d: %w", slot, err)
 	}
-	if old >= 0 && (len(d.trie) == 0 || p.state.trieGen[slot] != old) {
+	if gen >= 0 {
+		p.state.trieGen[slot] = gen
+	} else {
+		delete(p.state.trieGen, slot)
+	}
+	if old >= 0 && old != gen {
 		if err := p.objs.NetpolPolicyTries.Delete(2*slot + uint32(old)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("removing old policy trie of slot %d: %w", slot, err)
-		}
-		if len(d.trie) == 0 {
-			delete(p.state.trieGen, slot)
 		}
 	}
 	return nil

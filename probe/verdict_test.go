@@ -305,9 +305,10 @@ func TestVerdictTable(t *testing.T) {
 }
 
 // TestPolicyTrieGenerations: a direction's trie (ranges, CIDRs) alternates
-// between its two trie slots on every change, the one no longer named by
-// the hash is removed, a restarted process finds the generation in use from
-// the pins, and a direction without ranges or CIDRs keeps no trie.
+// between its two trie slots on every change of the trie, the one no longer
+// named by the hash is removed, a change of the hash alone keeps the trie, a
+// restarted process finds the generation in use from the pins, and a
+// direction without ranges or CIDRs keeps no trie.
 func TestPolicyTrieGenerations(t *testing.T) {
 	requireRoot(t)
 	root := testPinRoot(t)
@@ -380,6 +381,13 @@ func TestPolicyTrieGenerations(t *testing.T) {
 	if third := tries(p2); len(third) != 1 || third[0] != first[0] {
 		t.Fatalf("after a restart and a change trie slots %v, want %v alone", third, first)
 	}
+	// Only the hash changes: the new hash names the same trie.
+	apply(p2, dpWith(cidr(22, "203.0.113.0/24")))
+	verdicts(p2, map[string]bool{"203.0.113.1": true, "10.79.0.1": false})
+	if same := tries(p2); len(same) != 1 || same[0] != first[0] {
+		t.Fatalf("trie unchanged, but trie slots %v, want %v alone", same, first)
+	}
+	apply(p2, dpWith(cidr(22, "203.0.113.0/24"), byIdentity))
 	apply(p2, dpWith(byIdentity))
 	verdicts(p2, map[string]bool{"203.0.113.1": false, "10.79.0.1": true})
 	if left := tries(p2); len(left) != 0 {

@@ -227,7 +227,9 @@ func (o *StatusOptions) gather(ctx context.Context, pods []corev1.Pod) []nodeSta
 		out[i] = nodeStatus{Node: node, Pod: pod.Name, PodReady: install.PodReady(pod), PodState: install.PodState(pod, nil, ""), Version: pod.Labels[install.LabelVersion]}
 		if !install.AgentRunning(pod) {
 			out[i].Error = fmt.Sprintf("agent pod %s is %s", pod.Name, out[i].PodState)
-			if exit := install.LastExit(pod); exit != "" {
+			// A state with a detail ("CrashLoopBackOff: <message>") already
+			// carries the agent's last words.
+			if exit := install.LastExit(pod); exit != "" && !strings.Contains(out[i].PodState, ": ") {
 				out[i].Error += "; last exit: " + exit
 			}
 		} else {

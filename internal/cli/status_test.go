@@ -136,9 +136,14 @@ func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
 		}),
 		// Another pod on node-a being replaced: status asks the ready one.
 		statusPod("agent-a-old", "node-a", "v0.1.0", true, func(p *corev1.Pod) { now := metav1.Now(); p.DeletionTimestamp = &now }),
-		// Six nodes want an agent, five have one.
+		// Killed for memory: no message, the exit says it.
+		statusPod("agent-f", "node-f", "v0.2.0", false, func(p *corev1.Pod) {
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+			p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}
+		}),
+		// Seven nodes want an agent, six have one.
 		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: install.AgentName},
-			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 6}},
+			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 7}},
 		// Not an agent: ignored.
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: "web", Labels: map[string]string{"app": "web"}}},
 	}
@@ -164,10 +169,10 @@ func TestStatusJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	if r.Namespace != install.DefaultNamespace || r.ClientVersion != "v0.2.0" || r.Desired != 6 || len(r.Nodes) != 5 {
+	if r.Namespace != install.DefaultNamespace || r.ClientVersion != "v0.2.0" || r.Desired != 7 || len(r.Nodes) != 6 {
 		t.Fatalf("report = %+v", r)
 	}
-	a, b, c, d, e := r.Nodes[0], r.Nodes[1], r.Nodes[2], r.Nodes[3], r.Nodes[4]
+	a, b, c, d, e, f := r.Nodes[0], r.Nodes[1], r.Nodes[2], r.Nodes[3], r.Nodes[4], r.Nodes[5]
 	if a.Pod != "agent-a" || !a.PodReady || a.Agent == nil || !a.Agent.Ready || a.Agent.EndpointsEnforced != 12 || a.Skew != "" ||
 		a.Agent.Uptime != "1h30m0s" || a.Agent.LastApply == nil || len(a.Agent.Maps) != 2 || a.Agent.Maps[1].Pressure != 30 {
 		t.Errorf("node-a = %+v agent %+v", a, a.Agent)
@@ -182,8 +187,11 @@ func TestStatusJSON(t *testing.T) {
 	if d.Agent != nil || !strings.Contains(d.Error, "cannot reach the agent: port-forward to pod netpol-system/agent-d") {
 		t.Errorf("node-d = %+v", d)
 	}
-	if e.Agent != nil || e.Error != "agent pod agent-e is pending (CrashLoopBackOff); last exit: Error, exit code 1: loading eBPF objects: kernel lacks BPF_LINK_TYPE_NETFILTER (Linux 6.4 or later needed)" {
+	if e.Agent != nil || e.Error != "agent pod agent-e is pending (CrashLoopBackOff: loading eBPF objects: kernel lacks BPF_LINK_TYPE_NETFILTER (Linux 6.4 or later needed))" {
 		t.Errorf("node-e = %+v", e)
+	}
+	if f.Error != "agent pod agent-f is pending (CrashLoopBackOff); last exit: OOMKilled, exit code 137" {
+		t.Errorf("node-f = %+v", f)
 	}
 }
 

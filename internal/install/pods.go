@@ -95,7 +95,12 @@ func PodState(pod *corev1.Pod, ds *appsv1.DaemonSet, lastEvent string) string {
 			return StatePulling
 		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "ContainerCreating":
 			// The reason only: messages change with every retry, and
-			// Diagnose prints them in full.
+			// Diagnose prints them in full. A crashing agent's own last
+			// words (its termination message) are stable and say why, e.g.
+			// a kernel feature the node lacks.
+			if t := cs.LastTerminationState.Terminated; cs.State.Waiting.Reason == "CrashLoopBackOff" && t != nil && t.Message != "" {
+				return StatePending + " (CrashLoopBackOff: " + firstLine(t.Message) + ")"
+			}
 			return StatePending + " (" + cs.State.Waiting.Reason + ")"
 		case cs.State.Running != nil:
 			return StateRunning

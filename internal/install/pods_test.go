@@ -38,6 +38,11 @@ func TestPodState(t *testing.T) {
 		{"creating, no pull seen", "Scheduled", StatePending, pod(waiting("ContainerCreating"))},
 		{"pull failing", "Failed", "pending (ImagePullBackOff)", pod(waiting("ImagePullBackOff"))},
 		{"crash loop", "", "pending (CrashLoopBackOff)", pod(waiting("CrashLoopBackOff"))},
+		{"crash loop with the agent's last words", "", "pending (CrashLoopBackOff: node lacks BPF netfilter links (Linux 6.4+))", pod(func(p *corev1.Pod) {
+			waiting("CrashLoopBackOff")(p)
+			p.Status.ContainerStatuses[0].LastTerminationState.Terminated = &corev1.ContainerStateTerminated{
+				ExitCode: 1, Message: "node lacks BPF netfilter links (Linux 6.4+)\nsecond line"}
+		})},
 		{"running", "Started", StateRunning, pod(func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerName, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
 		})},

@@ -158,9 +158,6 @@ func waitingDetail(cs *corev1.ContainerStatus) string {
 	if w.Message != "" {
 		s += ": " + firstLine(w.Message)
 	}
-	if t := cs.LastTerminationState.Terminated; t != nil && w.Reason == "CrashLoopBackOff" {
-		s += "; last exit: " + terminatedDetail(t)
-	}
 	return s
 }
 

@@ -543,3 +543,33 @@ func TestInstallIntoExistingNamespace(t *testing.T) {
 		t.Errorf("uninstall deleted the user's namespace: %v", err)
 	}
 }
+
+// TestInstallReportsAgentThatCannotStart uses an image that exists but has
+// no agent binary (the netprobe image): the container fails at start every
+// time, and both install's timeout report and status say so with the
+// runtime's own message.
+func TestInstallReportsAgentThatCannotStart(t *testing.T) {
+	c := framework.Connect(t)
+	ns, _ := throwAwayInstall(t, c)
+	out, err := netpol(t, c, "", "install", "-n", ns, "--image", framework.ProbeImage, "--node-selector", onTestNode, "--timeout", "25s")
+	if err == nil {
+		t.Fatalf("install of an image without the agent succeeded:\n%s", out)
+	}
+	t.Logf("install report:\n%s", out)
+	for _, want := range []string{"Timed out after 25s", install.AgentBinary, "container agent: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if !strings.Contains(out, "last termination: ") && !strings.Contains(out, "terminated: ") && !strings.Contains(out, "RunContainerError") {
+		t.Errorf("report does not show how the container ended")
+	}
+	out, err = netpol(t, c, "", "status", "-n", ns)
+	if err != nil || !strings.Contains(out, framework.NodeName+": agent pod ") {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+	t.Logf("status:\n%s", out)
+	if out, err := netpol(t, c, "", "uninstall", "-n", ns); err != nil {
+		t.Fatalf("uninstall: %v\n%s", err, out)
+	}
+}

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 )
 
@@ -29,7 +32,7 @@ var _ Source = (*ClientSource)(nil)
 func (s *ClientSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit func(Batch) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := s.Client.Observe(ctx, req)
+	next, err := s.open(ctx, req)
 	if err != nil {
 		return fmt.Errorf("observing node %s: %w", s.Node, err)
 	}
@@ -37,12 +40,58 @@ func (s *ClientSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, 
 		return err
 	}
 	return pumpFrom(ctx, func() (*flowv1.Flow, error) {
-		f, err := stream.Recv()
+		f, err := next()
 		if err != nil && !errors.Is(err, io.EOF) {
 			err = fmt.Errorf("observing node %s: %w", s.Node, err)
 		}
 		return f, err
 	}, nil, emit)
+}
+
+// open starts ObserveBatches (many flows per message) and falls back to
+// Observe for an agent that predates it (its first Recv says Unimplemented).
+// It returns a reader of single flows.
+func (s *ClientSource) open(ctx context.Context, req *flowv1.ObserveRequest) (func() (*flowv1.Flow, error), error) {
+	batches, err := s.Client.ObserveBatches(ctx, req)
+	if status.Code(err) == codes.Unimplemented {
+		return s.openSingle(ctx, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var pending []*flowv1.Flow
+	var single func() (*flowv1.Flow, error)
+	first := true
+	return func() (*flowv1.Flow, error) {
+		if single != nil {
+			return single()
+		}
+		for len(pending) == 0 {
+			b, err := batches.Recv()
+			if first && status.Code(err) == codes.Unimplemented {
+				if single, err = s.openSingle(ctx, req); err != nil {
+					return nil, err
+				}
+				return single()
+			}
+			first = false
+			if err != nil {
+				return nil, err
+			}
+			pending = b.GetFlows()
+		}
+		f := pending[0]
+		pending = pending[1:]
+		return f, nil
+	}, nil
+}
+
+func (s *ClientSource) openSingle(ctx context.Context, req *flowv1.ObserveRequest) (func() (*flowv1.Flow, error), error) {
+	stream, err := s.Client.Observe(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return stream.Recv, nil
 }
 
 // Merge runs several sources (one per node) at once and hands their batches

@@ -58,7 +58,7 @@ func (o *testObserver) Status(context.Context, *flowv1.StatusRequest) (*flowv1.S
 }
 
 // serve starts o on addr ("127.0.0.1:0" for any port) and returns the address.
-func serve(t *testing.T, o flowv1.ObserverServer, addr string) (string, *grpc.Server) {
+func serve(t testing.TB, o flowv1.ObserverServer, addr string) (string, *grpc.Server) {
 	t.Helper()
 	var lis net.Listener
 	var err error
@@ -78,7 +78,7 @@ func serve(t *testing.T, o flowv1.ObserverServer, addr string) (string, *grpc.Se
 	return lis.Addr().String(), s
 }
 
-func dial(t *testing.T, addr string) flowv1.ObserverClient {
+func dial(t testing.TB, addr string) flowv1.ObserverClient {
 	t.Helper()
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -102,9 +102,26 @@ func (h *Hub) unsubscribe(s *subscriber) {
 	h.mu.Unlock()
 }
 
+// maxBatch bounds the flows of one ObserveBatches message.
+const maxBatch = 1024
+
 // Observe implements flow.v1.Observer: the matching history (all, or the
 // last N), then, with follow, every new matching flow until the client goes.
 func (h *Hub) Observe(req *flowv1.ObserveRequest, stream grpc.ServerStreamingServer[flowv1.Flow]) error {
+	return h.observe(stream.Context(), req, 1, func(fs []*flowv1.Flow) error { return stream.Send(fs[0]) })
+}
+
+// ObserveBatches implements flow.v1.Observer: Observe, several flows per message.
+func (h *Hub) ObserveBatches(req *flowv1.ObserveRequest, stream grpc.ServerStreamingServer[flowv1.FlowBatch]) error {
+	return h.observe(stream.Context(), req, maxBatch, func(fs []*flowv1.Flow) error {
+		return stream.Send(&flowv1.FlowBatch{Flows: fs})
+	})
+}
+
+// observe sends the query's flows in slices of at most batch flows. While
+// following, a slice holds what was already waiting when the previous one
+// went out: no timer, so a quiet stream still gets every flow at once.
+func (h *Hub) observe(ctx context.Context, req *flowv1.ObserveRequest, batch int, send func([]*flowv1.Flow) error) error {
 	q, err := CompileQuery(req)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -114,24 +131,42 @@ func (h *Hub) Observe(req *flowv1.ObserveRequest, stream grpc.ServerStreamingSer
 		sub = &subscriber{ch: make(chan *flowv1.Flow, subscriberBuffer)}
 		defer h.unsubscribe(sub)
 	}
-	for _, f := range q.History(h.history(sub)) {
-		if err := stream.Send(f); err != nil {
+	hist := q.History(h.history(sub))
+	for len(hist) > 0 {
+		n := min(batch, len(hist))
+		if err := send(hist[:n]); err != nil {
 			return err
 		}
+		hist = hist[n:]
 	}
 	if sub == nil {
 		return nil
 	}
+	buf := make([]*flowv1.Flow, 0, batch)
 	for {
 		select {
 		case f := <-sub.ch:
-			if !q.Match(f) {
-				continue
+			if q.Match(f) {
+				buf = append(buf, f)
 			}
-			if err := stream.Send(f); err != nil {
-				return err
+		drain:
+			for len(buf) < batch {
+				select {
+				case f := <-sub.ch:
+					if q.Match(f) {
+						buf = append(buf, f)
+					}
+				default:
+					break drain
+				}
 			}
-		case <-stream.Context().Done():
+			if len(buf) > 0 {
+				if err := send(buf); err != nil {
+					return err
+				}
+			}
+			buf = buf[:0] // Send has serialized the message
+		case <-ctx.Done():
 			return nil
 		}
 	}

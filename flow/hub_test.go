@@ -3,11 +3,16 @@ package flow_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
@@ -145,5 +150,97 @@ func TestHubSlowClientNeverBlocksPublish(t *testing.T) {
 	}
 	if st.GetFlowsDroppedSlowClients() == 0 || st.GetFlowsSeen() != n+1 {
 		t.Errorf("dropped for slow clients %d (want > 0), seen %d (want %d)", st.GetFlowsDroppedSlowClients(), st.GetFlowsSeen(), n+1)
+	}
+}
+
+// BenchmarkHubToGRPCClient is the agent's flow path after enrichment:
+// flows published into the hub at a steady rate for one second (in 1 ms
+// batches, as the ring-buffer reader hands them over) and one following
+// client receiving over real gRPC on loopback, with one message per flow
+// (Observe) or batches (ObserveBatches, what the CLI uses). Reported: the
+// rate delivered and the share lost (the producer never waits for a client).
+func BenchmarkHubToGRPCClient(b *testing.B) {
+	for _, rate := range []int{50_000, 100_000, 200_000} {
+		b.Run(fmt.Sprintf("Observe/%dk", rate/1000), func(b *testing.B) { hubToClient(b, false, rate) })
+		b.Run(fmt.Sprintf("ObserveBatches/%dk", rate/1000), func(b *testing.B) { hubToClient(b, true, rate) })
+	}
+}
+
+func hubToClient(b *testing.B, batches bool, rate int) {
+	h := flow.NewHub(flow.DefaultHubCapacity, nil)
+	addr, _ := serve(b, h, "127.0.0.1:0")
+	c := dial(b, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &flow.ClientSource{Client: c, Node: "bench"}
+	if !batches {
+		src.Client = singleOnly{c}
+	}
+	tmpl := sampleFlows()
+	var received atomic.Int64
+	go src.Observe(ctx, &flowv1.ObserveRequest{Follow: true}, func(bt flow.Batch) error {
+		received.Add(int64(len(bt.Flows)))
+		return nil
+	})
+	for ; received.Load() == 0; time.Sleep(time.Millisecond) { // wait until subscribed
+		h.Publish(tmpl[0])
+	}
+	time.Sleep(50 * time.Millisecond)
+	received.Store(0)
+	before, _ := c.Status(ctx, &flowv1.StatusRequest{})
+	perTick := rate / 1000
+	total := 0
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		tick := time.NewTicker(time.Millisecond)
+		for range 1000 {
+			<-tick.C
+			for k := range perTick {
+				h.Publish(tmpl[(total+k)%len(tmpl)])
+			}
+			total += perTick
+		}
+		tick.Stop()
+	}
+	published := time.Since(start)
+	var st *flowv1.StatusResponse
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if st, err = c.Status(context.Background(), &flowv1.StatusRequest{}); err != nil {
+			b.Fatal(err)
+		}
+		if uint64(received.Load())+st.GetFlowsDroppedSlowClients()-before.GetFlowsDroppedSlowClients() >= uint64(total) {
+			break
+		}
+	}
+	lost := st.GetFlowsDroppedSlowClients() - before.GetFlowsDroppedSlowClients()
+	b.ReportMetric(float64(total)/published.Seconds(), "offered/s")
+	b.ReportMetric(float64(received.Load())/published.Seconds(), "delivered/s")
+	b.ReportMetric(100*float64(lost)/float64(total), "%lost")
+}
+
+// singleOnly hides ObserveBatches, as an agent that predates it would.
+type singleOnly struct{ flowv1.ObserverClient }
+
+func (singleOnly) ObserveBatches(context.Context, *flowv1.ObserveRequest, ...grpc.CallOption) (grpc.ServerStreamingClient[flowv1.FlowBatch], error) {
+	return nil, status.Error(codes.Unimplemented, "ObserveBatches")
+}
+
+// ClientSource over a Hub uses batches and delivers every flow in order.
+func TestClientSourceBatchesFromHub(t *testing.T) {
+	h := flow.NewHub(100000, nil)
+	for i := range 5000 {
+		h.Publish(numbered(i))
+	}
+	addr, _ := serve(t, h, "127.0.0.1:0")
+	var got []uint32
+	err := (&flow.ClientSource{Client: dial(t, addr), Node: "n"}).Observe(context.Background(), &flowv1.ObserveRequest{},
+		func(b flow.Batch) error {
+			got = append(got, ruleIDs(b.Flows)...)
+			return nil
+		})
+	if err != nil || len(got) != 5000 || got[0] != 0 || got[4999] != 4999 || !slices.IsSorted(got) {
+		t.Fatalf("err %v, %d flows (first %v)", err, len(got), got[:min(3, len(got))])
 	}
 }

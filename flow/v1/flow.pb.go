@@ -553,6 +553,51 @@ func (x *Flow) GetRuleId() uint32 {
 	return 0
 }
 
+// FlowBatch is consecutive flows of one ObserveBatches stream, oldest first.
+type FlowBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Flows         []*Flow                `protobuf:"bytes,1,rep,name=flows,proto3" json:"flows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowBatch) Reset() {
+	*x = FlowBatch{}
+	mi := &file_flow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowBatch) ProtoMessage() {}
+
+func (x *FlowBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowBatch.ProtoReflect.Descriptor instead.
+func (*FlowBatch) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FlowBatch) GetFlows() []*Flow {
+	if x != nil {
+		return x.Flows
+	}
+	return nil
+}
+
 type IP struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Source        string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
@@ -564,7 +609,7 @@ type IP struct {
 
 func (x *IP) Reset() {
 	*x = IP{}
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +621,7 @@ func (x *IP) String() string {
 func (*IP) ProtoMessage() {}
 
 func (x *IP) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +634,7 @@ func (x *IP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IP.ProtoReflect.Descriptor instead.
 func (*IP) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{1}
+	return file_flow_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *IP) GetSource() string {
@@ -625,7 +670,7 @@ type Layer4 struct {
 
 func (x *Layer4) Reset() {
 	*x = Layer4{}
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +682,7 @@ func (x *Layer4) String() string {
 func (*Layer4) ProtoMessage() {}
 
 func (x *Layer4) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +695,7 @@ func (x *Layer4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer4.ProtoReflect.Descriptor instead.
 func (*Layer4) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{2}
+	return file_flow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Layer4) GetProtocol() Protocol {
@@ -697,7 +742,7 @@ type TCPFlags struct {
 
 func (x *TCPFlags) Reset() {
 	*x = TCPFlags{}
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +754,7 @@ func (x *TCPFlags) String() string {
 func (*TCPFlags) ProtoMessage() {}
 
 func (x *TCPFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +767,7 @@ func (x *TCPFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPFlags.ProtoReflect.Descriptor instead.
 func (*TCPFlags) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{3}
+	return file_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TCPFlags) GetFin() bool {
@@ -798,7 +843,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +855,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +868,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{4}
+	return file_flow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Endpoint) GetNamespace() string {
@@ -879,7 +924,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +936,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +949,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{5}
+	return file_flow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Workload) GetKind() string {
@@ -934,7 +979,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +991,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1004,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{6}
+	return file_flow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Service) GetNamespace() string {
@@ -1006,7 +1051,7 @@ type PolicyRef struct {
 
 func (x *PolicyRef) Reset() {
 	*x = PolicyRef{}
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1063,7 @@ func (x *PolicyRef) String() string {
 func (*PolicyRef) ProtoMessage() {}
 
 func (x *PolicyRef) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1076,7 @@ func (x *PolicyRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
 func (*PolicyRef) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{7}
+	return file_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PolicyRef) GetKind() string {
@@ -1089,7 +1134,7 @@ type ObserveRequest struct {
 
 func (x *ObserveRequest) Reset() {
 	*x = ObserveRequest{}
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1146,7 @@ func (x *ObserveRequest) String() string {
 func (*ObserveRequest) ProtoMessage() {}
 
 func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1159,7 @@ func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObserveRequest.ProtoReflect.Descriptor instead.
 func (*ObserveRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{8}
+	return file_flow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ObserveRequest) GetFollow() bool {
@@ -1193,7 +1238,7 @@ type FlowFilter struct {
 
 func (x *FlowFilter) Reset() {
 	*x = FlowFilter{}
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1250,7 @@ func (x *FlowFilter) String() string {
 func (*FlowFilter) ProtoMessage() {}
 
 func (x *FlowFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1263,7 @@ func (x *FlowFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowFilter.ProtoReflect.Descriptor instead.
 func (*FlowFilter) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{9}
+	return file_flow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FlowFilter) GetSourceNamespace() []string {
@@ -1355,7 +1400,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1412,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1425,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{10}
+	return file_flow_proto_rawDescGZIP(), []int{11}
 }
 
 type StatusResponse struct {
@@ -1417,7 +1462,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1474,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1487,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{11}
+	return file_flow_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1563,7 +1608,7 @@ type NodeCheck struct {
 
 func (x *NodeCheck) Reset() {
 	*x = NodeCheck{}
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1620,7 @@ func (x *NodeCheck) String() string {
 func (*NodeCheck) ProtoMessage() {}
 
 func (x *NodeCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1633,7 @@ func (x *NodeCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCheck.ProtoReflect.Descriptor instead.
 func (*NodeCheck) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{12}
+	return file_flow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeCheck) GetName() string {
@@ -1623,7 +1668,7 @@ type MapUsage struct {
 
 func (x *MapUsage) Reset() {
 	*x = MapUsage{}
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1680,7 @@ func (x *MapUsage) String() string {
 func (*MapUsage) ProtoMessage() {}
 
 func (x *MapUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1693,7 @@ func (x *MapUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUsage.ProtoReflect.Descriptor instead.
 func (*MapUsage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{13}
+	return file_flow_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MapUsage) GetName() string {
@@ -1699,7 +1744,9 @@ const file_flow_proto_rawDesc = "" +
 	"\bis_reply\x18\x0f \x01(\bR\aisReply\x12\x18\n" +
 	"\apackets\x18\x10 \x01(\x04R\apackets\x12\x14\n" +
 	"\x05bytes\x18\x11 \x01(\x04R\x05bytes\x12\x17\n" +
-	"\arule_id\x18\x12 \x01(\rR\x06ruleId\"l\n" +
+	"\arule_id\x18\x12 \x01(\rR\x06ruleId\"0\n" +
+	"\tFlowBatch\x12#\n" +
+	"\x05flows\x18\x01 \x03(\v2\r.flow.v1.FlowR\x05flows\"l\n" +
 	"\x02IP\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x12,\n" +
@@ -1836,9 +1883,10 @@ const file_flow_proto_rawDesc = "" +
 	"\tIPVersion\x12\x1a\n" +
 	"\x16IP_VERSION_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fIP_VERSION_IPV4\x10\x01\x12\x13\n" +
-	"\x0fIP_VERSION_IPV6\x10\x022z\n" +
+	"\x0fIP_VERSION_IPV6\x10\x022\xbb\x01\n" +
 	"\bObserver\x123\n" +
-	"\aObserve\x12\x17.flow.v1.ObserveRequest\x1a\r.flow.v1.Flow0\x01\x129\n" +
+	"\aObserve\x12\x17.flow.v1.ObserveRequest\x1a\r.flow.v1.Flow0\x01\x12?\n" +
+	"\x0eObserveBatches\x12\x17.flow.v1.ObserveRequest\x1a\x12.flow.v1.FlowBatch0\x01\x129\n" +
 	"\x06Status\x12\x16.flow.v1.StatusRequest\x1a\x17.flow.v1.StatusResponseB9Z7github.com/kubectl-netpol/kubectl-netpol/flow/v1;flowv1b\x06proto3"
 
 var (
@@ -1854,7 +1902,7 @@ func file_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
@@ -1863,65 +1911,69 @@ var file_flow_proto_goTypes = []any{
 	(Protocol)(0),                 // 4: flow.v1.Protocol
 	(IPVersion)(0),                // 5: flow.v1.IPVersion
 	(*Flow)(nil),                  // 6: flow.v1.Flow
-	(*IP)(nil),                    // 7: flow.v1.IP
-	(*Layer4)(nil),                // 8: flow.v1.Layer4
-	(*TCPFlags)(nil),              // 9: flow.v1.TCPFlags
-	(*Endpoint)(nil),              // 10: flow.v1.Endpoint
-	(*Workload)(nil),              // 11: flow.v1.Workload
-	(*Service)(nil),               // 12: flow.v1.Service
-	(*PolicyRef)(nil),             // 13: flow.v1.PolicyRef
-	(*ObserveRequest)(nil),        // 14: flow.v1.ObserveRequest
-	(*FlowFilter)(nil),            // 15: flow.v1.FlowFilter
-	(*StatusRequest)(nil),         // 16: flow.v1.StatusRequest
-	(*StatusResponse)(nil),        // 17: flow.v1.StatusResponse
-	(*NodeCheck)(nil),             // 18: flow.v1.NodeCheck
-	(*MapUsage)(nil),              // 19: flow.v1.MapUsage
-	nil,                           // 20: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(*FlowBatch)(nil),             // 7: flow.v1.FlowBatch
+	(*IP)(nil),                    // 8: flow.v1.IP
+	(*Layer4)(nil),                // 9: flow.v1.Layer4
+	(*TCPFlags)(nil),              // 10: flow.v1.TCPFlags
+	(*Endpoint)(nil),              // 11: flow.v1.Endpoint
+	(*Workload)(nil),              // 12: flow.v1.Workload
+	(*Service)(nil),               // 13: flow.v1.Service
+	(*PolicyRef)(nil),             // 14: flow.v1.PolicyRef
+	(*ObserveRequest)(nil),        // 15: flow.v1.ObserveRequest
+	(*FlowFilter)(nil),            // 16: flow.v1.FlowFilter
+	(*StatusRequest)(nil),         // 17: flow.v1.StatusRequest
+	(*StatusResponse)(nil),        // 18: flow.v1.StatusResponse
+	(*NodeCheck)(nil),             // 19: flow.v1.NodeCheck
+	(*MapUsage)(nil),              // 20: flow.v1.MapUsage
+	nil,                           // 21: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	21, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	22, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
 	2,  // 4: flow.v1.Flow.direction:type_name -> flow.v1.TrafficDirection
-	7,  // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
-	8,  // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
-	10, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
-	10, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
-	12, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
-	13, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
-	13, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
-	13, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	5,  // 13: flow.v1.IP.version:type_name -> flow.v1.IPVersion
-	4,  // 14: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
-	9,  // 15: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	20, // 16: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
-	11, // 17: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
-	2,  // 18: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	21, // 19: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	21, // 20: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
-	15, // 21: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
-	15, // 22: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
-	0,  // 23: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
-	1,  // 24: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
-	4,  // 25: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
-	2,  // 26: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 27: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	19, // 28: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	22, // 29: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	21, // 30: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
-	18, // 31: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	14, // 32: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	16, // 33: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	6,  // 34: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	17, // 35: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	34, // [34:36] is the sub-list for method output_type
-	32, // [32:34] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	8,  // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
+	9,  // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
+	11, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
+	11, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
+	13, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
+	14, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
+	14, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
+	14, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
+	6,  // 13: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
+	5,  // 14: flow.v1.IP.version:type_name -> flow.v1.IPVersion
+	4,  // 15: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
+	10, // 16: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
+	21, // 17: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	12, // 18: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
+	2,  // 19: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
+	22, // 20: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	22, // 21: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	16, // 22: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
+	16, // 23: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
+	0,  // 24: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
+	1,  // 25: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
+	4,  // 26: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
+	2,  // 27: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
+	3,  // 28: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
+	20, // 29: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	23, // 30: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	22, // 31: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	19, // 32: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	15, // 33: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	15, // 34: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	17, // 35: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	6,  // 36: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	7,  // 37: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	18, // 38: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	36, // [36:39] is the sub-list for method output_type
+	33, // [33:36] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -1929,14 +1981,14 @@ func file_flow_proto_init() {
 	if File_flow_proto != nil {
 		return
 	}
-	file_flow_proto_msgTypes[7].OneofWrappers = []any{}
+	file_flow_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,8 +24,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Observer_Observe_FullMethodName = "/flow.v1.Observer/Observe"
-	Observer_Status_FullMethodName  = "/flow.v1.Observer/Status"
+	Observer_Observe_FullMethodName        = "/flow.v1.Observer/Observe"
+	Observer_ObserveBatches_FullMethodName = "/flow.v1.Observer/ObserveBatches"
+	Observer_Status_FullMethodName         = "/flow.v1.Observer/Status"
 )
 
 // ObserverClient is the client API for Observer service.
@@ -38,6 +39,11 @@ type ObserverClient interface {
 	// Observe streams flows from the agent's ring of recent flows and, with
 	// follow, new flows as they happen. Filters are applied at the source.
 	Observe(ctx context.Context, in *ObserveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Flow], error)
+	// ObserveBatches is Observe with several flows per message: what the CLI
+	// uses, because one message per flow caps a stream at a few tens of
+	// thousands of flows per second. A batch holds what was waiting when the
+	// previous one was sent, so a quiet stream still gets each flow at once.
+	ObserveBatches(ctx context.Context, in *ObserveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FlowBatch], error)
 	// Status reports the agent's health and enforcement state.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 }
@@ -69,6 +75,25 @@ func (c *observerClient) Observe(ctx context.Context, in *ObserveRequest, opts .
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Observer_ObserveClient = grpc.ServerStreamingClient[Flow]
 
+func (c *observerClient) ObserveBatches(ctx context.Context, in *ObserveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FlowBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Observer_ServiceDesc.Streams[1], Observer_ObserveBatches_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ObserveRequest, FlowBatch]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Observer_ObserveBatchesClient = grpc.ServerStreamingClient[FlowBatch]
+
 func (c *observerClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatusResponse)
@@ -89,6 +114,11 @@ type ObserverServer interface {
 	// Observe streams flows from the agent's ring of recent flows and, with
 	// follow, new flows as they happen. Filters are applied at the source.
 	Observe(*ObserveRequest, grpc.ServerStreamingServer[Flow]) error
+	// ObserveBatches is Observe with several flows per message: what the CLI
+	// uses, because one message per flow caps a stream at a few tens of
+	// thousands of flows per second. A batch holds what was waiting when the
+	// previous one was sent, so a quiet stream still gets each flow at once.
+	ObserveBatches(*ObserveRequest, grpc.ServerStreamingServer[FlowBatch]) error
 	// Status reports the agent's health and enforcement state.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	mustEmbedUnimplementedObserverServer()
@@ -103,6 +133,9 @@ type UnimplementedObserverServer struct{}
 
 func (UnimplementedObserverServer) Observe(*ObserveRequest, grpc.ServerStreamingServer[Flow]) error {
 	return status.Error(codes.Unimplemented, "method Observe not implemented")
+}
+func (UnimplementedObserverServer) ObserveBatches(*ObserveRequest, grpc.ServerStreamingServer[FlowBatch]) error {
+	return status.Error(codes.Unimplemented, "method ObserveBatches not implemented")
 }
 func (UnimplementedObserverServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
@@ -139,6 +172,17 @@ func _Observer_Observe_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Observer_ObserveServer = grpc.ServerStreamingServer[Flow]
 
+func _Observer_ObserveBatches_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ObserveRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ObserverServer).ObserveBatches(m, &grpc.GenericServerStream[ObserveRequest, FlowBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Observer_ObserveBatchesServer = grpc.ServerStreamingServer[FlowBatch]
+
 func _Observer_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatusRequest)
 	if err := dec(in); err != nil {
@@ -173,6 +217,11 @@ var Observer_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Observe",
 			Handler:       _Observer_Observe_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ObserveBatches",
+			Handler:       _Observer_ObserveBatches_Handler,
 			ServerStreams: true,
 		},
 	},

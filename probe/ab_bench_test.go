@@ -180,8 +180,20 @@ func loadAvg() float64 {
 // connection: figures that other load on this shared machine barely
 // touches) and the 1-minute load average at the start and the end.
 //
+// The sub-benchmark flow-events is the product's default configuration (one
+// event per new flow, read by a Go reader); no-flow-events separates the
+// cost of the events and their reader from the verdicts'.
+//
 //	go test -run '^$' -bench BenchmarkDatapathAB -benchtime 10x -v ./probe/
 func BenchmarkDatapathAB(b *testing.B) {
+	for _, events := range []bool{true, false} {
+		b.Run(map[bool]string{true: "flow-events", false: "no-flow-events"}[events], func(b *testing.B) {
+			benchmarkDatapathAB(b, events)
+		})
+	}
+}
+
+func benchmarkDatapathAB(b *testing.B, flowEvents bool) {
 	requireRoot(b)
 	for _, tool := range []string{"iperf3", "taskset", "conntrack"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -263,7 +275,9 @@ func BenchmarkDatapathAB(b *testing.B) {
 	// its programs to the node's hooks and detaches them after, so arms are
 	// short and alternate often (the load on this shared machine changes
 	// from second to second).
-	p, err := Load(Options{PinRoot: root, Config: DefaultConfig})
+	cfg := DefaultConfig
+	cfg.FlowEvents = flowEvents
+	p, err := Load(Options{PinRoot: root, Config: cfg})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,8 +29,9 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	s := newShop(t, c)
 	s.applyPolicy(t, c)
 	expect(t, c, s.other, false, s.podDB)
-	if len(ourBPF(t)) == 0 {
-		t.Fatalf("the installed agent has no BPF program, link or pin on the node")
+	before, progs := ourBPF(t)
+	if len(before) == 0 || len(progs) == 0 {
+		t.Fatalf("the installed agent has no BPF pin, or no program attached, on the node: %v", before)
 	}
 
 	out, err := netpol(t, c, "", "uninstall", "--timeout", "2m")
@@ -46,34 +49,55 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	if len(left) != 0 {
 		t.Errorf("labelled objects left after uninstall: %v", left)
 	}
-	if rest := ourBPF(t); len(rest) != 0 {
+	if rest, _ := ourBPF(t); len(rest) != 0 {
 		t.Errorf("BPF objects left on the node after uninstall: %s", strings.Join(rest, "; "))
+	}
+	for _, p := range bpftool(t, "prog", "show") {
+		if id := p["id"].(float64); progs[id] {
+			t.Errorf("the agent's program %v (id %v) is still loaded after uninstall", p["name"], id)
+		}
 	}
 	// Nothing enforces db-policy any more.
 	expect(t, c, s.other, true, s.podDB)
 }
 
-// ourBPF lists the agent's pins, programs and links on this node.
-func ourBPF(t *testing.T) []string {
+// ourBPF lists the agent's pin directory and the links that run a netpol
+// program, and returns the IDs of those programs. (Programs alone are not
+// listed: other tests on a developer's machine may load their own copies.)
+func ourBPF(t *testing.T) ([]string, map[float64]bool) {
 	t.Helper()
 	var found []string
 	if _, err := os.Stat(probe.DefaultPinRoot); err == nil {
 		found = append(found, "pin directory "+probe.DefaultPinRoot)
 	}
-	progs := bpftool(t, "prog", "show")
-	ours := map[float64]bool{}
-	for _, p := range progs {
+	names := map[float64]string{}
+	for _, p := range bpftool(t, "prog", "show") {
 		if name, _ := p["name"].(string); strings.HasPrefix(name, "netpol_") {
-			ours[p["id"].(float64)] = true
-			found = append(found, "program "+name)
+			names[p["id"].(float64)] = name
 		}
 	}
+	progs := map[float64]bool{}
 	for _, l := range bpftool(t, "link", "show") {
-		if id, ok := l["prog_id"].(float64); ok && ours[id] {
-			found = append(found, "link of program "+strings.TrimSpace(l["type"].(string)))
+		id, _ := l["prog_id"].(float64)
+		if name, ok := names[id]; ok && linkInRootNetns(l) {
+			found = append(found, fmt.Sprintf("link %v (%v) of program %s", l["id"], l["type"], name))
+			progs[id] = true
 		}
 	}
-	return found
+	return found, progs
+}
+
+// linkInRootNetns tells the node's links from those of test-made namespaces.
+func linkInRootNetns(l map[string]any) bool {
+	ino, ok := l["netns_ino"].(float64)
+	if !ok {
+		return true
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/1/ns/net", &st); err != nil {
+		return true
+	}
+	return uint64(ino) == st.Ino
 }
 
 func bpftool(t *testing.T, args ...string) []map[string]any {

@@ -39,7 +39,8 @@ healthy() {
 }
 
 if healthy; then
-  log "cluster already up and healthy"
+  log "cluster already up and healthy; importing this tree's images (agent $AGENT_IMAGE)"
+  "$(dirname "$0")/images.sh" import
   print_usage
   exit 0
 fi

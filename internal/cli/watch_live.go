@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
@@ -50,6 +52,9 @@ func liveSource(ctx context.Context, client kubernetes.Interface, namespace stri
 	if err != nil {
 		return nil, err
 	}
+	if err := canPortForward(ctx, client, agents[0].Namespace); err != nil {
+		return nil, err
+	}
 	nodes := agentclient.Nodes(agents)
 	if len(nodes) == 0 {
 		return nil, &noAgentError{cause: fmt.Errorf("the %d netpol agent pods in namespace %s are not scheduled on any node yet", len(agents), agents[0].Namespace)}
@@ -59,6 +64,28 @@ func liveSource(ctx context.Context, client kubernetes.Interface, namespace stri
 		l.initial = append(l.initial, node)
 	}
 	return l, nil
+}
+
+// canPortForward asks the API server (SelfSubjectAccessReview) whether the
+// user may create pods/portforward in namespace, so that a missing
+// permission is one clear error up front rather than every node retrying
+// "forbidden" forever. When the review itself fails, dialling will tell.
+func canPortForward(ctx context.Context, client kubernetes.Interface, namespace string) error {
+	review, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: namespace, Verb: "create", Resource: "pods", Subresource: "portforward",
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil || review.Status.Allowed {
+		return nil
+	}
+	why := ""
+	if r := review.Status.Reason; r != "" {
+		why = " (" + r + ")"
+	}
+	return fmt.Errorf("you may not reach the netpol agents: live flows travel through pods/portforward, and RBAC denies you "+
+		"verb create on resource pods/portforward in namespace %s%s; ask for a Role granting it (kubectl port-forward needs the same), "+
+		"or replay a saved capture with --input-file FILE", namespace, why)
 }
 
 // liveNodes is the live flow.Source: a flow.Merge of one agentSource per

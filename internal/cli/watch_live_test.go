@@ -17,13 +17,16 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -102,6 +105,20 @@ func (r *liveRig) dial(_ context.Context, ag agentclient.Agent) (AgentConn, erro
 	return grpc.NewClient("passthrough:///"+a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
+// allowPortForward makes the fake API server answer access reviews: allowed or not.
+func allowPortForward(c *fake.Clientset, allowed bool) *fake.Clientset {
+	c.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview).DeepCopy()
+		ra := r.Spec.ResourceAttributes
+		r.Status.Allowed = allowed && ra.Verb == "create" && ra.Resource == "pods" && ra.Subresource == "portforward"
+		if !r.Status.Allowed {
+			r.Status.Reason = "no RBAC policy matched"
+		}
+		return true, r, nil
+	})
+	return c
+}
+
 func (r *liveRig) options(t *testing.T) (*WatchOptions, *syncBuffer, *syncBuffer) {
 	out, errOut := &syncBuffer{}, &syncBuffer{}
 	o := NewWatchOptions(genericclioptions.NewConfigFlags(true), genericiooptions.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut})
@@ -156,7 +173,7 @@ func TestWatchLiveOneShot(t *testing.T) {
 		a.hub.Publish(liveFlow("node-a", uint32(1000+i), flowv1.Verdict_VERDICT_DENIED))
 		b.hub.Publish(liveFlow("node-b", uint32(2000+i), flowv1.Verdict_VERDICT_ALLOWED))
 	}
-	r := &liveRig{client: fake.NewClientset(livePod("agent-a", "node-a", true), livePod("agent-b", "node-b", true)),
+	r := &liveRig{client: allowPortForward(fake.NewClientset(livePod("agent-a", "node-a", true), livePod("agent-b", "node-b", true)), true),
 		agents: map[string]*fakeAgent{"agent-a": a, "agent-b": b}}
 	o, out, errOut := r.options(t)
 	if err := runLive(t, context.Background(), o, "-o", "json", "--verdict", "denied"); err != nil {
@@ -203,7 +220,7 @@ func TestWatchLiveOneShot(t *testing.T) {
 // is streamed from too.
 func TestWatchLiveReconnectsToReplacedPod(t *testing.T) {
 	a1, b := startAgent(t, "v0.2.0"), startAgent(t, "v0.2.0")
-	r := &liveRig{client: fake.NewClientset(livePod("agent-a-1", "node-a", true), livePod("agent-b", "node-b", true)),
+	r := &liveRig{client: allowPortForward(fake.NewClientset(livePod("agent-a-1", "node-a", true), livePod("agent-b", "node-b", true)), true),
 		agents: map[string]*fakeAgent{"agent-a-1": a1, "agent-b": b}}
 	o, _, _ := r.options(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -349,17 +366,25 @@ func TestWatchNoCluster(t *testing.T) {
 // TestWatchLiveErrors: no agent installed, a namespace without agents, and
 // an unreachable node reported on stderr while the others stream.
 func TestWatchLiveErrors(t *testing.T) {
-	r := &liveRig{client: fake.NewClientset(livePod("agent-a", "node-a", true)), agents: map[string]*fakeAgent{}}
+	r := &liveRig{client: allowPortForward(fake.NewClientset(livePod("agent-a", "node-a", true)), true), agents: map[string]*fakeAgent{}}
 	o, _, _ := r.options(t)
 	err := runLive(t, context.Background(), o, "--agent-namespace", "elsewhere")
 	if !errors.Is(err, ErrNoAgent) || !strings.Contains(err.Error(), "namespace elsewhere") || !strings.Contains(err.Error(), "kubectl netpol install") {
 		t.Fatalf("no agent in the namespace: %v", err)
 	}
 
+	// RBAC denies pods/portforward: one clear error before any dial.
+	r = &liveRig{client: allowPortForward(fake.NewClientset(livePod("agent-a", "node-a", true)), false), agents: map[string]*fakeAgent{}}
+	o, _, _ = r.options(t)
+	err = runLive(t, context.Background(), o, "-o", "compact")
+	if err == nil || !strings.Contains(err.Error(), "verb create on resource pods/portforward in namespace "+install.DefaultNamespace) || len(r.dialed) != 0 {
+		t.Fatalf("no pods/portforward: %v (dialed %v)", err, r.dialed)
+	}
+
 	// node-a has a pod but nothing answers: the one-shot reports it and fails.
 	a := startAgent(t, "v0.2.0")
 	a.hub.Publish(liveFlow("node-b", 80, flowv1.Verdict_VERDICT_DENIED))
-	r = &liveRig{client: fake.NewClientset(livePod("agent-a", "node-a", true), livePod("agent-b", "node-b", true)),
+	r = &liveRig{client: allowPortForward(fake.NewClientset(livePod("agent-a", "node-a", true), livePod("agent-b", "node-b", true)), true),
 		agents: map[string]*fakeAgent{"agent-b": a}}
 	o, out, errOut := r.options(t)
 	err = runLive(t, context.Background(), o, "-o", "compact")

@@ -245,6 +245,13 @@ func TestAgentClientNeedsRBAC(t *testing.T) {
 	}
 	t.Logf("without pods/portforward: %v", err)
 
+	// watch checks the permission up front (SelfSubjectAccessReview) and says which.
+	_, err = netpol(t, c, "", "--as", user, "watch", "-o", "compact", "--agent-namespace", ns)
+	if err == nil || !strings.Contains(err.Error(), "verb create on resource pods/portforward in namespace "+ns) {
+		t.Fatalf("watch without pods/portforward: %v", err)
+	}
+	t.Logf("watch without pods/portforward: %v", err)
+
 	_, err = agentclient.Discover(ctx, vc, "kube-system")
 	if err == nil || !strings.Contains(err.Error(), "list pods") || !strings.Contains(err.Error(), "kube-system") {
 		t.Fatalf("Discover without list pods: %v, want an error naming list pods in kube-system", err)

@@ -23,7 +23,8 @@ func AgentStandInPod(ns, name, version string) *corev1.Pod {
 	zero := int64(0)
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{
-			install.LabelName: install.AgentName, install.LabelVersion: version, install.LabelPartOf: install.PartOf,
+			// Not install.LabelPartOf: uninstall (and its tests) own what carries it.
+			install.LabelName: install.AgentName, install.LabelVersion: version,
 		}},
 		Spec: corev1.PodSpec{
 			HostNetwork:                   true,

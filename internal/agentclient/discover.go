@@ -35,6 +35,25 @@ type Agent struct {
 	Phase    corev1.PodPhase
 	Deleting bool
 	Created  time.Time
+	// Waiting is why a container of the pod is not running, e.g.
+	// "ImagePullBackOff" or "CrashLoopBackOff" ("" when all run).
+	Waiting string
+}
+
+// State describes the pod's state for messages: "Running", "Pending
+// (ImagePullBackOff)", "Running, not ready (CrashLoopBackOff)".
+func (a Agent) State() string {
+	s := string(a.Phase)
+	if a.Phase == corev1.PodRunning && !a.Ready {
+		s += ", not ready"
+	}
+	if a.Deleting {
+		s += ", terminating"
+	}
+	if a.Waiting != "" {
+		s += " (" + a.Waiting + ")"
+	}
+	return s
 }
 
 func (a Agent) String() string { return a.Namespace + "/" + a.Name }
@@ -102,6 +121,12 @@ func agentOf(p *corev1.Pod) Agent {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			a.Ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" {
+			a.Waiting = w.Reason
+			break
 		}
 	}
 	return a

@@ -57,6 +57,20 @@ func TestDiscover(t *testing.T) {
 	}
 }
 
+func TestAgentState(t *testing.T) {
+	p := agentPod("ns", "a", "n1", false, func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodPending
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff"}}}}
+	})
+	if got := agentOf(p).State(); got != "Pending (ImagePullBackOff)" {
+		t.Errorf("State = %q", got)
+	}
+	p = agentPod("ns", "a", "n1", false)
+	if got := agentOf(p).State(); got != "Running, not ready" {
+		t.Errorf("State = %q", got)
+	}
+}
+
 func TestPick(t *testing.T) {
 	now := time.Now()
 	mk := func(name string, phase corev1.PodPhase, ready, deleting bool, age time.Duration) Agent {

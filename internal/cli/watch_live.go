@@ -118,7 +118,7 @@ func (l *liveNodes) merge(nodes []string) *flow.Merge {
 				}
 				a, ok := agentclient.Pick(pods)
 				if !ok {
-					return a, fmt.Errorf("no running agent pod on node %s (%s is %s)", node, pods[0], pods[0].Phase)
+					return a, fmt.Errorf("no running agent pod on node %s (%s is %s)", node, pods[0], pods[0].State())
 				}
 				return a, nil
 			},

@@ -143,8 +143,23 @@ func TestAgentEnforcesClassicExample(t *testing.T) {
 	waitFlow(t, c, "web -> Service db allowed", &flowv1.FlowFilter{
 		SourcePod: []string{s.ns + "/web"}, Service: []string{s.ns + "/db"}, Verdict: []flowv1.Verdict{flowv1.Verdict_VERDICT_ALLOWED}})
 
+	// watch, one-shot, through the real agents: the same drop, attributed.
+	out, err := netpol(t, c, "", "watch", "-o", "json", "--last", "200", "--to-namespace", s.ns, "--verdict", "denied")
+	if err != nil {
+		t.Fatalf("watch: %v\n%s", err, out)
+	}
+	var sawDrop bool
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.Contains(line, `"pod":"other"`) && strings.Contains(line, `"name":"db-policy"`) && strings.Contains(line, "VERDICT_DENIED") {
+			sawDrop = true
+		}
+	}
+	if !sawDrop {
+		t.Errorf("watch -o json shows no drop of other -> db isolated by db-policy:\n%s", out)
+	}
+
 	// status reports the node enforcing, with this test's policy counted.
-	out, err := netpol(t, c, "", "status", "-o", "json")
+	out, err = netpol(t, c, "", "status", "-o", "json")
 	if err != nil || !strings.Contains(out, `"ready": true`) {
 		t.Errorf("status: %v\n%s", err, out)
 	}

@@ -325,32 +325,13 @@ func (a *Agent) datapathCounters() map[string]uint64 {
 		"rate_limited": s.RateLimited, "not_parsed": s.NotParsed, "spoof_dropped": s.SpoofDropped}
 }
 
-// Map capacities (netpol.c).
-const (
-	maxIPCache   = 1 << 20
-	maxEndpoints = 65536
-	maxSlots     = 65536 * 2
-)
-
-// mapUsage is computed from the applied datapath: what was written.
+// mapUsage is what the datapath reports of its maps' fill.
 func (a *Agent) mapUsage() []MapUsage {
-	dp := a.probe.Applied()
-	if dp == nil {
-		return nil
+	var out []MapUsage
+	for _, u := range a.probe.MapUsage() {
+		out = append(out, MapUsage{Name: u.Name, Entries: u.Entries, Max: u.Max})
 	}
-	var ipcache, endpoints uint64
-	for _, id := range dp.Identities {
-		ipcache += uint64(len(id.IPs))
-	}
-	ipcache += uint64(len(dp.HostIPs))
-	for _, ep := range dp.Endpoints {
-		endpoints += uint64(len(ep.IPs))
-	}
-	return []MapUsage{
-		{Name: "ipcache", Entries: ipcache, Max: maxIPCache},
-		{Name: "endpoints", Entries: endpoints, Max: maxEndpoints},
-		{Name: "policy_slots", Entries: 2 * uint64(len(dp.Endpoints)), Max: maxSlots},
-	}
+	return out
 }
 
 // status is the node's part of flow.v1 Status.

@@ -123,6 +123,17 @@ func TestHandBuiltDatapath(t *testing.T) {
 			if _, err := p.Apply(dp); err != nil {
 				t.Fatalf("Apply: %v", err)
 			}
+			usage := map[string]uint64{}
+			for _, u := range p.MapUsage() {
+				if u.Max == 0 {
+					t.Errorf("map %s has no capacity", u.Name)
+				}
+				usage[u.Name] = u.Entries
+			}
+			// 3 identities x 2 addresses; a's 2 addresses; a's 2 directions.
+			if usage["netpol_hosts"] != 6 || usage["netpol_ipcache"] != 0 || usage["netpol_endpoints"] != 2 || usage["netpol_policy_slots"] != 2 {
+				t.Errorf("map usage %v", usage)
+			}
 			cases := []struct {
 				from  *pod
 				ip    netip.Addr

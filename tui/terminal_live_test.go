@@ -99,11 +99,13 @@ func TestRealTerminalLive(t *testing.T) {
 }
 
 // detailText is the left column of the screen's lines from the detail pane
-// down (the text before the "│" that borders the rates panel), joined with
+// (or the whole screen when it is all detail) down (the text before the "│" that borders the rates panel), joined with
 // single spaces; a word cut by a wrap ("tuilive-" / "8dmbv") is joined back.
 func detailText(scr string) string {
 	var parts []string
-	in := false
+	// Beside the flows table the pane starts at its "─ Detail" header; on a
+	// tall terminal the explanation may take the whole screen.
+	in := !strings.Contains(scr, "─ Detail")
 	for _, line := range strings.Split(scr, "\n") {
 		if strings.Contains(line, "─ Detail") {
 			in = true

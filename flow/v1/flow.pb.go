@@ -388,11 +388,18 @@ type Flow struct {
 	IsolatedBy []*PolicyRef `protobuf:"bytes,14,rep,name=isolated_by,json=isolatedBy,proto3" json:"isolated_by,omitempty"`
 	// The packet belongs to the reply direction of a connection.
 	IsReply bool `protobuf:"varint,15,opt,name=is_reply,json=isReply,proto3" json:"is_reply,omitempty"`
-	// Flow-end summaries only (EVENT_TYPE_END).
+	// Flow-end summaries only (EVENT_TYPE_END): packets and bytes of both
+	// directions summed (the kernel conntrack entry's original and reply
+	// counters, L3 bytes); zero when the node runs with
+	// net.netfilter.nf_conntrack_acct=0.
 	Packets uint64 `protobuf:"varint,16,opt,name=packets,proto3" json:"packets,omitempty"`
 	Bytes   uint64 `protobuf:"varint,17,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// The datapath rule that matched (0: none); maps back to a PolicyRef via the agent's rule table.
-	RuleId        uint32 `protobuf:"varint,18,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	RuleId uint32 `protobuf:"varint,18,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	// Flow-end summaries only: how long the connection lived, from the
+	// conntrack entry's timestamps (net.netfilter.nf_conntrack_timestamp=1)
+	// or else from the agent's new-flow event; unset when neither is known.
+	Duration      *durationpb.Duration `protobuf:"bytes,19,opt,name=duration,proto3" json:"duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -551,6 +558,13 @@ func (x *Flow) GetRuleId() uint32 {
 		return x.RuleId
 	}
 	return 0
+}
+
+func (x *Flow) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
 }
 
 // FlowBatch is consecutive flows of one ObserveBatches stream, oldest first.
@@ -1722,7 +1736,7 @@ var File_flow_proto protoreflect.FileDescriptor
 const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x05\n" +
+	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
@@ -1744,7 +1758,8 @@ const file_flow_proto_rawDesc = "" +
 	"\bis_reply\x18\x0f \x01(\bR\aisReply\x12\x18\n" +
 	"\apackets\x18\x10 \x01(\x04R\apackets\x12\x14\n" +
 	"\x05bytes\x18\x11 \x01(\x04R\x05bytes\x12\x17\n" +
-	"\arule_id\x18\x12 \x01(\rR\x06ruleId\"0\n" +
+	"\arule_id\x18\x12 \x01(\rR\x06ruleId\x125\n" +
+	"\bduration\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\bduration\"0\n" +
 	"\tFlowBatch\x12#\n" +
 	"\x05flows\x18\x01 \x03(\v2\r.flow.v1.FlowR\x05flows\"l\n" +
 	"\x02IP\x12\x16\n" +
@@ -1943,37 +1958,38 @@ var file_flow_proto_depIdxs = []int32{
 	14, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
 	14, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
 	14, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	6,  // 13: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
-	5,  // 14: flow.v1.IP.version:type_name -> flow.v1.IPVersion
-	4,  // 15: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
-	10, // 16: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	21, // 17: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
-	12, // 18: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
-	2,  // 19: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	22, // 20: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	22, // 21: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
-	16, // 22: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
-	16, // 23: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
-	0,  // 24: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
-	1,  // 25: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
-	4,  // 26: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
-	2,  // 27: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 28: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	20, // 29: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	23, // 30: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	22, // 31: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
-	19, // 32: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	15, // 33: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	15, // 34: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
-	17, // 35: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	6,  // 36: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	7,  // 37: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
-	18, // 38: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	36, // [36:39] is the sub-list for method output_type
-	33, // [33:36] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	23, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
+	6,  // 14: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
+	5,  // 15: flow.v1.IP.version:type_name -> flow.v1.IPVersion
+	4,  // 16: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
+	10, // 17: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
+	21, // 18: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	12, // 19: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
+	2,  // 20: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
+	22, // 21: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	22, // 22: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	16, // 23: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
+	16, // 24: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
+	0,  // 25: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
+	1,  // 26: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
+	4,  // 27: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
+	2,  // 28: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
+	3,  // 29: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
+	20, // 30: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	23, // 31: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	22, // 32: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	19, // 33: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	15, // 34: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	15, // 35: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	17, // 36: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	6,  // 37: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	7,  // 38: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	18, // 39: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	37, // [37:40] is the sub-list for method output_type
+	34, // [34:37] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }

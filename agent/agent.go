@@ -45,6 +45,9 @@ type Config struct {
 	// denies them (default: revoke them).
 	KeepEstablished bool
 	RingCapacity    int           // flows kept for Observe (default flow.DefaultHubCapacity)
+	// FlowEndSummaries publishes an EVENT_TYPE_END flow with packets,
+	// bytes and duration when a local pod's connection ends (conntrack).
+	FlowEndSummaries bool
 	ReadPoll        time.Duration // ring-buffer polling interval (default 100ms)
 }
 
@@ -56,6 +59,8 @@ type Agent struct {
 	hub     *flow.Hub
 	metrics *Metrics
 	enrich  *enricher
+	// newFlows are the recent new-flow events, for their connections' ends.
+	newFlows *newFlowTable
 	queue   workqueue.TypedRateLimitingInterface[string]
 	started time.Time
 
@@ -100,6 +105,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, probe: p, cluster: NewCluster(cfg.Client), started: time.Now()}
 	a.enrich = newEnricher(a.cluster, cfg.NodeName)
+	a.newFlows = newNewFlowTable(newFlowRecords)
 	a.hub = flow.NewHub(cfg.RingCapacity, a.status)
 	a.metrics = NewMetrics(a.datapathCounters, a.mapUsage, func() float64 {
 		st, _ := a.hub.Status(context.Background(), nil)
@@ -164,6 +170,9 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	}
 	wg.Go(func() { a.readEvents(ctx, rd) })
 	defer rd.Close()
+	if a.cfg.FlowEndSummaries {
+		wg.Go(func() { a.runFlowEnds(ctx) })
+	}
 
 	stop := make(chan struct{})
 	go func() { <-ctx.Done(); close(stop) }()
@@ -298,6 +307,9 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 		f := a.enrich.flow(dp, &ev)
 		a.count(f)
 		a.hub.Publish(f)
+		if a.cfg.FlowEndSummaries && ev.Type == probe.EventNewFlow {
+			a.newFlows.remember(keyOfEvent(&ev), f)
+		}
 	}
 }
 
@@ -342,6 +354,9 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 		Ready:   a.ready.Load(),
 		Uptime:  durationpb.New(time.Since(a.started)),
 		Checks:  nodeChecks(),
+	}
+	if a.cfg.FlowEndSummaries {
+		r.Checks = append(r.Checks, conntrackAcctCheck())
 	}
 	a.mu.Lock()
 	if !a.lastApply.IsZero() {

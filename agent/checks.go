@@ -20,6 +20,7 @@ var (
 	sysctlBridgeNFv4 = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 	sysctlBridgeNFv6 = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
 	sysctlConntrack  = "/proc/sys/net/netfilter/nf_conntrack_max"
+	sysctlCTAcct     = "/proc/sys/net/netfilter/nf_conntrack_acct"
 )
 
 // nodeChecks verifies what enforcement relies on outside the agent.
@@ -56,6 +57,25 @@ func conntrackCheck() *flowv1.NodeCheck {
 		c.Detail = "nf_conntrack is not loaded in the node's network namespace: established connections cannot be told from new ones; fix: modprobe nf_conntrack"
 	}
 	return c
+}
+
+// conntrackAcctCheck: flow-end summaries take their packet and byte counts
+// from conntrack, which counts only with nf_conntrack_acct=1. The agent's
+// /proc/sys is read-only, so it reports rather than sets it.
+func conntrackAcctCheck() *flowv1.NodeCheck {
+	c := &flowv1.NodeCheck{Name: "conntrack-accounting", Ok: true, Detail: "on: flow-end summaries carry packet and byte counts"}
+	if v := readSysctl(sysctlCTAcct); v != "1" {
+		c.Ok = false
+		c.Detail = fmt.Sprintf("net.netfilter.nf_conntrack_acct=%s: flow-end summaries carry no packet/byte counts; fix: sysctl -w net.netfilter.nf_conntrack_acct=1 on the node (new connections are counted from then on)", orMissingCT(v))
+	}
+	return c
+}
+
+func orMissingCT(s string) string {
+	if s == "" {
+		return "missing (nf_conntrack not loaded)"
+	}
+	return s
 }
 
 func bridgesWithPorts() []string {

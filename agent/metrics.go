@@ -22,6 +22,8 @@ type Metrics struct {
 	Identities      prometheus.Gauge
 	DecodeErrors    prometheus.Counter
 	SlowClientDrops prometheus.CounterFunc
+	FlowEnds        prometheus.Counter
+	FlowEndsLost    *prometheus.CounterVec // reason
 }
 
 // NewMetrics registers every metric; datapath and mapUsage are read at
@@ -62,9 +64,17 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 			Namespace: metricsNamespace, Name: "flows_dropped_slow_clients_total",
 			Help: "Flows not delivered to a gRPC client that read too slowly (the datapath never waits).",
 		}, slowClientDrops),
+		FlowEnds: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "flow_end_summaries_total",
+			Help: "Flow-end summaries published (conntrack entries of local pods that ended).",
+		}),
+		FlowEndsLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "flow_end_events_lost_total",
+			Help: "Conntrack destroy events lost: queue_full (the agent fell behind, one event each) or socket_overrun (the kernel reported ENOBUFS, one or more events each).",
+		}, []string{"reason"}),
 	}
 	r.MustRegister(m.Flows, m.PolicyVerdicts, m.ApplyDuration, m.ApplyErrors, m.Revoked,
-		m.Endpoints, m.Policies, m.Identities, m.DecodeErrors, m.SlowClientDrops,
+		m.Endpoints, m.Policies, m.Identities, m.DecodeErrors, m.SlowClientDrops, m.FlowEnds, m.FlowEndsLost,
 		&datapathCollector{read: datapath, usage: mapUsage},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -58,6 +58,7 @@ func run() error {
 	flag.Uint64Var(&cfg.Datapath.DropEventsPerSec, "drop-events-per-sec", cfg.Datapath.DropEventsPerSec, "drop events per second per CPU (drops are never limited, only their events)")
 	flag.Uint64Var(&cfg.Datapath.DropEventsBurst, "drop-events-burst", cfg.Datapath.DropEventsBurst, "burst of drop events per CPU")
 	flag.BoolVar(&cfg.Datapath.FlowEvents, "flow-events", cfg.Datapath.FlowEvents, "emit an event for every new allowed flow")
+	flag.BoolVar(&cfg.FlowEndSummaries, "flow-end-summaries", true, "publish a flow-end summary (packets, bytes, duration) when a local pod's connection ends, from conntrack destroy events (counts need net.netfilter.nf_conntrack_acct=1 on the node)")
 	flag.IntVar(&cfg.RingCapacity, "flow-history", 0, "recent flows kept for `kubectl netpol watch --last` (default 65536)")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()

@@ -45,10 +45,11 @@ type Config struct {
 	// denies them (default: revoke them).
 	KeepEstablished bool
 	RingCapacity    int           // flows kept for Observe (default flow.DefaultHubCapacity)
+	ReadPoll        time.Duration // ring-buffer polling interval (default 100ms)
+
 	// FlowEndSummaries publishes an EVENT_TYPE_END flow with packets,
 	// bytes and duration when a local pod's connection ends (conntrack).
 	FlowEndSummaries bool
-	ReadPoll        time.Duration // ring-buffer polling interval (default 100ms)
 }
 
 // Agent is a running node agent.
@@ -59,10 +60,11 @@ type Agent struct {
 	hub     *flow.Hub
 	metrics *Metrics
 	enrich  *enricher
-	// newFlows are the recent new-flow events, for their connections' ends.
-	newFlows *newFlowTable
 	queue   workqueue.TypedRateLimitingInterface[string]
 	started time.Time
+
+	// newFlows are the recent new-flow events, for their connections' ends.
+	newFlows *newFlowTable
 
 	ready     atomic.Bool
 	mu        sync.Mutex

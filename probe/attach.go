@@ -285,57 +285,6 @@ func unpinLinks(dir string) error {
 	return errors.Join(errs...)
 }
 
-// guard is one interface protected against source-address spoofing.
-type guard struct {
-	ifindex int
-	link    link.Link
-}
-
-// GuardInterface attaches the anti-spoofing check to the ingress of ifindex
-// (the host side of a pod's interface, in the calling thread's network
-// namespace): IP packets from it must have one of addrs as their source
-// (IPv6 link-local and unspecified sources pass, for neighbour discovery).
-// The TCX link is pinned with the netfilter links of attachment name.
-//
-// Why a TCX check rather than strict rp_filter: rp_filter does nothing for
-// bridged traffic, does not apply to IPv6, and trusts whatever routes the CNI
-// installs; this check is the same for routed and bridge layouts.
-func (p *Probe) GuardInterface(name string, ifindex int, addrs []netip.Addr) error {
-	if !attachName.MatchString(name) {
-		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '_' or '-' (bpffs refuses dots)", name)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, a := range addrs {
-		k := netpolNetpolSpoofKey{Ifindex: uint32(ifindex), Addr: addr16(a)}
-		if err := p.objs.NetpolSpoofGuard.Put(&k, uint8(1)); err != nil {
-			return fmt.Errorf("allowing %s on interface %d: %w", a, ifindex, err)
-		}
-	}
-	pin := filepath.Join(p.dir, "links", name, fmt.Sprintf("spoof_%d", ifindex))
-	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
-		return err
-	}
-	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-		if err := l.Update(p.objs.NetpolSpoof); err != nil {
-			l.Close()
-			return fmt.Errorf("updating anti-spoofing program on interface %d: %w", ifindex, err)
-		}
-		p.guarded = append(p.guarded, guard{ifindex, l})
-		return nil
-	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: p.objs.NetpolSpoof, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		return fmt.Errorf("attaching anti-spoofing program to interface %d: %w", ifindex, err)
-	}
-	if err := l.Pin(pin); err != nil {
-		l.Close()
-		return fmt.Errorf("pinning anti-spoofing link: %w", err)
-	}
-	p.guarded = append(p.guarded, guard{ifindex, l})
-	return nil
-}
-
 // addr16 is the map form of an address: IPv4 as IPv4-mapped IPv6.
 func addr16(a netip.Addr) [16]uint8 {
 	if a.Is4() {

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,47 +120,8 @@ func TestSpoofGuard(t *testing.T) {
 				spoofed = netip.MustParseAddr("10.77.0.99")
 			}
 			b.run(t, "ip", "addr", "add", spoofed.String()+"/32", "dev", "eth0")
-			var got atomic.Int64
-			err := a.in(func() error {
-				c, err := net.ListenPacket("udp4", a.ip4.String()+":5000")
-				if err != nil {
-					return err
-				}
-				t.Cleanup(func() { c.Close() })
-				go func() {
-					buf := make([]byte, 16)
-					for {
-						_, from, err := c.ReadFrom(buf)
-						if err != nil {
-							return
-						}
-						if from.(*net.UDPAddr).AddrPort().Addr().Unmap() == spoofed {
-							got.Add(1)
-						}
-					}
-				}()
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			sendSpoofed := func() {
-				b.in(func() error {
-					c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(spoofed, 0)),
-						net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.ip4, 5000)))
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					for range 10 {
-						c.Write([]byte("s"))
-					}
-					return nil
-				})
-				time.Sleep(200 * time.Millisecond)
-			}
-			sendSpoofed()
-			if got.Load() == 0 {
+			sink := listenUDP(t, a, 5000)
+			if !reaches(t, b, spoofed, a, sink) {
 				t.Fatal("spoofed packets do not reach a even without the guard: the test proves nothing")
 			}
 			p := loadAttached(t, tp.node, testCfg)
@@ -172,10 +132,11 @@ func TestSpoofGuard(t *testing.T) {
 			if err := tp.node.in(func() error { return p.GuardInterface("node", ifi, []netip.Addr{b.ip4, b.ip6}) }); err != nil {
 				t.Fatal(err)
 			}
-			got.Store(0)
-			sendSpoofed()
-			if got.Load() != 0 {
-				t.Errorf("%d spoofed packets reached a through the guard", got.Load())
+			before := sink.count(spoofed)
+			sendFrom(t, b, spoofed, a.ip4, 5000, 10)
+			time.Sleep(200 * time.Millisecond)
+			if got := sink.count(spoofed) - before; got != 0 {
+				t.Errorf("%d spoofed packets reached a through the guard", got)
 			}
 			st, _ := p.Stats()
 			if st.SpoofDropped < 10 {

@@ -1,0 +1,484 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
+	"github.com/kubectl-netpol/kubectl-netpol/probe"
+)
+
+// requirePrivileged fails in CI (env CI set) and skips elsewhere when the
+// test cannot create network namespaces and load BPF programs.
+func requirePrivileged(t testing.TB) {
+	t.Helper()
+	reason := ""
+	switch {
+	case os.Geteuid() != 0:
+		reason = "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+	default:
+		for _, tool := range []string{"ip", "nft"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				reason = fmt.Sprintf("needs %s: run hack/install-deps.sh", tool)
+			}
+		}
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("privileged agent test cannot run in CI: %s", reason)
+	}
+	t.Skip(reason)
+}
+
+var feSeq atomic.Int64
+
+// feNS is a named network namespace the test created (removed at cleanup).
+type feNS struct {
+	name string
+	h    netns.NsHandle
+}
+
+func newFeNS(t testing.TB, role string) *feNS {
+	t.Helper()
+	name := fmt.Sprintf("npfe%d-%s%d", os.Getpid(), role, feSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	n := &feNS{name: name}
+	t.Cleanup(func() {
+		if n.h.IsOpen() {
+			n.h.Close()
+		}
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.h = h
+	n.run(t, "ip", "link", "set", "lo", "up")
+	return n
+}
+
+func (n *feNS) run(t testing.TB, args ...string) {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %s: %v: %s", n.name, strings.Join(args, " "), err, out)
+	}
+}
+
+// in runs fn on a locked thread inside the namespace; the thread is thrown
+// away afterwards. Sockets made by fn stay in the namespace.
+func (n *feNS) in(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the runtime discards the thread
+		if err := netns.Set(n.h); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// feNode is a "node" namespace with conntrack on and pods routed to it
+// over veths (/32 routes, no default route anywhere).
+type feNode struct {
+	*feNS
+	pods int
+}
+
+const feNodeName = "fe-node"
+
+func newFeNode(t testing.TB) *feNode {
+	t.Helper()
+	n := &feNode{feNS: newFeNS(t, "node")}
+	n.run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	// Conntrack is switched on in a namespace by rules that need it
+	// (kube-proxy's in a cluster); this table does it here.
+	f := filepath.Join(t.TempDir(), "ct.nft")
+	if err := os.WriteFile(f, []byte(`table inet netpolfect {
+  chain ctforward { type filter hook forward priority 0; ct state new counter; }
+  chain ctoutput { type filter hook output priority 0; ct state new counter; }
+  chain ctinput { type filter hook input priority 0; ct state new counter; }
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.run(t, "nft", "-f", f)
+	// Counters on: the summaries' packets and bytes.
+	n.run(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
+	return n
+}
+
+// addPod wires a pod namespace with address ip to the node.
+func (n *feNode) addPod(t testing.TB, ip string) *feNS {
+	t.Helper()
+	n.pods++
+	p := newFeNS(t, "pod")
+	host := fmt.Sprintf("fe%d", n.pods)
+	n.run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.name)
+	n.run(t, "ip", "link", "set", host, "up")
+	n.run(t, "ip", "addr", "add", "169.254.1.1/32", "dev", host)
+	n.run(t, "ip", "route", "add", ip+"/32", "dev", host)
+	p.run(t, "ip", "link", "set", "eth0", "up")
+	p.run(t, "ip", "addr", "add", ip+"/32", "dev", "eth0")
+	p.run(t, "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+	p.run(t, "ip", "route", "add", "10.78.0.0/16", "via", "169.254.1.1", "dev", "eth0", "onlink")
+	return p
+}
+
+// startFlowEndAgent runs the agent's datapath, informers, event reader and
+// flow-end summaries for the node namespace, with the given cluster.
+func startFlowEndAgent(t *testing.T, node *feNode, objs ...k8sruntime.Object) *Agent {
+	t.Helper()
+	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-fe-%d", os.Getpid())
+	var a *Agent
+	err := node.in(func() error {
+		var err error
+		a, err = New(Config{Client: fake.NewClientset(objs...), NodeName: feNodeName, PinRoot: pinRoot,
+			Datapath: probe.DefaultConfig, FlowEndSummaries: true, ReadPoll: 10 * time.Millisecond})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := make(chan struct{})
+	var stopEnds func()
+	t.Cleanup(func() {
+		if stopEnds != nil {
+			stopEnds()
+		}
+		cancel()
+		close(stop)
+		a.queue.ShutDown()
+		if err := a.probe.Uninstall(); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+		os.RemoveAll(pinRoot)
+	})
+	if !a.cluster.Start(stop) {
+		t.Fatal("informer caches did not sync")
+	}
+	go func() {
+		for a.processNext() {
+		}
+	}()
+	a.enqueue()
+	deadline := time.Now().Add(10 * time.Second)
+	for a.probe.Applied() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the first policy apply did not happen within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rd, err := a.probe.NewReader(a.cfg.ReadPoll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); a.readEvents(ctx, rd) }()
+	t.Cleanup(func() { cancel(); <-done; rd.Close() })
+	stopEnds, err = a.startFlowEnds(int(node.h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// collect is a server stream that keeps what the hub sends.
+type collect struct {
+	grpc.ServerStream
+	flows []*flowv1.Flow
+}
+
+func (c *collect) Send(b *flowv1.FlowBatch) error {
+	c.flows = append(c.flows, b.GetFlows()...)
+	return nil
+}
+func (c *collect) Context() context.Context { return context.Background() }
+
+// ends returns the END flows in the hub's history.
+func ends(t testing.TB, a *Agent) []*flowv1.Flow {
+	t.Helper()
+	var c collect
+	if err := a.hub.ObserveBatches(&flowv1.ObserveRequest{Allowlist: []*flowv1.FlowFilter{
+		{Type: []flowv1.EventType{flowv1.EventType_EVENT_TYPE_END}}}}, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.flows
+}
+
+// waitEnd waits for the END flow of the connection from src:sport (proto).
+func waitEnd(t testing.TB, a *Agent, proto flowv1.Protocol, src string, sport int, within time.Duration) *flowv1.Flow {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var found []*flowv1.Flow
+		for _, f := range ends(t, a) {
+			if f.GetL4().GetProtocol() == proto && f.GetIp().GetSource() == src && f.GetL4().GetSourcePort() == uint32(sport) {
+				found = append(found, f)
+			}
+		}
+		if len(found) > 1 {
+			t.Fatalf("%d END flows for one connection: %v", len(found), found)
+		}
+		if len(found) == 1 {
+			return found[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no END flow for %s %s:%d within %v (flows: %v)", proto, src, sport, within, ends(t, a))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFlowEndSummaries drives real connections between pod namespaces
+// through a node namespace that runs the agent's datapath, and checks the
+// summaries published when conntrack destroys their entries.
+//
+// How entries are destroyed: TCP by expiry, with the node namespace's
+// conntrack timeouts for the closing states (TIME_WAIT, CLOSE, ...) set to
+// one second, so the kernel's own garbage collection ends the connection as
+// it would on a node (minutes later there); UDP by deleting the entry over
+// ctnetlink (what `conntrack -D` and the agent's revocation do), which the
+// kernel reports as the same DESTROY event.
+func TestFlowEndSummaries(t *testing.T) {
+	requirePrivileged(t)
+	node := newFeNode(t)
+	for _, s := range []string{"tcp_timeout_time_wait", "tcp_timeout_close", "tcp_timeout_fin_wait",
+		"tcp_timeout_last_ack", "tcp_timeout_close_wait"} {
+		node.run(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_"+s+"=1")
+	}
+	const aIP, cIP, xIP, yIP = "10.78.0.11", "10.78.0.12", "10.78.0.21", "10.78.0.22"
+	podA, podC := node.addPod(t, aIP), node.addPod(t, cIP)
+	podX, podY := node.addPod(t, xIP), node.addPod(t, yIP) // not pods of this node
+
+	ns := pt.Namespace("shop")
+	a := onNodeFE(pt.Pod("shop", "a", pt.WithLabels("app=db"), pt.WithIP(aIP)))
+	c := onNodeFE(pt.Pod("shop", "c", pt.WithLabels("app=web"), pt.WithIP(cIP)))
+	// db admits web on TCP 8080 (rule 0) and UDP 5353 (rule 1).
+	pol := pt.Policy("shop", "db-ingress", pt.Selecting(pt.Sel("app=db")),
+		pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=web"))), pt.Port(corev1.ProtocolTCP, 8080)),
+		pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=web"))), pt.Port(corev1.ProtocolUDP, 5353)))
+	ag := startFlowEndAgent(t, node, ns, a, c, pol)
+
+	// TCP c -> a: a known payload, then both sides close.
+	const payload = 100_000
+	got := make(chan int, 1)
+	var l net.Listener
+	if err := podA.in(func() (err error) { l, err = net.Listen("tcp", aIP+":8080"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, conn)
+		conn.Close()
+		got <- int(n)
+	}()
+	var conn net.Conn
+	if err := podC.in(func() (err error) { conn, err = net.DialTimeout("tcp", aIP+":8080", 5*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	sport := conn.LocalAddr().(*net.TCPAddr).Port
+	if _, err := conn.Write(make([]byte, payload)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if n := <-got; n != payload {
+		t.Fatalf("server read %d bytes, want %d", n, payload)
+	}
+	start := time.Now()
+	f := waitEnd(t, ag, flowv1.Protocol_PROTOCOL_TCP, cIP, sport, 90*time.Second)
+	t.Logf("TCP END %v after the close: %v", time.Since(start).Round(time.Millisecond), f)
+	if f.GetIp().GetDestination() != aIP || f.GetL4().GetDestinationPort() != 8080 || f.GetNode() != feNodeName ||
+		f.GetVerdict() != flowv1.Verdict_VERDICT_ALLOWED {
+		t.Errorf("tuple, node or verdict: %v", f)
+	}
+	if f.GetSource().GetPod() != "c" || f.GetSource().GetLabels()["app"] != "web" ||
+		f.GetDestination().GetPod() != "a" || f.GetDestination().GetNamespace() != "shop" {
+		t.Errorf("endpoints: source %v destination %v", f.GetSource(), f.GetDestination())
+	}
+	if f.GetBytes() < payload || f.GetPackets() == 0 {
+		t.Errorf("counters: %d bytes (want >= %d), %d packets", f.GetBytes(), payload, f.GetPackets())
+	}
+	checkAllowedBy(t, f, "db-ingress", 0)
+	if f.GetDuration() == nil || f.GetDuration().AsDuration() <= 0 {
+		t.Errorf("duration %v: the new-flow event of the connection was not matched", f.GetDuration())
+	}
+
+	// UDP c -> a: one datagram each way, then the entry is deleted.
+	var pc net.PacketConn
+	if err := podA.in(func() (err error) { pc, err = net.ListenPacket("udp", aIP+":5353"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		n, from, err := pc.ReadFrom(buf)
+		if err == nil {
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	var uc net.Conn
+	if err := podC.in(func() (err error) { uc, err = net.Dial("udp", aIP+":5353"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if _, err := uc.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := uc.Read(make([]byte, 2048)); err != nil {
+		t.Fatalf("UDP echo: %v", err)
+	}
+	usport := uc.LocalAddr().(*net.UDPAddr).Port
+	node.deleteCT(t, unix.IPPROTO_UDP, cIP, usport)
+	u := waitEnd(t, ag, flowv1.Protocol_PROTOCOL_UDP, cIP, usport, 10*time.Second)
+	if u.GetIp().GetDestination() != aIP || u.GetL4().GetDestinationPort() != 5353 ||
+		u.GetSource().GetPod() != "c" || u.GetDestination().GetPod() != "a" ||
+		u.GetPackets() != 2 || u.GetBytes() < 2000 {
+		t.Errorf("UDP summary (want 2 packets, >= 2000 bytes, c -> a:5353): %v", u)
+	}
+	checkAllowedBy(t, u, "db-ingress", 1)
+
+	// x -> y: neither is a pod of this node, so the datapath judged nothing.
+	var xc net.Conn
+	var yl net.PacketConn
+	if err := podY.in(func() (err error) { yl, err = net.ListenPacket("udp", yIP+":5353"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer yl.Close()
+	if err := podX.in(func() (err error) { xc, err = net.Dial("udp", yIP+":5353"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer xc.Close()
+	xc.Write([]byte("x"))
+	yl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := yl.ReadFrom(make([]byte, 16)); err != nil {
+		t.Fatalf("x -> y: %v", err)
+	}
+	xsport := xc.LocalAddr().(*net.UDPAddr).Port
+	node.deleteCT(t, unix.IPPROTO_UDP, xIP, xsport)
+	// The c -> a UDP end above proves deletions arrive within ms; a second
+	// marker deletion (c -> a again) orders the queue: once it is out, the
+	// x -> y end has been seen and filtered.
+	marker := sendUDP(t, podC, aIP+":5353")
+	node.deleteCT(t, unix.IPPROTO_UDP, cIP, marker)
+	waitEnd(t, ag, flowv1.Protocol_PROTOCOL_UDP, cIP, marker, 10*time.Second)
+	for _, f := range ends(t, ag) {
+		if f.GetIp().GetSource() == xIP || f.GetL4().GetSourcePort() == uint32(xsport) && f.GetIp().GetDestination() == yIP {
+			t.Errorf("END flow for traffic between two addresses that are not local pods: %v", f)
+		}
+	}
+	if lost := counterSum(t, ag, "kubectl_netpol_flow_end_events_lost_total"); lost != 0 {
+		t.Errorf("%v flow-end events lost", lost)
+	}
+}
+
+func onNodeFE(p *corev1.Pod) *corev1.Pod { p.Spec.NodeName = feNodeName; return p }
+
+// sendUDP sends one datagram from pod to addr and returns the source port.
+func sendUDP(t testing.TB, pod *feNS, addr string) int {
+	t.Helper()
+	var c net.Conn
+	if err := pod.in(func() (err error) { c, err = net.Dial("udp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// deleteCT deletes the node's conntrack entries of src:sport over ctnetlink
+// (as `conntrack -D` does); the kernel reports each as a DESTROY event.
+func (n *feNS) deleteCT(t testing.TB, proto uint8, src string, sport int) {
+	t.Helper()
+	c, err := conntrack.Dial(&netlink.Config{NetNS: int(n.h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	flows, err := c.Dump(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, deleted := netip.MustParseAddr(src), 0
+	for _, f := range flows {
+		o := f.TupleOrig
+		if o.Proto.Protocol == proto && o.IP.SourceAddress.Unmap() == want && o.Proto.SourcePort == uint16(sport) {
+			if err := c.Delete(f); err != nil {
+				t.Fatalf("deleting the conntrack entry %v: %v", o, err)
+			}
+			deleted++
+		}
+	}
+	if deleted == 0 {
+		t.Fatalf("no conntrack entry from %s:%d in %s", src, sport, n.name)
+	}
+}
+
+// counterSum is a counter of the agent's registry, summed over its labels.
+func counterSum(t testing.TB, a *Agent, name string) float64 {
+	t.Helper()
+	mfs, err := a.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// checkAllowedBy wants f attributed to rule index of policy name (ingress).
+func checkAllowedBy(t testing.TB, f *flowv1.Flow, name string, index uint32) {
+	t.Helper()
+	by := f.GetAllowedBy()
+	if f.GetReason() != flowv1.Reason_REASON_ALLOWED_BY_RULE || len(by) != 1 || by[0].GetName() != name ||
+		by[0].RuleIndex == nil || by[0].GetRuleIndex() != index || by[0].GetDirection() != flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS {
+		t.Errorf("want allowed by %s ingress rule %d: reason %v, allowed_by %v", name, index, f.GetReason(), by)
+	}
+}

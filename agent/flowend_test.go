@@ -22,11 +22,14 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
@@ -480,5 +483,125 @@ func checkAllowedBy(t testing.TB, f *flowv1.Flow, name string, index uint32) {
 	if f.GetReason() != flowv1.Reason_REASON_ALLOWED_BY_RULE || len(by) != 1 || by[0].GetName() != name ||
 		by[0].RuleIndex == nil || by[0].GetRuleIndex() != index || by[0].GetDirection() != flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS {
 		t.Errorf("want allowed by %s ingress rule %d: reason %v, allowed_by %v", name, index, f.GetReason(), by)
+	}
+}
+
+// ctFlow is a conntrack entry as the kernel reports it: the original tuple
+// (before NAT) and the reply tuple (after DNAT its source is the backend).
+func ctFlow(proto uint8, src string, sport uint16, dst string, dport uint16, backend string, bport uint16) *conntrack.Flow {
+	f := &conntrack.Flow{}
+	f.TupleOrig.Proto = conntrack.ProtoTuple{Protocol: proto, SourcePort: sport, DestinationPort: dport}
+	f.TupleOrig.IP = conntrack.IPTuple{SourceAddress: netip.MustParseAddr(src), DestinationAddress: netip.MustParseAddr(dst)}
+	f.TupleReply.Proto = conntrack.ProtoTuple{Protocol: proto, SourcePort: bport, DestinationPort: sport}
+	f.TupleReply.IP = conntrack.IPTuple{SourceAddress: netip.MustParseAddr(backend), DestinationAddress: netip.MustParseAddr(src)}
+	return f
+}
+
+// A conntrack entry maps to the summary of the new-flow event's enrichment:
+// the pre-NAT destination is the Service, the reply's source the backend;
+// the start's record (pods, rules) wins over a look-up at the end.
+func TestEndFlowMapping(t *testing.T) {
+	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
+	web := onNode(pt.Pod("shop", "web", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6")))
+	pol := pt.Policy("shop", "db-policy", pt.Selecting(pt.Sel("app=db")),
+		pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=web"))), pt.Port(corev1.ProtocolTCP, 3306)),
+		pt.IngressRule(pt.Peers(pt.IPPeer("192.0.2.0/24", "192.0.2.128/25")), pt.Port(corev1.ProtocolTCP, 3306)))
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.0.100.20", ClusterIPs: []string{"10.0.100.20"}}}
+	c := startCluster(t, db, web, pol, svc, pt.Namespace("shop"))
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := policy.Compile(snap, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnricher(c, "n1")
+	var x endpointIndex
+	x.use(dp)
+	now := time.Now()
+
+	// No record (the agent restarted, or flow events are off): the applied
+	// datapath's answer, through the new-flow enrichment.
+	ct := ctFlow(unix.IPPROTO_TCP, "10.0.0.6", 40000, "10.0.100.20", 3306, "10.0.0.5", 3306)
+	ct.CountersOrig = conntrack.Counter{Packets: 5, Bytes: 500}
+	ct.CountersReply = conntrack.Counter{Packets: 4, Bytes: 4000, Direction: true}
+	ct.Timestamp = conntrack.Timestamp{Start: now.Add(-2 * time.Second), Stop: now}
+	f := e.endFlow(&x, ct, nil, now.Add(time.Second))
+	if f.GetType() != flowv1.EventType_EVENT_TYPE_END || f.GetVerdict() != flowv1.Verdict_VERDICT_ALLOWED ||
+		f.GetIp().GetSource() != "10.0.0.6" || f.GetIp().GetDestination() != "10.0.0.5" ||
+		f.GetL4().GetSourcePort() != 40000 || f.GetL4().GetDestinationPort() != 3306 || f.GetL4().GetTcpFlags() != nil {
+		t.Errorf("tuple: %v", f)
+	}
+	if s := f.GetService(); s.GetName() != "db" || s.GetIp() != "10.0.100.20" || s.GetPort() != 3306 {
+		t.Errorf("service from the original tuple: %v", s)
+	}
+	if f.GetSource().GetPod() != "web" || f.GetDestination().GetPod() != "db" {
+		t.Errorf("endpoints: %v -> %v", f.GetSource(), f.GetDestination())
+	}
+	checkAllowedBy(t, f, "db-policy", 0)
+	if f.GetPackets() != 9 || f.GetBytes() != 4500 {
+		t.Errorf("counters: %d packets %d bytes, want both directions summed (9, 4500)", f.GetPackets(), f.GetBytes())
+	}
+	if f.GetDuration().AsDuration() != 2*time.Second || !f.GetTime().AsTime().Equal(now) {
+		t.Errorf("duration %v, time %v: want conntrack's timestamps (2s, stop)", f.GetDuration().AsDuration(), f.GetTime().AsTime())
+	}
+
+	// An address in the ipBlock but not in its except: the second rule.
+	ext := ctFlow(unix.IPPROTO_TCP, "192.0.2.7", 41000, "10.0.0.5", 3306, "10.0.0.5", 3306)
+	checkAllowedBy(t, e.endFlow(&x, ext, nil, now), "db-policy", 1)
+	// In the except: no rule admits it now (a connection a later policy
+	// would deny, kept by --keep-established): no rule claimed.
+	exc := ctFlow(unix.IPPROTO_TCP, "192.0.2.200", 41000, "10.0.0.5", 3306, "10.0.0.5", 3306)
+	if f := e.endFlow(&x, exc, nil, now); len(f.GetAllowedBy()) != 0 {
+		t.Errorf("address in the ipBlock's except attributed to %v", f.GetAllowedBy())
+	}
+
+	// With the start's record: its pods and rules, even if the address
+	// now belongs to another pod, and the duration since the start.
+	ev := probe.Event{Version: probe.EventVersion, Type: probe.EventNewFlow, Verdict: probe.VerdictAllow,
+		Protocol: unix.IPPROTO_TCP, Flags: probe.FlagDNAT}
+	setTuple(&ev.Tuple.Saddr, &ev.Tuple.Daddr, &ev.Tuple.Sport, &ev.Tuple.Dport, "10.0.0.6", "10.0.0.5", 40000, 3306)
+	setTuple(&ev.OrigTuple.Saddr, &ev.OrigTuple.Daddr, &ev.OrigTuple.Sport, &ev.OrigTuple.Dport, "10.0.0.6", "10.0.100.20", 40000, 3306)
+	if keyOfEvent(&ev) != keyOfConntrack(ct) {
+		t.Fatalf("a new-flow event and its conntrack entry key differently: %+v vs %+v", keyOfEvent(&ev), keyOfConntrack(ct))
+	}
+	rec := &flowv1.Flow{Time: timestamppb.New(now.Add(-3 * time.Second)), Verdict: flowv1.Verdict_VERDICT_ALLOWED,
+		Reason: flowv1.Reason_REASON_ALLOWED_BY_RULE, Source: &flowv1.Endpoint{Namespace: "shop", Pod: "web-before"},
+		Destination: &flowv1.Endpoint{Namespace: "shop", Pod: "db"}, Ip: &flowv1.IP{Source: "10.0.0.6", Destination: "10.0.0.5"},
+		L4:        &flowv1.Layer4{Protocol: flowv1.Protocol_PROTOCOL_TCP, SourcePort: 40000, DestinationPort: 3306, TcpFlags: &flowv1.TCPFlags{Syn: true}},
+		AllowedBy: []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: "shop", Name: "from-record"}}}
+	ct.Timestamp = conntrack.Timestamp{}
+	f = e.endFlow(&x, ct, rec, now)
+	if f.GetSource().GetPod() != "web-before" || len(f.GetAllowedBy()) != 1 || f.GetAllowedBy()[0].GetName() != "from-record" ||
+		f.GetL4().GetTcpFlags() != nil || f.GetDuration().AsDuration() != 3*time.Second || f.GetType() != flowv1.EventType_EVENT_TYPE_END {
+		t.Errorf("summary from the start's record: %v", f)
+	}
+
+	// Neither end a local pod: the datapath judged nothing.
+	if f := e.endFlow(&x, ctFlow(unix.IPPROTO_UDP, "192.0.2.1", 1, "192.0.2.2", 53, "192.0.2.2", 53), nil, now); f != nil {
+		t.Errorf("summary for non-local traffic: %v", f)
+	}
+}
+
+// The record table keeps at most max connections, forgetting the oldest.
+func TestNewFlowTableBounded(t *testing.T) {
+	tb := newNewFlowTable(2)
+	k := func(i int) ctKey { return ctKey{proto: 6, sport: uint16(i)} }
+	f := func(i int) *flowv1.Flow { return &flowv1.Flow{RuleId: uint32(i)} }
+	tb.remember(k(1), f(1))
+	tb.remember(k(2), f(2))
+	tb.remember(k(3), f(3)) // forgets 1
+	if tb.len() != 2 || tb.take(k(1)) != nil {
+		t.Fatalf("oldest record kept past the bound (len %d)", tb.len())
+	}
+	if got := tb.take(k(2)); got.GetRuleId() != 2 || tb.take(k(2)) != nil {
+		t.Errorf("take: %v, then not forgotten", got)
+	}
+	tb.remember(k(3), f(33)) // a reused tuple replaces its record
+	tb.remember(k(4), f(4))  // the slot of the first k(3) is reused: the new k(3) stays
+	if got := tb.take(k(3)); got.GetRuleId() != 33 {
+		t.Errorf("the newer record of a reused tuple was evicted with the older one: %v", got)
 	}
 }

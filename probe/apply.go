@@ -28,9 +28,17 @@ const (
 
 	rkindPort    = 1
 	rkindSummary = 2
+	rkindRanges  = 3
 
-	sumRangeTCP = 1 // << protocol index
-	sumCIDR     = 8
+	sumRangeTCP  = 1 // << protocol index
+	sumCIDR      = 8
+	sumChunksTCP = 16 // << protocol index
+	chunkMore    = 128
+
+	// rangeChunks: port ranges of one identity and protocol beyond the
+	// summary's go to at most this many hash chunks (two each), then to
+	// trie blocks. Keep equal to NETPOL_RANGE_CHUNKS.
+	rangeChunks = 8
 
 	// exactPortsMax: a port range of at most this many ports becomes
 	// exact-port hash entries instead of trie blocks.
@@ -651,6 +659,46 @@ func (d *direction) inlineRange(identity uint32, proto uint8, e policy.Entry) bo
 	return done
 }
 
+// chunkRange puts e's range in identity's range chunks for proto when the
+// same range is there already (keeping the lower rule) or there is room:
+// a free slot in the last chunk, or a new chunk while there are fewer than
+// rangeChunks. The kernel reads chunks in order, so a range found in an
+// earlier chunk is the one it names, as match does.
+func (d *direction) chunkRange(identity uint32, proto uint8, pi int, e policy.Entry) bool {
+	key := func(c int) ruleKey {
+		return ruleKey{Identity: identity, Protocol: proto, Kind: rkindRanges, Port: uint16(c)}
+	}
+	c := 0
+	for ; c < rangeChunks; c++ {
+		v, ok := d.rules[key(c)]
+		if !ok {
+			break
+		}
+		for i := range v.Ranges {
+			r := &v.Ranges[i]
+			if r.Rule != 0 && (r.Low != e.PortMin || r.High != e.PortMax) {
+				continue
+			}
+			*r = netpolNetpolPortRange{Low: e.PortMin, High: e.PortMax, Protocol: proto, Rule: minRule(r.Rule, e.Rule)}
+			d.rules[key(c)] = v
+			return true
+		}
+	}
+	if c == rangeChunks {
+		return false
+	}
+	if c > 0 {
+		prev := d.rules[key(c-1)]
+		prev.Flags |= chunkMore
+		d.rules[key(c-1)] = prev
+	}
+	var chunk ruleValue
+	chunk.Ranges[0] = netpolNetpolPortRange{Low: e.PortMin, High: e.PortMax, Protocol: proto, Rule: e.Rule}
+	d.rules[key(c)] = chunk
+	d.updateSummary(identity, func(v *ruleValue) { v.Flags |= sumChunksTCP << pi })
+	return true
+}
+
 func (d *direction) updateSummary(identity uint32, fn func(*ruleValue)) {
 	k := summaryKey(identity)
 	v := d.rules[k]
@@ -660,8 +708,8 @@ func (d *direction) updateSummary(identity uint32, fn func(*ruleValue)) {
 
 // addRule adds the entry e for identity: every protocol and every port go to
 // identity's summary, single ports and small ranges to exact-port entries,
-// other ranges to the summary's range slots while there is room, the rest
-// to trie blocks (flagged in the summary).
+// other ranges to the summary's range slots while there is room, then to
+// range chunks, the rest to trie blocks (each flagged in the summary).
 func (d *direction) addRule(identity uint32, e policy.Entry) error {
 	proto, err := protoNumber(e.Protocol)
 	if err != nil {
@@ -687,7 +735,7 @@ func (d *direction) addRule(identity uint32, e policy.Entry) error {
 			exact(uint16(port))
 		}
 	default:
-		if d.inlineRange(identity, proto, e) {
+		if d.inlineRange(identity, proto, e) || d.chunkRange(identity, proto, pi, e) {
 			return nil
 		}
 		for _, b := range portBlocks(e.PortMin, e.PortMax) {
@@ -721,6 +769,10 @@ func (b block) key() string {
 // trie entry whose value is a pseudo identity for the set of blocks that
 // contain every address for which it is the most specific prefix; rules on
 // blocks become rules on every pseudo identity whose set holds the block.
+// IPv4 lives in ::ffff:0:0/96 of the same address space, so the flattening
+// keeps the families apart: an IPv6 block never holds an IPv4 address (as
+// the engine's netip.Prefix.Contains says), and the IPv4 space gets an entry
+// of its own whenever an IPv6 block spans it.
 func buildDirection(entries []policy.Entry) (*direction, error) {
 	d := &direction{rules: map[ruleKey]ruleValue{}, trie: trie{}}
 	defer func() {
@@ -740,8 +792,15 @@ func buildDirection(entries []policy.Entry) (*direction, error) {
 			continue
 		}
 		b := block{cidr: mapped(e.CIDR)}
+		if !e.CIDR.Addr().Is4() && inV4Space(b.cidr) {
+			// An IPv6 block of IPv4-mapped addresses: no IPv4 peer is in it,
+			// and the kernel cannot tell the IPv6 peers it holds from IPv4.
+			continue
+		}
 		for _, x := range e.Except {
-			b.except = append(b.except, mapped(x))
+			if x.Addr().Is4() || !inV4Space(mapped(x)) {
+				b.except = append(b.except, mapped(x))
+			}
 		}
 		slices.SortFunc(b.except, func(x, y netip.Prefix) int { return strings.Compare(x.String(), y.String()) })
 		blocks[b.key()] = b
@@ -757,36 +816,41 @@ func buildDirection(entries []policy.Entry) (*direction, error) {
 		for _, x := range b.except {
 			relevant[x] = true
 		}
+		if covers(b.cidr, v4Space) && !inV4Space(b.cidr) {
+			relevant[v4Space] = true // shadows the IPv6 block for IPv4 peers
+		}
 	}
 	prefixes := make([]netip.Prefix, 0, len(relevant))
 	for pfx := range relevant {
 		prefixes = append(prefixes, pfx)
 	}
 	sort.Slice(prefixes, func(i, j int) bool { return prefixes[i].String() < prefixes[j].String() })
-	blockKeys := make([]string, 0, len(blocks))
-	for k := range blocks {
-		blockKeys = append(blockKeys, k)
+	// The blocks holding a prefix are found through its ancestors (at most
+	// 129), not by testing every block: directions with thousands of
+	// ipBlocks stay linear.
+	byCIDR := map[netip.Prefix][]string{}
+	for bk, b := range blocks {
+		byCIDR[b.cidr] = append(byCIDR[b.cidr], bk)
 	}
-	slices.Sort(blockKeys)
 	pseudo := map[string]uint32{}
 	for _, pfx := range prefixes {
 		var set []string
-		for _, bk := range blockKeys {
-			b := blocks[bk]
-			if !covers(b.cidr, pfx) {
-				continue
-			}
-			excluded := false
-			for _, x := range b.except {
+		lo := 0
+		if inV4Space(pfx) {
+			lo = v4Space.Bits() // IPv4: only IPv4 blocks hold it
+		}
+		for bits := lo; bits <= pfx.Bits(); bits++ {
+			set = append(set, byCIDR[netip.PrefixFrom(pfx.Addr(), bits).Masked()]...)
+		}
+		slices.Sort(set)
+		set = slices.DeleteFunc(set, func(bk string) bool {
+			for _, x := range blocks[bk].except {
 				if covers(x, pfx) {
-					excluded = true
-					break
+					return true
 				}
 			}
-			if !excluded {
-				set = append(set, bk)
-			}
-		}
+			return false
+		})
 		if len(set) == 0 {
 			d.trie[cidrKey(pfx)] = 0 // shadows wider blocks: no rule here
 			continue
@@ -807,6 +871,15 @@ func buildDirection(entries []policy.Entry) (*direction, error) {
 		d.trie[cidrKey(pfx)] = id
 	}
 	return d, nil
+}
+
+// v4Space is where mapped puts IPv4.
+var v4Space = netip.MustParsePrefix("::ffff:0:0/96")
+
+// inV4Space reports whether the mapped prefix p is IPv4 (or IPv6 inside the
+// IPv4-mapped space, which the kernel sees the same way).
+func inV4Space(p netip.Prefix) bool {
+	return p.Bits() >= v4Space.Bits() && v4Space.Contains(p.Addr())
 }
 
 // covers reports whether outer contains all of inner (both mapped, masked).
@@ -856,6 +929,22 @@ func (d *direction) match(identity uint32, proto uint8, port uint16) (uint32, *r
 	for _, r := range s.Ranges {
 		if r.Rule != 0 && r.Protocol == proto && port >= r.Low && port <= r.High {
 			return r.Rule, &s
+		}
+	}
+	if s.Flags&(sumChunksTCP<<pi) != 0 {
+		for c := range rangeChunks {
+			chunk, ok := d.rules[ruleKey{Identity: identity, Protocol: proto, Kind: rkindRanges, Port: uint16(c)}]
+			if !ok {
+				break
+			}
+			for _, r := range chunk.Ranges {
+				if r.Rule != 0 && r.Protocol == proto && port >= r.Low && port <= r.High {
+					return r.Rule, &s
+				}
+			}
+			if chunk.Flags&chunkMore == 0 {
+				break
+			}
 		}
 	}
 	if s.Flags&(sumRangeTCP<<pi) != 0 {

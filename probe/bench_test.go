@@ -116,39 +116,75 @@ func BenchmarkVerdict(b *testing.B) {
 // by a port-range rule (8000-8063) per peer.
 func BenchmarkVerdictFlat(b *testing.B) {
 	sizes := []int{10, 10_000, 100_000}
-	load := func(ranges bool) []*Probe {
+	load := func(shape string) []*Probe {
 		probes := make([]*Probe, len(sizes))
 		for i, n := range sizes {
 			probes[i] = benchProbe(b, Config{DropEventsPerSec: 1, DropEventsBurst: 1, WakeupWatermark: 1 << 20})
 			dp := benchDatapath(n)
-			if ranges {
-				// 8000-8063: one trie block per peer instead of an exact entry.
-				for j := range dp.Endpoints[0].Ingress.Entries {
-					dp.Endpoints[0].Ingress.Entries[j].PortMin, dp.Endpoints[0].Ingress.Entries[j].PortMax = 8000, 8063
+			entries := dp.Endpoints[0].Ingress.Entries
+			switch shape {
+			case "ranges":
+				// 8000-8063: a range in each peer's summary instead of an exact entry.
+				for j := range entries {
+					entries[j].PortMin, entries[j].PortMax = 8000, 8063
 				}
+			case "third-range":
+				// Three ranges per peer: the third is beyond the summary's inline ones.
+				var more []policy.Entry
+				for j := range entries {
+					e := entries[j]
+					entries[j].PortMin, entries[j].PortMax = 7000, 7063
+					e2, e3 := e, e
+					e2.PortMin, e2.PortMax = 7500, 7563
+					e3.PortMin, e3.PortMax = 8000, 8063
+					more = append(more, e2, e3)
+				}
+				entries = append(entries, more...)
+			case "cidrs":
+				// Every rule is an ipBlock instead of a pod: 172.16.x.y/32 on
+				// TCP 80, the last one a /24 with an except; the source
+				// (10.91.0.7, no pod) is in the last block.
+				for j := range entries {
+					entries[j].Identity = 0
+					entries[j].CIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16 + byte(j>>16), byte(j >> 8), byte(j)}), 32)
+				}
+				entries[len(entries)-1].CIDR = netip.MustParsePrefix("10.91.0.0/24")
+				entries[len(entries)-1].Except = []netip.Prefix{netip.MustParsePrefix("10.91.0.128/25")}
 			}
+			dp.Endpoints[0].Ingress.Entries = entries
 			if _, err := probes[i].Apply(dp); err != nil {
 				b.Fatal(err)
 			}
 		}
 		return probes
 	}
-	exact := load(false)
-	var ranged []*Probe
+	loaded := map[string][]*Probe{}
 	for _, c := range []struct {
-		name   string
-		src    string
-		port   uint16
-		ranges bool
-		want   uint32
-	}{{"allowed", "10.78.0.2", 80, false, 1}, {"denied", "10.78.0.3", 80, false, 0}, {"allowed-port-range", "10.78.0.2", 8010, true, 1}} {
+		name  string
+		src   string
+		port  uint16
+		shape string
+		want  uint32
+	}{
+		{"allowed", "10.78.0.2", 80, "exact", 1},
+		{"denied", "10.78.0.3", 80, "exact", 0},
+		{"allowed-port-range", "10.78.0.2", 8010, "ranges", 1},
+		{"allowed-third-range", "10.78.0.2", 8010, "third-range", 1},
+		{"allowed-cidr", "10.91.0.7", 80, "cidrs", 1},
+		{"allowed-cidr-dense", "172.16.0.5", 80, "cidrs", 1}, // among the n /32s
+		{"denied-cidr-except", "10.91.0.200", 80, "cidrs", 0},
+	} {
 		pkt := tcpSYN(netip.MustParseAddr(c.src), netip.MustParseAddr("10.78.0.1"), c.port)
-		probes := exact
-		if c.ranges {
-			if ranged == nil {
-				ranged = load(true)
+		probes, ok := loaded[c.shape]
+		if !ok {
+			for _, p := range loaded { // one shape loaded at a time: 3 probes of up to 100k rules each
+				for _, q := range p {
+					q.Uninstall()
+				}
 			}
-			probes = ranged
+			clear(loaded)
+			probes = load(c.shape)
+			loaded[c.shape] = probes
 		}
 		b.Run(c.name, func(b *testing.B) {
 			per := make([][]float64, len(sizes))

@@ -34,17 +34,20 @@
 //     protocol, port -> rule ID; ranges of up to 16 ports are expanded) and
 //     one summary per identity (its every-protocol rule, every-port rule per
 //     protocol, its first two port ranges, whether it has more, and the
-//     direction's trie slot).
-//     Lookups per peer: exact port, then the summary; a verdict costs a
-//     constant number of hash lookups however many peers a policy names.
+//     direction's trie slot), then per identity and protocol up to 8 range
+//     chunks of two further ranges each (identity, protocol, chunk number).
+//     Lookups per peer: exact port, then the summary, then its chunks in
+//     order; a verdict costs a constant number of hash lookups however many
+//     peers a policy names.
 //   - netpol_policy_tries: array of LPM tries, two per endpoint direction
 //     (2*slot + generation, used in turn; the hash names the one it goes
 //     with, so one slot update still swaps everything). A trie holds what
-//     a hash cannot match: further port-range blocks (identity | protocol | port
-//     prefix -> rule ID) and CIDR entries (address prefix -> pseudo identity
+//     a hash cannot match: port-range blocks beyond the chunks (identity |
+//     protocol | port prefix -> rule ID) and CIDR entries (address prefix -> pseudo identity
 //     for the set of ipBlocks, excepts flattened so the most specific prefix
-//     carries the matching set). Lookup order: the peer's identity, any
-//     peer, the peer's CIDR pseudo identity.
+//     carries the matching set; IPv6 blocks never hold IPv4 addresses).
+//     Lookup order: the peer's identity, any peer, the peer's CIDR pseudo
+//     identity.
 //   - netpol_revoked: LRU hash of UDP/SCTP flows revocation deleted, so the
 //     other side's next packet is judged in the revoked orientation instead
 //     of starting the flow again.

@@ -11,11 +11,14 @@
 // -> identity), endpoints (pod IP
 // -> endpoint), policy_slots (array of per-endpoint-direction hash maps: exact
 // identity/protocol/port -> rule ID, and one summary per identity for its
-// every-port and every-protocol rules), policy_tries (array of LPM tries for
-// what a hash cannot match: port ranges and CIDR -> pseudo identity), config,
+// every-port and every-protocol rules and its first port ranges, and chunks of
+// further ranges), policy_tries (array of LPM tries for what a hash cannot
+// match: CIDR -> pseudo identity, and port ranges beyond the chunks), config,
 // rate-limit state, counters, revoked-flow tombstones and the event ring
 // buffer. A verdict costs a constant number of hash lookups whatever the
-// number of peers; the trie is only walked for ranges and CIDRs.
+// number of peers; the trie is only walked for CIDRs (whose cost depends on
+// the prefixes around the address, not on their number) and for a peer with
+// more than NETPOL_INLINE_RANGES + 2 * NETPOL_RANGE_CHUNKS ranges.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -45,12 +48,18 @@ char __license[] SEC("license") = "GPL";
 // Kinds of entries in an endpoint-direction policy hash.
 #define NETPOL_RKIND_PORT 1    // one protocol and port
 #define NETPOL_RKIND_SUMMARY 2 // everything else about one identity
+#define NETPOL_RKIND_RANGES 3  // further port ranges of one identity and protocol; port = chunk index
 
 // Summary flags.
 #define NETPOL_SUM_RANGE_TCP 1 // the trie has more port ranges of this identity (<< protocol index)
 #define NETPOL_SUM_RANGE_UDP 2
 #define NETPOL_SUM_RANGE_SCTP 4
 #define NETPOL_SUM_CIDR 8 // (identity "any" only) the trie has CIDR entries
+#define NETPOL_SUM_CHUNKS_TCP 16 // the hash has range chunks of this identity (<< protocol index)
+#define NETPOL_CHUNK_MORE 128    // (in a chunk) the next chunk exists
+
+// Range chunks of one identity and protocol (each holds NETPOL_INLINE_RANGES).
+#define NETPOL_RANGE_CHUNKS 8
 
 // Endpoint flags.
 #define NETPOL_EP_ISOLATED_INGRESS 1
@@ -152,8 +161,8 @@ struct netpol_rule_value {
 	__u32 rule;         // RKIND_PORT: rule ID; RKIND_SUMMARY: rule for every protocol (0: none)
 	__u32 all_ports[3]; // RKIND_SUMMARY: rule for every port of TCP, UDP, SCTP (0: none)
 	__u32 trie_slot;    // RKIND_SUMMARY: this direction's netpol_policy_tries index
-	__u32 flags;        // RKIND_SUMMARY: NETPOL_SUM_*
-	struct netpol_port_range ranges[NETPOL_INLINE_RANGES]; // RKIND_SUMMARY
+	__u32 flags;        // RKIND_SUMMARY: NETPOL_SUM_*; RKIND_RANGES: NETPOL_CHUNK_MORE
+	struct netpol_port_range ranges[NETPOL_INLINE_RANGES]; // RKIND_SUMMARY, RKIND_RANGES
 };
 
 // A revoked flow as the datapath judged it (after DNAT), kept so that the
@@ -488,8 +497,8 @@ static __always_inline int proto_index(__u8 proto)
 }
 
 // match_identity returns the rule allowing identity on (proto, port), most
-// specific first: exactly this port, a port range (the summary's, then the
-// trie's), every port of proto, every protocol. *summary is set to identity's summary when looked up.
+// specific first: exactly this port, a port range (the summary's, the
+// chunks', then the trie's), every port of proto, every protocol. *summary is set to identity's summary when looked up.
 static __always_inline __u32 match_identity(void *hash, __u32 identity, __u8 proto, __u16 port,
 					    struct netpol_rule_value **summary)
 {
@@ -517,6 +526,28 @@ static __always_inline __u32 match_identity(void *hash, __u32 identity, __u8 pro
 		struct netpol_port_range *r = &s->ranges[i];
 		if (r->rule && r->protocol == proto && port >= r->low && port <= r->high)
 			return r->rule;
+	}
+	if (s->flags & (NETPOL_SUM_CHUNKS_TCP << pi)) {
+		struct netpol_rule_key ck = {
+			.identity = identity,
+			.protocol = proto,
+			.kind = NETPOL_RKIND_RANGES,
+		};
+#pragma nounroll
+		for (int c = 0; c < NETPOL_RANGE_CHUNKS; c++) {
+			ck.port = c;
+			struct netpol_rule_value *chunk = bpf_map_lookup_elem(hash, &ck);
+			if (!chunk)
+				break;
+#pragma unroll
+			for (int i = 0; i < NETPOL_INLINE_RANGES; i++) {
+				struct netpol_port_range *r = &chunk->ranges[i];
+				if (r->rule && r->protocol == proto && port >= r->low && port <= r->high)
+					return r->rule;
+			}
+			if (!(chunk->flags & NETPOL_CHUNK_MORE))
+				break;
+		}
 	}
 	if (s->flags & (NETPOL_SUM_RANGE_TCP << pi)) {
 		__u32 slot = s->trie_slot;

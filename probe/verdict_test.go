@@ -115,6 +115,10 @@ func randomEntries(r *rand.Rand, idents []uint32, nextRule *uint32) []policy.Ent
 		{"0.0.0.0/0", []string{"10.0.0.0/8"}},
 		{"fd79::/64", []string{"fd79::4/126"}},
 		{"2001:db8::/32", []string{"2001:db8:1::/48"}},
+		// IPv6 blocks over the IPv4-mapped space (::ffff:0:0/96, where the
+		// datapath keeps IPv4) must not match IPv4 peers.
+		{"::/0", []string{"fd79::/16"}},
+		{"::/1", nil},
 	}
 	for range 1 + r.IntN(14) {
 		*nextRule++
@@ -201,9 +205,15 @@ func TestVerdictTable(t *testing.T) {
 		}
 		ep.Ingress = policy.EndpointPolicy{Isolated: true, Entries: randomEntries(r, idents, &nextRule)}
 		// More large ranges for one peer than its summary holds: the rest go
-		// to the trie.
+		// to range chunks (even rounds), and beyond the chunks to the trie
+		// (odd rounds). Ranges overlap, so the order the kernel reads them
+		// in decides the rule it names.
 		over := idents[r.IntN(len(idents))]
-		for k := range 3 {
+		n := 3 + r.IntN(8)
+		if round%2 == 1 {
+			n = 2 + 2*rangeChunks + 2 + r.IntN(8)
+		}
+		for k := range n {
 			nextRule++
 			lo := uint16(20 + 700*k + r.IntN(50))
 			ep.Ingress.Entries = append(ep.Ingress.Entries, policy.Entry{Rule: nextRule, Identity: over,

@@ -162,7 +162,7 @@ func (n *feNode) addPod(t testing.TB, ip string) *feNS {
 
 // startFlowEndAgent runs the agent's datapath, informers, event reader and
 // flow-end summaries for the node namespace, with the given cluster.
-func startFlowEndAgent(t *testing.T, node *feNode, objs ...k8sruntime.Object) *Agent {
+func startFlowEndAgent(t testing.TB, node *feNode, objs ...k8sruntime.Object) *Agent {
 	t.Helper()
 	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-fe-%d", os.Getpid())
 	var a *Agent

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -47,6 +48,10 @@ type Config struct {
 	RingCapacity    int           // flows kept for Observe (default flow.DefaultHubCapacity)
 	ReadPoll        time.Duration // ring-buffer polling interval (default 100ms)
 
+	// AntiSpoofing guards every local pod's interface: packets from it must
+	// carry one of the pod's addresses (see spoof.go).
+	AntiSpoofing bool
+
 	// FlowEndSummaries publishes an EVENT_TYPE_END flow with packets,
 	// bytes and duration when a local pod's connection ends (conntrack).
 	FlowEndSummaries bool
@@ -60,6 +65,7 @@ type Agent struct {
 	hub     *flow.Hub
 	metrics *Metrics
 	enrich  *enricher
+	spoof   *spoofGuard // nil when anti-spoofing is off
 	queue   workqueue.TypedRateLimitingInterface[string]
 	started time.Time
 
@@ -100,7 +106,11 @@ func New(cfg Config) (*Agent, error) {
 	p.SetRevocation(!cfg.KeepEstablished)
 	runtime.LockOSThread()
 	err = p.Attach("node")
+	nodeNS, nsErr := netns.Get() // where Attach ran: the pod interfaces are there too
 	runtime.UnlockOSThread()
+	if nsErr == nil && (err != nil || !cfg.AntiSpoofing) {
+		nodeNS.Close()
+	}
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("attaching the netfilter programs on node %s: %w (needs NET_ADMIN and nf_conntrack)", cfg.NodeName, err)
@@ -119,6 +129,27 @@ func New(cfg Config) (*Agent, error) {
 	if err := a.cluster.OnChange(func(string) { a.enqueue() }); err != nil {
 		p.Close()
 		return nil, err
+	}
+	if cfg.AntiSpoofing {
+		if nsErr != nil {
+			p.Close()
+			return nil, fmt.Errorf("opening the node's network namespace for anti-spoofing: %w", nsErr)
+		}
+		if a.spoof, err = newSpoofGuard(p, a.cluster, cfg.NodeName, nodeNS, a.metrics.Registry); err != nil {
+			nodeNS.Close()
+			p.Close()
+			return nil, err
+		}
+		// Its own loop, beside the policy queue: discovery never delays policy.
+		if err := a.cluster.OnChange(func(kind string) {
+			if kind == "pod" {
+				a.spoof.kick()
+			}
+		}); err != nil {
+			a.spoof.close()
+			p.Close()
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -184,6 +215,7 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	}
 	a.refreshLocalAddresses()
 	a.enqueue()
+	a.spoof.start()
 	wg.Go(func() {
 		for a.processNext() {
 		}
@@ -195,6 +227,7 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 
 func (a *Agent) shutdown(shouldUninstall func(context.Context) bool) error {
 	a.queue.ShutDown()
+	a.spoof.close() // no guard is written after this, so an uninstall removes them all
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if shouldUninstall != nil && shouldUninstall(ctx) {
@@ -355,7 +388,7 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 		Node:    a.cfg.NodeName,
 		Ready:   a.ready.Load(),
 		Uptime:  durationpb.New(time.Since(a.started)),
-		Checks:  nodeChecks(),
+		Checks:  append(nodeChecks(), a.spoof.check()),
 	}
 	if a.cfg.FlowEndSummaries {
 		r.Checks = append(r.Checks, conntrackAcctCheck())

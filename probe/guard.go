@@ -15,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netns"
 )
 
 // guard is a TCX link of the anti-spoofing check held open by the Probe.
@@ -64,6 +65,12 @@ func (p *Probe) SetGuards(name string, want map[int][]netip.Addr) error {
 	return p.guard(name, want, true)
 }
 
+// SetGuardsIn is SetGuards for interfaces of network namespace ns, from
+// any thread.
+func (p *Probe) SetGuardsIn(ns netns.NsHandle, name string, want map[int][]netip.Addr) error {
+	return lockedNetns(ns, func() error { return p.SetGuards(name, want) })
+}
+
 // Guards returns the interfaces guarded under name (their checks attached)
 // and the addresses each may send from.
 func (p *Probe) Guards(name string) (map[int][]netip.Addr, error) {
@@ -94,10 +101,7 @@ func (p *Probe) Guards(name string) (map[int][]netip.Addr, error) {
 		if !live {
 			continue
 		}
-		for a := range entries[ifi] {
-			out[ifi] = append(out[ifi], netip.AddrFrom16(a).Unmap())
-		}
-		slices.SortFunc(out[ifi], netip.Addr.Compare)
+		out[ifi] = sortedAddrs(entries[ifi])
 	}
 	return out, nil
 }
@@ -340,4 +344,33 @@ func unpinGuard(pin string) error {
 	}
 	defer l.Close()
 	return l.Unpin()
+}
+
+// GuardEntries returns every (interface, address) pair in the anti-spoofing
+// map, whatever attachment guards it: with Guards, it shows entries no
+// guard uses any more.
+func (p *Probe) GuardEntries() (map[int][]netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errors.New("reading anti-spoofing entries: the probe is closed")
+	}
+	entries, err := p.guardEntries()
+	if err != nil {
+		return nil, err
+	}
+	out := map[int][]netip.Addr{}
+	for ifi, addrs := range entries {
+		out[ifi] = sortedAddrs(addrs)
+	}
+	return out, nil
+}
+
+func sortedAddrs(set map[[16]uint8]bool) []netip.Addr {
+	out := make([]netip.Addr, 0, len(set))
+	for a := range set {
+		out = append(out, netip.AddrFrom16(a).Unmap())
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

@@ -55,6 +55,7 @@ func run() error {
 	flag.StringVar(&cfg.HTTPAddr, "http-address", fmt.Sprintf("127.0.0.1:%d", install.AgentHTTPPort), "address of /healthz, /readyz and /metrics")
 	flag.StringVar(&cfg.PinRoot, "pin-root", probe.DefaultPinRoot, "bpffs directory of the datapath's pins")
 	flag.BoolVar(&cfg.KeepEstablished, "keep-established", false, "do not revoke established connections that a new policy denies")
+	flag.BoolVar(&cfg.AntiSpoofing, "anti-spoofing", true, "drop packets a local pod sends with a source address that is not its own (a TCX check on each pod's host-side interface)")
 	flag.Uint64Var(&cfg.Datapath.DropEventsPerSec, "drop-events-per-sec", cfg.Datapath.DropEventsPerSec, "drop events per second per CPU (drops are never limited, only their events)")
 	flag.Uint64Var(&cfg.Datapath.DropEventsBurst, "drop-events-burst", cfg.Datapath.DropEventsBurst, "burst of drop events per CPU")
 	flag.BoolVar(&cfg.Datapath.FlowEvents, "flow-events", cfg.Datapath.FlowEvents, "emit an event for every new allowed flow")

@@ -1,0 +1,372 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
+	"github.com/kubectl-netpol/kubectl-netpol/probe"
+)
+
+// spoofPod is a pod namespace wired to the test's node namespace.
+type spoofPod struct {
+	*feNS
+	podName  string
+	ip4, ip6 netip.Addr
+	hostIf   string
+}
+
+// spoofNode is a node namespace in the routed /32 layout (a veth and host
+// routes per pod) or the bridge layout (veths on br0, one subnet).
+type spoofNode struct {
+	*feNS
+	bridge bool
+	n      int
+}
+
+func newSpoofNode(t *testing.T, bridge bool) *spoofNode {
+	t.Helper()
+	n := &spoofNode{feNS: newFeNS(t, "node"), bridge: bridge}
+	n.run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+		"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+	if bridge {
+		n.run(t, "ip", "link", "add", "br0", "type", "bridge")
+		n.run(t, "ip", "addr", "add", "10.79.1.1/24", "dev", "br0")
+		n.run(t, "ip", "-6", "addr", "add", "fd79:1::1/64", "dev", "br0", "nodad")
+		n.run(t, "ip", "link", "set", "br0", "up")
+	}
+	return n
+}
+
+func (n *spoofNode) addPod(t *testing.T, name string) *spoofPod {
+	t.Helper()
+	n.n++
+	p := &spoofPod{feNS: newFeNS(t, "pod"), podName: name, hostIf: fmt.Sprintf("sp%d", n.n)}
+	p.run(t, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+	n.run(t, "ip", "link", "add", p.hostIf, "type", "veth", "peer", "name", "eth0", "netns", p.name)
+	n.run(t, "ip", "link", "set", p.hostIf, "up")
+	p.run(t, "ip", "link", "set", "eth0", "up")
+	if n.bridge {
+		p.ip4 = netip.MustParseAddr(fmt.Sprintf("10.79.1.%d", 10+n.n))
+		p.ip6 = netip.MustParseAddr(fmt.Sprintf("fd79:1::%x", 0x10+n.n))
+		n.run(t, "ip", "link", "set", p.hostIf, "master", "br0")
+		p.run(t, "ip", "addr", "add", p.ip4.String()+"/24", "dev", "eth0")
+		p.run(t, "ip", "-6", "addr", "add", p.ip6.String()+"/64", "dev", "eth0", "nodad")
+		return p
+	}
+	p.ip4 = netip.MustParseAddr(fmt.Sprintf("10.79.0.%d", 10+n.n))
+	p.ip6 = netip.MustParseAddr(fmt.Sprintf("fd79::%x", 0x10+n.n))
+	n.run(t, "ip", "addr", "add", "169.254.1.1/32", "dev", p.hostIf)
+	n.run(t, "ip", "-6", "addr", "add", "fe80::1/64", "dev", p.hostIf, "nodad")
+	n.run(t, "ip", "route", "add", p.ip4.String()+"/32", "dev", p.hostIf)
+	n.run(t, "ip", "-6", "route", "add", p.ip6.String()+"/128", "dev", p.hostIf)
+	p.run(t, "ip", "addr", "add", p.ip4.String()+"/32", "dev", "eth0")
+	p.run(t, "ip", "-6", "addr", "add", p.ip6.String()+"/128", "dev", "eth0", "nodad")
+	p.run(t, "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+	p.run(t, "ip", "route", "add", "10.79.0.0/16", "via", "169.254.1.1", "dev", "eth0", "onlink")
+	p.run(t, "ip", "-6", "route", "add", "fd79::/32", "via", "fe80::1", "dev", "eth0")
+	return p
+}
+
+func (n *spoofNode) ifindex(t *testing.T, p *spoofPod) int {
+	t.Helper()
+	var idx int
+	err := n.in(func() error {
+		ifc, err := net.InterfaceByName(p.hostIf)
+		if err == nil {
+			idx = ifc.Index
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+// sink counts the UDP datagrams a pod receives on port 5000, by source.
+type sink struct {
+	mu   sync.Mutex
+	from map[netip.Addr]int
+}
+
+func listenSink(t *testing.T, p *spoofPod) *sink {
+	t.Helper()
+	s := &sink{from: map[netip.Addr]int{}}
+	for _, ip := range []netip.Addr{p.ip4, p.ip6} {
+		err := p.in(func() error {
+			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 5000)))
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { c.Close() })
+			go func() {
+				buf := make([]byte, 16)
+				for {
+					_, from, err := c.ReadFromUDPAddrPort(buf)
+					if err != nil {
+						return
+					}
+					s.mu.Lock()
+					s.from[from.Addr().Unmap()]++
+					s.mu.Unlock()
+				}
+			}()
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// reaches reports whether UDP from pod p with source src arrives at the
+// sink's pod to.
+func (s *sink) reaches(t *testing.T, p *spoofPod, src netip.Addr, to *spoofPod) bool {
+	t.Helper()
+	dst := to.ip4
+	if src.Is6() {
+		dst = to.ip6
+	}
+	count := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.from[src] }
+	before := count()
+	for range 10 {
+		err := p.in(func() error {
+			c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
+				net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 5000)))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for range 3 {
+				c.Write([]byte("s"))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("sending from %s in %s: %v", src, p.podName, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if count() > before {
+			return true
+		}
+	}
+	return false
+}
+
+// TestAntiSpoofing runs the agent on a node namespace, routed and bridged:
+// it finds every local pod's interface from the pods in the API, guards it
+// with the pod's addresses (IPv4 and IPv6), keeps a found interface when
+// another pod claims the address on the bridge, reports the pod whose
+// interface it cannot find without failing the others, and removes a gone
+// pod's link and entries; on uninstall nothing is left.
+func TestAntiSpoofing(t *testing.T) {
+	requirePrivileged(t)
+	for _, bridge := range []bool{false, true} {
+		t.Run(map[bool]string{false: "routed", true: "bridge"}[bridge], func(t *testing.T) {
+			testAntiSpoofing(t, bridge)
+		})
+	}
+}
+
+func testAntiSpoofing(t *testing.T, bridge bool) {
+	node := newSpoofNode(t, bridge)
+	db, web, other := node.addPod(t, "db"), node.addPod(t, "web"), node.addPod(t, "other")
+	ghost := netip.MustParseAddr("10.79.0.99") // a pod whose interface does not exist
+	if bridge {
+		ghost = netip.MustParseAddr("10.79.1.99")
+	}
+	pod := func(p *spoofPod) *corev1.Pod {
+		o := onNodeSpoof(pt.Pod("shop", p.podName, pt.WithIP(p.ip4.String(), p.ip6.String())))
+		o.UID = types.UID("uid-" + p.podName)
+		return o
+	}
+	ghostPod := onNodeSpoof(pt.Pod("shop", "ghost", pt.WithIP(ghost.String())))
+	elsewhere := pt.Pod("shop", "elsewhere", pt.WithIP("10.79.0.200"))
+	elsewhere.Spec.NodeName = "another-node"
+	host := onNodeSpoof(pt.Pod("kube-system", "proxy", pt.HostNetwork(), pt.WithIP("10.79.1.1")))
+	client := fake.NewClientset(pt.Namespace("shop"), pt.Namespace("kube-system"),
+		pod(db), pod(web), pod(other), ghostPod, elsewhere, host)
+
+	// Without the agent, web can send as other.
+	sink := listenSink(t, db)
+	for _, p := range []*spoofPod{web, other} {
+		for _, src := range []netip.Addr{p.ip4, p.ip6} {
+			if !sink.reaches(t, p, src, db) {
+				t.Fatalf("%s -> db from %s does not pass before the agent runs: the layout is broken", p.podName, src)
+			}
+		}
+	}
+
+	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-spoof-%d-%v", os.Getpid(), bridge)
+	t.Cleanup(func() { os.RemoveAll(pinRoot) })
+	var a *Agent
+	err := node.in(func() error {
+		var err error
+		a, err = New(Config{Client: client, NodeName: spoofNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig,
+			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AntiSpoofing: true})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.spoof.resync, a.spoof.retry, a.spoof.grace = 200*time.Millisecond, 100*time.Millisecond, 0
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx, func(context.Context) bool { return true }) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-ran; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+
+	idb, iweb, iother := node.ifindex(t, db), node.ifindex(t, web), node.ifindex(t, other)
+	want := map[int][]netip.Addr{idb: {db.ip4, db.ip6}, iweb: {web.ip4, web.ip6}, iother: {other.ip4, other.ip6}}
+	waitGuards(t, a, want)
+
+	before, _ := a.probe.Stats()
+	for _, src := range []netip.Addr{web.ip4, web.ip6} {
+		if !sink.reaches(t, web, src, db) {
+			t.Errorf("web -> db from its own %s is dropped", src)
+		}
+	}
+	// web takes other's addresses: on the bridge it now also answers ARP
+	// and neighbour solicitations for them.
+	web.run(t, "ip", "addr", "add", other.ip4.String()+"/32", "dev", "eth0")
+	web.run(t, "ip", "-6", "addr", "add", other.ip6.String()+"/128", "dev", "eth0", "nodad")
+	for _, src := range []netip.Addr{other.ip4, other.ip6} {
+		if sink.reaches(t, web, src, db) {
+			t.Errorf("web -> db forging other's %s passes", src)
+		}
+	}
+	if after, _ := a.probe.Stats(); after.SpoofDropped-before.SpoofDropped < 20 {
+		t.Errorf("spoof drops counted: %d, want >= 20", after.SpoofDropped-before.SpoofDropped)
+	}
+	if bridge {
+		// A forged ARP reply and neighbour advertisement convinced the node
+		// that web has other's addresses: the agent keeps the interface it
+		// found.
+		var mac string
+		web.in(func() error {
+			ifc, err := net.InterfaceByName("eth0")
+			if err == nil {
+				mac = ifc.HardwareAddr.String()
+			}
+			return err
+		})
+		for _, ip := range []netip.Addr{other.ip4, other.ip6} {
+			node.run(t, "ip", "neigh", "replace", ip.String(), "lladdr", mac, "dev", "br0", "nud", "reachable")
+		}
+		time.Sleep(3 * a.spoof.resync)
+	}
+	waitGuards(t, a, want)
+	if !sink.reaches(t, other, other.ip4, db) {
+		t.Error("other -> db from its own address is dropped after web claimed it")
+	}
+
+	// The ghost pod is reported, and did not stop the others.
+	check := a.spoof.check()
+	if check.Ok || !strings.Contains(check.Detail, "shop/ghost") || strings.Contains(check.Detail, "proxy") || strings.Contains(check.Detail, "elsewhere") {
+		t.Errorf("status check = %v %q, want not ok naming shop/ghost only", check.Ok, check.Detail)
+	}
+	if got := gaugeValue(t, a, "kubectl_netpol_spoof_unguarded_pods"); got != 1 {
+		t.Errorf("unguarded pods metric = %v, want 1", got)
+	}
+	if got := gaugeValue(t, a, "kubectl_netpol_spoof_guarded_interfaces"); got != 3 {
+		t.Errorf("guarded interfaces metric = %v, want 3", got)
+	}
+
+	// other is deleted: its link and entries go (its veth still exists).
+	if err := client.CoreV1().Pods("shop").Delete(context.Background(), "other", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, iother)
+	waitGuards(t, a, want)
+	if _, err := os.Stat(filepath.Join(a.probe.PinDir(), "links", "node", fmt.Sprintf("spoof_%d", iother))); !os.IsNotExist(err) {
+		t.Errorf("other's link pin is still there: %v", err)
+	}
+	stray := netip.MustParseAddr("10.79.0.250")
+	if bridge {
+		stray = netip.MustParseAddr("10.79.1.250")
+	}
+	other.run(t, "ip", "addr", "add", stray.String()+"/32", "dev", "eth0")
+	if !sink.reaches(t, other, stray, db) {
+		t.Error("other's interface still drops what it sends with other's pod gone (its guard is not removed)")
+	}
+	if sink.reaches(t, web, other.ip4, db) {
+		t.Error("web -> db forging other's address passes with other gone")
+	}
+	// web's sandbox goes (its veth with it) while the pod object stays.
+	node.run(t, "ip", "link", "del", web.hostIf)
+	delete(want, iweb)
+	waitGuards(t, a, want)
+
+	stop()
+	if _, err := os.Stat(a.probe.PinDir()); !os.IsNotExist(err) {
+		t.Errorf("after the agent uninstalled, %s is still there: %v", a.probe.PinDir(), err)
+	}
+}
+
+const spoofNodeName = "spoof-node"
+
+func onNodeSpoof(p *corev1.Pod) *corev1.Pod { p.Spec.NodeName = spoofNodeName; return p }
+
+// waitGuards waits until the guarded interfaces, and every entry in the
+// map, are exactly want.
+func waitGuards(t *testing.T, a *Agent, want map[int][]netip.Addr) {
+	t.Helper()
+	for _, v := range want {
+		slices.SortFunc(v, netip.Addr.Compare)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		guards, err1 := a.probe.Guards("node")
+		entries, err2 := a.probe.GuardEntries()
+		if err1 == nil && err2 == nil && maps.EqualFunc(guards, want, slices.Equal) && maps.EqualFunc(entries, want, slices.Equal) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guards %v, map entries %v (errors %v, %v); want %v; status: %s", guards, entries, err1, err2, want, a.spoof.check().Detail)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func gaugeValue(t *testing.T, a *Agent, name string) float64 {
+	t.Helper()
+	mfs, err := a.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}

@@ -72,6 +72,10 @@ type spoofGuard struct {
 	nl      *netlink.Handle
 
 	resync, retry, grace time.Duration
+	// recovered are the guards found at start (address -> interface), used
+	// by the first reconcile only: later, a pod's address on an interface
+	// can be a deleted pod's whose guard is not removed yet.
+	recovered map[netip.Addr]int
 
 	kickc chan struct{}
 	stopc chan struct{}
@@ -146,6 +150,17 @@ func (g *spoofGuard) start() {
 		return
 	}
 	g.stopc, g.done = make(chan struct{}), make(chan struct{})
+	// A previous agent's guards hold what it found: the first reconcile
+	// keeps them (for the same addresses on the same live interface)
+	// rather than asking the neighbour table again.
+	if guards, err := g.probe.Guards("node"); err == nil {
+		g.recovered = map[netip.Addr]int{}
+		for ifi, addrs := range guards {
+			for _, a := range addrs {
+				g.recovered[a] = ifi
+			}
+		}
+	}
 	links := make(chan netlink.LinkUpdate, 64)
 	ns := g.ns
 	err := netlink.LinkSubscribeWithOptions(links, g.stopc, netlink.LinkSubscribeOptions{
@@ -213,7 +228,8 @@ func (g *spoofGuard) sync() bool {
 	for _, l := range links {
 		byIndex[l.Attrs().Index] = l
 	}
-	d := &discovery{nl: g.nl, links: byIndex}
+	d := &discovery{nl: g.nl, links: byIndex, recovered: g.recovered}
+	g.recovered = nil
 
 	g.mu.Lock()
 	prevBound, prevWaiting := g.bound, g.waiting
@@ -321,6 +337,8 @@ type discovery struct {
 	links map[int]netlink.Link
 	neigh map[int][]netlink.Neigh // by bridge index, both families
 	fdb   []netlink.Neigh
+
+	recovered map[netip.Addr]int
 }
 
 // stillThere: the bound interface exists and is the same one.
@@ -332,6 +350,15 @@ func (d *discovery) stillThere(b binding) bool {
 // find returns the interface of the first of ips that leads to one; all of
 // a pod's addresses are guarded on it.
 func (d *discovery) find(ips []netip.Addr) (binding, error) {
+	if ifi, ok := d.recovered[ips[0]]; ok {
+		b := binding{ifindex: ifi}
+		if l, ok := d.links[ifi]; ok {
+			b.mac = l.Attrs().HardwareAddr.String()
+		}
+		if d.stillThere(b) && !slices.ContainsFunc(ips, func(ip netip.Addr) bool { return d.recovered[ip] != ifi }) {
+			return b, nil
+		}
+	}
 	var errs []string
 	for _, ip := range ips {
 		l, err := d.lookup(ip)

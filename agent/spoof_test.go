@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,32 +219,7 @@ func testAntiSpoofing(t *testing.T, bridge bool) {
 
 	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-spoof-%d-%v", os.Getpid(), bridge)
 	t.Cleanup(func() { os.RemoveAll(pinRoot) })
-	var a *Agent
-	err := node.in(func() error {
-		var err error
-		a, err = New(Config{Client: client, NodeName: spoofNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig,
-			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AntiSpoofing: true})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.spoof.resync, a.spoof.retry, a.spoof.grace = 200*time.Millisecond, 100*time.Millisecond, 0
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- a.Run(ctx, func(context.Context) bool { return true }) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-ran; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}
-	t.Cleanup(stop)
-
+	a, stop := startSpoofAgent(t, node, client, pinRoot)
 	idb, iweb, iother := node.ifindex(t, db), node.ifindex(t, web), node.ifindex(t, other)
 	want := map[int][]netip.Addr{idb: {db.ip4, db.ip6}, iweb: {web.ip4, web.ip6}, iother: {other.ip4, other.ip6}}
 	waitGuards(t, a, want)
@@ -282,6 +258,10 @@ func testAntiSpoofing(t *testing.T, bridge bool) {
 			node.run(t, "ip", "neigh", "replace", ip.String(), "lladdr", mac, "dev", "br0", "nud", "reachable")
 		}
 		time.Sleep(3 * a.spoof.resync)
+		waitGuards(t, a, want)
+		// So does the next agent, from the pinned guards.
+		stop(false)
+		a, stop = startSpoofAgent(t, node, client, pinRoot)
 	}
 	waitGuards(t, a, want)
 	if !sink.reaches(t, other, other.ip4, db) {
@@ -325,13 +305,46 @@ func testAntiSpoofing(t *testing.T, bridge bool) {
 	delete(want, iweb)
 	waitGuards(t, a, want)
 
-	stop()
+	stop(true)
 	if _, err := os.Stat(a.probe.PinDir()); !os.IsNotExist(err) {
 		t.Errorf("after the agent uninstalled, %s is still there: %v", a.probe.PinDir(), err)
 	}
 }
 
 const spoofNodeName = "spoof-node"
+
+// startSpoofAgent runs the agent with anti-spoofing on the node namespace;
+// stop(uninstall) ends it, removing everything or leaving it pinned.
+func startSpoofAgent(t *testing.T, node *spoofNode, client *fake.Clientset, pinRoot string) (*Agent, func(uninstall bool)) {
+	t.Helper()
+	var a *Agent
+	err := node.in(func() error {
+		var err error
+		a, err = New(Config{Client: client, NodeName: spoofNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig,
+			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AntiSpoofing: true})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.spoof.resync, a.spoof.retry, a.spoof.grace = 200*time.Millisecond, 100*time.Millisecond, 0
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	var uninstall atomic.Bool
+	go func() { ran <- a.Run(ctx, func(context.Context) bool { return uninstall.Load() }) }()
+	var once sync.Once
+	stop := func(un bool) {
+		once.Do(func() {
+			uninstall.Store(un)
+			cancel()
+			if err := <-ran; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(func() { stop(true) })
+	return a, stop
+}
 
 func onNodeSpoof(p *corev1.Pod) *corev1.Pod { p.Spec.NodeName = spoofNodeName; return p }
 

@@ -54,7 +54,12 @@
 //   - netpol_config (drop-event rate and burst, wake-up watermark, flow
 //     events on/off), netpol_buckets (per-CPU token buckets),
 //     netpol_counters (per-CPU), netpol_events (ring buffer),
-//     netpol_spoof_guard (interface, address) pairs for the TCX check.
+//     netpol_spoof_guard (interface, address) pairs for the TCX check
+//     netpol_spoof on the host side of pod interfaces: SetGuards makes the
+//     guarded interfaces (pinned TCX links under links/<name>/spoof_<ifindex>)
+//     and their addresses exactly what it is given, reading the state back
+//     from the pins and the map, so it is restart-safe and never lets a
+//     reused interface index inherit an old pod's addresses.
 //
 // # Events
 //

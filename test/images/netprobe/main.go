@@ -6,6 +6,9 @@
 //
 //	{"from":"a","to":"10.244.0.7","port":80,"protocol":"tcp","ok":true,"reply":"pong b","ms":0.4}
 //
+// "netprobe spoof" sends TCP SYNs or UDP datagrams with a forged IPv4 source address through
+// a raw socket, for the anti-spoofing tests.
+//
 // It is stdlib only, runs as a static binary in a one-file image, and logs to stderr.
 package main
 
@@ -28,8 +31,11 @@ const usage = `netprobe: connectivity probe for kubectl-netpol tests
 
   netprobe serve   [-tcp 80,81] [-udp 80,81] [-sctp 80,81] [-http 8080]
   netprobe connect [-protocol tcp] [-timeout 1s] [-count 1] [-interval 200ms] HOST:PORT|PROTO://HOST:PORT ...
+  netprobe spoof   -source IPv4 [-sport 40000] [-protocol tcp|udp] [-count 3] IPv4:PORT
 
 connect prints one JSON line per attempt and exits 1 when any attempt failed.
+spoof sends packets with a forged source address (raw socket, needs CAP_NET_RAW) and prints one
+JSON line.
 `
 
 func main() {
@@ -50,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runServe(ctx, args[1:], logger)
 	case "connect":
 		return runConnect(ctx, args[1:], stdout, stderr)
+	case "spoof":
+		return runSpoof(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

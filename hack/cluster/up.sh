@@ -60,6 +60,8 @@ echo "$REPO_ROOT" >"$STATE_DIR/owner"
 saved_sysctls=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
   kernel.panic kernel.panic_on_oops vm.overcommit_memory)
 [[ -e /proc/sys/net/bridge ]] || modprobe br_netfilter 2>/dev/null || die "br_netfilter is missing: Services need net.bridge.bridge-nf-call-iptables"
+# The agent's flow-end summaries count packets and bytes only with conntrack accounting on.
+[[ ! -e /proc/sys/net/netfilter/nf_conntrack_acct ]] || saved_sysctls+=(net.netfilter.nf_conntrack_acct)
 for s in "${saved_sysctls[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$SYSCTL_SAVE"
 mkdir -p "$CACHE_DIR" && cp "$SYSCTL_SAVE" "$CACHE_DIR/sysctl.baseline"
 [[ $(sysctl -n net.ipv4.ip_forward) == 0 ]] || log "WARNING: net.ipv4.ip_forward is 1 on this host (not changed by us)"
@@ -75,6 +77,7 @@ sysctl -qw "net.ipv6.conf.$BRIDGE.disable_ipv6=1"
 # needed for pod -> ClusterIP -> pod, which the host routes back onto the bridge after DNAT.
 sysctl -qw "net.ipv4.conf.$BRIDGE.forwarding=1"
 sysctl -qw net.bridge.bridge-nf-call-iptables=1
+[[ ! -e /proc/sys/net/netfilter/nf_conntrack_acct ]] || sysctl -qw net.netfilter.nf_conntrack_acct=1
 ip route add blackhole "$POD_CIDR"
 ip route add blackhole "$NODE_NET"
 # Host-originated ClusterIP traffic is DNATed by kube-proxy in OUTPUT; route it into the bridge.

@@ -69,6 +69,7 @@ type spoofGuard struct {
 	cluster *Cluster
 	node    string
 	ns      netns.NsHandle // the node's network namespace (owned)
+	here    bool           // the process runs in it
 	nl      *netlink.Handle
 
 	resync, retry, grace time.Duration
@@ -107,12 +108,23 @@ type pending struct {
 
 // newSpoofGuard takes ownership of ns, the node's network namespace.
 func newSpoofGuard(p *probe.Probe, c *Cluster, node string, ns netns.NsHandle, reg prometheus.Registerer) (*spoofGuard, error) {
-	nl, err := netlink.NewHandleAt(ns)
+	// In a cluster the agent runs in the node's namespace, without the
+	// CAP_SYS_ADMIN that entering it (setns) would take; tests run it in
+	// a namespace of their own.
+	here := false
+	if self, err := netns.GetFromPath("/proc/self/ns/net"); err == nil {
+		here = self.Equal(ns)
+		self.Close()
+	}
+	nl, err := netlink.NewHandle()
+	if !here {
+		nl, err = netlink.NewHandleAt(ns)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink in the node's network namespace: %w", err)
 	}
 	g := &spoofGuard{
-		probe: p, cluster: c, node: node, ns: ns, nl: nl,
+		probe: p, cluster: c, node: node, ns: ns, here: here, nl: nl,
 		resync: spoofResync, retry: spoofRetry, grace: spoofGrace,
 		kickc:   make(chan struct{}, 1),
 		bound:   map[string]binding{},
@@ -162,11 +174,14 @@ func (g *spoofGuard) start() {
 		}
 	}
 	links := make(chan netlink.LinkUpdate, 64)
-	ns := g.ns
-	err := netlink.LinkSubscribeWithOptions(links, g.stopc, netlink.LinkSubscribeOptions{
-		Namespace:     &ns,
+	opts := netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) { klog.V(2).InfoS("Link updates for anti-spoofing", "err", err) },
-	})
+	}
+	if !g.here {
+		ns := g.ns
+		opts.Namespace = &ns
+	}
+	err := netlink.LinkSubscribeWithOptions(links, g.stopc, opts)
 	if err != nil {
 		klog.ErrorS(err, "Watching links for anti-spoofing; relying on pod events and the periodic resync")
 	}

@@ -305,6 +305,14 @@ func lockedNetns(ns netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
+		if orig.Equal(ns) {
+			// Already there: no setns, which needs CAP_SYS_ADMIN (the
+			// agent runs in the node's namespace without it).
+			err = fn()
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
 		if err := netns.Set(ns); err != nil {
 			errc <- err
 			return

@@ -218,6 +218,23 @@ func TestInstallUninstallLive(t *testing.T) {
 		t.Errorf("after the upgrade the DaemonSet is labelled %v (%v)", ds.Labels, err)
 	}
 
+	// The report below quotes the pull failure: wait until the kubelet has
+	// tried the missing image at least once, which on a busy node can take
+	// longer than the 15 s --wait.
+	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := install.AgentPods(ctx, c.Client, ns)
+		if err != nil || len(pods) == 0 {
+			return false, nil
+		}
+		for _, cs := range pods[0].Status.ContainerStatuses {
+			if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatalf("the agent pod never reported the image pull failure: %v", err)
+	}
 	out, err = netpol(t, c, "", append([]string{"install", "--timeout", "15s"}, base...)...)
 	if err == nil || !strings.Contains(err.Error(), "is not ready on 1 of 1 nodes after 15s") {
 		t.Fatalf("install --wait with a missing image: err = %v\n%s", err, out)

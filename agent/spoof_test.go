@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/udpsink"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
@@ -102,75 +103,21 @@ func (n *spoofNode) ifindex(t *testing.T, p *spoofPod) int {
 	return idx
 }
 
-// sink counts the UDP datagrams a pod receives on port 5000, by source.
-type sink struct {
-	mu   sync.Mutex
-	from map[netip.Addr]int
+// podSink receives UDP on port 5000 of pod p, on both its addresses.
+type podSink struct{ *udpsink.Sink }
+
+func listenSink(t *testing.T, p *spoofPod) podSink {
+	return podSink{udpsink.Listen(t, p.in, netip.AddrPortFrom(p.ip4, 5000), netip.AddrPortFrom(p.ip6, 5000))}
 }
 
-func listenSink(t *testing.T, p *spoofPod) *sink {
-	t.Helper()
-	s := &sink{from: map[netip.Addr]int{}}
-	for _, ip := range []netip.Addr{p.ip4, p.ip6} {
-		err := p.in(func() error {
-			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 5000)))
-			if err != nil {
-				return err
-			}
-			t.Cleanup(func() { c.Close() })
-			go func() {
-				buf := make([]byte, 16)
-				for {
-					_, from, err := c.ReadFromUDPAddrPort(buf)
-					if err != nil {
-						return
-					}
-					s.mu.Lock()
-					s.from[from.Addr().Unmap()]++
-					s.mu.Unlock()
-				}
-			}()
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
-
-// reaches reports whether UDP from pod p with source src arrives at the
-// sink's pod to.
-func (s *sink) reaches(t *testing.T, p *spoofPod, src netip.Addr, to *spoofPod) bool {
+// reaches reports whether UDP from pod p with source src arrives at pod to.
+func (s podSink) reaches(t *testing.T, p *spoofPod, src netip.Addr, to *spoofPod) bool {
 	t.Helper()
 	dst := to.ip4
 	if src.Is6() {
 		dst = to.ip6
 	}
-	count := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.from[src] }
-	before := count()
-	for range 10 {
-		err := p.in(func() error {
-			c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
-				net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 5000)))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			for range 3 {
-				c.Write([]byte("s"))
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("sending from %s in %s: %v", src, p.podName, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-		if count() > before {
-			return true
-		}
-	}
-	return false
+	return s.Reaches(t, p.in, src, netip.AddrPortFrom(dst, 5000))
 }
 
 // TestAntiSpoofing runs the agent on a node namespace, routed and bridged:

@@ -6,100 +6,31 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf/link"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/udpsink"
 )
 
-// udpSink counts the datagrams a pod receives on a port, by source address.
-type udpSink struct {
-	mu   sync.Mutex
-	from map[netip.Addr]int
+// sinkAt receives UDP on port 5000 of pod at, on both its addresses.
+func sinkAt(t *testing.T, at *pod) *udpsink.Sink {
+	return udpsink.Listen(t, at.in, netip.AddrPortFrom(at.ip4, 5000), netip.AddrPortFrom(at.ip6, 5000))
 }
 
-func listenUDP(t *testing.T, at *pod, port int) *udpSink {
-	t.Helper()
-	s := &udpSink{from: map[netip.Addr]int{}}
-	for _, addr := range []netip.Addr{at.ip4, at.ip6} {
-		err := at.in(func() error {
-			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
-			if err != nil {
-				return err
-			}
-			t.Cleanup(func() { c.Close() })
-			go func() {
-				buf := make([]byte, 16)
-				for {
-					_, from, err := c.ReadFromUDPAddrPort(buf)
-					if err != nil {
-						return
-					}
-					s.mu.Lock()
-					s.from[from.Addr().Unmap()]++
-					s.mu.Unlock()
-				}
-			}()
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("listening in %s: %v", at.podName, err)
-		}
-	}
-	return s
-}
-
-func (s *udpSink) count(src netip.Addr) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.from[src]
-}
-
-// sendFrom sends n datagrams from p with source address src (one of p's
-// addresses, its own or one it forges) to dst:port.
-func sendFrom(t *testing.T, p *pod, src, dst netip.Addr, port, n int) {
-	t.Helper()
-	err := p.in(func() error {
-		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
-			net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, uint16(port))))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		for range n {
-			c.Write([]byte("s"))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("sending from %s in %s: %v", src, p.podName, err)
-	}
-}
-
-// reaches reports whether datagrams from p with source src reach the sink
-// (pod to) within a short time.
-func reaches(t *testing.T, p *pod, src netip.Addr, to *pod, sink *udpSink) bool {
+// reaches reports whether datagrams from p with source src reach pod to.
+func reaches(t *testing.T, p *pod, src netip.Addr, to *pod, sink *udpsink.Sink) bool {
 	t.Helper()
 	dst := to.ip4
 	if src.Is6() {
 		dst = to.ip6
 	}
-	before := sink.count(src)
-	for range 10 {
-		sendFrom(t, p, src, dst, 5000, 3)
-		time.Sleep(50 * time.Millisecond)
-		if sink.count(src) > before {
-			return true
-		}
-	}
-	return false
+	return sink.Reaches(t, p.in, src, netip.AddrPortFrom(dst, 5000))
 }
 
 // TestSetGuards: the guarded interfaces and their addresses become exactly
@@ -109,7 +40,7 @@ func TestSetGuards(t *testing.T) {
 	requireRoot(t)
 	tp := newTopology(t, false)
 	a, b, c := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "c")
-	sink := listenUDP(t, a, 5000)
+	sink := sinkAt(t, a)
 	// b can forge c's addresses and an extra one.
 	extra := netip.MustParseAddr("10.77.0.99")
 	b.run(t, "ip", "addr", "add", c.ip4.String()+"/32", "dev", "eth0")

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/udpsink"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
@@ -120,7 +121,7 @@ func TestSpoofGuard(t *testing.T) {
 				spoofed = netip.MustParseAddr("10.77.0.99")
 			}
 			b.run(t, "ip", "addr", "add", spoofed.String()+"/32", "dev", "eth0")
-			sink := listenUDP(t, a, 5000)
+			sink := sinkAt(t, a)
 			if !reaches(t, b, spoofed, a, sink) {
 				t.Fatal("spoofed packets do not reach a even without the guard: the test proves nothing")
 			}
@@ -132,10 +133,10 @@ func TestSpoofGuard(t *testing.T) {
 			if err := tp.node.in(func() error { return p.GuardInterface("node", ifi, []netip.Addr{b.ip4, b.ip6}) }); err != nil {
 				t.Fatal(err)
 			}
-			before := sink.count(spoofed)
-			sendFrom(t, b, spoofed, a.ip4, 5000, 10)
+			before := sink.Count(spoofed)
+			udpsink.Send(t, b.in, spoofed, netip.AddrPortFrom(a.ip4, 5000), 10)
 			time.Sleep(200 * time.Millisecond)
-			if got := sink.count(spoofed) - before; got != 0 {
+			if got := sink.Count(spoofed) - before; got != 0 {
 				t.Errorf("%d spoofed packets reached a through the guard", got)
 			}
 			st, _ := p.Stats()

@@ -1,0 +1,148 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
+)
+
+// A connection that ends on the node shows in `watch -o json` as an END
+// flow: web -> db:3306 with its pods, the rule that admitted it, and
+// counters exactly when the node counts (nf_conntrack_acct), which status
+// reports as the conntrack-accounting check.
+//
+// The connection is ended by deleting its conntrack entries (this test's
+// own pods' only; `conntrack -D` does the same): the node's TIME_WAIT would
+// keep it two minutes.
+func TestAgentFlowEndSummary(t *testing.T) {
+	c := framework.Connect(t)
+	installAgent(t, c)
+	s := newShop(t, c)
+	s.applyPolicy(t, c)
+	acct := strings.TrimSpace(readFile(t, "/proc/sys/net/netfilter/nf_conntrack_acct")) == "1"
+
+	expect(t, c, s.web, true, s.podDB)
+	webIP, dbIP := netip.MustParseAddr(s.web.Status.PodIP), netip.MustParseAddr(s.dbIP)
+	deleted := deleteConntrack(t, func(f conntrack.Flow) bool {
+		o := f.TupleOrig
+		return o.Proto.Protocol == unix.IPPROTO_TCP && o.IP.SourceAddress.Unmap() == webIP &&
+			o.IP.DestinationAddress.Unmap() == dbIP && o.Proto.DestinationPort == 3306
+	})
+	if deleted == 0 {
+		t.Fatalf("no conntrack entry of web -> db:3306 on the node after a connection")
+	}
+
+	var end *flowv1.Flow
+	deadline := time.Now().Add(20 * time.Second)
+	for end == nil {
+		out, err := netpol(t, c, "", "watch", "-o", "json", "--last", "500", "--to-namespace", s.ns, "--from-pod", s.ns+"/web")
+		if err != nil {
+			t.Fatalf("watch: %v\n%s", err, out)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var f flowv1.Flow
+			if line == "" || protojson.Unmarshal([]byte(line), &f) != nil {
+				continue
+			}
+			if f.GetType() == flowv1.EventType_EVENT_TYPE_END && f.GetDestination().GetPod() == "db" && f.GetL4().GetDestinationPort() == 3306 {
+				end = &f
+			}
+		}
+		if end == nil && time.Now().After(deadline) {
+			t.Fatalf("watch -o json shows no END flow of web -> db:3306 20 s after its conntrack entries were deleted:\n%s", out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("END: %s packets=%d bytes=%d duration=%v", describeFlow(end), end.GetPackets(), end.GetBytes(), end.GetDuration().AsDuration())
+	if end.GetSource().GetPod() != "web" || end.GetVerdict() != flowv1.Verdict_VERDICT_ALLOWED ||
+		len(end.GetAllowedBy()) != 1 || end.GetAllowedBy()[0].GetName() != "db-policy" {
+		t.Errorf("END flow should be web -> db allowed by db-policy: %s", describeFlow(end))
+	}
+	if acct && (end.GetPackets() == 0 || end.GetBytes() == 0) {
+		t.Errorf("nf_conntrack_acct=1 on the node but the summary has %d packets, %d bytes", end.GetPackets(), end.GetBytes())
+	}
+	if !acct && end.GetPackets() != 0 {
+		t.Errorf("nf_conntrack_acct=0 on the node but the summary has %d packets", end.GetPackets())
+	}
+
+	// status agrees with the node's setting.
+	out, err := netpol(t, c, "", "status", "-o", "json")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var st struct {
+		Nodes []struct {
+			Agent struct {
+				Checks []struct {
+					Name   string `json:"name"`
+					OK     bool   `json:"ok"`
+					Detail string `json:"detail"`
+				} `json:"checks"`
+			} `json:"agent"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	found := false
+	for _, n := range st.Nodes {
+		for _, ch := range n.Agent.Checks {
+			if ch.Name == "conntrack-accounting" {
+				found = true
+				if ch.OK != acct {
+					t.Errorf("conntrack-accounting check ok=%v with nf_conntrack_acct=%v: %s", ch.OK, acct, ch.Detail)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Errorf("status has no conntrack-accounting check:\n%s", out)
+	}
+}
+
+// deleteConntrack deletes the node's conntrack entries that match and
+// returns how many.
+func deleteConntrack(t *testing.T, match func(conntrack.Flow) bool) int {
+	t.Helper()
+	ct, err := conntrack.Dial(&netlink.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	flows, err := ct.Dump(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range flows {
+		if match(f) {
+			if err := ct.Delete(f); err != nil {
+				t.Fatalf("deleting conntrack entry %v: %v", f.TupleOrig, err)
+			}
+			n++
+		}
+	}
+	return n
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -46,7 +46,7 @@ func bridgeCheck() *flowv1.NodeCheck {
 	c.Ok = false
 	c.Detail = fmt.Sprintf("bridge %s carries pod traffic but bridge-nf-call-iptables=%s, bridge-nf-call-ip6tables=%s: "+
 		"traffic between pods on this node bypasses policy; fix: modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1",
-		strings.Join(bridges, ", "), orMissing(v4), orMissing(v6))
+		strings.Join(bridges, ", "), orMissing(v4, "br_netfilter"), orMissing(v6, "br_netfilter"))
 	return c
 }
 
@@ -66,16 +66,9 @@ func conntrackAcctCheck() *flowv1.NodeCheck {
 	c := &flowv1.NodeCheck{Name: "conntrack-accounting", Ok: true, Detail: "on: flow-end summaries carry packet and byte counts"}
 	if v := readSysctl(sysctlCTAcct); v != "1" {
 		c.Ok = false
-		c.Detail = fmt.Sprintf("net.netfilter.nf_conntrack_acct=%s: flow-end summaries carry no packet/byte counts; fix: sysctl -w net.netfilter.nf_conntrack_acct=1 on the node (new connections are counted from then on)", orMissingCT(v))
+		c.Detail = fmt.Sprintf("net.netfilter.nf_conntrack_acct=%s: flow-end summaries carry no packet/byte counts; fix: sysctl -w net.netfilter.nf_conntrack_acct=1 on the node (new connections are counted from then on)", orMissing(v, "nf_conntrack"))
 	}
 	return c
-}
-
-func orMissingCT(s string) string {
-	if s == "" {
-		return "missing (nf_conntrack not loaded)"
-	}
-	return s
 }
 
 func bridgesWithPorts() []string {
@@ -106,9 +99,11 @@ func readSysctl(path string) string {
 	return strings.TrimSpace(string(b))
 }
 
-func orMissing(s string) string {
+// orMissing is a sysctl's value, or says that module (which provides it)
+// is not loaded.
+func orMissing(s, module string) string {
 	if s == "" {
-		return "missing (br_netfilter not loaded)"
+		return "missing (" + module + " not loaded)"
 	}
 	return s
 }

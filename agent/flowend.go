@@ -127,6 +127,9 @@ func (l *flowEndListener) receive() {
 			l.lost.WithLabelValues(lostSocketOverrun).Inc()
 			continue
 		}
+		if rerr == unix.EINTR {
+			continue
+		}
 		if rerr != nil {
 			klog.ErrorS(rerr, "Receiving conntrack events; flow-end summaries stop")
 			return

@@ -31,24 +31,10 @@ func installAgent(t *testing.T, c *framework.Cluster) {
 // returns them.
 func observe(t *testing.T, c *framework.Cluster, req *flowv1.ObserveRequest) []*flowv1.Flow {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	agents, err := agentclient.Discover(ctx, c.Client, install.DefaultNamespace)
-	if err != nil {
-		t.Fatalf("finding the agents: %v", err)
-	}
 	var flows []*flowv1.Flow
-	for _, a := range agents {
-		if !a.Ready || a.Deleting {
-			continue
-		}
-		conn, err := agentclient.Dial(ctx, c.Config, a)
+	eachAgent(t, c, func(ctx context.Context, a agentclient.Agent, client flowv1.ObserverClient) {
+		s, err := client.Observe(ctx, req)
 		if err != nil {
-			t.Fatalf("dialling agent %s: %v", a, err)
-		}
-		s, err := flowv1.NewObserverClient(conn).Observe(ctx, req)
-		if err != nil {
-			conn.Close()
 			t.Fatalf("Observe on %s: %v", a, err)
 		}
 		for {
@@ -57,14 +43,36 @@ func observe(t *testing.T, c *framework.Cluster, req *flowv1.ObserveRequest) []*
 				break
 			}
 			if err != nil {
-				conn.Close()
 				t.Fatalf("Observe on %s: %v", a, err)
 			}
 			flows = append(flows, f)
 		}
-		conn.Close()
-	}
+	})
 	return flows
+}
+
+// eachAgent calls fn with a client of every ready agent, in turn.
+func eachAgent(t *testing.T, c *framework.Cluster, fn func(context.Context, agentclient.Agent, flowv1.ObserverClient)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	agents, err := agentclient.Discover(ctx, c.Client, install.DefaultNamespace)
+	if err != nil {
+		t.Fatalf("finding the agents: %v", err)
+	}
+	for _, a := range agents {
+		if !a.Ready || a.Deleting {
+			continue
+		}
+		conn, err := agentclient.Dial(ctx, c.Config, a)
+		if err != nil {
+			t.Fatalf("dialling agent %s: %v", a, err)
+		}
+		func() {
+			defer conn.Close()
+			fn(ctx, a, flowv1.NewObserverClient(conn))
+		}()
+	}
 }
 
 // waitFlow polls the agents until a flow matching filter shows up.

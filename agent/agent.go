@@ -232,7 +232,8 @@ func (a *Agent) shutdown(shouldUninstall func(context.Context) bool) error {
 	defer cancel()
 	if shouldUninstall != nil && shouldUninstall(ctx) {
 		klog.InfoS("Uninstalling: removing the datapath's programs, links and pins", "node", a.cfg.NodeName, "pins", a.probe.PinDir())
-		return a.probe.Uninstall()
+		_, retireErr := a.probe.RetireOtherLayouts() // an upgrade that never became ready
+		return errors.Join(a.probe.Uninstall(), retireErr)
 	}
 	klog.InfoS("Stopping; enforcement stays in place (pinned programs and maps)", "node", a.cfg.NodeName)
 	return a.probe.Close()
@@ -271,6 +272,16 @@ func (a *Agent) processNext() bool {
 	a.queue.Forget(key)
 	if !a.ready.Swap(true) {
 		klog.InfoS("Ready: policy enforced", "node", a.cfg.NodeName, "after", time.Since(a.started).Round(time.Millisecond))
+		// The first Apply retired the older layout attached as "node" (it
+		// enforced beside this one until then: no gap); any other layout
+		// left under the pin root would go on enforcing a stale policy.
+		retired, err := a.probe.RetireOtherLayouts()
+		if err != nil {
+			klog.ErrorS(err, "Removing an older datapath layout", "node", a.cfg.NodeName)
+		}
+		if len(retired) > 0 {
+			klog.InfoS("Retired older datapath layouts", "node", a.cfg.NodeName, "layouts", retired)
+		}
 	}
 	return true
 }

@@ -273,14 +273,25 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	}
 	p.state.dp = dp
 
+	// These maps enforce now: older layouts' links that Attach kept go.
+	var retireErr error
+	pending := p.pendingRetire
+	p.pendingRetire = nil
+	for _, name := range pending {
+		if err := p.retireLayouts(name); err != nil {
+			p.pendingRetire = append(p.pendingRetire, name) // again at the next Apply
+			retireErr = errors.Join(retireErr, fmt.Errorf("applied, but removing an older layout's links in %q: %w", name, err))
+		}
+	}
+
 	if p.revoke {
 		n, err := p.revokeDenied(want)
 		res.Revoked = n
 		if err != nil {
-			return res, err
+			return res, errors.Join(err, retireErr)
 		}
 	}
-	return res, nil
+	return res, retireErr
 }
 
 // swapSlot installs d in slot: first its trie (if any, and unless it equals

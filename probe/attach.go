@@ -73,8 +73,9 @@ var attachName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 // that another LayoutVersion pinned under the same name (an upgrade across
 // layouts: they still enforce with maps nobody updates) hold the hooks at
 // the usual priority, so the new links take the alternate one; once all are
-// attached, the old layout's links of that name are removed, and its
-// directory too when nothing else is attached through it.
+// attached and this process has applied a policy (now, or at the first
+// Apply after Attach), the old layout's links of that name are removed, and
+// its directory too when nothing else is attached through it.
 func (p *Probe) Attach(name string) error {
 	if !attachName.MatchString(name) {
 		return fmt.Errorf("attach name %q: use 1-64 letters, digits, '_' or '-' (bpffs refuses dots)", name)
@@ -105,6 +106,13 @@ func (p *Probe) Attach(name string) error {
 		a.links = append(a.links, l)
 	}
 	p.attach = append(p.attach, a)
+	if p.state.dp == nil {
+		// These maps hold no policy yet: the new links allow everything
+		// while the older layout's still enforce (a packet passes only
+		// if every program accepts it). The first Apply retires them.
+		p.pendingRetire = append(p.pendingRetire, name)
+		return nil
+	}
 	if err := p.retireLayouts(name); err != nil {
 		return fmt.Errorf("attached in %q, but removing an older layout's links: %w", name, err)
 	}

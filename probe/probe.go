@@ -71,6 +71,9 @@ type Probe struct {
 	closed  bool
 	revoke  bool
 	guarded []guard
+	// pendingRetire: attach names whose older-layout links wait for the
+	// first Apply (see Attach).
+	pendingRetire []string
 
 	replaceLinks bool
 }

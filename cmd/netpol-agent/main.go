@@ -115,7 +115,8 @@ func cleanup(pinRoot string) error {
 	if err != nil {
 		return err
 	}
-	if err := p.Uninstall(); err != nil {
+	_, retireErr := p.RetireOtherLayouts() // older layout versions' pins too
+	if err := errors.Join(p.Uninstall(), retireErr); err != nil {
 		return err
 	}
 	fmt.Println("removed every netpol program, link and pin under", pinRoot)

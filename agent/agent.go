@@ -305,7 +305,7 @@ func (a *Agent) apply() error {
 	a.metrics.Identities.Set(float64(len(dp.Identities)))
 	klog.V(2).InfoS("Applied", "endpoints", len(dp.Endpoints), "identities", len(dp.Identities), "rules", len(dp.Rules),
 		"slotsSwapped", res.SlotsSwapped, "endpointsWritten", res.EndpointsWritten, "endpointsRemoved", res.EndpointsRemoved,
-		"ipcacheWritten", res.IPCacheWritten, "ipcacheRemoved", res.IPCacheRemoved, "revoked", res.Revoked)
+		"ipcacheWritten", res.IPCacheWritten, "ipcacheRemoved", res.IPCacheRemoved, "conntrackScanned", res.ConntrackScanned, "revoked", res.Revoked)
 	return nil
 }
 

@@ -180,6 +180,9 @@ type ApplyResult struct {
 	IPCacheWritten   int
 	IPCacheRemoved   int
 	Revoked          uint // conntrack entries deleted
+	// ConntrackScanned: revocation walked the conntrack table. An Apply that
+	// changes no map cannot deny an established flow and skips the walk.
+	ConntrackScanned bool
 }
 
 // Apply makes the maps enforce dp. Each endpoint direction whose rules
@@ -284,9 +287,11 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		}
 	}
 
-	if p.revoke {
+	changed := res.SlotsSwapped+res.EndpointsWritten+res.EndpointsRemoved+res.IPCacheWritten+res.IPCacheRemoved > 0
+	if p.revoke && (changed || p.revokeOwed) {
 		n, err := p.revokeDenied(want)
-		res.Revoked = n
+		res.Revoked, res.ConntrackScanned = n, true
+		p.revokeOwed = err != nil
 		if err != nil {
 			return res, errors.Join(err, retireErr)
 		}

@@ -70,6 +70,9 @@ type Probe struct {
 	attach  []*attachment
 	closed  bool
 	revoke  bool
+	// revokeOwed: the next Apply walks conntrack even when it changes no
+	// map (the first of a process, or after a failed walk).
+	revokeOwed bool
 	guarded []guard
 	// pendingRetire: attach names whose older-layout links wait for the
 	// first Apply (see Attach).
@@ -112,7 +115,7 @@ func Load(opts Options) (*Probe, error) {
 	}
 	hash, trie = hash.Copy(), trie.Copy()
 	hash.Name, trie.Name = "netpol_policy_h", "netpol_policy_t"
-	p := &Probe{dir: dir, revoke: true, hashSpec: hash, trieSpec: trie, replaceLinks: opts.ReplaceLinks}
+	p := &Probe{dir: dir, revoke: true, revokeOwed: true, hashSpec: hash, trieSpec: trie, replaceLinks: opts.ReplaceLinks}
 	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -159,6 +162,7 @@ func (p *Probe) SetConfig(c Config) error {
 func (p *Probe) SetRevocation(on bool) {
 	p.mu.Lock()
 	p.revoke = on
+	p.revokeOwed = p.revokeOwed || on
 	p.mu.Unlock()
 }
 

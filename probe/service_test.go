@@ -258,8 +258,8 @@ func TestRevocation(t *testing.T) {
 		return dp
 	}
 	pr := loadAttached(t, tp.node, testCfg)
-	if _, err := pr.Apply(objs(true)); err != nil {
-		t.Fatal(err)
+	if res, err := pr.Apply(objs(true)); err != nil || !res.ConntrackScanned {
+		t.Fatalf("first Apply: %+v, %v (the first of a process always walks conntrack)", res, err)
 	}
 	cb, err := b.dialEcho(a.ip4, 7)
 	if err != nil {
@@ -280,8 +280,13 @@ func TestRevocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Revoked < 1 {
-		t.Errorf("revoked %d conntrack entries, want b's", res.Revoked)
+	if res.Revoked < 1 || !res.ConntrackScanned {
+		t.Errorf("revoked %d conntrack entries (scanned %v), want b's", res.Revoked, res.ConntrackScanned)
+	}
+	// The same policy again changes no map: nothing can have become
+	// denied, so conntrack is not walked.
+	if res, err := pr.Apply(objs(false)); err != nil || res.ConntrackScanned || res.Revoked != 0 {
+		t.Errorf("unchanged Apply: %+v, %v; want no conntrack walk", res, err)
 	}
 	before, _ := pr.Stats()
 	if err := cb.roundTrip("after"); err == nil {

@@ -54,10 +54,16 @@ const (
 	lostSocketOverrun = "socket_overrun" // the kernel reported ENOBUFS: one or more events each
 )
 
+// flowEnd is one DESTROY event and when it was received.
+type flowEnd struct {
+	ct *conntrack.Flow
+	at time.Time
+}
+
 // flowEndListener receives DESTROY events into a bounded queue.
 type flowEndListener struct {
 	conn   *netlink.Conn
-	events chan *conntrack.Flow
+	events chan flowEnd
 	lost   *prometheus.CounterVec
 	done   chan struct{}
 }
@@ -77,7 +83,7 @@ func listenFlowEnds(netnsFD int, queue int, lost *prometheus.CounterVec) (*flowE
 		// Not fatal: the default buffer works, it overruns sooner.
 		klog.InfoS("Keeping the default receive buffer for conntrack events", "err", err)
 	}
-	l := &flowEndListener{conn: c, events: make(chan *conntrack.Flow, queue), lost: lost, done: make(chan struct{})}
+	l := &flowEndListener{conn: c, events: make(chan flowEnd, queue), lost: lost, done: make(chan struct{})}
 	go l.receive()
 	return l, nil
 }
@@ -153,7 +159,7 @@ func (l *flowEndListener) decode(m netlink.Message) {
 	// Byte slices may share the reused receive buffer; nothing reads them.
 	ev.Flow.Labels, ev.Flow.LabelsMask = nil, nil
 	select {
-	case l.events <- ev.Flow:
+	case l.events <- flowEnd{ct: ev.Flow, at: time.Now()}:
 	default:
 		l.lost.WithLabelValues(lostQueueFull).Inc()
 	}
@@ -407,10 +413,18 @@ func inAny(pfx []netip.Prefix, ip netip.Addr) bool {
 }
 
 // flowEnds publishes a summary for each connection end the datapath judged,
-// until the listener's queue is closed.
+// until the listener's queue is closed. Each end waits until the ring-buffer
+// reader has surely read the connection's start (it polls every ReadPoll):
+// a connection deleted right after it began (a flush, a revocation) would
+// otherwise end before its start is known.
 func (a *Agent) flowEnds(l *flowEndListener) {
 	var x endpointIndex
-	for ct := range l.events {
+	settle := 2*a.cfg.ReadPoll + 50*time.Millisecond
+	for ev := range l.events {
+		if d := time.Until(ev.at.Add(settle)); d > 0 {
+			time.Sleep(d)
+		}
+		ct := ev.ct
 		dp := a.probe.Applied()
 		if dp == nil {
 			continue

@@ -384,6 +384,10 @@ func TestFlowEndSummaries(t *testing.T) {
 		t.Errorf("UDP summary (want 2 packets, >= 2000 bytes, c -> a:5353): %v", u)
 	}
 	checkAllowedBy(t, u, "db-ingress", 1)
+	// Deleted right after its start: the end still finds the start's record.
+	if u.GetDuration() == nil || u.GetDuration().AsDuration() <= 0 {
+		t.Errorf("UDP duration %v: the end was handled before the connection's new-flow event", u.GetDuration())
+	}
 
 	// x -> y: neither is a pod of this node, so the datapath judged nothing.
 	var xc net.Conn

@@ -71,6 +71,9 @@ func TestAgentFlowEndSummary(t *testing.T) {
 		len(end.GetAllowedBy()) != 1 || end.GetAllowedBy()[0].GetName() != "db-policy" {
 		t.Errorf("END flow should be web -> db allowed by db-policy: %s", describeFlow(end))
 	}
+	if end.GetDuration() == nil || end.GetDuration().AsDuration() <= 0 {
+		t.Errorf("END flow has no duration: its connection's new-flow event was not matched: %s", describeFlow(end))
+	}
 	if acct && (end.GetPackets() == 0 || end.GetBytes() == 0) {
 		t.Errorf("nf_conntrack_acct=1 on the node but the summary has %d packets, %d bytes", end.GetPackets(), end.GetBytes())
 	}

@@ -413,27 +413,56 @@ func inAny(pfx []netip.Prefix, ip netip.Addr) bool {
 }
 
 // flowEnds publishes a summary for each connection end the datapath judged,
-// until the listener's queue is closed. Each end waits until the ring-buffer
-// reader has surely read the connection's start (it polls every ReadPoll):
-// a connection deleted right after it began (a flush, a revocation) would
-// otherwise end before its start is known.
+// until the listener's queue is closed.
+//
+// An end whose start is not recorded may be one whose new-flow event the
+// ring-buffer reader has not read yet (it polls every ReadPoll): a
+// connection flushed or revoked right after it began. Such an end is parked
+// until 2 polls + 50 ms after it was received and looked up again; others
+// go on meanwhile, and a full parking lot publishes at once.
 func (a *Agent) flowEnds(l *flowEndListener) {
 	var x endpointIndex
 	settle := 2*a.cfg.ReadPoll + 50*time.Millisecond
-	for ev := range l.events {
-		if d := time.Until(ev.at.Add(settle)); d > 0 {
-			time.Sleep(d)
+	var parked []flowEnd // oldest first
+	timer := time.NewTimer(settle)
+	defer timer.Stop()
+	for {
+		var wake <-chan time.Time
+		if len(parked) > 0 {
+			timer.Reset(time.Until(parked[0].at.Add(settle)))
+			wake = timer.C
 		}
-		ct := ev.ct
-		dp := a.probe.Applied()
-		if dp == nil {
-			continue
+		select {
+		case ev, ok := <-l.events:
+			if !ok {
+				for _, p := range parked {
+					a.publishEnd(&x, p, a.newFlows.take(keyOfConntrack(p.ct)))
+				}
+				return
+			}
+			rec := a.newFlows.take(keyOfConntrack(ev.ct))
+			if rec == nil && time.Since(ev.at) < settle && len(parked) < flowEndQueue {
+				parked = append(parked, ev)
+				continue
+			}
+			a.publishEnd(&x, ev, rec)
+		case <-wake:
+			for len(parked) > 0 && time.Since(parked[0].at) >= settle {
+				a.publishEnd(&x, parked[0], a.newFlows.take(keyOfConntrack(parked[0].ct)))
+				parked = parked[1:]
+			}
 		}
-		x.use(dp)
-		f := a.enrich.endFlow(&x, ct, a.newFlows.take(keyOfConntrack(ct)), time.Now())
-		if f == nil {
-			continue
-		}
+	}
+}
+
+// publishEnd publishes the summary of ev when the datapath judged it.
+func (a *Agent) publishEnd(x *endpointIndex, ev flowEnd, rec *flowv1.Flow) {
+	dp := a.probe.Applied()
+	if dp == nil {
+		return
+	}
+	x.use(dp)
+	if f := a.enrich.endFlow(x, ev.ct, rec, time.Now()); f != nil {
 		a.metrics.FlowEnds.Inc()
 		a.hub.Publish(f)
 	}

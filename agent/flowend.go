@@ -30,8 +30,8 @@ import (
 // (NFNLGRP_CONNTRACK_DESTROY) in the node's network namespace: the entry's
 // last state carries both tuples and, with nf_conntrack_acct=1, its packet
 // and byte counters. ti-mo/conntrack decodes the messages; the receive loop
-// is ours so that a socket overrun (ENOBUFS) is counted and survived, and
-// the kernel is never made to wait on the enrichment.
+// is ours so that a socket overrun (ENOBUFS) is counted and survived, each
+// event costs one recvmsg, and the kernel never waits on the enrichment.
 
 const (
 	// flowEndQueue is how many decoded DESTROY events wait for enrichment;
@@ -198,7 +198,7 @@ func keyOfConntrack(f *conntrack.Flow) ctKey {
 		sport: o.Proto.SourcePort, dpt: o.Proto.DestinationPort}
 }
 
-// newFlowRecords remembers the flows published for new connections, so a
+// newFlowTable remembers the flows published for new connections, so a
 // connection's end carries the attribution (and pod identities) of its
 // start. Bounded: the oldest record is forgotten first.
 type newFlowTable struct {

@@ -136,7 +136,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		if pi.hostNetwork || len(pi.ips) == 0 {
 			continue
 		}
-		key := identityKey(pi.pod.Namespace, pi.pod.Labels) + "\x00ports" + portSignature(pi.ports)
+		key := pi.dpKey
 		di := byKey[key]
 		if di == nil {
 			di = &dpIdentity{key: key, ident: pi.ident, rep: pi,
@@ -166,7 +166,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		dp.Identities = append(dp.Identities, di.out)
 	}
 
-	c := &compiler{e: e, idents: idents, rules: map[string]CompiledRule{}}
+	c := &compiler{e: e, idents: idents, slots: map[ruleSlot]uint32{}}
 	var epKeys []string
 	locals := map[string]*podInfo{}
 	for _, pi := range e.pods {
@@ -199,10 +199,10 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 type compiler struct {
 	e      *Engine
 	idents []*dpIdentity
-	// rules are keyed by ruleKey; until assignRuleIDs, entries carry
-	// FirstRuleID + the key's index in ruleKeys.
-	rules    map[string]CompiledRule
-	ruleKeys []string
+	// rules are the (rule, peer, port) triples used, in order of first use;
+	// until assignRuleIDs, entries carry FirstRuleID + the index in rules.
+	rules []CompiledRule
+	slots map[ruleSlot]uint32
 	// expanded memoizes the entries of a (rule, peer, port) placeholder that
 	// do not depend on the subject pod: every local endpoint a policy
 	// selects shares them, so selectors are matched against the identities
@@ -214,26 +214,39 @@ func ruleKey(r RuleRef, peer, port int) string {
 	return fmt.Sprintf("%s/%s/%s/%s/%d/%d/%d", r.Policy.Kind, r.Policy.Namespace, r.Policy.Name, r.Direction, r.Index, peer, port)
 }
 
-// placeholder returns the temporary rule number of a rule key.
-func (c *compiler) placeholder(r RuleRef, peer, port int) uint32 {
-	k := ruleKey(r, peer, port)
-	if _, ok := c.rules[k]; !ok {
-		c.rules[k] = CompiledRule{ID: FirstRuleID + uint32(len(c.ruleKeys)), Rule: r, Peer: peer, Port: port}
-		c.ruleKeys = append(c.ruleKeys, k)
-	}
-	return c.rules[k].ID
+// ruleSlot is a (rule, peer, port) triple of the Engine being compiled: a
+// rule is one ruleInfo per Engine, so its address names it.
+type ruleSlot struct {
+	rule       *ruleInfo
+	peer, port int
 }
 
-// assignRuleIDs replaces placeholders by stable IDs.
+// placeholder returns the temporary rule number of a (rule, peer, port).
+func (c *compiler) placeholder(r *ruleInfo, peer, port int) uint32 {
+	s := ruleSlot{r, peer, port}
+	id, ok := c.slots[s]
+	if !ok {
+		id = FirstRuleID + uint32(len(c.rules))
+		c.slots[s] = id
+		c.rules = append(c.rules, CompiledRule{ID: id, Rule: r.ref, Peer: peer, Port: port})
+	}
+	return id
+}
+
+// assignRuleIDs replaces placeholders by stable IDs, derived from ruleKey.
 func (c *compiler) assignRuleIDs(dp *Datapath) error {
-	ids, err := stableIDs(c.ruleKeys, uint64(FirstRuleID), 1<<32-1)
+	keys := make([]string, len(c.rules))
+	for i, r := range c.rules {
+		keys[i] = ruleKey(r.Rule, r.Peer, r.Port)
+	}
+	ids, err := stableIDs(keys, uint64(FirstRuleID), 1<<32-1)
 	if err != nil {
 		return fmt.Errorf("compiling rule IDs: %w", err)
 	}
-	final := make([]uint32, len(c.ruleKeys))
-	for i, k := range c.ruleKeys {
+	final := make([]uint32, len(c.rules))
+	for i, k := range keys {
 		final[i] = ids[k]
-		r := c.rules[k]
+		r := c.rules[i]
 		r.ID = ids[k]
 		dp.Rules = append(dp.Rules, r)
 	}
@@ -295,7 +308,7 @@ func (c *compiler) rule(out []Entry, dir Direction, subject *podInfo, r *ruleInf
 	}
 	for _, ps := range peers {
 		for _, pix := range portIdx {
-			id := c.placeholder(r.ref, ps.idx, pix)
+			id := c.placeholder(r, ps.idx, pix)
 			var pt *portInfo
 			if pix >= 0 {
 				pt = &r.ports[pix]

@@ -60,13 +60,44 @@ type namedPort struct {
 
 type podInfo struct {
 	pod         *corev1.Pod
-	key         string // namespace/name
 	ident       *identity
-	ips         []netip.Addr
 	firstIsNode bool // ips[0] is a node address (saves a lookup per query)
 	hostNetwork bool
-	indexed     bool        // part of the Snapshot (unique per namespace/name)
-	ports       []namedPort // declared container ports that have a name
+	indexed     bool // part of the Snapshot (unique per namespace/name)
+	*podFacts
+}
+
+// podFacts is what a pod object alone determines, independent of the rest of
+// the Snapshot; a Cache keeps it per object across Engines, so it is never
+// modified once built.
+type podFacts struct {
+	key   string // namespace/name
+	ips   []netip.Addr
+	ports []namedPort // declared container ports that have a name
+	// identKey names the pod's identity (namespace and labels); dpKey adds the
+	// named-port signature, naming its datapath identity (see Compile).
+	identKey, dpKey string
+	err             error // the pod cannot be indexed
+}
+
+// derivePod computes a pod's facts. An error is kept in the facts (and
+// returned by NewEngine), never partially filled ones used.
+func derivePod(pod *corev1.Pod) *podFacts {
+	f := &podFacts{key: pod.Namespace + "/" + pod.Name}
+	if pod.Name == "" || pod.Namespace == "" {
+		f.err = fmt.Errorf("pod %q in namespace %q: metadata.name and metadata.namespace are required", pod.Name, pod.Namespace)
+		return f
+	}
+	ips, err := podIPs(pod)
+	if err != nil {
+		f.err = fmt.Errorf("pod %s: %w", f.key, err)
+		return f
+	}
+	f.ips = ips
+	f.ports = declaredPorts(pod)
+	f.identKey = identityKey(pod.Namespace, pod.Labels)
+	f.dpKey = f.identKey + "\x00ports" + portSignature(f.ports)
+	return f
 }
 
 // dirIndex maps a Direction to an array index: Ingress 0, Egress 1.
@@ -82,6 +113,12 @@ func dirIndex(d Direction) int {
 // (or that cannot be evaluated, such as an unparsable pod IP). Invalid
 // policies are all reported, joined (errors.Join), each a *ValidationError.
 func NewEngine(s *Snapshot) (*Engine, error) {
+	return newEngine(s, nil)
+}
+
+// newEngine is NewEngine, taking what c already derived from the same
+// objects when c is not nil (c.mu held).
+func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 	if s == nil {
 		s = &Snapshot{}
 	}
@@ -121,14 +158,15 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 		if np == nil {
 			return nil, fmt.Errorf("snapshot policy %d is nil", i)
 		}
-		if err := ValidatePolicy(np); err != nil {
-			invalid = append(invalid, err)
+		pf := c.policy(np)
+		if pf.invalid != nil {
+			invalid = append(invalid, pf.invalid)
 			continue
 		}
-		pi, err := compilePolicy(np)
-		if err != nil {
-			return nil, err
+		if pf.err != nil {
+			return nil, pf.err
 		}
+		pi := pf.tmpl.instance()
 		if _, dup := e.policyByRef[pi.ref]; dup {
 			return nil, fmt.Errorf("networkpolicy %s/%s: appears twice in the snapshot", np.Namespace, np.Name)
 		}
@@ -141,14 +179,16 @@ func NewEngine(s *Snapshot) (*Engine, error) {
 	}
 	sort.Slice(e.policies, func(i, j int) bool { return refLess(e.policies[i].ref, e.policies[j].ref) })
 	for _, pi := range e.policies {
+		pi.nsIndex = len(e.policiesByNS[pi.ref.Namespace])
 		e.policiesByNS[pi.ref.Namespace] = append(e.policiesByNS[pi.ref.Namespace], pi)
 	}
+	c.startSelection(e)
 
 	for i, pod := range s.Pods {
 		if pod == nil {
 			return nil, fmt.Errorf("snapshot pod %d is nil", i)
 		}
-		pi, err := e.newPodInfo(pod, true)
+		pi, err := e.newPodInfo(pod, c.pod(pod), true, c)
 		if err != nil {
 			return nil, err
 		}
@@ -204,35 +244,30 @@ func (e *Engine) namespace(name string) *nsInfo {
 	return &nsInfo{name: name, labels: labels.Set{NamespaceNameLabel: name}}
 }
 
-// newPodInfo indexes one pod. With register, its identity is added to the
-// Engine (only during NewEngine); otherwise an unknown identity is built on
-// the side without touching the Engine, which keeps it immutable.
-func (e *Engine) newPodInfo(pod *corev1.Pod, register bool) (*podInfo, error) {
-	if pod.Name == "" || pod.Namespace == "" {
-		return nil, fmt.Errorf("pod %q in namespace %q: metadata.name and metadata.namespace are required", pod.Name, pod.Namespace)
+// newPodInfo indexes one pod from its facts. With register, its identity is
+// added to the Engine (only during NewEngine, c being its Cache or nil);
+// otherwise an unknown identity is built on the side without touching the
+// Engine, which keeps it immutable.
+func (e *Engine) newPodInfo(pod *corev1.Pod, f *podFacts, register bool, c *Cache) (*podInfo, error) {
+	if f.err != nil {
+		return nil, f.err
 	}
-	pi := &podInfo{pod: pod, key: pod.Namespace + "/" + pod.Name, hostNetwork: pod.Spec.HostNetwork}
-	ips, err := podIPs(pod)
-	if err != nil {
-		return nil, fmt.Errorf("pod %s: %w", pi.key, err)
-	}
-	pi.ips = ips
-	pi.firstIsNode = len(ips) > 0 && e.IsNodeIP(ips[0])
-	pi.ports = declaredPorts(pod)
-
-	key := identityKey(pod.Namespace, pod.Labels)
-	if id, ok := e.identByKey[key]; ok {
+	pi := &podInfo{pod: pod, hostNetwork: pod.Spec.HostNetwork, podFacts: f}
+	pi.firstIsNode = len(f.ips) > 0 && e.IsNodeIP(f.ips[0])
+	if id, ok := e.identByKey[f.identKey]; ok {
 		pi.ident = id
 		return pi, nil
 	}
 	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
-	e.fillSelectedBy(id)
-	if register {
-		id.id = len(e.identities)
-		e.identities = append(e.identities, id)
-		e.identByKey[key] = id
-	}
 	pi.ident = id
+	if !register {
+		e.fillSelectedBy(id)
+		return pi, nil
+	}
+	c.fillSelectedBy(e, id, f.identKey)
+	id.id = len(e.identities)
+	e.identities = append(e.identities, id)
+	e.identByKey[f.identKey] = id
 	return pi, nil
 }
 
@@ -318,12 +353,13 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 	if pi, ok := e.podByKey[pod.Namespace+"/"+pod.Name]; ok && pi.pod.UID == pod.UID {
 		return pi
 	}
-	pi, err := e.newPodInfo(pod, false)
+	f := derivePod(pod)
+	pi, err := e.newPodInfo(pod, f, false, nil)
 	if err != nil {
 		// An unindexable pod (bad IP, no name) is still judged by its labels.
-		pi = &podInfo{pod: pod, key: pod.Namespace + "/" + pod.Name, hostNetwork: pod.Spec.HostNetwork,
-			ident: &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
-		pi.ports = declaredPorts(pod)
+		pi = &podInfo{pod: pod, hostNetwork: pod.Spec.HostNetwork,
+			podFacts: &podFacts{key: f.key, ports: declaredPorts(pod)},
+			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
 		e.fillSelectedBy(pi.ident)
 	}
 	return pi

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -27,6 +28,45 @@ type policyInfo struct {
 	// after policyTypes defaulting.
 	affects [2]bool
 	rules   [2][]ruleInfo
+	// tmpl is the policyInfo this one was instantiated from (see instance).
+	tmpl *policyInfo
+	// nsIndex is the policy's position among its namespace's policies in
+	// the Engine (Engine.policiesByNS).
+	nsIndex int
+}
+
+// policyFacts is what one policy object determines: its validation error,
+// or its compiled form, the template of every Engine's policyInfo for it.
+// A Cache keeps it per object across Engines, so it is never modified.
+type policyFacts struct {
+	tmpl    *policyInfo
+	invalid error // ValidatePolicy's
+	err     error // compilePolicy's
+}
+
+func derivePolicy(np *networkingv1.NetworkPolicy) *policyFacts {
+	if err := ValidatePolicy(np); err != nil {
+		return &policyFacts{invalid: err}
+	}
+	pi, err := compilePolicy(np)
+	if err != nil {
+		return &policyFacts{err: err}
+	}
+	return &policyFacts{tmpl: pi}
+}
+
+// instance copies a template for one Engine: its peers get match caches of
+// their own (sized by NewEngine), everything else is immutable and shared.
+func (t *policyInfo) instance() *policyInfo {
+	pi := *t
+	pi.tmpl = t
+	for d := range pi.rules {
+		pi.rules[d] = slices.Clone(t.rules[d])
+		for r := range pi.rules[d] {
+			pi.rules[d][r].peers = slices.Clone(t.rules[d][r].peers)
+		}
+	}
+	return &pi
 }
 
 type ruleInfo struct {

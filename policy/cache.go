@@ -1,0 +1,206 @@
+package policy
+
+import (
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// Cache carries what NewEngineCached derived from each object into the next
+// build, for a caller that rebuilds the Engine on every cluster change (the
+// node agent): a pod's parsed IPs, named ports and identity key; a policy's
+// validation and compiled selectors; which policies select each identity.
+//
+// An entry is reused only for the same object (pointer) with the same
+// non-empty ResourceVersion, as informer caches hand out: an update is a new
+// object, never an in-place change. Objects without a ResourceVersion (built
+// by hand, read from files) are derived afresh on every build. Entries of
+// objects absent from a build are dropped at its end, so the Cache holds at
+// most one build's worth of objects. A Cache is safe for concurrent use;
+// builds through it are serialised.
+type Cache struct {
+	mu        sync.Mutex
+	gen       uint64 // the build in progress; entries seen in it carry it
+	pods      map[*corev1.Pod]*entry[*podFacts]
+	policies  map[*networkingv1.NetworkPolicy]*entry[*policyFacts]
+	selection map[string]*nsSelection // by namespace
+	stats     CacheStats
+}
+
+// CacheStats counts a Cache's entries and how often an object was found.
+type CacheStats struct {
+	Pods, Policies int // entries held
+	// Hits and Misses count pods and policies looked up, over all builds;
+	// an object without a ResourceVersion is a miss.
+	Hits, Misses uint64
+}
+
+// entry is the facts derived from one object at one ResourceVersion.
+type entry[F any] struct {
+	rv    string
+	facts F
+	seen  uint64
+}
+
+// nsSelection remembers, for one namespace's list of policies, which of
+// them select each identity: valid as long as the list is the same
+// templates in the same order.
+type nsSelection struct {
+	pols    []*policyInfo // templates
+	byIdent map[string]*selEntry
+	seen    uint64
+}
+
+// selEntry holds indexes into the namespace's policies, per direction.
+type selEntry struct {
+	idx  [2][]int32
+	seen uint64
+}
+
+// NewCache returns an empty Cache.
+func NewCache() *Cache {
+	return &Cache{
+		pods:      map[*corev1.Pod]*entry[*podFacts]{},
+		policies:  map[*networkingv1.NetworkPolicy]*entry[*policyFacts]{},
+		selection: map[string]*nsSelection{},
+	}
+}
+
+// NewEngineCached is NewEngine (same Engine, same errors) reusing what c
+// holds from earlier builds. A nil c is NewEngine.
+func NewEngineCached(s *Snapshot, c *Cache) (*Engine, error) {
+	if c == nil {
+		return NewEngine(s)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	defer c.sweep()
+	return newEngine(s, c)
+}
+
+// Stats returns the Cache's current counts.
+func (c *Cache) Stats() CacheStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stats
+	st.Pods, st.Policies = len(c.pods), len(c.policies)
+	return st
+}
+
+// pod returns the facts of pod, derived or reused. A nil c derives them.
+func (c *Cache) pod(pod *corev1.Pod) *podFacts {
+	if c == nil {
+		return derivePod(pod)
+	}
+	return reuse(c, c.pods, pod, pod.ResourceVersion, derivePod)
+}
+
+// policy returns the facts of np, derived or reused. A nil c derives them.
+func (c *Cache) policy(np *networkingv1.NetworkPolicy) *policyFacts {
+	if c == nil {
+		return derivePolicy(np)
+	}
+	return reuse(c, c.policies, np, np.ResourceVersion, derivePolicy)
+}
+
+// reuse returns the facts m holds for obj at version rv, or derives and
+// keeps them (an object without a version is derived every time).
+func reuse[O comparable, F any](c *Cache, m map[O]*entry[F], obj O, rv string, derive func(O) F) F {
+	if en := m[obj]; en != nil && en.rv == rv && rv != "" {
+		en.seen = c.gen
+		c.stats.Hits++
+		return en.facts
+	}
+	c.stats.Misses++
+	f := derive(obj)
+	if rv != "" {
+		m[obj] = &entry[F]{rv: rv, facts: f, seen: c.gen}
+	}
+	return f
+}
+
+// startSelection keeps the remembered selections of every namespace of e
+// whose policies are unchanged, and forgets those of the others.
+func (c *Cache) startSelection(e *Engine) {
+	if c == nil {
+		return
+	}
+	for ns, pols := range e.policiesByNS {
+		sel := c.selection[ns]
+		if sel == nil || !sameTemplates(sel.pols, pols) {
+			sel = &nsSelection{pols: make([]*policyInfo, len(pols)), byIdent: map[string]*selEntry{}}
+			for i, p := range pols {
+				sel.pols[i] = p.tmpl
+			}
+			c.selection[ns] = sel
+		}
+		sel.seen = c.gen
+	}
+}
+
+func sameTemplates(tmpls, pols []*policyInfo) bool {
+	if len(tmpls) != len(pols) {
+		return false
+	}
+	for i, p := range pols {
+		if p.tmpl != tmpls[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// fillSelectedBy is Engine.fillSelectedBy for an identity of e being
+// registered under key, through the remembered selections.
+func (c *Cache) fillSelectedBy(e *Engine, id *identity, key string) {
+	pols := e.policiesByNS[id.ns.name]
+	if c == nil || len(pols) == 0 {
+		e.fillSelectedBy(id)
+		return
+	}
+	sel := c.selection[id.ns.name] // set by startSelection
+	if en := sel.byIdent[key]; en != nil {
+		en.seen = c.gen
+		for d := range en.idx {
+			for _, i := range en.idx[d] {
+				id.selectedBy[d] = append(id.selectedBy[d], pols[i])
+			}
+		}
+		return
+	}
+	e.fillSelectedBy(id)
+	en := &selEntry{seen: c.gen}
+	for d := range id.selectedBy {
+		for _, p := range id.selectedBy[d] {
+			en.idx[d] = append(en.idx[d], int32(p.nsIndex))
+		}
+	}
+	sel.byIdent[key] = en
+}
+
+// sweep drops the entries the build that just ended did not use.
+func (c *Cache) sweep() {
+	evict(c.pods, c.gen)
+	evict(c.policies, c.gen)
+	for ns, sel := range c.selection {
+		if sel.seen != c.gen {
+			delete(c.selection, ns)
+			continue
+		}
+		for k, en := range sel.byIdent {
+			if en.seen != c.gen {
+				delete(sel.byIdent, k)
+			}
+		}
+	}
+}
+
+func evict[O comparable, F any](m map[O]*entry[F], gen uint64) {
+	for k, en := range m {
+		if en.seen != gen {
+			delete(m, k)
+		}
+	}
+}

@@ -18,14 +18,6 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// guard is a TCX link of the anti-spoofing check held open by the Probe.
-// SetGuards keeps none open (a guard lives by its pin), so Close has nothing
-// of it to release.
-type guard struct {
-	ifindex int
-	link    link.Link
-}
-
 // guardPrefix starts the pin name of an interface's anti-spoofing link,
 // under the link directory of its attachment: spoof_<ifindex>.
 const guardPrefix = "spoof_"

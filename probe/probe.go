@@ -65,15 +65,14 @@ type Probe struct {
 	hashSpec *ebpf.MapSpec // of the per-endpoint-direction policy hashes
 	trieSpec *ebpf.MapSpec // and tries
 
-	mu      sync.Mutex
-	state   applied
-	attach  []*attachment
-	closed  bool
-	revoke  bool
+	mu     sync.Mutex
+	state  applied
+	attach []*attachment
+	closed bool
+	revoke bool
 	// revokeOwed: the next Apply walks conntrack even when it changes no
 	// map (the first of a process, or after a failed walk).
 	revokeOwed bool
-	guarded []guard
 	// pendingRetire: attach names whose older-layout links wait for the
 	// first Apply (see Attach).
 	pendingRetire []string
@@ -177,9 +176,6 @@ func (p *Probe) Close() error {
 	p.closed = true
 	for _, a := range p.attach {
 		a.close()
-	}
-	for _, g := range p.guarded {
-		g.link.Close()
 	}
 	return p.objs.Close()
 }

@@ -59,7 +59,7 @@ import (
 // Defaults of the guard loop.
 const (
 	spoofResync = 10 * time.Second // full reconcile even with no event
-	spoofRetry  = time.Second      // while a pod's interface is not found
+	spoofRetry  = time.Second      // first retry while a pod's interface is not found
 	spoofGrace  = 30 * time.Second // unguarded this long fails the status check
 )
 
@@ -189,6 +189,8 @@ func (g *spoofGuard) start() {
 		defer close(g.done)
 		next := time.NewTimer(0)
 		defer next.Stop()
+		retry := g.retry
+		waited := map[string]bool{}
 		for {
 			select {
 			case <-g.stopc:
@@ -199,7 +201,16 @@ func (g *spoofGuard) start() {
 			}
 			wait := g.resync
 			if g.sync() {
-				wait = g.retry
+				// Doubling from retry up to resync, so that a pod whose
+				// interface never shows up does not keep the loop busy;
+				// from retry again when another pod starts waiting.
+				if g.newlyWaiting(waited) {
+					retry = g.retry
+				}
+				wait = min(retry, g.resync)
+				retry *= 2
+			} else {
+				retry = g.retry
 			}
 			next.Reset(wait)
 		}
@@ -224,6 +235,22 @@ func (g *spoofGuard) close() {
 	g.stop()
 	g.nl.Close()
 	g.ns.Close()
+}
+
+// newlyWaiting reports whether a pod waits that was not in seen, and
+// makes seen the pods waiting now.
+func (g *spoofGuard) newlyWaiting(seen map[string]bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	fresh := false
+	for k := range g.waiting {
+		fresh = fresh || !seen[k]
+	}
+	clear(seen)
+	for k := range g.waiting {
+		seen[k] = true
+	}
+	return fresh
 }
 
 // sync reconciles once; it reports whether some pod is still waiting for

@@ -116,10 +116,11 @@ func newSpoofGuard(p *probe.Probe, c *Cluster, node string, ns netns.NsHandle, r
 		here = self.Equal(ns)
 		self.Close()
 	}
-	nl, err := netlink.NewHandle()
+	open := netlink.NewHandle
 	if !here {
-		nl, err = netlink.NewHandleAt(ns)
+		open = func(...int) (*netlink.Handle, error) { return netlink.NewHandleAt(ns) }
 	}
+	nl, err := open()
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink in the node's network namespace: %w", err)
 	}

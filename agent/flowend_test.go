@@ -522,8 +522,8 @@ func ctFlow(proto uint8, src string, sport uint16, dst string, dport uint16, bac
 // the pre-NAT destination is the Service, the reply's source the backend;
 // the start's record (pods, rules) wins over a look-up at the end.
 func TestEndFlowMapping(t *testing.T) {
-	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
-	web := onNode(pt.Pod("shop", "web", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6")))
+	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5", "fd00::5")))
+	web := onNode(pt.Pod("shop", "web", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6", "fd00::6")))
 	pol := pt.Policy("shop", "db-policy", pt.Selecting(pt.Sel("app=db")),
 		pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=web"))), pt.Port(corev1.ProtocolTCP, 3306)),
 		pt.IngressRule(pt.Peers(pt.IPPeer("192.0.2.0/24", "192.0.2.128/25")), pt.Port(corev1.ProtocolTCP, 3306)))
@@ -599,6 +599,14 @@ func TestEndFlowMapping(t *testing.T) {
 		f.GetL4().GetTcpFlags() != nil || f.GetDuration().AsDuration() != 3*time.Second || f.GetType() != flowv1.EventType_EVENT_TYPE_END {
 		t.Errorf("summary from the start's record: %v", f)
 	}
+
+	// IPv6: the same mapping.
+	v6 := e.endFlow(&x, ctFlow(unix.IPPROTO_TCP, "fd00::6", 42000, "fd00::5", 3306, "fd00::5", 3306), nil, now)
+	if v6.GetIp().GetVersion() != flowv1.IPVersion_IP_VERSION_IPV6 || v6.GetIp().GetSource() != "fd00::6" ||
+		v6.GetSource().GetPod() != "web" || v6.GetDestination().GetPod() != "db" || v6.GetService() != nil {
+		t.Errorf("IPv6 summary: %v", v6)
+	}
+	checkAllowedBy(t, v6, "db-policy", 0)
 
 	// Neither end a local pod: the datapath judged nothing.
 	if f := e.endFlow(&x, ctFlow(unix.IPPROTO_UDP, "192.0.2.1", 1, "192.0.2.2", 53, "192.0.2.2", 53), nil, now); f != nil {

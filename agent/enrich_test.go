@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -36,15 +35,7 @@ func TestEnrichAttributesKernelEvents(t *testing.T) {
 		pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=web"))), pt.Port(corev1.ProtocolTCP, 3306)))
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20", ClusterIPs: []string{"10.96.0.20"}}}
-	c := startCluster(t, []runtime.Object{db, web, other, pol, svc, pt.Namespace("shop")}...)
-	snap, err := c.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp, err := policy.Compile(snap, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, dp := compiledCluster(t, db, web, other, pol, svc, pt.Namespace("shop"))
 	epID := map[string]uint32{}
 	for _, ep := range dp.Endpoints {
 		epID[ep.Name] = ep.ID

@@ -529,15 +529,7 @@ func TestEndFlowMapping(t *testing.T) {
 		pt.IngressRule(pt.Peers(pt.IPPeer("192.0.2.0/24", "192.0.2.128/25")), pt.Port(corev1.ProtocolTCP, 3306)))
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.0.100.20", ClusterIPs: []string{"10.0.100.20"}}}
-	c := startCluster(t, db, web, pol, svc, pt.Namespace("shop"))
-	snap, err := c.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp, err := policy.Compile(snap, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, dp := compiledCluster(t, db, web, pol, svc, pt.Namespace("shop"))
 	e := newEnricher(c, "n1")
 	var x endpointIndex
 	x.use(dp)
@@ -672,4 +664,19 @@ func (n *feNS) reapExpired(t testing.TB) {
 	if _, err := c.Dump(nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// compiledCluster is a synced Cluster of objs and its datapath for node n1.
+func compiledCluster(t *testing.T, objs ...k8sruntime.Object) (*Cluster, *policy.Datapath) {
+	t.Helper()
+	c := startCluster(t, objs...)
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := policy.Compile(snap, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, dp
 }

@@ -276,18 +276,28 @@ func (c *compiler) direction(dir Direction, pi *podInfo) EndpointPolicy {
 		out.IsolatedBy = append(out.IsolatedBy, p.ref)
 	}
 	// Traffic between a pod and a node is never restricted (as in Evaluate).
-	out.Entries = append(out.Entries, Entry{Rule: RuleNodeTraffic, Identity: IdentityHost})
+	chunks := [][]Entry{{{Rule: RuleNodeTraffic, Identity: IdentityHost}}}
 	for _, pol := range pols {
 		for ri := range pol.rules[di] {
-			out.Entries = c.rule(out.Entries, dir, pi, &pol.rules[di][ri])
+			chunks = c.rule(chunks, dir, pi, &pol.rules[di][ri])
 		}
+	}
+	// One allocation of the final size: the chunks are mostly the shared
+	// expansions, and an endpoint can have tens of thousands of entries.
+	n := 0
+	for _, ch := range chunks {
+		n += len(ch)
+	}
+	out.Entries = make([]Entry, 0, n)
+	for _, ch := range chunks {
+		out.Entries = append(out.Entries, ch...)
 	}
 	return out
 }
 
-// rule appends the entries of one rule: the cross product of its peers and
-// ports, resolving named ports against the destination pod.
-func (c *compiler) rule(out []Entry, dir Direction, subject *podInfo, r *ruleInfo) []Entry {
+// rule appends the entries of one rule, as chunks: the cross product of its
+// peers and ports, resolving named ports against the destination pod.
+func (c *compiler) rule(out [][]Entry, dir Direction, subject *podInfo, r *ruleInfo) [][]Entry {
 	type peerSpec struct {
 		idx int
 		p   *peerInfo // nil: every peer
@@ -313,28 +323,30 @@ func (c *compiler) rule(out []Entry, dir Direction, subject *podInfo, r *ruleInf
 			if pix >= 0 {
 				pt = &r.ports[pix]
 			}
-			out = c.peerPortShared(out, dir, subject, ps.p, pt, id)
+			if es := c.peerPortShared(dir, subject, ps.p, pt, id); len(es) > 0 {
+				out = append(out, es)
+			}
 		}
 	}
 	return out
 }
 
 // peerPortShared is peerPort through the memo; only an ingress rule on a
-// named port depends on the subject (the port number is the subject's).
-func (c *compiler) peerPortShared(out []Entry, dir Direction, subject *podInfo, p *peerInfo, pt *portInfo, id uint32) []Entry {
+// named port depends on the subject (the port number is the subject's). The
+// result is read only: the caller copies it into the endpoint.
+func (c *compiler) peerPortShared(dir Direction, subject *podInfo, p *peerInfo, pt *portInfo, id uint32) []Entry {
 	if pt != nil && pt.kind == portNamed && dir == Ingress {
-		return c.peerPort(out, dir, subject, p, pt, id)
+		return c.peerPort(nil, dir, subject, p, pt, id)
 	}
 	if es, ok := c.expanded[id]; ok {
-		return append(out, es...)
+		return es
 	}
-	start := len(out)
-	out = c.peerPort(out, dir, subject, p, pt, id)
+	es := c.peerPort(nil, dir, subject, p, pt, id)
 	if c.expanded == nil {
 		c.expanded = map[uint32][]Entry{}
 	}
-	c.expanded[id] = slices.Clone(out[start:])
-	return out
+	c.expanded[id] = es
+	return es
 }
 
 // peerPort appends entries for one (peer, port) pair of a rule.

@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
-	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )

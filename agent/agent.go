@@ -68,6 +68,9 @@ type Agent struct {
 	spoof   *spoofGuard // nil when anti-spoofing is off
 	queue   workqueue.TypedRateLimitingInterface[string]
 	started time.Time
+	// policyCache carries what the engine derived from unchanged objects
+	// from one apply to the next.
+	policyCache *policy.Cache
 
 	// newFlows are the recent new-flow events, for their connections' ends.
 	newFlows *newFlowTable
@@ -115,7 +118,7 @@ func New(cfg Config) (*Agent, error) {
 		p.Close()
 		return nil, fmt.Errorf("attaching the netfilter programs on node %s: %w (needs NET_ADMIN and nf_conntrack)", cfg.NodeName, err)
 	}
-	a := &Agent{cfg: cfg, probe: p, cluster: NewCluster(cfg.Client), started: time.Now()}
+	a := &Agent{cfg: cfg, probe: p, cluster: NewCluster(cfg.Client), started: time.Now(), policyCache: policy.NewCache()}
 	a.enrich = newEnricher(a.cluster, cfg.NodeName)
 	a.newFlows = newNewFlowTable(newFlowRecords)
 	a.hub = flow.NewHub(cfg.RingCapacity, a.status)
@@ -291,7 +294,11 @@ func (a *Agent) apply() error {
 	if err != nil {
 		return err
 	}
-	dp, err := policy.Compile(snap, a.cfg.NodeName)
+	e, err := policy.NewEngineCached(snap, a.policyCache)
+	if err != nil {
+		return fmt.Errorf("compiling: %w", err)
+	}
+	dp, err := e.Compile(a.cfg.NodeName)
 	if err != nil {
 		return fmt.Errorf("compiling: %w", err)
 	}

@@ -124,9 +124,10 @@ func (s podSink) reaches(t *testing.T, p *spoofPod, src netip.Addr, to *spoofPod
 // TestAntiSpoofing runs the agent on a node namespace, routed and bridged:
 // it finds every local pod's interface from the pods in the API, guards it
 // with the pod's addresses (IPv4 and IPv6), keeps a found interface when
-// another pod claims the address on the bridge, reports the pod whose
-// interface it cannot find without failing the others, and removes a gone
-// pod's link and entries; on uninstall nothing is left.
+// another pod claims the address on the bridge, keeps enforcing while it is
+// stopped and hands the guards to the next agent, reports the pods whose
+// interface it cannot find (or must not guard) without failing the others,
+// and removes a gone pod's link and entries; on uninstall nothing is left.
 func TestAntiSpoofing(t *testing.T) {
 	requirePrivileged(t)
 	for _, bridge := range []bool{false, true} {
@@ -214,10 +215,15 @@ func testAntiSpoofing(t *testing.T, bridge bool) {
 		}
 		time.Sleep(3 * a.spoof.resync)
 		waitGuards(t, a, want)
-		// So does the next agent, from the pinned guards.
-		stop(false)
-		a, stop = startSpoofAgent(t, node, client, pinRoot)
 	}
+	// The agent stops (a restart or an upgrade): the guards stay, and the
+	// next agent keeps them (on the bridge: despite the poisoned
+	// neighbour table, from the pinned guards).
+	stop(false)
+	if sink.reaches(t, web, other.ip4, db) {
+		t.Error("with the agent stopped, web -> db forging other's address passes")
+	}
+	a, stop = startSpoofAgent(t, node, client, pinRoot)
 	waitGuards(t, a, want)
 	if !sink.reaches(t, other, other.ip4, db) {
 		t.Error("other -> db from its own address is dropped after web claimed it")

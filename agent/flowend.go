@@ -206,7 +206,7 @@ type newFlowTable struct {
 	max   int
 	n     uint64
 	m     map[ctKey]newFlowRecord
-	order []slotEntry // ring of insertions, slot n%max
+	order []slotEntry // ring of insertions, slot (n-1)%max (grown as used)
 }
 
 type newFlowRecord struct {
@@ -220,7 +220,7 @@ type slotEntry struct {
 }
 
 func newNewFlowTable(max int) *newFlowTable {
-	return &newFlowTable{max: max, m: make(map[ctKey]newFlowRecord, max), order: make([]slotEntry, max)}
+	return &newFlowTable{max: max, m: map[ctKey]newFlowRecord{}}
 }
 
 // remember records the published flow f of a new connection.
@@ -228,8 +228,11 @@ func (t *newFlowTable) remember(k ctKey, f *flowv1.Flow) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n++
-	slot := &t.order[t.n%uint64(t.max)]
-	if r, ok := t.m[slot.key]; ok && r.n == slot.n {
+	if len(t.order) < t.max {
+		t.order = append(t.order, slotEntry{})
+	}
+	slot := &t.order[(t.n-1)%uint64(t.max)]
+	if r, ok := t.m[slot.key]; ok && slot.n != 0 && r.n == slot.n {
 		delete(t.m, slot.key)
 	}
 	*slot = slotEntry{key: k, n: t.n}

@@ -69,8 +69,9 @@ type flowEndListener struct {
 }
 
 // listenFlowEnds subscribes to conntrack DESTROY events in the network
-// namespace netnsFD (0: the caller's, the node's for the hostNetwork agent).
-func listenFlowEnds(netnsFD int, queue int, lost *prometheus.CounterVec) (*flowEndListener, error) {
+// namespace netnsFD (0: the caller's, the node's for the hostNetwork agent),
+// with a socket buffer of rcvbuf bytes and a queue of queue events.
+func listenFlowEnds(netnsFD, queue, rcvbuf int, lost *prometheus.CounterVec) (*flowEndListener, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsFD})
 	if err != nil {
 		return nil, fmt.Errorf("opening a netfilter netlink socket for conntrack events: %w (needs NET_ADMIN)", err)
@@ -79,7 +80,7 @@ func listenFlowEnds(netnsFD int, queue int, lost *prometheus.CounterVec) (*flowE
 		c.Close()
 		return nil, fmt.Errorf("subscribing to conntrack destroy events: %w (needs NET_ADMIN and nf_conntrack_netlink)", err)
 	}
-	if err := forceReadBuffer(c, flowEndSocketBuffer); err != nil {
+	if err := forceReadBuffer(c, rcvbuf); err != nil {
 		// Not fatal: the default buffer works, it overruns sooner.
 		klog.InfoS("Keeping the default receive buffer for conntrack events", "err", err)
 	}
@@ -474,7 +475,7 @@ func (a *Agent) publishEnd(x *endpointIndex, ev flowEnd, rec *flowv1.Flow) {
 // startFlowEnds starts the flow-end summaries in the network namespace
 // netnsFD (0: the agent's own); the returned stop ends them.
 func (a *Agent) startFlowEnds(netnsFD int) (stop func(), err error) {
-	l, err := listenFlowEnds(netnsFD, flowEndQueue, a.metrics.FlowEndsLost)
+	l, err := listenFlowEnds(netnsFD, flowEndQueue, flowEndSocketBuffer, a.metrics.FlowEndsLost)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ti-mo/conntrack"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -679,4 +680,91 @@ func compiledCluster(t *testing.T, objs ...k8sruntime.Object) (*Cluster, *policy
 		t.Fatal(err)
 	}
 	return c, dp
+}
+
+// The listener never blocks and never stops on loss: a queue nobody reads
+// drops and counts, a socket the kernel overran (ENOBUFS) is counted and
+// keeps delivering.
+func TestFlowEndListenerLoss(t *testing.T) {
+	requirePrivileged(t)
+	node := newFeNode(t)
+	ct, err := conntrack.Dial(&netlink.Config{NetNS: int(node.h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	const mark = 0x4e51
+	burst := func(n int, src string) {
+		t.Helper()
+		for i := range n {
+			f := conntrack.NewFlow(unix.IPPROTO_UDP, 0, netip.MustParseAddr(src), netip.MustParseAddr("10.78.2.2"),
+				uint16(1024+i), 53, 120, mark)
+			if err := ct.Create(f); err != nil {
+				t.Fatalf("creating conntrack entry %d: %v", i, err)
+			}
+		}
+		if err := ct.FlushFilter(conntrack.NewFilter().Mark(mark)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listen := func(queue, rcvbuf int) (*flowEndListener, *prometheus.CounterVec) {
+		t.Helper()
+		lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lost"}, []string{"reason"})
+		l, err := listenFlowEnds(int(node.h), queue, rcvbuf, lost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l, lost
+	}
+	waitCount := func(c prometheus.Counter, what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for counterValue(c) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s counted", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// Nobody reads a queue of 10: the rest of 200 ends are dropped, counted.
+	l, lost := listen(10, 1<<20)
+	burst(200, "10.78.2.1")
+	waitCount(lost.WithLabelValues(lostQueueFull), "queue_full")
+	if got := len(l.events); got != 10 {
+		t.Errorf("queue holds %d events, want its capacity 10", got)
+	}
+
+	// A 4 KiB socket buffer and 5000 ends at once: the kernel overruns it.
+	l, lost = listen(100000, 4096)
+	for range 20 {
+		burst(5000, "10.78.2.1")
+		if counterValue(lost.WithLabelValues(lostSocketOverrun)) > 0 {
+			break
+		}
+	}
+	waitCount(lost.WithLabelValues(lostSocketOverrun), "socket_overrun")
+	for len(l.events) > 0 {
+		<-l.events
+	}
+	// Still delivering after the overrun: a marker end comes through (the
+	// tiny buffer may drop a marker too, so up to 10, a second apart).
+	for try := range 10 {
+		burst(1, "10.78.2.9")
+		timeout := time.After(time.Second)
+	wait:
+		for {
+			select {
+			case ev := <-l.events:
+				if ev.ct.TupleOrig.IP.SourceAddress.Unmap() == netip.MustParseAddr("10.78.2.9") {
+					t.Logf("marker %d delivered after %v overruns", try+1, counterValue(lost.WithLabelValues(lostSocketOverrun)))
+					return
+				}
+			case <-timeout:
+				break wait
+			}
+		}
+	}
+	t.Fatalf("no event after a socket overrun (%v overruns): the listener stopped", counterValue(lost.WithLabelValues(lostSocketOverrun)))
 }

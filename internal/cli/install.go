@@ -98,6 +98,9 @@ type InstallOptions struct {
 	Output       string
 	Wait         bool
 	Timeout      time.Duration
+	// AntiSpoofing and KeepEstablished configure the agent.
+	AntiSpoofing    bool
+	KeepEstablished bool
 	// Version labels the objects; the plugin's own version unless a test
 	// pins it.
 	Version string
@@ -158,6 +161,8 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.StringVar(&o.DryRun, "dry-run", "none", `"client": print what would be created without contacting the cluster; "server": ask the API server to validate without persisting`)
 	fl.Lookup("dry-run").NoOptDefVal = "client"
 	fl.StringVarP(&o.Output, "output", "o", "", "With --dry-run=client, print the manifests: yaml or json")
+	fl.BoolVar(&o.AntiSpoofing, "anti-spoofing", true, "Drop packets a pod sends with a source address that is not its own (turn off for pods that route or forward others' traffic)")
+	fl.BoolVar(&o.KeepEstablished, "keep-established", false, "Leave established connections alone when a policy change denies them (default: cut them, as the new policy says)")
 	fl.BoolVar(&o.Wait, "wait", true, "Wait until the agent is ready on every node, showing each node's progress")
 	fl.DurationVar(&o.Timeout, "timeout", defaultWaitTimeout, "How long --wait waits before showing the failing pods' state, events and logs")
 	return cmd
@@ -170,10 +175,12 @@ func (o *InstallOptions) Complete() error {
 		return fmt.Errorf("--node-selector: %w", err)
 	}
 	o.opts = install.Options{
-		Namespace:    agentNamespace(o.factory.ConfigFlags),
-		Image:        o.Image,
-		NodeSelector: sel,
-		Version:      o.Version,
+		Namespace:       agentNamespace(o.factory.ConfigFlags),
+		Image:           o.Image,
+		NodeSelector:    sel,
+		Version:         o.Version,
+		NoAntiSpoofing:  !o.AntiSpoofing,
+		KeepEstablished: o.KeepEstablished,
 	}
 	return nil
 }

@@ -42,6 +42,25 @@ type Options struct {
 	// Version is the plugin version; its VersionLabelValue is LabelVersion
 	// on every object, which status and version compare with the client.
 	Version string
+	// NoAntiSpoofing lets pods send with source addresses other than their
+	// own (pods that route or forward for others); the agent's
+	// --anti-spoofing=false.
+	NoAntiSpoofing bool
+	// KeepEstablished leaves established connections alone when a new
+	// policy denies them; the agent's --keep-established.
+	KeepEstablished bool
+}
+
+// agentArgs are the agent's command-line arguments for o.
+func (o Options) agentArgs() []string {
+	args := []string{"--v=2"}
+	if o.NoAntiSpoofing {
+		args = append(args, "--anti-spoofing=false")
+	}
+	if o.KeepEstablished {
+		args = append(args, "--keep-established")
+	}
+	return args
 }
 
 // Object is a Kubernetes object install creates: typed, with TypeMeta set
@@ -285,7 +304,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						Image:           o.Image,
 						ImagePullPolicy: corev1.PullIfNotPresent,
 						Command:         []string{AgentBinary},
-						Args:            []string{"--v=2"},
+						Args:            o.agentArgs(),
 						Env: []corev1.EnvVar{
 							{Name: EnvNodeName, ValueFrom: fromField("spec.nodeName")},
 							{Name: EnvPodName, ValueFrom: fromField("metadata.name")},

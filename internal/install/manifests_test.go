@@ -151,6 +151,24 @@ func TestAgentLeastPrivilege(t *testing.T) {
 	}
 }
 
+// TestAgentArgs: the install's agent options reach the agent's flags.
+func TestAgentArgs(t *testing.T) {
+	for _, c := range []struct {
+		mod  func(*Options)
+		want []string
+	}{
+		{func(*Options) {}, []string{"--v=2"}},
+		{func(o *Options) { o.NoAntiSpoofing = true }, []string{"--v=2", "--anti-spoofing=false"}},
+		{func(o *Options) { o.KeepEstablished = true }, []string{"--v=2", "--keep-established"}},
+	} {
+		o := testOptions()
+		c.mod(&o)
+		if got := daemonSetOf(t, manifests(t, o)).Spec.Template.Spec.Containers[0].Args; !reflect.DeepEqual(got, c.want) {
+			t.Errorf("args = %v, want %v", got, c.want)
+		}
+	}
+}
+
 func TestAgentProbesAndEnv(t *testing.T) {
 	c := daemonSetOf(t, manifests(t, testOptions())).Spec.Template.Spec.Containers[0]
 	for name, p := range map[string]*corev1.Probe{"/healthz": c.LivenessProbe, "/readyz": c.ReadinessProbe} {

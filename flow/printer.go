@@ -115,6 +115,9 @@ func CompactLine(f *flowv1.Flow, loc *time.Location) string {
 	}
 	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
 		fmt.Fprintf(&b, " packets=%d bytes=%d", f.GetPackets(), f.GetBytes())
+		if d := f.GetDuration(); d != nil {
+			fmt.Fprintf(&b, " duration=%s", d.AsDuration().Round(time.Millisecond))
+		}
 	}
 	return b.String()
 }

@@ -43,7 +43,7 @@ func TestCompactLine(t *testing.T) {
 		{"egress to an outside address", find(func(f *flowv1.Flow) bool {
 			return f.GetIp().GetDestination() == "203.0.113.10" && f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED
 		}), "payments/worker-84d5c-7h2lp:{SPORT} -> 203.0.113.10:443 TCP SYN DENIED NO_RULE_MATCHED isolated-by payments/default-deny-egress (egress), payments/worker-egress (egress)"},
-		{"flow-end summary", find(func(f *flowv1.Flow) bool { return f.GetType() == flowv1.EventType_EVENT_TYPE_END }), "packets="},
+		{"flow-end summary", find(func(f *flowv1.Flow) bool { return f.GetType() == flowv1.EventType_EVENT_TYPE_END }), "duration="},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := flow.CompactLine(tc.f, time.UTC)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
@@ -167,12 +168,14 @@ func sampleFlows() []*flowv1.Flow {
 		flows = append(flows, f)
 		// Some allowed TCP connections end within the minute: a summary.
 		if s.verdict == A && s.proto == TCP && rng.IntN(3) == 0 {
+			lasted := time.Duration(50+rng.IntN(400)) * time.Millisecond
 			end := &flowv1.Flow{
-				Time: timestamppb.New(at.Add(time.Duration(50+rng.IntN(400)) * time.Millisecond)), Node: f.Node,
+				Time: timestamppb.New(at.Add(lasted)), Node: f.Node,
 				Type: flowv1.EventType_EVENT_TYPE_END, Verdict: A, Reason: s.reason, Direction: s.dir,
 				Ip: f.Ip, L4: &flowv1.Layer4{Protocol: TCP, SourcePort: sport, DestinationPort: s.port, TcpFlags: &flowv1.TCPFlags{Fin: true, Ack: true}},
 				Source: f.Source, Destination: f.Destination, Service: f.Service, AllowedBy: f.AllowedBy, RuleId: f.RuleId,
 				Packets: uint64(6 + rng.IntN(40)), Bytes: uint64(600 + rng.IntN(60000)),
+				Duration: durationpb.New(lasted),
 			}
 			flows = append(flows, end)
 		}

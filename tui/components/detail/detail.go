@@ -147,7 +147,11 @@ func (m *Model) render(full bool) string {
 		kv("reply", "yes")
 	}
 	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
-		kv("summary", fmt.Sprintf("%d packets, %d bytes", f.GetPackets(), f.GetBytes()))
+		summary := fmt.Sprintf("%d packets, %d bytes", f.GetPackets(), f.GetBytes())
+		if d := f.GetDuration(); d != nil {
+			summary += fmt.Sprintf(" over %s", d.AsDuration().Round(time.Millisecond))
+		}
+		kv("summary", summary)
 	}
 	return b.String()
 }

@@ -99,8 +99,9 @@ type InstallOptions struct {
 	Wait         bool
 	Timeout      time.Duration
 	// AntiSpoofing and KeepEstablished configure the agent.
-	AntiSpoofing    bool
-	KeepEstablished bool
+	AntiSpoofing     bool
+	KeepEstablished  bool
+	FlowEndSummaries bool
 	// Version labels the objects; the plugin's own version unless a test
 	// pins it.
 	Version string
@@ -162,6 +163,7 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.Lookup("dry-run").NoOptDefVal = "client"
 	fl.StringVarP(&o.Output, "output", "o", "", "With --dry-run=client, print the manifests: yaml or json")
 	fl.BoolVar(&o.AntiSpoofing, "anti-spoofing", true, "Drop packets a pod sends with a source address that is not its own (turn off for pods that route or forward others' traffic)")
+	fl.BoolVar(&o.FlowEndSummaries, "flow-end-summaries", true, "Report each ended connection of a local pod with its packets, bytes and duration (from conntrack; counts need net.netfilter.nf_conntrack_acct=1 on the nodes)")
 	fl.BoolVar(&o.KeepEstablished, "keep-established", false, "Leave established connections alone when a policy change denies them (default: cut them, as the new policy says)")
 	fl.BoolVar(&o.Wait, "wait", true, "Wait until the agent is ready on every node, showing each node's progress")
 	fl.DurationVar(&o.Timeout, "timeout", defaultWaitTimeout, "How long --wait waits before showing the failing pods' state, events and logs")
@@ -175,12 +177,13 @@ func (o *InstallOptions) Complete() error {
 		return fmt.Errorf("--node-selector: %w", err)
 	}
 	o.opts = install.Options{
-		Namespace:       agentNamespace(o.factory.ConfigFlags),
-		Image:           o.Image,
-		NodeSelector:    sel,
-		Version:         o.Version,
-		NoAntiSpoofing:  !o.AntiSpoofing,
-		KeepEstablished: o.KeepEstablished,
+		Namespace:          agentNamespace(o.factory.ConfigFlags),
+		Image:              o.Image,
+		NodeSelector:       sel,
+		Version:            o.Version,
+		NoAntiSpoofing:     !o.AntiSpoofing,
+		KeepEstablished:    o.KeepEstablished,
+		NoFlowEndSummaries: !o.FlowEndSummaries,
 	}
 	return nil
 }

@@ -49,6 +49,9 @@ type Options struct {
 	// KeepEstablished leaves established connections alone when a new
 	// policy denies them; the agent's --keep-established.
 	KeepEstablished bool
+	// NoFlowEndSummaries turns off the summaries (packets, bytes, duration)
+	// of ended connections; the agent's --flow-end-summaries=false.
+	NoFlowEndSummaries bool
 }
 
 // agentArgs are the agent's command-line arguments for o.
@@ -59,6 +62,9 @@ func (o Options) agentArgs() []string {
 	}
 	if o.KeepEstablished {
 		args = append(args, "--keep-established")
+	}
+	if o.NoFlowEndSummaries {
+		args = append(args, "--flow-end-summaries=false")
 	}
 	return args
 }

@@ -160,6 +160,7 @@ func TestAgentArgs(t *testing.T) {
 		{func(*Options) {}, []string{"--v=2"}},
 		{func(o *Options) { o.NoAntiSpoofing = true }, []string{"--v=2", "--anti-spoofing=false"}},
 		{func(o *Options) { o.KeepEstablished = true }, []string{"--v=2", "--keep-established"}},
+		{func(o *Options) { o.NoFlowEndSummaries = true }, []string{"--v=2", "--flow-end-summaries=false"}},
 	} {
 		o := testOptions()
 		c.mod(&o)

@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/privileged"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -39,24 +40,7 @@ import (
 // test cannot create network namespaces and load BPF programs.
 func requirePrivileged(t testing.TB) {
 	t.Helper()
-	reason := ""
-	switch {
-	case os.Geteuid() != 0:
-		reason = "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
-	default:
-		for _, tool := range []string{"ip", "nft"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				reason = fmt.Sprintf("needs %s: run hack/install-deps.sh", tool)
-			}
-		}
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("privileged agent test cannot run in CI: %s", reason)
-	}
-	t.Skip(reason)
+	privileged.Require(t, "agent", "ip", "nft")
 }
 
 var feSeq atomic.Int64

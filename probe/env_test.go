@@ -20,30 +20,15 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/privileged"
 )
 
 // requireRoot fails in CI (env CI set) and skips elsewhere when the test
 // cannot create namespaces and load BPF programs.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	reason := ""
-	switch {
-	case os.Geteuid() != 0:
-		reason = "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
-	default:
-		if _, err := exec.LookPath("ip"); err != nil {
-			reason = "needs iproute2 (ip): run hack/install-deps.sh"
-		} else if _, err := exec.LookPath("nft"); err != nil {
-			reason = "needs nftables (nft): run hack/install-deps.sh"
-		}
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("privileged datapath test cannot run in CI: %s", reason)
-	}
-	t.Skip(reason)
+	privileged.Require(t, "datapath", "ip", "nft")
 }
 
 var nsSeq atomic.Int64

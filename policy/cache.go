@@ -22,8 +22,8 @@ import (
 type Cache struct {
 	mu        sync.Mutex
 	gen       uint64 // the build in progress; entries seen in it carry it
-	pods      map[*corev1.Pod]*entry[*podFacts]
-	policies  map[*networkingv1.NetworkPolicy]*entry[*policyFacts]
+	pods      map[*corev1.Pod]*entry[podFacts]
+	policies  map[*networkingv1.NetworkPolicy]*entry[policyFacts]
 	selection map[string]*nsSelection // by namespace
 	stats     CacheStats
 }
@@ -61,8 +61,8 @@ type selEntry struct {
 // NewCache returns an empty Cache.
 func NewCache() *Cache {
 	return &Cache{
-		pods:      map[*corev1.Pod]*entry[*podFacts]{},
-		policies:  map[*networkingv1.NetworkPolicy]*entry[*policyFacts]{},
+		pods:      map[*corev1.Pod]*entry[podFacts]{},
+		policies:  map[*networkingv1.NetworkPolicy]*entry[policyFacts]{},
 		selection: map[string]*nsSelection{},
 	}
 }
@@ -90,15 +90,21 @@ func (c *Cache) Stats() CacheStats {
 }
 
 // pod returns the facts of pod, derived or reused. A nil c derives them.
-func (c *Cache) pod(pod *corev1.Pod) *podFacts {
+func (c *Cache) pod(pod *corev1.Pod) podFacts {
 	if c == nil {
 		return derivePod(pod)
 	}
-	return reuse(c, c.pods, pod, pod.ResourceVersion, derivePod)
+	return reuse(c, c.pods, pod, pod.ResourceVersion, func(pod *corev1.Pod) podFacts {
+		f := derivePod(pod)
+		if f.err == nil {
+			f.dpKey = f.dpIdentityKey() // once per object, not per Compile
+		}
+		return f
+	})
 }
 
 // policy returns the facts of np, derived or reused. A nil c derives them.
-func (c *Cache) policy(np *networkingv1.NetworkPolicy) *policyFacts {
+func (c *Cache) policy(np *networkingv1.NetworkPolicy) policyFacts {
 	if c == nil {
 		return derivePolicy(np)
 	}

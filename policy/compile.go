@@ -136,7 +136,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		if pi.hostNetwork || len(pi.ips) == 0 {
 			continue
 		}
-		key := pi.dpKey
+		key := pi.dpIdentityKey()
 		di := byKey[key]
 		if di == nil {
 			di = &dpIdentity{key: key, ident: pi.ident, rep: pi,

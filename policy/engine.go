@@ -64,26 +64,34 @@ type podInfo struct {
 	firstIsNode bool // ips[0] is a node address (saves a lookup per query)
 	hostNetwork bool
 	indexed     bool // part of the Snapshot (unique per namespace/name)
-	*podFacts
+	podFacts
 }
 
 // podFacts is what a pod object alone determines, independent of the rest of
-// the Snapshot; a Cache keeps it per object across Engines, so it is never
-// modified once built.
+// the Snapshot; a Cache keeps it per object across Engines, so its slices
+// are never modified once built.
 type podFacts struct {
 	key   string // namespace/name
 	ips   []netip.Addr
 	ports []namedPort // declared container ports that have a name
 	// identKey names the pod's identity (namespace and labels); dpKey adds the
-	// named-port signature, naming its datapath identity (see Compile).
+	// named-port signature, naming its datapath identity (see Compile). A
+	// Cache fills dpKey; without one, Compile derives it (dpIdentityKey).
 	identKey, dpKey string
 	err             error // the pod cannot be indexed
 }
 
+func (f *podFacts) dpIdentityKey() string {
+	if f.dpKey != "" {
+		return f.dpKey
+	}
+	return f.identKey + "\x00ports" + portSignature(f.ports)
+}
+
 // derivePod computes a pod's facts. An error is kept in the facts (and
 // returned by NewEngine), never partially filled ones used.
-func derivePod(pod *corev1.Pod) *podFacts {
-	f := &podFacts{key: pod.Namespace + "/" + pod.Name}
+func derivePod(pod *corev1.Pod) podFacts {
+	f := podFacts{key: pod.Namespace + "/" + pod.Name}
 	if pod.Name == "" || pod.Namespace == "" {
 		f.err = fmt.Errorf("pod %q in namespace %q: metadata.name and metadata.namespace are required", pod.Name, pod.Namespace)
 		return f
@@ -96,7 +104,6 @@ func derivePod(pod *corev1.Pod) *podFacts {
 	f.ips = ips
 	f.ports = declaredPorts(pod)
 	f.identKey = identityKey(pod.Namespace, pod.Labels)
-	f.dpKey = f.identKey + "\x00ports" + portSignature(f.ports)
 	return f
 }
 
@@ -166,7 +173,10 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		if pf.err != nil {
 			return nil, pf.err
 		}
-		pi := pf.tmpl.instance()
+		pi := pf.tmpl
+		if c != nil {
+			pi = pi.instance() // the template is shared with other Engines
+		}
 		if _, dup := e.policyByRef[pi.ref]; dup {
 			return nil, fmt.Errorf("networkpolicy %s/%s: appears twice in the snapshot", np.Namespace, np.Name)
 		}
@@ -248,7 +258,7 @@ func (e *Engine) namespace(name string) *nsInfo {
 // added to the Engine (only during NewEngine, c being its Cache or nil);
 // otherwise an unknown identity is built on the side without touching the
 // Engine, which keeps it immutable.
-func (e *Engine) newPodInfo(pod *corev1.Pod, f *podFacts, register bool, c *Cache) (*podInfo, error) {
+func (e *Engine) newPodInfo(pod *corev1.Pod, f podFacts, register bool, c *Cache) (*podInfo, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -358,7 +368,7 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 	if err != nil {
 		// An unindexable pod (bad IP, no name) is still judged by its labels.
 		pi = &podInfo{pod: pod, hostNetwork: pod.Spec.HostNetwork,
-			podFacts: &podFacts{key: f.key, ports: declaredPorts(pod)},
+			podFacts: podFacts{key: f.key, ports: declaredPorts(pod)},
 			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
 		e.fillSelectedBy(pi.ident)
 	}

@@ -44,15 +44,15 @@ type policyFacts struct {
 	err     error // compilePolicy's
 }
 
-func derivePolicy(np *networkingv1.NetworkPolicy) *policyFacts {
+func derivePolicy(np *networkingv1.NetworkPolicy) policyFacts {
 	if err := ValidatePolicy(np); err != nil {
-		return &policyFacts{invalid: err}
+		return policyFacts{invalid: err}
 	}
 	pi, err := compilePolicy(np)
 	if err != nil {
-		return &policyFacts{err: err}
+		return policyFacts{err: err}
 	}
-	return &policyFacts{tmpl: pi}
+	return policyFacts{tmpl: pi}
 }
 
 // instance copies a template for one Engine: its peers get match caches of

@@ -12,6 +12,11 @@
 // (check, matrix); both run the same matching code. An Engine is immutable and
 // safe for concurrent use.
 //
+// A caller that rebuilds the Engine on every cluster change (the node agent)
+// keeps a Cache and calls NewEngineCached: what each unchanged object (same
+// pointer, same resourceVersion, as informers hand out) determines on its
+// own is derived once, not per build; the Engine is the one NewEngine builds.
+//
 // # Semantics
 //
 // A side (the source's egress, the destination's ingress) is isolated when a

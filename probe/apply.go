@@ -72,6 +72,23 @@ type direction struct {
 	trie  trie
 }
 
+// within reports whether every entry of d is in o with the same value: o
+// allows everything d did (entries only add allows; a more specific CIDR
+// entry's set of blocks holds every block of the wider ones around it).
+func (d *direction) within(o *direction) bool {
+	for k, v := range d.rules {
+		if w, ok := o.rules[k]; !ok || w != v {
+			return false
+		}
+	}
+	for k, v := range d.trie {
+		if w, ok := o.trie[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
 func (d *direction) equal(o *direction) bool {
 	return maps.Equal(d.rules, o.rules) && maps.Equal(d.trie, o.trie)
 }
@@ -181,7 +198,8 @@ type ApplyResult struct {
 	IPCacheRemoved   int
 	Revoked          uint // conntrack entries deleted
 	// ConntrackScanned: revocation walked the conntrack table. An Apply that
-	// changes no map cannot deny an established flow and skips the walk.
+	// only adds allows (or changes nothing) cannot deny an established flow
+	// and skips the walk.
 	ConntrackScanned bool
 }
 
@@ -204,6 +222,11 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		return res, err
 	}
 
+	// stricter: this Apply may deny a flow the maps allowed before, so
+	// revocation must walk conntrack. Conservative: any identity change,
+	// a direction that lost an entry, an endpoint newly isolated or changed.
+	stricter := false
+
 	// 1. Identities first, so new rules find their peers.
 	for pfx, id := range want.ipcache {
 		if old, ok := p.state.ipcache[pfx]; ok && old == id {
@@ -213,6 +236,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 			return res, err
 		}
 		res.IPCacheWritten++
+		stricter = true
 	}
 
 	// 2. Swap changed policy maps of isolated directions.
@@ -221,6 +245,9 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		slotsWanted[slot] = true
 		if old, ok := p.state.dirs[slot]; ok && old.equal(d) {
 			continue
+		}
+		if old, ok := p.state.dirs[slot]; !ok || !old.within(d) {
+			stricter = true
 		}
 		if err := p.swapSlot(slot, d); err != nil {
 			return res, err
@@ -231,8 +258,14 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 
 	// 3. Endpoint entries (isolation flags, slots).
 	for k, ep := range want.endpoints {
-		if old, ok := p.state.endpoints[k]; ok && old == ep {
+		old, ok := p.state.endpoints[k]
+		if ok && old == ep {
 			continue
+		}
+		isolation := uint32(epIsolatedIngress | epIsolatedEgress)
+		if !ok && ep.Flags&isolation != 0 ||
+			ok && (ep.Flags&isolation&^old.Flags != 0 || ep.Identity != old.Identity || ep.SlotIngress != old.SlotIngress || ep.SlotEgress != old.SlotEgress) {
+			stricter = true
 		}
 		if err := p.objs.NetpolEndpoints.Put(&k, &ep); err != nil {
 			return res, fmt.Errorf("writing endpoint %d: %w", ep.Id, err)
@@ -273,6 +306,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 			return res, err
 		}
 		res.IPCacheRemoved++
+		stricter = true
 	}
 	p.state.dp = dp
 
@@ -287,8 +321,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		}
 	}
 
-	changed := res.SlotsSwapped+res.EndpointsWritten+res.EndpointsRemoved+res.IPCacheWritten+res.IPCacheRemoved > 0
-	if p.revoke && (changed || p.revokeOwed) {
+	if p.revoke && (stricter || p.revokeOwed) {
 		n, err := p.revokeDenied(want)
 		res.Revoked, res.ConntrackScanned = n, true
 		p.revokeOwed = err != nil

@@ -296,6 +296,17 @@ func TestRevocation(t *testing.T) {
 	if err := cc.roundTrip("after"); err != nil {
 		t.Errorf("c's allowed connection broke: %v", err)
 	}
+	// Allowing b again only adds entries: no walk. Taking it away again
+	// walks conntrack (and c's connection survives that too).
+	if res, err := pr.Apply(objs(true)); err != nil || res.ConntrackScanned || res.SlotsSwapped == 0 {
+		t.Errorf("Apply adding an allow: %+v, %v; want a swap and no conntrack walk", res, err)
+	}
+	if res, err := pr.Apply(objs(false)); err != nil || !res.ConntrackScanned {
+		t.Errorf("Apply removing an allow: %+v, %v; want a conntrack walk", res, err)
+	}
+	if err := cc.roundTrip("again"); err != nil {
+		t.Errorf("c's allowed connection broke: %v", err)
+	}
 }
 
 // echo helpers: a TCP echo server and a client that round-trips lines.

@@ -105,7 +105,13 @@ if [[ -f $SYSCTL_SAVE ]]; then
   while IFS='=' read -r k v; do sysctl -qw "$k=$v" 2>/dev/null || true; done <"$SYSCTL_SAVE"
 fi
 
-# 9. Host paths: the cluster's own, and those the components hard-code.
+# 9. The datapath an agent installed in this cluster left on the node (the host's namespace):
+#    enforcement outlives the agent by design (pinned links and maps), so without its cluster it
+#    would go on applying a dead cluster's policy to whatever reuses the pod addresses. Removing
+#    the pins detaches the programs.
+rm -rf "$AGENT_PIN_ROOT"
+
+# 10. Host paths: the cluster's own, and those the components hard-code.
 rm -rf "$STATE_DIR" "$RUN_DIR" "$KUBECONFIG_OUT" /run/containerd/s /var/log/containers /var/lib/cni/results \
   /var/lib/kubelet/device-plugins /var/lib/kubelet/plugins_registry /var/lib/kubelet/plugins
 rmdir /run/containerd /var/lib/kubelet /var/lib/cni 2>/dev/null || true

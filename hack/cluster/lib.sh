@@ -44,6 +44,8 @@ SERVICE_CIDR=10.96.0.0/16
 KUBERNETES_SVC_IP=10.96.0.1
 DNS_SVC_IP=10.96.0.10
 CLUSTER_DOMAIN=cluster.local
+# Where an agent installed in the cluster pins its datapath on this host (probe.DefaultPinRoot).
+AGENT_PIN_ROOT=/sys/fs/bpf/netpol
 NODE_NAME=netpol-node
 
 # Local images (imported into containerd's k8s.io namespace, never pulled).

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -47,9 +46,6 @@ func runSpoof(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s\n", out)
 	return 0
 }
-
-// errNoRaw reports a platform without raw IPv4 sockets here.
-var errNoRaw = errors.New("raw IPv4 sockets are only implemented on Linux")
 
 // forgedPacket is an IPv4 packet from src to dst: a TCP SYN or a UDP
 // datagram carrying "ping".

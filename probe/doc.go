@@ -59,7 +59,9 @@
 //     guarded interfaces (pinned TCX links under links/<name>/spoof_<ifindex>)
 //     and their addresses exactly what it is given, reading the state back
 //     from the pins and the map, so it is restart-safe and never lets a
-//     reused interface index inherit an old pod's addresses.
+//     reused interface index inherit an old pod's addresses. The check covers
+//     IP sources and the addresses ARP and IPv6 neighbour advertisements
+//     claim.
 //
 // # Events
 //

@@ -29,6 +29,10 @@ char __license[] SEC("license") = "GPL";
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define ETH_P_ARP 0x0806
+#define ARPHRD_ETHER 1
+#define ICMPV6_NEIGHBOR_ADVERT 136
+#define NETPOL_IPPROTO_ICMPV6 58
 
 #define NF_DROP 0
 #define NF_ACCEPT 1
@@ -827,7 +831,23 @@ int netpol_spoof(struct __sk_buff *skb)
 
 	if ((void *)(eth + 1) > end)
 		return TCX_NEXT;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+		// An ARP sender address is a claim on that address: a pod could
+		// point the node's or other pods' neighbour entries at itself.
+		// Only its own addresses (and 0.0.0.0, address probes) may be claimed.
+		struct arphdr *arp = (void *)(eth + 1);
+		__u8 *sha = (__u8 *)(arp + 1);
+		if ((void *)(sha + 6 + 4) > end)
+			return TCX_DROP;
+		if (arp->ar_hrd != bpf_htons(ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
+		    arp->ar_hln != 6 || arp->ar_pln != 4)
+			return TCX_NEXT;
+		__be32 spa;
+		__builtin_memcpy(&spa, sha + 6, 4);
+		if (!spa)
+			return TCX_NEXT;
+		set_v4(k.addr, spa);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 		if ((void *)(ip + 1) > end)
 			return TCX_DROP;
@@ -837,6 +857,21 @@ int netpol_spoof(struct __sk_buff *skb)
 		if ((void *)(ip6 + 1) > end)
 			return TCX_DROP;
 		__u8 *s = (__u8 *)&ip6->saddr;
+		if (ip6->nexthdr == NETPOL_IPPROTO_ICMPV6) {
+			// A neighbour advertisement claims its target address (ARP's
+			// sender address in IPv6), whatever its source.
+			__u8 *icmp = (__u8 *)(ip6 + 1);
+			if ((void *)(icmp + 8 + 16) <= end && icmp[0] == ICMPV6_NEIGHBOR_ADVERT) {
+				__u8 *target = icmp + 8;
+				if (target[0] == 0xfe && (target[1] & 0xc0) == 0x80)
+					return TCX_NEXT;
+				__builtin_memcpy(k.addr, target, 16);
+				if (bpf_map_lookup_elem(&netpol_spoof_guard, &k))
+					return TCX_NEXT;
+				count(NETPOL_CNT_SPOOF_DROPPED);
+				return TCX_DROP;
+			}
+		}
 		// Link-local and unspecified sources (neighbour discovery, DAD).
 		if ((s[0] == 0xfe && (s[1] & 0xc0) == 0x80))
 			return TCX_NEXT;

@@ -175,14 +175,14 @@ func TestInstallUninstallLive(t *testing.T) {
 	var pod *corev1.Pod
 	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		pods, err := install.AgentPods(ctx, c.Client, ns)
-		if err != nil || len(pods) == 0 {
-			return false, nil
+		if err != nil || len(pods) == 0 || pods[0].Spec.NodeName == "" {
+			return false, nil // DaemonSet pods go through the scheduler: bound a moment later
 		}
 		pod = &pods[0]
 		return true, nil
 	}); err != nil {
 		ds, _ := c.Client.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{})
-		t.Fatalf("the DaemonSet created no pod in a minute:\n%s", install.ObjectEvents(ctx, c.Client, "DaemonSet", ds, 10))
+		t.Fatalf("the DaemonSet created no scheduled pod in a minute:\n%s", install.ObjectEvents(ctx, c.Client, "DaemonSet", ds, 10))
 	}
 	if pod.Spec.PriorityClassName != "system-node-critical" || pod.Spec.Priority == nil || *pod.Spec.Priority < 2000000000 || pod.Spec.NodeName != framework.NodeName {
 		t.Errorf("agent pod priority %s/%v on %q", pod.Spec.PriorityClassName, pod.Spec.Priority, pod.Spec.NodeName)

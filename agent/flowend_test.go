@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -54,49 +52,16 @@ type feNS struct {
 func newFeNS(t testing.TB, role string) *feNS {
 	t.Helper()
 	name := fmt.Sprintf("npfe%d-%s%d", os.Getpid(), role, feSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	n := &feNS{name: name}
-	t.Cleanup(func() {
-		if n.h.IsOpen() {
-			n.h.Close()
-		}
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.h = h
-	n.run(t, "ip", "link", "set", "lo", "up")
-	return n
+	return &feNS{name: name, h: privileged.NewNamedNS(t, name)}
 }
 
 func (n *feNS) run(t testing.TB, args ...string) {
 	t.Helper()
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %s: %v: %s", n.name, strings.Join(args, " "), err, out)
-	}
+	privileged.RunIn(t, n.name, args...)
 }
 
-// in runs fn on a locked thread inside the namespace; the thread is thrown
-// away afterwards. Sockets made by fn stay in the namespace.
-func (n *feNS) in(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the runtime discards the thread
-		if err := netns.Set(n.h); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// in runs fn inside the namespace; sockets made by fn stay in it.
+func (n *feNS) in(fn func() error) error { return privileged.In(n.h, fn) }
 
 // feNode is a "node" namespace with conntrack on and pods routed to it
 // over veths (/32 routes, no default route anywhere).

@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,74 +40,18 @@ type testNS struct {
 func newNS(t testing.TB, role string) *testNS {
 	t.Helper()
 	name := fmt.Sprintf("np%d-%s%d", os.Getpid(), role, nsSeq.Add(1))
-	var h netns.NsHandle
-	err := withThread(func() error {
-		orig, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer orig.Close()
-		h, err = netns.NewNamed(name)
-		if err != nil {
-			return err
-		}
-		return netns.Set(orig)
-	})
-	if err != nil {
-		t.Fatalf("creating netns %s: %v", name, err)
-	}
-	n := &testNS{name: name, h: h}
-	t.Cleanup(func() {
-		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("deleting netns %s: %v", name, err)
-		}
-	})
-	n.run(t, "ip", "link", "set", "lo", "up")
-	// No duplicate address detection: addresses are usable at once.
-	n.run(t, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-	return n
-}
-
-// withThread runs fn on a fresh locked OS thread that is thrown away after.
-func withThread(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: if fn changed the thread's namespace, the runtime
-		// discards the thread when the goroutine exits.
-		lockOSThread()
-		errc <- fn()
-	}()
-	return <-errc
+	return &testNS{name: name, h: privileged.NewNamedNS(t, name)}
 }
 
 // in runs fn inside the namespace.
-func (n *testNS) in(fn func() error) error {
-	return withThread(func() error {
-		if err := netns.Set(n.h); err != nil {
-			return err
-		}
-		return fn()
-	})
-}
+func (n *testNS) in(fn func() error) error { return privileged.In(n.h, fn) }
 
 func (n *testNS) run(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := n.try(args...)
-	if err != nil {
-		t.Fatalf("%s: %v", strings.Join(args, " "), err)
-	}
-	return out
+	return privileged.RunIn(t, n.name, args...)
 }
 
-func (n *testNS) try(args ...string) (string, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%w: %s", err, out)
-	}
-	return string(out), nil
-}
+func (n *testNS) try(args ...string) (string, error) { return privileged.TryIn(n.name, args...) }
 
 func (n *testNS) nft(t testing.TB, script string) {
 	t.Helper()
@@ -353,8 +295,6 @@ func (p *pod) connect(proto string, addr netip.Addr, port int, timeout time.Dura
 	})
 	return answer, err
 }
-
-func lockOSThread() { runtime.LockOSThread() }
 
 // isTimeout reports a connection that got no answer (dropped packets).
 func isTimeout(err error) bool {

@@ -121,8 +121,13 @@ check: deps ## Everything CI runs: lint, cross-builds, unit, privileged, release
 	$(MAKE) e2e
 
 # --- local test cluster (hack/cluster; see README "Test cluster") --------------------------------
+# NODES=1: one node on the host (bridge CNI, fastest); NODES=2..9: nodes in namespaces with
+# real Flannel (vxlan) between them, what users run. 3 by default.
+NODES ?= 3
+export NODES
+
 .PHONY: cluster-up
-cluster-up: ## Build (cached) and start the single-node test cluster; writes .cluster/kubeconfig (root)
+cluster-up: ## Build (cached) and start the test cluster, NODES=3 by default (1: one node on the host); writes .cluster/kubeconfig (root)
 	hack/cluster/up.sh
 
 .PHONY: cluster-down
@@ -135,7 +140,7 @@ cluster-check: ## Fail if any process, mount, netns, link, route, chain, cgroup,
 
 .PHONY: images
 images: ## Build the local images (pause, netprobe, coredns) without docker; import them if the cluster runs
-	@export VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO); if [ -S /run/netpol-cluster/containerd/containerd.sock ]; then hack/cluster/images.sh import; else hack/cluster/images.sh build; fi
+	@export VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO); if [ -n "$$(ls /run/netpol-cluster/containerd/containerd.sock /run/netpol-cluster/nodes/*/containerd.sock 2>/dev/null)" ]; then hack/cluster/images.sh import; else hack/cluster/images.sh build; fi
 
 .PHONY: e2e
 e2e: ## cluster-up, go test -tags e2e ./test/e2e/..., cluster-down (KEEP_CLUSTER=1 keeps it; E2E_ARGS='-run X -v')

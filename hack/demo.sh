@@ -17,6 +17,15 @@ show() { printf '$ %s\n' "$*"; "$@"; }
 
 say "deploying the sample app (examples/demo/app.yaml)"
 kubectl apply -f "$REPO_ROOT/examples/demo/app.yaml"
+if [[ -f $NODES_FILE ]] && (($(wc -l <"$NODES_FILE") > 1)); then
+  # Several nodes: the database on one node, its clients on another, so every connection
+  # crosses Flannel's vxlan and is judged on both nodes (egress at web's, ingress at db's).
+  place() { kubectl -n "$ns" patch "deploy/$1" --type merge -p "{\"spec\":{\"template\":{\"spec\":{\"nodeSelector\":{\"kubernetes.io/hostname\":\"$2\"}}}}}" >/dev/null; }
+  place db "$(node_name 1)"
+  place web "$(node_name 2)"
+  place other "$(node_name 2)"
+  echo "placed db on $(node_name 1), web and other on $(node_name 2)"
+fi
 kubectl -n "$ns" rollout status deploy/db deploy/web deploy/other --timeout=120s
 pod() { kubectl -n "$ns" get pod -l "app=$1" -o jsonpath='{.items[0].metadata.name}'; }
 web=$(pod web) db=$(pod db) other=$(pod other)

@@ -15,7 +15,7 @@ for p in /proc/[0-9]*; do
   [[ $pid == "$$" ]] && continue
   exe=$(readlink -f "$p/exe" 2>/dev/null) || continue
   cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
-  if [[ $exe == "$BIN_DIR"/* ]] || [[ $cmd == *"$CONTAINERD_SOCK"* || $cmd == *"$STATE_DIR/"* ]]; then
+  if [[ $exe == "$BIN_DIR"/* ]] || [[ $cmd == *"$RUN_DIR/"* || $cmd == *"$STATE_DIR/"* ]]; then
     found "process $pid: $cmd"
   fi
 done
@@ -25,6 +25,12 @@ for p in $(find /sys/fs/cgroup -path '*/kubepods*' -name cgroup.procs -exec cat 
 # Mounts and network namespaces.
 while read -r m; do found "mount $m"; done < <(awk '{print $5}' /proc/self/mountinfo | grep -E "^($STATE_DIR|$RUN_DIR|/run/containerd|/var/lib/kubelet|/run/netns/cni-|/var/run/netns/cni-)" || true)
 for ns in /run/netns/cni-*; do [[ -e $ns ]] && found "network namespace $ns"; done
+# Several nodes: namespace files, the node veths, cgroup roots, mount-point dirs made on the host.
+[[ -e $NODE_NS_DIR ]] && found "node namespace dir $NODE_NS_DIR"
+while read -r l; do found "link $l"; done < <(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(k8sn[0-9]|flannel\.|cni0$)' || true)
+while read -r c; do found "cgroup $c"; done < <(find /sys/fs/cgroup -maxdepth 2 -type d -name 'netpol-node-*' 2>/dev/null || true)
+[[ -e $HOST_MOUNTPOINTS ]] && found "record of host mount points $HOST_MOUNTPOINTS"
+for p in /run/flannel "$NODES_OUT"; do [[ -e $p ]] && found "path $p"; done
 
 # Links, addresses, routes.
 ip link show "$BRIDGE" >/dev/null 2>&1 && found "link $BRIDGE"

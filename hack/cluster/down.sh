@@ -11,6 +11,9 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/proc.sh"
+source "$(dirname "$0")/pki.sh"
+source "$(dirname "$0")/configs.sh"
+source "$(dirname "$0")/node.sh"
 require_root
 t0=$(date +%s.%N)
 
@@ -18,6 +21,8 @@ crictl_() { "$BIN_DIR/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --ima
 
 # 1. Stop the node agents first so nothing recreates pods meanwhile.
 for c in kubelet kube-proxy kube-scheduler kube-controller-manager; do stop_component "$c"; done
+# Several nodes: each node's components, pods, namespaces, links and routes (node.sh).
+if multinode || compgen -G "$STATE_DIR/nodes/*/" >/dev/null; then nodes_down; fi
 
 # 2. Pod sandboxes through CRI: stopping a sandbox runs the CNI DEL (veth, IPAM, netns).
 if [[ -f $STATE_DIR/containerd.toml && -x $BIN_DIR/crictl ]]; then
@@ -69,7 +74,7 @@ if ip link show "$BRIDGE" >/dev/null 2>&1; then
   for l in $(ip -o link show master "$BRIDGE" | awk -F': ' '{print $2}' | cut -d@ -f1); do ip link delete "$l" 2>/dev/null || true; done
   ip link delete "$BRIDGE"
 fi
-for r in "blackhole $POD_CIDR" "blackhole $NODE_NET" "$SERVICE_CIDR"; do
+for r in "blackhole $POD_CIDR" "blackhole $NODE_NET" "blackhole $SERVICE_CIDR" "$SERVICE_CIDR"; do
   while ip route del $r 2>/dev/null; do :; done
 done
 
@@ -110,6 +115,14 @@ fi
 #    would go on applying a dead cluster's policy to whatever reuses the pod addresses. Removing
 #    the pins detaches the programs.
 rm -rf "$AGENT_PIN_ROOT"
+# bpffs, when up.sh mounted it (as systemd would have) and nothing else pinned anything there since.
+if [[ -f $STATE_DIR/bpffs-mounted ]] && mountpoint -q /sys/fs/bpf; then
+  if [[ -z $(ls -A /sys/fs/bpf) ]]; then
+    umount /sys/fs/bpf
+  else
+    log "bpffs at /sys/fs/bpf holds pins of others ($(ls /sys/fs/bpf | head -3 | tr '\n' ' ')): left mounted"
+  fi
+fi
 
 # 10. Host paths: the cluster's own, and those the components hard-code.
 rm -rf "$STATE_DIR" "$RUN_DIR" "$KUBECONFIG_OUT" /run/containerd/s /var/log/containers /var/lib/cni/results \

@@ -50,9 +50,14 @@ GO_LDFLAGS=$VERSION_LDFLAGS go_image "$AGENT_IMAGE" ./cmd/netpol-agent /netpol-a
 
 log "images built: ${tars[*]##*/}"
 if [[ $mode == import ]]; then
-  [[ -S $CONTAINERD_SOCK ]] || die "containerd is not running ($CONTAINERD_SOCK): run make cluster-up"
-  for t in "${tars[@]}"; do
-    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$t" >/dev/null
+  # One containerd on one node; on several nodes, one per node (hack/cluster/node.sh).
+  socks=()
+  for s in "$CONTAINERD_SOCK" "$RUN_DIR"/nodes/*/containerd.sock; do [[ -S $s ]] && socks+=("$s"); done
+  ((${#socks[@]})) || die "no containerd of the test cluster is running ($CONTAINERD_SOCK, $RUN_DIR/nodes/*/containerd.sock): run make cluster-up"
+  for s in "${socks[@]}"; do
+    for t in "${tars[@]}"; do
+      ctr --address "$s" -n k8s.io images import "$t" >/dev/null
+    done
   done
-  log "images imported into containerd (namespace k8s.io)"
+  log "images imported into containerd (namespace k8s.io) on ${#socks[@]} node(s)"
 fi

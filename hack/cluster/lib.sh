@@ -13,6 +13,8 @@ KUBE_STAGING_VERSION=v0.37.2    # k8s.io/* staging modules published for KUBE_VE
 ETCDSERVER_VERSION=v3.7.3
 CRICTL_VERSION=v1.37.0
 COREDNS_VERSION=v1.14.7
+FLANNEL_VERSION=v0.28.10       # flanneld (multi-node pod network, vxlan)
+CNI_FLANNEL_VERSION=v0.9.1      # the flannel CNI plugin (containernetworking/plugins, last release with it)
 
 # Binaries cache (git-ignored). NETPOL_CLUSTER_CACHE moves it, e.g. to share it between clones.
 CACHE_DIR="${NETPOL_CLUSTER_CACHE:-$REPO_ROOT/.cache/cluster}"
@@ -47,6 +49,32 @@ CLUSTER_DOMAIN=cluster.local
 # Where an agent installed in the cluster pins its datapath on this host (probe.DefaultPinRoot).
 AGENT_PIN_ROOT=/sys/fs/bpf/netpol
 NODE_NAME=netpol-node
+
+# Several nodes (NODES >= 2, the default 3; hack/cluster/node.sh): the control plane stays on the host, bound to
+# NODE_IP on $BRIDGE, which then only joins the nodes (the underlay). Node I (1..NODES) is a
+# network + mount + UTS namespace named netpol-node-I with address 10.250.0.(10+I) on its eth0 and
+# its own containerd, kubelet, kube-proxy, flanneld (vxlan) and bpffs; pods get the node's
+# podCIDR from the flannel CNI plugin. The namespace files live in a private bind mount of our
+# own (not /run/netns: see notes/multinode.md).
+NODES=${NODES:-3}
+NODE_NS_DIR=$RUN_DIR/ns
+NODES_FILE=$STATE_DIR/nodes.list   # "NAME IP" per node of a running multi-node cluster
+NODES_OUT="$REPO_ROOT/.cluster/nodes"  # the same plus namespace files, for tests (git-ignored)
+HOST_MOUNTPOINTS=$STATE_DIR/host-mountpoints  # mount-point dirs node set-up created on the host
+CNI_MULTI_BIN_DIR=$STATE_DIR/cni-bin  # Debian's plugins plus flannel
+FLANNEL_CONF=$STATE_DIR/flannel-net-conf.json
+node_name() { echo "netpol-node-$1"; }
+node_ip() { echo "10.250.0.$((10 + $1))"; }
+node_link() { echo "k8sn$1"; }          # the host end of node I's veth, on $BRIDGE
+# node_exec NAME CMD...: run CMD in node NAME's network, mount and UTS namespaces. (Not
+# `ip netns exec`: it remounts /sys, hiding the node's cgroups and bpffs.)
+node_exec() {
+  local n=$1
+  shift
+  nsenter --net="$NODE_NS_DIR/$n.net" --mount="$NODE_NS_DIR/$n.mnt" --uts="$NODE_NS_DIR/$n.uts" -- "$@"
+}
+# multinode: true while a multi-node cluster (or its leftovers) is on the machine.
+multinode() { [[ -f $NODES_FILE || -d $NODE_NS_DIR ]]; }
 
 # Local images (imported into containerd's k8s.io namespace, never pulled).
 PAUSE_IMAGE=localhost/pause:local

@@ -46,9 +46,17 @@ make_pki() {
   cert kubelet "system:node:$NODE_NAME" system:nodes
   cert kubelet-server "$NODE_NAME" "" "DNS:$NODE_NAME,IP:$NODE_IP,IP:127.0.0.1"
   CA=front-proxy-ca cert front-proxy-client front-proxy-client
+  cert flannel netpol:flannel   # flanneld (multi-node); RBAC in node.sh
   # Service-account tokens are signed with RSA (what every consumer supports).
   openssl genrsa -out "$PKI_DIR/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
+  chmod 600 "$PKI_DIR"/*.key
+}
+
+# node_pki NAME IP: the client and serving certificates of node NAME's kubelet (multi-node).
+node_pki() {
+  cert "kubelet-$1" "system:node:$1" system:nodes
+  cert "kubelet-server-$1" "$1" "" "DNS:$1,IP:$2,IP:127.0.0.1"
   chmod 600 "$PKI_DIR"/*.key
 }
 

@@ -8,12 +8,18 @@
 proc_starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 
 # start_component NAME BINARY ARGS...: start it in the background, logging to $LOG_DIR/NAME.log.
+# With IN_NODE=NODE-NAME set, it runs in that node's namespaces (nsenter execs in place too), and
+# with ENV_VARS="K=V ..." set, with those variables (env execs in place).
 start_component() {
   local name=$1 exe=$2
   shift 2
   mkdir -p "$PID_DIR" "$LOG_DIR"
+  local prefix=()
+  [[ -z ${IN_NODE:-} ]] || prefix=(nsenter --net="$NODE_NS_DIR/$IN_NODE.net" --mount="$NODE_NS_DIR/$IN_NODE.mnt" --uts="$NODE_NS_DIR/$IN_NODE.uts" --)
+  # shellcheck disable=SC2206
+  [[ -z ${ENV_VARS:-} ]] || prefix+=(env $ENV_VARS)
   # Not a process-group leader here, so setsid runs the binary in place (no fork): $! is its PID.
-  setsid "$exe" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  setsid "${prefix[@]}" "$exe" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
   local pid=$!
   local st=""
   for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -22,6 +28,9 @@ start_component() {
     sleep 0.05
   done
   [[ -n $st ]] || die "$name exited at once; see $LOG_DIR/$name.log"
+  # nsenter and env exec the binary in place; wait until they have.
+  for _ in $(seq 40); do [[ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" == "$(readlink -f "$exe")" ]] && break; sleep 0.05; done
+  st=$(proc_starttime "$pid")
   echo "$pid $st $(readlink -f "$exe")" >"$PID_DIR/$name.pid"
 }
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Brings up the single-node test cluster: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, containerd (Debian's, with its own config, root and socket), kubelet,
-# kube-proxy (nftables mode) and CoreDNS (no upstream), on bridge k8sbr0.
+# Brings up the test cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# containerd (Debian's, with its own config, root and socket), kubelet, kube-proxy (nftables
+# mode) and CoreDNS (no upstream).
+#   NODES=1: one node on the host, pods on bridge k8sbr0 (bridge CNI).
+#   NODES=N (N >= 2, default 3): the control plane on the host; N nodes, each its own network + mount + UTS
+#   namespace with containerd, kubelet, kube-proxy, flanneld (vxlan) and bpffs, joined by k8sbr0
+#   as the underlay (hack/cluster/node.sh).
+# bpffs is mounted on every node, as systemd does on most distributions (and unmounted again by
+# down.sh where this script mounted it).
 #
 # Idempotent: a healthy cluster is left as is; leftovers of a killed one are removed first
 # (hack/cluster/down.sh), so every run starts from a known state. Writes .cluster/kubeconfig.
@@ -14,15 +20,23 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/proc.sh"
 source "$(dirname "$0")/pki.sh"
+source "$(dirname "$0")/configs.sh"
+source "$(dirname "$0")/node.sh"
 require_root
+[[ $NODES =~ ^[1-9]$ ]] || die "NODES=$NODES: use 1 to 9"
 
 KUBECTL=("$BIN_DIR/kubectl" --kubeconfig "$STATE_DIR/admin.kubeconfig")
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+if ((NODES == 1)); then
+  components+=(containerd kubelet kube-proxy)
+else
+  for i in $(seq "$NODES"); do for c in containerd kubelet kube-proxy flanneld; do components+=("$c@$(node_name "$i")"); done; done
+fi
 
 print_usage() {
   cat <<USAGE
 
-The test cluster is up (node $NODE_NAME, pods $POD_CIDR, services $SERVICE_CIDR).
+The test cluster is up ($(nodes_summary), pods $POD_CIDR, services $SERVICE_CIDR).
   export KUBECONFIG=$KUBECONFIG_OUT
   export PATH=$REPO_ROOT/bin:$BIN_DIR:\$PATH   # kubectl and the kubectl-netpol plugin
   KUBECONFIG=$KUBECONFIG_OUT kubectl netpol explain <ns>/<src-pod> <ns>/<dst-pod> --port 3306
@@ -31,8 +45,14 @@ Logs: $LOG_DIR   Tear down: make cluster-down
 USAGE
 }
 
+nodes_summary() {
+  if ((NODES == 1)); then echo "node $NODE_NAME"; else echo "$NODES nodes $(node_name 1)..$(node_name "$NODES"), flannel vxlan"; fi
+}
+
 healthy() {
   local c
+  # The same shape as asked for: one node on the host, or NODES namespace nodes.
+  if ((NODES == 1)); then ! multinode || return 1; else [[ -f $NODES_FILE && $(wc -l <"$NODES_FILE") == "$NODES" ]] || return 1; fi
   for c in "${components[@]}"; do recorded_alive "$c" || return 1; done
   "${KUBECTL[@]}" get --raw /readyz >/dev/null 2>&1 || return 1
   [[ -f $KUBECONFIG_OUT ]]
@@ -48,7 +68,7 @@ fi
 t0=$(date +%s.%N)
 "$(dirname "$0")/build-binaries.sh"
 "$(dirname "$0")/images.sh" build
-if [[ -e $STATE_DIR || -e $RUN_DIR ]] || ip link show "$BRIDGE" >/dev/null 2>&1; then
+if [[ -e $STATE_DIR || -e $RUN_DIR ]] || ip link show "$BRIDGE" >/dev/null 2>&1 || multinode; then
   log "removing the leftovers of a previous cluster"
   "$(dirname "$0")/down.sh"
 fi
@@ -66,27 +86,41 @@ for s in "${saved_sysctls[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$SYSCTL_S
 mkdir -p "$CACHE_DIR" && cp "$SYSCTL_SAVE" "$CACHE_DIR/sysctl.baseline"
 [[ $(sysctl -n net.ipv4.ip_forward) == 0 ]] || log "WARNING: net.ipv4.ip_forward is 1 on this host (not changed by us)"
 
+# --- bpffs: mounted on a real node by systemd; the agent (no CAP_SYS_ADMIN) cannot mount it ----
+# On several nodes each node mounts its own (node.sh); on one node the host is the node.
+if ((NODES == 1)) && ! mountpoint -q /sys/fs/bpf; then
+  log "bpffs: mounting it at /sys/fs/bpf, as systemd does on a node (down.sh unmounts it)"
+  mount -t bpf -o mode=0700 bpffs /sys/fs/bpf
+  echo "/sys/fs/bpf" >"$STATE_DIR/bpffs-mounted"
+fi
+
 # --- network -----------------------------------------------------------------------------------
 log "network: bridge $BRIDGE, guards"
 ip link add "$BRIDGE" type bridge
-ip addr add "$POD_GW/24" dev "$BRIDGE"
+((NODES > 1)) || ip addr add "$POD_GW/24" dev "$BRIDGE"
 ip addr add "$NODE_IP/32" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 sysctl -qw "net.ipv6.conf.$BRIDGE.disable_ipv6=1"
-# Forwarding only for packets entering from the bridge (IPv4 forwarding is per input device);
-# needed for pod -> ClusterIP -> pod, which the host routes back onto the bridge after DNAT.
-sysctl -qw "net.ipv4.conf.$BRIDGE.forwarding=1"
-sysctl -qw net.bridge.bridge-nf-call-iptables=1
-[[ ! -e /proc/sys/net/netfilter/nf_conntrack_acct ]] || sysctl -qw net.netfilter.nf_conntrack_acct=1
 ip route add blackhole "$POD_CIDR"
 ip route add blackhole "$NODE_NET"
-# Host-originated ClusterIP traffic is DNATed by kube-proxy in OUTPUT; route it into the bridge.
-ip route add "$SERVICE_CIDR" dev "$BRIDGE" src "$NODE_IP"
+if ((NODES == 1)); then
+  # Forwarding only for packets entering from the bridge (IPv4 forwarding is per input device);
+  # needed for pod -> ClusterIP -> pod, which the host routes back onto the bridge after DNAT.
+  sysctl -qw "net.ipv4.conf.$BRIDGE.forwarding=1"
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  [[ ! -e /proc/sys/net/netfilter/nf_conntrack_acct ]] || sysctl -qw net.netfilter.nf_conntrack_acct=1
+  # Host-originated ClusterIP traffic is DNATed by kube-proxy in OUTPUT; route it into the bridge.
+  ip route add "$SERVICE_CIDR" dev "$BRIDGE" src "$NODE_IP"
+else
+  # No kube-proxy on the host: nothing here may send to a Service address.
+  ip route add blackhole "$SERVICE_CIDR"
+fi
 iptables -w -N NETPOL-CLUSTER-GUARD
 iptables -w -A NETPOL-CLUSTER-GUARD -s "$POD_CIDR" ! -d "$POD_CIDR" -j DROP
 iptables -w -A NETPOL-CLUSTER-GUARD -i "$BRIDGE" ! -o "$BRIDGE" -j DROP
 iptables -w -I FORWARD 1 -j NETPOL-CLUSTER-GUARD
 
+if ((NODES == 1)); then
 mkdir -p "$CNI_CONF_DIR" "$STATE_DIR/cni/ipam" "$STATE_DIR/cni/cache"
 cat >"$CNI_CONF_DIR/10-netpol.conflist" <<CNI
 {
@@ -108,6 +142,7 @@ cat >"$CNI_CONF_DIR/10-netpol.conflist" <<CNI
   }]
 }
 CNI
+fi
 
 # --- certificates, kubeconfigs -----------------------------------------------------------------
 log "pki"
@@ -157,37 +192,17 @@ start_component kube-scheduler "$BIN_DIR/kube-scheduler" \
   --authorization-kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --cert-dir="$STATE_DIR/scheduler" --leader-elect=false --profiling=false
 
+echo "nameserver 127.0.0.1" >"$STATE_DIR/resolv.conf" # host-network DNS never leaves the machine
+if ((NODES > 1)); then
+  nodes_up
+  # kubelet raises kernel.panic and kernel.panic_on_oops when it starts: put the host's back.
+  grep -E '^kernel\.panic(_on_oops)?=' "$SYSCTL_SAVE" | while IFS='=' read -r k v; do sysctl -qw "$k=$v"; done
+else
 # --- containerd --------------------------------------------------------------------------------
 log "containerd"
 mkdir -p "$STATE_DIR/containerd" "$RUN_DIR/containerd"
-cat >"$STATE_DIR/containerd.toml" <<TOML
-version = 2
-root = "$STATE_DIR/containerd"
-state = "$RUN_DIR/containerd"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$CONTAINERD_SOCK"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$STATE_DIR/containerd-opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  # Required here: this VM lacks CAP_SYS_RESOURCE; without it runc fails every sandbox.
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CNI_BIN_DIR"
-    conf_dir = "$CNI_CONF_DIR"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$RUN_DIR/runc"
-TOML
+containerd_config "$STATE_DIR/containerd.toml" "$STATE_DIR/containerd" "$RUN_DIR/containerd" "$CONTAINERD_SOCK" \
+  "$STATE_DIR/containerd-opt" "$CNI_BIN_DIR" "$CNI_CONF_DIR" "$RUN_DIR/runc"
 start_component containerd "$(command -v containerd)" --config "$STATE_DIR/containerd.toml"
 for _ in $(seq 80); do [[ -S $CONTAINERD_SOCK ]] && break; sleep 0.25; done
 [[ -S $CONTAINERD_SOCK ]] || die "containerd did not start; see $LOG_DIR/containerd.log"
@@ -195,53 +210,14 @@ for _ in $(seq 80); do [[ -S $CONTAINERD_SOCK ]] && break; sleep 0.25; done
 
 # --- kubelet -----------------------------------------------------------------------------------
 log "kubelet"
-echo "nameserver 127.0.0.1" >"$STATE_DIR/resolv.conf" # host-network DNS never leaves the machine
-cat >"$STATE_DIR/kubelet.yaml" <<YAML
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-failCgroupV1: false
-cgroupDriver: cgroupfs
-containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
-address: $NODE_IP
-healthzBindAddress: 127.0.0.1
-readOnlyPort: 0
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: true}
-  x509: {clientCAFile: $P/ca.crt}
-authorization: {mode: Webhook}
-tlsCertFile: $P/kubelet-server.crt
-tlsPrivateKeyFile: $P/kubelet-server.key
-clusterDNS: [$DNS_SVC_IP]
-clusterDomain: $CLUSTER_DOMAIN
-resolvConf: $STATE_DIR/resolv.conf
-podLogsDir: $STATE_DIR/pod-logs
-volumePluginDir: $STATE_DIR/volume-plugins
-failSwapOn: false
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
-serializeImagePulls: false
-YAML
+kubelet_config "$STATE_DIR/kubelet.yaml" "$NODE_IP" "$CONTAINERD_SOCK" kubelet-server "$STATE_DIR/pod-logs" "$STATE_DIR/volume-plugins"
 start_component kubelet "$BIN_DIR/kubelet" --config="$STATE_DIR/kubelet.yaml" \
   --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" \
   --node-ip="$NODE_IP" --hostname-override="$NODE_NAME"
 
 # --- kube-proxy --------------------------------------------------------------------------------
 log "kube-proxy (nftables)"
-cat >"$STATE_DIR/kube-proxy.yaml" <<YAML
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-mode: nftables
-clientConnection: {kubeconfig: $STATE_DIR/kube-proxy.kubeconfig}
-hostnameOverride: $NODE_NAME
-clusterCIDR: $POD_CIDR
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-nodePortAddresses: ["$NODE_IP/32"]
-# 0 = leave the host's conntrack sysctls alone.
-conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s, udpTimeout: 0s, udpStreamTimeout: 0s}
-YAML
+kube_proxy_config "$STATE_DIR/kube-proxy.yaml" "$NODE_NAME" "$NODE_IP"
 start_component kube-proxy "$BIN_DIR/kube-proxy" --config="$STATE_DIR/kube-proxy.yaml"
 
 # --- node Ready, CoreDNS -----------------------------------------------------------------------
@@ -251,6 +227,7 @@ for _ in $(seq 120); do "${KUBECTL[@]}" get node "$NODE_NAME" >/dev/null 2>&1 &&
 # kubelet raises kernel.panic and kernel.panic_on_oops when its container manager starts (before
 # the node turns Ready): put the host's values back.
 grep -E '^kernel\.panic(_on_oops)?=' "$SYSCTL_SAVE" | while IFS='=' read -r k v; do sysctl -qw "$k=$v"; done
+fi
 log "CoreDNS"
 sed -e "s|@DNS_SVC_IP@|$DNS_SVC_IP|g" -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
   "$(dirname "$0")/coredns.yaml" | "${KUBECTL[@]}" apply -f - >/dev/null

@@ -41,9 +41,14 @@ func newShop(t *testing.T, c *framework.Cluster) *shop {
 	dbPod.Spec.Containers[0].Args = []string{"serve", "-tcp", "80,3306", "-http", "8080"}
 	dbPod.Spec.Containers[0].Ports = append(dbPod.Spec.Containers[0].Ports,
 		corev1.ContainerPort{Name: "mysql", ContainerPort: 3306, Protocol: corev1.ProtocolTCP})
+	// On several nodes, as users run it: db on one node, its clients on another, so every
+	// connection crosses the vxlan and is judged on both (egress at the client's node, ingress
+	// at db's).
+	pl := framework.Placements()[len(framework.Placements())-1]
+	dbPod.Spec.NodeName = pl.Server
 	s.db = c.StartPod(t, dbPod)
-	s.web = c.StartProbe(t, s.ns, "web", map[string]string{"app": "web"})
-	s.other = c.StartProbe(t, s.ns, "other", map[string]string{"app": "other"})
+	s.web = c.StartProbeOn(t, s.ns, "web", map[string]string{"app": "web"}, pl.Client)
+	s.other = c.StartProbeOn(t, s.ns, "other", map[string]string{"app": "other"}, pl.Client)
 	ctx := framework.Context(t, time.Minute)
 	svc, err := c.Client.CoreV1().Services(s.ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "db"},

@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -27,30 +28,40 @@ func TestClusterHealth(t *testing.T) {
 		}
 	}
 
-	node, err := c.Client.CoreV1().Nodes().Get(ctx, framework.NodeName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("node %s: %v", framework.NodeName, err)
-	}
-	ready := false
-	for _, cond := range node.Status.Conditions {
-		if cond.Type == corev1.NodeReady {
-			ready = cond.Status == corev1.ConditionTrue
+	podCIDRs := map[string]*net.IPNet{} // node name -> its pod subnet
+	for _, want := range framework.Nodes {
+		node, err := c.Client.CoreV1().Nodes().Get(ctx, want.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("node %s: %v", want.Name, err)
+		}
+		ready := false
+		for _, cond := range node.Status.Conditions {
+			if cond.Type == corev1.NodeReady {
+				ready = cond.Status == corev1.ConditionTrue
+			}
+		}
+		if !ready {
+			t.Errorf("node %s is not Ready: %+v", node.Name, node.Status.Conditions)
+		}
+		_, cidr, err := net.ParseCIDR(node.Spec.PodCIDR)
+		_, all, _ := net.ParseCIDR(framework.PodCIDR)
+		if err != nil || !all.Contains(cidr.IP) || cidr.Mask.String() != net.CIDRMask(24, 32).String() {
+			t.Errorf("node %s podCIDR = %q, want a /24 of %s", node.Name, node.Spec.PodCIDR, framework.PodCIDR)
+		} else {
+			podCIDRs[node.Name] = cidr
+		}
+		internal := ""
+		for _, a := range node.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				internal = a.Address
+			}
+		}
+		if internal != want.IP {
+			t.Errorf("node %s InternalIP = %q, want %s", node.Name, internal, want.IP)
 		}
 	}
-	if !ready {
-		t.Errorf("node %s is not Ready: %+v", node.Name, node.Status.Conditions)
-	}
-	if node.Spec.PodCIDR != "10.244.0.0/24" {
-		t.Errorf("node podCIDR = %q, want 10.244.0.0/24 (allocated from %s)", node.Spec.PodCIDR, framework.PodCIDR)
-	}
-	internal := ""
-	for _, a := range node.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			internal = a.Address
-		}
-	}
-	if internal != framework.NodeIP {
-		t.Errorf("node InternalIP = %q, want %s", internal, framework.NodeIP)
+	if nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil || len(nodes.Items) != len(framework.Nodes) {
+		t.Errorf("the cluster has %d nodes (%v), want %d", len(nodes.Items), err, len(framework.Nodes))
 	}
 
 	for ns, svcIP := range map[string]string{"default/kubernetes": "10.96.0.1", "kube-system/kube-dns": framework.DNSServiceIP} {
@@ -71,8 +82,8 @@ func TestClusterHealth(t *testing.T) {
 		if p.Status.Phase != corev1.PodRunning || !strings.HasPrefix(p.Spec.Containers[0].Image, "localhost/") {
 			t.Errorf("CoreDNS pod %s: phase %s image %s", p.Name, p.Status.Phase, p.Spec.Containers[0].Image)
 		}
-		if !strings.HasPrefix(p.Status.PodIP, "10.244.0.") {
-			t.Errorf("CoreDNS pod %s has IP %q outside 10.244.0.0/24", p.Name, p.Status.PodIP)
+		if cidr := podCIDRs[p.Spec.NodeName]; cidr == nil || !cidr.Contains(net.ParseIP(p.Status.PodIP)) {
+			t.Errorf("CoreDNS pod %s on %s has IP %q outside its node's pod subnet %v", p.Name, p.Spec.NodeName, p.Status.PodIP, cidr)
 		}
 	}
 }

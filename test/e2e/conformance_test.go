@@ -154,6 +154,9 @@ func newConfModel(t *testing.T, c *framework.Cluster) *confModel {
 		// Every pod of a namespace-less model is "a", "b" or "c": replies name
 		// the namespace too, so a reply proves which backend answered.
 		pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "POD_NAME", Value: ns + "/" + ref.Name()}}
+		// On several nodes, a on the first, b on the second, c on the third (or the first): every
+		// case then has cells on one node (x/a -> y/a) and across nodes (x/a -> x/b).
+		pod.Spec.NodeName = framework.Nodes[int(ref.Name()[0]-'a')%len(framework.Nodes)].Name
 		if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("creating pod %s: %v", ref, err)
 		}

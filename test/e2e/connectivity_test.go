@@ -16,12 +16,19 @@ import (
 // TestPodToPodAndService sends real TCP, UDP and HTTP traffic from one netprobe pod to another:
 // to its pod IP, to a ClusterIP Service in front of it (kube-proxy nftables) and to the
 // Service's DNS names (CoreDNS). Every reply must come from the server pod, and a closed port
-// must be refused (the probe can fail).
+// must be refused (the probe can fail). On several nodes, with client and server on the same
+// node and on different nodes (Flannel vxlan, the Service's backend on the other node).
 func TestPodToPodAndService(t *testing.T) {
 	c := framework.Connect(t)
+	for _, pl := range framework.Placements() {
+		t.Run(pl.Name, func(t *testing.T) { testPodToPodAndService(t, c, pl) })
+	}
+}
+
+func testPodToPodAndService(t *testing.T, c *framework.Cluster, pl framework.Placement) {
 	ns := c.NewNamespace(t, "conn")
-	server := c.StartProbe(t, ns, "server", map[string]string{"app": "server"})
-	client := c.StartProbe(t, ns, "client", map[string]string{"app": "client"})
+	server := c.StartProbeOn(t, ns, "server", map[string]string{"app": "server"}, pl.Server)
+	client := c.StartProbeOn(t, ns, "client", map[string]string{"app": "client"}, pl.Client)
 
 	ctx := framework.Context(t, 30*time.Second)
 	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{

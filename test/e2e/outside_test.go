@@ -88,13 +88,34 @@ func TestPodCannotReachOutside(t *testing.T) {
 	check("CNI routes")
 
 	// Force a default route into the pod, as a misconfigured CNI or a pod with NET_ADMIN could:
-	// the packets now reach the node, and the FORWARD guard must drop them.
-	podNS := framework.PodNetns(t, pod.Status.PodIP)
-	framework.Run(t, "ip", "-n", podNS, "route", "add", "default", "via", "10.244.0.1")
-	before := guardDrops(t)
-	check("forced default route")
-	if after := guardDrops(t); after <= before {
-		t.Errorf("the FORWARD guard dropped nothing (%d -> %d): the packets did not take the path under test", before, after)
+	// the packets now reach the pod's node.
+	podNS, node := framework.PodNetns(t, pod.Status.PodIP)
+	gw := net.ParseIP(pod.Status.PodIP).To4()
+	gw[3] = 1 // the node's bridge: the pod subnet's first address (bridge and flannel CNIs alike)
+	node.Run(t, "ip", "-n", podNS, "route", "add", "default", "via", gw.String())
+	if !framework.MultiNode() {
+		// One node: the host is the node; its FORWARD guard must drop them.
+		before := guardDrops(t)
+		check("forced default route")
+		if after := guardDrops(t); after <= before {
+			t.Errorf("the FORWARD guard dropped nothing (%d -> %d): the packets did not take the path under test", before, after)
+		}
+		return
+	}
+	// Several nodes: a node has no default route either. Force one towards the host as well:
+	// the host must not forward them (ip_forward=0, the guard), whether flannel masqueraded them
+	// or not. A counter on the host proves they got that far.
+	node.Run(t, "ip", "route", "add", "default", "via", framework.ControlPlaneIP)
+	t.Cleanup(func() { node.Command("ip", "route", "del", "default", "via", framework.ControlPlaneIP).Run() })
+	table := "npe2e_outside_" + id
+	framework.Run(t, "nft", "add table ip "+table+"; "+
+		"add chain ip "+table+" pre { type filter hook prerouting priority -300; }; "+
+		"add rule ip "+table+" pre ip daddr "+outsideIP+" iifname "+framework.Bridge+" counter")
+	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", table).Run() })
+	check("forced default routes in the pod and its node")
+	out := framework.Run(t, "nft", "list", "table", "ip", table)
+	if m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(out); m == nil || m[1] == "0" {
+		t.Errorf("no packet for the outside reached the host from the nodes: the packets did not take the path under test\n%s", out)
 	}
 }
 

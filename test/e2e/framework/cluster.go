@@ -21,12 +21,12 @@ import (
 
 // The test cluster's fixed layout (hack/cluster/lib.sh); tests use it to assert on addresses.
 const (
-	NodeName     = "netpol-node"
-	NodeIP       = "10.250.0.1"
-	PodCIDR      = "10.244.0.0/16"
-	ServiceCIDR  = "10.96.0.0/16"
-	DNSServiceIP = "10.96.0.10"
-	Bridge       = "k8sbr0"
+	// ControlPlaneIP is the API server's address (on one node, also the node's).
+	ControlPlaneIP = "10.250.0.1"
+	PodCIDR        = "10.244.0.0/16"
+	ServiceCIDR    = "10.96.0.0/16"
+	DNSServiceIP   = "10.96.0.10"
+	Bridge         = "k8sbr0"
 	// ProbeImage is test/images/netprobe, imported by hack/cluster/images.sh.
 	ProbeImage = "localhost/netprobe:local"
 	// TestLabel marks every namespace the framework creates.

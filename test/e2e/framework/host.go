@@ -26,22 +26,25 @@ func Run(t testing.TB, name string, args ...string) string {
 	return string(out)
 }
 
-// PodNetns returns the name of the CNI network namespace (under /run/netns) holding the IP.
-func PodNetns(t testing.TB, ip string) string {
+// PodNetns returns the name of the CNI network namespace (under /run/netns) holding the IP, on
+// the node that runs it (which it also returns): use it as node.Run(t, "ip", "-n", name, ...).
+func PodNetns(t testing.TB, ip string) (string, Node) {
 	t.Helper()
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		t.Fatalf("listing /run/netns: %v", err)
-	}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), "cni-") {
+	for _, n := range Nodes {
+		out, err := n.Command("ls", "/run/netns").Output()
+		if err != nil {
 			continue
 		}
-		out, err := exec.Command("ip", "-n", e.Name(), "-o", "-4", "addr", "show").Output()
-		if err == nil && strings.Contains(string(out), fmt.Sprintf(" %s/", ip)) {
-			return e.Name()
+		for _, name := range strings.Fields(string(out)) {
+			if !strings.HasPrefix(name, "cni-") {
+				continue
+			}
+			out, err := n.Command("ip", "-n", name, "-o", "-4", "addr", "show").Output()
+			if err == nil && strings.Contains(string(out), fmt.Sprintf(" %s/", ip)) {
+				return name, n
+			}
 		}
 	}
-	t.Fatalf("no CNI network namespace holds %s", ip)
-	return ""
+	t.Fatalf("no CNI network namespace on any node holds %s", ip)
+	return "", Node{}
 }

@@ -61,6 +61,27 @@ func (c *Cluster) StartProbe(t testing.TB, ns, name string, labels map[string]st
 	return c.StartPod(t, ProbePod(ns, name, labels))
 }
 
+// StartProbeOn is StartProbe with the pod placed on the named node (spec.nodeName).
+func (c *Cluster) StartProbeOn(t testing.TB, ns, name string, labels map[string]string, node string) *corev1.Pod {
+	t.Helper()
+	p := ProbePod(ns, name, labels)
+	p.Spec.NodeName = node
+	return c.StartPod(t, p)
+}
+
+// Placements are the (client node, server node) pairs a traffic test covers: the same node,
+// and on several nodes also two different ones (over the vxlan between them).
+func Placements() []Placement {
+	ps := []Placement{{Name: "same node", Client: Nodes[0].Name, Server: Nodes[0].Name}}
+	if MultiNode() {
+		ps = append(ps, Placement{Name: "across nodes", Client: Nodes[0].Name, Server: Nodes[1].Name})
+	}
+	return ps
+}
+
+// Placement puts a client and a server on nodes.
+type Placement struct{ Name, Client, Server string }
+
 // StartPod creates the pod and waits until it is Ready (it goes with its namespace).
 func (c *Cluster) StartPod(t testing.TB, pod *corev1.Pod) *corev1.Pod {
 	t.Helper()

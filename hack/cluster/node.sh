@@ -55,10 +55,14 @@ node_network() {
     ip link set "$1" name eth0
     ip addr add "$2/24" dev eth0
     ip link set eth0 up
+    # Host-network processes (the agent, flanneld) reach Services: a route is chosen before
+    # kube-proxy DNATs them (a real node has its default route). Un-DNATed, they die in the
+    # host blackhole.
+    ip route add "$3" via "$4" dev eth0
     # Per network namespace: this node forwards for its pods; the host keeps ip_forward=0.
     sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
     [[ ! -e /proc/sys/net/netfilter/nf_conntrack_acct ]] || sysctl -qw net.netfilter.nf_conntrack_acct=1
-  ' node-net "${link}p" "$ip"
+  ' node-net "${link}p" "$ip" "$SERVICE_CIDR" "$NODE_IP"
   ip route add "$ip/32" dev "$BRIDGE" src "$NODE_IP"
 }
 
@@ -115,16 +119,36 @@ CNI
   kube_proxy_config "$nd/kube-proxy.yaml" "$n" "$ip"
 }
 
-# node_start_runtime I: containerd (images imported) and kubelet of node I.
+# node_start_runtime I: containerd and kubelet of node I.
 node_start_runtime() {
   local i=$1 n nd nr
   n=$(node_name "$i") nd=$STATE_DIR/nodes/$(node_name "$i") nr=$RUN_DIR/nodes/$(node_name "$i")
   IN_NODE=$n start_component "containerd@$n" "$(command -v containerd)" --config "$nd/containerd.toml"
   for _ in $(seq 80); do [[ -S $nr/containerd.sock ]] && break; sleep 0.25; done
   [[ -S $nr/containerd.sock ]] || die "containerd of $n did not start; see $LOG_DIR/containerd@$n.log"
+  node_start_kubelet "$i"
+}
+
+node_start_kubelet() {
+  local n nd
+  n=$(node_name "$1") nd=$STATE_DIR/nodes/$(node_name "$1")
   IN_NODE=$n start_component "kubelet@$n" "$BIN_DIR/kubelet" --config="$nd/kubelet.yaml" \
     --kubeconfig="$nd/kubelet.kubeconfig" --root-dir="$nd/kubelet" \
-    --node-ip="$(node_ip "$i")" --hostname-override="$n"
+    --node-ip="$(node_ip "$1")" --hostname-override="$n"
+}
+
+node_start_flanneld() {
+  local n
+  n=$(node_name "$1")
+  ENV_VARS="NODE_NAME=$n" IN_NODE=$n start_component "flanneld@$n" "$BIN_DIR/flanneld" \
+    --kube-subnet-mgr --kubeconfig-file="$STATE_DIR/flannel.kubeconfig" --iface=eth0 --ip-masq \
+    --net-config-path="$FLANNEL_CONF" --subnet-file=/run/flannel/subnet.env
+}
+
+node_start_kube_proxy() {
+  local n
+  n=$(node_name "$1")
+  IN_NODE=$n start_component "kube-proxy@$n" "$BIN_DIR/kube-proxy" --config="$STATE_DIR/nodes/$n/kube-proxy.yaml"
 }
 
 # node_start_network I: flanneld (once the node has its podCIDR) and kube-proxy of node I.
@@ -136,10 +160,8 @@ node_start_network() {
     sleep 0.25
   done
   [[ -n $cidr ]] || die "node $n got no podCIDR; see $LOG_DIR/kubelet@$n.log and kube-controller-manager.log"
-  ENV_VARS="NODE_NAME=$n" IN_NODE=$n start_component "flanneld@$n" "$BIN_DIR/flanneld" \
-    --kube-subnet-mgr --kubeconfig-file="$STATE_DIR/flannel.kubeconfig" --iface=eth0 --ip-masq \
-    --net-config-path="$FLANNEL_CONF" --subnet-file=/run/flannel/subnet.env
-  IN_NODE=$n start_component "kube-proxy@$n" "$BIN_DIR/kube-proxy" --config="$STATE_DIR/nodes/$n/kube-proxy.yaml"
+  node_start_flanneld "$i"
+  node_start_kube_proxy "$i"
   # The host reaches the node's pods through the node (tests dial pod addresses from the host).
   ip route add "$cidr" via "$(node_ip "$i")" dev "$BRIDGE"
   echo "$cidr" >"$STATE_DIR/nodes/$n/podcidr"

@@ -139,11 +139,22 @@ func TestAgentEnforcesClassicExample(t *testing.T) {
 		denied.GetIsolatedBy()[0].GetName() != "db-policy" || denied.GetType() != flowv1.EventType_EVENT_TYPE_DROP {
 		t.Errorf("other -> db should be a drop isolated by db-policy: %s", describeFlow(denied))
 	}
-	// Through the Service: the drop names the Service from the pre-NAT tuple.
-	svcDrop := waitFlow(t, c, "other -> Service db dropped", &flowv1.FlowFilter{
-		SourcePod: []string{s.ns + "/other"}, Service: []string{s.ns + "/db"}, Verdict: []flowv1.Verdict{flowv1.Verdict_VERDICT_DENIED}})
-	if svcDrop.GetService().GetIp() != s.serviceIP || svcDrop.GetService().GetPort() != 3306 || svcDrop.GetDestination().GetPod() != "db" {
-		t.Errorf("Service flow should name %s/db %s:3306 and the backend pod db: %s", s.ns, s.serviceIP, describeFlow(svcDrop))
+	// Through the Service: the flow names the Service from the pre-NAT tuple. kube-proxy DNATs
+	// on the client's node, so only that node sees the Service: on one node the drop names it;
+	// across nodes other's node records the connection (egress, allowed) with the Service and
+	// the backend, and db's node drops it (ingress) knowing only the backend.
+	svcVerdict := flowv1.Verdict_VERDICT_DENIED
+	if s.other.Spec.NodeName != s.db.Spec.NodeName {
+		svcVerdict = flowv1.Verdict_VERDICT_ALLOWED
+	}
+	svcFlow := waitFlow(t, c, "other -> Service db", &flowv1.FlowFilter{
+		SourcePod: []string{s.ns + "/other"}, Service: []string{s.ns + "/db"}, Verdict: []flowv1.Verdict{svcVerdict}})
+	if svcFlow.GetService().GetIp() != s.serviceIP || svcFlow.GetService().GetPort() != 3306 || svcFlow.GetDestination().GetPod() != "db" ||
+		svcFlow.GetNode() != s.other.Spec.NodeName {
+		t.Errorf("Service flow on %s should name %s/db %s:3306 and the backend pod db: %s", s.other.Spec.NodeName, s.ns, s.serviceIP, describeFlow(svcFlow))
+	}
+	if svcVerdict == flowv1.Verdict_VERDICT_ALLOWED && denied.GetNode() != s.db.Spec.NodeName {
+		t.Errorf("other -> db across nodes should be dropped on db's node %s: %s", s.db.Spec.NodeName, describeFlow(denied))
 	}
 	waitFlow(t, c, "web -> Service db allowed", &flowv1.FlowFilter{
 		SourcePod: []string{s.ns + "/web"}, Service: []string{s.ns + "/db"}, Verdict: []flowv1.Verdict{flowv1.Verdict_VERDICT_ALLOWED}})

@@ -467,6 +467,21 @@ func TestUninstallKeepsRBACWhileAgentsRun(t *testing.T) {
 	}
 }
 
+// agentReport is the agent part of a node in `status -o json`.
+type agentReport struct {
+	Ready             bool
+	EndpointsEnforced uint32
+	Maps              []struct {
+		Name       string
+		MaxEntries uint64
+	}
+	Checks []struct {
+		Name   string
+		OK     bool
+		Detail string
+	}
+}
+
 // TestStatusLive asks the real agent (installed as the other agent tests
 // do; a no-op when it already is) for its Status through the API server's
 // port-forward, as `kubectl netpol status` does, in JSON and as a table.
@@ -483,43 +498,33 @@ func TestStatusLive(t *testing.T) {
 		Nodes     []struct {
 			Node, Pod, Version, Error string
 			PodReady                  bool
-			Agent                     *struct {
-				Ready             bool
-				EndpointsEnforced uint32
-				Maps              []struct {
-					Name       string
-					MaxEntries uint64
-				}
-				Checks []struct {
-					Name   string
-					OK     bool
-					Detail string
-				}
-			}
+			Agent                     *agentReport
 		} `json:"nodes"`
 	}
 	if err := json.Unmarshal([]byte(out), &report); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
-	if report.Namespace != install.DefaultNamespace || report.Desired != 1 || len(report.Nodes) != 1 {
+	if report.Namespace != install.DefaultNamespace || report.Desired != len(framework.Nodes) || len(report.Nodes) != len(framework.Nodes) {
 		t.Fatalf("status = %s", out)
 	}
-	n := report.Nodes[0]
-	if n.Node != framework.NodeName || !n.PodReady || n.Error != "" || n.Version == "" || n.Agent == nil {
-		t.Fatalf("node = %+v", n)
-	}
-	a := n.Agent
-	if !a.Ready || len(a.Maps) == 0 || len(a.Checks) == 0 {
-		t.Errorf("agent = %+v", a)
-	}
-	for _, m := range a.Maps {
-		if m.Name == "" || m.MaxEntries == 0 {
-			t.Errorf("map %+v", m)
+	var a *agentReport
+	for i, n := range report.Nodes {
+		if n.Node != framework.Nodes[i].Name || !n.PodReady || n.Error != "" || n.Version == "" || n.Agent == nil {
+			t.Fatalf("node %d = %+v, want %s ready", i, n, framework.Nodes[i].Name)
 		}
-	}
-	for _, ch := range a.Checks {
-		if !ch.OK {
-			t.Errorf("check %s fails on the test node: %s", ch.Name, ch.Detail)
+		a = n.Agent
+		if !a.Ready || len(a.Maps) == 0 || len(a.Checks) == 0 {
+			t.Errorf("%s: agent = %+v", n.Node, a)
+		}
+		for _, m := range a.Maps {
+			if m.Name == "" || m.MaxEntries == 0 {
+				t.Errorf("%s: map %+v", n.Node, m)
+			}
+		}
+		for _, ch := range a.Checks {
+			if !ch.OK {
+				t.Errorf("check %s fails on %s: %s", ch.Name, n.Node, ch.Detail)
+			}
 		}
 	}
 	out, err = netpol(t, c, "", "status")

@@ -67,8 +67,9 @@ func TestAgentDropsSpoofedSource(t *testing.T) {
 	// Without other's guard (removed by hand, as root on the node) the same
 	// forged SYN passes db-policy as web's: what the check above rules out.
 	// The agent then puts the guard back.
-	ifindex := guardedInterface(t, s.other.Status.PodIP)
-	pin := filepath.Join(probe.DefaultPinRoot, probe.LayoutVersion, "links", "node", fmt.Sprintf("spoof_%d", ifindex))
+	node := framework.NodeOf(t, s.other) // the guard lives on other's node
+	ifindex := guardedInterface(t, node, s.other.Status.PodIP)
+	pin := node.Path(t, filepath.Join(probe.DefaultPinRoot, probe.LayoutVersion, "links", "node", fmt.Sprintf("spoof_%d", ifindex)))
 	var passed *flowv1.Flow
 	for attempt := uint32(2); attempt < 5 && passed == nil; attempt++ {
 		// The agent's resync may re-attach it at any moment: retried.
@@ -107,9 +108,9 @@ func TestAgentDropsSpoofedSource(t *testing.T) {
 
 // guardedInterface is the interface the agent guards with addr, read from
 // its pinned anti-spoofing map (the test runs as root on the node).
-func guardedInterface(t *testing.T, addr string) int {
+func guardedInterface(t *testing.T, node framework.Node, addr string) int {
 	t.Helper()
-	m, err := ebpf.LoadPinnedMap(filepath.Join(probe.DefaultPinRoot, probe.LayoutVersion, "netpol_spoof_guard"), nil)
+	m, err := ebpf.LoadPinnedMap(node.Path(t, filepath.Join(probe.DefaultPinRoot, probe.LayoutVersion, "netpol_spoof_guard")), nil)
 	if err != nil {
 		t.Fatalf("opening the agent's anti-spoofing map (needs root on the node): %v", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +30,7 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	expect(t, c, s.other, false, s.podDB)
 	before, progs := ourBPF(t)
 	if len(before) == 0 || len(progs) == 0 {
-		t.Fatalf("the installed agent has no BPF pin, or no program attached, on the node: %v", before)
+		t.Fatalf("the installed agent has no BPF pin, or no program attached, on the nodes: %v", before)
 	}
 
 	out, err := netpol(t, c, "", "uninstall", "--timeout", "2m")
@@ -50,7 +49,7 @@ func TestUninstallLeavesNothing(t *testing.T) {
 		t.Errorf("labelled objects left after uninstall: %v", left)
 	}
 	if rest, _ := ourBPF(t); len(rest) != 0 {
-		t.Errorf("BPF objects left on the node after uninstall: %s", strings.Join(rest, "; "))
+		t.Errorf("BPF objects left on the nodes after uninstall: %s", strings.Join(rest, "; "))
 	}
 	for _, p := range bpftool(t, "prog", "show") {
 		if id := p["id"].(float64); progs[id] {
@@ -61,14 +60,19 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	expect(t, c, s.other, true, s.podDB)
 }
 
-// ourBPF lists the agent's pin directory and the links that run a netpol
-// program, and returns the IDs of those programs. (Programs alone are not
-// listed: other tests on a developer's machine may load their own copies.)
+// ourBPF lists the agent's pin directory on every node and the links in the
+// nodes' network namespaces that run a netpol program, and returns the IDs
+// of those programs. (Programs alone are not listed: other tests on a
+// developer's machine may load their own copies.)
 func ourBPF(t *testing.T) ([]string, map[float64]bool) {
 	t.Helper()
 	var found []string
-	if _, err := os.Stat(probe.DefaultPinRoot); err == nil {
-		found = append(found, "pin directory "+probe.DefaultPinRoot)
+	nodeNetns := map[uint64]string{}
+	for _, n := range framework.Nodes {
+		if _, err := os.Stat(n.Path(t, probe.DefaultPinRoot)); err == nil {
+			found = append(found, "pin directory "+probe.DefaultPinRoot+" on "+n.Name)
+		}
+		nodeNetns[n.NetnsInode(t)] = n.Name
 	}
 	names := map[float64]string{}
 	for _, p := range bpftool(t, "prog", "show") {
@@ -79,25 +83,18 @@ func ourBPF(t *testing.T) ([]string, map[float64]bool) {
 	progs := map[float64]bool{}
 	for _, l := range bpftool(t, "link", "show") {
 		id, _ := l["prog_id"].(float64)
-		if name, ok := names[id]; ok && linkInRootNetns(l) {
-			found = append(found, fmt.Sprintf("link %v (%v) of program %s", l["id"], l["type"], name))
+		// Links without a namespace in bpftool's report count too.
+		ino, hasNetns := l["netns_ino"].(float64)
+		where := nodeNetns[uint64(ino)]
+		if !hasNetns {
+			where = "a node"
+		}
+		if name, ok := names[id]; ok && where != "" {
+			found = append(found, fmt.Sprintf("link %v (%v) of program %s on %s", l["id"], l["type"], name, where))
 			progs[id] = true
 		}
 	}
 	return found, progs
-}
-
-// linkInRootNetns tells the node's links from those of test-made namespaces.
-func linkInRootNetns(l map[string]any) bool {
-	ino, ok := l["netns_ino"].(float64)
-	if !ok {
-		return true
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat("/proc/1/ns/net", &st); err != nil {
-		return true
-	}
-	return uint64(ino) == st.Ino
 }
 
 func bpftool(t *testing.T, args ...string) []map[string]any {

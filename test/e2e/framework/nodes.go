@@ -6,7 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // Node is one node of the test cluster. On one node (make cluster-up) it is the host; on several
@@ -81,4 +84,38 @@ func (n Node) Run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("on node %s: %s %s: %v\n%s", n.Name, name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// Path returns how the host reaches path inside the node's mount namespace (its bpffs pins,
+// say): through /proc/PID/root of the node's containerd. The host node's path is path itself.
+func (n Node) Path(t testing.TB, path string) string {
+	t.Helper()
+	if n.MntNS == "" {
+		return path
+	}
+	b, err := os.ReadFile("/run/netpol-cluster/pids/containerd@" + n.Name + ".pid")
+	if err != nil {
+		t.Fatalf("node %s: no containerd pid record to reach its mount namespace: %v", n.Name, err)
+	}
+	return filepath.Join("/proc", strings.Fields(string(b))[0], "root", path)
+}
+
+// NetnsInode is the inode of the node's network namespace (as bpftool reports netns_ino).
+func (n Node) NetnsInode(t testing.TB) uint64 {
+	t.Helper()
+	f := n.NetNS
+	if f == "" {
+		f = "/proc/1/ns/net"
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(f, &st); err != nil {
+		t.Fatalf("stat %s: %v", f, err)
+	}
+	return st.Ino
+}
+
+// NodeOf returns the node a pod runs on.
+func NodeOf(t testing.TB, pod *corev1.Pod) Node {
+	t.Helper()
+	return NodeByName(t, pod.Spec.NodeName)
 }

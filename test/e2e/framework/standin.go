@@ -15,10 +15,11 @@ import (
 )
 
 // AgentStandInPod returns (without creating) a hostNetwork pod labelled as
-// an agent pod of the given version, running only pause. Port-forward to it
-// reaches whatever listens on the node's loopback, exactly as for the real
-// agent (which listens on 127.0.0.1): with ServeHub in the test process, the
-// CLI's whole live path runs for real except the agent binary.
+// an agent pod of the given version, running only pause, on the first node.
+// Port-forward to it reaches whatever listens on that node's loopback,
+// exactly as for the real agent (which listens on 127.0.0.1): with ServeHub
+// in the test process, the CLI's whole live path runs for real except the
+// agent binary.
 func AgentStandInPod(ns, name, version string) *corev1.Pod {
 	zero := int64(0)
 	return &corev1.Pod{
@@ -27,6 +28,7 @@ func AgentStandInPod(ns, name, version string) *corev1.Pod {
 			install.LabelName: install.AgentName, install.LabelVersion: version,
 		}},
 		Spec: corev1.PodSpec{
+			NodeName:                      NodeName,
 			HostNetwork:                   true,
 			TerminationGracePeriodSeconds: &zero,
 			AutomountServiceAccountToken:  new(bool),
@@ -38,16 +40,16 @@ func AgentStandInPod(ns, name, version string) *corev1.Pod {
 }
 
 // ServeHub serves hub (the agent's own flow.v1.Observer server) on addr of
-// the host's loopback ("127.0.0.1:0" for any port), which is the node's
-// network namespace, where a hostNetwork pod's port-forward lands. It
-// retries while a just-stopped server's port is still taken, stops with the
-// test, and returns the server and its port.
+// the first node's loopback ("127.0.0.1:0" for any port), where the
+// port-forward of a stand-in pod lands. It retries while a just-stopped
+// server's port is still taken, stops with the test, and returns the server
+// and its port.
 func ServeHub(tb testing.TB, addr string, hub *flow.Hub) (*grpc.Server, int) {
 	tb.Helper()
 	var lis net.Listener
 	var err error
 	for range 100 {
-		if lis, err = net.Listen("tcp", addr); err == nil {
+		if lis, err = ListenOnNode(Nodes[0], addr); err == nil {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

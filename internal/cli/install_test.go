@@ -74,6 +74,57 @@ func TestInstallDryRunYAML(t *testing.T) {
 	}
 }
 
+// TestInstallDryRunMountBPFFS: --mount-bpffs adds exactly one privileged
+// init container, before the unprivileged preflight; the rest of the YAML is
+// the default's.
+func TestInstallDryRunMountBPFFS(t *testing.T) {
+	args := []string{"--dry-run=client", "-o", "yaml", "--image", "example.test/netpol-agent:v0.1.0", "-n", "netpol"}
+	plain, _, err := runInstall(t, offlineFactory(t), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mount, _, err := runInstall(t, offlineFactory(t), append(args, "--mount-bpffs")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		out  string
+		want int
+	}{{plain, 0}, {mount, 1}} {
+		for _, s := range []string{"privileged: true", "mountPropagation: Bidirectional", "- mount-bpffs"} {
+			if n := strings.Count(c.out, s); n != c.want {
+				t.Errorf("%q appears %d times, want %d", s, n, c.want)
+			}
+		}
+		if n := strings.Count(c.out, "- preflight"); n != 1 {
+			t.Errorf("preflight init container appears %d times", n)
+		}
+	}
+	if strings.Contains(plain, "SYS_ADMIN") || strings.Contains(mount, "SYS_ADMIN") {
+		t.Error("a container asks for SYS_ADMIN")
+	}
+	// Everything else is unchanged: removing the added lines from the
+	// --mount-bpffs output gives the default output.
+	var extra []string
+	pl := strings.Split(plain, "\n")
+	ml := strings.Split(mount, "\n")
+	i := 0
+	for _, l := range ml {
+		if i < len(pl) && pl[i] == l {
+			i++
+			continue
+		}
+		extra = append(extra, l)
+	}
+	if i != len(pl) {
+		t.Errorf("the default output is not contained in the --mount-bpffs output in order (matched %d of %d lines)", i, len(pl))
+	}
+	t.Logf("--mount-bpffs adds:\n%s", strings.Join(extra, "\n"))
+	if !strings.Contains(strings.Join(extra, "\n"), "mountPropagation: Bidirectional") {
+		t.Error("the added lines lack the Bidirectional mount")
+	}
+}
+
 func TestInstallDryRunJSON(t *testing.T) {
 	out, _, err := runInstall(t, offlineFactory(t), "--dry-run=client", "-o", "json", "--image", "example.test/netpol-agent:v0.1.0")
 	if err != nil {

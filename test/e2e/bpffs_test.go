@@ -23,13 +23,14 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
-// TestInstallOnNodeWithoutBPFFS needs the multi-node cluster (NETPOL_MULTINODE
-// set) and, for at least one node, the path of its mount namespace file in
-// NETPOL_NODE_MNTNS_<NODE> (the node name upper-cased, every character other
-// than a letter or digit as '_': node netpol-node-2 is
-// NETPOL_NODE_MNTNS_NETPOL_NODE_2). On that node it unmounts bpffs (in the
-// node's mount namespace only, after proving the unmount cannot reach the
-// host's), then:
+// TestInstallOnNodeWithoutBPFFS needs the multi-node cluster: NETPOL_MULTINODE
+// set, or .cluster/nodes listing several nodes (framework.MultiNode). It
+// takes a node's mount namespace file from NETPOL_NODE_MNTNS_<NODE> (the node
+// name upper-cased, every character other than a letter or digit as '_':
+// node netpol-node-2 is NETPOL_NODE_MNTNS_NETPOL_NODE_2), else from
+// .cluster/nodes, and uses the last node (by name) that has one. On that node
+// it unmounts bpffs (in the node's mount namespace only, after proving the
+// unmount cannot reach the host's), then:
 //   - install without --mount-bpffs: install --wait shows that node's
 //     preflight message ("bpffs is not mounted at /sys/fs/bpf on node X: ...")
 //     while the agent container never starts there, and so does status;
@@ -37,23 +38,23 @@ import (
 //     the mount-bpffs init container, the agent's pins in it;
 //   - uninstall: the pins are gone.
 //
-// Without NETPOL_MULTINODE it skips; with it, everything it needs missing is
-// a failure.
+// On a single-node cluster it skips; in multi-node mode, anything it needs
+// that is missing is a failure.
 func TestInstallOnNodeWithoutBPFFS(t *testing.T) {
-	if os.Getenv("NETPOL_MULTINODE") == "" {
-		t.Skip("NETPOL_MULTINODE is not set: this test unmounts bpffs on one node of the multi-node test cluster")
+	if os.Getenv("NETPOL_MULTINODE") == "" && !framework.MultiNode() {
+		t.Skip("not a multi-node cluster (NETPOL_MULTINODE unset, .cluster/nodes lists one node): this test unmounts bpffs on one node of several")
 	}
 	if os.Geteuid() != 0 {
-		t.Fatal("NETPOL_MULTINODE is set but the test is not root (it enters a node's mount namespace)")
+		t.Fatal("multi-node mode but the test is not root (it enters a node's mount namespace)")
 	}
 	image := os.Getenv("NETPOL_AGENT_IMAGE")
 	if image == "" {
-		t.Fatal("NETPOL_MULTINODE is set but NETPOL_AGENT_IMAGE is not")
+		t.Fatal("multi-node mode but NETPOL_AGENT_IMAGE is not set")
 	}
 	var c *framework.Cluster
 	t.Run("connect", func(t *testing.T) { c = framework.Connect(t) })
 	if c == nil {
-		t.Fatal("NETPOL_MULTINODE is set but the test cluster is not reachable (see the connect subtest)")
+		t.Fatal("multi-node mode but the test cluster is not reachable (see the connect subtest)")
 	}
 	ctx := framework.Context(t, 15*time.Minute)
 
@@ -158,8 +159,9 @@ func TestInstallOnNodeWithoutBPFFS(t *testing.T) {
 	}
 }
 
-// bpffsTestNode returns the first node (by name) whose mount namespace file
-// is given in NETPOL_NODE_MNTNS_<NODE>, failing when none is.
+// bpffsTestNode returns the last node (by name) whose mount namespace file
+// is given in NETPOL_NODE_MNTNS_<NODE> or .cluster/nodes, failing when none
+// is.
 func bpffsTestNode(t *testing.T, c *framework.Cluster) (name, mntns string) {
 	t.Helper()
 	nodes, err := c.Client.CoreV1().Nodes().List(framework.Context(t, 30*time.Second), metav1.ListOptions{})
@@ -175,15 +177,26 @@ func bpffsTestNode(t *testing.T, c *framework.Cluster) (name, mntns string) {
 	for _, n := range names {
 		env := mntnsEnv(n)
 		tried = append(tried, env)
-		if f := os.Getenv(env); f != "" {
-			if _, err := os.Stat(f); err != nil {
-				t.Fatalf("%s: %v", env, err)
+		f := os.Getenv(env)
+		if f == "" {
+			for _, fn := range framework.Nodes {
+				if fn.Name == n {
+					f = fn.MntNS
+				}
 			}
-			return n, f
 		}
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("mount namespace of node %s: %v", n, err)
+		}
+		name, mntns = n, f
 	}
-	t.Fatalf("NETPOL_MULTINODE is set but none of %s names a node's mount namespace file", strings.Join(tried, ", "))
-	return "", ""
+	if name == "" {
+		t.Fatalf("multi-node mode but no node's mount namespace file is known: set one of %s, or list the nodes in .cluster/nodes", strings.Join(tried, ", "))
+	}
+	return name, mntns
 }
 
 // mntnsEnv is the variable holding node's mount namespace file.

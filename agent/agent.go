@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -101,6 +104,14 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.ReadPoll == 0 {
 		cfg.ReadPoll = 100 * time.Millisecond
+	}
+	// Without bpffs the pins cannot outlive the pod, and the agent (no
+	// CAP_SYS_ADMIN) cannot mount it: say so and how to fix it, rather
+	// than fail inside the loader.
+	if underBPFFS(cfg.PinRoot) {
+		if err := bpffs.Check(cfg.NodeName, bpffs.Path); err != nil {
+			return nil, err
+		}
 	}
 	p, err := probe.Load(probe.Options{PinRoot: cfg.PinRoot, Config: cfg.Datapath})
 	if err != nil {
@@ -445,4 +456,10 @@ func (a *Agent) httpHandler() http.Handler {
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry}))
 	return mux
+}
+
+// underBPFFS reports whether dir lies in the node's bpffs mount point.
+func underBPFFS(dir string) bool {
+	rel, err := filepath.Rel(bpffs.Path, filepath.Clean(dir))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }

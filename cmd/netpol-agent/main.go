@@ -6,6 +6,8 @@
 //
 //	netpol-agent [flags]     run on this node
 //	netpol-agent cleanup     remove every program, link and pin of the datapath
+//	netpol-agent preflight   check the node before the agent starts (init container)
+//	netpol-agent mount-bpffs mount bpffs at /sys/fs/bpf when missing (opt-in init container)
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-netpol/kubectl-netpol/agent"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -68,15 +71,20 @@ func run() error {
 		fmt.Println(version.Version())
 		return nil
 	}
-	if flag.Arg(0) == "cleanup" {
+	if cmd := flag.Arg(0); cmd != "" {
 		// Flags may follow the command too: netpol-agent cleanup --pin-root DIR.
 		if err := flag.CommandLine.Parse(flag.Args()[1:]); err != nil {
 			return err
 		}
-		return cleanup(cfg.PinRoot)
-	}
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unknown argument %q: the only command is \"cleanup\"", flag.Arg(0))
+		switch cmd {
+		case "cleanup":
+			return cleanup(cfg.PinRoot)
+		case install.PreflightCommand:
+			return preflight(cfg.NodeName)
+		case install.MountBPFFSCommand:
+			return mountBPFFS(cfg.NodeName)
+		}
+		return fmt.Errorf("unknown command %q: use cleanup, %s or %s", cmd, install.PreflightCommand, install.MountBPFFSCommand)
 	}
 
 	rc, err := restConfig(kubeconfig)
@@ -120,5 +128,33 @@ func cleanup(pinRoot string) error {
 		return err
 	}
 	fmt.Println("removed every netpol program, link and pin under", pinRoot)
+	return nil
+}
+
+// preflight checks what the agent needs from its node and cannot fix
+// itself, so that a node that lacks it fails in the agent pod's init
+// container with one message saying what to do (its termination message,
+// which install --wait and status show per node) instead of crash-looping.
+func preflight(node string) error {
+	if err := bpffs.Check(node, bpffs.Path); err != nil {
+		return err
+	}
+	fmt.Printf("node %s: bpffs is mounted at %s\n", node, bpffs.Path)
+	return nil
+}
+
+// mountBPFFS is the opt-in init container of install --mount-bpffs: it
+// mounts bpffs at /sys/fs/bpf, which the pod spec propagates to the node
+// (mountPropagation Bidirectional), and does nothing when it is there.
+func mountBPFFS(node string) error {
+	mounted, err := bpffs.Mount(bpffs.Path)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", node, err)
+	}
+	if mounted {
+		fmt.Printf("node %s: mounted bpffs at %s\n", node, bpffs.Path)
+	} else {
+		fmt.Printf("node %s: bpffs was already mounted at %s\n", node, bpffs.Path)
+	}
 	return nil
 }

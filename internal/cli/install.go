@@ -102,6 +102,9 @@ type InstallOptions struct {
 	AntiSpoofing     bool
 	KeepEstablished  bool
 	FlowEndSummaries bool
+	// MountBPFFS adds the privileged init container that mounts bpffs on
+	// nodes without it.
+	MountBPFFS bool
 	// Version labels the objects; the plugin's own version unless a test
 	// pins it.
 	Version string
@@ -130,6 +133,13 @@ capabilities BPF, NET_ADMIN and PERFMON only, listens on 127.0.0.1 only, and
 is reached by 'kubectl netpol status' and 'watch' through the API server's
 port-forward.
 
+The agent pins its maps and links in the node's BPF filesystem at
+/sys/fs/bpf, which systemd mounts on most distributions. An init container
+without any privilege checks it first: on a node without it, install --wait
+and status say "bpffs is not mounted at /sys/fs/bpf on node X" and how to fix
+it. --mount-bpffs mounts it instead, from an init container that Kubernetes
+requires to be privileged (see docs/install.md).
+
 Every object is labelled app.kubernetes.io/part-of=kubectl-netpol, which
 'kubectl netpol uninstall' uses to remove them all. Running install again is
 safe: unchanged objects stay as they are, a new version rolls the agents.
@@ -141,6 +151,10 @@ namespace); status, uninstall and version take the same flag.`,
 
   # Print the manifests instead (review them, or apply them with your own tooling)
   kubectl netpol install --dry-run=client -o yaml
+
+  # Nodes without bpffs at /sys/fs/bpf (minimal distributions): mount it from a
+  # privileged init container; compare with and without:
+  kubectl netpol install --mount-bpffs --dry-run=client -o yaml
 
   # From your own registry, on Linux nodes of one pool, into another namespace
   kubectl netpol install --image registry.example/netpol-agent:v0.1.0 \
@@ -165,6 +179,9 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.BoolVar(&o.AntiSpoofing, "anti-spoofing", true, "Drop packets a pod sends with a source address that is not its own (turn off for pods that route or forward others' traffic)")
 	fl.BoolVar(&o.FlowEndSummaries, "flow-end-summaries", true, "Report each ended connection of a local pod with its packets, bytes and duration (from conntrack; counts need net.netfilter.nf_conntrack_acct=1 on the nodes)")
 	fl.BoolVar(&o.KeepEstablished, "keep-established", false, "Leave established connections alone when a policy change denies them (default: cut them, as the new policy says)")
+	fl.BoolVar(&o.MountBPFFS, "mount-bpffs", false, "Mount bpffs at /sys/fs/bpf on nodes where nothing did, from an init container that runs before the agent. "+
+		"Kubernetes admits the Bidirectional mount propagation this needs only in a PRIVILEGED container (every capability, no seccomp): "+
+		"prefer mounting bpffs on the nodes (systemd's sys-fs-bpf.mount). The agent itself stays unprivileged")
 	fl.BoolVar(&o.Wait, "wait", true, "Wait until the agent is ready on every node, showing each node's progress")
 	fl.DurationVar(&o.Timeout, "timeout", defaultWaitTimeout, "How long --wait waits before showing the failing pods' state, events and logs")
 	return cmd
@@ -184,6 +201,7 @@ func (o *InstallOptions) Complete() error {
 		NoAntiSpoofing:     !o.AntiSpoofing,
 		KeepEstablished:    o.KeepEstablished,
 		NoFlowEndSummaries: !o.FlowEndSummaries,
+		MountBPFFS:         o.MountBPFFS,
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
@@ -71,6 +72,57 @@ func TestInstallDryRunYAML(t *testing.T) {
 		if obj.Status != nil || obj.Metadata.Created != nil {
 			t.Errorf("%s carries server-set fields", obj.Kind)
 		}
+	}
+}
+
+// TestInstallDryRunMountBPFFS: --mount-bpffs adds exactly one privileged
+// init container, before the unprivileged preflight; the rest of the YAML is
+// the default's.
+func TestInstallDryRunMountBPFFS(t *testing.T) {
+	args := []string{"--dry-run=client", "-o", "yaml", "--image", "example.test/netpol-agent:v0.1.0", "-n", "netpol"}
+	plain, _, err := runInstall(t, offlineFactory(t), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mount, _, err := runInstall(t, offlineFactory(t), append(args, "--mount-bpffs")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		out  string
+		want int
+	}{{plain, 0}, {mount, 1}} {
+		for _, s := range []string{"privileged: true", "mountPropagation: Bidirectional", "- mount-bpffs"} {
+			if n := strings.Count(c.out, s); n != c.want {
+				t.Errorf("%q appears %d times, want %d", s, n, c.want)
+			}
+		}
+		if n := strings.Count(c.out, "- preflight"); n != 1 {
+			t.Errorf("preflight init container appears %d times", n)
+		}
+	}
+	if strings.Contains(plain, "SYS_ADMIN") || strings.Contains(mount, "SYS_ADMIN") {
+		t.Error("a container asks for SYS_ADMIN")
+	}
+	// Everything else is unchanged: removing the added lines from the
+	// --mount-bpffs output gives the default output.
+	var extra []string
+	pl := strings.Split(plain, "\n")
+	ml := strings.Split(mount, "\n")
+	i := 0
+	for _, l := range ml {
+		if i < len(pl) && pl[i] == l {
+			i++
+			continue
+		}
+		extra = append(extra, l)
+	}
+	if i != len(pl) {
+		t.Errorf("the default output is not contained in the --mount-bpffs output in order (matched %d of %d lines)", i, len(pl))
+	}
+	t.Logf("--mount-bpffs adds:\n%s", strings.Join(extra, "\n"))
+	if !strings.Contains(strings.Join(extra, "\n"), "mountPropagation: Bidirectional") {
+		t.Error("the added lines lack the Bidirectional mount")
 	}
 }
 
@@ -258,5 +310,45 @@ func TestInstallRefusesSecondAgent(t *testing.T) {
 		opts: install.Options{Namespace: "netpol-system"}}
 	if err := o.checkOtherInstalls(context.Background()); err != nil {
 		t.Errorf("reinstall in place: %v", err)
+	}
+}
+
+// TestWaitReportsNodeWithoutBPFFS: --wait prints a node's preflight message
+// as soon as the pod shows it, and the timeout report gives the init
+// container's state and termination message.
+func TestWaitReportsNodeWithoutBPFFS(t *testing.T) {
+	objs, err := install.Manifests(install.Options{Image: "example.test/agent:v0.1.0", Version: "v0.1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := objs[len(objs)-1].(*appsv1.DaemonSet)
+	ds.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: 1, UpdatedNumberScheduled: 1, NumberUnavailable: 1}
+	msg := "bpffs is not mounted at /sys/fs/bpf on node node-b: mount it on the node (`mount -t bpf bpffs /sys/fs/bpf`, " +
+		"or enable systemd's sys-fs-bpf.mount), or reinstall with `kubectl netpol install --mount-bpffs`"
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: "netpol-agent-x", Labels: ds.Spec.Template.Labels},
+		Spec: *ds.Spec.Template.Spec.DeepCopy()}
+	pod.Spec.NodeName = "node-b"
+	pod.Status = corev1.PodStatus{Phase: corev1.PodPending,
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: install.PreflightContainer, RestartCount: 1,
+			State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off 10s restarting failed container"}},
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: msg}}}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "agent", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}},
+	}
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &InstallOptions{IOStreams: streams, Timeout: 300 * time.Millisecond, opts: install.Options{Namespace: install.DefaultNamespace}}
+	o.Kube, o.PollInterval = fake.NewClientset(ds, pod), 50*time.Millisecond
+	err = o.waitReady(context.Background(), "v0.1.0")
+	t.Logf("output:\n%s", out)
+	if err == nil || !strings.Contains(err.Error(), "is not ready on 1 of 1 nodes") {
+		t.Errorf("waitReady = %v", err)
+	}
+	for _, want := range []string{
+		"  node-b: pending (Init:CrashLoopBackOff: " + msg + ")\n",
+		"  init container preflight: waiting: CrashLoopBackOff: back-off 10s restarting failed container (restarts: 1)\n",
+		"  init container preflight: last termination: Error, exit code 1: " + msg + "\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks\n%s", want)
+		}
 	}
 }

@@ -215,3 +215,31 @@ func TestStatusNotInstalled(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestStatusNodeWithoutBPFFS: a node whose preflight init container fails
+// shows its message (bpffs missing, and the fix) in the node's row.
+func TestStatusNodeWithoutBPFFS(t *testing.T) {
+	msg := "bpffs is not mounted at /sys/fs/bpf on node node-b: mount it on the node (`mount -t bpf bpffs /sys/fs/bpf`, " +
+		"or enable systemd's sys-fs-bpf.mount), or reinstall with `kubectl netpol install --mount-bpffs`"
+	objs := []runtime.Object{
+		statusPod("agent-b", "node-b", "v0.2.0", false, func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodPending
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: install.PreflightContainer, RestartCount: 4,
+				State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+				LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: msg}}}}
+		}),
+		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: install.AgentName},
+			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 1}},
+	}
+	out, err := runStatus(t, objs, addrDialer(nil))
+	t.Logf("status:\n%s (err %v)", out, err)
+	if want := "node-b: agent pod agent-b is pending (Init:CrashLoopBackOff: " + msg + ")"; !strings.Contains(out, want) {
+		t.Errorf("status lacks\n  %s", want)
+	}
+	out, _ = runStatus(t, objs, addrDialer(nil), "-o", "json")
+	var r statusReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Nodes) != 1 || r.Nodes[0].PodState != "pending (Init:CrashLoopBackOff: "+msg+")" {
+		t.Errorf("JSON report = %+v (%v)", r, err)
+	}
+}

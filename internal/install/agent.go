@@ -22,3 +22,13 @@ const (
 
 // AgentBinary is the agent's path inside its image.
 const AgentBinary = "/netpol-agent"
+
+// Commands of the agent binary the DaemonSet's init containers run.
+const (
+	// PreflightCommand checks the node (bpffs at /sys/fs/bpf) before the
+	// agent starts; it needs no privilege.
+	PreflightCommand = "preflight"
+	// MountBPFFSCommand mounts bpffs on the node when missing (install
+	// --mount-bpffs).
+	MountBPFFSCommand = "mount-bpffs"
+)

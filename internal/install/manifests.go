@@ -31,6 +31,15 @@ const ServiceAccountName = AgentName
 // containerName is the agent container in the DaemonSet.
 const containerName = "agent"
 
+// Init containers of the DaemonSet, run in this order before the agent.
+const (
+	// MountBPFFSContainer mounts bpffs on the node (install --mount-bpffs).
+	MountBPFFSContainer = "mount-bpffs"
+	// PreflightContainer checks that the node has what the agent needs and
+	// cannot fix itself (bpffs), and says so per node.
+	PreflightContainer = "preflight"
+)
+
 // Options describe one install. Manifests derives every object from them.
 type Options struct {
 	// Namespace receives the agent; DefaultNamespace when empty.
@@ -52,6 +61,11 @@ type Options struct {
 	// NoFlowEndSummaries turns off the summaries (packets, bytes, duration)
 	// of ended connections; the agent's --flow-end-summaries=false.
 	NoFlowEndSummaries bool
+	// MountBPFFS adds an init container that mounts bpffs at /sys/fs/bpf on
+	// nodes where nothing did. Kubernetes admits the Bidirectional mount
+	// propagation this needs only in a privileged container, so it is
+	// opt-in: install --mount-bpffs.
+	MountBPFFS bool
 }
 
 // agentArgs are the agent's command-line arguments for o.
@@ -277,6 +291,63 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 			FailureThreshold: 3,
 		}
 	}
+	nodeEnv := corev1.EnvVar{Name: EnvNodeName, ValueFrom: fromField("spec.nodeName")}
+	nobody := int64(65534)
+	initResources := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+	}
+	var initContainers []corev1.Container
+	if o.MountBPFFS {
+		bidirectional := corev1.MountPropagationBidirectional
+		initContainers = append(initContainers, corev1.Container{
+			Name:            MountBPFFSContainer,
+			Image:           o.Image,
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			// statfs, then mount(2) only when /sys/fs/bpf is not bpffs; exits.
+			Command: []string{AgentBinary, MountBPFFSCommand},
+			Env:     []corev1.EnvVar{nodeEnv},
+			SecurityContext: &corev1.SecurityContext{
+				// Privileged because Kubernetes admits Bidirectional mount
+				// propagation (the only way a mount made in a container
+				// reaches the node) in privileged containers only; runtimes
+				// then grant every capability, so a capability list here would
+				// be ignored. The exposure is this short-lived container: it
+				// runs one mount and exits before the agent, which keeps its
+				// three capabilities.
+				Privileged:             &yes,
+				RunAsUser:              &root,
+				ReadOnlyRootFilesystem: &yes,
+			},
+			VolumeMounts:             []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf", MountPropagation: &bidirectional}},
+			Resources:                initResources,
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		})
+	}
+	initContainers = append(initContainers, corev1.Container{
+		Name:            PreflightContainer,
+		Image:           o.Image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		// statfs(2) of /sys/fs/bpf: fails with "bpffs is not mounted at
+		// /sys/fs/bpf on node X: ..." (its termination message, which
+		// install --wait and status show per node) instead of the agent
+		// crash-looping.
+		Command: []string{AgentBinary, PreflightCommand},
+		Env:     []corev1.EnvVar{nodeEnv},
+		SecurityContext: &corev1.SecurityContext{
+			// statfs needs no privilege at all.
+			RunAsUser:                &nobody,
+			RunAsNonRoot:             &yes,
+			ReadOnlyRootFilesystem:   &yes,
+			AllowPrivilegeEscalation: &no,
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts:             []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf", ReadOnly: true}},
+		Resources:                initResources,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	})
+
 	liveness := probe("/healthz", 10)
 	// Readiness waits for the caches and the first policy Apply; startup on a
 	// big cluster may take a while, so liveness starts later.
@@ -305,6 +376,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 					PriorityClassName:             "system-node-critical",
 					TerminationGracePeriodSeconds: &grace,
 					NodeSelector:                  o.NodeSelector,
+					InitContainers:                initContainers,
 					Containers: []corev1.Container{{
 						Name:            containerName,
 						Image:           o.Image,
@@ -312,7 +384,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						Command:         []string{AgentBinary},
 						Args:            o.agentArgs(),
 						Env: []corev1.EnvVar{
-							{Name: EnvNodeName, ValueFrom: fromField("spec.nodeName")},
+							nodeEnv,
 							{Name: EnvPodName, ValueFrom: fromField("metadata.name")},
 							{Name: EnvPodNamespace, ValueFrom: fromField("metadata.namespace")},
 						},
@@ -338,6 +410,9 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							},
 							SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 						},
+						// Propagation None: the init containers ran before this
+						// container was created, so a bpffs mount-bpffs made is
+						// already what this bind shows.
 						VolumeMounts:   []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"}},
 						LivenessProbe:  liveness,
 						ReadinessProbe: probe("/readyz", 5),

@@ -98,8 +98,8 @@ func TestManifestsDefaultNamespace(t *testing.T) {
 func TestAgentLeastPrivilege(t *testing.T) {
 	ds := daemonSetOf(t, manifests(t, testOptions()))
 	spec := ds.Spec.Template.Spec
-	if len(spec.Containers) != 1 || len(spec.InitContainers) != 0 {
-		t.Fatalf("containers = %d, init = %d", len(spec.Containers), len(spec.InitContainers))
+	if len(spec.Containers) != 1 || len(spec.InitContainers) != 1 || spec.InitContainers[0].Name != PreflightContainer {
+		t.Fatalf("containers = %d, init = %d (want only %s)", len(spec.Containers), len(spec.InitContainers), PreflightContainer)
 	}
 	c := spec.Containers[0]
 	sc := c.SecurityContext
@@ -148,6 +148,79 @@ func TestAgentLeastPrivilege(t *testing.T) {
 	}
 	if c.Resources.Limits.Memory().String() != "512Mi" || c.Resources.Requests.Cpu().String() != "50m" {
 		t.Errorf("resources = %+v", c.Resources)
+	}
+}
+
+// TestInitContainersBPFFS: by default one unprivileged preflight init
+// container checks bpffs; --mount-bpffs puts a privileged one before it,
+// with Bidirectional propagation, and changes nothing else.
+func TestInitContainersBPFFS(t *testing.T) {
+	plain := daemonSetOf(t, manifests(t, testOptions())).Spec.Template.Spec
+	o := testOptions()
+	o.MountBPFFS = true
+	mount := daemonSetOf(t, manifests(t, o)).Spec.Template.Spec
+
+	checkPreflight := func(mode string, c corev1.Container) {
+		t.Helper()
+		sc := c.SecurityContext
+		if sc == nil || sc.Capabilities == nil || !reflect.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+			t.Errorf("%s: preflight capabilities = %+v, want none at all", mode, sc)
+			return
+		}
+		if (sc.Privileged != nil && *sc.Privileged) || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 ||
+			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Errorf("%s: preflight securityContext = %+v", mode, sc)
+		}
+		if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/sys/fs/bpf" || !c.VolumeMounts[0].ReadOnly || c.VolumeMounts[0].MountPropagation != nil {
+			t.Errorf("%s: preflight mounts = %+v", mode, c.VolumeMounts)
+		}
+		if !reflect.DeepEqual(c.Command, []string{AgentBinary, PreflightCommand}) || c.Image != o.Image {
+			t.Errorf("%s: preflight command %v image %s", mode, c.Command, c.Image)
+		}
+		if c.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
+			t.Errorf("%s: preflight terminationMessagePolicy = %s", mode, c.TerminationMessagePolicy)
+		}
+		if len(c.Env) != 1 || c.Env[0].Name != EnvNodeName || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+			t.Errorf("%s: preflight env = %+v, want %s from spec.nodeName", mode, c.Env, EnvNodeName)
+		}
+	}
+
+	if len(plain.InitContainers) != 1 {
+		t.Fatalf("default: init containers = %d, want preflight only", len(plain.InitContainers))
+	}
+	checkPreflight("default", plain.InitContainers[0])
+	for _, c := range append(plain.InitContainers, plain.Containers...) {
+		if sc := c.SecurityContext; sc == nil || (sc.Privileged != nil && *sc.Privileged) || slices.Contains(sc.Capabilities.Add, "SYS_ADMIN") {
+			t.Errorf("default: container %s is privileged or has SYS_ADMIN: %+v", c.Name, sc)
+		}
+		for _, m := range c.VolumeMounts {
+			if m.MountPropagation != nil {
+				t.Errorf("default: container %s mounts %s with propagation %s", c.Name, m.MountPath, *m.MountPropagation)
+			}
+		}
+	}
+
+	if len(mount.InitContainers) != 2 || mount.InitContainers[0].Name != MountBPFFSContainer || mount.InitContainers[1].Name != PreflightContainer {
+		t.Fatalf("--mount-bpffs: init containers = %v, want mount-bpffs then preflight", mount.InitContainers)
+	}
+	checkPreflight("--mount-bpffs", mount.InitContainers[1])
+	m := mount.InitContainers[0]
+	// Kubernetes admits Bidirectional only with privileged: true (and the
+	// runtime then ignores capability lists).
+	if sc := m.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged || sc.Capabilities != nil ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("mount-bpffs securityContext = %+v", m.SecurityContext)
+	}
+	if len(m.VolumeMounts) != 1 || m.VolumeMounts[0].Name != "bpffs" || m.VolumeMounts[0].MountPath != "/sys/fs/bpf" ||
+		m.VolumeMounts[0].MountPropagation == nil || *m.VolumeMounts[0].MountPropagation != corev1.MountPropagationBidirectional {
+		t.Errorf("mount-bpffs mounts = %+v, want the bpffs hostPath with Bidirectional propagation", m.VolumeMounts)
+	}
+	if !reflect.DeepEqual(m.Command, []string{AgentBinary, MountBPFFSCommand}) || m.Image != o.Image || m.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
+		t.Errorf("mount-bpffs command %v image %s terminationMessagePolicy %s", m.Command, m.Image, m.TerminationMessagePolicy)
+	}
+	// The agent container and the volumes are the same in both modes.
+	if !reflect.DeepEqual(plain.Containers, mount.Containers) || !reflect.DeepEqual(plain.Volumes, mount.Volumes) || mount.HostPID {
+		t.Error("--mount-bpffs changed the agent container, the volumes or hostPID")
 	}
 }
 

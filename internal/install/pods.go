@@ -89,23 +89,33 @@ func PodState(pod *corev1.Pod, ds *appsv1.DaemonSet, lastEvent string) string {
 	case PodReady(pod):
 		return StateReady
 	}
-	if cs := agentStatus(pod); cs != nil {
+	cs, prefix := agentStatus(pod), ""
+	if init := currentInit(pod); init != nil && (cs == nil || (cs.State.Waiting != nil && cs.State.Waiting.Reason == "PodInitializing")) {
+		// The pod is at an init container (the same image): its state is
+		// the pod's, e.g. the preflight's "bpffs is not mounted ...".
+		cs, prefix = init, "Init:"
+	}
+	if cs != nil {
 		switch {
 		case cs.State.Waiting != nil && cs.State.Waiting.Reason == "ContainerCreating" && lastEvent == "Pulling":
 			return StatePulling
-		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "ContainerCreating":
+		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "ContainerCreating" && cs.State.Waiting.Reason != "PodInitializing":
 			// The reason only: messages change with every retry, and
-			// Diagnose prints them in full. A crashing agent's own last
+			// Diagnose prints them in full. A crashing container's own last
 			// words (its termination message) are stable and say why, e.g.
-			// a kernel feature the node lacks.
+			// a kernel feature or the bpffs the node lacks.
 			if t := cs.LastTerminationState.Terminated; cs.State.Waiting.Reason == "CrashLoopBackOff" && t != nil && t.Message != "" {
-				return StatePending + " (CrashLoopBackOff: " + firstLine(t.Message) + ")"
+				return StatePending + " (" + prefix + "CrashLoopBackOff: " + firstLine(t.Message) + ")"
 			}
-			return StatePending + " (" + cs.State.Waiting.Reason + ")"
+			return StatePending + " (" + prefix + cs.State.Waiting.Reason + ")"
+		case cs.State.Running != nil && prefix != "":
+			return StatePending + " (Init:" + cs.Name + " running)"
 		case cs.State.Running != nil:
 			return StateRunning
+		case cs.State.Terminated != nil && prefix != "" && cs.State.Terminated.Message != "":
+			return StatePending + " (Init:" + cs.State.Terminated.Reason + ": " + firstLine(cs.State.Terminated.Message) + ")"
 		case cs.State.Terminated != nil:
-			return StatePending + " (" + cs.State.Terminated.Reason + ")"
+			return StatePending + " (" + prefix + cs.State.Terminated.Reason + ")"
 		}
 	}
 	if lastEvent == "Pulling" {
@@ -117,6 +127,19 @@ func PodState(pod *corev1.Pod, ds *appsv1.DaemonSet, lastEvent string) string {
 		}
 	}
 	return StatePending
+}
+
+// currentInit returns the status of the first init container that has not
+// completed (the one the pod is at), nil when all completed.
+func currentInit(pod *corev1.Pod) *corev1.ContainerStatus {
+	for i := range pod.Status.InitContainerStatuses {
+		cs := &pod.Status.InitContainerStatuses[i]
+		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
+			continue
+		}
+		return cs
+	}
+	return nil
 }
 
 // AgentRunning reports whether the agent container is running (so its
@@ -131,6 +154,15 @@ func AgentRunning(pod *corev1.Pod) bool {
 // last log line); "" when it never terminated.
 func LastExit(pod *corev1.Pod) string {
 	cs := agentStatus(pod)
+	if init := currentInit(pod); init != nil && (cs == nil || (cs.State.Terminated == nil && cs.LastTerminationState.Terminated == nil)) {
+		t := init.State.Terminated
+		if t == nil {
+			t = init.LastTerminationState.Terminated
+		}
+		if t != nil {
+			return "init container " + init.Name + ": " + terminatedDetail(t)
+		}
+	}
 	if cs == nil {
 		return ""
 	}
@@ -236,6 +268,27 @@ func Diagnose(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod,
 	for _, c := range pod.Status.Conditions {
 		if c.Status != corev1.ConditionTrue && (c.Reason != "" || c.Message != "") {
 			fmt.Fprintf(&b, "  condition %s=%s: %s %s\n", c.Type, c.Status, c.Reason, firstLine(c.Message))
+		}
+	}
+	if init := currentInit(pod); init != nil {
+		// The pod is at this init container; the agent has not started.
+		name := "init container " + init.Name
+		switch st := init.State; {
+		case st.Waiting != nil:
+			fmt.Fprintf(&b, "  %s: waiting: %s (restarts: %d)\n", name, waitingDetail(init), init.RestartCount)
+		case st.Running != nil:
+			fmt.Fprintf(&b, "  %s: running since %s\n", name, st.Running.StartedAt.UTC().Format("15:04:05"))
+		case st.Terminated != nil:
+			fmt.Fprintf(&b, "  %s: terminated: %s\n", name, terminatedDetail(st.Terminated))
+		}
+		if t := init.LastTerminationState.Terminated; t != nil && init.State.Terminated == nil {
+			fmt.Fprintf(&b, "  %s: last termination: %s\n", name, terminatedDetail(t))
+		}
+		for _, t := range []*corev1.ContainerStateTerminated{init.State.Terminated, init.LastTerminationState.Terminated} {
+			if t != nil && strings.Contains(t.Message, "\n") {
+				b.WriteString(indent("    ", t.Message))
+				break
+			}
 		}
 	}
 	cs := agentStatus(pod)

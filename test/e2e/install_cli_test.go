@@ -226,7 +226,8 @@ func TestInstallUninstallLive(t *testing.T) {
 		if err != nil || len(pods) == 0 {
 			return false, nil
 		}
-		for _, cs := range pods[0].Status.ContainerStatuses {
+		// The preflight init container (same image) is pulled first.
+		for _, cs := range append(pods[0].Status.InitContainerStatuses, pods[0].Status.ContainerStatuses...) {
 			if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
 				return true, nil
 			}
@@ -242,7 +243,7 @@ func TestInstallUninstallLive(t *testing.T) {
 	t.Logf("install --wait report:\n%s", out)
 	for _, want := range []string{
 		"Waiting for netpol-agent", "  " + framework.NodeName + ": pending",
-		"Timed out after 15s", "pod " + ns + "/", "container agent: waiting: ", missingImage, "events:",
+		"Timed out after 15s", "pod " + ns + "/", "init container " + install.PreflightContainer + ": waiting: ", missingImage, "events:",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("timeout report lacks %q:\n%s", want, out)

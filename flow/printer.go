@@ -148,6 +148,22 @@ func EndpointString(ep *flowv1.Endpoint, ip string, port uint32) string {
 	return host + ":" + strconv.FormatUint(uint64(port), 10)
 }
 
+// IsNodeHealthCheck reports whether f is an allowed connection from a node
+// to a pod on that same node: kubelet probes (and other host processes),
+// never subject to NetworkPolicy, which fill a quiet cluster's flows. Drops
+// are never health checks to hide.
+func IsNodeHealthCheck(f *flowv1.Flow) bool {
+	src, dst := f.GetSource(), f.GetDestination()
+	if src.GetPod() != "" || src.GetNodeName() == "" || dst.GetPod() == "" || f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		return false
+	}
+	on := dst.GetNodeName()
+	if on == "" {
+		on = f.GetNode() // an agent that does not name the pod's node reports its own pods
+	}
+	return on == src.GetNodeName()
+}
+
 // NodesString is the node that reported f, or for a flow merged from two
 // observation points "src-node+dst-node" (egress side first).
 func NodesString(f *flowv1.Flow) string {

@@ -31,6 +31,9 @@ type Model struct {
 	Rate, Held, Shown int
 	Lost              uint64
 	Mode, Filter      string
+	// NodeChecksHidden says node health checks are hidden from the table
+	// (shown when some are, so a user knows where they went).
+	NodeChecksHidden bool
 }
 
 // New returns a status bar for a source described by source; agents whose
@@ -139,6 +142,9 @@ func (m *Model) View() string {
 	tail := ""
 	if m.Filter != "" {
 		tail = " │ filter: " + m.Filter
+	}
+	if m.NodeChecksHidden && m.Shown != m.Held {
+		tail += " │ node checks hidden (h)"
 	}
 	shown := fmt.Sprintf("%d flows", m.Held)
 	if m.Shown != m.Held {

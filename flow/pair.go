@@ -153,7 +153,9 @@ func (p *pairer) expire(now time.Time, out []*flowv1.Flow) []*flowv1.Flow {
 	return out
 }
 
-// Observe implements Source.
+// Observe implements Source. A query that does not follow (a one-shot
+// answer or a replay) is paired as a whole, by the flows' own times, and keeps
+// its order: a merged flow takes its first record's place.
 func (s *Pair) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit func(Batch) error) error {
 	p := &pairer{window: s.Window, max: s.MaxPending, held: map[pairKey]pending{}}
 	if p.window <= 0 {
@@ -161,6 +163,9 @@ func (s *Pair) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit fun
 	}
 	if p.max <= 0 {
 		p.max = PairMaxPending
+	}
+	if !req.GetFollow() {
+		return s.observeAll(ctx, req, p.window, emit)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -222,6 +227,53 @@ func (s *Pair) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit fun
 		return serr
 	}
 	return err
+}
+
+func (s *Pair) observeAll(ctx context.Context, req *flowv1.ObserveRequest, window time.Duration, emit func(Batch) error) error {
+	var flows []*flowv1.Flow
+	err := s.Source.Observe(ctx, req, func(b Batch) error {
+		flows = append(flows, b.Flows...)
+		if len(b.Nodes) > 0 || b.Lost > 0 {
+			return emit(Batch{Nodes: b.Nodes, Lost: b.Lost})
+		}
+		return nil
+	})
+	flows = PairAll(flows, window)
+	for len(flows) > 0 {
+		k := min(len(flows), BatchSize)
+		if eerr := emit(Batch{Flows: flows[:k]}); eerr != nil {
+			return eerr
+		}
+		flows = flows[k:]
+	}
+	return err
+}
+
+// PairAll pairs records of flows (in order) whose times are within window
+// of each other, as Pair does, keeping the order: a merged flow takes the
+// place of its first record.
+func PairAll(flows []*flowv1.Flow, window time.Duration) []*flowv1.Flow {
+	open := map[pairKey]int{} // key -> index in out of an unpaired record
+	out := make([]*flowv1.Flow, 0, len(flows))
+	for _, f := range flows {
+		k, ok := partnerKey(f)
+		if !ok {
+			out = append(out, f)
+			continue
+		}
+		if i, held := open[k]; held {
+			h := out[i]
+			d := f.GetTime().AsTime().Sub(h.GetTime().AsTime())
+			if h.GetNode() != f.GetNode() && d <= window && d >= -window {
+				out[i] = MergePair(h, f)
+				delete(open, k)
+				continue
+			}
+		}
+		open[k] = len(out)
+		out = append(out, f)
+	}
+	return out
 }
 
 // MergePair makes one flow of the records two nodes made of one connection

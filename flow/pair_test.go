@@ -77,7 +77,18 @@ func (c *collector) emit(b flow.Batch) error {
 
 func (c *collector) len() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.flows) }
 
+// runPair pairs batches as a one-shot query and as a follow; both must agree.
 func runPair(t *testing.T, window time.Duration, batches ...flow.Batch) *collector {
+	t.Helper()
+	one := runPairReq(t, window, &flowv1.ObserveRequest{}, batches...)
+	c := runPairReq(t, window, &flowv1.ObserveRequest{Follow: true}, batches...)
+	if len(one.flows) != len(c.flows) {
+		t.Fatalf("one-shot paired into %d flows, follow into %d", len(one.flows), len(c.flows))
+	}
+	return c
+}
+
+func runPairReq(t *testing.T, window time.Duration, req *flowv1.ObserveRequest, batches ...flow.Batch) *collector {
 	t.Helper()
 	src := make(chanSource, len(batches))
 	for _, b := range batches {
@@ -85,7 +96,7 @@ func runPair(t *testing.T, window time.Duration, batches ...flow.Batch) *collect
 	}
 	close(src)
 	c := &collector{}
-	if err := (&flow.Pair{Source: src, Window: window}).Observe(context.Background(), &flowv1.ObserveRequest{}, c.emit); err != nil {
+	if err := (&flow.Pair{Source: src, Window: window}).Observe(context.Background(), req, c.emit); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -147,7 +158,7 @@ func TestPairPassesWhatHasNoPartner(t *testing.T) {
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
-		done <- (&flow.Pair{Source: src, Window: time.Hour}).Observe(context.Background(), &flowv1.ObserveRequest{}, c.emit)
+		done <- (&flow.Pair{Source: src, Window: time.Hour}).Observe(context.Background(), &flowv1.ObserveRequest{Follow: true}, c.emit)
 	}()
 	src <- flow.Batch{Flows: []*flowv1.Flow{sameNode, fromNode, egressDrop, world}}
 	for c.len() < 4 {
@@ -175,7 +186,7 @@ func TestPairWindowAndBound(t *testing.T) {
 	done := make(chan error, 1)
 	const window = 50 * time.Millisecond
 	go func() {
-		done <- (&flow.Pair{Source: src, Window: window, MaxPending: 2}).Observe(context.Background(), &flowv1.ObserveRequest{}, c.emit)
+		done <- (&flow.Pair{Source: src, Window: window, MaxPending: 2}).Observe(context.Background(), &flowv1.ObserveRequest{Follow: true}, c.emit)
 	}()
 	sent := time.Now()
 	src <- flow.Batch{Flows: []*flowv1.Flow{record("node-a", egress, false, 1), record("node-a", egress, false, 2), record("node-a", egress, false, 3)}}
@@ -197,5 +208,20 @@ func TestPairWindowAndBound(t *testing.T) {
 	}
 	if c.flows[0].GetL4().GetSourcePort() != 1 {
 		t.Errorf("not the oldest went out first: %v", c.flows[0])
+	}
+}
+
+// A one-shot answer keeps its order; records farther apart than the window
+// stay apart.
+func TestPairAllKeepsOrder(t *testing.T) {
+	eg := record("node-a", egress, false, 40000)
+	other := record("node-a", egress, false, 1)
+	other.Destination.NodeName = "node-a"
+	in := record("node-b", ingress, false, 40000)
+	late := record("node-b", ingress, false, 40000)
+	late.Time = timestamppb.New(eg.Time.AsTime().Add(time.Minute))
+	got := flow.PairAll([]*flowv1.Flow{eg, other, in, late}, time.Second)
+	if len(got) != 3 || len(got[0].GetObservations()) != 2 || got[1] != other || got[2] != late {
+		t.Fatalf("PairAll = %v", got)
 	}
 }

@@ -143,9 +143,6 @@ func (m *Model) View() string {
 	if m.Filter != "" {
 		tail = " │ filter: " + m.Filter
 	}
-	if m.NodeChecksHidden && m.Shown != m.Held {
-		tail += " │ node checks hidden (h)"
-	}
 	shown := fmt.Sprintf("%d flows", m.Held)
 	if m.Shown != m.Held {
 		shown = fmt.Sprintf("%d/%d flows", m.Shown, m.Held)
@@ -158,6 +155,11 @@ func (m *Model) View() string {
 	}
 	left := head + src + tail
 	gap := m.width - common.Width(left) - common.Width(right)
+	// Where node health checks went, when there is room for it.
+	if hint := " │ node checks hidden (h)"; m.NodeChecksHidden && m.Shown != m.Held && gap > common.Width(hint) {
+		left += hint
+		gap -= common.Width(hint)
+	}
 	if gap < 1 {
 		return st.StatusBar.Render(common.Fit(left+" │ "+right, m.width))
 	}

@@ -154,7 +154,7 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs := policy.NodeAddresses(nodes, s.Pods)
+	addrs := policy.NodeAddresses(nodes, func(ip netip.Addr) bool { return c.PodByIP(ip) != nil })
 	byIP := make(map[netip.Addr]string, len(addrs))
 	for _, a := range addrs {
 		byIP[a.IP] = a.Node

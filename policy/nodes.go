@@ -46,59 +46,48 @@ var nodeAddressAnnotations = []string{
 //     10.244.N.1; host processes on N reach pods on other nodes from
 //     10.244.N.0; host-local IPAM hands pods .2 and up).
 //
-// An address derived from the pod range or an annotation is left out when a
-// pod (not hostNetwork) in pods holds it: a pod's address must never become
-// node traffic, which policy does not restrict. pods may be nil (then
-// nothing is left out). Loopback, link-local and unspecified addresses are
+// An address derived from the pod range or an annotation is left out when
+// podHolds says a pod (not hostNetwork) holds it: a pod's address must never
+// become node traffic, which policy does not restrict. The agent answers
+// from its pod-by-IP index (only the few derived addresses are looked up);
+// PodsHold builds the answer from a list. podHolds may be nil (then nothing
+// is left out). Loopback, link-local and unspecified addresses are
 // never listed. The result is sorted by address; an address claimed by two
 // nodes goes to the first by name.
-func NodeAddresses(nodes []*corev1.Node, pods []*corev1.Pod) []NodeAddress {
-	podIP := map[netip.Addr]bool{}
-	for _, p := range pods {
-		if p.Spec.HostNetwork {
-			continue
-		}
-		for _, ip := range p.Status.PodIPs {
-			if a, err := netip.ParseAddr(ip.IP); err == nil {
-				podIP[a.Unmap()] = true
-			}
-		}
-		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
-			podIP[a.Unmap()] = true
-		}
-	}
+func NodeAddresses(nodes []*corev1.Node, podHolds func(netip.Addr) bool) []NodeAddress {
 	sorted := slices.Clone(nodes)
 	slices.SortFunc(sorted, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
+	usable := func(ip netip.Addr) bool {
+		return ip.IsValid() && !ip.IsLoopback() && !ip.IsUnspecified() && !ip.IsLinkLocalUnicast()
+	}
 	seen := map[netip.Addr]bool{}
 	var out []NodeAddress
-	add := func(ip netip.Addr, node, source string, derived bool) {
-		ip = ip.Unmap()
-		if !ip.IsValid() || ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() || seen[ip] {
-			return
-		}
-		if derived && podIP[ip] {
-			return
-		}
-		seen[ip] = true
-		out = append(out, NodeAddress{IP: ip, Node: node, Source: source})
-	}
 	for _, n := range sorted {
 		for _, a := range n.Status.Addresses {
 			if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 				continue
 			}
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				add(ip, n.Name, "status", false)
+			if ip, err := netip.ParseAddr(a.Address); err == nil && usable(ip.Unmap()) && !seen[ip.Unmap()] {
+				seen[ip.Unmap()] = true
+				out = append(out, NodeAddress{IP: ip.Unmap(), Node: n.Name, Source: "status"})
 			}
 		}
 	}
 	// Derived addresses come second, so a status address always keeps its
 	// own node even if another node's annotation repeats it.
+	var derived []NodeAddress
+	candidate := map[netip.Addr]bool{}
+	add := func(ip netip.Addr, node, source string) {
+		if ip = ip.Unmap(); usable(ip) && !seen[ip] && !candidate[ip] {
+			candidate[ip] = true
+			derived = append(derived, NodeAddress{IP: ip, Node: node, Source: source})
+		}
+	}
 	for _, n := range sorted {
 		for _, key := range nodeAddressAnnotations {
 			if v := n.Annotations[key]; v != "" {
 				if ip, ok := parseAddrOrPrefix(v); ok {
-					add(ip, n.Name, key, true)
+					add(ip, n.Name, key)
 				}
 			}
 		}
@@ -112,15 +101,39 @@ func NodeAddresses(nodes []*corev1.Node, pods []*corev1.Pod) []NodeAddress {
 				continue
 			}
 			pfx = pfx.Masked()
-			network := pfx.Addr()
-			add(network, n.Name, "podCIDR", true)
-			if first := network.Next(); first.IsValid() && pfx.Contains(first) {
-				add(first, n.Name, "podCIDR", true)
+			add(pfx.Addr(), n.Name, "podCIDR")
+			if first := pfx.Addr().Next(); first.IsValid() && pfx.Contains(first) {
+				add(first, n.Name, "podCIDR")
 			}
+		}
+	}
+	for _, d := range derived {
+		if podHolds == nil || !podHolds(d.IP) {
+			out = append(out, d)
 		}
 	}
 	slices.SortFunc(out, func(a, b NodeAddress) int { return a.IP.Compare(b.IP) })
 	return out
+}
+
+// PodsHold returns a podHolds for NodeAddresses: whether a pod of pods (not
+// hostNetwork) has the address.
+func PodsHold(pods []*corev1.Pod) func(netip.Addr) bool {
+	ips := make(map[netip.Addr]bool, len(pods))
+	for _, p := range pods {
+		if p.Spec.HostNetwork {
+			continue
+		}
+		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
+			ips[a.Unmap()] = true
+		}
+		for _, ip := range p.Status.PodIPs {
+			if a, err := netip.ParseAddr(ip.IP); err == nil {
+				ips[a.Unmap()] = true
+			}
+		}
+	}
+	return func(ip netip.Addr) bool { return ips[ip.Unmap()] }
 }
 
 func parseAddrOrPrefix(s string) (netip.Addr, bool) {

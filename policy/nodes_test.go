@@ -36,7 +36,7 @@ func TestNodeAddressesFlannel(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "proxy"}, Spec: corev1.PodSpec{HostNetwork: true},
 			Status: corev1.PodStatus{PodIP: "10.250.0.2"}},
 	}
-	got := policy.NodeAddresses(nodes, pods)
+	got := policy.NodeAddresses(nodes, policy.PodsHold(pods))
 	want := []policy.NodeAddress{
 		{IP: netip.MustParseAddr("10.244.1.0"), Node: "node-a", Source: "podCIDR"},
 		{IP: netip.MustParseAddr("10.244.1.1"), Node: "node-a", Source: "podCIDR"},
@@ -102,7 +102,7 @@ func TestRemoteFlannelAddressIsNodeTraffic(t *testing.T) {
 	}
 	snap := &policy.Snapshot{
 		Pods:    []*corev1.Pod{db},
-		NodeIPs: policy.NodeIPs(policy.NodeAddresses(nodes, []*corev1.Pod{db})),
+		NodeIPs: policy.NodeIPs(policy.NodeAddresses(nodes, policy.PodsHold([]*corev1.Pod{db}))),
 	}
 	e, err := policy.NewEngine(snap)
 	if err != nil {
@@ -127,6 +127,27 @@ func TestRemoteFlannelAddressIsNodeTraffic(t *testing.T) {
 	for _, ip := range snap.NodeIPs {
 		if !host[ip] {
 			t.Errorf("Compile: %s not among HostIPs %v", ip, dp.HostIPs)
+		}
+	}
+}
+
+// 1,000 nodes and 100,000 pods: NodeAddresses runs on every policy apply
+// (the agent answers podHolds from its informer's index, as held does here).
+func BenchmarkNodeAddresses(b *testing.B) {
+	var nodes []*corev1.Node
+	var pods []*corev1.Pod
+	for i := range 1000 {
+		pfx := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+		nodes = append(nodes, flannelNode("n"+string(rune('a'+i%26))+netip.AddrFrom4([4]byte{0, 0, byte(i >> 8), byte(i)}).String(),
+			netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}).String(), pfx.String()))
+		for j := range 100 {
+			pods = append(pods, &corev1.Pod{Status: corev1.PodStatus{PodIP: netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), byte(j + 2)}).String()}})
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if n := len(policy.NodeAddresses(nodes, policy.PodsHold(pods))); n != 3000 {
+			b.Fatalf("%d addresses", n)
 		}
 	}
 }

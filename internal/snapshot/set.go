@@ -69,7 +69,7 @@ func (s *Set) setOrigin(kind, namespace, name, where string) {
 // address; the agent, which sees every pod, decides what is enforced.
 func (s *Set) Snapshot() *policy.Snapshot {
 	snap := &policy.Snapshot{Namespaces: s.Namespaces, Pods: s.Pods, Policies: s.Policies}
-	snap.NodeIPs = policy.NodeIPs(policy.NodeAddresses(s.Nodes, s.Pods))
+	snap.NodeIPs = policy.NodeIPs(policy.NodeAddresses(s.Nodes, policy.PodsHold(s.Pods)))
 	return snap
 }
 

@@ -225,3 +225,25 @@ func TestPairAllKeepsOrder(t *testing.T) {
 		t.Fatalf("PairAll = %v", got)
 	}
 }
+
+// The TUI's `/` filters node= and policy= see both points of a paired flow.
+func TestFilterSeesBothObservationPoints(t *testing.T) {
+	m := flow.MergePair(record("node-a", egress, false, 40000, ref("x", "web-out", egress, 0)),
+		record("node-b", ingress, true, 40000, ref("y", "db-in", ingress, -1)))
+	for _, tc := range []struct {
+		kind  flow.FilterKind
+		value string
+	}{{flow.Node, "node-b"}, {flow.Node, "node-a"}, {flow.Policy, "x/web-out"}, {flow.Policy, "y/db-in"}} {
+		var b flow.FilterBuilder
+		if err := b.Add(tc.kind, tc.value); err != nil {
+			t.Fatal(err)
+		}
+		f, err := flow.CompileFilter(b.Allowlist(), b.Denylist())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !f.Match(m) {
+			t.Errorf("%v=%s does not match the paired flow", tc.kind, tc.value)
+		}
+	}
+}

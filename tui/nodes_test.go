@@ -11,6 +11,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/stats"
 )
 
 var t0 = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
@@ -109,5 +110,19 @@ func TestCrossNodeFlowRowAndDetail(t *testing.T) {
 	drive(m, key("enter"))
 	if screen = m.Render(); !strings.Contains(screen, "observed       ingress@node-b DENIED isolated-by shop/db-policy (ingress)") {
 		t.Errorf("full detail lacks the observation points:\n%s", screen)
+	}
+}
+
+// The matrix and rates count node traffic under (nodes), not (world).
+func TestNodeTrafficInStats(t *testing.T) {
+	p := probeFlow(0)
+	if got := stats.NamespaceOf(p.GetSource()); got != stats.Nodes {
+		t.Errorf("NamespaceOf(node) = %q, want %q", got, stats.Nodes)
+	}
+	if got := stats.EndpointKey(p.GetSource(), p.GetIp().GetSource()); got != "node/node-a" {
+		t.Errorf("EndpointKey(node) = %q", got)
+	}
+	if got := stats.NamespaceOf(&flowv1.Endpoint{}); got != stats.Outside {
+		t.Errorf("NamespaceOf(world) = %q", got)
 	}
 }

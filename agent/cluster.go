@@ -106,8 +106,17 @@ func (c *Cluster) OnChange(fn func(kind string)) error {
 		"node":          c.factory.Core().V1().Nodes().Informer(),
 	} {
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { fn(kind) },
-			UpdateFunc: func(old, cur any) { fn(kind) },
+			AddFunc: func(any) { fn(kind) },
+			UpdateFunc: func(old, cur any) {
+				// Nodes are updated often (status, conditions); only their
+				// addresses matter to the datapath.
+				if o, ok := old.(*corev1.Node); ok {
+					if c, ok := cur.(*corev1.Node); ok && policy.SameNodeForPolicy(o, c) {
+						return
+					}
+				}
+				fn(kind)
+			},
 			DeleteFunc: func(any) { fn(kind) },
 		}); err != nil {
 			return fmt.Errorf("watching %ss: %w", kind, err)

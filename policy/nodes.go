@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -114,6 +115,23 @@ func NodeAddresses(nodes []*corev1.Node, podHolds func(netip.Addr) bool) []NodeA
 	}
 	slices.SortFunc(out, func(a, b NodeAddress) int { return a.IP.Compare(b.IP) })
 	return out
+}
+
+// SameNodeForPolicy reports whether policy reads the same from a and b: what
+// NodeAddresses reads, and the labels (for node selectors of cluster-wide
+// policies). The agent skips the recompile for Node updates that change
+// neither (conditions, heartbeats, images, other annotations).
+func SameNodeForPolicy(a, b *corev1.Node) bool {
+	if a.Name != b.Name || !maps.Equal(a.Labels, b.Labels) || a.Spec.PodCIDR != b.Spec.PodCIDR || !slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) ||
+		!slices.Equal(a.Status.Addresses, b.Status.Addresses) {
+		return false
+	}
+	for _, k := range nodeAddressAnnotations {
+		if a.Annotations[k] != b.Annotations[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // PodsHold returns a podHolds for NodeAddresses: whether a pod of pods (not

@@ -151,3 +151,25 @@ func BenchmarkNodeAddresses(b *testing.B) {
 		}
 	}
 }
+
+func TestSameNodeForPolicy(t *testing.T) {
+	a := flannelNode("n1", "10.250.0.2", "10.244.1.0/24")
+	b := a.DeepCopy()
+	b.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+	b.Annotations["node.alpha.kubernetes.io/ttl"] = "0"
+	if !policy.SameNodeForPolicy(a, b) {
+		t.Error("a status or unrelated annotation change counts as an address change")
+	}
+	for name, change := range map[string]func(*corev1.Node){
+		"podCIDRs": func(n *corev1.Node) { n.Spec.PodCIDRs = []string{"10.244.9.0/24"} },
+		"address":  func(n *corev1.Node) { n.Status.Addresses[0].Address = "10.250.0.9" },
+		"flannel":  func(n *corev1.Node) { n.Annotations["flannel.alpha.coreos.com/public-ip"] = "10.250.0.9" },
+		"new cidr": func(n *corev1.Node) { n.Spec.PodCIDR = "" },
+	} {
+		c := a.DeepCopy()
+		change(c)
+		if policy.SameNodeForPolicy(a, c) {
+			t.Errorf("%s change not seen", name)
+		}
+	}
+}

@@ -36,6 +36,9 @@ type Cluster struct {
 
 	mu      sync.RWMutex
 	localIP []netip.Addr // this node's own addresses (kubelet probes come from them)
+	// nodeByIP maps every node address of the last Snapshot to its node
+	// ("" for a local address no Node object accounts for).
+	nodeByIP map[netip.Addr]string
 }
 
 // NewCluster builds the informers (not started: see Start).
@@ -103,8 +106,17 @@ func (c *Cluster) OnChange(fn func(kind string)) error {
 		"node":          c.factory.Core().V1().Nodes().Informer(),
 	} {
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { fn(kind) },
-			UpdateFunc: func(old, cur any) { fn(kind) },
+			AddFunc: func(any) { fn(kind) },
+			UpdateFunc: func(old, cur any) {
+				// Nodes are updated often (status, conditions); only their
+				// addresses matter to the datapath.
+				if o, ok := old.(*corev1.Node); ok {
+					if c, ok := cur.(*corev1.Node); ok && policy.SameNodeForPolicy(o, c) {
+						return
+					}
+				}
+				fn(kind)
+			},
 			DeleteFunc: func(any) { fn(kind) },
 		}); err != nil {
 			return fmt.Errorf("watching %ss: %w", kind, err)
@@ -151,27 +163,32 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	seen := map[netip.Addr]bool{}
-	add := func(a netip.Addr) {
-		if a.IsValid() && !seen[a] {
-			seen[a] = true
+	addrs := policy.NodeAddresses(nodes, func(ip netip.Addr) bool { return c.PodByIP(ip) != nil })
+	byIP := make(map[netip.Addr]string, len(addrs))
+	for _, a := range addrs {
+		byIP[a.IP] = a.Node
+	}
+	s.NodeIPs = policy.NodeIPs(addrs)
+	c.mu.Lock()
+	for _, a := range c.localIP {
+		if _, ok := byIP[a]; !ok {
+			byIP[a] = "" // this node's, named by the enricher
 			s.NodeIPs = append(s.NodeIPs, a)
 		}
 	}
-	for _, n := range nodes {
-		for _, a := range n.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
-				ip, _ := netip.ParseAddr(a.Address)
-				add(ip.Unmap())
-			}
-		}
-	}
-	c.mu.RLock()
-	for _, a := range c.localIP {
-		add(a)
-	}
-	c.mu.RUnlock()
+	c.nodeByIP = byIP
+	c.mu.Unlock()
 	return s, nil
+}
+
+// NodeByIP returns the node that owns ip (policy.NodeAddresses, as of the
+// last Snapshot); ok with an empty name for this node's own addresses that
+// no Node object accounts for.
+func (c *Cluster) NodeByIP(ip netip.Addr) (name string, ok bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	name, ok = c.nodeByIP[ip.Unmap()]
+	return name, ok
 }
 
 // PodByIP returns the (non hostNetwork) pod that has ip now. Among several

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 )
 
@@ -99,5 +100,48 @@ func TestUninstallRequested(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// Every node's addresses are host on every node: the agent's snapshot and
+// the CLI's (explain) derive the same set with policy.NodeAddresses, and
+// flows name the node that owns an address.
+func TestClusterNodeAddressesAllNodes(t *testing.T) {
+	node := func(name, ip, cidr string) *corev1.Node {
+		return &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"flannel.alpha.coreos.com/public-ip": ip}},
+			Spec:       corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}},
+			Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}},
+		}
+	}
+	a, b := node("node-a", "10.250.0.2", "10.244.1.0/24"), node("node-b", "10.250.0.3", "10.244.2.0/24")
+	web := pt.Pod("shop", "web", pt.WithIP("10.244.2.7"))
+	c := startCluster(t, a, b, web)
+	c.SetLocalAddresses([]netip.Addr{netip.MustParseAddr("10.244.1.0"), netip.MustParseAddr("192.0.2.1")})
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := (&snapshot.Set{Nodes: []*corev1.Node{a, b}, Pods: []*corev1.Pod{web}}).Snapshot()
+	got := map[netip.Addr]bool{}
+	for _, ip := range snap.NodeIPs {
+		got[ip] = true
+	}
+	for _, ip := range cli.NodeIPs {
+		if !got[ip] {
+			t.Errorf("explain treats %s as a node, the agent does not", ip)
+		}
+		delete(got, ip)
+	}
+	if len(got) != 1 || !got[netip.MustParseAddr("192.0.2.1")] {
+		t.Errorf("agent-only node addresses %v, want only the local 192.0.2.1", got)
+	}
+	for ip, want := range map[string]string{"10.244.2.0": "node-b", "10.244.2.1": "node-b", "10.250.0.2": "node-a", "10.244.1.1": "node-a", "192.0.2.1": ""} {
+		if name, ok := c.NodeByIP(netip.MustParseAddr(ip)); !ok || name != want {
+			t.Errorf("NodeByIP(%s) = %q, %v; want %q", ip, name, ok, want)
+		}
+	}
+	if _, ok := c.NodeByIP(netip.MustParseAddr("10.244.2.7")); ok {
+		t.Error("a pod's address is a node address")
 	}
 }

@@ -132,12 +132,24 @@ func (e *enricher) endpoint(ip netip.Addr, identity uint32) *flowv1.Endpoint {
 		fillPod(ep, p)
 		return ep
 	}
+	// A node's address (hostNetwork pods use it too) is that node.
+	if name, ok := e.cluster.NodeByIP(ip); ok {
+		ep.HostNetwork = true
+		ep.NodeName = name
+		if name == "" {
+			ep.NodeName = e.node // a local address no Node object lists
+		}
+		return ep
+	}
 	ep.HostNetwork = identity == policy.IdentityHost
+	if ep.HostNetwork {
+		ep.NodeName = e.node
+	}
 	return ep
 }
 
 func fillPod(ep *flowv1.Endpoint, p *corev1.Pod) {
-	ep.Namespace, ep.Pod, ep.Labels = p.Namespace, p.Name, p.Labels
+	ep.Namespace, ep.Pod, ep.Labels, ep.NodeName = p.Namespace, p.Name, p.Labels, p.Spec.NodeName
 	if kind, name := Workload(p); kind != "" {
 		ep.Workload = &flowv1.Workload{Kind: kind, Name: name}
 	}

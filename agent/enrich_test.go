@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
@@ -90,5 +91,43 @@ func TestEnrichAttributesKernelEvents(t *testing.T) {
 	setTuple(&notIsolated.Tuple.Saddr, &notIsolated.Tuple.Daddr, &notIsolated.Tuple.Sport, &notIsolated.Tuple.Dport, "10.0.0.5", "10.0.0.6", 5000, 53)
 	if f = e.flow(dp, &notIsolated); f.GetReason() != flowv1.Reason_REASON_NOT_ISOLATED || len(f.GetAllowedBy())+len(f.GetIsolatedBy()) != 0 {
 		t.Errorf("flow between non-isolated directions: %v", f)
+	}
+}
+
+// Node addresses (of any node) and hostNetwork pods show as their node.
+func TestEnrichNamesNodes(t *testing.T) {
+	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.244.1.5")))
+	hostPod := onNode(pt.Pod("kube-system", "proxy", pt.HostNetwork(), pt.WithIP("10.250.0.2")))
+	n1 := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDRs: []string{"10.244.1.0/24"}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.250.0.2"}}}}
+	n2 := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Spec: corev1.NodeSpec{PodCIDRs: []string{"10.244.2.0/24"}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.250.0.3"}}}}
+	c := startCluster(t, db, hostPod, n1, n2, pt.Namespace("shop"))
+	c.SetLocalAddresses([]netip.Addr{netip.MustParseAddr("172.17.0.1")})
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := policy.Compile(snap, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnricher(c, "n1")
+	for src, want := range map[string]string{
+		"10.244.1.1": "n1", // the kubelet's probe from the local cni0
+		"10.244.2.0": "n2", // a host process on n2, through flannel.1
+		"10.250.0.2": "n1", // the hostNetwork pod, or the node itself
+		"172.17.0.1": "n1", // a local address no Node object lists
+		"192.0.2.9":  "",   // the world
+	} {
+		ev := probe.Event{Version: probe.EventVersion, Type: probe.EventNewFlow, Verdict: probe.VerdictAllow, Protocol: unix.IPPROTO_TCP}
+		setTuple(&ev.Tuple.Saddr, &ev.Tuple.Daddr, &ev.Tuple.Sport, &ev.Tuple.Dport, src, "10.244.1.5", 40000, 8080)
+		f := e.flow(dp, &ev)
+		if got := f.GetSource().GetNodeName(); got != want || f.GetSource().GetPod() != "" || f.GetSource().GetHostNetwork() != (want != "") {
+			t.Errorf("from %s: source %v, want node %q", src, f.GetSource(), want)
+		}
+		if f.GetDestination().GetPod() != "db" || f.GetDestination().GetNodeName() != "n1" {
+			t.Errorf("from %s: destination %v, want shop/db on n1", src, f.GetDestination())
+		}
 	}
 }

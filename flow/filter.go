@@ -175,7 +175,18 @@ func compileOne(ff *flowv1.FlowFilter) (matcher, error) {
 		add(func(f *flowv1.Flow) bool { return slices.Contains(t, f.GetType()) })
 	}
 	if n := ff.GetNode(); len(n) > 0 {
-		add(func(f *flowv1.Flow) bool { return slices.Contains(n, f.GetNode()) })
+		// A flow paired from two nodes (Observations) matches either node.
+		add(func(f *flowv1.Flow) bool {
+			if slices.Contains(n, f.GetNode()) {
+				return true
+			}
+			for _, o := range f.GetObservations() {
+				if slices.Contains(n, o.GetNode()) {
+					return true
+				}
+			}
+			return false
+		})
 	}
 	if len(ff.GetPolicy()) > 0 {
 		names, err := parseAll("policy", ff.GetPolicy(), parseNamespacedName)
@@ -183,7 +194,11 @@ func compileOne(ff *flowv1.FlowFilter) (matcher, error) {
 			return nil, err
 		}
 		add(func(f *flowv1.Flow) bool {
-			for _, refs := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()} {
+			lists := [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()}
+			for _, o := range f.GetObservations() { // both points of a paired flow
+				lists = append(lists, o.GetAllowedBy(), o.GetDeniedBy(), o.GetIsolatedBy())
+			}
+			for _, refs := range lists {
 				for _, r := range refs {
 					if slices.ContainsFunc(names, func(nn namespacedName) bool { return nn.match(r.GetNamespace(), r.GetName()) }) {
 						return true

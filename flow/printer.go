@@ -85,7 +85,7 @@ func CompactLine(f *flowv1.Flow, loc *time.Location) string {
 	b.Grow(160)
 	b.WriteString(f.GetTime().AsTime().In(loc).Format(time.StampMilli))
 	b.WriteByte(' ')
-	b.WriteString(orDash(f.GetNode()))
+	b.WriteString(orDash(NodesString(f)))
 	b.WriteByte(' ')
 	b.WriteString(EndpointString(f.GetSource(), f.GetIp().GetSource(), f.GetL4().GetSourcePort()))
 	if f.GetIsReply() {
@@ -122,21 +122,60 @@ func CompactLine(f *flowv1.Flow, loc *time.Location) string {
 	return b.String()
 }
 
-// EndpointString is "ns/pod:port" for a pod, "ip:port" otherwise (IPv6 in brackets).
-func EndpointString(ep *flowv1.Endpoint, ip string, port uint32) string {
-	host := ip
-	if ep.GetPod() != "" {
-		host = ep.GetNamespace() + "/" + ep.GetPod()
-	} else if host == "" {
-		host = "?"
+// EndpointName is "ns/pod" for a pod, "node/NAME" for a node's address (a
+// hostNetwork pod is its node), else the address ("?" when unknown).
+func EndpointName(ep *flowv1.Endpoint, ip string) string {
+	switch {
+	case ep.GetPod() != "":
+		return ep.GetNamespace() + "/" + ep.GetPod()
+	case ep.GetNodeName() != "":
+		return "node/" + ep.GetNodeName()
+	case ip == "":
+		return "?"
 	}
+	return ip
+}
+
+// EndpointString is EndpointName with ":port" (an address's IPv6 in brackets).
+func EndpointString(ep *flowv1.Endpoint, ip string, port uint32) string {
+	host := EndpointName(ep, ip)
 	if port == 0 {
 		return host
 	}
-	if ep.GetPod() == "" {
+	if ep.GetPod() == "" && ep.GetNodeName() == "" {
 		return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
 	}
 	return host + ":" + strconv.FormatUint(uint64(port), 10)
+}
+
+// IsNodeHealthCheck reports whether f is an allowed connection from a node
+// to a pod on that same node: kubelet probes (and other host processes),
+// never subject to NetworkPolicy, which fill a quiet cluster's flows. Drops
+// are never health checks to hide.
+func IsNodeHealthCheck(f *flowv1.Flow) bool {
+	src, dst := f.GetSource(), f.GetDestination()
+	if src.GetPod() != "" || src.GetNodeName() == "" || dst.GetPod() == "" || f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		return false
+	}
+	on := dst.GetNodeName()
+	if on == "" {
+		on = f.GetNode() // an agent that does not name the pod's node reports its own pods
+	}
+	return on == src.GetNodeName()
+}
+
+// NodesString is the node that reported f, or for a flow merged from two
+// observation points "src-node+dst-node" (egress side first).
+func NodesString(f *flowv1.Flow) string {
+	obs := f.GetObservations()
+	if len(obs) == 0 {
+		return f.GetNode()
+	}
+	names := make([]string, len(obs))
+	for i, o := range obs {
+		names[i] = o.GetNode()
+	}
+	return strings.Join(names, "+")
 }
 
 // ServiceString is "ns/name" of the Service dialled, or "".
@@ -186,12 +225,42 @@ func PolicyRefString(r *flowv1.PolicyRef) string {
 }
 
 // PolicySummary names the policies that decided f: "allowed-by …",
-// "denied-by …" or "isolated-by …"; "" when none did.
+// "denied-by …" or "isolated-by …"; "" when none did. For a flow seen at
+// two nodes it is each observation point's, e.g.
+// "egress@node-a allowed-by x/web (egress rule 0); ingress@node-b isolated-by y/db (ingress)".
 func PolicySummary(f *flowv1.Flow) string {
+	if obs := f.GetObservations(); len(obs) > 0 {
+		parts := make([]string, len(obs))
+		for i, o := range obs {
+			parts[i] = ObservationString(o)
+		}
+		return strings.Join(parts, "; ")
+	}
+	return refsSummary(f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy())
+}
+
+// ObservationString is one observation point: "egress@node-a DENIED isolated-by x/p (egress)";
+// the verdict is left out when allowed and a policy says so.
+func ObservationString(o *flowv1.Observation) string {
+	s := strings.ToLower(DirectionName(o.GetDirection())) + "@" + o.GetNode()
+	pol := refsSummary(o.GetAllowedBy(), o.GetDeniedBy(), o.GetIsolatedBy())
+	if o.GetVerdict() != flowv1.Verdict_VERDICT_ALLOWED || pol == "" {
+		s += " " + VerdictName(o.GetVerdict())
+		if o.GetReason() != flowv1.Reason_REASON_UNSPECIFIED && o.GetVerdict() == flowv1.Verdict_VERDICT_ALLOWED {
+			s += " " + ReasonName(o.GetReason())
+		}
+	}
+	if pol != "" {
+		s += " " + pol
+	}
+	return s
+}
+
+func refsSummary(allowed, denied, isolated []*flowv1.PolicyRef) string {
 	for _, g := range []struct {
 		label string
 		refs  []*flowv1.PolicyRef
-	}{{"allowed-by", f.GetAllowedBy()}, {"denied-by", f.GetDeniedBy()}, {"isolated-by", f.GetIsolatedBy()}} {
+	}{{"allowed-by", allowed}, {"denied-by", denied}, {"isolated-by", isolated}} {
 		if len(g.refs) == 0 {
 			continue
 		}

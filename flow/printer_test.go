@@ -38,11 +38,14 @@ func TestCompactLine(t *testing.T) {
 			return f.GetSource().GetPod() == "curl" && f.GetDestination().GetPod() == "db-0"
 		}), "default/curl:{SPORT} -> shop/db-0:5432 (svc shop/db) TCP SYN DENIED NO_RULE_MATCHED isolated-by shop/default-deny-ingress (ingress), shop/db-allow-api (ingress)"},
 		{"allowed by rule", find(func(f *flowv1.Flow) bool {
-			return f.GetDestination().GetPod() == "db-0" && f.GetType() == flowv1.EventType_EVENT_TYPE_NEW && f.GetVerdict() == flowv1.Verdict_VERDICT_ALLOWED
+			return f.GetSource().GetPod() != "" && f.GetDestination().GetPod() == "db-0" && f.GetType() == flowv1.EventType_EVENT_TYPE_NEW && f.GetVerdict() == flowv1.Verdict_VERDICT_ALLOWED
 		}), "shop/api-5c6d7f9b8-m8n2p:{SPORT} -> shop/db-0:5432 TCP SYN ALLOWED ALLOWED_BY_RULE allowed-by shop/db-allow-api (ingress rule 0)"},
 		{"egress to an outside address", find(func(f *flowv1.Flow) bool {
 			return f.GetIp().GetDestination() == "203.0.113.10" && f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED
 		}), "payments/worker-84d5c-7h2lp:{SPORT} -> 203.0.113.10:443 TCP SYN DENIED NO_RULE_MATCHED isolated-by payments/default-deny-egress (egress), payments/worker-egress (egress)"},
+		{"kubelet probe from the node", find(func(f *flowv1.Flow) bool {
+			return f.GetSource().GetNodeName() != "" && f.GetSource().GetPod() == "" && f.GetDestination().GetPod() == "db-0"
+		}), "node/node-b:{SPORT} -> shop/db-0:5432 TCP SYN ALLOWED NOT_SUBJECT"},
 		{"flow-end summary", find(func(f *flowv1.Flow) bool { return f.GetType() == flowv1.EventType_EVENT_TYPE_END }), "duration="},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

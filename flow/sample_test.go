@@ -34,7 +34,7 @@ func (p pod) endpoint() *flowv1.Endpoint {
 	if p.name == "" {
 		return &flowv1.Endpoint{}
 	}
-	ep := &flowv1.Endpoint{Namespace: p.ns, Pod: p.name, Labels: p.labels}
+	ep := &flowv1.Endpoint{Namespace: p.ns, Pod: p.name, Labels: p.labels, NodeName: p.node}
 	if p.kind != "" {
 		ep.Workload = &flowv1.Workload{Kind: p.kind, Name: p.workload}
 	}
@@ -178,6 +178,26 @@ func sampleFlows() []*flowv1.Flow {
 				Duration: durationpb.New(lasted),
 			}
 			flows = append(flows, end)
+		}
+	}
+	// The kubelets probe their own pods every 10 s from the node's cni0
+	// address (not subject to policy: the TUI hides these by default).
+	for sec := 0; sec < 60; sec += 10 {
+		for _, p := range []struct {
+			target pod
+			port   uint32
+			from   string
+		}{{web, 8080, "10.244.1.1"}, {api, 8080, "10.244.2.1"}, {db, 5432, "10.244.2.1"}} {
+			flows = append(flows, &flowv1.Flow{
+				Time: timestamppb.New(start.Add(time.Duration(sec)*time.Second + 5*time.Millisecond)), Node: p.target.node,
+				Type: flowv1.EventType_EVENT_TYPE_NEW, Verdict: A, Reason: flowv1.Reason_REASON_NOT_SUBJECT,
+				Direction: in,
+				Ip:        &flowv1.IP{Source: p.from, Destination: p.target.ip, Version: flowv1.IPVersion_IP_VERSION_IPV4},
+				L4: &flowv1.Layer4{Protocol: TCP, SourcePort: uint32(40000 + sec), DestinationPort: p.port,
+					TcpFlags: &flowv1.TCPFlags{Syn: true}},
+				Source:      &flowv1.Endpoint{NodeName: p.target.node, HostNetwork: true, Identity: 2},
+				Destination: p.target.endpoint(),
+			})
 		}
 	}
 	sortByTime(flows)

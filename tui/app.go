@@ -67,6 +67,11 @@ type Config struct {
 	Explainer detail.Explainer
 	// Loc is the time zone for times (default local).
 	Loc *time.Location
+	// ShowNodeChecks shows allowed traffic from a node to its own pods
+	// (kubelet probes) from the start; by default it is hidden (key h
+	// toggles) because policy never restricts it and on a quiet cluster it
+	// is most rows. Drops are never hidden.
+	ShowNodeChecks bool
 	// ClientVersion is the plugin's version: an agent reporting another
 	// raises a skew warning in the status bar ("" to not compare).
 	ClientVersion string
@@ -92,6 +97,8 @@ type Model struct {
 
 	filter    string
 	filterErr error
+	userMatch func(*flowv1.Flow) bool // the `/` filter (nil: all)
+	hideNode  bool                    // hide node health checks
 	lost      uint64
 
 	// Frame pacing: data marks the frame stale; a frameMsg or a key renders it.
@@ -112,15 +119,17 @@ func New(cfg Config) *Model {
 	in.Placeholder = FilterHelp
 	m := &Model{
 		c: c, keys: DefaultKeyMap(), stats: st,
-		table:  flowtable.New(c, cfg.Capacity),
-		rates:  rates.New(c, st),
-		matrix: matrix.New(c, st),
-		detail: detail.New(c, cfg.Explainer),
-		status: statusbar.New(c, cfg.SourceName, cfg.ClientVersion),
-		help:   help.New(),
-		input:  in,
-		fresh:  true,
+		table:    flowtable.New(c, cfg.Capacity),
+		rates:    rates.New(c, st),
+		matrix:   matrix.New(c, st),
+		detail:   detail.New(c, cfg.Explainer),
+		status:   statusbar.New(c, cfg.SourceName, cfg.ClientVersion),
+		help:     help.New(),
+		input:    in,
+		fresh:    true,
+		hideNode: !cfg.ShowNodeChecks,
 	}
+	m.applyFilter()
 	return m
 }
 
@@ -204,7 +213,8 @@ func (m *Model) handleKey(msg tea.KeyPressMsg) (tea.Cmd, bool) {
 				return nil, false
 			}
 			m.filter, m.filterErr = strings.TrimSpace(m.input.Value()), nil
-			m.table.SetFilter(match)
+			m.userMatch = match
+			m.applyFilter()
 			m.input.Blur()
 			m.state = stateMain
 			return m.selectionChanged(), false
@@ -239,10 +249,14 @@ func (m *Model) handleKey(msg tea.KeyPressMsg) (tea.Cmd, bool) {
 		return m.input.Focus(), false
 	case key.Matches(msg, m.keys.Back):
 		if m.filter != "" {
-			m.filter = ""
-			m.table.SetFilter(nil)
+			m.filter, m.userMatch = "", nil
+			m.applyFilter()
 			return m.selectionChanged(), false
 		}
+	case key.Matches(msg, m.keys.NodeChecks):
+		m.hideNode = !m.hideNode
+		m.applyFilter()
+		return m.selectionChanged(), false
 	case key.Matches(msg, m.keys.Detail):
 		if m.table.Selected() != nil {
 			m.state = stateDetail
@@ -259,6 +273,23 @@ func (m *Model) handleKey(msg tea.KeyPressMsg) (tea.Cmd, bool) {
 	}
 	return nil, false
 }
+
+// applyFilter gives the table the `/` filter and, when hidden, the node
+// health checks taken out.
+func (m *Model) applyFilter() {
+	user, hide := m.userMatch, m.hideNode
+	switch {
+	case !hide:
+		m.table.SetFilter(user)
+	case user == nil:
+		m.table.SetFilter(func(f *flowv1.Flow) bool { return !flow.IsNodeHealthCheck(f) })
+	default:
+		m.table.SetFilter(func(f *flowv1.Flow) bool { return !flow.IsNodeHealthCheck(f) && user(f) })
+	}
+}
+
+// NodeChecksHidden reports whether node health checks are hidden.
+func (m *Model) NodeChecksHidden() bool { return m.hideNode }
 
 // wide terminals show the detail and a chart side by side.
 func (m *Model) wide() bool { return m.width >= 120 }
@@ -341,6 +372,7 @@ func (m *Model) render() string {
 	m.status.Held, m.status.Shown = m.table.Total(), m.table.Len()
 	m.status.Lost = m.lost
 	m.status.Filter = m.filter
+	m.status.NodeChecksHidden = m.hideNode
 
 	parts := []string{m.table.View()}
 	if m.panelHeight() > 0 {
@@ -418,7 +450,7 @@ func (m *Model) shortHelp() []key.Binding {
 func (m *Model) helpGroups() [][]key.Binding {
 	k := m.keys
 	return [][]key.Binding{
-		{k.Help, k.Filter, k.Back, k.Detail, k.Panel, k.Quit},
+		{k.Help, k.Filter, k.Back, k.Detail, k.Panel, k.NodeChecks, k.Quit},
 		m.table.ShortHelp(),
 		m.rates.ShortHelp(),
 	}

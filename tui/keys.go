@@ -4,7 +4,7 @@ import "charm.land/bubbles/v2/key"
 
 // KeyMap is the root's bindings; components publish their own.
 type KeyMap struct {
-	Help, Filter, Back, Detail, Panel, Quit key.Binding
+	Help, Filter, Back, Detail, Panel, NodeChecks, Quit key.Binding
 }
 
 // DefaultKeyMap follows k9s habits: ? help, / filter, esc back, q quit.
@@ -15,6 +15,9 @@ func DefaultKeyMap() KeyMap {
 		Back:   key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back, clear filter")),
 		Detail: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "why")),
 		Panel:  key.NewBinding(key.WithKeys("tab"), key.WithHelp("tab", "panels")),
-		Quit:   key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
+		// Kubelet probes and other node-to-local-pod traffic: hidden by
+		// default (see Config.ShowNodeChecks).
+		NodeChecks: key.NewBinding(key.WithKeys("h"), key.WithHelp("h", "hide/show node health checks")),
+		Quit:       key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
 	}
 }

@@ -144,8 +144,8 @@ func TestRealTerminal(t *testing.T) {
 			t.Fatalf("header lacks %s: %q", col, lines[0])
 		}
 	}
-	if !strings.Contains(scr, " FOLLOW ") || !strings.Contains(scr, "708 flows") {
-		t.Fatalf("status bar should say FOLLOW and 708 flows:\n%s", scr)
+	if !strings.Contains(scr, " FOLLOW ") || !strings.Contains(scr, "708/726 flows") {
+		t.Fatalf("status bar should say FOLLOW and 708/726 flows (node health checks hidden):\n%s", scr)
 	}
 
 	s.send("/")

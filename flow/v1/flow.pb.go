@@ -399,7 +399,15 @@ type Flow struct {
 	// Flow-end summaries only: how long the connection lived, from the
 	// conntrack entry's timestamps (net.netfilter.nf_conntrack_timestamp=1)
 	// or else from the agent's new-flow event; unset when neither is known.
-	Duration      *durationpb.Duration `protobuf:"bytes,19,opt,name=duration,proto3" json:"duration,omitempty"`
+	Duration *durationpb.Duration `protobuf:"bytes,19,opt,name=duration,proto3" json:"duration,omitempty"`
+	// A connection between pods on two nodes is judged twice: egress on the
+	// source pod's node, ingress on the destination pod's node, and each agent
+	// reports its own record. `watch` pairs the two records (same 5-tuple,
+	// within a short window) into one flow with both observation points here,
+	// source side first; the flow's verdict is DENIED when either side denied,
+	// and its reason, direction and policies are the denying side's. Empty on
+	// what an agent sends, and with `watch --per-node`.
+	Observations  []*Observation `protobuf:"bytes,20,rep,name=observations,proto3" json:"observations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -567,6 +575,131 @@ func (x *Flow) GetDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *Flow) GetObservations() []*Observation {
+	if x != nil {
+		return x.Observations
+	}
+	return nil
+}
+
+// Observation is one node's judgement of a connection (see Flow.observations).
+type Observation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node whose agent judged: the source pod's for egress, the destination pod's for ingress.
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Direction     TrafficDirection       `protobuf:"varint,2,opt,name=direction,proto3,enum=flow.v1.TrafficDirection" json:"direction,omitempty"`
+	Type          EventType              `protobuf:"varint,3,opt,name=type,proto3,enum=flow.v1.EventType" json:"type,omitempty"`
+	Verdict       Verdict                `protobuf:"varint,4,opt,name=verdict,proto3,enum=flow.v1.Verdict" json:"verdict,omitempty"`
+	Reason        Reason                 `protobuf:"varint,5,opt,name=reason,proto3,enum=flow.v1.Reason" json:"reason,omitempty"`
+	AllowedBy     []*PolicyRef           `protobuf:"bytes,6,rep,name=allowed_by,json=allowedBy,proto3" json:"allowed_by,omitempty"`
+	DeniedBy      []*PolicyRef           `protobuf:"bytes,7,rep,name=denied_by,json=deniedBy,proto3" json:"denied_by,omitempty"`
+	IsolatedBy    []*PolicyRef           `protobuf:"bytes,8,rep,name=isolated_by,json=isolatedBy,proto3" json:"isolated_by,omitempty"`
+	RuleId        uint32                 `protobuf:"varint,9,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Observation) Reset() {
+	*x = Observation{}
+	mi := &file_flow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Observation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Observation) ProtoMessage() {}
+
+func (x *Observation) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Observation.ProtoReflect.Descriptor instead.
+func (*Observation) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Observation) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Observation) GetDirection() TrafficDirection {
+	if x != nil {
+		return x.Direction
+	}
+	return TrafficDirection_TRAFFIC_DIRECTION_UNSPECIFIED
+}
+
+func (x *Observation) GetType() EventType {
+	if x != nil {
+		return x.Type
+	}
+	return EventType_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *Observation) GetVerdict() Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return Verdict_VERDICT_UNSPECIFIED
+}
+
+func (x *Observation) GetReason() Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return Reason_REASON_UNSPECIFIED
+}
+
+func (x *Observation) GetAllowedBy() []*PolicyRef {
+	if x != nil {
+		return x.AllowedBy
+	}
+	return nil
+}
+
+func (x *Observation) GetDeniedBy() []*PolicyRef {
+	if x != nil {
+		return x.DeniedBy
+	}
+	return nil
+}
+
+func (x *Observation) GetIsolatedBy() []*PolicyRef {
+	if x != nil {
+		return x.IsolatedBy
+	}
+	return nil
+}
+
+func (x *Observation) GetRuleId() uint32 {
+	if x != nil {
+		return x.RuleId
+	}
+	return 0
+}
+
+func (x *Observation) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // FlowBatch is consecutive flows of one ObserveBatches stream, oldest first.
 type FlowBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -577,7 +710,7 @@ type FlowBatch struct {
 
 func (x *FlowBatch) Reset() {
 	*x = FlowBatch{}
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +722,7 @@ func (x *FlowBatch) String() string {
 func (*FlowBatch) ProtoMessage() {}
 
 func (x *FlowBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +735,7 @@ func (x *FlowBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowBatch.ProtoReflect.Descriptor instead.
 func (*FlowBatch) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{1}
+	return file_flow_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *FlowBatch) GetFlows() []*Flow {
@@ -623,7 +756,7 @@ type IP struct {
 
 func (x *IP) Reset() {
 	*x = IP{}
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +768,7 @@ func (x *IP) String() string {
 func (*IP) ProtoMessage() {}
 
 func (x *IP) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +781,7 @@ func (x *IP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IP.ProtoReflect.Descriptor instead.
 func (*IP) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{2}
+	return file_flow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IP) GetSource() string {
@@ -684,7 +817,7 @@ type Layer4 struct {
 
 func (x *Layer4) Reset() {
 	*x = Layer4{}
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +829,7 @@ func (x *Layer4) String() string {
 func (*Layer4) ProtoMessage() {}
 
 func (x *Layer4) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +842,7 @@ func (x *Layer4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer4.ProtoReflect.Descriptor instead.
 func (*Layer4) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{3}
+	return file_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Layer4) GetProtocol() Protocol {
@@ -756,7 +889,7 @@ type TCPFlags struct {
 
 func (x *TCPFlags) Reset() {
 	*x = TCPFlags{}
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +901,7 @@ func (x *TCPFlags) String() string {
 func (*TCPFlags) ProtoMessage() {}
 
 func (x *TCPFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +914,7 @@ func (x *TCPFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPFlags.ProtoReflect.Descriptor instead.
 func (*TCPFlags) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{4}
+	return file_flow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TCPFlags) GetFin() bool {
@@ -850,14 +983,20 @@ type Endpoint struct {
 	// Numeric identity assigned by the agent (0: world / unknown).
 	Identity uint32 `protobuf:"varint,5,opt,name=identity,proto3" json:"identity,omitempty"`
 	// The pod uses the node's network namespace (never subject to policy).
-	HostNetwork   bool `protobuf:"varint,6,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
+	HostNetwork bool `protobuf:"varint,6,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
+	// For a pod: the node it runs on (spec.nodeName). For an end without a pod
+	// (no namespace/pod set): the node that owns the address (InternalIP,
+	// ExternalIP, or what the CNI gives the node, e.g. flannel.1 and cni0),
+	// shown as node/NAME; hostNetwork pods use their node's address and so are
+	// their node. Empty for addresses outside the cluster.
+	NodeName      string `protobuf:"bytes,7,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1008,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1021,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{5}
+	return file_flow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Endpoint) GetNamespace() string {
@@ -927,6 +1066,13 @@ func (x *Endpoint) GetHostNetwork() bool {
 	return false
 }
 
+func (x *Endpoint) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
 // Workload is the pod's top-level controller (Deployment, StatefulSet, DaemonSet, Job, ...).
 type Workload struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -938,7 +1084,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1096,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1109,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{6}
+	return file_flow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Workload) GetKind() string {
@@ -993,7 +1139,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1151,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1164,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{7}
+	return file_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Service) GetNamespace() string {
@@ -1065,7 +1211,7 @@ type PolicyRef struct {
 
 func (x *PolicyRef) Reset() {
 	*x = PolicyRef{}
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1223,7 @@ func (x *PolicyRef) String() string {
 func (*PolicyRef) ProtoMessage() {}
 
 func (x *PolicyRef) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1236,7 @@ func (x *PolicyRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
 func (*PolicyRef) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{8}
+	return file_flow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PolicyRef) GetKind() string {
@@ -1148,7 +1294,7 @@ type ObserveRequest struct {
 
 func (x *ObserveRequest) Reset() {
 	*x = ObserveRequest{}
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1306,7 @@ func (x *ObserveRequest) String() string {
 func (*ObserveRequest) ProtoMessage() {}
 
 func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1319,7 @@ func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObserveRequest.ProtoReflect.Descriptor instead.
 func (*ObserveRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{9}
+	return file_flow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ObserveRequest) GetFollow() bool {
@@ -1252,7 +1398,7 @@ type FlowFilter struct {
 
 func (x *FlowFilter) Reset() {
 	*x = FlowFilter{}
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1410,7 @@ func (x *FlowFilter) String() string {
 func (*FlowFilter) ProtoMessage() {}
 
 func (x *FlowFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1423,7 @@ func (x *FlowFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowFilter.ProtoReflect.Descriptor instead.
 func (*FlowFilter) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{10}
+	return file_flow_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FlowFilter) GetSourceNamespace() []string {
@@ -1414,7 +1560,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1572,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1585,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{11}
+	return file_flow_proto_rawDescGZIP(), []int{12}
 }
 
 type StatusResponse struct {
@@ -1476,7 +1622,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1634,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1647,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{12}
+	return file_flow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1622,7 +1768,7 @@ type NodeCheck struct {
 
 func (x *NodeCheck) Reset() {
 	*x = NodeCheck{}
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1780,7 @@ func (x *NodeCheck) String() string {
 func (*NodeCheck) ProtoMessage() {}
 
 func (x *NodeCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1793,7 @@ func (x *NodeCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCheck.ProtoReflect.Descriptor instead.
 func (*NodeCheck) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{13}
+	return file_flow_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NodeCheck) GetName() string {
@@ -1682,7 +1828,7 @@ type MapUsage struct {
 
 func (x *MapUsage) Reset() {
 	*x = MapUsage{}
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1840,7 @@ func (x *MapUsage) String() string {
 func (*MapUsage) ProtoMessage() {}
 
 func (x *MapUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1853,7 @@ func (x *MapUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUsage.ProtoReflect.Descriptor instead.
 func (*MapUsage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{14}
+	return file_flow_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MapUsage) GetName() string {
@@ -1736,7 +1882,7 @@ var File_flow_proto protoreflect.FileDescriptor
 const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n" +
+	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x06\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
@@ -1759,7 +1905,22 @@ const file_flow_proto_rawDesc = "" +
 	"\apackets\x18\x10 \x01(\x04R\apackets\x12\x14\n" +
 	"\x05bytes\x18\x11 \x01(\x04R\x05bytes\x12\x17\n" +
 	"\arule_id\x18\x12 \x01(\rR\x06ruleId\x125\n" +
-	"\bduration\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\bduration\"0\n" +
+	"\bduration\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\bduration\x128\n" +
+	"\fobservations\x18\x14 \x03(\v2\x14.flow.v1.ObservationR\fobservations\"\xb9\x03\n" +
+	"\vObservation\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
+	"\tdirection\x18\x02 \x01(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x12.flow.v1.EventTypeR\x04type\x12*\n" +
+	"\averdict\x18\x04 \x01(\x0e2\x10.flow.v1.VerdictR\averdict\x12'\n" +
+	"\x06reason\x18\x05 \x01(\x0e2\x0f.flow.v1.ReasonR\x06reason\x121\n" +
+	"\n" +
+	"allowed_by\x18\x06 \x03(\v2\x12.flow.v1.PolicyRefR\tallowedBy\x12/\n" +
+	"\tdenied_by\x18\a \x03(\v2\x12.flow.v1.PolicyRefR\bdeniedBy\x123\n" +
+	"\visolated_by\x18\b \x03(\v2\x12.flow.v1.PolicyRefR\n" +
+	"isolatedBy\x12\x17\n" +
+	"\arule_id\x18\t \x01(\rR\x06ruleId\x12.\n" +
+	"\x04time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"0\n" +
 	"\tFlowBatch\x12#\n" +
 	"\x05flows\x18\x01 \x03(\v2\r.flow.v1.FlowR\x05flows\"l\n" +
 	"\x02IP\x12\x16\n" +
@@ -1780,14 +1941,15 @@ const file_flow_proto_rawDesc = "" +
 	"\x03ack\x18\x05 \x01(\bR\x03ack\x12\x10\n" +
 	"\x03urg\x18\x06 \x01(\bR\x03urg\x12\x10\n" +
 	"\x03ece\x18\a \x01(\bR\x03ece\x12\x10\n" +
-	"\x03cwr\x18\b \x01(\bR\x03cwr\"\x9a\x02\n" +
+	"\x03cwr\x18\b \x01(\bR\x03cwr\"\xb7\x02\n" +
 	"\bEndpoint\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x125\n" +
 	"\x06labels\x18\x03 \x03(\v2\x1d.flow.v1.Endpoint.LabelsEntryR\x06labels\x12-\n" +
 	"\bworkload\x18\x04 \x01(\v2\x11.flow.v1.WorkloadR\bworkload\x12\x1a\n" +
 	"\bidentity\x18\x05 \x01(\rR\bidentity\x12!\n" +
-	"\fhost_network\x18\x06 \x01(\bR\vhostNetwork\x1a9\n" +
+	"\fhost_network\x18\x06 \x01(\bR\vhostNetwork\x12\x1b\n" +
+	"\tnode_name\x18\a \x01(\tR\bnodeName\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
@@ -1917,7 +2079,7 @@ func file_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
@@ -1926,70 +2088,80 @@ var file_flow_proto_goTypes = []any{
 	(Protocol)(0),                 // 4: flow.v1.Protocol
 	(IPVersion)(0),                // 5: flow.v1.IPVersion
 	(*Flow)(nil),                  // 6: flow.v1.Flow
-	(*FlowBatch)(nil),             // 7: flow.v1.FlowBatch
-	(*IP)(nil),                    // 8: flow.v1.IP
-	(*Layer4)(nil),                // 9: flow.v1.Layer4
-	(*TCPFlags)(nil),              // 10: flow.v1.TCPFlags
-	(*Endpoint)(nil),              // 11: flow.v1.Endpoint
-	(*Workload)(nil),              // 12: flow.v1.Workload
-	(*Service)(nil),               // 13: flow.v1.Service
-	(*PolicyRef)(nil),             // 14: flow.v1.PolicyRef
-	(*ObserveRequest)(nil),        // 15: flow.v1.ObserveRequest
-	(*FlowFilter)(nil),            // 16: flow.v1.FlowFilter
-	(*StatusRequest)(nil),         // 17: flow.v1.StatusRequest
-	(*StatusResponse)(nil),        // 18: flow.v1.StatusResponse
-	(*NodeCheck)(nil),             // 19: flow.v1.NodeCheck
-	(*MapUsage)(nil),              // 20: flow.v1.MapUsage
-	nil,                           // 21: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*Observation)(nil),           // 7: flow.v1.Observation
+	(*FlowBatch)(nil),             // 8: flow.v1.FlowBatch
+	(*IP)(nil),                    // 9: flow.v1.IP
+	(*Layer4)(nil),                // 10: flow.v1.Layer4
+	(*TCPFlags)(nil),              // 11: flow.v1.TCPFlags
+	(*Endpoint)(nil),              // 12: flow.v1.Endpoint
+	(*Workload)(nil),              // 13: flow.v1.Workload
+	(*Service)(nil),               // 14: flow.v1.Service
+	(*PolicyRef)(nil),             // 15: flow.v1.PolicyRef
+	(*ObserveRequest)(nil),        // 16: flow.v1.ObserveRequest
+	(*FlowFilter)(nil),            // 17: flow.v1.FlowFilter
+	(*StatusRequest)(nil),         // 18: flow.v1.StatusRequest
+	(*StatusResponse)(nil),        // 19: flow.v1.StatusResponse
+	(*NodeCheck)(nil),             // 20: flow.v1.NodeCheck
+	(*MapUsage)(nil),              // 21: flow.v1.MapUsage
+	nil,                           // 22: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	22, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	23, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
 	2,  // 4: flow.v1.Flow.direction:type_name -> flow.v1.TrafficDirection
-	8,  // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
-	9,  // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
-	11, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
-	11, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
-	13, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
-	14, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
-	14, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
-	14, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	23, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
-	6,  // 14: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
-	5,  // 15: flow.v1.IP.version:type_name -> flow.v1.IPVersion
-	4,  // 16: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
-	10, // 17: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	21, // 18: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
-	12, // 19: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
-	2,  // 20: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	22, // 21: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	22, // 22: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
-	16, // 23: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
-	16, // 24: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
-	0,  // 25: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
-	1,  // 26: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
-	4,  // 27: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
-	2,  // 28: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 29: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	20, // 30: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	23, // 31: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	22, // 32: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
-	19, // 33: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	15, // 34: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	15, // 35: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
-	17, // 36: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	6,  // 37: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	7,  // 38: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
-	18, // 39: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	37, // [37:40] is the sub-list for method output_type
-	34, // [34:37] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	9,  // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
+	10, // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
+	12, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
+	12, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
+	14, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
+	15, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
+	15, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
+	15, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
+	24, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
+	7,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
+	2,  // 15: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
+	3,  // 16: flow.v1.Observation.type:type_name -> flow.v1.EventType
+	0,  // 17: flow.v1.Observation.verdict:type_name -> flow.v1.Verdict
+	1,  // 18: flow.v1.Observation.reason:type_name -> flow.v1.Reason
+	15, // 19: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
+	15, // 20: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
+	15, // 21: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
+	23, // 22: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
+	6,  // 23: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
+	5,  // 24: flow.v1.IP.version:type_name -> flow.v1.IPVersion
+	4,  // 25: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
+	11, // 26: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
+	22, // 27: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	13, // 28: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
+	2,  // 29: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
+	23, // 30: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	23, // 31: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	17, // 32: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
+	17, // 33: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
+	0,  // 34: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
+	1,  // 35: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
+	4,  // 36: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
+	2,  // 37: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
+	3,  // 38: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
+	21, // 39: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	24, // 40: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	23, // 41: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	20, // 42: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	16, // 43: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	16, // 44: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	18, // 45: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	6,  // 46: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	8,  // 47: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	19, // 48: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	46, // [46:49] is the sub-list for method output_type
+	43, // [43:46] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -1997,14 +2169,14 @@ func file_flow_proto_init() {
 	if File_flow_proto != nil {
 		return
 	}
-	file_flow_proto_msgTypes[8].OneofWrappers = []any{}
+	file_flow_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,7 +49,9 @@ func NewCmdExplain(f *Factory, streams genericiooptions.IOStreams) *cobra.Comman
 
 SRC and DST are each [NAMESPACE/]POD, [NAMESPACE/]pod/NAME, a workload
 ([NAMESPACE/]deploy|sts|ds|job|rs/NAME: one of its running pods is picked and
-named), or an IP address (an endpoint outside the pods, or a pod's IP).
+named), node/NAME (the node's InternalIP; traffic with any node address,
+including what the CNI gives a node in the pod range, is node traffic), or
+an IP address (an endpoint outside the pods, or a pod's IP).
 Without --port, every port the destination declares is evaluated, plus one
 port standing for "any other port".
 

@@ -137,3 +137,46 @@ spec: {containers: [{name: a, image: x, ports: [{name: web, containerPort: 80}]}
 	}
 	mustContain(t, out, "warning:", "uses the host network", "has no IP yet", "SCTP")
 }
+
+// node/NAME (as watch shows node traffic) is the node's InternalIP; another
+// node's flannel.1 address (its pod range's network address) is node traffic
+// too, as the agent judges it; an unknown node gets a suggestion.
+func TestExplainNodes(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "cluster.yaml", `apiVersion: v1
+kind: Node
+metadata: {name: node-b}
+spec: {podCIDR: 10.244.2.0/24, podCIDRs: [10.244.2.0/24]}
+status: {addresses: [{type: Hostname, address: node-b}, {type: InternalIP, address: 10.250.0.3}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: shop, labels: {app: db}}
+spec: {nodeName: node-a, containers: [{name: c, image: x}]}
+status: {podIP: 10.244.1.5}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: shop}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+`)
+	out, _, err := run(t, offlineFactory(t), "", "explain", "-f", dir, "node/node-b", "shop/db", "--port", "5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, out, "ALLOWED  10.250.0.3 → shop/db", "node/node-b is 10.250.0.3 (its InternalIP)", "10.250.0.3 is a node address")
+	out, _, err = run(t, offlineFactory(t), "", "explain", "-f", dir, "10.244.2.0", "shop/db", "--port", "5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, out, "ALLOWED  10.244.2.0 → shop/db", "10.244.2.0 is a node address")
+	out, _, err = run(t, offlineFactory(t), "", "explain", "-f", dir, "10.244.2.9", "shop/db", "--port", "5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, out, "DENIED  10.244.2.9 → shop/db")
+	if _, errOut, err := run(t, offlineFactory(t), "", "explain", "-f", dir, "node/node-c", "shop/db"); err == nil ||
+		!strings.Contains(err.Error()+errOut, `node "node-c" not found; did you mean "node-b"?`) {
+		t.Errorf("unknown node: %v %s", err, errOut)
+	}
+}

@@ -66,6 +66,11 @@ func parsePeer(arg, defaultNamespace string) (peerRef, error) {
 	case 1:
 		r.Name = parts[0]
 	case 2:
+		if n := strings.ToLower(parts[0]); n == "node" || n == "nodes" || n == "no" {
+			// node/NAME, as watch shows node traffic: the node's address.
+			r.Kind, r.Namespace, r.Name = "Node", "", parts[1]
+			return r, nil
+		}
 		if k, ok := kindOf(parts[0]); ok {
 			r.Kind, r.Name = k, parts[1]
 		} else {
@@ -159,6 +164,9 @@ func (r *resolver) resolve(ref peerRef) (endpoint, error) {
 		}
 		return ep, nil
 	}
+	if ref.Kind == "Node" {
+		return r.resolveNode(ref)
+	}
 	if !r.nsExists[ref.Namespace] {
 		return ep, fmt.Errorf("%s: namespace %q not found%s", ref.Raw, ref.Namespace, suggestion(ref.Namespace, r.nsNames, "namespaces"))
 	}
@@ -173,6 +181,31 @@ func (r *resolver) resolve(ref peerRef) (endpoint, error) {
 		return ep, nil
 	}
 	return r.resolveWorkload(ref)
+}
+
+// resolveNode is node/NAME: the node's InternalIP (else its ExternalIP), an
+// IP from there on, so the engine treats it as node traffic.
+func (r *resolver) resolveNode(ref peerRef) (endpoint, error) {
+	var names []string
+	for _, n := range r.set.Nodes {
+		names = append(names, n.Name)
+		if n.Name != ref.Name {
+			continue
+		}
+		for _, typ := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
+			for _, a := range n.Status.Addresses {
+				if ip, err := netip.ParseAddr(a.Address); a.Type == typ && err == nil {
+					ref.Kind, ref.IP = "IP", ip.Unmap()
+					return endpoint{Ref: ref, IP: ref.IP, Note: fmt.Sprintf("node/%s is %s (its %s)", n.Name, ref.IP, typ)}, nil
+				}
+			}
+		}
+		return endpoint{Ref: ref}, fmt.Errorf("%s: node %q lists no InternalIP or ExternalIP; give one of its addresses instead", ref.Raw, ref.Name)
+	}
+	if len(names) == 0 {
+		return endpoint{Ref: ref}, fmt.Errorf("%s: no nodes loaded (with -f, include the Node objects; live, you may not list nodes): give the node's address instead", ref.Raw)
+	}
+	return endpoint{Ref: ref}, fmt.Errorf("%s: node %q not found%s", ref.Raw, ref.Name, suggestion(ref.Name, names, "nodes"))
 }
 
 func podIP(p *corev1.Pod) netip.Addr {
@@ -258,6 +291,9 @@ func scopeFor(refs []peerRef) snapshot.Scope {
 		if r.isIP() {
 			s.IPs = append(s.IPs, r.IP)
 			continue
+		}
+		if r.Kind == "Node" {
+			continue // nodes are always read in full
 		}
 		if !seen[r.Namespace] {
 			seen[r.Namespace] = true

@@ -51,6 +51,9 @@ type WatchOptions struct {
 	Follow        bool
 	Output        string
 	InputFile     string
+	// PerNode shows each node's record of a cross-node connection as it
+	// came (--per-node); by default the two are paired into one flow.
+	PerNode bool
 	// AgentNamespace is where the agent is installed (--agent-namespace;
 	// -n is a flow filter in watch).
 	AgentNamespace string
@@ -195,7 +198,14 @@ and create on pods/portforward in the agent's namespace (--agent-namespace).
 
 Filters follow hubble observe: filters AND together; a repeated flag ORs its
 values; --namespace/--pod/--label/--ip/--port match either end of a flow
-and --from-*/--to-* one end; --not negates the filter that follows it.`,
+and --from-*/--to-* one end; --not negates the filter that follows it.
+
+A connection between pods on two nodes is judged twice: egress on the source
+pod's node, ingress on the destination pod's node. watch shows it once, with
+both observation points (NODE "node-a+node-b", and each point's verdict and
+policy); a drop names the side, policy and rule that dropped it. --per-node
+shows each node's own record instead. Traffic from a node's addresses
+(kubelet probes, hostNetwork pods) shows as node/NAME.`,
 		Example: `  # Interactive view of every node's flows, live
   kubectl netpol watch
 
@@ -207,6 +217,9 @@ and --from-*/--to-* one end; --not negates the filter that follows it.`,
 
   # Drops into namespace shop, one line each
   kubectl netpol watch --to-namespace shop --verdict denied -o compact --input-file capture.jsonl
+
+  # Each node's own record of cross-node connections, unpaired
+  kubectl netpol watch --per-node -o json --follow
 
   # Everything except kube-system, as JSON lines
   kubectl netpol watch --not --namespace kube-system -o json --input-file capture.jsonl`,
@@ -255,6 +268,8 @@ and --from-*/--to-* one end; --not negates the filter that follows it.`,
 	f.BoolVarP(&o.Follow, "follow", "f", false, "Keep streaming new flows (with --input-file: keep reading what is appended)")
 	f.StringVarP(&o.Output, "output", "o", "", "tui, compact or json (default: tui on a terminal, compact otherwise)")
 	f.StringVar(&o.InputFile, "input-file", "", "Replay flows from a JSON-lines file written by -o json")
+	f.BoolVar(&o.PerNode, "per-node", false, "Show each node's own record of a connection between pods on two nodes "+
+		"(egress on the source's node, ingress on the destination's) instead of one flow with both observation points")
 	f.StringVar(&o.AgentNamespace, "agent-namespace", install.DefaultNamespace, "Namespace the netpol agent is installed in (-n filters flows)")
 	f.IntVar(&o.AgentPort, "agent-port", install.AgentGRPCPort, "The agents' gRPC port on their node's loopback")
 	_ = f.MarkHidden("agent-port") // for tests and custom builds; install always uses the default
@@ -302,6 +317,10 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 		} else if !req.Follow && req.Last == 0 && req.Since == nil {
 			req.Last = defaultLast
 		}
+	}
+	if !o.PerNode {
+		// A cross-node connection is judged on two nodes: show it once.
+		o.source = &flow.Pair{Source: o.source}
 	}
 	o.request = req
 	return nil

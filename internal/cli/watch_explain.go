@@ -195,6 +195,9 @@ func (st *clusterState) explain(f *flowv1.Flow) (text, why string) {
 		fmt.Fprintf(&b, ", through Service %s/%s (%s:%d)", svc.GetNamespace(), svc.GetName(), svc.GetIp(), svc.GetPort())
 	}
 	fmt.Fprintf(&b, " (recorded: %s).\n", strings.ToLower(flow.ReasonName(f.GetReason())))
+	for _, o := range f.GetObservations() { // judged on two nodes: what each recorded
+		fmt.Fprintf(&b, "Recorded %s.\n", flow.ObservationString(o))
+	}
 	switch f.GetReason() {
 	case flowv1.Reason_REASON_ESTABLISHED:
 		b.WriteString("Part of an established connection, which always passes; a new connection now would be:\n")

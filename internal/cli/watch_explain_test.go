@@ -139,3 +139,42 @@ func TestEngineExplainer(t *testing.T) {
 		t.Errorf("offline (%v):\n%s", err, rec)
 	}
 }
+
+// TestEngineExplainerNodesAndPairs: traffic from another node's flannel.1
+// address is node traffic for the engine too (the agent's rule, shared),
+// and a flow paired from two nodes shows what each node recorded.
+func TestEngineExplainerNodesAndPairs(t *testing.T) {
+	client := explainCluster()
+	ctx := context.Background()
+	if _, err := client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"},
+		Spec:   corev1.NodeSpec{PodCIDR: "10.244.2.0/24", PodCIDRs: []string{"10.244.2.0/24"}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.250.0.3"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEngineExplainer(func() (kubernetes.Interface, *rest.Config, error) { return client, &rest.Config{}, nil })
+	fromNode := dbFlow("", "", "10.244.2.0", flowv1.Verdict_VERDICT_ALLOWED, flowv1.Reason_REASON_NOT_SUBJECT)
+	fromNode.Source = &flowv1.Endpoint{NodeName: "node-b", HostNetwork: true}
+	fromNode.IsolatedBy, fromNode.Service = nil, nil
+	text, err := e.Explain(ctx, fromNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "10.244.2.0 is a node address") || strings.Contains(text, "decide otherwise") {
+		t.Errorf("node traffic:\n%s", text)
+	}
+
+	paired := dbFlow("shop", "api", "10.244.0.6", flowv1.Verdict_VERDICT_ALLOWED, flowv1.Reason_REASON_ALLOWED_BY_RULE)
+	paired.IsolatedBy = nil
+	rule := uint32(0)
+	paired.Observations = []*flowv1.Observation{
+		{Node: "node-a", Direction: flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS, Verdict: flowv1.Verdict_VERDICT_ALLOWED, Reason: flowv1.Reason_REASON_NOT_ISOLATED},
+		{Node: "node-b", Direction: flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS, Verdict: flowv1.Verdict_VERDICT_ALLOWED, Reason: flowv1.Reason_REASON_ALLOWED_BY_RULE,
+			AllowedBy: []*flowv1.PolicyRef{{Namespace: "shop", Name: "db-allow-api", Direction: flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS, RuleIndex: &rule}}},
+	}
+	text, _ = e.Explain(ctx, paired)
+	for _, want := range []string{"Recorded egress@node-a ALLOWED NOT_ISOLATED.", "Recorded ingress@node-b allowed-by shop/db-allow-api (ingress rule 0)."} {
+		if !strings.Contains(text, want) {
+			t.Errorf("paired flow lacks %q:\n%s", want, text)
+		}
+	}
+}

@@ -395,3 +395,70 @@ func TestWatchLiveErrors(t *testing.T) {
 		t.Fatalf("stdout %q, stderr %q", out.String(), errOut.String())
 	}
 }
+
+// TestWatchLivePairsCrossNodeRecords: web on node-a connects to db on
+// node-b; node-a's agent reports the egress record (allowed, with the
+// Service), node-b's the ingress drop. watch prints one flow with both
+// observation points and the dropping policy; --per-node prints both records.
+func TestWatchLivePairsCrossNodeRecords(t *testing.T) {
+	a, b := startAgent(t, "v0.2.0"), startAgent(t, "v0.2.0")
+	rule := uint32(0)
+	rec := func(node string) *flowv1.Flow {
+		f := liveFlow(node, 5432, flowv1.Verdict_VERDICT_ALLOWED)
+		f.Source.NodeName, f.Destination.NodeName = "node-a", "node-b"
+		f.Ip.Destination = "10.244.2.7"
+		return f
+	}
+	eg := rec("node-a")
+	eg.Type, eg.Reason, eg.Direction = flowv1.EventType_EVENT_TYPE_NEW, flowv1.Reason_REASON_ALLOWED_BY_RULE, flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS
+	eg.AllowedBy = []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: "shop", Name: "web-out", Direction: flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS, RuleIndex: &rule}}
+	eg.Service = &flowv1.Service{Namespace: "shop", Name: "db", Ip: "10.96.0.9", Port: 5432}
+	in := rec("node-b")
+	in.Time = timestamppb.New(eg.Time.AsTime().Add(300 * time.Microsecond))
+	in.Type, in.Verdict, in.Reason, in.Direction = flowv1.EventType_EVENT_TYPE_DROP, flowv1.Verdict_VERDICT_DENIED, flowv1.Reason_REASON_NO_RULE_MATCHED, flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS
+	in.IsolatedBy = []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: "shop", Name: "db-policy", Direction: flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS}}
+	// A flow node-b saw alone: the kubelet probing db from node-b's cni0.
+	probe := liveFlow("node-b", 8080, flowv1.Verdict_VERDICT_ALLOWED)
+	probe.Source = &flowv1.Endpoint{NodeName: "node-b", HostNetwork: true}
+	probe.Ip.Source = "10.244.2.1"
+	a.hub.Publish(eg)
+	b.hub.Publish(in)
+	b.hub.Publish(probe)
+	r := &liveRig{client: allowPortForward(fake.NewClientset(livePod("agent-a", "node-a", true), livePod("agent-b", "node-b", true)), true),
+		agents: map[string]*fakeAgent{"agent-a": a, "agent-b": b}}
+
+	o, out, _ := r.options(t)
+	if err := runLive(t, context.Background(), o, "-o", "compact"); err != nil {
+		t.Fatal(err)
+	}
+	got := lines(out.String())
+	if len(got) != 2 {
+		t.Fatalf("%d lines, want the pair once and the probe:\n%s", len(got), out.String())
+	}
+	for _, want := range []string{"node-a+node-b shop/web:40000 -> shop/db-0:5432 (svc shop/db)", "DENIED NO_RULE_MATCHED",
+		"egress@node-a allowed-by shop/web-out (egress rule 0); ingress@node-b DENIED isolated-by shop/db-policy (ingress)"} {
+		if !strings.Contains(got[0], want) {
+			t.Errorf("paired line lacks %q:\n%s", want, got[0])
+		}
+	}
+	if !strings.Contains(got[1], "node-b node/node-b:40000 -> shop/db-0:8080") {
+		t.Errorf("the probe does not show its node: %s", got[1])
+	}
+
+	o, out, _ = r.options(t)
+	if err := runLive(t, context.Background(), o, "-o", "json"); err != nil {
+		t.Fatal(err)
+	}
+	if got := lines(out.String()); len(got) != 2 || !strings.Contains(got[0], `"observations":[{"node":"node-a"`) ||
+		!strings.Contains(got[1], `"nodeName":"node-b"`) {
+		t.Errorf("json:\n%s", out.String())
+	}
+
+	o, out, _ = r.options(t)
+	if err := runLive(t, context.Background(), o, "-o", "compact", "--per-node"); err != nil {
+		t.Fatal(err)
+	}
+	if got := lines(out.String()); len(got) != 3 || strings.Contains(out.String(), "+") {
+		t.Errorf("--per-node printed:\n%s", out.String())
+	}
+}

@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"net/netip"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -63,20 +62,14 @@ func (s *Set) setOrigin(kind, namespace, name, where string) {
 	s.Origins[Key(kind, namespace, name)] = where
 }
 
-// Snapshot returns the policy engine's view of the set. Node addresses become
-// NodeIPs so traffic from or to a node is recognised as node traffic.
+// Snapshot returns the policy engine's view of the set. Node addresses
+// (policy.NodeAddresses: the rule the agent uses too) become NodeIPs so
+// traffic from or to any node is recognised as node traffic. When the set is
+// Partial, pods outside the loaded namespaces cannot veto a derived node
+// address; the agent, which sees every pod, decides what is enforced.
 func (s *Set) Snapshot() *policy.Snapshot {
 	snap := &policy.Snapshot{Namespaces: s.Namespaces, Pods: s.Pods, Policies: s.Policies}
-	for _, n := range s.Nodes {
-		for _, a := range n.Status.Addresses {
-			if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
-				continue
-			}
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				snap.NodeIPs = append(snap.NodeIPs, ip)
-			}
-		}
-	}
+	snap.NodeIPs = policy.NodeIPs(policy.NodeAddresses(s.Nodes, policy.PodsHold(s.Pods)))
 	return snap
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 )
 
@@ -121,21 +122,24 @@ func New() *Stats {
 	return &Stats{ns: keyed{}, pod: keyed{}, pair: keyed{}, nsPair: keyed{}}
 }
 
-// Outside is the namespace shown for an address outside the cluster.
-const Outside = "(world)"
+// Outside is the namespace shown for an address outside the cluster, and
+// Nodes the one for the cluster's nodes (their addresses, hostNetwork pods).
+const (
+	Outside = "(world)"
+	Nodes   = "(nodes)"
+)
 
-// EndpointKey names an endpoint for the per-pod counters: "ns/pod" or its IP.
-func EndpointKey(ep *flowv1.Endpoint, ip string) string {
-	if ep.GetPod() != "" {
-		return ep.GetNamespace() + "/" + ep.GetPod()
-	}
-	return ip
-}
+// EndpointKey names an endpoint for the per-pod counters: "ns/pod",
+// "node/NAME" or its IP.
+func EndpointKey(ep *flowv1.Endpoint, ip string) string { return flow.EndpointName(ep, ip) }
 
-// NamespaceOf is the endpoint's namespace, or Outside.
+// NamespaceOf is the endpoint's namespace, Nodes, or Outside.
 func NamespaceOf(ep *flowv1.Endpoint) string {
-	if ep.GetNamespace() != "" {
+	switch {
+	case ep.GetNamespace() != "":
 		return ep.GetNamespace()
+	case ep.GetNodeName() != "":
+		return Nodes
 	}
 	return Outside
 }

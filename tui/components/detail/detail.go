@@ -99,7 +99,7 @@ func (m *Model) render(full bool) string {
 		return st.Title.Render("Detail") + "\n" + st.Dim.Render("no flow selected")
 	}
 	var b strings.Builder
-	b.WriteString(st.Title.Render("Why") + " " + st.Dim.Render(f.GetTime().AsTime().In(m.c.Loc).Format("15:04:05.000")+" "+f.GetNode()) + "\n")
+	b.WriteString(st.Title.Render("Why") + " " + st.Dim.Render(f.GetTime().AsTime().In(m.c.Loc).Format("15:04:05.000")+" "+flow.NodesString(f)) + "\n")
 	switch {
 	case m.err != nil:
 		b.WriteString(st.Error.Render("explaining: "+m.err.Error()) + "\n")
@@ -125,7 +125,14 @@ func (m *Model) render(full bool) string {
 		}
 	}
 	kv("event", strings.TrimPrefix(f.GetType().String(), "EVENT_TYPE_"))
-	kv("verdict", flow.VerdictName(f.GetVerdict())+" ("+flow.ReasonName(f.GetReason())+", "+strings.ToLower(flow.DirectionName(f.GetDirection()))+")")
+	why := flow.ReasonName(f.GetReason())
+	if f.GetDirection() != flowv1.TrafficDirection_TRAFFIC_DIRECTION_UNSPECIFIED {
+		why += ", " + strings.ToLower(flow.DirectionName(f.GetDirection()))
+	}
+	kv("verdict", flow.VerdictName(f.GetVerdict())+" ("+why+")")
+	for _, o := range f.GetObservations() {
+		kv("observed", flow.ObservationString(o))
+	}
 	kv("source", endpointDetail(f.GetSource(), f.GetIp().GetSource(), f.GetL4().GetSourcePort()))
 	kv("destination", endpointDetail(f.GetDestination(), f.GetIp().GetDestination(), f.GetL4().GetDestinationPort()))
 	if svc := f.GetService(); svc.GetName() != "" {

@@ -48,6 +48,9 @@ func name(ep *flowv1.Endpoint, ip string) string {
 	if ep.GetPod() != "" {
 		return ep.GetNamespace() + "/" + ep.GetPod()
 	}
+	if n := ep.GetNodeName(); n != "" {
+		return "node/" + n + " (" + ip + ")"
+	}
 	return ip + " (outside the cluster)"
 }
 
@@ -79,6 +82,35 @@ func Explain(f *flowv1.Flow) string {
 		fmt.Fprintf(&b, ", through Service %s/%s (%s:%d)", svc.GetNamespace(), svc.GetName(), svc.GetIp(), svc.GetPort())
 	}
 	b.WriteString(".\n")
+	if obs := f.GetObservations(); len(obs) > 0 {
+		// Judged at two nodes: each observation point's own account.
+		for _, o := range obs {
+			side := "source"
+			if o.GetDirection() == flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS {
+				side = "destination"
+			}
+			point := "Egress"
+			if side == "destination" {
+				point = "Ingress"
+			}
+			fmt.Fprintf(&b, "%s on node %s (the %s's node): %s.\n", point, o.GetNode(), side, strings.ToLower(flow.VerdictName(o.GetVerdict())))
+			at := &flowv1.Flow{Node: o.GetNode(), Direction: o.GetDirection(), Verdict: o.GetVerdict(), Reason: o.GetReason(),
+				AllowedBy: o.GetAllowedBy(), DeniedBy: o.GetDeniedBy(), IsolatedBy: o.GetIsolatedBy(),
+				Source: f.GetSource(), Destination: f.GetDestination(), Ip: f.GetIp(), L4: f.GetL4()}
+			explainReason(&b, at, src, dst, l4)
+		}
+	} else {
+		explainReason(&b, f, src, dst, l4)
+	}
+	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
+		fmt.Fprintf(&b, "Connection ended: %d packets, %d bytes.\n", f.GetPackets(), f.GetBytes())
+	}
+	return b.String()
+}
+
+// explainReason is the account of the point that judged f: its direction,
+// reason and policies.
+func explainReason(b *strings.Builder, f *flowv1.Flow, src, dst, l4 string) {
 	// The side that decided: the destination for ingress, the source for egress.
 	dir := strings.ToLower(flow.DirectionName(f.GetDirection()))
 	subject, peer, peerEP := dst, src, f.GetSource()
@@ -88,41 +120,37 @@ func Explain(f *flowv1.Flow) string {
 	switch f.GetReason() {
 	case flowv1.Reason_REASON_ALLOWED_BY_RULE:
 		for _, r := range f.GetAllowedBy() {
-			fmt.Fprintf(&b, "Allowed by %s rule %d of NetworkPolicy %s/%s.\n",
+			fmt.Fprintf(b, "Allowed by %s rule %d of NetworkPolicy %s/%s.\n",
 				strings.ToLower(flow.DirectionName(r.GetDirection())), r.GetRuleIndex(), r.GetNamespace(), r.GetName())
 		}
 	case flowv1.Reason_REASON_NO_RULE_MATCHED:
 		iso := f.GetIsolatedBy()
-		fmt.Fprintf(&b, "%s is isolated for %s by %d %s: %s.\n", subject, dir, len(iso), plural(len(iso), "policy", "policies"), refs(iso))
-		fmt.Fprintf(&b, "No %s rule of %s allows %s on %s, so the packet was dropped", dir, pronoun(len(iso)), peer, l4)
+		fmt.Fprintf(b, "%s is isolated for %s by %d %s: %s.\n", subject, dir, len(iso), plural(len(iso), "policy", "policies"), refs(iso))
+		fmt.Fprintf(b, "No %s rule of %s allows %s on %s, so the packet was dropped", dir, pronoun(len(iso)), peer, l4)
 		if f.GetNode() != "" {
-			fmt.Fprintf(&b, " on node %s", f.GetNode())
+			fmt.Fprintf(b, " on node %s", f.GetNode())
 		}
 		b.WriteString(".\n")
 		if len(f.GetDeniedBy()) > 0 {
-			fmt.Fprintf(&b, "Denied explicitly by %s.\n", refs(f.GetDeniedBy()))
+			fmt.Fprintf(b, "Denied explicitly by %s.\n", refs(f.GetDeniedBy()))
 		}
 		if peerEP.GetPod() != "" {
-			fmt.Fprintf(&b, "To allow it, add an %s rule selecting pods with %s in namespace %s, port %s.\n",
+			fmt.Fprintf(b, "To allow it, add an %s rule selecting pods with %s in namespace %s, port %s.\n",
 				dir, labelString(peerEP.GetLabels()), peerEP.GetNamespace(), l4)
 		} else {
-			fmt.Fprintf(&b, "To allow it, add an %s rule with an ipBlock containing %s, port %s.\n", dir, strings.TrimSuffix(peer, " (outside the cluster)"), l4)
+			fmt.Fprintf(b, "To allow it, add an %s rule with an ipBlock containing %s, port %s.\n", dir, strings.TrimSuffix(peer, " (outside the cluster)"), l4)
 		}
 	case flowv1.Reason_REASON_NOT_ISOLATED:
-		fmt.Fprintf(&b, "No NetworkPolicy selects %s for %s, so all %s traffic is allowed.\n", subject, dir, dir)
+		fmt.Fprintf(b, "No NetworkPolicy selects %s for %s, so all %s traffic is allowed.\n", subject, dir, dir)
 	case flowv1.Reason_REASON_ESTABLISHED:
 		b.WriteString("Part of an established connection: replies and later packets of an allowed connection always pass.\n")
 	case flowv1.Reason_REASON_NOT_SUBJECT:
 		b.WriteString("Not subject to NetworkPolicy (host-network pod, node or loopback traffic).\n")
 	case flowv1.Reason_REASON_REVOKED:
-		fmt.Fprintf(&b, "An established connection cut because a policy change now denies it (%s).\n", refs(append(f.GetDeniedBy(), f.GetIsolatedBy()...)))
+		fmt.Fprintf(b, "An established connection cut because a policy change now denies it (%s).\n", refs(append(f.GetDeniedBy(), f.GetIsolatedBy()...)))
 	default:
 		b.WriteString("The agent recorded no reason.\n")
 	}
-	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
-		fmt.Fprintf(&b, "Connection ended: %d packets, %d bytes.\n", f.GetPackets(), f.GetBytes())
-	}
-	return b.String()
 }
 
 func plural(n int, one, many string) string {

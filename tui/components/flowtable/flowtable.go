@@ -212,7 +212,7 @@ func (m *Model) columns() []column {
 		return fmt.Sprintf("%d/%s", f.GetL4().GetDestinationPort(), flow.ProtocolName(f.GetL4().GetProtocol()))
 	}}
 	verdict := column{"VERDICT", 7, nil} // styled separately
-	node := column{"NODE", 8, func(f *flowv1.Flow) string { return f.GetNode() }}
+	node := column{"NODE", 8, func(f *flowv1.Flow) string { return flow.NodesString(f) }}
 	svc := column{"SERVICE", 0, func(f *flowv1.Flow) string { return flow.ServiceString(f.GetService()) }}
 	reason := column{"REASON", 15, func(f *flowv1.Flow) string { return flow.ReasonName(f.GetReason()) }}
 	policy := column{"POLICY", 0, func(f *flowv1.Flow) string { return policyCell(f) }}
@@ -244,12 +244,7 @@ func (m *Model) columns() []column {
 	return cols
 }
 
-func endpoint(ep *flowv1.Endpoint, ip string) string {
-	if ep.GetPod() != "" {
-		return ep.GetNamespace() + "/" + ep.GetPod()
-	}
-	return ip
-}
+func endpoint(ep *flowv1.Endpoint, ip string) string { return flow.EndpointName(ep, ip) }
 
 func policyCell(f *flowv1.Flow) string {
 	for _, refs := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()} {

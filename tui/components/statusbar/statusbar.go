@@ -31,6 +31,9 @@ type Model struct {
 	Rate, Held, Shown int
 	Lost              uint64
 	Mode, Filter      string
+	// NodeChecksHidden says node health checks are hidden from the table
+	// (shown when some are, so a user knows where they went).
+	NodeChecksHidden bool
 }
 
 // New returns a status bar for a source described by source; agents whose
@@ -152,6 +155,11 @@ func (m *Model) View() string {
 	}
 	left := head + src + tail
 	gap := m.width - common.Width(left) - common.Width(right)
+	// Where node health checks went, when there is room for it.
+	if hint := " │ node checks hidden (h)"; m.NodeChecksHidden && m.Shown != m.Held && gap > common.Width(hint) {
+		left += hint
+		gap -= common.Width(hint)
+	}
 	if gap < 1 {
 		return st.StatusBar.Render(common.Fit(left+" │ "+right, m.width))
 	}

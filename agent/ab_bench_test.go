@@ -277,7 +277,7 @@ func BenchmarkAgentAB(b *testing.B) {
 			}
 			node.run(b, "conntrack", "-F")
 			time.Sleep(200 * time.Millisecond) // the flush's summaries
-			cpu0 := processCPU(b) // the agent runs in this process; client and server are others
+			cpu0 := processCPU(b)              // the agent runs in this process; client and server are others
 			cps := connectRate()
 			// The summaries of the arm's connections come when their
 			// entries are destroyed: flush them and wait for the agent.

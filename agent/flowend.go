@@ -4,11 +4,11 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"encoding/binary"
-	"os"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 

@@ -136,4 +136,3 @@ func DecodeFlowEnd(raw []byte, e *FlowEnd) error {
 	*e = *(*FlowEnd)(unsafe.Pointer(&raw[0]))
 	return nil
 }
-

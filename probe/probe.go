@@ -280,7 +280,7 @@ func (p *Probe) Stats() (Stats, error) {
 		RingFull: vals[CounterRingFull], RateLimited: vals[CounterRateLimited],
 		NotParsed: vals[CounterNotParsed], SpoofDropped: vals[CounterSpoofDropped],
 		RevokedAnswers: vals[CounterRevokedAnswers],
-		FlowEnds: vals[CounterFlowEnds], FlowEndsLost: vals[CounterFlowEndsRingFull],
+		FlowEnds:       vals[CounterFlowEnds], FlowEndsLost: vals[CounterFlowEndsRingFull],
 	}, nil
 }
 

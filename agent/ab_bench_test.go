@@ -118,9 +118,10 @@ func agentABObjects(aIP, cIP string) []k8sruntime.Object {
 
 // agentMode is one arm of BenchmarkAgentAB.
 type agentMode struct {
-	name string
-	on   bool // false: no agent at all
-	cfg  func(*Config)
+	name   string
+	on     bool // false: no agent at all
+	cfg    func(*Config)
+	legacy bool // flow-end summaries by the pre-issue-19 netlink listener
 }
 
 // runBenchAgent starts the whole agent (datapath, informers, event reader,
@@ -164,7 +165,11 @@ func runBenchAgent(b *testing.B, node *feNode, pinRoot string, objs []k8sruntime
 	go func() { defer close(read); a.readEvents(ctx, rd) }()
 	var stopEnds func()
 	if cfg.FlowEndSummaries {
-		if stopEnds, err = a.startFlowEnds(int(node.h)); err != nil {
+		start := a.startFlowEnds
+		if mode.legacy {
+			start = a.legacyFlowEnds
+		}
+		if stopEnds, err = start(int(node.h)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -213,6 +218,8 @@ func BenchmarkAgentAB(b *testing.B) {
 		{name: "none"},
 		{name: "defaults", on: true},
 		{name: "netlink", on: true, cfg: func(c *Config) { c.FlowEndSource = FlowEndSourceNetlink }},
+		{name: "netlink-old", on: true, legacy: true},
+		{name: "no-anti-spoofing", on: true, cfg: func(c *Config) { c.AntiSpoofing = false }},
 		{name: "no-flow-ends", on: true, cfg: func(c *Config) { c.FlowEndSummaries = false }},
 	}
 	if m := os.Getenv("NETPOL_AB_MODES"); m != "" {
@@ -233,6 +240,10 @@ func BenchmarkAgentAB(b *testing.B) {
 	const aIP, cIP = "10.78.0.11", "10.78.0.12"
 	podA, podC := node.addPod(b, aIP), node.addPod(b, cIP)
 	podC.run(b, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+	// Closed connections' entries expire after 1 s instead of 2 min, so
+	// they are destroyed (and summarised) during the arm, as on a node
+	// that has been busy for minutes, not after it.
+	node.run(b, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1")
 	objs := agentABObjects(aIP, cIP)
 	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-ab-%d", os.Getpid())
 	b.Cleanup(func() { os.RemoveAll(pinRoot) })

@@ -293,14 +293,24 @@ func BenchmarkAgentAB(b *testing.B) {
 			// The summaries of the arm's connections come when their
 			// entries are destroyed: flush them and wait for the agent.
 			node.run(b, "conntrack", "-F")
-			time.Sleep(300 * time.Millisecond)
+			if m.on {
+				// Until every new flow's end is published (or 3 s).
+				want := float64(0)
+				if st, err := a.probe.Stats(); err == nil && a.cfg.FlowEndSummaries {
+					want = float64(st.NewAllowed)
+				}
+				for deadline := time.Now().Add(3 * time.Second); counterValue(a.metrics.FlowEnds) < want && time.Now().Before(deadline); {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
 			cpu := processCPU(b) - cpu0
 			r := result{cps: cps}
 			if m.on {
 				r.cpuPerConn = float64(cpu.Nanoseconds()) / (cps * secs)
 				st, _ := a.probe.Stats()
-				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn, load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f",
-					i, m.name, cps, r.cpuPerConn/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds))
+				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn, load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched)",
+					i, m.name, cps, r.cpuPerConn/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len())
 				stop()
 			} else {
 				b.Logf("round %d %s: %.0f conn/s, load %.2f", i, m.name, cps, loadAvgAgent())

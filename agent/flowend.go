@@ -402,20 +402,20 @@ func (l *flowEndListener) Close() error {
 
 // ctKey is a connection by its original-direction 5-tuple (before any NAT):
 // what both the new-flow event (its pre-NAT tuple) and conntrack know.
+// Addresses in their 16-byte form (IPv4 mapped), so the key holds no
+// pointer and hashes as plain memory.
 type ctKey struct {
-	proto      uint8
-	src, dst   netip.Addr
+	src, dst   [16]byte
 	sport, dpt uint16
+	proto      uint8
 }
 
 // keyOfEvent is the conntrack original tuple of a new-flow event: the
 // datapath runs after DNAT, so a Service's address is in OrigTuple.
 func keyOfEvent(ev *probe.Event) ctKey {
-	src, dst := probe.TupleAddrs(ev.Tuple)
-	k := ctKey{proto: ev.Protocol, src: src, dst: dst, sport: ev.Tuple.Sport, dpt: ev.Tuple.Dport}
+	k := ctKey{proto: ev.Protocol, src: ev.Tuple.Saddr, dst: ev.Tuple.Daddr, sport: ev.Tuple.Sport, dpt: ev.Tuple.Dport}
 	if ev.Flags&probe.FlagDNAT != 0 {
-		_, k.dst = probe.TupleAddrs(ev.OrigTuple)
-		k.dpt = ev.OrigTuple.Dport
+		k.dst, k.dpt = ev.OrigTuple.Daddr, ev.OrigTuple.Dport
 	}
 	return k
 }
@@ -426,7 +426,7 @@ func keyOfConntrack(f *conntrack.Flow) ctKey {
 }
 
 func keyOfEnd(e *ctEnd) ctKey {
-	return ctKey{proto: e.proto, src: e.src, dst: e.dst, sport: e.sport, dpt: e.dport}
+	return ctKey{proto: e.proto, src: e.src.As16(), dst: e.dst.As16(), sport: e.sport, dpt: e.dport}
 }
 
 // newFlowTable remembers the flows published for new connections, so a
@@ -451,7 +451,9 @@ type slotEntry struct {
 }
 
 func newNewFlowTable(max int) *newFlowTable {
-	return &newFlowTable{max: max, m: map[ctKey]newFlowRecord{}}
+	// Sized for its bound at once: a busy node fills it within seconds,
+	// and growing a map rehashes every entry.
+	return &newFlowTable{max: max, m: make(map[ctKey]newFlowRecord, max), order: make([]slotEntry, 0, max)}
 }
 
 // remember records the published flow f of a new connection.

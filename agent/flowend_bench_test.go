@@ -148,7 +148,7 @@ func counterValue(c prometheus.Metric) float64 {
 // benchPath is the agent's user-space per-connection path without the
 // kernel: a cluster of two local pods and the policy admitting one to the
 // other, the applied datapath, a hub and metrics.
-func benchPath(b *testing.B) (*Agent, *policy.Datapath, probe.Event) {
+func benchPath(b testing.TB) (*Agent, *policy.Datapath, probe.Event) {
 	b.Helper()
 	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
 	web := onNode(pt.Pod("shop", "web", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6")))
@@ -286,5 +286,20 @@ func TestDecodeCTEnd(t *testing.T) {
 	}
 	if got := counterValue(l.lost.WithLabelValues(lostQueueFull)); got != 1 {
 		t.Errorf("queue_full %v, want 1", got)
+	}
+}
+
+// count's cached counters are the registry's: two flows count twice, under
+// the policy's labels.
+func TestCountCachesCounters(t *testing.T) {
+	a, dp, ev := benchPath(t)
+	for range 2 {
+		a.count(a.enrich.flow(dp, &ev))
+	}
+	if got := counterValue(a.metrics.PolicyVerdicts.WithLabelValues("shop", "db-policy", "INGRESS", "0", "ALLOWED")); got != 2 {
+		t.Errorf("policy verdicts %v, want 2", got)
+	}
+	if got := counterValue(a.metrics.Flows.WithLabelValues("ALLOWED", "INGRESS")); got != 2 {
+		t.Errorf("flows %v, want 2", got)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -78,7 +77,6 @@ type Agent struct {
 
 	// newFlows are the recent new-flow events, for their connections' ends.
 	newFlows *newFlowTable
-	counts   flowCounters // used by readEvents only
 	// flowEndSource is where summaries come from (FlowEndSource*), and
 	// flowEndWhy why not from the kernel (under mu).
 	flowEndSource, flowEndWhy string
@@ -374,57 +372,18 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 	}
 }
 
-// count updates the per-verdict and per-policy flow counters of f. Called
-// by the event reader only (its caches are not locked): a counter is looked
-// up by label values once, not formatted and hashed per flow.
 func (a *Agent) count(f *flowv1.Flow) {
-	c := &a.counts
-	vk := [2]int32{int32(f.GetVerdict()), int32(f.GetDirection())}
-	fc, ok := c.flows[vk]
-	if !ok {
-		if c.flows == nil {
-			c.flows, c.policies = map[[2]int32]prometheus.Counter{}, map[policyCountKey]prometheus.Counter{}
-		}
-		fc = a.metrics.Flows.WithLabelValues(flow.VerdictName(f.GetVerdict()), flow.DirectionName(f.GetDirection()))
-		c.flows[vk] = fc
-	}
-	fc.Inc()
+	verdict := flow.VerdictName(f.GetVerdict())
+	a.metrics.Flows.WithLabelValues(verdict, flow.DirectionName(f.GetDirection())).Inc()
 	for _, group := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
 		for _, r := range group {
-			k := policyCountKey{ns: r.GetNamespace(), name: r.GetName(), dir: int32(r.GetDirection()), rule: -1, verdict: int32(f.GetVerdict())}
+			rule := ""
 			if r.RuleIndex != nil {
-				k.rule = int64(r.GetRuleIndex())
+				rule = fmt.Sprint(r.GetRuleIndex())
 			}
-			pc, ok := c.policies[k]
-			if !ok {
-				rule := ""
-				if r.RuleIndex != nil {
-					rule = fmt.Sprint(r.GetRuleIndex())
-				}
-				pc = a.metrics.PolicyVerdicts.WithLabelValues(r.GetNamespace(), r.GetName(), flow.DirectionName(r.GetDirection()), rule, flow.VerdictName(f.GetVerdict()))
-				if len(c.policies) < maxCachedPolicyCounters {
-					c.policies[k] = pc
-				}
-			}
-			pc.Inc()
+			a.metrics.PolicyVerdicts.WithLabelValues(r.GetNamespace(), r.GetName(), flow.DirectionName(r.GetDirection()), rule, verdict).Inc()
 		}
 	}
-}
-
-// maxCachedPolicyCounters bounds count's cache (policies come and go; past
-// it, counters are looked up by labels each time).
-const maxCachedPolicyCounters = 65536
-
-type policyCountKey struct {
-	ns, name     string
-	dir, verdict int32
-	rule         int64 // -1: none
-}
-
-// flowCounters caches the counters count increments.
-type flowCounters struct {
-	flows    map[[2]int32]prometheus.Counter
-	policies map[policyCountKey]prometheus.Counter
 }
 
 func (a *Agent) datapathCounters() map[string]uint64 {

@@ -176,7 +176,7 @@ func benchPath(b testing.TB) (*Agent, *policy.Datapath, probe.Event) {
 	x.use(dp)
 	ep := x.local[netip.MustParseAddr("10.0.0.5")]
 	ev := probe.Event{Version: probe.EventVersion, Type: probe.EventNewFlow, Verdict: probe.VerdictAllow,
-		Protocol: unix.IPPROTO_TCP, TcpFlags: 0x02, DstEndpoint: ep.ID, IngressRule: ep.Ingress.Entries[0].Rule}
+		Protocol: unix.IPPROTO_TCP, TcpFlags: 0x02, DstEndpoint: ep.ID, IngressRule: dp.Rules[0].ID}
 	setTuple(&ev.Tuple.Saddr, &ev.Tuple.Daddr, &ev.Tuple.Sport, &ev.Tuple.Dport, "10.0.0.6", "10.0.0.5", 40000, 3306)
 	ev.OrigTuple = ev.Tuple
 	return a, dp, ev

@@ -432,17 +432,30 @@ func keyOfEnd(e *ctEnd) ctKey {
 // newFlowTable remembers the flows published for new connections, so a
 // connection's end carries the attribution (and pod identities) of its
 // start. Bounded: the oldest record is forgotten first.
+//
+// A tuple can be reused while its previous connection's entry still waits
+// in TIME_WAIT (a client cycling through its ports: the new SYN ends the old
+// entry). The new start may be read before the old end (two sources, each
+// read in batches), so a key keeps two records and an end takes the older:
+// each end gets its own start, and never needs the costlier look-up of an
+// unknown start (endFlow's judged: every rule of the endpoint).
 type newFlowTable struct {
 	mu    sync.Mutex
 	max   int
 	n     uint64
-	m     map[ctKey]newFlowRecord
+	m     map[ctKey]flowStarts
 	order []slotEntry // ring of insertions, slot (n-1)%max (grown as used)
 }
 
 type newFlowRecord struct {
 	flow *flowv1.Flow
-	n    uint64
+	n    uint64 // insertion number; 0: none
+}
+
+// flowStarts are a key's records: cur, and prev when the key was
+// reused before its previous connection ended (prev is the older).
+type flowStarts struct {
+	cur, prev newFlowRecord
 }
 
 type slotEntry struct {
@@ -453,7 +466,7 @@ type slotEntry struct {
 func newNewFlowTable(max int) *newFlowTable {
 	// Sized for its bound at once: a busy node fills it within seconds,
 	// and growing a map rehashes every entry.
-	return &newFlowTable{max: max, m: make(map[ctKey]newFlowRecord, max), order: make([]slotEntry, 0, max)}
+	return &newFlowTable{max: max, m: make(map[ctKey]flowStarts, max), order: make([]slotEntry, 0, max)}
 }
 
 // remember records the published flow f of a new connection.
@@ -465,14 +478,27 @@ func (t *newFlowTable) remember(k ctKey, f *flowv1.Flow) {
 		t.order = append(t.order, slotEntry{})
 	}
 	slot := &t.order[(t.n-1)%uint64(t.max)]
-	if r, ok := t.m[slot.key]; ok && slot.n != 0 && r.n == slot.n {
-		delete(t.m, slot.key)
+	if slot.n != 0 {
+		if r, ok := t.m[slot.key]; ok {
+			switch slot.n {
+			case r.prev.n:
+				r.prev = newFlowRecord{}
+				t.m[slot.key] = r
+			case r.cur.n:
+				delete(t.m, slot.key) // prev, older, went first
+			}
+		}
 	}
 	*slot = slotEntry{key: k, n: t.n}
-	t.m[k] = newFlowRecord{flow: f, n: t.n}
+	r := t.m[k]
+	if r.cur.n != 0 {
+		r.prev = r.cur // a third start before the first's end forgets the first
+	}
+	r.cur = newFlowRecord{flow: f, n: t.n}
+	t.m[k] = r
 }
 
-// take returns and forgets the record of k (nil when none).
+// take returns and forgets the oldest record of k (nil when none).
 func (t *newFlowTable) take(k ctKey) *flowv1.Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -480,14 +506,28 @@ func (t *newFlowTable) take(k ctKey) *flowv1.Flow {
 	if !ok {
 		return nil
 	}
+	if r.prev.n != 0 {
+		f := r.prev.flow
+		r.prev = newFlowRecord{}
+		t.m[k] = r
+		return f
+	}
 	delete(t.m, k)
-	return r.flow
+	return r.cur.flow
 }
 
+// len is the number of records kept.
 func (t *newFlowTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.m)
+	n := 0
+	for _, r := range t.m {
+		n++
+		if r.prev.n != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // endpointIndex is the applied datapath by address: local endpoints and

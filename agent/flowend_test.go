@@ -576,10 +576,22 @@ func TestNewFlowTableBounded(t *testing.T) {
 	if got := tb.take(k(2)); got.GetRuleId() != 2 || tb.take(k(2)) != nil {
 		t.Errorf("take: %v, then not forgotten", got)
 	}
-	tb.remember(k(3), f(33)) // a reused tuple replaces its record
+	tb.remember(k(3), f(33)) // a reused tuple keeps both records
 	tb.remember(k(4), f(4))  // the slot of the first k(3) is reused: the new k(3) stays
-	if got := tb.take(k(3)); got.GetRuleId() != 33 {
+	if got := tb.take(k(3)); got.GetRuleId() != 33 || tb.take(k(3)) != nil {
 		t.Errorf("the newer record of a reused tuple was evicted with the older one: %v", got)
+	}
+
+	// A tuple reused before its first connection ended: each end takes its
+	// own start, oldest first.
+	tb = newNewFlowTable(8)
+	tb.remember(k(5), f(51))
+	tb.remember(k(5), f(52))
+	if tb.len() != 2 {
+		t.Errorf("len %d, want 2", tb.len())
+	}
+	if a, b := tb.take(k(5)), tb.take(k(5)); a.GetRuleId() != 51 || b.GetRuleId() != 52 || tb.take(k(5)) != nil {
+		t.Errorf("takes %v, %v: want the older start first", a, b)
 	}
 }
 

@@ -27,7 +27,9 @@ func (a *Agent) legacyFlowEnds(netnsFD int) (stop func(), err error) {
 		return nil, err
 	}
 	if rc, err := c.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, flowEndSocketBuffer) })
+		rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, flowEndSocketBuffer)
+		})
 	}
 	events := make(chan flowEnd, flowEndQueue)
 	recvDone, done := make(chan struct{}), make(chan struct{})

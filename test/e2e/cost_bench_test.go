@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,8 +42,9 @@ type costMode struct {
 	name string
 	// setup prepares the node (install or uninstall the agent with flags).
 	setup func(b *testing.B, c *framework.Cluster)
-	// agentCPU reports the enforcer's CPU time so far (0, false: none runs).
-	agentCPU func(b *testing.B) (time.Duration, bool)
+	// agentCPU reports the enforcer's CPU time on the node so far (0,
+	// false: none runs).
+	agentCPU func(node framework.Node) (time.Duration, bool)
 }
 
 // TestCostConnectProcess is the connect-rate server or client that
@@ -104,15 +106,33 @@ func netpolB(b testing.TB, c *framework.Cluster, args ...string) (string, error)
 	return out.String() + errOut.String(), err
 }
 
-// agentProcessCPU is the user+system CPU time of the node's netpol-agent
-// process (the test runs on the node as root).
-func agentProcessCPU(b *testing.B) (time.Duration, bool) {
-	out, err := exec.Command("pgrep", "-x", "netpol-agent").Output()
-	if err != nil {
-		return 0, false
+// agentPIDs are the netpol-agent processes running in node's network
+// namespace (the test runs on the host as root and sees every node's).
+func agentPIDs(node framework.Node) []string {
+	want := "/proc/self/ns/net"
+	if node.NetNS != "" {
+		want = node.NetNS
 	}
-	var total time.Duration
+	var st syscall.Stat_t
+	if err := syscall.Stat(want, &st); err != nil {
+		return nil
+	}
+	out, _ := exec.Command("pgrep", "-x", "netpol-agent").Output()
+	var pids []string
 	for _, pid := range strings.Fields(string(out)) {
+		var pst syscall.Stat_t
+		if syscall.Stat("/proc/"+pid+"/ns/net", &pst) == nil && pst.Ino == st.Ino {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// agentProcessCPU is the user+system CPU time of the node's netpol-agent.
+func agentProcessCPU(node framework.Node) (time.Duration, bool) {
+	pids := agentPIDs(node)
+	var total time.Duration
+	for _, pid := range pids {
 		raw, err := os.ReadFile("/proc/" + pid + "/stat")
 		if err != nil {
 			continue
@@ -122,7 +142,7 @@ func agentProcessCPU(b *testing.B) (time.Duration, bool) {
 		st, _ := strconv.Atoi(f[12])
 		total += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
 	}
-	return total, true
+	return total, len(pids) > 0
 }
 
 // installMode is the agent installed with extra install flags.
@@ -134,7 +154,7 @@ func installMode(name string, flags ...string) costMode {
 		}
 		// The DaemonSet rolled out; wait for the previous pod's process to go.
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			if out, _ := exec.Command("pgrep", "-xc", "netpol-agent").Output(); strings.TrimSpace(string(out)) == "1" {
+			if len(agentPIDs(framework.Nodes[0])) == 1 {
 				break
 			}
 		}
@@ -146,7 +166,9 @@ func installMode(name string, flags ...string) costMode {
 // datapath entries), plus the two that let c reach a on the benchmark's
 // ports.
 func costPolicies(ns string, n int) []*networkingv1.NetworkPolicy {
-	sel := func(app string) metav1.LabelSelector { return metav1.LabelSelector{MatchLabels: map[string]string{"app": app}} }
+	sel := func(app string) metav1.LabelSelector {
+		return metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+	}
 	port := func(p int) []networkingv1.NetworkPolicyPort {
 		return []networkingv1.NetworkPolicyPort{{Port: new(intstr.FromInt32(int32(p)))}}
 	}
@@ -202,8 +224,10 @@ func costMedian(v []float64) float64 {
 // space; the kernel side shows in the rate). The load average at the start
 // and end is reported: this machine is shared.
 //
-// It reinstalls and finally uninstalls the agent: run it alone, not beside
-// other e2e tests. NETPOL_COST_SMOKE=1 is the short version CI runs (one
+// Both pods run on the first node; on a cluster of namespace nodes
+// (NODES=N) the processes enter that node's namespaces (nsenter) and the
+// agent's CPU is that node's agent's. It reinstalls and finally uninstalls
+// the agent: run it alone, not beside other e2e tests. NETPOL_COST_SMOKE=1 is the short version CI runs (one
 // round, 1 s arms, 100 policies, none and defaults only): it checks the
 // harness and that the agent's cost stays within a loose bound (connect
 // ratio >= 0.5), not the targets.
@@ -213,7 +237,7 @@ func costMedian(v []float64) float64 {
 func BenchmarkInstalledAgentCost(b *testing.B) {
 	c := framework.Connect(b)
 	framework.RequireRoot(b)
-	for _, tool := range []string{"iperf3", "taskset", "ip", "pgrep"} {
+	for _, tool := range []string{"iperf3", "taskset", "ip", "pgrep", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			framework.Unavailable(b, "needs %s on the node", tool)
 		}
@@ -246,12 +270,16 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	podA := c.StartProbe(b, ns, "a", map[string]string{"app": "a"})
-	podC := c.StartProbe(b, ns, "c", map[string]string{"app": "c"})
-	nsA, nsC := framework.PodNetns(b, podA.Status.PodIP), framework.PodNetns(b, podC.Status.PodIP)
-	framework.Run(b, "ip", "netns", "exec", nsC, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+	// Both pods on the first node (one node's cost; the pods' processes are
+	// entered from the host through that node's namespaces).
+	node := framework.Nodes[0]
+	podA := c.StartProbeOn(b, ns, "a", map[string]string{"app": "a"}, node.Name)
+	podC := c.StartProbeOn(b, ns, "c", map[string]string{"app": "c"}, node.Name)
+	nsA, _ := framework.PodNetns(b, podA.Status.PodIP)
+	nsC, _ := framework.PodNetns(b, podC.Status.PodIP)
+	node.Run(b, "ip", "netns", "exec", nsC, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
 	pinned := func(netns, cpu string, args ...string) *exec.Cmd {
-		return exec.Command("ip", append([]string{"netns", "exec", netns, "taskset", "-c", cpu}, args...)...)
+		return node.Command("ip", append([]string{"netns", "exec", netns, "taskset", "-c", cpu}, args...)...)
 	}
 	start := func(cmd *exec.Cmd, ready string) {
 		out, err := cmd.StdoutPipe()
@@ -325,12 +353,12 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			var cpu0 time.Duration
 			measured := false
 			if m.agentCPU != nil {
-				cpu0, measured = m.agentCPU(b)
+				cpu0, measured = m.agentCPU(node)
 			}
 			r.cps = connectRate()
 			if measured {
 				time.Sleep(time.Second) // the summaries of the last connections
-				cpu1, _ := m.agentCPU(b)
+				cpu1, _ := m.agentCPU(node)
 				r.cpuPerConn = float64((cpu1 - cpu0).Nanoseconds()) / (r.cps * secs)
 			}
 			b.Logf("round %d %s: %.0f conn/s, %.2f Gbit/s, agent %.1f µs CPU/conn, load %.2f",

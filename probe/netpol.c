@@ -363,10 +363,12 @@ struct {
 
 // Flow-end records, apart from the verdict events: their reader runs only
 // when summaries are on, and a burst of ends (a flush) cannot crowd out
-// verdicts.
+// verdicts. 2 MiB: ~15k records of 136 bytes; the reader is woken at the
+// watermark (64 KiB by default) long before it fills, and a node whose
+// kernel refuses the program (netlink fallback) pins little for nothing.
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 23);
+	__uint(max_entries, 1 << 21);
 } netpol_flow_ends SEC(".maps");
 
 // Anti-spoofing: (host-side pod interface, source address) pairs allowed.

@@ -58,6 +58,9 @@ type Config struct {
 	// FlowEndSummaries publishes an EVENT_TYPE_END flow with packets,
 	// bytes and duration when a local pod's connection ends (conntrack).
 	FlowEndSummaries bool
+	// FlowEndSource chooses where summaries come from: FlowEndSourceAuto
+	// (default), FlowEndSourceKernel or FlowEndSourceNetlink.
+	FlowEndSource string
 }
 
 // Agent is a running node agent.
@@ -77,6 +80,9 @@ type Agent struct {
 
 	// newFlows are the recent new-flow events, for their connections' ends.
 	newFlows *newFlowTable
+	// flowEndSource is where summaries come from (FlowEndSource*), and
+	// flowEndWhy why not from the kernel (under mu).
+	flowEndSource, flowEndWhy string
 
 	ready     atomic.Bool
 	mu        sync.Mutex
@@ -398,7 +404,8 @@ func (a *Agent) datapathCounters() map[string]uint64 {
 	}
 	return map[string]uint64{"packets": s.Packets, "established": s.Established, "new_allowed": s.NewAllowed,
 		"new_denied": s.NewDenied, "untracked": s.Untracked, "events": s.Events, "ring_full": s.RingFull,
-		"rate_limited": s.RateLimited, "not_parsed": s.NotParsed, "spoof_dropped": s.SpoofDropped}
+		"rate_limited": s.RateLimited, "not_parsed": s.NotParsed, "spoof_dropped": s.SpoofDropped,
+		"flow_ends": s.FlowEnds, "flow_ends_lost": s.FlowEndsLost}
 }
 
 // mapUsage is what the datapath reports of its maps' fill.
@@ -420,7 +427,7 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 		Checks:  append(nodeChecks(), a.spoof.check()),
 	}
 	if a.cfg.FlowEndSummaries {
-		r.Checks = append(r.Checks, conntrackAcctCheck())
+		r.Checks = append(r.Checks, conntrackAcctCheck(), a.flowEndSourceCheck())
 	}
 	a.mu.Lock()
 	if !a.lastApply.IsZero() {

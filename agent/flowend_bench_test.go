@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -13,10 +14,15 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
+	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
 
 // BenchmarkFlowEndEvents measures the flow-end summaries the agent
@@ -137,4 +143,163 @@ func counterValue(c prometheus.Metric) float64 {
 	var m dto.Metric
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// benchPath is the agent's user-space per-connection path without the
+// kernel: a cluster of two local pods and the policy admitting one to the
+// other, the applied datapath, a hub and metrics.
+func benchPath(b testing.TB) (*Agent, *policy.Datapath, probe.Event) {
+	b.Helper()
+	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
+	web := onNode(pt.Pod("shop", "web", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6")))
+	pol := pt.Policy("shop", "db-policy", pt.Selecting(pt.Sel("app=db")),
+		pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=web"))), pt.Port(corev1.ProtocolTCP, 3306)))
+	c := NewCluster(fake.NewClientset(pt.Namespace("shop"), db, web, pol))
+	stop := make(chan struct{})
+	b.Cleanup(func() { close(stop) })
+	if !c.Start(stop) {
+		b.Fatal("caches did not sync")
+	}
+	snap, err := c.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dp, err := policy.Compile(snap, "n1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := &Agent{cfg: Config{NodeName: "n1", FlowEndSummaries: true}, cluster: c, newFlows: newNewFlowTable(newFlowRecords)}
+	a.enrich = newEnricher(c, "n1")
+	a.hub = flow.NewHub(0, nil)
+	a.metrics = NewMetrics(func() map[string]uint64 { return nil }, func() []MapUsage { return nil }, func() float64 { return 0 })
+	var x endpointIndex
+	x.use(dp)
+	ep := x.local[netip.MustParseAddr("10.0.0.5")]
+	ev := probe.Event{Version: probe.EventVersion, Type: probe.EventNewFlow, Verdict: probe.VerdictAllow,
+		Protocol: unix.IPPROTO_TCP, TcpFlags: 0x02, DstEndpoint: ep.ID, IngressRule: dp.Rules[0].ID}
+	setTuple(&ev.Tuple.Saddr, &ev.Tuple.Daddr, &ev.Tuple.Sport, &ev.Tuple.Dport, "10.0.0.6", "10.0.0.5", 40000, 3306)
+	ev.OrigTuple = ev.Tuple
+	return a, dp, ev
+}
+
+// BenchmarkConnectionPath is the agent's user-space work per connection,
+// in parts: new is a new-flow event (enrich, count, remember, publish);
+// end is its flow-end summary (take the start, summarise, publish); decode
+// is a ctnetlink DESTROY message into an end (netlink source only).
+func BenchmarkConnectionPath(b *testing.B) {
+	b.Run("new", func(b *testing.B) {
+		a, dp, ev := benchPath(b)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			ev.Tuple.Sport = uint16(i)
+			f := a.enrich.flow(dp, &ev)
+			a.count(f)
+			a.hub.Publish(f)
+			a.newFlows.remember(keyOfEvent(&ev), f)
+		}
+	})
+	b.Run("end", func(b *testing.B) {
+		a, dp, ev := benchPath(b)
+		var x endpointIndex
+		x.use(dp)
+		now := time.Now()
+		e := ctEnd{proto: unix.IPPROTO_TCP, src: netip.MustParseAddr("10.0.0.6"), dst: netip.MustParseAddr("10.0.0.5"),
+			rsrc: netip.MustParseAddr("10.0.0.5"), dport: 3306, rsprt: 3306, packets: 10, bytes: 1000, at: now}
+		recs := make([]*flowv1.Flow, 1024)
+		for i := range recs {
+			ev.Tuple.Sport = uint16(i)
+			recs[i] = a.enrich.flow(dp, &ev)
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			e.sport = uint16(i)
+			a.newFlows.remember(keyOfEnd(&e), recs[i%len(recs)]) // not the end's cost, but needed
+			rec := a.newFlows.take(keyOfEnd(&e))
+			if f := a.enrich.endFlow(&x, &e, rec, now); f != nil {
+				a.metrics.FlowEnds.Inc()
+				a.hub.Publish(f)
+			}
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		msg := destroyMessage(netip.MustParseAddr("10.0.0.6"), netip.MustParseAddr("10.0.0.5"), 40000, 3306)
+		l := &flowEndListener{events: make(chan flowEnd, 1), lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l"}, []string{"reason"})}
+		b.ReportAllocs()
+		now := time.Now()
+		for b.Loop() {
+			l.decodeAll(msg, now)
+			<-l.events
+		}
+	})
+}
+
+// destroyMessage is a ctnetlink DESTROY message as the kernel sends it
+// (tuples, counters, timestamps), IPv4 TCP.
+func destroyMessage(src, dst netip.Addr, sport, dport uint16) []byte {
+	nla := func(typ uint16, v []byte) []byte {
+		b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(v)))
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		b = append(b, v...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	nested := func(typ uint16, parts ...[]byte) []byte {
+		var v []byte
+		for _, p := range parts {
+			v = append(v, p...)
+		}
+		return nla(typ|0x8000, v)
+	}
+	be16 := func(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+	be64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	tuple := func(typ uint16, s, d netip.Addr, sp, dp uint16) []byte {
+		s4, d4 := s.As4(), d.As4()
+		return nested(typ, nested(ctaTupleIP, nla(ctaIPv4Src, s4[:]), nla(ctaIPv4Dst, d4[:])),
+			nested(ctaTupleProto, nla(ctaProtoNum, []byte{unix.IPPROTO_TCP}), nla(ctaProtoSrc, be16(sp)), nla(ctaProtoDst, be16(dp))))
+	}
+	body := []byte{unix.AF_INET, 0, 0, 0} // nfgenmsg
+	body = append(body, tuple(ctaTupleOrig, src, dst, sport, dport)...)
+	body = append(body, tuple(ctaTupleReply, dst, src, dport, sport)...)
+	body = append(body, nla(3, []byte{0, 0, 0, 0xe})...) // CTA_STATUS
+	body = append(body, nested(ctaCountersOrig, nla(ctaCntPackets, be64(6)), nla(ctaCntBytes, be64(400)))...)
+	body = append(body, nested(ctaCountersReply, nla(ctaCntPackets, be64(5)), nla(ctaCntBytes, be64(350)))...)
+	body = append(body, nested(ctaTimestamp, nla(ctaTSStart, be64(1)), nla(ctaTSStop, be64(2)))...)
+	hdr := binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(body)))
+	hdr = binary.NativeEndian.AppendUint16(hdr, ctDestroyType)
+	hdr = append(hdr, make([]byte, 10)...)
+	return append(hdr, body...)
+}
+
+// TestDecodeCTEnd checks the allocation-free decoder against a message
+// built the kernel's way.
+func TestDecodeCTEnd(t *testing.T) {
+	msg := destroyMessage(netip.MustParseAddr("10.0.0.6"), netip.MustParseAddr("10.0.0.5"), 40000, 3306)
+	l := &flowEndListener{events: make(chan flowEnd, 1), lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l"}, []string{"reason"})}
+	l.decodeAll(append(msg, msg...), time.Unix(5, 0)) // two in one read: the second is dropped (queue of 1), counted
+	e := <-l.events
+	if e.proto != unix.IPPROTO_TCP || e.src.String() != "10.0.0.6" || e.dst.String() != "10.0.0.5" || e.sport != 40000 ||
+		e.dport != 3306 || e.rsrc.String() != "10.0.0.5" || e.rsprt != 3306 || e.packets != 11 || e.bytes != 750 ||
+		e.start != time.Unix(0, 1) || e.stop != time.Unix(0, 2) || e.at != time.Unix(5, 0) {
+		t.Errorf("decoded %+v", e)
+	}
+	if got := counterValue(l.lost.WithLabelValues(lostQueueFull)); got != 1 {
+		t.Errorf("queue_full %v, want 1", got)
+	}
+}
+
+// count's cached counters are the registry's: two flows count twice, under
+// the policy's labels.
+func TestCountCachesCounters(t *testing.T) {
+	a, dp, ev := benchPath(t)
+	for range 2 {
+		a.count(a.enrich.flow(dp, &ev))
+	}
+	if got := counterValue(a.metrics.PolicyVerdicts.WithLabelValues("shop", "db-policy", "INGRESS", "0", "ALLOWED")); got != 2 {
+		t.Errorf("policy verdicts %v, want 2", got)
+	}
+	if got := counterValue(a.metrics.Flows.WithLabelValues("ALLOWED", "INGRESS")); got != 2 {
+		t.Errorf("flows %v, want 2", got)
+	}
 }

@@ -51,7 +51,7 @@ type feNS struct {
 
 func newFeNS(t testing.TB, role string) *feNS {
 	t.Helper()
-	name := fmt.Sprintf("npfe%d-%s%d", os.Getpid(), role, feSeq.Add(1))
+	name := fmt.Sprintf("%sfe%d-%s%d", testNSPrefix(), os.Getpid(), role, feSeq.Add(1))
 	return &feNS{name: name, h: privileged.NewNamedNS(t, name)}
 }
 
@@ -491,7 +491,8 @@ func TestEndFlowMapping(t *testing.T) {
 	ct.CountersOrig = conntrack.Counter{Packets: 5, Bytes: 500}
 	ct.CountersReply = conntrack.Counter{Packets: 4, Bytes: 4000, Direction: true}
 	ct.Timestamp = conntrack.Timestamp{Start: now.Add(-2 * time.Second), Stop: now}
-	f := e.endFlow(&x, ct, nil, now.Add(time.Second))
+	ce := endOfConntrack(ct)
+	f := e.endFlow(&x, &ce, nil, now.Add(time.Second))
 	if f.GetType() != flowv1.EventType_EVENT_TYPE_END || f.GetVerdict() != flowv1.Verdict_VERDICT_ALLOWED ||
 		f.GetIp().GetSource() != "10.0.0.6" || f.GetIp().GetDestination() != "10.0.0.5" ||
 		f.GetL4().GetSourcePort() != 40000 || f.GetL4().GetDestinationPort() != 3306 || f.GetL4().GetTcpFlags() != nil {
@@ -513,11 +514,13 @@ func TestEndFlowMapping(t *testing.T) {
 
 	// An address in the ipBlock but not in its except: the second rule.
 	ext := ctFlow(unix.IPPROTO_TCP, "192.0.2.7", 41000, "10.0.0.5", 3306, "10.0.0.5", 3306)
-	checkAllowedBy(t, e.endFlow(&x, ext, nil, now), "db-policy", 1)
+	extE := endOfConntrack(ext)
+	checkAllowedBy(t, e.endFlow(&x, &extE, nil, now), "db-policy", 1)
 	// In the except: no rule admits it now (a connection a later policy
 	// would deny, kept by --keep-established): no rule claimed.
 	exc := ctFlow(unix.IPPROTO_TCP, "192.0.2.200", 41000, "10.0.0.5", 3306, "10.0.0.5", 3306)
-	if f := e.endFlow(&x, exc, nil, now); len(f.GetAllowedBy()) != 0 {
+	excE := endOfConntrack(exc)
+	if f := e.endFlow(&x, &excE, nil, now); len(f.GetAllowedBy()) != 0 {
 		t.Errorf("address in the ipBlock's except attributed to %v", f.GetAllowedBy())
 	}
 
@@ -536,14 +539,16 @@ func TestEndFlowMapping(t *testing.T) {
 		L4:        &flowv1.Layer4{Protocol: flowv1.Protocol_PROTOCOL_TCP, SourcePort: 40000, DestinationPort: 3306, TcpFlags: &flowv1.TCPFlags{Syn: true}},
 		AllowedBy: []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: "shop", Name: "from-record"}}}
 	ct.Timestamp = conntrack.Timestamp{}
-	f = e.endFlow(&x, ct, rec, now)
+	ce = endOfConntrack(ct)
+	f = e.endFlow(&x, &ce, rec, now)
 	if f.GetSource().GetPod() != "web-before" || len(f.GetAllowedBy()) != 1 || f.GetAllowedBy()[0].GetName() != "from-record" ||
 		f.GetL4().GetTcpFlags() != nil || f.GetDuration().AsDuration() != 3*time.Second || f.GetType() != flowv1.EventType_EVENT_TYPE_END {
 		t.Errorf("summary from the start's record: %v", f)
 	}
 
 	// IPv6: the same mapping.
-	v6 := e.endFlow(&x, ctFlow(unix.IPPROTO_TCP, "fd00::6", 42000, "fd00::5", 3306, "fd00::5", 3306), nil, now)
+	v6E := endOfConntrack(ctFlow(unix.IPPROTO_TCP, "fd00::6", 42000, "fd00::5", 3306, "fd00::5", 3306))
+	v6 := e.endFlow(&x, &v6E, nil, now)
 	if v6.GetIp().GetVersion() != flowv1.IPVersion_IP_VERSION_IPV6 || v6.GetIp().GetSource() != "fd00::6" ||
 		v6.GetSource().GetPod() != "web" || v6.GetDestination().GetPod() != "db" || v6.GetService() != nil {
 		t.Errorf("IPv6 summary: %v", v6)
@@ -551,7 +556,8 @@ func TestEndFlowMapping(t *testing.T) {
 	checkAllowedBy(t, v6, "db-policy", 0)
 
 	// Neither end a local pod: the datapath judged nothing.
-	if f := e.endFlow(&x, ctFlow(unix.IPPROTO_UDP, "192.0.2.1", 1, "192.0.2.2", 53, "192.0.2.2", 53), nil, now); f != nil {
+	nonLocal := endOfConntrack(ctFlow(unix.IPPROTO_UDP, "192.0.2.1", 1, "192.0.2.2", 53, "192.0.2.2", 53))
+	if f := e.endFlow(&x, &nonLocal, nil, now); f != nil {
 		t.Errorf("summary for non-local traffic: %v", f)
 	}
 }
@@ -570,10 +576,22 @@ func TestNewFlowTableBounded(t *testing.T) {
 	if got := tb.take(k(2)); got.GetRuleId() != 2 || tb.take(k(2)) != nil {
 		t.Errorf("take: %v, then not forgotten", got)
 	}
-	tb.remember(k(3), f(33)) // a reused tuple replaces its record
+	tb.remember(k(3), f(33)) // a reused tuple keeps both records
 	tb.remember(k(4), f(4))  // the slot of the first k(3) is reused: the new k(3) stays
-	if got := tb.take(k(3)); got.GetRuleId() != 33 {
+	if got := tb.take(k(3)); got.GetRuleId() != 33 || tb.take(k(3)) != nil {
 		t.Errorf("the newer record of a reused tuple was evicted with the older one: %v", got)
+	}
+
+	// A tuple reused before its first connection ended: each end takes its
+	// own start, oldest first.
+	tb = newNewFlowTable(8)
+	tb.remember(k(5), f(51))
+	tb.remember(k(5), f(52))
+	if tb.len() != 2 {
+		t.Errorf("len %d, want 2", tb.len())
+	}
+	if a, b := tb.take(k(5)), tb.take(k(5)); a.GetRuleId() != 51 || b.GetRuleId() != 52 || tb.take(k(5)) != nil {
+		t.Errorf("takes %v, %v: want the older start first", a, b)
 	}
 }
 
@@ -706,7 +724,7 @@ func TestFlowEndListenerLoss(t *testing.T) {
 		for {
 			select {
 			case ev := <-l.events:
-				if ev.ct.TupleOrig.IP.SourceAddress.Unmap() == netip.MustParseAddr("10.78.2.9") {
+				if ev.src == netip.MustParseAddr("10.78.2.9") {
 					t.Logf("marker %d delivered after %v overruns", try+1, counterValue(lost.WithLabelValues(lostSocketOverrun)))
 					return
 				}

@@ -24,6 +24,7 @@ type Metrics struct {
 	SlowClientDrops prometheus.CounterFunc
 	FlowEnds        prometheus.Counter
 	FlowEndsLost    *prometheus.CounterVec // reason
+	FlowEndSource   *prometheus.GaugeVec   // source: 1 for the one in use
 }
 
 // NewMetrics registers every metric; datapath and mapUsage are read at
@@ -68,13 +69,15 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 			Namespace: metricsNamespace, Name: "flow_end_summaries_total",
 			Help: "Flow-end summaries published (conntrack entries of local pods that ended).",
 		}),
+		FlowEndSource: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "flow_end_source",
+			Help: "Where flow-end summaries come from: 1 for the source in use (kernel: BPF records; netlink: conntrack events)."}, []string{"source"}),
 		FlowEndsLost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "flow_end_events_lost_total",
 			Help: "Conntrack destroy events lost: queue_full (the agent fell behind, one event each) or socket_overrun (the kernel reported ENOBUFS, one or more events each).",
 		}, []string{"reason"}),
 	}
 	r.MustRegister(m.Flows, m.PolicyVerdicts, m.ApplyDuration, m.ApplyErrors, m.Revoked,
-		m.Endpoints, m.Policies, m.Identities, m.DecodeErrors, m.SlowClientDrops, m.FlowEnds, m.FlowEndsLost,
+		m.Endpoints, m.Policies, m.Identities, m.DecodeErrors, m.SlowClientDrops, m.FlowEnds, m.FlowEndsLost, m.FlowEndSource,
 		&datapathCollector{read: datapath, usage: mapUsage},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

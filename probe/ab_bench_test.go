@@ -122,7 +122,7 @@ func startServer(b *testing.B, cmd *exec.Cmd, ready string) {
 // the benchmark's ports) compiled for the node: half isolate a's ingress,
 // half c's egress, each naming its own remote peer pod and port, so the
 // datapath holds ~1000 identities and ~500 rules on each of the two sides.
-func abDatapath(b *testing.B, a, c *pod) *policy.Datapath {
+func abDatapath(b testing.TB, a, c *pod) *policy.Datapath {
 	b.Helper()
 	snap := &policy.Snapshot{Pods: []*corev1.Pod{podObject(a, "x", map[string]string{"app": "a"}),
 		podObject(c, "x", map[string]string{"app": "c"})}}

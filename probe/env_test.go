@@ -39,7 +39,7 @@ type testNS struct {
 
 func newNS(t testing.TB, role string) *testNS {
 	t.Helper()
-	name := fmt.Sprintf("np%d-%s%d", os.Getpid(), role, nsSeq.Add(1))
+	name := fmt.Sprintf("%s%d-%s%d", nsPrefix(), os.Getpid(), role, nsSeq.Add(1))
 	return &testNS{name: name, h: privileged.NewNamedNS(t, name)}
 }
 
@@ -300,4 +300,13 @@ func (p *pod) connect(proto string, addr netip.Addr, port int, timeout time.Dura
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, unix.ETIMEDOUT)
+}
+
+// nsPrefix starts every namespace name the tests create:
+// NETPOL_TEST_NS_PREFIX, or "np" (engineers sharing a machine set their own).
+func nsPrefix() string {
+	if p := os.Getenv("NETPOL_TEST_NS_PREFIX"); p != "" {
+		return p
+	}
+	return "np"
 }

@@ -25,7 +25,7 @@ type netpolNetpolConfig struct {
 	DropEventsBurst  uint64
 	WakeupWatermark  uint64
 	FlowEvents       uint32
-	Pad              uint32
+	FlowEndNetns     uint32
 }
 
 type netpolNetpolEndpoint struct {
@@ -65,6 +65,23 @@ type netpolNetpolEvent struct {
 	IngressRule   uint32
 	Tuple         netpolNetpolTuple
 	OrigTuple     netpolNetpolTuple
+}
+
+type netpolNetpolFlowEnd struct {
+	_            structs.HostLayout
+	Version      uint8
+	Type         uint8
+	Protocol     uint8
+	Family       uint8
+	Status       uint32
+	TimestampNs  uint64
+	StartRealNs  uint64
+	PacketsOrig  uint64
+	BytesOrig    uint64
+	PacketsReply uint64
+	BytesReply   uint64
+	Orig         netpolNetpolTuple
+	Reply        netpolNetpolTuple
 }
 
 type netpolNetpolFlowKey struct {
@@ -144,15 +161,18 @@ const (
 	netpolMapNetpolCounters          = "netpol_counters"
 	netpolMapNetpolEndpoints         = "netpol_endpoints"
 	netpolMapNetpolEvents            = "netpol_events"
+	netpolMapNetpolFlowEnds          = "netpol_flow_ends"
 	netpolMapNetpolHosts             = "netpol_hosts"
 	netpolMapNetpolIpcache           = "netpol_ipcache"
 	netpolMapNetpolPolicySlots       = "netpol_policy_slots"
 	netpolMapNetpolPolicyTries       = "netpol_policy_tries"
 	netpolMapNetpolRevoked           = "netpol_revoked"
 	netpolMapNetpolSpoofGuard        = "netpol_spoof_guard"
+	netpolProgNetpolCtDestroy        = "netpol_ct_destroy"
 	netpolProgNetpolNf               = "netpol_nf"
 	netpolProgNetpolSpoof            = "netpol_spoof"
 	netpolVarUnusedNetpolEvent       = "unused_netpol_event"
+	netpolVarUnusedNetpolFlowEnd     = "unused_netpol_flow_end"
 	netpolVarUnusedNetpolFlowKey     = "unused_netpol_flow_key"
 	netpolVarUnusedNetpolPolicyKey   = "unused_netpol_policy_key"
 	netpolVarUnusedNetpolPolicyValue = "unused_netpol_policy_value"
@@ -202,8 +222,9 @@ type netpolSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpolProgramSpecs struct {
-	NetpolNf    *ebpf.ProgramSpec `ebpf:"netpol_nf"`
-	NetpolSpoof *ebpf.ProgramSpec `ebpf:"netpol_spoof"`
+	NetpolCtDestroy *ebpf.ProgramSpec `ebpf:"netpol_ct_destroy"`
+	NetpolNf        *ebpf.ProgramSpec `ebpf:"netpol_nf"`
+	NetpolSpoof     *ebpf.ProgramSpec `ebpf:"netpol_spoof"`
 }
 
 // netpolMapSpecs contains maps before they are loaded into the kernel.
@@ -215,6 +236,7 @@ type netpolMapSpecs struct {
 	NetpolCounters    *ebpf.MapSpec `ebpf:"netpol_counters"`
 	NetpolEndpoints   *ebpf.MapSpec `ebpf:"netpol_endpoints"`
 	NetpolEvents      *ebpf.MapSpec `ebpf:"netpol_events"`
+	NetpolFlowEnds    *ebpf.MapSpec `ebpf:"netpol_flow_ends"`
 	NetpolHosts       *ebpf.MapSpec `ebpf:"netpol_hosts"`
 	NetpolIpcache     *ebpf.MapSpec `ebpf:"netpol_ipcache"`
 	NetpolPolicySlots *ebpf.MapSpec `ebpf:"netpol_policy_slots"`
@@ -228,6 +250,7 @@ type netpolMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpolVariableSpecs struct {
 	UnusedNetpolEvent       *ebpf.VariableSpec `ebpf:"unused_netpol_event"`
+	UnusedNetpolFlowEnd     *ebpf.VariableSpec `ebpf:"unused_netpol_flow_end"`
 	UnusedNetpolFlowKey     *ebpf.VariableSpec `ebpf:"unused_netpol_flow_key"`
 	UnusedNetpolPolicyKey   *ebpf.VariableSpec `ebpf:"unused_netpol_policy_key"`
 	UnusedNetpolPolicyValue *ebpf.VariableSpec `ebpf:"unused_netpol_policy_value"`
@@ -260,6 +283,7 @@ type netpolMaps struct {
 	NetpolCounters    *ebpf.Map `ebpf:"netpol_counters"`
 	NetpolEndpoints   *ebpf.Map `ebpf:"netpol_endpoints"`
 	NetpolEvents      *ebpf.Map `ebpf:"netpol_events"`
+	NetpolFlowEnds    *ebpf.Map `ebpf:"netpol_flow_ends"`
 	NetpolHosts       *ebpf.Map `ebpf:"netpol_hosts"`
 	NetpolIpcache     *ebpf.Map `ebpf:"netpol_ipcache"`
 	NetpolPolicySlots *ebpf.Map `ebpf:"netpol_policy_slots"`
@@ -275,6 +299,7 @@ func (m *netpolMaps) Close() error {
 		m.NetpolCounters,
 		m.NetpolEndpoints,
 		m.NetpolEvents,
+		m.NetpolFlowEnds,
 		m.NetpolHosts,
 		m.NetpolIpcache,
 		m.NetpolPolicySlots,
@@ -289,6 +314,7 @@ func (m *netpolMaps) Close() error {
 // It can be passed to loadNetpolObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpolVariables struct {
 	UnusedNetpolEvent       *ebpf.Variable `ebpf:"unused_netpol_event"`
+	UnusedNetpolFlowEnd     *ebpf.Variable `ebpf:"unused_netpol_flow_end"`
 	UnusedNetpolFlowKey     *ebpf.Variable `ebpf:"unused_netpol_flow_key"`
 	UnusedNetpolPolicyKey   *ebpf.Variable `ebpf:"unused_netpol_policy_key"`
 	UnusedNetpolPolicyValue *ebpf.Variable `ebpf:"unused_netpol_policy_value"`
@@ -300,12 +326,14 @@ type netpolVariables struct {
 //
 // It can be passed to loadNetpolObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpolPrograms struct {
-	NetpolNf    *ebpf.Program `ebpf:"netpol_nf"`
-	NetpolSpoof *ebpf.Program `ebpf:"netpol_spoof"`
+	NetpolCtDestroy *ebpf.Program `ebpf:"netpol_ct_destroy"`
+	NetpolNf        *ebpf.Program `ebpf:"netpol_nf"`
+	NetpolSpoof     *ebpf.Program `ebpf:"netpol_spoof"`
 }
 
 func (p *netpolPrograms) Close() error {
 	return _NetpolClose(
+		p.NetpolCtDestroy,
 		p.NetpolNf,
 		p.NetpolSpoof,
 	)

@@ -61,6 +61,7 @@ var DefaultConfig = Config{DropEventsPerSec: 1000, DropEventsBurst: 5000, Wakeup
 // Probe is the loaded datapath. Its methods are safe for concurrent use.
 type Probe struct {
 	dir      string
+	spec     *ebpf.CollectionSpec
 	objs     netpolObjects
 	hashSpec *ebpf.MapSpec // of the per-endpoint-direction policy hashes
 	trieSpec *ebpf.MapSpec // and tries
@@ -78,6 +79,11 @@ type Probe struct {
 	pendingRetire []string
 
 	replaceLinks bool
+
+	// flowEndNetns is the network namespace (inode) whose conntrack ends
+	// are recorded (see OpenFlowEnds); 0: none.
+	flowEndNetns uint32
+	cfg          Config // last written by SetConfig
 }
 
 // Load loads the programs and opens (or creates) the pinned maps under
@@ -115,13 +121,24 @@ func Load(opts Options) (*Probe, error) {
 	hash, trie = hash.Copy(), trie.Copy()
 	hash.Name, trie.Name = "netpol_policy_h", "netpol_policy_t"
 	p := &Probe{dir: dir, revoke: true, revokeOwed: true, hashSpec: hash, trieSpec: trie, replaceLinks: opts.ReplaceLinks}
-	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
+	// The flow-end program is loaded apart (OpenFlowEnds): a kernel without
+	// its hook still enforces.
+	var main struct {
+		netpolMaps
+		netpolVariables
+		NetpolNf    *ebpf.Program `ebpf:"netpol_nf"`
+		NetpolSpoof *ebpf.Program `ebpf:"netpol_spoof"`
+	}
+	if err := spec.LoadAndAssign(&main, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("loading programs: %+v", ve)
 		}
 		return nil, fmt.Errorf("loading programs: %w", err)
 	}
+	p.spec = spec
+	p.objs.netpolMaps, p.objs.netpolVariables = main.netpolMaps, main.netpolVariables
+	p.objs.NetpolNf, p.objs.NetpolSpoof = main.NetpolNf, main.NetpolSpoof
 	cfg := opts.Config
 	if cfg == (Config{}) {
 		cfg = DefaultConfig
@@ -142,10 +159,19 @@ func (p *Probe) PinDir() string { return p.dir }
 
 // SetConfig changes the run-time configuration (e.g. the drop-event rate).
 func (p *Probe) SetConfig(c Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cfg = c
+	return p.writeConfigLocked()
+}
+
+func (p *Probe) writeConfigLocked() error {
+	c := p.cfg
 	v := netpolNetpolConfig{
 		DropEventsPerSec: c.DropEventsPerSec,
 		DropEventsBurst:  c.DropEventsBurst,
 		WakeupWatermark:  c.WakeupWatermark,
+		FlowEndNetns:     p.flowEndNetns,
 	}
 	if c.FlowEvents {
 		v.FlowEvents = 1
@@ -211,6 +237,8 @@ const (
 	CounterNotParsed
 	CounterSpoofDropped
 	CounterRevokedAnswers
+	CounterFlowEnds
+	CounterFlowEndsRingFull
 	counterMax
 )
 
@@ -229,6 +257,8 @@ type Stats struct {
 	// RevokedAnswers are UDP/SCTP packets answering a revoked flow, judged
 	// in that flow's orientation (dropped while it stays denied).
 	RevokedAnswers uint64
+	FlowEnds       uint64 // flow-end records written (OpenFlowEnds)
+	FlowEndsLost   uint64 // flow-end records lost because their ring was full
 }
 
 // Stats reads the counters.
@@ -250,6 +280,7 @@ func (p *Probe) Stats() (Stats, error) {
 		RingFull: vals[CounterRingFull], RateLimited: vals[CounterRateLimited],
 		NotParsed: vals[CounterNotParsed], SpoofDropped: vals[CounterSpoofDropped],
 		RevokedAnswers: vals[CounterRevokedAnswers],
+		FlowEnds:       vals[CounterFlowEnds], FlowEndsLost: vals[CounterFlowEndsRingFull],
 	}, nil
 }
 

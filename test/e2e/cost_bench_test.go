@@ -1,0 +1,404 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/cli"
+	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
+)
+
+// The cost benchmark's processes: the connect-rate client and iperf3
+// client on CPU 0, the servers on CPU 1 (issue 19's setup), each started on
+// the host inside its pod's network namespace, so pod-to-pod traffic crosses
+// the node exactly as the pods' own would.
+const (
+	costClientCPU = "0"
+	costServerCPU = "1"
+	costCRRPort   = 9080
+	costIperfPort = 5201
+)
+
+// costMode is one arm of BenchmarkInstalledAgentCost: how the node is set
+// up before it is measured. A peer enforcer (kube-router, ...) is one more
+// mode whose setup installs it and whose teardown removes it.
+type costMode struct {
+	name string
+	// setup prepares the node (install or uninstall the agent with flags).
+	setup func(b *testing.B, c *framework.Cluster)
+	// agentCPU reports the enforcer's CPU time on the node so far (0,
+	// false: none runs).
+	agentCPU func(node framework.Node) (time.Duration, bool)
+}
+
+// TestCostConnectProcess is the connect-rate server or client that
+// BenchmarkInstalledAgentCost runs pinned inside a pod's network namespace;
+// it does nothing otherwise. Server: accept, write one byte, close. Client:
+// connect, read, close for NETPOL_COST_CRR_TIME; print the count.
+func TestCostConnectProcess(t *testing.T) {
+	mode := os.Getenv("NETPOL_COST_CRR")
+	if mode == "" {
+		t.Skip("run as a child of BenchmarkInstalledAgentCost")
+	}
+	addr := os.Getenv("NETPOL_COST_CRR_ADDR")
+	fail := func(err error) {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if mode == "server" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println("ready")
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				fail(err)
+			}
+			c.Write([]byte{'x'})
+			c.Close()
+		}
+	}
+	d, err := time.ParseDuration(os.Getenv("NETPOL_COST_CRR_TIME"))
+	if err != nil {
+		fail(err)
+	}
+	n := 0
+	buf := make([]byte, 1)
+	for end := time.Now().Add(d); time.Now().Before(end); n++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			fail(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			fail(err)
+		}
+		c.Close()
+	}
+	fmt.Println(n)
+	os.Exit(0)
+}
+
+// netpolB runs the plugin like `kubectl netpol ARGS` against the cluster.
+func netpolB(b testing.TB, c *framework.Cluster, args ...string) (string, error) {
+	b.Helper()
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	cmd := cli.NewCmdNetpol(streams)
+	cmd.SetArgs(append([]string{"--kubeconfig", c.Kubeconfig}, args...))
+	err := cmd.Execute()
+	return out.String() + errOut.String(), err
+}
+
+// agentPIDs are the netpol-agent processes running in node's network
+// namespace (the test runs on the host as root and sees every node's).
+func agentPIDs(node framework.Node) []string {
+	want := "/proc/self/ns/net"
+	if node.NetNS != "" {
+		want = node.NetNS
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(want, &st); err != nil {
+		return nil
+	}
+	out, _ := exec.Command("pgrep", "-x", "netpol-agent").Output()
+	var pids []string
+	for _, pid := range strings.Fields(string(out)) {
+		var pst syscall.Stat_t
+		if syscall.Stat("/proc/"+pid+"/ns/net", &pst) == nil && pst.Ino == st.Ino {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// agentProcessCPU is the user+system CPU time of the node's netpol-agent.
+func agentProcessCPU(node framework.Node) (time.Duration, bool) {
+	pids := agentPIDs(node)
+	var total time.Duration
+	for _, pid := range pids {
+		raw, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+		ut, _ := strconv.Atoi(f[11])
+		st, _ := strconv.Atoi(f[12])
+		total += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+	}
+	return total, len(pids) > 0
+}
+
+// installMode is the agent installed with extra install flags.
+func installMode(name string, flags ...string) costMode {
+	return costMode{name: name, agentCPU: agentProcessCPU, setup: func(b *testing.B, c *framework.Cluster) {
+		args := append([]string{"install", "--image", framework.AgentImage(b), "--timeout", "3m"}, flags...)
+		if out, err := netpolB(b, c, args...); err != nil {
+			b.Fatalf("kubectl netpol %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		// The DaemonSet rolled out; wait for the previous pod's process to go.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if len(agentPIDs(framework.Nodes[0])) == 1 {
+				break
+			}
+		}
+	}}
+}
+
+// costPolicies are n NetworkPolicies in ns: half isolate a's ingress, half
+// c's egress, each admitting its own /32 on its own port (distinct
+// datapath entries), plus the two that let c reach a on the benchmark's
+// ports.
+func costPolicies(ns string, n int) []*networkingv1.NetworkPolicy {
+	sel := func(app string) metav1.LabelSelector {
+		return metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+	}
+	port := func(p int) []networkingv1.NetworkPolicyPort {
+		return []networkingv1.NetworkPolicyPort{{Port: new(intstr.FromInt32(int32(p)))}}
+	}
+	var out []*networkingv1.NetworkPolicy
+	for i := range n {
+		peer := []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: fmt.Sprintf("10.200.%d.%d/32", i>>8, i&255)}}}
+		p := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("p%04d", i)}}
+		if i%2 == 0 {
+			p.Spec.PodSelector = sel("a")
+			p.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: peer, Ports: port(10000 + i)}}
+			p.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+		} else {
+			p.Spec.PodSelector = sel("c")
+			p.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{{To: peer, Ports: port(10000 + i)}}
+			p.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+		}
+		out = append(out, p)
+	}
+	// 80: the netprobe server's, for the reachability check before each arm.
+	both := append(append(port(costCRRPort), port(costIperfPort)...), port(80)...)
+	out = append(out,
+		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "a-from-c"}, Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: sel("a"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: new(sel("c"))}}, Ports: both}}}},
+		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "c-to-a"}, Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: sel("c"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{PodSelector: new(sel("a"))}}, Ports: both}}}})
+	return out
+}
+
+func costMedian(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// BenchmarkInstalledAgentCost measures what the installed agent costs the
+// node: TCP connect rate and iperf3 throughput from pod c to pod a (same
+// node, 1000 NetworkPolicies) with no enforcer, with the agent as
+// `kubectl netpol install` deploys it (every default feature on), and with
+// each optional feature off. Each benchmark iteration is one round that
+// visits the modes forward then backward (A B C D D C B A); each arm runs
+// iperf3 for NETPOL_COST_SECS (default 4) s, then the connect-rate client for
+// as long, client processes on CPU 0 and servers on CPU 1, inside the pods'
+// network namespaces. Reported: medians per mode, ratios to no enforcer, and
+// the agent process's CPU per connection during the connect-rate run (user
+// space; the kernel side shows in the rate). The load average at the start
+// and end is reported: this machine is shared.
+//
+// Both pods run on the first node; on a cluster of namespace nodes
+// (NODES=N) the processes enter that node's namespaces (nsenter) and the
+// agent's CPU is that node's agent's. It reinstalls and finally uninstalls
+// the agent: run it alone, not beside other e2e tests. NETPOL_COST_SMOKE=1 is the short version CI runs (one
+// round, 1 s arms, 100 policies, none and defaults only): it checks the
+// harness and that the agent's cost stays within a loose bound (connect
+// ratio >= 0.5), not the targets.
+//
+//	sudo KUBECONFIG=$PWD/.cluster/kubeconfig NETPOL_AGENT_IMAGE=... go test -tags e2e ./test/e2e \
+//	  -run '^$' -bench InstalledAgentCost -benchtime 3x -timeout 60m -v
+func BenchmarkInstalledAgentCost(b *testing.B) {
+	c := framework.Connect(b)
+	framework.RequireRoot(b)
+	for _, tool := range []string{"iperf3", "taskset", "ip", "pgrep", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			framework.Unavailable(b, "needs %s on the node", tool)
+		}
+	}
+	smoke := os.Getenv("NETPOL_COST_SMOKE") != ""
+	secs, policies := 4.0, 1000
+	if smoke {
+		secs, policies = 1, 100
+	}
+	if s := os.Getenv("NETPOL_COST_SECS"); s != "" {
+		secs, _ = strconv.ParseFloat(s, 64)
+	}
+	none := costMode{name: "none", setup: func(b *testing.B, c *framework.Cluster) {
+		if out, err := netpolB(b, c, "uninstall", "--timeout", "2m"); err != nil {
+			b.Fatalf("kubectl netpol uninstall: %v\n%s", err, out)
+		}
+	}}
+	modes := []costMode{none, installMode("defaults")}
+	if !smoke {
+		modes = append(modes,
+			installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
+			installMode("no-anti-spoofing", "--anti-spoofing=false"))
+	}
+	b.Cleanup(func() { none.setup(b, c) })
+
+	ns := c.NewNamespace(b, "cost")
+	ctx := framework.Context(b, 5*time.Minute)
+	for _, p := range costPolicies(ns, policies) {
+		if _, err := c.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Both pods on the first node (one node's cost; the pods' processes are
+	// entered from the host through that node's namespaces).
+	node := framework.Nodes[0]
+	podA := c.StartProbeOn(b, ns, "a", map[string]string{"app": "a"}, node.Name)
+	podC := c.StartProbeOn(b, ns, "c", map[string]string{"app": "c"}, node.Name)
+	nsA, _ := framework.PodNetns(b, podA.Status.PodIP)
+	nsC, _ := framework.PodNetns(b, podC.Status.PodIP)
+	node.Run(b, "ip", "netns", "exec", nsC, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+	pinned := func(netns, cpu string, args ...string) *exec.Cmd {
+		return node.Command("ip", append([]string{"netns", "exec", netns, "taskset", "-c", cpu}, args...)...)
+	}
+	start := func(cmd *exec.Cmd, ready string) {
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		if ready != "" {
+			buf := make([]byte, len(ready)+1)
+			if _, err := out.Read(buf); err != nil || strings.TrimSpace(string(buf)) != ready {
+				b.Fatalf("%v did not start: %q %v", cmd.Args, buf, err)
+			}
+		}
+	}
+	crrAddr := net.JoinHostPort(podA.Status.PodIP, strconv.Itoa(costCRRPort))
+	srv := pinned(nsA, costServerCPU, os.Args[0], "-test.run=^TestCostConnectProcess$", "-test.count=1")
+	srv.Env = append(os.Environ(), "NETPOL_COST_CRR=server", "NETPOL_COST_CRR_ADDR="+crrAddr)
+	start(srv, "ready")
+	start(pinned(nsA, costServerCPU, "iperf3", "-s", "-B", podA.Status.PodIP, "-p", strconv.Itoa(costIperfPort)), "")
+	time.Sleep(500 * time.Millisecond) // iperf3 -s prints nothing until a client comes
+
+	iperf := func() float64 {
+		out, err := pinned(nsC, costClientCPU, "iperf3", "-c", podA.Status.PodIP, "-p", strconv.Itoa(costIperfPort),
+			"-t", strconv.Itoa(int(secs)), "-O", "1", "-J").Output()
+		if err != nil {
+			b.Fatalf("iperf3: %v: %s", err, out)
+		}
+		var res struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil {
+			b.Fatalf("iperf3 output: %v: %s", err, out)
+		}
+		return res.End.SumReceived.BitsPerSecond
+	}
+	connectRate := func() float64 {
+		cmd := pinned(nsC, costClientCPU, os.Args[0], "-test.run=^TestCostConnectProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "NETPOL_COST_CRR=client", "NETPOL_COST_CRR_ADDR="+crrAddr, fmt.Sprintf("NETPOL_COST_CRR_TIME=%gs", secs))
+		out, err := cmd.Output()
+		n, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil || perr != nil {
+			b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
+		}
+		return float64(n) / secs
+	}
+
+	type result struct{ cps, bps, cpuPerConn float64 }
+	res := map[string][]result{}
+	load0 := loadAverage()
+	for round := 0; round < b.N; round++ {
+		order := append([]costMode(nil), modes...)
+		for i := len(modes) - 1; i >= 0; i-- {
+			order = append(order, modes[i])
+		}
+		if smoke {
+			order = modes
+		}
+		for _, m := range order {
+			m.setup(b, c)
+			// Policy applied and traffic flowing before measuring.
+			c.ExpectReachable(b, podC, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
+			var r result
+			r.bps = iperf()
+			var cpu0 time.Duration
+			measured := false
+			if m.agentCPU != nil {
+				cpu0, measured = m.agentCPU(node)
+			}
+			r.cps = connectRate()
+			if measured {
+				time.Sleep(time.Second) // the summaries of the last connections
+				cpu1, _ := m.agentCPU(node)
+				r.cpuPerConn = float64((cpu1 - cpu0).Nanoseconds()) / (r.cps * secs)
+			}
+			b.Logf("round %d %s: %.0f conn/s, %.2f Gbit/s, agent %.1f µs CPU/conn, load %.2f",
+				round, m.name, r.cps, r.bps/1e9, r.cpuPerConn/1e3, loadAverage())
+			res[m.name] = append(res[m.name], r)
+		}
+	}
+	pick := func(name string, f func(result) float64) float64 {
+		var v []float64
+		for _, r := range res[name] {
+			v = append(v, f(r))
+		}
+		return costMedian(v)
+	}
+	cps := func(r result) float64 { return r.cps }
+	bps := func(r result) float64 { return r.bps }
+	baseCPS, baseBPS := pick("none", cps), pick("none", bps)
+	for _, m := range modes {
+		b.ReportMetric(pick(m.name, cps), "conn/s-"+m.name)
+		b.ReportMetric(pick(m.name, bps)/1e9, "Gbit/s-"+m.name)
+		if m.name == "none" {
+			continue
+		}
+		b.ReportMetric(pick(m.name, cps)/baseCPS, "connect-ratio-"+m.name)
+		b.ReportMetric(pick(m.name, bps)/baseBPS, "iperf3-ratio-"+m.name)
+		b.ReportMetric(pick(m.name, func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
+	}
+	b.ReportMetric(load0, "load-start")
+	b.ReportMetric(loadAverage(), "load-end")
+	if smoke && pick("defaults", cps)/baseCPS < 0.5 {
+		b.Errorf("the agent halves the connect rate or worse: %.0f vs %.0f conn/s", pick("defaults", cps), baseCPS)
+	}
+}
+
+func loadAverage() float64 {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(raw))
+	if len(f) == 0 {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}

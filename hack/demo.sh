@@ -6,6 +6,7 @@
 # `make cluster-down` removes it.
 set -euo pipefail
 source "$(dirname "$0")/cluster/lib.sh"
+export VERSION # the images up.sh builds are the ones installed here
 require_root
 
 "$REPO_ROOT/hack/cluster/up.sh" >/dev/null

@@ -5,6 +5,8 @@
 # (e.g. E2E_ARGS='-run TestPodToPod -v').
 set -euo pipefail
 source "$(dirname "$0")/cluster/lib.sh"
+# One version for the images up.sh builds and the tests that install them.
+export VERSION
 require_root
 GO=${GO:-go}
 
@@ -15,3 +17,13 @@ fi
 cd "$REPO_ROOT"
 # shellcheck disable=SC2086
 KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" $GO test -tags e2e -count=1 -timeout 30m ${E2E_ARGS:-} ./test/e2e/... ./tui
+if [[ -z ${E2E_ARGS:-} ]]; then
+  # Short versions of the installed agent's benchmarks (docs/perf.md has the full ones): the
+  # harnesses work, the agent's cost stays within a loose bound, and a policy change is enforced
+  # through the real API server on the node that owns the pod.
+  for bench in 'InstalledAgentCost -benchtime 1x' 'PolicyChangeEnforced -benchtime 10x'; do
+    # shellcheck disable=SC2086
+    KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" NETPOL_COST_SMOKE=1 $GO test -tags e2e -count=1 -timeout 15m \
+      -run '^$' -bench $bench ./test/e2e/
+  done
+fi

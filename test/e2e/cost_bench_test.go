@@ -271,15 +271,32 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 	}
 	// Both pods on the first node (one node's cost; the pods' processes are
-	// entered from the host through that node's namespaces).
-	node := framework.Nodes[0]
-	podA := c.StartProbeOn(b, ns, "a", map[string]string{"app": "a"}, node.Name)
-	podC := c.StartProbeOn(b, ns, "c", map[string]string{"app": "c"}, node.Name)
+	// entered from the host through that node's namespaces), or with
+	// NETPOL_COST_CROSS=1 the server on the second node: the Flannel vxlan
+	// path, judged on both nodes, whose agents' CPU is then added up.
+	nodeC, nodeA := framework.Nodes[0], framework.Nodes[0]
+	if os.Getenv("NETPOL_COST_CROSS") != "" {
+		if !framework.MultiNode() {
+			framework.Unavailable(b, "NETPOL_COST_CROSS needs the multi-node cluster")
+		}
+		nodeA = framework.Nodes[1]
+	}
+	podA := c.StartProbeOn(b, ns, "a", map[string]string{"app": "a"}, nodeA.Name)
+	podC := c.StartProbeOn(b, ns, "c", map[string]string{"app": "c"}, nodeC.Name)
 	nsA, _ := framework.PodNetns(b, podA.Status.PodIP)
 	nsC, _ := framework.PodNetns(b, podC.Status.PodIP)
-	node.Run(b, "ip", "netns", "exec", nsC, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+	nodeC.Run(b, "ip", "netns", "exec", nsC, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+	nodeOf := map[string]framework.Node{nsA: nodeA, nsC: nodeC}
 	pinned := func(netns, cpu string, args ...string) *exec.Cmd {
-		return node.Command("ip", append([]string{"netns", "exec", netns, "taskset", "-c", cpu}, args...)...)
+		return nodeOf[netns].Command("ip", append([]string{"netns", "exec", netns, "taskset", "-c", cpu}, args...)...)
+	}
+	agentCPU := func(m costMode) (time.Duration, bool) {
+		total, ok := m.agentCPU(nodeC)
+		if nodeA.Name != nodeC.Name {
+			t, okA := m.agentCPU(nodeA)
+			total, ok = total+t, ok && okA
+		}
+		return total, ok
 	}
 	start := func(cmd *exec.Cmd, ready string) {
 		out, err := cmd.StdoutPipe()
@@ -353,12 +370,12 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			var cpu0 time.Duration
 			measured := false
 			if m.agentCPU != nil {
-				cpu0, measured = m.agentCPU(node)
+				cpu0, measured = agentCPU(m)
 			}
 			r.cps = connectRate()
 			if measured {
 				time.Sleep(time.Second) // the summaries of the last connections
-				cpu1, _ := m.agentCPU(node)
+				cpu1, _ := agentCPU(m)
 				r.cpuPerConn = float64((cpu1 - cpu0).Nanoseconds()) / (r.cps * secs)
 			}
 			b.Logf("round %d %s: %.0f conn/s, %.2f Gbit/s, agent %.1f µs CPU/conn, load %.2f",

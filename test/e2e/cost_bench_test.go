@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -299,14 +300,7 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		return total, ok
 	}
 	start := func(cmd *exec.Cmd, ready string) {
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		out := startChild(b, cmd)
 		if ready != "" {
 			buf := make([]byte, len(ready)+1)
 			if _, err := out.Read(buf); err != nil || strings.TrimSpace(string(buf)) != ready {
@@ -408,6 +402,20 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	if smoke && pick("defaults", cps)/baseCPS < 0.5 {
 		b.Errorf("the agent halves the connect rate or worse: %.0f vs %.0f conn/s", pick("defaults", cps), baseCPS)
 	}
+}
+
+// startChild starts cmd, stopped (killed) with the benchmark, and returns its stdout.
+func startChild(b testing.TB, cmd *exec.Cmd) io.Reader {
+	b.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return out
 }
 
 func loadAverage() float64 {

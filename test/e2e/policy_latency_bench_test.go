@@ -80,14 +80,7 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 
 	cmd := nodeC.Command("ip", "netns", "exec", nsC, os.Args[0], "-test.run=^TestPolicyProbeProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "NETPOL_PROBE_ADDR="+net.JoinHostPort(podA.Status.PodIP, "80"))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	out := startChild(b, cmd)
 	type change struct {
 		at    time.Time
 		state string

@@ -21,9 +21,6 @@ if [[ -z ${E2E_ARGS:-} ]]; then
   # Short versions of the installed agent's benchmarks (docs/perf.md has the full ones): the
   # harnesses work, the agent's cost stays within a loose bound, and a policy change is enforced
   # through the real API server on the node that owns the pod.
-  for bench in 'InstalledAgentCost -benchtime 1x' 'PolicyChangeEnforced -benchtime 10x'; do
-    # shellcheck disable=SC2086
-    KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" NETPOL_COST_SMOKE=1 $GO test -tags e2e -count=1 -timeout 15m \
-      -run '^$' -bench $bench ./test/e2e/
-  done
+  KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" NETPOL_COST_SMOKE=1 NETPOL_LATENCY_CHANGES=10 \
+    $GO test -tags e2e -count=1 -timeout 15m -run '^$' -bench 'InstalledAgentCost|PolicyChangeEnforced' -benchtime 1x ./test/e2e/
 fi

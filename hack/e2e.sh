@@ -18,9 +18,8 @@ cd "$REPO_ROOT"
 # shellcheck disable=SC2086
 KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" $GO test -tags e2e -count=1 -timeout 30m ${E2E_ARGS:-} ./test/e2e/... ./tui
 if [[ -z ${E2E_ARGS:-} ]]; then
-  # Short versions of the installed agent's benchmarks (docs/perf.md has the full ones): the
-  # harnesses work, the agent's cost stays within a loose bound, and a policy change is enforced
-  # through the real API server on the node that owns the pod.
-  KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" NETPOL_COST_SMOKE=1 NETPOL_LATENCY_CHANGES=10 \
-    $GO test -tags e2e -count=1 -timeout 15m -run '^$' -bench 'InstalledAgentCost|PolicyChangeEnforced' -benchtime 1x ./test/e2e/
+  # The short version of the installed agent's cost benchmark (docs/perf.md has the full one):
+  # the harness works and the agent's cost stays within a loose bound.
+  KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" NETPOL_COST_SMOKE=1 \
+    $GO test -tags e2e -count=1 -timeout 15m -run '^$' -bench InstalledAgentCost -benchtime 1x ./test/e2e/
 fi

@@ -106,6 +106,7 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 		}
 		close(changes)
 	}()
+	var deny, permit []time.Duration
 	await := func(state string, after time.Time) time.Duration {
 		timeout := time.After(10 * time.Second)
 		for {
@@ -118,7 +119,13 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 					return ch.at.Sub(after)
 				}
 			case <-timeout:
-				b.Fatalf("no %s connection within 10 s of the change", state)
+				out, _ := netpolB(b, c, "explain", ns+"/c", ns+"/a", "--port", "80")
+				r := c.ProbeWithTimeout(b, podC, time.Second, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
+				if d, err := time.ParseDuration(os.Getenv("NETPOL_LATENCY_HOLD")); err == nil {
+					b.Logf("holding the state for %s to look at it", d)
+					time.Sleep(d)
+				}
+				b.Fatalf("no %s connection within 10 s of the change (change %d); netprobe c -> a now: %+v; explain:\n%s", state, len(deny), r, out)
 			}
 		}
 	}
@@ -128,7 +135,6 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	if n, err := strconv.Atoi(os.Getenv("NETPOL_LATENCY_CHANGES")); err == nil && n > 0 {
 		count = n
 	}
-	var deny, permit []time.Duration
 	b.ResetTimer()
 	for range count {
 		t0 := time.Now()

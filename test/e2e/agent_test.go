@@ -197,42 +197,8 @@ func TestAgentRestartMidTraffic(t *testing.T) {
 	}
 	old := agents[0]
 
-	// One connection held open for ~25 s, a ping every 250 ms.
-	var wg sync.WaitGroup
-	var kept []framework.ProbeResult
-	var keptErr error
-	wg.Go(func() {
-		out, stderr, err := c.Exec(ctx, s.web, "/netprobe", "connect", "-keep", "-count", "100", "-interval", "250ms", "-timeout", "2s", s.podDB.String())
-		kept, keptErr = framework.ParseProbeResults(out)
-		if keptErr == nil && len(kept) != 100 {
-			keptErr = fmt.Errorf("%d results of 100 (exec error %v, stderr %q)", len(kept), err, stderr)
-		}
-	})
-	// New connections, allowed and denied, throughout.
-	stop := make(chan struct{})
-	var probes, wrong int
-	var wrongs []string
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			for _, p := range []struct {
-				from *corev1.Pod
-				want bool
-			}{{s.web, true}, {s.other, false}} {
-				for _, r := range c.ProbeWithTimeout(t, p.from, time.Second, s.podDB, s.svcDB) {
-					probes++
-					if r.OK != p.want {
-						wrong++
-						wrongs = append(wrongs, fmt.Sprintf("%s %s -> %s:%d ok=%v %s", time.Now().Format("15:04:05.000"), p.from.Name, r.To, r.Port, r.OK, r.Error))
-					}
-				}
-			}
-		}
-	})
+	// One connection held open for ~25 s, a ping every 250 ms; new connections throughout.
+	traffic := s.startTraffic(ctx, t, c, 100)
 
 	time.Sleep(3 * time.Second)
 	if err := c.Client.CoreV1().Pods(old.Namespace).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
@@ -255,19 +221,76 @@ func TestAgentRestartMidTraffic(t *testing.T) {
 		t.Fatalf("no new agent pod became ready: %v", err)
 	}
 	time.Sleep(3 * time.Second) // traffic after the new agent took over
-	close(stop)
-	wg.Wait()
+	traffic.stop(t, "during the restart")
+}
 
-	t.Logf("%d probes during the restart, %d wrong", probes, wrong)
-	for _, w := range wrongs {
+// trafficRun is a connection web holds to db (pinged every 250 ms) and new
+// connections from web (allowed) and other (denied) to db's pod IP and
+// Service, made over and over until stop, as a test does across a restart.
+type trafficRun struct {
+	wg      sync.WaitGroup
+	stopCh  chan struct{}
+	mu      sync.Mutex
+	probes  int
+	wrongs  []string
+	kept    []framework.ProbeResult
+	keptErr error
+}
+
+// startTraffic starts a trafficRun whose kept connection lasts pings pings.
+func (s *shop) startTraffic(ctx context.Context, t *testing.T, c *framework.Cluster, pings int) *trafficRun {
+	r := &trafficRun{stopCh: make(chan struct{})}
+	r.wg.Go(func() {
+		out, stderr, err := c.Exec(ctx, s.web, "/netprobe", "connect", "-keep", "-count", fmt.Sprint(pings), "-interval", "250ms", "-timeout", "2s", s.podDB.String())
+		r.kept, r.keptErr = framework.ParseProbeResults(out)
+		if r.keptErr == nil && len(r.kept) != pings {
+			r.keptErr = fmt.Errorf("%d results of %d (exec error %v, stderr %q)", len(r.kept), pings, err, stderr)
+		}
+	})
+	r.wg.Go(func() {
+		for {
+			select {
+			case <-r.stopCh:
+				return
+			default:
+			}
+			for _, p := range []struct {
+				from *corev1.Pod
+				want bool
+			}{{s.web, true}, {s.other, false}} {
+				for _, res := range c.ProbeWithTimeout(t, p.from, time.Second, s.podDB, s.svcDB) {
+					r.mu.Lock()
+					r.probes++
+					if res.OK != p.want {
+						r.wrongs = append(r.wrongs, fmt.Sprintf("%s %s -> %s:%d ok=%v %s", time.Now().Format("15:04:05.000"), p.from.Name, res.To, res.Port, res.OK, res.Error))
+					}
+					r.mu.Unlock()
+				}
+			}
+		}
+	})
+	return r
+}
+
+// stop ends the new connections, waits for the kept one, and fails the test
+// for every wrong verdict and for a kept connection that broke.
+func (r *trafficRun) stop(t *testing.T, what string) {
+	t.Helper()
+	close(r.stopCh)
+	r.wg.Wait()
+	t.Logf("%d probes %s, %d wrong", r.probes, what, len(r.wrongs))
+	for _, w := range r.wrongs {
 		t.Errorf("wrong verdict: %s", w)
 	}
-	if keptErr != nil {
-		t.Fatalf("kept connection: %v", keptErr)
+	if r.probes < 4 {
+		t.Errorf("only %d probes ran %s: the test did not cover it", r.probes, what)
 	}
-	for i, r := range kept {
-		if !r.OK {
-			t.Fatalf("the established connection broke at ping %d of %d: %s", i+1, len(kept), r.Error)
+	if r.keptErr != nil {
+		t.Fatalf("kept connection: %v", r.keptErr)
+	}
+	for i, res := range r.kept {
+		if !res.OK {
+			t.Fatalf("the established connection broke at ping %d of %d: %s", i+1, len(r.kept), res.Error)
 		}
 	}
 }

@@ -10,12 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
@@ -48,42 +46,7 @@ func TestNodeCrashKeepsEnforcement(t *testing.T) {
 	}
 
 	ctx := framework.Context(t, 4*time.Minute)
-	var wg sync.WaitGroup
-	var kept []framework.ProbeResult
-	var keptErr error
-	wg.Go(func() {
-		out, stderr, err := c.Exec(ctx, s.web, "/netprobe", "connect", "-keep", "-count", "120", "-interval", "250ms", "-timeout", "2s", s.podDB.String())
-		kept, keptErr = framework.ParseProbeResults(out)
-		if keptErr == nil && len(kept) != 120 {
-			keptErr = fmt.Errorf("%d results of 120 (exec error %v, stderr %q)", len(kept), err, stderr)
-		}
-	})
-	stop := make(chan struct{})
-	var mu sync.Mutex
-	var probes int
-	var wrongs []string
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			for _, p := range []struct {
-				from *corev1.Pod
-				want bool
-			}{{s.web, true}, {s.other, false}} {
-				for _, r := range c.ProbeWithTimeout(t, p.from, time.Second, s.podDB, s.svcDB) {
-					mu.Lock()
-					probes++
-					if r.OK != p.want {
-						wrongs = append(wrongs, fmt.Sprintf("%s %s -> %s:%d ok=%v %s", time.Now().Format("15:04:05.000"), p.from.Name, r.To, r.Port, r.OK, r.Error))
-					}
-					mu.Unlock()
-				}
-			}
-		}
-	})
+	traffic := s.startTraffic(ctx, t, c, 120)
 
 	time.Sleep(3 * time.Second)
 	agentPIDs := processesInNetns(t, "netpol-agent", node.NetNS)
@@ -117,24 +80,7 @@ func TestNodeCrashKeepsEnforcement(t *testing.T) {
 		t.Fatalf("the agent on %s did not come back: %v", node.Name, err)
 	}
 	time.Sleep(3 * time.Second) // traffic after the new agent took over
-	close(stop)
-	wg.Wait()
-
-	t.Logf("%d probes across the crash and restart of %s, %d wrong", probes, node.Name, len(wrongs))
-	for _, w := range wrongs {
-		t.Errorf("wrong verdict: %s", w)
-	}
-	if probes < 20 {
-		t.Errorf("only %d probes ran: the test did not cover the crash", probes)
-	}
-	if keptErr != nil {
-		t.Fatalf("kept connection: %v", keptErr)
-	}
-	for i, r := range kept {
-		if !r.OK {
-			t.Fatalf("the established connection broke at ping %d of %d: %s", i+1, len(kept), r.Error)
-		}
-	}
+	traffic.stop(t, "across the crash and restart of "+node.Name)
 }
 
 // killRecorded SIGKILLs a cluster component by the PID hack/cluster recorded for it.

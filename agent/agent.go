@@ -75,9 +75,9 @@ type Agent struct {
 	enrich  *enricher
 	// ruleCounters belongs to readEvents' goroutine.
 	ruleCounters ruleCounters
-	spoof   *spoofGuard // nil when anti-spoofing is off
-	queue   workqueue.TypedRateLimitingInterface[string]
-	started time.Time
+	spoof        *spoofGuard // nil when anti-spoofing is off
+	queue        workqueue.TypedRateLimitingInterface[string]
+	started      time.Time
 	// policyCache carries what the engine derived from unchanged objects
 	// from one apply to the next.
 	policyCache *policy.Cache

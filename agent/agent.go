@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -45,6 +46,7 @@ type Config struct {
 	PodNamespace string
 	GRPCAddr     string // 127.0.0.1:port
 	HTTPAddr     string // 127.0.0.1:port: /healthz, /readyz, /metrics
+	Pprof        bool   // serve /debug/pprof/ on HTTPAddr too
 	PinRoot      string // default probe.DefaultPinRoot
 	Datapath     probe.Config
 	// KeepEstablished leaves established connections alone when a new policy
@@ -490,6 +492,14 @@ func (a *Agent) httpHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry}))
+	if a.cfg.Pprof {
+		// Go's profiles, on the same loopback-only address: how the agent's
+		// memory and CPU are spent on a real node (heap, allocs, profile).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -56,6 +56,7 @@ func run() error {
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-address", fmt.Sprintf("127.0.0.1:%d", install.AgentGRPCPort), "flow.v1.Observer address (keep it on loopback: clients come through pods/portforward)")
 	flag.StringVar(&cfg.HTTPAddr, "http-address", fmt.Sprintf("127.0.0.1:%d", install.AgentHTTPPort), "address of /healthz, /readyz and /metrics")
+	flag.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiles (/debug/pprof/) on --http-address")
 	flag.StringVar(&cfg.PinRoot, "pin-root", probe.DefaultPinRoot, "bpffs directory of the datapath's pins")
 	flag.BoolVar(&cfg.KeepEstablished, "keep-established", false, "do not revoke established connections that a new policy denies")
 	flag.BoolVar(&cfg.AntiSpoofing, "anti-spoofing", true, "drop packets a local pod sends with a source address that is not its own (a TCX check on each pod's host-side interface)")

@@ -102,6 +102,7 @@ type InstallOptions struct {
 	AntiSpoofing     bool
 	KeepEstablished  bool
 	FlowEndSummaries bool
+	Pprof            bool
 	// MountBPFFS adds the privileged init container that mounts bpffs on
 	// nodes without it.
 	MountBPFFS bool
@@ -182,6 +183,7 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.BoolVar(&o.MountBPFFS, "mount-bpffs", false, "Mount bpffs at /sys/fs/bpf on nodes where nothing did, from an init container that runs before the agent. "+
 		"Kubernetes admits the Bidirectional mount propagation this needs only in a PRIVILEGED container (every capability, no seccomp): "+
 		"prefer mounting bpffs on the nodes (systemd's sys-fs-bpf.mount). The agent itself stays unprivileged")
+	fl.BoolVar(&o.Pprof, "pprof", false, "Serve Go's profiles (/debug/pprof/) on each agent's loopback HTTP port, to see where the agent's own CPU and memory go (kubectl port-forward to the agent pod)")
 	fl.BoolVar(&o.Wait, "wait", true, "Wait until the agent is ready on every node, showing each node's progress")
 	fl.DurationVar(&o.Timeout, "timeout", defaultWaitTimeout, "How long --wait waits before showing the failing pods' state, events and logs")
 	return cmd
@@ -202,6 +204,7 @@ func (o *InstallOptions) Complete() error {
 		KeepEstablished:    o.KeepEstablished,
 		NoFlowEndSummaries: !o.FlowEndSummaries,
 		MountBPFFS:         o.MountBPFFS,
+		Pprof:              o.Pprof,
 	}
 	return nil
 }

@@ -232,6 +232,7 @@ func TestAgentArgs(t *testing.T) {
 	}{
 		{func(*Options) {}, []string{"--v=2"}},
 		{func(o *Options) { o.NoAntiSpoofing = true }, []string{"--v=2", "--anti-spoofing=false"}},
+		{func(o *Options) { o.Pprof = true }, []string{"--v=2", "--pprof"}},
 		{func(o *Options) { o.KeepEstablished = true }, []string{"--v=2", "--keep-established"}},
 		{func(o *Options) { o.NoFlowEndSummaries = true }, []string{"--v=2", "--flow-end-summaries=false"}},
 	} {

@@ -159,5 +159,10 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	b.ReportMetric(q(deny, 0.99), "deny-p99-ms")
 	b.ReportMetric(q(permit, 0.5), "allow-p50-ms")
 	b.ReportMetric(q(permit, 0.99), "allow-p99-ms")
+	server := framework.NodeByName(b, pl.Server)
+	b.ReportMetric(agentPeakRSS(server), "server-agent-peak-rss-MiB")
+	// An agent that restarted (OOM-killed, crashed) during the changes made
+	// some of them look slow, or not enforced for seconds: fail on it.
+	c.ExpectAgentsNeverRestarted(b)
 	b.Logf("%s: client on %s, server on %s, %d changes of each kind, load %.2f", pl.Name, pl.Client, pl.Server, len(deny), loadAverage())
 }

@@ -15,6 +15,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
@@ -68,7 +69,7 @@ func TestPolicyProbeProcess(t *testing.T) {
 func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	c := framework.Connect(b)
 	framework.RequireRoot(b)
-	if out, err := netpolB(b, c, "install", "--image", framework.AgentImage(b), "--timeout", "3m"); err != nil {
+	if out, err := netpolB(b, c, "install", "--image", framework.AgentImage(b), "--timeout", "3m", "--pprof"); err != nil {
 		b.Fatalf("kubectl netpol install: %v\n%s", err, out)
 	}
 	ns := c.NewNamespace(b, "latency")
@@ -161,6 +162,13 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	b.ReportMetric(q(permit, 0.99), "allow-p99-ms")
 	server := framework.NodeByName(b, pl.Server)
 	b.ReportMetric(agentPeakRSS(server), "server-agent-peak-rss-MiB")
+	if path := os.Getenv("NETPOL_LATENCY_HEAP"); path != "" {
+		// The server agent's heap profile, for `go tool pprof`.
+		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", install.AgentHTTPPort)
+		if out, err := server.Command("curl", "-sSf", "-o", path, url).CombinedOutput(); err != nil {
+			b.Errorf("fetching %s on %s: %v\n%s", url, server.Name, err, out)
+		}
+	}
 	// An agent that restarted (OOM-killed, crashed) during the changes made
 	// some of them look slow, or not enforced for seconds: fail on it.
 	c.ExpectAgentsNeverRestarted(b)

@@ -393,6 +393,8 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							nodeEnv,
 							{Name: EnvPodName, ValueFrom: fromField("metadata.name")},
 							{Name: EnvPodNamespace, ValueFrom: fromField("metadata.namespace")},
+							{Name: EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+								ContainerName: containerName, Resource: "limits.memory"}}},
 						},
 						SecurityContext: &corev1.SecurityContext{
 							RunAsUser:                &root,

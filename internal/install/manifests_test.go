@@ -257,13 +257,17 @@ func TestAgentProbesAndEnv(t *testing.T) {
 	}
 	env := map[string]string{}
 	for _, e := range c.Env {
-		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
-			t.Errorf("env %s is not from the downward API", e.Name)
-			continue
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		case e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.ContainerName == c.Name:
+			env[e.Name] = e.ValueFrom.ResourceFieldRef.Resource
+		default:
+			t.Errorf("env %s is not from the downward API (of this container)", e.Name)
 		}
-		env[e.Name] = e.ValueFrom.FieldRef.FieldPath
 	}
-	want := map[string]string{EnvNodeName: "spec.nodeName", EnvPodName: "metadata.name", EnvPodNamespace: "metadata.namespace"}
+	want := map[string]string{EnvNodeName: "spec.nodeName", EnvPodName: "metadata.name", EnvPodNamespace: "metadata.namespace",
+		EnvMemoryLimit: "limits.memory"}
 	if !reflect.DeepEqual(env, want) {
 		t.Errorf("env = %v, want %v", env, want)
 	}

@@ -31,6 +31,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	"github.com/kubectl-netpol/kubectl-netpol/flow/otlp"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
@@ -65,6 +66,10 @@ type Config struct {
 	// FlowEndSource chooses where summaries come from: FlowEndSourceAuto
 	// (default), FlowEndSourceKernel or FlowEndSourceNetlink.
 	FlowEndSource string
+
+	// OTLP, when its Endpoint is set, exports flows and metrics to an
+	// OpenTelemetry Collector (Node and Gatherer are filled in by New).
+	OTLP otlp.Config
 }
 
 // Agent is a running node agent.
@@ -75,6 +80,7 @@ type Agent struct {
 	hub     *flow.Hub
 	metrics *Metrics
 	enrich  *enricher
+	otlp    *otlp.Exporter // nil unless exporting
 	// ruleCounters belongs to readEvents' goroutine.
 	ruleCounters ruleCounters
 	spoof        *spoofGuard // nil when anti-spoofing is off
@@ -149,6 +155,16 @@ func New(cfg Config) (*Agent, error) {
 		st, _ := a.hub.Status(context.Background(), nil)
 		return float64(st.GetFlowsDroppedSlowClients())
 	})
+	if cfg.OTLP.Endpoint != "" {
+		oc := cfg.OTLP
+		oc.Node, oc.Version, oc.Gatherer = cfg.NodeName, version.Version(), a.metrics.Registry
+		if a.otlp, err = otlp.New(oc); err != nil {
+			p.Close()
+			return nil, err
+		}
+		a.metrics.Registry.MustRegister(a.otlp.Collectors()...)
+		a.hub.AddTap(a.otlp.Offer)
+	}
 	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "datapath"})
@@ -228,6 +244,9 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 		return err
 	}
 	wg.Go(func() { a.readEvents(ctx, rd) })
+	if a.otlp != nil {
+		wg.Go(func() { a.otlp.Run(ctx) })
+	}
 	defer rd.Close()
 	if a.cfg.FlowEndSummaries {
 		wg.Go(func() { a.runFlowEnds(ctx) })
@@ -458,6 +477,9 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 	}
 	if a.cfg.FlowEndSummaries {
 		r.Checks = append(r.Checks, conntrackAcctCheck(), a.flowEndSourceCheck())
+	}
+	if a.otlp != nil {
+		r.Checks = append(r.Checks, a.otlp.Check())
 	}
 	a.mu.Lock()
 	if !a.lastApply.IsZero() {

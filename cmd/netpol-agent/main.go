@@ -68,6 +68,9 @@ func run() error {
 	flag.BoolVar(&cfg.FlowEndSummaries, "flow-end-summaries", true, "publish a flow-end summary (packets, bytes, duration) when a local pod's connection ends, from conntrack destroy events (counts need net.netfilter.nf_conntrack_acct=1 on the node)")
 	flag.StringVar(&cfg.FlowEndSource, "flow-end-source", "", "where flow-end summaries come from: \"\" (kernel records from a BPF program on conntrack's destructor when the kernel allows it, else netlink), \"kernel\" or \"netlink\" (conntrack destroy events)")
 	flag.IntVar(&cfg.RingCapacity, "flow-history", 0, "recent flows kept for `kubectl netpol watch --last` (default 65536)")
+	flag.StringVar(&cfg.OTLP.Endpoint, "otlp-endpoint", "", "export flows (OTLP logs) and metrics (OTLP metrics) to this OpenTelemetry Collector, HOST:PORT (OTLP/gRPC)")
+	flag.BoolVar(&cfg.OTLP.Insecure, "otlp-insecure", false, "send OTLP in plain text instead of TLS")
+	flag.StringVar(&cfg.OTLP.CAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate (default: the system roots)")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
 

@@ -61,7 +61,7 @@ func TestClassify(t *testing.T) {
 			want: "Flannel (host-gw)", coverage: CoverageFull,
 		},
 		{
-			name: "Flannel wireguard",
+			name:  "Flannel wireguard",
 			facts: Facts{Links: []Link{{Name: "flannel-wg", Kind: "wireguard"}, {Name: "cni0", Kind: "bridge"}}},
 			want:  "Flannel (wireguard)", coverage: CoverageFull,
 		},
@@ -120,7 +120,7 @@ func TestClassify(t *testing.T) {
 			want: "Calico (eBPF)", coverage: CoverageNone, evidence: "tc program cali_tc_preambl on cali1b2c3d4e5f6",
 		},
 		{
-			name: "Calico eBPF from the API (FELIX_BPFENABLED)",
+			name:  "Calico eBPF from the API (FELIX_BPFENABLED)",
 			facts: Facts{DaemonSets: []DaemonSet{{Namespace: "calico-system", Name: "calico-node", Env: map[string]string{"FELIX_BPFENABLED": "true"}}}},
 			want:  "Calico (eBPF)", coverage: CoverageNone, evidence: "DaemonSet calico-system/calico-node",
 		},

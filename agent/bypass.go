@@ -6,13 +6,16 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -25,29 +28,42 @@ import (
 )
 
 // The bypass self-check proves, with counters the kernel keeps anyway,
-// whether the pods' traffic reaches the agent's hooks. Once per window, per
-// local pod (hostNetwork pods have no interface of their own and are left
-// out):
-//   - the packets its host-side interface carried (netlink link
-//     statistics, both directions: a packet that only loops back inside the
-//     pod never reaches that interface);
-//   - when that is at least minPackets (an idle pod's neighbour discovery
-//     stays below), whether the hooks saw the pod in the same window: a
-//     flow of the pod in the flow hub's ring, or, for connections opened
-//     before the window (no new flow), a conntrack entry of the node with
-//     one of its addresses (conntrack runs on the same netfilter path; a
-//     packet redirected between interfaces by tc never creates one).
+// whether the pods' traffic reaches the agent's hooks. Once per window:
 //
-// A pod with traffic and neither is bypassing. The cost is one link dump
-// per window, one walk of the window's flows in the ring, and a conntrack
-// dump only in windows where some pod is unexplained by the ring; nothing
-// per packet or per connection.
+//   - per local pod (hostNetwork pods have no interface of their own and
+//     are left out), the packets its host-side interface carried (netlink
+//     link statistics; a packet that only loops back inside the pod never
+//     reaches that interface). A pod with at least minPackets (an idle
+//     pod's neighbour discovery stays below) is active;
+//   - the whole node: what the pods sent (their interfaces' receive side)
+//     against the packets the netfilter programs ran on (their own counter)
+//     plus the packets the anti-spoofing check dropped before them and the
+//     IPv4 fragments reassembly folded into one. On the normal path every IP
+//     packet a pod sends passes FORWARD or LOCAL_IN at least once, so the
+//     hooks count at least as much; when the pods sent more than twice
+//     what the hooks saw, pod traffic went past them;
+//   - per active pod, whether the hooks saw it at all: a flow of the pod in
+//     the flow hub's ring, or, for connections opened before the window, a
+//     conntrack entry with one of its addresses (conntrack sits on the
+//     same netfilter path; a packet redirected between interfaces by tc
+//     never creates one). An active pod with neither is bypassing.
 //
-// Limits: a pod whose traffic is partly redirected (Cilium's same-node
-// delivery) while the rest passes netfilter counts as seen; the CNI
-// classification reports those modes. When drop events were rate-limited or
-// lost in the window, an unexplained pod is not counted (its drops may be
-// the events that were not delivered).
+// The node is "not enforcing" when every active pod is bypassing or the
+// hooks saw less than a tenth of what the pods sent, "partially enforcing"
+// when some pod is bypassing or the hooks saw less than half, else
+// "enforcing". A window without pod traffic keeps the last verdict.
+//
+// The cost is one link dump, one read of the counters and a walk of the
+// window's flows in the ring per window, and a conntrack dump only in
+// windows where some active pod is unexplained by the ring; nothing per
+// packet or per connection.
+//
+// Limits: host traffic through the hooks (the kubelet, the API server)
+// hides a bypass smaller than it; a pod with some traffic through
+// netfilter (a kubelet probe) is not named as bypassing, though the node's
+// totals still show the rest. When drop events were rate-limited or lost
+// in the window, an unexplained pod is not counted (its drops may be the
+// events that were not delivered).
 
 // Defaults of the self-check.
 const (
@@ -77,7 +93,10 @@ type bypassCheck struct {
 
 	prev      map[string]ifSample // pod key (namespace/name/uid) -> last sample
 	prevStats probe.Stats
+	prevFrags uint64
 	prevTime  time.Time
+	ns        netns.NsHandle // the node's namespace (not owned)
+	here      bool
 
 	active, bypassing prometheus.Gauge
 	state             *prometheus.GaugeVec
@@ -88,7 +107,8 @@ type bypassCheck struct {
 
 type ifSample struct {
 	ifindex int
-	packets uint64
+	packets uint64 // both directions
+	sent    uint64 // by the pod: the host side's receive count
 }
 
 // localPod is a pod of this node with its own network.
@@ -99,7 +119,7 @@ type localPod struct {
 
 func newBypassCheck(nl *netlink.Handle, a *Agent, events *eventSink, reg prometheus.Registerer) (*bypassCheck, error) {
 	b := &bypassCheck{nl: nl, cluster: a.cluster, node: a.cfg.NodeName, hub: a.hub, probe: a.probe, spoof: a.spoof, cni: a.cni,
-		events: events, window: a.cfg.BypassWindow, minPackets: a.cfg.BypassMinPackets,
+		events: events, window: a.cfg.BypassWindow, minPackets: a.cfg.BypassMinPackets, ns: a.cni.ns, here: a.cni.here,
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "bypass_active_pods",
 			Help: "Local pods whose interface carried traffic in the last self-check window."}),
 		bypassing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "bypass_pods",
@@ -146,35 +166,47 @@ func (b *bypassCheck) sample(now time.Time) {
 		klog.ErrorS(err, "Listing links for the bypass self-check")
 		return
 	}
-	packets := map[int]uint64{}
+	counts := map[int]*netlink.LinkStatistics{}
 	for _, l := range links {
 		if s := l.Attrs().Statistics; s != nil {
-			packets[l.Attrs().Index] = s.RxPackets + s.TxPackets
+			counts[l.Attrs().Index] = s
 		}
 	}
 	stats, _ := b.probe.Stats()
+	frags := b.fragmentsFolded()
 	cur := map[string]ifSample{}
 	var active []localPod
+	var podSent uint64 // what the pods sent in the window: their interfaces' receive side
 	for _, p := range pods {
 		ifi, ok := ifaces[p.key]
 		if !ok {
 			continue
 		}
-		n, ok := packets[ifi]
+		c, ok := counts[ifi]
 		if !ok {
 			continue
 		}
-		cur[p.key] = ifSample{ifindex: ifi, packets: n}
-		if prev, ok := b.prev[p.key]; ok && prev.ifindex == ifi && n >= prev.packets && n-prev.packets >= b.minPackets {
+		smp := ifSample{ifindex: ifi, packets: c.RxPackets + c.TxPackets, sent: c.RxPackets}
+		cur[p.key] = smp
+		prev, ok := b.prev[p.key]
+		if !ok || prev.ifindex != ifi || smp.packets < prev.packets || smp.sent < prev.sent {
+			continue // new, or another interface: a baseline
+		}
+		podSent += smp.sent - prev.sent
+		if smp.packets-prev.packets >= b.minPackets {
 			active = append(active, p)
 		}
 	}
-	since, prevStats := b.prevTime, b.prevStats
-	b.prev, b.prevStats, b.prevTime = cur, stats, now
+	since, prevStats, prevFrags := b.prevTime, b.prevStats, b.prevFrags
+	b.prev, b.prevStats, b.prevFrags, b.prevTime = cur, stats, frags, now
 	b.active.Set(float64(len(active)))
-	if len(active) == 0 || since.IsZero() {
+	if since.IsZero() || (len(active) == 0 && podSent < b.minPackets) {
 		b.bypassing.Set(0)
 		return // nothing to judge: the last verdict stands
+	}
+	hooksSaw := (stats.Packets - prevStats.Packets) + (stats.SpoofDropped - prevStats.SpoofDropped)
+	if frags >= prevFrags {
+		hooksSaw += frags - prevFrags
 	}
 	seen := map[string]bool{}
 	for _, f := range b.hub.Since(since) {
@@ -201,11 +233,13 @@ func (b *bypassCheck) sample(now time.Time) {
 		unexplained = nil
 	}
 	b.bypassing.Set(float64(len(unexplained)))
-	b.decide(now, len(active), unexplained)
+	b.decide(now, len(active), unexplained, podSent, hooksSaw)
 }
 
-// decide records the window's verdict and reports a change.
-func (b *bypassCheck) decide(now time.Time, active int, bypassing []localPod) {
+// decide records the window's verdict and reports a change: active pods
+// carried traffic, bypassing ones never reached the hooks, the pods sent
+// podSent packets and the hooks saw hooksSaw.
+func (b *bypassCheck) decide(now time.Time, active int, bypassing []localPod, podSent, hooksSaw uint64) {
 	e := &flowv1.Enforcement{ActivePods: uint32(active), BypassingPods: uint32(len(bypassing)), Checked: timestamppb.New(now)}
 	for _, p := range bypassing {
 		if len(e.Bypassing) < bypassListed {
@@ -213,18 +247,21 @@ func (b *bypassCheck) decide(now time.Time, active int, bypassing []localPod) {
 		}
 	}
 	who := b.cniName()
+	short := podSent >= b.minPackets && hooksSaw*2 < podSent
+	totals := fmt.Sprintf("pods sent %d packets in the last %s and the hooks saw %d", podSent, b.window, hooksSaw)
 	switch {
-	case len(bypassing) == 0:
+	case (active > 0 && len(bypassing) == active) || (short && hooksSaw*10 < podSent):
+		e.State = stateNot
+		e.Detail = fmt.Sprintf("%s bypasses netfilter: %s", who, totals)
+	case len(bypassing) > 0 || short:
+		e.State = statePartial
+		e.Detail = fmt.Sprintf("%s bypasses netfilter for part of the pod traffic: %s", who, totals)
+	default:
 		e.State = stateEnforcing
 		e.Detail = fmt.Sprintf("the hooks saw the traffic of all %d pods that carried traffic in the last %s", active, b.window)
-	case len(bypassing) == active:
-		e.State = stateNot
-		e.Detail = fmt.Sprintf("%s bypasses netfilter: %d pods exchanged traffic in the last %s that the agent's hooks never saw (%s)",
-			who, active, b.window, strings.Join(e.Bypassing, ", "))
-	default:
-		e.State = statePartial
-		e.Detail = fmt.Sprintf("%s bypasses netfilter for %d of %d pods with traffic in the last %s (%s)",
-			who, len(bypassing), active, b.window, strings.Join(e.Bypassing, ", "))
+	}
+	if len(bypassing) > 0 {
+		e.Detail += fmt.Sprintf("; %d of %d pods with traffic were never seen (%s)", len(bypassing), active, strings.Join(e.Bypassing, ", "))
 	}
 	b.mu.Lock()
 	prev := b.measured
@@ -325,6 +362,51 @@ func macOf(l netlink.Link) string {
 		return ""
 	}
 	return l.Attrs().HardwareAddr.String()
+}
+
+// fragmentsFolded is how many IPv4 fragments the node's reassembly (the
+// hooks' defragmentation included) folded into whole packets: the hooks
+// count one packet where the pod's interface counted each fragment.
+func (b *bypassCheck) fragmentsFolded() uint64 {
+	var reqds, oks uint64
+	_ = runIn(b.ns, b.here, func() error {
+		data, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		reqds, oks = ipReassembly(string(data))
+		return nil
+	})
+	if reqds < oks {
+		return 0
+	}
+	return reqds - oks
+}
+
+// ipReassembly reads Ip: ReasmReqds and ReasmOKs from /proc/net/snmp.
+func ipReassembly(snmp string) (reqds, oks uint64) {
+	var names []string
+	for _, line := range strings.Split(snmp, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || fields[0] != "Ip:" {
+			continue
+		}
+		if names == nil {
+			names = fields
+			continue
+		}
+		for i := 1; i < len(fields) && i < len(names); i++ {
+			v, _ := strconv.ParseUint(fields[i], 10, 64)
+			switch names[i] {
+			case "ReasmReqds":
+				reqds = v
+			case "ReasmOKs":
+				oks = v
+			}
+		}
+		return reqds, oks
+	}
+	return 0, 0
 }
 
 // conntrackAddrs are the addresses in the node's conntrack entries (both

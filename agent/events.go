@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,7 +44,9 @@ func (s *eventSink) emit(typ, reason, message string) {
 		}
 		now := metav1.Now()
 		ev := &corev1.Event{
-			ObjectMeta:          metav1.ObjectMeta{GenerateName: s.pod + ".", Namespace: s.namespace},
+			// Named as client-go's recorder names them: the object and a
+			// unique suffix.
+			ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", s.pod, now.UnixNano()), Namespace: s.namespace},
 			InvolvedObject:      ref,
 			Reason:              reason,
 			Message:             message,

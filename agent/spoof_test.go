@@ -278,13 +278,17 @@ const spoofNodeName = "spoof-node"
 
 // startSpoofAgent runs the agent with anti-spoofing on the node namespace;
 // stop(uninstall) ends it, removing everything or leaving it pinned.
-func startSpoofAgent(t *testing.T, node *spoofNode, client *fake.Clientset, pinRoot string) (*Agent, func(uninstall bool)) {
+func startSpoofAgent(t *testing.T, node *spoofNode, client *fake.Clientset, pinRoot string, tweaks ...func(*Config)) (*Agent, func(uninstall bool)) {
 	t.Helper()
 	var a *Agent
+	cfg := Config{Client: client, NodeName: spoofNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig,
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AntiSpoofing: true, CNIConfDir: t.TempDir(), BPFFSRoot: t.TempDir()}
+	for _, tw := range tweaks {
+		tw(&cfg)
+	}
 	err := node.in(func() error {
 		var err error
-		a, err = New(Config{Client: client, NodeName: spoofNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig,
-			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AntiSpoofing: true})
+		a, err = New(cfg)
 		return err
 	})
 	if err != nil {

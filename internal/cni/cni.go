@@ -81,7 +81,7 @@ type Result struct {
 	// "Cilium", "Weave Net", "kube-router"); "" when none is recognised.
 	Name string `json:"name,omitempty"`
 	// Mode is the CNI's datapath mode where it matters ("vxlan",
-	// "iptables", "eBPF", "tunnel (vxlan)", ...).
+	// "iptables", "eBPF", "vxlan tunnel", ...).
 	Mode     string   `json:"mode,omitempty"`
 	Coverage Coverage `json:"coverage"`
 	// EnforcesPolicy: the CNI enforces NetworkPolicy too, so both enforce
@@ -452,7 +452,7 @@ func cilium(f Facts) Result {
 		if proto == "" || proto == "disabled" {
 			proto = "vxlan"
 		}
-		r.Mode = "tunnel (" + proto + ")"
+		r.Mode = proto + " tunnel"
 		r.Why = "Cilium delivers traffic between pods of a node veth to veth and cross-node traffic through its tunnel with tc programs: netfilter never sees it"
 		return r
 	}

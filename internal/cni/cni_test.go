@@ -141,7 +141,7 @@ func TestClassify(t *testing.T) {
 					{Name: "cilium_vxlan", Kind: "vxlan", TCPrograms: []string{"cil_from_overlay"}}, pod("lxc1a2b3c4d5e6f", "cil_from_contai"), pod("lxc_health", "cil_from_contai")},
 				Pins: []string{"tc/globals/cilium_calls_00042", "tc/globals/cilium_lxc", "tc/globals/cilium_ct4_global"},
 			},
-			want: "Cilium (tunnel (vxlan))", coverage: CoverageNone, evidence: "tc program cil_from_contai on lxc1a2b3c4d5e6f",
+			want: "Cilium (vxlan tunnel)", coverage: CoverageNone, evidence: "tc program cil_from_contai on lxc1a2b3c4d5e6f",
 		},
 		{
 			name: "Cilium tunnel (geneve) from cilium-config",
@@ -149,7 +149,7 @@ func TestClassify(t *testing.T) {
 				DaemonSets: []DaemonSet{{Namespace: "kube-system", Name: "cilium"}},
 				ConfigMaps: map[string]map[string]string{"kube-system/cilium-config": {"routing-mode": "tunnel", "tunnel-protocol": "geneve"}},
 			},
-			want: "Cilium (tunnel (geneve))", coverage: CoverageNone,
+			want: "Cilium (geneve tunnel)", coverage: CoverageNone,
 		},
 		{
 			name: "Cilium with default configuration (missing keys: tunnel, vxlan)",
@@ -157,7 +157,7 @@ func TestClassify(t *testing.T) {
 				DaemonSets: []DaemonSet{{Namespace: "kube-system", Name: "cilium"}},
 				ConfigMaps: map[string]map[string]string{"kube-system/cilium-config": {"cluster-name": "default"}},
 			},
-			want: "Cilium (tunnel (vxlan))", coverage: CoverageNone,
+			want: "Cilium (vxlan tunnel)", coverage: CoverageNone,
 		},
 		{
 			name: "Cilium native routing, eBPF host routing",
@@ -248,7 +248,7 @@ func TestAdvice(t *testing.T) {
 		{Classify(Facts{Links: []Link{{Name: "flannel.1", Kind: "vxlan"}}}), false, "enforces every NetworkPolicy"},
 		{Result{Name: "Calico", Mode: "iptables", Coverage: CoverageFull, EnforcesPolicy: true, Why: "x"}, false, "a packet passes only if both accept it"},
 		{Result{Name: "Calico", Mode: "iptables", Coverage: CoverageFull, EnforcesPolicy: true, Why: "x"}, false, "`kubectl netpol explain` predicts the agent's verdict"},
-		{Result{Name: "Cilium", Mode: "tunnel (vxlan)", Coverage: CoverageNone, Why: "x"}, true, "almost none of the pod traffic"},
+		{Result{Name: "Cilium", Mode: "vxlan tunnel", Coverage: CoverageNone, Why: "x"}, true, "almost none of the pod traffic"},
 		{Result{Name: "Cilium", Mode: "native routing", Coverage: CoveragePartial, Why: "x"}, true, "only part of the pod traffic"},
 		{Result{Coverage: CoverageUnknown}, false, "no known CNI found"},
 	} {

@@ -299,3 +299,23 @@ func TestIPReassembly(t *testing.T) {
 		t.Errorf("empty: %d, %d", r, o)
 	}
 }
+
+// BenchmarkBypassSample is one window of the self-check on a node with 100
+// pods (interfaces from the anti-spoofing guard): the link dump, the
+// counters, and the flow ring of the window. The CNI identification
+// (nodefacts) is timed too: it runs at start and every 5 minutes.
+func BenchmarkBypassSample(b *testing.B) {
+	a := podVethNode(b, 100, "bypassbench")
+	if a.spoof.sync() {
+		b.Fatalf("pods left waiting: %s", a.spoof.check().Detail)
+	}
+	a.bypass.sample(time.Now())
+	start := time.Now()
+	a.cni.refresh(context.Background())
+	identify := time.Since(start)
+	b.ResetTimer()
+	for range b.N {
+		a.bypass.sample(time.Now())
+	}
+	b.ReportMetric(float64(identify.Microseconds())/1000, "cni-identify-ms")
+}

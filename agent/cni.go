@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
@@ -31,6 +32,10 @@ type cniWatch struct {
 	client kubernetes.Interface
 	opts   nodefacts.Options
 	info   *prometheus.GaugeVec
+
+	// noConfigMaps: reading the CNI's ConfigMaps was forbidden once; the
+	// installed Role does not grant it, so the agent stops asking.
+	noConfigMaps bool
 
 	mu     sync.Mutex
 	result cni.Result
@@ -56,9 +61,15 @@ func (w *cniWatch) refresh(ctx context.Context) cni.Result {
 	if err != nil {
 		klog.V(2).InfoS("Some CNI facts could not be read", "err", err)
 	}
-	if w.client != nil {
+	if w.client != nil && !w.noConfigMaps {
 		for _, name := range cni.ConfigMapNames() {
-			if cm, err := w.client.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			cm, err := w.client.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsForbidden(err) {
+				klog.V(2).InfoS("The CNI's ConfigMaps are not readable; identifying the CNI from the node alone", "err", err)
+				w.noConfigMaps = true
+				break
+			}
+			if err == nil {
 				cni.AddConfigMap(&f, cm)
 			}
 		}

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,12 +19,20 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/cni"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/cni/nodefacts"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/udpsink"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -318,4 +327,46 @@ func BenchmarkBypassSample(b *testing.B) {
 		a.bypass.sample(time.Now())
 	}
 	b.ReportMetric(float64(identify.Microseconds())/1000, "cni-identify-ms")
+}
+
+// TestCNIWatch: the agent identifies the CNI from its node's links and, where
+// readable, the CNI's ConfigMap in kube-system; a forbidden read is not
+// asked again.
+func TestCNIWatch(t *testing.T) {
+	requirePrivileged(t)
+	node := newFeNS(t, "node")
+	node.run(t, "ip", "link", "add", "cilium_host", "type", "veth", "peer", "name", "cilium_net")
+	client := fake.NewClientset(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "cilium-config"},
+		Data: map[string]string{"routing-mode": "native", "enable-host-legacy-routing": "true", "enable-endpoint-routes": "true"}})
+	reg := prometheus.NewRegistry()
+	h, err := netns.GetFromName(node.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := newCNIWatch(h, client, nodefacts.Options{ConfDir: t.TempDir(), BPFFS: t.TempDir()}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	r := w.refresh(context.Background())
+	if r.String() != "Cilium (native routing, legacy host routing, endpoint routes)" || r.Coverage != cni.CoveragePartial {
+		t.Errorf("with cilium-config: %s (%s), evidence %v", r, r.Coverage, r.Evidence)
+	}
+	if st := w.status(); st.GetName() != "Cilium" || st.GetCoverage() != "partial" {
+		t.Errorf("status = %v", st)
+	}
+
+	forbidden := fake.NewClientset()
+	calls := 0
+	forbidden.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, k8sruntime.Object, error) {
+		calls++
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "cilium-config", errors.New("no RBAC"))
+	})
+	w.client = forbidden
+	for range 3 {
+		r = w.refresh(context.Background())
+	}
+	if calls != 1 || r.String() != "Cilium (native routing)" {
+		t.Errorf("forbidden: %d reads, result %s; want 1 read and the links alone", calls, r)
+	}
 }

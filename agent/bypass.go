@@ -172,7 +172,14 @@ func (b *bypassCheck) sample(now time.Time) {
 			counts[l.Attrs().Index] = s
 		}
 	}
-	stats, _ := b.probe.Stats()
+	stats, err := b.probe.Stats()
+	if err != nil {
+		// Without the hooks' counter nothing can be compared: the next
+		// window starts a new baseline.
+		klog.ErrorS(err, "Reading the datapath counters for the bypass self-check")
+		b.prevTime = time.Time{}
+		return
+	}
 	frags := b.fragmentsFolded()
 	cur := map[string]ifSample{}
 	var active []localPod
@@ -262,6 +269,9 @@ func (b *bypassCheck) decide(now time.Time, active int, bypassing []localPod, po
 	}
 	if len(bypassing) > 0 {
 		e.Detail += fmt.Sprintf("; %d of %d pods with traffic were never seen (%s)", len(bypassing), active, strings.Join(e.Bypassing, ", "))
+	}
+	if r, ok := b.cni.current(); ok && e.State != stateEnforcing && !r.Bypasses() {
+		e.Detail += "; " + r.String() + " should pass pod traffic through netfilter: see the node checks (bridge-nf-call-iptables) and look for another eBPF program on the pod interfaces"
 	}
 	b.mu.Lock()
 	prev := b.measured

@@ -270,7 +270,7 @@ func (b *bypassCheck) decide(now time.Time, active int, bypassing []localPod, po
 	if len(bypassing) > 0 {
 		e.Detail += fmt.Sprintf("; %d of %d pods with traffic were never seen (%s)", len(bypassing), active, strings.Join(e.Bypassing, ", "))
 	}
-	if r, ok := b.cni.current(); ok && e.State != stateEnforcing && !r.Bypasses() {
+	if r, ok := b.cni.current(); ok && e.State != stateEnforcing && r.Coverage == cni.CoverageFull {
 		e.Detail += "; " + r.String() + " should pass pod traffic through netfilter: see the node checks (bridge-nf-call-iptables) and look for another eBPF program on the pod interfaces"
 	}
 	b.mu.Lock()

@@ -370,3 +370,35 @@ func TestCNIWatch(t *testing.T) {
 		t.Errorf("forbidden: %d reads, result %s; want 1 read and the links alone", calls, r)
 	}
 }
+
+// TestBypassSelfCheckPartial: one pair of pods redirected past netfilter,
+// another over the normal path: the node is partially enforcing and only
+// the redirected pod is named.
+func TestBypassSelfCheckPartial(t *testing.T) {
+	requirePrivileged(t)
+	node := newSpoofNode(t, false)
+	conntrackOn(t, node.feNS)
+	a1, b1, c1, d1 := node.addPod(t, "a"), node.addPod(t, "b"), node.addPod(t, "c"), node.addPod(t, "d")
+	var objs []k8sruntime.Object
+	for _, p := range []*spoofPod{a1, b1, c1, d1} {
+		o := onNodeSpoof(pt.Pod("shop", p.podName, pt.WithIP(p.ip4.String())))
+		o.UID = types.UID("uid-" + p.podName)
+		objs = append(objs, o)
+	}
+	client := fake.NewClientset(append(objs, pt.Namespace("shop"))...)
+	udpsink.Listen(t, b1.in, netip.AddrPortFrom(b1.ip4, 5000))
+	udpsink.Listen(t, d1.in, netip.AddrPortFrom(d1.ip4, 5000))
+	const window = 500 * time.Millisecond
+	a, stop := startSpoofAgent(t, node, client, fmt.Sprintf("/sys/fs/bpf/netpol-agent-partial-%d", os.Getpid()),
+		func(c *Config) { c.BypassWindow = window })
+	defer stop(true)
+	waitFor(t, 10*time.Second, "agent ready", func() bool { return a.ready.Load() })
+	redirectPeer(t, node, "redirect_peer", a1, b1)
+	udpStream(t, a1, netip.AddrPortFrom(b1.ip4, 5000))
+	udpStream(t, c1, netip.AddrPortFrom(d1.ip4, 5000))
+	e := waitEnforcement(t, a, 6*window, statePartial)
+	t.Logf("partial: %s", e.GetDetail())
+	if got := strings.Join(e.GetBypassing(), " "); got != "shop/a" || e.GetActivePods() < 2 {
+		t.Errorf("bypassing %q of %d active pods, want shop/a only", got, e.GetActivePods())
+	}
+}

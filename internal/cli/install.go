@@ -103,6 +103,7 @@ type InstallOptions struct {
 	AntiSpoofing     bool
 	KeepEstablished  bool
 	FlowEndSummaries bool
+	Pprof            bool
 	// MountBPFFS adds the privileged init container that mounts bpffs on
 	// nodes without it.
 	MountBPFFS bool
@@ -196,6 +197,7 @@ namespace); status, uninstall and version take the same flag.`,
 		"Kubernetes admits the Bidirectional mount propagation this needs only in a PRIVILEGED container (every capability, no seccomp): "+
 		"prefer mounting bpffs on the nodes (systemd's sys-fs-bpf.mount). The agent itself stays unprivileged")
 	fl.BoolVar(&o.Force, "force", false, "Install even beside a CNI whose datapath takes pod traffic past netfilter (Cilium, Calico's eBPF dataplane), where the agent could not enforce; status then shows those nodes as not enforcing")
+	fl.BoolVar(&o.Pprof, "pprof", false, "Serve Go's profiles (/debug/pprof/) on each agent's loopback HTTP port, to see where the agent's own CPU and memory go (kubectl port-forward to the agent pod)")
 	fl.BoolVar(&o.Wait, "wait", true, "Wait until the agent is ready on every node, showing each node's progress")
 	fl.DurationVar(&o.Timeout, "timeout", defaultWaitTimeout, "How long --wait waits before showing the failing pods' state, events and logs")
 	return cmd
@@ -216,6 +218,7 @@ func (o *InstallOptions) Complete() error {
 		KeepEstablished:    o.KeepEstablished,
 		NoFlowEndSummaries: !o.FlowEndSummaries,
 		MountBPFFS:         o.MountBPFFS,
+		Pprof:              o.Pprof,
 	}
 	return nil
 }

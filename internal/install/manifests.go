@@ -66,6 +66,9 @@ type Options struct {
 	// propagation this needs only in a privileged container, so it is
 	// opt-in: install --mount-bpffs.
 	MountBPFFS bool
+	// Pprof serves Go's profiles on the agent's loopback HTTP address; the
+	// agent's --pprof.
+	Pprof bool
 }
 
 // agentArgs are the agent's command-line arguments for o.
@@ -79,6 +82,9 @@ func (o Options) agentArgs() []string {
 	}
 	if o.NoFlowEndSummaries {
 		args = append(args, "--flow-end-summaries=false")
+	}
+	if o.Pprof {
+		args = append(args, "--pprof")
 	}
 	return args
 }
@@ -390,6 +396,8 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							nodeEnv,
 							{Name: EnvPodName, ValueFrom: fromField("metadata.name")},
 							{Name: EnvPodNamespace, ValueFrom: fromField("metadata.namespace")},
+							{Name: EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+								ContainerName: containerName, Resource: "limits.memory"}}},
 						},
 						SecurityContext: &corev1.SecurityContext{
 							RunAsUser:                &root,

@@ -235,6 +235,7 @@ func TestAgentArgs(t *testing.T) {
 	}{
 		{func(*Options) {}, []string{"--v=2"}},
 		{func(o *Options) { o.NoAntiSpoofing = true }, []string{"--v=2", "--anti-spoofing=false"}},
+		{func(o *Options) { o.Pprof = true }, []string{"--v=2", "--pprof"}},
 		{func(o *Options) { o.KeepEstablished = true }, []string{"--v=2", "--keep-established"}},
 		{func(o *Options) { o.NoFlowEndSummaries = true }, []string{"--v=2", "--flow-end-summaries=false"}},
 	} {
@@ -259,13 +260,17 @@ func TestAgentProbesAndEnv(t *testing.T) {
 	}
 	env := map[string]string{}
 	for _, e := range c.Env {
-		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
-			t.Errorf("env %s is not from the downward API", e.Name)
-			continue
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		case e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.ContainerName == c.Name:
+			env[e.Name] = e.ValueFrom.ResourceFieldRef.Resource
+		default:
+			t.Errorf("env %s is not from the downward API (of this container)", e.Name)
 		}
-		env[e.Name] = e.ValueFrom.FieldRef.FieldPath
 	}
-	want := map[string]string{EnvNodeName: "spec.nodeName", EnvPodName: "metadata.name", EnvPodNamespace: "metadata.namespace"}
+	want := map[string]string{EnvNodeName: "spec.nodeName", EnvPodName: "metadata.name", EnvPodNamespace: "metadata.namespace",
+		EnvMemoryLimit: "limits.memory"}
 	if !reflect.DeepEqual(env, want) {
 		t.Errorf("env = %v, want %v", env, want)
 	}

@@ -235,15 +235,20 @@ func TestBypassSelfCheck(t *testing.T) {
 }
 
 // TestBypassSelfCheckIdle: pods that exchange nothing (neighbour discovery
-// only) never turn the node, whatever the CNI's datapath.
+// only), a pod whose traffic only loops back inside it, and a hostNetwork
+// pod never turn the node, whatever the CNI's datapath.
 func TestBypassSelfCheckIdle(t *testing.T) {
 	requirePrivileged(t)
 	node := newSpoofNode(t, false)
 	conntrackOn(t, node.feNS)
 	a1, b1 := node.addPod(t, "a"), node.addPod(t, "b")
 	redirectPeer(t, node, "redirect_peer", a1, b1)
-	client := fake.NewClientset(pt.Namespace("shop"),
-		onNodeSpoof(pt.Pod("shop", "a", pt.WithIP(a1.ip4.String()))), onNodeSpoof(pt.Pod("shop", "b", pt.WithIP(b1.ip4.String()))))
+	client := fake.NewClientset(pt.Namespace("shop"), pt.Namespace("kube-system"),
+		onNodeSpoof(pt.Pod("shop", "a", pt.WithIP(a1.ip4.String()))), onNodeSpoof(pt.Pod("shop", "b", pt.WithIP(b1.ip4.String()))),
+		onNodeSpoof(pt.Pod("kube-system", "proxy", pt.HostNetwork(), pt.WithIP("169.254.1.1"))))
+	// a talks to itself over loopback, a lot.
+	lo := listenLoopback(t, a1)
+	udpStream(t, a1, lo)
 	a, stop := startSpoofAgent(t, node, client, fmt.Sprintf("/sys/fs/bpf/netpol-agent-idle-%d", os.Getpid()),
 		func(c *Config) { c.BypassWindow = 300 * time.Millisecond })
 	// A few pings' worth of packets per window stays below the threshold.
@@ -254,7 +259,34 @@ func TestBypassSelfCheckIdle(t *testing.T) {
 	if got := gaugeValue(t, a, "kubectl_netpol_bypass_active_pods"); got != 0 {
 		t.Errorf("active pods metric = %v for idle pods", got)
 	}
+	if lo.Port() == 0 {
+		t.Fatal("no loopback listener")
+	}
 	stop(true)
+}
+
+// listenLoopback receives UDP on the pod's loopback (and drops it).
+func listenLoopback(t *testing.T, p *spoofPod) netip.AddrPort {
+	t.Helper()
+	var c *net.UDPConn
+	err := p.in(func() error {
+		var err error
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 16)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
 func waitEnforcement(t *testing.T, a *Agent, within time.Duration, state string) *flowv1.Enforcement {

@@ -230,6 +230,11 @@ func testAntiSpoofing(t *testing.T, bridge bool) {
 	}
 
 	// The ghost and local pods are reported, and did not stop the others.
+	// (The pins the previous agent left satisfy waitGuards before this
+	// agent's first reconcile: wait for that reconcile.)
+	waitFor(t, 10*time.Second, "the restarted agent's first reconcile", func() bool {
+		return !a.spoof.check().Ok
+	})
 	check := a.spoof.check()
 	t.Logf("anti-spoofing check: %s", check.Detail)
 	if check.Ok || !strings.Contains(check.Detail, "shop/ghost") || !strings.Contains(check.Detail, "shop/local") ||

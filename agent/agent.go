@@ -34,6 +34,8 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow/otlp"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/cni/nodefacts"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -70,7 +72,21 @@ type Config struct {
 	// OTLP, when its Endpoint is set, exports flows and metrics to an
 	// OpenTelemetry Collector (Node and Gatherer are filled in by New).
 	OTLP otlp.Config
+	// CNIConfDir holds the node's CNI configuration files (default
+	// /etc/cni/net.d; the DaemonSet mounts the node's at DefaultCNIConfDir).
+	CNIConfDir string
+	// BPFFSRoot is where other datapaths' pins are looked for (default
+	// /sys/fs/bpf).
+	BPFFSRoot string
+	// BypassWindow is the bypass self-check's window (default 10s), and
+	// BypassMinPackets the packets a pod's interface must carry in it to
+	// be judged (default 20).
+	BypassWindow     time.Duration
+	BypassMinPackets uint64
 }
+
+// DefaultCNIConfDir is where the DaemonSet mounts the node's /etc/cni/net.d.
+const DefaultCNIConfDir = install.CNIConfMountPath
 
 // Agent is a running node agent.
 type Agent struct {
@@ -84,6 +100,9 @@ type Agent struct {
 	// ruleCounters belongs to readEvents' goroutine.
 	ruleCounters ruleCounters
 	spoof        *spoofGuard // nil when anti-spoofing is off
+	cni          *cniWatch
+	bypass       *bypassCheck
+	bypassNL     *netlink.Handle
 	queue        workqueue.TypedRateLimitingInterface[string]
 	started      time.Time
 	// policyCache carries what the engine derived from unchanged objects
@@ -139,11 +158,18 @@ func New(cfg Config) (*Agent, error) {
 	runtime.LockOSThread()
 	err = p.Attach("node")
 	nodeNS, nsErr := netns.Get() // where Attach ran: the pod interfaces are there too
+	checkNS, checkNSErr := netns.Get()
 	runtime.UnlockOSThread()
 	if nsErr == nil && (err != nil || !cfg.AntiSpoofing) {
 		nodeNS.Close()
 	}
+	if err == nil && checkNSErr != nil {
+		err = fmt.Errorf("opening the node's network namespace: %w", checkNSErr)
+	}
 	if err != nil {
+		if checkNSErr == nil {
+			checkNS.Close()
+		}
 		p.Close()
 		return nil, fmt.Errorf("attaching the netfilter programs on node %s: %w (needs NET_ADMIN and nf_conntrack)", cfg.NodeName, err)
 	}
@@ -169,19 +195,27 @@ func New(cfg Config) (*Agent, error) {
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "datapath"})
 	if err := a.cluster.OnChange(func(string) { a.enqueue() }); err != nil {
+		checkNS.Close()
+		p.Close()
+		return nil, err
+	}
+	if err := a.newChecks(checkNS); err != nil {
 		p.Close()
 		return nil, err
 	}
 	if cfg.AntiSpoofing {
 		if nsErr != nil {
+			a.closeChecks()
 			p.Close()
 			return nil, fmt.Errorf("opening the node's network namespace for anti-spoofing: %w", nsErr)
 		}
 		if a.spoof, err = newSpoofGuard(p, a.cluster, cfg.NodeName, nodeNS, a.metrics.Registry); err != nil {
 			nodeNS.Close()
+			a.closeChecks()
 			p.Close()
 			return nil, err
 		}
+		a.bypass.spoof = a.spoof
 		// Its own loop, beside the policy queue: discovery never delays policy.
 		if err := a.cluster.OnChange(func(kind string) {
 			if kind == "pod" {
@@ -189,11 +223,49 @@ func New(cfg Config) (*Agent, error) {
 			}
 		}); err != nil {
 			a.spoof.close()
+			a.closeChecks()
 			p.Close()
 			return nil, err
 		}
 	}
 	return a, nil
+}
+
+// newChecks sets up the CNI identification and the bypass self-check in
+// ns, the node's network namespace (taking it over).
+func (a *Agent) newChecks(ns netns.NsHandle) error {
+	bpfRoot := a.cfg.BPFFSRoot
+	if bpfRoot == "" {
+		bpfRoot = bpffs.Path
+	}
+	w, err := newCNIWatch(ns, a.cfg.Client, nodefacts.Options{ConfDir: a.cfg.CNIConfDir, BPFFS: bpfRoot}, a.metrics.Registry)
+	if err != nil {
+		ns.Close()
+		return err
+	}
+	a.cni = w
+	open := netlink.NewHandle
+	if !w.here {
+		open = func(...int) (*netlink.Handle, error) { return netlink.NewHandleAt(ns) }
+	}
+	if a.bypassNL, err = open(); err != nil {
+		w.close()
+		return fmt.Errorf("opening netlink in the node's network namespace for the bypass self-check: %w", err)
+	}
+	if a.bypass, err = newBypassCheck(a.bypassNL, a, newEventSink(a.cfg), a.metrics.Registry); err != nil {
+		a.closeChecks()
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) closeChecks() {
+	if a.bypassNL != nil {
+		a.bypassNL.Close()
+	}
+	if a.cni != nil {
+		a.cni.close()
+	}
 }
 
 // Hub is the flow hub (tests observe it directly).
@@ -229,6 +301,7 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	hs := &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	var wg sync.WaitGroup
+	defer a.closeChecks() // after the checks' goroutines are done
 	defer wg.Wait()
 	wg.Go(func() { _ = gs.Serve(grpcLis) })
 	wg.Go(func() { _ = hs.Serve(httpLis) })
@@ -261,6 +334,9 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	a.refreshLocalAddresses()
 	a.enqueue()
 	a.spoof.start()
+	a.cni.refresh(ctx)
+	wg.Go(func() { a.cni.run(ctx) })
+	wg.Go(func() { a.bypass.run(ctx) })
 	wg.Go(func() {
 		for a.processNext() {
 		}
@@ -469,11 +545,13 @@ func (a *Agent) mapUsage() []MapUsage {
 // status is the node's part of flow.v1 Status.
 func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 	r := &flowv1.StatusResponse{
-		Version: version.Version(),
-		Node:    a.cfg.NodeName,
-		Ready:   a.ready.Load(),
-		Uptime:  durationpb.New(time.Since(a.started)),
-		Checks:  append(nodeChecks(), a.spoof.check()),
+		Version:     version.Version(),
+		Node:        a.cfg.NodeName,
+		Ready:       a.ready.Load(),
+		Uptime:      durationpb.New(time.Since(a.started)),
+		Checks:      append(nodeChecks(), a.spoof.check()),
+		Cni:         a.cni.status(),
+		Enforcement: a.bypass.status(),
 	}
 	if a.cfg.FlowEndSummaries {
 		r.Checks = append(r.Checks, conntrackAcctCheck(), a.flowEndSourceCheck())

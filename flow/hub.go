@@ -1,6 +1,8 @@
 package flow
 
 import (
+	"time"
+
 	"context"
 	"sync"
 	"sync/atomic"
@@ -87,6 +89,29 @@ func (h *Hub) Seen() uint64 { return h.seen.Load() }
 
 // Capacity is the size of the ring.
 func (h *Hub) Capacity() int { return len(h.ring) }
+
+// Since returns the ring's flows whose time is at or after t, newest
+// first. It walks back from the newest and stops at the first older flow,
+// so it costs what the window holds, not the ring.
+func (h *Hub) Since(t time.Time) []*flowv1.Flow {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*flowv1.Flow
+	for n, i := 0, h.next-1; n < len(h.ring); n, i = n+1, i-1 {
+		if i < 0 {
+			if !h.full {
+				break
+			}
+			i = len(h.ring) - 1
+		}
+		f := h.ring[i]
+		if f == nil || f.GetTime().AsTime().Before(t) {
+			break
+		}
+		out = append(out, f)
+	}
+	return out
+}
 
 // history returns the ring's flows oldest first; with sub, it also registers
 // the subscriber in the same critical section, so a following client sees

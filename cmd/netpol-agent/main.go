@@ -20,6 +20,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"syscall"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -71,6 +72,8 @@ func run() error {
 	flag.StringVar(&cfg.OTLP.Endpoint, "otlp-endpoint", "", "export flows (OTLP logs) and metrics (OTLP metrics) to this OpenTelemetry Collector, HOST:PORT (OTLP/gRPC)")
 	flag.BoolVar(&cfg.OTLP.Insecure, "otlp-insecure", false, "send OTLP in plain text instead of TLS")
 	flag.StringVar(&cfg.OTLP.CAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate (default: the system roots)")
+	flag.StringVar(&cfg.CNIConfDir, "cni-conf-dir", agent.DefaultCNIConfDir, "the node's CNI configuration directory, read to identify the CNI (the DaemonSet mounts the node's /etc/cni/net.d here)")
+	flag.DurationVar(&cfg.BypassWindow, "bypass-check-window", 10*time.Second, "window of the bypass self-check: pods whose interfaces carried traffic the netfilter hooks never saw in it turn the node's status to not enforcing")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
 

@@ -295,8 +295,11 @@ func Manifests(o Options) ([]Object, error) {
 		// At shutdown the agent reads its own DaemonSet: deleted or being
 		// deleted means uninstall, so it removes its BPF programs and pins;
 		// otherwise (upgrade, eviction) enforcement stays in place.
+		// It reports on its own pod, with Events, when the node's CNI takes
+		// pod traffic past its hooks (the bypass self-check).
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{AgentName}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		},
 	}
 	roleBinding := &rbacv1.RoleBinding{
@@ -466,7 +469,10 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// Propagation None: the init containers ran before this
 						// container was created, so a bpffs mount-bpffs made is
 						// already what this bind shows.
-						VolumeMounts:   []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"}},
+						// The CNI's configuration, read to tell which CNI the node
+						// runs and so whether pod traffic passes the hooks.
+						VolumeMounts: []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"},
+							{Name: "cni-conf", MountPath: CNIConfMountPath, ReadOnly: true}},
 						LivenessProbe:  liveness,
 						ReadinessProbe: probe("/readyz", 5),
 						Resources: corev1.ResourceRequirements{
@@ -483,6 +489,9 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// Pins live on the host's bpffs so enforcement outlives
 						// the pod (upgrade, crash) until uninstall removes them.
 						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf", Type: &dirType}},
+					}, {
+						Name:         "cni-conf",
+						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc/cni/net.d"}},
 					}},
 				},
 			},

@@ -129,12 +129,15 @@ func TestAgentLeastPrivilege(t *testing.T) {
 	if len(c.Ports) != 0 {
 		t.Errorf("the agent declares ports %v; it must listen on loopback only", c.Ports)
 	}
-	// One hostPath, the bpffs, and nothing else from the host.
-	if len(spec.Volumes) != 1 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/sys/fs/bpf" ||
-		*spec.Volumes[0].HostPath.Type != corev1.HostPathDirectory {
+	// Two hostPaths, the bpffs and the CNI configuration (read-only), and
+	// nothing else from the host.
+	if len(spec.Volumes) != 2 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/sys/fs/bpf" ||
+		*spec.Volumes[0].HostPath.Type != corev1.HostPathDirectory ||
+		spec.Volumes[1].HostPath == nil || spec.Volumes[1].HostPath.Path != "/etc/cni/net.d" {
 		t.Errorf("volumes = %+v", spec.Volumes)
 	}
-	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/sys/fs/bpf" || c.VolumeMounts[0].MountPropagation != nil {
+	if len(c.VolumeMounts) != 2 || c.VolumeMounts[0].MountPath != "/sys/fs/bpf" || c.VolumeMounts[0].MountPropagation != nil ||
+		c.VolumeMounts[1].MountPath != CNIConfMountPath || !c.VolumeMounts[1].ReadOnly {
 		t.Errorf("mounts = %+v", c.VolumeMounts)
 	}
 	if !reflect.DeepEqual(c.Command, []string{AgentBinary}) || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Image != "example.test/agent:v0.1.0" {
@@ -308,9 +311,10 @@ func TestRBACReadsOnlyWhatTheAgentNeeds(t *testing.T) {
 	if !reflect.DeepEqual(granted, want) {
 		t.Errorf("cluster role grants %v, want %v", granted, want)
 	}
-	if len(role.Rules) != 1 || !reflect.DeepEqual(role.Rules[0].Verbs, []string{"get"}) ||
-		!reflect.DeepEqual(role.Rules[0].Resources, []string{"daemonsets"}) || !reflect.DeepEqual(role.Rules[0].ResourceNames, []string{AgentName}) {
-		t.Errorf("role rules = %+v, want get on its own DaemonSet only", role.Rules)
+	if len(role.Rules) != 2 || !reflect.DeepEqual(role.Rules[0].Verbs, []string{"get"}) ||
+		!reflect.DeepEqual(role.Rules[0].Resources, []string{"daemonsets"}) || !reflect.DeepEqual(role.Rules[0].ResourceNames, []string{AgentName}) ||
+		!reflect.DeepEqual(role.Rules[1].Verbs, []string{"create"}) || !reflect.DeepEqual(role.Rules[1].Resources, []string{"events"}) {
+		t.Errorf("role rules = %+v, want get on its own DaemonSet and create on events only", role.Rules)
 	}
 }
 
@@ -421,7 +425,7 @@ func TestCheckAccessListsEveryMissingPermission(t *testing.T) {
 func TestCheckGrant(t *testing.T) {
 	objs := manifests(t, testOptions())
 	grants := GrantPermissions(objs)
-	if len(grants) != 5*3+1 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
+	if len(grants) != 5*3+2 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
 		!slices.Contains(grants, Permission{Verb: "watch", Group: "networking.k8s.io", Resource: "networkpolicies"}) {
 		t.Errorf("grants = %v", grants)
 	}

@@ -383,19 +383,7 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 	}
 }
 
-func (a *Agent) count(f *flowv1.Flow) {
-	verdict := flow.VerdictName(f.GetVerdict())
-	a.metrics.Flows.WithLabelValues(verdict, flow.DirectionName(f.GetDirection())).Inc()
-	for _, group := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
-		for _, r := range group {
-			rule := ""
-			if r.RuleIndex != nil {
-				rule = fmt.Sprint(r.GetRuleIndex())
-			}
-			a.metrics.PolicyVerdicts.WithLabelValues(r.GetNamespace(), r.GetName(), flow.DirectionName(r.GetDirection()), rule, verdict).Inc()
-		}
-	}
-}
+func (a *Agent) count(f *flowv1.Flow) { a.metrics.CountVerdict(f) }
 
 func (a *Agent) datapathCounters() map[string]uint64 {
 	s, err := a.probe.Stats()

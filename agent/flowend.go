@@ -590,36 +590,55 @@ func (e *enricher) endFlow(x *endpointIndex, ct *ctEnd, rec *flowv1.Flow, now ti
 	if srcEP == nil && dstEP == nil {
 		return nil
 	}
-	var f *flowv1.Flow
+	p := &endParts{}
+	f := &p.flow
 	if rec != nil {
 		// The start's enrichment: pods as they were then, and the rules
-		// that admitted the connection.
-		f = &flowv1.Flow{Verdict: rec.GetVerdict(), Reason: rec.GetReason(), Direction: rec.GetDirection(),
-			Ip: rec.GetIp(), Source: rec.GetSource(), Destination: rec.GetDestination(), Service: rec.GetService(),
-			AllowedBy: rec.GetAllowedBy(), RuleId: rec.GetRuleId(),
-			L4: &flowv1.Layer4{Protocol: rec.GetL4().GetProtocol(), SourcePort: rec.GetL4().GetSourcePort(),
-				DestinationPort: rec.GetL4().GetDestinationPort()}}
-		if !rec.GetTime().AsTime().IsZero() {
-			f.Duration = durationpb.New(now.Sub(rec.GetTime().AsTime()))
+		// that admitted the connection (shared, not copied: see enricher).
+		f.Verdict, f.Reason, f.Direction = rec.GetVerdict(), rec.GetReason(), rec.GetDirection()
+		f.Ip, f.Source, f.Destination, f.Service = rec.GetIp(), rec.GetSource(), rec.GetDestination(), rec.GetService()
+		f.AllowedBy, f.RuleId = rec.GetAllowedBy(), rec.GetRuleId()
+		p.l4.Protocol, p.l4.SourcePort, p.l4.DestinationPort = rec.GetL4().GetProtocol(), rec.GetL4().GetSourcePort(), rec.GetL4().GetDestinationPort()
+		f.L4 = &p.l4
+		if t := rec.GetTime(); t != nil {
+			if started := t.AsTime(); !started.IsZero() {
+				f.Duration = setDuration(&p.duration, now.Sub(started))
+			}
 		}
 	} else {
 		f = e.flow(x.dp, e.judged(x, ct, src, dst, dport, srcEP, dstEP))
-		f.L4.TcpFlags = nil
+		f.L4.TcpFlags = nil // its own Layer4 (flowParts)
 	}
 	f.Type = flowv1.EventType_EVENT_TYPE_END
 	f.Node = e.node
-	f.Time = timestamppb.New(now)
+	end := now
 	f.Packets = ct.packets
 	f.Bytes = ct.bytes
 	if !ct.start.IsZero() {
-		stop := ct.stop
-		if stop.IsZero() {
-			stop = now
+		end = ct.stop
+		if end.IsZero() {
+			end = now
 		}
-		f.Time = timestamppb.New(stop)
-		f.Duration = durationpb.New(stop.Sub(ct.start))
+		f.Duration = setDuration(&p.duration, end.Sub(ct.start))
 	}
+	p.time.Seconds, p.time.Nanos = end.Unix(), int32(end.Nanosecond())
+	f.Time = &p.time
 	return f
+}
+
+// endParts are the messages a flow-end summary owns, allocated at once.
+type endParts struct {
+	flow     flowv1.Flow
+	l4       flowv1.Layer4
+	time     timestamppb.Timestamp
+	duration durationpb.Duration
+}
+
+// setDuration sets pd to d as durationpb.New would and returns it.
+func setDuration(pd *durationpb.Duration, d time.Duration) *durationpb.Duration {
+	nanos := d.Nanoseconds()
+	pd.Seconds, pd.Nanos = nanos/1e9, int32(nanos%1e9)
+	return pd
 }
 
 // judged rebuilds the new-flow event the datapath would have emitted for

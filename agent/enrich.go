@@ -65,10 +65,10 @@ type serviceKey struct {
 // attrKey is what probe.Attribute reads of an event; the drop fields are
 // zero for allowed flows.
 type attrKey struct {
-	egressRule, ingressRule uint32
-	drop                    bool
-	direction               uint8
-	reversed                bool // FlagPickup or FlagRevoked
+	egressRule, ingressRule  uint32
+	drop                     bool
+	direction                uint8
+	reversed                 bool // FlagPickup or FlagRevoked
 	srcEndpoint, dstEndpoint uint32
 }
 

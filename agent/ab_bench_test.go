@@ -5,9 +5,9 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/connrate"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
@@ -40,54 +42,9 @@ const (
 	agentABPort      = 80
 )
 
-// TestAgentConnectRateProcess is the connect-rate server or client run as a
-// pinned child by BenchmarkAgentAB; it does nothing otherwise. Server:
-// accept, write one byte, close. Client: connect, read the byte, close, for
-// the given time; print the number of connections.
-func TestAgentConnectRateProcess(t *testing.T) {
-	mode := os.Getenv("NETPOL_TEST_CRR")
-	if mode == "" {
-		t.Skip("run as a child of BenchmarkAgentAB")
-	}
-	addr := os.Getenv("NETPOL_TEST_CRR_ADDR")
-	fail := func(err error) {
-		fmt.Println("error:", err)
-		os.Exit(1)
-	}
-	if mode == "server" {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			fail(err)
-		}
-		fmt.Println("ready")
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				fail(err)
-			}
-			c.Write([]byte{'x'})
-			c.Close()
-		}
-	}
-	d, err := time.ParseDuration(os.Getenv("NETPOL_TEST_CRR_TIME"))
-	if err != nil {
-		fail(err)
-	}
-	n := 0
-	buf := make([]byte, 1)
-	for end := time.Now().Add(d); time.Now().Before(end); n++ {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			fail(err)
-		}
-		if _, err := c.Read(buf); err != nil {
-			fail(err)
-		}
-		c.Close()
-	}
-	fmt.Println(n)
-	os.Exit(0)
-}
+// TestConnectRateProcess is BenchmarkAgentAB's pinned connect-rate server
+// or client (internal/connrate); it does nothing on its own.
+func TestConnectRateProcess(t *testing.T) { connrate.Child(t) }
 
 // agentABObjects is the cluster of the agent A/B benchmark: pods a (server)
 // and c (client) on this node, 1000 remote pods, and 1000 NetworkPolicies
@@ -203,6 +160,10 @@ func runBenchAgent(b *testing.B, node *feNode, pinRoot string, objs []k8sruntime
 // client's and server's context shows in the rate), and the load average.
 //
 //	go test -run '^$' -bench BenchmarkAgentAB -benchtime 3x -v ./agent/
+//
+// NETPOL_AB_MODES=none,defaults,... picks modes, NETPOL_AB_SECS sets the
+// arm length, NETPOL_AB_PROFILE=/tmp/ab writes a CPU profile of each arm
+// (from the client's start to the last summary) to /tmp/ab-MODE-ROUND-N.prof.
 func BenchmarkAgentAB(b *testing.B) {
 	requirePrivileged(b)
 	for _, tool := range []string{"taskset", "conntrack"} {
@@ -249,8 +210,11 @@ func BenchmarkAgentAB(b *testing.B) {
 	b.Cleanup(func() { os.RemoveAll(pinRoot) })
 
 	addr := aIP + ":" + strconv.Itoa(agentABPort)
-	srv := exec.Command("ip", "netns", "exec", podA.name, "taskset", "-c", agentABServerCPU, os.Args[0], "-test.run=^TestAgentConnectRateProcess$", "-test.count=1")
-	srv.Env = append(os.Environ(), "NETPOL_TEST_CRR=server", "NETPOL_TEST_CRR_ADDR="+addr)
+	pinned := func(p *feNS, cpu string) *exec.Cmd {
+		return exec.Command("ip", append([]string{"netns", "exec", p.name, "taskset", "-c", cpu}, connrate.Args()...)...)
+	}
+	srv := pinned(podA, agentABServerCPU)
+	srv.Env = connrate.Env(connrate.Server, addr, 0)
 	out, err := srv.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -259,15 +223,15 @@ func BenchmarkAgentAB(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { srv.Process.Signal(syscall.SIGKILL); srv.Wait() })
-	line := make([]byte, 6)
-	if _, err := out.Read(line); err != nil || string(line) != "ready\n" {
+	line := make([]byte, len(connrate.Ready)+1)
+	if _, err := out.Read(line); err != nil || string(line) != connrate.Ready+"\n" {
 		b.Fatalf("server did not start: %q %v", line, err)
 	}
 	connectRate := func() float64 {
-		cmd := exec.Command("ip", "netns", "exec", podC.name, "taskset", "-c", agentABClientCPU, os.Args[0], "-test.run=^TestAgentConnectRateProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "NETPOL_TEST_CRR=client", "NETPOL_TEST_CRR_ADDR="+addr, fmt.Sprintf("NETPOL_TEST_CRR_TIME=%gs", secs))
+		cmd := pinned(podC, agentABClientCPU)
+		cmd.Env = connrate.Env(connrate.Client, addr, time.Duration(secs*float64(time.Second)))
 		out, err := cmd.Output()
-		n, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+		n, perr := connrate.Connections(out)
 		if err != nil || perr != nil {
 			b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
 		}
@@ -288,7 +252,9 @@ func BenchmarkAgentAB(b *testing.B) {
 			}
 			node.run(b, "conntrack", "-F")
 			time.Sleep(200 * time.Millisecond) // the flush's summaries
-			cpu0 := processCPU(b)              // the agent runs in this process; client and server are others
+			applies0 := appliesDone(a)
+			stopProfile := profileArm(b, fmt.Sprintf("%s-%d-%d", m.name, i, len(res[m.name])))
+			cpu0 := processCPU(b) // the agent runs in this process; client and server are others
 			cps := connectRate()
 			// The summaries of the arm's connections come when their
 			// entries are destroyed: flush them and wait for the agent.
@@ -305,12 +271,13 @@ func BenchmarkAgentAB(b *testing.B) {
 			}
 			time.Sleep(100 * time.Millisecond)
 			cpu := processCPU(b) - cpu0
+			stopProfile()
 			r := result{cps: cps}
 			if m.on {
 				r.cpuPerConn = float64(cpu.Nanoseconds()) / (cps * secs)
 				st, _ := a.probe.Stats()
-				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn, load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched)",
-					i, m.name, cps, r.cpuPerConn/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len())
+				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn, load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies in the arm",
+					i, m.name, cps, r.cpuPerConn/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0)
 				stop()
 			} else {
 				b.Logf("round %d %s: %.0f conn/s, load %.2f", i, m.name, cps, loadAvgAgent())
@@ -345,6 +312,37 @@ func BenchmarkAgentAB(b *testing.B) {
 	}
 	b.ReportMetric(load0, "load-start")
 	b.ReportMetric(loadAvgAgent(), "load-end")
+}
+
+// appliesDone is how many policy applies a has finished (0 without an agent).
+func appliesDone(a *Agent) uint64 {
+	if a == nil {
+		return 0
+	}
+	var m dto.Metric
+	_ = a.metrics.ApplyDuration.Write(&m)
+	return m.GetHistogram().GetSampleCount()
+}
+
+// profileArm writes a CPU profile of one arm to NETPOL_AB_PROFILE-name.prof
+// when that is set (go tool pprof merges several); the returned func stops
+// it. Not with -cpuprofile, which profiles the agents' start-up too.
+func profileArm(b *testing.B, name string) func() {
+	prefix := os.Getenv("NETPOL_AB_PROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(prefix + "-" + name + ".prof")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func loadAvgAgent() float64 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -160,7 +161,8 @@ func runBenchAgent(b *testing.B, node *feNode, pinRoot string, objs []k8sruntime
 // (datapath enforcing 1000 policies, a verdict event per new flow read and
 // enriched into the hub, metrics, anti-spoofing, flow-end summaries), and
 // with each optional feature off. Modes alternate in each round (forward
-// then backward: A B C .. C B A); each arm starts a fresh agent (not timed),
+// then backward: A B C .. C B A); each arm starts a fresh agent (not timed;
+// the arm waits for its start-up applies and collects their garbage first),
 // flushes conntrack and runs the client for NETPOL_AB_SECS (default 2) s.
 // Client pinned to CPU 0, server to CPU 1. It reports medians per mode, the
 // ratio to no agent, the agent's CPU per connection (this process's CPU
@@ -261,6 +263,11 @@ func BenchmarkAgentAB(b *testing.B) {
 			node.run(b, "conntrack", "-F")
 			time.Sleep(200 * time.Millisecond) // the flush's summaries
 			applies0 := appliesDone(a)
+			// The start-up's garbage (the compile of 1000 policies, the
+			// informers' lists) is collected now, not during the arm: the
+			// collections in the arm are those its connections cause.
+			runtime.GC()
+			gcs0 := gcCycles()
 			stopProfile := profileArm(b, fmt.Sprintf("%s-%d-%d", m.name, i, len(res[m.name])))
 			cpu0 := processCPU(b) // the agent runs in this process; client and server are others
 			cps := connectRate()
@@ -280,12 +287,13 @@ func BenchmarkAgentAB(b *testing.B) {
 			time.Sleep(100 * time.Millisecond)
 			cpu := processCPU(b) - cpu0
 			stopProfile()
+			gcs := gcCycles() - gcs0
 			r := result{cps: cps}
 			if m.on {
 				r.cpuPerConn = float64(cpu.Nanoseconds()) / (cps * secs)
 				st, _ := a.probe.Stats()
-				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn, load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies in the arm",
-					i, m.name, cps, r.cpuPerConn/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0)
+				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn, load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies and %d GC cycles in the arm",
+					i, m.name, cps, r.cpuPerConn/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0, gcs)
 				stop()
 			} else {
 				b.Logf("round %d %s: %.0f conn/s, load %.2f", i, m.name, cps, loadAvgAgent())
@@ -320,6 +328,13 @@ func BenchmarkAgentAB(b *testing.B) {
 	}
 	b.ReportMetric(load0, "load-start")
 	b.ReportMetric(loadAvgAgent(), "load-end")
+}
+
+// gcCycles is how many garbage collections this process has finished.
+func gcCycles() uint32 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.NumGC
 }
 
 // appliesDone is how many policy applies a has finished (0 without an agent).

@@ -451,34 +451,34 @@ func keyOfEnd(e *ctEnd) ctKey {
 // read in batches), so a key keeps two records and an end takes the older:
 // each end gets its own start, and never needs the costlier look-up of an
 // unknown start (endFlow's judged: every rule of the endpoint).
+//
+// The records live in a ring of slots (record n in slot (n-1)%max), the map
+// holds only a key's newest slot: a record costs two map operations to
+// remember and one or two to take, and the map holds no pointer for the
+// garbage collector to follow.
 type newFlowTable struct {
 	mu    sync.Mutex
 	max   int
-	n     uint64
-	m     map[ctKey]flowStarts
-	order []slotEntry // ring of insertions, slot (n-1)%max (grown as used)
+	n     uint64           // records remembered so far
+	m     map[ctKey]uint32 // a key's newest record: its slot
+	slots []newFlowRecord  // the ring (grown as used)
 }
 
 type newFlowRecord struct {
-	flow *flowv1.Flow
-	n    uint64 // insertion number; 0: none
-}
-
-// flowStarts are a key's records: cur, and prev when the key was
-// reused before its previous connection ended (prev is the older).
-type flowStarts struct {
-	cur, prev newFlowRecord
-}
-
-type slotEntry struct {
-	key ctKey
-	n   uint64
+	key  ctKey
+	flow *flowv1.Flow // nil: taken or forgotten
+	n    uint64       // insertion number; 0: never used
+	// older is the slot of the key's previous record while it waits for
+	// its end, valid while that slot still holds record olderN.
+	older  uint32
+	olderN uint64
+	newest bool // m[key] is this slot
 }
 
 func newNewFlowTable(max int) *newFlowTable {
 	// Sized for its bound at once: a busy node fills it within seconds,
 	// and growing a map rehashes every entry.
-	return &newFlowTable{max: max, m: make(map[ctKey]flowStarts, max), order: make([]slotEntry, 0, max)}
+	return &newFlowTable{max: max, m: make(map[ctKey]uint32, max), slots: make([]newFlowRecord, 0, max)}
 }
 
 // remember records the published flow f of a new connection.
@@ -486,46 +486,59 @@ func (t *newFlowTable) remember(k ctKey, f *flowv1.Flow) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n++
-	if len(t.order) < t.max {
-		t.order = append(t.order, slotEntry{})
+	if len(t.slots) < t.max {
+		t.slots = append(t.slots, newFlowRecord{})
 	}
-	slot := &t.order[(t.n-1)%uint64(t.max)]
-	if slot.n != 0 {
-		if r, ok := t.m[slot.key]; ok {
-			switch slot.n {
-			case r.prev.n:
-				r.prev = newFlowRecord{}
-				t.m[slot.key] = r
-			case r.cur.n:
-				delete(t.m, slot.key) // prev, older, went first
-			}
+	i := uint32((t.n - 1) % uint64(t.max))
+	s := &t.slots[i]
+	if s.newest {
+		// The oldest record goes; its key's older record, if any, went
+		// before it.
+		delete(t.m, s.key)
+	}
+	*s = newFlowRecord{key: k, flow: f, n: t.n, newest: true}
+	if j, ok := t.m[k]; ok {
+		prev := &t.slots[j]
+		prev.newest = false
+		// A third start before the first's end forgets the first.
+		t.forgetOlder(prev)
+		s.older, s.olderN = j, prev.n
+	}
+	t.m[k] = i
+}
+
+// forgetOlder drops r's older record, if still held.
+func (t *newFlowTable) forgetOlder(r *newFlowRecord) {
+	if r.olderN != 0 {
+		if o := &t.slots[r.older]; o.n == r.olderN {
+			o.flow = nil
 		}
+		r.olderN = 0
 	}
-	*slot = slotEntry{key: k, n: t.n}
-	r := t.m[k]
-	if r.cur.n != 0 {
-		r.prev = r.cur // a third start before the first's end forgets the first
-	}
-	r.cur = newFlowRecord{flow: f, n: t.n}
-	t.m[k] = r
 }
 
 // take returns and forgets the oldest record of k (nil when none).
 func (t *newFlowTable) take(k ctKey) *flowv1.Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r, ok := t.m[k]
+	i, ok := t.m[k]
 	if !ok {
 		return nil
 	}
-	if r.prev.n != 0 {
-		f := r.prev.flow
-		r.prev = newFlowRecord{}
-		t.m[k] = r
-		return f
+	r := &t.slots[i]
+	if r.olderN != 0 {
+		if o := &t.slots[r.older]; o.n == r.olderN && o.flow != nil {
+			f := o.flow
+			o.flow = nil
+			r.olderN = 0
+			return f
+		}
+		r.olderN = 0
 	}
+	f := r.flow
+	r.flow, r.newest = nil, false
 	delete(t.m, k)
-	return r.cur.flow
+	return f
 }
 
 // len is the number of records kept.
@@ -533,9 +546,8 @@ func (t *newFlowTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
-	for _, r := range t.m {
-		n++
-		if r.prev.n != 0 {
+	for i := range t.slots {
+		if t.slots[i].flow != nil {
 			n++
 		}
 	}

@@ -269,7 +269,7 @@ func BenchmarkAgentAB(b *testing.B) {
 			runtime.GC()
 			gcs0 := gcCycles()
 			stopProfile := profileArm(b, fmt.Sprintf("%s-%d-%d", m.name, i, len(res[m.name])))
-			cpu0 := processCPU(b) // the agent runs in this process; client and server are others
+			user0, sys0 := processUserSys(b) // the agent runs in this process; client and server are others
 			cps := connectRate()
 			// The summaries of the arm's connections come when their
 			// entries are destroyed: flush them and wait for the agent.
@@ -285,15 +285,17 @@ func BenchmarkAgentAB(b *testing.B) {
 				}
 			}
 			time.Sleep(100 * time.Millisecond)
-			cpu := processCPU(b) - cpu0
+			user, sys := processUserSys(b)
+			user, sys = user-user0, sys-sys0
+			cpu := user + sys
 			stopProfile()
 			gcs := gcCycles() - gcs0
 			r := result{cps: cps}
 			if m.on {
 				r.cpuPerConn = float64(cpu.Nanoseconds()) / (cps * secs)
 				st, _ := a.probe.Stats()
-				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn, load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies and %d GC cycles in the arm",
-					i, m.name, cps, r.cpuPerConn/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0, gcs)
+				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn (%.0f %% in the kernel), load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies and %d GC cycles in the arm",
+					i, m.name, cps, r.cpuPerConn/1e3, 100*sys.Seconds()/cpu.Seconds(), loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0, gcs)
 				stop()
 			} else {
 				b.Logf("round %d %s: %.0f conn/s, load %.2f", i, m.name, cps, loadAvgAgent())

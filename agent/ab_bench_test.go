@@ -247,7 +247,7 @@ func BenchmarkAgentAB(b *testing.B) {
 		}
 		return float64(n) / secs
 	}
-	type result struct{ cps, cpuPerConn float64 }
+	type result struct{ cps, cpuPerConn, idleMsPerSec float64 }
 	res := map[string][]result{}
 	for i := 0; i < b.N; i++ {
 		order := append([]agentMode(nil), modes...)
@@ -267,7 +267,13 @@ func BenchmarkAgentAB(b *testing.B) {
 			// informers' lists) is collected now, not during the arm: the
 			// collections in the arm are those its connections cause.
 			runtime.GC()
+			// The agent's CPU with no connection, over a second: what the
+			// per-connection figure includes that no connection causes.
+			idle0 := processCPU(b)
+			time.Sleep(time.Second)
+			idle := processCPU(b) - idle0
 			gcs0 := gcCycles()
+			sw0 := contextSwitches(b)
 			stopProfile := profileArm(b, fmt.Sprintf("%s-%d-%d", m.name, i, len(res[m.name])))
 			user0, sys0 := processUserSys(b) // the agent runs in this process; client and server are others
 			cps := connectRate()
@@ -290,12 +296,14 @@ func BenchmarkAgentAB(b *testing.B) {
 			cpu := user + sys
 			stopProfile()
 			gcs := gcCycles() - gcs0
+			switches := contextSwitches(b) - sw0
 			r := result{cps: cps}
 			if m.on {
 				r.cpuPerConn = float64(cpu.Nanoseconds()) / (cps * secs)
+				r.idleMsPerSec = float64(idle.Microseconds()) / 1e3
 				st, _ := a.probe.Stats()
-				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn (%.0f %% in the kernel), load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies and %d GC cycles in the arm",
-					i, m.name, cps, r.cpuPerConn/1e3, 100*sys.Seconds()/cpu.Seconds(), loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0, gcs)
+				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn (%.0f %% in the kernel, %.2f context switches/conn; idle %.1f ms CPU/s), load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies and %d GC cycles in the arm",
+					i, m.name, cps, r.cpuPerConn/1e3, 100*sys.Seconds()/cpu.Seconds(), float64(switches)/(cps*secs), r.idleMsPerSec, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0, gcs)
 				stop()
 			} else {
 				b.Logf("round %d %s: %.0f conn/s, load %.2f", i, m.name, cps, loadAvgAgent())
@@ -326,10 +334,21 @@ func BenchmarkAgentAB(b *testing.B) {
 				b.ReportMetric(cps/base, "ratio-"+m.name)
 			}
 			b.ReportMetric(med(res[m.name], func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
+			b.ReportMetric(med(res[m.name], func(r result) float64 { return r.idleMsPerSec }), "idle-ms/s-"+m.name)
 		}
 	}
 	b.ReportMetric(load0, "load-start")
 	b.ReportMetric(loadAvgAgent(), "load-end")
+}
+
+// contextSwitches is how many times this process's threads were switched
+// out (voluntarily or not).
+func contextSwitches(b *testing.B) int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Nvcsw + ru.Nivcsw
 }
 
 // gcCycles is how many garbage collections this process has finished.

@@ -99,7 +99,14 @@ type flowEndListener struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	slots []byte
+	// pending are the decoded ends not handed over yet: they go to events
+	// together (hand), so the summarizing goroutine wakes once per drain of
+	// the socket rather than whenever it catches up with the decoder.
+	pending []flowEnd
 }
+
+// flowEndHandOver bounds pending: past it a drain hands over early.
+const flowEndHandOver = 4096
 
 // flowEndBatch is how many messages one recvmmsg takes, each in a slot of
 // flowEndSlot bytes (a DESTROY message is ~300 bytes).
@@ -232,10 +239,14 @@ func (l *flowEndListener) receive() {
 				m := l.slots[i*flowEndSlot:]
 				l.decodeAll(m[:min(int(l.hdrs[i].len), flowEndSlot)], now)
 			}
+			if len(l.pending) >= flowEndHandOver {
+				l.hand()
+			}
 			if int(n) < len(l.hdrs) {
 				break
 			}
 		}
+		l.hand()
 		select {
 		case <-l.closing:
 			return
@@ -244,7 +255,21 @@ func (l *flowEndListener) receive() {
 	}
 }
 
-// decodeAll queues the DESTROY events among the netlink messages in b.
+// hand queues the pending ends; it never blocks: a full queue drops the
+// end and counts it.
+func (l *flowEndListener) hand() {
+	for i := range l.pending {
+		select {
+		case l.events <- l.pending[i]:
+		default:
+			l.lost.WithLabelValues(lostQueueFull).Inc()
+		}
+	}
+	l.pending = l.pending[:0]
+}
+
+// decodeAll adds the DESTROY events among the netlink messages in b to
+// pending.
 func (l *flowEndListener) decodeAll(b []byte, now time.Time) {
 	for len(b) >= unix.NLMSG_HDRLEN {
 		mlen := int(binary.NativeEndian.Uint32(b[0:4]))
@@ -256,11 +281,7 @@ func (l *flowEndListener) decodeAll(b []byte, now time.Time) {
 			var e ctEnd
 			if decodeCTEnd(b[unix.NLMSG_HDRLEN:mlen], &e) {
 				e.at = now
-				select {
-				case l.events <- e:
-				default:
-					l.lost.WithLabelValues(lostQueueFull).Inc()
-				}
+				l.pending = append(l.pending, e)
 			}
 		}
 		b = b[min(len(b), (mlen+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]

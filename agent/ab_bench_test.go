@@ -247,7 +247,7 @@ func BenchmarkAgentAB(b *testing.B) {
 		}
 		return float64(n) / secs
 	}
-	type result struct{ cps, cpuPerConn, idleMsPerSec float64 }
+	type result struct{ cps, cpuPerConn, idleMsPerSec, aboveIdle float64 }
 	res := map[string][]result{}
 	for i := 0; i < b.N; i++ {
 		order := append([]agentMode(nil), modes...)
@@ -276,6 +276,7 @@ func BenchmarkAgentAB(b *testing.B) {
 			sw0 := contextSwitches(b)
 			stopProfile := profileArm(b, fmt.Sprintf("%s-%d-%d", m.name, i, len(res[m.name])))
 			user0, sys0 := processUserSys(b) // the agent runs in this process; client and server are others
+			armStart := time.Now()
 			cps := connectRate()
 			// The summaries of the arm's connections come when their
 			// entries are destroyed: flush them and wait for the agent.
@@ -294,6 +295,7 @@ func BenchmarkAgentAB(b *testing.B) {
 			user, sys := processUserSys(b)
 			user, sys = user-user0, sys-sys0
 			cpu := user + sys
+			armTime := time.Since(armStart)
 			stopProfile()
 			gcs := gcCycles() - gcs0
 			switches := contextSwitches(b) - sw0
@@ -301,9 +303,12 @@ func BenchmarkAgentAB(b *testing.B) {
 			if m.on {
 				r.cpuPerConn = float64(cpu.Nanoseconds()) / (cps * secs)
 				r.idleMsPerSec = float64(idle.Microseconds()) / 1e3
+				// What the connections add to the idle agent: less
+				// dependent on the rate the loaded machine allows.
+				r.aboveIdle = (float64(cpu.Nanoseconds()) - float64(idle.Nanoseconds())*armTime.Seconds()) / (cps * secs)
 				st, _ := a.probe.Stats()
-				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn (%.0f %% in the kernel, %.2f context switches/conn; idle %.1f ms CPU/s), load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies and %d GC cycles in the arm",
-					i, m.name, cps, r.cpuPerConn/1e3, 100*sys.Seconds()/cpu.Seconds(), float64(switches)/(cps*secs), r.idleMsPerSec, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0, gcs)
+				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn (%.0f %% in the kernel, %.2f context switches/conn; idle %.1f ms CPU/s, %.1f µs/conn above it), load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies and %d GC cycles in the arm",
+					i, m.name, cps, r.cpuPerConn/1e3, 100*sys.Seconds()/cpu.Seconds(), float64(switches)/(cps*secs), r.idleMsPerSec, r.aboveIdle/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0, gcs)
 				stop()
 			} else {
 				b.Logf("round %d %s: %.0f conn/s, load %.2f", i, m.name, cps, loadAvgAgent())
@@ -335,6 +340,7 @@ func BenchmarkAgentAB(b *testing.B) {
 			}
 			b.ReportMetric(med(res[m.name], func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
 			b.ReportMetric(med(res[m.name], func(r result) float64 { return r.idleMsPerSec }), "idle-ms/s-"+m.name)
+			b.ReportMetric(med(res[m.name], func(r result) float64 { return r.aboveIdle })/1e3, "above-idle-µs/conn-"+m.name)
 		}
 	}
 	b.ReportMetric(load0, "load-start")

@@ -173,7 +173,8 @@ func runBenchAgent(b *testing.B, node *feNode, pinRoot string, objs []k8sruntime
 //
 // NETPOL_AB_MODES=none,defaults,... picks modes, NETPOL_AB_SECS sets the
 // arm length, NETPOL_AB_PROFILE=/tmp/ab writes a CPU profile of each arm
-// (from the client's start to the last summary) to /tmp/ab-MODE-ROUND-N.prof.
+// (from the client's start to the last summary) to /tmp/ab-MODE-ROUND-N.prof,
+// and the contended locks so far to .mutex.
 func BenchmarkAgentAB(b *testing.B) {
 	requirePrivileged(b)
 	for _, tool := range []string{"taskset", "conntrack"} {
@@ -389,9 +390,15 @@ func profileArm(b *testing.B, name string) func() {
 	if err := pprof.StartCPUProfile(f); err != nil {
 		b.Fatal(err)
 	}
+	runtime.SetMutexProfileFraction(1)
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+		// Contended locks so far (cumulative over the arms).
+		if m, err := os.Create(prefix + "-" + name + ".mutex"); err == nil {
+			_ = pprof.Lookup("mutex").WriteTo(m, 0)
+			m.Close()
+		}
 	}
 }
 

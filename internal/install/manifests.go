@@ -391,7 +391,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							// connection runs in sequence (event reader, flow-end
 							// summaries), and more processors only add idle-processor
 							// and thread hand-off cost (BenchmarkAgentAB, docs/perf.md:
-							// ~16 % less agent CPU per connection than with 2). Not a
+							// 11-27 % less agent CPU per connection than with 2). Not a
 							// CPU limit: throttling would stall the readers and the
 							// policy applies.
 							{Name: "GOMAXPROCS", Value: "1"},

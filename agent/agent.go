@@ -13,13 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -97,8 +95,6 @@ type Agent struct {
 	metrics *Metrics
 	enrich  *enricher
 	otlp    *otlp.Exporter // nil unless exporting
-	// ruleCounters belongs to readEvents' goroutine.
-	ruleCounters ruleCounters
 	spoof        *spoofGuard // nil when anti-spoofing is off
 	cni          *cniWatch
 	bypass       *bypassCheck
@@ -476,7 +472,7 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 			continue
 		}
 		f := a.enrich.flow(dp, &ev)
-		a.count(dp, f)
+		a.count(f)
 		a.hub.Publish(f)
 		if a.cfg.FlowEndSummaries && ev.Type == probe.EventNewFlow {
 			a.newFlows.remember(keyOfEvent(&ev), f)
@@ -484,43 +480,8 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 	}
 }
 
-func (a *Agent) count(dp *policy.Datapath, f *flowv1.Flow) {
-	verdict := flow.VerdictName(f.GetVerdict())
-	a.metrics.Flows.WithLabelValues(verdict, flow.DirectionName(f.GetDirection())).Inc()
-	if a.ruleCounters.dp != dp {
-		a.ruleCounters.dp = dp
-		a.ruleCounters.m = map[ruleCounterKey]prometheus.Counter{}
-	}
-	for _, group := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
-		for _, r := range group {
-			k := ruleCounterKey{r, f.GetVerdict()}
-			c, ok := a.ruleCounters.m[k]
-			if !ok {
-				rule := ""
-				if r.RuleIndex != nil {
-					rule = strconv.FormatUint(uint64(r.GetRuleIndex()), 10)
-				}
-				c = a.metrics.PolicyVerdicts.WithLabelValues(r.GetNamespace(), r.GetName(), flow.DirectionName(r.GetDirection()), rule, verdict)
-				a.ruleCounters.m[k] = c
-			}
-			c.Inc()
-		}
-	}
-}
+func (a *Agent) count(f *flowv1.Flow) { a.metrics.CountVerdict(f) }
 
-// ruleCounters caches the per-rule verdict counters of one applied Datapath,
-// keyed by the enricher's shared references: a denied flow names every
-// isolating policy, and looking each one's counter up by its labels cost
-// more than the rest of the flow. Used by readEvents' goroutine only.
-type ruleCounters struct {
-	dp *policy.Datapath
-	m  map[ruleCounterKey]prometheus.Counter
-}
-
-type ruleCounterKey struct {
-	ref     *flowv1.PolicyRef
-	verdict flowv1.Verdict
-}
 
 func (a *Agent) datapathCounters() map[string]uint64 {
 	s, err := a.probe.Stats()

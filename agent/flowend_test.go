@@ -581,6 +581,31 @@ func TestNewFlowTableBounded(t *testing.T) {
 	if a, b := tb.take(k(5)), tb.take(k(5)); a.GetRuleId() != 51 || b.GetRuleId() != 52 || tb.take(k(5)) != nil {
 		t.Errorf("takes %v, %v: want the older start first", a, b)
 	}
+
+	// A third start before the first's end forgets the first; the ring
+	// wrapping over records already taken or forgotten keeps the others.
+	tb.remember(k(6), f(61))
+	tb.remember(k(6), f(62))
+	tb.remember(k(6), f(63))
+	if tb.len() != 2 {
+		t.Errorf("three starts of one tuple: len %d, want 2", tb.len())
+	}
+	for i := 7; i < 12; i++ { // wraps: slots of 51, 52 and 61 are reused
+		tb.remember(k(i), f(i))
+	}
+	if a, b := tb.take(k(6)), tb.take(k(6)); a.GetRuleId() != 62 || b.GetRuleId() != 63 || tb.take(k(6)) != nil {
+		t.Errorf("takes %v, %v after a third start: want 62 then 63", a, b)
+	}
+	// The ring wraps over a key's older record while its newer one stays:
+	// the newer is taken alone.
+	tb = newNewFlowTable(3)
+	tb.remember(k(1), f(11))
+	tb.remember(k(1), f(12))
+	tb.remember(k(2), f(2))
+	tb.remember(k(3), f(3)) // reuses the slot of 11
+	if got := tb.take(k(1)); got.GetRuleId() != 12 || tb.take(k(1)) != nil || tb.len() != 2 {
+		t.Errorf("after the older record was evicted: took %v (len %d), want 12 and nothing more", got, tb.len())
+	}
 }
 
 // The accounting check reads the node's namespace: off is not OK and says

@@ -443,6 +443,14 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							{Name: EnvPodNamespace, ValueFrom: fromField("metadata.namespace")},
 							{Name: EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
 								ContainerName: containerName, Resource: "limits.memory"}}},
+							// One processor for the Go runtime: the agent's work per
+							// connection runs in sequence (event reader, flow-end
+							// summaries), and more processors only add idle-processor
+							// and thread hand-off cost (BenchmarkAgentAB, docs/perf.md:
+							// 11-27 % less agent CPU per connection than with 2). Not a
+							// CPU limit: throttling would stall the readers and the
+							// policy applies.
+							{Name: "GOMAXPROCS", Value: "1"},
 						},
 						SecurityContext: &corev1.SecurityContext{
 							RunAsUser:                &root,

@@ -149,8 +149,11 @@ func TestAgentLeastPrivilege(t *testing.T) {
 	if spec.ServiceAccountName != ServiceAccountName || spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds != 30 {
 		t.Errorf("serviceAccount %s grace %v", spec.ServiceAccountName, spec.TerminationGracePeriodSeconds)
 	}
-	if c.Resources.Limits.Memory().String() != "512Mi" || c.Resources.Requests.Cpu().String() != "50m" {
+	if c.Resources.Limits.Memory().String() != "512Mi" || c.Resources.Requests.Cpu().String() != "50m" || !c.Resources.Limits.Cpu().IsZero() {
 		t.Errorf("resources = %+v", c.Resources)
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" }) {
+		t.Errorf("env %+v: no GOMAXPROCS (see manifests.go)", c.Env)
 	}
 }
 
@@ -260,6 +263,12 @@ func TestAgentProbesAndEnv(t *testing.T) {
 	}
 	env := map[string]string{}
 	for _, e := range c.Env {
+		if e.Name == "GOMAXPROCS" {
+			if e.Value != "1" || e.ValueFrom != nil {
+				t.Errorf("env GOMAXPROCS = %+v, want 1", e)
+			}
+			continue
+		}
 		switch {
 		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
 			env[e.Name] = e.ValueFrom.FieldRef.FieldPath

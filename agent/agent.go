@@ -88,19 +88,19 @@ const DefaultCNIConfDir = install.CNIConfMountPath
 
 // Agent is a running node agent.
 type Agent struct {
-	cfg     Config
-	cluster *Cluster
-	probe   *probe.Probe
-	hub     *flow.Hub
-	metrics *Metrics
-	enrich  *enricher
-	otlp    *otlp.Exporter // nil unless exporting
-	spoof        *spoofGuard // nil when anti-spoofing is off
-	cni          *cniWatch
-	bypass       *bypassCheck
-	bypassNL     *netlink.Handle
-	queue        workqueue.TypedRateLimitingInterface[string]
-	started      time.Time
+	cfg      Config
+	cluster  *Cluster
+	probe    *probe.Probe
+	hub      *flow.Hub
+	metrics  *Metrics
+	enrich   *enricher
+	otlp     *otlp.Exporter // nil unless exporting
+	spoof    *spoofGuard    // nil when anti-spoofing is off
+	cni      *cniWatch
+	bypass   *bypassCheck
+	bypassNL *netlink.Handle
+	queue    workqueue.TypedRateLimitingInterface[string]
+	started  time.Time
 	// policyCache carries what the engine derived from unchanged objects
 	// from one apply to the next.
 	policyCache *policy.Cache
@@ -481,7 +481,6 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 }
 
 func (a *Agent) count(f *flowv1.Flow) { a.metrics.CountVerdict(f) }
-
 
 func (a *Agent) datapathCounters() map[string]uint64 {
 	s, err := a.probe.Stats()

@@ -307,7 +307,7 @@ func TestRatesScopeAndMatrix(t *testing.T) {
 	m, _ := loaded(t, 80, 24)
 	drive(m, key("tab")) // rates
 	screen := ansi.Strip(m.Render())
-	if !strings.Contains(screen, "Rates/s all flows") || !strings.Contains(screen, "last 60s:") {
+	if !strings.Contains(screen, "Flows/s cluster") || !strings.Contains(screen, "last 1m") || !strings.Contains(screen, "-45s") {
 		t.Fatalf("rates pane missing:\n%s", screen)
 	}
 	drive(m, key("s"))
@@ -315,7 +315,7 @@ func TestRatesScopeAndMatrix(t *testing.T) {
 		t.Fatal("s should scope the rates to the namespace")
 	}
 	sel := m.Selected()
-	if !strings.Contains(ansi.Strip(m.Render()), "Rates/s namespace "+sel.GetDestination().GetNamespace()) {
+	if !strings.Contains(ansi.Strip(m.Render()), "Flows/s namespace "+sel.GetDestination().GetNamespace()) {
 		t.Fatal("rates title should name the namespace")
 	}
 	drive(m, key("s"), key("s"))
@@ -335,7 +335,8 @@ func TestHelpIsGeneratedFromBindings(t *testing.T) {
 	m, _ := loaded(t, 100, 30)
 	drive(m, key("?"))
 	screen := ansi.Strip(m.Render())
-	for _, want := range []string{"help", "filter", "back, clear filter", "why", "panels", "quit", "up", "down", "page up", "oldest", "follow tail", "pause/resume", "rates of all/ns/pod/pair"} {
+	for _, want := range []string{"help", "filter", "back, clear filter", "why", "panels", "quit", "up", "down", "page up", "oldest", "follow tail", "pause/resume",
+		"chart cluster/ns/pod/pair/policy", "chart range 1m/5m/1h", "views flows/top/map", "top rules/pairs", "sort denied/allowed/all", "focus the edge's other end", "collapse/expand namespaces"} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("help lacks %q", want)
 		}

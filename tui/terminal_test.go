@@ -183,7 +183,7 @@ func TestRealTerminal(t *testing.T) {
 	})
 
 	s.send("Tab")
-	s.waitText("Rates/s")
+	s.waitText("Flows/s")
 	s.send("Tab")
 	s.waitText("From ↓ to →")
 

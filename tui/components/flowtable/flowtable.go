@@ -315,3 +315,26 @@ func (m *Model) View() string {
 	}
 	return b.String()
 }
+
+// Mouse selects the clicked row (below the header) and scrolls with the
+// wheel; it reports whether the cursor moved.
+func (m *Model) Mouse(msg tea.MouseMsg) bool {
+	switch msg := msg.(type) {
+	case tea.MouseWheelMsg:
+		d := common.WheelDelta(msg)
+		if d != 0 {
+			m.move(d)
+		}
+		return d != 0
+	case tea.MouseClickMsg:
+		i := m.offset + msg.Y - 1
+		if msg.Button != tea.MouseLeft || msg.Y < 1 || i >= m.view.len() {
+			return false
+		}
+		m.cursor = i
+		m.follow = m.cursor >= m.view.len()-1
+		m.clamp()
+		return true
+	}
+	return false
+}

@@ -26,14 +26,12 @@ type KeyMap struct {
 
 // DefaultKeyMap returns the table's default bindings.
 func DefaultKeyMap() KeyMap {
+	l := common.DefaultListKeys() // every list moves alike
 	return KeyMap{
-		Up:       key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "up")),
-		Down:     key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "down")),
-		PageUp:   key.NewBinding(key.WithKeys("pgup", "ctrl+u"), key.WithHelp("pgup", "page up")),
-		PageDown: key.NewBinding(key.WithKeys("pgdown", "ctrl+d"), key.WithHelp("pgdn", "page down")),
-		Top:      key.NewBinding(key.WithKeys("home", "g"), key.WithHelp("g", "oldest")),
-		Follow:   key.NewBinding(key.WithKeys("end", "G"), key.WithHelp("G", "follow tail")),
-		Pause:    key.NewBinding(key.WithKeys("space", "p"), key.WithHelp("space", "pause/resume")),
+		Up: l.Up, Down: l.Down, PageUp: l.PageUp, PageDown: l.PageDown,
+		Top:    key.NewBinding(key.WithKeys("home", "g"), key.WithHelp("g", "oldest")),
+		Follow: key.NewBinding(key.WithKeys("end", "G"), key.WithHelp("G", "follow tail")),
+		Pause:  key.NewBinding(key.WithKeys("space", "p"), key.WithHelp("space", "pause/resume")),
 	}
 }
 

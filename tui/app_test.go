@@ -12,6 +12,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/common"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/detail"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/rates"
 )
@@ -99,6 +100,8 @@ func runCmd(m *tui.Model, cmd tea.Cmd) {
 		}
 	case detail.ExplainedMsg:
 		m.Update(msg)
+	case common.DrillMsg:
+		drive(m, msg)
 	}
 }
 

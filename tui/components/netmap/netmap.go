@@ -369,6 +369,11 @@ func (m *Model) edgesView(w int) []string {
 		}
 		plain := fmt.Sprintf(" %s %s %s %s", dir, common.Fit(e.From, endW), arrow, e.To)
 		var s string
+		if idx == m.edgeList.Cursor {
+			// A mark as well as reverse video: the selection reads in a
+			// screen capture and under NO_COLOR alike.
+			plain = "›" + plain[1:]
+		}
 		if idx == m.edgeList.Cursor && !m.onTree {
 			s = st.Selected.Render(common.Fit(plain, w))
 		} else {

@@ -152,12 +152,14 @@ func (m *Model) View() string {
 	labelW := max(len(yFmt(0)), len(yFmt(max(peak, 1))))
 	plotW := max(m.width-labelW-4, 10)
 	span := r.Span()
-	chart := asciigraph.PlotMany([][]float64{allowed, denied},
+	// Denied first so the allowed line is drawn over it: where both are
+	// zero the baseline reads as a line, not a row of dots.
+	chart := asciigraph.PlotMany([][]float64{denied, allowed},
 		asciigraph.Height(rows-1), asciigraph.Width(plotW),
 		asciigraph.LowerBound(0), asciigraph.UpperBound(max(peak, 1)),
 		asciigraph.Offset(2),
-		asciigraph.SeriesChars(asciigraph.DefaultCharSet, asciigraph.CreateCharSet("•")),
-		asciigraph.SeriesColors(asciigraph.Green, asciigraph.Red),
+		asciigraph.SeriesChars(asciigraph.CreateCharSet("•"), asciigraph.DefaultCharSet),
+		asciigraph.SeriesColors(asciigraph.Red, asciigraph.Green),
 		asciigraph.YAxisValueFormatter(yFmt),
 		asciigraph.XAxisRange(-span.Seconds(), 0),
 		asciigraph.XAxisTickCount(ticks(r, plotW)),

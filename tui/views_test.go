@@ -87,7 +87,7 @@ func TestMapFocusEdgesAndDetail(t *testing.T) {
 		t.Fatalf("focus %q, want the busiest workload shop/api", got)
 	}
 	screen := ansi.Strip(m.Render())
-	for _, want := range []string{"EDGES (→): 4 in, 3 out", "monitoring/prometheus", "─DENIED 1.5/s ╳", "─ALLOWED 1.3/s ─", "shop/db"} {
+	for _, want := range []string{"EDGES (→): 4 in, 3 out", "monitoring/prometheus", "─DENIED 91 (1.5/s) ╳", "─ALLOWED 77 (1.3/s) ─", "shop/db"} {
 		if !strings.Contains(screen, want) {
 			t.Fatalf("map lacks %q:\n%s", want, screen)
 		}

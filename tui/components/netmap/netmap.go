@@ -257,17 +257,23 @@ func (m *Model) enterTree() {
 	m.builtAt = -1
 }
 
-// EdgeLabel is an edge's label in the view: verdict in words and rate over
-// the last minute.
+// EdgeLabel is an edge's label in the view: verdict in words, the count in
+// the last minute and its rate, e.g. "DENIED 91 (1.5/s)".
 func EdgeLabel(c flowmap.Count) string {
-	rate := func(n uint64) string { return fmt.Sprintf("%.1f/s", float64(n)/stats.Window) }
+	part := func(verdict string, n uint64) string {
+		r := float64(n) / stats.Window
+		if r < 0.1 {
+			return fmt.Sprintf("%s %d (<0.1/s)", verdict, n)
+		}
+		return fmt.Sprintf("%s %d (%.1f/s)", verdict, n, r)
+	}
 	switch c.Verdict() {
 	case "ALLOWED":
-		return "ALLOWED " + rate(c.Allowed)
+		return part("ALLOWED", c.Allowed)
 	case "DENIED":
-		return "DENIED " + rate(c.Denied)
+		return part("DENIED", c.Denied)
 	}
-	return "DENIED " + rate(c.Denied) + " +ALLOWED " + rate(c.Allowed)
+	return part("DENIED", c.Denied) + " " + part("ALLOWED", c.Allowed)
 }
 
 // View implements common.Component.
@@ -345,7 +351,7 @@ func (m *Model) edgesView(w int) []string {
 	if len(lines) > 1 {
 		lines[1] = st.Dim.Render(common.Fit("     SOURCE ── VERDICT rate ──▶ DESTINATION", w))
 	}
-	arrowW := min(max((w-6)/3, 22), 34)
+	arrowW := min(max((w-6)/3, 26), 40)
 	endW := max((w-arrowW-6)/2, 8)
 	for i := 0; i < m.edgeList.Height() && m.edgeList.Offset+i < len(m.edges) && i+2 < len(lines); i++ {
 		idx := m.edgeList.Offset + i

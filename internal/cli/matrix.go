@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -95,7 +96,12 @@ func (o *MatrixOptions) Validate() error {
 		return fmt.Errorf("use either -A or --namespaces, not both")
 	}
 	switch o.Output {
-	case "text", "json", "csv", picture.SVG, picture.PNG, picture.DOT:
+	case picture.PNG:
+		if isTerminal(o.Out) {
+			return errors.New("-o png writes an image: redirect it to a file, e.g. > reachability.png")
+		}
+		return nil
+	case "text", "json", "csv", picture.SVG, picture.DOT:
 		return nil
 	}
 	return fmt.Errorf("unknown output format %q: use text, json, csv, svg, png or dot", o.Output)

@@ -360,6 +360,9 @@ func (o *WatchOptions) Validate() error {
 		if !picture.IsFormat(o.Output) {
 			return fmt.Errorf("--map draws a picture: use -o dot, svg or png, not %q", o.Output)
 		}
+		if o.Output == picture.PNG && o.IsTerminal(o.Out) {
+			return errors.New("-o png writes an image: redirect it to a file, e.g. > map.png")
+		}
 	} else if picture.IsFormat(o.Output) {
 		return fmt.Errorf("-o %s draws the workload map: add --map", o.Output)
 	}

@@ -17,7 +17,6 @@ package stats
 import (
 	"cmp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
@@ -155,10 +154,12 @@ func (s *Series) Buckets(r int, now int64) []Count {
 	return out
 }
 
-// keyed is one counter per key, bounded by MaxKeys.
-type keyed map[string]*Series
+// keyed is one counter per key, bounded by MaxKeys. Pairs and rules are
+// keyed by structs of the strings the flow already has, so counting a flow
+// builds no key strings.
+type keyed[K comparable] map[K]*Series
 
-func (k keyed) add(key string, sec int64, denied bool) {
+func (k keyed[K]) add(key K, sec int64, denied bool) {
 	s := k[key]
 	if s == nil {
 		if len(k) >= MaxKeys {
@@ -172,9 +173,9 @@ func (k keyed) add(key string, sec int64, denied bool) {
 
 // evictIdlest drops the tenth of the keys idle longest (amortised: one
 // sort per MaxKeys/10 new keys).
-func (k keyed) evictIdlest() {
+func (k keyed[K]) evictIdlest() {
 	type kl struct {
-		key  string
+		key  K
 		last int64
 	}
 	all := make([]kl, 0, len(k))
@@ -187,7 +188,7 @@ func (k keyed) evictIdlest() {
 	}
 }
 
-func (k keyed) prune(now int64) {
+func (k keyed[K]) prune(now int64) {
 	for key, s := range k {
 		if s.last <= now-Horizon {
 			delete(k, key)
@@ -196,8 +197,8 @@ func (k keyed) prune(now int64) {
 }
 
 // sums returns every key's count over the last Window seconds (non-zero only).
-func (k keyed) sums(now int64) map[string]Count {
-	out := make(map[string]Count, len(k))
+func (k keyed[K]) sums(now int64) map[K]Count {
+	out := make(map[K]Count, len(k))
 	for key, s := range k {
 		if s.last <= now-Window {
 			continue
@@ -209,19 +210,36 @@ func (k keyed) sums(now int64) map[string]Count {
 	return out
 }
 
+// Pair is a source and a destination (endpoints, namespaces or workloads).
+type Pair struct{ Src, Dst string }
+
+// Rule is a policy rule that decided flows: its policy ("ns/name") and the
+// rule as flow.PolicyRefString words it.
+type Rule struct{ Policy, Name string }
+
+// ruleRef is what identifies a PolicyRef, to find its Rule without
+// formatting it for every flow.
+type ruleRef struct {
+	kind, ns, name string
+	dir            flowv1.TrafficDirection
+	index          int64 // -1: no rule (isolation)
+}
+
 // Stats holds every counter the TUI draws.
 type Stats struct {
 	Overall Series
-	ns      keyed // "ns": flows with either end in ns
-	pod     keyed // "ns/pod" or an IP: flows with either end there
-	pair    keyed // "src|dst" endpoints
-	nsPair  keyed // "srcns|dstns"
-	wlPair  keyed // "srcworkload|dstworkload"
-	policy  keyed // "ns/name": flows the policy decided
-	rule    keyed // "ns/name|" + flow.PolicyRefString: flows the rule (or isolation) decided
+	ns      keyed[string] // flows with either end in the namespace
+	pod     keyed[string] // "ns/pod" or an IP: flows with either end there
+	pair    keyed[Pair]   // endpoints
+	nsPair  keyed[Pair]   // namespaces
+	wlPair  keyed[Pair]   // workloads
+	policy  keyed[string] // "ns/name": flows the policy decided
+	rule    keyed[Rule]   // flows the rule (or isolation) decided
+	// rules names the policy references seen (bounded with rule).
+	rules map[ruleRef]Rule
 	// lastFlow is the newest flow of each workload pair (the map explains an
 	// edge with it); its keys follow wlPair's.
-	lastFlow map[string]*flowv1.Flow
+	lastFlow map[Pair]*flowv1.Flow
 	now      int64
 	pruned   int64
 	Lost     uint64
@@ -229,8 +247,9 @@ type Stats struct {
 
 // New returns empty counters.
 func New() *Stats {
-	return &Stats{ns: keyed{}, pod: keyed{}, pair: keyed{}, nsPair: keyed{}, wlPair: keyed{},
-		policy: keyed{}, rule: keyed{}, lastFlow: map[string]*flowv1.Flow{}}
+	return &Stats{ns: keyed[string]{}, pod: keyed[string]{}, pair: keyed[Pair]{}, nsPair: keyed[Pair]{},
+		wlPair: keyed[Pair]{}, policy: keyed[string]{}, rule: keyed[Rule]{},
+		rules: map[ruleRef]Rule{}, lastFlow: map[Pair]*flowv1.Flow{}}
 }
 
 // Outside and Nodes are the namespaces shown for addresses outside the
@@ -249,15 +268,6 @@ func WorkloadKey(ep *flowv1.Endpoint, ip string) string { return flowmap.Workloa
 
 // NamespaceOf is the endpoint's namespace, Nodes, or Outside.
 func NamespaceOf(ep *flowv1.Endpoint) string { return flowmap.NamespaceOf(ep) }
-
-// PairKey names a source/destination pair.
-func PairKey(src, dst string) string { return src + "|" + dst }
-
-// SplitPair is PairKey's inverse.
-func SplitPair(k string) (src, dst string) {
-	src, dst, _ = strings.Cut(k, "|")
-	return src, dst
-}
 
 // PolicyKey names a policy for the per-policy counters: "ns/name" (a
 // cluster-scoped policy: its name).
@@ -317,23 +327,35 @@ func (s *Stats) Add(f *flowv1.Flow) {
 	if dst != src {
 		s.pod.add(dst, sec, denied)
 	}
-	s.pair.add(PairKey(src, dst), sec, denied)
-	s.nsPair.add(PairKey(srcNS, dstNS), sec, denied)
-	wl := PairKey(WorkloadKey(f.GetSource(), sip), WorkloadKey(f.GetDestination(), dip))
+	s.pair.add(Pair{src, dst}, sec, denied)
+	s.nsPair.add(Pair{srcNS, dstNS}, sec, denied)
+	wl := Pair{WorkloadKey(f.GetSource(), sip), WorkloadKey(f.GetDestination(), dip)}
 	s.wlPair.add(wl, sec, denied)
 	s.lastFlow[wl] = f
-	refs := Deciders(f)
-	for i, r := range refs {
-		pk := PolicyKey(r)
-		if !slices.ContainsFunc(refs[:i], func(o *flowv1.PolicyRef) bool { return PolicyKey(o) == pk }) {
-			s.policy.add(pk, sec, denied)
+	var seen [4]string // the policies counted for this flow (a flow names one or two)
+	n := 0
+	for _, r := range Deciders(f) {
+		rule := s.ruleOf(r)
+		if !slices.Contains(seen[:n], rule.Policy) {
+			s.policy.add(rule.Policy, sec, denied)
+			if n < len(seen) {
+				seen[n] = rule.Policy
+				n++
+			}
 		}
-		s.rule.add(PairKey(pk, flow.PolicyRefString(r)), sec, denied)
+		s.rule.add(rule, sec, denied)
 	}
 	if s.now-s.pruned >= 5 {
 		s.pruned = s.now
-		for _, k := range []keyed{s.ns, s.pod, s.pair, s.nsPair, s.wlPair, s.policy, s.rule} {
+		for _, k := range []keyed[string]{s.ns, s.pod, s.policy} {
 			k.prune(s.now)
+		}
+		for _, k := range []keyed[Pair]{s.pair, s.nsPair, s.wlPair} {
+			k.prune(s.now)
+		}
+		s.rule.prune(s.now)
+		if len(s.rules) > MaxKeys {
+			clear(s.rules) // names only: rebuilt as flows come
 		}
 		for k := range s.lastFlow {
 			if s.wlPair[k] == nil {
@@ -353,9 +375,9 @@ func (s *Stats) NowTime() time.Time { return time.Unix(s.now, 0) }
 // for one scope (nil: none in the horizon).
 func (s *Stats) Namespace(ns string) *Series          { return s.ns[ns] }
 func (s *Stats) Pod(key string) *Series               { return s.pod[key] }
-func (s *Stats) Pair(src, dst string) *Series         { return s.pair[PairKey(src, dst)] }
-func (s *Stats) NSPair(src, dst string) *Series       { return s.nsPair[PairKey(src, dst)] }
-func (s *Stats) WorkloadPair(src, dst string) *Series { return s.wlPair[PairKey(src, dst)] }
+func (s *Stats) Pair(src, dst string) *Series         { return s.pair[Pair{src, dst}] }
+func (s *Stats) NSPair(src, dst string) *Series       { return s.nsPair[Pair{src, dst}] }
+func (s *Stats) WorkloadPair(src, dst string) *Series { return s.wlPair[Pair{src, dst}] }
 func (s *Stats) Policy(key string) *Series            { return s.policy[key] }
 
 // Namespaces lists the namespaces with flows in the window.
@@ -368,38 +390,34 @@ func (s *Stats) Namespaces() []string {
 }
 
 // NSPairs returns the counts of every namespace pair with flows in the window.
-func (s *Stats) NSPairs() map[[2]string]Count {
-	return splitPairs(s.nsPair.sums(s.now))
-}
+func (s *Stats) NSPairs() map[Pair]Count { return s.nsPair.sums(s.now) }
 
 // WorkloadPairs returns the counts of every workload pair with flows in the window.
-func (s *Stats) WorkloadPairs() map[[2]string]Count {
-	return splitPairs(s.wlPair.sums(s.now))
-}
+func (s *Stats) WorkloadPairs() map[Pair]Count { return s.wlPair.sums(s.now) }
 
-func splitPairs(sums map[string]Count) map[[2]string]Count {
-	out := make(map[[2]string]Count, len(sums))
-	for k, c := range sums {
-		src, dst := SplitPair(k)
-		out[[2]string{src, dst}] = c
-	}
-	return out
-}
-
-// Rules returns the count of every policy rule that decided flows in the
-// window, keyed PairKey(PolicyKey, flow.PolicyRefString).
-func (s *Stats) Rules() map[string]Count { return s.rule.sums(s.now) }
+// Rules returns the count of every policy rule that decided flows in the window.
+func (s *Stats) Rules() map[Rule]Count { return s.rule.sums(s.now) }
 
 // LastFlow is the newest flow between two workloads (nil: none in the horizon).
-func (s *Stats) LastFlow(src, dst string) *flowv1.Flow { return s.lastFlow[PairKey(src, dst)] }
+func (s *Stats) LastFlow(src, dst string) *flowv1.Flow { return s.lastFlow[Pair{src, dst}] }
+
+// ruleOf names r, formatting it once per distinct reference.
+func (s *Stats) ruleOf(r *flowv1.PolicyRef) Rule {
+	k := ruleRef{kind: r.GetKind(), ns: r.GetNamespace(), name: r.GetName(), dir: r.GetDirection(), index: -1}
+	if r.RuleIndex != nil {
+		k.index = int64(r.GetRuleIndex())
+	}
+	rule, ok := s.rules[k]
+	if !ok {
+		rule = Rule{Policy: PolicyKey(r), Name: flow.PolicyRefString(r)}
+		s.rules[k] = rule
+	}
+	return rule
+}
 
 // Keys reports how many keys the counters hold (for tests of the bound).
 func (s *Stats) Keys() int {
-	n := 0
-	for _, k := range []keyed{s.ns, s.pod, s.pair, s.nsPair, s.wlPair, s.policy, s.rule} {
-		n += len(k)
-	}
-	return n
+	return len(s.ns) + len(s.pod) + len(s.policy) + len(s.pair) + len(s.nsPair) + len(s.wlPair) + len(s.rule)
 }
 
 // Rate is flows per second over the last complete second.
@@ -411,8 +429,7 @@ func (s *Stats) Map() *flowmap.Graph {
 	g := flowmap.New()
 	for k, c := range s.wlPair.sums(s.now) {
 		f := s.lastFlow[k]
-		src, dst := SplitPair(k)
-		g.AddEdge(src, dst, NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination()), flowmap.Count(c), f)
+		g.AddEdge(k.Src, k.Dst, NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination()), flowmap.Count(c), f)
 	}
 	return g
 }

@@ -141,13 +141,12 @@ func (m *Model) refresh() {
 	m.rows = m.rows[:0]
 	switch m.kind {
 	case Rules:
-		for k, c := range m.stats.Rules() {
-			pol, rule := stats.SplitPair(k)
-			m.rows = append(m.rows, Row{Name: rule, Count: c, Filter: "policy=" + pol})
+		for r, c := range m.stats.Rules() {
+			m.rows = append(m.rows, Row{Name: r.Name, Count: c, Filter: "policy=" + r.Policy})
 		}
 	case Pairs:
-		for k, c := range m.stats.WorkloadPairs() {
-			m.rows = append(m.rows, Row{Name: k[0] + " → " + k[1], Count: c, Filter: common.WorkloadPairFilter(k[0], k[1])})
+		for p, c := range m.stats.WorkloadPairs() {
+			m.rows = append(m.rows, Row{Name: p.Src + " → " + p.Dst, Count: c, Filter: common.WorkloadPairFilter(p.Src, p.Dst)})
 		}
 	}
 	by := func(c stats.Count) uint64 {

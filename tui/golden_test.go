@@ -96,6 +96,25 @@ func TestGoldenViews(t *testing.T) {
 	}
 }
 
+// TestNoColorViews: the chart (asciigraph writes its own colour codes),
+// the top view and the map write no colour under the Ascii profile, and
+// still tell allowed from denied: the chart's legend marks, the words on
+// the map's edges.
+func TestNoColorViews(t *testing.T) {
+	for _, keys := range []string{"\t", "2", "3"} {
+		frame, stream := runProgramKeys(t, 80, 24, colorprofile.Ascii, keys)
+		if loc := colourSGR.FindIndex(stream); loc != nil {
+			t.Fatalf("keys %q: colour code %q written under the Ascii profile", keys, stream[loc[0]:loc[1]])
+		}
+		plain := ansi.Strip(frame)
+		for _, want := range map[string][]string{"\t": {"── allowed", "•• denied", "•"}, "2": {"DENIED/s"}, "3": {"DENIED 91", "╳▶", "ALLOWED"}}[keys] {
+			if !strings.Contains(plain, want) {
+				t.Errorf("keys %q: screen lacks %q:\n%s", keys, want, plain)
+			}
+		}
+	}
+}
+
 // TestNoColor: under the profile NO_COLOR selects (Ascii) the terminal gets
 // no colour codes, and verdicts still read as words; under ANSI drops are red.
 func TestNoColor(t *testing.T) {

@@ -15,8 +15,12 @@ import (
 	"image/color"
 	"io"
 
+	"sync"
+
+	"codeberg.org/go-fonts/liberation/liberationsansbold"
+	"codeberg.org/go-fonts/liberation/liberationsansregular"
 	xfont "golang.org/x/image/font"
-	"gonum.org/v1/plot"
+	"golang.org/x/image/font/opentype"
 	"gonum.org/v1/plot/font"
 	"gonum.org/v1/plot/text"
 	"gonum.org/v1/plot/vg"
@@ -51,14 +55,31 @@ var (
 	white       = color.White
 )
 
+// fonts is Liberation Sans, regular and bold: the two faces the pictures
+// use. (gonum/plot's root package would register all twelve Liberation
+// faces and its PDF, EPS and TeX back ends: megabytes the CLI does not need.)
+var fonts = sync.OnceValue(func() *font.Cache {
+	var coll font.Collection
+	for _, f := range []struct {
+		weight xfont.Weight
+		ttf    []byte
+	}{{xfont.WeightNormal, liberationsansregular.TTF}, {xfont.WeightBold, liberationsansbold.TTF}} {
+		face, err := opentype.Parse(f.ttf)
+		if err != nil {
+			panic(fmt.Sprintf("picture: the bundled Liberation Sans does not parse: %v", err))
+		}
+		coll = append(coll, font.Face{Font: font.Font{Typeface: "Liberation", Variant: "Sans", Weight: f.weight}, Face: face})
+	}
+	return font.NewCache(coll)
+})
+
 // textStyle is the pictures' font at size pt.
 func textStyle(pt vg.Length, bold bool) text.Style {
-	f := plot.DefaultFont
-	f.Variant = "Sans"
+	f := font.Font{Typeface: "Liberation", Variant: "Sans", Size: pt}
 	if bold {
 		f.Weight = xfont.WeightBold
 	}
-	return text.Style{Color: black, Font: font.From(f, pt), Handler: plot.DefaultTextHandler}
+	return text.Style{Color: black, Font: f, Handler: text.Plain{Fonts: fonts()}}
 }
 
 // canvas returns a w×h canvas of format (svg or png) with a white background.

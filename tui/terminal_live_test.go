@@ -94,6 +94,8 @@ func TestRealTerminalLive(t *testing.T) {
 
 	// The views on the live stream: the drop is the map's edge, explained
 	// by the engine like the flow, and the top view's rule.
+	s.send("Escape") // leave the full-screen detail
+	s.waitFor("the main screen", func(scr string) bool { return strings.Contains(scr, "VERDICT") && !strings.Contains(scr, "Recorded") })
 	s.send("3")
 	scr = s.waitFor("the map with the drop's edge", func(scr string) bool {
 		return strings.Contains(scr, "EDGES (→)") && strings.Contains(scr, "─DENIED 1 (<0.1/s) ╳")

@@ -110,7 +110,7 @@ func TestRealTerminalLive(t *testing.T) {
 	}
 	s.send("2")
 	scr = s.waitText("Top policy rules")
-	if !strings.Contains(scr, ns+"/server-from-api (ingress)") {
+	if !strings.Contains(scr, ns+"/server-from-api (") {
 		t.Errorf("top rules lack the isolating policy:\n%s", scr)
 	}
 	s.send("t")

@@ -192,10 +192,13 @@ func newCmdWatch(o *WatchOptions) *cobra.Command {
 		Long: `Watch every node's flow verdicts: which connections NetworkPolicies allowed or
 denied, and the policy and rule that decided each.
 
-On a terminal this opens an interactive view (flows, allow/deny rates, a
-namespace matrix, and why the selected flow was allowed or denied); when the
-output is piped it prints one line per flow (-o compact) or JSON lines
-(-o json), which --input-file replays later.
+On a terminal this opens an interactive view (flows; a chart of allowed and
+denied flows per second over 1m, 5m or 1h; the top policy rules and workload
+pairs by denies; a map of workloads and their connections; a namespace matrix;
+and why the selected flow was allowed or denied); when the output is piped it
+prints one line per flow (-o compact) or JSON lines (-o json), which
+--input-file replays later. --map draws the workload map as a picture
+(-o dot, svg or png).
 
 Live flows come from the netpol agent on every node (kubectl netpol install),
 reached through the API server's pods/portforward: you need RBAC list on pods

@@ -186,3 +186,19 @@ func TestMouse(t *testing.T) {
 		t.Fatalf("a click on curl should focus default/curl, got %q", got)
 	}
 }
+
+// TestViewsResize: every view fills the screen exactly at every size from
+// 80×24 up, through the narrow/wide switch, and after shrinking back.
+func TestViewsResize(t *testing.T) {
+	m, _ := loaded(t, 80, 24)
+	for _, view := range []string{"1", "2", "3"} {
+		drive(m, key(view))
+		for range 3 { // each bottom panel: detail, chart, matrix
+			for _, size := range [][2]int{{80, 24}, {100, 30}, {119, 35}, {120, 36}, {200, 60}, {81, 25}} {
+				drive(m, tea.WindowSizeMsg{Width: size[0], Height: size[1]})
+				checkScreen(t, m.Render(), size[0], size[1])
+			}
+			drive(m, key("tab"))
+		}
+	}
+}

@@ -339,7 +339,7 @@ func TestHelpIsGeneratedFromBindings(t *testing.T) {
 	drive(m, key("?"))
 	screen := ansi.Strip(m.Render())
 	for _, want := range []string{"help", "filter", "back, clear filter", "why", "panels", "quit", "up", "down", "page up", "oldest", "follow tail", "pause/resume",
-		"chart cluster/ns/pod/pair/policy", "chart range 1m/5m/1h", "views flows/top/map", "top rules/pairs", "sort denied/allowed/all", "focus the edge's other end", "collapse/expand namespaces"} {
+		"chart cluster/ns/pod/pair/policy", "chart range 1m/5m/1h", "views flows/top/map", "top rules/policies/pairs", "sort denied/allowed/all", "focus the edge's other end", "collapse/expand namespaces"} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("help lacks %q", want)
 		}

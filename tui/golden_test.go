@@ -81,7 +81,8 @@ func TestGoldenViews(t *testing.T) {
 		for _, v := range []struct{ name, keys, want string }{
 			{"chart", "\tr", "last 5m"},
 			{"top", "2", "Top policy rules"},
-			{"top-pairs", "2t", "Top workload pairs"},
+			{"top-policies", "2t", "Top policies"},
+			{"top-pairs", "2tt", "Top workload pairs"},
 			{"map", "3", "EDGES"},
 		} {
 			t.Run(fmt.Sprintf("%dx%d-%s", size[0], size[1], v.name), func(t *testing.T) {

@@ -113,7 +113,7 @@ func TestRealTerminalLive(t *testing.T) {
 	if !strings.Contains(scr, ns+"/server-from-api (") {
 		t.Errorf("top rules lack the isolating policy:\n%s", scr)
 	}
-	s.send("t")
+	s.send("t", "t")
 	s.waitText("Top workload pairs")
 	s.send("Enter")
 	s.waitFor("the drilled-down flows", func(scr string) bool {

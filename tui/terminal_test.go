@@ -203,6 +203,8 @@ func switchViews(t *testing.T, s *tmuxSession) {
 	s.send("2")
 	s.waitText("Top policy rules")
 	s.send("t")
+	s.waitText("Top policies")
+	s.send("t")
 	scr := s.waitText("Top workload pairs")
 	if !strings.Contains(scr, "monitoring/prometheus → shop/api") {
 		t.Fatalf("top pairs lack the busiest drop:\n%s", scr)
@@ -279,6 +281,8 @@ func TestRealTerminalViews(t *testing.T) {
 		save("chart-1h", s.waitText("last 1h (r)"))
 		s.send("2")
 		save("top-rules", s.waitText("Top policy rules"))
+		s.send("t")
+		save("top-policies", s.waitText("Top policies"))
 		s.send("t")
 		save("top-pairs", s.waitText("Top workload pairs"))
 		s.send("3")

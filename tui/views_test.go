@@ -62,8 +62,13 @@ func TestTopSortAndDrill(t *testing.T) {
 	}
 	drive(m, key("o"), key("o"), key("t"))
 	rows = m.Top().Rows()
+	if m.Top().Kind() != top.Policies || rows[0].Name != "shop/default-deny-ingress" || rows[0].Filter != "policy=shop/default-deny-ingress" {
+		t.Fatalf("t should list policies by denies: %+v", rows[:2])
+	}
+	drive(m, key("t"))
+	rows = m.Top().Rows()
 	if m.Top().Kind() != top.Pairs || rows[0].Name != "monitoring/prometheus → shop/api" {
-		t.Fatalf("t should list workload pairs by denies: %+v", rows[:2])
+		t.Fatalf("t again should list workload pairs by denies: %+v", rows[:2])
 	}
 	drive(m, key("enter"))
 	if m.CurrentView() != tui.ViewFlows {

@@ -395,6 +395,9 @@ func (s *Stats) NSPairs() map[Pair]Count { return s.nsPair.sums(s.now) }
 // WorkloadPairs returns the counts of every workload pair with flows in the window.
 func (s *Stats) WorkloadPairs() map[Pair]Count { return s.wlPair.sums(s.now) }
 
+// Policies returns the count of every policy that decided flows in the window.
+func (s *Stats) Policies() map[string]Count { return s.policy.sums(s.now) }
+
 // Rules returns the count of every policy rule that decided flows in the window.
 func (s *Stats) Rules() map[Rule]Count { return s.rule.sums(s.now) }
 

@@ -1,5 +1,5 @@
 // Package top is the "top" view: the policy rules that decided the most
-// flows in the last minute, or the workload pairs with the most, as rates,
+// flows in the last minute, or the policies, or the workload pairs, as rates,
 // sortable by denied, allowed or all flows. Enter on a row asks the root to
 // show the flows table filtered on that row (a `/` filter expression, so the
 // drill-down is visible and editable).
@@ -24,6 +24,7 @@ type Kind int
 // Kinds, switched by the Kind key.
 const (
 	Rules Kind = iota
+	Policies
 	Pairs
 	numKinds
 )
@@ -68,7 +69,7 @@ type Model struct {
 // New returns a top view over st.
 func New(c *common.Common, st *stats.Stats) *Model {
 	return &Model{c: c, stats: st, builtAt: -1, list: common.NewList(), keys: KeyMap{
-		Kind:  key.NewBinding(key.WithKeys("t"), key.WithHelp("t", "top rules/pairs")),
+		Kind:  key.NewBinding(key.WithKeys("t"), key.WithHelp("t", "top rules/policies/pairs")),
 		Sort:  key.NewBinding(key.WithKeys("o"), key.WithHelp("o", "sort denied/allowed/all")),
 		Drill: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "show these flows")),
 	}}
@@ -144,6 +145,10 @@ func (m *Model) refresh() {
 		for r, c := range m.stats.Rules() {
 			m.rows = append(m.rows, Row{Name: r.Name, Count: c, Filter: "policy=" + r.Policy})
 		}
+	case Policies:
+		for p, c := range m.stats.Policies() {
+			m.rows = append(m.rows, Row{Name: p, Count: c, Filter: "policy=" + p})
+		}
 	case Pairs:
 		for p, c := range m.stats.WorkloadPairs() {
 			m.rows = append(m.rows, Row{Name: p.Src + " → " + p.Dst, Count: c, Filter: common.WorkloadPairFilter(p.Src, p.Dst)})
@@ -177,11 +182,14 @@ func (m *Model) View() string {
 	st := m.c.Styles
 	what := "policy rules"
 	first := "POLICY RULE (decided the flows)"
-	if m.kind == Pairs {
+	switch m.kind {
+	case Policies:
+		what, first = "policies", "POLICY (decided the flows)"
+	case Pairs:
 		what, first = "workload pairs", "SOURCE → DESTINATION WORKLOAD"
 	}
 	var b strings.Builder
-	b.WriteString(st.Title.Render("Top "+what) + st.Dim.Render(fmt.Sprintf(" · last %ds · sorted by %s/s (o) · t: rules/pairs · enter: flows", stats.Window, sortNames[m.sort])))
+	b.WriteString(st.Title.Render("Top "+what) + st.Dim.Render(fmt.Sprintf(" · last %ds · sorted by %s/s (o) · t: rules/policies/pairs · enter: flows", stats.Window, sortNames[m.sort])))
 	const numW = 10
 	nameW := max(m.width-4*(numW+1), 10)
 	hdr := []string{common.Fit(first, nameW)}

@@ -8,15 +8,18 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -28,6 +31,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	"github.com/kubectl-netpol/kubectl-netpol/flow/otlp"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
@@ -43,6 +47,7 @@ type Config struct {
 	PodNamespace string
 	GRPCAddr     string // 127.0.0.1:port
 	HTTPAddr     string // 127.0.0.1:port: /healthz, /readyz, /metrics
+	Pprof        bool   // serve /debug/pprof/ on HTTPAddr too
 	PinRoot      string // default probe.DefaultPinRoot
 	Datapath     probe.Config
 	// KeepEstablished leaves established connections alone when a new policy
@@ -61,6 +66,10 @@ type Config struct {
 	// FlowEndSource chooses where summaries come from: FlowEndSourceAuto
 	// (default), FlowEndSourceKernel or FlowEndSourceNetlink.
 	FlowEndSource string
+
+	// OTLP, when its Endpoint is set, exports flows and metrics to an
+	// OpenTelemetry Collector (Node and Gatherer are filled in by New).
+	OTLP otlp.Config
 }
 
 // Agent is a running node agent.
@@ -71,9 +80,12 @@ type Agent struct {
 	hub     *flow.Hub
 	metrics *Metrics
 	enrich  *enricher
-	spoof   *spoofGuard // nil when anti-spoofing is off
-	queue   workqueue.TypedRateLimitingInterface[string]
-	started time.Time
+	otlp    *otlp.Exporter // nil unless exporting
+	// ruleCounters belongs to readEvents' goroutine.
+	ruleCounters ruleCounters
+	spoof        *spoofGuard // nil when anti-spoofing is off
+	queue        workqueue.TypedRateLimitingInterface[string]
+	started      time.Time
 	// policyCache carries what the engine derived from unchanged objects
 	// from one apply to the next.
 	policyCache *policy.Cache
@@ -143,6 +155,16 @@ func New(cfg Config) (*Agent, error) {
 		st, _ := a.hub.Status(context.Background(), nil)
 		return float64(st.GetFlowsDroppedSlowClients())
 	})
+	if cfg.OTLP.Endpoint != "" {
+		oc := cfg.OTLP
+		oc.Node, oc.Version, oc.Gatherer = cfg.NodeName, version.Version(), a.metrics.Registry
+		if a.otlp, err = otlp.New(oc); err != nil {
+			p.Close()
+			return nil, err
+		}
+		a.metrics.Registry.MustRegister(a.otlp.Collectors()...)
+		a.hub.AddTap(a.otlp.Offer)
+	}
 	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "datapath"})
@@ -222,6 +244,9 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 		return err
 	}
 	wg.Go(func() { a.readEvents(ctx, rd) })
+	if a.otlp != nil {
+		wg.Go(func() { a.otlp.Run(ctx) })
+	}
 	defer rd.Close()
 	if a.cfg.FlowEndSummaries {
 		wg.Go(func() { a.runFlowEnds(ctx) })
@@ -375,7 +400,7 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 			continue
 		}
 		f := a.enrich.flow(dp, &ev)
-		a.count(f)
+		a.count(dp, f)
 		a.hub.Publish(f)
 		if a.cfg.FlowEndSummaries && ev.Type == probe.EventNewFlow {
 			a.newFlows.remember(keyOfEvent(&ev), f)
@@ -383,18 +408,42 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 	}
 }
 
-func (a *Agent) count(f *flowv1.Flow) {
+func (a *Agent) count(dp *policy.Datapath, f *flowv1.Flow) {
 	verdict := flow.VerdictName(f.GetVerdict())
 	a.metrics.Flows.WithLabelValues(verdict, flow.DirectionName(f.GetDirection())).Inc()
+	if a.ruleCounters.dp != dp {
+		a.ruleCounters.dp = dp
+		a.ruleCounters.m = map[ruleCounterKey]prometheus.Counter{}
+	}
 	for _, group := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
 		for _, r := range group {
-			rule := ""
-			if r.RuleIndex != nil {
-				rule = fmt.Sprint(r.GetRuleIndex())
+			k := ruleCounterKey{r, f.GetVerdict()}
+			c, ok := a.ruleCounters.m[k]
+			if !ok {
+				rule := ""
+				if r.RuleIndex != nil {
+					rule = strconv.FormatUint(uint64(r.GetRuleIndex()), 10)
+				}
+				c = a.metrics.PolicyVerdicts.WithLabelValues(r.GetNamespace(), r.GetName(), flow.DirectionName(r.GetDirection()), rule, verdict)
+				a.ruleCounters.m[k] = c
 			}
-			a.metrics.PolicyVerdicts.WithLabelValues(r.GetNamespace(), r.GetName(), flow.DirectionName(r.GetDirection()), rule, verdict).Inc()
+			c.Inc()
 		}
 	}
+}
+
+// ruleCounters caches the per-rule verdict counters of one applied Datapath,
+// keyed by the enricher's shared references: a denied flow names every
+// isolating policy, and looking each one's counter up by its labels cost
+// more than the rest of the flow. Used by readEvents' goroutine only.
+type ruleCounters struct {
+	dp *policy.Datapath
+	m  map[ruleCounterKey]prometheus.Counter
+}
+
+type ruleCounterKey struct {
+	ref     *flowv1.PolicyRef
+	verdict flowv1.Verdict
 }
 
 func (a *Agent) datapathCounters() map[string]uint64 {
@@ -429,6 +478,9 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 	if a.cfg.FlowEndSummaries {
 		r.Checks = append(r.Checks, conntrackAcctCheck(), a.flowEndSourceCheck())
 	}
+	if a.otlp != nil {
+		r.Checks = append(r.Checks, a.otlp.Check())
+	}
 	a.mu.Lock()
 	if !a.lastApply.IsZero() {
 		r.LastApply = timestamppb.New(a.lastApply)
@@ -462,6 +514,14 @@ func (a *Agent) httpHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry}))
+	if a.cfg.Pprof {
+		// Go's profiles, on the same loopback-only address: how the agent's
+		// memory and CPU are spent on a real node (heap, allocs, profile).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -34,6 +34,7 @@ type Hub struct {
 	next   int // index of the next write in ring
 	full   bool
 	subs   map[*subscriber]struct{}
+	taps   []func(*flowv1.Flow)
 	seen   atomic.Uint64
 	slowed atomic.Uint64
 }
@@ -52,8 +53,13 @@ func NewHub(capacity int, status func(context.Context) (*flowv1.StatusResponse, 
 	return &Hub{status: status, ring: make([]*flowv1.Flow, capacity), subs: map[*subscriber]struct{}{}}
 }
 
-// Publish records f and hands it to every following client. f must not be
-// modified afterwards.
+// AddTap makes fn see every published flow, in the publisher's goroutine,
+// after the ring and the clients (an exporter that must not wait: fn hands
+// the flow on without blocking). Add taps before the first Publish.
+func (h *Hub) AddTap(fn func(*flowv1.Flow)) { h.taps = append(h.taps, fn) }
+
+// Publish records f and hands it to every following client and tap. f must
+// not be modified afterwards.
 func (h *Hub) Publish(f *flowv1.Flow) {
 	h.seen.Add(1)
 	h.mu.Lock()
@@ -71,6 +77,9 @@ func (h *Hub) Publish(f *flowv1.Flow) {
 		}
 	}
 	h.mu.Unlock()
+	for _, tap := range h.taps {
+		tap(f)
+	}
 }
 
 // Seen is the number of flows published since start.

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"syscall"
 
 	"k8s.io/client-go/kubernetes"
@@ -56,6 +58,7 @@ func run() error {
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-address", fmt.Sprintf("127.0.0.1:%d", install.AgentGRPCPort), "flow.v1.Observer address (keep it on loopback: clients come through pods/portforward)")
 	flag.StringVar(&cfg.HTTPAddr, "http-address", fmt.Sprintf("127.0.0.1:%d", install.AgentHTTPPort), "address of /healthz, /readyz and /metrics")
+	flag.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiles (/debug/pprof/) on --http-address")
 	flag.StringVar(&cfg.PinRoot, "pin-root", probe.DefaultPinRoot, "bpffs directory of the datapath's pins")
 	flag.BoolVar(&cfg.KeepEstablished, "keep-established", false, "do not revoke established connections that a new policy denies")
 	flag.BoolVar(&cfg.AntiSpoofing, "anti-spoofing", true, "drop packets a local pod sends with a source address that is not its own (a TCX check on each pod's host-side interface)")
@@ -65,6 +68,9 @@ func run() error {
 	flag.BoolVar(&cfg.FlowEndSummaries, "flow-end-summaries", true, "publish a flow-end summary (packets, bytes, duration) when a local pod's connection ends, from conntrack destroy events (counts need net.netfilter.nf_conntrack_acct=1 on the node)")
 	flag.StringVar(&cfg.FlowEndSource, "flow-end-source", "", "where flow-end summaries come from: \"\" (kernel records from a BPF program on conntrack's destructor when the kernel allows it, else netlink), \"kernel\" or \"netlink\" (conntrack destroy events)")
 	flag.IntVar(&cfg.RingCapacity, "flow-history", 0, "recent flows kept for `kubectl netpol watch --last` (default 65536)")
+	flag.StringVar(&cfg.OTLP.Endpoint, "otlp-endpoint", "", "export flows (OTLP logs) and metrics (OTLP metrics) to this OpenTelemetry Collector, HOST:PORT (OTLP/gRPC)")
+	flag.BoolVar(&cfg.OTLP.Insecure, "otlp-insecure", false, "send OTLP in plain text instead of TLS")
+	flag.StringVar(&cfg.OTLP.CAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate (default: the system roots)")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
 
@@ -96,6 +102,10 @@ func run() error {
 	if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
 		return err
 	}
+	if limit, ok := heapLimit(os.Getenv(install.EnvMemoryLimit), os.Getenv("GOMEMLIMIT")); ok {
+		debug.SetMemoryLimit(limit)
+		klog.V(2).InfoS("Go heap limit set from the container's memory limit", "bytes", limit)
+	}
 	klog.InfoS("Starting netpol-agent", "version", version.Version(), "node", cfg.NodeName)
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -104,6 +114,22 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return a.Run(ctx, agent.UninstallRequested(cfg.Client, cfg.PodNamespace, cfg.PodName))
+}
+
+// heapLimit is the soft limit for the Go heap given the container's memory
+// limit in bytes (the downward API's limits.memory): 80 %, leaving room for
+// what is not Go heap (goroutine stacks, the ring buffer's mapping, the
+// runtime). An explicit GOMEMLIMIT wins; no limit or an unreadable one sets
+// nothing.
+func heapLimit(containerLimit, goMemLimit string) (int64, bool) {
+	if goMemLimit != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(containerLimit, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n / 10 * 8, true
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

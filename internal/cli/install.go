@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -102,6 +103,11 @@ type InstallOptions struct {
 	AntiSpoofing     bool
 	KeepEstablished  bool
 	FlowEndSummaries bool
+	Pprof            bool
+	// OTLP export: the Collector's address, plain text or the CA file.
+	OTLPEndpoint string
+	OTLPInsecure bool
+	OTLPCAFile   string
 	// MountBPFFS adds the privileged init container that mounts bpffs on
 	// nodes without it.
 	MountBPFFS bool
@@ -182,6 +188,10 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.BoolVar(&o.MountBPFFS, "mount-bpffs", false, "Mount bpffs at /sys/fs/bpf on nodes where nothing did, from an init container that runs before the agent. "+
 		"Kubernetes admits the Bidirectional mount propagation this needs only in a PRIVILEGED container (every capability, no seccomp): "+
 		"prefer mounting bpffs on the nodes (systemd's sys-fs-bpf.mount). The agent itself stays unprivileged")
+	fl.BoolVar(&o.Pprof, "pprof", false, "Serve Go's profiles (/debug/pprof/) on each agent's loopback HTTP port, to see where the agent's own CPU and memory go (kubectl port-forward to the agent pod)")
+	fl.StringVar(&o.OTLPEndpoint, "otlp-endpoint", "", "Export every node's flows (OTLP logs) and metrics (OTLP metrics) to this OpenTelemetry Collector: HOST:PORT of its OTLP gRPC receiver. Export never slows enforcement: what the Collector cannot take is dropped and counted (status, kubectl_netpol_otlp_dropped_total)")
+	fl.BoolVar(&o.OTLPInsecure, "otlp-insecure", false, "Send OTLP in plain text (a Collector inside the cluster network); default TLS")
+	fl.StringVar(&o.OTLPCAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate, shipped to the agents in a ConfigMap (default: the system roots)")
 	fl.BoolVar(&o.Wait, "wait", true, "Wait until the agent is ready on every node, showing each node's progress")
 	fl.DurationVar(&o.Timeout, "timeout", defaultWaitTimeout, "How long --wait waits before showing the failing pods' state, events and logs")
 	return cmd
@@ -202,6 +212,16 @@ func (o *InstallOptions) Complete() error {
 		KeepEstablished:    o.KeepEstablished,
 		NoFlowEndSummaries: !o.FlowEndSummaries,
 		MountBPFFS:         o.MountBPFFS,
+		Pprof:              o.Pprof,
+		OTLPEndpoint:       o.OTLPEndpoint,
+		OTLPInsecure:       o.OTLPInsecure,
+	}
+	if o.OTLPCAFile != "" {
+		ca, err := os.ReadFile(o.OTLPCAFile)
+		if err != nil {
+			return fmt.Errorf("--otlp-ca-file: %w", err)
+		}
+		o.opts.OTLPCA = ca
 	}
 	return nil
 }

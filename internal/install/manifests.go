@@ -1,7 +1,9 @@
 package install
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 
@@ -66,7 +68,25 @@ type Options struct {
 	// propagation this needs only in a privileged container, so it is
 	// opt-in: install --mount-bpffs.
 	MountBPFFS bool
+	// Pprof serves Go's profiles on the agent's loopback HTTP address; the
+	// agent's --pprof.
+	Pprof bool
+	// OTLPEndpoint (HOST:PORT) makes every agent export its flows and
+	// metrics to an OpenTelemetry Collector over OTLP/gRPC: TLS verified
+	// against OTLPCA (PEM, shipped in a ConfigMap) or the system roots, or
+	// plain text with OTLPInsecure.
+	OTLPEndpoint string
+	OTLPInsecure bool
+	OTLPCA       []byte
 }
+
+// OTLPCAConfigMap holds the CA of install --otlp-ca-file; the agent reads it
+// at OTLPCAPath.
+const (
+	OTLPCAConfigMap = "netpol-otlp-ca"
+	otlpCADir       = "/etc/netpol/otlp"
+	OTLPCAPath      = otlpCADir + "/ca.crt"
+)
 
 // agentArgs are the agent's command-line arguments for o.
 func (o Options) agentArgs() []string {
@@ -79,6 +99,18 @@ func (o Options) agentArgs() []string {
 	}
 	if o.NoFlowEndSummaries {
 		args = append(args, "--flow-end-summaries=false")
+	}
+	if o.Pprof {
+		args = append(args, "--pprof")
+	}
+	if o.OTLPEndpoint != "" {
+		args = append(args, "--otlp-endpoint="+o.OTLPEndpoint)
+		switch {
+		case o.OTLPInsecure:
+			args = append(args, "--otlp-insecure")
+		case len(o.OTLPCA) > 0:
+			args = append(args, "--otlp-ca-file="+OTLPCAPath)
+		}
 	}
 	return args
 }
@@ -188,6 +220,17 @@ func (o Options) Validate() error {
 			return err
 		}
 	}
+	if o.OTLPEndpoint != "" {
+		host, port, err := net.SplitHostPort(o.OTLPEndpoint)
+		if err != nil || host == "" || port == "" || strings.Contains(o.OTLPEndpoint, "/") {
+			return fmt.Errorf("--otlp-endpoint %q: want HOST:PORT of the Collector's OTLP gRPC receiver, without a scheme (for example otel-collector.monitoring:4317)", o.OTLPEndpoint)
+		}
+		if o.OTLPInsecure && len(o.OTLPCA) > 0 {
+			return errors.New("--otlp-insecure sends in plain text: it cannot go with --otlp-ca-file (drop one)")
+		}
+	} else if o.OTLPInsecure || len(o.OTLPCA) > 0 {
+		return errors.New("--otlp-insecure and --otlp-ca-file need --otlp-endpoint")
+	}
 	return nil
 }
 
@@ -262,7 +305,15 @@ func Manifests(o Options) ([]Object, error) {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ServiceAccountName},
 		Subjects:   subject,
 	}
-	return []Object{namespace, sa, clusterRole, clusterBinding, role, roleBinding, daemonSet(o, meta(AgentName, true))}, nil
+	objs := []Object{namespace, sa, clusterRole, clusterBinding, role, roleBinding}
+	if o.OTLPEndpoint != "" && !o.OTLPInsecure && len(o.OTLPCA) > 0 {
+		objs = append(objs, &corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: meta(OTLPCAConfigMap, true),
+			Data:       map[string]string{"ca.crt": string(o.OTLPCA)},
+		})
+	}
+	return append(objs, daemonSet(o, meta(AgentName, true))), nil
 }
 
 func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
@@ -353,7 +404,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 	// big cluster may take a while, so liveness starts later.
 	liveness.InitialDelaySeconds = 30
 
-	return &appsv1.DaemonSet{
+	ds := &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: meta,
 		Spec: appsv1.DaemonSetSpec{
@@ -387,6 +438,8 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							nodeEnv,
 							{Name: EnvPodName, ValueFrom: fromField("metadata.name")},
 							{Name: EnvPodNamespace, ValueFrom: fromField("metadata.namespace")},
+							{Name: EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+								ContainerName: containerName, Resource: "limits.memory"}}},
 						},
 						SecurityContext: &corev1.SecurityContext{
 							RunAsUser:                &root,
@@ -435,4 +488,12 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 			},
 		},
 	}
+	if o.OTLPEndpoint != "" && !o.OTLPInsecure && len(o.OTLPCA) > 0 {
+		spec := &ds.Spec.Template.Spec
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "otlp-ca", VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: OTLPCAConfigMap}}}})
+		agent := &spec.Containers[0]
+		agent.VolumeMounts = append(agent.VolumeMounts, corev1.VolumeMount{Name: "otlp-ca", MountPath: otlpCADir, ReadOnly: true})
+	}
+	return ds
 }

@@ -209,16 +209,35 @@ func compileProtocols(protos []cnpv1beta1.ClusterNetworkPolicyProtocol) []portIn
 	return out
 }
 
-// selectsSubject reports whether the policy applies to pods of an identity.
-func (ci *clusterInfo) selectsSubject(id *identity) bool {
-	return ci.nsSel.Matches(id.ns.labels) && (ci.podSel == nil || ci.podSel.Matches(id.labels))
+// clustersForNamespace returns the cluster policies whose subject's
+// namespace selector matches ns, in evaluation order: computed once per
+// namespace while NewEngine registers pods (remember set), afterwards
+// computed on the side for a namespace never seen, so the Engine stays
+// immutable once built.
+func (e *Engine) clustersForNamespace(ns *nsInfo, remember bool) []*clusterInfo {
+	if len(e.clusters) == 0 {
+		return nil
+	}
+	if l, ok := e.clusterByNS[ns.name]; ok {
+		return l
+	}
+	var l []*clusterInfo
+	for _, ci := range e.clusters {
+		if ci.nsSel.Matches(ns.labels) {
+			l = append(l, ci)
+		}
+	}
+	if remember {
+		e.clusterByNS[ns.name] = l
+	}
+	return l
 }
 
 // fillClusterSelectedBy finds the ClusterNetworkPolicies selecting an
 // identity per direction and tier, in evaluation order (e.clusters is sorted).
-func (e *Engine) fillClusterSelectedBy(id *identity) {
-	for _, ci := range e.clusters {
-		if !ci.selectsSubject(id) {
+func (e *Engine) fillClusterSelectedBy(id *identity, register bool) {
+	for _, ci := range e.clustersForNamespace(id.ns, register) {
+		if ci.podSel != nil && !ci.podSel.Matches(id.labels) {
 			continue
 		}
 		t := tierAdminIdx

@@ -37,6 +37,7 @@ type Engine struct {
 	// clusters are the ClusterNetworkPolicies in evaluation order.
 	clusters      []*clusterInfo
 	clusterByName map[string]*clusterInfo
+	clusterByNS   map[string][]*clusterInfo // see clustersForNamespace
 	// nodeByIP gives the labels of the Snapshot node owning an address.
 	nodeByIP map[netip.Addr]labels.Set
 }
@@ -148,6 +149,7 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		identByKey:    make(map[string]*identity),
 		nodeIPs:       make(map[netip.Addr]struct{}, len(s.NodeIPs)),
 		clusterByName: make(map[string]*clusterInfo, len(s.ClusterPolicies)),
+		clusterByNS:   map[string][]*clusterInfo{},
 		nodeByIP:      map[netip.Addr]labels.Set{},
 	}
 	for _, ip := range s.NodeIPs {
@@ -302,7 +304,7 @@ func (e *Engine) newPodInfo(pod *corev1.Pod, f podFacts, register bool, c *Cache
 	}
 	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
 	pi.ident = id
-	e.fillClusterSelectedBy(id)
+	e.fillClusterSelectedBy(id, register)
 	if !register {
 		e.fillSelectedBy(id)
 		return pi, nil
@@ -404,7 +406,7 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 			podFacts: podFacts{key: f.key, ports: declaredPorts(pod)},
 			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
 		e.fillSelectedBy(pi.ident)
-		e.fillClusterSelectedBy(pi.ident)
+		e.fillClusterSelectedBy(pi.ident, false)
 	}
 	return pi
 }

@@ -60,6 +60,8 @@ const (
 	CNPReorderRules CNPActionKind = "ReorderRules"
 	// CNPSetAction sets the action of rule Index.
 	CNPSetAction CNPActionKind = "SetAction"
+	// CNPSetNamedPort replaces the protocols of rule Index with the named port Value.
+	CNPSetNamedPort CNPActionKind = "SetNamedPort"
 	// CNPSetPriority sets spec.priority.
 	CNPSetPriority CNPActionKind = "SetPriority"
 	// CNPPodLabel sets (Value != "") or removes the conformance-role label of pod From.
@@ -240,7 +242,7 @@ func (w *CNPWorld) Snapshot() *policy.Snapshot {
 // Apply performs a non-probe action on the state.
 func (w *CNPWorld) Apply(a CNPAction) error {
 	var cnp *cnpv1beta1.ClusterNetworkPolicy
-	if a.Kind == CNPReorderRules || a.Kind == CNPSetAction || a.Kind == CNPSetPriority {
+	if a.Kind == CNPReorderRules || a.Kind == CNPSetAction || a.Kind == CNPSetPriority || a.Kind == CNPSetNamedPort {
 		i := slices.IndexFunc(w.ClusterPolicies, func(p *cnpv1beta1.ClusterNetworkPolicy) bool { return p.Name == a.Policy })
 		if i < 0 {
 			return fmt.Errorf("%s: no ClusterNetworkPolicy %q", a.Kind, a.Policy)
@@ -268,6 +270,13 @@ func (w *CNPWorld) Apply(a CNPAction) error {
 		} else {
 			cnp.Spec.Egress[a.Index].Action = act
 		}
+	case CNPSetNamedPort:
+		named := []cnpv1beta1.ClusterNetworkPolicyProtocol{{DestinationNamedPort: a.Value}}
+		if a.Direction == policy.Ingress {
+			cnp.Spec.Ingress[a.Index].Protocols = named
+		} else {
+			cnp.Spec.Egress[a.Index].Protocols = named
+		}
 	case CNPSetPriority:
 		cnp.Spec.Priority = a.Priority
 	case CNPPodLabel:
@@ -290,4 +299,8 @@ func (w *CNPWorld) Apply(a CNPAction) error {
 		return fmt.Errorf("action %q is not a change", a.Kind)
 	}
 	return nil
+}
+
+func setNamedPort(pol string, d policy.Direction, i int, name string) CNPAction {
+	return CNPAction{Kind: CNPSetNamedPort, Policy: pol, Direction: d, Index: i, Value: name}
 }

@@ -8,6 +8,20 @@ import "github.com/kubectl-netpol/kubectl-netpol/policy"
 // cnpCases are the ported upstream ClusterNetworkPolicy conformance tests,
 // in upstream's file order. NotPortedCNP lists the others.
 var cnpCases = []CNPCase{
+	{Name: "CNPAdminTierEgressNamedPort", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy", "SupportClusterNetworkPolicyNamedPorts"}, Manifests: []string{"base/admin_tier/standard-egress-tcp-rules.yaml"}, Steps: []CNPStep{
+		{Name: "Should support an 'allow-egress' policy for named port", Actions: []CNPAction{
+			setNamedPort("egress-tcp", policy.Egress, 5, "web"),
+			probe("gryffindor/harry-potter-0", "hufflepuff/cedric-diggory-1", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "TCP", 8080, false),
+		}},
+	}},
+	{Name: "CNPAdminTierIngressNamedPort", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy", "SupportClusterNetworkPolicyNamedPorts"}, Manifests: []string{"base/admin_tier/standard-ingress-udp-rules.yaml"}, Steps: []CNPStep{
+		{Name: "Should support an 'allow-ingress' policy for named port", Actions: []CNPAction{
+			setNamedPort("ingress-udp", policy.Ingress, 5, "dns"),
+			probe("gryffindor/harry-potter-0", "hufflepuff/cedric-diggory-1", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "UDP", 5353, false),
+		}},
+	}},
 	{Name: "CNPAdminTierEgressSCTP", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy"}, Manifests: []string{"base/admin_tier/standard-egress-sctp-rules.yaml"}, Steps: []CNPStep{
 		{Name: "Should support an 'allow-egress' policy for SCTP protocol; ensure rule ordering is respected", Actions: []CNPAction{
 			probe("ravenclaw/luna-lovegood-0", "gryffindor/harry-potter-0", "SCTP", 9003, true),
@@ -386,6 +400,20 @@ var cnpCases = []CNPCase{
 			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "TCP", 80, true),
 		}},
 	}},
+	{Name: "CNPBaselineTierEgressNamedPort", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy", "SupportClusterNetworkPolicyNamedPorts"}, Manifests: []string{"base/baseline_tier/standard-egress-udp-rules.yaml"}, Steps: []CNPStep{
+		{Name: "Should support an 'allow-egress' policy for named port", Actions: []CNPAction{
+			setNamedPort("default", policy.Egress, 3, "dns"),
+			probe("hufflepuff/cedric-diggory-0", "gryffindor/harry-potter-1", "UDP", 53, true),
+			probe("hufflepuff/cedric-diggory-1", "gryffindor/harry-potter-1", "UDP", 5353, false),
+		}},
+	}},
+	{Name: "CNPBaselineTierIngressNamedPort", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy", "SupportClusterNetworkPolicyNamedPorts"}, Manifests: []string{"base/baseline_tier/standard-ingress-tcp-rules.yaml"}, Steps: []CNPStep{
+		{Name: "Should support an 'allow-ingress' policy for named port", Actions: []CNPAction{
+			setNamedPort("default", policy.Ingress, 3, "web"),
+			probe("hufflepuff/cedric-diggory-0", "gryffindor/harry-potter-1", "TCP", 80, true),
+			probe("hufflepuff/cedric-diggory-1", "gryffindor/harry-potter-1", "TCP", 8080, false),
+		}},
+	}},
 	{Name: "CNPBaselineTierEgressSCTP", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy"}, Manifests: []string{"base/baseline_tier/standard-egress-sctp-rules.yaml"}, Steps: []CNPStep{
 		{Name: "Should support an 'allow-egress' policy for SCTP protocol; ensure rule ordering is respected", Actions: []CNPAction{
 			probe("ravenclaw/luna-lovegood-0", "gryffindor/harry-potter-0", "SCTP", 9003, true),
@@ -635,6 +663,6 @@ var cnpCases = []CNPCase{
 }
 
 // NotPortedCNP are the upstream tests not in cnpCases yet: they build rules
-// from live objects (pod IPs as CIDRs, named-port protocols) or probe the
+// from live objects (pod IPs as CIDRs) and relabel namespaces, or probe the
 // hostNetwork "centaur" pods on node peers, which the model has no nodes for.
-var NotPortedCNP = []string{"CNPAdminTierEgressNamedPort", "CNPAdminTierEgressNodePeers", "CNPAdminTierIngressNamedPort", "CNPAdminTierEgressInlineCIDRPeers", "CNPBaselineTierEgressNamedPort", "CNPBaselineTierEgressNodePeers", "CNPBaselineTierIngressNamedPort", "CNPBaselineTierEgressInlineCIDRPeers"}
+var NotPortedCNP = []string{"CNPAdminTierEgressNodePeers", "CNPAdminTierEgressInlineCIDRPeers", "CNPBaselineTierEgressNodePeers", "CNPBaselineTierEgressInlineCIDRPeers"}

@@ -3,6 +3,7 @@ package conformance
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
@@ -66,6 +68,11 @@ const (
 	CNPSetPriority CNPActionKind = "SetPriority"
 	// CNPPodLabel sets (Value != "") or removes the conformance-role label of pod From.
 	CNPPodLabel CNPActionKind = "PodLabel"
+	// CNPNamespaceLabels replaces the labels of Namespace (short name) with Labels.
+	CNPNamespaceLabels CNPActionKind = "NamespaceLabels"
+	// CNPPrependNetworksRule puts first in the policy's egress a rule named
+	// Value with Action to the addresses of Pods (/32 or /128).
+	CNPPrependNetworksRule CNPActionKind = "PrependNetworksRule"
 	// CNPDeletePolicy deletes the NetworkPolicy Namespace/Policy.
 	CNPDeletePolicy CNPActionKind = "DeletePolicy"
 )
@@ -85,6 +92,8 @@ type CNPAction struct {
 	Action    policy.ClusterAction
 	Priority  int32
 	Value     string
+	Labels    map[string]string
+	Pods      []string
 }
 
 func probe(from, to, proto string, port int32, allowed bool) CNPAction {
@@ -98,6 +107,16 @@ func setAction(pol string, d policy.Direction, i int, a policy.ClusterAction) CN
 }
 func setPriority(pol string, p int32) CNPAction {
 	return CNPAction{Kind: CNPSetPriority, Policy: pol, Priority: p}
+}
+func namespaceLabels(ns string, kv ...string) CNPAction {
+	l := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		l[kv[i]] = kv[i+1]
+	}
+	return CNPAction{Kind: CNPNamespaceLabels, Namespace: ns, Labels: l}
+}
+func prependNetworksRule(pol, name string, a policy.ClusterAction, pods ...string) CNPAction {
+	return CNPAction{Kind: CNPPrependNetworksRule, Policy: pol, Value: name, Action: a, Pods: pods}
 }
 func podLabel(pod, value string) CNPAction {
 	return CNPAction{Kind: CNPPodLabel, From: pod, Value: value}
@@ -119,6 +138,8 @@ type CNPWorld struct {
 	Pods            []*corev1.Pod
 	Policies        []*networkingv1.NetworkPolicy
 	ClusterPolicies []*cnpv1beta1.ClusterNetworkPolicy
+	// Nodes carry the hostNetwork pods (upstream's "centaur"), one each.
+	Nodes []*corev1.Node
 }
 
 // NewCNPWorld reads the model (base/manifests.yaml: namespaces and the
@@ -143,12 +164,19 @@ func NewCNPWorld(moduleDir string, c *CNPCase, podCIDR netip.Prefix) (*CNPWorld,
 			if err := yaml.Unmarshal(doc, ss); err != nil {
 				return err
 			}
-			if ss.Spec.Template.Spec.HostNetwork {
-				return nil
-			}
 			for i := range int(*ss.Spec.Replicas) {
 				p := &corev1.Pod{ObjectMeta: *ss.Spec.Template.ObjectMeta.DeepCopy(), Spec: *ss.Spec.Template.Spec.DeepCopy()}
 				p.Name, p.Namespace = fmt.Sprintf("%s-%d", ss.Name, i), ss.Namespace
+				if p.Spec.HostNetwork {
+					// A hostNetwork pod has its node's address: one node each.
+					node := w.node(i, podCIDR.Addr().Is4())
+					p.Spec.NodeName = node.Name
+					addr := node.Status.Addresses[0].Address
+					p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: addr, PodIPs: []corev1.PodIP{{IP: addr}}}
+					p.Labels[appsv1.StatefulSetPodNameLabel] = p.Name
+					w.Pods = append(w.Pods, p)
+					continue
+				}
 				// The labels the StatefulSet controller adds (policies select by pod name).
 				p.Labels[appsv1.StatefulSetPodNameLabel] = p.Name
 				p.Labels[appsv1.PodIndexLabel] = fmt.Sprint(i)
@@ -223,6 +251,27 @@ func eachDoc(path string, fn func(kind string, doc []byte) error) error {
 	return nil
 }
 
+// node returns model node i, created with an InternalIP in 172.18.0.0/24
+// (or fc00:18::/64) and the labels a kubelet sets.
+func (w *CNPWorld) node(i int, v4 bool) *corev1.Node {
+	for len(w.Nodes) <= i {
+		n := len(w.Nodes)
+		ip := netip.MustParseAddr("fc00:18::1")
+		if v4 {
+			ip = netip.MustParseAddr("172.18.0.1")
+		}
+		for range n {
+			ip = ip.Next()
+		}
+		name := fmt.Sprintf("node-%d", n)
+		w.Nodes = append(w.Nodes, &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelOSStable: "linux", corev1.LabelHostname: name}},
+			Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}}},
+		})
+	}
+	return w.Nodes[i]
+}
+
 // Pod returns the pod "short-namespace/name", or nil.
 func (w *CNPWorld) Pod(short string) *corev1.Pod {
 	ns, name, _ := strings.Cut(short, "/")
@@ -236,13 +285,14 @@ func (w *CNPWorld) Pod(short string) *corev1.Pod {
 
 // Snapshot is the engine's view of the current state (the objects are shared).
 func (w *CNPWorld) Snapshot() *policy.Snapshot {
-	return &policy.Snapshot{Namespaces: w.Namespaces, Pods: w.Pods, Policies: w.Policies, ClusterPolicies: w.ClusterPolicies}
+	return &policy.Snapshot{Namespaces: w.Namespaces, Pods: w.Pods, Policies: w.Policies, ClusterPolicies: w.ClusterPolicies, Nodes: w.Nodes}
 }
 
 // Apply performs a non-probe action on the state.
 func (w *CNPWorld) Apply(a CNPAction) error {
 	var cnp *cnpv1beta1.ClusterNetworkPolicy
-	if a.Kind == CNPReorderRules || a.Kind == CNPSetAction || a.Kind == CNPSetPriority || a.Kind == CNPSetNamedPort {
+	switch a.Kind {
+	case CNPReorderRules, CNPSetAction, CNPSetPriority, CNPSetNamedPort, CNPPrependNetworksRule:
 		i := slices.IndexFunc(w.ClusterPolicies, func(p *cnpv1beta1.ClusterNetworkPolicy) bool { return p.Name == a.Policy })
 		if i < 0 {
 			return fmt.Errorf("%s: no ClusterNetworkPolicy %q", a.Kind, a.Policy)
@@ -270,6 +320,27 @@ func (w *CNPWorld) Apply(a CNPAction) error {
 		} else {
 			cnp.Spec.Egress[a.Index].Action = act
 		}
+	case CNPPrependNetworksRule:
+		var nets []cnpv1beta1.CIDR
+		for _, ref := range a.Pods {
+			p := w.Pod(ref)
+			if p == nil {
+				return fmt.Errorf("no pod %s", ref)
+			}
+			ip := netip.MustParseAddr(p.Status.PodIP)
+			nets = append(nets, cnpv1beta1.CIDR(netip.PrefixFrom(ip, ip.BitLen()).String()))
+		}
+		rule := cnpv1beta1.ClusterNetworkPolicyEgressRule{Name: a.Value, Action: cnpv1beta1.ClusterNetworkPolicyRuleAction(a.Action),
+			To: []cnpv1beta1.ClusterNetworkPolicyEgressPeer{{Networks: nets}}}
+		cnp.Spec.Egress = append([]cnpv1beta1.ClusterNetworkPolicyEgressRule{rule}, cnp.Spec.Egress...)
+	case CNPNamespaceLabels:
+		i := slices.IndexFunc(w.Namespaces, func(n *corev1.Namespace) bool { return n.Name == CNPNamespacePrefix+a.Namespace })
+		if i < 0 {
+			return fmt.Errorf("no namespace %s", a.Namespace)
+		}
+		ns := w.Namespaces[i].DeepCopy()
+		ns.Labels = maps.Clone(a.Labels)
+		w.Namespaces[i] = ns
 	case CNPSetNamedPort:
 		named := []cnpv1beta1.ClusterNetworkPolicyProtocol{{DestinationNamedPort: a.Value}}
 		if a.Direction == policy.Ingress {

@@ -15,11 +15,60 @@ var cnpCases = []CNPCase{
 			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "TCP", 8080, false),
 		}},
 	}},
+	{Name: "CNPAdminTierEgressNodePeers", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy", "SupportClusterNetworkPolicyEgressNodePeers"}, Manifests: []string{"base/admin_tier/experimental-egress-selector-rules.yaml"}, Steps: []CNPStep{
+		{Name: "Should support an 'allow-egress' rule policy for egress-node-peer", Actions: []CNPAction{
+			probe("gryffindor/harry-potter-1", "forbidden-forrest/centaur-1", "TCP", 34345, true),
+		}},
+		{Name: "Should support a 'pass-egress' rule policy for egress-node-peer", Actions: []CNPAction{
+			probe("gryffindor/harry-potter-1", "forbidden-forrest/centaur-1", "UDP", 34347, true),
+		}},
+		{Name: "Should support a 'deny-egress' rule policy for egress-node-peer", Actions: []CNPAction{
+			probe("gryffindor/harry-potter-1", "forbidden-forrest/centaur-1", "TCP", 34346, false),
+			probe("gryffindor/harry-potter-1", "forbidden-forrest/centaur-1", "UDP", 34349, false),
+			probe("gryffindor/harry-potter-1", "forbidden-forrest/centaur-1", "SCTP", 34351, false),
+		}},
+	}},
 	{Name: "CNPAdminTierIngressNamedPort", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy", "SupportClusterNetworkPolicyNamedPorts"}, Manifests: []string{"base/admin_tier/standard-ingress-udp-rules.yaml"}, Steps: []CNPStep{
 		{Name: "Should support an 'allow-ingress' policy for named port", Actions: []CNPAction{
 			setNamedPort("ingress-udp", policy.Ingress, 5, "dns"),
 			probe("gryffindor/harry-potter-0", "hufflepuff/cedric-diggory-1", "UDP", 53, true),
 			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "UDP", 5353, false),
+		}},
+	}},
+	{Name: "CNPAdminTierEgressInlineCIDRPeers", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy"}, Manifests: []string{"base/admin_tier/standard-egress-inline-cidr-rules.yaml"}, Steps: []CNPStep{
+		{Name: "Should support a 'deny-egress' rule policy for egress-cidr-peer", Actions: []CNPAction{
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "SCTP", 9003, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "SCTP", 9003, false),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "SCTP", 9003, true),
+			namespaceLabels("slytherin", "conformance-house", "denied-namespace-label"),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "SCTP", 9003, false),
+			namespaceLabels("slytherin", "conformance-house", "slytherin"),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "SCTP", 9003, true),
+		}},
+		{Name: "Should support an 'allow-egress' rule policy for egress-cidr-peer", Actions: []CNPAction{
+			prependNetworksRule("inline-cidr-as-peers-example", "allow-egress-to-specific-podIPs", policy.ActionAccept, "ravenclaw/luna-lovegood-0", "hufflepuff/cedric-diggory-0"),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "SCTP", 9003, true),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "SCTP", 9003, true),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-1", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-1", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-1", "SCTP", 9003, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "SCTP", 9003, false),
 		}},
 	}},
 	{Name: "CNPAdminTierEgressSCTP", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy"}, Manifests: []string{"base/admin_tier/standard-egress-sctp-rules.yaml"}, Steps: []CNPStep{
@@ -407,11 +456,57 @@ var cnpCases = []CNPCase{
 			probe("hufflepuff/cedric-diggory-1", "gryffindor/harry-potter-1", "UDP", 5353, false),
 		}},
 	}},
+	{Name: "CNPBaselineTierEgressNodePeers", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy", "SupportClusterNetworkPolicyEgressNodePeers"}, Manifests: []string{"base/baseline_tier/experimental-egress-selector-rules.yaml"}, Steps: []CNPStep{
+		{Name: "Should support an 'allow-egress' rule policy for egress-node-peer", Actions: []CNPAction{
+			probe("gryffindor/harry-potter-0", "forbidden-forrest/centaur-1", "TCP", 34345, true),
+			probe("gryffindor/harry-potter-1", "forbidden-forrest/centaur-1", "TCP", 34346, true),
+		}},
+		{Name: "Should support a 'deny-egress' rule policy for egress-node-peer", Actions: []CNPAction{
+			probe("gryffindor/harry-potter-1", "forbidden-forrest/centaur-1", "UDP", 34349, false),
+			probe("gryffindor/harry-potter-1", "forbidden-forrest/centaur-1", "SCTP", 34351, false),
+		}},
+	}},
 	{Name: "CNPBaselineTierIngressNamedPort", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy", "SupportClusterNetworkPolicyNamedPorts"}, Manifests: []string{"base/baseline_tier/standard-ingress-tcp-rules.yaml"}, Steps: []CNPStep{
 		{Name: "Should support an 'allow-ingress' policy for named port", Actions: []CNPAction{
 			setNamedPort("default", policy.Ingress, 3, "web"),
 			probe("hufflepuff/cedric-diggory-0", "gryffindor/harry-potter-1", "TCP", 80, true),
 			probe("hufflepuff/cedric-diggory-1", "gryffindor/harry-potter-1", "TCP", 8080, false),
+		}},
+	}},
+	{Name: "CNPBaselineTierEgressInlineCIDRPeers", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy"}, Manifests: []string{"base/baseline_tier/standard-egress-inline-cidr-rules.yaml"}, Steps: []CNPStep{
+		{Name: "Should support a 'deny-egress' rule policy for egress-cidr-peer", Actions: []CNPAction{
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "SCTP", 9003, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "SCTP", 9003, false),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "SCTP", 9003, true),
+			namespaceLabels("slytherin", "conformance-house", "denied-namespace-label"),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "SCTP", 9003, false),
+			namespaceLabels("slytherin", "conformance-house", "slytherin"),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "slytherin/draco-malfoy-0", "SCTP", 9003, true),
+		}},
+		{Name: "Should support an 'allow-egress' rule policy for egress-cidr-peer", Actions: []CNPAction{
+			prependNetworksRule("default", "allow-egress-to-specific-podIPs", policy.ActionAccept, "ravenclaw/luna-lovegood-0", "hufflepuff/cedric-diggory-0"),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-0", "SCTP", 9003, true),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "TCP", 80, true),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "UDP", 53, true),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-0", "SCTP", 9003, true),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-1", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-1", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "ravenclaw/luna-lovegood-1", "SCTP", 9003, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "TCP", 80, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "UDP", 53, false),
+			probe("gryffindor/harry-potter-1", "hufflepuff/cedric-diggory-1", "SCTP", 9003, false),
 		}},
 	}},
 	{Name: "CNPBaselineTierEgressSCTP", Features: []string{"SupportedFeature", "SupportClusterNetworkPolicy"}, Manifests: []string{"base/baseline_tier/standard-egress-sctp-rules.yaml"}, Steps: []CNPStep{
@@ -662,7 +757,5 @@ var cnpCases = []CNPCase{
 	}},
 }
 
-// NotPortedCNP are the upstream tests not in cnpCases yet: they build rules
-// from live objects (pod IPs as CIDRs) and relabel namespaces, or probe the
-// hostNetwork "centaur" pods on node peers, which the model has no nodes for.
-var NotPortedCNP = []string{"CNPAdminTierEgressNodePeers", "CNPAdminTierEgressInlineCIDRPeers", "CNPBaselineTierEgressNodePeers", "CNPBaselineTierEgressInlineCIDRPeers"}
+// NotPortedCNP are the upstream tests not in cnpCases (none).
+var NotPortedCNP = []string{}

@@ -230,21 +230,7 @@ func refCNPProtocol(pr *cnpv1beta1.ClusterNetworkPolicyProtocol, dst *corev1.Pod
 	case pr.SCTP != nil:
 		want, dp = corev1.ProtocolSCTP, pr.SCTP.DestinationPort
 	default:
-		if dst == nil || dst.Spec.HostNetwork {
-			return false
-		}
-		for _, c := range dst.Spec.Containers {
-			for _, cp := range c.Ports {
-				cproto := cp.Protocol
-				if cproto == "" {
-					cproto = corev1.ProtocolTCP
-				}
-				if cp.Name == pr.DestinationNamedPort && cproto == proto && cp.ContainerPort == port {
-					return true
-				}
-			}
-		}
-		return false
+		return refDeclares(dst, pr.DestinationNamedPort, proto, port)
 	}
 	if want != proto {
 		return false

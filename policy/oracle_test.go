@@ -196,6 +196,12 @@ func refPort(p *networkingv1.NetworkPolicyPort, dst *corev1.Pod, proto corev1.Pr
 		}
 		return port >= p.Port.IntVal && port <= end
 	}
+	return refDeclares(dst, p.Port.StrVal, proto, port)
+}
+
+// refDeclares: the destination pod (not hostNetwork) declares the named
+// port for that protocol with that number.
+func refDeclares(dst *corev1.Pod, name string, proto corev1.Protocol, port int32) bool {
 	if dst == nil || dst.Spec.HostNetwork {
 		return false
 	}
@@ -205,7 +211,7 @@ func refPort(p *networkingv1.NetworkPolicyPort, dst *corev1.Pod, proto corev1.Pr
 			if cproto == "" {
 				cproto = corev1.ProtocolTCP
 			}
-			if cp.Name == p.Port.StrVal && cproto == proto && cp.ContainerPort == port {
+			if cp.Name == name && cproto == proto && cp.ContainerPort == port {
 				return true
 			}
 		}

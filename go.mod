@@ -31,7 +31,7 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 )
 
-require sigs.k8s.io/network-policy-api v0.3.0 // indirect
+require sigs.k8s.io/network-policy-api v0.3.0
 
 require (
 	github.com/Azure/go-ansiterm v0.0.0-20250102033503-faa5f7b0171c // indirect

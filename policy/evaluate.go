@@ -108,7 +108,9 @@ func isLoopback(src, dst *endpoint) bool {
 }
 
 // side decides one direction for subject (the source for Egress, the
-// destination for Ingress) against the other end. dst is the destination,
+// destination for Ingress) against the other end, tier by tier: Admin
+// ClusterNetworkPolicies, NetworkPolicy (final for the pods it selects),
+// Baseline ClusterNetworkPolicies, then allow. dst is the destination,
 // against which named ports resolve.
 func (e *Engine) side(dir Direction, subject, other, dst *endpoint, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
 	if !subject.isPod() {
@@ -118,13 +120,50 @@ func (e *Engine) side(dir Direction, subject, other, dst *endpoint, proto corev1
 		return true
 	}
 	di := dirIndex(dir)
-	pols := subject.pod.ident.selectedBy[di]
+	ident := subject.pod.ident
+	pols := ident.selectedBy[di]
 	if dd != nil {
 		dd.Isolated = len(pols) > 0
 		for _, p := range pols {
 			dd.IsolatedBy = append(dd.IsolatedBy, p.ref)
 		}
 	}
+	admin, baseline := ident.cluster[di][tierAdminIdx], ident.cluster[di][tierBaselineIdx]
+	if len(admin) == 0 && len(baseline) == 0 {
+		return e.networkPolicySide(dir, subject, other, dst, proto, port, dd, w)
+	}
+	if dd != nil {
+		defer func() { dd.Summary = tierSummary(dir, subject, dd) }()
+	}
+	if ok, decided := e.clusterTier(admin, di, other, dst, proto, port, dd, w); decided {
+		return e.clusterVerdict(TierAdmin, ok, dd)
+	}
+	if len(pols) == 0 {
+		if ok, decided := e.clusterTier(baseline, di, other, dst, proto, port, dd, w); decided {
+			return e.clusterVerdict(TierBaseline, ok, dd)
+		}
+	}
+	if dd != nil && len(pols) > 0 {
+		dd.Tier = TierNetworkPolicy
+	}
+	return e.networkPolicySide(dir, subject, other, dst, proto, port, dd, w)
+}
+
+func (e *Engine) clusterVerdict(t Tier, allowed bool, dd *DirectionDecision) bool {
+	if dd != nil {
+		dd.Tier, dd.Allowed, dd.Reason = t, allowed, ReasonDeniedByClusterPolicy
+		if allowed {
+			dd.Reason = ReasonAcceptedByClusterPolicy
+		}
+	}
+	return allowed
+}
+
+// networkPolicySide is the NetworkPolicy tier, which also gives the verdict
+// of a pod it does not select (allowed: not isolated, or node traffic).
+func (e *Engine) networkPolicySide(dir Direction, subject, other, dst *endpoint, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
+	di := dirIndex(dir)
+	pols := subject.pod.ident.selectedBy[di]
 	if other.node {
 		if dd != nil {
 			dd.Allowed, dd.Reason = true, ReasonNotApplicable

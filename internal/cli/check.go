@@ -326,6 +326,8 @@ func reasonOf(d policy.Decision, src, dst endpoint) string {
 			return fmt.Sprintf("%s of %s not isolated", dir, ep)
 		case policy.ReasonNotApplicable:
 			return fmt.Sprintf("%s of %s not subject to policy", dir, ep)
+		case policy.ReasonAcceptedByClusterPolicy, policy.ReasonDeniedByClusterPolicy:
+			return fmt.Sprintf("%s of %s %s by %s", dir, ep, map[bool]string{true: "accepted", false: "denied"}[dd.Allowed], policy.ClusterRuleString(dd.ClusterRule.Rule))
 		case policy.ReasonAllowedByRule:
 			var rules []string
 			for _, m := range dd.AllowedBy {

@@ -277,10 +277,13 @@ func Manifests(o Options) ([]Object, error) {
 		// Exactly what the agent's informers read: pods (identities on every
 		// node, endpoints on its own), namespaces (namespaceSelector), services
 		// (Service names of flows), nodes (its node's addresses), and the
-		// policies. No secrets, no writes.
+		// policies, ClusterNetworkPolicies included (granted before their
+		// CRD exists, so the agent picks them up once it is installed). No
+		// secrets, no writes.
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "services", "nodes"}, Verbs: read},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: read},
+			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: read},
 		},
 	}
 	clusterBinding := &rbacv1.ClusterRoleBinding{

@@ -22,6 +22,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kjson "sigs.k8s.io/json"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	kyaml "sigs.k8s.io/yaml"
 )
 
@@ -69,21 +70,34 @@ func LoadFiles(paths []string, recursive bool, defaultNamespace string) (*Set, e
 	return s, nil
 }
 
-// LoadPolicyFiles reads NetworkPolicies only (for --with-policy); any other
-// kind is an error, since a what-if that silently ignored part of its input
-// would answer the wrong question.
-func LoadPolicyFiles(paths []string, defaultNamespace string) ([]*networkingv1.NetworkPolicy, map[string]string, error) {
+// LoadPolicyFiles reads NetworkPolicies and ClusterNetworkPolicies only
+// (for --with-policy) into a Set; any other kind is an error, since a
+// what-if that silently ignored part of its input would answer the wrong
+// question.
+func LoadPolicyFiles(paths []string, defaultNamespace string) (*Set, error) {
 	s, err := LoadFiles(paths, false, defaultNamespace)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if n := len(s.Pods) + len(s.Namespaces) + len(s.Nodes) + len(s.Workloads) + len(s.Ignored); n > 0 {
-		return nil, nil, fmt.Errorf("--with-policy %s: holds %d object(s) that are not NetworkPolicies; pass only policies (use -f for the rest)", strings.Join(paths, ","), n)
+		return nil, fmt.Errorf("--with-policy %s: holds %d object(s) that are not NetworkPolicies or ClusterNetworkPolicies; pass only policies (use -f for the rest)", strings.Join(paths, ","), n)
 	}
-	if len(s.Policies) == 0 {
-		return nil, nil, fmt.Errorf("--with-policy %s: no NetworkPolicy found", strings.Join(paths, ","))
+	if len(s.Policies)+len(s.ClusterPolicies) == 0 {
+		return nil, fmt.Errorf("--with-policy %s: no NetworkPolicy or ClusterNetworkPolicy found", strings.Join(paths, ","))
 	}
-	return s.Policies, s.Origins, nil
+	return s, nil
+}
+
+// SetWhatIf applies the policies of w (LoadPolicyFiles) to s, replacing
+// those with the same names, and returns the replaced ones' names
+// ("namespace/name", or the name of a ClusterNetworkPolicy).
+func (s *Set) SetWhatIf(w *Set) []string {
+	replaced := s.SetPolicies(w.Policies, func(p *networkingv1.NetworkPolicy) string {
+		return w.Origin("NetworkPolicy", p.Namespace, p.Name)
+	})
+	return append(replaced, s.SetClusterPolicies(w.ClusterPolicies, func(p *cnpv1beta1.ClusterNetworkPolicy) string {
+		return w.Origin(KindClusterNetworkPolicy, "", p.Name)
+	})...)
 }
 
 func expand(path string, recursive bool) ([]string, error) {
@@ -407,6 +421,19 @@ func (s *Set) addObject(file string, line int, js []byte, defaultNamespace strin
 			return err
 		}
 		s.Policies = append(s.Policies, o)
+	case env.Kind == KindClusterNetworkPolicy && group == cnpv1beta1.GroupName:
+		// v1alpha2 has v1beta1's schema: both decode into the one type.
+		if v := strings.TrimPrefix(env.APIVersion, group+"/"); v != "v1beta1" && v != "v1alpha2" {
+			return &FileError{File: file, Line: line, Err: fmt.Errorf("ClusterNetworkPolicy version %q is not served; use %s/v1beta1 (or v1alpha2)", v, group)}
+		}
+		o := &cnpv1beta1.ClusterNetworkPolicy{}
+		if err := decode(o); err != nil {
+			return err
+		}
+		if err := named(&o.ObjectMeta, false); err != nil {
+			return err
+		}
+		s.ClusterPolicies = append(s.ClusterPolicies, o)
 	case group == "apps" && (env.Kind == "Deployment" || env.Kind == "StatefulSet" || env.Kind == "DaemonSet" || env.Kind == "ReplicaSet"),
 		group == "batch" && env.Kind == "Job":
 		w, err := decodeWorkload(env.Kind, decode)

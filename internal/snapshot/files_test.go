@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	networkingv1 "k8s.io/api/networking/v1"
 )
 
 func write(t *testing.T, dir, name, content string) string {
@@ -124,11 +122,11 @@ func TestSetPoliciesReplaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pols, origins, err := LoadPolicyFiles([]string{what}, "a")
+	w, err := LoadPolicyFiles([]string{what}, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	replaced := s.SetPolicies(pols, func(p *networkingv1.NetworkPolicy) string { return origins[Key("NetworkPolicy", p.Namespace, p.Name)] })
+	replaced := s.SetWhatIf(w)
 	if len(s.Policies) != 2 || len(replaced) != 1 || replaced[0] != "a/p" || s.Policies[0].Spec.PodSelector.MatchLabels["x"] != "z" {
 		t.Fatalf("replace/add failed: replaced=%v policies=%d", replaced, len(s.Policies))
 	}

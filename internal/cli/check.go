@@ -175,7 +175,8 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 		} else {
 			port = portSpec{Port: q.item.Port.IntVal, Protocol: q.proto}
 		}
-		d := engine.Evaluate(trafficOf(src, dst, port.Port, port.Protocol))
+		// The one-line reason needs what decided, not why every other rule did not match.
+		d := engine.Why(trafficOf(src, dst, port.Port, port.Protocol))
 		r := CheckResult{CheckItem: q.item, Allowed: d.Allowed, Reason: reasonOf(d, src, dst)}
 		if q.expect != nil {
 			pass := *q.expect == d.Allowed

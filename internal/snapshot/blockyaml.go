@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 )
@@ -17,10 +18,24 @@ import (
 // ok == false and the caller uses the full parser, so the result is always
 // what sigs.k8s.io/yaml would have produced.
 func blockYAMLToJSON(doc []byte) (js []byte, ok bool) {
+	js, _, ok = blockYAMLToJSONTop(doc)
+	return js, ok
+}
+
+// topLevel is what the fast path saw of a document's top-level mapping:
+// enough to route it without decoding the JSON again.
+type topLevel struct {
+	env      envelope
+	hasItems bool
+}
+
+// blockYAMLToJSONTop is blockYAMLToJSON that also returns the top-level
+// apiVersion and kind.
+func blockYAMLToJSONTop(doc []byte) (js []byte, top topLevel, ok bool) {
 	if !utf8.Valid(doc) {
-		return nil, false
+		return nil, top, false
 	}
-	p := blockParser{}
+	p := blockParser{top: &top}
 	for _, raw := range bytes.Split(doc, []byte("\n")) {
 		raw = bytes.TrimSuffix(raw, []byte("\r"))
 		indent := 0
@@ -32,18 +47,18 @@ func blockYAMLToJSON(doc []byte) (js []byte, ok bool) {
 	}
 	p.skipBlank()
 	if p.i == len(p.lines) {
-		return nil, false // empty: the caller knows what to do
+		return nil, top, false // empty: the caller knows what to do
 	}
 	out := make([]byte, 0, len(doc)+len(doc)/4)
 	out, ok = p.node(out, p.lines[p.i].indent)
 	if !ok {
-		return nil, false
+		return nil, top, false
 	}
 	p.skipBlank()
 	if p.i != len(p.lines) {
-		return nil, false
+		return nil, top, false
 	}
-	return out, true
+	return out, top, true
 }
 
 type blockLine struct {
@@ -55,6 +70,8 @@ type blockLine struct {
 type blockParser struct {
 	lines []blockLine
 	i     int
+	depth int       // collections entered
+	top   *topLevel // filled from the outermost mapping
 }
 
 func (p *blockParser) skipBlank() {
@@ -86,6 +103,8 @@ func (p *blockParser) node(out []byte, indent int) ([]byte, bool) {
 func isSeqItem(c []byte) bool { return c[0] == '-' && (len(c) == 1 || c[1] == ' ') }
 
 func (p *blockParser) sequence(out []byte, indent int) ([]byte, bool) {
+	p.depth++
+	defer func() { p.depth-- }()
 	out = append(out, '[')
 	first := true
 	for {
@@ -138,6 +157,9 @@ func (p *blockParser) sequence(out []byte, indent int) ([]byte, bool) {
 }
 
 func (p *blockParser) mapping(out []byte, indent int) ([]byte, bool) {
+	outermost := p.depth == 0
+	p.depth++
+	defer func() { p.depth-- }()
 	out = append(out, '{')
 	first := true
 	for {
@@ -162,6 +184,7 @@ func (p *blockParser) mapping(out []byte, indent int) ([]byte, bool) {
 		first = false
 		out = appendJSONString(out, key)
 		out = append(out, ':')
+		valueAt := len(out)
 		if len(rest) == 0 || rest[0] == '#' {
 			p.i++
 			p.skipBlank()
@@ -184,8 +207,30 @@ func (p *blockParser) mapping(out []byte, indent int) ([]byte, bool) {
 		if !ok {
 			return nil, false
 		}
+		if outermost {
+			p.noteTop(key, out[valueAt:])
+		}
 	}
 	return append(out, '}'), true
+}
+
+// noteTop records a top-level field that routes the document.
+func (p *blockParser) noteTop(key string, value []byte) {
+	var dst *string
+	switch key {
+	case "items":
+		p.top.hasItems = true
+		return
+	case "apiVersion":
+		dst = &p.top.env.APIVersion
+	case "kind":
+		dst = &p.top.env.Kind
+	default:
+		return
+	}
+	if len(value) > 0 && value[0] == '"' {
+		_ = json.Unmarshal(value, dst)
+	}
 }
 
 // hasKey reports whether a line is "key: ..." or "key:".

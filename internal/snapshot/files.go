@@ -128,23 +128,35 @@ type document struct {
 	line int // 1-based line of the document's first line in the file
 }
 
-var docSeparator = regexp.MustCompile(`^---\s*(#.*)?$`)
+// isDocSeparator matches a "---" line (optionally followed by a comment),
+// without a regexp: it runs on every line of a large dump.
+func isDocSeparator(l []byte) bool {
+	if !bytes.HasPrefix(l, []byte("---")) {
+		return false
+	}
+	rest := bytes.TrimLeft(l[3:], " \t")
+	return len(rest) == 0 || rest[0] == '#'
+}
 
 // splitDocuments splits a multi-document YAML stream, remembering where each
-// document starts so errors point at the right line of the file.
+// document starts so errors point at the right line of the file. Documents
+// are slices of data.
 func splitDocuments(data []byte) []document {
 	var docs []document
-	lines := bytes.SplitAfter(data, []byte("\n"))
-	start, cur := 1, []byte(nil)
-	for i, l := range lines {
-		if docSeparator.Match(bytes.TrimRight(l, "\r\n")) {
-			docs = append(docs, document{data: cur, line: start})
-			cur, start = nil, i+2
-			continue
+	start, from, line := 1, 0, 1
+	for off := 0; off < len(data); line++ {
+		end := bytes.IndexByte(data[off:], '\n')
+		next := len(data)
+		if end >= 0 {
+			next = off + end + 1
 		}
-		cur = append(cur, l...)
+		if isDocSeparator(bytes.TrimRight(data[off:next], "\r\n")) {
+			docs = append(docs, document{data: data[from:off:off], line: start})
+			from, start = next, line+1
+		}
+		off = next
 	}
-	return append(docs, document{data: cur, line: start})
+	return append(docs, document{data: data[from:len(data):len(data)], line: start})
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
@@ -191,10 +203,10 @@ func parseDocuments(file string, docs []document) []parsed {
 }
 
 func parseDocument(file string, doc *document) parsed {
-	if len(bytes.TrimSpace(stripComments(doc.data))) == 0 {
+	if !hasContent(doc.data) {
 		return parsed{} // empty or comments only
 	}
-	js, ok := blockYAMLToJSON(doc.data)
+	js, top, ok := blockYAMLToJSONTop(doc.data)
 	if !ok {
 		var err error
 		if js, err = kyaml.YAMLToJSON(doc.data); err != nil {
@@ -205,7 +217,9 @@ func parseDocument(file string, doc *document) parsed {
 		return parsed{}
 	}
 	p := parsed{js: js, line: doc.line + leadingComments(doc.data)}
-	if err := json.Unmarshal(js, &p.env); err != nil {
+	if ok && !top.hasItems && js[0] == '{' {
+		p.env = top.env // routed by the fast path: no second pass over the JSON
+	} else if err := json.Unmarshal(js, &p.env); err != nil {
 		p.err = &FileError{File: file, Line: doc.line, Err: fmt.Errorf("not a Kubernetes object: %v", err)}
 		return p
 	}
@@ -281,14 +295,20 @@ func leadingComments(b []byte) int {
 	return n
 }
 
-func stripComments(b []byte) []byte {
-	var out []byte
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
-			out = append(out, l...)
+// hasContent reports whether b holds a line that is neither blank nor a comment.
+func hasContent(b []byte) bool {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			return true
 		}
 	}
-	return out
+	return false
 }
 
 // itemLine finds the line of items[i] of a List document.

@@ -405,6 +405,9 @@ func (p *blockParser) literal(out []byte, v []byte, indent int) ([]byte, bool) {
 	for end > start && len(bytes.TrimSpace(p.lines[end-1].raw)) == 0 {
 		end-- // trailing blank lines belong to no one under these chomping modes
 	}
+	if end == len(p.lines) {
+		return nil, false // the last line has no line break, which clipping keeps out: the full parser knows
+	}
 	for j := start; j < end; j++ {
 		raw := p.lines[j].raw
 		if len(raw) >= blockIndent {

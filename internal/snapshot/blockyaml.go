@@ -32,7 +32,7 @@ type topLevel struct {
 // blockYAMLToJSONTop is blockYAMLToJSON that also returns the top-level
 // apiVersion and kind.
 func blockYAMLToJSONTop(doc []byte) (js []byte, top topLevel, ok bool) {
-	if !utf8.Valid(doc) {
+	if !printable(doc) {
 		return nil, top, false
 	}
 	p := blockParser{top: &top}
@@ -59,6 +59,27 @@ func blockYAMLToJSONTop(doc []byte) (js []byte, top topLevel, ok bool) {
 		return nil, top, false
 	}
 	return out, top, true
+}
+
+// printable reports whether doc is valid UTF-8 made of the characters YAML
+// allows (the full parser rejects the rest, and should say so).
+func printable(doc []byte) bool {
+	for i := 0; i < len(doc); {
+		c := doc[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(doc[i:])
+		if r == utf8.RuneError || r < 0xa0 && r != 0x85 || r >= 0xd800 && r < 0xe000 || r == 0xfeff || r == 0xfffe || r == 0xffff {
+			return false
+		}
+		i += n
+	}
+	return true
 }
 
 type blockLine struct {

@@ -206,8 +206,13 @@ func parseDocument(file string, doc *document) parsed {
 	if !hasContent(doc.data) {
 		return parsed{} // empty or comments only
 	}
-	js, top, ok := blockYAMLToJSONTop(doc.data)
-	if !ok {
+	var top topLevel
+	routed := false // the fast YAML path saw apiVersion and kind
+	js, isJSON := jsonDocument(doc.data)
+	if !isJSON {
+		js, top, routed = blockYAMLToJSONTop(doc.data)
+	}
+	if js == nil {
 		var err error
 		if js, err = kyaml.YAMLToJSON(doc.data); err != nil {
 			return parsed{err: &FileError{File: file, Line: doc.line + relativeLine(err.Error()) - 1, Err: cleanYAMLError(err)}}
@@ -217,7 +222,7 @@ func parseDocument(file string, doc *document) parsed {
 		return parsed{}
 	}
 	p := parsed{js: js, line: doc.line + leadingComments(doc.data)}
-	if ok && !top.hasItems && js[0] == '{' {
+	if routed && !top.hasItems && js[0] == '{' {
 		p.env = top.env // routed by the fast path: no second pass over the JSON
 	} else if err := json.Unmarshal(js, &p.env); err != nil {
 		p.err = &FileError{File: file, Line: doc.line, Err: fmt.Errorf("not a Kubernetes object: %v", err)}
@@ -231,6 +236,16 @@ func parseDocument(file string, doc *document) parsed {
 		p.obj, p.err = decodeObject(file, p.line, js, doc, p.env)
 	}
 	return p
+}
+
+// jsonDocument returns a document that is a JSON object as it is: JSON
+// needs no YAML parser.
+func jsonDocument(data []byte) ([]byte, bool) {
+	t := bytes.TrimSpace(data)
+	if len(t) == 0 || t[0] != '{' || !json.Valid(t) {
+		return nil, false
+	}
+	return t, true
 }
 
 func isList(env envelope) bool { return strings.HasSuffix(env.Kind, "List") && env.Items != nil }

@@ -429,6 +429,11 @@ func (p *blockParser) literal(out []byte, v []byte, indent int) ([]byte, bool) {
 	if end == len(p.lines) {
 		return nil, false // the last line has no line break, which clipping keeps out: the full parser knows
 	}
+	for j := start; j < p.i; j++ {
+		if raw := p.lines[j].raw; len(bytes.TrimSpace(raw)) == 0 && len(raw) > blockIndent {
+			return nil, false // spaces beyond the indentation are content: the full parser knows how much
+		}
+	}
 	for j := start; j < end; j++ {
 		raw := p.lines[j].raw
 		if len(raw) >= blockIndent {

@@ -436,6 +436,13 @@ func object[T any, P interface {
 	}}
 }
 
+// served limits a kind to these API versions (the first is the one named
+// in the error).
+func (k kindSpec) served(versions ...string) kindSpec {
+	k.versions = versions
+	return k
+}
+
 // workload reads a controller into a Workload.
 var workload = kindSpec{namespaced: true, decode: func(kind string, strict func(any) error) (metav1.Object, func(*Set), error) {
 	w, err := decodeWorkload(kind, strict)
@@ -489,7 +496,11 @@ func decodeObject(file string, line int, js []byte, doc *document, env envelope)
 		return &loadedObject{kind: env.Kind}, nil
 	}
 	if len(spec.versions) > 0 && !slices.Contains(spec.versions, version) {
-		return nil, &FileError{File: file, Line: line, Err: fmt.Errorf("%s version %q is not served; use %s/%s", env.Kind, version, group, spec.versions[0])}
+		use := group + "/" + spec.versions[0]
+		if len(spec.versions) > 1 {
+			use += " (or " + strings.Join(spec.versions[1:], ", ") + ")"
+		}
+		return nil, &FileError{File: file, Line: line, Err: fmt.Errorf("%s version %q is not served; use %s", env.Kind, version, use)}
 	}
 	meta, add, err := spec.decode(env.Kind, func(obj any) error { return decodeStrict(file, line, js, doc, obj, env.Kind) })
 	if err != nil {

@@ -62,13 +62,17 @@ func blockYAMLToJSONTop(doc []byte) (js []byte, top topLevel, ok bool) {
 }
 
 // printable reports whether doc is valid UTF-8 made of the characters YAML
-// allows (the full parser rejects the rest, and should say so).
+// allows (the full parser rejects the rest, and should say so), with LF or
+// CRLF line breaks.
 func printable(doc []byte) bool {
 	for i := 0; i < len(doc); {
 		c := doc[i]
 		if c < utf8.RuneSelf {
 			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' || c == 0x7f {
 				return false
+			}
+			if c == '\r' && (i+1 == len(doc) || doc[i+1] != '\n') {
+				return false // a lone CR breaks lines in YAML; lines here end in LF
 			}
 			i++
 			continue

@@ -74,8 +74,8 @@ bench-policy: ## Policy engine benchmarks at 10k pods / 2k policies and the 1k x
 # database; its hashes are pinned in bench/peers/go.sum instead, which Go
 # still verifies.
 .PHONY: bench-peers
-bench-peers: ## Ours vs np-guard/netpol-analyzer on the same 10k-pod / 2k-policy input: load, one query, 10k queries, memory (figures: docs/perf.md)
-	cd bench/peers && GONOSUMDB=github.com/np-guard/models $(GO) test -run 'TestVerdictsAgree' -v -bench . -benchtime 2s -count 3 .
+bench-peers: ## Ours vs np-guard/netpol-analyzer on the same 10k-pod / 2k-policy input: load, one query, 10k queries, memory, check -f end to end (figures: docs/perf.md)
+	cd bench/peers && GONOSUMDB=github.com/np-guard/models $(GO) test -run 'TestVerdictsAgree|TestCheckFilesAgree' -v -bench . -benchtime 2s -count 3 .
 
 .PHONY: fuzz-policy
 fuzz-policy: ## Fuzz the policy engine against its reference evaluator, FUZZTIME each (default 60s)

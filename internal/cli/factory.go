@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -130,6 +131,9 @@ func (o *SourceOptions) Offline() bool { return len(o.Filenames) > 0 }
 func (o *SourceOptions) Load(ctx context.Context, scope snapshot.Scope, defaultNamespace string) (*snapshot.Set, error) {
 	var set *snapshot.Set
 	if o.Offline() {
+		// Nearly everything allocated while reading files is kept (the
+		// objects): collecting as often as usual mostly re-marks them.
+		defer debug.SetGCPercent(debug.SetGCPercent(300))
 		var err error
 		if set, err = snapshot.LoadFiles(o.Filenames, o.Recursive, defaultNamespace); err != nil {
 			return nil, err

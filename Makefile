@@ -117,7 +117,8 @@ check: deps ## Everything CI runs: lint, cross-builds, unit, privileged, release
 	$(MAKE) generate-check
 	$(MAKE) cross
 	$(MAKE) release-test
-	$(GO) test -count=1 ./...
+	hack/cluster/build-binaries.sh   # etcd and kube-apiserver for the tests against a real API server (cached)
+	NETPOL_REQUIRE_APISERVER=1 $(GO) test -count=1 ./...
 	$(MAKE) e2e
 
 # --- local test cluster (hack/cluster; see README "Test cluster") --------------------------------

@@ -147,6 +147,21 @@ images: ## Build the local images (pause, netprobe, coredns) without docker; imp
 e2e: ## cluster-up, go test -tags e2e ./test/e2e/..., cluster-down (KEEP_CLUSTER=1 keeps it; E2E_ARGS='-run X -v')
 	hack/e2e.sh
 
+# Upstream suites nobody here wrote, against the agent on the test cluster (hack/conformance.sh):
+# the suite and its agnhost are built from Go modules (cached by version stamp), the cluster is
+# brought up (or used) and torn down; the last line is "<suite>: passed P of T (...)".
+.PHONY: conformance-netpol
+conformance-netpol: ## Kubernetes' NetworkPolicy e2e tests (e2e.test of v1.37.2, focus Netpol, SCTP skipped) against the agent (root)
+	VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO) hack/conformance.sh netpol
+
+.PHONY: conformance-cnp
+conformance-cnp: ## The ClusterNetworkPolicy suite (network-policy-api v0.3.0, + NamedPorts, EgressNodePeers; SCTP exempt) against the agent (root)
+	VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO) hack/conformance.sh cnp
+
+.PHONY: conformance
+conformance: ## Both suites above on one cluster bring-up (what .ci/run runs with CONFORMANCE=1) (root)
+	VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO) hack/conformance.sh netpol cnp
+
 .PHONY: demo
 demo: deps build ## Start the cluster, deploy examples/demo (web -> db:3306 + db-policy) and explain it
 	hack/demo.sh

@@ -46,6 +46,19 @@ go_image "$PAUSE_IMAGE" ./hack/images/pause /pause
 go_image "$NETPROBE_IMAGE" ./test/images/netprobe /netprobe
 GO_LDFLAGS=$VERSION_LDFLAGS go_image "$AGENT_IMAGE" ./cmd/netpol-agent /netpol-agent
 [[ -x $BIN_DIR/coredns ]] && file_image "$COREDNS_IMAGE" "$BIN_DIR/coredns" /coredns
+# The upstream conformance suites' agnhost, when hack/conformance.sh asks (CONFORMANCE_IMAGES:
+# netpol and/or cnp): built from Kubernetes' sources by build-conformance.sh and named exactly as
+# the suite runs it (a registry name, not localhost/...), so the kubelet finds it and never pulls.
+# As agnhost's own image: entrypoint /agnhost, default command "pause", and a bash (static,
+# Debian's bash-static: the CNP suite's pods run "/bin/bash -c /agnhost ...").
+for suite in ${CONFORMANCE_IMAGES:-}; do
+  ref=$(cat "$BIN_DIR/conformance/$suite.agnhost-image" 2>/dev/null) || die "no agnhost built for the $suite suite: run hack/cluster/build-conformance.sh $suite"
+  [[ -x /bin/bash-static ]] || die "/bin/bash-static is missing: make deps (Debian's bash-static)"
+  out="$IMAGES_DIR/agnhost-${ref##*:}.tar"
+  "$builder" -o "$out" -name "$ref" -file "/agnhost=$BIN_DIR/conformance/agnhost-${ref##*:}" -file /bin/bash=/bin/bash-static \
+    -entrypoint /agnhost -cmd pause -label "org.opencontainers.image.source=kubectl-netpol"
+  tars+=("$out")
+done
 # ------------------------------------------------------------------------------------------------
 
 log "images built: ${tars[*]##*/}"

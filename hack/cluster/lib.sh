@@ -15,6 +15,10 @@ CRICTL_VERSION=v1.37.0
 COREDNS_VERSION=v1.14.7
 FLANNEL_VERSION=v0.28.10       # flanneld (multi-node pod network, vxlan)
 CNI_FLANNEL_VERSION=v0.9.1      # the flannel CNI plugin (containernetworking/plugins, last release with it)
+# Upstream conformance suites (hack/cluster/build-conformance.sh, hack/conformance.sh).
+NETPOL_API_VERSION=v0.3.0       # sigs.k8s.io/network-policy-api: ClusterNetworkPolicy CRDs and suite
+CNP_AGNHOST_TAG=2.45            # the agnhost its suite runs...
+CNP_AGNHOST_KUBE_VERSION=v1.29.0  # ...built from this release's test/images/agnhost (VERSION 2.45)
 
 # Binaries cache (git-ignored). NETPOL_CLUSTER_CACHE moves it, e.g. to share it between clones.
 CACHE_DIR="${NETPOL_CLUSTER_CACHE:-$REPO_ROOT/.cache/cluster}"

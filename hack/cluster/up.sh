@@ -232,6 +232,14 @@ log "CoreDNS"
 sed -e "s|@DNS_SVC_IP@|$DNS_SVC_IP|g" -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
   "$(dirname "$0")/coredns.yaml" | "${KUBECTL[@]}" apply -f - >/dev/null
 "${KUBECTL[@]}" -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
+# ClusterNetworkPolicy (sigs.k8s.io/network-policy-api): the experimental channel's CRD, as the
+# module ships it (its bundle-version and channel annotations kept), so the agent, the CLI and the
+# upstream CNP suite find the API. Server-side apply: no 144 kB last-applied annotation added.
+log "ClusterNetworkPolicy CRD (network-policy-api $NETPOL_API_VERSION, experimental channel)"
+npapi=$(cd "$CACHE_DIR" && GOFLAGS= ${GO:-go} mod download -json "sigs.k8s.io/network-policy-api@$NETPOL_API_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+[[ -d $npapi ]] || die "could not download sigs.k8s.io/network-policy-api@$NETPOL_API_VERSION"
+"${KUBECTL[@]}" apply --server-side -f "$npapi/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" >/dev/null
+"${KUBECTL[@]}" wait --for=condition=Established crd/clusternetworkpolicies.policy.networking.k8s.io --timeout=60s >/dev/null
 install -m 600 "$STATE_DIR/admin.kubeconfig" "$KUBECONFIG_OUT"
 "${KUBECTL[@]}" wait --for=create -n default serviceaccount/default --timeout=60s >/dev/null
 

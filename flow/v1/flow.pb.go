@@ -1616,8 +1616,10 @@ type StatusResponse struct {
 	// Flows dropped by the agent because a client read too slowly (the datapath
 	// never waits for a client).
 	FlowsDroppedSlowClients uint64 `protobuf:"varint,15,opt,name=flows_dropped_slow_clients,json=flowsDroppedSlowClients,proto3" json:"flows_dropped_slow_clients,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The aggregated connection history (unset when the agent keeps none).
+	History       *HistoryCoverage `protobuf:"bytes,16,opt,name=history,proto3" json:"history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1755,6 +1757,13 @@ func (x *StatusResponse) GetFlowsDroppedSlowClients() uint64 {
 	return 0
 }
 
+func (x *StatusResponse) GetHistory() *HistoryCoverage {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
 // NodeCheck is one prerequisite the agent verified on its node.
 type NodeCheck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1875,6 +1884,763 @@ func (x *MapUsage) GetMaxEntries() uint64 {
 		return x.MaxEntries
 	}
 	return 0
+}
+
+// HistorySchemaVersion 1: records keyed as described on HistoryRecord.
+type HistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schema the client reads (1). An agent answers with the highest
+	// schema it knows that is <= this, and says which in coverage; a client
+	// must refuse a schema it does not know.
+	SchemaVersion uint32 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	// Only buckets that overlap [since, until).
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
+	// The same filters as ObserveRequest, matched against each key's flow.
+	Allowlist     []*FlowFilter `protobuf:"bytes,4,rep,name=allowlist,proto3" json:"allowlist,omitempty"`
+	Denylist      []*FlowFilter `protobuf:"bytes,5,rep,name=denylist,proto3" json:"denylist,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_flow_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *HistoryRequest) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetAllowlist() []*FlowFilter {
+	if x != nil {
+		return x.Allowlist
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetDenylist() []*FlowFilter {
+	if x != nil {
+		return x.Denylist
+	}
+	return nil
+}
+
+// HistoryBatch is part of a History stream: new keys (appended to the
+// stream's key table, so index k names the k-th key sent) and records.
+type HistoryBatch struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Keys    []*Flow                `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Records []*HistoryRecord       `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// In the first batch only.
+	Coverage      *HistoryCoverage `protobuf:"bytes,3,opt,name=coverage,proto3" json:"coverage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryBatch) Reset() {
+	*x = HistoryBatch{}
+	mi := &file_flow_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryBatch) ProtoMessage() {}
+
+func (x *HistoryBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryBatch.ProtoReflect.Descriptor instead.
+func (*HistoryBatch) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *HistoryBatch) GetKeys() []*Flow {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *HistoryBatch) GetRecords() []*HistoryRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *HistoryBatch) GetCoverage() *HistoryCoverage {
+	if x != nil {
+		return x.Coverage
+	}
+	return nil
+}
+
+// HistoryRecord is what one agent saw of one connection key in one time
+// bucket. A key is a Flow with: source and destination as workloads (the
+// pod's namespace, top-level controller, and labels without
+// pod-template-hash / controller-revision-hash / pod-template-generation;
+// the pod name only for a pod without a controller; the last address seen
+// in ip), the Service, protocol and destination port, verdict, reason,
+// direction, the deciding policies and rules, and the judging node. Source
+// ports, times and the datapath's rule_id are not part of a key.
+type HistoryRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index into the stream's key table.
+	Key         uint32                 `protobuf:"varint,1,opt,name=key,proto3" json:"key,omitempty"`
+	BucketStart *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=bucket_start,json=bucketStart,proto3" json:"bucket_start,omitempty"`
+	BucketWidth *durationpb.Duration   `protobuf:"bytes,3,opt,name=bucket_width,json=bucketWidth,proto3" json:"bucket_width,omitempty"`
+	// New connections judged (for drops: drop events, rate-limited per CPU).
+	Connections uint64 `protobuf:"varint,4,opt,name=connections,proto3" json:"connections,omitempty"`
+	// From flow-end summaries: connections that ended, and their packets and bytes.
+	Ends          uint64                 `protobuf:"varint,5,opt,name=ends,proto3" json:"ends,omitempty"`
+	Packets       uint64                 `protobuf:"varint,6,opt,name=packets,proto3" json:"packets,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRecord) Reset() {
+	*x = HistoryRecord{}
+	mi := &file_flow_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRecord) ProtoMessage() {}
+
+func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
+func (*HistoryRecord) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HistoryRecord) GetKey() uint32 {
+	if x != nil {
+		return x.Key
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetBucketStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BucketStart
+	}
+	return nil
+}
+
+func (x *HistoryRecord) GetBucketWidth() *durationpb.Duration {
+	if x != nil {
+		return x.BucketWidth
+	}
+	return nil
+}
+
+func (x *HistoryRecord) GetConnections() uint64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetEnds() uint64 {
+	if x != nil {
+		return x.Ends
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *HistoryRecord) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+// HistoryCoverage says how much history backs an answer, and what was lost.
+type HistoryCoverage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	SchemaVersion uint32                 `protobuf:"varint,2,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	// The oldest bucket's start and the newest record's last_seen.
+	Oldest  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=oldest,proto3" json:"oldest,omitempty"`
+	Newest  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=newest,proto3" json:"newest,omitempty"`
+	Keys    uint64                 `protobuf:"varint,5,opt,name=keys,proto3" json:"keys,omitempty"`
+	Records uint64                 `protobuf:"varint,6,opt,name=records,proto3" json:"records,omitempty"`
+	// Records merged into coarser buckets, and records dropped (oldest first)
+	// to stay in the memory and disk budgets, with the connections they held.
+	CoarsenedRecords   uint64 `protobuf:"varint,7,opt,name=coarsened_records,json=coarsenedRecords,proto3" json:"coarsened_records,omitempty"`
+	DroppedRecords     uint64 `protobuf:"varint,8,opt,name=dropped_records,json=droppedRecords,proto3" json:"dropped_records,omitempty"`
+	DroppedConnections uint64 `protobuf:"varint,9,opt,name=dropped_connections,json=droppedConnections,proto3" json:"dropped_connections,omitempty"`
+	// Flows not recorded because the key table was full.
+	UnrecordedFlows uint64 `protobuf:"varint,10,opt,name=unrecorded_flows,json=unrecordedFlows,proto3" json:"unrecorded_flows,omitempty"`
+	// Periods without an agent recording (between a stop and the next start).
+	Gaps              []*TimeRange `protobuf:"bytes,11,rep,name=gaps,proto3" json:"gaps,omitempty"`
+	MemoryBytes       uint64       `protobuf:"varint,12,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	MemoryBudgetBytes uint64       `protobuf:"varint,13,opt,name=memory_budget_bytes,json=memoryBudgetBytes,proto3" json:"memory_budget_bytes,omitempty"`
+	DiskBytes         uint64       `protobuf:"varint,14,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	DiskBudgetBytes   uint64       `protobuf:"varint,15,opt,name=disk_budget_bytes,json=diskBudgetBytes,proto3" json:"disk_budget_bytes,omitempty"`
+	// When the history was last written to disk, and the last failure to
+	// load or write it (empty when fine).
+	LastFlush     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=last_flush,json=lastFlush,proto3" json:"last_flush,omitempty"`
+	Error         string                 `protobuf:"bytes,17,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryCoverage) Reset() {
+	*x = HistoryCoverage{}
+	mi := &file_flow_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryCoverage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryCoverage) ProtoMessage() {}
+
+func (x *HistoryCoverage) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryCoverage.ProtoReflect.Descriptor instead.
+func (*HistoryCoverage) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *HistoryCoverage) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HistoryCoverage) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetOldest() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Oldest
+	}
+	return nil
+}
+
+func (x *HistoryCoverage) GetNewest() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Newest
+	}
+	return nil
+}
+
+func (x *HistoryCoverage) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetCoarsenedRecords() uint64 {
+	if x != nil {
+		return x.CoarsenedRecords
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetDroppedRecords() uint64 {
+	if x != nil {
+		return x.DroppedRecords
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetDroppedConnections() uint64 {
+	if x != nil {
+		return x.DroppedConnections
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetUnrecordedFlows() uint64 {
+	if x != nil {
+		return x.UnrecordedFlows
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetGaps() []*TimeRange {
+	if x != nil {
+		return x.Gaps
+	}
+	return nil
+}
+
+func (x *HistoryCoverage) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetMemoryBudgetBytes() uint64 {
+	if x != nil {
+		return x.MemoryBudgetBytes
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetDiskBytes() uint64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetDiskBudgetBytes() uint64 {
+	if x != nil {
+		return x.DiskBudgetBytes
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetLastFlush() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFlush
+	}
+	return nil
+}
+
+func (x *HistoryCoverage) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type TimeRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeRange) Reset() {
+	*x = TimeRange{}
+	mi := &file_flow_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeRange) ProtoMessage() {}
+
+func (x *TimeRange) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
+func (*TimeRange) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TimeRange) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *TimeRange) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+// HistoryFile is the agent's history on disk (one file, replaced atomically).
+type HistoryFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SchemaVersion uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Data          *HistoryBatch          `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Coverage      *HistoryCoverage       `protobuf:"bytes,4,opt,name=coverage,proto3" json:"coverage,omitempty"`
+	RuleHits      []*RuleHit             `protobuf:"bytes,5,rep,name=rule_hits,json=ruleHits,proto3" json:"rule_hits,omitempty"`
+	// When the agent that wrote the file last recorded (a restart's gap starts here).
+	Written       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryFile) Reset() {
+	*x = HistoryFile{}
+	mi := &file_flow_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryFile) ProtoMessage() {}
+
+func (x *HistoryFile) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryFile.ProtoReflect.Descriptor instead.
+func (*HistoryFile) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HistoryFile) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *HistoryFile) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HistoryFile) GetData() *HistoryBatch {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *HistoryFile) GetCoverage() *HistoryCoverage {
+	if x != nil {
+		return x.Coverage
+	}
+	return nil
+}
+
+func (x *HistoryFile) GetRuleHits() []*RuleHit {
+	if x != nil {
+		return x.RuleHits
+	}
+	return nil
+}
+
+func (x *HistoryFile) GetWritten() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Written
+	}
+	return nil
+}
+
+type RuleHitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleHitsRequest) Reset() {
+	*x = RuleHitsRequest{}
+	mi := &file_flow_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleHitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleHitsRequest) ProtoMessage() {}
+
+func (x *RuleHitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleHitsRequest.ProtoReflect.Descriptor instead.
+func (*RuleHitsRequest) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{22}
+}
+
+type RuleHitsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Since when this node has counted (hits survive agent restarts).
+	CountingSince *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=counting_since,json=countingSince,proto3" json:"counting_since,omitempty"`
+	Hits          []*RuleHit             `protobuf:"bytes,3,rep,name=hits,proto3" json:"hits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleHitsResponse) Reset() {
+	*x = RuleHitsResponse{}
+	mi := &file_flow_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleHitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleHitsResponse) ProtoMessage() {}
+
+func (x *RuleHitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleHitsResponse.ProtoReflect.Descriptor instead.
+func (*RuleHitsResponse) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RuleHitsResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RuleHitsResponse) GetCountingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CountingSince
+	}
+	return nil
+}
+
+func (x *RuleHitsResponse) GetHits() []*RuleHit {
+	if x != nil {
+		return x.Hits
+	}
+	return nil
+}
+
+// RuleHit is one policy rule's (or, without rule_index, an isolating
+// policy's default deny) decisions on one node.
+type RuleHit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          *PolicyRef             `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	Verdict       Verdict                `protobuf:"varint,2,opt,name=verdict,proto3,enum=flow.v1.Verdict" json:"verdict,omitempty"`
+	Hits          uint64                 `protobuf:"varint,3,opt,name=hits,proto3" json:"hits,omitempty"`
+	FirstHit      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=first_hit,json=firstHit,proto3" json:"first_hit,omitempty"`
+	LastHit       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_hit,json=lastHit,proto3" json:"last_hit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleHit) Reset() {
+	*x = RuleHit{}
+	mi := &file_flow_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleHit) ProtoMessage() {}
+
+func (x *RuleHit) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleHit.ProtoReflect.Descriptor instead.
+func (*RuleHit) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RuleHit) GetRule() *PolicyRef {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *RuleHit) GetVerdict() Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return Verdict_VERDICT_UNSPECIFIED
+}
+
+func (x *RuleHit) GetHits() uint64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *RuleHit) GetFirstHit() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstHit
+	}
+	return nil
+}
+
+func (x *RuleHit) GetLastHit() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHit
+	}
+	return nil
 }
 
 var File_flow_proto protoreflect.FileDescriptor
@@ -1999,7 +2765,7 @@ const file_flow_proto_rawDesc = "" +
 	"\aservice\x18\x10 \x03(\tR\aservice\x127\n" +
 	"\tdirection\x18\x11 \x03(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
 	"\x04type\x18\x12 \x03(\x0e2\x12.flow.v1.EventTypeR\x04type\"\x0f\n" +
-	"\rStatusRequest\"\xdc\x04\n" +
+	"\rStatusRequest\"\x90\x05\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12-\n" +
@@ -2019,7 +2785,8 @@ const file_flow_proto_rawDesc = "" +
 	"last_apply\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tlastApply\x12(\n" +
 	"\x10last_apply_error\x18\r \x01(\tR\x0elastApplyError\x12*\n" +
 	"\x06checks\x18\x0e \x03(\v2\x12.flow.v1.NodeCheckR\x06checks\x12;\n" +
-	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\"G\n" +
+	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\x122\n" +
+	"\ahistory\x18\x10 \x01(\v2\x18.flow.v1.HistoryCoverageR\ahistory\"G\n" +
 	"\tNodeCheck\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
@@ -2028,7 +2795,70 @@ const file_flow_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
 	"\vmax_entries\x18\x03 \x01(\x04R\n" +
-	"maxEntries*K\n" +
+	"maxEntries\"\xff\x01\n" +
+	"\x0eHistoryRequest\x12%\n" +
+	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x121\n" +
+	"\tallowlist\x18\x04 \x03(\v2\x13.flow.v1.FlowFilterR\tallowlist\x12/\n" +
+	"\bdenylist\x18\x05 \x03(\v2\x13.flow.v1.FlowFilterR\bdenylist\"\x99\x01\n" +
+	"\fHistoryBatch\x12!\n" +
+	"\x04keys\x18\x01 \x03(\v2\r.flow.v1.FlowR\x04keys\x120\n" +
+	"\arecords\x18\x02 \x03(\v2\x16.flow.v1.HistoryRecordR\arecords\x124\n" +
+	"\bcoverage\x18\x03 \x01(\v2\x18.flow.v1.HistoryCoverageR\bcoverage\"\xf8\x02\n" +
+	"\rHistoryRecord\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12=\n" +
+	"\fbucket_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vbucketStart\x12<\n" +
+	"\fbucket_width\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vbucketWidth\x12 \n" +
+	"\vconnections\x18\x04 \x01(\x04R\vconnections\x12\x12\n" +
+	"\x04ends\x18\x05 \x01(\x04R\x04ends\x12\x18\n" +
+	"\apackets\x18\x06 \x01(\x04R\apackets\x12\x14\n" +
+	"\x05bytes\x18\a \x01(\x04R\x05bytes\x129\n" +
+	"\n" +
+	"first_seen\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xab\x05\n" +
+	"\x0fHistoryCoverage\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12%\n" +
+	"\x0eschema_version\x18\x02 \x01(\rR\rschemaVersion\x122\n" +
+	"\x06oldest\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06oldest\x122\n" +
+	"\x06newest\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06newest\x12\x12\n" +
+	"\x04keys\x18\x05 \x01(\x04R\x04keys\x12\x18\n" +
+	"\arecords\x18\x06 \x01(\x04R\arecords\x12+\n" +
+	"\x11coarsened_records\x18\a \x01(\x04R\x10coarsenedRecords\x12'\n" +
+	"\x0fdropped_records\x18\b \x01(\x04R\x0edroppedRecords\x12/\n" +
+	"\x13dropped_connections\x18\t \x01(\x04R\x12droppedConnections\x12)\n" +
+	"\x10unrecorded_flows\x18\n" +
+	" \x01(\x04R\x0funrecordedFlows\x12&\n" +
+	"\x04gaps\x18\v \x03(\v2\x12.flow.v1.TimeRangeR\x04gaps\x12!\n" +
+	"\fmemory_bytes\x18\f \x01(\x04R\vmemoryBytes\x12.\n" +
+	"\x13memory_budget_bytes\x18\r \x01(\x04R\x11memoryBudgetBytes\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\x0e \x01(\x04R\tdiskBytes\x12*\n" +
+	"\x11disk_budget_bytes\x18\x0f \x01(\x04R\x0fdiskBudgetBytes\x129\n" +
+	"\n" +
+	"last_flush\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tlastFlush\x12\x14\n" +
+	"\x05error\x18\x11 \x01(\tR\x05error\"k\n" +
+	"\tTimeRange\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"\x8e\x02\n" +
+	"\vHistoryFile\x12%\n" +
+	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12)\n" +
+	"\x04data\x18\x03 \x01(\v2\x15.flow.v1.HistoryBatchR\x04data\x124\n" +
+	"\bcoverage\x18\x04 \x01(\v2\x18.flow.v1.HistoryCoverageR\bcoverage\x12-\n" +
+	"\trule_hits\x18\x05 \x03(\v2\x10.flow.v1.RuleHitR\bruleHits\x124\n" +
+	"\awritten\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\awritten\"\x11\n" +
+	"\x0fRuleHitsRequest\"\x8f\x01\n" +
+	"\x10RuleHitsResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12A\n" +
+	"\x0ecounting_since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rcountingSince\x12$\n" +
+	"\x04hits\x18\x03 \x03(\v2\x10.flow.v1.RuleHitR\x04hits\"\xe1\x01\n" +
+	"\aRuleHit\x12&\n" +
+	"\x04rule\x18\x01 \x01(\v2\x12.flow.v1.PolicyRefR\x04rule\x12*\n" +
+	"\averdict\x18\x02 \x01(\x0e2\x10.flow.v1.VerdictR\averdict\x12\x12\n" +
+	"\x04hits\x18\x03 \x01(\x04R\x04hits\x127\n" +
+	"\tfirst_hit\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bfirstHit\x125\n" +
+	"\blast_hit\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\alastHit*K\n" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fVERDICT_ALLOWED\x10\x01\x12\x12\n" +
@@ -2060,11 +2890,13 @@ const file_flow_proto_rawDesc = "" +
 	"\tIPVersion\x12\x1a\n" +
 	"\x16IP_VERSION_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fIP_VERSION_IPV4\x10\x01\x12\x13\n" +
-	"\x0fIP_VERSION_IPV6\x10\x022\xbb\x01\n" +
+	"\x0fIP_VERSION_IPV6\x10\x022\xb9\x02\n" +
 	"\bObserver\x123\n" +
 	"\aObserve\x12\x17.flow.v1.ObserveRequest\x1a\r.flow.v1.Flow0\x01\x12?\n" +
 	"\x0eObserveBatches\x12\x17.flow.v1.ObserveRequest\x1a\x12.flow.v1.FlowBatch0\x01\x129\n" +
-	"\x06Status\x12\x16.flow.v1.StatusRequest\x1a\x17.flow.v1.StatusResponseB9Z7github.com/kubectl-netpol/kubectl-netpol/flow/v1;flowv1b\x06proto3"
+	"\x06Status\x12\x16.flow.v1.StatusRequest\x1a\x17.flow.v1.StatusResponse\x12;\n" +
+	"\aHistory\x12\x17.flow.v1.HistoryRequest\x1a\x15.flow.v1.HistoryBatch0\x01\x12?\n" +
+	"\bRuleHits\x12\x18.flow.v1.RuleHitsRequest\x1a\x19.flow.v1.RuleHitsResponseB9Z7github.com/kubectl-netpol/kubectl-netpol/flow/v1;flowv1b\x06proto3"
 
 var (
 	file_flow_proto_rawDescOnce sync.Once
@@ -2079,7 +2911,7 @@ func file_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
@@ -2103,12 +2935,21 @@ var file_flow_proto_goTypes = []any{
 	(*StatusResponse)(nil),        // 19: flow.v1.StatusResponse
 	(*NodeCheck)(nil),             // 20: flow.v1.NodeCheck
 	(*MapUsage)(nil),              // 21: flow.v1.MapUsage
-	nil,                           // 22: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*HistoryRequest)(nil),        // 22: flow.v1.HistoryRequest
+	(*HistoryBatch)(nil),          // 23: flow.v1.HistoryBatch
+	(*HistoryRecord)(nil),         // 24: flow.v1.HistoryRecord
+	(*HistoryCoverage)(nil),       // 25: flow.v1.HistoryCoverage
+	(*TimeRange)(nil),             // 26: flow.v1.TimeRange
+	(*HistoryFile)(nil),           // 27: flow.v1.HistoryFile
+	(*RuleHitsRequest)(nil),       // 28: flow.v1.RuleHitsRequest
+	(*RuleHitsResponse)(nil),      // 29: flow.v1.RuleHitsResponse
+	(*RuleHit)(nil),               // 30: flow.v1.RuleHit
+	nil,                           // 31: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	23, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	32, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
@@ -2121,7 +2962,7 @@ var file_flow_proto_depIdxs = []int32{
 	15, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
 	15, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
 	15, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	24, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
+	33, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
 	7,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
 	2,  // 15: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
 	3,  // 16: flow.v1.Observation.type:type_name -> flow.v1.EventType
@@ -2130,16 +2971,16 @@ var file_flow_proto_depIdxs = []int32{
 	15, // 19: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
 	15, // 20: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
 	15, // 21: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
-	23, // 22: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
+	32, // 22: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
 	6,  // 23: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
 	5,  // 24: flow.v1.IP.version:type_name -> flow.v1.IPVersion
 	4,  // 25: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
 	11, // 26: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	22, // 27: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	31, // 27: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
 	13, // 28: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
 	2,  // 29: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	23, // 30: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	23, // 31: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	32, // 30: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	32, // 31: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
 	17, // 32: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
 	17, // 33: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
 	0,  // 34: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
@@ -2148,20 +2989,52 @@ var file_flow_proto_depIdxs = []int32{
 	2,  // 37: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
 	3,  // 38: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
 	21, // 39: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	24, // 40: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	23, // 41: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	33, // 40: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	32, // 41: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
 	20, // 42: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	16, // 43: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	16, // 44: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
-	18, // 45: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	6,  // 46: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	8,  // 47: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
-	19, // 48: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	46, // [46:49] is the sub-list for method output_type
-	43, // [43:46] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	25, // 43: flow.v1.StatusResponse.history:type_name -> flow.v1.HistoryCoverage
+	32, // 44: flow.v1.HistoryRequest.since:type_name -> google.protobuf.Timestamp
+	32, // 45: flow.v1.HistoryRequest.until:type_name -> google.protobuf.Timestamp
+	17, // 46: flow.v1.HistoryRequest.allowlist:type_name -> flow.v1.FlowFilter
+	17, // 47: flow.v1.HistoryRequest.denylist:type_name -> flow.v1.FlowFilter
+	6,  // 48: flow.v1.HistoryBatch.keys:type_name -> flow.v1.Flow
+	24, // 49: flow.v1.HistoryBatch.records:type_name -> flow.v1.HistoryRecord
+	25, // 50: flow.v1.HistoryBatch.coverage:type_name -> flow.v1.HistoryCoverage
+	32, // 51: flow.v1.HistoryRecord.bucket_start:type_name -> google.protobuf.Timestamp
+	33, // 52: flow.v1.HistoryRecord.bucket_width:type_name -> google.protobuf.Duration
+	32, // 53: flow.v1.HistoryRecord.first_seen:type_name -> google.protobuf.Timestamp
+	32, // 54: flow.v1.HistoryRecord.last_seen:type_name -> google.protobuf.Timestamp
+	32, // 55: flow.v1.HistoryCoverage.oldest:type_name -> google.protobuf.Timestamp
+	32, // 56: flow.v1.HistoryCoverage.newest:type_name -> google.protobuf.Timestamp
+	26, // 57: flow.v1.HistoryCoverage.gaps:type_name -> flow.v1.TimeRange
+	32, // 58: flow.v1.HistoryCoverage.last_flush:type_name -> google.protobuf.Timestamp
+	32, // 59: flow.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	32, // 60: flow.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	23, // 61: flow.v1.HistoryFile.data:type_name -> flow.v1.HistoryBatch
+	25, // 62: flow.v1.HistoryFile.coverage:type_name -> flow.v1.HistoryCoverage
+	30, // 63: flow.v1.HistoryFile.rule_hits:type_name -> flow.v1.RuleHit
+	32, // 64: flow.v1.HistoryFile.written:type_name -> google.protobuf.Timestamp
+	32, // 65: flow.v1.RuleHitsResponse.counting_since:type_name -> google.protobuf.Timestamp
+	30, // 66: flow.v1.RuleHitsResponse.hits:type_name -> flow.v1.RuleHit
+	15, // 67: flow.v1.RuleHit.rule:type_name -> flow.v1.PolicyRef
+	0,  // 68: flow.v1.RuleHit.verdict:type_name -> flow.v1.Verdict
+	32, // 69: flow.v1.RuleHit.first_hit:type_name -> google.protobuf.Timestamp
+	32, // 70: flow.v1.RuleHit.last_hit:type_name -> google.protobuf.Timestamp
+	16, // 71: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	16, // 72: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	18, // 73: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	22, // 74: flow.v1.Observer.History:input_type -> flow.v1.HistoryRequest
+	28, // 75: flow.v1.Observer.RuleHits:input_type -> flow.v1.RuleHitsRequest
+	6,  // 76: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	8,  // 77: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	19, // 78: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	23, // 79: flow.v1.Observer.History:output_type -> flow.v1.HistoryBatch
+	29, // 80: flow.v1.Observer.RuleHits:output_type -> flow.v1.RuleHitsResponse
+	76, // [76:81] is the sub-list for method output_type
+	71, // [71:76] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -2176,7 +3049,7 @@ func file_flow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   17,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

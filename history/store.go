@@ -1,8 +1,8 @@
 package history
 
 import (
-	"strings"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,7 +115,7 @@ type Store struct {
 	// loadErr says the file could not be read (kept: history was reset);
 	// writeErr is the last flush's failure.
 	loadErr, writeErr string
-	since    time.Time // rule hits counted since
+	since             time.Time // rule hits counted since
 }
 
 // NewStore returns an empty store.

@@ -40,8 +40,10 @@ func StableLabels(l map[string]string) map[string]string {
 // hands every flow of a pod the informer's own map, so the map's identity
 // (checked with its length) says the labels did not change.
 type labelCache struct {
-	m map[string]labelEntry // namespace/pod
+	m map[podName]labelEntry
 }
+
+type podName struct{ namespace, name string }
 
 type labelEntry struct {
 	ptr   uintptr
@@ -56,14 +58,14 @@ func (c *labelCache) canon(ns, pod string, l map[string]string) string {
 		return ""
 	}
 	ptr := reflect.ValueOf(l).Pointer()
-	k := ns + "/" + pod
+	k := podName{ns, pod}
 	if e, ok := c.m[k]; ok && e.ptr == ptr && e.n == len(l) && pod != "" {
 		return e.canon
 	}
 	s := canonLabels(l)
 	if pod != "" {
 		if c.m == nil || len(c.m) >= labelCacheMax {
-			c.m = make(map[string]labelEntry, 256)
+			c.m = make(map[podName]labelEntry, 256)
 		}
 		c.m[k] = labelEntry{ptr: ptr, n: len(l), canon: s}
 	}

@@ -76,7 +76,7 @@ func (s *Store) load(b []byte) error {
 		}
 	}
 	for _, h := range f.GetRuleHits() {
-		s.hits[keyOfRef(h.GetRule(), h.GetVerdict())] = h
+		s.hits[keyOfRef(h.GetRule(), h.GetVerdict())] = ruleHitOf(h)
 	}
 	if c := f.GetCoverage(); c.GetOldest() != nil && c.GetOldest().AsTime().Before(s.since) {
 		s.since = c.GetOldest().AsTime()

@@ -111,7 +111,7 @@ type Store struct {
 	scratch  []byte
 	mem      int64
 	cov      flowv1.HistoryCoverage
-	hits     map[hitKey]*flowv1.RuleHit
+	hits     map[hitKey]*ruleHit
 	// loadErr says the file could not be read (kept: history was reset);
 	// writeErr is the last flush's failure.
 	loadErr, writeErr string
@@ -132,7 +132,7 @@ func NewStore(cfg Config) *Store {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Store{cfg: cfg, keyIndex: map[string]uint32{}, hits: map[hitKey]*flowv1.RuleHit{}, since: cfg.Now()}
+	s := &Store{cfg: cfg, keyIndex: map[string]uint32{}, hits: map[hitKey]*ruleHit{}, since: cfg.Now()}
 	s.cov.Node = cfg.Node
 	s.cov.SchemaVersion = SchemaVersion
 	return s
@@ -158,7 +158,7 @@ func (s *Store) Record(f *flowv1.Flow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c.Connections > 0 {
-		s.hit(f, at)
+		s.hit(f, c.First)
 	}
 	s.scratch = s.labels.appendKey(s.scratch[:0], f)
 	id, ok := s.keyIndex[string(s.scratch)]

@@ -66,7 +66,20 @@ type Options struct {
 	// propagation this needs only in a privileged container, so it is
 	// opt-in: install --mount-bpffs.
 	MountBPFFS bool
+	// HistoryMemory and HistoryDisk are the agent's budgets for its
+	// connection history (quantities such as 64Mi; empty: the agent's
+	// defaults); NoHistory turns the history off (--history-dir="").
+	HistoryMemory, HistoryDisk string
+	NoHistory                  bool
 }
+
+// Where each agent keeps its connection history on its node: a hostPath
+// under a directory the agent owns, so history survives restarts and
+// upgrades; the agent empties it when uninstalling.
+const (
+	HistoryHostDir = "/var/lib/kubectl-netpol"
+	HistoryDir     = HistoryHostDir + "/history"
+)
 
 // agentArgs are the agent's command-line arguments for o.
 func (o Options) agentArgs() []string {
@@ -79,6 +92,15 @@ func (o Options) agentArgs() []string {
 	}
 	if o.NoFlowEndSummaries {
 		args = append(args, "--flow-end-summaries=false")
+	}
+	if o.NoHistory {
+		args = append(args, "--history-dir=") // the agent's default is HistoryDir
+	}
+	if o.HistoryMemory != "" {
+		args = append(args, "--history-memory="+o.HistoryMemory)
+	}
+	if o.HistoryDisk != "" {
+		args = append(args, "--history-disk="+o.HistoryDisk)
 	}
 	return args
 }
@@ -276,6 +298,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 	grace := int64(30)
 	maxUnavailable := intstr.FromInt32(1)
 	dirType := corev1.HostPathDirectory
+	dirOrCreate := corev1.HostPathDirectoryOrCreate
 	fromField := func(path string) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}
 	}
@@ -413,7 +436,8 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// Propagation None: the init containers ran before this
 						// container was created, so a bpffs mount-bpffs made is
 						// already what this bind shows.
-						VolumeMounts:   []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"},
+							{Name: "history", MountPath: HistoryHostDir}},
 						LivenessProbe:  liveness,
 						ReadinessProbe: probe("/readyz", 5),
 						Resources: corev1.ResourceRequirements{
@@ -430,6 +454,12 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// Pins live on the host's bpffs so enforcement outlives
 						// the pod (upgrade, crash) until uninstall removes them.
 						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf", Type: &dirType}},
+					}, {
+						Name: "history",
+						// The connection history outlives the pod (restart,
+						// upgrade); only the agent writes here, and it empties
+						// the directory when uninstalling.
+						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: HistoryHostDir, Type: &dirOrCreate}},
 					}},
 				},
 			},

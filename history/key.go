@@ -204,3 +204,43 @@ func maps(l map[string]string) map[string]string {
 	}
 	return out
 }
+
+// EndKey is the canonical identity of one end of a key (workload and stable
+// labels, or address): equal ends, equal strings.
+func EndKey(ep *flowv1.Endpoint, ip string) string {
+	var c labelCache
+	return string(c.appendEnd(nil, ep, ip))
+}
+
+// EndName names one end of a key for people: namespace/kind/name for a
+// workload (deploy/web), namespace/name for a pod without a controller,
+// node/NAME for a node, else the address.
+func EndName(ep *flowv1.Endpoint, ip string) string {
+	switch {
+	case ep.GetNamespace() == "" && ep.GetNodeName() != "":
+		return "node/" + ep.GetNodeName()
+	case ep.GetNamespace() == "":
+		return ip
+	case ep.GetWorkload() != nil:
+		return ep.GetNamespace() + "/" + shortKind(ep.GetWorkload().GetKind()) + "/" + ep.GetWorkload().GetName()
+	}
+	return ep.GetNamespace() + "/" + ep.GetPod()
+}
+
+func shortKind(kind string) string {
+	switch kind {
+	case "Deployment":
+		return "deploy"
+	case "StatefulSet":
+		return "sts"
+	case "DaemonSet":
+		return "ds"
+	case "Job":
+		return "job"
+	case "ReplicaSet":
+		return "rs"
+	case "CronJob":
+		return "cronjob"
+	}
+	return strings.ToLower(kind)
+}

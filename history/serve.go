@@ -124,6 +124,10 @@ func (s *Set) Collect(ctx context.Context, client flowv1.ObserverClient, req *fl
 	}
 }
 
+// CaptureNode names the coverage of history built from a capture (FromFlows):
+// its records name their own judging nodes.
+const CaptureNode = "(capture)"
+
 // FromFlows aggregates a capture's flows (`watch -o json`) into records
 // with the agent's own keys, in buckets of width (0: one hour).
 func FromFlows(next func() (*flowv1.Flow, error), width time.Duration) (*Set, error) {
@@ -150,7 +154,7 @@ func FromFlows(next func() (*flowv1.Flow, error), width time.Duration) (*Set, er
 	st.mu.Lock()
 	b, cov := st.export(nil, 0, 0), st.coverage()
 	st.mu.Unlock()
-	cov.Node = "capture"
+	cov.Node = CaptureNode
 	var keys []*flowv1.Flow
 	err := sendBatches(b, cov, func(m *flowv1.HistoryBatch) error {
 		var err error
@@ -158,4 +162,16 @@ func FromFlows(next func() (*flowv1.Flow, error), width time.Duration) (*Set, er
 		return err
 	})
 	return set, err
+}
+
+// Newest is the last time any record was seen (zero when empty).
+func (s *Set) Newest() time.Time {
+	var n int64
+	for i := range s.Records {
+		n = max(n, s.Records[i].Last)
+	}
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }

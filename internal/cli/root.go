@@ -63,6 +63,7 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 		NewCmdInstall(f, streams),
 		NewCmdUninstall(f, streams),
 		NewCmdStatus(f, streams),
+		NewCmdWhatif(f, streams),
 	)
 	registerFlagCompletion(cmd, f)
 	return cmd

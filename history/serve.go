@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"io"
 	"time"
 
@@ -174,4 +176,17 @@ func (s *Set) Newest() time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, n)
+}
+
+// Flow is the record as a flow for printers and the TUI (watch --since
+// beyond the recent ring): its key, last seen, and the aggregate.
+func (r *Record) Flow() *flowv1.Flow {
+	k := r.Key
+	f := &flowv1.Flow{Time: timestamp(r.Last), Node: k.GetNode(), Type: k.GetType(), Verdict: k.GetVerdict(), Reason: k.GetReason(),
+		Direction: k.GetDirection(), Ip: k.GetIp(), L4: k.GetL4(), Source: k.GetSource(), Destination: k.GetDestination(),
+		Service: k.GetService(), AllowedBy: k.GetAllowedBy(), DeniedBy: k.GetDeniedBy(), IsolatedBy: k.GetIsolatedBy(),
+		Packets: r.Packets, Bytes: r.Bytes,
+		Aggregate: &flowv1.HistoryAggregate{Connections: r.Connections, FirstSeen: timestamp(r.First),
+			BucketStart: timestamppb.New(r.Start), BucketWidth: durationpb.New(r.Width)}}
+	return f
 }

@@ -407,7 +407,13 @@ type Flow struct {
 	// source side first; the flow's verdict is DENIED when either side denied,
 	// and its reason, direction and policies are the denying side's. Empty on
 	// what an agent sends, and with `watch --per-node`.
-	Observations  []*Observation `protobuf:"bytes,20,rep,name=observations,proto3" json:"observations,omitempty"`
+	Observations []*Observation `protobuf:"bytes,20,rep,name=observations,proto3" json:"observations,omitempty"`
+	// Set on a flow that stands for a history record (watch --since beyond
+	// the recent ring): the connections it aggregates over its bucket. time
+	// is the record's last_seen. Never set by the agents' Observe.
+	Aggregate *HistoryAggregate `protobuf:"bytes,21,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
+	// Set by `watch --whatif`: the verdict under the proposed policies.
+	Whatif        *WhatIf `protobuf:"bytes,22,opt,name=whatif,proto3" json:"whatif,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -582,6 +588,151 @@ func (x *Flow) GetObservations() []*Observation {
 	return nil
 }
 
+func (x *Flow) GetAggregate() *HistoryAggregate {
+	if x != nil {
+		return x.Aggregate
+	}
+	return nil
+}
+
+func (x *Flow) GetWhatif() *WhatIf {
+	if x != nil {
+		return x.Whatif
+	}
+	return nil
+}
+
+type HistoryAggregate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connections   uint64                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	BucketStart   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=bucket_start,json=bucketStart,proto3" json:"bucket_start,omitempty"`
+	BucketWidth   *durationpb.Duration   `protobuf:"bytes,4,opt,name=bucket_width,json=bucketWidth,proto3" json:"bucket_width,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryAggregate) Reset() {
+	*x = HistoryAggregate{}
+	mi := &file_flow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryAggregate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryAggregate) ProtoMessage() {}
+
+func (x *HistoryAggregate) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryAggregate.ProtoReflect.Descriptor instead.
+func (*HistoryAggregate) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HistoryAggregate) GetConnections() uint64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *HistoryAggregate) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *HistoryAggregate) GetBucketStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BucketStart
+	}
+	return nil
+}
+
+func (x *HistoryAggregate) GetBucketWidth() *durationpb.Duration {
+	if x != nil {
+		return x.BucketWidth
+	}
+	return nil
+}
+
+// WhatIf is a flow re-judged by the client under proposed policies.
+type WhatIf struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Verdict Verdict                `protobuf:"varint,1,opt,name=verdict,proto3,enum=flow.v1.Verdict" json:"verdict,omitempty"`
+	// The verdict differs from the flow's own.
+	Changed bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	// The rules that allow it, or the policies that isolate the denying side.
+	DecidedBy     []*PolicyRef `protobuf:"bytes,3,rep,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhatIf) Reset() {
+	*x = WhatIf{}
+	mi := &file_flow_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhatIf) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhatIf) ProtoMessage() {}
+
+func (x *WhatIf) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhatIf.ProtoReflect.Descriptor instead.
+func (*WhatIf) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WhatIf) GetVerdict() Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return Verdict_VERDICT_UNSPECIFIED
+}
+
+func (x *WhatIf) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *WhatIf) GetDecidedBy() []*PolicyRef {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return nil
+}
+
 // Observation is one node's judgement of a connection (see Flow.observations).
 type Observation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -602,7 +753,7 @@ type Observation struct {
 
 func (x *Observation) Reset() {
 	*x = Observation{}
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +765,7 @@ func (x *Observation) String() string {
 func (*Observation) ProtoMessage() {}
 
 func (x *Observation) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +778,7 @@ func (x *Observation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observation.ProtoReflect.Descriptor instead.
 func (*Observation) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{1}
+	return file_flow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Observation) GetNode() string {
@@ -710,7 +861,7 @@ type FlowBatch struct {
 
 func (x *FlowBatch) Reset() {
 	*x = FlowBatch{}
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +873,7 @@ func (x *FlowBatch) String() string {
 func (*FlowBatch) ProtoMessage() {}
 
 func (x *FlowBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +886,7 @@ func (x *FlowBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowBatch.ProtoReflect.Descriptor instead.
 func (*FlowBatch) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{2}
+	return file_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FlowBatch) GetFlows() []*Flow {
@@ -756,7 +907,7 @@ type IP struct {
 
 func (x *IP) Reset() {
 	*x = IP{}
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +919,7 @@ func (x *IP) String() string {
 func (*IP) ProtoMessage() {}
 
 func (x *IP) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +932,7 @@ func (x *IP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IP.ProtoReflect.Descriptor instead.
 func (*IP) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{3}
+	return file_flow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IP) GetSource() string {
@@ -817,7 +968,7 @@ type Layer4 struct {
 
 func (x *Layer4) Reset() {
 	*x = Layer4{}
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +980,7 @@ func (x *Layer4) String() string {
 func (*Layer4) ProtoMessage() {}
 
 func (x *Layer4) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +993,7 @@ func (x *Layer4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer4.ProtoReflect.Descriptor instead.
 func (*Layer4) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{4}
+	return file_flow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Layer4) GetProtocol() Protocol {
@@ -889,7 +1040,7 @@ type TCPFlags struct {
 
 func (x *TCPFlags) Reset() {
 	*x = TCPFlags{}
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1052,7 @@ func (x *TCPFlags) String() string {
 func (*TCPFlags) ProtoMessage() {}
 
 func (x *TCPFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1065,7 @@ func (x *TCPFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPFlags.ProtoReflect.Descriptor instead.
 func (*TCPFlags) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{5}
+	return file_flow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TCPFlags) GetFin() bool {
@@ -996,7 +1147,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1159,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1172,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{6}
+	return file_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Endpoint) GetNamespace() string {
@@ -1084,7 +1235,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1247,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1260,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{7}
+	return file_flow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Workload) GetKind() string {
@@ -1139,7 +1290,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1302,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1315,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{8}
+	return file_flow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Service) GetNamespace() string {
@@ -1211,7 +1362,7 @@ type PolicyRef struct {
 
 func (x *PolicyRef) Reset() {
 	*x = PolicyRef{}
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1374,7 @@ func (x *PolicyRef) String() string {
 func (*PolicyRef) ProtoMessage() {}
 
 func (x *PolicyRef) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1387,7 @@ func (x *PolicyRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
 func (*PolicyRef) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{9}
+	return file_flow_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PolicyRef) GetKind() string {
@@ -1294,7 +1445,7 @@ type ObserveRequest struct {
 
 func (x *ObserveRequest) Reset() {
 	*x = ObserveRequest{}
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1457,7 @@ func (x *ObserveRequest) String() string {
 func (*ObserveRequest) ProtoMessage() {}
 
 func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1470,7 @@ func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObserveRequest.ProtoReflect.Descriptor instead.
 func (*ObserveRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{10}
+	return file_flow_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ObserveRequest) GetFollow() bool {
@@ -1398,7 +1549,7 @@ type FlowFilter struct {
 
 func (x *FlowFilter) Reset() {
 	*x = FlowFilter{}
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1561,7 @@ func (x *FlowFilter) String() string {
 func (*FlowFilter) ProtoMessage() {}
 
 func (x *FlowFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1574,7 @@ func (x *FlowFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowFilter.ProtoReflect.Descriptor instead.
 func (*FlowFilter) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{11}
+	return file_flow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FlowFilter) GetSourceNamespace() []string {
@@ -1560,7 +1711,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1723,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1736,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{12}
+	return file_flow_proto_rawDescGZIP(), []int{14}
 }
 
 type StatusResponse struct {
@@ -1624,7 +1775,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1787,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1800,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{13}
+	return file_flow_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1777,7 +1928,7 @@ type NodeCheck struct {
 
 func (x *NodeCheck) Reset() {
 	*x = NodeCheck{}
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1940,7 @@ func (x *NodeCheck) String() string {
 func (*NodeCheck) ProtoMessage() {}
 
 func (x *NodeCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1953,7 @@ func (x *NodeCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCheck.ProtoReflect.Descriptor instead.
 func (*NodeCheck) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{14}
+	return file_flow_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeCheck) GetName() string {
@@ -1837,7 +1988,7 @@ type MapUsage struct {
 
 func (x *MapUsage) Reset() {
 	*x = MapUsage{}
-	mi := &file_flow_proto_msgTypes[15]
+	mi := &file_flow_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2000,7 @@ func (x *MapUsage) String() string {
 func (*MapUsage) ProtoMessage() {}
 
 func (x *MapUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[15]
+	mi := &file_flow_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2013,7 @@ func (x *MapUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUsage.ProtoReflect.Descriptor instead.
 func (*MapUsage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{15}
+	return file_flow_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MapUsage) GetName() string {
@@ -1905,7 +2056,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_flow_proto_msgTypes[16]
+	mi := &file_flow_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2068,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[16]
+	mi := &file_flow_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2081,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{16}
+	return file_flow_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HistoryRequest) GetSchemaVersion() uint32 {
@@ -1982,7 +2133,7 @@ type HistoryBatch struct {
 
 func (x *HistoryBatch) Reset() {
 	*x = HistoryBatch{}
-	mi := &file_flow_proto_msgTypes[17]
+	mi := &file_flow_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2145,7 @@ func (x *HistoryBatch) String() string {
 func (*HistoryBatch) ProtoMessage() {}
 
 func (x *HistoryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[17]
+	mi := &file_flow_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2158,7 @@ func (x *HistoryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryBatch.ProtoReflect.Descriptor instead.
 func (*HistoryBatch) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{17}
+	return file_flow_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HistoryBatch) GetKeys() []*Flow {
@@ -2059,7 +2210,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_flow_proto_msgTypes[18]
+	mi := &file_flow_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2222,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[18]
+	mi := &file_flow_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2235,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{18}
+	return file_flow_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HistoryRecord) GetKey() uint32 {
@@ -2183,7 +2334,7 @@ type HistoryCoverage struct {
 
 func (x *HistoryCoverage) Reset() {
 	*x = HistoryCoverage{}
-	mi := &file_flow_proto_msgTypes[19]
+	mi := &file_flow_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2346,7 @@ func (x *HistoryCoverage) String() string {
 func (*HistoryCoverage) ProtoMessage() {}
 
 func (x *HistoryCoverage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[19]
+	mi := &file_flow_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2359,7 @@ func (x *HistoryCoverage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryCoverage.ProtoReflect.Descriptor instead.
 func (*HistoryCoverage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{19}
+	return file_flow_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HistoryCoverage) GetNode() string {
@@ -2340,7 +2491,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_flow_proto_msgTypes[20]
+	mi := &file_flow_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2503,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[20]
+	mi := &file_flow_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2516,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{20}
+	return file_flow_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TimeRange) GetStart() *timestamppb.Timestamp {
@@ -2398,7 +2549,7 @@ type HistoryFile struct {
 
 func (x *HistoryFile) Reset() {
 	*x = HistoryFile{}
-	mi := &file_flow_proto_msgTypes[21]
+	mi := &file_flow_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2561,7 @@ func (x *HistoryFile) String() string {
 func (*HistoryFile) ProtoMessage() {}
 
 func (x *HistoryFile) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[21]
+	mi := &file_flow_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2574,7 @@ func (x *HistoryFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryFile.ProtoReflect.Descriptor instead.
 func (*HistoryFile) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{21}
+	return file_flow_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HistoryFile) GetSchemaVersion() uint32 {
@@ -2476,7 +2627,7 @@ type RuleHitsRequest struct {
 
 func (x *RuleHitsRequest) Reset() {
 	*x = RuleHitsRequest{}
-	mi := &file_flow_proto_msgTypes[22]
+	mi := &file_flow_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +2639,7 @@ func (x *RuleHitsRequest) String() string {
 func (*RuleHitsRequest) ProtoMessage() {}
 
 func (x *RuleHitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[22]
+	mi := &file_flow_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +2652,7 @@ func (x *RuleHitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHitsRequest.ProtoReflect.Descriptor instead.
 func (*RuleHitsRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{22}
+	return file_flow_proto_rawDescGZIP(), []int{24}
 }
 
 type RuleHitsResponse struct {
@@ -2516,7 +2667,7 @@ type RuleHitsResponse struct {
 
 func (x *RuleHitsResponse) Reset() {
 	*x = RuleHitsResponse{}
-	mi := &file_flow_proto_msgTypes[23]
+	mi := &file_flow_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2528,7 +2679,7 @@ func (x *RuleHitsResponse) String() string {
 func (*RuleHitsResponse) ProtoMessage() {}
 
 func (x *RuleHitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[23]
+	mi := &file_flow_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2541,7 +2692,7 @@ func (x *RuleHitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHitsResponse.ProtoReflect.Descriptor instead.
 func (*RuleHitsResponse) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{23}
+	return file_flow_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RuleHitsResponse) GetNode() string {
@@ -2580,7 +2731,7 @@ type RuleHit struct {
 
 func (x *RuleHit) Reset() {
 	*x = RuleHit{}
-	mi := &file_flow_proto_msgTypes[24]
+	mi := &file_flow_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2743,7 @@ func (x *RuleHit) String() string {
 func (*RuleHit) ProtoMessage() {}
 
 func (x *RuleHit) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[24]
+	mi := &file_flow_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2756,7 @@ func (x *RuleHit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHit.ProtoReflect.Descriptor instead.
 func (*RuleHit) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{24}
+	return file_flow_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RuleHit) GetRule() *PolicyRef {
@@ -2648,7 +2799,7 @@ var File_flow_proto protoreflect.FileDescriptor
 const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x06\n" +
+	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\a\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
@@ -2672,7 +2823,20 @@ const file_flow_proto_rawDesc = "" +
 	"\x05bytes\x18\x11 \x01(\x04R\x05bytes\x12\x17\n" +
 	"\arule_id\x18\x12 \x01(\rR\x06ruleId\x125\n" +
 	"\bduration\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\bduration\x128\n" +
-	"\fobservations\x18\x14 \x03(\v2\x14.flow.v1.ObservationR\fobservations\"\xb9\x03\n" +
+	"\fobservations\x18\x14 \x03(\v2\x14.flow.v1.ObservationR\fobservations\x127\n" +
+	"\taggregate\x18\x15 \x01(\v2\x19.flow.v1.HistoryAggregateR\taggregate\x12'\n" +
+	"\x06whatif\x18\x16 \x01(\v2\x0f.flow.v1.WhatIfR\x06whatif\"\xec\x01\n" +
+	"\x10HistoryAggregate\x12 \n" +
+	"\vconnections\x18\x01 \x01(\x04R\vconnections\x129\n" +
+	"\n" +
+	"first_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x12=\n" +
+	"\fbucket_start\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vbucketStart\x12<\n" +
+	"\fbucket_width\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vbucketWidth\"\x81\x01\n" +
+	"\x06WhatIf\x12*\n" +
+	"\averdict\x18\x01 \x01(\x0e2\x10.flow.v1.VerdictR\averdict\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x121\n" +
+	"\n" +
+	"decided_by\x18\x03 \x03(\v2\x12.flow.v1.PolicyRefR\tdecidedBy\"\xb9\x03\n" +
 	"\vObservation\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
@@ -2911,7 +3075,7 @@ func file_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
@@ -2920,121 +3084,130 @@ var file_flow_proto_goTypes = []any{
 	(Protocol)(0),                 // 4: flow.v1.Protocol
 	(IPVersion)(0),                // 5: flow.v1.IPVersion
 	(*Flow)(nil),                  // 6: flow.v1.Flow
-	(*Observation)(nil),           // 7: flow.v1.Observation
-	(*FlowBatch)(nil),             // 8: flow.v1.FlowBatch
-	(*IP)(nil),                    // 9: flow.v1.IP
-	(*Layer4)(nil),                // 10: flow.v1.Layer4
-	(*TCPFlags)(nil),              // 11: flow.v1.TCPFlags
-	(*Endpoint)(nil),              // 12: flow.v1.Endpoint
-	(*Workload)(nil),              // 13: flow.v1.Workload
-	(*Service)(nil),               // 14: flow.v1.Service
-	(*PolicyRef)(nil),             // 15: flow.v1.PolicyRef
-	(*ObserveRequest)(nil),        // 16: flow.v1.ObserveRequest
-	(*FlowFilter)(nil),            // 17: flow.v1.FlowFilter
-	(*StatusRequest)(nil),         // 18: flow.v1.StatusRequest
-	(*StatusResponse)(nil),        // 19: flow.v1.StatusResponse
-	(*NodeCheck)(nil),             // 20: flow.v1.NodeCheck
-	(*MapUsage)(nil),              // 21: flow.v1.MapUsage
-	(*HistoryRequest)(nil),        // 22: flow.v1.HistoryRequest
-	(*HistoryBatch)(nil),          // 23: flow.v1.HistoryBatch
-	(*HistoryRecord)(nil),         // 24: flow.v1.HistoryRecord
-	(*HistoryCoverage)(nil),       // 25: flow.v1.HistoryCoverage
-	(*TimeRange)(nil),             // 26: flow.v1.TimeRange
-	(*HistoryFile)(nil),           // 27: flow.v1.HistoryFile
-	(*RuleHitsRequest)(nil),       // 28: flow.v1.RuleHitsRequest
-	(*RuleHitsResponse)(nil),      // 29: flow.v1.RuleHitsResponse
-	(*RuleHit)(nil),               // 30: flow.v1.RuleHit
-	nil,                           // 31: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*HistoryAggregate)(nil),      // 7: flow.v1.HistoryAggregate
+	(*WhatIf)(nil),                // 8: flow.v1.WhatIf
+	(*Observation)(nil),           // 9: flow.v1.Observation
+	(*FlowBatch)(nil),             // 10: flow.v1.FlowBatch
+	(*IP)(nil),                    // 11: flow.v1.IP
+	(*Layer4)(nil),                // 12: flow.v1.Layer4
+	(*TCPFlags)(nil),              // 13: flow.v1.TCPFlags
+	(*Endpoint)(nil),              // 14: flow.v1.Endpoint
+	(*Workload)(nil),              // 15: flow.v1.Workload
+	(*Service)(nil),               // 16: flow.v1.Service
+	(*PolicyRef)(nil),             // 17: flow.v1.PolicyRef
+	(*ObserveRequest)(nil),        // 18: flow.v1.ObserveRequest
+	(*FlowFilter)(nil),            // 19: flow.v1.FlowFilter
+	(*StatusRequest)(nil),         // 20: flow.v1.StatusRequest
+	(*StatusResponse)(nil),        // 21: flow.v1.StatusResponse
+	(*NodeCheck)(nil),             // 22: flow.v1.NodeCheck
+	(*MapUsage)(nil),              // 23: flow.v1.MapUsage
+	(*HistoryRequest)(nil),        // 24: flow.v1.HistoryRequest
+	(*HistoryBatch)(nil),          // 25: flow.v1.HistoryBatch
+	(*HistoryRecord)(nil),         // 26: flow.v1.HistoryRecord
+	(*HistoryCoverage)(nil),       // 27: flow.v1.HistoryCoverage
+	(*TimeRange)(nil),             // 28: flow.v1.TimeRange
+	(*HistoryFile)(nil),           // 29: flow.v1.HistoryFile
+	(*RuleHitsRequest)(nil),       // 30: flow.v1.RuleHitsRequest
+	(*RuleHitsResponse)(nil),      // 31: flow.v1.RuleHitsResponse
+	(*RuleHit)(nil),               // 32: flow.v1.RuleHit
+	nil,                           // 33: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	32, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	34, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
 	2,  // 4: flow.v1.Flow.direction:type_name -> flow.v1.TrafficDirection
-	9,  // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
-	10, // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
-	12, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
-	12, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
-	14, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
-	15, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
-	15, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
-	15, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	33, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
-	7,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
-	2,  // 15: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 16: flow.v1.Observation.type:type_name -> flow.v1.EventType
-	0,  // 17: flow.v1.Observation.verdict:type_name -> flow.v1.Verdict
-	1,  // 18: flow.v1.Observation.reason:type_name -> flow.v1.Reason
-	15, // 19: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
-	15, // 20: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
-	15, // 21: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
-	32, // 22: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
-	6,  // 23: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
-	5,  // 24: flow.v1.IP.version:type_name -> flow.v1.IPVersion
-	4,  // 25: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
-	11, // 26: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	31, // 27: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
-	13, // 28: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
-	2,  // 29: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	32, // 30: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	32, // 31: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
-	17, // 32: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
-	17, // 33: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
-	0,  // 34: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
-	1,  // 35: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
-	4,  // 36: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
-	2,  // 37: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 38: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	21, // 39: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	33, // 40: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	32, // 41: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
-	20, // 42: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	25, // 43: flow.v1.StatusResponse.history:type_name -> flow.v1.HistoryCoverage
-	32, // 44: flow.v1.HistoryRequest.since:type_name -> google.protobuf.Timestamp
-	32, // 45: flow.v1.HistoryRequest.until:type_name -> google.protobuf.Timestamp
-	17, // 46: flow.v1.HistoryRequest.allowlist:type_name -> flow.v1.FlowFilter
-	17, // 47: flow.v1.HistoryRequest.denylist:type_name -> flow.v1.FlowFilter
-	6,  // 48: flow.v1.HistoryBatch.keys:type_name -> flow.v1.Flow
-	24, // 49: flow.v1.HistoryBatch.records:type_name -> flow.v1.HistoryRecord
-	25, // 50: flow.v1.HistoryBatch.coverage:type_name -> flow.v1.HistoryCoverage
-	32, // 51: flow.v1.HistoryRecord.bucket_start:type_name -> google.protobuf.Timestamp
-	33, // 52: flow.v1.HistoryRecord.bucket_width:type_name -> google.protobuf.Duration
-	32, // 53: flow.v1.HistoryRecord.first_seen:type_name -> google.protobuf.Timestamp
-	32, // 54: flow.v1.HistoryRecord.last_seen:type_name -> google.protobuf.Timestamp
-	32, // 55: flow.v1.HistoryCoverage.oldest:type_name -> google.protobuf.Timestamp
-	32, // 56: flow.v1.HistoryCoverage.newest:type_name -> google.protobuf.Timestamp
-	26, // 57: flow.v1.HistoryCoverage.gaps:type_name -> flow.v1.TimeRange
-	32, // 58: flow.v1.HistoryCoverage.last_flush:type_name -> google.protobuf.Timestamp
-	32, // 59: flow.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	32, // 60: flow.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
-	23, // 61: flow.v1.HistoryFile.data:type_name -> flow.v1.HistoryBatch
-	25, // 62: flow.v1.HistoryFile.coverage:type_name -> flow.v1.HistoryCoverage
-	30, // 63: flow.v1.HistoryFile.rule_hits:type_name -> flow.v1.RuleHit
-	32, // 64: flow.v1.HistoryFile.written:type_name -> google.protobuf.Timestamp
-	32, // 65: flow.v1.RuleHitsResponse.counting_since:type_name -> google.protobuf.Timestamp
-	30, // 66: flow.v1.RuleHitsResponse.hits:type_name -> flow.v1.RuleHit
-	15, // 67: flow.v1.RuleHit.rule:type_name -> flow.v1.PolicyRef
-	0,  // 68: flow.v1.RuleHit.verdict:type_name -> flow.v1.Verdict
-	32, // 69: flow.v1.RuleHit.first_hit:type_name -> google.protobuf.Timestamp
-	32, // 70: flow.v1.RuleHit.last_hit:type_name -> google.protobuf.Timestamp
-	16, // 71: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	16, // 72: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
-	18, // 73: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	22, // 74: flow.v1.Observer.History:input_type -> flow.v1.HistoryRequest
-	28, // 75: flow.v1.Observer.RuleHits:input_type -> flow.v1.RuleHitsRequest
-	6,  // 76: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	8,  // 77: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
-	19, // 78: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	23, // 79: flow.v1.Observer.History:output_type -> flow.v1.HistoryBatch
-	29, // 80: flow.v1.Observer.RuleHits:output_type -> flow.v1.RuleHitsResponse
-	76, // [76:81] is the sub-list for method output_type
-	71, // [71:76] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	11, // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
+	12, // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
+	14, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
+	14, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
+	16, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
+	17, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
+	17, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
+	17, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
+	35, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
+	9,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
+	7,  // 15: flow.v1.Flow.aggregate:type_name -> flow.v1.HistoryAggregate
+	8,  // 16: flow.v1.Flow.whatif:type_name -> flow.v1.WhatIf
+	34, // 17: flow.v1.HistoryAggregate.first_seen:type_name -> google.protobuf.Timestamp
+	34, // 18: flow.v1.HistoryAggregate.bucket_start:type_name -> google.protobuf.Timestamp
+	35, // 19: flow.v1.HistoryAggregate.bucket_width:type_name -> google.protobuf.Duration
+	0,  // 20: flow.v1.WhatIf.verdict:type_name -> flow.v1.Verdict
+	17, // 21: flow.v1.WhatIf.decided_by:type_name -> flow.v1.PolicyRef
+	2,  // 22: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
+	3,  // 23: flow.v1.Observation.type:type_name -> flow.v1.EventType
+	0,  // 24: flow.v1.Observation.verdict:type_name -> flow.v1.Verdict
+	1,  // 25: flow.v1.Observation.reason:type_name -> flow.v1.Reason
+	17, // 26: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
+	17, // 27: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
+	17, // 28: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
+	34, // 29: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
+	6,  // 30: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
+	5,  // 31: flow.v1.IP.version:type_name -> flow.v1.IPVersion
+	4,  // 32: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
+	13, // 33: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
+	33, // 34: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	15, // 35: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
+	2,  // 36: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
+	34, // 37: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	34, // 38: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	19, // 39: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
+	19, // 40: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
+	0,  // 41: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
+	1,  // 42: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
+	4,  // 43: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
+	2,  // 44: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
+	3,  // 45: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
+	23, // 46: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	35, // 47: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	34, // 48: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	22, // 49: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	27, // 50: flow.v1.StatusResponse.history:type_name -> flow.v1.HistoryCoverage
+	34, // 51: flow.v1.HistoryRequest.since:type_name -> google.protobuf.Timestamp
+	34, // 52: flow.v1.HistoryRequest.until:type_name -> google.protobuf.Timestamp
+	19, // 53: flow.v1.HistoryRequest.allowlist:type_name -> flow.v1.FlowFilter
+	19, // 54: flow.v1.HistoryRequest.denylist:type_name -> flow.v1.FlowFilter
+	6,  // 55: flow.v1.HistoryBatch.keys:type_name -> flow.v1.Flow
+	26, // 56: flow.v1.HistoryBatch.records:type_name -> flow.v1.HistoryRecord
+	27, // 57: flow.v1.HistoryBatch.coverage:type_name -> flow.v1.HistoryCoverage
+	34, // 58: flow.v1.HistoryRecord.bucket_start:type_name -> google.protobuf.Timestamp
+	35, // 59: flow.v1.HistoryRecord.bucket_width:type_name -> google.protobuf.Duration
+	34, // 60: flow.v1.HistoryRecord.first_seen:type_name -> google.protobuf.Timestamp
+	34, // 61: flow.v1.HistoryRecord.last_seen:type_name -> google.protobuf.Timestamp
+	34, // 62: flow.v1.HistoryCoverage.oldest:type_name -> google.protobuf.Timestamp
+	34, // 63: flow.v1.HistoryCoverage.newest:type_name -> google.protobuf.Timestamp
+	28, // 64: flow.v1.HistoryCoverage.gaps:type_name -> flow.v1.TimeRange
+	34, // 65: flow.v1.HistoryCoverage.last_flush:type_name -> google.protobuf.Timestamp
+	34, // 66: flow.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	34, // 67: flow.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	25, // 68: flow.v1.HistoryFile.data:type_name -> flow.v1.HistoryBatch
+	27, // 69: flow.v1.HistoryFile.coverage:type_name -> flow.v1.HistoryCoverage
+	32, // 70: flow.v1.HistoryFile.rule_hits:type_name -> flow.v1.RuleHit
+	34, // 71: flow.v1.HistoryFile.written:type_name -> google.protobuf.Timestamp
+	34, // 72: flow.v1.RuleHitsResponse.counting_since:type_name -> google.protobuf.Timestamp
+	32, // 73: flow.v1.RuleHitsResponse.hits:type_name -> flow.v1.RuleHit
+	17, // 74: flow.v1.RuleHit.rule:type_name -> flow.v1.PolicyRef
+	0,  // 75: flow.v1.RuleHit.verdict:type_name -> flow.v1.Verdict
+	34, // 76: flow.v1.RuleHit.first_hit:type_name -> google.protobuf.Timestamp
+	34, // 77: flow.v1.RuleHit.last_hit:type_name -> google.protobuf.Timestamp
+	18, // 78: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	18, // 79: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	20, // 80: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	24, // 81: flow.v1.Observer.History:input_type -> flow.v1.HistoryRequest
+	30, // 82: flow.v1.Observer.RuleHits:input_type -> flow.v1.RuleHitsRequest
+	6,  // 83: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	10, // 84: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	21, // 85: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	25, // 86: flow.v1.Observer.History:output_type -> flow.v1.HistoryBatch
+	31, // 87: flow.v1.Observer.RuleHits:output_type -> flow.v1.RuleHitsResponse
+	83, // [83:88] is the sub-list for method output_type
+	78, // [78:83] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -3042,14 +3215,14 @@ func file_flow_proto_init() {
 	if File_flow_proto != nil {
 		return
 	}
-	file_flow_proto_msgTypes[9].OneofWrappers = []any{}
+	file_flow_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -262,7 +262,8 @@ shows each node's own record instead. Traffic from a node's addresses
 	filter("service", "", flow.Service, `Flows through this Service: "[namespace/]name"`)
 	not := f.VarPF(&notValue{o: o}, "not", "", "Negate the next filter flag (it excludes matching flows)")
 	not.NoOptDefVal = "true"
-	f.StringVar(&o.Since, "since", "", "Only flows since this time: a duration ago (5m, 1h) or an RFC 3339 time")
+	f.StringVar(&o.Since, "since", "", "Only flows since this time: a duration ago (5m, 1h, 2d) or an RFC 3339 time; "+
+		"live, what is older than an hour comes from the agents' history (one line per connection key and time bucket, with its count)")
 	f.StringVar(&o.Until, "until", "", "Only flows before this time: a duration ago or an RFC 3339 time")
 	f.Uint64Var(&o.Last, "last", 0, fmt.Sprintf("Only the last N matching flows (live one-shot default: %d)", defaultLast))
 	f.BoolVarP(&o.Follow, "follow", "f", false, "Keep streaming new flows (with --input-file: keep reading what is appended)")
@@ -297,9 +298,9 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 		if t.val == "" {
 			continue
 		}
-		at, err := parseTime(t.val, o.Now())
+		at, err := parseSince(t.val, o.Now())
 		if err != nil {
-			return fmt.Errorf("invalid --%s %q: use a duration ago (30s, 5m, 1h) or an RFC 3339 time (2026-11-25T14:00:00Z)", t.flag, t.val)
+			return fmt.Errorf("invalid --%s %q: use a duration ago (30s, 5m, 1h, 2d) or an RFC 3339 time (2026-11-25T14:00:00Z)", t.flag, t.val)
 		}
 		*t.dst = timestamppb.New(at)
 	}
@@ -311,6 +312,10 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 			return err
 		}
 		o.source = src
+		if req.Since != nil {
+			o.source = &historyFirst{live: src, now: o.Now, access: &agentAccess{AgentNamespace: o.AgentNamespace, AgentPort: o.AgentPort,
+				KubeClient: o.KubeClient, DialAgent: o.DialAgent}}
+		}
 		// Live: the TUI follows; a one-shot print shows the last few, like hubble observe.
 		if o.Output == "tui" {
 			req.Follow = true
@@ -324,13 +329,6 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 	}
 	o.request = req
 	return nil
-}
-
-func parseTime(s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	return time.Parse(time.RFC3339Nano, s)
 }
 
 // Validate checks flag combinations.

@@ -107,20 +107,16 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	rest := s
 	var d time.Duration
 	if i := strings.Index(rest, "d"); i > 0 {
-		days, err := strconv.Atoi(rest[:i])
-		if err == nil {
+		if days, err := strconv.Atoi(rest[:i]); err == nil && days >= 0 {
 			d = time.Duration(days) * 24 * time.Hour
 			rest = rest[i+1:]
 		}
 	}
-	if rest != "" {
-		if dd, err := time.ParseDuration(rest); err == nil && dd >= 0 {
-			d += dd
-			rest = ""
-		}
-	}
-	if rest == "" && d > 0 {
+	if rest != s && rest == "" {
 		return now.Add(-d), nil
+	}
+	if dd, err := time.ParseDuration(rest); err == nil && dd >= 0 {
+		return now.Add(-d - dd), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {

@@ -309,6 +309,12 @@ func (j *judge) peer(ep *flowv1.Endpoint, ip string, e *policy.Engine) (policy.P
 		}
 		return policy.Peer{IP: addr}, nil
 	}
+	if ep.GetPod() != "" {
+		// A pod the cluster still has is judged as it is (its address, ports).
+		if live := e.Pod(ep.GetNamespace(), ep.GetPod()); live != nil {
+			return policy.Peer{Pod: live, IP: addr}, nil
+		}
+	}
 	key := history.EndKey(ep, "")
 	p := j.pods[key]
 	if p == nil {
@@ -365,4 +371,59 @@ func coverage(in Input) Coverage {
 	}
 	slices.Sort(c.Nodes)
 	return c
+}
+
+// Annotator re-judges live flows under proposed policies (watch --whatif).
+// Not safe for concurrent use.
+type Annotator struct {
+	Proposed *policy.Engine
+	j        judge
+}
+
+// NewAnnotator returns an annotator judging with proposed.
+func NewAnnotator(proposed *policy.Engine) *Annotator {
+	return &Annotator{Proposed: proposed, j: judge{pods: map[string]*corev1.Pod{}}}
+}
+
+// Annotate sets f.Whatif for a new connection or a drop between ends the
+// engine can judge (TCP, UDP, SCTP); replies, established packets and flow
+// ends are left alone. It reports whether the verdict would change.
+func (a *Annotator) Annotate(f *flowv1.Flow) bool {
+	switch f.GetType() {
+	case flowv1.EventType_EVENT_TYPE_NEW, flowv1.EventType_EVENT_TYPE_DROP:
+	default:
+		return false
+	}
+	if f.GetIsReply() || f.GetReason() == flowv1.Reason_REASON_ESTABLISHED {
+		return false
+	}
+	t, err := a.j.traffic(f, a.Proposed)
+	if err != nil {
+		return false
+	}
+	d := a.Proposed.Evaluate(t)
+	w := &flowv1.WhatIf{Verdict: flowv1.Verdict_VERDICT_ALLOWED}
+	if !d.Allowed {
+		w.Verdict = flowv1.Verdict_VERDICT_DENIED
+	}
+	w.Changed = w.Verdict != f.GetVerdict()
+	for _, s := range []policy.DirectionDecision{d.Egress, d.Ingress} {
+		dir := flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS
+		if s.Direction == policy.Egress {
+			dir = flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS
+		}
+		if d.Allowed {
+			for _, m := range s.AllowedBy {
+				idx := uint32(m.Rule.Index)
+				w.DecidedBy = append(w.DecidedBy, &flowv1.PolicyRef{Kind: "NetworkPolicy", Namespace: m.Rule.Policy.Namespace,
+					Name: m.Rule.Policy.Name, Direction: dir, RuleIndex: &idx})
+			}
+		} else if !s.Allowed {
+			for _, p := range s.IsolatedBy {
+				w.DecidedBy = append(w.DecidedBy, &flowv1.PolicyRef{Kind: "NetworkPolicy", Namespace: p.Namespace, Name: p.Name, Direction: dir})
+			}
+		}
+	}
+	f.Whatif = w
+	return w.Changed
 }

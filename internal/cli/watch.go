@@ -26,6 +26,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/detail"
+	"github.com/kubectl-netpol/kubectl-netpol/whatif"
 )
 
 // ErrNoAgent is returned by `watch` without --input-file while no live
@@ -83,8 +84,16 @@ type WatchOptions struct {
 	// Now is the clock for relative --since/--until.
 	Now func() time.Time
 
+	// WhatIf and WhatIfDelete re-judge each flow under proposed policies
+	// (--whatif FILE|DIR, --whatif-delete NAMESPACE/NAME).
+	WhatIf, WhatIfDelete []string
+	// Factory loads the cluster's objects for --whatif.
+	Factory *Factory
+
 	request *flowv1.ObserveRequest
 	source  flow.Source
+	// whatifChanged counts printed flows the proposal would change.
+	whatifChanged, whatifJudged uint64
 }
 
 // filterValue is a repeatable filter flag. pflag calls Set in command-line
@@ -125,6 +134,7 @@ func NewWatchOptions(configFlags *genericclioptions.ConfigFlags, streams generic
 		IOStreams:     streams,
 		ConfigFlags:   configFlags,
 		LiveSource:    defaultLiveSource,
+		Factory:       NewFactory(configFlags),
 		KubeClient:    kubeClientFor(configFlags),
 		AgentPort:     install.AgentGRPCPort,
 		StatusEvery:   2 * time.Second,
@@ -271,6 +281,9 @@ shows each node's own record instead. Traffic from a node's addresses
 	f.StringVar(&o.InputFile, "input-file", "", "Replay flows from a JSON-lines file written by -o json")
 	f.BoolVar(&o.PerNode, "per-node", false, "Show each node's own record of a connection between pods on two nodes "+
 		"(egress on the source's node, ingress on the destination's) instead of one flow with both observation points")
+	f.StringArrayVar(&o.WhatIf, "whatif", nil, "Also judge each flow under these proposed NetworkPolicies (file or directory; repeatable) "+
+		"and the cluster's others: flows whose verdict would change are highlighted and counted")
+	f.StringArrayVar(&o.WhatIfDelete, "whatif-delete", nil, "With the proposal, a NetworkPolicy it deletes: NAMESPACE/NAME (repeatable)")
 	f.StringVar(&o.AgentNamespace, "agent-namespace", install.DefaultNamespace, "Namespace the netpol agent is installed in (-n filters flows)")
 	f.IntVar(&o.AgentPort, "agent-port", install.AgentGRPCPort, "The agents' gRPC port on their node's loopback")
 	_ = f.MarkHidden("agent-port") // for tests and custom builds; install always uses the default
@@ -326,6 +339,18 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 	if !o.PerNode {
 		// A cross-node connection is judged on two nodes: show it once.
 		o.source = &flow.Pair{Source: o.source}
+	}
+	if len(o.WhatIf) > 0 || len(o.WhatIfDelete) > 0 {
+		w := &WhatifOptions{factory: o.Factory, Proposals: o.WhatIf, Deletes: o.WhatIfDelete, namespace: "default"}
+		_, proposed, err := w.states(ctx)
+		if err != nil {
+			return fmt.Errorf("--whatif: %w", err)
+		}
+		e, err := newEngine(proposed)
+		if err != nil {
+			return fmt.Errorf("--whatif: %w", err)
+		}
+		o.source = &whatifSource{Source: o.source, ann: whatif.NewAnnotator(e), judged: &o.whatifJudged, changed: &o.whatifChanged}
 	}
 	o.request = req
 	return nil
@@ -388,6 +413,9 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 		}
 		return p.Flush()
 	})
+	if o.whatifJudged > 0 {
+		fmt.Fprintf(o.ErrOut, "whatif: %d of %d judged flows would change verdict under the proposal\n", o.whatifChanged, o.whatifJudged)
+	}
 	switch {
 	case err == nil, errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		return nil // interrupted: what was printed is the answer

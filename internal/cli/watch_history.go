@@ -11,6 +11,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
+	"github.com/kubectl-netpol/kubectl-netpol/whatif"
 )
 
 // ringSpan is how far back `watch --since` reads the agents' recent-flow
@@ -67,4 +68,26 @@ func (h *historyFirst) Observe(ctx context.Context, req *flowv1.ObserveRequest, 
 	live := &flowv1.ObserveRequest{Follow: req.GetFollow(), Last: req.GetLast(), Since: timestamppb.New(cut), Until: req.GetUntil(),
 		Allowlist: req.GetAllowlist(), Denylist: req.GetDenylist()}
 	return h.live.Observe(ctx, live, emit)
+}
+
+// whatifSource annotates every flow with its verdict under a proposal
+// (watch --whatif) before the printer or the TUI sees it.
+type whatifSource struct {
+	flow.Source
+	ann             *whatif.Annotator
+	judged, changed *uint64
+}
+
+func (w *whatifSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit func(flow.Batch) error) error {
+	return w.Source.Observe(ctx, req, func(b flow.Batch) error {
+		for _, f := range b.Flows {
+			if w.ann.Annotate(f) {
+				*w.changed++
+			}
+			if f.GetWhatif() != nil {
+				*w.judged++
+			}
+		}
+		return emit(b)
+	})
 }

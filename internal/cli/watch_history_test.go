@@ -9,11 +9,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 )
 
 // historyAgent serves a hub and a history store, as the agent does.
@@ -70,5 +74,43 @@ func TestWatchSinceReadsHistory(t *testing.T) {
 	got := lines(out.String())
 	if len(got) != 2 || !strings.Contains(got[0], "x7 since") || !strings.Contains(got[0], "(history)") || strings.Contains(got[1], "history") {
 		t.Fatalf("output = %q, want the history record (7 connections) then the ring's flow, blog filtered out", got)
+	}
+}
+
+// TestWatchWhatifAnnotates: a replay judged under a proposal marks the
+// flows whose verdict would change and counts them on stderr.
+func TestWatchWhatifAnnotates(t *testing.T) {
+	objs, err := snapshot.LoadFiles([]string{example}, false, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rt []runtime.Object
+	for _, n := range objs.Namespaces {
+		rt = append(rt, n)
+	}
+	for _, p := range objs.Pods {
+		rt = append(rt, p)
+	}
+	for _, p := range objs.Policies {
+		rt = append(rt, p)
+	}
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	o := NewWatchOptions(genericclioptions.NewConfigFlags(true), genericiooptions.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut})
+	o.IsTerminal = func(any) bool { return false }
+	o.Factory = fakeFactory(fake.NewClientset(rt...))
+	if err := runLive(t, context.Background(), o, "--input-file", whatifCapture, "-o", "compact", "--whatif", "../../examples/whatif/lockdown.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	changed := 0
+	for _, l := range lines(out.String()) {
+		if strings.Contains(l, "WHATIF DENIED (CHANGED) by db/db-policy (ingress)") {
+			changed++
+			if !strings.Contains(l, "db/web-0") {
+				t.Errorf("changed flow is not web-0's: %s", l)
+			}
+		}
+	}
+	if changed != 12 || !strings.Contains(errOut.String(), "whatif: 12 of 20 judged flows would change") {
+		t.Errorf("%d changed lines; stderr %q\n%s", changed, errOut.String(), out.String())
 	}
 }

@@ -127,6 +127,9 @@ func (m *Model) View() string {
 		st.Dim.Render(fmt.Sprintf("%-8s %-*s", "", n, fmt.Sprintf("-%ds  peak %d/s", n, peak))),
 		fmt.Sprintf("last %ds: %d allowed, %d denied", stats.Window, sum.Allowed, sum.Denied),
 	}
+	if m.stats.WhatIfJudged > 0 {
+		lines = append(lines, st.Denied.Render(fmt.Sprintf("whatif: %d of %d flows would change", m.stats.WhatIfChanged, m.stats.WhatIfJudged)))
+	}
 	return common.Lines(strings.Join(lines, "\n"), m.width, m.height)
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/fake"
@@ -17,7 +16,6 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
-	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 )
 
 // historyAgent serves a hub and a history store, as the agent does.
@@ -80,24 +78,10 @@ func TestWatchSinceReadsHistory(t *testing.T) {
 // TestWatchWhatifAnnotates: a replay judged under a proposal marks the
 // flows whose verdict would change and counts them on stderr.
 func TestWatchWhatifAnnotates(t *testing.T) {
-	objs, err := snapshot.LoadFiles([]string{example}, false, "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rt []runtime.Object
-	for _, n := range objs.Namespaces {
-		rt = append(rt, n)
-	}
-	for _, p := range objs.Pods {
-		rt = append(rt, p)
-	}
-	for _, p := range objs.Policies {
-		rt = append(rt, p)
-	}
 	out, errOut := &syncBuffer{}, &syncBuffer{}
 	o := NewWatchOptions(genericclioptions.NewConfigFlags(true), genericiooptions.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut})
 	o.IsTerminal = func(any) bool { return false }
-	o.Factory = fakeFactory(fake.NewClientset(rt...))
+	o.Factory = fakeFactory(fake.NewClientset(liveObjects(t)...))
 	if err := runLive(t, context.Background(), o, "--input-file", whatifCapture, "-o", "compact", "--whatif", "../../examples/whatif/lockdown.yaml"); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 )
 
 // agentAccess is how the history verbs reach the agents: the same
@@ -28,6 +29,12 @@ type agentAccess struct {
 	KubeClient func() (kubernetes.Interface, *rest.Config, error)
 	// DialAgent connects to an agent pod (default: pods/portforward).
 	DialAgent AgentDialer
+}
+
+// newAgentAccess reaches the agents with the kubeconfig flags through
+// pods/portforward (the agent namespace is set by each verb's flag).
+func newAgentAccess(f *Factory) agentAccess {
+	return agentAccess{AgentPort: install.AgentGRPCPort, KubeClient: kubeClientFor(f.ConfigFlags)}
 }
 
 // eachAgent runs fn once per node with a client of that node's agent, in

@@ -64,6 +64,8 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 		NewCmdUninstall(f, streams),
 		NewCmdStatus(f, streams),
 		NewCmdWhatif(f, streams),
+		NewCmdUnused(f, streams),
+		NewCmdCoverage(f, streams),
 	)
 	registerFlagCompletion(cmd, f)
 	return cmd

@@ -104,7 +104,7 @@ func TestWatchWhatifAnnotates(t *testing.T) {
 			}
 		}
 	}
-	if changed != 12 || !strings.Contains(errOut.String(), "whatif: 12 of 20 judged flows would change") {
+	if changed != 12 || !strings.Contains(errOut.String(), "whatif: 12 of 22 judged flows would change") {
 		t.Errorf("%d changed lines; stderr %q\n%s", changed, errOut.String(), out.String())
 	}
 }

@@ -50,8 +50,7 @@ type WhatifOptions struct {
 
 // NewCmdWhatif returns `kubectl netpol whatif`.
 func NewCmdWhatif(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &WhatifOptions{IOStreams: streams, factory: f, Now: time.Now,
-		agentAccess: agentAccess{AgentPort: install.AgentGRPCPort, KubeClient: kubeClientFor(f.ConfigFlags)}}
+	o := &WhatifOptions{IOStreams: streams, factory: f, Now: time.Now, agentAccess: newAgentAccess(f)}
 	cmd := &cobra.Command{
 		Use:   "whatif -f FILE|DIR [--delete NAMESPACE/NAME ...]",
 		Short: "Which observed connections a policy change would break or open",

@@ -29,7 +29,7 @@ func openHistory(cfg Config) *history.Store {
 	if cfg.HistoryDir == "" {
 		return history.NewStore(hc)
 	}
-	s, err := history.Open(cfg.HistoryDir, hc)
+	s, err := history.Open(nodeHistoryDir(cfg), hc)
 	if err != nil {
 		klog.ErrorS(err, "The connection history stays in memory only", "node", cfg.NodeName)
 		return history.NewStore(hc)
@@ -71,8 +71,12 @@ func (a *Agent) flushHistory(ctx context.Context) {
 	}
 }
 
+// nodeHistoryDir is the node's own directory under HistoryDir: nodes that
+// share a filesystem (test beds, some edge setups) never read each other's.
+func nodeHistoryDir(cfg Config) string { return filepath.Join(cfg.HistoryDir, cfg.NodeName) }
+
 func (a *Agent) flushHistoryOnce() {
-	if err := a.history.Flush(a.cfg.HistoryDir); err != nil {
+	if err := a.history.Flush(nodeHistoryDir(a.cfg)); err != nil {
 		klog.ErrorS(err, "Writing the connection history", "node", a.cfg.NodeName, "dir", a.cfg.HistoryDir)
 	}
 }
@@ -83,21 +87,12 @@ func (a *Agent) removeHistory() error {
 	if a.cfg.HistoryDir == "" {
 		return nil
 	}
-	entries, err := os.ReadDir(a.cfg.HistoryDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	if err := os.RemoveAll(nodeHistoryDir(a.cfg)); err != nil {
 		return err
 	}
-	var errs []error
-	for _, e := range entries {
-		errs = append(errs, os.RemoveAll(filepath.Join(a.cfg.HistoryDir, e.Name())))
-	}
-	errs = append(errs, os.Remove(a.cfg.HistoryDir))
-	if err := errors.Join(errs...); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
+	// The last node out removes the directory (others' may still be there
+	// on a shared filesystem: then it stays, not an error).
+	_ = os.Remove(a.cfg.HistoryDir)
 	return nil
 }
 

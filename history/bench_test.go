@@ -20,22 +20,25 @@ import (
 // heap the store holds (measured), its own estimate, the file on disk, the
 // span of history kept and what the budgets dropped.
 func BenchmarkHistorySize(b *testing.B) {
-	for _, n := range []int{1_000, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+	for _, c := range []struct {
+		keys, hours int
+		budget      int64
+	}{{1_000, 7 * 24, 0}, {10_000, 7 * 24, 0}, {100_000, 7 * 24, 0}, {100_000, 24, 512 << 20}} {
+		b.Run(fmt.Sprintf("keys=%d/hours=%d/budget=%dMi", c.keys, c.hours, max(c.budget, DefaultMemoryBudget)>>20), func(b *testing.B) {
 			for b.Loop() {
-				historySize(b, n, 7*24)
+				historySize(b, c.keys, c.hours, c.budget)
 			}
 		})
 	}
 }
 
-func historySize(b *testing.B, keys, hours int) {
+func historySize(b *testing.B, keys, hours int, budget int64) {
 	dir := b.TempDir()
 	clock := &clock{now: t0}
 	runtime.GC()
 	var m0 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	s, err := Open(dir, Config{Node: "node-a", Now: clock.Now})
+	s, err := Open(dir, Config{Node: "node-a", Now: clock.Now, MemoryBudget: budget, DiskBudget: budget})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,6 +82,7 @@ func historySize(b *testing.B, keys, hours int) {
 	b.ReportMetric(float64(cov.GetMemoryBytes())/(1<<20), "est-MiB")
 	b.ReportMetric(float64(st.Size())/(1<<20), "disk-MiB")
 	b.ReportMetric(clock.now.Sub(cov.GetOldest().AsTime()).Hours(), "hours-kept")
+	b.ReportMetric(float64(cov.GetUnrecordedFlows()), "unrecorded")
 	b.ReportMetric(float64(cov.GetRecords()), "records")
 	b.ReportMetric(float64(cov.GetDroppedRecords()), "dropped-records")
 	runtime.KeepAlive(s)

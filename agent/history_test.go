@@ -95,4 +95,25 @@ func TestHistoryServedAndKeptAcrossRestart(t *testing.T) {
 	if cov := b.history.Coverage(); cov.GetRecords() != 1 || len(cov.GetGaps()) != 1 || cov.GetError() != "" {
 		t.Errorf("status history = %v, want 1 record and the restart's gap", cov)
 	}
+
+	// The rule counters are Prometheus metrics too, restored with the history.
+	b.metrics.Registry.MustRegister(historyCollector{b.history})
+	mfs, err := b.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits, last float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "kubectl_netpol_rule_hits_total":
+				hits = m.GetCounter().GetValue()
+			case "kubectl_netpol_rule_last_hit_timestamp_seconds":
+				last = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if hits != 3 || int64(last) != now.Unix() {
+		t.Errorf("rule hit metrics: hits %v last %v, want 3 and %d", hits, last, now.Unix())
+	}
 }

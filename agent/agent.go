@@ -244,7 +244,7 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	if a.cfg.FlowEndSummaries {
 		wg.Go(func() { a.runFlowEnds(ctx) })
 	}
-	if a.history != nil && a.cfg.HistoryDir != "" {
+	if a.history != nil {
 		wg.Go(func() { a.flushHistory(ctx) })
 	}
 

@@ -52,7 +52,7 @@ func (a *Agent) record(f *flowv1.Flow) {
 }
 
 // flushHistory writes the history every HistoryFlushEvery and once more when
-// the agent stops.
+// the agent stops (without a directory it only maintains it).
 func (a *Agent) flushHistory(ctx context.Context) {
 	every := a.cfg.HistoryFlushEvery
 	if every <= 0 {
@@ -76,6 +76,10 @@ func (a *Agent) flushHistory(ctx context.Context) {
 func nodeHistoryDir(cfg Config) string { return filepath.Join(cfg.HistoryDir, cfg.NodeName) }
 
 func (a *Agent) flushHistoryOnce() {
+	if a.cfg.HistoryDir == "" {
+		a.history.Maintain() // in memory only: still within its budget
+		return
+	}
 	if err := a.history.Flush(nodeHistoryDir(a.cfg)); err != nil {
 		klog.ErrorS(err, "Writing the connection history", "node", a.cfg.NodeName, "dir", a.cfg.HistoryDir)
 	}

@@ -339,8 +339,19 @@ func (s *Store) dropOldest() {
 	s.buckets = s.buckets[1:]
 }
 
-// gcKeys forgets keys no record refers to.
+// gcKeys forgets keys no record refers to. A Go map never shrinks: after a
+// large drop the index is rebuilt, so memory follows the keys kept.
 func (s *Store) gcKeys() {
+	freed := 0
+	defer func() {
+		if freed > 1024 && freed > len(s.keyIndex) {
+			idx := make(map[string]uint32, len(s.keyIndex))
+			for k, v := range s.keyIndex {
+				idx[k] = v
+			}
+			s.keyIndex = idx
+		}
+	}()
 	for id := range s.keys {
 		e := &s.keys[id]
 		if e.flow != nil && e.refs <= 0 {
@@ -348,6 +359,7 @@ func (s *Store) gcKeys() {
 			s.mem -= e.size
 			*e = keyEntry{}
 			s.free = append(s.free, uint32(id))
+			freed++
 		}
 	}
 }

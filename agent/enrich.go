@@ -4,6 +4,7 @@ package agent
 
 import (
 	"net/netip"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,66 @@ type enricher struct {
 	// boot is the wall-clock time of monotonic zero: the kernel stamps
 	// events with bpf_ktime_get_ns (CLOCK_MONOTONIC).
 	boot time.Time
+	refs refCache
+}
+
+// refCache holds the policy references of one applied Datapath, shared by
+// every flow that Datapath judged. A drop names every policy isolating its
+// endpoint: a thousand policies selecting one pod made each denied flow
+// carry a thousand fresh PolicyRefs (~50 KB), and the hub's ring of 65,536
+// recent flows outgrew the agent's memory limit under a flood of denied
+// connections. Shared, a drop costs one slice header. Flows are never
+// mutated after they are built (the hub, the gRPC server and the flow-end
+// summaries only read them), so sharing is safe; the slices are clipped so
+// an append elsewhere copies instead of writing into them.
+type refCache struct {
+	mu       sync.Mutex
+	dp       *policy.Datapath
+	rules    map[uint32]*flowv1.PolicyRef
+	isolated map[isolationKey][]*flowv1.PolicyRef
+}
+
+// isolationKey names one endpoint's isolating policies in one direction by
+// the Datapath's own slice (stable while that Datapath is applied).
+type isolationKey struct {
+	first *policy.PolicyRef
+	n     int
+	dir   policy.Direction
+}
+
+// forDatapath empties the cache when dp is not the Datapath it holds; the
+// caller holds c.mu.
+func (c *refCache) forDatapath(dp *policy.Datapath) {
+	if c.dp != dp {
+		c.dp = dp
+		c.rules = map[uint32]*flowv1.PolicyRef{}
+		c.isolated = map[isolationKey][]*flowv1.PolicyRef{}
+	}
+}
+
+func (c *refCache) rule(r policy.CompiledRule) *flowv1.PolicyRef {
+	ref, ok := c.rules[r.ID]
+	if !ok {
+		ref = policyRef(r.Rule.Policy, r.Rule.Direction, r.Rule.Index)
+		c.rules[r.ID] = ref
+	}
+	return ref
+}
+
+func (c *refCache) isolating(refs []policy.PolicyRef, dir policy.Direction) []*flowv1.PolicyRef {
+	if len(refs) == 0 {
+		return nil
+	}
+	k := isolationKey{&refs[0], len(refs), dir}
+	out, ok := c.isolated[k]
+	if !ok {
+		out = make([]*flowv1.PolicyRef, len(refs))
+		for i, p := range refs {
+			out[i] = policyRef(p, dir, -1)
+		}
+		c.isolated[k] = out
+	}
+	return out
 }
 
 func newEnricher(c *Cluster, node string) *enricher {
@@ -92,8 +153,14 @@ func (e *enricher) flow(dp *policy.Datapath, ev *probe.Event) *flowv1.Flow {
 	}
 
 	a := probe.Attribute(dp, ev)
-	for _, r := range a.AllowedBy {
-		f.AllowedBy = append(f.AllowedBy, policyRef(r.Rule.Policy, r.Rule.Direction, r.Rule.Index))
+	e.refs.mu.Lock()
+	defer e.refs.mu.Unlock()
+	e.refs.forDatapath(dp)
+	if len(a.AllowedBy) > 0 {
+		f.AllowedBy = make([]*flowv1.PolicyRef, len(a.AllowedBy))
+		for i, r := range a.AllowedBy {
+			f.AllowedBy[i] = e.refs.rule(r)
+		}
 	}
 	if ev.Verdict == probe.VerdictDrop {
 		f.Type = flowv1.EventType_EVENT_TYPE_DROP
@@ -102,9 +169,7 @@ func (e *enricher) flow(dp *policy.Datapath, ev *probe.Event) *flowv1.Flow {
 		f.Direction = direction(a.Direction)
 		// NetworkPolicy has no deny rules: a drop is the isolating policies
 		// of the deciding side, none of whose rules matched.
-		for _, p := range a.DeniedBy {
-			f.IsolatedBy = append(f.IsolatedBy, policyRef(p, a.Direction, -1))
-		}
+		f.IsolatedBy = e.refs.isolating(a.DeniedBy, a.Direction)
 		return f
 	}
 	switch {

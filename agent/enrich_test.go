@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -129,5 +132,61 @@ func TestEnrichNamesNodes(t *testing.T) {
 		if f.GetDestination().GetPod() != "db" || f.GetDestination().GetNodeName() != "n1" {
 			t.Errorf("from %s: destination %v, want shop/db on n1", src, f.GetDestination())
 		}
+	}
+}
+
+// A drop names every policy isolating its endpoint. With a thousand of them,
+// each denied flow must not carry its own thousand references: the hub keeps
+// 65,536 recent flows, and fresh references per flow (~50 KB) outgrew the
+// agent's memory limit under a flood of denied connections. Flows judged by
+// one Datapath share one clipped list; a new Datapath gets its own.
+func TestDeniedFlowsShareIsolatingPolicies(t *testing.T) {
+	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
+	web := onNode(pt.Pod("shop", "web", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6")))
+	objs := []runtime.Object{pt.Namespace("shop"), db, web}
+	for i := range 1000 {
+		objs = append(objs, pt.Policy("shop", fmt.Sprintf("isolate-%04d", i), pt.Selecting(pt.Sel("app=db")),
+			pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=nobody"))), pt.Port(corev1.ProtocolTCP, 3306))))
+	}
+	c := NewCluster(fake.NewClientset(objs...))
+	stop := make(chan struct{})
+	defer close(stop)
+	if !c.Start(stop) {
+		t.Fatal("caches did not sync")
+	}
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	compile := func() *policy.Datapath {
+		dp, err := policy.Compile(snap, "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dp
+	}
+	dp := compile()
+	var x endpointIndex
+	x.use(dp)
+	ev := probe.Event{Version: probe.EventVersion, Type: probe.EventDrop, Verdict: probe.VerdictDrop, Direction: probe.DirIngress,
+		Protocol: unix.IPPROTO_TCP, TcpFlags: 0x02, DstEndpoint: x.local[netip.MustParseAddr("10.0.0.5")].ID}
+	setTuple(&ev.Tuple.Saddr, &ev.Tuple.Daddr, &ev.Tuple.Sport, &ev.Tuple.Dport, "10.0.0.6", "10.0.0.5", 40000, 3306)
+	ev.OrigTuple = ev.Tuple
+	e := newEnricher(c, "n1")
+
+	first, second := e.flow(dp, &ev), e.flow(dp, &ev)
+	refs := first.GetIsolatedBy()
+	if len(refs) != 1000 || refs[0].GetName() != "isolate-0000" || refs[999].GetName() != "isolate-0999" ||
+		refs[0].GetDirection() != flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS {
+		t.Fatalf("isolated by %d policies (%v ... %v), want the 1000 isolate-NNNN, ingress", len(refs), refs[0], refs[len(refs)-1])
+	}
+	if &second.GetIsolatedBy()[0] != &refs[0] {
+		t.Error("two drops of one endpoint carry two copies of its isolating policies")
+	}
+	if cap(refs) != len(refs) {
+		t.Errorf("the shared list has room to grow (len %d cap %d): an append elsewhere would write into every flow", len(refs), cap(refs))
+	}
+	if next := e.flow(compile(), &ev); &next.GetIsolatedBy()[0] == &refs[0] {
+		t.Error("a new Datapath reuses the references of the previous one")
 	}
 }

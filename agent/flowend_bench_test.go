@@ -194,7 +194,7 @@ func BenchmarkConnectionPath(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			ev.Tuple.Sport = uint16(i)
 			f := a.enrich.flow(dp, &ev)
-			a.count(f)
+			a.count(dp, f)
 			a.hub.Publish(f)
 			a.newFlows.remember(keyOfEvent(&ev), f)
 		}
@@ -319,7 +319,7 @@ func TestDecodeCTEnd(t *testing.T) {
 func TestCountCachesCounters(t *testing.T) {
 	a, dp, ev := benchPath(t)
 	for range 2 {
-		a.count(a.enrich.flow(dp, &ev))
+		a.count(dp, a.enrich.flow(dp, &ev))
 	}
 	if got := counterValue(a.metrics.PolicyVerdicts.WithLabelValues("shop", "db-policy", "INGRESS", "0", "ALLOWED")); got != 2 {
 		t.Errorf("policy verdicts %v, want 2", got)

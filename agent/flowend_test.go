@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -76,18 +75,7 @@ func newFeNode(t testing.TB) *feNode {
 	t.Helper()
 	n := &feNode{feNS: newFeNS(t, "node")}
 	n.run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	// Conntrack is switched on in a namespace by rules that need it
-	// (kube-proxy's in a cluster); this table does it here.
-	f := filepath.Join(t.TempDir(), "ct.nft")
-	if err := os.WriteFile(f, []byte(`table inet netpolfect {
-  chain ctforward { type filter hook forward priority 0; ct state new counter; }
-  chain ctoutput { type filter hook output priority 0; ct state new counter; }
-  chain ctinput { type filter hook input priority 0; ct state new counter; }
-}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n.run(t, "nft", "-f", f)
+	conntrackOn(t, n.feNS)
 	// Counters on: the summaries' packets and bytes.
 	n.run(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
 	return n

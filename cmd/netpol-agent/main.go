@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -58,6 +60,7 @@ func run() error {
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-address", fmt.Sprintf("127.0.0.1:%d", install.AgentGRPCPort), "flow.v1.Observer address (keep it on loopback: clients come through pods/portforward)")
 	flag.StringVar(&cfg.HTTPAddr, "http-address", fmt.Sprintf("127.0.0.1:%d", install.AgentHTTPPort), "address of /healthz, /readyz and /metrics")
+	flag.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiles (/debug/pprof/) on --http-address")
 	flag.StringVar(&cfg.PinRoot, "pin-root", probe.DefaultPinRoot, "bpffs directory of the datapath's pins")
 	flag.BoolVar(&cfg.KeepEstablished, "keep-established", false, "do not revoke established connections that a new policy denies")
 	flag.BoolVar(&cfg.AntiSpoofing, "anti-spoofing", true, "drop packets a local pod sends with a source address that is not its own (a TCX check on each pod's host-side interface)")
@@ -71,6 +74,11 @@ func run() error {
 	historyMemory := flag.String("history-memory", "", "memory budget of the connection history, e.g. 64Mi (default 64Mi)")
 	historyDisk := flag.String("history-disk", "", "disk budget of the connection history file, e.g. 64Mi (default 64Mi)")
 	flag.DurationVar(&cfg.HistoryFlushEvery, "history-flush", time.Minute, "how often the connection history is written to disk (what an agent crash can lose)")
+	flag.StringVar(&cfg.OTLP.Endpoint, "otlp-endpoint", "", "export flows (OTLP logs) and metrics (OTLP metrics) to this OpenTelemetry Collector, HOST:PORT (OTLP/gRPC)")
+	flag.BoolVar(&cfg.OTLP.Insecure, "otlp-insecure", false, "send OTLP in plain text instead of TLS")
+	flag.StringVar(&cfg.OTLP.CAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate (default: the system roots)")
+	flag.StringVar(&cfg.CNIConfDir, "cni-conf-dir", agent.DefaultCNIConfDir, "the node's CNI configuration directory, read to identify the CNI (the DaemonSet mounts the node's /etc/cni/net.d here)")
+	flag.DurationVar(&cfg.BypassWindow, "bypass-check-window", 10*time.Second, "window of the bypass self-check: pods whose interfaces carried traffic the netfilter hooks never saw in it turn the node's status to not enforcing")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
 
@@ -118,6 +126,10 @@ func run() error {
 	if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
 		return err
 	}
+	if limit, ok := heapLimit(os.Getenv(install.EnvMemoryLimit), os.Getenv("GOMEMLIMIT")); ok {
+		debug.SetMemoryLimit(limit)
+		klog.V(2).InfoS("Go heap limit set from the container's memory limit", "bytes", limit)
+	}
 	klog.InfoS("Starting netpol-agent", "version", version.Version(), "node", cfg.NodeName)
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -126,6 +138,22 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return a.Run(ctx, agent.UninstallRequested(cfg.Client, cfg.PodNamespace, cfg.PodName))
+}
+
+// heapLimit is the soft limit for the Go heap given the container's memory
+// limit in bytes (the downward API's limits.memory): 80 %, leaving room for
+// what is not Go heap (goroutine stacks, the ring buffer's mapping, the
+// runtime). An explicit GOMEMLIMIT wins; no limit or an unreadable one sets
+// nothing.
+func heapLimit(containerLimit, goMemLimit string) (int64, bool) {
+	if goMemLimit != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(containerLimit, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n / 10 * 8, true
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

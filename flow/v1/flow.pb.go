@@ -1767,8 +1767,14 @@ type StatusResponse struct {
 	// Flows dropped by the agent because a client read too slowly (the datapath
 	// never waits for a client).
 	FlowsDroppedSlowClients uint64 `protobuf:"varint,15,opt,name=flows_dropped_slow_clients,json=flowsDroppedSlowClients,proto3" json:"flows_dropped_slow_clients,omitempty"`
+	// The node's CNI and mode, as the agent identified them from what the
+	// node shows.
+	Cni *CNI `protobuf:"bytes,16,opt,name=cni,proto3" json:"cni,omitempty"`
+	// Whether the agent's hooks see the node's pod traffic: the bypass
+	// self-check's last verdict.
+	Enforcement *Enforcement `protobuf:"bytes,17,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
 	// The aggregated connection history (unset when the agent keeps none).
-	History       *HistoryCoverage `protobuf:"bytes,16,opt,name=history,proto3" json:"history,omitempty"`
+	History       *HistoryCoverage `protobuf:"bytes,18,opt,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1908,9 +1914,203 @@ func (x *StatusResponse) GetFlowsDroppedSlowClients() uint64 {
 	return 0
 }
 
+func (x *StatusResponse) GetCni() *CNI {
+	if x != nil {
+		return x.Cni
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetEnforcement() *Enforcement {
+	if x != nil {
+		return x.Enforcement
+	}
+	return nil
+}
+
 func (x *StatusResponse) GetHistory() *HistoryCoverage {
 	if x != nil {
 		return x.History
+	}
+	return nil
+}
+
+// CNI is the node's CNI as the agent identified it (internal/cni).
+type CNI struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "" when no known CNI was recognised.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// How much pod traffic passes the netfilter hooks the agent enforces on:
+	// full, partial, none or unknown.
+	Coverage string `protobuf:"bytes,3,opt,name=coverage,proto3" json:"coverage,omitempty"`
+	// The CNI enforces NetworkPolicy too (a packet passes only if both accept).
+	EnforcesPolicy bool     `protobuf:"varint,4,opt,name=enforces_policy,json=enforcesPolicy,proto3" json:"enforces_policy,omitempty"`
+	Evidence       []string `protobuf:"bytes,5,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	Why            string   `protobuf:"bytes,6,opt,name=why,proto3" json:"why,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CNI) Reset() {
+	*x = CNI{}
+	mi := &file_flow_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CNI) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CNI) ProtoMessage() {}
+
+func (x *CNI) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CNI.ProtoReflect.Descriptor instead.
+func (*CNI) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CNI) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CNI) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *CNI) GetCoverage() string {
+	if x != nil {
+		return x.Coverage
+	}
+	return ""
+}
+
+func (x *CNI) GetEnforcesPolicy() bool {
+	if x != nil {
+		return x.EnforcesPolicy
+	}
+	return false
+}
+
+func (x *CNI) GetEvidence() []string {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+func (x *CNI) GetWhy() string {
+	if x != nil {
+		return x.Why
+	}
+	return ""
+}
+
+// Enforcement is the bypass self-check: per local pod, the packets its
+// interface carried against the flows the agent's hooks saw for it.
+type Enforcement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "enforcing", "partially enforcing" or "not enforcing".
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Why, naming the CNI mode that bypasses netfilter when it does.
+	Detail string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Local pods that carried traffic in the last window, and those whose
+	// traffic the hooks never saw.
+	ActivePods    uint32 `protobuf:"varint,3,opt,name=active_pods,json=activePods,proto3" json:"active_pods,omitempty"`
+	BypassingPods uint32 `protobuf:"varint,4,opt,name=bypassing_pods,json=bypassingPods,proto3" json:"bypassing_pods,omitempty"`
+	// namespace/name of the first bypassing pods.
+	Bypassing     []string               `protobuf:"bytes,5,rep,name=bypassing,proto3" json:"bypassing,omitempty"`
+	Checked       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=checked,proto3" json:"checked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Enforcement) Reset() {
+	*x = Enforcement{}
+	mi := &file_flow_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Enforcement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Enforcement) ProtoMessage() {}
+
+func (x *Enforcement) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Enforcement.ProtoReflect.Descriptor instead.
+func (*Enforcement) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Enforcement) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Enforcement) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *Enforcement) GetActivePods() uint32 {
+	if x != nil {
+		return x.ActivePods
+	}
+	return 0
+}
+
+func (x *Enforcement) GetBypassingPods() uint32 {
+	if x != nil {
+		return x.BypassingPods
+	}
+	return 0
+}
+
+func (x *Enforcement) GetBypassing() []string {
+	if x != nil {
+		return x.Bypassing
+	}
+	return nil
+}
+
+func (x *Enforcement) GetChecked() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Checked
 	}
 	return nil
 }
@@ -1928,7 +2128,7 @@ type NodeCheck struct {
 
 func (x *NodeCheck) Reset() {
 	*x = NodeCheck{}
-	mi := &file_flow_proto_msgTypes[16]
+	mi := &file_flow_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2140,7 @@ func (x *NodeCheck) String() string {
 func (*NodeCheck) ProtoMessage() {}
 
 func (x *NodeCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[16]
+	mi := &file_flow_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2153,7 @@ func (x *NodeCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCheck.ProtoReflect.Descriptor instead.
 func (*NodeCheck) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{16}
+	return file_flow_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeCheck) GetName() string {
@@ -1988,7 +2188,7 @@ type MapUsage struct {
 
 func (x *MapUsage) Reset() {
 	*x = MapUsage{}
-	mi := &file_flow_proto_msgTypes[17]
+	mi := &file_flow_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2200,7 @@ func (x *MapUsage) String() string {
 func (*MapUsage) ProtoMessage() {}
 
 func (x *MapUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[17]
+	mi := &file_flow_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2213,7 @@ func (x *MapUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUsage.ProtoReflect.Descriptor instead.
 func (*MapUsage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{17}
+	return file_flow_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MapUsage) GetName() string {
@@ -2056,7 +2256,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_flow_proto_msgTypes[18]
+	mi := &file_flow_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2268,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[18]
+	mi := &file_flow_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2281,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{18}
+	return file_flow_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HistoryRequest) GetSchemaVersion() uint32 {
@@ -2133,7 +2333,7 @@ type HistoryBatch struct {
 
 func (x *HistoryBatch) Reset() {
 	*x = HistoryBatch{}
-	mi := &file_flow_proto_msgTypes[19]
+	mi := &file_flow_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2345,7 @@ func (x *HistoryBatch) String() string {
 func (*HistoryBatch) ProtoMessage() {}
 
 func (x *HistoryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[19]
+	mi := &file_flow_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2358,7 @@ func (x *HistoryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryBatch.ProtoReflect.Descriptor instead.
 func (*HistoryBatch) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{19}
+	return file_flow_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HistoryBatch) GetKeys() []*Flow {
@@ -2210,7 +2410,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_flow_proto_msgTypes[20]
+	mi := &file_flow_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2422,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[20]
+	mi := &file_flow_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2435,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{20}
+	return file_flow_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HistoryRecord) GetKey() uint32 {
@@ -2334,7 +2534,7 @@ type HistoryCoverage struct {
 
 func (x *HistoryCoverage) Reset() {
 	*x = HistoryCoverage{}
-	mi := &file_flow_proto_msgTypes[21]
+	mi := &file_flow_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2546,7 @@ func (x *HistoryCoverage) String() string {
 func (*HistoryCoverage) ProtoMessage() {}
 
 func (x *HistoryCoverage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[21]
+	mi := &file_flow_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2559,7 @@ func (x *HistoryCoverage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryCoverage.ProtoReflect.Descriptor instead.
 func (*HistoryCoverage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{21}
+	return file_flow_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HistoryCoverage) GetNode() string {
@@ -2491,7 +2691,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_flow_proto_msgTypes[22]
+	mi := &file_flow_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2703,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[22]
+	mi := &file_flow_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2716,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{22}
+	return file_flow_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TimeRange) GetStart() *timestamppb.Timestamp {
@@ -2549,7 +2749,7 @@ type HistoryFile struct {
 
 func (x *HistoryFile) Reset() {
 	*x = HistoryFile{}
-	mi := &file_flow_proto_msgTypes[23]
+	mi := &file_flow_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2761,7 @@ func (x *HistoryFile) String() string {
 func (*HistoryFile) ProtoMessage() {}
 
 func (x *HistoryFile) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[23]
+	mi := &file_flow_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2774,7 @@ func (x *HistoryFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryFile.ProtoReflect.Descriptor instead.
 func (*HistoryFile) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{23}
+	return file_flow_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HistoryFile) GetSchemaVersion() uint32 {
@@ -2627,7 +2827,7 @@ type RuleHitsRequest struct {
 
 func (x *RuleHitsRequest) Reset() {
 	*x = RuleHitsRequest{}
-	mi := &file_flow_proto_msgTypes[24]
+	mi := &file_flow_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +2839,7 @@ func (x *RuleHitsRequest) String() string {
 func (*RuleHitsRequest) ProtoMessage() {}
 
 func (x *RuleHitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[24]
+	mi := &file_flow_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +2852,7 @@ func (x *RuleHitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHitsRequest.ProtoReflect.Descriptor instead.
 func (*RuleHitsRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{24}
+	return file_flow_proto_rawDescGZIP(), []int{26}
 }
 
 type RuleHitsResponse struct {
@@ -2667,7 +2867,7 @@ type RuleHitsResponse struct {
 
 func (x *RuleHitsResponse) Reset() {
 	*x = RuleHitsResponse{}
-	mi := &file_flow_proto_msgTypes[25]
+	mi := &file_flow_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +2879,7 @@ func (x *RuleHitsResponse) String() string {
 func (*RuleHitsResponse) ProtoMessage() {}
 
 func (x *RuleHitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[25]
+	mi := &file_flow_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +2892,7 @@ func (x *RuleHitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHitsResponse.ProtoReflect.Descriptor instead.
 func (*RuleHitsResponse) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{25}
+	return file_flow_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RuleHitsResponse) GetNode() string {
@@ -2731,7 +2931,7 @@ type RuleHit struct {
 
 func (x *RuleHit) Reset() {
 	*x = RuleHit{}
-	mi := &file_flow_proto_msgTypes[26]
+	mi := &file_flow_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2943,7 @@ func (x *RuleHit) String() string {
 func (*RuleHit) ProtoMessage() {}
 
 func (x *RuleHit) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[26]
+	mi := &file_flow_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2956,7 @@ func (x *RuleHit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHit.ProtoReflect.Descriptor instead.
 func (*RuleHit) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{26}
+	return file_flow_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RuleHit) GetRule() *PolicyRef {
@@ -2929,7 +3129,7 @@ const file_flow_proto_rawDesc = "" +
 	"\aservice\x18\x10 \x03(\tR\aservice\x127\n" +
 	"\tdirection\x18\x11 \x03(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
 	"\x04type\x18\x12 \x03(\x0e2\x12.flow.v1.EventTypeR\x04type\"\x0f\n" +
-	"\rStatusRequest\"\x90\x05\n" +
+	"\rStatusRequest\"\xe8\x05\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12-\n" +
@@ -2949,8 +3149,25 @@ const file_flow_proto_rawDesc = "" +
 	"last_apply\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tlastApply\x12(\n" +
 	"\x10last_apply_error\x18\r \x01(\tR\x0elastApplyError\x12*\n" +
 	"\x06checks\x18\x0e \x03(\v2\x12.flow.v1.NodeCheckR\x06checks\x12;\n" +
-	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\x122\n" +
-	"\ahistory\x18\x10 \x01(\v2\x18.flow.v1.HistoryCoverageR\ahistory\"G\n" +
+	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\x12\x1e\n" +
+	"\x03cni\x18\x10 \x01(\v2\f.flow.v1.CNIR\x03cni\x126\n" +
+	"\venforcement\x18\x11 \x01(\v2\x14.flow.v1.EnforcementR\venforcement\x122\n" +
+	"\ahistory\x18\x12 \x01(\v2\x18.flow.v1.HistoryCoverageR\ahistory\"\xa0\x01\n" +
+	"\x03CNI\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x1a\n" +
+	"\bcoverage\x18\x03 \x01(\tR\bcoverage\x12'\n" +
+	"\x0fenforces_policy\x18\x04 \x01(\bR\x0eenforcesPolicy\x12\x1a\n" +
+	"\bevidence\x18\x05 \x03(\tR\bevidence\x12\x10\n" +
+	"\x03why\x18\x06 \x01(\tR\x03why\"\xd7\x01\n" +
+	"\vEnforcement\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x12\x1f\n" +
+	"\vactive_pods\x18\x03 \x01(\rR\n" +
+	"activePods\x12%\n" +
+	"\x0ebypassing_pods\x18\x04 \x01(\rR\rbypassingPods\x12\x1c\n" +
+	"\tbypassing\x18\x05 \x03(\tR\tbypassing\x124\n" +
+	"\achecked\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\achecked\"G\n" +
 	"\tNodeCheck\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
@@ -3075,7 +3292,7 @@ func file_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
@@ -3099,23 +3316,25 @@ var file_flow_proto_goTypes = []any{
 	(*FlowFilter)(nil),            // 19: flow.v1.FlowFilter
 	(*StatusRequest)(nil),         // 20: flow.v1.StatusRequest
 	(*StatusResponse)(nil),        // 21: flow.v1.StatusResponse
-	(*NodeCheck)(nil),             // 22: flow.v1.NodeCheck
-	(*MapUsage)(nil),              // 23: flow.v1.MapUsage
-	(*HistoryRequest)(nil),        // 24: flow.v1.HistoryRequest
-	(*HistoryBatch)(nil),          // 25: flow.v1.HistoryBatch
-	(*HistoryRecord)(nil),         // 26: flow.v1.HistoryRecord
-	(*HistoryCoverage)(nil),       // 27: flow.v1.HistoryCoverage
-	(*TimeRange)(nil),             // 28: flow.v1.TimeRange
-	(*HistoryFile)(nil),           // 29: flow.v1.HistoryFile
-	(*RuleHitsRequest)(nil),       // 30: flow.v1.RuleHitsRequest
-	(*RuleHitsResponse)(nil),      // 31: flow.v1.RuleHitsResponse
-	(*RuleHit)(nil),               // 32: flow.v1.RuleHit
-	nil,                           // 33: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
+	(*CNI)(nil),                   // 22: flow.v1.CNI
+	(*Enforcement)(nil),           // 23: flow.v1.Enforcement
+	(*NodeCheck)(nil),             // 24: flow.v1.NodeCheck
+	(*MapUsage)(nil),              // 25: flow.v1.MapUsage
+	(*HistoryRequest)(nil),        // 26: flow.v1.HistoryRequest
+	(*HistoryBatch)(nil),          // 27: flow.v1.HistoryBatch
+	(*HistoryRecord)(nil),         // 28: flow.v1.HistoryRecord
+	(*HistoryCoverage)(nil),       // 29: flow.v1.HistoryCoverage
+	(*TimeRange)(nil),             // 30: flow.v1.TimeRange
+	(*HistoryFile)(nil),           // 31: flow.v1.HistoryFile
+	(*RuleHitsRequest)(nil),       // 32: flow.v1.RuleHitsRequest
+	(*RuleHitsResponse)(nil),      // 33: flow.v1.RuleHitsResponse
+	(*RuleHit)(nil),               // 34: flow.v1.RuleHit
+	nil,                           // 35: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	34, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	36, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
@@ -3128,13 +3347,13 @@ var file_flow_proto_depIdxs = []int32{
 	17, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
 	17, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
 	17, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	35, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
+	37, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
 	9,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
 	7,  // 15: flow.v1.Flow.aggregate:type_name -> flow.v1.HistoryAggregate
 	8,  // 16: flow.v1.Flow.whatif:type_name -> flow.v1.WhatIf
-	34, // 17: flow.v1.HistoryAggregate.first_seen:type_name -> google.protobuf.Timestamp
-	34, // 18: flow.v1.HistoryAggregate.bucket_start:type_name -> google.protobuf.Timestamp
-	35, // 19: flow.v1.HistoryAggregate.bucket_width:type_name -> google.protobuf.Duration
+	36, // 17: flow.v1.HistoryAggregate.first_seen:type_name -> google.protobuf.Timestamp
+	36, // 18: flow.v1.HistoryAggregate.bucket_start:type_name -> google.protobuf.Timestamp
+	37, // 19: flow.v1.HistoryAggregate.bucket_width:type_name -> google.protobuf.Duration
 	0,  // 20: flow.v1.WhatIf.verdict:type_name -> flow.v1.Verdict
 	17, // 21: flow.v1.WhatIf.decided_by:type_name -> flow.v1.PolicyRef
 	2,  // 22: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
@@ -3144,16 +3363,16 @@ var file_flow_proto_depIdxs = []int32{
 	17, // 26: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
 	17, // 27: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
 	17, // 28: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
-	34, // 29: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
+	36, // 29: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
 	6,  // 30: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
 	5,  // 31: flow.v1.IP.version:type_name -> flow.v1.IPVersion
 	4,  // 32: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
 	13, // 33: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	33, // 34: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	35, // 34: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
 	15, // 35: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
 	2,  // 36: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	34, // 37: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	34, // 38: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	36, // 37: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	36, // 38: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
 	19, // 39: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
 	19, // 40: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
 	0,  // 41: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
@@ -3161,53 +3380,56 @@ var file_flow_proto_depIdxs = []int32{
 	4,  // 43: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
 	2,  // 44: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
 	3,  // 45: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	23, // 46: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	35, // 47: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	34, // 48: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
-	22, // 49: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	27, // 50: flow.v1.StatusResponse.history:type_name -> flow.v1.HistoryCoverage
-	34, // 51: flow.v1.HistoryRequest.since:type_name -> google.protobuf.Timestamp
-	34, // 52: flow.v1.HistoryRequest.until:type_name -> google.protobuf.Timestamp
-	19, // 53: flow.v1.HistoryRequest.allowlist:type_name -> flow.v1.FlowFilter
-	19, // 54: flow.v1.HistoryRequest.denylist:type_name -> flow.v1.FlowFilter
-	6,  // 55: flow.v1.HistoryBatch.keys:type_name -> flow.v1.Flow
-	26, // 56: flow.v1.HistoryBatch.records:type_name -> flow.v1.HistoryRecord
-	27, // 57: flow.v1.HistoryBatch.coverage:type_name -> flow.v1.HistoryCoverage
-	34, // 58: flow.v1.HistoryRecord.bucket_start:type_name -> google.protobuf.Timestamp
-	35, // 59: flow.v1.HistoryRecord.bucket_width:type_name -> google.protobuf.Duration
-	34, // 60: flow.v1.HistoryRecord.first_seen:type_name -> google.protobuf.Timestamp
-	34, // 61: flow.v1.HistoryRecord.last_seen:type_name -> google.protobuf.Timestamp
-	34, // 62: flow.v1.HistoryCoverage.oldest:type_name -> google.protobuf.Timestamp
-	34, // 63: flow.v1.HistoryCoverage.newest:type_name -> google.protobuf.Timestamp
-	28, // 64: flow.v1.HistoryCoverage.gaps:type_name -> flow.v1.TimeRange
-	34, // 65: flow.v1.HistoryCoverage.last_flush:type_name -> google.protobuf.Timestamp
-	34, // 66: flow.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	34, // 67: flow.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
-	25, // 68: flow.v1.HistoryFile.data:type_name -> flow.v1.HistoryBatch
-	27, // 69: flow.v1.HistoryFile.coverage:type_name -> flow.v1.HistoryCoverage
-	32, // 70: flow.v1.HistoryFile.rule_hits:type_name -> flow.v1.RuleHit
-	34, // 71: flow.v1.HistoryFile.written:type_name -> google.protobuf.Timestamp
-	34, // 72: flow.v1.RuleHitsResponse.counting_since:type_name -> google.protobuf.Timestamp
-	32, // 73: flow.v1.RuleHitsResponse.hits:type_name -> flow.v1.RuleHit
-	17, // 74: flow.v1.RuleHit.rule:type_name -> flow.v1.PolicyRef
-	0,  // 75: flow.v1.RuleHit.verdict:type_name -> flow.v1.Verdict
-	34, // 76: flow.v1.RuleHit.first_hit:type_name -> google.protobuf.Timestamp
-	34, // 77: flow.v1.RuleHit.last_hit:type_name -> google.protobuf.Timestamp
-	18, // 78: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	18, // 79: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
-	20, // 80: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	24, // 81: flow.v1.Observer.History:input_type -> flow.v1.HistoryRequest
-	30, // 82: flow.v1.Observer.RuleHits:input_type -> flow.v1.RuleHitsRequest
-	6,  // 83: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	10, // 84: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
-	21, // 85: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	25, // 86: flow.v1.Observer.History:output_type -> flow.v1.HistoryBatch
-	31, // 87: flow.v1.Observer.RuleHits:output_type -> flow.v1.RuleHitsResponse
-	83, // [83:88] is the sub-list for method output_type
-	78, // [78:83] is the sub-list for method input_type
-	78, // [78:78] is the sub-list for extension type_name
-	78, // [78:78] is the sub-list for extension extendee
-	0,  // [0:78] is the sub-list for field type_name
+	25, // 46: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	37, // 47: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	36, // 48: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	24, // 49: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	22, // 50: flow.v1.StatusResponse.cni:type_name -> flow.v1.CNI
+	23, // 51: flow.v1.StatusResponse.enforcement:type_name -> flow.v1.Enforcement
+	29, // 52: flow.v1.StatusResponse.history:type_name -> flow.v1.HistoryCoverage
+	36, // 53: flow.v1.Enforcement.checked:type_name -> google.protobuf.Timestamp
+	36, // 54: flow.v1.HistoryRequest.since:type_name -> google.protobuf.Timestamp
+	36, // 55: flow.v1.HistoryRequest.until:type_name -> google.protobuf.Timestamp
+	19, // 56: flow.v1.HistoryRequest.allowlist:type_name -> flow.v1.FlowFilter
+	19, // 57: flow.v1.HistoryRequest.denylist:type_name -> flow.v1.FlowFilter
+	6,  // 58: flow.v1.HistoryBatch.keys:type_name -> flow.v1.Flow
+	28, // 59: flow.v1.HistoryBatch.records:type_name -> flow.v1.HistoryRecord
+	29, // 60: flow.v1.HistoryBatch.coverage:type_name -> flow.v1.HistoryCoverage
+	36, // 61: flow.v1.HistoryRecord.bucket_start:type_name -> google.protobuf.Timestamp
+	37, // 62: flow.v1.HistoryRecord.bucket_width:type_name -> google.protobuf.Duration
+	36, // 63: flow.v1.HistoryRecord.first_seen:type_name -> google.protobuf.Timestamp
+	36, // 64: flow.v1.HistoryRecord.last_seen:type_name -> google.protobuf.Timestamp
+	36, // 65: flow.v1.HistoryCoverage.oldest:type_name -> google.protobuf.Timestamp
+	36, // 66: flow.v1.HistoryCoverage.newest:type_name -> google.protobuf.Timestamp
+	30, // 67: flow.v1.HistoryCoverage.gaps:type_name -> flow.v1.TimeRange
+	36, // 68: flow.v1.HistoryCoverage.last_flush:type_name -> google.protobuf.Timestamp
+	36, // 69: flow.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	36, // 70: flow.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	27, // 71: flow.v1.HistoryFile.data:type_name -> flow.v1.HistoryBatch
+	29, // 72: flow.v1.HistoryFile.coverage:type_name -> flow.v1.HistoryCoverage
+	34, // 73: flow.v1.HistoryFile.rule_hits:type_name -> flow.v1.RuleHit
+	36, // 74: flow.v1.HistoryFile.written:type_name -> google.protobuf.Timestamp
+	36, // 75: flow.v1.RuleHitsResponse.counting_since:type_name -> google.protobuf.Timestamp
+	34, // 76: flow.v1.RuleHitsResponse.hits:type_name -> flow.v1.RuleHit
+	17, // 77: flow.v1.RuleHit.rule:type_name -> flow.v1.PolicyRef
+	0,  // 78: flow.v1.RuleHit.verdict:type_name -> flow.v1.Verdict
+	36, // 79: flow.v1.RuleHit.first_hit:type_name -> google.protobuf.Timestamp
+	36, // 80: flow.v1.RuleHit.last_hit:type_name -> google.protobuf.Timestamp
+	18, // 81: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	18, // 82: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	20, // 83: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	26, // 84: flow.v1.Observer.History:input_type -> flow.v1.HistoryRequest
+	32, // 85: flow.v1.Observer.RuleHits:input_type -> flow.v1.RuleHitsRequest
+	6,  // 86: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	10, // 87: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	21, // 88: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	27, // 89: flow.v1.Observer.History:output_type -> flow.v1.HistoryBatch
+	33, // 90: flow.v1.Observer.RuleHits:output_type -> flow.v1.RuleHitsResponse
+	86, // [86:91] is the sub-list for method output_type
+	81, // [81:86] is the sub-list for method input_type
+	81, // [81:81] is the sub-list for extension type_name
+	81, // [81:81] is the sub-list for extension extendee
+	0,  // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -3222,7 +3444,7 @@ func file_flow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -84,20 +84,24 @@ type nodeStatus struct {
 
 // agentReport is the agent's answer to Status.
 type agentReport struct {
-	Ready                   bool           `json:"ready"`
-	EndpointsEnforced       uint32         `json:"endpointsEnforced"`
-	Policies                uint32         `json:"policies"`
-	Maps                    []mapReport    `json:"maps,omitempty"`
-	EventsLost              uint64         `json:"eventsLost"`
-	EventsRateLimited       uint64         `json:"eventsRateLimited"`
-	FlowsSeen               uint64         `json:"flowsSeen"`
-	FlowsDroppedSlowClients uint64         `json:"flowsDroppedSlowClients"`
-	RingCapacity            uint32         `json:"ringCapacity"`
-	Uptime                  string         `json:"uptime,omitempty"`
-	LastApply               *time.Time     `json:"lastApply,omitempty"`
-	LastApplyError          string         `json:"lastApplyError,omitempty"`
-	Checks                  []check        `json:"checks,omitempty"`
-	History                 *historyReport `json:"history,omitempty"`
+	Ready                   bool        `json:"ready"`
+	EndpointsEnforced       uint32      `json:"endpointsEnforced"`
+	Policies                uint32      `json:"policies"`
+	Maps                    []mapReport `json:"maps,omitempty"`
+	EventsLost              uint64      `json:"eventsLost"`
+	EventsRateLimited       uint64      `json:"eventsRateLimited"`
+	FlowsSeen               uint64      `json:"flowsSeen"`
+	FlowsDroppedSlowClients uint64      `json:"flowsDroppedSlowClients"`
+	RingCapacity            uint32      `json:"ringCapacity"`
+	Uptime                  string      `json:"uptime,omitempty"`
+	LastApply               *time.Time  `json:"lastApply,omitempty"`
+	LastApplyError          string      `json:"lastApplyError,omitempty"`
+	Checks                  []check     `json:"checks,omitempty"`
+	// CNI is the node's CNI as the agent identified it.
+	CNI *cniReport `json:"cni,omitempty"`
+	// Enforcement is the bypass self-check's verdict.
+	Enforcement *enforcementReport `json:"enforcement,omitempty"`
+	History     *historyReport     `json:"history,omitempty"`
 }
 
 // historyReport is the agent's connection history: what it covers, its use
@@ -133,6 +137,41 @@ func historyReportOf(c *flowv1.HistoryCoverage) *historyReport {
 	return h
 }
 
+// cniReport is the node's CNI and how much pod traffic passes the agent's
+// hooks beside it.
+type cniReport struct {
+	Name           string   `json:"name,omitempty"`
+	Mode           string   `json:"mode,omitempty"`
+	Coverage       string   `json:"coverage"`
+	EnforcesPolicy bool     `json:"enforcesPolicy,omitempty"`
+	Evidence       []string `json:"evidence,omitempty"`
+	Why            string   `json:"why,omitempty"`
+}
+
+// enforcementReport: whether the agent's hooks see the node's pod traffic.
+type enforcementReport struct {
+	// State is "enforcing", "partially enforcing" or "not enforcing".
+	State         string     `json:"state"`
+	Detail        string     `json:"detail,omitempty"`
+	ActivePods    uint32     `json:"activePods"`
+	BypassingPods uint32     `json:"bypassingPods"`
+	Bypassing     []string   `json:"bypassing,omitempty"`
+	Checked       *time.Time `json:"checked,omitempty"`
+}
+
+// name is "Name (mode)", or "unknown".
+func (c *cniReport) name() string {
+	switch {
+	case c == nil:
+		return "-"
+	case c.Name == "":
+		return "unknown"
+	case c.Mode == "":
+		return c.Name
+	}
+	return c.Name + " (" + c.Mode + ")"
+}
+
 type mapReport struct {
 	Name       string `json:"name"`
 	Entries    uint64 `json:"entries"`
@@ -158,7 +197,10 @@ func newCmdStatus(o *StatusOptions) *cobra.Command {
 		Short: "Show the netpol agent on every node: ready, version, what it enforces, map pressure, lost events, node checks",
 		Long: `Show, for every node running the netpol agent: whether the agent pod is
 ready, its version (with a warning when it differs from this plugin), and
-what the agent itself reports: endpoints and policies enforced, BPF map usage
+what the agent itself reports: the node's CNI and whether pod traffic reaches
+the agent's hooks beside it (ENFORCEMENT: enforcing, partially enforcing, or
+not enforcing when the CNI's datapath takes pod traffic past netfilter),
+endpoints and policies enforced, BPF map usage
 and pressure, events lost or rate-limited, node prerequisite checks (such as
 bridge-nf-call-iptables where a bridge CNI needs it) and the last failure to
 apply a policy change.
@@ -369,13 +411,25 @@ func agentReportOf(r *flowv1.StatusResponse) *agentReport {
 	for _, c := range r.GetChecks() {
 		a.Checks = append(a.Checks, check{Name: c.GetName(), OK: c.GetOk(), Detail: c.GetDetail()})
 	}
+	if c := r.GetCni(); c != nil {
+		a.CNI = &cniReport{Name: c.GetName(), Mode: c.GetMode(), Coverage: c.GetCoverage(), EnforcesPolicy: c.GetEnforcesPolicy(),
+			Evidence: c.GetEvidence(), Why: c.GetWhy()}
+	}
+	if e := r.GetEnforcement(); e != nil {
+		a.Enforcement = &enforcementReport{State: e.GetState(), Detail: e.GetDetail(), ActivePods: e.GetActivePods(),
+			BypassingPods: e.GetBypassingPods(), Bypassing: e.GetBypassing()}
+		if t := e.GetChecked(); t != nil {
+			tt := t.AsTime().UTC()
+			a.Enforcement.Checked = &tt
+		}
+	}
 	return a
 }
 
 // printStatus prints one table row per node, then one line per problem.
 func printStatus(w io.Writer, r statusReport) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tAGENT\tVERSION\tENDPOINTS\tPOLICIES\tMAP PRESSURE\tLOST\tRATE-LIMITED\tCHECKS\tHISTORY")
+	fmt.Fprintln(tw, "NODE\tAGENT\tVERSION\tCNI\tENFORCEMENT\tENDPOINTS\tPOLICIES\tMAP PRESSURE\tLOST\tRATE-LIMITED\tCHECKS\tHISTORY")
 	var notes []string
 	for _, n := range r.Nodes {
 		note := func(format string, args ...any) {
@@ -383,7 +437,18 @@ func printStatus(w io.Writer, r statusReport) error {
 		}
 		agentState := strings.SplitN(n.PodState, " ", 2)[0]
 		endpoints, policies, pressure, lost, limited, checks, hist := "-", "-", "-", "-", "-", "-", "-"
+		cniName, enforcement := "-", "-"
 		if a := n.Agent; a != nil {
+			cniName = a.CNI.name()
+			if e := a.Enforcement; e != nil {
+				enforcement = e.State
+				if e.State != "enforcing" {
+					note("%s: %s", e.State, e.Detail)
+				}
+			}
+			if a.CNI != nil && a.CNI.EnforcesPolicy {
+				note("%s enforces NetworkPolicy too: both enforce the same objects, so a packet passes only if both accept it; `kubectl netpol explain` predicts the agent's verdict", a.CNI.name())
+			}
 			if !a.Ready {
 				agentState = "starting"
 				note("agent is not ready yet: its caches have not synced or the first policy set is not enforced")
@@ -437,7 +502,7 @@ func printStatus(w io.Writer, r statusReport) error {
 		if ver == "" {
 			ver = "unknown"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, agentState, ver, endpoints, policies, pressure, lost, limited, checks, hist)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, agentState, ver, cniName, enforcement, endpoints, policies, pressure, lost, limited, checks, hist)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

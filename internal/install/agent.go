@@ -18,6 +18,10 @@ const (
 	EnvNodeName     = "NODE_NAME"
 	EnvPodName      = "POD_NAME"
 	EnvPodNamespace = "POD_NAMESPACE"
+	// EnvMemoryLimit is the agent container's memory limit in bytes: the
+	// agent keeps its Go heap under a share of it (GOMEMLIMIT), so that
+	// collection works harder before the kernel's OOM killer would.
+	EnvMemoryLimit = "NETPOL_MEMORY_LIMIT"
 )
 
 // AgentBinary is the agent's path inside its image.
@@ -32,3 +36,7 @@ const (
 	// --mount-bpffs).
 	MountBPFFSCommand = "mount-bpffs"
 )
+
+// CNIConfMountPath is where the DaemonSet mounts the node's /etc/cni/net.d
+// (read-only): the agent reads it to identify the CNI.
+const CNIConfMountPath = "/host/etc/cni/net.d"

@@ -1,7 +1,9 @@
 package install
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 
@@ -71,6 +73,16 @@ type Options struct {
 	// defaults); NoHistory turns the history off (--history-dir="").
 	HistoryMemory, HistoryDisk string
 	NoHistory                  bool
+	// Pprof serves Go's profiles on the agent's loopback HTTP address; the
+	// agent's --pprof.
+	Pprof bool
+	// OTLPEndpoint (HOST:PORT) makes every agent export its flows and
+	// metrics to an OpenTelemetry Collector over OTLP/gRPC: TLS verified
+	// against OTLPCA (PEM, shipped in a ConfigMap) or the system roots, or
+	// plain text with OTLPInsecure.
+	OTLPEndpoint string
+	OTLPInsecure bool
+	OTLPCA       []byte
 }
 
 // Where each agent keeps its connection history on its node: a hostPath
@@ -79,6 +91,14 @@ type Options struct {
 const (
 	HistoryHostDir = "/var/lib/kubectl-netpol"
 	HistoryDir     = HistoryHostDir + "/history"
+)
+
+// OTLPCAConfigMap holds the CA of install --otlp-ca-file; the agent reads it
+// at OTLPCAPath.
+const (
+	OTLPCAConfigMap = "netpol-otlp-ca"
+	otlpCADir       = "/etc/netpol/otlp"
+	OTLPCAPath      = otlpCADir + "/ca.crt"
 )
 
 // agentArgs are the agent's command-line arguments for o.
@@ -101,6 +121,18 @@ func (o Options) agentArgs() []string {
 	}
 	if o.HistoryDisk != "" {
 		args = append(args, "--history-disk="+o.HistoryDisk)
+	}
+	if o.Pprof {
+		args = append(args, "--pprof")
+	}
+	if o.OTLPEndpoint != "" {
+		args = append(args, "--otlp-endpoint="+o.OTLPEndpoint)
+		switch {
+		case o.OTLPInsecure:
+			args = append(args, "--otlp-insecure")
+		case len(o.OTLPCA) > 0:
+			args = append(args, "--otlp-ca-file="+OTLPCAPath)
+		}
 	}
 	return args
 }
@@ -210,6 +242,17 @@ func (o Options) Validate() error {
 			return err
 		}
 	}
+	if o.OTLPEndpoint != "" {
+		host, port, err := net.SplitHostPort(o.OTLPEndpoint)
+		if err != nil || host == "" || port == "" || strings.Contains(o.OTLPEndpoint, "/") {
+			return fmt.Errorf("--otlp-endpoint %q: want HOST:PORT of the Collector's OTLP gRPC receiver, without a scheme (for example otel-collector.monitoring:4317)", o.OTLPEndpoint)
+		}
+		if o.OTLPInsecure && len(o.OTLPCA) > 0 {
+			return errors.New("--otlp-insecure sends in plain text: it cannot go with --otlp-ca-file (drop one)")
+		}
+	} else if o.OTLPInsecure || len(o.OTLPCA) > 0 {
+		return errors.New("--otlp-insecure and --otlp-ca-file need --otlp-endpoint")
+	}
 	return nil
 }
 
@@ -274,8 +317,11 @@ func Manifests(o Options) ([]Object, error) {
 		// At shutdown the agent reads its own DaemonSet: deleted or being
 		// deleted means uninstall, so it removes its BPF programs and pins;
 		// otherwise (upgrade, eviction) enforcement stays in place.
+		// It reports on its own pod, with Events, when the node's CNI takes
+		// pod traffic past its hooks (the bypass self-check).
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{AgentName}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		},
 	}
 	roleBinding := &rbacv1.RoleBinding{
@@ -284,7 +330,15 @@ func Manifests(o Options) ([]Object, error) {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ServiceAccountName},
 		Subjects:   subject,
 	}
-	return []Object{namespace, sa, clusterRole, clusterBinding, role, roleBinding, daemonSet(o, meta(AgentName, true))}, nil
+	objs := []Object{namespace, sa, clusterRole, clusterBinding, role, roleBinding}
+	if o.OTLPEndpoint != "" && !o.OTLPInsecure && len(o.OTLPCA) > 0 {
+		objs = append(objs, &corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: meta(OTLPCAConfigMap, true),
+			Data:       map[string]string{"ca.crt": string(o.OTLPCA)},
+		})
+	}
+	return append(objs, daemonSet(o, meta(AgentName, true))), nil
 }
 
 func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
@@ -376,7 +430,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 	// big cluster may take a while, so liveness starts later.
 	liveness.InitialDelaySeconds = 30
 
-	return &appsv1.DaemonSet{
+	ds := &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: meta,
 		Spec: appsv1.DaemonSetSpec{
@@ -410,6 +464,8 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							nodeEnv,
 							{Name: EnvPodName, ValueFrom: fromField("metadata.name")},
 							{Name: EnvPodNamespace, ValueFrom: fromField("metadata.namespace")},
+							{Name: EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+								ContainerName: containerName, Resource: "limits.memory"}}},
 						},
 						SecurityContext: &corev1.SecurityContext{
 							RunAsUser:                &root,
@@ -436,8 +492,11 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// Propagation None: the init containers ran before this
 						// container was created, so a bpffs mount-bpffs made is
 						// already what this bind shows.
+						// The CNI's configuration, read to tell which CNI the node
+						// runs and so whether pod traffic passes the hooks.
 						VolumeMounts: []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"},
-							{Name: "history", MountPath: HistoryHostDir}},
+							{Name: "history", MountPath: HistoryHostDir},
+							{Name: "cni-conf", MountPath: CNIConfMountPath, ReadOnly: true}},
 						LivenessProbe:  liveness,
 						ReadinessProbe: probe("/readyz", 5),
 						Resources: corev1.ResourceRequirements{
@@ -460,9 +519,20 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// upgrade); only the agent writes here, and it empties
 						// the directory when uninstalling.
 						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: HistoryHostDir, Type: &dirOrCreate}},
+					}, {
+						Name:         "cni-conf",
+						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc/cni/net.d"}},
 					}},
 				},
 			},
 		},
 	}
+	if o.OTLPEndpoint != "" && !o.OTLPInsecure && len(o.OTLPCA) > 0 {
+		spec := &ds.Spec.Template.Spec
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "otlp-ca", VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: OTLPCAConfigMap}}}})
+		agent := &spec.Containers[0]
+		agent.VolumeMounts = append(agent.VolumeMounts, corev1.VolumeMount{Name: "otlp-ca", MountPath: otlpCADir, ReadOnly: true})
+	}
+	return ds
 }

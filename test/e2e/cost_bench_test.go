@@ -146,6 +146,25 @@ func agentProcessCPU(node framework.Node) (time.Duration, bool) {
 	return total, len(pids) > 0
 }
 
+// agentPeakRSS is the highest resident set (VmHWM) of the node's
+// netpol-agent processes, in MiB.
+func agentPeakRSS(node framework.Node) float64 {
+	var peak float64
+	for _, pid := range agentPIDs(node) {
+		raw, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				peak = max(peak, kb/1024)
+			}
+		}
+	}
+	return peak
+}
+
 // installMode is the agent installed with extra install flags.
 func installMode(name string, flags ...string) costMode {
 	return costMode{name: name, agentCPU: agentProcessCPU, setup: func(b *testing.B, c *framework.Cluster) {
@@ -411,6 +430,12 @@ func startChild(b testing.TB, cmd *exec.Cmd) io.Reader {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// A child outlives a killed benchmark otherwise, in a node's namespace,
+	// holding what the benchmark held (descriptors, the server's port).
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

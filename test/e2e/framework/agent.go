@@ -1,8 +1,14 @@
 package framework
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 )
 
 // AgentImage is the agent image imported into the cluster's containerd,
@@ -14,4 +20,28 @@ func AgentImage(t testing.TB) string {
 		Unavailable(t, "NETPOL_AGENT_IMAGE is not set: run through `make e2e` (it builds the agent image and imports it into the cluster)")
 	}
 	return img
+}
+
+// ExpectAgentsNeverRestarted fails t when an agent container restarted or
+// was killed (OOM, crash) since its pod started: a restart mid-benchmark
+// makes enforcement look late or absent for seconds.
+func (c *Cluster) ExpectAgentsNeverRestarted(t testing.TB) {
+	t.Helper()
+	pods, err := c.Client.CoreV1().Pods(install.DefaultNamespace).List(context.Background(),
+		metav1.ListOptions{LabelSelector: install.AgentSelector})
+	if err != nil {
+		t.Fatalf("listing the agent pods: %v", err)
+	}
+	for _, p := range pods.Items {
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.RestartCount == 0 {
+				continue
+			}
+			why := ""
+			if term := cs.LastTerminationState.Terminated; term != nil {
+				why = fmt.Sprintf(": last exit %s (code %d)", term.Reason, term.ExitCode)
+			}
+			t.Errorf("agent %s on node %s restarted %d times%s", p.Name, p.Spec.NodeName, cs.RestartCount, why)
+		}
+	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	"github.com/kubectl-netpol/kubectl-netpol/flow/otlp"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/cni/nodefacts"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
@@ -67,6 +68,15 @@ type Config struct {
 	// (default), FlowEndSourceKernel or FlowEndSourceNetlink.
 	FlowEndSource string
 
+	// HistoryDir keeps the node's aggregated connection history across
+	// restarts ("": history in memory only, lost on restart, e.g. tests).
+	HistoryDir string
+	// HistoryMemory and HistoryDisk are its budgets in bytes (0: defaults);
+	// HistoryFlushEvery how often it is written (default 1m).
+	HistoryMemory, HistoryDisk int64
+	HistoryFlushEvery          time.Duration
+	// NoHistory keeps no history at all.
+	NoHistory bool
 	// OTLP, when its Endpoint is set, exports flows and metrics to an
 	// OpenTelemetry Collector (Node and Gatherer are filled in by New).
 	OTLP otlp.Config
@@ -94,6 +104,7 @@ type Agent struct {
 	hub      *flow.Hub
 	metrics  *Metrics
 	enrich   *enricher
+	history  *history.Store // nil with NoHistory
 	otlp     *otlp.Exporter // nil unless exporting
 	spoof    *spoofGuard    // nil when anti-spoofing is off
 	cni      *cniWatch
@@ -173,10 +184,16 @@ func New(cfg Config) (*Agent, error) {
 	a.enrich = newEnricher(a.cluster, cfg.NodeName)
 	a.newFlows = newNewFlowTable(newFlowRecords)
 	a.hub = flow.NewHub(cfg.RingCapacity, a.status)
+	if !cfg.NoHistory {
+		a.history = openHistory(cfg)
+	}
 	a.metrics = NewMetrics(a.datapathCounters, a.mapUsage, func() float64 {
 		st, _ := a.hub.Status(context.Background(), nil)
 		return float64(st.GetFlowsDroppedSlowClients())
 	})
+	if a.history != nil {
+		a.metrics.Registry.MustRegister(historyCollector{a.history})
+	}
 	if cfg.OTLP.Endpoint != "" {
 		oc := cfg.OTLP
 		oc.Node, oc.Version, oc.Gatherer = cfg.NodeName, version.Version(), a.metrics.Registry
@@ -293,7 +310,7 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 		return fmt.Errorf("listening for health and metrics on %s: %w", a.cfg.HTTPAddr, err)
 	}
 	gs := grpc.NewServer()
-	flowv1.RegisterObserverServer(gs, a.hub)
+	flowv1.RegisterObserverServer(gs, &observer{Hub: a.hub, history: a.history, node: a.cfg.NodeName})
 	hs := &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	var wg sync.WaitGroup
@@ -319,6 +336,9 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	defer rd.Close()
 	if a.cfg.FlowEndSummaries {
 		wg.Go(func() { a.runFlowEnds(ctx) })
+	}
+	if a.history != nil {
+		wg.Go(func() { a.flushHistory(ctx) })
 	}
 
 	stop := make(chan struct{})
@@ -350,7 +370,7 @@ func (a *Agent) shutdown(shouldUninstall func(context.Context) bool) error {
 	if shouldUninstall != nil && shouldUninstall(ctx) {
 		klog.InfoS("Uninstalling: removing the datapath's programs, links and pins", "node", a.cfg.NodeName, "pins", a.probe.PinDir())
 		_, retireErr := a.probe.RetireOtherLayouts() // an upgrade that never became ready
-		return errors.Join(a.probe.Uninstall(), retireErr)
+		return errors.Join(a.probe.Uninstall(), retireErr, a.removeHistory())
 	}
 	klog.InfoS("Stopping; enforcement stays in place (pinned programs and maps)", "node", a.cfg.NodeName)
 	return a.probe.Close()
@@ -474,6 +494,7 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 		f := a.enrich.flow(dp, &ev)
 		a.count(f)
 		a.hub.Publish(f)
+		a.record(f)
 		if a.cfg.FlowEndSummaries && ev.Type == probe.EventNewFlow {
 			a.newFlows.remember(keyOfEvent(&ev), f)
 		}
@@ -534,6 +555,9 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 	}
 	if s, err := a.probe.Stats(); err == nil {
 		r.EventsLost, r.EventsRateLimited = s.RingFull, s.RateLimited
+	}
+	if a.history != nil {
+		r.History = a.history.Coverage()
 	}
 	return r, nil
 }

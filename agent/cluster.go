@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -16,6 +15,7 @@ import (
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
@@ -248,20 +248,6 @@ func (c *Cluster) Policies() int {
 	return len(ps)
 }
 
-// Workload names the controller behind a pod: a Deployment for a pod of a
-// ReplicaSet created by one (the pod-template-hash suffix removed), else
-// its controller owner, else nothing.
-func Workload(p *corev1.Pod) (kind, name string) {
-	for _, o := range p.OwnerReferences {
-		if o.Controller == nil || !*o.Controller {
-			continue
-		}
-		if o.Kind == "ReplicaSet" {
-			if h := p.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
-				return "Deployment", strings.TrimSuffix(o.Name, "-"+h)
-			}
-		}
-		return o.Kind, o.Name
-	}
-	return "", ""
-}
+// Workload names the controller behind a pod (history.Workload: the
+// history's keys and the flows' workloads are the same).
+func Workload(p *corev1.Pod) (kind, name string) { return history.Workload(p) }

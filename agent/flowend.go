@@ -807,6 +807,7 @@ func (a *Agent) publishEnd(x *endpointIndex, ev flowEnd, rec *flowv1.Flow) {
 	if f := a.enrich.endFlow(x, &ev, rec, time.Now()); f != nil {
 		a.metrics.FlowEnds.Inc()
 		a.hub.Publish(f)
+		a.record(f)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -220,6 +221,30 @@ func BenchmarkConnectionPath(b *testing.B) {
 				a.hub.Publish(f)
 			}
 		}
+	})
+	// record is the history's share of a connection: its new-flow event
+	// and its flow-end summary recorded (issue 14: at 20k connections/s,
+	// the agent's CPU for history is 20k x this).
+	b.Run("record", func(b *testing.B) {
+		a, dp, ev := benchPath(b)
+		a.history = history.NewStore(history.Config{Node: "n1"})
+		var x endpointIndex
+		x.use(dp)
+		now := time.Now()
+		e := ctEnd{proto: unix.IPPROTO_TCP, src: netip.MustParseAddr("10.0.0.6"), dst: netip.MustParseAddr("10.0.0.5"),
+			rsrc: netip.MustParseAddr("10.0.0.5"), dport: 3306, rsprt: 3306, packets: 10, bytes: 1000, at: now}
+		start := a.enrich.flow(dp, &ev)
+		end := a.enrich.endFlow(&x, &e, start, now)
+		b.ReportAllocs()
+		cpu := processCPU(b)
+		for b.Loop() {
+			a.record(start)
+			a.record(end)
+		}
+		// CPU, not wall time: this machine's cores are shared.
+		perConn := float64(processCPU(b)-cpu) / float64(b.N)
+		b.ReportMetric(perConn, "cpu-ns/conn")
+		b.ReportMetric(perConn*20000/1e9*100, "%core@20k/s")
 	})
 	b.Run("decode", func(b *testing.B) {
 		msg := destroyMessage(netip.MustParseAddr("10.0.0.6"), netip.MustParseAddr("10.0.0.5"), 40000, 3306)

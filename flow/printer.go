@@ -119,6 +119,29 @@ func CompactLine(f *flowv1.Flow, loc *time.Location) string {
 			fmt.Fprintf(&b, " duration=%s", d.AsDuration().Round(time.Millisecond))
 		}
 	}
+	if a := f.GetAggregate(); a != nil {
+		fmt.Fprintf(&b, " x%d since %s (history)", a.GetConnections(), a.GetFirstSeen().AsTime().In(loc).Format(time.Stamp))
+		if f.GetBytes() > 0 {
+			fmt.Fprintf(&b, " packets=%d bytes=%d", f.GetPackets(), f.GetBytes())
+		}
+	}
+	if w := f.GetWhatif(); w != nil {
+		b.WriteString(" WHATIF ")
+		b.WriteString(VerdictName(w.GetVerdict()))
+		if w.GetChanged() {
+			b.WriteString(" (CHANGED)")
+		}
+		// Unchanged: the flow's own policies already say why.
+		if w.GetChanged() && len(w.GetDecidedBy()) > 0 {
+			b.WriteString(" by ")
+			for i, r := range w.GetDecidedBy() {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(PolicyRefString(r))
+			}
+		}
+	}
 	return b.String()
 }
 

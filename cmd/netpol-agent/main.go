@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -69,6 +70,10 @@ func run() error {
 	flag.BoolVar(&cfg.FlowEndSummaries, "flow-end-summaries", true, "publish a flow-end summary (packets, bytes, duration) when a local pod's connection ends, from conntrack destroy events (counts need net.netfilter.nf_conntrack_acct=1 on the node)")
 	flag.StringVar(&cfg.FlowEndSource, "flow-end-source", "", "where flow-end summaries come from: \"\" (kernel records from a BPF program on conntrack's destructor when the kernel allows it, else netlink), \"kernel\" or \"netlink\" (conntrack destroy events)")
 	flag.IntVar(&cfg.RingCapacity, "flow-history", 0, "recent flows kept for `kubectl netpol watch --last` (default 65536)")
+	flag.StringVar(&cfg.HistoryDir, "history-dir", install.HistoryDir, "directory of the node's connection history (kept across restarts and upgrades, removed on uninstall); empty: keep no history")
+	historyMemory := flag.String("history-memory", "", "memory budget of the connection history, e.g. 64Mi (default 64Mi)")
+	historyDisk := flag.String("history-disk", "", "disk budget of the connection history file, e.g. 64Mi (default 64Mi)")
+	flag.DurationVar(&cfg.HistoryFlushEvery, "history-flush", time.Minute, "how often the connection history is written to disk (what an agent crash can lose)")
 	flag.StringVar(&cfg.OTLP.Endpoint, "otlp-endpoint", "", "export flows (OTLP logs) and metrics (OTLP metrics) to this OpenTelemetry Collector, HOST:PORT (OTLP/gRPC)")
 	flag.BoolVar(&cfg.OTLP.Insecure, "otlp-insecure", false, "send OTLP in plain text instead of TLS")
 	flag.StringVar(&cfg.OTLP.CAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate (default: the system roots)")
@@ -96,6 +101,22 @@ func run() error {
 		}
 		return fmt.Errorf("unknown command %q: use cleanup, %s or %s", cmd, install.PreflightCommand, install.MountBPFFSCommand)
 	}
+
+	for _, b := range []struct {
+		flag, val string
+		dst       *int64
+	}{{"--history-memory", *historyMemory, &cfg.HistoryMemory}, {"--history-disk", *historyDisk, &cfg.HistoryDisk}} {
+		if b.val == "" {
+			continue
+		}
+		q, err := resource.ParseQuantity(b.val)
+		if err != nil {
+			return fmt.Errorf("%s %q: use a size such as 64Mi or 1Gi", b.flag, b.val)
+		}
+		*b.dst = q.Value()
+	}
+
+	cfg.NoHistory = cfg.HistoryDir == ""
 
 	rc, err := restConfig(kubeconfig)
 	if err != nil {

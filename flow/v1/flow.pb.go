@@ -407,7 +407,13 @@ type Flow struct {
 	// source side first; the flow's verdict is DENIED when either side denied,
 	// and its reason, direction and policies are the denying side's. Empty on
 	// what an agent sends, and with `watch --per-node`.
-	Observations  []*Observation `protobuf:"bytes,20,rep,name=observations,proto3" json:"observations,omitempty"`
+	Observations []*Observation `protobuf:"bytes,20,rep,name=observations,proto3" json:"observations,omitempty"`
+	// Set on a flow that stands for a history record (watch --since beyond
+	// the recent ring): the connections it aggregates over its bucket. time
+	// is the record's last_seen. Never set by the agents' Observe.
+	Aggregate *HistoryAggregate `protobuf:"bytes,21,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
+	// Set by `watch --whatif`: the verdict under the proposed policies.
+	Whatif        *WhatIf `protobuf:"bytes,22,opt,name=whatif,proto3" json:"whatif,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -582,6 +588,151 @@ func (x *Flow) GetObservations() []*Observation {
 	return nil
 }
 
+func (x *Flow) GetAggregate() *HistoryAggregate {
+	if x != nil {
+		return x.Aggregate
+	}
+	return nil
+}
+
+func (x *Flow) GetWhatif() *WhatIf {
+	if x != nil {
+		return x.Whatif
+	}
+	return nil
+}
+
+type HistoryAggregate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connections   uint64                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	BucketStart   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=bucket_start,json=bucketStart,proto3" json:"bucket_start,omitempty"`
+	BucketWidth   *durationpb.Duration   `protobuf:"bytes,4,opt,name=bucket_width,json=bucketWidth,proto3" json:"bucket_width,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryAggregate) Reset() {
+	*x = HistoryAggregate{}
+	mi := &file_flow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryAggregate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryAggregate) ProtoMessage() {}
+
+func (x *HistoryAggregate) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryAggregate.ProtoReflect.Descriptor instead.
+func (*HistoryAggregate) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HistoryAggregate) GetConnections() uint64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *HistoryAggregate) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *HistoryAggregate) GetBucketStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BucketStart
+	}
+	return nil
+}
+
+func (x *HistoryAggregate) GetBucketWidth() *durationpb.Duration {
+	if x != nil {
+		return x.BucketWidth
+	}
+	return nil
+}
+
+// WhatIf is a flow re-judged by the client under proposed policies.
+type WhatIf struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Verdict Verdict                `protobuf:"varint,1,opt,name=verdict,proto3,enum=flow.v1.Verdict" json:"verdict,omitempty"`
+	// The verdict differs from the flow's own.
+	Changed bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	// The rules that allow it, or the policies that isolate the denying side.
+	DecidedBy     []*PolicyRef `protobuf:"bytes,3,rep,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhatIf) Reset() {
+	*x = WhatIf{}
+	mi := &file_flow_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhatIf) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhatIf) ProtoMessage() {}
+
+func (x *WhatIf) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhatIf.ProtoReflect.Descriptor instead.
+func (*WhatIf) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WhatIf) GetVerdict() Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return Verdict_VERDICT_UNSPECIFIED
+}
+
+func (x *WhatIf) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *WhatIf) GetDecidedBy() []*PolicyRef {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return nil
+}
+
 // Observation is one node's judgement of a connection (see Flow.observations).
 type Observation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -602,7 +753,7 @@ type Observation struct {
 
 func (x *Observation) Reset() {
 	*x = Observation{}
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +765,7 @@ func (x *Observation) String() string {
 func (*Observation) ProtoMessage() {}
 
 func (x *Observation) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +778,7 @@ func (x *Observation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observation.ProtoReflect.Descriptor instead.
 func (*Observation) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{1}
+	return file_flow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Observation) GetNode() string {
@@ -710,7 +861,7 @@ type FlowBatch struct {
 
 func (x *FlowBatch) Reset() {
 	*x = FlowBatch{}
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +873,7 @@ func (x *FlowBatch) String() string {
 func (*FlowBatch) ProtoMessage() {}
 
 func (x *FlowBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +886,7 @@ func (x *FlowBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowBatch.ProtoReflect.Descriptor instead.
 func (*FlowBatch) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{2}
+	return file_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FlowBatch) GetFlows() []*Flow {
@@ -756,7 +907,7 @@ type IP struct {
 
 func (x *IP) Reset() {
 	*x = IP{}
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +919,7 @@ func (x *IP) String() string {
 func (*IP) ProtoMessage() {}
 
 func (x *IP) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +932,7 @@ func (x *IP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IP.ProtoReflect.Descriptor instead.
 func (*IP) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{3}
+	return file_flow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IP) GetSource() string {
@@ -817,7 +968,7 @@ type Layer4 struct {
 
 func (x *Layer4) Reset() {
 	*x = Layer4{}
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +980,7 @@ func (x *Layer4) String() string {
 func (*Layer4) ProtoMessage() {}
 
 func (x *Layer4) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +993,7 @@ func (x *Layer4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer4.ProtoReflect.Descriptor instead.
 func (*Layer4) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{4}
+	return file_flow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Layer4) GetProtocol() Protocol {
@@ -889,7 +1040,7 @@ type TCPFlags struct {
 
 func (x *TCPFlags) Reset() {
 	*x = TCPFlags{}
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1052,7 @@ func (x *TCPFlags) String() string {
 func (*TCPFlags) ProtoMessage() {}
 
 func (x *TCPFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1065,7 @@ func (x *TCPFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPFlags.ProtoReflect.Descriptor instead.
 func (*TCPFlags) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{5}
+	return file_flow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TCPFlags) GetFin() bool {
@@ -996,7 +1147,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1159,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1172,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{6}
+	return file_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Endpoint) GetNamespace() string {
@@ -1084,7 +1235,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1247,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1260,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{7}
+	return file_flow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Workload) GetKind() string {
@@ -1139,7 +1290,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1302,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1315,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{8}
+	return file_flow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Service) GetNamespace() string {
@@ -1211,7 +1362,7 @@ type PolicyRef struct {
 
 func (x *PolicyRef) Reset() {
 	*x = PolicyRef{}
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1374,7 @@ func (x *PolicyRef) String() string {
 func (*PolicyRef) ProtoMessage() {}
 
 func (x *PolicyRef) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1387,7 @@ func (x *PolicyRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
 func (*PolicyRef) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{9}
+	return file_flow_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PolicyRef) GetKind() string {
@@ -1294,7 +1445,7 @@ type ObserveRequest struct {
 
 func (x *ObserveRequest) Reset() {
 	*x = ObserveRequest{}
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1457,7 @@ func (x *ObserveRequest) String() string {
 func (*ObserveRequest) ProtoMessage() {}
 
 func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1470,7 @@ func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObserveRequest.ProtoReflect.Descriptor instead.
 func (*ObserveRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{10}
+	return file_flow_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ObserveRequest) GetFollow() bool {
@@ -1398,7 +1549,7 @@ type FlowFilter struct {
 
 func (x *FlowFilter) Reset() {
 	*x = FlowFilter{}
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1561,7 @@ func (x *FlowFilter) String() string {
 func (*FlowFilter) ProtoMessage() {}
 
 func (x *FlowFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1574,7 @@ func (x *FlowFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowFilter.ProtoReflect.Descriptor instead.
 func (*FlowFilter) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{11}
+	return file_flow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FlowFilter) GetSourceNamespace() []string {
@@ -1560,7 +1711,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1723,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1736,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{12}
+	return file_flow_proto_rawDescGZIP(), []int{14}
 }
 
 type StatusResponse struct {
@@ -1621,14 +1772,16 @@ type StatusResponse struct {
 	Cni *CNI `protobuf:"bytes,16,opt,name=cni,proto3" json:"cni,omitempty"`
 	// Whether the agent's hooks see the node's pod traffic: the bypass
 	// self-check's last verdict.
-	Enforcement   *Enforcement `protobuf:"bytes,17,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	Enforcement *Enforcement `protobuf:"bytes,17,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	// The aggregated connection history (unset when the agent keeps none).
+	History       *HistoryCoverage `protobuf:"bytes,18,opt,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1793,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1806,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{13}
+	return file_flow_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1775,6 +1928,13 @@ func (x *StatusResponse) GetEnforcement() *Enforcement {
 	return nil
 }
 
+func (x *StatusResponse) GetHistory() *HistoryCoverage {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
 // CNI is the node's CNI as the agent identified it (internal/cni).
 type CNI struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1794,7 +1954,7 @@ type CNI struct {
 
 func (x *CNI) Reset() {
 	*x = CNI{}
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1966,7 @@ func (x *CNI) String() string {
 func (*CNI) ProtoMessage() {}
 
 func (x *CNI) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1979,7 @@ func (x *CNI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CNI.ProtoReflect.Descriptor instead.
 func (*CNI) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{14}
+	return file_flow_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CNI) GetName() string {
@@ -1885,7 +2045,7 @@ type Enforcement struct {
 
 func (x *Enforcement) Reset() {
 	*x = Enforcement{}
-	mi := &file_flow_proto_msgTypes[15]
+	mi := &file_flow_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2057,7 @@ func (x *Enforcement) String() string {
 func (*Enforcement) ProtoMessage() {}
 
 func (x *Enforcement) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[15]
+	mi := &file_flow_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2070,7 @@ func (x *Enforcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enforcement.ProtoReflect.Descriptor instead.
 func (*Enforcement) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{15}
+	return file_flow_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Enforcement) GetState() string {
@@ -1968,7 +2128,7 @@ type NodeCheck struct {
 
 func (x *NodeCheck) Reset() {
 	*x = NodeCheck{}
-	mi := &file_flow_proto_msgTypes[16]
+	mi := &file_flow_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2140,7 @@ func (x *NodeCheck) String() string {
 func (*NodeCheck) ProtoMessage() {}
 
 func (x *NodeCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[16]
+	mi := &file_flow_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2153,7 @@ func (x *NodeCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCheck.ProtoReflect.Descriptor instead.
 func (*NodeCheck) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{16}
+	return file_flow_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeCheck) GetName() string {
@@ -2028,7 +2188,7 @@ type MapUsage struct {
 
 func (x *MapUsage) Reset() {
 	*x = MapUsage{}
-	mi := &file_flow_proto_msgTypes[17]
+	mi := &file_flow_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2200,7 @@ func (x *MapUsage) String() string {
 func (*MapUsage) ProtoMessage() {}
 
 func (x *MapUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[17]
+	mi := &file_flow_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2213,7 @@ func (x *MapUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUsage.ProtoReflect.Descriptor instead.
 func (*MapUsage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{17}
+	return file_flow_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MapUsage) GetName() string {
@@ -2077,12 +2237,769 @@ func (x *MapUsage) GetMaxEntries() uint64 {
 	return 0
 }
 
+// HistorySchemaVersion 1: records keyed as described on HistoryRecord.
+type HistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schema the client reads (1). An agent answers with the highest
+	// schema it knows that is <= this, and says which in coverage; a client
+	// must refuse a schema it does not know.
+	SchemaVersion uint32 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	// Only buckets that overlap [since, until).
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
+	// The same filters as ObserveRequest, matched against each key's flow.
+	Allowlist     []*FlowFilter `protobuf:"bytes,4,rep,name=allowlist,proto3" json:"allowlist,omitempty"`
+	Denylist      []*FlowFilter `protobuf:"bytes,5,rep,name=denylist,proto3" json:"denylist,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_flow_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *HistoryRequest) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetAllowlist() []*FlowFilter {
+	if x != nil {
+		return x.Allowlist
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetDenylist() []*FlowFilter {
+	if x != nil {
+		return x.Denylist
+	}
+	return nil
+}
+
+// HistoryBatch is part of a History stream: new keys (appended to the
+// stream's key table, so index k names the k-th key sent) and records.
+type HistoryBatch struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Keys    []*Flow                `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Records []*HistoryRecord       `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// In the first batch only.
+	Coverage      *HistoryCoverage `protobuf:"bytes,3,opt,name=coverage,proto3" json:"coverage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryBatch) Reset() {
+	*x = HistoryBatch{}
+	mi := &file_flow_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryBatch) ProtoMessage() {}
+
+func (x *HistoryBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryBatch.ProtoReflect.Descriptor instead.
+func (*HistoryBatch) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HistoryBatch) GetKeys() []*Flow {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *HistoryBatch) GetRecords() []*HistoryRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *HistoryBatch) GetCoverage() *HistoryCoverage {
+	if x != nil {
+		return x.Coverage
+	}
+	return nil
+}
+
+// HistoryRecord is what one agent saw of one connection key in one time
+// bucket. A key is a Flow with: source and destination as workloads (the
+// pod's namespace, top-level controller, and labels without
+// pod-template-hash / controller-revision-hash / pod-template-generation;
+// the pod name only for a pod without a controller; the last address seen
+// in ip), the Service, protocol and destination port, verdict, reason,
+// direction, the deciding policies and rules, and the judging node. Source
+// ports, times and the datapath's rule_id are not part of a key.
+type HistoryRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index into the stream's key table.
+	Key         uint32                 `protobuf:"varint,1,opt,name=key,proto3" json:"key,omitempty"`
+	BucketStart *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=bucket_start,json=bucketStart,proto3" json:"bucket_start,omitempty"`
+	BucketWidth *durationpb.Duration   `protobuf:"bytes,3,opt,name=bucket_width,json=bucketWidth,proto3" json:"bucket_width,omitempty"`
+	// New connections judged (for drops: drop events, rate-limited per CPU).
+	Connections uint64 `protobuf:"varint,4,opt,name=connections,proto3" json:"connections,omitempty"`
+	// From flow-end summaries: connections that ended, and their packets and bytes.
+	Ends          uint64                 `protobuf:"varint,5,opt,name=ends,proto3" json:"ends,omitempty"`
+	Packets       uint64                 `protobuf:"varint,6,opt,name=packets,proto3" json:"packets,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRecord) Reset() {
+	*x = HistoryRecord{}
+	mi := &file_flow_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRecord) ProtoMessage() {}
+
+func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
+func (*HistoryRecord) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *HistoryRecord) GetKey() uint32 {
+	if x != nil {
+		return x.Key
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetBucketStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BucketStart
+	}
+	return nil
+}
+
+func (x *HistoryRecord) GetBucketWidth() *durationpb.Duration {
+	if x != nil {
+		return x.BucketWidth
+	}
+	return nil
+}
+
+func (x *HistoryRecord) GetConnections() uint64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetEnds() uint64 {
+	if x != nil {
+		return x.Ends
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *HistoryRecord) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *HistoryRecord) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+// HistoryCoverage says how much history backs an answer, and what was lost.
+type HistoryCoverage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	SchemaVersion uint32                 `protobuf:"varint,2,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	// The oldest bucket's start and the newest record's last_seen.
+	Oldest  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=oldest,proto3" json:"oldest,omitempty"`
+	Newest  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=newest,proto3" json:"newest,omitempty"`
+	Keys    uint64                 `protobuf:"varint,5,opt,name=keys,proto3" json:"keys,omitempty"`
+	Records uint64                 `protobuf:"varint,6,opt,name=records,proto3" json:"records,omitempty"`
+	// Records merged into coarser buckets, and records dropped (oldest first)
+	// to stay in the memory and disk budgets, with the connections they held.
+	CoarsenedRecords   uint64 `protobuf:"varint,7,opt,name=coarsened_records,json=coarsenedRecords,proto3" json:"coarsened_records,omitempty"`
+	DroppedRecords     uint64 `protobuf:"varint,8,opt,name=dropped_records,json=droppedRecords,proto3" json:"dropped_records,omitempty"`
+	DroppedConnections uint64 `protobuf:"varint,9,opt,name=dropped_connections,json=droppedConnections,proto3" json:"dropped_connections,omitempty"`
+	// Flows not recorded because the key table was full.
+	UnrecordedFlows uint64 `protobuf:"varint,10,opt,name=unrecorded_flows,json=unrecordedFlows,proto3" json:"unrecorded_flows,omitempty"`
+	// Periods without an agent recording (between a stop and the next start).
+	Gaps              []*TimeRange `protobuf:"bytes,11,rep,name=gaps,proto3" json:"gaps,omitempty"`
+	MemoryBytes       uint64       `protobuf:"varint,12,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	MemoryBudgetBytes uint64       `protobuf:"varint,13,opt,name=memory_budget_bytes,json=memoryBudgetBytes,proto3" json:"memory_budget_bytes,omitempty"`
+	DiskBytes         uint64       `protobuf:"varint,14,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	DiskBudgetBytes   uint64       `protobuf:"varint,15,opt,name=disk_budget_bytes,json=diskBudgetBytes,proto3" json:"disk_budget_bytes,omitempty"`
+	// When the history was last written to disk, and the last failure to
+	// load or write it (empty when fine).
+	LastFlush     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=last_flush,json=lastFlush,proto3" json:"last_flush,omitempty"`
+	Error         string                 `protobuf:"bytes,17,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryCoverage) Reset() {
+	*x = HistoryCoverage{}
+	mi := &file_flow_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryCoverage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryCoverage) ProtoMessage() {}
+
+func (x *HistoryCoverage) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryCoverage.ProtoReflect.Descriptor instead.
+func (*HistoryCoverage) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HistoryCoverage) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HistoryCoverage) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetOldest() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Oldest
+	}
+	return nil
+}
+
+func (x *HistoryCoverage) GetNewest() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Newest
+	}
+	return nil
+}
+
+func (x *HistoryCoverage) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetCoarsenedRecords() uint64 {
+	if x != nil {
+		return x.CoarsenedRecords
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetDroppedRecords() uint64 {
+	if x != nil {
+		return x.DroppedRecords
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetDroppedConnections() uint64 {
+	if x != nil {
+		return x.DroppedConnections
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetUnrecordedFlows() uint64 {
+	if x != nil {
+		return x.UnrecordedFlows
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetGaps() []*TimeRange {
+	if x != nil {
+		return x.Gaps
+	}
+	return nil
+}
+
+func (x *HistoryCoverage) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetMemoryBudgetBytes() uint64 {
+	if x != nil {
+		return x.MemoryBudgetBytes
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetDiskBytes() uint64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetDiskBudgetBytes() uint64 {
+	if x != nil {
+		return x.DiskBudgetBytes
+	}
+	return 0
+}
+
+func (x *HistoryCoverage) GetLastFlush() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFlush
+	}
+	return nil
+}
+
+func (x *HistoryCoverage) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type TimeRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeRange) Reset() {
+	*x = TimeRange{}
+	mi := &file_flow_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeRange) ProtoMessage() {}
+
+func (x *TimeRange) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
+func (*TimeRange) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TimeRange) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *TimeRange) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+// HistoryFile is the agent's history on disk (one file, replaced atomically).
+type HistoryFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SchemaVersion uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Data          *HistoryBatch          `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Coverage      *HistoryCoverage       `protobuf:"bytes,4,opt,name=coverage,proto3" json:"coverage,omitempty"`
+	RuleHits      []*RuleHit             `protobuf:"bytes,5,rep,name=rule_hits,json=ruleHits,proto3" json:"rule_hits,omitempty"`
+	// When the agent that wrote the file last recorded (a restart's gap starts here).
+	Written       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryFile) Reset() {
+	*x = HistoryFile{}
+	mi := &file_flow_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryFile) ProtoMessage() {}
+
+func (x *HistoryFile) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryFile.ProtoReflect.Descriptor instead.
+func (*HistoryFile) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *HistoryFile) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *HistoryFile) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HistoryFile) GetData() *HistoryBatch {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *HistoryFile) GetCoverage() *HistoryCoverage {
+	if x != nil {
+		return x.Coverage
+	}
+	return nil
+}
+
+func (x *HistoryFile) GetRuleHits() []*RuleHit {
+	if x != nil {
+		return x.RuleHits
+	}
+	return nil
+}
+
+func (x *HistoryFile) GetWritten() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Written
+	}
+	return nil
+}
+
+type RuleHitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleHitsRequest) Reset() {
+	*x = RuleHitsRequest{}
+	mi := &file_flow_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleHitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleHitsRequest) ProtoMessage() {}
+
+func (x *RuleHitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleHitsRequest.ProtoReflect.Descriptor instead.
+func (*RuleHitsRequest) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{26}
+}
+
+type RuleHitsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Since when this node has counted (hits survive agent restarts).
+	CountingSince *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=counting_since,json=countingSince,proto3" json:"counting_since,omitempty"`
+	Hits          []*RuleHit             `protobuf:"bytes,3,rep,name=hits,proto3" json:"hits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleHitsResponse) Reset() {
+	*x = RuleHitsResponse{}
+	mi := &file_flow_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleHitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleHitsResponse) ProtoMessage() {}
+
+func (x *RuleHitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleHitsResponse.ProtoReflect.Descriptor instead.
+func (*RuleHitsResponse) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RuleHitsResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RuleHitsResponse) GetCountingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CountingSince
+	}
+	return nil
+}
+
+func (x *RuleHitsResponse) GetHits() []*RuleHit {
+	if x != nil {
+		return x.Hits
+	}
+	return nil
+}
+
+// RuleHit is one policy rule's (or, without rule_index, an isolating
+// policy's default deny) decisions on one node.
+type RuleHit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          *PolicyRef             `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	Verdict       Verdict                `protobuf:"varint,2,opt,name=verdict,proto3,enum=flow.v1.Verdict" json:"verdict,omitempty"`
+	Hits          uint64                 `protobuf:"varint,3,opt,name=hits,proto3" json:"hits,omitempty"`
+	FirstHit      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=first_hit,json=firstHit,proto3" json:"first_hit,omitempty"`
+	LastHit       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_hit,json=lastHit,proto3" json:"last_hit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleHit) Reset() {
+	*x = RuleHit{}
+	mi := &file_flow_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleHit) ProtoMessage() {}
+
+func (x *RuleHit) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleHit.ProtoReflect.Descriptor instead.
+func (*RuleHit) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RuleHit) GetRule() *PolicyRef {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *RuleHit) GetVerdict() Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return Verdict_VERDICT_UNSPECIFIED
+}
+
+func (x *RuleHit) GetHits() uint64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *RuleHit) GetFirstHit() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstHit
+	}
+	return nil
+}
+
+func (x *RuleHit) GetLastHit() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHit
+	}
+	return nil
+}
+
 var File_flow_proto protoreflect.FileDescriptor
 
 const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x06\n" +
+	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\a\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
@@ -2106,7 +3023,20 @@ const file_flow_proto_rawDesc = "" +
 	"\x05bytes\x18\x11 \x01(\x04R\x05bytes\x12\x17\n" +
 	"\arule_id\x18\x12 \x01(\rR\x06ruleId\x125\n" +
 	"\bduration\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\bduration\x128\n" +
-	"\fobservations\x18\x14 \x03(\v2\x14.flow.v1.ObservationR\fobservations\"\xb9\x03\n" +
+	"\fobservations\x18\x14 \x03(\v2\x14.flow.v1.ObservationR\fobservations\x127\n" +
+	"\taggregate\x18\x15 \x01(\v2\x19.flow.v1.HistoryAggregateR\taggregate\x12'\n" +
+	"\x06whatif\x18\x16 \x01(\v2\x0f.flow.v1.WhatIfR\x06whatif\"\xec\x01\n" +
+	"\x10HistoryAggregate\x12 \n" +
+	"\vconnections\x18\x01 \x01(\x04R\vconnections\x129\n" +
+	"\n" +
+	"first_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x12=\n" +
+	"\fbucket_start\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vbucketStart\x12<\n" +
+	"\fbucket_width\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vbucketWidth\"\x81\x01\n" +
+	"\x06WhatIf\x12*\n" +
+	"\averdict\x18\x01 \x01(\x0e2\x10.flow.v1.VerdictR\averdict\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x121\n" +
+	"\n" +
+	"decided_by\x18\x03 \x03(\v2\x12.flow.v1.PolicyRefR\tdecidedBy\"\xb9\x03\n" +
 	"\vObservation\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
@@ -2199,7 +3129,7 @@ const file_flow_proto_rawDesc = "" +
 	"\aservice\x18\x10 \x03(\tR\aservice\x127\n" +
 	"\tdirection\x18\x11 \x03(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
 	"\x04type\x18\x12 \x03(\x0e2\x12.flow.v1.EventTypeR\x04type\"\x0f\n" +
-	"\rStatusRequest\"\xb4\x05\n" +
+	"\rStatusRequest\"\xe8\x05\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12-\n" +
@@ -2221,7 +3151,8 @@ const file_flow_proto_rawDesc = "" +
 	"\x06checks\x18\x0e \x03(\v2\x12.flow.v1.NodeCheckR\x06checks\x12;\n" +
 	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\x12\x1e\n" +
 	"\x03cni\x18\x10 \x01(\v2\f.flow.v1.CNIR\x03cni\x126\n" +
-	"\venforcement\x18\x11 \x01(\v2\x14.flow.v1.EnforcementR\venforcement\"\xa0\x01\n" +
+	"\venforcement\x18\x11 \x01(\v2\x14.flow.v1.EnforcementR\venforcement\x122\n" +
+	"\ahistory\x18\x12 \x01(\v2\x18.flow.v1.HistoryCoverageR\ahistory\"\xa0\x01\n" +
 	"\x03CNI\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x1a\n" +
@@ -2245,7 +3176,70 @@ const file_flow_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
 	"\vmax_entries\x18\x03 \x01(\x04R\n" +
-	"maxEntries*K\n" +
+	"maxEntries\"\xff\x01\n" +
+	"\x0eHistoryRequest\x12%\n" +
+	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x121\n" +
+	"\tallowlist\x18\x04 \x03(\v2\x13.flow.v1.FlowFilterR\tallowlist\x12/\n" +
+	"\bdenylist\x18\x05 \x03(\v2\x13.flow.v1.FlowFilterR\bdenylist\"\x99\x01\n" +
+	"\fHistoryBatch\x12!\n" +
+	"\x04keys\x18\x01 \x03(\v2\r.flow.v1.FlowR\x04keys\x120\n" +
+	"\arecords\x18\x02 \x03(\v2\x16.flow.v1.HistoryRecordR\arecords\x124\n" +
+	"\bcoverage\x18\x03 \x01(\v2\x18.flow.v1.HistoryCoverageR\bcoverage\"\xf8\x02\n" +
+	"\rHistoryRecord\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12=\n" +
+	"\fbucket_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vbucketStart\x12<\n" +
+	"\fbucket_width\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vbucketWidth\x12 \n" +
+	"\vconnections\x18\x04 \x01(\x04R\vconnections\x12\x12\n" +
+	"\x04ends\x18\x05 \x01(\x04R\x04ends\x12\x18\n" +
+	"\apackets\x18\x06 \x01(\x04R\apackets\x12\x14\n" +
+	"\x05bytes\x18\a \x01(\x04R\x05bytes\x129\n" +
+	"\n" +
+	"first_seen\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xab\x05\n" +
+	"\x0fHistoryCoverage\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12%\n" +
+	"\x0eschema_version\x18\x02 \x01(\rR\rschemaVersion\x122\n" +
+	"\x06oldest\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06oldest\x122\n" +
+	"\x06newest\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06newest\x12\x12\n" +
+	"\x04keys\x18\x05 \x01(\x04R\x04keys\x12\x18\n" +
+	"\arecords\x18\x06 \x01(\x04R\arecords\x12+\n" +
+	"\x11coarsened_records\x18\a \x01(\x04R\x10coarsenedRecords\x12'\n" +
+	"\x0fdropped_records\x18\b \x01(\x04R\x0edroppedRecords\x12/\n" +
+	"\x13dropped_connections\x18\t \x01(\x04R\x12droppedConnections\x12)\n" +
+	"\x10unrecorded_flows\x18\n" +
+	" \x01(\x04R\x0funrecordedFlows\x12&\n" +
+	"\x04gaps\x18\v \x03(\v2\x12.flow.v1.TimeRangeR\x04gaps\x12!\n" +
+	"\fmemory_bytes\x18\f \x01(\x04R\vmemoryBytes\x12.\n" +
+	"\x13memory_budget_bytes\x18\r \x01(\x04R\x11memoryBudgetBytes\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\x0e \x01(\x04R\tdiskBytes\x12*\n" +
+	"\x11disk_budget_bytes\x18\x0f \x01(\x04R\x0fdiskBudgetBytes\x129\n" +
+	"\n" +
+	"last_flush\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tlastFlush\x12\x14\n" +
+	"\x05error\x18\x11 \x01(\tR\x05error\"k\n" +
+	"\tTimeRange\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"\x8e\x02\n" +
+	"\vHistoryFile\x12%\n" +
+	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12)\n" +
+	"\x04data\x18\x03 \x01(\v2\x15.flow.v1.HistoryBatchR\x04data\x124\n" +
+	"\bcoverage\x18\x04 \x01(\v2\x18.flow.v1.HistoryCoverageR\bcoverage\x12-\n" +
+	"\trule_hits\x18\x05 \x03(\v2\x10.flow.v1.RuleHitR\bruleHits\x124\n" +
+	"\awritten\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\awritten\"\x11\n" +
+	"\x0fRuleHitsRequest\"\x8f\x01\n" +
+	"\x10RuleHitsResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12A\n" +
+	"\x0ecounting_since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rcountingSince\x12$\n" +
+	"\x04hits\x18\x03 \x03(\v2\x10.flow.v1.RuleHitR\x04hits\"\xe1\x01\n" +
+	"\aRuleHit\x12&\n" +
+	"\x04rule\x18\x01 \x01(\v2\x12.flow.v1.PolicyRefR\x04rule\x12*\n" +
+	"\averdict\x18\x02 \x01(\x0e2\x10.flow.v1.VerdictR\averdict\x12\x12\n" +
+	"\x04hits\x18\x03 \x01(\x04R\x04hits\x127\n" +
+	"\tfirst_hit\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bfirstHit\x125\n" +
+	"\blast_hit\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\alastHit*K\n" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fVERDICT_ALLOWED\x10\x01\x12\x12\n" +
@@ -2277,11 +3271,13 @@ const file_flow_proto_rawDesc = "" +
 	"\tIPVersion\x12\x1a\n" +
 	"\x16IP_VERSION_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fIP_VERSION_IPV4\x10\x01\x12\x13\n" +
-	"\x0fIP_VERSION_IPV6\x10\x022\xbb\x01\n" +
+	"\x0fIP_VERSION_IPV6\x10\x022\xb9\x02\n" +
 	"\bObserver\x123\n" +
 	"\aObserve\x12\x17.flow.v1.ObserveRequest\x1a\r.flow.v1.Flow0\x01\x12?\n" +
 	"\x0eObserveBatches\x12\x17.flow.v1.ObserveRequest\x1a\x12.flow.v1.FlowBatch0\x01\x129\n" +
-	"\x06Status\x12\x16.flow.v1.StatusRequest\x1a\x17.flow.v1.StatusResponseB9Z7github.com/kubectl-netpol/kubectl-netpol/flow/v1;flowv1b\x06proto3"
+	"\x06Status\x12\x16.flow.v1.StatusRequest\x1a\x17.flow.v1.StatusResponse\x12;\n" +
+	"\aHistory\x12\x17.flow.v1.HistoryRequest\x1a\x15.flow.v1.HistoryBatch0\x01\x12?\n" +
+	"\bRuleHits\x12\x18.flow.v1.RuleHitsRequest\x1a\x19.flow.v1.RuleHitsResponseB9Z7github.com/kubectl-netpol/kubectl-netpol/flow/v1;flowv1b\x06proto3"
 
 var (
 	file_flow_proto_rawDescOnce sync.Once
@@ -2296,7 +3292,7 @@ func file_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
@@ -2305,85 +3301,135 @@ var file_flow_proto_goTypes = []any{
 	(Protocol)(0),                 // 4: flow.v1.Protocol
 	(IPVersion)(0),                // 5: flow.v1.IPVersion
 	(*Flow)(nil),                  // 6: flow.v1.Flow
-	(*Observation)(nil),           // 7: flow.v1.Observation
-	(*FlowBatch)(nil),             // 8: flow.v1.FlowBatch
-	(*IP)(nil),                    // 9: flow.v1.IP
-	(*Layer4)(nil),                // 10: flow.v1.Layer4
-	(*TCPFlags)(nil),              // 11: flow.v1.TCPFlags
-	(*Endpoint)(nil),              // 12: flow.v1.Endpoint
-	(*Workload)(nil),              // 13: flow.v1.Workload
-	(*Service)(nil),               // 14: flow.v1.Service
-	(*PolicyRef)(nil),             // 15: flow.v1.PolicyRef
-	(*ObserveRequest)(nil),        // 16: flow.v1.ObserveRequest
-	(*FlowFilter)(nil),            // 17: flow.v1.FlowFilter
-	(*StatusRequest)(nil),         // 18: flow.v1.StatusRequest
-	(*StatusResponse)(nil),        // 19: flow.v1.StatusResponse
-	(*CNI)(nil),                   // 20: flow.v1.CNI
-	(*Enforcement)(nil),           // 21: flow.v1.Enforcement
-	(*NodeCheck)(nil),             // 22: flow.v1.NodeCheck
-	(*MapUsage)(nil),              // 23: flow.v1.MapUsage
-	nil,                           // 24: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*HistoryAggregate)(nil),      // 7: flow.v1.HistoryAggregate
+	(*WhatIf)(nil),                // 8: flow.v1.WhatIf
+	(*Observation)(nil),           // 9: flow.v1.Observation
+	(*FlowBatch)(nil),             // 10: flow.v1.FlowBatch
+	(*IP)(nil),                    // 11: flow.v1.IP
+	(*Layer4)(nil),                // 12: flow.v1.Layer4
+	(*TCPFlags)(nil),              // 13: flow.v1.TCPFlags
+	(*Endpoint)(nil),              // 14: flow.v1.Endpoint
+	(*Workload)(nil),              // 15: flow.v1.Workload
+	(*Service)(nil),               // 16: flow.v1.Service
+	(*PolicyRef)(nil),             // 17: flow.v1.PolicyRef
+	(*ObserveRequest)(nil),        // 18: flow.v1.ObserveRequest
+	(*FlowFilter)(nil),            // 19: flow.v1.FlowFilter
+	(*StatusRequest)(nil),         // 20: flow.v1.StatusRequest
+	(*StatusResponse)(nil),        // 21: flow.v1.StatusResponse
+	(*CNI)(nil),                   // 22: flow.v1.CNI
+	(*Enforcement)(nil),           // 23: flow.v1.Enforcement
+	(*NodeCheck)(nil),             // 24: flow.v1.NodeCheck
+	(*MapUsage)(nil),              // 25: flow.v1.MapUsage
+	(*HistoryRequest)(nil),        // 26: flow.v1.HistoryRequest
+	(*HistoryBatch)(nil),          // 27: flow.v1.HistoryBatch
+	(*HistoryRecord)(nil),         // 28: flow.v1.HistoryRecord
+	(*HistoryCoverage)(nil),       // 29: flow.v1.HistoryCoverage
+	(*TimeRange)(nil),             // 30: flow.v1.TimeRange
+	(*HistoryFile)(nil),           // 31: flow.v1.HistoryFile
+	(*RuleHitsRequest)(nil),       // 32: flow.v1.RuleHitsRequest
+	(*RuleHitsResponse)(nil),      // 33: flow.v1.RuleHitsResponse
+	(*RuleHit)(nil),               // 34: flow.v1.RuleHit
+	nil,                           // 35: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	25, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	36, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
 	2,  // 4: flow.v1.Flow.direction:type_name -> flow.v1.TrafficDirection
-	9,  // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
-	10, // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
-	12, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
-	12, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
-	14, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
-	15, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
-	15, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
-	15, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	26, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
-	7,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
-	2,  // 15: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 16: flow.v1.Observation.type:type_name -> flow.v1.EventType
-	0,  // 17: flow.v1.Observation.verdict:type_name -> flow.v1.Verdict
-	1,  // 18: flow.v1.Observation.reason:type_name -> flow.v1.Reason
-	15, // 19: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
-	15, // 20: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
-	15, // 21: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
-	25, // 22: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
-	6,  // 23: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
-	5,  // 24: flow.v1.IP.version:type_name -> flow.v1.IPVersion
-	4,  // 25: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
-	11, // 26: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	24, // 27: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
-	13, // 28: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
-	2,  // 29: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	25, // 30: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	25, // 31: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
-	17, // 32: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
-	17, // 33: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
-	0,  // 34: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
-	1,  // 35: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
-	4,  // 36: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
-	2,  // 37: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 38: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	23, // 39: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	26, // 40: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	25, // 41: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
-	22, // 42: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	20, // 43: flow.v1.StatusResponse.cni:type_name -> flow.v1.CNI
-	21, // 44: flow.v1.StatusResponse.enforcement:type_name -> flow.v1.Enforcement
-	25, // 45: flow.v1.Enforcement.checked:type_name -> google.protobuf.Timestamp
-	16, // 46: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	16, // 47: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
-	18, // 48: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	6,  // 49: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	8,  // 50: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
-	19, // 51: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	49, // [49:52] is the sub-list for method output_type
-	46, // [46:49] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	11, // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
+	12, // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
+	14, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
+	14, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
+	16, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
+	17, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
+	17, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
+	17, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
+	37, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
+	9,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
+	7,  // 15: flow.v1.Flow.aggregate:type_name -> flow.v1.HistoryAggregate
+	8,  // 16: flow.v1.Flow.whatif:type_name -> flow.v1.WhatIf
+	36, // 17: flow.v1.HistoryAggregate.first_seen:type_name -> google.protobuf.Timestamp
+	36, // 18: flow.v1.HistoryAggregate.bucket_start:type_name -> google.protobuf.Timestamp
+	37, // 19: flow.v1.HistoryAggregate.bucket_width:type_name -> google.protobuf.Duration
+	0,  // 20: flow.v1.WhatIf.verdict:type_name -> flow.v1.Verdict
+	17, // 21: flow.v1.WhatIf.decided_by:type_name -> flow.v1.PolicyRef
+	2,  // 22: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
+	3,  // 23: flow.v1.Observation.type:type_name -> flow.v1.EventType
+	0,  // 24: flow.v1.Observation.verdict:type_name -> flow.v1.Verdict
+	1,  // 25: flow.v1.Observation.reason:type_name -> flow.v1.Reason
+	17, // 26: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
+	17, // 27: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
+	17, // 28: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
+	36, // 29: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
+	6,  // 30: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
+	5,  // 31: flow.v1.IP.version:type_name -> flow.v1.IPVersion
+	4,  // 32: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
+	13, // 33: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
+	35, // 34: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	15, // 35: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
+	2,  // 36: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
+	36, // 37: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	36, // 38: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	19, // 39: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
+	19, // 40: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
+	0,  // 41: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
+	1,  // 42: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
+	4,  // 43: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
+	2,  // 44: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
+	3,  // 45: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
+	25, // 46: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	37, // 47: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	36, // 48: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	24, // 49: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	22, // 50: flow.v1.StatusResponse.cni:type_name -> flow.v1.CNI
+	23, // 51: flow.v1.StatusResponse.enforcement:type_name -> flow.v1.Enforcement
+	29, // 52: flow.v1.StatusResponse.history:type_name -> flow.v1.HistoryCoverage
+	36, // 53: flow.v1.Enforcement.checked:type_name -> google.protobuf.Timestamp
+	36, // 54: flow.v1.HistoryRequest.since:type_name -> google.protobuf.Timestamp
+	36, // 55: flow.v1.HistoryRequest.until:type_name -> google.protobuf.Timestamp
+	19, // 56: flow.v1.HistoryRequest.allowlist:type_name -> flow.v1.FlowFilter
+	19, // 57: flow.v1.HistoryRequest.denylist:type_name -> flow.v1.FlowFilter
+	6,  // 58: flow.v1.HistoryBatch.keys:type_name -> flow.v1.Flow
+	28, // 59: flow.v1.HistoryBatch.records:type_name -> flow.v1.HistoryRecord
+	29, // 60: flow.v1.HistoryBatch.coverage:type_name -> flow.v1.HistoryCoverage
+	36, // 61: flow.v1.HistoryRecord.bucket_start:type_name -> google.protobuf.Timestamp
+	37, // 62: flow.v1.HistoryRecord.bucket_width:type_name -> google.protobuf.Duration
+	36, // 63: flow.v1.HistoryRecord.first_seen:type_name -> google.protobuf.Timestamp
+	36, // 64: flow.v1.HistoryRecord.last_seen:type_name -> google.protobuf.Timestamp
+	36, // 65: flow.v1.HistoryCoverage.oldest:type_name -> google.protobuf.Timestamp
+	36, // 66: flow.v1.HistoryCoverage.newest:type_name -> google.protobuf.Timestamp
+	30, // 67: flow.v1.HistoryCoverage.gaps:type_name -> flow.v1.TimeRange
+	36, // 68: flow.v1.HistoryCoverage.last_flush:type_name -> google.protobuf.Timestamp
+	36, // 69: flow.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	36, // 70: flow.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	27, // 71: flow.v1.HistoryFile.data:type_name -> flow.v1.HistoryBatch
+	29, // 72: flow.v1.HistoryFile.coverage:type_name -> flow.v1.HistoryCoverage
+	34, // 73: flow.v1.HistoryFile.rule_hits:type_name -> flow.v1.RuleHit
+	36, // 74: flow.v1.HistoryFile.written:type_name -> google.protobuf.Timestamp
+	36, // 75: flow.v1.RuleHitsResponse.counting_since:type_name -> google.protobuf.Timestamp
+	34, // 76: flow.v1.RuleHitsResponse.hits:type_name -> flow.v1.RuleHit
+	17, // 77: flow.v1.RuleHit.rule:type_name -> flow.v1.PolicyRef
+	0,  // 78: flow.v1.RuleHit.verdict:type_name -> flow.v1.Verdict
+	36, // 79: flow.v1.RuleHit.first_hit:type_name -> google.protobuf.Timestamp
+	36, // 80: flow.v1.RuleHit.last_hit:type_name -> google.protobuf.Timestamp
+	18, // 81: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	18, // 82: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	20, // 83: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	26, // 84: flow.v1.Observer.History:input_type -> flow.v1.HistoryRequest
+	32, // 85: flow.v1.Observer.RuleHits:input_type -> flow.v1.RuleHitsRequest
+	6,  // 86: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	10, // 87: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	21, // 88: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	27, // 89: flow.v1.Observer.History:output_type -> flow.v1.HistoryBatch
+	33, // 90: flow.v1.Observer.RuleHits:output_type -> flow.v1.RuleHitsResponse
+	86, // [86:91] is the sub-list for method output_type
+	81, // [81:86] is the sub-list for method input_type
+	81, // [81:81] is the sub-list for extension type_name
+	81, // [81:81] is the sub-list for extension extendee
+	0,  // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -2391,14 +3437,14 @@ func file_flow_proto_init() {
 	if File_flow_proto != nil {
 		return
 	}
-	file_flow_proto_msgTypes[9].OneofWrappers = []any{}
+	file_flow_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   19,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

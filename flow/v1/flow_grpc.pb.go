@@ -27,6 +27,8 @@ const (
 	Observer_Observe_FullMethodName        = "/flow.v1.Observer/Observe"
 	Observer_ObserveBatches_FullMethodName = "/flow.v1.Observer/ObserveBatches"
 	Observer_Status_FullMethodName         = "/flow.v1.Observer/Status"
+	Observer_History_FullMethodName        = "/flow.v1.Observer/History"
+	Observer_RuleHits_FullMethodName       = "/flow.v1.Observer/RuleHits"
 )
 
 // ObserverClient is the client API for Observer service.
@@ -46,6 +48,15 @@ type ObserverClient interface {
 	ObserveBatches(ctx context.Context, in *ObserveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FlowBatch], error)
 	// Status reports the agent's health and enforcement state.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// History streams the agent's aggregated connection history (days, not
+	// the minutes of the recent-flow ring): one record per connection key and
+	// time bucket. The first batch carries the history's coverage; each batch
+	// adds to the stream's table of keys, which records index. Versioned by
+	// HistoryRequest.schema_version.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HistoryBatch], error)
+	// RuleHits reports, per policy rule, how many connections it decided on
+	// this node and when it last did (what `kubectl netpol unused` reads).
+	RuleHits(ctx context.Context, in *RuleHitsRequest, opts ...grpc.CallOption) (*RuleHitsResponse, error)
 }
 
 type observerClient struct {
@@ -104,6 +115,35 @@ func (c *observerClient) Status(ctx context.Context, in *StatusRequest, opts ...
 	return out, nil
 }
 
+func (c *observerClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HistoryBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Observer_ServiceDesc.Streams[2], Observer_History_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[HistoryRequest, HistoryBatch]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Observer_HistoryClient = grpc.ServerStreamingClient[HistoryBatch]
+
+func (c *observerClient) RuleHits(ctx context.Context, in *RuleHitsRequest, opts ...grpc.CallOption) (*RuleHitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RuleHitsResponse)
+	err := c.cc.Invoke(ctx, Observer_RuleHits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ObserverServer is the server API for Observer service.
 // All implementations must embed UnimplementedObserverServer
 // for forward compatibility.
@@ -121,6 +161,15 @@ type ObserverServer interface {
 	ObserveBatches(*ObserveRequest, grpc.ServerStreamingServer[FlowBatch]) error
 	// Status reports the agent's health and enforcement state.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// History streams the agent's aggregated connection history (days, not
+	// the minutes of the recent-flow ring): one record per connection key and
+	// time bucket. The first batch carries the history's coverage; each batch
+	// adds to the stream's table of keys, which records index. Versioned by
+	// HistoryRequest.schema_version.
+	History(*HistoryRequest, grpc.ServerStreamingServer[HistoryBatch]) error
+	// RuleHits reports, per policy rule, how many connections it decided on
+	// this node and when it last did (what `kubectl netpol unused` reads).
+	RuleHits(context.Context, *RuleHitsRequest) (*RuleHitsResponse, error)
 	mustEmbedUnimplementedObserverServer()
 }
 
@@ -139,6 +188,12 @@ func (UnimplementedObserverServer) ObserveBatches(*ObserveRequest, grpc.ServerSt
 }
 func (UnimplementedObserverServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedObserverServer) History(*HistoryRequest, grpc.ServerStreamingServer[HistoryBatch]) error {
+	return status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedObserverServer) RuleHits(context.Context, *RuleHitsRequest) (*RuleHitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RuleHits not implemented")
 }
 func (UnimplementedObserverServer) mustEmbedUnimplementedObserverServer() {}
 func (UnimplementedObserverServer) testEmbeddedByValue()                  {}
@@ -201,6 +256,35 @@ func _Observer_Status_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Observer_History_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(HistoryRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ObserverServer).History(m, &grpc.GenericServerStream[HistoryRequest, HistoryBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Observer_HistoryServer = grpc.ServerStreamingServer[HistoryBatch]
+
+func _Observer_RuleHits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RuleHitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ObserverServer).RuleHits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Observer_RuleHits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ObserverServer).RuleHits(ctx, req.(*RuleHitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Observer_ServiceDesc is the grpc.ServiceDesc for Observer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -212,6 +296,10 @@ var Observer_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Status",
 			Handler:    _Observer_Status_Handler,
 		},
+		{
+			MethodName: "RuleHits",
+			Handler:    _Observer_RuleHits_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -222,6 +310,11 @@ var Observer_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ObserveBatches",
 			Handler:       _Observer_ObserveBatches_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "History",
+			Handler:       _Observer_History_Handler,
 			ServerStreams: true,
 		},
 	},

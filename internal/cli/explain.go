@@ -108,11 +108,7 @@ func (o *ExplainOptions) Validate() error {
 	if err := validateColor(o.Color); err != nil {
 		return err
 	}
-	switch o.Output {
-	case "text", "json", "yaml":
-		return nil
-	}
-	return fmt.Errorf("unknown output format %q: use text, json or yaml", o.Output)
+	return validateTextOutput(o.Output)
 }
 
 // Run loads the objects, resolves SRC and DST, and evaluates each port.

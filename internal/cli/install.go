@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"os"
 	"strings"
 	"time"
@@ -104,7 +105,11 @@ type InstallOptions struct {
 	AntiSpoofing     bool
 	KeepEstablished  bool
 	FlowEndSummaries bool
-	Pprof            bool
+	// History keeps each node's connection history, within these budgets
+	// (quantities; "" for the agent's defaults).
+	History                    bool
+	HistoryMemory, HistoryDisk string
+	Pprof                      bool
 	// OTLP export: the Collector's address, plain text or the CA file.
 	OTLPEndpoint string
 	OTLPInsecure bool
@@ -197,6 +202,9 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.StringVarP(&o.Output, "output", "o", "", "With --dry-run=client, print the manifests: yaml or json")
 	fl.BoolVar(&o.AntiSpoofing, "anti-spoofing", true, "Drop packets a pod sends with a source address that is not its own (turn off for pods that route or forward others' traffic)")
 	fl.BoolVar(&o.FlowEndSummaries, "flow-end-summaries", true, "Report each ended connection of a local pod with its packets, bytes and duration (from conntrack; counts need net.netfilter.nf_conntrack_acct=1 on the nodes)")
+	fl.BoolVar(&o.History, "history", true, "Keep an aggregated history of judged connections on each node (under "+install.HistoryDir+"), which whatif, unused and watch --since read")
+	fl.StringVar(&o.HistoryMemory, "history-memory", "", "Memory budget of each agent's connection history, e.g. 128Mi (default 64Mi; docs/perf.md gives the sizing)")
+	fl.StringVar(&o.HistoryDisk, "history-disk", "", "Disk budget of each agent's connection history file, e.g. 256Mi (default 64Mi)")
 	fl.BoolVar(&o.KeepEstablished, "keep-established", false, "Leave established connections alone when a policy change denies them (default: cut them, as the new policy says)")
 	fl.BoolVar(&o.MountBPFFS, "mount-bpffs", false, "Mount bpffs at /sys/fs/bpf on nodes where nothing did, from an init container that runs before the agent. "+
 		"Kubernetes admits the Bidirectional mount propagation this needs only in a PRIVILEGED container (every capability, no seccomp): "+
@@ -226,9 +234,20 @@ func (o *InstallOptions) Complete() error {
 		KeepEstablished:    o.KeepEstablished,
 		NoFlowEndSummaries: !o.FlowEndSummaries,
 		MountBPFFS:         o.MountBPFFS,
+		NoHistory:          !o.History,
+		HistoryMemory:      o.HistoryMemory,
+		HistoryDisk:        o.HistoryDisk,
 		Pprof:              o.Pprof,
 		OTLPEndpoint:       o.OTLPEndpoint,
 		OTLPInsecure:       o.OTLPInsecure,
+	}
+	for flag, v := range map[string]string{"--history-memory": o.HistoryMemory, "--history-disk": o.HistoryDisk} {
+		if v == "" {
+			continue
+		}
+		if q, err := resource.ParseQuantity(v); err != nil || q.Value() < 1<<20 {
+			return fmt.Errorf("%s %q: use a size of at least 1Mi, e.g. 128Mi or 1Gi", flag, v)
+		}
 	}
 	if o.OTLPCAFile != "" {
 		ca, err := os.ReadFile(o.OTLPCAFile)

@@ -30,6 +30,15 @@ func writeStructured(w io.Writer, format string, v any) error {
 	return enc.Encode(v)
 }
 
+// validateTextOutput accepts the -o of the verbs that print text or a document.
+func validateTextOutput(format string) error {
+	switch format {
+	case "text", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("unknown output format %q: use text, json or yaml", format)
+}
+
 // withOrigin prefixes an engine error about a policy with the file and line
 // the policy came from.
 func withOrigin(set *snapshot.Set, err error) error {

@@ -63,6 +63,9 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 		NewCmdInstall(f, streams),
 		NewCmdUninstall(f, streams),
 		NewCmdStatus(f, streams),
+		NewCmdWhatif(f, streams),
+		NewCmdUnused(f, streams),
+		NewCmdCoverage(f, streams),
 	)
 	registerFlagCompletion(cmd, f)
 	return cmd

@@ -48,6 +48,8 @@ type StatusOptions struct {
 	Dial statusDialer
 	// ClientVersion is this plugin's version (tests pin it).
 	ClientVersion string
+	// Now is the clock the history's span is measured with (tests pin it).
+	Now func() time.Time
 
 	factory   *Factory
 	namespace string
@@ -61,6 +63,8 @@ type statusReport struct {
 	// could not be read); more than len(Nodes) means agents are missing.
 	Desired int          `json:"desired"`
 	Nodes   []nodeStatus `json:"nodes"`
+	// Now is when the report was made (the history's span is measured to it).
+	Now time.Time `json:"-"`
 }
 
 // nodeStatus is one node's agent as status sees it.
@@ -97,6 +101,40 @@ type agentReport struct {
 	CNI *cniReport `json:"cni,omitempty"`
 	// Enforcement is the bypass self-check's verdict.
 	Enforcement *enforcementReport `json:"enforcement,omitempty"`
+	History     *historyReport     `json:"history,omitempty"`
+}
+
+// historyReport is the agent's connection history: what it covers, its use
+// of the budgets, and what was lost.
+type historyReport struct {
+	Oldest             *time.Time `json:"oldest,omitempty"`
+	Records            uint64     `json:"records"`
+	Keys               uint64     `json:"keys"`
+	MemoryBytes        uint64     `json:"memoryBytes"`
+	MemoryBudgetBytes  uint64     `json:"memoryBudgetBytes"`
+	DiskBytes          uint64     `json:"diskBytes"`
+	DiskBudgetBytes    uint64     `json:"diskBudgetBytes"`
+	CoarsenedRecords   uint64     `json:"coarsenedRecords"`
+	DroppedRecords     uint64     `json:"droppedRecords"`
+	DroppedConnections uint64     `json:"droppedConnections"`
+	UnrecordedFlows    uint64     `json:"unrecordedFlows"`
+	Gaps               int        `json:"gaps"`
+	Error              string     `json:"error,omitempty"`
+}
+
+func historyReportOf(c *flowv1.HistoryCoverage) *historyReport {
+	if c == nil {
+		return nil
+	}
+	h := &historyReport{Records: c.GetRecords(), Keys: c.GetKeys(), MemoryBytes: c.GetMemoryBytes(), MemoryBudgetBytes: c.GetMemoryBudgetBytes(),
+		DiskBytes: c.GetDiskBytes(), DiskBudgetBytes: c.GetDiskBudgetBytes(), CoarsenedRecords: c.GetCoarsenedRecords(),
+		DroppedRecords: c.GetDroppedRecords(), DroppedConnections: c.GetDroppedConnections(), UnrecordedFlows: c.GetUnrecordedFlows(),
+		Gaps: len(c.GetGaps()), Error: c.GetError()}
+	if o := c.GetOldest(); o != nil {
+		t := o.AsTime().UTC()
+		h.Oldest = &t
+	}
+	return h
 }
 
 // cniReport is the node's CNI and how much pod traffic passes the agent's
@@ -225,7 +263,10 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return fmt.Errorf("%s is not installed in namespace %s (no pod labelled %s): install it with 'kubectl netpol install'",
 			install.AgentName, ns, install.AgentSelector)
 	}
-	report := statusReport{Namespace: ns, ClientVersion: o.ClientVersion, Desired: -1, Nodes: o.gather(ctx, pods)}
+	report := statusReport{Namespace: ns, ClientVersion: o.ClientVersion, Desired: -1, Nodes: o.gather(ctx, pods), Now: time.Now()}
+	if o.Now != nil {
+		report.Now = o.Now()
+	}
 	if ds, err := o.Kube.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{}); err == nil {
 		report.Desired = int(ds.Status.DesiredNumberScheduled)
 	}
@@ -351,6 +392,7 @@ func agentReportOf(r *flowv1.StatusResponse) *agentReport {
 		FlowsDroppedSlowClients: r.GetFlowsDroppedSlowClients(),
 		RingCapacity:            r.GetRingCapacity(),
 		LastApplyError:          r.GetLastApplyError(),
+		History:                 historyReportOf(r.GetHistory()),
 	}
 	if u := r.GetUptime(); u != nil {
 		a.Uptime = u.AsDuration().Round(time.Second).String()
@@ -387,14 +429,14 @@ func agentReportOf(r *flowv1.StatusResponse) *agentReport {
 // printStatus prints one table row per node, then one line per problem.
 func printStatus(w io.Writer, r statusReport) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tAGENT\tVERSION\tCNI\tENFORCEMENT\tENDPOINTS\tPOLICIES\tMAP PRESSURE\tLOST\tRATE-LIMITED\tCHECKS")
+	fmt.Fprintln(tw, "NODE\tAGENT\tVERSION\tCNI\tENFORCEMENT\tENDPOINTS\tPOLICIES\tMAP PRESSURE\tLOST\tRATE-LIMITED\tCHECKS\tHISTORY")
 	var notes []string
 	for _, n := range r.Nodes {
 		note := func(format string, args ...any) {
 			notes = append(notes, n.Node+": "+fmt.Sprintf(format, args...))
 		}
 		agentState := strings.SplitN(n.PodState, " ", 2)[0]
-		endpoints, policies, pressure, lost, limited, checks := "-", "-", "-", "-", "-", "-"
+		endpoints, policies, pressure, lost, limited, checks, hist := "-", "-", "-", "-", "-", "-", "-"
 		cniName, enforcement := "-", "-"
 		if a := n.Agent; a != nil {
 			cniName = a.CNI.name()
@@ -436,6 +478,16 @@ func printStatus(w io.Writer, r statusReport) error {
 			if a.EventsLost > 0 {
 				note("%d flow events lost in the kernel (ring buffer full): flows shown by watch are incomplete", a.EventsLost)
 			}
+			if h := a.History; h != nil {
+				hist = historyCell(h, r.Now)
+				if h.DroppedRecords > 0 || h.UnrecordedFlows > 0 {
+					note("history over its budget: %d older records (%d connections) dropped, %d flows not recorded; raise install --history-memory/--history-disk for a longer history",
+						h.DroppedRecords, h.DroppedConnections, h.UnrecordedFlows)
+				}
+				if h.Error != "" {
+					note("history: %s", h.Error)
+				}
+			}
 		}
 		if n.Error != "" {
 			if n.Agent == nil && agentState == install.StateReady {
@@ -450,7 +502,7 @@ func printStatus(w io.Writer, r statusReport) error {
 		if ver == "" {
 			ver = "unknown"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, agentState, ver, cniName, enforcement, endpoints, policies, pressure, lost, limited, checks)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, agentState, ver, cniName, enforcement, endpoints, policies, pressure, lost, limited, checks, hist)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -466,6 +518,29 @@ func printStatus(w io.Writer, r statusReport) error {
 		}
 	}
 	return nil
+}
+
+// historyCell is "SPAN, N% of memory" (the history's reach and pressure).
+func historyCell(h *historyReport, now time.Time) string {
+	span := "empty"
+	if h.Oldest != nil && !now.IsZero() {
+		span = humanDuration(now.Sub(*h.Oldest))
+	}
+	if h.MemoryBudgetBytes == 0 {
+		return span
+	}
+	return fmt.Sprintf("%s, %d%% mem", span, h.MemoryBytes*100/h.MemoryBudgetBytes)
+}
+
+// humanDuration is a short duration: 3d4h, 5h12m, 42m.
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dm", int(d.Minutes()))
 }
 
 func fullestMap(maps []mapReport) *mapReport {

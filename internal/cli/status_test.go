@@ -88,7 +88,7 @@ func runStatus(t *testing.T, objs []runtime.Object, dial statusDialer, args ...s
 	t.Helper()
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	f := offlineFactory(t)
-	o := &StatusOptions{IOStreams: streams, factory: f, ClientVersion: "v0.2.0", Dial: dial,
+	o := &StatusOptions{IOStreams: streams, factory: f, ClientVersion: "v0.2.0", Dial: dial, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) },
 		agentClients: agentClients{Kube: fake.NewClientset(objs...)}}
 	root := agentRoot(f, newCmdStatus(o))
 	root.SetArgs(append([]string{"status"}, args...))
@@ -113,6 +113,8 @@ func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
 		EventsRateLimited: 0,
 		Cni:               &flowv1.CNI{Name: "Calico", Mode: "iptables", Coverage: "full", EnforcesPolicy: true, Evidence: []string{"link tunl0 (ipip)"}},
 		Enforcement:       &flowv1.Enforcement{State: "enforcing", Detail: "the hooks saw the traffic of all 3 pods that carried traffic in the last 10s", ActivePods: 3},
+		History: &flowv1.HistoryCoverage{Node: "node-a", Oldest: timestamppb.New(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)),
+			Records: 5000, Keys: 400, MemoryBytes: 16 << 20, MemoryBudgetBytes: 64 << 20},
 	})
 	troubled := serveStatus(t, &flowv1.StatusResponse{
 		Version: "v0.1.0", Node: "node-b", Ready: false, EndpointsEnforced: 40, Policies: 7,
@@ -125,6 +127,8 @@ func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
 		Enforcement: &flowv1.Enforcement{State: "not enforcing", ActivePods: 2, BypassingPods: 2, Bypassing: []string{"shop/web-0", "shop/db-0"},
 			Detail:  "Cilium (vxlan tunnel) bypasses netfilter: pods sent 4000 packets in the last 10s and the hooks saw 12; 2 of 2 pods with traffic were never seen (shop/web-0, shop/db-0)",
 			Checked: timestamppb.New(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))},
+		History: &flowv1.HistoryCoverage{Node: "node-b", Oldest: timestamppb.New(time.Date(2026, 11, 25, 10, 30, 0, 0, time.UTC)),
+			Records: 90000, MemoryBytes: 63 << 20, MemoryBudgetBytes: 64 << 20, DroppedRecords: 1200, DroppedConnections: 56000},
 	})
 	objs := []runtime.Object{
 		statusPod("agent-a", "node-a", "v0.2.0", true),

@@ -28,6 +28,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/detail"
+	"github.com/kubectl-netpol/kubectl-netpol/whatif"
 )
 
 // ErrNoAgent is returned by `watch` without --input-file while no live
@@ -88,8 +89,16 @@ type WatchOptions struct {
 	// Now is the clock for relative --since/--until.
 	Now func() time.Time
 
+	// WhatIf and WhatIfDelete re-judge each flow under proposed policies
+	// (--whatif FILE|DIR, --whatif-delete NAMESPACE/NAME).
+	WhatIf, WhatIfDelete []string
+	// Factory loads the cluster's objects for --whatif.
+	Factory *Factory
+
 	request *flowv1.ObserveRequest
 	source  flow.Source
+	// whatifChanged counts printed flows the proposal would change.
+	whatifChanged, whatifJudged uint64
 }
 
 // filterValue is a repeatable filter flag. pflag calls Set in command-line
@@ -130,6 +139,7 @@ func NewWatchOptions(configFlags *genericclioptions.ConfigFlags, streams generic
 		IOStreams:     streams,
 		ConfigFlags:   configFlags,
 		LiveSource:    defaultLiveSource,
+		Factory:       NewFactory(configFlags),
 		KubeClient:    kubeClientFor(configFlags),
 		AgentPort:     install.AgentGRPCPort,
 		StatusEvery:   2 * time.Second,
@@ -274,7 +284,8 @@ shows each node's own record instead. Traffic from a node's addresses
 	filter("service", "", flow.Service, `Flows through this Service: "[namespace/]name"`)
 	not := f.VarPF(&notValue{o: o}, "not", "", "Negate the next filter flag (it excludes matching flows)")
 	not.NoOptDefVal = "true"
-	f.StringVar(&o.Since, "since", "", "Only flows since this time: a duration ago (5m, 1h) or an RFC 3339 time")
+	f.StringVar(&o.Since, "since", "", "Only flows since this time: a duration ago (5m, 1h, 2d) or an RFC 3339 time; "+
+		"live, what is older than an hour comes from the agents' history (one line per connection key and time bucket, with its count)")
 	f.StringVar(&o.Until, "until", "", "Only flows before this time: a duration ago or an RFC 3339 time")
 	f.Uint64Var(&o.Last, "last", 0, fmt.Sprintf("Only the last N matching flows (live one-shot default: %d)", defaultLast))
 	f.BoolVarP(&o.Follow, "follow", "f", false, "Keep streaming new flows (with --input-file: keep reading what is appended)")
@@ -284,6 +295,9 @@ shows each node's own record instead. Traffic from a node's addresses
 	f.StringVar(&o.InputFile, "input-file", "", "Replay flows from a JSON-lines file written by -o json")
 	f.BoolVar(&o.PerNode, "per-node", false, "Show each node's own record of a connection between pods on two nodes "+
 		"(egress on the source's node, ingress on the destination's) instead of one flow with both observation points")
+	f.StringArrayVar(&o.WhatIf, "whatif", nil, "Also judge each flow under these proposed NetworkPolicies (file or directory; repeatable) "+
+		"and the cluster's others: flows whose verdict would change are highlighted and counted")
+	f.StringArrayVar(&o.WhatIfDelete, "whatif-delete", nil, "With the proposal, a NetworkPolicy it deletes: NAMESPACE/NAME (repeatable)")
 	f.StringVar(&o.AgentNamespace, "agent-namespace", install.DefaultNamespace, "Namespace the netpol agent is installed in (-n filters flows)")
 	f.IntVar(&o.AgentPort, "agent-port", install.AgentGRPCPort, "The agents' gRPC port on their node's loopback")
 	_ = f.MarkHidden("agent-port") // for tests and custom builds; install always uses the default
@@ -314,9 +328,9 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 		if t.val == "" {
 			continue
 		}
-		at, err := parseTime(t.val, o.Now())
+		at, err := parseSince(t.val, o.Now())
 		if err != nil {
-			return fmt.Errorf("invalid --%s %q: use a duration ago (30s, 5m, 1h) or an RFC 3339 time (2026-11-25T14:00:00Z)", t.flag, t.val)
+			return fmt.Errorf("invalid --%s %q: use a duration ago (30s, 5m, 1h, 2d) or an RFC 3339 time (2026-11-25T14:00:00Z)", t.flag, t.val)
 		}
 		*t.dst = timestamppb.New(at)
 	}
@@ -328,6 +342,10 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 			return err
 		}
 		o.source = src
+		if req.Since != nil {
+			o.source = &historyFirst{live: src, now: o.Now, access: &agentAccess{AgentNamespace: o.AgentNamespace, AgentPort: o.AgentPort,
+				KubeClient: o.KubeClient, DialAgent: o.DialAgent}}
+		}
 		// Live: the TUI follows; a one-shot print shows the last few, like hubble observe.
 		if o.Output == "tui" {
 			req.Follow = true
@@ -340,15 +358,20 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 		// A cross-node connection is judged on two nodes: show it once.
 		o.source = &flow.Pair{Source: o.source}
 	}
+	if len(o.WhatIf) > 0 || len(o.WhatIfDelete) > 0 {
+		w := &WhatifOptions{factory: o.Factory, Proposals: o.WhatIf, Deletes: o.WhatIfDelete, namespace: "default"}
+		_, proposed, err := w.states(ctx)
+		if err != nil {
+			return fmt.Errorf("--whatif: %w", err)
+		}
+		e, err := newEngine(proposed)
+		if err != nil {
+			return fmt.Errorf("--whatif: %w", err)
+		}
+		o.source = &whatifSource{Source: o.source, ann: whatif.NewAnnotator(e), judged: &o.whatifJudged, changed: &o.whatifChanged}
+	}
 	o.request = req
 	return nil
-}
-
-func parseTime(s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	return time.Parse(time.RFC3339Nano, s)
 }
 
 // Validate checks flag combinations.
@@ -422,6 +445,9 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 		}
 		return p.Flush()
 	})
+	if o.whatifJudged > 0 {
+		fmt.Fprintf(o.ErrOut, "whatif: %d of %d judged flows would change verdict under the proposal\n", o.whatifChanged, o.whatifJudged)
+	}
 	switch {
 	case err == nil, errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		return nil // interrupted: what was printed is the answer

@@ -45,14 +45,8 @@ func (e *noAgentError) Unwrap() error        { return e.cause }
 // flows: each node's stream reconnects by itself (finding the node's current
 // agent pod again), and a followed watch picks up nodes that join later.
 func liveSource(ctx context.Context, client kubernetes.Interface, namespace string, dial AgentDialer, statusEvery time.Duration) (*liveNodes, error) {
-	agents, err := agentclient.Discover(ctx, client, namespace)
-	if errors.Is(err, agentclient.ErrNotInstalled) {
-		return nil, &noAgentError{cause: err}
-	}
+	agents, err := reachableAgents(ctx, client, namespace)
 	if err != nil {
-		return nil, err
-	}
-	if err := canPortForward(ctx, client, agents[0].Namespace); err != nil {
 		return nil, err
 	}
 	nodes := agentclient.Nodes(agents)
@@ -64,6 +58,21 @@ func liveSource(ctx context.Context, client kubernetes.Interface, namespace stri
 		l.initial = append(l.initial, node)
 	}
 	return l, nil
+}
+
+// reachableAgents finds the agent pods and checks the user may reach them.
+func reachableAgents(ctx context.Context, client kubernetes.Interface, namespace string) ([]agentclient.Agent, error) {
+	agents, err := agentclient.Discover(ctx, client, namespace)
+	if errors.Is(err, agentclient.ErrNotInstalled) {
+		return nil, &noAgentError{cause: err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := canPortForward(ctx, client, agents[0].Namespace); err != nil {
+		return nil, err
+	}
+	return agents, nil
 }
 
 // canPortForward asks the API server (SelfSubjectAccessReview) whether the

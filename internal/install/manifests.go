@@ -68,6 +68,11 @@ type Options struct {
 	// propagation this needs only in a privileged container, so it is
 	// opt-in: install --mount-bpffs.
 	MountBPFFS bool
+	// HistoryMemory and HistoryDisk are the agent's budgets for its
+	// connection history (quantities such as 64Mi; empty: the agent's
+	// defaults); NoHistory turns the history off (--history-dir="").
+	HistoryMemory, HistoryDisk string
+	NoHistory                  bool
 	// Pprof serves Go's profiles on the agent's loopback HTTP address; the
 	// agent's --pprof.
 	Pprof bool
@@ -79,6 +84,14 @@ type Options struct {
 	OTLPInsecure bool
 	OTLPCA       []byte
 }
+
+// Where each agent keeps its connection history on its node: a hostPath
+// under a directory the agent owns, so history survives restarts and
+// upgrades; the agent empties it when uninstalling.
+const (
+	HistoryHostDir = "/var/lib/kubectl-netpol"
+	HistoryDir     = HistoryHostDir + "/history"
+)
 
 // OTLPCAConfigMap holds the CA of install --otlp-ca-file; the agent reads it
 // at OTLPCAPath.
@@ -99,6 +112,15 @@ func (o Options) agentArgs() []string {
 	}
 	if o.NoFlowEndSummaries {
 		args = append(args, "--flow-end-summaries=false")
+	}
+	if o.NoHistory {
+		args = append(args, "--history-dir=") // the agent's default is HistoryDir
+	}
+	if o.HistoryMemory != "" {
+		args = append(args, "--history-memory="+o.HistoryMemory)
+	}
+	if o.HistoryDisk != "" {
+		args = append(args, "--history-disk="+o.HistoryDisk)
 	}
 	if o.Pprof {
 		args = append(args, "--pprof")
@@ -333,6 +355,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 	grace := int64(30)
 	maxUnavailable := intstr.FromInt32(1)
 	dirType := corev1.HostPathDirectory
+	dirOrCreate := corev1.HostPathDirectoryOrCreate
 	fromField := func(path string) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}
 	}
@@ -483,6 +506,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// The CNI's configuration, read to tell which CNI the node
 						// runs and so whether pod traffic passes the hooks.
 						VolumeMounts: []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"},
+							{Name: "history", MountPath: HistoryHostDir},
 							{Name: "cni-conf", MountPath: CNIConfMountPath, ReadOnly: true}},
 						LivenessProbe:  liveness,
 						ReadinessProbe: probe("/readyz", 5),
@@ -500,6 +524,12 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// Pins live on the host's bpffs so enforcement outlives
 						// the pod (upgrade, crash) until uninstall removes them.
 						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf", Type: &dirType}},
+					}, {
+						Name: "history",
+						// The connection history outlives the pod (restart,
+						// upgrade); only the agent writes here, and it empties
+						// the directory when uninstalling.
+						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: HistoryHostDir, Type: &dirOrCreate}},
 					}, {
 						Name:         "cni-conf",
 						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc/cni/net.d"}},

@@ -129,17 +129,21 @@ func TestAgentLeastPrivilege(t *testing.T) {
 	if len(c.Ports) != 0 {
 		t.Errorf("the agent declares ports %v; it must listen on loopback only", c.Ports)
 	}
-	// Two hostPaths, the bpffs and the CNI configuration (read-only), and
-	// nothing else from the host.
-	if len(spec.Volumes) != 2 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/sys/fs/bpf" ||
+	// Three hostPaths, the bpffs, the agent's own history directory and the
+	// CNI configuration (read-only), and nothing else from the host.
+	if len(spec.Volumes) != 3 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/sys/fs/bpf" ||
 		*spec.Volumes[0].HostPath.Type != corev1.HostPathDirectory ||
-		spec.Volumes[1].HostPath == nil || spec.Volumes[1].HostPath.Path != "/etc/cni/net.d" {
+		spec.Volumes[1].HostPath == nil || spec.Volumes[1].HostPath.Path != HistoryHostDir ||
+		*spec.Volumes[1].HostPath.Type != corev1.HostPathDirectoryOrCreate ||
+		spec.Volumes[2].HostPath == nil || spec.Volumes[2].HostPath.Path != "/etc/cni/net.d" {
 		t.Errorf("volumes = %+v", spec.Volumes)
 	}
-	if len(c.VolumeMounts) != 2 || c.VolumeMounts[0].MountPath != "/sys/fs/bpf" || c.VolumeMounts[0].MountPropagation != nil ||
-		c.VolumeMounts[1].MountPath != CNIConfMountPath || !c.VolumeMounts[1].ReadOnly {
+	if len(c.VolumeMounts) != 3 || c.VolumeMounts[0].MountPath != "/sys/fs/bpf" || c.VolumeMounts[0].MountPropagation != nil ||
+		c.VolumeMounts[1].MountPath != HistoryHostDir || c.VolumeMounts[1].ReadOnly ||
+		c.VolumeMounts[2].MountPath != CNIConfMountPath || !c.VolumeMounts[2].ReadOnly {
 		t.Errorf("mounts = %+v", c.VolumeMounts)
 	}
+
 	if !reflect.DeepEqual(c.Command, []string{AgentBinary}) || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Image != "example.test/agent:v0.1.0" {
 		t.Errorf("command %v pull %s image %s", c.Command, c.ImagePullPolicy, c.Image)
 	}
@@ -241,6 +245,8 @@ func TestAgentArgs(t *testing.T) {
 		{func(o *Options) { o.Pprof = true }, []string{"--v=2", "--pprof"}},
 		{func(o *Options) { o.KeepEstablished = true }, []string{"--v=2", "--keep-established"}},
 		{func(o *Options) { o.NoFlowEndSummaries = true }, []string{"--v=2", "--flow-end-summaries=false"}},
+		{func(o *Options) { o.NoHistory = true }, []string{"--v=2", "--history-dir="}},
+		{func(o *Options) { o.HistoryMemory, o.HistoryDisk = "128Mi", "1Gi" }, []string{"--v=2", "--history-memory=128Mi", "--history-disk=1Gi"}},
 	} {
 		o := testOptions()
 		c.mod(&o)

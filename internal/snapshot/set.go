@@ -172,3 +172,15 @@ func nsLess(a, b metav1.ObjectMeta) bool {
 	}
 	return a.Name < b.Name
 }
+
+// DeletePolicy removes the policy namespace/name from the set (a what-if's
+// --delete); false when there is none.
+func (s *Set) DeletePolicy(namespace, name string) bool {
+	for i, p := range s.Policies {
+		if p.Namespace == namespace && p.Name == name {
+			s.Policies = append(s.Policies[:i:i], s.Policies[i+1:]...)
+			return true
+		}
+	}
+	return false
+}

@@ -243,6 +243,9 @@ type Stats struct {
 	now      int64
 	pruned   int64
 	Lost     uint64
+	// WhatIfJudged and WhatIfChanged count flows re-judged under proposed
+	// policies (watch --whatif) and those whose verdict would change.
+	WhatIfJudged, WhatIfChanged uint64
 }
 
 // New returns empty counters.
@@ -306,6 +309,12 @@ func Deciders(f *flowv1.Flow) []*flowv1.PolicyRef {
 func (s *Stats) Add(f *flowv1.Flow) {
 	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
 		return
+	}
+	if w := f.GetWhatif(); w != nil {
+		s.WhatIfJudged++
+		if w.GetChanged() {
+			s.WhatIfChanged++
+		}
 	}
 	sec := f.GetTime().GetSeconds()
 	if sec > s.now {

@@ -293,7 +293,13 @@ func (m *Model) View() string {
 		for j, c := range cols {
 			if c.cell == nil {
 				verdictIdx = j
-				cells[j] = common.Fit(flow.VerdictName(f.GetVerdict()), c.width)
+				v := flow.VerdictName(f.GetVerdict())
+				if w := f.GetWhatif(); w.GetChanged() {
+					// watch --whatif: the verdict the proposal would give.
+					v += ">" + flow.VerdictName(w.GetVerdict())
+					denied = w.GetVerdict() == flowv1.Verdict_VERDICT_DENIED
+				}
+				cells[j] = common.Fit(v, c.width)
 				continue
 			}
 			cells[j] = common.Fit(c.cell(f), c.width)
@@ -303,7 +309,9 @@ func (m *Model) View() string {
 			continue
 		}
 		if verdictIdx >= 0 {
-			if denied {
+			if f.GetWhatif().GetChanged() {
+				cells[verdictIdx] = st.Selected.Render(cells[verdictIdx])
+			} else if denied {
 				cells[verdictIdx] = st.Denied.Render(cells[verdictIdx])
 			} else {
 				cells[verdictIdx] = st.Allowed.Render(cells[verdictIdx])

@@ -133,6 +133,9 @@ func (m *Model) View() string {
 	r := stats.Ranges[m.rng]
 	title := st.Title.Render("Flows/s") + " " + label + st.Dim.Render(" · last "+r.Name+" (r) · ") +
 		st.Allowed.Render("──") + " allowed " + st.Denied.Render("••") + " denied"
+	if m.stats.WhatIfJudged > 0 {
+		title += st.Denied.Render(fmt.Sprintf(" · whatif: %d of %d flows would change", m.stats.WhatIfChanged, m.stats.WhatIfJudged))
+	}
 	buckets := s.Buckets(m.rng, m.stats.Now())
 	step := r.Step.Seconds()
 	allowed, denied := make([]float64, len(buckets)), make([]float64, len(buckets))

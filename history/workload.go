@@ -1,0 +1,26 @@
+package history
+
+import (
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Workload names the controller behind a pod: a Deployment for a pod of a
+// ReplicaSet created by one (the pod-template-hash suffix removed), else
+// its controller owner, else nothing. History keys use it, so a workload's
+// record outlives its pods.
+func Workload(p *corev1.Pod) (kind, name string) {
+	for _, o := range p.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		if o.Kind == "ReplicaSet" {
+			if h := p.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
+				return "Deployment", strings.TrimSuffix(o.Name, "-"+h)
+			}
+		}
+		return o.Kind, o.Name
+	}
+	return "", ""
+}

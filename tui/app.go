@@ -70,8 +70,6 @@ const (
 	numViews
 )
 
-var viewNames = [numViews]string{"Flows", "Top", "Map"}
-
 // Config configures the root model.
 type Config struct {
 	// SourceName describes the flows' origin in the status bar, e.g. "replay capture.jsonl".

@@ -10,6 +10,7 @@ packages=(
   containerd runc containernetworking-plugins openssl  # the local single-node cluster
   tmux                                   # the TUI tested in a real terminal
   iperf3                                 # datapath throughput A/B (probe: BenchmarkDatapathAB)
+  ipset                                  # kube-router, the peer of make bench-peers-datapath
   protobuf-compiler libprotobuf-dev      # make proto: flow/v1 (protoc + well-known .proto includes)
 )
 

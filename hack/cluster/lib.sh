@@ -15,6 +15,7 @@ CRICTL_VERSION=v1.37.0
 COREDNS_VERSION=v1.14.7
 FLANNEL_VERSION=v0.28.10       # flanneld (multi-node pod network, vxlan)
 CNI_FLANNEL_VERSION=v0.9.1      # the flannel CNI plugin (containernetworking/plugins, last release with it)
+KUBE_ROUTER_VERSION=v2.1.0      # the peer enforcer of make bench-peers-datapath (hack/cluster/build-peers.sh)
 
 # Binaries cache (git-ignored). NETPOL_CLUSTER_CACHE moves it, e.g. to share it between clones.
 CACHE_DIR="${NETPOL_CLUSTER_CACHE:-$REPO_ROOT/.cache/cluster}"

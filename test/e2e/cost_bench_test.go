@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -41,8 +43,12 @@ const (
 // mode whose setup installs it and whose teardown removes it.
 type costMode struct {
 	name string
-	// setup prepares the node (install or uninstall the agent with flags).
+	// setup prepares the node (install or uninstall the agent with flags,
+	// start a peer); the previous mode's teardown ran before it.
 	setup func(b *testing.B, c *framework.Cluster)
+	// teardown, when set, removes what setup started before another mode's
+	// setup (a peer enforcer, whose rules must not stay).
+	teardown func(b *testing.B, c *framework.Cluster)
 	// agentCPU reports the enforcer's CPU time on the node so far (0,
 	// false: none runs).
 	agentCPU func(node framework.Node) (time.Duration, bool)
@@ -134,16 +140,74 @@ func agentProcessCPU(node framework.Node) (time.Duration, bool) {
 	pids := agentPIDs(node)
 	var total time.Duration
 	for _, pid := range pids {
-		raw, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-		ut, _ := strconv.Atoi(f[11])
-		st, _ := strconv.Atoi(f[12])
-		total += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+		cpu, _ := framework.ProcessCPU(pid)
+		total += cpu
 	}
 	return total, len(pids) > 0
+}
+
+// uninstallAgent removes the agent (no enforcer, or before a peer runs).
+func uninstallAgent(b *testing.B, c *framework.Cluster) {
+	if out, err := netpolB(b, c, "uninstall", "--timeout", "2m"); err != nil {
+		b.Fatalf("kubectl netpol uninstall: %v\n%s", err, out)
+	}
+}
+
+// kubeRouterMode is the peer: kube-router v2.1.0's network-policy
+// controller alone on every node (iptables + ipset), the agent uninstalled
+// first; its setup returns once its rules for every policy are in place,
+// its teardown kills it and proves its rules and ipsets gone.
+func kubeRouterMode() costMode {
+	var kr *framework.KubeRouter
+	return costMode{name: "kube-router",
+		setup: func(b *testing.B, c *framework.Cluster) {
+			uninstallAgent(b, c)
+			kr = c.StartKubeRouter(b)
+			kr.WaitSynced(b, c, 5*time.Minute)
+			kr.ExpectGuardsIntact(b)
+		},
+		teardown: func(b *testing.B, c *framework.Cluster) {
+			kr.ExpectGuardsIntact(b)
+			kr.Stop(b)
+			kr = nil
+		},
+		agentCPU: func(node framework.Node) (time.Duration, bool) {
+			if kr == nil {
+				return 0, false
+			}
+			return kr.CPU(node)
+		}}
+}
+
+// costModes are the modes NETPOL_COST_MODES names (comma-separated, in
+// order), or all but the peer.
+func costModes(b *testing.B, smoke bool) []costMode {
+	all := []costMode{
+		{name: "none", setup: uninstallAgent},
+		installMode("defaults"),
+		installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
+		installMode("no-anti-spoofing", "--anti-spoofing=false"),
+		kubeRouterMode(),
+	}
+	names := []string{"none", "defaults", "no-flow-end-summaries", "no-anti-spoofing"}
+	if smoke {
+		names = names[:2]
+	}
+	if s := os.Getenv("NETPOL_COST_MODES"); s != "" {
+		names = strings.Split(s, ",")
+	}
+	var modes []costMode
+	for _, name := range names {
+		i := slices.IndexFunc(all, func(m costMode) bool { return m.name == name })
+		if i < 0 {
+			b.Fatalf("NETPOL_COST_MODES: no mode %q (have none, defaults, no-flow-end-summaries, no-anti-spoofing, kube-router)", name)
+		}
+		modes = append(modes, all[i])
+	}
+	if len(modes) == 0 || modes[0].name != "none" {
+		b.Fatalf("NETPOL_COST_MODES=%s: the first mode must be none (the ratios' baseline)", os.Getenv("NETPOL_COST_MODES"))
+	}
+	return modes
 }
 
 // agentPeakRSS is the highest resident set (VmHWM) of the node's
@@ -244,6 +308,12 @@ func costMedian(v []float64) float64 {
 // space; the kernel side shows in the rate). The load average at the start
 // and end is reported: this machine is shared.
 //
+// NETPOL_COST_MODES picks the modes (none first; kube-router is the peer
+// of make bench-peers-datapath: one enforcer at a time, each removed before
+// the next mode's set-up), NETPOL_COST_POLICIES the number of policies, and
+// NETPOL_COST_CLUSTERIP=1 adds the connect rate through a ClusterIP Service
+// (kube-proxy's DNAT, then the enforcer) to the pod-IP one.
+//
 // Both pods run on the first node; on a cluster of namespace nodes
 // (NODES=N) the processes enter that node's namespaces (nsenter) and the
 // agent's CPU is that node's agent's. It reinstalls and finally uninstalls
@@ -270,18 +340,17 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	if s := os.Getenv("NETPOL_COST_SECS"); s != "" {
 		secs, _ = strconv.ParseFloat(s, 64)
 	}
-	none := costMode{name: "none", setup: func(b *testing.B, c *framework.Cluster) {
-		if out, err := netpolB(b, c, "uninstall", "--timeout", "2m"); err != nil {
-			b.Fatalf("kubectl netpol uninstall: %v\n%s", err, out)
-		}
-	}}
-	modes := []costMode{none, installMode("defaults")}
-	if !smoke {
-		modes = append(modes,
-			installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
-			installMode("no-anti-spoofing", "--anti-spoofing=false"))
+	if n, err := strconv.Atoi(os.Getenv("NETPOL_COST_POLICIES")); err == nil && n >= 0 {
+		policies = n
 	}
-	b.Cleanup(func() { none.setup(b, c) })
+	modes := costModes(b, smoke)
+	var current *costMode
+	b.Cleanup(func() {
+		if current != nil && current.teardown != nil {
+			current.teardown(b, c)
+		}
+		uninstallAgent(b, c)
+	})
 
 	ns := c.NewNamespace(b, "cost")
 	ctx := framework.Context(b, 5*time.Minute)
@@ -328,6 +397,10 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 	}
 	crrAddr := net.JoinHostPort(podA.Status.PodIP, strconv.Itoa(costCRRPort))
+	svcAddr := ""
+	if os.Getenv("NETPOL_COST_CLUSTERIP") != "" {
+		svcAddr = costService(b, c, ns, podC, costCRRPort)
+	}
 	srv := pinned(nsA, costServerCPU, os.Args[0], "-test.run=^TestCostConnectProcess$", "-test.count=1")
 	srv.Env = append(os.Environ(), "NETPOL_COST_CRR=server", "NETPOL_COST_CRR_ADDR="+crrAddr)
 	start(srv, "ready")
@@ -352,9 +425,9 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 		return res.End.SumReceived.BitsPerSecond
 	}
-	connectRate := func() float64 {
+	connectRate := func(addr string) float64 {
 		cmd := pinned(nsC, costClientCPU, os.Args[0], "-test.run=^TestCostConnectProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "NETPOL_COST_CRR=client", "NETPOL_COST_CRR_ADDR="+crrAddr, fmt.Sprintf("NETPOL_COST_CRR_TIME=%gs", secs))
+		cmd.Env = append(os.Environ(), "NETPOL_COST_CRR=client", "NETPOL_COST_CRR_ADDR="+addr, fmt.Sprintf("NETPOL_COST_CRR_TIME=%gs", secs))
 		out, err := cmd.Output()
 		n, perr := strconv.Atoi(strings.TrimSpace(string(out)))
 		if err != nil || perr != nil {
@@ -363,7 +436,7 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		return float64(n) / secs
 	}
 
-	type result struct{ cps, bps, cpuPerConn float64 }
+	type result struct{ cps, svcCPS, bps, cpuPerConn float64 }
 	res := map[string][]result{}
 	load0 := loadAverage()
 	for round := 0; round < b.N; round++ {
@@ -375,7 +448,14 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			order = modes
 		}
 		for _, m := range order {
-			m.setup(b, c)
+			// A B B A: the second B measures the state the first set up.
+			if current == nil || current.name != m.name {
+				if current != nil && current.teardown != nil {
+					current.teardown(b, c)
+				}
+				m.setup(b, c)
+				current = &m
+			}
 			// Policy applied and traffic flowing before measuring.
 			c.ExpectReachable(b, podC, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
 			var r result
@@ -385,14 +465,17 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			if m.agentCPU != nil {
 				cpu0, measured = agentCPU(m)
 			}
-			r.cps = connectRate()
+			r.cps = connectRate(crrAddr)
 			if measured {
 				time.Sleep(time.Second) // the summaries of the last connections
 				cpu1, _ := agentCPU(m)
 				r.cpuPerConn = float64((cpu1 - cpu0).Nanoseconds()) / (r.cps * secs)
 			}
-			b.Logf("round %d %s: %.0f conn/s, %.2f Gbit/s, agent %.1f µs CPU/conn, load %.2f",
-				round, m.name, r.cps, r.bps/1e9, r.cpuPerConn/1e3, loadAverage())
+			if svcAddr != "" {
+				r.svcCPS = connectRate(svcAddr)
+			}
+			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, load %.2f",
+				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, loadAverage())
 			res[m.name] = append(res[m.name], r)
 		}
 	}
@@ -404,23 +487,48 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		return costMedian(v)
 	}
 	cps := func(r result) float64 { return r.cps }
+	svcCPS := func(r result) float64 { return r.svcCPS }
 	bps := func(r result) float64 { return r.bps }
-	baseCPS, baseBPS := pick("none", cps), pick("none", bps)
+	baseCPS, baseSvcCPS, baseBPS := pick("none", cps), pick("none", svcCPS), pick("none", bps)
 	for _, m := range modes {
 		b.ReportMetric(pick(m.name, cps), "conn/s-"+m.name)
 		b.ReportMetric(pick(m.name, bps)/1e9, "Gbit/s-"+m.name)
+		if svcAddr != "" {
+			b.ReportMetric(pick(m.name, svcCPS), "conn/s-clusterip-"+m.name)
+		}
 		if m.name == "none" {
 			continue
 		}
 		b.ReportMetric(pick(m.name, cps)/baseCPS, "connect-ratio-"+m.name)
+		if svcAddr != "" {
+			b.ReportMetric(pick(m.name, svcCPS)/baseSvcCPS, "connect-ratio-clusterip-"+m.name)
+		}
 		b.ReportMetric(pick(m.name, bps)/baseBPS, "iperf3-ratio-"+m.name)
 		b.ReportMetric(pick(m.name, func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
 	}
 	b.ReportMetric(load0, "load-start")
 	b.ReportMetric(loadAverage(), "load-end")
-	if smoke && pick("defaults", cps)/baseCPS < 0.5 {
+	if smoke && slices.ContainsFunc(modes, func(m costMode) bool { return m.name == "defaults" }) && pick("defaults", cps)/baseCPS < 0.5 {
 		b.Errorf("the agent halves the connect rate or worse: %.0f vs %.0f conn/s", pick("defaults", cps), baseCPS)
 	}
+}
+
+// costService is a ClusterIP Service in ns for pod a's port (and the
+// netprobe's 80); it returns the port's address once client reaches a's 80
+// through the Service (kube-proxy has programmed it).
+func costService(b *testing.B, c *framework.Cluster, ns string, client *corev1.Pod, port int) string {
+	ctx := framework.Context(b, time.Minute)
+	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "a"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "a"}, Ports: []corev1.ServicePort{
+			{Name: "load", Port: int32(port), TargetPort: intstr.FromInt32(int32(port)), Protocol: corev1.ProtocolTCP},
+			{Name: "probe", Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		b.Fatalf("creating Service a: %v", err)
+	}
+	c.ExpectReachable(b, client, framework.Target{Host: svc.Spec.ClusterIP, Port: 80, Protocol: "tcp"})
+	return net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(port))
 }
 
 // startChild starts cmd, stopped (killed) with the benchmark, and returns its stdout.

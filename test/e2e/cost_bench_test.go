@@ -147,7 +147,7 @@ func agentProcessCPU(node framework.Node) (time.Duration, bool) {
 }
 
 // uninstallAgent removes the agent (no enforcer, or before a peer runs).
-func uninstallAgent(b *testing.B, c *framework.Cluster) {
+func uninstallAgent(b testing.TB, c *framework.Cluster) {
 	if out, err := netpolB(b, c, "uninstall", "--timeout", "2m"); err != nil {
 		b.Fatalf("kubectl netpol uninstall: %v\n%s", err, out)
 	}
@@ -183,7 +183,7 @@ func kubeRouterMode() costMode {
 // order), or all but the peer.
 func costModes(b *testing.B, smoke bool) []costMode {
 	all := []costMode{
-		{name: "none", setup: uninstallAgent},
+		{name: "none", setup: func(b *testing.B, c *framework.Cluster) { uninstallAgent(b, c) }},
 		installMode("defaults"),
 		installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
 		installMode("no-anti-spoofing", "--anti-spoofing=false"),
@@ -458,6 +458,8 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			}
 			// Policy applied and traffic flowing before measuring.
 			c.ExpectReachable(b, podC, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
+			// TCP 81: netprobe listens, no policy admits it.
+			expectReachability(b, c, podC, framework.Target{Host: podA.Status.PodIP, Port: 81, Protocol: "tcp"}, m.name == "none", "mode "+m.name)
 			var r result
 			r.bps = iperf()
 			var cpu0 time.Duration
@@ -511,6 +513,21 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	if smoke && slices.ContainsFunc(modes, func(m costMode) bool { return m.name == "defaults" }) && pick("defaults", cps)/baseCPS < 0.5 {
 		b.Errorf("the agent halves the connect rate or worse: %.0f vs %.0f conn/s", pick("defaults", cps), baseCPS)
 	}
+}
+
+// expectReachability waits up to 15 s for from -> target to be reachable
+// (or not) and fails t otherwise. The benchmarks check each mode with it: an
+// enforcer that enforces nothing would look free, and one whose rules
+// outlived it would slow "none".
+func expectReachability(t testing.TB, c *framework.Cluster, from *corev1.Pod, target framework.Target, reachable bool, stage string) {
+	t.Helper()
+	var r framework.ProbeResult
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if r = c.ProbeWithTimeout(t, from, time.Second, target)[0]; r.OK == reachable {
+			return
+		}
+	}
+	t.Fatalf("%s: %s/%s -> %s reachable=%v, want %v: %+v", stage, from.Namespace, from.Name, target, r.OK, reachable, r)
 }
 
 // costService is a ClusterIP Service in ns for pod a's port (and the

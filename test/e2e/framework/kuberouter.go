@@ -189,7 +189,7 @@ func (k *KubeRouter) ExpectGuardsIntact(t testing.TB) {
 	if now != k.hostFW {
 		t.Fatalf("the host's filter table changed while kube-router ran:\n%s", lineDiff(k.hostFW, now))
 	}
-	if firstRule(now, "FORWARD") != "-A FORWARD -j NETPOL-CLUSTER-GUARD" {
+	if !strings.HasPrefix(now, "first FORWARD rule: -A FORWARD -j NETPOL-CLUSTER-GUARD\n") {
 		t.Fatalf("the host's first FORWARD rule is not the cluster's guard:\n%s", now)
 	}
 }
@@ -301,13 +301,24 @@ func nodeFirewall(t testing.TB, n Node) string {
 	return normalizeSave(string(out)) + "ipsets: " + strings.Join(names, " ") + "\n"
 }
 
+// hostFirewall is the part of the host's filter table kube-router must leave alone: the
+// cluster's guard chain and the first FORWARD rule (the jump to it), and any trace of
+// kube-router. (The rest of the host's firewall belongs to others on a shared machine.)
 func hostFirewall(t testing.TB) string {
 	t.Helper()
 	out, err := exec.Command("iptables-save", "-t", "filter").Output()
 	if err != nil {
 		t.Fatalf("iptables-save on the host: %v", err)
 	}
-	return normalizeSave(string(out))
+	save := normalizeSave(string(out))
+	var b strings.Builder
+	b.WriteString("first FORWARD rule: " + firstRule(save, "FORWARD") + "\n")
+	for _, l := range strings.Split(save, "\n") {
+		if strings.Contains(l, " NETPOL-CLUSTER-GUARD ") || strings.HasPrefix(l, ":NETPOL-CLUSTER-GUARD ") || kubeRouterTrace.MatchString(l) {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
 }
 
 var saveCounters = regexp.MustCompile(`^(:\S+ \S+) \[\d+:\d+\]$`)

@@ -6,9 +6,9 @@
 #   1. BenchmarkInstalledAgentCost, modes none / kube-router / netpol (the agent as installed),
 #      A B C C B A per round, PEERS_ROUNDS rounds, 1000 policies: TCP connect rate to the pod IP
 #      and through a ClusterIP, iperf3; medians, ratios to none, the enforcer's CPU per connection.
-#   2. BenchmarkPolicyChangeEnforced at 100 and 1000 policies, kube-router then netpol then
-#      (rounds > 1) netpol then kube-router: write -> the datapath drops / admits, p50 and p99
-#      over PEERS_CHANGES changes of each kind.
+#   2. BenchmarkPolicyChangeEnforced at 100 and 1000 policies, kube-router then netpol (then
+#      netpol and kube-router again with PEERS_LATENCY_ABBA=1): write -> the datapath drops /
+#      admits, p50 and p99 over PEERS_CHANGES changes of each kind.
 # Brings the cluster up (cached binaries, kube-router built once: hack/cluster/build-peers.sh)
 # and tears it down whatever happened, like make e2e; KEEP_CLUSTER=1 keeps it. The log goes to
 # PEERS_LOG (default .cache/bench-peers-datapath.log).
@@ -55,7 +55,7 @@ bench() {
 bench "${smoke[@]}" NETPOL_COST_MODES=none,kube-router,defaults NETPOL_COST_CLUSTERIP=1 NETPOL_COST_SECS="$secs" \
   -- -bench '^BenchmarkInstalledAgentCost$' -benchtime "${rounds}x"
 order=(kube-router netpol)
-((rounds > 1)) && order+=(netpol kube-router)
+[[ ${PEERS_LATENCY_ABBA:-0} == 1 ]] && order+=(netpol kube-router)
 for n in 100 1000; do
   for e in "${order[@]}"; do
     echo "# policy change, $e, $n policies" | tee -a "$logfile"

@@ -167,6 +167,9 @@ func kubeRouterMode() costMode {
 			kr.ExpectGuardsIntact(b)
 		},
 		teardown: func(b *testing.B, c *framework.Cluster) {
+			if kr == nil {
+				return
+			}
 			kr.ExpectGuardsIntact(b)
 			kr.Stop(b)
 			kr = nil

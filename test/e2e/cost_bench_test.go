@@ -315,7 +315,8 @@ func costMedian(v []float64) float64 {
 // of make bench-peers-datapath: one enforcer at a time, each removed before
 // the next mode's set-up), NETPOL_COST_POLICIES the number of policies, and
 // NETPOL_COST_CLUSTERIP=1 adds the connect rate through a ClusterIP Service
-// (kube-proxy's DNAT, then the enforcer) to the pod-IP one.
+// (kube-proxy's DNAT, then the enforcer) to the pod-IP one, and
+// NETPOL_COST_ROUNDS the number of rounds in one -benchtime 1x run.
 //
 // Both pods run on the first node; on a cluster of namespace nodes
 // (NODES=N) the processes enter that node's namespaces (nsenter) and the
@@ -442,7 +443,13 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	type result struct{ cps, svcCPS, bps, cpuPerConn float64 }
 	res := map[string][]result{}
 	load0 := loadAverage()
-	for round := 0; round < b.N; round++ {
+	// -benchtime Nx (N > 1) runs the whole benchmark once with b.N = 1
+	// first, set-up included; NETPOL_COST_ROUNDS with -benchtime 1x does not.
+	rounds := b.N
+	if n, err := strconv.Atoi(os.Getenv("NETPOL_COST_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	for round := 0; round < rounds; round++ {
 		order := append([]costMode(nil), modes...)
 		for i := len(modes) - 1; i >= 0; i-- {
 			order = append(order, modes[i])

@@ -35,6 +35,10 @@ const (
 	costClientCPU = "0"
 	costServerCPU = "1"
 	costCRRPort   = 9080
+	// The ClusterIP arm's server: its own port, so its connections' reply
+	// tuples (a:port -> c:client port) never clash in conntrack with the
+	// pod-IP arm's, whose client ports it reuses; a clash drops the SYN.
+	costSvcPort = 9081
 	costIperfPort = 5201
 )
 
@@ -275,7 +279,7 @@ func costPolicies(ns string, n int) []*networkingv1.NetworkPolicy {
 		out = append(out, p)
 	}
 	// 80: the netprobe server's, for the reachability check before each arm.
-	both := append(append(port(costCRRPort), port(costIperfPort)...), port(80)...)
+	both := append(append(append(port(costCRRPort), port(costSvcPort)...), port(costIperfPort)...), port(80)...)
 	out = append(out,
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "a-from-c"}, Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: sel("a"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
@@ -402,12 +406,16 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	}
 	crrAddr := net.JoinHostPort(podA.Status.PodIP, strconv.Itoa(costCRRPort))
 	svcAddr := ""
+	servers := []string{crrAddr}
 	if os.Getenv("NETPOL_COST_CLUSTERIP") != "" {
-		svcAddr = costService(b, c, ns, podC, costCRRPort)
+		svcAddr = costService(b, c, ns, podC, costSvcPort)
+		servers = append(servers, net.JoinHostPort(podA.Status.PodIP, strconv.Itoa(costSvcPort)))
 	}
-	srv := pinned(nsA, costServerCPU, os.Args[0], "-test.run=^TestCostConnectProcess$", "-test.count=1")
-	srv.Env = append(os.Environ(), "NETPOL_COST_CRR=server", "NETPOL_COST_CRR_ADDR="+crrAddr)
-	start(srv, "ready")
+	for _, addr := range servers {
+		srv := pinned(nsA, costServerCPU, os.Args[0], "-test.run=^TestCostConnectProcess$", "-test.count=1")
+		srv.Env = append(os.Environ(), "NETPOL_COST_CRR=server", "NETPOL_COST_CRR_ADDR="+addr)
+		start(srv, "ready")
+	}
 	start(pinned(nsA, costServerCPU, "iperf3", "-s", "-B", podA.Status.PodIP, "-p", strconv.Itoa(costIperfPort)), "")
 	time.Sleep(500 * time.Millisecond) // iperf3 -s prints nothing until a client comes
 

@@ -38,7 +38,7 @@ const (
 	// The ClusterIP arm's server: its own port, so its connections' reply
 	// tuples (a:port -> c:client port) never clash in conntrack with the
 	// pod-IP arm's, whose client ports it reuses; a clash drops the SYN.
-	costSvcPort = 9081
+	costSvcPort   = 9081
 	costIperfPort = 5201
 )
 

@@ -13,6 +13,7 @@
 # and tears it down whatever happened, like make e2e; KEEP_CLUSTER=1 keeps it. The log goes to
 # PEERS_LOG (default .cache/bench-peers-datapath.log).
 #
+# PEERS_PARTS="cost latency" (default) picks the parts.
 # PEERS_SMOKE=1: one pass, 1 s arms, 100 policies for the connect rate, 10 changes: checks the
 # harness (set-up, enforcement of both, removal proved) in ~8-10 min with a warm cache and
 # cluster bring-up; not figures to quote.
@@ -52,11 +53,12 @@ bench() {
     "$GO" test -tags e2e -count=1 -timeout 60m -run '^$' -v "$@" ./test/e2e/ 2>&1 | tee -a "$logfile"
   return "${PIPESTATUS[0]}"
 }
-bench "${smoke[@]}" NETPOL_COST_MODES=none,kube-router,defaults NETPOL_COST_CLUSTERIP=1 NETPOL_COST_SECS="$secs" \
+parts=${PEERS_PARTS:-cost latency}
+[[ $parts != *cost* ]] || bench "${smoke[@]}" NETPOL_COST_MODES=none,kube-router,defaults NETPOL_COST_CLUSTERIP=1 NETPOL_COST_SECS="$secs" \
   NETPOL_COST_ROUNDS="$rounds" -- -bench '^BenchmarkInstalledAgentCost$' -benchtime 1x
 order=(kube-router netpol)
 [[ ${PEERS_LATENCY_ABBA:-0} == 1 ]] && order+=(netpol kube-router)
-for n in 100 1000; do
+for n in $([[ $parts == *latency* ]] && echo 100 1000); do
   for e in "${order[@]}"; do
     echo "# policy change, $e, $n policies" | tee -a "$logfile"
     bench NETPOL_LATENCY_ENFORCER="$e" NETPOL_LATENCY_POLICIES="$n" NETPOL_LATENCY_CHANGES="$changes" \

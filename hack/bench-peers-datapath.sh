@@ -13,7 +13,7 @@
 # and tears it down whatever happened, like make e2e; KEEP_CLUSTER=1 keeps it. The log goes to
 # PEERS_LOG (default .cache/bench-peers-datapath.log).
 #
-# PEERS_PARTS="cost latency" (default) picks the parts.
+# PEERS_PARTS="cost latency" (default) picks the parts, PEERS_LATENCY_POLICIES the sizes ("100 1000").
 # PEERS_SMOKE=1: one pass, 1 s arms, 100 policies for the connect rate, 10 changes: checks the
 # harness (set-up, enforcement of both, removal proved) in ~8-10 min with a warm cache and
 # cluster bring-up; not figures to quote.
@@ -58,7 +58,7 @@ parts=${PEERS_PARTS:-cost latency}
   NETPOL_COST_ROUNDS="$rounds" -- -bench '^BenchmarkInstalledAgentCost$' -benchtime 1x
 order=(kube-router netpol)
 [[ ${PEERS_LATENCY_ABBA:-0} == 1 ]] && order+=(netpol kube-router)
-for n in $([[ $parts == *latency* ]] && echo 100 1000); do
+for n in $([[ $parts == *latency* ]] && echo "${PEERS_LATENCY_POLICIES:-100 1000}"); do
   for e in "${order[@]}"; do
     echo "# policy change, $e, $n policies" | tee -a "$logfile"
     bench NETPOL_LATENCY_ENFORCER="$e" NETPOL_LATENCY_POLICIES="$n" NETPOL_LATENCY_CHANGES="$changes" \

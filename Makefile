@@ -74,8 +74,8 @@ bench-policy: ## Policy engine benchmarks at 10k pods / 2k policies and the 1k x
 # database; its hashes are pinned in bench/peers/go.sum instead, which Go
 # still verifies.
 .PHONY: bench-peers
-bench-peers: ## Ours vs np-guard/netpol-analyzer on the same 10k-pod / 2k-policy input: load, one query, 10k queries, memory (figures: docs/perf.md)
-	cd bench/peers && GONOSUMDB=github.com/np-guard/models $(GO) test -run 'TestVerdictsAgree' -v -bench . -benchtime 2s -count 3 .
+bench-peers: ## Ours vs np-guard/netpol-analyzer on the same 10k-pod / 2k-policy input: load, one query, 10k queries, memory, check -f end to end (figures: docs/perf.md)
+	cd bench/peers && GONOSUMDB=github.com/np-guard/models $(GO) test -run 'TestVerdictsAgree|TestCheckFilesAgree' -v -bench . -benchtime 2s -count 3 .
 
 # The same-run datapath comparison with kube-router v2.1.0 on the test cluster (root, takes the
 # cluster: run it under the machine's cluster lock). kube-router is built outside the product's
@@ -125,7 +125,8 @@ check: deps ## Everything CI runs: lint, cross-builds, unit, privileged, release
 	$(MAKE) generate-check
 	$(MAKE) cross
 	$(MAKE) release-test
-	$(GO) test -count=1 ./...
+	hack/cluster/build-binaries.sh   # etcd and kube-apiserver for the tests against a real API server (cached)
+	NETPOL_REQUIRE_APISERVER=1 $(GO) test -count=1 ./...
 	$(MAKE) e2e
 
 # --- local test cluster (hack/cluster; see README "Test cluster") --------------------------------

@@ -5,9 +5,10 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,10 +16,12 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/connrate"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
@@ -40,54 +43,9 @@ const (
 	agentABPort      = 80
 )
 
-// TestAgentConnectRateProcess is the connect-rate server or client run as a
-// pinned child by BenchmarkAgentAB; it does nothing otherwise. Server:
-// accept, write one byte, close. Client: connect, read the byte, close, for
-// the given time; print the number of connections.
-func TestAgentConnectRateProcess(t *testing.T) {
-	mode := os.Getenv("NETPOL_TEST_CRR")
-	if mode == "" {
-		t.Skip("run as a child of BenchmarkAgentAB")
-	}
-	addr := os.Getenv("NETPOL_TEST_CRR_ADDR")
-	fail := func(err error) {
-		fmt.Println("error:", err)
-		os.Exit(1)
-	}
-	if mode == "server" {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			fail(err)
-		}
-		fmt.Println("ready")
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				fail(err)
-			}
-			c.Write([]byte{'x'})
-			c.Close()
-		}
-	}
-	d, err := time.ParseDuration(os.Getenv("NETPOL_TEST_CRR_TIME"))
-	if err != nil {
-		fail(err)
-	}
-	n := 0
-	buf := make([]byte, 1)
-	for end := time.Now().Add(d); time.Now().Before(end); n++ {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			fail(err)
-		}
-		if _, err := c.Read(buf); err != nil {
-			fail(err)
-		}
-		c.Close()
-	}
-	fmt.Println(n)
-	os.Exit(0)
-}
+// TestConnectRateProcess is BenchmarkAgentAB's pinned connect-rate server
+// or client (internal/connrate); it does nothing on its own.
+func TestConnectRateProcess(t *testing.T) { connrate.Child(t) }
 
 // agentABObjects is the cluster of the agent A/B benchmark: pods a (server)
 // and c (client) on this node, 1000 remote pods, and 1000 NetworkPolicies
@@ -156,6 +114,14 @@ func runBenchAgent(b *testing.B, node *feNode, pinRoot string, objs []k8sruntime
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The informers' first events queue more applies after the first one:
+	// wait until they are done, so an arm measures connections, not a
+	// recompile of 1000 policies.
+	for last, quiet := appliesDone(a), time.Now(); time.Since(quiet) < 500*time.Millisecond; time.Sleep(50 * time.Millisecond) {
+		if n := appliesDone(a); n != last || a.queue.Len() > 0 {
+			last, quiet = n, time.Now()
+		}
+	}
 	a.spoof.start()
 	rd, err := a.probe.NewReader(a.cfg.ReadPoll)
 	if err != nil {
@@ -195,7 +161,8 @@ func runBenchAgent(b *testing.B, node *feNode, pinRoot string, objs []k8sruntime
 // (datapath enforcing 1000 policies, a verdict event per new flow read and
 // enriched into the hub, metrics, anti-spoofing, flow-end summaries), and
 // with each optional feature off. Modes alternate in each round (forward
-// then backward: A B C .. C B A); each arm starts a fresh agent (not timed),
+// then backward: A B C .. C B A); each arm starts a fresh agent (not timed;
+// the arm waits for its start-up applies and collects their garbage first),
 // flushes conntrack and runs the client for NETPOL_AB_SECS (default 2) s.
 // Client pinned to CPU 0, server to CPU 1. It reports medians per mode, the
 // ratio to no agent, the agent's CPU per connection (this process's CPU
@@ -203,6 +170,11 @@ func runBenchAgent(b *testing.B, node *feNode, pinRoot string, objs []k8sruntime
 // client's and server's context shows in the rate), and the load average.
 //
 //	go test -run '^$' -bench BenchmarkAgentAB -benchtime 3x -v ./agent/
+//
+// NETPOL_AB_MODES=none,defaults,... picks modes, NETPOL_AB_SECS sets the
+// arm length, NETPOL_AB_PROFILE=/tmp/ab writes a CPU profile of each arm
+// (from the client's start to the last summary) to /tmp/ab-MODE-ROUND-N.prof,
+// and the contended locks so far to .mutex.
 func BenchmarkAgentAB(b *testing.B) {
 	requirePrivileged(b)
 	for _, tool := range []string{"taskset", "conntrack"} {
@@ -249,8 +221,11 @@ func BenchmarkAgentAB(b *testing.B) {
 	b.Cleanup(func() { os.RemoveAll(pinRoot) })
 
 	addr := aIP + ":" + strconv.Itoa(agentABPort)
-	srv := exec.Command("ip", "netns", "exec", podA.name, "taskset", "-c", agentABServerCPU, os.Args[0], "-test.run=^TestAgentConnectRateProcess$", "-test.count=1")
-	srv.Env = append(os.Environ(), "NETPOL_TEST_CRR=server", "NETPOL_TEST_CRR_ADDR="+addr)
+	pinned := func(p *feNS, cpu string) *exec.Cmd {
+		return exec.Command("ip", append([]string{"netns", "exec", p.name, "taskset", "-c", cpu}, connrate.Args()...)...)
+	}
+	srv := pinned(podA, agentABServerCPU)
+	srv.Env = connrate.Env(connrate.Server, addr, 0)
 	out, err := srv.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -259,21 +234,21 @@ func BenchmarkAgentAB(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { srv.Process.Signal(syscall.SIGKILL); srv.Wait() })
-	line := make([]byte, 6)
-	if _, err := out.Read(line); err != nil || string(line) != "ready\n" {
+	line := make([]byte, len(connrate.Ready)+1)
+	if _, err := out.Read(line); err != nil || string(line) != connrate.Ready+"\n" {
 		b.Fatalf("server did not start: %q %v", line, err)
 	}
 	connectRate := func() float64 {
-		cmd := exec.Command("ip", "netns", "exec", podC.name, "taskset", "-c", agentABClientCPU, os.Args[0], "-test.run=^TestAgentConnectRateProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "NETPOL_TEST_CRR=client", "NETPOL_TEST_CRR_ADDR="+addr, fmt.Sprintf("NETPOL_TEST_CRR_TIME=%gs", secs))
+		cmd := pinned(podC, agentABClientCPU)
+		cmd.Env = connrate.Env(connrate.Client, addr, time.Duration(secs*float64(time.Second)))
 		out, err := cmd.Output()
-		n, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+		n, perr := connrate.Connections(out)
 		if err != nil || perr != nil {
 			b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
 		}
 		return float64(n) / secs
 	}
-	type result struct{ cps, cpuPerConn float64 }
+	type result struct{ cps, cpuPerConn, idleMsPerSec, aboveIdle float64 }
 	res := map[string][]result{}
 	for i := 0; i < b.N; i++ {
 		order := append([]agentMode(nil), modes...)
@@ -288,7 +263,21 @@ func BenchmarkAgentAB(b *testing.B) {
 			}
 			node.run(b, "conntrack", "-F")
 			time.Sleep(200 * time.Millisecond) // the flush's summaries
-			cpu0 := processCPU(b)              // the agent runs in this process; client and server are others
+			applies0 := appliesDone(a)
+			// The start-up's garbage (the compile of 1000 policies, the
+			// informers' lists) is collected now, not during the arm: the
+			// collections in the arm are those its connections cause.
+			runtime.GC()
+			// The agent's CPU with no connection, over a second: what the
+			// per-connection figure includes that no connection causes.
+			idle0 := processCPU(b)
+			time.Sleep(time.Second)
+			idle := processCPU(b) - idle0
+			gcs0 := gcCycles()
+			sw0 := contextSwitches(b)
+			stopProfile := profileArm(b, fmt.Sprintf("%s-%d-%d", m.name, i, len(res[m.name])))
+			user0, sys0 := processUserSys(b) // the agent runs in this process; client and server are others
+			armStart := time.Now()
 			cps := connectRate()
 			// The summaries of the arm's connections come when their
 			// entries are destroyed: flush them and wait for the agent.
@@ -304,13 +293,23 @@ func BenchmarkAgentAB(b *testing.B) {
 				}
 			}
 			time.Sleep(100 * time.Millisecond)
-			cpu := processCPU(b) - cpu0
+			user, sys := processUserSys(b)
+			user, sys = user-user0, sys-sys0
+			cpu := user + sys
+			armTime := time.Since(armStart)
+			stopProfile()
+			gcs := gcCycles() - gcs0
+			switches := contextSwitches(b) - sw0
 			r := result{cps: cps}
 			if m.on {
 				r.cpuPerConn = float64(cpu.Nanoseconds()) / (cps * secs)
+				r.idleMsPerSec = float64(idle.Microseconds()) / 1e3
+				// What the connections add to the idle agent: less
+				// dependent on the rate the loaded machine allows.
+				r.aboveIdle = (float64(cpu.Nanoseconds()) - float64(idle.Nanoseconds())*armTime.Seconds()) / (cps * secs)
 				st, _ := a.probe.Stats()
-				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn, load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched)",
-					i, m.name, cps, r.cpuPerConn/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len())
+				b.Logf("round %d %s: %.0f conn/s, agent %.1f µs CPU/conn (%.0f %% in the kernel, %.2f context switches/conn; idle %.1f ms CPU/s, %.1f µs/conn above it), load %.2f; datapath: %d new, %d events, %d ends, %d lost, flow ends published %.0f (%d starts unmatched); %d policy applies and %d GC cycles in the arm",
+					i, m.name, cps, r.cpuPerConn/1e3, 100*sys.Seconds()/cpu.Seconds(), float64(switches)/(cps*secs), r.idleMsPerSec, r.aboveIdle/1e3, loadAvgAgent(), st.NewAllowed, st.Events, st.FlowEnds, st.RingFull+st.FlowEndsLost, counterValue(a.metrics.FlowEnds), a.newFlows.len(), appliesDone(a)-applies0, gcs)
 				stop()
 			} else {
 				b.Logf("round %d %s: %.0f conn/s, load %.2f", i, m.name, cps, loadAvgAgent())
@@ -341,10 +340,66 @@ func BenchmarkAgentAB(b *testing.B) {
 				b.ReportMetric(cps/base, "ratio-"+m.name)
 			}
 			b.ReportMetric(med(res[m.name], func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
+			b.ReportMetric(med(res[m.name], func(r result) float64 { return r.idleMsPerSec }), "idle-ms/s-"+m.name)
+			b.ReportMetric(med(res[m.name], func(r result) float64 { return r.aboveIdle })/1e3, "above-idle-µs/conn-"+m.name)
 		}
 	}
 	b.ReportMetric(load0, "load-start")
 	b.ReportMetric(loadAvgAgent(), "load-end")
+}
+
+// contextSwitches is how many times this process's threads were switched
+// out (voluntarily or not).
+func contextSwitches(b *testing.B) int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Nvcsw + ru.Nivcsw
+}
+
+// gcCycles is how many garbage collections this process has finished.
+func gcCycles() uint32 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.NumGC
+}
+
+// appliesDone is how many policy applies a has finished (0 without an agent).
+func appliesDone(a *Agent) uint64 {
+	if a == nil {
+		return 0
+	}
+	var m dto.Metric
+	_ = a.metrics.ApplyDuration.Write(&m)
+	return m.GetHistogram().GetSampleCount()
+}
+
+// profileArm writes a CPU profile of one arm to NETPOL_AB_PROFILE-name.prof
+// when that is set (go tool pprof merges several); the returned func stops
+// it. Not with -cpuprofile, which profiles the agents' start-up too.
+func profileArm(b *testing.B, name string) func() {
+	prefix := os.Getenv("NETPOL_AB_PROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(prefix + "-" + name + ".prof")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	runtime.SetMutexProfileFraction(1)
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		// Contended locks so far (cumulative over the arms).
+		if m, err := os.Create(prefix + "-" + name + ".mutex"); err == nil {
+			_ = pprof.Lookup("mutex").WriteTo(m, 0)
+			m.Close()
+		}
+	}
 }
 
 func loadAvgAgent() float64 {

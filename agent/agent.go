@@ -13,13 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -31,8 +29,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	"github.com/kubectl-netpol/kubectl-netpol/flow/otlp"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/cni/nodefacts"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -65,21 +66,41 @@ type Config struct {
 	// FlowEndSource chooses where summaries come from: FlowEndSourceAuto
 	// (default), FlowEndSourceKernel or FlowEndSourceNetlink.
 	FlowEndSource string
+
+	// OTLP, when its Endpoint is set, exports flows and metrics to an
+	// OpenTelemetry Collector (Node and Gatherer are filled in by New).
+	OTLP otlp.Config
+	// CNIConfDir holds the node's CNI configuration files (default
+	// /etc/cni/net.d; the DaemonSet mounts the node's at DefaultCNIConfDir).
+	CNIConfDir string
+	// BPFFSRoot is where other datapaths' pins are looked for (default
+	// /sys/fs/bpf).
+	BPFFSRoot string
+	// BypassWindow is the bypass self-check's window (default 10s), and
+	// BypassMinPackets the packets a pod's interface must carry in it to
+	// be judged (default 20).
+	BypassWindow     time.Duration
+	BypassMinPackets uint64
 }
+
+// DefaultCNIConfDir is where the DaemonSet mounts the node's /etc/cni/net.d.
+const DefaultCNIConfDir = install.CNIConfMountPath
 
 // Agent is a running node agent.
 type Agent struct {
-	cfg     Config
-	cluster *Cluster
-	probe   *probe.Probe
-	hub     *flow.Hub
-	metrics *Metrics
-	enrich  *enricher
-	// ruleCounters belongs to readEvents' goroutine.
-	ruleCounters ruleCounters
-	spoof        *spoofGuard // nil when anti-spoofing is off
-	queue        workqueue.TypedRateLimitingInterface[string]
-	started      time.Time
+	cfg      Config
+	cluster  *Cluster
+	probe    *probe.Probe
+	hub      *flow.Hub
+	metrics  *Metrics
+	enrich   *enricher
+	otlp     *otlp.Exporter // nil unless exporting
+	spoof    *spoofGuard    // nil when anti-spoofing is off
+	cni      *cniWatch
+	bypass   *bypassCheck
+	bypassNL *netlink.Handle
+	queue    workqueue.TypedRateLimitingInterface[string]
+	started  time.Time
 	// policyCache carries what the engine derived from unchanged objects
 	// from one apply to the next.
 	policyCache *policy.Cache
@@ -133,11 +154,18 @@ func New(cfg Config) (*Agent, error) {
 	runtime.LockOSThread()
 	err = p.Attach("node")
 	nodeNS, nsErr := netns.Get() // where Attach ran: the pod interfaces are there too
+	checkNS, checkNSErr := netns.Get()
 	runtime.UnlockOSThread()
 	if nsErr == nil && (err != nil || !cfg.AntiSpoofing) {
 		nodeNS.Close()
 	}
+	if err == nil && checkNSErr != nil {
+		err = fmt.Errorf("opening the node's network namespace: %w", checkNSErr)
+	}
 	if err != nil {
+		if checkNSErr == nil {
+			checkNS.Close()
+		}
 		p.Close()
 		return nil, fmt.Errorf("attaching the netfilter programs on node %s: %w (needs NET_ADMIN and nf_conntrack)", cfg.NodeName, err)
 	}
@@ -149,23 +177,41 @@ func New(cfg Config) (*Agent, error) {
 		st, _ := a.hub.Status(context.Background(), nil)
 		return float64(st.GetFlowsDroppedSlowClients())
 	})
+	if cfg.OTLP.Endpoint != "" {
+		oc := cfg.OTLP
+		oc.Node, oc.Version, oc.Gatherer = cfg.NodeName, version.Version(), a.metrics.Registry
+		if a.otlp, err = otlp.New(oc); err != nil {
+			p.Close()
+			return nil, err
+		}
+		a.metrics.Registry.MustRegister(a.otlp.Collectors()...)
+		a.hub.AddTap(a.otlp.Offer)
+	}
 	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "datapath"})
 	if err := a.cluster.OnChange(func(string) { a.enqueue() }); err != nil {
+		checkNS.Close()
+		p.Close()
+		return nil, err
+	}
+	if err := a.newChecks(checkNS); err != nil {
 		p.Close()
 		return nil, err
 	}
 	if cfg.AntiSpoofing {
 		if nsErr != nil {
+			a.closeChecks()
 			p.Close()
 			return nil, fmt.Errorf("opening the node's network namespace for anti-spoofing: %w", nsErr)
 		}
 		if a.spoof, err = newSpoofGuard(p, a.cluster, cfg.NodeName, nodeNS, a.metrics.Registry); err != nil {
 			nodeNS.Close()
+			a.closeChecks()
 			p.Close()
 			return nil, err
 		}
+		a.bypass.spoof = a.spoof
 		// Its own loop, beside the policy queue: discovery never delays policy.
 		if err := a.cluster.OnChange(func(kind string) {
 			if kind == "pod" {
@@ -173,11 +219,49 @@ func New(cfg Config) (*Agent, error) {
 			}
 		}); err != nil {
 			a.spoof.close()
+			a.closeChecks()
 			p.Close()
 			return nil, err
 		}
 	}
 	return a, nil
+}
+
+// newChecks sets up the CNI identification and the bypass self-check in
+// ns, the node's network namespace (taking it over).
+func (a *Agent) newChecks(ns netns.NsHandle) error {
+	bpfRoot := a.cfg.BPFFSRoot
+	if bpfRoot == "" {
+		bpfRoot = bpffs.Path
+	}
+	w, err := newCNIWatch(ns, a.cfg.Client, nodefacts.Options{ConfDir: a.cfg.CNIConfDir, BPFFS: bpfRoot}, a.metrics.Registry)
+	if err != nil {
+		ns.Close()
+		return err
+	}
+	a.cni = w
+	open := netlink.NewHandle
+	if !w.here {
+		open = func(...int) (*netlink.Handle, error) { return netlink.NewHandleAt(ns) }
+	}
+	if a.bypassNL, err = open(); err != nil {
+		w.close()
+		return fmt.Errorf("opening netlink in the node's network namespace for the bypass self-check: %w", err)
+	}
+	if a.bypass, err = newBypassCheck(a.bypassNL, a, newEventSink(a.cfg), a.metrics.Registry); err != nil {
+		a.closeChecks()
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) closeChecks() {
+	if a.bypassNL != nil {
+		a.bypassNL.Close()
+	}
+	if a.cni != nil {
+		a.cni.close()
+	}
 }
 
 // Hub is the flow hub (tests observe it directly).
@@ -213,6 +297,7 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	hs := &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	var wg sync.WaitGroup
+	defer a.closeChecks() // after the checks' goroutines are done
 	defer wg.Wait()
 	wg.Go(func() { _ = gs.Serve(grpcLis) })
 	wg.Go(func() { _ = hs.Serve(httpLis) })
@@ -228,6 +313,9 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 		return err
 	}
 	wg.Go(func() { a.readEvents(ctx, rd) })
+	if a.otlp != nil {
+		wg.Go(func() { a.otlp.Run(ctx) })
+	}
 	defer rd.Close()
 	if a.cfg.FlowEndSummaries {
 		wg.Go(func() { a.runFlowEnds(ctx) })
@@ -242,6 +330,9 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	a.refreshLocalAddresses()
 	a.enqueue()
 	a.spoof.start()
+	a.cni.refresh(ctx)
+	wg.Go(func() { a.cni.run(ctx) })
+	wg.Go(func() { a.bypass.run(ctx) })
 	wg.Go(func() {
 		for a.processNext() {
 		}
@@ -381,7 +472,7 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 			continue
 		}
 		f := a.enrich.flow(dp, &ev)
-		a.count(dp, f)
+		a.count(f)
 		a.hub.Publish(f)
 		if a.cfg.FlowEndSummaries && ev.Type == probe.EventNewFlow {
 			a.newFlows.remember(keyOfEvent(&ev), f)
@@ -389,43 +480,7 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 	}
 }
 
-func (a *Agent) count(dp *policy.Datapath, f *flowv1.Flow) {
-	verdict := flow.VerdictName(f.GetVerdict())
-	a.metrics.Flows.WithLabelValues(verdict, flow.DirectionName(f.GetDirection())).Inc()
-	if a.ruleCounters.dp != dp {
-		a.ruleCounters.dp = dp
-		a.ruleCounters.m = map[ruleCounterKey]prometheus.Counter{}
-	}
-	for _, group := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
-		for _, r := range group {
-			k := ruleCounterKey{r, f.GetVerdict()}
-			c, ok := a.ruleCounters.m[k]
-			if !ok {
-				rule := ""
-				if r.RuleIndex != nil {
-					rule = strconv.FormatUint(uint64(r.GetRuleIndex()), 10)
-				}
-				c = a.metrics.PolicyVerdicts.WithLabelValues(r.GetNamespace(), r.GetName(), flow.DirectionName(r.GetDirection()), rule, verdict)
-				a.ruleCounters.m[k] = c
-			}
-			c.Inc()
-		}
-	}
-}
-
-// ruleCounters caches the per-rule verdict counters of one applied Datapath,
-// keyed by the enricher's shared references: a denied flow names every
-// isolating policy, and looking each one's counter up by its labels cost
-// more than the rest of the flow. Used by readEvents' goroutine only.
-type ruleCounters struct {
-	dp *policy.Datapath
-	m  map[ruleCounterKey]prometheus.Counter
-}
-
-type ruleCounterKey struct {
-	ref     *flowv1.PolicyRef
-	verdict flowv1.Verdict
-}
+func (a *Agent) count(f *flowv1.Flow) { a.metrics.CountVerdict(f) }
 
 func (a *Agent) datapathCounters() map[string]uint64 {
 	s, err := a.probe.Stats()
@@ -450,14 +505,19 @@ func (a *Agent) mapUsage() []MapUsage {
 // status is the node's part of flow.v1 Status.
 func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 	r := &flowv1.StatusResponse{
-		Version: version.Version(),
-		Node:    a.cfg.NodeName,
-		Ready:   a.ready.Load(),
-		Uptime:  durationpb.New(time.Since(a.started)),
-		Checks:  append(nodeChecks(), a.spoof.check()),
+		Version:     version.Version(),
+		Node:        a.cfg.NodeName,
+		Ready:       a.ready.Load(),
+		Uptime:      durationpb.New(time.Since(a.started)),
+		Checks:      append(nodeChecks(), a.spoof.check()),
+		Cni:         a.cni.status(),
+		Enforcement: a.bypass.status(),
 	}
 	if a.cfg.FlowEndSummaries {
 		r.Checks = append(r.Checks, conntrackAcctCheck(), a.flowEndSourceCheck())
+	}
+	if a.otlp != nil {
+		r.Checks = append(r.Checks, a.otlp.Check())
 	}
 	a.mu.Lock()
 	if !a.lastApply.IsZero() {

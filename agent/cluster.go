@@ -2,9 +2,11 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -39,6 +41,11 @@ type Cluster struct {
 	// nodeByIP maps every node address of the last Snapshot to its node
 	// ("" for a local address no Node object accounts for).
 	nodeByIP map[netip.Addr]string
+
+	// gen changes after every change that can alter PodByIP, ServiceByIP
+	// or NodeByIP: the enricher's caches hold what was looked up under one
+	// generation (see Generation).
+	gen atomic.Uint64
 }
 
 // NewCluster builds the informers (not started: see Start).
@@ -55,11 +62,28 @@ func NewCluster(client kubernetes.Interface) *Cluster {
 		npLister:   f.Networking().V1().NetworkPolicies().Lister(),
 		nodeLister: f.Core().V1().Nodes().Lister(),
 	}
-	// Pods and services are looked up by address for every flow.
-	_ = c.pods.AddIndexers(cache.Indexers{indexPodIP: podIPs})
-	_ = c.services.AddIndexers(cache.Indexers{indexClusterIP: clusterIPs})
+	// Pods and services are looked up by address for every flow. The
+	// store calls the index functions under its write lock for every add,
+	// update and delete, before any look-up can see the change: the place
+	// to move the generation on, with no window in which a cached answer
+	// outlives the store's.
+	_ = c.pods.AddIndexers(cache.Indexers{indexPodIP: func(obj any) ([]string, error) {
+		c.gen.Add(1)
+		return podIPs(obj)
+	}})
+	_ = c.services.AddIndexers(cache.Indexers{indexClusterIP: func(obj any) ([]string, error) {
+		c.gen.Add(1)
+		return clusterIPs(obj)
+	}})
 	return c
 }
+
+// Generation identifies the state of the address look-ups (PodByIP,
+// ServiceByIP, NodeByIP): it changes after any pod or Service is added,
+// updated or deleted and after each Snapshot (node addresses). A caller
+// that reads it before a look-up may reuse the answer while it is
+// unchanged.
+func (c *Cluster) Generation() uint64 { return c.gen.Load() }
 
 func podIPs(obj any) ([]string, error) {
 	p, ok := obj.(*corev1.Pod)
@@ -176,8 +200,12 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 			s.NodeIPs = append(s.NodeIPs, a)
 		}
 	}
+	changed := !maps.Equal(c.nodeByIP, byIP)
 	c.nodeByIP = byIP
 	c.mu.Unlock()
+	if changed {
+		c.gen.Add(1) // after the change: see Generation
+	}
 	return s, nil
 }
 

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,84 +19,72 @@ import (
 
 // enricher turns a kernel event into a Flow. Pods are looked up when the
 // event is received, so a later reuse of the address cannot relabel it.
+//
+// What the look-ups yield is cached and shared between flows: endpoints,
+// Services and policy references are immutable once built, and every
+// consumer of a published Flow only reads it (the hub, its gRPC streams,
+// the flow-end summaries that reuse a start's parts; TestSharedFlowParts).
+// The caches are dropped when the cluster's Generation moves (any pod or
+// Service change, a node address change) or a new datapath is applied, so
+// a flow shows what an uncached look-up would have shown.
 type enricher struct {
 	cluster *Cluster
 	node    string
 	// boot is the wall-clock time of monotonic zero: the kernel stamps
 	// events with bpf_ktime_get_ns (CLOCK_MONOTONIC).
 	boot time.Time
-	refs refCache
+
+	// The event reader and the flow-end summaries both enrich.
+	mu        sync.Mutex
+	gen       uint64 // the cluster generation endpoints and services were filled under
+	endpoints map[endpointKey]endpointInfo
+	services  map[serviceKey]*flowv1.Service
+	attrDP    *policy.Datapath // the datapath attrs were computed for
+	attrs     map[attrKey]*attribution
 }
 
-// refCache holds the policy references of one applied Datapath, shared by
-// every flow that Datapath judged. A drop names every policy isolating its
-// endpoint: a thousand policies selecting one pod made each denied flow
-// carry a thousand fresh PolicyRefs (~50 KB), and the hub's ring of 65,536
-// recent flows outgrew the agent's memory limit under a flood of denied
-// connections. Shared, a drop costs one slice header. Flows are never
-// mutated after they are built (the hub, the gRPC server and the flow-end
-// summaries only read them), so sharing is safe; the slices are clipped so
-// an append elsewhere copies instead of writing into them.
-type refCache struct {
-	mu       sync.Mutex
-	dp       *policy.Datapath
-	rules    map[uint32]*flowv1.PolicyRef
-	isolated map[isolationKey][]*flowv1.PolicyRef
+// enrichCacheMax bounds each cache: past it the cache starts over (a node
+// talking to many world addresses must not grow it without limit).
+const enrichCacheMax = 16384
+
+type endpointKey struct {
+	ip       netip.Addr
+	identity uint32
 }
 
-// isolationKey names one endpoint's isolating policies in one direction by
-// the Datapath's own slice (stable while that Datapath is applied).
-type isolationKey struct {
-	first *policy.PolicyRef
-	n     int
-	dir   policy.Direction
+type endpointInfo struct {
+	ep *flowv1.Endpoint
+	ip string // the address as text, for Flow.ip
 }
 
-// forDatapath empties the cache when dp is not the Datapath it holds; the
-// caller holds c.mu.
-func (c *refCache) forDatapath(dp *policy.Datapath) {
-	if c.dp != dp {
-		c.dp = dp
-		c.rules = map[uint32]*flowv1.PolicyRef{}
-		c.isolated = map[isolationKey][]*flowv1.PolicyRef{}
-	}
+type serviceKey struct {
+	vip  netip.Addr
+	port uint16
 }
 
-func (c *refCache) rule(r policy.CompiledRule) *flowv1.PolicyRef {
-	ref, ok := c.rules[r.ID]
-	if !ok {
-		ref = policyRef(r.Rule.Policy, r.Rule.Direction, r.Rule.Index)
-		c.rules[r.ID] = ref
-	}
-	return ref
+// attrKey is what probe.Attribute reads of an event; the drop fields are
+// zero for allowed flows.
+type attrKey struct {
+	egressRule, ingressRule  uint32
+	drop                     bool
+	direction                uint8
+	reversed                 bool // FlagPickup or FlagRevoked
+	srcEndpoint, dstEndpoint uint32
 }
 
-func (c *refCache) isolating(refs []policy.PolicyRef, dir policy.Direction) []*flowv1.PolicyRef {
-	if len(refs) == 0 {
-		return nil
-	}
-	k := isolationKey{&refs[0], len(refs), dir}
-	out, ok := c.isolated[k]
-	if !ok {
-		out = make([]*flowv1.PolicyRef, len(refs))
-		for i, p := range refs {
-			out[i] = policyRef(p, dir, -1)
-		}
-		c.isolated[k] = out
-	}
-	return out
+// attribution is an event's attribution as Flow parts (shared: capacity
+// equal to length, so an append by anyone copies).
+type attribution struct {
+	allowedBy, isolatedBy []*flowv1.PolicyRef
+	direction             flowv1.TrafficDirection // the deciding side of a drop
+	nodeTraffic           bool
 }
 
 func newEnricher(c *Cluster, node string) *enricher {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return &enricher{cluster: c, node: node, boot: time.Now().Add(-time.Duration(ts.Nano()))}
-}
-
-var protocols = map[uint8]flowv1.Protocol{
-	unix.IPPROTO_TCP: flowv1.Protocol_PROTOCOL_TCP, unix.IPPROTO_UDP: flowv1.Protocol_PROTOCOL_UDP,
-	unix.IPPROTO_SCTP: flowv1.Protocol_PROTOCOL_SCTP, unix.IPPROTO_ICMP: flowv1.Protocol_PROTOCOL_ICMP,
-	unix.IPPROTO_ICMPV6: flowv1.Protocol_PROTOCOL_ICMPV6,
+	return &enricher{cluster: c, node: node, boot: time.Now().Add(-time.Duration(ts.Nano())),
+		endpoints: map[endpointKey]endpointInfo{}, services: map[serviceKey]*flowv1.Service{}, attrs: map[attrKey]*attribution{}}
 }
 
 func direction(d policy.Direction) flowv1.TrafficDirection {
@@ -120,63 +109,74 @@ func policyRef(p policy.PolicyRef, d policy.Direction, rule int) *flowv1.PolicyR
 	return r
 }
 
-// flow enriches ev, attributed with dp (the datapath enforced when it was seen).
-func (e *enricher) flow(dp *policy.Datapath, ev *probe.Event) *flowv1.Flow {
-	src, dst := probe.TupleAddrs(ev.Tuple)
-	f := &flowv1.Flow{
-		Time:    timestamppb.New(e.boot.Add(time.Duration(ev.TimestampNs))),
-		Node:    e.node,
-		Type:    flowv1.EventType_EVENT_TYPE_NEW,
-		Verdict: flowv1.Verdict_VERDICT_ALLOWED,
-		Ip:      &flowv1.IP{Source: src.String(), Destination: dst.String(), Version: flowv1.IPVersion_IP_VERSION_IPV4},
-		L4: &flowv1.Layer4{Protocol: protocols[ev.Protocol],
-			SourcePort: uint32(ev.Tuple.Sport), DestinationPort: uint32(ev.Tuple.Dport)},
-		Source:      e.endpoint(src, ev.SrcIdentity),
-		Destination: e.endpoint(dst, ev.DstIdentity),
-		RuleId:      max(ev.EgressRule, ev.IngressRule),
-	}
-	if ev.Flags&probe.FlagIPv6 != 0 {
-		f.Ip.Version = flowv1.IPVersion_IP_VERSION_IPV6
-	}
-	if ev.Protocol == unix.IPPROTO_TCP {
-		t := ev.TcpFlags
-		f.L4.TcpFlags = &flowv1.TCPFlags{Fin: t&0x01 != 0, Syn: t&0x02 != 0, Rst: t&0x04 != 0, Psh: t&0x08 != 0,
+// tcpFlagSets are the TCPFlags messages of every flag byte, shared by
+// the flows that carry them.
+var tcpFlagSets = func() (sets [256]*flowv1.TCPFlags) {
+	for i := range sets {
+		t := uint8(i)
+		sets[i] = &flowv1.TCPFlags{Fin: t&0x01 != 0, Syn: t&0x02 != 0, Rst: t&0x04 != 0, Psh: t&0x08 != 0,
 			Ack: t&0x10 != 0, Urg: t&0x20 != 0, Ece: t&0x40 != 0, Cwr: t&0x80 != 0}
 	}
+	return sets
+}()
+
+// flowParts are the messages a new flow owns, allocated at once; the rest
+// of it (endpoints, Service, policy references) is shared.
+type flowParts struct {
+	flow flowv1.Flow
+	ip   flowv1.IP
+	l4   flowv1.Layer4
+	time timestamppb.Timestamp
+}
+
+// flow enriches ev, attributed with dp (the datapath enforced when it was
+// seen). The Flow and everything it points to must not be modified, but
+// for the messages of flowParts by the caller that just got it.
+func (e *enricher) flow(dp *policy.Datapath, ev *probe.Event) *flowv1.Flow {
+	src, dst := probe.TupleAddrs(ev.Tuple)
+	e.mu.Lock()
+	e.refresh(dp)
+	srcEP, dstEP := e.endpoint(src, ev.SrcIdentity), e.endpoint(dst, ev.DstIdentity)
+	var svc *flowv1.Service
 	if ev.Flags&probe.FlagDNAT != 0 {
 		_, vip := probe.TupleAddrs(ev.OrigTuple)
-		if svc := e.cluster.ServiceByIP(vip); svc != nil {
-			f.Service = &flowv1.Service{Namespace: svc.Namespace, Name: svc.Name, Ip: vip.String(), Port: uint32(ev.OrigTuple.Dport)}
-		} else {
-			f.Service = &flowv1.Service{Ip: vip.String(), Port: uint32(ev.OrigTuple.Dport)}
-		}
+		svc = e.service(vip, ev.OrigTuple.Dport)
 	}
+	at := e.attribute(dp, ev)
+	e.mu.Unlock()
 
-	a := probe.Attribute(dp, ev)
-	e.refs.mu.Lock()
-	defer e.refs.mu.Unlock()
-	e.refs.forDatapath(dp)
-	if len(a.AllowedBy) > 0 {
-		f.AllowedBy = make([]*flowv1.PolicyRef, len(a.AllowedBy))
-		for i, r := range a.AllowedBy {
-			f.AllowedBy[i] = e.refs.rule(r)
-		}
+	p := &flowParts{}
+	t := e.boot.Add(time.Duration(ev.TimestampNs))
+	p.time.Seconds, p.time.Nanos = t.Unix(), int32(t.Nanosecond())
+	p.ip.Source, p.ip.Destination, p.ip.Version = srcEP.ip, dstEP.ip, flowv1.IPVersion_IP_VERSION_IPV4
+	if ev.Flags&probe.FlagIPv6 != 0 {
+		p.ip.Version = flowv1.IPVersion_IP_VERSION_IPV6
 	}
+	p.l4.Protocol, p.l4.SourcePort, p.l4.DestinationPort = protocol(ev.Protocol), uint32(ev.Tuple.Sport), uint32(ev.Tuple.Dport)
+	if ev.Protocol == unix.IPPROTO_TCP {
+		p.l4.TcpFlags = tcpFlagSets[ev.TcpFlags]
+	}
+	f := &p.flow
+	f.Time, f.Node, f.Ip, f.L4 = &p.time, e.node, &p.ip, &p.l4
+	f.Type, f.Verdict = flowv1.EventType_EVENT_TYPE_NEW, flowv1.Verdict_VERDICT_ALLOWED
+	f.Source, f.Destination, f.Service = srcEP.ep, dstEP.ep, svc
+	f.RuleId = max(ev.EgressRule, ev.IngressRule)
+	f.AllowedBy = at.allowedBy
 	if ev.Verdict == probe.VerdictDrop {
 		f.Type = flowv1.EventType_EVENT_TYPE_DROP
 		f.Verdict = flowv1.Verdict_VERDICT_DENIED
 		f.Reason = flowv1.Reason_REASON_NO_RULE_MATCHED
-		f.Direction = direction(a.Direction)
+		f.Direction = at.direction
 		// NetworkPolicy has no deny rules: a drop is the isolating policies
 		// of the deciding side, none of whose rules matched.
-		f.IsolatedBy = e.refs.isolating(a.DeniedBy, a.Direction)
+		f.IsolatedBy = at.isolatedBy
 		return f
 	}
 	switch {
 	case len(f.AllowedBy) > 0:
 		f.Reason = flowv1.Reason_REASON_ALLOWED_BY_RULE
 		f.Direction = f.AllowedBy[len(f.AllowedBy)-1].Direction
-	case a.NodeTraffic:
+	case at.nodeTraffic:
 		f.Reason = flowv1.Reason_REASON_NOT_SUBJECT
 	default:
 		f.Reason = flowv1.Reason_REASON_NOT_ISOLATED
@@ -190,8 +190,102 @@ func (e *enricher) flow(dp *policy.Datapath, ev *probe.Event) *flowv1.Flow {
 	return f
 }
 
-// endpoint describes one end: a pod by its address, else the node or the world.
-func (e *enricher) endpoint(ip netip.Addr, identity uint32) *flowv1.Endpoint {
+func protocol(p uint8) flowv1.Protocol {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return flowv1.Protocol_PROTOCOL_TCP
+	case unix.IPPROTO_UDP:
+		return flowv1.Protocol_PROTOCOL_UDP
+	case unix.IPPROTO_SCTP:
+		return flowv1.Protocol_PROTOCOL_SCTP
+	case unix.IPPROTO_ICMP:
+		return flowv1.Protocol_PROTOCOL_ICMP
+	case unix.IPPROTO_ICMPV6:
+		return flowv1.Protocol_PROTOCOL_ICMPV6
+	}
+	return flowv1.Protocol_PROTOCOL_UNSPECIFIED
+}
+
+// refresh drops what the caches hold from an older cluster state or
+// datapath (under e.mu). The generation is read before any look-up it
+// covers: a change during the look-up leaves e.gen behind, so the next
+// call starts over.
+func (e *enricher) refresh(dp *policy.Datapath) {
+	if g := e.cluster.Generation(); g != e.gen {
+		clear(e.endpoints)
+		clear(e.services)
+		e.gen = g
+	}
+	if dp != e.attrDP {
+		clear(e.attrs)
+		e.attrDP = dp
+	}
+}
+
+// endpoint is the cached description of one end (under e.mu).
+func (e *enricher) endpoint(ip netip.Addr, identity uint32) endpointInfo {
+	k := endpointKey{ip: ip, identity: identity}
+	if info, ok := e.endpoints[k]; ok {
+		return info
+	}
+	info := endpointInfo{ep: e.lookupEndpoint(ip, identity), ip: ip.String()}
+	if len(e.endpoints) >= enrichCacheMax {
+		clear(e.endpoints)
+	}
+	e.endpoints[k] = info
+	return info
+}
+
+// service is the cached Service of a pre-DNAT destination (under e.mu).
+func (e *enricher) service(vip netip.Addr, port uint16) *flowv1.Service {
+	k := serviceKey{vip: vip, port: port}
+	if s, ok := e.services[k]; ok {
+		return s
+	}
+	s := &flowv1.Service{Ip: vip.String(), Port: uint32(port)}
+	if svc := e.cluster.ServiceByIP(vip); svc != nil {
+		s.Namespace, s.Name = svc.Namespace, svc.Name
+	}
+	if len(e.services) >= enrichCacheMax {
+		clear(e.services)
+	}
+	e.services[k] = s
+	return s
+}
+
+// attribute is the cached attribution of ev under dp (under e.mu, after
+// refresh(dp)).
+func (e *enricher) attribute(dp *policy.Datapath, ev *probe.Event) *attribution {
+	k := attrKey{egressRule: ev.EgressRule, ingressRule: ev.IngressRule}
+	drop := ev.Verdict == probe.VerdictDrop
+	if drop {
+		k.drop, k.direction, k.reversed = true, uint8(ev.Direction), ev.Flags&(probe.FlagPickup|probe.FlagRevoked) != 0
+		k.srcEndpoint, k.dstEndpoint = ev.SrcEndpoint, ev.DstEndpoint
+	}
+	if at, ok := e.attrs[k]; ok {
+		return at
+	}
+	a := probe.Attribute(dp, ev)
+	at := &attribution{nodeTraffic: a.NodeTraffic, direction: direction(a.Direction)}
+	for _, r := range a.AllowedBy {
+		at.allowedBy = append(at.allowedBy, policyRef(r.Rule.Policy, r.Rule.Direction, r.Rule.Index))
+	}
+	if drop {
+		for _, p := range a.DeniedBy {
+			at.isolatedBy = append(at.isolatedBy, policyRef(p, a.Direction, -1))
+		}
+	}
+	at.allowedBy, at.isolatedBy = slices.Clip(at.allowedBy), slices.Clip(at.isolatedBy)
+	if len(e.attrs) >= enrichCacheMax {
+		clear(e.attrs)
+	}
+	e.attrs[k] = at
+	return at
+}
+
+// lookupEndpoint describes one end: a pod by its address, else the node
+// or the world.
+func (e *enricher) lookupEndpoint(ip netip.Addr, identity uint32) *flowv1.Endpoint {
 	ep := &flowv1.Endpoint{Identity: identity}
 	if p := e.cluster.PodByIP(ip); p != nil {
 		fillPod(ep, p)

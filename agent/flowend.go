@@ -99,7 +99,14 @@ type flowEndListener struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	slots []byte
+	// pending are the decoded ends not handed over yet: they go to events
+	// together (hand), so the summarizing goroutine wakes once per drain of
+	// the socket rather than whenever it catches up with the decoder.
+	pending []flowEnd
 }
+
+// flowEndHandOver bounds pending: past it a drain hands over early.
+const flowEndHandOver = 4096
 
 // flowEndBatch is how many messages one recvmmsg takes, each in a slot of
 // flowEndSlot bytes (a DESTROY message is ~300 bytes).
@@ -209,7 +216,11 @@ func (l *flowEndListener) receive() {
 	defer tick.Stop()
 	for {
 		for {
-			n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(l.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
+			// A raw system call: MSG_DONTWAIT never blocks, and telling the
+			// scheduler about a call of tens of µs lets its monitor hand
+			// the goroutine's processor to another thread each time (a
+			// thread wake-up and context switch per batch).
+			n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(l.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
 				uintptr(len(l.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 			if errno == unix.EAGAIN || errno == unix.EWOULDBLOCK {
 				break
@@ -232,10 +243,14 @@ func (l *flowEndListener) receive() {
 				m := l.slots[i*flowEndSlot:]
 				l.decodeAll(m[:min(int(l.hdrs[i].len), flowEndSlot)], now)
 			}
+			if len(l.pending) >= flowEndHandOver {
+				l.hand()
+			}
 			if int(n) < len(l.hdrs) {
 				break
 			}
 		}
+		l.hand()
 		select {
 		case <-l.closing:
 			return
@@ -244,7 +259,21 @@ func (l *flowEndListener) receive() {
 	}
 }
 
-// decodeAll queues the DESTROY events among the netlink messages in b.
+// hand queues the pending ends; it never blocks: a full queue drops the
+// end and counts it.
+func (l *flowEndListener) hand() {
+	for i := range l.pending {
+		select {
+		case l.events <- l.pending[i]:
+		default:
+			l.lost.WithLabelValues(lostQueueFull).Inc()
+		}
+	}
+	l.pending = l.pending[:0]
+}
+
+// decodeAll adds the DESTROY events among the netlink messages in b to
+// pending.
 func (l *flowEndListener) decodeAll(b []byte, now time.Time) {
 	for len(b) >= unix.NLMSG_HDRLEN {
 		mlen := int(binary.NativeEndian.Uint32(b[0:4]))
@@ -256,11 +285,7 @@ func (l *flowEndListener) decodeAll(b []byte, now time.Time) {
 			var e ctEnd
 			if decodeCTEnd(b[unix.NLMSG_HDRLEN:mlen], &e) {
 				e.at = now
-				select {
-				case l.events <- e:
-				default:
-					l.lost.WithLabelValues(lostQueueFull).Inc()
-				}
+				l.pending = append(l.pending, e)
 			}
 		}
 		b = b[min(len(b), (mlen+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
@@ -451,34 +476,34 @@ func keyOfEnd(e *ctEnd) ctKey {
 // read in batches), so a key keeps two records and an end takes the older:
 // each end gets its own start, and never needs the costlier look-up of an
 // unknown start (endFlow's judged: every rule of the endpoint).
+//
+// The records live in a ring of slots (record n in slot (n-1)%max), the map
+// holds only a key's newest slot: a record costs two map operations to
+// remember and one or two to take, and the map holds no pointer for the
+// garbage collector to follow.
 type newFlowTable struct {
 	mu    sync.Mutex
 	max   int
-	n     uint64
-	m     map[ctKey]flowStarts
-	order []slotEntry // ring of insertions, slot (n-1)%max (grown as used)
+	n     uint64           // records remembered so far
+	m     map[ctKey]uint32 // a key's newest record: its slot
+	slots []newFlowRecord  // the ring (grown as used)
 }
 
 type newFlowRecord struct {
-	flow *flowv1.Flow
-	n    uint64 // insertion number; 0: none
-}
-
-// flowStarts are a key's records: cur, and prev when the key was
-// reused before its previous connection ended (prev is the older).
-type flowStarts struct {
-	cur, prev newFlowRecord
-}
-
-type slotEntry struct {
-	key ctKey
-	n   uint64
+	key  ctKey
+	flow *flowv1.Flow // nil: taken or forgotten
+	n    uint64       // insertion number; 0: never used
+	// older is the slot of the key's previous record while it waits for
+	// its end, valid while that slot still holds record olderN.
+	older  uint32
+	olderN uint64
+	newest bool // m[key] is this slot
 }
 
 func newNewFlowTable(max int) *newFlowTable {
 	// Sized for its bound at once: a busy node fills it within seconds,
 	// and growing a map rehashes every entry.
-	return &newFlowTable{max: max, m: make(map[ctKey]flowStarts, max), order: make([]slotEntry, 0, max)}
+	return &newFlowTable{max: max, m: make(map[ctKey]uint32, max), slots: make([]newFlowRecord, 0, max)}
 }
 
 // remember records the published flow f of a new connection.
@@ -486,46 +511,59 @@ func (t *newFlowTable) remember(k ctKey, f *flowv1.Flow) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n++
-	if len(t.order) < t.max {
-		t.order = append(t.order, slotEntry{})
+	if len(t.slots) < t.max {
+		t.slots = append(t.slots, newFlowRecord{})
 	}
-	slot := &t.order[(t.n-1)%uint64(t.max)]
-	if slot.n != 0 {
-		if r, ok := t.m[slot.key]; ok {
-			switch slot.n {
-			case r.prev.n:
-				r.prev = newFlowRecord{}
-				t.m[slot.key] = r
-			case r.cur.n:
-				delete(t.m, slot.key) // prev, older, went first
-			}
+	i := uint32((t.n - 1) % uint64(t.max))
+	s := &t.slots[i]
+	if s.newest {
+		// The oldest record goes; its key's older record, if any, went
+		// before it.
+		delete(t.m, s.key)
+	}
+	*s = newFlowRecord{key: k, flow: f, n: t.n, newest: true}
+	if j, ok := t.m[k]; ok {
+		prev := &t.slots[j]
+		prev.newest = false
+		// A third start before the first's end forgets the first.
+		t.forgetOlder(prev)
+		s.older, s.olderN = j, prev.n
+	}
+	t.m[k] = i
+}
+
+// forgetOlder drops r's older record, if still held.
+func (t *newFlowTable) forgetOlder(r *newFlowRecord) {
+	if r.olderN != 0 {
+		if o := &t.slots[r.older]; o.n == r.olderN {
+			o.flow = nil
 		}
+		r.olderN = 0
 	}
-	*slot = slotEntry{key: k, n: t.n}
-	r := t.m[k]
-	if r.cur.n != 0 {
-		r.prev = r.cur // a third start before the first's end forgets the first
-	}
-	r.cur = newFlowRecord{flow: f, n: t.n}
-	t.m[k] = r
 }
 
 // take returns and forgets the oldest record of k (nil when none).
 func (t *newFlowTable) take(k ctKey) *flowv1.Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r, ok := t.m[k]
+	i, ok := t.m[k]
 	if !ok {
 		return nil
 	}
-	if r.prev.n != 0 {
-		f := r.prev.flow
-		r.prev = newFlowRecord{}
-		t.m[k] = r
-		return f
+	r := &t.slots[i]
+	if r.olderN != 0 {
+		if o := &t.slots[r.older]; o.n == r.olderN && o.flow != nil {
+			f := o.flow
+			o.flow = nil
+			r.olderN = 0
+			return f
+		}
+		r.olderN = 0
 	}
+	f := r.flow
+	r.flow, r.newest = nil, false
 	delete(t.m, k)
-	return r.cur.flow
+	return f
 }
 
 // len is the number of records kept.
@@ -533,9 +571,8 @@ func (t *newFlowTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
-	for _, r := range t.m {
-		n++
-		if r.prev.n != 0 {
+	for i := range t.slots {
+		if t.slots[i].flow != nil {
 			n++
 		}
 	}
@@ -590,36 +627,55 @@ func (e *enricher) endFlow(x *endpointIndex, ct *ctEnd, rec *flowv1.Flow, now ti
 	if srcEP == nil && dstEP == nil {
 		return nil
 	}
-	var f *flowv1.Flow
+	p := &endParts{}
+	f := &p.flow
 	if rec != nil {
 		// The start's enrichment: pods as they were then, and the rules
-		// that admitted the connection.
-		f = &flowv1.Flow{Verdict: rec.GetVerdict(), Reason: rec.GetReason(), Direction: rec.GetDirection(),
-			Ip: rec.GetIp(), Source: rec.GetSource(), Destination: rec.GetDestination(), Service: rec.GetService(),
-			AllowedBy: rec.GetAllowedBy(), RuleId: rec.GetRuleId(),
-			L4: &flowv1.Layer4{Protocol: rec.GetL4().GetProtocol(), SourcePort: rec.GetL4().GetSourcePort(),
-				DestinationPort: rec.GetL4().GetDestinationPort()}}
-		if !rec.GetTime().AsTime().IsZero() {
-			f.Duration = durationpb.New(now.Sub(rec.GetTime().AsTime()))
+		// that admitted the connection (shared, not copied: see enricher).
+		f.Verdict, f.Reason, f.Direction = rec.GetVerdict(), rec.GetReason(), rec.GetDirection()
+		f.Ip, f.Source, f.Destination, f.Service = rec.GetIp(), rec.GetSource(), rec.GetDestination(), rec.GetService()
+		f.AllowedBy, f.RuleId = rec.GetAllowedBy(), rec.GetRuleId()
+		p.l4.Protocol, p.l4.SourcePort, p.l4.DestinationPort = rec.GetL4().GetProtocol(), rec.GetL4().GetSourcePort(), rec.GetL4().GetDestinationPort()
+		f.L4 = &p.l4
+		if t := rec.GetTime(); t != nil {
+			if started := t.AsTime(); !started.IsZero() {
+				f.Duration = setDuration(&p.duration, now.Sub(started))
+			}
 		}
 	} else {
 		f = e.flow(x.dp, e.judged(x, ct, src, dst, dport, srcEP, dstEP))
-		f.L4.TcpFlags = nil
+		f.L4.TcpFlags = nil // its own Layer4 (flowParts)
 	}
 	f.Type = flowv1.EventType_EVENT_TYPE_END
 	f.Node = e.node
-	f.Time = timestamppb.New(now)
+	end := now
 	f.Packets = ct.packets
 	f.Bytes = ct.bytes
 	if !ct.start.IsZero() {
-		stop := ct.stop
-		if stop.IsZero() {
-			stop = now
+		end = ct.stop
+		if end.IsZero() {
+			end = now
 		}
-		f.Time = timestamppb.New(stop)
-		f.Duration = durationpb.New(stop.Sub(ct.start))
+		f.Duration = setDuration(&p.duration, end.Sub(ct.start))
 	}
+	p.time.Seconds, p.time.Nanos = end.Unix(), int32(end.Nanosecond())
+	f.Time = &p.time
 	return f
+}
+
+// endParts are the messages a flow-end summary owns, allocated at once.
+type endParts struct {
+	flow     flowv1.Flow
+	l4       flowv1.Layer4
+	time     timestamppb.Timestamp
+	duration durationpb.Duration
+}
+
+// setDuration sets pd to d as durationpb.New would and returns it.
+func setDuration(pd *durationpb.Duration, d time.Duration) *durationpb.Duration {
+	nanos := d.Nanoseconds()
+	pd.Seconds, pd.Nanos = nanos/1e9, int32(nanos%1e9)
+	return pd
 }
 
 // judged rebuilds the new-flow event the datapath would have emitted for

@@ -193,7 +193,7 @@ func BenchmarkConnectionPath(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			ev.Tuple.Sport = uint16(i)
 			f := a.enrich.flow(dp, &ev)
-			a.count(dp, f)
+			a.count(f)
 			a.hub.Publish(f)
 			a.newFlows.remember(keyOfEvent(&ev), f)
 		}
@@ -228,6 +228,7 @@ func BenchmarkConnectionPath(b *testing.B) {
 		now := time.Now()
 		for b.Loop() {
 			l.decodeAll(msg, now)
+			l.hand()
 			<-l.events
 		}
 	})
@@ -278,6 +279,7 @@ func TestDecodeCTEnd(t *testing.T) {
 	msg := destroyMessage(netip.MustParseAddr("10.0.0.6"), netip.MustParseAddr("10.0.0.5"), 40000, 3306)
 	l := &flowEndListener{events: make(chan flowEnd, 1), lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l"}, []string{"reason"})}
 	l.decodeAll(append(msg, msg...), time.Unix(5, 0)) // two in one read: the second is dropped (queue of 1), counted
+	l.hand()
 	e := <-l.events
 	if e.proto != unix.IPPROTO_TCP || e.src.String() != "10.0.0.6" || e.dst.String() != "10.0.0.5" || e.sport != 40000 ||
 		e.dport != 3306 || e.rsrc.String() != "10.0.0.5" || e.rsprt != 3306 || e.packets != 11 || e.bytes != 750 ||
@@ -294,7 +296,7 @@ func TestDecodeCTEnd(t *testing.T) {
 func TestCountCachesCounters(t *testing.T) {
 	a, dp, ev := benchPath(t)
 	for range 2 {
-		a.count(dp, a.enrich.flow(dp, &ev))
+		a.count(a.enrich.flow(dp, &ev))
 	}
 	if got := counterValue(a.metrics.PolicyVerdicts.WithLabelValues("shop", "db-policy", "INGRESS", "0", "ALLOWED")); got != 2 {
 		t.Errorf("policy verdicts %v, want 2", got)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -76,18 +75,7 @@ func newFeNode(t testing.TB) *feNode {
 	t.Helper()
 	n := &feNode{feNS: newFeNS(t, "node")}
 	n.run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	// Conntrack is switched on in a namespace by rules that need it
-	// (kube-proxy's in a cluster); this table does it here.
-	f := filepath.Join(t.TempDir(), "ct.nft")
-	if err := os.WriteFile(f, []byte(`table inet netpolfect {
-  chain ctforward { type filter hook forward priority 0; ct state new counter; }
-  chain ctoutput { type filter hook output priority 0; ct state new counter; }
-  chain ctinput { type filter hook input priority 0; ct state new counter; }
-}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n.run(t, "nft", "-f", f)
+	conntrackOn(t, n.feNS)
 	// Counters on: the summaries' packets and bytes.
 	n.run(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
 	return n
@@ -592,6 +580,31 @@ func TestNewFlowTableBounded(t *testing.T) {
 	}
 	if a, b := tb.take(k(5)), tb.take(k(5)); a.GetRuleId() != 51 || b.GetRuleId() != 52 || tb.take(k(5)) != nil {
 		t.Errorf("takes %v, %v: want the older start first", a, b)
+	}
+
+	// A third start before the first's end forgets the first; the ring
+	// wrapping over records already taken or forgotten keeps the others.
+	tb.remember(k(6), f(61))
+	tb.remember(k(6), f(62))
+	tb.remember(k(6), f(63))
+	if tb.len() != 2 {
+		t.Errorf("three starts of one tuple: len %d, want 2", tb.len())
+	}
+	for i := 7; i < 12; i++ { // wraps: slots of 51, 52 and 61 are reused
+		tb.remember(k(i), f(i))
+	}
+	if a, b := tb.take(k(6)), tb.take(k(6)); a.GetRuleId() != 62 || b.GetRuleId() != 63 || tb.take(k(6)) != nil {
+		t.Errorf("takes %v, %v after a third start: want 62 then 63", a, b)
+	}
+	// The ring wraps over a key's older record while its newer one stays:
+	// the newer is taken alone.
+	tb = newNewFlowTable(3)
+	tb.remember(k(1), f(11))
+	tb.remember(k(1), f(12))
+	tb.remember(k(2), f(2))
+	tb.remember(k(3), f(3)) // reuses the slot of 11
+	if got := tb.take(k(1)); got.GetRuleId() != 12 || tb.take(k(1)) != nil || tb.len() != 2 {
+		t.Errorf("after the older record was evicted: took %v (len %d), want 12 and nothing more", got, tb.len())
 	}
 }
 

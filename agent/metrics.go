@@ -1,8 +1,14 @@
 package agent
 
 import (
+	"strconv"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 )
 
 const metricsNamespace = "kubectl_netpol"
@@ -25,6 +31,57 @@ type Metrics struct {
 	FlowEnds        prometheus.Counter
 	FlowEndsLost    *prometheus.CounterVec // reason
 	FlowEndSource   *prometheus.GaugeVec   // source: 1 for the one in use
+
+	// verdicts caches Flows' and PolicyVerdicts' children by their label
+	// values: WithLabelValues hashes every label value on each call.
+	verdictsMu sync.Mutex
+	flows      map[flowCounterKey]prometheus.Counter
+	policies   map[policyCounterKey]prometheus.Counter
+}
+
+type flowCounterKey struct {
+	verdict   flowv1.Verdict
+	direction flowv1.TrafficDirection
+}
+
+type policyCounterKey struct {
+	namespace, name string
+	direction       flowv1.TrafficDirection
+	rule            int64 // -1: none
+	verdict         flowv1.Verdict
+}
+
+// CountVerdict counts one verdict event: flows_total, and
+// policy_verdicts_total for each deciding policy reference.
+func (m *Metrics) CountVerdict(f *flowv1.Flow) {
+	verdict := f.GetVerdict()
+	m.verdictsMu.Lock()
+	defer m.verdictsMu.Unlock()
+	fk := flowCounterKey{verdict: verdict, direction: f.GetDirection()}
+	c, ok := m.flows[fk]
+	if !ok {
+		c = m.Flows.WithLabelValues(flow.VerdictName(verdict), flow.DirectionName(fk.direction))
+		m.flows[fk] = c
+	}
+	c.Inc()
+	for _, group := range [2][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
+		for _, r := range group {
+			pk := policyCounterKey{namespace: r.GetNamespace(), name: r.GetName(), direction: r.GetDirection(), rule: -1, verdict: verdict}
+			if r.RuleIndex != nil {
+				pk.rule = int64(r.GetRuleIndex())
+			}
+			c, ok := m.policies[pk]
+			if !ok {
+				rule := ""
+				if pk.rule >= 0 {
+					rule = strconv.FormatInt(pk.rule, 10)
+				}
+				c = m.PolicyVerdicts.WithLabelValues(pk.namespace, pk.name, flow.DirectionName(pk.direction), rule, flow.VerdictName(verdict))
+				m.policies[pk] = c
+			}
+			c.Inc()
+		}
+	}
 }
 
 // NewMetrics registers every metric; datapath and mapUsage are read at
@@ -33,6 +90,8 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 	r := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: r,
+		flows:    map[flowCounterKey]prometheus.Counter{},
+		policies: map[policyCounterKey]prometheus.Counter{},
 		Flows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "flows_total",
 			Help: "Flow verdict events received from the datapath (new allowed flows and drops).",

@@ -497,3 +497,15 @@ func (d *discovery) bridgePort(br netlink.Link, ip netip.Addr) (netlink.Link, er
 func podVeth(l netlink.Link) bool {
 	return l.Type() == "veth" && l.Attrs().NetNsID >= 0
 }
+
+// interfaces maps each guarded pod (namespace/name/uid) to the index of its
+// host-side interface.
+func (g *spoofGuard) interfaces() map[string]int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]int, len(g.bound))
+	for k, b := range g.bound {
+		out[k] = b.ifindex
+	}
+	return out
+}

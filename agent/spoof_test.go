@@ -230,6 +230,11 @@ func testAntiSpoofing(t *testing.T, bridge bool) {
 	}
 
 	// The ghost and local pods are reported, and did not stop the others.
+	// (The pins the previous agent left satisfy waitGuards before this
+	// agent's first reconcile: wait for that reconcile.)
+	waitFor(t, 10*time.Second, "the restarted agent's first reconcile", func() bool {
+		return !a.spoof.check().Ok
+	})
 	check := a.spoof.check()
 	t.Logf("anti-spoofing check: %s", check.Detail)
 	if check.Ok || !strings.Contains(check.Detail, "shop/ghost") || !strings.Contains(check.Detail, "shop/local") ||
@@ -278,13 +283,17 @@ const spoofNodeName = "spoof-node"
 
 // startSpoofAgent runs the agent with anti-spoofing on the node namespace;
 // stop(uninstall) ends it, removing everything or leaving it pinned.
-func startSpoofAgent(t *testing.T, node *spoofNode, client *fake.Clientset, pinRoot string) (*Agent, func(uninstall bool)) {
+func startSpoofAgent(t *testing.T, node *spoofNode, client *fake.Clientset, pinRoot string, tweaks ...func(*Config)) (*Agent, func(uninstall bool)) {
 	t.Helper()
 	var a *Agent
+	cfg := Config{Client: client, NodeName: spoofNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig,
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AntiSpoofing: true, CNIConfDir: t.TempDir(), BPFFSRoot: t.TempDir()}
+	for _, tw := range tweaks {
+		tw(&cfg)
+	}
 	err := node.in(func() error {
 		var err error
-		a, err = New(Config{Client: client, NodeName: spoofNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig,
-			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AntiSpoofing: true})
+		a, err = New(cfg)
 		return err
 	})
 	if err != nil {
@@ -352,49 +361,8 @@ func gaugeValue(t *testing.T, a *Agent, name string) float64 {
 // guards and the map back); first-sync-ms is the reconcile that attaches
 // all 100 guards.
 func BenchmarkSpoofSync(b *testing.B) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			b.Fatal("CI is set but the anti-spoofing benchmark needs root (BPF, network namespaces)")
-		}
-		b.Skip("needs root (BPF, network namespaces)")
-	}
 	const pods = 100
-	node, peers := newFeNS(b, "node"), newFeNS(b, "pods")
-	var batch strings.Builder
-	objs := []k8sruntime.Object{pt.Namespace("shop")}
-	for i := range pods {
-		ip := fmt.Sprintf("10.79.%d.%d", 2+i/200, 10+i%200)
-		fmt.Fprintf(&batch, "link add bs%d type veth peer name p%d netns %s\nlink set bs%d up\nroute add %s/32 dev bs%d\n", i, i, peers.name, i, ip, i)
-		p := onNodeSpoof(pt.Pod("shop", fmt.Sprintf("pod-%d", i), pt.WithIP(ip)))
-		p.UID = types.UID(fmt.Sprintf("uid-%d", i))
-		objs = append(objs, p)
-	}
-	f := filepath.Join(b.TempDir(), "links.batch")
-	if err := os.WriteFile(f, []byte(batch.String()), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	node.run(b, "ip", "-batch", f)
-	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-spoofbench-%d", os.Getpid())
-	var a *Agent
-	err := node.in(func() error {
-		var err error
-		a, err = New(Config{Client: fake.NewClientset(objs...), NodeName: spoofNodeName, PinRoot: pinRoot,
-			Datapath: probe.DefaultConfig, AntiSpoofing: true})
-		return err
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	stop := make(chan struct{})
-	b.Cleanup(func() {
-		close(stop)
-		a.spoof.close()
-		a.probe.Uninstall()
-		os.RemoveAll(pinRoot)
-	})
-	if !a.cluster.Start(stop) {
-		b.Fatal("informer caches did not sync")
-	}
+	a := podVethNode(b, pods, "spoofbench")
 	start := time.Now()
 	if a.spoof.sync() {
 		b.Fatalf("first reconcile left pods waiting: %s", a.spoof.check().Detail)
@@ -410,4 +378,54 @@ func BenchmarkSpoofSync(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(first.Microseconds())/1000, "first-sync-ms")
+}
+
+// podVethNode is a routed node namespace with n pod veths (their peers in one
+// namespace) and an agent with anti-spoofing whose informers have synced;
+// name tells its pins apart.
+func podVethNode(b *testing.B, n int, name string) *Agent {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			b.Fatal("CI is set but the benchmark needs root (BPF, network namespaces)")
+		}
+		b.Skip("needs root (BPF, network namespaces)")
+	}
+	node, peers := newFeNS(b, "node"), newFeNS(b, "pods")
+	var batch strings.Builder
+	objs := []k8sruntime.Object{pt.Namespace("shop")}
+	for i := range n {
+		ip := fmt.Sprintf("10.79.%d.%d", 2+i/200, 10+i%200)
+		fmt.Fprintf(&batch, "link add bs%d type veth peer name p%d netns %s\nlink set bs%d up\nroute add %s/32 dev bs%d\n", i, i, peers.name, i, ip, i)
+		p := onNodeSpoof(pt.Pod("shop", fmt.Sprintf("pod-%d", i), pt.WithIP(ip)))
+		p.UID = types.UID(fmt.Sprintf("uid-%d", i))
+		objs = append(objs, p)
+	}
+	f := filepath.Join(b.TempDir(), "links.batch")
+	if err := os.WriteFile(f, []byte(batch.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	node.run(b, "ip", "-batch", f)
+	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-%s-%d", name, os.Getpid())
+	var a *Agent
+	err := node.in(func() error {
+		var err error
+		a, err = New(Config{Client: fake.NewClientset(objs...), NodeName: spoofNodeName, PinRoot: pinRoot,
+			Datapath: probe.DefaultConfig, AntiSpoofing: true, CNIConfDir: b.TempDir(), BPFFSRoot: b.TempDir()})
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	b.Cleanup(func() {
+		close(stop)
+		a.spoof.close()
+		a.closeChecks()
+		a.probe.Uninstall()
+		os.RemoveAll(pinRoot)
+	})
+	if !a.cluster.Start(stop) {
+		b.Fatal("informer caches did not sync")
+	}
+	return a
 }

@@ -1,6 +1,8 @@
 package flow
 
 import (
+	"time"
+
 	"context"
 	"sync"
 	"sync/atomic"
@@ -34,6 +36,7 @@ type Hub struct {
 	next   int // index of the next write in ring
 	full   bool
 	subs   map[*subscriber]struct{}
+	taps   []func(*flowv1.Flow)
 	seen   atomic.Uint64
 	slowed atomic.Uint64
 }
@@ -52,8 +55,13 @@ func NewHub(capacity int, status func(context.Context) (*flowv1.StatusResponse, 
 	return &Hub{status: status, ring: make([]*flowv1.Flow, capacity), subs: map[*subscriber]struct{}{}}
 }
 
-// Publish records f and hands it to every following client. f must not be
-// modified afterwards.
+// AddTap makes fn see every published flow, in the publisher's goroutine,
+// after the ring and the clients (an exporter that must not wait: fn hands
+// the flow on without blocking). Add taps before the first Publish.
+func (h *Hub) AddTap(fn func(*flowv1.Flow)) { h.taps = append(h.taps, fn) }
+
+// Publish records f and hands it to every following client and tap. f must
+// not be modified afterwards.
 func (h *Hub) Publish(f *flowv1.Flow) {
 	h.seen.Add(1)
 	h.mu.Lock()
@@ -71,6 +79,9 @@ func (h *Hub) Publish(f *flowv1.Flow) {
 		}
 	}
 	h.mu.Unlock()
+	for _, tap := range h.taps {
+		tap(f)
+	}
 }
 
 // Seen is the number of flows published since start.
@@ -78,6 +89,29 @@ func (h *Hub) Seen() uint64 { return h.seen.Load() }
 
 // Capacity is the size of the ring.
 func (h *Hub) Capacity() int { return len(h.ring) }
+
+// Since returns the ring's flows whose time is at or after t, newest
+// first. It walks back from the newest and stops at the first older flow,
+// so it costs what the window holds, not the ring.
+func (h *Hub) Since(t time.Time) []*flowv1.Flow {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*flowv1.Flow
+	for n, i := 0, h.next-1; n < len(h.ring); n, i = n+1, i-1 {
+		if i < 0 {
+			if !h.full {
+				break
+			}
+			i = len(h.ring) - 1
+		}
+		f := h.ring[i]
+		if f == nil || f.GetTime().AsTime().Before(t) {
+			break
+		}
+		out = append(out, f)
+	}
+	return out
+}
 
 // history returns the ring's flows oldest first; with sub, it also registers
 // the subscriber in the same critical section, so a following client sees

@@ -244,3 +244,30 @@ func TestClientSourceBatchesFromHub(t *testing.T) {
 		t.Fatalf("err %v, %d flows (first %v)", err, len(got), got[:min(3, len(got))])
 	}
 }
+
+// Since walks back from the newest flow to the first older than t, across
+// the ring's wrap, and over a ring not yet full.
+func TestHubSince(t *testing.T) {
+	h := flow.NewHub(5, nil)
+	if got := h.Since(time.Unix(0, 0)); len(got) != 0 {
+		t.Errorf("empty hub: %v", ruleIDs(got))
+	}
+	for i := 1; i <= 3; i++ {
+		h.Publish(numbered(i))
+	}
+	if got := ruleIDs(h.Since(time.Unix(1700000002, 0))); !slices.Equal(got, []uint32{3, 2}) {
+		t.Errorf("not full: %v, want [3 2]", got)
+	}
+	if got := ruleIDs(h.Since(time.Unix(0, 0))); !slices.Equal(got, []uint32{3, 2, 1}) {
+		t.Errorf("not full, all: %v, want [3 2 1]", got)
+	}
+	for i := 4; i <= 12; i++ {
+		h.Publish(numbered(i))
+	}
+	if got := ruleIDs(h.Since(time.Unix(1700000010, 0))); !slices.Equal(got, []uint32{12, 11, 10}) {
+		t.Errorf("wrapped: %v, want [12 11 10]", got)
+	}
+	if got := ruleIDs(h.Since(time.Unix(0, 0))); !slices.Equal(got, []uint32{12, 11, 10, 9, 8}) {
+		t.Errorf("wrapped, all: %v, want the ring newest first", got)
+	}
+}

@@ -32,6 +32,11 @@ type NodeState struct {
 	Err string
 	// Version of the agent, to warn on client/agent skew ("" if unknown).
 	Version string
+	// CNI is the node's CNI and mode as its agent identified them, and
+	// Enforcement its bypass self-check's state ("enforcing", "partially
+	// enforcing", "not enforcing"; "" if unknown) with EnforcementDetail
+	// saying why.
+	CNI, Enforcement, EnforcementDetail string
 }
 
 // Source produces flow batches for `watch`. Observe streams the flows that

@@ -15,6 +15,11 @@ if [[ ${KEEP_CLUSTER:-0} != 1 ]]; then
 fi
 "$REPO_ROOT/hack/cluster/up.sh"
 cd "$REPO_ROOT"
+# The OpenTelemetry Collector the OTLP export test sends to: built from the Collector's Go
+# modules (test/otelcol, its own module; the Go build cache makes a rebuild quick).
+log "building the test OpenTelemetry Collector (test/otelcol)"
+$GO build -C test/otelcol -o "$BIN_DIR/otelcol" .
+export NETPOL_OTELCOL="$BIN_DIR/otelcol"
 # shellcheck disable=SC2086
 KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" $GO test -tags e2e -count=1 -timeout 30m ${E2E_ARGS:-} ./test/e2e/... ./tui
 if [[ -z ${E2E_ARGS:-} ]]; then

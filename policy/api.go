@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Snapshot is the cluster state a Decision is computed from. Objects are read,
@@ -17,6 +18,13 @@ type Snapshot struct {
 	// NodeIPs are the addresses of cluster nodes; traffic from or to them is
 	// node traffic, which NetworkPolicy does not restrict for local kubelet probes.
 	NodeIPs []netip.Addr
+	// ClusterPolicies are the cluster's ClusterNetworkPolicies (Admin and
+	// Baseline tiers). v1alpha2 objects have the same schema: convert them.
+	ClusterPolicies []*cnpv1beta1.ClusterNetworkPolicy
+	// Nodes give node peers of ClusterNetworkPolicies their labels and
+	// addresses (NodeAddresses); their addresses are node addresses as
+	// NodeIPs are.
+	Nodes []*corev1.Node
 }
 
 // Direction is the side of a connection a policy rule governs.
@@ -45,9 +53,10 @@ type Traffic struct {
 	Port int32
 }
 
-// PolicyRef names a policy. Kind leaves room for ClusterNetworkPolicy tiers.
+// PolicyRef names a policy: a NetworkPolicy, or a ClusterNetworkPolicy
+// (Kind KindClusterNetworkPolicy, no Namespace).
 type PolicyRef struct {
-	Kind      string `json:"kind"` // "NetworkPolicy"
+	Kind      string `json:"kind"` // "NetworkPolicy" or "ClusterNetworkPolicy"
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 }
@@ -69,6 +78,11 @@ const (
 	ReasonAllowedByRule Reason = "AllowedByRule"
 	// ReasonNoRuleMatched: the pod is isolated and no rule of any selecting policy allows the traffic.
 	ReasonNoRuleMatched Reason = "NoRuleMatched"
+	// ReasonAcceptedByClusterPolicy: a ClusterNetworkPolicy rule (Admin, or
+	// Baseline for a pod no NetworkPolicy selects) accepts the traffic.
+	ReasonAcceptedByClusterPolicy Reason = "AcceptedByClusterPolicy"
+	// ReasonDeniedByClusterPolicy: a ClusterNetworkPolicy rule denies it.
+	ReasonDeniedByClusterPolicy Reason = "DeniedByClusterPolicy"
 	// ReasonNotApplicable: this side is not a pod subject to policy (an external IP,
 	// a hostNetwork pod, node traffic), so it does not restrict the traffic.
 	ReasonNotApplicable Reason = "NotApplicable"
@@ -95,8 +109,28 @@ type DirectionDecision struct {
 	// AllowedBy lists every rule that allows the traffic (the union is additive).
 	AllowedBy []RuleMatch `json:"allowedBy,omitempty"`
 	// Policies has, for every selecting policy, how each of its rules in this
-	// direction fared: the explanation of a denial.
+	// direction fared: the explanation of a denial. Empty when a
+	// ClusterNetworkPolicy decided in the Admin tier (NetworkPolicy is then
+	// never consulted).
 	Policies []PolicyEvaluation `json:"policies,omitempty"`
+
+	// Tier is the tier that decided: Admin, NetworkPolicy (a policy selects
+	// the pod) or Baseline; empty when none did (allowed by default, or not
+	// applicable).
+	Tier Tier `json:"tier,omitempty"`
+	// ClusterRule is the ClusterNetworkPolicy rule that accepted or denied.
+	ClusterRule *ClusterRuleMatch `json:"clusterRule,omitempty"`
+	// Passed are the Pass rules that sent the traffic on to the next tier.
+	Passed []ClusterRuleMatch `json:"passed,omitempty"`
+	// ClusterPolicies are the ClusterNetworkPolicies consulted, in
+	// evaluation order (Admin by priority, then Baseline by priority; the
+	// same priority by name).
+	ClusterPolicies []ClusterPolicyEvaluation `json:"clusterPolicies,omitempty"`
+	// Summary is one sentence on the order of tiers when any
+	// ClusterNetworkPolicy selects the pod, e.g. "Admin policy
+	// `deny-monitoring` (priority 10) ingress rule 0 `deny-all` denies;
+	// NetworkPolicy never consulted".
+	Summary string `json:"summary,omitempty"`
 }
 
 // RuleMatch is a rule that allowed the traffic and the peer and port entries that matched.
@@ -159,10 +193,73 @@ const (
 	WarnSCTP               WarningCode = "SCTP"
 	WarnLoopback           WarningCode = "Loopback"
 	WarnNodeTraffic        WarningCode = "NodeTraffic"
+	// WarnDomainNames: a ClusterNetworkPolicy rule consulted names
+	// domainNames peers, which are not enforced here: they match nothing.
+	WarnDomainNames WarningCode = "DomainNamesNotEnforced"
 )
 
 // Warning flags a circumstance that changes how to read a Decision.
 type Warning struct {
 	Code    WarningCode `json:"code"`
 	Message string      `json:"message"`
+}
+
+// KindClusterNetworkPolicy is PolicyRef.Kind for a cluster-scoped
+// policy.networking.k8s.io ClusterNetworkPolicy (Namespace is empty).
+const KindClusterNetworkPolicy = "ClusterNetworkPolicy"
+
+// Tier is one stage of the evaluation order: Admin ClusterNetworkPolicies,
+// then NetworkPolicy, then Baseline ClusterNetworkPolicies, then allow.
+type Tier string
+
+const (
+	TierAdmin         Tier = "Admin"
+	TierNetworkPolicy Tier = "NetworkPolicy"
+	TierBaseline      Tier = "Baseline"
+)
+
+// ClusterAction is what a ClusterNetworkPolicy rule does with the traffic it matches.
+type ClusterAction string
+
+const (
+	ActionAccept ClusterAction = "Accept"
+	ActionDeny   ClusterAction = "Deny"
+	ActionPass   ClusterAction = "Pass"
+)
+
+// ClusterRuleRef names one ClusterNetworkPolicy rule: the Index-th entry of
+// the policy's ingress or egress list, with what identifies it to people.
+type ClusterRuleRef struct {
+	Policy    PolicyRef     `json:"policy"`
+	Tier      Tier          `json:"tier"`
+	Priority  int32         `json:"priority"`
+	Direction Direction     `json:"direction"`
+	Index     int           `json:"index"`
+	Name      string        `json:"name,omitempty"`
+	Action    ClusterAction `json:"action"`
+}
+
+// ClusterRuleMatch is a ClusterNetworkPolicy rule that matched, with the
+// peer and protocols entry that did (-1 for protocols: the rule has none).
+type ClusterRuleMatch struct {
+	Rule     ClusterRuleRef `json:"rule"`
+	Peer     int            `json:"peer"`
+	Protocol int            `json:"protocol"`
+}
+
+// ClusterPolicyEvaluation is one ClusterNetworkPolicy that selects the
+// subject in one direction, and its rules tried in order until the first
+// that matched (Rules stops there: later rules are never consulted).
+type ClusterPolicyEvaluation struct {
+	Policy   PolicyRef               `json:"policy"`
+	Tier     Tier                    `json:"tier"`
+	Priority int32                   `json:"priority"`
+	Rules    []ClusterRuleEvaluation `json:"rules"`
+}
+
+// ClusterRuleEvaluation is one ClusterNetworkPolicy rule tried.
+type ClusterRuleEvaluation struct {
+	Rule       ClusterRuleRef `json:"rule"`
+	Matched    bool           `json:"matched"`
+	Mismatches []Mismatch     `json:"mismatches,omitempty"`
 }

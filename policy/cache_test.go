@@ -249,6 +249,7 @@ func collect(t *testing.T, e *policy.Engine, s *policy.Snapshot, ts []policy.Tra
 		if e.Allowed(tr) != d.Allowed {
 			t.Fatalf("Allowed and Evaluate disagree on %s", trafficString(tr))
 		}
+		checkWhy(t, e.Why(tr), d, tr)
 		a.decisions = append(a.decisions, d)
 	}
 	for _, p := range s.Pods {
@@ -516,4 +517,20 @@ func TestCacheConcurrentBuilds(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// checkWhy: Why says what Evaluate says about what decided, direction by
+// direction, and nothing about the rules that did not match.
+func checkWhy(t *testing.T, why, full policy.Decision, tr policy.Traffic) {
+	t.Helper()
+	if why.Allowed != full.Allowed || len(why.Warnings) != 0 {
+		t.Fatalf("Why on %s: allowed %v (Evaluate %v), %d warnings", trafficString(tr), why.Allowed, full.Allowed, len(why.Warnings))
+	}
+	for _, p := range [][2]policy.DirectionDecision{{why.Egress, full.Egress}, {why.Ingress, full.Ingress}} {
+		w, f := p[0], p[1]
+		if w.Allowed != f.Allowed || w.Reason != f.Reason || w.Isolated != f.Isolated || !reflect.DeepEqual(w.IsolatedBy, f.IsolatedBy) ||
+			!reflect.DeepEqual(w.AllowedBy, f.AllowedBy) || len(w.Policies) != 0 {
+			t.Fatalf("Why on %s, %s: %+v\nEvaluate: %+v", trafficString(tr), w.Direction, w, f)
+		}
+	}
 }

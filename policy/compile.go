@@ -122,6 +122,11 @@ type dpIdentity struct {
 // IDs are derived from names (a hash, probed on collision), so they stay the
 // same when unrelated objects change and a re-compile yields minimal diffs.
 func (e *Engine) Compile(node string) (*Datapath, error) {
+	if len(e.clusters) > 0 {
+		// Refuse rather than enforce NetworkPolicy alone: the kernel would
+		// then disagree with explain on every flow a cluster policy decides.
+		return nil, fmt.Errorf("the datapath does not compile ClusterNetworkPolicies yet (%d in the snapshot, e.g. %s)", len(e.clusters), e.clusters[0].ref.Name)
+	}
 	dp := &Datapath{Node: node}
 	for ip := range e.nodeIPs {
 		dp.HostIPs = append(dp.HostIPs, ip)

@@ -34,6 +34,12 @@ type Engine struct {
 	identities   []*identity
 	identByKey   map[string]*identity
 	nodeIPs      map[netip.Addr]struct{}
+	// clusters are the ClusterNetworkPolicies in evaluation order.
+	clusters      []*clusterInfo
+	clusterByName map[string]*clusterInfo
+	clusterByNS   map[string][]*clusterInfo // see clustersForNamespace
+	// nodeByIP gives the labels of the Snapshot node owning an address.
+	nodeByIP map[netip.Addr]labels.Set
 }
 
 type nsInfo struct {
@@ -50,6 +56,9 @@ type identity struct {
 	labels labels.Set
 	// selectedBy holds the policies selecting this identity, per direction index.
 	selectedBy [2][]*policyInfo
+	// cluster holds the ClusterNetworkPolicies selecting it, per direction
+	// index and tier (tierAdminIdx, tierBaselineIdx), in evaluation order.
+	cluster [2][2][]*clusterInfo
 }
 
 type namedPort struct {
@@ -130,20 +139,26 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		s = &Snapshot{}
 	}
 	e := &Engine{
-		namespaces:   make(map[string]*nsInfo, len(s.Namespaces)),
-		podByPtr:     make(map[*corev1.Pod]*podInfo, len(s.Pods)),
-		podByKey:     make(map[string]*podInfo, len(s.Pods)),
-		podByIP:      make(map[netip.Addr]*podInfo, len(s.Pods)),
-		podsByNS:     make(map[string][]*podInfo),
-		policyByRef:  make(map[PolicyRef]*policyInfo, len(s.Policies)),
-		policiesByNS: make(map[string][]*policyInfo),
-		identByKey:   make(map[string]*identity),
-		nodeIPs:      make(map[netip.Addr]struct{}, len(s.NodeIPs)),
+		namespaces:    make(map[string]*nsInfo, len(s.Namespaces)),
+		podByPtr:      make(map[*corev1.Pod]*podInfo, len(s.Pods)),
+		podByKey:      make(map[string]*podInfo, len(s.Pods)),
+		podByIP:       make(map[netip.Addr]*podInfo, len(s.Pods)),
+		podsByNS:      make(map[string][]*podInfo),
+		policyByRef:   make(map[PolicyRef]*policyInfo, len(s.Policies)),
+		policiesByNS:  make(map[string][]*policyInfo),
+		identByKey:    make(map[string]*identity),
+		nodeIPs:       make(map[netip.Addr]struct{}, len(s.NodeIPs)),
+		clusterByName: make(map[string]*clusterInfo, len(s.ClusterPolicies)),
+		clusterByNS:   map[string][]*clusterInfo{},
+		nodeByIP:      map[netip.Addr]labels.Set{},
 	}
 	for _, ip := range s.NodeIPs {
 		if ip.IsValid() {
 			e.nodeIPs[ip.Unmap()] = struct{}{}
 		}
+	}
+	if err := e.indexNodes(s); err != nil {
+		return nil, err
 	}
 	for i, ns := range s.Namespaces {
 		if ns == nil {
@@ -183,6 +198,25 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		e.policyByRef[pi.ref] = pi
 		e.policies = append(e.policies, pi)
 	}
+	for i, cnp := range s.ClusterPolicies {
+		if cnp == nil {
+			return nil, fmt.Errorf("snapshot cluster network policy %d is nil", i)
+		}
+		if err := ValidateClusterPolicy(cnp); err != nil {
+			invalid = append(invalid, err)
+			continue
+		}
+		ci, err := compileCluster(cnp)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := e.clusterByName[ci.ref.Name]; dup {
+			return nil, fmt.Errorf("clusternetworkpolicy %s: appears twice in the snapshot", cnp.Name)
+		}
+		e.clusterByName[ci.ref.Name] = ci
+		e.clusters = append(e.clusters, ci)
+	}
+	slices.SortFunc(e.clusters, clusterLess)
 	if len(invalid) > 0 {
 		// Every rejected policy at once, so a directory of files is fixed in one pass.
 		return nil, errors.Join(invalid...)
@@ -270,6 +304,7 @@ func (e *Engine) newPodInfo(pod *corev1.Pod, f podFacts, register bool, c *Cache
 	}
 	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
 	pi.ident = id
+	e.fillClusterSelectedBy(id, register)
 	if !register {
 		e.fillSelectedBy(id)
 		return pi, nil
@@ -371,6 +406,7 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 			podFacts: podFacts{key: f.key, ports: declaredPorts(pod)},
 			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
 		e.fillSelectedBy(pi.ident)
+		e.fillClusterSelectedBy(pi.ident, false)
 	}
 	return pi
 }
@@ -459,4 +495,25 @@ func normRef(r PolicyRef) PolicyRef {
 		r.Kind = KindNetworkPolicy
 	}
 	return r
+}
+
+// indexNodes makes the addresses of the Snapshot's Nodes node addresses and
+// remembers each one's labels, for node peers of ClusterNetworkPolicies.
+func (e *Engine) indexNodes(s *Snapshot) error {
+	if len(s.Nodes) == 0 {
+		return nil
+	}
+	byName := make(map[string]labels.Set, len(s.Nodes))
+	for i, n := range s.Nodes {
+		if n == nil {
+			return fmt.Errorf("snapshot node %d is nil", i)
+		}
+		byName[n.Name] = labels.Set(n.Labels)
+	}
+	pods := slices.DeleteFunc(slices.Clone(s.Pods), func(p *corev1.Pod) bool { return p == nil })
+	for _, a := range NodeAddresses(s.Nodes, PodsHold(pods)) {
+		e.nodeIPs[a.IP] = struct{}{}
+		e.nodeByIP[a.IP] = byName[a.Node]
+	}
+	return nil
 }

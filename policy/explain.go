@@ -129,11 +129,8 @@ func explainPeer(i int, p *peerInfo, other *endpoint) string {
 		}
 		return what + "; it does not match"
 	}
-	if other.pod != nil && other.pod.hostNetwork {
-		return fmt.Sprintf("%s; %s uses the host network, and pod/namespace selectors never match hostNetwork pods", what, describe(other))
-	}
-	if other.pod == nil {
-		return fmt.Sprintf("%s; %s is not a pod (only ipBlock peers match addresses outside the pod network)", what, describe(other))
+	if msg, ok := notSelectable(what, other, " (only ipBlock peers match addresses outside the pod network)"); ok {
+		return msg
 	}
 	id := other.pod.ident
 	var why []string
@@ -152,11 +149,25 @@ func explainPeer(i int, p *peerInfo, other *endpoint) string {
 	return what + "; " + strings.Join(why, "; and ")
 }
 
+// notSelectable explains why a selector peer cannot see other, when it cannot.
+func notSelectable(what string, other *endpoint, hint string) (string, bool) {
+	if other.pod != nil && other.pod.hostNetwork {
+		return fmt.Sprintf("%s; %s uses the host network, and pod/namespace selectors never match hostNetwork pods", what, describe(other)), true
+	}
+	if other.pod == nil {
+		return fmt.Sprintf("%s; %s is not a pod%s", what, describe(other), hint), true
+	}
+	return "", false
+}
+
 func portString(pt *portInfo) string {
 	switch pt.kind {
 	case portAll:
 		return "any " + string(pt.proto) + " port"
 	case portNamed:
+		if pt.proto == "" {
+			return fmt.Sprintf("named port %q", pt.name)
+		}
 		return fmt.Sprintf("named port %q/%s", pt.name, pt.proto)
 	}
 	if pt.first == pt.last {

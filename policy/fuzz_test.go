@@ -156,6 +156,7 @@ func randomWorld(c *chooser) *policy.Snapshot {
 		}
 		s.Policies = append(s.Policies, Policy(c.pick("x", "y", "z"), fmt.Sprintf("np%d", j), tw...))
 	}
+	randomClusterPolicies(c, s, sel)
 	return s
 }
 
@@ -173,37 +174,44 @@ func FuzzEvaluate(f *testing.F) {
 		if err != nil {
 			t.Fatalf("NewEngine rejected a valid world: %v", err)
 		}
-		var ends []policy.Peer
-		for _, p := range s.Pods {
-			ends = append(ends, policy.Peer{Pod: p})
-		}
-		for _, ip := range []string{"10.0.0.1", "10.0.1.9", "172.31.0.1", "192.0.2.1", "127.0.0.1", "fd00::9"} {
-			ends = append(ends, policy.Peer{IP: Addr(ip)})
-		}
-		for _, src := range ends {
-			for _, dst := range ends {
-				for _, pp := range []struct {
-					proto corev1.Protocol
-					port  int32
-				}{{"", 80}, {tcp, 8080}, {udp, 53}, {sctp, 80}, {"udp", 80}} {
-					tr := policy.Traffic{Src: src, Dst: dst, Protocol: pp.proto, Port: pp.port}
-					d := e.Evaluate(tr)
-					if got := e.Allowed(tr); got != d.Allowed {
-						t.Fatalf("Allowed()=%v, Evaluate().Allowed=%v for %s", got, d.Allowed, trafficString(tr))
-					}
-					ref := tr
-					ref.Protocol = corev1.Protocol(map[corev1.Protocol]string{"udp": "UDP"}[pp.proto])
-					if ref.Protocol == "" {
-						ref.Protocol = pp.proto
-					}
-					if want := refAllowed(s, ref); want != d.Allowed {
-						t.Fatalf("engine says allowed=%v, reference says %v for %s\n%s", d.Allowed, want, trafficString(tr), dump(d))
-					}
-					checkInvariants(t, e, tr, d)
+		checkWorld(t, s, e)
+	})
+}
+
+// checkWorld compares every traffic between the world's pods and a few
+// addresses with the reference evaluator and the Decision invariants.
+func checkWorld(t *testing.T, s *policy.Snapshot, e *policy.Engine) {
+	t.Helper()
+	var ends []policy.Peer
+	for _, p := range s.Pods {
+		ends = append(ends, policy.Peer{Pod: p})
+	}
+	for _, ip := range []string{"10.0.0.1", "10.0.1.9", "172.31.0.1", "172.31.0.2", "192.0.2.1", "127.0.0.1", "fd00::9"} {
+		ends = append(ends, policy.Peer{IP: Addr(ip)})
+	}
+	for _, src := range ends {
+		for _, dst := range ends {
+			for _, pp := range []struct {
+				proto corev1.Protocol
+				port  int32
+			}{{"", 80}, {tcp, 8080}, {udp, 53}, {sctp, 80}, {"udp", 80}} {
+				tr := policy.Traffic{Src: src, Dst: dst, Protocol: pp.proto, Port: pp.port}
+				d := e.Evaluate(tr)
+				if got := e.Allowed(tr); got != d.Allowed {
+					t.Fatalf("Allowed()=%v, Evaluate().Allowed=%v for %s", got, d.Allowed, trafficString(tr))
 				}
+				ref := tr
+				ref.Protocol = corev1.Protocol(map[corev1.Protocol]string{"udp": "UDP"}[pp.proto])
+				if ref.Protocol == "" {
+					ref.Protocol = pp.proto
+				}
+				if want := refAllowed(s, ref); want != d.Allowed {
+					t.Fatalf("engine says allowed=%v, reference says %v for %s\n%s", d.Allowed, want, trafficString(tr), dump(d))
+				}
+				checkInvariants(t, e, tr, d)
 			}
 		}
-	})
+	}
 }
 
 func trafficString(tr policy.Traffic) string {

@@ -37,6 +37,33 @@ func refAllowed(s *policy.Snapshot, t policy.Traffic) bool {
 		refSide(s, networkingv1.PolicyTypeIngress, dstPod, srcPod, srcIP, dstPod, proto, t.Port)
 }
 
+// refSide is one side through the tiers (cluster_fuzz_test.go), the
+// NetworkPolicy tier being refNetworkPolicySide.
+func refSide(s *policy.Snapshot, dir networkingv1.PolicyType, subject, otherPod *corev1.Pod, otherIP net.IP, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
+	return refClusterSide(s, dir == networkingv1.PolicyTypeIngress, subject, otherPod, otherIP, dst, proto, port, func() (bool, bool) {
+		return refNetworkPolicySide(s, dir, subject, otherPod, otherIP, dst, proto, port)
+	})
+}
+
+func refIsNode(s *policy.Snapshot, ip net.IP) bool {
+	if ip == nil {
+		return false
+	}
+	for _, n := range s.NodeIPs {
+		if net.ParseIP(n.String()).Equal(ip) {
+			return true
+		}
+	}
+	for _, n := range s.Nodes {
+		for _, a := range n.Status.Addresses {
+			if net.ParseIP(a.Address).Equal(ip) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func refResolve(s *policy.Snapshot, p policy.Peer) (*corev1.Pod, net.IP) {
 	var ip net.IP
 	if p.IP.IsValid() {
@@ -56,16 +83,10 @@ func refResolve(s *policy.Snapshot, p policy.Peer) (*corev1.Pod, net.IP) {
 	return nil, ip
 }
 
-func refSide(s *policy.Snapshot, dir networkingv1.PolicyType, subject, otherPod *corev1.Pod, otherIP net.IP, dst *corev1.Pod, proto corev1.Protocol, port int32) bool {
-	if subject == nil || subject.Spec.HostNetwork {
-		return true
-	}
-	for _, n := range s.NodeIPs {
-		if otherIP != nil && net.ParseIP(n.String()).Equal(otherIP) {
-			return true
-		}
-	}
-	isolated := false
+// refNetworkPolicySide is the NetworkPolicy verdict of a pod's side and
+// whether a policy isolates it (node traffic is allowed either way).
+func refNetworkPolicySide(s *policy.Snapshot, dir networkingv1.PolicyType, subject, otherPod *corev1.Pod, otherIP net.IP, dst *corev1.Pod, proto corev1.Protocol, port int32) (allowed, isolated bool) {
+	node := refIsNode(s, otherIP)
 	for _, np := range s.Policies {
 		if np.Namespace != subject.Namespace || !refSelects(&np.Spec.PodSelector, subject.Labels) {
 			continue
@@ -105,11 +126,11 @@ func refSide(s *policy.Snapshot, dir networkingv1.PolicyType, subject, otherPod 
 				portOK = portOK || refPort(&p, dst, proto, port)
 			}
 			if peerOK && portOK {
-				return true
+				return true, true
 			}
 		}
 	}
-	return !isolated
+	return !isolated || node, isolated
 }
 
 func refSelects(sel *metav1.LabelSelector, l map[string]string) bool {
@@ -175,6 +196,12 @@ func refPort(p *networkingv1.NetworkPolicyPort, dst *corev1.Pod, proto corev1.Pr
 		}
 		return port >= p.Port.IntVal && port <= end
 	}
+	return refDeclares(dst, p.Port.StrVal, proto, port)
+}
+
+// refDeclares: the destination pod (not hostNetwork) declares the named
+// port for that protocol with that number.
+func refDeclares(dst *corev1.Pod, name string, proto corev1.Protocol, port int32) bool {
 	if dst == nil || dst.Spec.HostNetwork {
 		return false
 	}
@@ -184,7 +211,7 @@ func refPort(p *networkingv1.NetworkPolicyPort, dst *corev1.Pod, proto corev1.Pr
 			if cproto == "" {
 				cproto = corev1.ProtocolTCP
 			}
-			if cp.Name == p.Port.StrVal && cproto == proto && cp.ContainerPort == port {
+			if cp.Name == name && cproto == proto && cp.ContainerPort == port {
 				return true
 			}
 		}
@@ -223,8 +250,28 @@ func checkInvariants(t testing.TB, e *policy.Engine, tr policy.Traffic, d policy
 			if dd.Allowed || !dd.Isolated || len(dd.AllowedBy) != 0 {
 				t.Errorf("%s: NoRuleMatched but allowed=%v isolated=%v allowedBy=%v", dd.Direction, dd.Allowed, dd.Isolated, dd.AllowedBy)
 			}
+		case policy.ReasonAcceptedByClusterPolicy, policy.ReasonDeniedByClusterPolicy:
+			cr := dd.ClusterRule
+			want := policy.ActionAccept
+			if dd.Reason == policy.ReasonDeniedByClusterPolicy {
+				want = policy.ActionDeny
+			}
+			if cr == nil || cr.Rule.Action != want || dd.Allowed != (want == policy.ActionAccept) || cr.Rule.Tier != dd.Tier {
+				t.Errorf("%s: %s with allowed=%v tier=%s clusterRule=%+v", dd.Direction, dd.Reason, dd.Allowed, dd.Tier, cr)
+			}
+			if dd.Tier == policy.TierAdmin && len(dd.Policies) > 0 {
+				t.Errorf("%s: Admin decided, yet NetworkPolicies were evaluated", dd.Direction)
+			}
 		default:
 			t.Errorf("%s: unknown reason %q", dd.Direction, dd.Reason)
+		}
+		if len(dd.ClusterPolicies) > 0 && (dd.Summary == "" || strings.Contains(dd.Summary, "%!")) {
+			t.Errorf("%s: cluster policies consulted, bad summary %q", dd.Direction, dd.Summary)
+		}
+		for _, m := range dd.Passed {
+			if m.Rule.Action != policy.ActionPass {
+				t.Errorf("%s: passed %+v is not a Pass rule", dd.Direction, m)
+			}
 		}
 		if dd.Isolated != (len(dd.IsolatedBy) > 0) {
 			t.Errorf("%s: isolated=%v with isolatedBy=%v", dd.Direction, dd.Isolated, dd.IsolatedBy)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -57,7 +58,8 @@ func (e *Engine) Reachability(srcs, dsts []*corev1.Pod, probes []Probe) [][][]bo
 }
 
 // ipBlocks returns one peer per distinct ipBlock (cidr and excepts) of every
-// policy, to class endpoints by the blocks their address falls in.
+// policy and network of every cluster policy, to class endpoints by the
+// blocks their address falls in.
 func (e *Engine) ipBlocks() []*peerInfo {
 	seen := map[string]bool{}
 	var out []*peerInfo
@@ -78,6 +80,21 @@ func (e *Engine) ipBlocks() []*peerInfo {
 			}
 		}
 	}
+	// Networks peers of ClusterNetworkPolicies class addresses the same way.
+	for _, ci := range e.clusters {
+		for d := range ci.rules {
+			for ri := range ci.rules[d] {
+				for _, p := range ci.rules[d][ri].peers {
+					for _, n := range p.networks {
+						if k := fmt.Sprint(n, "[]"); !seen[k] {
+							seen[k] = true
+							out = append(out, &peerInfo{ipBlock: true, cidr: n})
+						}
+					}
+				}
+			}
+		}
+	}
 	return out
 }
 
@@ -90,6 +107,9 @@ type classKey struct {
 	node        bool
 	ports       string
 	blocks      string // one byte per ipBlocks entry: '1' if the address is in it
+	// nodeIP is the node address itself when node peers of cluster
+	// policies may tell nodes apart.
+	nodeIP netip.Addr
 }
 
 // classify resolves pods to endpoints and groups them into classes. It
@@ -103,6 +123,9 @@ func (e *Engine) classify(pods []*corev1.Pod, blocks []*peerInfo) (eps []endpoin
 		ep := e.resolve(Peer{Pod: pod})
 		eps[i] = ep
 		k := classKey{ipValid: ep.ip.IsValid(), node: ep.node}
+		if ep.node && len(e.clusters) > 0 {
+			k.nodeIP = ep.ip
+		}
 		if ep.pod != nil {
 			k.ident, k.hostNetwork, k.ports = ep.pod.ident, ep.pod.hostNetwork, fmt.Sprint(ep.pod.ports)
 		}

@@ -345,7 +345,9 @@ func (p *peerInfo) matches(other *endpoint) bool {
 // port matches only a destination pod declaring that name for that protocol
 // with that number, so a name that resolves nowhere matches nothing.
 func (pt *portInfo) matches(proto corev1.Protocol, port int32, dst *endpoint) bool {
-	if proto != pt.proto {
+	// A ClusterNetworkPolicy named port has no protocol of its own: the
+	// pod's declaration gives it (checked below).
+	if pt.proto != "" && proto != pt.proto {
 		return false
 	}
 	switch pt.kind {

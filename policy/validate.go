@@ -11,13 +11,19 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
-// ValidationError is a NetworkPolicy the API server would reject.
+// ValidationError is a NetworkPolicy or ClusterNetworkPolicy the API server would reject.
 type ValidationError struct {
+	// Kind is empty for a NetworkPolicy, KindClusterNetworkPolicy for a
+	// ClusterNetworkPolicy (which has no Namespace).
+	Kind            string
 	Namespace, Name string
 	Errs            field.ErrorList
 }
 
 func (v *ValidationError) Error() string {
+	if v.Kind == KindClusterNetworkPolicy {
+		return fmt.Sprintf("clusternetworkpolicy %s is invalid: %s", v.Name, v.Errs.ToAggregate().Error())
+	}
 	return fmt.Sprintf("networkpolicy %s/%s is invalid: %s", v.Namespace, v.Name, v.Errs.ToAggregate().Error())
 }
 
@@ -26,15 +32,8 @@ func (v *ValidationError) Error() string {
 // policyTypes). CIDRs follow the legacy-field rules used for NetworkPolicy, so
 // objects the API server already stores are accepted.
 func ValidatePolicy(np *networkingv1.NetworkPolicy) error {
-	var errs field.ErrorList
+	errs := validateName(np.Name)
 	md := field.NewPath("metadata")
-	if np.Name == "" {
-		errs = append(errs, field.Required(md.Child("name"), "name is required"))
-	} else {
-		for _, msg := range apivalidation.NameIsDNSSubdomain(np.Name, false) {
-			errs = append(errs, field.Invalid(md.Child("name"), np.Name, msg))
-		}
-	}
 	if np.Namespace == "" {
 		errs = append(errs, field.Required(md.Child("namespace"), "set the policy's namespace (files without one take the current namespace)"))
 	}
@@ -70,6 +69,20 @@ func ValidatePolicy(np *networkingv1.NetworkPolicy) error {
 		return &ValidationError{Namespace: np.Namespace, Name: np.Name, Errs: errs}
 	}
 	return nil
+}
+
+// validateName checks metadata.name as the API server does for objects
+// named by a DNS subdomain.
+func validateName(name string) field.ErrorList {
+	p := field.NewPath("metadata", "name")
+	if name == "" {
+		return field.ErrorList{field.Required(p, "name is required")}
+	}
+	var errs field.ErrorList
+	for _, msg := range apivalidation.NameIsDNSSubdomain(name, false) {
+		errs = append(errs, field.Invalid(p, name, msg))
+	}
+	return errs
 }
 
 func validatePort(port *networkingv1.NetworkPolicyPort, p *field.Path) field.ErrorList {

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/connrate"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
@@ -38,55 +38,10 @@ const (
 	abIperfPort = 5201
 )
 
-// TestConnectRateProcess is the connect-rate server or client, run as a
-// child (pinned with taskset, inside a pod namespace) by
-// BenchmarkDatapathAB; it does nothing otherwise. Server: accept, write one
-// byte, close. Client: connect, read the byte, close, for the given time;
-// print the number of connections.
-func TestConnectRateProcess(t *testing.T) {
-	mode := os.Getenv("NETPOL_TEST_CRR")
-	if mode == "" {
-		t.Skip("run as a child of BenchmarkDatapathAB")
-	}
-	addr := os.Getenv("NETPOL_TEST_CRR_ADDR")
-	fail := func(err error) {
-		fmt.Println("error:", err)
-		os.Exit(1)
-	}
-	if mode == "server" {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			fail(err)
-		}
-		fmt.Println("ready")
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				fail(err)
-			}
-			c.Write([]byte{'x'})
-			c.Close()
-		}
-	}
-	d, err := time.ParseDuration(os.Getenv("NETPOL_TEST_CRR_TIME"))
-	if err != nil {
-		fail(err)
-	}
-	n := 0
-	buf := make([]byte, 1)
-	for end := time.Now().Add(d); time.Now().Before(end); n++ {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			fail(err)
-		}
-		if _, err := c.Read(buf); err != nil {
-			fail(err)
-		}
-		c.Close()
-	}
-	fmt.Println(n)
-	os.Exit(0)
-}
+// TestConnectRateProcess is BenchmarkDatapathAB's connect-rate server or
+// client, run pinned inside a pod namespace (internal/connrate); it does
+// nothing on its own.
+func TestConnectRateProcess(t *testing.T) { connrate.Child(t) }
 
 // pinnedIn is the command line that runs args inside p's namespace on cpu.
 func pinnedIn(p *pod, cpu string, args ...string) *exec.Cmd {
@@ -218,9 +173,10 @@ func benchmarkDatapathAB(b *testing.B, flowEvents, stats bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	crr := pinnedIn(a, abServerCPU, os.Args[0], "-test.run=^TestConnectRateProcess$", "-test.count=1")
-	crr.Env = append(os.Environ(), "NETPOL_TEST_CRR=server", "NETPOL_TEST_CRR_ADDR="+netip.AddrPortFrom(a.ip4, abCRRPort).String())
-	startServer(b, crr, "ready")
+	crrAddr := netip.AddrPortFrom(a.ip4, abCRRPort).String()
+	crr := pinnedIn(a, abServerCPU, connrate.Args()...)
+	crr.Env = connrate.Env(connrate.Server, crrAddr, 0)
+	startServer(b, crr, connrate.Ready)
 	dp := abDatapath(b, a, c)
 	root := testPinRoot(b)
 	const iperfSecs = 2
@@ -264,12 +220,11 @@ func benchmarkDatapathAB(b *testing.B, flowEvents, stats bool) {
 	}
 	connectRate := func() (cps, perCPU float64) {
 		secs := iperfSecs / 2.0
-		cmd := pinnedIn(c, abClientCPU, os.Args[0], "-test.run=^TestConnectRateProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "NETPOL_TEST_CRR=client", "NETPOL_TEST_CRR_ADDR="+netip.AddrPortFrom(a.ip4, abCRRPort).String(),
-			fmt.Sprintf("NETPOL_TEST_CRR_TIME=%gs", secs))
+		cmd := pinnedIn(c, abClientCPU, connrate.Args()...)
+		cmd.Env = connrate.Env(connrate.Client, crrAddr, time.Duration(secs*float64(time.Second)))
 		srv0 := serverCPU()
 		out, err := cmd.Output()
-		n, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+		n, perr := connrate.Connections(out)
 		if err != nil || perr != nil {
 			b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
 		}

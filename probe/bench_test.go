@@ -6,7 +6,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,9 +116,11 @@ func BenchmarkVerdict(b *testing.B) {
 // 10k, 10, so drift and noise from other load hit every size alike; it
 // reports the median kernel ns per packet of each size and the ratios
 // 100k/10 and 10k/10: allowed and denied with exact-port rules, and allowed
-// by a port-range rule (8000-8063) per peer.
+// by a port-range rule (8000-8063) per peer. NETPOL_FLAT_SIZES (e.g.
+// "10,100,1000") measures other sizes; the ratios are then last/first and
+// middle/first.
 func BenchmarkVerdictFlat(b *testing.B) {
-	sizes := []int{10, 10_000, 100_000}
+	sizes := flatSizes(b)
 	load := func(shape string) []*Probe {
 		probes := make([]*Probe, len(sizes))
 		for i, n := range sizes {
@@ -189,7 +194,7 @@ func BenchmarkVerdictFlat(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			per := make([][]float64, len(sizes))
 			for range b.N {
-				for _, i := range []int{0, 1, 2, 2, 1, 0} {
+				for _, i := range []int{0, 1, 2, 2, 1, 0} { // ABBA over the sizes
 					ret, d, err := probes[i].objs.NetpolNf.Benchmark(pkt, 200_000, nil)
 					if err != nil {
 						b.Fatal(err)
@@ -203,10 +208,38 @@ func BenchmarkVerdictFlat(b *testing.B) {
 			for i, n := range sizes {
 				b.ReportMetric(median(per[i]), fmt.Sprintf("ns/pkt-%d", n))
 			}
-			b.ReportMetric(median(per[2])/median(per[0]), "ratio-100k/10")
-			b.ReportMetric(median(per[1])/median(per[0]), "ratio-10k/10")
+			b.ReportMetric(median(per[2])/median(per[0]), "ratio-"+sizeLabel(sizes[2])+"/"+sizeLabel(sizes[0]))
+			b.ReportMetric(median(per[1])/median(per[0]), "ratio-"+sizeLabel(sizes[1])+"/"+sizeLabel(sizes[0]))
 		})
 	}
+}
+
+// flatSizes are BenchmarkVerdictFlat's three rule counts.
+func flatSizes(b *testing.B) []int {
+	v := os.Getenv("NETPOL_FLAT_SIZES")
+	if v == "" {
+		return []int{10, 10_000, 100_000}
+	}
+	var sizes []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 10 {
+			b.Fatalf("NETPOL_FLAT_SIZES=%q: want three rule counts of at least 10 (the dense case probes the sixth /32), such as 10,100,1000", v)
+		}
+		sizes = append(sizes, n)
+	}
+	if len(sizes) != 3 {
+		b.Fatalf("NETPOL_FLAT_SIZES=%q: want three rule counts, such as 10,100,1000", v)
+	}
+	return sizes
+}
+
+// sizeLabel writes 10000 as 10k, the name the ratios had before sizes could change.
+func sizeLabel(n int) string {
+	if n >= 1000 && n%1000 == 0 {
+		return strconv.Itoa(n/1000) + "k"
+	}
+	return strconv.Itoa(n)
 }
 
 // BenchmarkEmptyProgram is the floor: a netfilter program that returns

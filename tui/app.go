@@ -17,8 +17,10 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/detail"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/flowtable"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/matrix"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/components/netmap"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/rates"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/statusbar"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/components/top"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/stats"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/styles"
 )
@@ -55,7 +57,20 @@ const (
 	numPanels
 )
 
-var panelNames = [numPanels]string{"Detail", "Rates", "Matrix"}
+var panelNames = [numPanels]string{"Detail", "Chart", "Matrix"}
+
+// View is what the main area shows (keys 1, 2, 3; v cycles).
+type View int
+
+// Views.
+const (
+	ViewFlows View = iota
+	ViewTop
+	ViewMap
+	numViews
+)
+
+var viewNames = [numViews]string{"Flows", "Top", "Map"}
 
 // Config configures the root model.
 type Config struct {
@@ -82,6 +97,7 @@ type Model struct {
 	c      *common.Common
 	keys   KeyMap
 	state  state
+	view   View
 	panel  panel
 	width  int
 	height int
@@ -90,6 +106,8 @@ type Model struct {
 	table  *flowtable.Model
 	rates  *rates.Model
 	matrix *matrix.Model
+	top    *top.Model
+	netmap *netmap.Model
 	detail *detail.Model
 	status *statusbar.Model
 	help   help.Model
@@ -122,6 +140,8 @@ func New(cfg Config) *Model {
 		table:    flowtable.New(c, cfg.Capacity),
 		rates:    rates.New(c, st),
 		matrix:   matrix.New(c, st),
+		top:      top.New(c, st),
+		netmap:   netmap.New(c, st),
 		detail:   detail.New(c, cfg.Explainer),
 		status:   statusbar.New(c, cfg.SourceName, cfg.ClientVersion),
 		help:     help.New(),
@@ -163,6 +183,15 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case detail.ExplainedMsg:
 		m.detail.Update(msg)
 		m.fresh = true
+	case common.DrillMsg:
+		m.drill(msg.Filter)
+		m.fresh = true
+		cmds = append(cmds, m.selectionChanged())
+	case tea.MouseMsg:
+		if m.handleMouse(msg) {
+			m.fresh = true
+			cmds = append(cmds, m.selectionChanged())
+		}
 	case tea.KeyPressMsg:
 		m.fresh = true
 		if cmd, quit := m.handleKey(msg); quit {
@@ -192,11 +221,58 @@ func (m *Model) scheduleFrame() tea.Cmd {
 	return tea.Tick(time.Second/FPS, func(time.Time) tea.Msg { return frameMsg{} })
 }
 
-// selectionChanged points the detail pane and the rates scope at the selected flow.
+// selectionChanged points the detail pane and the chart's scope at the
+// selected flow: the table's, or in the map the selected edge's newest.
 func (m *Model) selectionChanged() tea.Cmd {
-	sel := m.table.Selected()
+	sel := m.selectedFlow()
 	m.rates.SetSelected(sel)
 	return m.detail.SetFlow(sel)
+}
+
+func (m *Model) selectedFlow() *flowv1.Flow {
+	switch m.view {
+	case ViewMap:
+		if f := m.netmap.SelectedFlow(); f != nil {
+			return f
+		}
+	case ViewTop:
+		if r, ok := m.top.Selected(); ok && m.top.Kind() == top.Pairs {
+			src, dst, _ := strings.Cut(r.Name, " → ")
+			if f := m.stats.LastFlow(src, dst); f != nil {
+				return f
+			}
+		}
+	}
+	return m.table.Selected()
+}
+
+// drill shows the flows table filtered on filter (from the top or the map view).
+func (m *Model) drill(filter string) {
+	match, err := ParseFilter(filter)
+	if err != nil {
+		m.filterErr = err
+		return
+	}
+	m.filter, m.userMatch, m.filterErr = filter, match, nil
+	m.applyFilter()
+	m.view = ViewFlows
+}
+
+// handleMouse sends clicks and the wheel in the main area to the view
+// shown there; it reports whether anything moved.
+func (m *Model) handleMouse(msg tea.MouseMsg) bool {
+	if m.state != stateMain || msg.Mouse().Y >= m.mainHeight() {
+		return false
+	}
+	switch m.view {
+	case ViewTop:
+		moved, _ := m.top.Update(msg)
+		return moved
+	case ViewMap:
+		moved, _ := m.netmap.Update(msg)
+		return moved
+	}
+	return m.table.Mouse(msg)
 }
 
 func (m *Model) handleKey(msg tea.KeyPressMsg) (tea.Cmd, bool) {
@@ -257,7 +333,13 @@ func (m *Model) handleKey(msg tea.KeyPressMsg) (tea.Cmd, bool) {
 		m.hideNode = !m.hideNode
 		m.applyFilter()
 		return m.selectionChanged(), false
-	case key.Matches(msg, m.keys.Detail):
+	case key.Matches(msg, m.keys.Views):
+		m.view = (m.view + 1) % numViews
+		return m.selectionChanged(), false
+	case key.Matches(msg, m.keys.FlowsView), key.Matches(msg, m.keys.TopView), key.Matches(msg, m.keys.MapView):
+		m.view = View(strings.Index("123", msg.String()))
+		return m.selectionChanged(), false
+	case key.Matches(msg, m.keys.Detail) && m.view == ViewFlows:
 		if m.table.Selected() != nil {
 			m.state = stateDetail
 		}
@@ -267,6 +349,20 @@ func (m *Model) handleKey(msg tea.KeyPressMsg) (tea.Cmd, bool) {
 			m.panel = panelRates // the detail is always shown beside when wide
 		}
 		m.layout()
+	case m.view == ViewTop:
+		if ok, cmd := m.top.Update(msg); ok {
+			return tea.Batch(cmd, m.selectionChanged()), false
+		}
+		if m.rates.Update(msg) {
+			return nil, false
+		}
+	case m.view == ViewMap:
+		if ok, cmd := m.netmap.Update(msg); ok {
+			return tea.Batch(cmd, m.selectionChanged()), false
+		}
+		if m.rates.Update(msg) {
+			return nil, false
+		}
 	case m.rates.Update(msg):
 	case m.table.Update(msg):
 		return m.selectionChanged(), false
@@ -294,6 +390,9 @@ func (m *Model) NodeChecksHidden() bool { return m.hideNode }
 // wide terminals show the detail and a chart side by side.
 func (m *Model) wide() bool { return m.width >= 120 }
 
+// mainHeight is the height of the main area (flows, top or map).
+func (m *Model) mainHeight() int { return max(m.height-2-m.panelHeight(), 1) }
+
 // panelHeight is the bottom pane's height (0: too short to show it).
 func (m *Model) panelHeight() int {
 	switch {
@@ -309,7 +408,9 @@ func (m *Model) panelHeight() int {
 // layout sizes every component for the current terminal.
 func (m *Model) layout() {
 	w, ph := m.width, m.panelHeight()
-	m.table.SetSize(w, max(m.height-2-ph, 1))
+	m.table.SetSize(w, m.mainHeight())
+	m.top.SetSize(w, m.mainHeight())
+	m.netmap.SetSize(w, m.mainHeight())
 	inner := max(ph-1, 0) // one line for the pane's tab header
 	if m.wide() {
 		left := w / 2
@@ -335,6 +436,7 @@ func (m *Model) View() tea.View {
 	}
 	v := tea.NewView(m.frame)
 	v.AltScreen = true
+	v.MouseMode = tea.MouseModeCellMotion
 	v.WindowTitle = "kubectl netpol watch"
 	return v
 }
@@ -351,7 +453,7 @@ func (m *Model) render() string {
 			agents = st.Title.Render("Agents") + "\n" + lipgloss.Wrap(strings.Join(notes, "\n"), m.width, " ") + "\n\n"
 		}
 		return common.Lines(st.Title.Render("kubectl netpol watch — keys")+"\n\n"+
-			m.help.FullHelpView(m.helpGroups())+"\n\n"+agents+
+			m.fullHelp()+"\n\n"+agents+
 			st.Title.Render("Filter (/)")+"\n"+lipgloss.Wrap(FilterHelp, m.width, " ")+"\n\n"+st.Dim.Render("esc or ? to go back"), m.width, m.height)
 	case stateDetail:
 		m.detail.SetSize(m.width, m.height-1)
@@ -374,7 +476,16 @@ func (m *Model) render() string {
 	m.status.Filter = m.filter
 	m.status.NodeChecksHidden = m.hideNode
 
-	parts := []string{m.table.View()}
+	var main string
+	switch m.view {
+	case ViewTop:
+		main = m.top.View()
+	case ViewMap:
+		main = m.netmap.View()
+	default:
+		main = m.table.View()
+	}
+	parts := []string{main}
 	if m.panelHeight() > 0 {
 		parts = append(parts, m.panelView())
 	}
@@ -443,24 +554,47 @@ func (m *Model) panelView() string {
 
 func (m *Model) shortHelp() []key.Binding {
 	k := m.keys
-	return []key.Binding{k.Help, k.Filter, k.Detail, k.Panel, m.table.ShortHelp()[6], m.rates.ShortHelp()[0], k.Quit}
+	switch m.view {
+	case ViewTop:
+		return []key.Binding{k.Help, k.Views, m.top.ShortHelp()[0], m.top.ShortHelp()[1], m.top.ShortHelp()[2], k.Panel, k.Quit}
+	case ViewMap:
+		return []key.Binding{k.Help, k.Views, m.netmap.ShortHelp()[2], m.netmap.ShortHelp()[3], k.Panel, k.Quit}
+	}
+	return []key.Binding{k.Help, k.Filter, k.Detail, k.Views, k.Panel, m.rates.ShortHelp()[1], k.Quit}
+}
+
+// fullHelp lays the binding groups out in rows of columns that fit the width.
+func (m *Model) fullHelp() string {
+	groups := m.helpGroups()
+	perRow := max(min(m.width/40, len(groups)), 1)
+	var rows []string
+	for i := 0; i < len(groups); i += perRow {
+		rows = append(rows, m.help.FullHelpView(groups[i:min(i+perRow, len(groups))]))
+	}
+	return strings.Join(rows, "\n\n")
 }
 
 // helpGroups is every binding, grouped by component, for the `?` screen.
 func (m *Model) helpGroups() [][]key.Binding {
 	k := m.keys
 	return [][]key.Binding{
-		{k.Help, k.Filter, k.Back, k.Detail, k.Panel, k.NodeChecks, k.Quit},
-		m.table.ShortHelp(),
-		m.rates.ShortHelp(),
+		{k.Help, k.Filter, k.Back, k.Detail, k.Panel, k.Views, k.FlowsView, k.TopView, k.MapView, k.NodeChecks, k.Quit},
+		append(m.table.ShortHelp(), m.rates.ShortHelp()...),
+		m.top.ShortHelp(),
+		m.netmap.ShortHelp(),
 	}
 }
 
 // Table, Rates, Detail, Stats expose the components to tests and the benchmark.
 func (m *Model) Table() *flowtable.Model { return m.table }
 func (m *Model) Rates() *rates.Model     { return m.rates }
-func (m *Model) Detail() *detail.Model   { return m.detail }
-func (m *Model) Stats() *stats.Stats     { return m.stats }
+func (m *Model) Top() *top.Model         { return m.top }
+func (m *Model) Map() *netmap.Model      { return m.netmap }
+
+// View is the view the main area shows.
+func (m *Model) CurrentView() View     { return m.view }
+func (m *Model) Detail() *detail.Model { return m.detail }
+func (m *Model) Stats() *stats.Stats   { return m.stats }
 
 // Selected is the flow under the cursor.
 func (m *Model) Selected() *flowv1.Flow { return m.table.Selected() }

@@ -12,6 +12,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/common"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/detail"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/rates"
 )
@@ -99,6 +100,8 @@ func runCmd(m *tui.Model, cmd tea.Cmd) {
 		}
 	case detail.ExplainedMsg:
 		m.Update(msg)
+	case common.DrillMsg:
+		drive(m, msg)
 	}
 }
 
@@ -307,7 +310,7 @@ func TestRatesScopeAndMatrix(t *testing.T) {
 	m, _ := loaded(t, 80, 24)
 	drive(m, key("tab")) // rates
 	screen := ansi.Strip(m.Render())
-	if !strings.Contains(screen, "Rates/s all flows") || !strings.Contains(screen, "last 60s:") {
+	if !strings.Contains(screen, "Flows/s cluster") || !strings.Contains(screen, "last 1m") || !strings.Contains(screen, "-45s") {
 		t.Fatalf("rates pane missing:\n%s", screen)
 	}
 	drive(m, key("s"))
@@ -315,7 +318,7 @@ func TestRatesScopeAndMatrix(t *testing.T) {
 		t.Fatal("s should scope the rates to the namespace")
 	}
 	sel := m.Selected()
-	if !strings.Contains(ansi.Strip(m.Render()), "Rates/s namespace "+sel.GetDestination().GetNamespace()) {
+	if !strings.Contains(ansi.Strip(m.Render()), "Flows/s namespace "+sel.GetDestination().GetNamespace()) {
 		t.Fatal("rates title should name the namespace")
 	}
 	drive(m, key("s"), key("s"))
@@ -335,7 +338,8 @@ func TestHelpIsGeneratedFromBindings(t *testing.T) {
 	m, _ := loaded(t, 100, 30)
 	drive(m, key("?"))
 	screen := ansi.Strip(m.Render())
-	for _, want := range []string{"help", "filter", "back, clear filter", "why", "panels", "quit", "up", "down", "page up", "oldest", "follow tail", "pause/resume", "rates of all/ns/pod/pair"} {
+	for _, want := range []string{"help", "filter", "back, clear filter", "why", "panels", "quit", "up", "down", "page up", "oldest", "follow tail", "pause/resume",
+		"chart cluster/ns/pod/pair/policy", "chart range 1m/5m/1h", "views flows/top/map", "top rules/policies/pairs", "sort denied/allowed/all", "focus the edge's other end", "collapse/expand namespaces"} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("help lacks %q", want)
 		}

@@ -63,7 +63,17 @@ func benchTemplates(n int) []*flowv1.Flow {
 // allocation (the source's work) is outside the timer.
 //
 //	go test ./tui -run '^$' -bench TUI20k -benchtime 3x
-func BenchmarkTUI20kFlowsPerSecond(b *testing.B) {
+func BenchmarkTUI20kFlowsPerSecond(b *testing.B) { bench20k(b) }
+
+// BenchmarkTUI20kMapAndChart is BenchmarkTUI20kFlowsPerSecond with the map
+// view open (key 3) and the chart beside the detail (the wide layout's
+// default), over the 1-hour range (key r twice): the views the issue
+// budgets at 0.5 core.
+//
+//	go test ./tui -run '^$' -bench TUI20kMapAndChart -benchtime 3x
+func BenchmarkTUI20kMapAndChart(b *testing.B) { bench20k(b, "3", "r", "r") }
+
+func bench20k(b *testing.B, keys ...string) {
 	const (
 		rate     = 20000
 		seconds  = 30
@@ -84,6 +94,9 @@ func BenchmarkTUI20kFlowsPerSecond(b *testing.B) {
 	for b.Loop() {
 		m := tui.New(tui.Config{Loc: time.UTC})
 		m.Update(tea.WindowSizeMsg{Width: 160, Height: 50})
+		for _, k := range keys {
+			m.Update(tea.KeyPressMsg{Code: rune(k[0]), Text: k})
+		}
 		next := 0
 		var ms runtime.MemStats
 		for fr := range frames {
@@ -136,7 +149,15 @@ func BenchmarkTUI20kFlowsPerSecond(b *testing.B) {
 // and the peak heap. One op is the whole 30 s.
 //
 //	go test ./tui -run '^$' -bench TUIProgramRealTime -benchtime 1x
-func BenchmarkTUIProgramRealTime(b *testing.B) {
+func BenchmarkTUIProgramRealTime(b *testing.B) { benchProgram(b) }
+
+// BenchmarkTUIProgramRealTimeMapAndChart is BenchmarkTUIProgramRealTime
+// with the map view open and the chart over the 1-hour range.
+//
+//	go test ./tui -run '^$' -bench TUIProgramRealTimeMapAndChart -benchtime 1x
+func BenchmarkTUIProgramRealTimeMapAndChart(b *testing.B) { benchProgram(b, "3", "r", "r") }
+
+func benchProgram(b *testing.B, keys ...string) {
 	const (
 		rate     = 20000
 		seconds  = 30
@@ -149,6 +170,9 @@ func BenchmarkTUIProgramRealTime(b *testing.B) {
 			tea.WithColorProfile(colorprofile.ANSI256), tea.WithoutSignals(), tea.WithFPS(tui.FPS))
 		done := make(chan error, 1)
 		go func() { _, err := p.Run(); done <- err }()
+		for _, k := range keys {
+			p.Send(tea.KeyPressMsg{Code: rune(k[0]), Text: k})
+		}
 		cpu0 := processCPU()
 		var peakHeap uint64
 		var ms runtime.MemStats

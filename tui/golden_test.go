@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/ansi"
 	"github.com/charmbracelet/x/exp/golden"
 	"github.com/charmbracelet/x/exp/teatest/v2"
 
@@ -23,6 +25,12 @@ var colourSGR = regexp.MustCompile(`\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;[25];[0-9;]+|
 // pinned size and colour profile, scrolls up three rows, and quits. It
 // returns the final frame and everything written to the terminal.
 func runProgram(t *testing.T, w, h int, profile colorprofile.Profile) (frame string, stream []byte) {
+	return runProgramKeys(t, w, h, profile, "")
+}
+
+// runProgramKeys is runProgram that then types keys before quitting (the
+// program handles them in order, so the final frame shows their effect).
+func runProgramKeys(t *testing.T, w, h int, profile colorprofile.Profile, keys string) (frame string, stream []byte) {
 	t.Helper()
 	m := tui.New(tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC})
 	tm := teatest.NewTestModel(t, m,
@@ -38,6 +46,13 @@ func runProgram(t *testing.T, w, h int, profile colorprofile.Profile) (frame str
 	tm.Type("kkk")
 	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("SCROLL")) },
 		teatest.WithDuration(10*time.Second))
+	for _, r := range keys {
+		if r == '\t' {
+			tm.Send(tea.KeyPressMsg{Code: tea.KeyTab})
+			continue
+		}
+		tm.Send(tea.KeyPressMsg{Code: r, Text: string(r)})
+	}
 	tm.Send(tea.KeyPressMsg{Code: 'q', Text: "q"})
 	final := tm.FinalModel(t, teatest.WithFinalTimeout(10*time.Second)).(*tui.Model)
 	rest, _ := io.ReadAll(tm.FinalOutput(t))
@@ -55,6 +70,49 @@ func TestGolden(t *testing.T) {
 			checkScreen(t, frame, size[0], size[1])
 			golden.RequireEqual(t, []byte(frame))
 		})
+	}
+}
+
+// TestGoldenViews pins the chart, the top view (rules, then workload
+// pairs) and the map at 80×24 and 160×40.
+// Regenerate with: go test ./tui -run TestGoldenViews -update
+func TestGoldenViews(t *testing.T) {
+	for _, size := range [][2]int{{80, 24}, {160, 40}} {
+		for _, v := range []struct{ name, keys, want string }{
+			{"chart", "\tr", "last 5m"},
+			{"top", "2", "Top policy rules"},
+			{"top-policies", "2t", "Top policies"},
+			{"top-pairs", "2tt", "Top workload pairs"},
+			{"map", "3", "EDGES"},
+		} {
+			t.Run(fmt.Sprintf("%dx%d-%s", size[0], size[1], v.name), func(t *testing.T) {
+				frame, _ := runProgramKeys(t, size[0], size[1], colorprofile.ANSI, v.keys)
+				checkScreen(t, frame, size[0], size[1])
+				if !strings.Contains(ansi.Strip(frame), v.want) {
+					t.Fatalf("final frame lacks %q:\n%s", v.want, ansi.Strip(frame))
+				}
+				golden.RequireEqual(t, []byte(frame))
+			})
+		}
+	}
+}
+
+// TestNoColorViews: the chart (asciigraph writes its own colour codes),
+// the top view and the map write no colour under the Ascii profile, and
+// still tell allowed from denied: the chart's legend marks, the words on
+// the map's edges.
+func TestNoColorViews(t *testing.T) {
+	for _, keys := range []string{"\t", "2", "3"} {
+		frame, stream := runProgramKeys(t, 80, 24, colorprofile.Ascii, keys)
+		if loc := colourSGR.FindIndex(stream); loc != nil {
+			t.Fatalf("keys %q: colour code %q written under the Ascii profile", keys, stream[loc[0]:loc[1]])
+		}
+		plain := ansi.Strip(frame)
+		for _, want := range map[string][]string{"\t": {"── allowed", "•• denied", "•"}, "2": {"DENIED/s"}, "3": {"DENIED 91", "╳▶", "ALLOWED"}}[keys] {
+			if !strings.Contains(plain, want) {
+				t.Errorf("keys %q: screen lacks %q:\n%s", keys, want, plain)
+			}
+		}
 	}
 }
 

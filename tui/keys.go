@@ -5,6 +5,7 @@ import "charm.land/bubbles/v2/key"
 // KeyMap is the root's bindings; components publish their own.
 type KeyMap struct {
 	Help, Filter, Back, Detail, Panel, NodeChecks, Quit key.Binding
+	Views, FlowsView, TopView, MapView                  key.Binding
 }
 
 // DefaultKeyMap follows k9s habits: ? help, / filter, esc back, q quit.
@@ -18,6 +19,10 @@ func DefaultKeyMap() KeyMap {
 		// Kubelet probes and other node-to-local-pod traffic: hidden by
 		// default (see Config.ShowNodeChecks).
 		NodeChecks: key.NewBinding(key.WithKeys("h"), key.WithHelp("h", "hide/show node health checks")),
+		Views:      key.NewBinding(key.WithKeys("v"), key.WithHelp("v", "views flows/top/map")),
+		FlowsView:  key.NewBinding(key.WithKeys("1"), key.WithHelp("1", "flows")),
+		TopView:    key.NewBinding(key.WithKeys("2"), key.WithHelp("2", "top")),
+		MapView:    key.NewBinding(key.WithKeys("3"), key.WithHelp("3", "map")),
 		Quit:       key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
 	}
 }

@@ -126,3 +126,32 @@ func TestNodeTrafficInStats(t *testing.T) {
 		t.Errorf("NamespaceOf(world) = %q", got)
 	}
 }
+
+// A node whose agent says the CNI bypasses it is named in the status bar
+// (never implied enforcement), with the detail on the help screen; it stays
+// while the node's stream reconnects, and clears when the node enforces.
+func TestStatusBarNotEnforcing(t *testing.T) {
+	m := tui.New(tui.Config{SourceName: "live", Loc: time.UTC})
+	drive(m, tea.WindowSizeMsg{Width: 160, Height: 40})
+	drive(m, tui.BatchMsg(flow.Batch{Nodes: []flow.NodeState{
+		{Node: "node-a", Connected: true, CNI: "Flannel (vxlan)", Enforcement: "enforcing"},
+		{Node: "node-b", Connected: true, CNI: "Cilium (vxlan tunnel)", Enforcement: "not enforcing",
+			EnforcementDetail: "Cilium (vxlan tunnel) bypasses netfilter: pods sent 900 packets in the last 10s and the hooks saw 3"},
+	}}))
+	if screen := m.Render(); !strings.Contains(screen, "⚠ not enforcing: node-b (Cilium (vxlan tunnel))") {
+		t.Errorf("status bar lacks the warning:\n%s", screen)
+	}
+	drive(m, tui.BatchMsg(flow.Batch{Nodes: []flow.NodeState{{Node: "node-b", Err: "connection reset"}}}))
+	if screen := m.Render(); !strings.Contains(screen, "not enforcing: node-b") {
+		t.Errorf("the warning went with the stream:\n%s", screen)
+	}
+	drive(m, key("?"))
+	if screen := m.Render(); !strings.Contains(screen, "node node-b not enforcing: Cilium (vxlan tunnel) bypasses netfilter") {
+		t.Errorf("help lacks the detail:\n%s", screen)
+	}
+	drive(m, key("?"))
+	drive(m, tui.BatchMsg(flow.Batch{Nodes: []flow.NodeState{{Node: "node-b", Connected: true, CNI: "Cilium (vxlan tunnel)", Enforcement: "enforcing"}}}))
+	if screen := m.Render(); strings.Contains(screen, "not enforcing") {
+		t.Errorf("warning stays after node-b enforces:\n%s", screen)
+	}
+}

@@ -91,6 +91,34 @@ func TestRealTerminalLive(t *testing.T) {
 			t.Errorf("full detail lacks %q:\n%s", want, scr)
 		}
 	}
+
+	// The views on the live stream: the drop is the map's edge, explained
+	// by the engine like the flow, and the top view's rule.
+	s.send("Escape") // leave the full-screen detail
+	s.waitFor("the main screen", func(scr string) bool { return strings.Contains(scr, "VERDICT") && !strings.Contains(scr, "Recorded") })
+	s.send("3")
+	scr = s.waitFor("the map with the drop's edge", func(scr string) bool {
+		return strings.Contains(scr, "EDGES (→)") && strings.Contains(scr, "─DENIED 1 (<0.1/s) ╳")
+	})
+	for _, want := range []string{"Map " + ns + "/", ns + "/" + client.Name, ns + "/" + server.Name} {
+		if !strings.Contains(scr, want) {
+			t.Errorf("map lacks %q:\n%s", want, scr)
+		}
+	}
+	if !strings.Contains(detailText(scr), wants[0]) {
+		t.Errorf("the map's detail pane should explain the edge's flow:\n%s", scr)
+	}
+	s.send("2")
+	scr = s.waitText("Top policy rules")
+	if !strings.Contains(scr, ns+"/server-from-api (") {
+		t.Errorf("top rules lack the isolating policy:\n%s", scr)
+	}
+	s.send("t", "t")
+	s.waitText("Top workload pairs")
+	s.send("Enter")
+	s.waitFor("the drilled-down flows", func(scr string) bool {
+		return strings.Contains(scr, "filter: from-workload=") && strings.Contains(scr, "DENIED")
+	})
 	s.send("q")
 	s.waitFor("the program to exit with status 0", func(string) bool {
 		out, err := os.ReadFile(s.exitFile)

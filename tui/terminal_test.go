@@ -183,15 +183,50 @@ func TestRealTerminal(t *testing.T) {
 	})
 
 	s.send("Tab")
-	s.waitText("Rates/s")
+	s.waitText("Flows/s")
 	s.send("Tab")
 	s.waitText("From ↓ to →")
 
+	switchViews(t, s)
 	s.send("q")
 	s.waitFor("the program to exit with status 0", func(string) bool {
 		out, err := os.ReadFile(s.exitFile)
 		return err == nil && strings.TrimSpace(string(out)) == "0"
 	})
+}
+
+// switchViews walks the views as a person would: top rules, top pairs,
+// drill into a pair's flows, back, the map, an edge's flows, back to the
+// flows; then the chart's ranges.
+func switchViews(t *testing.T, s *tmuxSession) {
+	t.Helper()
+	s.send("2")
+	s.waitText("Top policy rules")
+	s.send("t")
+	s.waitText("Top policies")
+	s.send("t")
+	scr := s.waitText("Top workload pairs")
+	if !strings.Contains(scr, "monitoring/prometheus → shop/api") {
+		t.Fatalf("top pairs lack the busiest drop:\n%s", scr)
+	}
+	s.send("Enter") // the first row: prometheus → api, the most denied
+	scr = s.waitFor("the drilled-down flows", func(scr string) bool {
+		return strings.Contains(scr, "filter: from-workload=") && strings.Contains(scr, "VERDICT")
+	})
+	for _, r := range strings.Split(scr, "\n")[1:8] {
+		if !strings.Contains(r, "monitoring/prometheus") || !strings.Contains(r, "DENIED") {
+			t.Fatalf("drilled row %q is not prometheus's drop:\n%s", r, scr)
+		}
+	}
+	s.send("Escape")
+	s.waitFor("the filter cleared", func(scr string) bool { return !strings.Contains(scr, "filter: ") })
+	s.send("3")
+	scr = s.waitText("EDGES (→)")
+	if !strings.Contains(scr, "Map shop/api") || !strings.Contains(scr, "DENIED") {
+		t.Fatalf("map should focus shop/api and label a denied edge:\n%s", scr)
+	}
+	s.send("1")
+	s.waitFor("the flows table", func(scr string) bool { return strings.Contains(scr, "VERDICT") && !strings.Contains(scr, "EDGES") })
 }
 
 var colourSGRTmux = regexp.MustCompile(`\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;[25];[0-9;]+)m`)
@@ -215,5 +250,59 @@ func TestRealTerminalNoColor(t *testing.T) {
 			t.Errorf("env %v: colour on screen = %v, want %v:\n%q", tc.env, got, tc.colour, s.screen(true))
 		}
 		s.send("q")
+	}
+}
+
+// TestRealTerminalViews runs the plugin at 160×45 on the sample capture and
+// shows each view; with NETPOL_TUI_SCREENS=DIR it saves each screen's text
+// (tmux capture-pane) there, for notes and reviews.
+func TestRealTerminalViews(t *testing.T) {
+	bin := buildPlugin(t)
+	sample, _ := filepath.Abs(sampleCapture)
+	dir := os.Getenv("NETPOL_TUI_SCREENS")
+	for _, size := range [][2]int{{80, 24}, {160, 45}} {
+		s := startTmux(t, size[0], size[1], []string{"TERM=xterm-256color", "TZ=UTC"}, bin, "watch", "--input-file", sample)
+		save := func(name string, scr string) {
+			if dir == "" {
+				return
+			}
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%dx%d-%s.txt", size[0], size[1], name)), []byte(scr), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		save("flows", s.waitText("(done)"))
+		if size[0] < 120 {
+			s.send("Tab")
+		}
+		save("chart-1m", s.waitText("last 1m (r)"))
+		s.send("r")
+		save("chart-5m", s.waitText("last 5m (r)"))
+		s.send("r")
+		save("chart-1h", s.waitText("last 1h (r)"))
+		s.send("2")
+		save("top-rules", s.waitText("Top policy rules"))
+		s.send("t")
+		save("top-policies", s.waitText("Top policies"))
+		s.send("t")
+		save("top-pairs", s.waitText("Top workload pairs"))
+		s.send("3")
+		scr := s.waitText("EDGES (→)")
+		save("map", scr)
+		if size[0] < 120 {
+			s.send("Tab")
+			s.send("Tab") // chart → matrix → the detail pane
+			s.waitText("Why")
+		}
+		s.send("j")
+		save("map-edge", s.waitFor("the second edge explained", func(scr string) bool {
+			return strings.Contains(scr, "prometheus") && strings.Contains(scr, "isolated")
+		}))
+		s.send("?")
+		save("help", s.waitText("watch — keys"))
+		s.send("q")
+		s.waitFor("the program to exit with status 0", func(string) bool {
+			out, err := os.ReadFile(s.exitFile)
+			return err == nil && strings.TrimSpace(string(out)) == "0"
+		})
 	}
 }

@@ -1,6 +1,8 @@
 // Package peers benchmarks the policy engine against np-guard/netpol-analyzer
 // on the same in-memory synthetic snapshot (policytest.Synthetic), in the
-// same run: load, one query, 10k queries and retained memory. It is a
+// same run: load, one query, 10k queries and retained memory; and `check -f`
+// end to end, both tools reading the same YAML file and answering the same
+// 10k items (BenchmarkCheckFiles, TestCheckFilesAgree). It is a
 // separate Go module so the peer never enters the product's go.mod; run it
 // with `make bench-peers` (figures: docs/perf.md).
 //

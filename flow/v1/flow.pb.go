@@ -1616,8 +1616,14 @@ type StatusResponse struct {
 	// Flows dropped by the agent because a client read too slowly (the datapath
 	// never waits for a client).
 	FlowsDroppedSlowClients uint64 `protobuf:"varint,15,opt,name=flows_dropped_slow_clients,json=flowsDroppedSlowClients,proto3" json:"flows_dropped_slow_clients,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The node's CNI and mode, as the agent identified them from what the
+	// node shows.
+	Cni *CNI `protobuf:"bytes,16,opt,name=cni,proto3" json:"cni,omitempty"`
+	// Whether the agent's hooks see the node's pod traffic: the bypass
+	// self-check's last verdict.
+	Enforcement   *Enforcement `protobuf:"bytes,17,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1755,6 +1761,200 @@ func (x *StatusResponse) GetFlowsDroppedSlowClients() uint64 {
 	return 0
 }
 
+func (x *StatusResponse) GetCni() *CNI {
+	if x != nil {
+		return x.Cni
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetEnforcement() *Enforcement {
+	if x != nil {
+		return x.Enforcement
+	}
+	return nil
+}
+
+// CNI is the node's CNI as the agent identified it (internal/cni).
+type CNI struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "" when no known CNI was recognised.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// How much pod traffic passes the netfilter hooks the agent enforces on:
+	// full, partial, none or unknown.
+	Coverage string `protobuf:"bytes,3,opt,name=coverage,proto3" json:"coverage,omitempty"`
+	// The CNI enforces NetworkPolicy too (a packet passes only if both accept).
+	EnforcesPolicy bool     `protobuf:"varint,4,opt,name=enforces_policy,json=enforcesPolicy,proto3" json:"enforces_policy,omitempty"`
+	Evidence       []string `protobuf:"bytes,5,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	Why            string   `protobuf:"bytes,6,opt,name=why,proto3" json:"why,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CNI) Reset() {
+	*x = CNI{}
+	mi := &file_flow_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CNI) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CNI) ProtoMessage() {}
+
+func (x *CNI) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CNI.ProtoReflect.Descriptor instead.
+func (*CNI) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CNI) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CNI) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *CNI) GetCoverage() string {
+	if x != nil {
+		return x.Coverage
+	}
+	return ""
+}
+
+func (x *CNI) GetEnforcesPolicy() bool {
+	if x != nil {
+		return x.EnforcesPolicy
+	}
+	return false
+}
+
+func (x *CNI) GetEvidence() []string {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+func (x *CNI) GetWhy() string {
+	if x != nil {
+		return x.Why
+	}
+	return ""
+}
+
+// Enforcement is the bypass self-check: per local pod, the packets its
+// interface carried against the flows the agent's hooks saw for it.
+type Enforcement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "enforcing", "partially enforcing" or "not enforcing".
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Why, naming the CNI mode that bypasses netfilter when it does.
+	Detail string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Local pods that carried traffic in the last window, and those whose
+	// traffic the hooks never saw.
+	ActivePods    uint32 `protobuf:"varint,3,opt,name=active_pods,json=activePods,proto3" json:"active_pods,omitempty"`
+	BypassingPods uint32 `protobuf:"varint,4,opt,name=bypassing_pods,json=bypassingPods,proto3" json:"bypassing_pods,omitempty"`
+	// namespace/name of the first bypassing pods.
+	Bypassing     []string               `protobuf:"bytes,5,rep,name=bypassing,proto3" json:"bypassing,omitempty"`
+	Checked       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=checked,proto3" json:"checked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Enforcement) Reset() {
+	*x = Enforcement{}
+	mi := &file_flow_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Enforcement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Enforcement) ProtoMessage() {}
+
+func (x *Enforcement) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Enforcement.ProtoReflect.Descriptor instead.
+func (*Enforcement) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Enforcement) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Enforcement) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *Enforcement) GetActivePods() uint32 {
+	if x != nil {
+		return x.ActivePods
+	}
+	return 0
+}
+
+func (x *Enforcement) GetBypassingPods() uint32 {
+	if x != nil {
+		return x.BypassingPods
+	}
+	return 0
+}
+
+func (x *Enforcement) GetBypassing() []string {
+	if x != nil {
+		return x.Bypassing
+	}
+	return nil
+}
+
+func (x *Enforcement) GetChecked() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Checked
+	}
+	return nil
+}
+
 // NodeCheck is one prerequisite the agent verified on its node.
 type NodeCheck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1768,7 +1968,7 @@ type NodeCheck struct {
 
 func (x *NodeCheck) Reset() {
 	*x = NodeCheck{}
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1980,7 @@ func (x *NodeCheck) String() string {
 func (*NodeCheck) ProtoMessage() {}
 
 func (x *NodeCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1993,7 @@ func (x *NodeCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCheck.ProtoReflect.Descriptor instead.
 func (*NodeCheck) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{14}
+	return file_flow_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeCheck) GetName() string {
@@ -1828,7 +2028,7 @@ type MapUsage struct {
 
 func (x *MapUsage) Reset() {
 	*x = MapUsage{}
-	mi := &file_flow_proto_msgTypes[15]
+	mi := &file_flow_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2040,7 @@ func (x *MapUsage) String() string {
 func (*MapUsage) ProtoMessage() {}
 
 func (x *MapUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[15]
+	mi := &file_flow_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2053,7 @@ func (x *MapUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUsage.ProtoReflect.Descriptor instead.
 func (*MapUsage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{15}
+	return file_flow_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MapUsage) GetName() string {
@@ -1999,7 +2199,7 @@ const file_flow_proto_rawDesc = "" +
 	"\aservice\x18\x10 \x03(\tR\aservice\x127\n" +
 	"\tdirection\x18\x11 \x03(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
 	"\x04type\x18\x12 \x03(\x0e2\x12.flow.v1.EventTypeR\x04type\"\x0f\n" +
-	"\rStatusRequest\"\xdc\x04\n" +
+	"\rStatusRequest\"\xb4\x05\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12-\n" +
@@ -2019,7 +2219,24 @@ const file_flow_proto_rawDesc = "" +
 	"last_apply\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tlastApply\x12(\n" +
 	"\x10last_apply_error\x18\r \x01(\tR\x0elastApplyError\x12*\n" +
 	"\x06checks\x18\x0e \x03(\v2\x12.flow.v1.NodeCheckR\x06checks\x12;\n" +
-	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\"G\n" +
+	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\x12\x1e\n" +
+	"\x03cni\x18\x10 \x01(\v2\f.flow.v1.CNIR\x03cni\x126\n" +
+	"\venforcement\x18\x11 \x01(\v2\x14.flow.v1.EnforcementR\venforcement\"\xa0\x01\n" +
+	"\x03CNI\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x1a\n" +
+	"\bcoverage\x18\x03 \x01(\tR\bcoverage\x12'\n" +
+	"\x0fenforces_policy\x18\x04 \x01(\bR\x0eenforcesPolicy\x12\x1a\n" +
+	"\bevidence\x18\x05 \x03(\tR\bevidence\x12\x10\n" +
+	"\x03why\x18\x06 \x01(\tR\x03why\"\xd7\x01\n" +
+	"\vEnforcement\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x12\x1f\n" +
+	"\vactive_pods\x18\x03 \x01(\rR\n" +
+	"activePods\x12%\n" +
+	"\x0ebypassing_pods\x18\x04 \x01(\rR\rbypassingPods\x12\x1c\n" +
+	"\tbypassing\x18\x05 \x03(\tR\tbypassing\x124\n" +
+	"\achecked\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\achecked\"G\n" +
 	"\tNodeCheck\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
@@ -2079,7 +2296,7 @@ func file_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
@@ -2101,14 +2318,16 @@ var file_flow_proto_goTypes = []any{
 	(*FlowFilter)(nil),            // 17: flow.v1.FlowFilter
 	(*StatusRequest)(nil),         // 18: flow.v1.StatusRequest
 	(*StatusResponse)(nil),        // 19: flow.v1.StatusResponse
-	(*NodeCheck)(nil),             // 20: flow.v1.NodeCheck
-	(*MapUsage)(nil),              // 21: flow.v1.MapUsage
-	nil,                           // 22: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*CNI)(nil),                   // 20: flow.v1.CNI
+	(*Enforcement)(nil),           // 21: flow.v1.Enforcement
+	(*NodeCheck)(nil),             // 22: flow.v1.NodeCheck
+	(*MapUsage)(nil),              // 23: flow.v1.MapUsage
+	nil,                           // 24: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	23, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	25, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
@@ -2121,7 +2340,7 @@ var file_flow_proto_depIdxs = []int32{
 	15, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
 	15, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
 	15, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	24, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
+	26, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
 	7,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
 	2,  // 15: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
 	3,  // 16: flow.v1.Observation.type:type_name -> flow.v1.EventType
@@ -2130,16 +2349,16 @@ var file_flow_proto_depIdxs = []int32{
 	15, // 19: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
 	15, // 20: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
 	15, // 21: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
-	23, // 22: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
+	25, // 22: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
 	6,  // 23: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
 	5,  // 24: flow.v1.IP.version:type_name -> flow.v1.IPVersion
 	4,  // 25: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
 	11, // 26: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	22, // 27: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	24, // 27: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
 	13, // 28: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
 	2,  // 29: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	23, // 30: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	23, // 31: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	25, // 30: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	25, // 31: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
 	17, // 32: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
 	17, // 33: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
 	0,  // 34: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
@@ -2147,21 +2366,24 @@ var file_flow_proto_depIdxs = []int32{
 	4,  // 36: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
 	2,  // 37: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
 	3,  // 38: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	21, // 39: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	24, // 40: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	23, // 41: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
-	20, // 42: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	16, // 43: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	16, // 44: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
-	18, // 45: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	6,  // 46: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	8,  // 47: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
-	19, // 48: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	46, // [46:49] is the sub-list for method output_type
-	43, // [43:46] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	23, // 39: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	26, // 40: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	25, // 41: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	22, // 42: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	20, // 43: flow.v1.StatusResponse.cni:type_name -> flow.v1.CNI
+	21, // 44: flow.v1.StatusResponse.enforcement:type_name -> flow.v1.Enforcement
+	25, // 45: flow.v1.Enforcement.checked:type_name -> google.protobuf.Timestamp
+	16, // 46: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	16, // 47: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	18, // 48: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	6,  // 49: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	8,  // 50: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	19, // 51: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	49, // [49:52] is the sub-list for method output_type
+	46, // [46:49] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -2176,7 +2398,7 @@ func file_flow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -175,7 +175,8 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 		} else {
 			port = portSpec{Port: q.item.Port.IntVal, Protocol: q.proto}
 		}
-		d := engine.Evaluate(trafficOf(src, dst, port.Port, port.Protocol))
+		// The one-line reason needs what decided, not why every other rule did not match.
+		d := engine.Why(trafficOf(src, dst, port.Port, port.Protocol))
 		r := CheckResult{CheckItem: q.item, Allowed: d.Allowed, Reason: reasonOf(d, src, dst)}
 		if q.expect != nil {
 			pass := *q.expect == d.Allowed
@@ -235,6 +236,7 @@ func parseCheckItems(name string, data []byte) ([]located, error) {
 		var out []located
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
+		counted, lines := 0, 0 // newlines before counted: items are counted once, not from the start each time
 		for {
 			start := dec.InputOffset()
 			var it CheckItem
@@ -242,7 +244,9 @@ func parseCheckItems(name string, data []byte) ([]located, error) {
 			if err == io.EOF {
 				return out, nil
 			}
-			line := 1 + bytes.Count(data[:start], []byte("\n"))
+			lines += bytes.Count(data[counted:start], []byte("\n"))
+			counted = int(start)
+			line := 1 + lines
 			// Decode starts at the previous value's end; the item starts after whitespace.
 			for i := int(start); i < len(data) && (data[i] == '\n' || data[i] == ' ' || data[i] == '\r' || data[i] == '\t'); i++ {
 				if data[i] == '\n' {
@@ -326,6 +330,8 @@ func reasonOf(d policy.Decision, src, dst endpoint) string {
 			return fmt.Sprintf("%s of %s not isolated", dir, ep)
 		case policy.ReasonNotApplicable:
 			return fmt.Sprintf("%s of %s not subject to policy", dir, ep)
+		case policy.ReasonAcceptedByClusterPolicy, policy.ReasonDeniedByClusterPolicy:
+			return fmt.Sprintf("%s of %s %s by %s", dir, ep, map[bool]string{true: "accepted", false: "denied"}[dd.Allowed], policy.ClusterRuleString(dd.ClusterRule.Rule))
 		case policy.ReasonAllowedByRule:
 			var rules []string
 			for _, m := range dd.AllowedBy {

@@ -39,6 +39,7 @@ func fakeFactory(client *fake.Clientset) *Factory {
 	f.NewClient = func() (kubernetes.Interface, snapshot.Cluster, error) {
 		return client, snapshot.Cluster{Context: "fake", Server: "https://fake.invalid"}, nil
 	}
+	f.NewCNPClient = nil // a cluster without ClusterNetworkPolicies
 	return f
 }
 

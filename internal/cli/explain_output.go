@@ -66,6 +66,40 @@ type SideVerdict struct {
 	Policies []PolicyVerdict `json:"policies"`
 	// AllowedBy are the rules that allow the traffic.
 	AllowedBy []RuleRefInfo `json:"allowedBy,omitempty"`
+
+	// The fields below are set when a ClusterNetworkPolicy selects Pod.
+	// Tier decided: Admin, NetworkPolicy or Baseline (empty: none did).
+	Tier string `json:"tier,omitempty"`
+	// Summary is the order of tiers in one sentence.
+	Summary string `json:"summary,omitempty"`
+	// ClusterRule accepted or denied (Reason AcceptedByClusterPolicy or DeniedByClusterPolicy).
+	ClusterRule *ClusterRuleInfo `json:"clusterRule,omitempty"`
+	// Passed are the Pass rules that sent the traffic to the next tier.
+	Passed []ClusterRuleInfo `json:"passed,omitempty"`
+	// ClusterPolicies are the ClusterNetworkPolicies consulted, in order,
+	// each with its rules tried up to the first that matched.
+	ClusterPolicies []ClusterPolicyVerdict `json:"clusterPolicies,omitempty"`
+}
+
+// ClusterRuleInfo names a ClusterNetworkPolicy rule.
+type ClusterRuleInfo struct {
+	Tier     string `json:"tier"`
+	Policy   string `json:"policy"`
+	Priority int32  `json:"priority"`
+	Index    int    `json:"index"`
+	Name     string `json:"name,omitempty"`
+	Action   string `json:"action"`
+	// Peer and Protocol are the entries that matched (-1 Protocol: the rule has none).
+	Peer     int `json:"peer"`
+	Protocol int `json:"protocol"`
+}
+
+// ClusterPolicyVerdict is one ClusterNetworkPolicy consulted.
+type ClusterPolicyVerdict struct {
+	Tier     string        `json:"tier"`
+	Name     string        `json:"name"`
+	Priority int32         `json:"priority"`
+	Rules    []RuleVerdict `json:"rules"`
 }
 
 // PolicyVerdict is one selecting policy.
@@ -174,19 +208,44 @@ func sideVerdict(d policy.DirectionDecision, ep endpoint) SideVerdict {
 	for _, pe := range d.Policies {
 		pv := PolicyVerdict{Namespace: pe.Policy.Namespace, Name: pe.Policy.Name, Summary: pe.Summary, Rules: []RuleVerdict{}}
 		for _, r := range pe.Rules {
-			rv := RuleVerdict{Index: r.Rule.Index, Matched: r.Matched}
-			for _, m := range r.Mismatches {
-				rv.Mismatches = append(rv.Mismatches, MismatchInfo{Kind: string(m.Kind), Index: m.Index, Message: m.Message})
-			}
-			pv.Rules = append(pv.Rules, rv)
+			pv.Rules = append(pv.Rules, ruleVerdict(r.Rule.Index, r.Matched, r.Mismatches))
 		}
 		s.Policies = append(s.Policies, pv)
+	}
+	s.Tier, s.Summary = string(d.Tier), d.Summary
+	if d.ClusterRule != nil {
+		r := clusterRuleInfo(*d.ClusterRule)
+		s.ClusterRule = &r
+	}
+	for _, m := range d.Passed {
+		s.Passed = append(s.Passed, clusterRuleInfo(m))
+	}
+	for _, cp := range d.ClusterPolicies {
+		pv := ClusterPolicyVerdict{Tier: string(cp.Tier), Name: cp.Policy.Name, Priority: cp.Priority, Rules: []RuleVerdict{}}
+		for _, r := range cp.Rules {
+			pv.Rules = append(pv.Rules, ruleVerdict(r.Rule.Index, r.Matched, r.Mismatches))
+		}
+		s.ClusterPolicies = append(s.ClusterPolicies, pv)
 	}
 	for _, m := range d.AllowedBy {
 		s.AllowedBy = append(s.AllowedBy, RuleRefInfo{Namespace: m.Rule.Policy.Namespace, Name: m.Rule.Policy.Name,
 			Direction: string(m.Rule.Direction), Index: m.Rule.Index, Peer: m.Peer, Port: m.Port})
 	}
 	return s
+}
+
+func ruleVerdict(index int, matched bool, ms []policy.Mismatch) RuleVerdict {
+	rv := RuleVerdict{Index: index, Matched: matched}
+	for _, m := range ms {
+		rv.Mismatches = append(rv.Mismatches, MismatchInfo{Kind: string(m.Kind), Index: m.Index, Message: m.Message})
+	}
+	return rv
+}
+
+func clusterRuleInfo(m policy.ClusterRuleMatch) ClusterRuleInfo {
+	r := m.Rule
+	return ClusterRuleInfo{Tier: string(r.Tier), Policy: r.Policy.Name, Priority: r.Priority, Index: r.Index, Name: r.Name,
+		Action: string(r.Action), Peer: m.Peer, Protocol: m.Protocol}
 }
 
 func (v PortVerdict) label() string {
@@ -241,7 +300,14 @@ func renderExplanation(w io.Writer, x *Explanation, c palette, set *snapshot.Set
 func renderSide(b *strings.Builder, c palette, set *snapshot.Set, what string, ep EndpointInfo, s SideVerdict, dir string) {
 	head := fmt.Sprintf("  %s %s: ", what, ep)
 	lower := strings.ToLower(dir)
+	defer renderClusterPolicies(b, s, lower)
 	switch policy.Reason(s.Reason) {
+	case policy.ReasonAcceptedByClusterPolicy:
+		fmt.Fprintf(b, "%s%s (%s)\n", head, c.allowed("allowed"), s.Summary)
+		return
+	case policy.ReasonDeniedByClusterPolicy:
+		fmt.Fprintf(b, "%s%s (%s)\n", head, c.denied("denied"), s.Summary)
+		return
 	case policy.ReasonNotIsolated:
 		fmt.Fprintf(b, "%s%s (no NetworkPolicy selects %s for %s)\n", head, c.allowed("allowed"), ep, dir)
 	case policy.ReasonNotApplicable:
@@ -282,6 +348,29 @@ func renderSide(b *strings.Builder, c palette, set *snapshot.Set, what string, e
 					}
 					fmt.Fprintf(b, "      %s[%d].%s[%d]: %s\n", lower, r.Index, entry, m.Index, m.Message)
 				}
+			}
+		}
+	}
+}
+
+// renderClusterPolicies writes the tiers' sentence (unless the side's
+// first line already was it) and why each ClusterNetworkPolicy rule tried
+// before the deciding one did not match.
+func renderClusterPolicies(b *strings.Builder, s SideVerdict, lower string) {
+	if s.Summary == "" {
+		return
+	}
+	if r := policy.Reason(s.Reason); r != policy.ReasonAcceptedByClusterPolicy && r != policy.ReasonDeniedByClusterPolicy {
+		fmt.Fprintf(b, "    tiers: %s\n", s.Summary)
+	}
+	for _, p := range s.ClusterPolicies {
+		for _, r := range p.Rules {
+			for _, m := range r.Mismatches {
+				entry := "protocols"
+				if m.Kind == string(policy.MismatchPeer) {
+					entry = map[string]string{"ingress": "from", "egress": "to"}[lower]
+				}
+				fmt.Fprintf(b, "    %s policy `%s` %s[%d].%s[%d]: %s\n", p.Tier, p.Name, lower, r.Index, entry, m.Index, m.Message)
 			}
 		}
 	}

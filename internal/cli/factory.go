@@ -4,12 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/pflag"
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 )
@@ -20,12 +21,16 @@ type Factory struct {
 	ConfigFlags *genericclioptions.ConfigFlags
 	// NewClient returns a clientset and the cluster it talks to.
 	NewClient func() (kubernetes.Interface, snapshot.Cluster, error)
+	// NewCNPClient returns a client for ClusterNetworkPolicies, or nil
+	// (then none are read).
+	NewCNPClient func() (cnpclient.Interface, error)
 }
 
 // NewFactory returns a Factory whose clients come from the kubeconfig flags.
 func NewFactory(flags *genericclioptions.ConfigFlags) *Factory {
 	f := &Factory{ConfigFlags: flags}
 	f.NewClient = f.kubeClient
+	f.NewCNPClient = f.cnpClient
 	return f
 }
 
@@ -72,6 +77,15 @@ func (f *Factory) kubeClient() (kubernetes.Interface, snapshot.Cluster, error) {
 	return client, cluster, nil
 }
 
+func (f *Factory) cnpClient() (cnpclient.Interface, error) {
+	rc, err := f.ConfigFlags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no cluster to talk to: %v", err)
+	}
+	rc.UserAgent = "kubectl-netpol"
+	return cnpclient.NewForConfig(rc)
+}
+
 // Namespace is the namespace -n selects, or the kubeconfig context's
 // namespace, or "default"; explicit reports whether -n was given.
 func (f *Factory) Namespace(offline bool) (ns string, explicit bool, err error) {
@@ -103,10 +117,10 @@ type SourceOptions struct {
 // AddFlags registers -f, -R and --with-policy.
 func (o *SourceOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVarP(&o.Filenames, "filename", "f", nil,
-		"Read objects (namespaces, pods, workloads, nodes, NetworkPolicies) from a file or directory of YAML/JSON instead of the cluster; repeatable")
+		"Read objects (namespaces, pods, workloads, nodes, NetworkPolicies, ClusterNetworkPolicies) from a file or directory of YAML/JSON instead of the cluster; repeatable")
 	fs.BoolVarP(&o.Recursive, "recursive", "R", false, "Read directories given with -f recursively")
 	fs.StringArrayVar(&o.WithPolicy, "with-policy", nil,
-		"Add NetworkPolicies from this file, replacing any with the same namespace/name, before evaluating (what-if); repeatable")
+		"Add NetworkPolicies and ClusterNetworkPolicies from this file, replacing any with the same name, before evaluating (what-if); repeatable")
 }
 
 // Offline reports whether objects come from files.
@@ -117,6 +131,9 @@ func (o *SourceOptions) Offline() bool { return len(o.Filenames) > 0 }
 func (o *SourceOptions) Load(ctx context.Context, scope snapshot.Scope, defaultNamespace string) (*snapshot.Set, error) {
 	var set *snapshot.Set
 	if o.Offline() {
+		// Nearly everything allocated while reading files is kept (the
+		// objects): collecting as often as usual mostly re-marks them.
+		defer debug.SetGCPercent(debug.SetGCPercent(300))
 		var err error
 		if set, err = snapshot.LoadFiles(o.Filenames, o.Recursive, defaultNamespace); err != nil {
 			return nil, err
@@ -130,25 +147,28 @@ func (o *SourceOptions) Load(ctx context.Context, scope snapshot.Scope, defaultN
 			return nil, err
 		}
 		live := &snapshot.Live{Client: client, Cluster: cluster}
+		if o.factory.NewCNPClient != nil {
+			if live.CNPClient, err = o.factory.NewCNPClient(); err != nil {
+				return nil, err
+			}
+		}
 		if set, err = live.Load(ctx, scope); err != nil {
 			return nil, err
 		}
 	}
 	if len(o.WithPolicy) > 0 {
-		pols, origins, err := snapshot.LoadPolicyFiles(o.WithPolicy, defaultNamespace)
+		w, err := snapshot.LoadPolicyFiles(o.WithPolicy, defaultNamespace)
 		if err != nil {
 			return nil, err
 		}
-		set.SetPolicies(pols, func(p *networkingv1.NetworkPolicy) string {
-			return origins[snapshot.Key("NetworkPolicy", p.Namespace, p.Name)]
-		})
+		set.SetWhatIf(w)
 	}
 	return set, nil
 }
 
 // usedKinds are the kinds the loader reads; a document whose kind is a near
 // miss of one of them is a typo that would silently drop the object.
-var usedKinds = []string{"Namespace", "Pod", "Node", "NetworkPolicy", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+var usedKinds = []string{"Namespace", "Pod", "Node", "NetworkPolicy", "ClusterNetworkPolicy", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 func misspeltKinds(ignored map[string]int) []string {
 	var out []string

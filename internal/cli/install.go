@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/cni"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 )
@@ -103,9 +105,16 @@ type InstallOptions struct {
 	KeepEstablished  bool
 	FlowEndSummaries bool
 	Pprof            bool
+	// OTLP export: the Collector's address, plain text or the CA file.
+	OTLPEndpoint string
+	OTLPInsecure bool
+	OTLPCAFile   string
 	// MountBPFFS adds the privileged init container that mounts bpffs on
 	// nodes without it.
 	MountBPFFS bool
+	// Force installs beside a CNI whose datapath would take pod traffic
+	// past the agent.
+	Force bool
 	// Version labels the objects; the plugin's own version unless a test
 	// pins it.
 	Version string
@@ -128,11 +137,20 @@ func newCmdInstall(o *InstallOptions) *cobra.Command {
 It creates, with server-side apply (field manager kubectl-netpol): the
 namespace (-n, default netpol-system), a ServiceAccount, a ClusterRole that
 reads pods, namespaces, services, nodes and NetworkPolicies (nothing else, no
-secrets), a Role that reads the agent's own DaemonSet, their bindings, and
+secrets), a Role that reads the agent's own DaemonSet and writes Events on
+its pod, their bindings, and
 the netpol-agent DaemonSet. The agent runs on the host network with the
 capabilities BPF, NET_ADMIN and PERFMON only, listens on 127.0.0.1 only, and
 is reached by 'kubectl netpol status' and 'watch' through the API server's
 port-forward.
+
+Before applying, install looks for the cluster's CNI (its DaemonSet and
+ConfigMap) and says what will and will not work beside it. Beside a CNI whose
+datapath takes pod traffic past netfilter (Cilium, Calico's eBPF dataplane)
+the agent could not enforce: install stops there unless --force. Beside a CNI
+that enforces NetworkPolicy too (Calico iptables/nftables, Weave Net,
+kube-router) both enforce the same objects: a packet passes only if both
+accept it.
 
 The agent pins its maps and links in the node's BPF filesystem at
 /sys/fs/bpf, which systemd mounts on most distributions. An init container
@@ -183,7 +201,11 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.BoolVar(&o.MountBPFFS, "mount-bpffs", false, "Mount bpffs at /sys/fs/bpf on nodes where nothing did, from an init container that runs before the agent. "+
 		"Kubernetes admits the Bidirectional mount propagation this needs only in a PRIVILEGED container (every capability, no seccomp): "+
 		"prefer mounting bpffs on the nodes (systemd's sys-fs-bpf.mount). The agent itself stays unprivileged")
+	fl.BoolVar(&o.Force, "force", false, "Install even beside a CNI whose datapath takes pod traffic past netfilter (Cilium, Calico's eBPF dataplane), where the agent could not enforce; status then shows those nodes as not enforcing")
 	fl.BoolVar(&o.Pprof, "pprof", false, "Serve Go's profiles (/debug/pprof/) on each agent's loopback HTTP port, to see where the agent's own CPU and memory go (kubectl port-forward to the agent pod)")
+	fl.StringVar(&o.OTLPEndpoint, "otlp-endpoint", "", "Export every node's flows (OTLP logs) and metrics (OTLP metrics) to this OpenTelemetry Collector: HOST:PORT of its OTLP gRPC receiver. Export never slows enforcement: what the Collector cannot take is dropped and counted (status, kubectl_netpol_otlp_dropped_total)")
+	fl.BoolVar(&o.OTLPInsecure, "otlp-insecure", false, "Send OTLP in plain text (a Collector inside the cluster network); default TLS")
+	fl.StringVar(&o.OTLPCAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate, shipped to the agents in a ConfigMap (default: the system roots)")
 	fl.BoolVar(&o.Wait, "wait", true, "Wait until the agent is ready on every node, showing each node's progress")
 	fl.DurationVar(&o.Timeout, "timeout", defaultWaitTimeout, "How long --wait waits before showing the failing pods' state, events and logs")
 	return cmd
@@ -205,6 +227,15 @@ func (o *InstallOptions) Complete() error {
 		NoFlowEndSummaries: !o.FlowEndSummaries,
 		MountBPFFS:         o.MountBPFFS,
 		Pprof:              o.Pprof,
+		OTLPEndpoint:       o.OTLPEndpoint,
+		OTLPInsecure:       o.OTLPInsecure,
+	}
+	if o.OTLPCAFile != "" {
+		ca, err := os.ReadFile(o.OTLPCAFile)
+		if err != nil {
+			return fmt.Errorf("--otlp-ca-file: %w", err)
+		}
+		o.opts.OTLPCA = ca
 	}
 	return nil
 }
@@ -254,6 +285,9 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 		return err
 	}
 	if err := o.checkOtherInstalls(ctx); err != nil {
+		return err
+	}
+	if err := o.preflightCNI(ctx); err != nil {
 		return err
 	}
 	if objs, err = o.keepForeignNamespace(ctx, objs); err != nil {
@@ -351,6 +385,32 @@ func (o *InstallOptions) checkOtherInstalls(ctx context.Context) error {
 				"or give each install its own nodes with --node-selector", other, ds.Namespace, ds.Namespace)
 		}
 		fmt.Fprintf(o.ErrOut, "Warning: %s; make sure --node-selector %s selects none of its nodes\n", other, install.FormatNodeSelector(o.opts.NodeSelector))
+	}
+	return nil
+}
+
+// preflightCNI says, from the CNI's DaemonSets and ConfigMaps, what will and
+// will not work beside it, and refuses without --force where the agent
+// could not enforce. Without permission to list DaemonSets it says so and
+// goes on: each agent still identifies its node's CNI.
+func (o *InstallOptions) preflightCNI(ctx context.Context) error {
+	facts, err := cni.FactsFromCluster(ctx, o.Kube)
+	if err != nil {
+		fmt.Fprintf(o.ErrOut, "Warning: the CNI check is skipped (%v); after install, `kubectl netpol status` shows the CNI each agent finds\n", err)
+		return nil
+	}
+	r := cni.Classify(facts)
+	lines, needsForce := cni.Advice(r)
+	fmt.Fprintf(o.ErrOut, "CNI: %s\n", r)
+	for _, l := range lines {
+		fmt.Fprintf(o.ErrOut, "  %s\n", l)
+	}
+	if needsForce && !o.Force {
+		return fmt.Errorf("the agent could not enforce NetworkPolicy beside %s (%s coverage of pod traffic): not installing; "+
+			"rerun with --force to install anyway (see docs/install.md, \"Beside which CNI\")", r, r.Coverage)
+	}
+	if needsForce {
+		fmt.Fprintf(o.ErrOut, "Warning: installing beside %s because of --force: nodes will show as not enforcing in `kubectl netpol status`\n", r)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -15,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/picture"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
@@ -23,7 +25,11 @@ const matrixExample = `  # The truth table of namespaces x, y and z on 80/TCP an
   kubectl netpol matrix --namespaces x,y,z --ports 80/TCP,81/TCP
 
   # Every namespace, offline, as CSV
-  kubectl netpol matrix -A -f manifests/ --ports 443 -o csv`
+  kubectl netpol matrix -A -f manifests/ --ports 443 -o csv
+
+  # A heat map to paste into a pull request, and a graph for Graphviz
+  kubectl netpol matrix --namespaces x,y,z --ports 80 -o png > reachability.png
+  kubectl netpol matrix --namespaces x,y,z -o dot | dot -Tsvg > reachability.svg`
 
 // MatrixOptions prints the reachability truth table of selected pods.
 type MatrixOptions struct {
@@ -68,7 +74,7 @@ namespace with -A; completed pods (Succeeded, Failed) are left out. Without
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Include the pods of every namespace")
 	cmd.Flags().StringSliceVar(&o.Namespaces, "namespaces", nil, "Include the pods of these namespaces (comma-separated)")
 	cmd.Flags().StringVar(&o.Ports, "ports", "", "Ports as PORT[/PROTOCOL], comma-separated, e.g. 80/TCP,81/UDP (protocol defaults to TCP)")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "text", "Output format: text, json or csv")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "text", "Output format: text, json, csv, or a picture: svg or png (a heat map), dot (a graph for Graphviz)")
 	return cmd
 }
 
@@ -90,10 +96,15 @@ func (o *MatrixOptions) Validate() error {
 		return fmt.Errorf("use either -A or --namespaces, not both")
 	}
 	switch o.Output {
-	case "text", "json", "csv":
+	case picture.PNG:
+		if isTerminal(o.Out) {
+			return errors.New("-o png writes an image: redirect it to a file, e.g. > reachability.png")
+		}
+		return nil
+	case "text", "json", "csv", picture.SVG, picture.DOT:
 		return nil
 	}
-	return fmt.Errorf("unknown output format %q: use text, json or csv", o.Output)
+	return fmt.Errorf("unknown output format %q: use text, json, csv, svg, png or dot", o.Output)
 }
 
 // parsePortList parses "80/TCP,81/UDP,443".
@@ -180,6 +191,8 @@ func (o *MatrixOptions) Run(ctx context.Context) error {
 		err = writeStructured(w, "json", m)
 	case "csv":
 		err = writeMatrixCSV(w, m)
+	case picture.SVG, picture.PNG, picture.DOT:
+		err = writeMatrixPicture(w, o.Output, m)
 	default:
 		err = writeMatrixText(w, m)
 	}

@@ -93,6 +93,45 @@ type agentReport struct {
 	LastApply               *time.Time  `json:"lastApply,omitempty"`
 	LastApplyError          string      `json:"lastApplyError,omitempty"`
 	Checks                  []check     `json:"checks,omitempty"`
+	// CNI is the node's CNI as the agent identified it.
+	CNI *cniReport `json:"cni,omitempty"`
+	// Enforcement is the bypass self-check's verdict.
+	Enforcement *enforcementReport `json:"enforcement,omitempty"`
+}
+
+// cniReport is the node's CNI and how much pod traffic passes the agent's
+// hooks beside it.
+type cniReport struct {
+	Name           string   `json:"name,omitempty"`
+	Mode           string   `json:"mode,omitempty"`
+	Coverage       string   `json:"coverage"`
+	EnforcesPolicy bool     `json:"enforcesPolicy,omitempty"`
+	Evidence       []string `json:"evidence,omitempty"`
+	Why            string   `json:"why,omitempty"`
+}
+
+// enforcementReport: whether the agent's hooks see the node's pod traffic.
+type enforcementReport struct {
+	// State is "enforcing", "partially enforcing" or "not enforcing".
+	State         string     `json:"state"`
+	Detail        string     `json:"detail,omitempty"`
+	ActivePods    uint32     `json:"activePods"`
+	BypassingPods uint32     `json:"bypassingPods"`
+	Bypassing     []string   `json:"bypassing,omitempty"`
+	Checked       *time.Time `json:"checked,omitempty"`
+}
+
+// name is "Name (mode)", or "unknown".
+func (c *cniReport) name() string {
+	switch {
+	case c == nil:
+		return "-"
+	case c.Name == "":
+		return "unknown"
+	case c.Mode == "":
+		return c.Name
+	}
+	return c.Name + " (" + c.Mode + ")"
 }
 
 type mapReport struct {
@@ -120,7 +159,10 @@ func newCmdStatus(o *StatusOptions) *cobra.Command {
 		Short: "Show the netpol agent on every node: ready, version, what it enforces, map pressure, lost events, node checks",
 		Long: `Show, for every node running the netpol agent: whether the agent pod is
 ready, its version (with a warning when it differs from this plugin), and
-what the agent itself reports: endpoints and policies enforced, BPF map usage
+what the agent itself reports: the node's CNI and whether pod traffic reaches
+the agent's hooks beside it (ENFORCEMENT: enforcing, partially enforcing, or
+not enforcing when the CNI's datapath takes pod traffic past netfilter),
+endpoints and policies enforced, BPF map usage
 and pressure, events lost or rate-limited, node prerequisite checks (such as
 bridge-nf-call-iptables where a bridge CNI needs it) and the last failure to
 apply a policy change.
@@ -327,13 +369,25 @@ func agentReportOf(r *flowv1.StatusResponse) *agentReport {
 	for _, c := range r.GetChecks() {
 		a.Checks = append(a.Checks, check{Name: c.GetName(), OK: c.GetOk(), Detail: c.GetDetail()})
 	}
+	if c := r.GetCni(); c != nil {
+		a.CNI = &cniReport{Name: c.GetName(), Mode: c.GetMode(), Coverage: c.GetCoverage(), EnforcesPolicy: c.GetEnforcesPolicy(),
+			Evidence: c.GetEvidence(), Why: c.GetWhy()}
+	}
+	if e := r.GetEnforcement(); e != nil {
+		a.Enforcement = &enforcementReport{State: e.GetState(), Detail: e.GetDetail(), ActivePods: e.GetActivePods(),
+			BypassingPods: e.GetBypassingPods(), Bypassing: e.GetBypassing()}
+		if t := e.GetChecked(); t != nil {
+			tt := t.AsTime().UTC()
+			a.Enforcement.Checked = &tt
+		}
+	}
 	return a
 }
 
 // printStatus prints one table row per node, then one line per problem.
 func printStatus(w io.Writer, r statusReport) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tAGENT\tVERSION\tENDPOINTS\tPOLICIES\tMAP PRESSURE\tLOST\tRATE-LIMITED\tCHECKS")
+	fmt.Fprintln(tw, "NODE\tAGENT\tVERSION\tCNI\tENFORCEMENT\tENDPOINTS\tPOLICIES\tMAP PRESSURE\tLOST\tRATE-LIMITED\tCHECKS")
 	var notes []string
 	for _, n := range r.Nodes {
 		note := func(format string, args ...any) {
@@ -341,7 +395,18 @@ func printStatus(w io.Writer, r statusReport) error {
 		}
 		agentState := strings.SplitN(n.PodState, " ", 2)[0]
 		endpoints, policies, pressure, lost, limited, checks := "-", "-", "-", "-", "-", "-"
+		cniName, enforcement := "-", "-"
 		if a := n.Agent; a != nil {
+			cniName = a.CNI.name()
+			if e := a.Enforcement; e != nil {
+				enforcement = e.State
+				if e.State != "enforcing" {
+					note("%s: %s", e.State, e.Detail)
+				}
+			}
+			if a.CNI != nil && a.CNI.EnforcesPolicy {
+				note("%s enforces NetworkPolicy too: both enforce the same objects, so a packet passes only if both accept it; `kubectl netpol explain` predicts the agent's verdict", a.CNI.name())
+			}
 			if !a.Ready {
 				agentState = "starting"
 				note("agent is not ready yet: its caches have not synced or the first policy set is not enforced")
@@ -385,7 +450,7 @@ func printStatus(w io.Writer, r statusReport) error {
 		if ver == "" {
 			ver = "unknown"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, agentState, ver, endpoints, policies, pressure, lost, limited, checks)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, agentState, ver, cniName, enforcement, endpoints, policies, pressure, lost, limited, checks)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -111,6 +111,8 @@ func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
 		RingCapacity:      4096,
 		EventsLost:        0,
 		EventsRateLimited: 0,
+		Cni:               &flowv1.CNI{Name: "Calico", Mode: "iptables", Coverage: "full", EnforcesPolicy: true, Evidence: []string{"link tunl0 (ipip)"}},
+		Enforcement:       &flowv1.Enforcement{State: "enforcing", Detail: "the hooks saw the traffic of all 3 pods that carried traffic in the last 10s", ActivePods: 3},
 	})
 	troubled := serveStatus(t, &flowv1.StatusResponse{
 		Version: "v0.1.0", Node: "node-b", Ready: false, EndpointsEnforced: 40, Policies: 7,
@@ -119,6 +121,10 @@ func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
 		EventsLost:        17,
 		EventsRateLimited: 4,
 		LastApplyError:    "rules map full",
+		Cni:               &flowv1.CNI{Name: "Cilium", Mode: "vxlan tunnel", Coverage: "none"},
+		Enforcement: &flowv1.Enforcement{State: "not enforcing", ActivePods: 2, BypassingPods: 2, Bypassing: []string{"shop/web-0", "shop/db-0"},
+			Detail:  "Cilium (vxlan tunnel) bypasses netfilter: pods sent 4000 packets in the last 10s and the hooks saw 12; 2 of 2 pods with traffic were never seen (shop/web-0, shop/db-0)",
+			Checked: timestamppb.New(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))},
 	})
 	objs := []runtime.Object{
 		statusPod("agent-a", "node-a", "v0.2.0", true),
@@ -181,6 +187,12 @@ func TestStatusJSON(t *testing.T) {
 		!strings.Contains(b.Skew, "older than this plugin") || b.Agent.Checks[0].OK {
 		t.Errorf("node-b = %+v agent %+v", b, b.Agent)
 	}
+	if a.Agent.CNI == nil || a.Agent.CNI.Name != "Calico" || !a.Agent.CNI.EnforcesPolicy || a.Agent.Enforcement == nil || a.Agent.Enforcement.State != "enforcing" {
+		t.Errorf("node-a CNI %+v enforcement %+v", a.Agent.CNI, a.Agent.Enforcement)
+	}
+	if e := b.Agent.Enforcement; e == nil || e.State != "not enforcing" || e.BypassingPods != 2 || e.Checked == nil || b.Agent.CNI.Coverage != "none" {
+		t.Errorf("node-b enforcement %+v", e)
+	}
 	if c.Agent != nil || c.PodState != "pending (ImagePullBackOff)" || !strings.Contains(c.Error, "agent pod agent-c is pending (ImagePullBackOff)") {
 		t.Errorf("node-c = %+v", c)
 	}
@@ -201,7 +213,7 @@ func TestStatusYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustContain(t, out, "namespace: netpol-system\n", "  node: node-a\n", "pressurePercent: 99.5\n")
+	mustContain(t, out, "namespace: netpol-system\n", "  node: node-a\n", "pressurePercent: 99.5\n", "state: not enforcing\n", "name: Cilium\n")
 }
 
 func TestStatusNotInstalled(t *testing.T) {

@@ -22,7 +22,9 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/flowmap"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/picture"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/components/detail"
@@ -51,6 +53,9 @@ type WatchOptions struct {
 	Follow        bool
 	Output        string
 	InputFile     string
+	// Map draws the workload map of the flows (-o dot, svg or png)
+	// instead of listing them.
+	Map bool
 	// PerNode shows each node's record of a cross-node connection as it
 	// came (--per-node); by default the two are paired into one flow.
 	PerNode bool
@@ -187,10 +192,13 @@ func newCmdWatch(o *WatchOptions) *cobra.Command {
 		Long: `Watch every node's flow verdicts: which connections NetworkPolicies allowed or
 denied, and the policy and rule that decided each.
 
-On a terminal this opens an interactive view (flows, allow/deny rates, a
-namespace matrix, and why the selected flow was allowed or denied); when the
-output is piped it prints one line per flow (-o compact) or JSON lines
-(-o json), which --input-file replays later.
+On a terminal this opens an interactive view (flows; a chart of allowed and
+denied flows per second over 1m, 5m or 1h; the top policy rules and workload
+pairs by denies; a map of workloads and their connections; a namespace matrix;
+and why the selected flow was allowed or denied); when the output is piped it
+prints one line per flow (-o compact) or JSON lines (-o json), which
+--input-file replays later. --map draws the workload map as a picture
+(-o dot, svg or png).
 
 Live flows come from the netpol agent on every node (kubectl netpol install),
 reached through the API server's pods/portforward: you need RBAC list on pods
@@ -220,6 +228,10 @@ shows each node's own record instead. Traffic from a node's addresses
 
   # Each node's own record of cross-node connections, unpaired
   kubectl netpol watch --per-node -o json --follow
+
+  # The workload map of a capture, to paste into a review; or for Graphviz
+  kubectl netpol watch --map -o png --input-file capture.jsonl > map.png
+  kubectl netpol watch --map --input-file capture.jsonl | dot -Tsvg > map.svg
 
   # Everything except kube-system, as JSON lines
   kubectl netpol watch --not --namespace kube-system -o json --input-file capture.jsonl`,
@@ -266,7 +278,9 @@ shows each node's own record instead. Traffic from a node's addresses
 	f.StringVar(&o.Until, "until", "", "Only flows before this time: a duration ago or an RFC 3339 time")
 	f.Uint64Var(&o.Last, "last", 0, fmt.Sprintf("Only the last N matching flows (live one-shot default: %d)", defaultLast))
 	f.BoolVarP(&o.Follow, "follow", "f", false, "Keep streaming new flows (with --input-file: keep reading what is appended)")
-	f.StringVarP(&o.Output, "output", "o", "", "tui, compact or json (default: tui on a terminal, compact otherwise)")
+	f.StringVarP(&o.Output, "output", "o", "", "tui, compact or json (default: tui on a terminal, compact otherwise); with --map: dot, svg or png")
+	f.BoolVar(&o.Map, "map", false, "Draw the map of workloads and their connections, labelled by verdict, from the flows "+
+		"(a capture, the agents' recent flows, or with --follow until interrupted) as -o dot (default), svg or png")
 	f.StringVar(&o.InputFile, "input-file", "", "Replay flows from a JSON-lines file written by -o json")
 	f.BoolVar(&o.PerNode, "per-node", false, "Show each node's own record of a connection between pods on two nodes "+
 		"(egress on the source's node, ingress on the destination's) instead of one flow with both observation points")
@@ -278,6 +292,9 @@ shows each node's own record instead. Traffic from a node's addresses
 
 // Complete picks the output format and the source, and builds the request.
 func (o *WatchOptions) Complete(ctx context.Context) error {
+	if o.Output == "" && o.Map {
+		o.Output = picture.DOT
+	}
 	if o.Output == "" {
 		o.Output = flow.OutputCompact
 		if o.IsTerminal(o.Out) && o.IsTerminal(o.In) {
@@ -314,7 +331,8 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 		// Live: the TUI follows; a one-shot print shows the last few, like hubble observe.
 		if o.Output == "tui" {
 			req.Follow = true
-		} else if !req.Follow && req.Last == 0 && req.Since == nil {
+		} else if !req.Follow && req.Last == 0 && req.Since == nil && !o.Map {
+			// (A map draws every flow the agents still hold.)
 			req.Last = defaultLast
 		}
 	}
@@ -341,7 +359,18 @@ func (o *WatchOptions) Validate() error {
 	if o.allNamespaces && len(o.namespaces) > 0 {
 		return errors.New("--all-namespaces and --namespace conflict: use one")
 	}
+	if o.Map {
+		if !picture.IsFormat(o.Output) {
+			return fmt.Errorf("--map draws a picture: use -o dot, svg or png, not %q", o.Output)
+		}
+		if o.Output == picture.PNG && o.IsTerminal(o.Out) {
+			return errors.New("-o png writes an image: redirect it to a file, e.g. > map.png")
+		}
+	} else if picture.IsFormat(o.Output) {
+		return fmt.Errorf("-o %s draws the workload map: add --map", o.Output)
+	}
 	switch o.Output {
+	case picture.SVG, picture.PNG, picture.DOT:
 	case "tui":
 		if !o.IsTerminal(o.Out) {
 			return errors.New("-o tui needs a terminal: use -o compact or -o json when the output is piped")
@@ -376,6 +405,9 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 			Output:  o.Out,
 		})
 	}
+	if o.Map {
+		return o.runMap(ctx)
+	}
 	p, err := flow.NewPrinter(o.Output, o.Out, nil)
 	if err != nil {
 		return err
@@ -397,6 +429,36 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 		return nil // the reader (head, less) went away
 	}
 	return err
+}
+
+// runMap gathers the flows into a workload map and draws it when the
+// source ends (or, following, when interrupted).
+func (o *WatchOptions) runMap(ctx context.Context) error {
+	g := flowmap.New()
+	first, last := time.Time{}, time.Time{}
+	notes := &nodeNotes{clientVersion: o.ClientVersion, skewed: map[string]bool{}, down: map[string]string{}}
+	err := o.source.Observe(ctx, o.request, func(b flow.Batch) error {
+		notes.report(o.ErrOut, b.Nodes)
+		for _, f := range b.Flows {
+			g.Add(f)
+			t := f.GetTime().AsTime()
+			if first.IsZero() || t.Before(first) {
+				first = t
+			}
+			if t.After(last) {
+				last = t
+			}
+		}
+		return nil
+	})
+	if err != nil && !(errors.Is(err, context.Canceled) && ctx.Err() != nil) {
+		return err
+	}
+	if g.Len() == 0 {
+		return errors.New("no flows to draw: widen the filters, or give --since or --input-file")
+	}
+	title := fmt.Sprintf("Workloads and connections, %s to %s UTC", first.UTC().Format("2006-01-02 15:04:05"), last.UTC().Format("15:04:05"))
+	return picture.WriteGraph(o.Out, o.Output, picture.FromFlowMap(g, title))
 }
 
 // nodeNotes tells a piped watch's stderr about agents whose version differs

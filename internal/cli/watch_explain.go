@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -114,11 +115,18 @@ func (e *engineExplainer) state(ctx context.Context) (*clusterState, error) {
 }
 
 func (e *engineExplainer) load(ctx context.Context) (*clusterState, error) {
-	client, _, err := e.kubeClient()
+	client, rc, err := e.kubeClient()
 	if err != nil {
 		return nil, err
 	}
-	set, err := (&snapshot.Live{Client: client}).Load(ctx, snapshot.Scope{AllNamespaces: true})
+	live := &snapshot.Live{Client: client}
+	if rc != nil && rc.Host != "" {
+		// Flows are explained through the same tiers: cluster policies too.
+		if live.CNPClient, err = cnpclient.NewForConfig(rc); err != nil {
+			return nil, err
+		}
+	}
+	set, err := live.Load(ctx, snapshot.Scope{AllNamespaces: true})
 	if err != nil {
 		return nil, err
 	}

@@ -263,6 +263,7 @@ func (s *agentSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, e
 		for i := range b.Nodes {
 			if b.Nodes[i].Connected {
 				b.Nodes[i].Version = version
+				setEnforcement(&b.Nodes[i], st)
 			}
 		}
 		return emit(b)
@@ -274,7 +275,7 @@ func (s *agentSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.pollLost(ctx, client, lostCount(st), emit)
+			s.pollLost(ctx, client, st, emit)
 		}()
 	}
 	err = (&flow.ClientSource{Client: client, Node: s.node}).Observe(ctx, req, withVersion)
@@ -283,8 +284,23 @@ func (s *agentSource) Observe(ctx context.Context, req *flowv1.ObserveRequest, e
 	return err
 }
 
-// pollLost reports the growth of the agent's lost-flow counters.
-func (s *agentSource) pollLost(ctx context.Context, client flowv1.ObserverClient, last uint64, emit func(flow.Batch) error) {
+// setEnforcement copies the agent's CNI and bypass self-check into n.
+func setEnforcement(n *flow.NodeState, st *flowv1.StatusResponse) {
+	if c := st.GetCni(); c != nil {
+		n.CNI = c.GetName()
+		if n.CNI == "" {
+			n.CNI = "unknown"
+		} else if c.GetMode() != "" {
+			n.CNI += " (" + c.GetMode() + ")"
+		}
+	}
+	n.Enforcement, n.EnforcementDetail = st.GetEnforcement().GetState(), st.GetEnforcement().GetDetail()
+}
+
+// pollLost reports the growth of the agent's lost-flow counters, and a
+// change of its enforcement state.
+func (s *agentSource) pollLost(ctx context.Context, client flowv1.ObserverClient, first *flowv1.StatusResponse, emit func(flow.Batch) error) {
+	last, state := lostCount(first), first.GetEnforcement().GetState()
 	t := time.NewTicker(s.statusEvery)
 	defer t.Stop()
 	for {
@@ -300,10 +316,17 @@ func (s *agentSource) pollLost(ctx context.Context, client flowv1.ObserverClient
 			continue // the stream notices a dead agent; a slow Status is not fatal
 		}
 		cur := lostCount(st)
+		var b flow.Batch
 		if cur > last {
-			if emit(flow.Batch{Lost: cur - last}) != nil {
-				return
-			}
+			b.Lost = cur - last
+		}
+		if e := st.GetEnforcement().GetState(); e != state {
+			n := flow.NodeState{Node: s.node, Connected: true, Version: st.GetVersion()}
+			setEnforcement(&n, st)
+			b.Nodes, state = []flow.NodeState{n}, e
+		}
+		if (b.Lost > 0 || b.Nodes != nil) && emit(b) != nil {
+			return
 		}
 		last = cur
 	}

@@ -47,13 +47,20 @@ type fakeAgent struct {
 	addr    string
 	lost    atomic.Uint64
 	version string
+	// enforcement is the bypass self-check's state the agent reports ("": none).
+	enforcement atomic.Value
 }
 
 func startAgent(t *testing.T, version string) *fakeAgent {
 	t.Helper()
 	a := &fakeAgent{version: version}
 	a.hub = flow.NewHub(1024, func(context.Context) (*flowv1.StatusResponse, error) {
-		return &flowv1.StatusResponse{Version: a.version, EventsLost: a.lost.Load()}, nil
+		st := &flowv1.StatusResponse{Version: a.version, EventsLost: a.lost.Load()}
+		if e, _ := a.enforcement.Load().(string); e != "" {
+			st.Cni = &flowv1.CNI{Name: "Cilium", Mode: "vxlan tunnel", Coverage: "none"}
+			st.Enforcement = &flowv1.Enforcement{State: e, Detail: "Cilium (vxlan tunnel) bypasses netfilter"}
+		}
+		return st, nil
 	})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -460,5 +467,42 @@ func TestWatchLivePairsCrossNodeRecords(t *testing.T) {
 	}
 	if got := lines(out.String()); len(got) != 3 || strings.Contains(out.String(), "+") {
 		t.Errorf("--per-node printed:\n%s", out.String())
+	}
+}
+
+// TestWatchLiveEnforcementChange: the node's CNI and enforcement state come
+// with its stream, and a change the Status poll sees reaches the consumer.
+func TestWatchLiveEnforcementChange(t *testing.T) {
+	a := startAgent(t, "v0.2.0")
+	a.enforcement.Store("enforcing")
+	r := &liveRig{agents: map[string]*fakeAgent{"agent-a": a}}
+	s := &agentSource{node: "node-a", dial: r.dial, statusEvery: 20 * time.Millisecond,
+		find: func(context.Context) (agentclient.Agent, error) {
+			return agentclient.Agent{Namespace: install.DefaultNamespace, Name: "agent-a", Node: "node-a"}, nil
+		}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	states := make(chan flow.NodeState, 16)
+	go s.Observe(ctx, &flowv1.ObserveRequest{Follow: true}, func(b flow.Batch) error {
+		for _, n := range b.Nodes {
+			states <- n
+		}
+		return nil
+	})
+	next := func() flow.NodeState {
+		select {
+		case n := <-states:
+			return n
+		case <-ctx.Done():
+			t.Fatal("no node state")
+		}
+		return flow.NodeState{}
+	}
+	if n := next(); !n.Connected || n.Enforcement != "enforcing" || n.CNI != "Cilium (vxlan tunnel)" {
+		t.Fatalf("first state = %+v", n)
+	}
+	a.enforcement.Store("not enforcing")
+	if n := next(); n.Enforcement != "not enforcing" || n.EnforcementDetail == "" || n.Version != "v0.2.0" {
+		t.Errorf("after the change: %+v", n)
 	}
 }

@@ -39,18 +39,18 @@ func (p Permission) String() string {
 // InstallPermissions are what installing into namespace takes: create and
 // patch (server-side apply does either) on every kind of Manifests.
 func InstallPermissions(namespace string) []Permission {
-	return kindPermissions(namespace, "create", "patch")
+	return kindPermissions(namespace, Kinds, "create", "patch")
 }
 
 // UninstallPermissions are what uninstalling from namespace takes: list (to
 // find the labelled objects) and delete on every kind.
 func UninstallPermissions(namespace string) []Permission {
-	return kindPermissions(namespace, "list", "delete")
+	return kindPermissions(namespace, AllKinds, "list", "delete")
 }
 
-func kindPermissions(namespace string, verbs ...string) []Permission {
+func kindPermissions(namespace string, kinds []Kind, verbs ...string) []Permission {
 	var out []Permission
-	for _, k := range Kinds {
+	for _, k := range kinds {
 		for _, v := range verbs {
 			p := Permission{Verb: v, Group: k.Resource.Group, Resource: k.Resource.Resource}
 			if k.Namespaced {

@@ -36,3 +36,7 @@ const (
 	// --mount-bpffs).
 	MountBPFFSCommand = "mount-bpffs"
 )
+
+// CNIConfMountPath is where the DaemonSet mounts the node's /etc/cni/net.d
+// (read-only): the agent reads it to identify the CNI.
+const CNIConfMountPath = "/host/etc/cni/net.d"

@@ -28,8 +28,8 @@ func (k Kind) String() string {
 	return k.Resource.Resource + "." + k.Resource.Group
 }
 
-// Kinds are the kinds of Manifests, in apply order. Uninstall deletes them
-// in the reverse order, DaemonSet first.
+// Kinds are the kinds every install has, in apply order. Uninstall deletes
+// AllKinds in the reverse order, DaemonSet first.
 var Kinds = []Kind{
 	{"Namespace", schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, false},
 	{"ServiceAccount", schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}, true},
@@ -40,10 +40,18 @@ var Kinds = []Kind{
 	{"DaemonSet", schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, true},
 }
 
+// configMapKind is the one kind only some installs have (the OTLP export's
+// CA: install --otlp-ca-file), applied just before the DaemonSet.
+var configMapKind = Kind{"ConfigMap", schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, true}
+
+// AllKinds are every kind an install may have, in apply order: what
+// uninstall looks for and needs the rights to delete.
+var AllKinds = append(append(Kinds[:len(Kinds)-1:len(Kinds)-1], configMapKind), Kinds[len(Kinds)-1])
+
 // KindOf returns the Kind entry of obj.
 func KindOf(obj runtime.Object) (Kind, error) {
 	k := obj.GetObjectKind().GroupVersionKind().Kind
-	for _, kind := range Kinds {
+	for _, kind := range AllKinds {
 		if kind.Kind == k {
 			return kind, nil
 		}

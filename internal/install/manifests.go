@@ -1,7 +1,9 @@
 package install
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 
@@ -69,7 +71,22 @@ type Options struct {
 	// Pprof serves Go's profiles on the agent's loopback HTTP address; the
 	// agent's --pprof.
 	Pprof bool
+	// OTLPEndpoint (HOST:PORT) makes every agent export its flows and
+	// metrics to an OpenTelemetry Collector over OTLP/gRPC: TLS verified
+	// against OTLPCA (PEM, shipped in a ConfigMap) or the system roots, or
+	// plain text with OTLPInsecure.
+	OTLPEndpoint string
+	OTLPInsecure bool
+	OTLPCA       []byte
 }
+
+// OTLPCAConfigMap holds the CA of install --otlp-ca-file; the agent reads it
+// at OTLPCAPath.
+const (
+	OTLPCAConfigMap = "netpol-otlp-ca"
+	otlpCADir       = "/etc/netpol/otlp"
+	OTLPCAPath      = otlpCADir + "/ca.crt"
+)
 
 // agentArgs are the agent's command-line arguments for o.
 func (o Options) agentArgs() []string {
@@ -85,6 +102,15 @@ func (o Options) agentArgs() []string {
 	}
 	if o.Pprof {
 		args = append(args, "--pprof")
+	}
+	if o.OTLPEndpoint != "" {
+		args = append(args, "--otlp-endpoint="+o.OTLPEndpoint)
+		switch {
+		case o.OTLPInsecure:
+			args = append(args, "--otlp-insecure")
+		case len(o.OTLPCA) > 0:
+			args = append(args, "--otlp-ca-file="+OTLPCAPath)
+		}
 	}
 	return args
 }
@@ -194,6 +220,17 @@ func (o Options) Validate() error {
 			return err
 		}
 	}
+	if o.OTLPEndpoint != "" {
+		host, port, err := net.SplitHostPort(o.OTLPEndpoint)
+		if err != nil || host == "" || port == "" || strings.Contains(o.OTLPEndpoint, "/") {
+			return fmt.Errorf("--otlp-endpoint %q: want HOST:PORT of the Collector's OTLP gRPC receiver, without a scheme (for example otel-collector.monitoring:4317)", o.OTLPEndpoint)
+		}
+		if o.OTLPInsecure && len(o.OTLPCA) > 0 {
+			return errors.New("--otlp-insecure sends in plain text: it cannot go with --otlp-ca-file (drop one)")
+		}
+	} else if o.OTLPInsecure || len(o.OTLPCA) > 0 {
+		return errors.New("--otlp-insecure and --otlp-ca-file need --otlp-endpoint")
+	}
 	return nil
 }
 
@@ -240,10 +277,13 @@ func Manifests(o Options) ([]Object, error) {
 		// Exactly what the agent's informers read: pods (identities on every
 		// node, endpoints on its own), namespaces (namespaceSelector), services
 		// (Service names of flows), nodes (its node's addresses), and the
-		// policies. No secrets, no writes.
+		// policies, ClusterNetworkPolicies included (granted before their
+		// CRD exists, so the agent picks them up once it is installed). No
+		// secrets, no writes.
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "services", "nodes"}, Verbs: read},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: read},
+			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: read},
 		},
 	}
 	clusterBinding := &rbacv1.ClusterRoleBinding{
@@ -258,8 +298,11 @@ func Manifests(o Options) ([]Object, error) {
 		// At shutdown the agent reads its own DaemonSet: deleted or being
 		// deleted means uninstall, so it removes its BPF programs and pins;
 		// otherwise (upgrade, eviction) enforcement stays in place.
+		// It reports on its own pod, with Events, when the node's CNI takes
+		// pod traffic past its hooks (the bypass self-check).
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{AgentName}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		},
 	}
 	roleBinding := &rbacv1.RoleBinding{
@@ -268,7 +311,15 @@ func Manifests(o Options) ([]Object, error) {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ServiceAccountName},
 		Subjects:   subject,
 	}
-	return []Object{namespace, sa, clusterRole, clusterBinding, role, roleBinding, daemonSet(o, meta(AgentName, true))}, nil
+	objs := []Object{namespace, sa, clusterRole, clusterBinding, role, roleBinding}
+	if o.OTLPEndpoint != "" && !o.OTLPInsecure && len(o.OTLPCA) > 0 {
+		objs = append(objs, &corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: meta(OTLPCAConfigMap, true),
+			Data:       map[string]string{"ca.crt": string(o.OTLPCA)},
+		})
+	}
+	return append(objs, daemonSet(o, meta(AgentName, true))), nil
 }
 
 func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
@@ -359,7 +410,7 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 	// big cluster may take a while, so liveness starts later.
 	liveness.InitialDelaySeconds = 30
 
-	return &appsv1.DaemonSet{
+	ds := &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: meta,
 		Spec: appsv1.DaemonSetSpec{
@@ -395,6 +446,14 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 							{Name: EnvPodNamespace, ValueFrom: fromField("metadata.namespace")},
 							{Name: EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
 								ContainerName: containerName, Resource: "limits.memory"}}},
+							// One processor for the Go runtime: the agent's work per
+							// connection runs in sequence (event reader, flow-end
+							// summaries), and more processors only add idle-processor
+							// and thread hand-off cost (BenchmarkAgentAB, docs/perf.md:
+							// 11-27 % less agent CPU per connection than with 2). Not a
+							// CPU limit: throttling would stall the readers and the
+							// policy applies.
+							{Name: "GOMAXPROCS", Value: "1"},
 						},
 						SecurityContext: &corev1.SecurityContext{
 							RunAsUser:                &root,
@@ -421,7 +480,10 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// Propagation None: the init containers ran before this
 						// container was created, so a bpffs mount-bpffs made is
 						// already what this bind shows.
-						VolumeMounts:   []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"}},
+						// The CNI's configuration, read to tell which CNI the node
+						// runs and so whether pod traffic passes the hooks.
+						VolumeMounts: []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf"},
+							{Name: "cni-conf", MountPath: CNIConfMountPath, ReadOnly: true}},
 						LivenessProbe:  liveness,
 						ReadinessProbe: probe("/readyz", 5),
 						Resources: corev1.ResourceRequirements{
@@ -438,9 +500,20 @@ func daemonSet(o Options, meta metav1.ObjectMeta) *appsv1.DaemonSet {
 						// Pins live on the host's bpffs so enforcement outlives
 						// the pod (upgrade, crash) until uninstall removes them.
 						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf", Type: &dirType}},
+					}, {
+						Name:         "cni-conf",
+						VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc/cni/net.d"}},
 					}},
 				},
 			},
 		},
 	}
+	if o.OTLPEndpoint != "" && !o.OTLPInsecure && len(o.OTLPCA) > 0 {
+		spec := &ds.Spec.Template.Spec
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "otlp-ca", VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: OTLPCAConfigMap}}}})
+		agent := &spec.Containers[0]
+		agent.VolumeMounts = append(agent.VolumeMounts, corev1.VolumeMount{Name: "otlp-ca", MountPath: otlpCADir, ReadOnly: true})
+	}
+	return ds
 }

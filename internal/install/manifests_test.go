@@ -129,12 +129,15 @@ func TestAgentLeastPrivilege(t *testing.T) {
 	if len(c.Ports) != 0 {
 		t.Errorf("the agent declares ports %v; it must listen on loopback only", c.Ports)
 	}
-	// One hostPath, the bpffs, and nothing else from the host.
-	if len(spec.Volumes) != 1 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/sys/fs/bpf" ||
-		*spec.Volumes[0].HostPath.Type != corev1.HostPathDirectory {
+	// Two hostPaths, the bpffs and the CNI configuration (read-only), and
+	// nothing else from the host.
+	if len(spec.Volumes) != 2 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/sys/fs/bpf" ||
+		*spec.Volumes[0].HostPath.Type != corev1.HostPathDirectory ||
+		spec.Volumes[1].HostPath == nil || spec.Volumes[1].HostPath.Path != "/etc/cni/net.d" {
 		t.Errorf("volumes = %+v", spec.Volumes)
 	}
-	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/sys/fs/bpf" || c.VolumeMounts[0].MountPropagation != nil {
+	if len(c.VolumeMounts) != 2 || c.VolumeMounts[0].MountPath != "/sys/fs/bpf" || c.VolumeMounts[0].MountPropagation != nil ||
+		c.VolumeMounts[1].MountPath != CNIConfMountPath || !c.VolumeMounts[1].ReadOnly {
 		t.Errorf("mounts = %+v", c.VolumeMounts)
 	}
 	if !reflect.DeepEqual(c.Command, []string{AgentBinary}) || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Image != "example.test/agent:v0.1.0" {
@@ -146,8 +149,11 @@ func TestAgentLeastPrivilege(t *testing.T) {
 	if spec.ServiceAccountName != ServiceAccountName || spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds != 30 {
 		t.Errorf("serviceAccount %s grace %v", spec.ServiceAccountName, spec.TerminationGracePeriodSeconds)
 	}
-	if c.Resources.Limits.Memory().String() != "512Mi" || c.Resources.Requests.Cpu().String() != "50m" {
+	if c.Resources.Limits.Memory().String() != "512Mi" || c.Resources.Requests.Cpu().String() != "50m" || !c.Resources.Limits.Cpu().IsZero() {
 		t.Errorf("resources = %+v", c.Resources)
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" }) {
+		t.Errorf("env %+v: no GOMAXPROCS (see manifests.go)", c.Env)
 	}
 }
 
@@ -257,6 +263,12 @@ func TestAgentProbesAndEnv(t *testing.T) {
 	}
 	env := map[string]string{}
 	for _, e := range c.Env {
+		if e.Name == "GOMAXPROCS" {
+			if e.Value != "1" || e.ValueFrom != nil {
+				t.Errorf("env GOMAXPROCS = %+v, want 1", e)
+			}
+			continue
+		}
 		switch {
 		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
 			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
@@ -304,13 +316,15 @@ func TestRBACReadsOnlyWhatTheAgentNeeds(t *testing.T) {
 		}
 	}
 	read := []string{"get", "list", "watch"}
-	want := map[string][]string{"/pods": read, "/namespaces": read, "/services": read, "/nodes": read, "networking.k8s.io/networkpolicies": read}
+	want := map[string][]string{"/pods": read, "/namespaces": read, "/services": read, "/nodes": read, "networking.k8s.io/networkpolicies": read,
+		"policy.networking.k8s.io/clusternetworkpolicies": read}
 	if !reflect.DeepEqual(granted, want) {
 		t.Errorf("cluster role grants %v, want %v", granted, want)
 	}
-	if len(role.Rules) != 1 || !reflect.DeepEqual(role.Rules[0].Verbs, []string{"get"}) ||
-		!reflect.DeepEqual(role.Rules[0].Resources, []string{"daemonsets"}) || !reflect.DeepEqual(role.Rules[0].ResourceNames, []string{AgentName}) {
-		t.Errorf("role rules = %+v, want get on its own DaemonSet only", role.Rules)
+	if len(role.Rules) != 2 || !reflect.DeepEqual(role.Rules[0].Verbs, []string{"get"}) ||
+		!reflect.DeepEqual(role.Rules[0].Resources, []string{"daemonsets"}) || !reflect.DeepEqual(role.Rules[0].ResourceNames, []string{AgentName}) ||
+		!reflect.DeepEqual(role.Rules[1].Verbs, []string{"create"}) || !reflect.DeepEqual(role.Rules[1].Resources, []string{"events"}) {
+		t.Errorf("role rules = %+v, want get on its own DaemonSet and create on events only", role.Rules)
 	}
 }
 
@@ -421,7 +435,7 @@ func TestCheckAccessListsEveryMissingPermission(t *testing.T) {
 func TestCheckGrant(t *testing.T) {
 	objs := manifests(t, testOptions())
 	grants := GrantPermissions(objs)
-	if len(grants) != 5*3+1 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
+	if len(grants) != 6*3+2 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
 		!slices.Contains(grants, Permission{Verb: "watch", Group: "networking.k8s.io", Resource: "networkpolicies"}) {
 		t.Errorf("grants = %v", grants)
 	}
@@ -445,5 +459,64 @@ func TestCheckGrant(t *testing.T) {
 	}
 	if err := CheckGrant(ctx, review(func(*authorizationv1.ResourceAttributes) bool { return true }), objs, "netpol-test"); err != nil {
 		t.Errorf("admin: %v", err)
+	}
+}
+
+// --otlp-endpoint reaches the agent's arguments; a CA travels in a labelled
+// ConfigMap (uninstall finds it with the rest) mounted where the agent reads
+// it; plain text carries no CA; bad combinations say which flag to drop.
+func TestOTLPExport(t *testing.T) {
+	o := testOptions()
+	o.OTLPEndpoint, o.OTLPCA = "otel-collector.monitoring:4317", []byte("-----BEGIN CERTIFICATE-----\n")
+	objs := manifests(t, o)
+	var cm *corev1.ConfigMap
+	for _, obj := range objs {
+		if c, ok := obj.(*corev1.ConfigMap); ok {
+			cm = c
+		}
+	}
+	if cm == nil || cm.Name != OTLPCAConfigMap || cm.Namespace != "netpol-test" || cm.Data["ca.crt"] != string(o.OTLPCA) ||
+		cm.Labels[LabelPartOf] != PartOf {
+		t.Fatalf("CA ConfigMap = %+v", cm)
+	}
+	if _, err := KindOf(cm); err != nil {
+		t.Errorf("uninstall would not find the ConfigMap: %v", err)
+	}
+	ds := daemonSetOf(t, objs)
+	c := ds.Spec.Template.Spec.Containers[0]
+	if want := []string{"--v=2", "--otlp-endpoint=otel-collector.monitoring:4317", "--otlp-ca-file=" + OTLPCAPath}; !reflect.DeepEqual(c.Args, want) {
+		t.Errorf("args = %v, want %v", c.Args, want)
+	}
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		mounted = mounted || (m.MountPath+"/ca.crt" == OTLPCAPath && m.ReadOnly)
+	}
+	if !mounted {
+		t.Errorf("the CA is not mounted read-only at %s: %+v", OTLPCAPath, c.VolumeMounts)
+	}
+
+	o = testOptions()
+	o.OTLPEndpoint, o.OTLPInsecure = "10.0.0.1:4317", true
+	objs = manifests(t, o)
+	for _, obj := range objs {
+		if _, ok := obj.(*corev1.ConfigMap); ok {
+			t.Error("a plain-text export ships a CA ConfigMap")
+		}
+	}
+	if want := []string{"--v=2", "--otlp-endpoint=10.0.0.1:4317", "--otlp-insecure"}; !reflect.DeepEqual(daemonSetOf(t, objs).Spec.Template.Spec.Containers[0].Args, want) {
+		t.Errorf("args = %v, want %v", daemonSetOf(t, objs).Spec.Template.Spec.Containers[0].Args, want)
+	}
+
+	for _, bad := range []Options{
+		{OTLPEndpoint: "http://collector:4317"},
+		{OTLPEndpoint: "collector"},
+		{OTLPEndpoint: "collector:4317", OTLPInsecure: true, OTLPCA: []byte("x")},
+		{OTLPInsecure: true},
+	} {
+		b := testOptions()
+		b.OTLPEndpoint, b.OTLPInsecure, b.OTLPCA = bad.OTLPEndpoint, bad.OTLPInsecure, bad.OTLPCA
+		if _, err := Manifests(b); err == nil || !strings.Contains(err.Error(), "otlp") {
+			t.Errorf("Manifests(%+v) = %v, want an error naming the otlp flag", bad, err)
+		}
 	}
 }

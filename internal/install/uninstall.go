@@ -27,7 +27,7 @@ func (o Installed) Ref() string { return ref(o.Kind, o.Name) }
 // carries our label (a namespace the user made is never ours to delete).
 func FindInstalled(ctx context.Context, client dynamic.Interface, namespace string) ([]Installed, error) {
 	var out []Installed
-	for _, k := range Kinds {
+	for _, k := range AllKinds {
 		var (
 			items []metav1.Object
 			err   error

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,7 +22,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	kjson "sigs.k8s.io/json"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	kyaml "sigs.k8s.io/yaml"
 )
 
@@ -69,21 +72,34 @@ func LoadFiles(paths []string, recursive bool, defaultNamespace string) (*Set, e
 	return s, nil
 }
 
-// LoadPolicyFiles reads NetworkPolicies only (for --with-policy); any other
-// kind is an error, since a what-if that silently ignored part of its input
-// would answer the wrong question.
-func LoadPolicyFiles(paths []string, defaultNamespace string) ([]*networkingv1.NetworkPolicy, map[string]string, error) {
+// LoadPolicyFiles reads NetworkPolicies and ClusterNetworkPolicies only
+// (for --with-policy) into a Set; any other kind is an error, since a
+// what-if that silently ignored part of its input would answer the wrong
+// question.
+func LoadPolicyFiles(paths []string, defaultNamespace string) (*Set, error) {
 	s, err := LoadFiles(paths, false, defaultNamespace)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if n := len(s.Pods) + len(s.Namespaces) + len(s.Nodes) + len(s.Workloads) + len(s.Ignored); n > 0 {
-		return nil, nil, fmt.Errorf("--with-policy %s: holds %d object(s) that are not NetworkPolicies; pass only policies (use -f for the rest)", strings.Join(paths, ","), n)
+		return nil, fmt.Errorf("--with-policy %s: holds %d object(s) that are not NetworkPolicies or ClusterNetworkPolicies; pass only policies (use -f for the rest)", strings.Join(paths, ","), n)
 	}
-	if len(s.Policies) == 0 {
-		return nil, nil, fmt.Errorf("--with-policy %s: no NetworkPolicy found", strings.Join(paths, ","))
+	if len(s.Policies)+len(s.ClusterPolicies) == 0 {
+		return nil, fmt.Errorf("--with-policy %s: no NetworkPolicy or ClusterNetworkPolicy found", strings.Join(paths, ","))
 	}
-	return s.Policies, s.Origins, nil
+	return s, nil
+}
+
+// SetWhatIf applies the policies of w (LoadPolicyFiles) to s, replacing
+// those with the same names, and returns the replaced ones' names
+// ("namespace/name", or the name of a ClusterNetworkPolicy).
+func (s *Set) SetWhatIf(w *Set) []string {
+	replaced := s.SetPolicies(w.Policies, func(p *networkingv1.NetworkPolicy) string {
+		return w.Origin("NetworkPolicy", p.Namespace, p.Name)
+	})
+	return append(replaced, s.SetClusterPolicies(w.ClusterPolicies, func(p *cnpv1beta1.ClusterNetworkPolicy) string {
+		return w.Origin(KindClusterNetworkPolicy, "", p.Name)
+	})...)
 }
 
 func expand(path string, recursive bool) ([]string, error) {
@@ -126,23 +142,35 @@ type document struct {
 	line int // 1-based line of the document's first line in the file
 }
 
-var docSeparator = regexp.MustCompile(`^---\s*(#.*)?$`)
+// isDocSeparator matches a "---" line (optionally followed by a comment),
+// without a regexp: it runs on every line of a large dump.
+func isDocSeparator(l []byte) bool {
+	if !bytes.HasPrefix(l, []byte("---")) {
+		return false
+	}
+	rest := bytes.TrimLeft(l[3:], " \t")
+	return len(rest) == 0 || rest[0] == '#'
+}
 
 // splitDocuments splits a multi-document YAML stream, remembering where each
-// document starts so errors point at the right line of the file.
+// document starts so errors point at the right line of the file. Documents
+// are slices of data.
 func splitDocuments(data []byte) []document {
 	var docs []document
-	lines := bytes.SplitAfter(data, []byte("\n"))
-	start, cur := 1, []byte(nil)
-	for i, l := range lines {
-		if docSeparator.Match(bytes.TrimRight(l, "\r\n")) {
-			docs = append(docs, document{data: cur, line: start})
-			cur, start = nil, i+2
-			continue
+	start, from, line := 1, 0, 1
+	for off := 0; off < len(data); line++ {
+		end := bytes.IndexByte(data[off:], '\n')
+		next := len(data)
+		if end >= 0 {
+			next = off + end + 1
 		}
-		cur = append(cur, l...)
+		if isDocSeparator(bytes.TrimRight(data[off:next], "\r\n")) {
+			docs = append(docs, document{data: data[from:off:off], line: start})
+			from, start = next, line+1
+		}
+		off = next
 	}
-	return append(docs, document{data: cur, line: start})
+	return append(docs, document{data: data[from:len(data):len(data)], line: start})
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
@@ -154,11 +182,21 @@ type envelope struct {
 	Items      []json.RawMessage `json:"items"`
 }
 
-// toJSON converts every document to JSON, spread over the CPUs: YAML parsing
-// is most of the cost of loading a large cluster dump.
-func toJSON(docs []document) ([][]byte, []error) {
-	js := make([][]byte, len(docs))
-	errs := make([]error, len(docs))
+// parsed is one document after the parallel stage: its JSON, its type and,
+// for a single object of a kind the loader reads, the decoded object.
+type parsed struct {
+	js   []byte
+	env  envelope
+	obj  *loadedObject
+	line int // where the object starts, for origins and messages
+	err  error
+}
+
+// parseDocuments converts and decodes every document, spread over the
+// CPUs: YAML parsing and decoding are most of the cost of loading a large
+// cluster dump. Merging into the Set (names, duplicates) stays sequential.
+func parseDocuments(file string, docs []document) []parsed {
+	out := make([]parsed, len(docs))
 	next := make(chan int, len(docs))
 	for i := range docs {
 		next <- i
@@ -170,49 +208,86 @@ func toJSON(docs []document) ([][]byte, []error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if len(bytes.TrimSpace(stripComments(docs[i].data))) == 0 {
-					continue
-				}
-				js[i], errs[i] = kyaml.YAMLToJSON(docs[i].data)
+				out[i] = parseDocument(file, &docs[i])
 			}
 		}()
 	}
 	wg.Wait()
-	return js, errs
+	return out
 }
+
+func parseDocument(file string, doc *document) parsed {
+	if !hasContent(doc.data) {
+		return parsed{} // empty or comments only
+	}
+	var top topLevel
+	routed := false // the fast YAML path saw apiVersion and kind
+	js, isJSON := jsonDocument(doc.data)
+	if !isJSON {
+		js, top, routed = blockYAMLToJSONTop(doc.data)
+	}
+	if js == nil {
+		var err error
+		if js, err = kyaml.YAMLToJSON(doc.data); err != nil {
+			return parsed{err: &FileError{File: file, Line: doc.line + relativeLine(err.Error()) - 1, Err: cleanYAMLError(err)}}
+		}
+	}
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		return parsed{}
+	}
+	p := parsed{js: js, line: doc.line + leadingComments(doc.data)}
+	if routed && !top.hasItems && js[0] == '{' {
+		p.env = top.env // routed by the fast path: no second pass over the JSON
+	} else if err := json.Unmarshal(js, &p.env); err != nil {
+		p.err = &FileError{File: file, Line: doc.line, Err: fmt.Errorf("not a Kubernetes object: %v", err)}
+		return p
+	}
+	if p.env.Kind == "" {
+		p.err = &FileError{File: file, Line: doc.line, Err: errors.New("object has no kind")}
+		return p
+	}
+	if !isList(p.env) {
+		p.obj, p.err = decodeObject(file, p.line, js, doc, p.env)
+	}
+	return p
+}
+
+// jsonDocument returns a document that is a JSON object as it is: JSON
+// needs no YAML parser.
+func jsonDocument(data []byte) ([]byte, bool) {
+	t := bytes.TrimSpace(data)
+	if len(t) == 0 || t[0] != '{' || !json.Valid(t) {
+		return nil, false
+	}
+	return t, true
+}
+
+func isList(env envelope) bool { return strings.HasSuffix(env.Kind, "List") && env.Items != nil }
 
 func (s *Set) addManifest(file string, data []byte, defaultNamespace string) error {
 	docs := splitDocuments(data)
-	jsons, errs := toJSON(docs)
-	for i, doc := range docs {
-		js, err := jsons[i], errs[i]
-		if js == nil && err == nil {
-			continue // empty or comments only
-		}
-		if err != nil {
-			return &FileError{File: file, Line: doc.line + relativeLine(err.Error()) - 1, Err: cleanYAMLError(err)}
-		}
-		if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
-			continue
-		}
-		var env envelope
-		if err := json.Unmarshal(js, &env); err != nil {
-			return &FileError{File: file, Line: doc.line, Err: fmt.Errorf("not a Kubernetes object: %v", err)}
-		}
-		if env.Kind == "" {
-			return &FileError{File: file, Line: doc.line, Err: errors.New("object has no kind")}
-		}
-		if strings.HasSuffix(env.Kind, "List") && env.Items != nil {
-			for i, item := range env.Items {
-				line := itemLine(doc, i)
-				if err := s.addObject(file, line, item, defaultNamespace, nil); err != nil {
+	for i, p := range parseDocuments(file, docs) {
+		switch {
+		case p.err != nil:
+			return p.err
+		case p.js == nil:
+		case isList(p.env):
+			for j, item := range p.env.Items {
+				line := itemLine(docs[i], j)
+				var env envelope
+				_ = json.Unmarshal(item, &env)
+				o, err := decodeObject(file, line, item, nil, env)
+				if err != nil {
+					return err
+				}
+				if err := s.place(file, line, o, defaultNamespace); err != nil {
 					return err
 				}
 			}
-			continue
-		}
-		if err := s.addObject(file, doc.line+leadingComments(doc.data), js, defaultNamespace, &doc); err != nil {
-			return err
+		default:
+			if err := s.place(file, p.line, p.obj, defaultNamespace); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -249,14 +324,20 @@ func leadingComments(b []byte) int {
 	return n
 }
 
-func stripComments(b []byte) []byte {
-	var out []byte
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
-			out = append(out, l...)
+// hasContent reports whether b holds a line that is neither blank nor a comment.
+func hasContent(b []byte) bool {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			return true
 		}
 	}
-	return out
+	return false
 }
 
 // itemLine finds the line of items[i] of a List document.
@@ -342,92 +423,136 @@ func decodeStrict(file string, line int, js []byte, doc *document, obj any, kind
 	return nil
 }
 
-func (s *Set) addObject(file string, line int, js []byte, defaultNamespace string, doc *document) error {
-	var env envelope
-	_ = json.Unmarshal(js, &env)
-	where := fmt.Sprintf("%s:%d", file, line)
-	decode := func(obj any) error { return decodeStrict(file, line, js, doc, obj, env.Kind) }
-	named := func(m *metav1.ObjectMeta, namespaced bool) error {
-		if m.Name == "" {
-			return &FileError{File: file, Line: line, Err: fmt.Errorf("%s has no metadata.name", env.Kind)}
+// kindSpec is how the loader reads one kind: a new kind is one entry of
+// loadedKinds.
+type kindSpec struct {
+	namespaced bool
+	// versions, when set, are the API versions accepted (the first is named
+	// in the error); otherwise any version decodes.
+	versions []string
+	// decode reads the object with strict (unknown and duplicate fields are
+	// errors) and returns its metadata and how to add it to a Set once its
+	// namespace is defaulted and its name checked.
+	decode func(kind string, strict func(any) error) (metav1.Object, func(*Set), error)
+}
+
+// object is a kindSpec.decode for a typed API object appended to a Set.
+func object[T any, P interface {
+	*T
+	metav1.Object
+}](namespaced bool, add func(*Set, P)) kindSpec {
+	return kindSpec{namespaced: namespaced, decode: func(_ string, strict func(any) error) (metav1.Object, func(*Set), error) {
+		o := P(new(T))
+		if err := strict(o); err != nil {
+			return nil, nil, err
 		}
-		if namespaced && m.Namespace == "" {
-			m.Namespace = defaultNamespace
-		}
-		ns := m.Namespace
-		if !namespaced {
-			ns = ""
-		}
-		if prev := s.Origin(env.Kind, ns, m.Name); prev != "" {
-			return &FileError{File: file, Line: line, Err: fmt.Errorf("%s %s is also defined at %s", env.Kind, nsName(ns, m.Name), prev)}
-		}
-		s.setOrigin(env.Kind, ns, m.Name, where)
-		return nil
+		return o, func(s *Set) { add(s, o) }, nil
+	}}
+}
+
+// served limits a kind to these API versions (the first is the one named
+// in the error).
+func (k kindSpec) served(versions ...string) kindSpec {
+	k.versions = versions
+	return k
+}
+
+// workload reads a controller into a Workload.
+var workload = kindSpec{namespaced: true, decode: func(kind string, strict func(any) error) (metav1.Object, func(*Set), error) {
+	w, err := decodeWorkload(kind, strict)
+	if err != nil {
+		return nil, nil, err
 	}
-	group := env.APIVersion
-	if i := strings.IndexByte(group, '/'); i >= 0 {
-		group = group[:i]
-	} else {
-		group = ""
-	}
-	switch {
-	case env.Kind == "Namespace" && group == "":
-		o := &corev1.Namespace{}
-		if err := decode(o); err != nil {
-			return err
-		}
-		if err := named(&o.ObjectMeta, false); err != nil {
-			return err
-		}
-		s.Namespaces = append(s.Namespaces, o)
-	case env.Kind == "Pod" && group == "":
-		o := &corev1.Pod{}
-		if err := decode(o); err != nil {
-			return err
-		}
-		if err := named(&o.ObjectMeta, true); err != nil {
-			return err
-		}
-		s.Pods = append(s.Pods, o)
-	case env.Kind == "Node" && group == "":
-		o := &corev1.Node{}
-		if err := decode(o); err != nil {
-			return err
-		}
-		if err := named(&o.ObjectMeta, false); err != nil {
-			return err
-		}
-		s.Nodes = append(s.Nodes, o)
-	case env.Kind == "NetworkPolicy" && group == "networking.k8s.io":
-		o := &networkingv1.NetworkPolicy{}
-		if err := decode(o); err != nil {
-			return err
-		}
-		if err := named(&o.ObjectMeta, true); err != nil {
-			return err
-		}
-		s.Policies = append(s.Policies, o)
-	case group == "apps" && (env.Kind == "Deployment" || env.Kind == "StatefulSet" || env.Kind == "DaemonSet" || env.Kind == "ReplicaSet"),
-		group == "batch" && env.Kind == "Job":
-		w, err := decodeWorkload(env.Kind, decode)
-		if err != nil {
-			return err
-		}
-		m := metav1.ObjectMeta{Name: w.Name, Namespace: w.Namespace}
-		if err := named(&m, true); err != nil {
-			return err
-		}
+	m := &metav1.ObjectMeta{Name: w.Name, Namespace: w.Namespace}
+	return m, func(s *Set) {
 		w.Namespace = m.Namespace
 		if w.Template != nil && w.Template.Namespace == "" {
 			w.Template.Namespace = w.Namespace
 		}
 		s.Workloads = append(s.Workloads, w)
-	default:
+	}, nil
+}}
+
+// loadedKinds are the kinds evaluation uses, by API group and kind; other
+// kinds are counted in Set.Ignored.
+var loadedKinds = map[schema.GroupKind]kindSpec{
+	{Kind: "Namespace"}: object(false, func(s *Set, o *corev1.Namespace) { s.Namespaces = append(s.Namespaces, o) }),
+	{Kind: "Pod"}:       object(true, func(s *Set, o *corev1.Pod) { s.Pods = append(s.Pods, o) }),
+	{Kind: "Node"}:      object(false, func(s *Set, o *corev1.Node) { s.Nodes = append(s.Nodes, o) }),
+	{Group: "networking.k8s.io", Kind: "NetworkPolicy"}: object(true, func(s *Set, o *networkingv1.NetworkPolicy) {
+		s.Policies = append(s.Policies, o)
+	}),
+	// v1alpha2 has v1beta1's schema: both decode into the one type.
+	{Group: cnpv1beta1.GroupName, Kind: KindClusterNetworkPolicy}: object(false, func(s *Set, o *cnpv1beta1.ClusterNetworkPolicy) {
+		s.ClusterPolicies = append(s.ClusterPolicies, o)
+	}).served("v1beta1", "v1alpha2"),
+	{Group: "apps", Kind: "Deployment"}:  workload,
+	{Group: "apps", Kind: "StatefulSet"}: workload,
+	{Group: "apps", Kind: "DaemonSet"}:   workload,
+	{Group: "apps", Kind: "ReplicaSet"}:  workload,
+	{Group: "batch", Kind: "Job"}:        workload,
+}
+
+// loadedObject is a decoded document on its way into a Set; spec is nil
+// for a kind the loader does not read.
+type loadedObject struct {
+	kind string
+	spec *kindSpec
+	meta metav1.Object
+	add  func(*Set)
+}
+
+// decodeObject decodes one object of a loaded kind (safe to run in
+// parallel: it touches no Set).
+func decodeObject(file string, line int, js []byte, doc *document, env envelope) (*loadedObject, error) {
+	group, version := "", env.APIVersion
+	if i := strings.IndexByte(version, '/'); i >= 0 {
+		group, version = version[:i], version[i+1:]
+	}
+	spec, ok := loadedKinds[schema.GroupKind{Group: group, Kind: env.Kind}]
+	if !ok {
+		return &loadedObject{kind: env.Kind}, nil
+	}
+	if len(spec.versions) > 0 && !slices.Contains(spec.versions, version) {
+		use := group + "/" + spec.versions[0]
+		if len(spec.versions) > 1 {
+			use += " (or " + strings.Join(spec.versions[1:], ", ") + ")"
+		}
+		return nil, &FileError{File: file, Line: line, Err: fmt.Errorf("%s version %q is not served; use %s", env.Kind, version, use)}
+	}
+	meta, add, err := spec.decode(env.Kind, func(obj any) error { return decodeStrict(file, line, js, doc, obj, env.Kind) })
+	if err != nil {
+		return nil, err
+	}
+	return &loadedObject{kind: env.Kind, spec: &spec, meta: meta, add: add}, nil
+}
+
+// place adds a decoded object: the default namespace applied, its name
+// required and unique per kind.
+func (s *Set) place(file string, line int, o *loadedObject, defaultNamespace string) error {
+	if o.spec == nil {
 		if s.Ignored == nil {
 			s.Ignored = map[string]int{}
 		}
-		s.Ignored[env.Kind]++
+		s.Ignored[o.kind]++
+		return nil
 	}
+	m := o.meta
+	if m.GetName() == "" {
+		return &FileError{File: file, Line: line, Err: fmt.Errorf("%s has no metadata.name", o.kind)}
+	}
+	ns := ""
+	if o.spec.namespaced {
+		if m.GetNamespace() == "" {
+			m.SetNamespace(defaultNamespace)
+		}
+		ns = m.GetNamespace()
+	}
+	if prev := s.Origin(o.kind, ns, m.GetName()); prev != "" {
+		return &FileError{File: file, Line: line, Err: fmt.Errorf("%s %s is also defined at %s", o.kind, nsName(ns, m.GetName()), prev)}
+	}
+	s.setOrigin(o.kind, ns, m.GetName(), fmt.Sprintf("%s:%d", file, line))
+	o.add(s)
 	return nil
 }
 

@@ -7,7 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	networkingv1 "k8s.io/api/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 func write(t *testing.T, dir, name, content string) string {
@@ -124,11 +125,11 @@ func TestSetPoliciesReplaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pols, origins, err := LoadPolicyFiles([]string{what}, "a")
+	w, err := LoadPolicyFiles([]string{what}, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	replaced := s.SetPolicies(pols, func(p *networkingv1.NetworkPolicy) string { return origins[Key("NetworkPolicy", p.Namespace, p.Name)] })
+	replaced := s.SetWhatIf(w)
 	if len(s.Policies) != 2 || len(replaced) != 1 || replaced[0] != "a/p" || s.Policies[0].Spec.PodSelector.MatchLabels["x"] != "z" {
 		t.Fatalf("replace/add failed: replaced=%v policies=%d", replaced, len(s.Policies))
 	}
@@ -154,4 +155,24 @@ func FuzzManifest(f *testing.F) {
 			t.Fatalf("negative line: %v", err)
 		}
 	})
+}
+
+// TestKindTable: a kind is one loadedKinds entry; one limited to some API
+// versions names the version to use.
+func TestKindTable(t *testing.T) {
+	gk := schema.GroupKind{Group: "example.com", Kind: "Widget"}
+	var got []*corev1.ConfigMap
+	loadedKinds[gk] = object(false, func(_ *Set, o *corev1.ConfigMap) { got = append(got, o) }).served("v1", "v1beta1")
+	defer delete(loadedKinds, gk)
+	dir := t.TempDir()
+	ok := write(t, dir, "ok.yaml", "apiVersion: example.com/v1beta1\nkind: Widget\nmetadata: {name: w}\ndata: {a: b}\n")
+	if _, err := LoadFiles([]string{ok}, false, "x"); err != nil || len(got) != 1 || got[0].Data["a"] != "b" {
+		t.Fatalf("served version: err %v, decoded %v", err, got)
+	}
+	bad := write(t, dir, "bad.yaml", "# c\napiVersion: example.com/v2\nkind: Widget\nmetadata: {name: w}\n")
+	_, err := LoadFiles([]string{bad}, false, "x")
+	want := bad + `:2: Widget version "v2" is not served; use example.com/v1 (or v1beta1)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %s", err, want)
+	}
 }

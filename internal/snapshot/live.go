@@ -13,7 +13,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
+
+// KindClusterNetworkPolicy is the kind of policy.networking.k8s.io ClusterNetworkPolicies.
+const KindClusterNetworkPolicy = "ClusterNetworkPolicy"
 
 // Scope says which part of a cluster a question is about. Only pods and
 // policies are scoped: namespaces and nodes are always read in full, because
@@ -70,8 +75,11 @@ func isUnreachable(err error) bool {
 
 // Live loads from a cluster through client-go.
 type Live struct {
-	Client  kubernetes.Interface
-	Cluster Cluster
+	Client kubernetes.Interface
+	// CNPClient reads ClusterNetworkPolicies; nil reads none. A cluster
+	// without the CRD has none (no error).
+	CNPClient cnpclient.Interface
+	Cluster   Cluster
 	// PageSize bounds each list call (0: 500) so huge clusters stream in pages.
 	PageSize int64
 }
@@ -116,6 +124,10 @@ func (l *Live) Load(ctx context.Context, scope Scope) (*Set, error) {
 	}
 	for i := range nodes {
 		s.Nodes = append(s.Nodes, &nodes[i])
+	}
+
+	if err := l.loadClusterPolicies(ctx, s, origin); err != nil {
+		return nil, err
 	}
 
 	namespaces := map[string]bool{}
@@ -191,6 +203,35 @@ func (l *Live) Load(ctx context.Context, scope Scope) (*Set, error) {
 	}
 	s.sortObjects()
 	return s, nil
+}
+
+// loadClusterPolicies lists every ClusterNetworkPolicy (they are cluster
+// scoped and select pods anywhere, so never scoped like pods).
+func (l *Live) loadClusterPolicies(ctx context.Context, s *Set, origin string) error {
+	if l.CNPClient == nil {
+		return nil
+	}
+	cnps, err := listAll(ctx, l.pageSize(), func(o metav1.ListOptions) ([]cnpv1beta1.ClusterNetworkPolicy, string, error) {
+		r, err := l.CNPClient.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, o)
+		if err != nil {
+			return nil, "", err
+		}
+		return r.Items, r.Continue, nil
+	})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil // the CRD is not installed: no cluster policies
+	case apierrors.IsForbidden(err):
+		s.Warnings = append(s.Warnings, "cannot list clusternetworkpolicies (forbidden): Admin and Baseline tiers are left out of the verdicts")
+		return nil
+	case err != nil:
+		return l.fail("listing clusternetworkpolicies", err)
+	}
+	for i := range cnps {
+		s.ClusterPolicies = append(s.ClusterPolicies, &cnps[i])
+		s.setOrigin(KindClusterNetworkPolicy, "", cnps[i].Name, origin)
+	}
+	return nil
 }
 
 func (l *Live) pageSize() int64 {

@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
@@ -27,8 +28,12 @@ type Set struct {
 	Namespaces []*corev1.Namespace
 	Pods       []*corev1.Pod
 	Policies   []*networkingv1.NetworkPolicy
-	Nodes      []*corev1.Node
-	Workloads  []Workload
+	// ClusterPolicies are ClusterNetworkPolicies (v1beta1; v1alpha2 files
+	// are read into the same type: the schema is the same). Always the
+	// whole cluster's, even in a Partial set: they select pods anywhere.
+	ClusterPolicies []*cnpv1beta1.ClusterNetworkPolicy
+	Nodes           []*corev1.Node
+	Workloads       []Workload
 
 	// Origins maps an object key (see Key) to where it was read, e.g.
 	// "policies.yaml:12" or `context "prod"`, for messages.
@@ -68,9 +73,32 @@ func (s *Set) setOrigin(kind, namespace, name, where string) {
 // Partial, pods outside the loaded namespaces cannot veto a derived node
 // address; the agent, which sees every pod, decides what is enforced.
 func (s *Set) Snapshot() *policy.Snapshot {
-	snap := &policy.Snapshot{Namespaces: s.Namespaces, Pods: s.Pods, Policies: s.Policies}
+	snap := &policy.Snapshot{Namespaces: s.Namespaces, Pods: s.Pods, Policies: s.Policies, ClusterPolicies: s.ClusterPolicies, Nodes: s.Nodes}
 	snap.NodeIPs = policy.NodeIPs(policy.NodeAddresses(s.Nodes, policy.PodsHold(s.Pods)))
 	return snap
+}
+
+// SetClusterPolicies adds each ClusterNetworkPolicy to the set, replacing
+// one with the same name (the what-if of `--with-policy`). It returns the
+// names of those that replaced existing ones.
+func (s *Set) SetClusterPolicies(policies []*cnpv1beta1.ClusterNetworkPolicy, origin func(*cnpv1beta1.ClusterNetworkPolicy) string) (replaced []string) {
+	index := make(map[string]int, len(s.ClusterPolicies))
+	for i, p := range s.ClusterPolicies {
+		index[p.Name] = i
+	}
+	for _, p := range policies {
+		if i, ok := index[p.Name]; ok {
+			s.ClusterPolicies[i] = p
+			replaced = append(replaced, p.Name)
+		} else {
+			index[p.Name] = len(s.ClusterPolicies)
+			s.ClusterPolicies = append(s.ClusterPolicies, p)
+		}
+		if origin != nil {
+			s.setOrigin(KindClusterNetworkPolicy, "", p.Name, origin(p))
+		}
+	}
+	return replaced
 }
 
 // SetPolicies adds each policy to the set, replacing one with the same
@@ -125,6 +153,7 @@ func (s *Set) sortObjects() {
 	sort.SliceStable(s.Pods, func(i, j int) bool { return nsLess(s.Pods[i].ObjectMeta, s.Pods[j].ObjectMeta) })
 	sort.SliceStable(s.Policies, func(i, j int) bool { return nsLess(s.Policies[i].ObjectMeta, s.Policies[j].ObjectMeta) })
 	sort.SliceStable(s.Nodes, func(i, j int) bool { return s.Nodes[i].Name < s.Nodes[j].Name })
+	sort.SliceStable(s.ClusterPolicies, func(i, j int) bool { return s.ClusterPolicies[i].Name < s.ClusterPolicies[j].Name })
 	sort.SliceStable(s.Workloads, func(i, j int) bool {
 		a, b := s.Workloads[i], s.Workloads[j]
 		if a.Namespace != b.Namespace {

@@ -42,4 +42,16 @@
 // defined, see kubernetes/kubernetes#95879), and it probes each pod through a
 // ClusterIP Service in front of it, so policy applies after DNAT to the pod
 // IP. TruthTable.Mismatches skips loopback cells for that reason.
+//
+// ClusterNetworkPolicy: CNPCases are the 30 tests of the
+// sigs.k8s.io/network-policy-api v0.3.0 conformance suite (CNPUpstreamSource),
+// 397 probes: each t.Run's actions in order (rule reorders; action,
+// priority and named-port patches; a rule prepended with pod IPs as
+// networks; namespace relabels; pod label changes; NetworkPolicy deletion;
+// probes with upstream's expectation, node peers through the hostNetwork
+// pods on the model's nodes), extracted from the suite's sources and
+// reviewed. The model (base/manifests.yaml, rendered with upstream's default
+// host ports) and each test's policies are read from the module
+// (NewCNPWorld); TestCNPCasesCoverUpstream checks every upstream test is
+// ported or listed in NotPortedCNP.
 package conformance

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
@@ -78,3 +79,50 @@ func Synthetic(pods, policies int, seed uint64) *policy.Snapshot {
 }
 
 func nsName(i int) string { return fmt.Sprintf("ns-%03d", i) }
+
+// SyntheticCluster adds n ClusterNetworkPolicies to s for benchmarks: Admin
+// and Baseline, priorities spread over 0-1000, subjects by namespace team
+// or pod app, and rules of every action over namespaces, pods and networks
+// peers with numbers, ranges and named ports. Deterministic per seed.
+func SyntheticCluster(s *policy.Snapshot, n int, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, seed^0x51f15e))
+	actions := []cnpv1beta1.ClusterNetworkPolicyRuleAction{"Accept", "Deny", "Pass"}
+	sel := func(kv string) *metav1.LabelSelector { return Sel(kv) }
+	protos := func() []cnpv1beta1.ClusterNetworkPolicyProtocol {
+		switch r.IntN(4) {
+		case 0:
+			return nil
+		case 1:
+			return []cnpv1beta1.ClusterNetworkPolicyProtocol{{TCP: &cnpv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnpv1beta1.Port{Number: 8080}}}}
+		case 2:
+			return []cnpv1beta1.ClusterNetworkPolicyProtocol{{TCP: &cnpv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnpv1beta1.Port{Range: &cnpv1beta1.PortRange{Start: 8000, End: 8100}}}},
+				{UDP: &cnpv1beta1.ClusterNetworkPolicyProtocolUDP{DestinationPort: &cnpv1beta1.Port{Number: 53}}}}
+		}
+		return []cnpv1beta1.ClusterNetworkPolicyProtocol{{DestinationNamedPort: "metrics"}}
+	}
+	for j := range n {
+		p := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cnp-%05d", j)}}
+		p.Spec.Tier = cnpv1beta1.AdminTier
+		if r.IntN(2) == 0 {
+			p.Spec.Tier = cnpv1beta1.BaselineTier
+		}
+		p.Spec.Priority = int32(r.IntN(1001))
+		if r.IntN(2) == 0 {
+			p.Spec.Subject.Namespaces = sel(fmt.Sprintf("team=team-%d", r.IntN(8)))
+		} else {
+			p.Spec.Subject.Pods = &cnpv1beta1.NamespacedPod{NamespaceSelector: *Sel(), PodSelector: *sel(fmt.Sprintf("app=app-%d", r.IntN(10)))}
+		}
+		for k := range 1 + r.IntN(3) {
+			from := []cnpv1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: sel("env=" + []string{"prod", "dev", "staging"}[r.IntN(3)])}}
+			if r.IntN(2) == 0 {
+				from = []cnpv1beta1.ClusterNetworkPolicyIngressPeer{{Pods: &cnpv1beta1.NamespacedPod{NamespaceSelector: *sel(fmt.Sprintf("team=team-%d", r.IntN(8))), PodSelector: *sel("tier=web")}}}
+			}
+			p.Spec.Ingress = append(p.Spec.Ingress, cnpv1beta1.ClusterNetworkPolicyIngressRule{Name: fmt.Sprintf("in-%d", k), Action: actions[r.IntN(3)], From: from, Protocols: protos()})
+		}
+		if r.IntN(2) == 0 {
+			p.Spec.Egress = append(p.Spec.Egress, cnpv1beta1.ClusterNetworkPolicyEgressRule{Name: "out", Action: actions[r.IntN(3)],
+				To: []cnpv1beta1.ClusterNetworkPolicyEgressPeer{{Networks: []cnpv1beta1.CIDR{cnpv1beta1.CIDR(fmt.Sprintf("10.%d.0.0/16", 128+r.IntN(4)))}}}})
+		}
+		s.ClusterPolicies = append(s.ClusterPolicies, p)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-netpol/kubectl-netpol/internal/cli"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/connrate"
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
@@ -58,54 +59,10 @@ type costMode struct {
 	agentCPU func(node framework.Node) (time.Duration, bool)
 }
 
-// TestCostConnectProcess is the connect-rate server or client that
-// BenchmarkInstalledAgentCost runs pinned inside a pod's network namespace;
-// it does nothing otherwise. Server: accept, write one byte, close. Client:
-// connect, read, close for NETPOL_COST_CRR_TIME; print the count.
-func TestCostConnectProcess(t *testing.T) {
-	mode := os.Getenv("NETPOL_COST_CRR")
-	if mode == "" {
-		t.Skip("run as a child of BenchmarkInstalledAgentCost")
-	}
-	addr := os.Getenv("NETPOL_COST_CRR_ADDR")
-	fail := func(err error) {
-		fmt.Println("error:", err)
-		os.Exit(1)
-	}
-	if mode == "server" {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			fail(err)
-		}
-		fmt.Println("ready")
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				fail(err)
-			}
-			c.Write([]byte{'x'})
-			c.Close()
-		}
-	}
-	d, err := time.ParseDuration(os.Getenv("NETPOL_COST_CRR_TIME"))
-	if err != nil {
-		fail(err)
-	}
-	n := 0
-	buf := make([]byte, 1)
-	for end := time.Now().Add(d); time.Now().Before(end); n++ {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			fail(err)
-		}
-		if _, err := c.Read(buf); err != nil {
-			fail(err)
-		}
-		c.Close()
-	}
-	fmt.Println(n)
-	os.Exit(0)
-}
+// TestConnectRateProcess is the connect-rate server or client that
+// BenchmarkInstalledAgentCost runs pinned inside a pod's network namespace
+// (internal/connrate); it does nothing on its own.
+func TestConnectRateProcess(t *testing.T) { connrate.Child(t) }
 
 // netpolB runs the plugin like `kubectl netpol ARGS` against the cluster.
 func netpolB(b testing.TB, c *framework.Cluster, args ...string) (string, error) {
@@ -412,9 +369,9 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		servers = append(servers, net.JoinHostPort(podA.Status.PodIP, strconv.Itoa(costSvcPort)))
 	}
 	for _, addr := range servers {
-		srv := pinned(nsA, costServerCPU, os.Args[0], "-test.run=^TestCostConnectProcess$", "-test.count=1")
-		srv.Env = append(os.Environ(), "NETPOL_COST_CRR=server", "NETPOL_COST_CRR_ADDR="+addr)
-		start(srv, "ready")
+		srv := pinned(nsA, costServerCPU, connrate.Args()...)
+		srv.Env = connrate.Env(connrate.Server, addr, 0)
+		start(srv, connrate.Ready)
 	}
 	start(pinned(nsA, costServerCPU, "iperf3", "-s", "-B", podA.Status.PodIP, "-p", strconv.Itoa(costIperfPort)), "")
 	time.Sleep(500 * time.Millisecond) // iperf3 -s prints nothing until a client comes
@@ -438,20 +395,20 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		return res.End.SumReceived.BitsPerSecond
 	}
 	clientCmd := func(addr string) *exec.Cmd {
-		cmd := pinned(nsC, costClientCPU, os.Args[0], "-test.run=^TestCostConnectProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "NETPOL_COST_CRR=client", "NETPOL_COST_CRR_ADDR="+addr, fmt.Sprintf("NETPOL_COST_CRR_TIME=%gs", secs))
+		cmd := pinned(nsC, costClientCPU, connrate.Args()...)
+		cmd.Env = connrate.Env(connrate.Client, addr, time.Duration(secs*float64(time.Second)))
 		return cmd
 	}
 	connectRate := func(addr string) float64 {
 		cmd := clientCmd(addr)
 		out, err := cmd.Output()
-		n, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+		n, perr := connrate.Connections(out)
 		if err != nil || perr != nil {
 			// One SYN that waits past the client's 1 s timeout (a loaded
 			// machine, a slow enforcer) ends the arm: measure it once more.
 			b.Logf("connect-rate client to %s: %v %v: %s; measuring again", addr, err, perr, out)
 			out, err = clientCmd(addr).Output()
-			if n, perr = strconv.Atoi(strings.TrimSpace(string(out))); err != nil || perr != nil {
+			if n, perr = connrate.Connections(out); err != nil || perr != nil {
 				b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
 			}
 		}

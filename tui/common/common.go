@@ -55,3 +55,13 @@ func Lines(s string, width, height int) string {
 
 // Width is the display width of s in cells.
 func Width(s string) int { return ansi.StringWidth(s) }
+
+// DrillMsg asks the root to show the flows table filtered on Filter (a `/`
+// expression, so the drill-down is visible and editable).
+type DrillMsg struct{ Filter string }
+
+// WorkloadPairFilter is the `/` filter of the flows between two workloads
+// as stats.WorkloadKey names them.
+func WorkloadPairFilter(src, dst string) string {
+	return "from-workload=" + src + " to-workload=" + dst
+}

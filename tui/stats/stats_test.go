@@ -60,19 +60,55 @@ func TestWindowCountsAndSlides(t *testing.T) {
 	}
 }
 
-// TestKeysAreBounded: pods that come and go do not grow memory without bound.
+// TestKeysAreBounded: pods that come and go do not grow memory without
+// bound: a key idle for the longest range is pruned, and no counter holds
+// more than MaxKeys.
 func TestKeysAreBounded(t *testing.T) {
 	s := stats.New()
 	maxKeys := 0
-	for sec := int64(0); sec < 1000; sec++ {
+	for sec := int64(0); sec < 2000; sec++ {
 		for i := range 20 {
 			s.Add(mk(sec, "a", "b", fmt.Sprintf("pod-%d-%d", sec, i), false))
 		}
 		maxKeys = max(maxKeys, s.Keys())
 	}
-	// 20 new pods a second, each with a pod key and a pair key, for
-	// Window seconds plus the prune interval, plus a handful of fixed keys.
-	if limit := 2*20*(stats.Window+6) + 10; maxKeys > limit {
+	// 20 new pods a second: a pod key, a pod-pair key and a workload-pair
+	// key (bare pods are their own workload) each, capped per counter,
+	// plus a handful of fixed keys.
+	if limit := 3*stats.MaxKeys + 10; maxKeys > limit {
 		t.Fatalf("stats held %d keys, want at most %d", maxKeys, limit)
+	}
+	if maxKeys < 2*stats.MaxKeys {
+		t.Fatalf("stats held at most %d keys: the test should reach the cap", maxKeys)
+	}
+	// The newest pods are still counted after evictions.
+	if c := s.Pod("b/pod-1999-3").Sum(s.Now()); c.Total() != 1 {
+		t.Fatalf("newest pod: %+v", c)
+	}
+}
+
+// TestRanges: the 5-minute and 1-hour ranges sum their steps.
+func TestRanges(t *testing.T) {
+	s := stats.New()
+	for sec := int64(3600); sec < 3600+600; sec++ {
+		s.Add(mk(sec, "a", "b", "db", sec%2 == 0))
+	}
+	five := s.Overall.Buckets(1, s.Now())
+	if len(five) != stats.Points {
+		t.Fatalf("%d buckets", len(five))
+	}
+	if last := five[len(five)-2]; last != (stats.Count{Allowed: 2, Denied: 3}) && last != (stats.Count{Allowed: 3, Denied: 2}) {
+		t.Fatalf("a 5 s step holds %+v", last)
+	}
+	hour := s.Overall.Buckets(2, s.Now())
+	var tot stats.Count
+	for _, c := range hour {
+		tot.Add(c)
+	}
+	if tot.Total() != 600 || hour[len(hour)-2].Total() != 60 {
+		t.Fatalf("1 h range: total %+v, a full minute %+v", tot, hour[len(hour)-2])
+	}
+	if c := s.Overall.Sum(s.Now()); c.Total() != stats.Window {
+		t.Fatalf("1 m sum %+v", c)
 	}
 }

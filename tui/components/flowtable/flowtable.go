@@ -26,14 +26,12 @@ type KeyMap struct {
 
 // DefaultKeyMap returns the table's default bindings.
 func DefaultKeyMap() KeyMap {
+	l := common.DefaultListKeys() // every list moves alike
 	return KeyMap{
-		Up:       key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "up")),
-		Down:     key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "down")),
-		PageUp:   key.NewBinding(key.WithKeys("pgup", "ctrl+u"), key.WithHelp("pgup", "page up")),
-		PageDown: key.NewBinding(key.WithKeys("pgdown", "ctrl+d"), key.WithHelp("pgdn", "page down")),
-		Top:      key.NewBinding(key.WithKeys("home", "g"), key.WithHelp("g", "oldest")),
-		Follow:   key.NewBinding(key.WithKeys("end", "G"), key.WithHelp("G", "follow tail")),
-		Pause:    key.NewBinding(key.WithKeys("space", "p"), key.WithHelp("space", "pause/resume")),
+		Up: l.Up, Down: l.Down, PageUp: l.PageUp, PageDown: l.PageDown,
+		Top:    key.NewBinding(key.WithKeys("home", "g"), key.WithHelp("g", "oldest")),
+		Follow: key.NewBinding(key.WithKeys("end", "G"), key.WithHelp("G", "follow tail")),
+		Pause:  key.NewBinding(key.WithKeys("space", "p"), key.WithHelp("space", "pause/resume")),
 	}
 }
 
@@ -314,4 +312,27 @@ func (m *Model) View() string {
 		b.WriteString(common.Fit(strings.Join(cells, " "), m.width))
 	}
 	return b.String()
+}
+
+// Mouse selects the clicked row (below the header) and scrolls with the
+// wheel; it reports whether the cursor moved.
+func (m *Model) Mouse(msg tea.MouseMsg) bool {
+	switch msg := msg.(type) {
+	case tea.MouseWheelMsg:
+		d := common.WheelDelta(msg)
+		if d != 0 {
+			m.move(d)
+		}
+		return d != 0
+	case tea.MouseClickMsg:
+		i := m.offset + msg.Y - 1
+		if msg.Button != tea.MouseLeft || msg.Y < 1 || i >= m.view.len() {
+			return false
+		}
+		m.cursor = i
+		m.follow = m.cursor >= m.view.len()-1
+		m.clamp()
+		return true
+	}
+	return false
 }

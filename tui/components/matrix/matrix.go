@@ -32,12 +32,12 @@ func (m *Model) ShortHelp() []key.Binding { return nil }
 
 // Axes returns the source namespaces (rows) and destination namespaces
 // (columns) with flows in the window, busiest first, and the counts.
-func (m *Model) Axes() (rows, cols []string, counts map[[2]string]stats.Count) {
+func (m *Model) Axes() (rows, cols []string, counts map[stats.Pair]stats.Count) {
 	counts = m.stats.NSPairs()
 	out, in := map[string]uint64{}, map[string]uint64{}
 	for k, c := range counts {
-		out[k[0]] += c.Total()
-		in[k[1]] += c.Total()
+		out[k.Src] += c.Total()
+		in[k.Dst] += c.Total()
 	}
 	return busiest(out), busiest(in), counts
 }
@@ -78,7 +78,7 @@ func (m *Model) View() string {
 	for _, src := range rowNS {
 		b.WriteString("\n" + common.Fit(src, labelW))
 		for _, dst := range colNS {
-			c := counts[[2]string{src, dst}]
+			c := counts[stats.Pair{Src: src, Dst: dst}]
 			b.WriteByte(' ')
 			switch {
 			case c.Total() == 0:

@@ -1,16 +1,28 @@
-// Package rates draws allowed/denied flows per second over the last minute
-// as two sparklines on one scale, for the whole cluster or for the scope of
-// the selected flow: its destination namespace, its destination pod, or its
-// source→destination pair. (ntcharts has no release for Bubble Tea v2, so the
-// bars are drawn here with block characters.)
+// Package rates is the allowed/denied chart: flows per second over a time
+// range (1 m, 5 m or 1 h, key r) for a scope (key s) taken from the selected
+// flow: the whole cluster, its destination namespace, its destination pod,
+// its source→destination pair, or the policy that decided it.
+//
+// The chart is drawn by asciigraph (github.com/guptarohit/asciigraph): it
+// returns a plain string (no Bubble Tea model, so it fits Bubble Tea v2 as
+// is), with a value axis, a time axis with formatted ticks and per-series
+// characters. ntcharts was looked at first: its newest release (v0.4.0)
+// builds on Bubble Tea v1 and lipgloss v1, so it would bring a second copy of
+// both and its models do not speak v2's messages.
+//
+// Allowed is drawn as a line and denied as dots, so the two read apart
+// without colour (NO_COLOR); the legend shows both marks.
 package rates
 
 import (
 	"fmt"
+	"math"
 	"strings"
+	"time"
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
+	"github.com/guptarohit/asciigraph"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/common"
@@ -26,11 +38,12 @@ const (
 	ScopeNamespace
 	ScopePod
 	ScopePair
+	ScopePolicy
 	numScopes
 )
 
 // KeyMap is the chart's bindings.
-type KeyMap struct{ Scope key.Binding }
+type KeyMap struct{ Scope, Range key.Binding }
 
 // Model is the rates chart.
 type Model struct {
@@ -38,6 +51,7 @@ type Model struct {
 	keys          KeyMap
 	stats         *stats.Stats
 	scope         Scope
+	rng           int // index into stats.Ranges
 	selected      *flowv1.Flow
 	width, height int
 }
@@ -45,7 +59,8 @@ type Model struct {
 // New returns a chart over st.
 func New(c *common.Common, st *stats.Stats) *Model {
 	return &Model{c: c, stats: st, keys: KeyMap{
-		Scope: key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "rates of all/ns/pod/pair")),
+		Scope: key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "chart cluster/ns/pod/pair/policy")),
+		Range: key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "chart range 1m/5m/1h")),
 	}}
 }
 
@@ -53,28 +68,37 @@ func New(c *common.Common, st *stats.Stats) *Model {
 func (m *Model) SetSize(w, h int) { m.width, m.height = w, h }
 
 // ShortHelp implements common.Component.
-func (m *Model) ShortHelp() []key.Binding { return []key.Binding{m.keys.Scope} }
+func (m *Model) ShortHelp() []key.Binding { return []key.Binding{m.keys.Scope, m.keys.Range} }
 
-// SetSelected sets the flow whose namespace, pod or pair is charted.
+// SetSelected sets the flow whose namespace, pod, pair or policy is charted.
 func (m *Model) SetSelected(f *flowv1.Flow) { m.selected = f }
 
 // Scope returns the current scope.
 func (m *Model) Scope() Scope { return m.scope }
 
+// Range returns the current range.
+func (m *Model) Range() stats.Range { return stats.Ranges[m.rng] }
+
 // Update handles the chart's keys and reports whether msg was one.
 func (m *Model) Update(msg tea.KeyPressMsg) bool {
-	if key.Matches(msg, m.keys.Scope) {
+	switch {
+	case key.Matches(msg, m.keys.Scope):
 		m.scope = (m.scope + 1) % numScopes
-		return true
+	case key.Matches(msg, m.keys.Range):
+		// Ranges past the live ones (24 h, 7 d) join here once a
+		// stats.History serves them.
+		m.rng = (m.rng + 1) % len(stats.Ranges)
+	default:
+		return false
 	}
-	return false
+	return true
 }
 
 // series returns the series and label of the current scope.
 func (m *Model) series() (*stats.Series, string) {
 	f := m.selected
 	if f == nil || m.scope == ScopeAll {
-		return &m.stats.Overall, "all flows"
+		return &m.stats.Overall, "cluster"
 	}
 	src := stats.EndpointKey(f.GetSource(), f.GetIp().GetSource())
 	dst := stats.EndpointKey(f.GetDestination(), f.GetIp().GetDestination())
@@ -84,56 +108,107 @@ func (m *Model) series() (*stats.Series, string) {
 		return m.stats.Namespace(ns), "namespace " + ns
 	case ScopePod:
 		return m.stats.Pod(dst), "pod " + dst
+	case ScopePolicy:
+		refs := stats.Deciders(f)
+		if len(refs) == 0 {
+			return nil, "policy (none decided this flow)"
+		}
+		k := stats.PolicyKey(refs[0])
+		return m.stats.Policy(k), "policy " + k
 	default:
-		return m.stats.Pair(src, dst), src + " → " + dst
+		return m.stats.Pair(src, dst), "pair " + src + " → " + dst
 	}
 }
 
-// Spark renders counts as block characters scaled to peak.
-func Spark(counts []uint64, peak uint64) string {
-	const levels = " ▁▂▃▄▅▆▇█"
-	lv := []rune(levels)
-	var b strings.Builder
-	for _, c := range counts {
-		i := 0
-		if c > 0 && peak > 0 {
-			i = 1 + int(c*uint64(len(lv)-2)/peak)
-		}
-		b.WriteRune(lv[min(i, len(lv)-1)])
-	}
-	return b.String()
-}
+// Legend names the marks: allowed is a line, denied dots.
+const Legend = "── allowed  •• denied"
 
 // View implements common.Component.
 func (m *Model) View() string {
-	st := m.c.Styles
-	s, label := m.series()
-	const labelW = 9 // "denied  " + space
-	n := min(stats.Window, max(m.width-labelW-8, 1))
-	now := m.stats.Now()
-	counts := s.Last(now, n)
-	allowed := make([]uint64, n)
-	denied := make([]uint64, n)
-	var peak uint64
-	for i, c := range counts {
-		allowed[i], denied[i] = c.Allowed, c.Denied
-		peak = max(peak, c.Allowed, c.Denied)
-	}
-	sum := s.Sum(now)
-	lines := []string{
-		st.Title.Render("Rates/s") + " " + label,
-		fmt.Sprintf("%-8s %s %s", "allowed", st.Allowed.Render(Spark(allowed, peak)), fmtRate(allowed)),
-		fmt.Sprintf("%-8s %s %s", "denied", st.Denied.Render(Spark(denied, peak)), fmtRate(denied)),
-		st.Dim.Render(fmt.Sprintf("%-8s %-*s", "", n, fmt.Sprintf("-%ds  peak %d/s", n, peak))),
-		fmt.Sprintf("last %ds: %d allowed, %d denied", stats.Window, sum.Allowed, sum.Denied),
-	}
-	return common.Lines(strings.Join(lines, "\n"), m.width, m.height)
-}
-
-// fmtRate is the last complete second's count (the newest second may still be filling).
-func fmtRate(c []uint64) string {
-	if len(c) < 2 {
+	if m.width <= 0 || m.height <= 0 {
 		return ""
 	}
-	return fmt.Sprintf("%d", c[len(c)-2])
+	st := m.c.Styles
+	s, label := m.series()
+	r := stats.Ranges[m.rng]
+	title := st.Title.Render("Flows/s") + " " + label + st.Dim.Render(" · last "+r.Name+" (r) · ") +
+		st.Allowed.Render("──") + " allowed " + st.Denied.Render("••") + " denied"
+	buckets := s.Buckets(m.rng, m.stats.Now())
+	step := r.Step.Seconds()
+	allowed, denied := make([]float64, len(buckets)), make([]float64, len(buckets))
+	peak := 0.0
+	var sum stats.Count
+	for i, c := range buckets {
+		allowed[i], denied[i] = float64(c.Allowed)/step, float64(c.Denied)/step
+		peak = max(peak, allowed[i], denied[i])
+		sum.Add(c)
+	}
+	rows := m.height - 3 // title, time axis, its labels
+	if rows < 2 {
+		// Too short for a chart: one line of totals.
+		return common.Lines(title+"\n"+totals(sum, r), m.width, m.height)
+	}
+	yFmt := valueFormatter(peak)
+	labelW := max(len(yFmt(0)), len(yFmt(max(peak, 1))))
+	plotW := max(m.width-labelW-4, 10)
+	span := r.Span()
+	// Denied first so the allowed line is drawn over it: where both are
+	// zero the baseline reads as a line, not a row of dots.
+	chart := asciigraph.PlotMany([][]float64{denied, allowed},
+		asciigraph.Height(rows-1), asciigraph.Width(plotW),
+		asciigraph.LowerBound(0), asciigraph.UpperBound(max(peak, 1)),
+		asciigraph.Offset(2),
+		asciigraph.SeriesChars(asciigraph.CreateCharSet("•"), asciigraph.DefaultCharSet),
+		asciigraph.SeriesColors(asciigraph.Red, asciigraph.Green),
+		asciigraph.YAxisValueFormatter(yFmt),
+		asciigraph.XAxisRange(-span.Seconds(), 0),
+		asciigraph.XAxisTickCount(ticks(r, plotW)),
+		asciigraph.XAxisValueFormatter(func(v float64) string { return agoLabel(v, span) }))
+	return common.Lines(title+"\n"+chart, m.width, m.height)
+}
+
+func totals(sum stats.Count, r stats.Range) string {
+	return fmt.Sprintf("last %s: %d allowed, %d denied", r.Name, sum.Allowed, sum.Denied)
+}
+
+// valueFormatter labels the value axis in flows per second, with a decimal
+// when the peak is small enough for the steps to need one.
+func valueFormatter(peak float64) func(float64) string {
+	return func(v float64) string {
+		switch {
+		case peak >= 10000:
+			return fmt.Sprintf("%.0fk/s", v/1000)
+		case peak >= 10:
+			return fmt.Sprintf("%.0f/s", v)
+		}
+		return fmt.Sprintf("%.1f/s", v)
+	}
+}
+
+// ticks picks a tick count that lands on round times (every quarter of
+// 1 m or 1 h, every minute of 5 m), fewer when the plot is narrow.
+func ticks(r stats.Range, plotW int) int {
+	n := 5
+	if r.Span() == 5*time.Minute {
+		n = 6
+	}
+	if plotW < 40 {
+		n = 3
+	}
+	return n
+}
+
+// agoLabel labels a time-axis tick v seconds before the newest step.
+func agoLabel(v float64, span time.Duration) string {
+	if math.Abs(v) < 0.5 {
+		return "now"
+	}
+	if span <= time.Minute {
+		return fmt.Sprintf("%.0fs", v)
+	}
+	m := v / 60
+	if m == math.Trunc(m) {
+		return fmt.Sprintf("%.0fm", m)
+	}
+	return strings.TrimSuffix(fmt.Sprintf("%.1fm", m), ".0m")
 }

@@ -1,6 +1,7 @@
 // Package statusbar is the bottom line: the source (nodes connected and the
 // unreachable ones, or the replayed file), a client/agent version skew
-// warning, flows per second, flows held, events lost, and the mode
+// warning, the nodes whose agent is not (or partially) enforcing because
+// the CNI's datapath bypasses it, flows per second, flows held, events lost, and the mode
 // (following, scrolling, paused) and display filter. When the line is too
 // narrow the node part (with an unreachable node's reason) is cut first.
 package statusbar
@@ -55,6 +56,10 @@ func (m *Model) UpdateNodes(states []flow.NodeState) {
 		if s.Version == "" {
 			s.Version = m.nodes[s.Node].Version
 		}
+		if s.Enforcement == "" {
+			old := m.nodes[s.Node]
+			s.CNI, s.Enforcement, s.EnforcementDetail = old.CNI, old.Enforcement, old.EnforcementDetail
+		}
 		m.nodes[s.Node] = s
 	}
 }
@@ -77,6 +82,34 @@ func (m *Model) Skew() (short, advice string) {
 		}
 	}
 	return "", ""
+}
+
+// Unenforced returns a short warning naming the nodes whose agent says pod
+// traffic bypasses it (not, or partially, enforcing); "" when none.
+func (m *Model) Unenforced() string {
+	var not, partly []string
+	for _, n := range slices.Sorted(maps.Keys(m.nodes)) {
+		switch m.nodes[n].Enforcement {
+		case "not enforcing":
+			not = append(not, n)
+		case "partially enforcing":
+			partly = append(partly, n)
+		}
+	}
+	say := func(state string, nodes []string) string {
+		if len(nodes) == 1 {
+			return fmt.Sprintf("%s: %s (%s)", state, nodes[0], m.nodes[nodes[0]].CNI)
+		}
+		return fmt.Sprintf("%s: %d nodes", state, len(nodes))
+	}
+	var parts []string
+	if len(not) > 0 {
+		parts = append(parts, say("not enforcing", not))
+	}
+	if len(partly) > 0 {
+		parts = append(parts, say("partially enforcing", partly))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // SetDone records that the source ended, and why.
@@ -106,6 +139,11 @@ func (m *Model) Notes() []string {
 	_, down := m.Nodes()
 	for _, n := range down {
 		out = append(out, fmt.Sprintf("node %s unreachable (retrying): %s", n, m.nodes[n].Err))
+	}
+	for _, n := range slices.Sorted(maps.Keys(m.nodes)) {
+		if s := m.nodes[n]; s.Enforcement != "" && s.Enforcement != "enforcing" {
+			out = append(out, fmt.Sprintf("node %s %s: %s", n, s.Enforcement, s.EnforcementDetail))
+		}
 	}
 	return out
 }
@@ -138,6 +176,11 @@ func (m *Model) View() string {
 	head := " " + m.Mode + " │ "
 	if skew, _ := m.Skew(); skew != "" {
 		head += "⚠ " + skew + " │ "
+	}
+	// Never implied enforcement: a node whose CNI takes pod traffic past
+	// the agent says so before anything else.
+	if w := m.Unenforced(); w != "" {
+		head += "⚠ " + w + " │ "
 	}
 	tail := ""
 	if m.Filter != "" {

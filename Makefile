@@ -77,6 +77,14 @@ bench-policy: ## Policy engine benchmarks at 10k pods / 2k policies and the 1k x
 bench-peers: ## Ours vs np-guard/netpol-analyzer on the same 10k-pod / 2k-policy input: load, one query, 10k queries, memory, check -f end to end (figures: docs/perf.md)
 	cd bench/peers && GONOSUMDB=github.com/np-guard/models $(GO) test -run 'TestVerdictsAgree|TestCheckFilesAgree' -v -bench . -benchtime 2s -count 3 .
 
+# The same-run datapath comparison with kube-router v2.1.0 on the test cluster (root, takes the
+# cluster: run it under the machine's cluster lock). kube-router is built outside the product's
+# go.mod (hack/cluster/build-peers.sh). PEERS_ROUNDS, PEERS_SECS, PEERS_CHANGES; PEERS_SMOKE=1
+# is the short check (~10 min).
+.PHONY: bench-peers-datapath
+bench-peers-datapath: ## none / kube-router / netpol on the 3-node cluster: connect rate (pod IP, ClusterIP), iperf3, policy change at 100 and 1000 policies (figures: docs/perf.md)
+	hack/bench-peers-datapath.sh
+
 .PHONY: fuzz-policy
 fuzz-policy: ## Fuzz the policy engine against its reference evaluator, FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzEvaluate$$' -fuzztime $(or $(FUZZTIME),60s) ./policy/

@@ -11,6 +11,7 @@ packages=(
   tmux                                   # the TUI tested in a real terminal
   iperf3                                 # datapath throughput A/B (probe: BenchmarkDatapathAB)
   bash-static                            # the conformance suites' agnhost image (its pods run /bin/bash)
+  ipset                                  # kube-router, the peer of make bench-peers-datapath
   protobuf-compiler libprotobuf-dev      # make proto: flow/v1 (protoc + well-known .proto includes)
 )
 

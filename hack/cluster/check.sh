@@ -46,6 +46,11 @@ for ipt in iptables ip6tables iptables-legacy ip6tables-legacy; do
   done
 done
 
+# kube-router (make bench-peers-datapath) runs in the nodes; its ipsets must not be on the host.
+if command -v ipset >/dev/null; then
+  while read -r s; do found "ipset $s"; done < <(ipset list -n 2>/dev/null | grep -E '^(inet6:)?KUBE-(SRC|DST)-' || true)
+fi
+
 # cgroups.
 while read -r c; do found "cgroup $c"; done < <(find /sys/fs/cgroup -maxdepth 2 -type d -name 'kubepods*' 2>/dev/null || true)
 

@@ -19,6 +19,7 @@ CNI_FLANNEL_VERSION=v0.9.1      # the flannel CNI plugin (containernetworking/pl
 NETPOL_API_VERSION=v0.3.0       # sigs.k8s.io/network-policy-api: ClusterNetworkPolicy CRDs and suite
 CNP_AGNHOST_TAG=2.45            # the agnhost its suite runs...
 CNP_AGNHOST_KUBE_VERSION=v1.29.0  # ...built from this release's test/images/agnhost (VERSION 2.45)
+KUBE_ROUTER_VERSION=v2.1.0      # the peer enforcer of make bench-peers-datapath (hack/cluster/build-peers.sh)
 
 # Binaries cache (git-ignored). NETPOL_CLUSTER_CACHE moves it, e.g. to share it between clones.
 CACHE_DIR="${NETPOL_CLUSTER_CACHE:-$REPO_ROOT/.cache/cluster}"

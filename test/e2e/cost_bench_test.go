@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -34,6 +36,10 @@ const (
 	costClientCPU = "0"
 	costServerCPU = "1"
 	costCRRPort   = 9080
+	// The ClusterIP arm's server: its own port, so its connections' reply
+	// tuples (a:port -> c:client port) never clash in conntrack with the
+	// pod-IP arm's, whose client ports it reuses; a clash drops the SYN.
+	costSvcPort   = 9081
 	costIperfPort = 5201
 )
 
@@ -42,8 +48,12 @@ const (
 // mode whose setup installs it and whose teardown removes it.
 type costMode struct {
 	name string
-	// setup prepares the node (install or uninstall the agent with flags).
+	// setup prepares the node (install or uninstall the agent with flags,
+	// start a peer); the previous mode's teardown ran before it.
 	setup func(b *testing.B, c *framework.Cluster)
+	// teardown, when set, removes what setup started before another mode's
+	// setup (a peer enforcer, whose rules must not stay).
+	teardown func(b *testing.B, c *framework.Cluster)
 	// agentCPU reports the enforcer's CPU time on the node so far (0,
 	// false: none runs).
 	agentCPU func(node framework.Node) (time.Duration, bool)
@@ -91,16 +101,77 @@ func agentProcessCPU(node framework.Node) (time.Duration, bool) {
 	pids := agentPIDs(node)
 	var total time.Duration
 	for _, pid := range pids {
-		raw, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-		ut, _ := strconv.Atoi(f[11])
-		st, _ := strconv.Atoi(f[12])
-		total += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+		cpu, _ := framework.ProcessCPU(pid)
+		total += cpu
 	}
 	return total, len(pids) > 0
+}
+
+// uninstallAgent removes the agent (no enforcer, or before a peer runs).
+func uninstallAgent(b testing.TB, c *framework.Cluster) {
+	if out, err := netpolB(b, c, "uninstall", "--timeout", "2m"); err != nil {
+		b.Fatalf("kubectl netpol uninstall: %v\n%s", err, out)
+	}
+}
+
+// kubeRouterMode is the peer: kube-router v2.1.0's network-policy
+// controller alone on every node (iptables + ipset), the agent uninstalled
+// first; its setup returns once its rules for every policy are in place,
+// its teardown kills it and proves its rules and ipsets gone.
+func kubeRouterMode() costMode {
+	var kr *framework.KubeRouter
+	return costMode{name: "kube-router",
+		setup: func(b *testing.B, c *framework.Cluster) {
+			uninstallAgent(b, c)
+			kr = c.StartKubeRouter(b)
+			kr.WaitSynced(b, c, 5*time.Minute)
+			kr.ExpectGuardsIntact(b)
+		},
+		teardown: func(b *testing.B, c *framework.Cluster) {
+			if kr == nil {
+				return
+			}
+			kr.ExpectGuardsIntact(b)
+			kr.Stop(b)
+			kr = nil
+		},
+		agentCPU: func(node framework.Node) (time.Duration, bool) {
+			if kr == nil {
+				return 0, false
+			}
+			return kr.CPU(node)
+		}}
+}
+
+// costModes are the modes NETPOL_COST_MODES names (comma-separated, in
+// order), or all but the peer.
+func costModes(b *testing.B, smoke bool) []costMode {
+	all := []costMode{
+		{name: "none", setup: func(b *testing.B, c *framework.Cluster) { uninstallAgent(b, c) }},
+		installMode("defaults"),
+		installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
+		installMode("no-anti-spoofing", "--anti-spoofing=false"),
+		kubeRouterMode(),
+	}
+	names := []string{"none", "defaults", "no-flow-end-summaries", "no-anti-spoofing"}
+	if smoke {
+		names = names[:2]
+	}
+	if s := os.Getenv("NETPOL_COST_MODES"); s != "" {
+		names = strings.Split(s, ",")
+	}
+	var modes []costMode
+	for _, name := range names {
+		i := slices.IndexFunc(all, func(m costMode) bool { return m.name == name })
+		if i < 0 {
+			b.Fatalf("NETPOL_COST_MODES: no mode %q (have none, defaults, no-flow-end-summaries, no-anti-spoofing, kube-router)", name)
+		}
+		modes = append(modes, all[i])
+	}
+	if len(modes) == 0 || modes[0].name != "none" {
+		b.Fatalf("NETPOL_COST_MODES=%s: the first mode must be none (the ratios' baseline)", os.Getenv("NETPOL_COST_MODES"))
+	}
+	return modes
 }
 
 // agentPeakRSS is the highest resident set (VmHWM) of the node's
@@ -165,7 +236,7 @@ func costPolicies(ns string, n int) []*networkingv1.NetworkPolicy {
 		out = append(out, p)
 	}
 	// 80: the netprobe server's, for the reachability check before each arm.
-	both := append(append(port(costCRRPort), port(costIperfPort)...), port(80)...)
+	both := append(append(append(port(costCRRPort), port(costSvcPort)...), port(costIperfPort)...), port(80)...)
 	out = append(out,
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "a-from-c"}, Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: sel("a"), PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
@@ -201,6 +272,13 @@ func costMedian(v []float64) float64 {
 // space; the kernel side shows in the rate). The load average at the start
 // and end is reported: this machine is shared.
 //
+// NETPOL_COST_MODES picks the modes (none first; kube-router is the peer
+// of make bench-peers-datapath: one enforcer at a time, each removed before
+// the next mode's set-up), NETPOL_COST_POLICIES the number of policies, and
+// NETPOL_COST_CLUSTERIP=1 adds the connect rate through a ClusterIP Service
+// (kube-proxy's DNAT, then the enforcer) to the pod-IP one, and
+// NETPOL_COST_ROUNDS the number of rounds in one -benchtime 1x run.
+//
 // Both pods run on the first node; on a cluster of namespace nodes
 // (NODES=N) the processes enter that node's namespaces (nsenter) and the
 // agent's CPU is that node's agent's. It reinstalls and finally uninstalls
@@ -227,18 +305,17 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	if s := os.Getenv("NETPOL_COST_SECS"); s != "" {
 		secs, _ = strconv.ParseFloat(s, 64)
 	}
-	none := costMode{name: "none", setup: func(b *testing.B, c *framework.Cluster) {
-		if out, err := netpolB(b, c, "uninstall", "--timeout", "2m"); err != nil {
-			b.Fatalf("kubectl netpol uninstall: %v\n%s", err, out)
-		}
-	}}
-	modes := []costMode{none, installMode("defaults")}
-	if !smoke {
-		modes = append(modes,
-			installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
-			installMode("no-anti-spoofing", "--anti-spoofing=false"))
+	if n, err := strconv.Atoi(os.Getenv("NETPOL_COST_POLICIES")); err == nil && n >= 0 {
+		policies = n
 	}
-	b.Cleanup(func() { none.setup(b, c) })
+	modes := costModes(b, smoke)
+	var current *costMode
+	b.Cleanup(func() {
+		if current != nil && current.teardown != nil {
+			current.teardown(b, c)
+		}
+		uninstallAgent(b, c)
+	})
 
 	ns := c.NewNamespace(b, "cost")
 	ctx := framework.Context(b, 5*time.Minute)
@@ -285,9 +362,17 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 	}
 	crrAddr := net.JoinHostPort(podA.Status.PodIP, strconv.Itoa(costCRRPort))
-	srv := pinned(nsA, costServerCPU, connrate.Args()...)
-	srv.Env = connrate.Env(connrate.Server, crrAddr, 0)
-	start(srv, connrate.Ready)
+	svcAddr := ""
+	servers := []string{crrAddr}
+	if os.Getenv("NETPOL_COST_CLUSTERIP") != "" {
+		svcAddr = costService(b, c, ns, podC, costSvcPort)
+		servers = append(servers, net.JoinHostPort(podA.Status.PodIP, strconv.Itoa(costSvcPort)))
+	}
+	for _, addr := range servers {
+		srv := pinned(nsA, costServerCPU, connrate.Args()...)
+		srv.Env = connrate.Env(connrate.Server, addr, 0)
+		start(srv, connrate.Ready)
+	}
 	start(pinned(nsA, costServerCPU, "iperf3", "-s", "-B", podA.Status.PodIP, "-p", strconv.Itoa(costIperfPort)), "")
 	time.Sleep(500 * time.Millisecond) // iperf3 -s prints nothing until a client comes
 
@@ -309,21 +394,37 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 		return res.End.SumReceived.BitsPerSecond
 	}
-	connectRate := func() float64 {
+	clientCmd := func(addr string) *exec.Cmd {
 		cmd := pinned(nsC, costClientCPU, connrate.Args()...)
-		cmd.Env = connrate.Env(connrate.Client, crrAddr, time.Duration(secs*float64(time.Second)))
+		cmd.Env = connrate.Env(connrate.Client, addr, time.Duration(secs*float64(time.Second)))
+		return cmd
+	}
+	connectRate := func(addr string) float64 {
+		cmd := clientCmd(addr)
 		out, err := cmd.Output()
 		n, perr := connrate.Connections(out)
 		if err != nil || perr != nil {
-			b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
+			// One SYN that waits past the client's 1 s timeout (a loaded
+			// machine, a slow enforcer) ends the arm: measure it once more.
+			b.Logf("connect-rate client to %s: %v %v: %s; measuring again", addr, err, perr, out)
+			out, err = clientCmd(addr).Output()
+			if n, perr = connrate.Connections(out); err != nil || perr != nil {
+				b.Fatalf("connect-rate client: %v %v: %s", err, perr, out)
+			}
 		}
 		return float64(n) / secs
 	}
 
-	type result struct{ cps, bps, cpuPerConn float64 }
+	type result struct{ cps, svcCPS, bps, cpuPerConn float64 }
 	res := map[string][]result{}
 	load0 := loadAverage()
-	for round := 0; round < b.N; round++ {
+	// -benchtime Nx (N > 1) runs the whole benchmark once with b.N = 1
+	// first, set-up included; NETPOL_COST_ROUNDS with -benchtime 1x does not.
+	rounds := b.N
+	if n, err := strconv.Atoi(os.Getenv("NETPOL_COST_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	for round := 0; round < rounds; round++ {
 		order := append([]costMode(nil), modes...)
 		for i := len(modes) - 1; i >= 0; i-- {
 			order = append(order, modes[i])
@@ -332,9 +433,18 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			order = modes
 		}
 		for _, m := range order {
-			m.setup(b, c)
+			// A B B A: the second B measures the state the first set up.
+			if current == nil || current.name != m.name {
+				if current != nil && current.teardown != nil {
+					current.teardown(b, c)
+				}
+				m.setup(b, c)
+				current = &m
+			}
 			// Policy applied and traffic flowing before measuring.
 			c.ExpectReachable(b, podC, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
+			// TCP 81: netprobe listens, no policy admits it.
+			expectReachability(b, c, podC, framework.Target{Host: podA.Status.PodIP, Port: 81, Protocol: "tcp"}, m.name == "none", "mode "+m.name)
 			var r result
 			r.bps = iperf()
 			var cpu0 time.Duration
@@ -342,14 +452,17 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			if m.agentCPU != nil {
 				cpu0, measured = agentCPU(m)
 			}
-			r.cps = connectRate()
+			r.cps = connectRate(crrAddr)
 			if measured {
 				time.Sleep(time.Second) // the summaries of the last connections
 				cpu1, _ := agentCPU(m)
 				r.cpuPerConn = float64((cpu1 - cpu0).Nanoseconds()) / (r.cps * secs)
 			}
-			b.Logf("round %d %s: %.0f conn/s, %.2f Gbit/s, agent %.1f µs CPU/conn, load %.2f",
-				round, m.name, r.cps, r.bps/1e9, r.cpuPerConn/1e3, loadAverage())
+			if svcAddr != "" {
+				r.svcCPS = connectRate(svcAddr)
+			}
+			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, load %.2f",
+				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, loadAverage())
 			res[m.name] = append(res[m.name], r)
 		}
 	}
@@ -361,23 +474,63 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		return costMedian(v)
 	}
 	cps := func(r result) float64 { return r.cps }
+	svcCPS := func(r result) float64 { return r.svcCPS }
 	bps := func(r result) float64 { return r.bps }
-	baseCPS, baseBPS := pick("none", cps), pick("none", bps)
+	baseCPS, baseSvcCPS, baseBPS := pick("none", cps), pick("none", svcCPS), pick("none", bps)
 	for _, m := range modes {
 		b.ReportMetric(pick(m.name, cps), "conn/s-"+m.name)
 		b.ReportMetric(pick(m.name, bps)/1e9, "Gbit/s-"+m.name)
+		if svcAddr != "" {
+			b.ReportMetric(pick(m.name, svcCPS), "conn/s-clusterip-"+m.name)
+		}
 		if m.name == "none" {
 			continue
 		}
 		b.ReportMetric(pick(m.name, cps)/baseCPS, "connect-ratio-"+m.name)
+		if svcAddr != "" {
+			b.ReportMetric(pick(m.name, svcCPS)/baseSvcCPS, "connect-ratio-clusterip-"+m.name)
+		}
 		b.ReportMetric(pick(m.name, bps)/baseBPS, "iperf3-ratio-"+m.name)
 		b.ReportMetric(pick(m.name, func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
 	}
 	b.ReportMetric(load0, "load-start")
 	b.ReportMetric(loadAverage(), "load-end")
-	if smoke && pick("defaults", cps)/baseCPS < 0.5 {
+	if smoke && slices.ContainsFunc(modes, func(m costMode) bool { return m.name == "defaults" }) && pick("defaults", cps)/baseCPS < 0.5 {
 		b.Errorf("the agent halves the connect rate or worse: %.0f vs %.0f conn/s", pick("defaults", cps), baseCPS)
 	}
+}
+
+// expectReachability waits up to 15 s for from -> target to be reachable
+// (or not) and fails t otherwise. The benchmarks check each mode with it: an
+// enforcer that enforces nothing would look free, and one whose rules
+// outlived it would slow "none".
+func expectReachability(t testing.TB, c *framework.Cluster, from *corev1.Pod, target framework.Target, reachable bool, stage string) {
+	t.Helper()
+	var r framework.ProbeResult
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if r = c.ProbeWithTimeout(t, from, time.Second, target)[0]; r.OK == reachable {
+			return
+		}
+	}
+	t.Fatalf("%s: %s/%s -> %s reachable=%v, want %v: %+v", stage, from.Namespace, from.Name, target, r.OK, reachable, r)
+}
+
+// costService is a ClusterIP Service in ns for pod a's port (and the
+// netprobe's 80); it returns the port's address once client reaches a's 80
+// through the Service (kube-proxy has programmed it).
+func costService(b *testing.B, c *framework.Cluster, ns string, client *corev1.Pod, port int) string {
+	ctx := framework.Context(b, time.Minute)
+	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "a"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "a"}, Ports: []corev1.ServicePort{
+			{Name: "load", Port: int32(port), TargetPort: intstr.FromInt32(int32(port)), Protocol: corev1.ProtocolTCP},
+			{Name: "probe", Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		b.Fatalf("creating Service a: %v", err)
+	}
+	c.ExpectReachable(b, client, framework.Target{Host: svc.Spec.ClusterIP, Port: 80, Protocol: "tcp"})
+	return net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(port))
 }
 
 // startChild starts cmd, stopped (killed) with the benchmark, and returns its stdout.

@@ -28,7 +28,13 @@ const (
 // namespace must see 0 packets from the pod range, while it does count the node's own probe.
 func TestPodCannotReachOutside(t *testing.T) {
 	framework.RequireRoot(t)
-	c := framework.Connect(t)
+	expectPodCannotReachOutside(t, framework.Connect(t), nil)
+}
+
+// expectPodCannotReachOutside is TestPodCannotReachOutside's check; prepare,
+// when set, runs on the escaping pod's namespace before the pod starts
+// (policies for an enforcer under test).
+func expectPodCannotReachOutside(t *testing.T, c *framework.Cluster, prepare func(ns string)) {
 
 	id := strconv.Itoa(rand.IntN(1 << 20))
 	nsName, hostVeth := "npe2e-outside-"+id, "npe2eh"+id
@@ -68,7 +74,10 @@ func TestPodCannotReachOutside(t *testing.T) {
 	}
 
 	ns := c.NewNamespace(t, "outside")
-	pod := c.StartProbe(t, ns, "escaper", nil)
+	if prepare != nil {
+		prepare(ns)
+	}
+	pod := c.StartProbe(t, ns, "escaper", map[string]string{"app": "escaper"})
 	targets := []framework.Target{
 		{Host: outsideIP, Port: 80, Protocol: "tcp"},
 		{Host: outsideIP, Port: 53, Protocol: "udp"},

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -64,17 +65,36 @@ func TestPolicyProbeProcess(t *testing.T) {
 // p99 of both over NETPOL_LATENCY_CHANGES (default 200) changes of each kind, in one
 // invocation (-benchtime 1x: the set-up is too heavy to repeat for b.N).
 //
+// NETPOL_LATENCY_POLICIES sets the number of policies (default 1000);
+// NETPOL_LATENCY_ENFORCER=kube-router measures the peer instead of the agent
+// (make bench-peers-datapath): the agent uninstalled, kube-router's
+// network-policy controller on every node, removed (and proved gone) at the
+// end.
+//
 //	sudo KUBECONFIG=$PWD/.cluster/kubeconfig NETPOL_AGENT_IMAGE=... go test -tags e2e ./test/e2e \
 //	  -run '^$' -bench PolicyChangeEnforced -benchtime 1x -timeout 30m -v
 func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	c := framework.Connect(b)
 	framework.RequireRoot(b)
-	if out, err := netpolB(b, c, "install", "--image", framework.AgentImage(b), "--timeout", "3m", "--pprof"); err != nil {
-		b.Fatalf("kubectl netpol install: %v\n%s", err, out)
+	policies := 1000
+	if n, err := strconv.Atoi(os.Getenv("NETPOL_LATENCY_POLICIES")); err == nil && n >= 0 {
+		policies = n
+	}
+	enforcer := cmp.Or(os.Getenv("NETPOL_LATENCY_ENFORCER"), "netpol")
+	var peer *framework.KubeRouter
+	switch enforcer {
+	case "netpol":
+		if out, err := netpolB(b, c, "install", "--image", framework.AgentImage(b), "--timeout", "3m", "--pprof"); err != nil {
+			b.Fatalf("kubectl netpol install: %v\n%s", err, out)
+		}
+	case "kube-router":
+		uninstallAgent(b, c)
+	default:
+		b.Fatalf("NETPOL_LATENCY_ENFORCER=%s: use netpol or kube-router", enforcer)
 	}
 	ns := c.NewNamespace(b, "latency")
 	ctx := framework.Context(b, 30*time.Minute)
-	var allow = costPolicies(ns, 1000)
+	var allow = costPolicies(ns, policies)
 	for _, p := range allow {
 		if _, err := c.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
@@ -84,6 +104,11 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	pl := framework.Placements()[len(framework.Placements())-1]
 	podA := c.StartProbeOn(b, ns, "a", map[string]string{"app": "a"}, pl.Server)
 	podC := c.StartProbeOn(b, ns, "c", map[string]string{"app": "c"}, pl.Client)
+	if enforcer == "kube-router" {
+		peer = c.StartKubeRouter(b)
+		peer.WaitSynced(b, c, 5*time.Minute)
+		peer.ExpectGuardsIntact(b)
+	}
 	c.ExpectReachable(b, podC, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
 	nsC, nodeC := framework.PodNetns(b, podC.Status.PodIP)
 
@@ -167,6 +192,12 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	b.ReportMetric(q(deny, 0.99), "deny-p99-ms")
 	b.ReportMetric(q(permit, 0.5), "allow-p50-ms")
 	b.ReportMetric(q(permit, 0.99), "allow-p99-ms")
+	if peer != nil {
+		peer.ExpectGuardsIntact(b)
+		peer.Stop(b)
+		b.Logf("kube-router, %d policies: %s, %d changes of each kind, load %.2f", len(allow), pl.Name, len(deny), loadAverage())
+		return
+	}
 	server := framework.NodeByName(b, pl.Server)
 	b.ReportMetric(agentPeakRSS(server), "server-agent-peak-rss-MiB")
 	if path := os.Getenv("NETPOL_LATENCY_HEAP"); path != "" {

@@ -20,6 +20,8 @@ cd "$REPO_ROOT"
 log "building the test OpenTelemetry Collector (test/otelcol)"
 $GO build -C test/otelcol -o "$BIN_DIR/otelcol" .
 export NETPOL_OTELCOL="$BIN_DIR/otelcol"
+# kube-router, the peer enforcer TestKubeRouterPeer starts and proves gone (cached by stamp).
+"$REPO_ROOT/hack/cluster/build-peers.sh"
 # shellcheck disable=SC2086
 KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" $GO test -tags e2e -count=1 -timeout 30m ${E2E_ARGS:-} ./test/e2e/... ./tui
 if [[ -z ${E2E_ARGS:-} ]]; then

@@ -54,14 +54,24 @@ func (s *tmuxSession) screen(escapes bool) string {
 // waitFor polls the screen until cond holds, failing with the screen after 10 s.
 func (s *tmuxSession) waitFor(what string, cond func(screen string) bool) string {
 	s.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	scr, ok := s.poll(10*time.Second, cond)
+	if !ok {
+		s.t.Fatalf("timed out waiting for %s; screen:\n%s", what, scr)
+	}
+	return scr
+}
+
+// poll polls the screen until cond holds or d passes, returning the last
+// screen and whether cond held.
+func (s *tmuxSession) poll(d time.Duration, cond func(screen string) bool) (string, bool) {
+	deadline := time.Now().Add(d)
 	for {
 		scr := s.screen(false)
 		if cond(scr) {
-			return scr
+			return scr, true
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("timed out waiting for %s; screen:\n%s", what, scr)
+			return scr, false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

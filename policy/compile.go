@@ -23,12 +23,32 @@ const (
 	FirstPodIdentity uint32 = 256
 )
 
-// RuleNodeTraffic is the rule ID of the implicit allowance of traffic between
-// a pod and a node, which NetworkPolicy never restricts. Compiled rule IDs are
-// >= FirstRuleID.
+// Reserved rule IDs. Compiled rule IDs are >= FirstRuleID and below
+// RuleAudit: the two top bits of an entry's rule are flags the kernel reads.
 const (
+	// RuleNodeTraffic is the implicit allowance of traffic between a pod and
+	// a node, which NetworkPolicy never restricts.
 	RuleNodeTraffic uint32 = 1
-	FirstRuleID     uint32 = 16
+	// RuleNotIsolated allows, in a resolved direction, what no tier decided
+	// for a pod that no NetworkPolicy isolates.
+	RuleNotIsolated uint32 = 2
+	// RuleIsolated (always with RuleDeny) denies, in a resolved direction,
+	// what no NetworkPolicy rule allows for a pod that NetworkPolicy
+	// isolates: the default deny, attributed to EndpointPolicy.IsolatedBy.
+	RuleIsolated uint32 = 3
+	FirstRuleID  uint32 = 16
+)
+
+// Flags in the top bits of Entry.Rule (and of the rule IDs in the kernel's
+// flow events). RuleByID takes the ID with or without them.
+const (
+	// RuleDeny: the entry denies. Only resolved directions have such entries.
+	RuleDeny uint32 = 1 << 31
+	// RuleAudit: enforcing the audited policies would give the other verdict
+	// (CompiledRule.Audit says which rule would decide).
+	RuleAudit uint32 = 1 << 30
+	// RuleIDMask keeps the ID without the flags.
+	RuleIDMask uint32 = RuleAudit - 1
 )
 
 // Datapath is what the kernel enforces on one node: Compile's output. It is
@@ -38,7 +58,8 @@ type Datapath struct {
 	// Identities are the groups of pods (cluster-wide) that every policy
 	// treats alike: same namespace, labels and named ports. Sorted by ID.
 	Identities []Identity
-	// HostIPs are node addresses; they have IdentityHost.
+	// HostIPs are node addresses; they have IdentityHost unless a node
+	// identity lists them.
 	HostIPs []netip.Addr
 	// Endpoints are the pods on Node that policy applies to (not
 	// hostNetwork, with an IP). Sorted by ID.
@@ -48,12 +69,16 @@ type Datapath struct {
 	Rules []CompiledRule
 }
 
-// Identity is a group of pods the policies cannot tell apart.
+// Identity is a group of pods the policies cannot tell apart, or (Node) of
+// node addresses: node identities exist when a ClusterNetworkPolicy has
+// node peers (Labels are then the Node's); node addresses in no node
+// identity have IdentityHost.
 type Identity struct {
 	ID        uint32
 	Namespace string
 	Labels    map[string]string
 	IPs       []netip.Addr
+	Node      bool
 }
 
 // Endpoint is one local pod and its policy per direction.
@@ -67,9 +92,25 @@ type Endpoint struct {
 	Egress    EndpointPolicy
 }
 
-// EndpointPolicy is one direction of one endpoint. When Isolated is false
-// everything is allowed and Entries is empty; when true only Entries allow.
+// EndpointPolicy is one direction of one endpoint.
+//
+// Unless Resolved, entries are allowances (NetworkPolicy alone): when
+// Isolated is false everything is allowed and Entries is empty; when true
+// only Entries allow, and their union decides.
+//
+// Resolved directions (a ClusterNetworkPolicy or an audited policy applies)
+// hold decisions instead, the tiers already resolved at compile time: every
+// entry allows or denies (RuleDeny) and the most specific match decides, in
+// the kernel's lookup order. A peer's identity entries come first, the most
+// specific port first (exact port, range, all ports of the protocol, every
+// protocol); where none of them matches, the peer address's region decides:
+// the entries of the longest CIDR holding the address (CIDR entries of a
+// resolved direction never have Except and are not merged with the entries
+// of wider CIDRs). Regions 0.0.0.0/0 and ::/0 are always present, so every
+// packet gets a decision. Isolated and IsolatedBy keep their NetworkPolicy
+// meaning (for attribution of RuleIsolated).
 type EndpointPolicy struct {
+	Resolved bool
 	Isolated bool
 	// IsolatedBy names the policies that isolate this direction: the
 	// attribution of a drop that no rule allowed.
@@ -77,9 +118,10 @@ type EndpointPolicy struct {
 	Entries    []Entry
 }
 
-// Entry allows traffic to/from one peer on one protocol and port range.
-// The peer is a CIDR (when CIDR is valid, minus Except), else Identity
-// (IdentityAny for every peer).
+// Entry allows (or, in a resolved direction, decides) traffic to/from one
+// peer on one protocol and port range. The peer is a CIDR (when CIDR is
+// valid, minus Except), else Identity (IdentityAny for every peer). Rule is
+// the rule ID with its flags (RuleDeny, RuleAudit).
 type Entry struct {
 	Rule     uint32
 	Identity uint32
@@ -92,12 +134,30 @@ type Entry struct {
 }
 
 // CompiledRule is the meaning of a rule ID: the Peer-th from/to entry and
-// the Port-th ports entry (-1: the rule has none, so all) of a policy rule.
+// the Port-th ports entry (-1: the rule has none, so all) of a policy rule,
+// a NetworkPolicy rule (Rule) or a ClusterNetworkPolicy rule (Cluster, whose
+// Port indexes its protocols). Reserved IDs (RuleNotIsolated, RuleIsolated)
+// appear as CompiledRules only when they carry an Audit.
 type CompiledRule struct {
-	ID   uint32
-	Rule RuleRef
-	Peer int
-	Port int
+	ID      uint32
+	Rule    RuleRef
+	Cluster *ClusterRuleRef
+	Peer    int
+	Port    int
+	// Audit is, for an entry flagged RuleAudit, what would decide were the
+	// audited policies enforced.
+	Audit *AuditDecision
+}
+
+// AuditDecision is the other verdict of an audited entry.
+type AuditDecision struct {
+	// Allowed is the would-be verdict.
+	Allowed bool
+	// Rule decides under the audited policies: a NetworkPolicy or
+	// ClusterNetworkPolicy rule, or, for a would-be default deny, none, and
+	// IsolatedBy names the (audited) policies that would isolate.
+	Rule       *CompiledRule
+	IsolatedBy []PolicyRef
 }
 
 // Compile builds the datapath of the node named node from the snapshot.
@@ -244,7 +304,7 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 	for i, r := range c.rules {
 		keys[i] = ruleKey(r.Rule, r.Peer, r.Port)
 	}
-	ids, err := stableIDs(keys, uint64(FirstRuleID), 1<<32-1)
+	ids, err := stableIDs(keys, uint64(FirstRuleID), uint64(RuleAudit))
 	if err != nil {
 		return fmt.Errorf("compiling rule IDs: %w", err)
 	}
@@ -482,6 +542,7 @@ func stableIDs(keys []string, lo, hi uint64) (map[string]uint32, error) {
 
 // RuleByID returns the compiled rule with that ID.
 func (dp *Datapath) RuleByID(id uint32) (CompiledRule, bool) {
+	id &= RuleIDMask
 	i, ok := slices.BinarySearchFunc(dp.Rules, id, func(r CompiledRule, id uint32) int {
 		return int(int64(r.ID) - int64(id))
 	})

@@ -19,9 +19,12 @@ import (
 // (one line per connection key and time bucket).
 const ringSpan = time.Hour
 
-// historyFirst is the live source of a `watch --since` reaching past
-// ringSpan: the history's records from since up to the ring's span, then
-// the live source from there.
+// historyFirst is the live source of a `watch --since` reaching past what
+// the agents' rings hold: the history's records from since up to the cut,
+// then the live source from there. The cut is ringSpan ago, or later when
+// an agent restarted since (its ring starts empty at its start, the newest
+// gap's end in its history's coverage), so `watch --since 1h` right after an
+// upgrade still shows the hour, from history.
 type historyFirst struct {
 	live   flow.Source
 	access *agentAccess
@@ -31,19 +34,23 @@ type historyFirst struct {
 var _ flow.Source = (*historyFirst)(nil)
 
 func (h *historyFirst) Observe(ctx context.Context, req *flowv1.ObserveRequest, emit func(flow.Batch) error) error {
-	since := req.GetSince().AsTime()
-	cut := h.now().Add(-ringSpan)
-	if req.GetSince() == nil || !since.Before(cut) {
+	if req.GetSince() == nil {
 		return h.live.Observe(ctx, req, emit)
 	}
-	hreq := &flowv1.HistoryRequest{SchemaVersion: history.SchemaVersion, Since: req.GetSince(), Until: timestamppb.New(cut),
+	since := req.GetSince().AsTime()
+	now := h.now()
+	hreq := &flowv1.HistoryRequest{SchemaVersion: history.SchemaVersion, Since: req.GetSince(), Until: timestamppb.New(now),
 		Allowlist: req.GetAllowlist(), Denylist: req.GetDenylist()}
-	if req.GetUntil() != nil && req.GetUntil().AsTime().Before(cut) {
+	if req.GetUntil() != nil && req.GetUntil().AsTime().Before(now) {
 		hreq.Until = req.GetUntil()
 	}
 	set, err := h.access.collectHistory(ctx, hreq)
 	if err != nil {
 		return fmt.Errorf("reading the agents' history for --since: %w", err)
+	}
+	cut := ringCut(set, now)
+	if !since.Before(cut) {
+		return h.live.Observe(ctx, req, emit)
 	}
 	var nodes []flow.NodeState
 	for node, why := range set.Unreachable {
@@ -51,7 +58,8 @@ func (h *historyFirst) Observe(ctx context.Context, req *flowv1.ObserveRequest, 
 	}
 	var flows []*flowv1.Flow
 	for i := range set.Records {
-		if r := &set.Records[i]; r.Connections > 0 {
+		// Records begun before the cut: the ring has what began after it.
+		if r := &set.Records[i]; r.Connections > 0 && r.First < cut.UnixNano() {
 			flows = append(flows, r.Flow())
 		}
 	}
@@ -68,6 +76,22 @@ func (h *historyFirst) Observe(ctx context.Context, req *flowv1.ObserveRequest, 
 	live := &flowv1.ObserveRequest{Follow: req.GetFollow(), Last: req.GetLast(), Since: timestamppb.New(cut), Until: req.GetUntil(),
 		Allowlist: req.GetAllowlist(), Denylist: req.GetDenylist()}
 	return h.live.Observe(ctx, live, emit)
+}
+
+// ringCut is where the agents' rings take over from history: ringSpan ago,
+// or the latest agent start (the end of a node's newest gap) when later.
+// One cut for every node: a node whose ring reaches further back shows the
+// stretch before the cut aggregated, never twice or not at all.
+func ringCut(set *history.Set, now time.Time) time.Time {
+	cut := now.Add(-ringSpan)
+	for _, c := range set.Coverage {
+		if gaps := c.GetGaps(); len(gaps) > 0 {
+			if start := gaps[len(gaps)-1].GetEnd().AsTime(); start.After(cut) && !start.After(now) {
+				cut = start
+			}
+		}
+	}
+	return cut
 }
 
 // whatifSource annotates every flow with its verdict under a proposal

@@ -108,3 +108,45 @@ func TestWatchWhatifAnnotates(t *testing.T) {
 		t.Errorf("%d changed lines; stderr %q\n%s", changed, errOut.String(), out.String())
 	}
 }
+
+// TestWatchSinceAfterRestartReadsHistory: an agent restarted 5 minutes ago
+// has an empty ring before its start, so `watch --since 1h` reads what came
+// before from its history (the restart is its coverage's newest gap), then
+// the ring.
+func TestWatchSinceAfterRestartReadsHistory(t *testing.T) {
+	now := time.Now()
+	clock := now.Add(-20 * time.Minute)
+	cfg := history.Config{Node: "node-a", Now: func() time.Time { return clock }}
+	dir := t.TempDir()
+	before := history.NewStore(cfg)
+	old := liveFlow("node-a", 5432, flowv1.Verdict_VERDICT_ALLOWED)
+	old.Type = flowv1.EventType_EVENT_TYPE_NEW
+	for i := range 4 {
+		old.Time = timestamppb.New(now.Add(-20*time.Minute + time.Duration(i)*time.Minute))
+		before.Record(old)
+	}
+	clock = now.Add(-10 * time.Minute)
+	if err := before.Flush(dir); err != nil {
+		t.Fatal(err)
+	}
+	clock = now.Add(-5 * time.Minute) // the new agent starts
+	store, err := history.Open(dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startHistoryAgent(t, store)
+	recent := liveFlow("node-a", 5432, flowv1.Verdict_VERDICT_ALLOWED)
+	recent.Time = timestamppb.New(now.Add(-time.Minute))
+	a.hub.Publish(recent)
+	store.Record(recent)
+	r := &liveRig{client: allowPortForward(fake.NewClientset(livePod("agent-a", "node-a", true)), true), agents: map[string]*fakeAgent{"agent-a": a}}
+	o, out, _ := r.options(t)
+	o.Now = func() time.Time { return now }
+	if err := runLive(t, context.Background(), o, "-o", "compact", "--since", "1h"); err != nil {
+		t.Fatal(err)
+	}
+	got := lines(out.String())
+	if len(got) != 2 || !strings.Contains(got[0], " x4 ") || !strings.Contains(got[0], "(history)") || strings.Contains(got[1], "history") {
+		t.Fatalf("output = %q, want the 4 connections before the restart from history, then the ring's flow (once)", got)
+	}
+}

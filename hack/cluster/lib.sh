@@ -92,6 +92,9 @@ VERSION=${VERSION:-$("$REPO_ROOT/hack/version.sh")}
 AGENT_IMAGE_REPO=${AGENT_IMAGE_REPO:-localhost/kubectl-netpol/agent}
 AGENT_IMAGE=$AGENT_IMAGE_REPO:$VERSION
 VERSION_LDFLAGS="-X github.com/kubectl-netpol/kubectl-netpol/internal/version.version=$VERSION -X github.com/kubectl-netpol/kubectl-netpol/internal/version.agentImageRepository=$AGENT_IMAGE_REPO"
+# The same agent stamped as the next version: the e2e upgrade rolls the DaemonSet to it.
+AGENT_UPGRADE_VERSION=$VERSION-upgrade
+AGENT_UPGRADE_IMAGE=$AGENT_IMAGE_REPO:$AGENT_UPGRADE_VERSION
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -22,6 +22,18 @@ func AgentImage(t testing.TB) string {
 	return img
 }
 
+// AgentUpgradeImage is the same agent stamped as the next version
+// (VERSION-upgrade), imported beside AgentImage by `make e2e`
+// (NETPOL_AGENT_UPGRADE_IMAGE): the upgrade tests roll the DaemonSet to it.
+func AgentUpgradeImage(t testing.TB) string {
+	t.Helper()
+	img := os.Getenv("NETPOL_AGENT_UPGRADE_IMAGE")
+	if img == "" {
+		Unavailable(t, "NETPOL_AGENT_UPGRADE_IMAGE is not set: run through `make e2e` (it builds the agent stamped as the next version)")
+	}
+	return img
+}
+
 // ExpectAgentsNeverRestarted fails t when an agent container restarted or
 // was killed (OOM, crash) since its pod started: a restart mid-benchmark
 // makes enforcement look late or absent for seconds.

@@ -14,8 +14,13 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	"github.com/charmbracelet/x/exp/golden"
 	"github.com/charmbracelet/x/exp/teatest/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/stats"
 )
 
 // colourSGR matches SGR sequences that set a foreground or background colour.
@@ -129,5 +134,88 @@ func TestNoColor(t *testing.T) {
 	_, stream = runProgram(t, 80, 24, colorprofile.ANSI)
 	if !bytes.Contains(stream, []byte("\x1b[1;31mDENIED")) && !bytes.Contains(stream, []byte("\x1b[31;1mDENIED")) && !colourSGR.Match(stream) {
 		t.Fatal("no colour under the ANSI profile")
+	}
+}
+
+// sampleHistory is a week of history ending with the sample: every hour
+// replays part of the sample's flows (more by day than by night), shifted
+// in time and aggregated hourly by the agents' own code.
+func sampleHistory(t *testing.T) *history.Set {
+	t.Helper()
+	flows := allFlows(sampleBatches(t))
+	newest := flows[len(flows)-1].GetTime().AsTime()
+	var all []*flowv1.Flow
+	for h := 7 * 24; h >= 0; h-- {
+		at := newest.Add(-time.Duration(h) * time.Hour)
+		n := len(flows) * (3 + at.Hour()%12) / 15
+		for _, f := range flows[:n] {
+			g := proto.Clone(f).(*flowv1.Flow)
+			g.Time = timestamppb.New(g.GetTime().AsTime().Add(-time.Duration(h)*time.Hour - time.Minute))
+			all = append(all, g)
+		}
+	}
+	i := 0
+	set, err := history.FromFlows(func() (*flowv1.Flow, error) {
+		if i == len(all) {
+			return nil, io.EOF
+		}
+		i++
+		return all[i-1], nil
+	}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// historyRates matches a value-axis label of the loaded history (2 flows
+// per minute or hour or more; the empty chart drawn while reading tops out
+// at 1): the chart has its answer.
+var historyRates = regexp.MustCompile(`([2-9]\.[0-9]|[0-9]{2,})k?/(min|h)`)
+
+// TestGoldenHistoryRanges: the chart's range key goes on from 1h to 24h and
+// 7d when the watch has a history (the agents'), and those ranges draw it
+// (flows per minute, per hour; hours and days on the time axis), at 80×24
+// and 160×40. Regenerate with: go test ./tui -run TestGoldenHistoryRanges -update
+func TestGoldenHistoryRanges(t *testing.T) {
+	set := sampleHistory(t)
+	for _, size := range [][2]int{{80, 24}, {160, 40}} {
+		for _, v := range []struct{ name, keys, want string }{
+			{"24h", "\trrr", "last 24h from history"},
+			{"7d", "\trrrr", "last 7d from history"},
+		} {
+			t.Run(fmt.Sprintf("%dx%d-%s", size[0], size[1], v.name), func(t *testing.T) {
+				m := tui.New(tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC, History: stats.SetHistory{Set: set}})
+				tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(size[0], size[1]),
+					teatest.WithProgramOptions(tea.WithColorProfile(colorprofile.ANSI)))
+				for _, b := range sampleBatches(t) {
+					tm.Send(tui.BatchMsg(b))
+				}
+				tm.Send(tui.SourceDoneMsg{})
+				var out bytes.Buffer
+				teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("(done)")) },
+					teatest.WithDuration(10*time.Second))
+				for _, r := range v.keys {
+					if r == '\t' {
+						tm.Send(tea.KeyPressMsg{Code: tea.KeyTab})
+						continue
+					}
+					tm.Send(tea.KeyPressMsg{Code: r, Text: string(r)})
+				}
+				// The history is read in a command: wait for its answer on screen.
+				teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool {
+					plain := ansi.Strip(string(b))
+					return strings.Contains(plain, v.want) && historyRates.MatchString(plain)
+				}, teatest.WithDuration(10*time.Second))
+				tm.Send(tea.KeyPressMsg{Code: 'q', Text: "q"})
+				frame := tm.FinalModel(t, teatest.WithFinalTimeout(10*time.Second)).(*tui.Model).View().Content
+				checkScreen(t, frame, size[0], size[1])
+				plain := ansi.Strip(frame)
+				if !strings.Contains(plain, v.want) || strings.Contains(plain, "reading the agents' history") {
+					t.Fatalf("final frame lacks %q or still reads:\n%s", v.want, plain)
+				}
+				golden.RequireEqual(t, []byte(frame))
+			})
+		}
 	}
 }

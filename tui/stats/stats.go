@@ -9,9 +9,9 @@
 // that the key idle longest is dropped), so a cluster where pods come and go
 // at any rate costs at most MaxKeys series per counter.
 //
-// Ranges longer than Horizon (24 h, 7 d) are not kept here: they belong to a
-// flow history store, which a chart reads through the same Range and Count
-// types (see History).
+// Ranges longer than Horizon (LongRanges: 24 h, 7 d) are not kept here:
+// they come from a flow history store, which a chart reads through the same
+// Range and Count types (History).
 package stats
 
 import (
@@ -47,13 +47,24 @@ const numRanges = 3
 // Horizon is how far back the live counters reach (the longest Range).
 var Horizon = int64(Ranges[numRanges-1].Span() / time.Second)
 
-// History serves ranges the live counters do not keep (24 h, 7 d), from a
-// store of past flows. None exists yet; a chart offers a range only when
-// something serves it.
+// LongRanges are the spans past Horizon a chart reads from a flow history
+// store (History), at the same Points steps.
+var LongRanges = []Range{{"24h", 24 * time.Minute}, {"7d", 7 * 24 * time.Hour / Points}}
+
+// Scope is what a chart counts: Name labels it ("cluster", "namespace
+// shop") and tells scopes apart; Match selects the flows (nil: all).
+type Scope struct {
+	Name  string
+	Match func(*flowv1.Flow) bool
+}
+
+// History serves the LongRanges from a store of past flows (the agents'
+// connection history). It may block on I/O: a chart calls it from a
+// command, never while drawing.
 type History interface {
-	// Buckets returns Points counts of r's steps ending at end, oldest first,
-	// for the scope key ("" for the whole cluster).
-	Buckets(scope, key string, r Range, end time.Time) ([]Count, error)
+	// Buckets returns Points counts of r's steps, oldest first, the last
+	// one holding end, of the flows s selects.
+	Buckets(s Scope, r Range, end time.Time) ([]Count, error)
 }
 
 // MaxKeys bounds every keyed counter.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -11,6 +13,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/stats"
 	"github.com/kubectl-netpol/kubectl-netpol/whatif"
 )
 
@@ -92,6 +95,51 @@ func ringCut(set *history.Set, now time.Time) time.Time {
 		}
 	}
 	return cut
+}
+
+// historyRefresh is how old the agents' history the TUI charts may get
+// before it is read again (a 24 h chart's step is 24 minutes).
+const historyRefresh = time.Minute
+
+// agentsHistory serves the TUI chart's long ranges (24 h, 7 d) from the
+// agents' history, with the watch's filters, read again when older than
+// historyRefresh. Buckets runs in a Bubble Tea command, never while drawing.
+type agentsHistory struct {
+	access              *agentAccess
+	allowlist, denylist []*flowv1.FlowFilter
+	now                 func() time.Time
+
+	mu   sync.Mutex
+	set  *history.Set
+	read time.Time
+}
+
+var _ stats.History = (*agentsHistory)(nil)
+
+func (h *agentsHistory) Buckets(s stats.Scope, r stats.Range, end time.Time) ([]stats.Count, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	if h.set == nil || now.Sub(h.read) > historyRefresh {
+		longest := stats.LongRanges[len(stats.LongRanges)-1].Span()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		set, err := h.access.collectHistory(ctx, &flowv1.HistoryRequest{SchemaVersion: history.SchemaVersion,
+			Since: timestamppb.New(now.Add(-longest)), Allowlist: h.allowlist, Denylist: h.denylist})
+		if err != nil {
+			return nil, err
+		}
+		if len(set.Coverage) == 0 && len(set.Unreachable) > 0 {
+			var why []string
+			for node, w := range set.Unreachable {
+				why = append(why, node+": "+w)
+			}
+			slices.Sort(why)
+			return nil, fmt.Errorf("no agent's history could be read (%s)", strings.Join(why, "; "))
+		}
+		h.set, h.read = set, now
+	}
+	return stats.SetHistory{Set: h.set}.Buckets(s, r, end)
 }
 
 // whatifSource annotates every flow with its verdict under a proposal

@@ -37,8 +37,16 @@ func runProgram(t *testing.T, w, h int, profile colorprofile.Profile) (frame str
 // program handles them in order, so the final frame shows their effect).
 func runProgramKeys(t *testing.T, w, h int, profile colorprofile.Profile, keys string) (frame string, stream []byte) {
 	t.Helper()
-	m := tui.New(tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC})
-	tm := teatest.NewTestModel(t, m,
+	return runProgramWith(t, tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC}, w, h, profile, "kkk", keys, nil)
+}
+
+// runProgramWith runs the real Bubble Tea program (teatest) with cfg on the
+// sample, types first (then waits for the table to say SCROLL when it is
+// not empty) and keys, waits until the screen satisfies ready (nil: no
+// wait), and quits.
+func runProgramWith(t *testing.T, cfg tui.Config, w, h int, profile colorprofile.Profile, first, keys string, ready func(plain string) bool) (frame string, stream []byte) {
+	t.Helper()
+	tm := teatest.NewTestModel(t, tui.New(cfg),
 		teatest.WithInitialTermSize(w, h),
 		teatest.WithProgramOptions(tea.WithColorProfile(profile)))
 	for _, b := range sampleBatches(t) {
@@ -48,15 +56,21 @@ func runProgramKeys(t *testing.T, w, h int, profile colorprofile.Profile, keys s
 	var out bytes.Buffer
 	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("(done)")) },
 		teatest.WithDuration(10*time.Second))
-	tm.Type("kkk")
-	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("SCROLL")) },
-		teatest.WithDuration(10*time.Second))
+	if first != "" {
+		tm.Type(first)
+		teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("SCROLL")) },
+			teatest.WithDuration(10*time.Second))
+	}
 	for _, r := range keys {
 		if r == '\t' {
 			tm.Send(tea.KeyPressMsg{Code: tea.KeyTab})
 			continue
 		}
 		tm.Send(tea.KeyPressMsg{Code: r, Text: string(r)})
+	}
+	if ready != nil {
+		teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return ready(ansi.Strip(string(b))) },
+			teatest.WithDuration(10*time.Second))
 	}
 	tm.Send(tea.KeyPressMsg{Code: 'q', Text: "q"})
 	final := tm.FinalModel(t, teatest.WithFinalTimeout(10*time.Second)).(*tui.Model)
@@ -185,30 +199,11 @@ func TestGoldenHistoryRanges(t *testing.T) {
 			{"7d", "\trrrr", "last 7d from history"},
 		} {
 			t.Run(fmt.Sprintf("%dx%d-%s", size[0], size[1], v.name), func(t *testing.T) {
-				m := tui.New(tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC, History: stats.SetHistory{Set: set}})
-				tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(size[0], size[1]),
-					teatest.WithProgramOptions(tea.WithColorProfile(colorprofile.ANSI)))
-				for _, b := range sampleBatches(t) {
-					tm.Send(tui.BatchMsg(b))
-				}
-				tm.Send(tui.SourceDoneMsg{})
-				var out bytes.Buffer
-				teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("(done)")) },
-					teatest.WithDuration(10*time.Second))
-				for _, r := range v.keys {
-					if r == '\t' {
-						tm.Send(tea.KeyPressMsg{Code: tea.KeyTab})
-						continue
-					}
-					tm.Send(tea.KeyPressMsg{Code: r, Text: string(r)})
-				}
+				cfg := tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC, History: stats.SetHistory{Set: set}}
 				// The history is read in a command: wait for its answer on screen.
-				teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool {
-					plain := ansi.Strip(string(b))
+				frame, _ := runProgramWith(t, cfg, size[0], size[1], colorprofile.ANSI, "", v.keys, func(plain string) bool {
 					return strings.Contains(plain, v.want) && historyRates.MatchString(plain)
-				}, teatest.WithDuration(10*time.Second))
-				tm.Send(tea.KeyPressMsg{Code: 'q', Text: "q"})
-				frame := tm.FinalModel(t, teatest.WithFinalTimeout(10*time.Second)).(*tui.Model).View().Content
+				})
 				checkScreen(t, frame, size[0], size[1])
 				plain := ansi.Strip(frame)
 				if !strings.Contains(plain, v.want) || strings.Contains(plain, "reading the agents' history") {

@@ -15,11 +15,7 @@ import (
 // which `make e2e` (hack/e2e.sh) passes as NETPOL_AGENT_IMAGE.
 func AgentImage(t testing.TB) string {
 	t.Helper()
-	img := os.Getenv("NETPOL_AGENT_IMAGE")
-	if img == "" {
-		Unavailable(t, "NETPOL_AGENT_IMAGE is not set: run through `make e2e` (it builds the agent image and imports it into the cluster)")
-	}
-	return img
+	return imageFromEnv(t, "NETPOL_AGENT_IMAGE", "it builds the agent image and imports it into the cluster")
 }
 
 // AgentUpgradeImage is the same agent stamped as the next version
@@ -27,9 +23,14 @@ func AgentImage(t testing.TB) string {
 // (NETPOL_AGENT_UPGRADE_IMAGE): the upgrade tests roll the DaemonSet to it.
 func AgentUpgradeImage(t testing.TB) string {
 	t.Helper()
-	img := os.Getenv("NETPOL_AGENT_UPGRADE_IMAGE")
+	return imageFromEnv(t, "NETPOL_AGENT_UPGRADE_IMAGE", "it builds the agent stamped as the next version")
+}
+
+func imageFromEnv(t testing.TB, env, what string) string {
+	t.Helper()
+	img := os.Getenv(env)
 	if img == "" {
-		Unavailable(t, "NETPOL_AGENT_UPGRADE_IMAGE is not set: run through `make e2e` (it builds the agent stamped as the next version)")
+		Unavailable(t, "%s is not set: run through `make e2e` (%s)", env, what)
 	}
 	return img
 }

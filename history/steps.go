@@ -3,6 +3,7 @@ package history
 import (
 	"time"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 )
 
@@ -17,7 +18,8 @@ type StepCount struct{ All, Denied uint64 }
 // finer truth); the counts add up exactly. A connection between two nodes
 // is recorded by both (allowed at the source's egress, and allowed or
 // denied at the destination's ingress): per pair of ends, port and bucket
-// it counts once, the largest node's count, denied when a node denied it.
+// it counts once, the largest node's count, denied when a node dropped it
+// (an AUDIT connection counts as what was enforced).
 func (s *Set) Steps(match func(*flowv1.Flow) bool, start time.Time, step time.Duration, n int) []StepCount {
 	type group struct {
 		src, dst string
@@ -54,7 +56,7 @@ func (s *Set) Steps(match func(*flowv1.Flow) bool, start time.Time, step time.Du
 			nodes[k.GetNode()] = c
 		}
 		c.all += r.Connections
-		if k.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		if flow.Dropped(k) {
 			c.denied += r.Connections
 		}
 	}

@@ -65,3 +65,45 @@ func TestSteps(t *testing.T) {
 		t.Errorf("blog connections on 7-minute steps = %d, want 80", sum)
 	}
 }
+
+// TestAuditAggregation: an AUDIT connection is its own key, with what the
+// audited policies would decide (two would-be rules: two keys), kept in the
+// record's flow; a chart counts it as what was enforced.
+func TestAuditAggregation(t *testing.T) {
+	web := pod("shop", "web-1", "web", "h", map[string]string{"app": "web"})
+	db := pod("shop", "db-0", "", "", map[string]string{"app": "db"})
+	zero, one := uint32(0), uint32(1)
+	audit := func(at time.Time, wouldBe flowv1.Verdict, rule *uint32) *flowv1.Flow {
+		f := newFlow(at, web, db, 5432, flowv1.Verdict_VERDICT_ALLOWED)
+		f.Verdict = flowv1.Verdict_VERDICT_AUDIT
+		f.Audit = &flowv1.Audit{WouldBe: wouldBe, Reason: flowv1.Reason_REASON_DENIED_BY_RULE,
+			Rule: &flowv1.PolicyRef{Kind: "NetworkPolicy", Namespace: "shop", Name: "lockdown", RuleIndex: rule}}
+		if wouldBe == flowv1.Verdict_VERDICT_ALLOWED {
+			f.Type, f.AllowedBy = flowv1.EventType_EVENT_TYPE_DROP, nil
+		}
+		return f
+	}
+	s := NewStore(Config{Node: "node-a", Now: func() time.Time { return t0.Add(time.Minute) }})
+	for i := range 3 {
+		s.Record(audit(t0.Add(time.Duration(i)*time.Second), flowv1.Verdict_VERDICT_DENIED, &zero))
+	}
+	s.Record(audit(t0, flowv1.Verdict_VERDICT_DENIED, &one))
+	s.Record(audit(t0, flowv1.Verdict_VERDICT_ALLOWED, &zero)) // dropped, audited policies would allow
+	set := export(s)
+	if len(set.Records) != 3 {
+		t.Fatalf("%d records, want 3 (two would-be rules, two would-be verdicts)", len(set.Records))
+	}
+	for _, r := range set.Records {
+		f := r.Flow()
+		if f.GetVerdict() != flowv1.Verdict_VERDICT_AUDIT || f.GetAudit().GetRule().GetName() != "lockdown" {
+			t.Errorf("record flow %v lost the audit", f)
+		}
+		if f.GetAudit().GetRule().GetRuleIndex() == 0 && f.GetAudit().GetWouldBe() == flowv1.Verdict_VERDICT_DENIED && r.Connections != 3 {
+			t.Errorf("rule 0 would-deny record: %d connections, want 3", r.Connections)
+		}
+	}
+	got := set.Steps(nil, t0, time.Hour, 1)
+	if got[0] != (StepCount{All: 5, Denied: 1}) {
+		t.Errorf("steps = %+v, want 5 connections, 1 of them dropped (enforced)", got)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
@@ -37,19 +38,19 @@ func runProgram(t *testing.T, w, h int, profile colorprofile.Profile) (frame str
 // program handles them in order, so the final frame shows their effect).
 func runProgramKeys(t *testing.T, w, h int, profile colorprofile.Profile, keys string) (frame string, stream []byte) {
 	t.Helper()
-	return runProgramWith(t, tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC}, w, h, profile, "kkk", keys, nil)
+	return runProgramWith(t, tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC}, sampleBatches(t), w, h, profile, "kkk", keys, nil)
 }
 
-// runProgramWith runs the real Bubble Tea program (teatest) with cfg on the
-// sample, types first (then waits for the table to say SCROLL when it is
+// runProgramWith runs the real Bubble Tea program (teatest) with cfg on
+// batches, types first (then waits for the table to say SCROLL when it is
 // not empty) and keys, waits until the screen satisfies ready (nil: no
 // wait), and quits.
-func runProgramWith(t *testing.T, cfg tui.Config, w, h int, profile colorprofile.Profile, first, keys string, ready func(plain string) bool) (frame string, stream []byte) {
+func runProgramWith(t *testing.T, cfg tui.Config, batches []flow.Batch, w, h int, profile colorprofile.Profile, first, keys string, ready func(plain string) bool) (frame string, stream []byte) {
 	t.Helper()
 	tm := teatest.NewTestModel(t, tui.New(cfg),
 		teatest.WithInitialTermSize(w, h),
 		teatest.WithProgramOptions(tea.WithColorProfile(profile)))
-	for _, b := range sampleBatches(t) {
+	for _, b := range batches {
 		tm.Send(tui.BatchMsg(b))
 	}
 	tm.Send(tui.SourceDoneMsg{})
@@ -62,11 +63,14 @@ func runProgramWith(t *testing.T, cfg tui.Config, w, h int, profile colorprofile
 			teatest.WithDuration(10*time.Second))
 	}
 	for _, r := range keys {
-		if r == '\t' {
+		switch r {
+		case '\t':
 			tm.Send(tea.KeyPressMsg{Code: tea.KeyTab})
-			continue
+		case '\r':
+			tm.Send(tea.KeyPressMsg{Code: tea.KeyEnter})
+		default:
+			tm.Send(tea.KeyPressMsg{Code: r, Text: string(r)})
 		}
-		tm.Send(tea.KeyPressMsg{Code: r, Text: string(r)})
 	}
 	if ready != nil {
 		teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return ready(ansi.Strip(string(b))) },
@@ -201,7 +205,7 @@ func TestGoldenHistoryRanges(t *testing.T) {
 			t.Run(fmt.Sprintf("%dx%d-%s", size[0], size[1], v.name), func(t *testing.T) {
 				cfg := tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC, History: stats.SetHistory{Set: set}}
 				// The history is read in a command: wait for its answer on screen.
-				frame, _ := runProgramWith(t, cfg, size[0], size[1], colorprofile.ANSI, "", v.keys, func(plain string) bool {
+				frame, _ := runProgramWith(t, cfg, sampleBatches(t), size[0], size[1], colorprofile.ANSI, "", v.keys, func(plain string) bool {
 					return strings.Contains(plain, v.want) && historyRates.MatchString(plain)
 				})
 				checkScreen(t, frame, size[0], size[1])

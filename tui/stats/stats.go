@@ -244,6 +244,7 @@ type Stats struct {
 	pair    keyed[Pair]   // endpoints
 	nsPair  keyed[Pair]   // namespaces
 	wlPair  keyed[Pair]   // workloads
+	wlAudit keyed[Pair]   // workloads: flows audited policies would decide otherwise (AUDIT)
 	policy  keyed[string] // "ns/name": flows the policy decided
 	rule    keyed[Rule]   // flows the rule (or isolation) decided
 	// rules names the policy references seen (bounded with rule).
@@ -262,7 +263,7 @@ type Stats struct {
 // New returns empty counters.
 func New() *Stats {
 	return &Stats{ns: keyed[string]{}, pod: keyed[string]{}, pair: keyed[Pair]{}, nsPair: keyed[Pair]{},
-		wlPair: keyed[Pair]{}, policy: keyed[string]{}, rule: keyed[Rule]{},
+		wlPair: keyed[Pair]{}, wlAudit: keyed[Pair]{}, policy: keyed[string]{}, rule: keyed[Rule]{},
 		rules: map[ruleRef]Rule{}, lastFlow: map[Pair]*flowv1.Flow{}}
 }
 
@@ -298,7 +299,7 @@ func PolicyKey(r *flowv1.PolicyRef) string {
 func Deciders(f *flowv1.Flow) []*flowv1.PolicyRef {
 	var refs []*flowv1.PolicyRef
 	collect := func(allowed, denied, isolated []*flowv1.PolicyRef) {
-		if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		if flow.Dropped(f) {
 			refs = append(refs, denied...)
 			refs = append(refs, isolated...)
 		} else {
@@ -334,7 +335,9 @@ func (s *Stats) Add(f *flowv1.Flow) {
 	if sec <= s.now-Horizon {
 		return // too old for every range
 	}
-	denied := f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED
+	// An AUDIT flow counts as what was enforced: the chart shows what
+	// happened to the packets.
+	denied := flow.Dropped(f)
 	s.Overall.add(sec, denied)
 	srcNS, dstNS := NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination())
 	s.ns.add(srcNS, sec, denied)
@@ -351,6 +354,9 @@ func (s *Stats) Add(f *flowv1.Flow) {
 	s.nsPair.add(Pair{srcNS, dstNS}, sec, denied)
 	wl := Pair{WorkloadKey(f.GetSource(), sip), WorkloadKey(f.GetDestination(), dip)}
 	s.wlPair.add(wl, sec, denied)
+	if f.GetVerdict() == flowv1.Verdict_VERDICT_AUDIT {
+		s.wlAudit.add(wl, sec, denied)
+	}
 	s.lastFlow[wl] = f
 	var seen [4]string // the policies counted for this flow (a flow names one or two)
 	n := 0
@@ -370,7 +376,7 @@ func (s *Stats) Add(f *flowv1.Flow) {
 		for _, k := range []keyed[string]{s.ns, s.pod, s.policy} {
 			k.prune(s.now)
 		}
-		for _, k := range []keyed[Pair]{s.pair, s.nsPair, s.wlPair} {
+		for _, k := range []keyed[Pair]{s.pair, s.nsPair, s.wlPair, s.wlAudit} {
 			k.prune(s.now)
 		}
 		s.rule.prune(s.now)
@@ -440,7 +446,7 @@ func (s *Stats) ruleOf(r *flowv1.PolicyRef) Rule {
 
 // Keys reports how many keys the counters hold (for tests of the bound).
 func (s *Stats) Keys() int {
-	return len(s.ns) + len(s.pod) + len(s.policy) + len(s.pair) + len(s.nsPair) + len(s.wlPair) + len(s.rule)
+	return len(s.ns) + len(s.pod) + len(s.policy) + len(s.pair) + len(s.nsPair) + len(s.wlPair) + len(s.wlAudit) + len(s.rule)
 }
 
 // Rate is flows per second over the last complete second.
@@ -450,9 +456,11 @@ func (s *Stats) Rate() uint64 { return s.Overall.At(s.now - 1).Total() }
 // its newest flow.
 func (s *Stats) Map() *flowmap.Graph {
 	g := flowmap.New()
+	audits := s.wlAudit.sums(s.now)
 	for k, c := range s.wlPair.sums(s.now) {
 		f := s.lastFlow[k]
-		g.AddEdge(k.Src, k.Dst, NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination()), flowmap.Count(c), f)
+		g.AddEdge(k.Src, k.Dst, NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination()),
+			flowmap.Count{Allowed: c.Allowed, Denied: c.Denied, Audit: audits[k].Total()}, f)
 	}
 	return g
 }

@@ -144,6 +144,9 @@ type CompiledRule struct {
 	Cluster *ClusterRuleRef
 	Peer    int
 	Port    int
+	// Base is, for an audited decision whose enforced part is a reserved ID
+	// (RuleNotIsolated, RuleIsolated, RuleNodeTraffic), that ID.
+	Base uint32
 	// Audit is, for an entry flagged RuleAudit, what would decide were the
 	// audited policies enforced.
 	Audit *AuditDecision
@@ -188,12 +191,13 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	}
 	slices.SortFunc(dp.HostIPs, netip.Addr.Compare)
 
-	// With ClusterNetworkPolicies, identities are also split by the CIDRs
-	// holding their addresses, and node addresses get identities, so that
-	// every rule matches a whole identity or none of it (compile_resolved.go).
+	// With ClusterNetworkPolicies or audited policies, identities are also
+	// split by the CIDRs holding their addresses, and node addresses get
+	// identities, so that every rule matches a whole identity or none of it
+	// (compile_resolved.go).
 	var cidrs map[netip.Prefix]int
 	var nodeKeys map[string]*nodeIdent
-	if len(e.clusters) > 0 {
+	if len(e.clusters) > 0 || e.hasAudited {
 		cidrs = e.collectCIDRs()
 		nodeKeys = e.nodeIdentityKeys(cidrs)
 	}
@@ -317,7 +321,17 @@ func ruleKey(r CompiledRule) string {
 type ruleSlot struct {
 	rule       *ruleInfo
 	cluster    *clusterRule
+	audit      auditPair
 	peer, port int
+}
+
+// auditPair is an audited decision: the enforced one (base) and the one
+// under the audited policies (would), both placeholders or reserved IDs
+// with their flags, and the policies that would isolate (names, for a
+// would-be default deny).
+type auditPair struct {
+	base, would uint32
+	isolatedBy  string
 }
 
 // placeholder returns the temporary rule number of a (rule, peer, port).
@@ -330,6 +344,22 @@ func (c *compiler) clusterPlaceholder(r *clusterRule, peer, port int) uint32 {
 	return c.slot(ruleSlot{cluster: r, peer: peer, port: port}, func() CompiledRule {
 		ref := r.ref
 		return CompiledRule{Cluster: &ref}
+	})
+}
+
+// auditPlaceholder is the placeholder of an audited decision.
+func (c *compiler) auditPlaceholder(base, would uint32, isolatedBy []PolicyRef) uint32 {
+	names := make([]string, len(isolatedBy))
+	for i, r := range isolatedBy {
+		names[i] = r.Namespace + "/" + r.Name
+	}
+	pair := auditPair{base: base, would: would, isolatedBy: strings.Join(names, ",")}
+	return c.slot(ruleSlot{audit: pair}, func() CompiledRule {
+		var iso []PolicyRef
+		if would&RuleIDMask == RuleIsolated {
+			iso = isolatedBy
+		}
+		return CompiledRule{Audit: &AuditDecision{Allowed: would&RuleDeny == 0, IsolatedBy: iso}}
 	})
 }
 
@@ -348,8 +378,25 @@ func (c *compiler) slot(s ruleSlot, meaning func() CompiledRule) uint32 {
 
 // assignRuleIDs replaces placeholders by stable IDs, derived from ruleKey.
 func (c *compiler) assignRuleIDs(dp *Datapath) error {
+	// An audited decision is named by its two parts, numbered before it.
 	keys := make([]string, len(c.rules))
+	partKey := func(v uint32) string {
+		if id := v & RuleIDMask; id >= FirstRuleID {
+			return fmt.Sprintf("%s#%x", keys[id-FirstRuleID], v&^RuleIDMask)
+		}
+		return fmt.Sprintf("reserved:%x", v)
+	}
+	auditOf := map[int]auditPair{}
+	for s, id := range c.slots {
+		if s.rule == nil && s.cluster == nil {
+			auditOf[int(id-FirstRuleID)] = s.audit
+		}
+	}
 	for i, r := range c.rules {
+		if a, ok := auditOf[i]; ok {
+			keys[i] = "audit|" + partKey(a.base) + "|" + partKey(a.would) + "|" + a.isolatedBy
+			continue
+		}
 		keys[i] = ruleKey(r)
 	}
 	ids, err := stableIDs(keys, uint64(FirstRuleID), uint64(RuleAudit))
@@ -359,8 +406,24 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 	final := make([]uint32, len(c.rules))
 	for i, k := range keys {
 		final[i] = ids[k]
+	}
+	for i := range c.rules {
 		r := c.rules[i]
-		r.ID = ids[k]
+		r.ID = final[i]
+		if a, ok := auditOf[i]; ok {
+			// The enforced part's meaning, and the would-be part's rule.
+			if id := a.base & RuleIDMask; id >= FirstRuleID {
+				b := c.rules[id-FirstRuleID]
+				r.Rule, r.Cluster, r.Peer, r.Port = b.Rule, b.Cluster, b.Peer, b.Port
+			} else {
+				r.Base = id
+			}
+			if id := a.would & RuleIDMask; id >= FirstRuleID {
+				w := c.rules[id-FirstRuleID]
+				w.ID = final[id-FirstRuleID]
+				r.Audit.Rule = &w
+			}
+		}
 		dp.Rules = append(dp.Rules, r)
 	}
 	sort.Slice(dp.Rules, func(i, j int) bool { return dp.Rules[i].ID < dp.Rules[j].ID })

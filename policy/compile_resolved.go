@@ -157,10 +157,18 @@ type resolvedKey struct {
 	dir     Direction
 }
 
-// needsResolving reports whether the subject's direction needs decisions.
+// needsResolving reports whether the subject's direction needs decisions:
+// a cluster policy applies, or an audited policy (whose verdict differs
+// from the enforced one's only where the datapath says so).
 func needsResolving(pi *podInfo, di int) bool {
-	c := pi.ident.cluster[di]
-	return len(c[tierAdminIdx]) > 0 || len(c[tierBaselineIdx]) > 0
+	l := pi.ident.cluster[di]
+	if a := pi.ident.audit; a != nil {
+		l = a.cluster[di]
+		if len(a.nps[di]) != len(pi.ident.selectedBy[di]) {
+			return true
+		}
+	}
+	return len(l[tierAdminIdx]) > 0 || len(l[tierBaselineIdx]) > 0
 }
 
 // collectCIDRs gathers the prefixes that split identities.
@@ -267,12 +275,20 @@ func (r *resolver) direction(dir Direction, pi *podInfo, subject *dpIdentity) En
 	return out
 }
 
-// entries runs the tiers for every peer class of the subject's direction.
+// entries runs the tiers for every peer class of the subject's direction:
+// with the enforced policies, and, when audited ones select the subject,
+// with all of them too, flagging where the verdicts differ.
 func (r *resolver) entries(dir Direction, subject *podInfo) []Entry {
 	di := dirIndex(dir)
 	ident := subject.ident
-	admin, baseline := ident.cluster[di][tierAdminIdx], ident.cluster[di][tierBaselineIdx]
-	nps := ident.selectedBy[di]
+	enforced := &tierLists{nps: ident.selectedBy, cluster: ident.cluster}
+	full := ident.audit
+	lists := enforced
+	if full != nil {
+		lists = full // a superset: its regions and peers cover the enforced ones'
+	}
+	admin, baseline := lists.cluster[di][tierAdminIdx], lists.cluster[di][tierBaselineIdx]
+	nps := lists.nps[di]
 
 	// Regions: the direction's CIDRs and the two whole address families.
 	regionSet := map[netip.Prefix]bool{
@@ -330,8 +346,21 @@ func (r *resolver) entries(dir Direction, subject *podInfo) []Entry {
 		return best
 	}
 
+	decideWith := func(l *tierLists, pc *peerClass) *portFn {
+		return r.decide(dir, subject, pc, l.cluster[di][tierAdminIdx], l.nps[di], l.cluster[di][tierBaselineIdx])
+	}
+	var isolatedBy []PolicyRef
+	if full != nil {
+		for _, p := range full.nps[di] {
+			isolatedBy = append(isolatedBy, p.ref)
+		}
+	}
 	run := func(pc *peerClass) *portFn {
-		return r.decide(dir, subject, pc, admin, nps, baseline)
+		f := decideWith(enforced, pc)
+		if full == nil {
+			return f
+		}
+		return r.auditMerge(f, decideWith(full, pc), isolatedBy)
 	}
 	var out []Entry
 	regionFn := map[netip.Prefix]*portFn{}
@@ -363,6 +392,25 @@ func (r *resolver) entries(dir Direction, subject *podInfo) []Entry {
 	for _, ni := range r.nodes {
 		f := run(&peerClass{node: ni, ip: ni.out.IPs[0]})
 		out = emitDiff(out, f, base(ni.out.IPs), Entry{Identity: ni.out.ID})
+	}
+	return out
+}
+
+// auditMerge is f where g (the decision under the audited policies) gives
+// the same verdict, and an audited decision naming both where not.
+func (r *resolver) auditMerge(f, g *portFn, isolatedBy []PolicyRef) *portFn {
+	merge := func(a, b uint32) uint32 {
+		if a&RuleDeny == b&RuleDeny {
+			return a
+		}
+		return r.c.auditPlaceholder(a, b, isolatedBy) | RuleAudit | a&RuleDeny
+	}
+	out := &portFn{other: merge(f.other, g.other)}
+	for pi := range f.proto {
+		zipSegs(f.proto[pi], g.proto[pi], func(lo, hi int32, a, b uint32) {
+			out.proto[pi] = append(out.proto[pi], seg{lo, hi, merge(a, b)})
+		})
+		out.proto[pi] = coalesce(out.proto[pi])
 	}
 	return out
 }
@@ -610,13 +658,20 @@ func mostPorts(segs []seg) uint32 {
 // diffSegs returns the runs of a whose value differs from b's.
 func diffSegs(a, b []seg) []seg {
 	var out []seg
+	zipSegs(a, b, func(lo, hi int32, av, bv uint32) {
+		if av != bv {
+			out = append(out, seg{lo, hi, av})
+		}
+	})
+	return coalesce(out)
+}
+
+// zipSegs walks two coverings of the same ports run by common run.
+func zipSegs(a, b []seg, fn func(lo, hi int32, av, bv uint32)) {
 	i, j := 0, 0
 	for i < len(a) && j < len(b) {
-		lo := max(a[i].lo, b[j].lo)
-		hi := min(a[i].hi, b[j].hi)
-		if a[i].v != b[j].v {
-			out = append(out, seg{lo, hi, a[i].v})
-		}
+		lo, hi := max(a[i].lo, b[j].lo), min(a[i].hi, b[j].hi)
+		fn(lo, hi, a[i].v, b[j].v)
 		if a[i].hi == hi {
 			i++
 		}
@@ -624,5 +679,4 @@ func diffSegs(a, b []seg) []seg {
 			j++
 		}
 	}
-	return coalesce(out)
 }

@@ -299,14 +299,44 @@ func TestCompileShape(t *testing.T) {
 // the datapath's verdict, read as EndpointPolicy documents it, equals
 // Engine.Allowed for traffic between pods, nodes and other addresses.
 func TestCompileResolvedMatchesEngine(t *testing.T) {
-	worlds, cells := 0, 0
+	compareWorlds(t, 200, func(n int, s *policy.Snapshot) bool { return len(s.ClusterPolicies) > 0 })
+}
+
+// TestCompileAuditMatchesEngine does the same with some policies (and
+// namespaces) audited: the datapath's enforced verdict must be the
+// engine's, and its audit flags must give the verdict the engine reports
+// for enforcing the audited policies too (Decision.Audit).
+func TestCompileAuditMatchesEngine(t *testing.T) {
+	compareWorlds(t, 300, func(n int, s *policy.Snapshot) bool {
+		audit := func(meta *metav1.ObjectMeta, k int, mode string) {
+			if (n+k)%3 == 0 {
+				meta.Annotations = map[string]string{policy.ModeAnnotation: mode}
+			}
+		}
+		for k, p := range s.Policies {
+			audit(&p.ObjectMeta, k, []string{policy.ModeAudit, policy.ModeEnforce}[k%2])
+		}
+		for k, c := range s.ClusterPolicies {
+			audit(&c.ObjectMeta, k+1, policy.ModeAudit)
+		}
+		for k, ns := range s.Namespaces {
+			audit(&ns.ObjectMeta, k+2, policy.ModeAudit)
+		}
+		return len(s.Policies)+len(s.ClusterPolicies) > 0
+	})
+}
+
+// compareWorlds checks the compiled datapath against the engine on random
+// worlds that prepare accepts (after changing them), at least minWorlds.
+func compareWorlds(t *testing.T, minWorlds int, prepare func(n int, s *policy.Snapshot) bool) {
+	worlds, cells, audited := 0, 0, 0
 	for n := range 4000 {
 		data := []byte(fmt.Sprintf("%064d", n*7919))
 		for i := range data {
 			data[i] = byte((int(data[i])*31 + i*17 + n*13) % 251)
 		}
 		s := randomWorld(&chooser{b: data})
-		if len(s.ClusterPolicies) == 0 || !uniquePodIPs(s) {
+		if !uniquePodIPs(s) || !prepare(n, s) {
 			continue
 		}
 		for _, p := range s.Pods {
@@ -340,19 +370,49 @@ func TestCompileResolvedMatchesEngine(t *testing.T) {
 					port  int32
 				}{{tcp, 80}, {tcp, 8080}, {tcp, 81}, {udp, 53}, {udp, 80}, {sctp, 80}, {"ICMP", 0}} {
 					tr := policy.Traffic{Src: policy.Peer{IP: src}, Dst: policy.Peer{IP: dst}, Protocol: pp.proto, Port: pp.port}
-					want := e.Allowed(tr)
+					d := e.Evaluate(tr)
+					wouldWant := d.Allowed
+					if d.Audit != nil {
+						wouldWant = d.Audit.Allowed
+						audited++
+					}
 					cells++
-					if got := dpAllows(dp, src, dst, pp.proto, pp.port); got != want {
-						t.Fatalf("world %d: %s: datapath %v, engine %v\n%s", n, trafficString(tr), got, want, dump(e.Why(tr)))
+					got, would := dpVerdict(dp, src, dst, pp.proto, pp.port)
+					if got != d.Allowed || would != wouldWant {
+						t.Fatalf("world %d: %s: datapath %v (audited: %v), engine %v (audited: %v)\n%s", n, trafficString(tr), got, would, d.Allowed, wouldWant, dump(e.Why(tr)))
 					}
 				}
 			}
 		}
 	}
-	if worlds < 200 {
-		t.Fatalf("only %d worlds with cluster policies compiled", worlds)
+	if worlds < minWorlds {
+		t.Fatalf("only %d worlds compiled", worlds)
 	}
-	t.Logf("%d cells of %d worlds agree", cells, worlds)
+	t.Logf("%d cells (%d audited differently) of %d worlds agree", cells, audited, worlds)
+}
+
+// dpVerdict is the datapath's verdict on a new connection and, reading the
+// audit flags, the verdict with the audited policies enforced.
+func dpVerdict(dp *policy.Datapath, src, dst netip.Addr, proto corev1.Protocol, port int32) (allowed, wouldAllow bool) {
+	allowed, wouldAllow = true, true
+	side := func(ep *policy.EndpointPolicy, peer netip.Addr) {
+		if !ep.Resolved {
+			ok := sideAllows(ep, peer, identityOf(dp, peer), proto, port)
+			allowed, wouldAllow = allowed && ok, wouldAllow && ok
+			return
+		}
+		r, ok := resolvedRule(ep, peer, identityOf(dp, peer), proto, port)
+		ok = ok && r&policy.RuleDeny == 0
+		allowed = allowed && ok
+		wouldAllow = wouldAllow && ok != (r&policy.RuleAudit != 0)
+	}
+	if ep := endpointOf(dp, src); ep != nil {
+		side(&ep.Egress, dst)
+	}
+	if ep := endpointOf(dp, dst); ep != nil {
+		side(&ep.Ingress, src)
+	}
+	return allowed, wouldAllow
 }
 
 // uniquePodIPs reports whether no two pods (or a pod and a node) share an

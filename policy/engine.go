@@ -35,9 +35,9 @@ type Engine struct {
 	identByKey   map[string]*identity
 	nodeIPs      map[netip.Addr]struct{}
 	// clusters are the ClusterNetworkPolicies in evaluation order.
-	clusters      []*clusterInfo
+	clusters []*clusterInfo
 	// hasAudited: some policy is audited (see audit.go).
-	hasAudited bool
+	hasAudited    bool
 	clusterByName map[string]*clusterInfo
 	clusterByNS   map[string][]*clusterInfo // see clustersForNamespace
 	// nodeByIP gives the labels of the Snapshot node owning an address.

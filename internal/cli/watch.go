@@ -427,6 +427,8 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 		cfg := tui.Config{SourceName: name, ClientVersion: o.ClientVersion, Explainer: explainer}
 		if o.InputFile == "" {
 			cfg.History = &agentsHistory{access: o.agents(), allowlist: o.request.GetAllowlist(), denylist: o.request.GetDenylist(), now: o.Now}
+		} else if filter, err := flow.CompileFilter(o.request.GetAllowlist(), o.request.GetDenylist()); err == nil {
+			cfg.History = &captureHistory{path: o.InputFile, match: filter.Match}
 		}
 		return o.RunTUI(ctx, tui.Options{
 			Config:  cfg,

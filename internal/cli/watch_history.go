@@ -142,6 +142,30 @@ func (h *agentsHistory) Buckets(s stats.Scope, r stats.Range, end time.Time) ([]
 	return stats.SetHistory{Set: h.set}.Buckets(s, r, end)
 }
 
+// captureHistory serves the chart's long ranges when replaying a capture:
+// the whole file aggregated as the agents would (hourly buckets), read once
+// on first use, with watch's filters.
+type captureHistory struct {
+	path  string
+	match func(*flowv1.Flow) bool
+
+	once sync.Once
+	set  *history.Set
+	err  error
+}
+
+var _ stats.History = (*captureHistory)(nil)
+
+func (h *captureHistory) Buckets(s stats.Scope, r stats.Range, end time.Time) ([]stats.Count, error) {
+	h.once.Do(func() { h.set, h.err = historyFromFile(h.path) })
+	if h.err != nil {
+		return nil, h.err
+	}
+	scope := s.Match
+	s.Match = func(f *flowv1.Flow) bool { return h.match(f) && (scope == nil || scope(f)) }
+	return stats.SetHistory{Set: h.set}.Buckets(s, r, end)
+}
+
 // whatifSource annotates every flow with its verdict under a proposal
 // (watch --whatif) before the printer or the TUI sees it.
 type whatifSource struct {

@@ -209,13 +209,32 @@ func TestWatchTUIChartsHistory(t *testing.T) {
 		t.Errorf("7d from the agents' history, --from-namespace shop: %+v, want shop's 5 allowed connections and no blog denial", sum)
 	}
 
+	// A replay charts the capture itself over 24 h, with watch's filters.
 	o, _, _ = r.options(t)
 	o.IsTerminal = func(any) bool { return true }
 	o.RunTUI = func(_ context.Context, opts tui.Options) error { got = opts; return nil }
-	if err := runLive(t, context.Background(), o, "--input-file", sampleCapture); err != nil {
+	if err := runLive(t, context.Background(), o, "--input-file", sampleCapture, "--verdict", "denied"); err != nil {
 		t.Fatal(err)
 	}
-	if got.History != nil {
-		t.Error("a replay's TUI reads the agents' history")
+	if got.History == nil {
+		t.Fatal("a replay's TUI has no 24h and 7d ranges")
+	}
+	var denied int
+	for _, f := range sampleFlows(t) {
+		if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED && f.GetType() != flowv1.EventType_EVENT_TYPE_END {
+			denied++
+		}
+	}
+	newest := sampleFlows(t)[len(sampleFlows(t))-1].GetTime().AsTime()
+	counts, err = got.History.Buckets(stats.Scope{Name: "cluster"}, stats.LongRanges[0], newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum = stats.Count{}
+	for _, c := range counts {
+		sum.Add(c)
+	}
+	if sum.Allowed != 0 || sum.Denied == 0 || sum.Denied > uint64(denied) {
+		t.Errorf("24h of the capture, --verdict denied: %+v; want its drops only (%d flows, paired ones once)", sum, denied)
 	}
 }

@@ -79,10 +79,15 @@ type HistoryMsg struct {
 	End    int64
 	Counts []stats.Count
 	Err    error
+	at     time.Time // when it was asked for
 }
 
 // maxLoaded bounds the answers kept (scopes visited).
 const maxLoaded = 64
+
+// reload is how old an answer may get before the chart asks again (its
+// newest step is still filling).
+const reload = time.Minute
 
 // New returns a chart over st.
 func New(c *common.Common, st *stats.Stats) *Model {
@@ -170,25 +175,24 @@ func (m *Model) Load() tea.Cmd {
 	end := m.end()
 	step := end.Unix() / int64(r.Step/time.Second)
 	k := historyKey{sc.Name, r.Name}
-	if got, ok := m.loaded[k]; ok && got.End >= step {
+	now := m.now()
+	if got, ok := m.loaded[k]; ok && got.End >= step && now.Sub(got.at) < reload {
 		return nil
 	}
-	if pending, ok := m.loading[k]; ok && pending >= step {
+	if _, ok := m.loading[k]; ok {
 		return nil
 	}
 	m.loading[k] = step
 	h := m.history
 	return func() tea.Msg {
 		counts, err := h.Buckets(sc, r, end)
-		return HistoryMsg{key: k, End: step, Counts: counts, Err: err}
+		return HistoryMsg{key: k, End: step, Counts: counts, Err: err, at: now}
 	}
 }
 
 // SetHistoryResult keeps an answer Load's command brought.
 func (m *Model) SetHistoryResult(msg HistoryMsg) {
-	if m.loading[msg.key] == msg.End {
-		delete(m.loading, msg.key)
-	}
+	delete(m.loading, msg.key)
 	if len(m.loaded) >= maxLoaded {
 		clear(m.loaded)
 	}
@@ -304,11 +308,12 @@ func (m *Model) View() string {
 		from = " · last " + r.Name + " from history (r) · "
 	}
 	unit, per := rateUnit(r)
+	if note != "" {
+		// Before the legend: a narrow pane cuts the title's end.
+		from += note + " · "
+	}
 	title := st.Title.Render("Flows/"+unit) + " " + label + st.Dim.Render(from) +
 		st.Allowed.Render("──") + " allowed " + st.Denied.Render("••") + " denied"
-	if note != "" {
-		title += st.Dim.Render(" · " + note)
-	}
 	if m.stats.WhatIfJudged > 0 {
 		title += st.Denied.Render(fmt.Sprintf(" · whatif: %d of %d flows would change", m.stats.WhatIfChanged, m.stats.WhatIfJudged))
 	}

@@ -53,6 +53,9 @@ DNS_SVC_IP=10.96.0.10
 CLUSTER_DOMAIN=cluster.local
 # Where an agent installed in the cluster pins its datapath on this host (probe.DefaultPinRoot).
 AGENT_PIN_ROOT=/sys/fs/bpf/netpol
+# Where an agent keeps its connection history on this host (install.HistoryHostDir): the nodes
+# share the host's filesystem, so without removing it a new cluster reads the last one's history.
+AGENT_HISTORY_ROOT=/var/lib/kubectl-netpol
 NODE_NAME=netpol-node
 
 # Several nodes (NODES >= 2, the default 3; hack/cluster/node.sh): the control plane stays on the host, bound to

@@ -41,6 +41,9 @@ func StableLabels(l map[string]string) map[string]string {
 // (checked with its length) says the labels did not change.
 type labelCache struct {
 	m map[podName]labelEntry
+	// off: canonical forms are computed, never kept (one-off callers such
+	// as EndKey: a cache's map would cost more than it saves).
+	off bool
 }
 
 type podName struct{ namespace, name string }
@@ -63,7 +66,7 @@ func (c *labelCache) canon(ns, pod string, l map[string]string) string {
 		return e.canon
 	}
 	s := canonLabels(l)
-	if pod != "" {
+	if pod != "" && !c.off {
 		if c.m == nil || len(c.m) >= labelCacheMax {
 			c.m = make(map[podName]labelEntry, 256)
 		}
@@ -220,7 +223,7 @@ func maps(l map[string]string) map[string]string {
 // EndKey is the canonical identity of one end of a key (workload and stable
 // labels, or address): equal ends, equal strings.
 func EndKey(ep *flowv1.Endpoint, ip string) string {
-	var c labelCache
+	c := labelCache{off: true}
 	return string(c.appendEnd(nil, ep, ip))
 }
 

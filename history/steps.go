@@ -21,52 +21,113 @@ type StepCount struct{ All, Denied uint64 }
 // it counts once, the largest node's count, denied when a node dropped it
 // (an AUDIT connection counts as what was enforced).
 func (s *Set) Steps(match func(*flowv1.Flow) bool, start time.Time, step time.Duration, n int) []StepCount {
-	type group struct {
+	// Records of one stream share their key's Flow: what a key needs (the
+	// match, its pair of ends and port, its node, dropped or not) is worked
+	// out once per key, and records are grouped by small integers.
+	type pairKey struct {
 		src, dst string
 		proto    flowv1.Protocol
 		port     uint32
-		bucket   int64
-		width    time.Duration
 	}
-	type nodeCount struct{ all, denied uint64 }
+	type keyInfo struct {
+		pair    int32 // -1: not matched
+		node    uint16
+		dropped bool
+	}
+	// A group is one pair of ends and port in one bucket, with each judging
+	// node's counts: one node, or two for a cross-node connection, kept
+	// inline (more only when a workload's pods run on several nodes).
+	type nodeSum struct {
+		node        uint16
+		all, denied uint64
+	}
+	type group struct {
+		bucket, width int64
+		nodes         [2]nodeSum
+		used          uint8
+		more          []nodeSum
+	}
 	from, to := start.UnixNano(), start.Add(step*time.Duration(n)).UnixNano()
-	ends := map[*flowv1.Flow][2]string{} // records of one stream share their key's Flow
-	groups := map[group]map[string]*nodeCount{}
+	keys := map[*flowv1.Flow]keyInfo{}
+	pairs := map[pairKey]int32{}
+	nodes := map[string]uint16{}
+	// Groups by pair and bucket start packed in one integer (a map of
+	// uint64 is the fast one): seconds from the chart's start, offset to
+	// stay positive for buckets begun before it.
+	groups := map[uint64]int32{}
+	var gs []group
 	for i := range s.Records {
 		r := &s.Records[i]
 		b := r.Start.UnixNano()
-		if r.Connections == 0 || b >= to || b+int64(r.Width) <= from || (match != nil && !match(r.Key)) {
+		if r.Connections == 0 || b >= to || b+int64(r.Width) <= from {
 			continue
 		}
 		k := r.Key
-		e, ok := ends[k]
+		ki, ok := keys[k]
 		if !ok {
-			e = [2]string{EndKey(k.GetSource(), k.GetIp().GetSource()), EndKey(k.GetDestination(), k.GetIp().GetDestination())}
-			ends[k] = e
+			ki = keyInfo{pair: -1}
+			if match == nil || match(k) {
+				pk := pairKey{EndKey(k.GetSource(), k.GetIp().GetSource()), EndKey(k.GetDestination(), k.GetIp().GetDestination()),
+					k.GetL4().GetProtocol(), k.GetL4().GetDestinationPort()}
+				p, ok := pairs[pk]
+				if !ok {
+					p = int32(len(pairs))
+					pairs[pk] = p
+				}
+				node, ok := nodes[k.GetNode()]
+				if !ok {
+					node = uint16(len(nodes))
+					nodes[k.GetNode()] = node
+				}
+				ki = keyInfo{pair: p, node: node, dropped: flow.Dropped(k)}
+			}
+			keys[k] = ki
 		}
-		g := group{e[0], e[1], k.GetL4().GetProtocol(), k.GetL4().GetDestinationPort(), b, r.Width}
-		nodes := groups[g]
-		if nodes == nil {
-			nodes = map[string]*nodeCount{}
-			groups[g] = nodes
+		if ki.pair < 0 {
+			continue
 		}
-		c := nodes[k.GetNode()]
-		if c == nil {
-			c = &nodeCount{}
-			nodes[k.GetNode()] = c
+		gk := uint64(ki.pair)<<32 | uint64(uint32((b-from)/int64(time.Second)+1<<31))
+		gi, ok := groups[gk]
+		if !ok {
+			gi = int32(len(gs))
+			groups[gk] = gi
+			gs = append(gs, group{bucket: b, width: int64(r.Width)})
 		}
-		c.all += r.Connections
-		if flow.Dropped(k) {
-			c.denied += r.Connections
+		g := &gs[gi]
+		var ns *nodeSum
+		for j := range g.used {
+			if g.nodes[j].node == ki.node {
+				ns = &g.nodes[j]
+			}
+		}
+		for j := range g.more {
+			if g.more[j].node == ki.node {
+				ns = &g.more[j]
+			}
+		}
+		switch {
+		case ns != nil:
+		case int(g.used) < len(g.nodes):
+			g.nodes[g.used].node = ki.node
+			ns = &g.nodes[g.used]
+			g.used++
+		default:
+			g.more = append(g.more, nodeSum{node: ki.node})
+			ns = &g.more[len(g.more)-1]
+		}
+		ns.all += r.Connections
+		if ki.dropped {
+			ns.denied += r.Connections
 		}
 	}
 	out := make([]StepCount, n)
-	for g, nodes := range groups {
+	for i := range gs {
+		g := &gs[i]
 		var all, denied uint64
-		for _, c := range nodes {
-			all, denied = max(all, c.all), max(denied, c.denied)
+		for _, ns := range append(g.nodes[:g.used], g.more...) {
+			all, denied = max(all, ns.all), max(denied, ns.denied)
 		}
-		spread(out, from, int64(step), g.bucket, int64(g.width), all, denied)
+		spread(out, from, int64(step), g.bucket, g.width, all, denied)
 	}
 	return out
 }

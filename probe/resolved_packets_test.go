@@ -125,6 +125,22 @@ func (env *resolvedEnv) check(t *testing.T, what string, cases ...flowCheck) map
 	return out
 }
 
+// expectIngressRules checks that the events of each "from/port" name the
+// rule (and its reason) on a's ingress.
+func expectIngressRules(t *testing.T, evs map[string][]Event, want map[string]uint32) {
+	t.Helper()
+	for k, rule := range want {
+		if len(evs[k]) == 0 {
+			t.Errorf("%s: no event", k)
+		}
+		for _, e := range evs[k] {
+			if e.IngressRule != rule || e.IngressReason != wantReason(rule) {
+				t.Errorf("%s: event rule %#x reason %d, want %#x", k, e.IngressRule, e.IngressReason, rule)
+			}
+		}
+	}
+}
+
 // TestResolvedRealPackets runs real TCP connections (IPv4 and IPv6)
 // between pod namespaces through hand-built resolved directions of a's
 // ingress: a deny on an identity beats an allow of the 0.0.0.0/0 region;
@@ -174,17 +190,8 @@ func TestResolvedRealPackets(t *testing.T) {
 		env.apply(t, dp)
 		evs := env.check(t, "ports", flowCheck{b, 80, true}, flowCheck{b, 85, false}, flowCheck{b, 1200, true}, flowCheck{b, 1550, false},
 			flowCheck{b, 81, true}, flowCheck{c, 80, true}, flowCheck{c, 1200, false}, flowCheck{d, 80, false})
-		for k, rule := range map[string]uint32{"b/85": 32 | policy.RuleDeny, "b/1550": 34 | policy.RuleDeny, "c/1200": 36 | policy.RuleDeny,
-			"b/1200": 33, "d/80": 30 | policy.RuleDeny} {
-			if len(evs[k]) == 0 {
-				t.Errorf("%s: no event", k)
-			}
-			for _, e := range evs[k] {
-				if e.IngressRule != rule || e.IngressReason != wantReason(rule) {
-					t.Errorf("%s: event rule %#x reason %d, want %#x", k, e.IngressRule, e.IngressReason, rule)
-				}
-			}
-		}
+		expectIngressRules(t, evs, map[string]uint32{"b/85": 32 | policy.RuleDeny, "b/1550": 34 | policy.RuleDeny, "c/1200": 36 | policy.RuleDeny,
+			"b/1200": 33, "d/80": 30 | policy.RuleDeny})
 	})
 
 	t.Run("longest region decides alone", func(t *testing.T) {
@@ -203,16 +210,7 @@ func TestResolvedRealPackets(t *testing.T) {
 		if got, err := env.node.connect("tcp", a.ip4, 85, 400*time.Millisecond); err != nil || got != "a" {
 			t.Errorf("node -> a:85 (region 0.0.0.0/0 allows): %q, %v", got, err)
 		}
-		for k, rule := range map[string]uint32{"b/80": 43, "b/81": 0, "d/80": 41 | policy.RuleDeny, "d/81": 42} {
-			if len(evs[k]) == 0 {
-				t.Errorf("%s: no event", k)
-			}
-			for _, e := range evs[k] {
-				if e.IngressRule != rule || e.IngressReason != wantReason(rule) {
-					t.Errorf("%s: event rule %#x reason %d, want %#x", k, e.IngressRule, e.IngressReason, rule)
-				}
-			}
-		}
+		expectIngressRules(t, evs, map[string]uint32{"b/80": 43, "b/81": 0, "d/80": 41 | policy.RuleDeny, "d/81": 42})
 	})
 
 	t.Run("partial identity falls through to its region", func(t *testing.T) {

@@ -94,32 +94,11 @@ func randomResolved(r *rand.Rand, idents []uint32, nextRule *uint32) []policy.En
 		return id
 	}
 	protos := []corev1.Protocol{"", corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP}
-	ports := func(e *policy.Entry) {
-		if e.Protocol == "" {
-			return
-		}
-		switch r.IntN(5) {
-		case 0:
-			e.PortMin, e.PortMax = 0, 65535
-		case 1:
-			e.PortMin = uint16(78 + r.IntN(6))
-			e.PortMax = e.PortMin
-		case 2:
-			e.PortMin = uint16(76 + r.IntN(6))
-			e.PortMax = e.PortMin + uint16(r.IntN(5))
-		case 3: // nested in case 4's ranges
-			e.PortMin = uint16(1000 + r.IntN(1000))
-			e.PortMax = e.PortMin + uint16(16+r.IntN(200))
-		default:
-			e.PortMin = uint16(1 + r.IntN(2000))
-			e.PortMax = e.PortMin + uint16(16+r.IntN(30000))
-		}
-	}
 	peerEntries := func(n int, set func(*policy.Entry)) {
 		for range n {
 			e := policy.Entry{Rule: rule(), Protocol: protos[r.IntN(len(protos))]}
 			set(&e)
-			ports(&e)
+			randomPorts(r, &e, true)
 			out = append(out, e)
 		}
 	}
@@ -166,36 +145,22 @@ func randomResolved(r *rand.Rand, idents []uint32, nextRule *uint32) []policy.En
 // (FlagAudit); TCP, UDP, SCTP and ICMP.
 func TestResolvedVerdictTable(t *testing.T) {
 	requireRoot(t)
-	p, err := Load(Options{PinRoot: testPinRoot(t), Config: Config{DropEventsPerSec: 1 << 40, DropEventsBurst: 1 << 40,
-		WakeupWatermark: 1, FlowEvents: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Uninstall() })
-	rd, err := p.NewReader(time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
+	p, rd := tableProbe(t)
 
 	self4, self6 := netip.MustParseAddr("10.78.0.1"), netip.MustParseAddr("fd78::1")
-	type peer struct {
-		ip netip.Addr
-		id uint32
-	}
 	var idents []uint32
-	var peers []peer
+	var peers []tablePeer
 	dp := &policy.Datapath{}
 	for i := range 8 {
 		id := uint32(1000 + i)
 		ips := []netip.Addr{netip.AddrFrom4([4]byte{10, 79, 0, byte(i + 1)}), netip.MustParseAddr(fmt.Sprintf("fd79::%x", i+1))}
 		idents = append(idents, id)
 		dp.Identities = append(dp.Identities, policy.Identity{ID: id, IPs: ips})
-		peers = append(peers, peer{ips[0], id}, peer{ips[1], id})
+		peers = append(peers, tablePeer{ips[0], id}, tablePeer{ips[1], id})
 	}
 	for _, ip := range []string{"192.0.2.1", "192.0.2.130", "10.80.0.1", "203.0.113.9", "10.79.0.9", "10.79.1.9",
 		"fd79::9", "fd79::1:9", "2001:db8::1", "fd80::1"} {
-		peers = append(peers, peer{netip.MustParseAddr(ip), policy.IdentityWorld})
+		peers = append(peers, tablePeer{netip.MustParseAddr(ip), policy.IdentityWorld})
 	}
 	ports := []uint16{0, 1, 53, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 700, 1000, 1450, 2047, 2048, 2600, 8080, 30000, 65535}
 
@@ -214,71 +179,28 @@ func TestResolvedVerdictTable(t *testing.T) {
 		if _, err := p.Apply(&rdp); err != nil {
 			t.Fatalf("round %d: Apply: %v", round, err)
 		}
-		epv := p.state.endpoints[addr16(self4)]
-		roundPorts := slices.Clone(ports)
-		for _, e := range append(slices.Clone(ep.Ingress.Entries), ep.Egress.Entries...) {
-			if e.Protocol != "" {
-				roundPorts = append(roundPorts, e.PortMin, e.PortMax, e.PortMin-1, e.PortMax+1)
+		tablePackets(t, p, rd, round, &ep, peers, edgePorts(ports, ep.Ingress.Entries, ep.Egress.Entries), func(pk *tablePacket) {
+			want := refDecide(pk.entries, pk.peer.ip, pk.peer.id, pk.proto, pk.port)
+			checked++
+			switch {
+			case pk.got != ruleAllows(want):
+				t.Errorf("%s: kernel allowed=%v, contract decides rule %#x", pk.where, pk.got, want)
+			case pk.rule != want || pk.model != want:
+				t.Errorf("%s: event names rule %#x, Go model %#x, contract %#x", pk.where, pk.rule, pk.model, want)
+			case pk.reason != wantReason(want):
+				t.Errorf("%s: reason %d for rule %#x", pk.where, pk.reason, want)
+			case (pk.ev.Flags&FlagAudit != 0) != (want&policy.RuleAudit != 0):
+				t.Errorf("%s: flags %#x for rule %#x", pk.where, pk.ev.Flags, want)
 			}
-		}
-		slices.Sort(roundPorts)
-		roundPorts = slices.Compact(roundPorts)
-		for _, pe := range peers {
-			self := self4
-			if pe.ip.Is6() {
-				self = self6
+			if pk.got {
+				allowed++
+			} else if want != 0 {
+				denied++
 			}
-			for _, proto := range []uint8{6, 17, 132, 1} {
-				if pe.ip.Is6() && proto == 1 {
-					proto = 58
-				}
-				for _, port := range roundPorts {
-					if proto == 1 || proto == 58 {
-						port = 0
-					}
-					for _, ingress := range []bool{true, false} {
-						src, dst, entries, slot := pe.ip, self, ep.Ingress.Entries, epv.SlotIngress
-						if !ingress {
-							src, dst, entries, slot = self, pe.ip, ep.Egress.Entries, epv.SlotEgress
-						}
-						where := fmt.Sprintf("round %d %s -> %s proto %d port %d", round, src, dst, proto, port)
-						want := refDecide(entries, pe.ip, pe.id, proto, port)
-						got := runVerdict(t, p.objs.NetpolNf, testPacket(src, dst, proto, port), pe.ip.Is6())
-						checked++
-						var ev Event
-						if err := rd.Read(&ev); err != nil {
-							t.Fatalf("%s: no event: %v", where, err)
-						}
-						rule, reason := ev.IngressRule, ev.IngressReason
-						if !ingress {
-							rule, reason = ev.EgressRule, ev.EgressReason
-						}
-						model := p.state.dirs[slot].evaluate(pe.ip, pe.id, proto, port)
-						switch {
-						case got != ruleAllows(want):
-							t.Errorf("%s: kernel allowed=%v, contract decides rule %#x", where, got, want)
-						case rule != want || model != want:
-							t.Errorf("%s: event names rule %#x, Go model %#x, contract %#x", where, rule, model, want)
-						case reason != wantReason(want):
-							t.Errorf("%s: reason %d for rule %#x", where, reason, want)
-						case (ev.Flags&FlagAudit != 0) != (want&policy.RuleAudit != 0):
-							t.Errorf("%s: flags %#x for rule %#x", where, ev.Flags, want)
-						}
-						if got {
-							allowed++
-						} else if want != 0 {
-							denied++
-						}
-						if want&policy.RuleAudit != 0 {
-							audited++
-						}
-					}
-					if proto == 1 || proto == 58 {
-						break
-					}
-				}
+			if want&policy.RuleAudit != 0 {
+				audited++
 			}
-		}
+		})
 		if t.Failed() {
 			break
 		}

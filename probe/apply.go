@@ -698,10 +698,11 @@ func portBlocks(lo, hi uint16) [][2]int {
 
 // pick chooses the rule of one key that two entries share (old 0: none
 // yet). Allowances keep the lowest rule ID, so the content does not depend
-// on the order of entries. In a resolved direction the first entry keeps it:
-// resolvedOrder has put the decisive one first (and a later entry for the
-// same key, which the compiler should not emit, can never turn a deny into
-// an allow because its ID is lower).
+// on the order of entries. In a resolved direction IDs say nothing of
+// precedence (and the lowest would prefer an allow, whose deny bit is
+// clear), so the first entry keeps the key: resolvedOrder made a peer's
+// ranges disjoint, and of its entries for every port of a protocol, or for
+// every protocol, the first decides.
 func (d *direction) pick(old, rule uint32) uint32 {
 	if old == 0 || !d.resolved && rule < old {
 		return rule
@@ -1088,8 +1089,7 @@ func disjointRanges(rs []policy.Entry) []policy.Entry {
 	for i := range next {
 		next[i] = i
 	}
-	var find func(int) int
-	find = func(i int) int {
+	find := func(i int) int {
 		for next[i] != i {
 			next[i] = next[next[i]]
 			i = next[i]

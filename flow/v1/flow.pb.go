@@ -34,6 +34,10 @@ const (
 	Verdict_VERDICT_UNSPECIFIED Verdict = 0
 	Verdict_VERDICT_ALLOWED     Verdict = 1
 	Verdict_VERDICT_DENIED      Verdict = 2
+	// Audited policies (evaluated, not enforced) would give the other verdict:
+	// the packets followed the enforced one, which is the opposite of
+	// Flow.audit.would_be; audit names what would decide.
+	Verdict_VERDICT_AUDIT Verdict = 3
 )
 
 // Enum value maps for Verdict.
@@ -42,11 +46,13 @@ var (
 		0: "VERDICT_UNSPECIFIED",
 		1: "VERDICT_ALLOWED",
 		2: "VERDICT_DENIED",
+		3: "VERDICT_AUDIT",
 	}
 	Verdict_value = map[string]int32{
 		"VERDICT_UNSPECIFIED": 0,
 		"VERDICT_ALLOWED":     1,
 		"VERDICT_DENIED":      2,
+		"VERDICT_AUDIT":       3,
 	}
 )
 
@@ -96,6 +102,8 @@ const (
 	// An established connection whose conntrack entry was deleted because a
 	// policy change now denies it (denied_by / isolated_by name the policies).
 	Reason_REASON_REVOKED Reason = 6
+	// A ClusterNetworkPolicy rule with action Deny matched (denied_by names it).
+	Reason_REASON_DENIED_BY_RULE Reason = 7
 )
 
 // Enum value maps for Reason.
@@ -108,6 +116,7 @@ var (
 		4: "REASON_ESTABLISHED",
 		5: "REASON_NOT_SUBJECT",
 		6: "REASON_REVOKED",
+		7: "REASON_DENIED_BY_RULE",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":     0,
@@ -117,6 +126,7 @@ var (
 		"REASON_ESTABLISHED":     4,
 		"REASON_NOT_SUBJECT":     5,
 		"REASON_REVOKED":         6,
+		"REASON_DENIED_BY_RULE":  7,
 	}
 )
 
@@ -145,6 +155,111 @@ func (x Reason) Number() protoreflect.EnumNumber {
 // Deprecated: Use Reason.Descriptor instead.
 func (Reason) EnumDescriptor() ([]byte, []int) {
 	return file_flow_proto_rawDescGZIP(), []int{1}
+}
+
+// ClusterTier is the ClusterNetworkPolicy tier of a rule: Admin rules are
+// evaluated before NetworkPolicy, Baseline rules after.
+type ClusterTier int32
+
+const (
+	ClusterTier_CLUSTER_TIER_UNSPECIFIED ClusterTier = 0
+	ClusterTier_CLUSTER_TIER_ADMIN       ClusterTier = 1
+	ClusterTier_CLUSTER_TIER_BASELINE    ClusterTier = 2
+)
+
+// Enum value maps for ClusterTier.
+var (
+	ClusterTier_name = map[int32]string{
+		0: "CLUSTER_TIER_UNSPECIFIED",
+		1: "CLUSTER_TIER_ADMIN",
+		2: "CLUSTER_TIER_BASELINE",
+	}
+	ClusterTier_value = map[string]int32{
+		"CLUSTER_TIER_UNSPECIFIED": 0,
+		"CLUSTER_TIER_ADMIN":       1,
+		"CLUSTER_TIER_BASELINE":    2,
+	}
+)
+
+func (x ClusterTier) Enum() *ClusterTier {
+	p := new(ClusterTier)
+	*p = x
+	return p
+}
+
+func (x ClusterTier) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClusterTier) Descriptor() protoreflect.EnumDescriptor {
+	return file_flow_proto_enumTypes[2].Descriptor()
+}
+
+func (ClusterTier) Type() protoreflect.EnumType {
+	return &file_flow_proto_enumTypes[2]
+}
+
+func (x ClusterTier) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClusterTier.Descriptor instead.
+func (ClusterTier) EnumDescriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{2}
+}
+
+// ClusterAction is what a ClusterNetworkPolicy rule does with what it matches.
+type ClusterAction int32
+
+const (
+	ClusterAction_CLUSTER_ACTION_UNSPECIFIED ClusterAction = 0
+	ClusterAction_CLUSTER_ACTION_ACCEPT      ClusterAction = 1
+	ClusterAction_CLUSTER_ACTION_DENY        ClusterAction = 2
+	// Skip the rest of the Admin tier: NetworkPolicy (then Baseline) decides.
+	ClusterAction_CLUSTER_ACTION_PASS ClusterAction = 3
+)
+
+// Enum value maps for ClusterAction.
+var (
+	ClusterAction_name = map[int32]string{
+		0: "CLUSTER_ACTION_UNSPECIFIED",
+		1: "CLUSTER_ACTION_ACCEPT",
+		2: "CLUSTER_ACTION_DENY",
+		3: "CLUSTER_ACTION_PASS",
+	}
+	ClusterAction_value = map[string]int32{
+		"CLUSTER_ACTION_UNSPECIFIED": 0,
+		"CLUSTER_ACTION_ACCEPT":      1,
+		"CLUSTER_ACTION_DENY":        2,
+		"CLUSTER_ACTION_PASS":        3,
+	}
+)
+
+func (x ClusterAction) Enum() *ClusterAction {
+	p := new(ClusterAction)
+	*p = x
+	return p
+}
+
+func (x ClusterAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClusterAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_flow_proto_enumTypes[3].Descriptor()
+}
+
+func (ClusterAction) Type() protoreflect.EnumType {
+	return &file_flow_proto_enumTypes[3]
+}
+
+func (x ClusterAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClusterAction.Descriptor instead.
+func (ClusterAction) EnumDescriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{3}
 }
 
 // TrafficDirection is the side that decided: the source pod's egress or the
@@ -182,11 +297,11 @@ func (x TrafficDirection) String() string {
 }
 
 func (TrafficDirection) Descriptor() protoreflect.EnumDescriptor {
-	return file_flow_proto_enumTypes[2].Descriptor()
+	return file_flow_proto_enumTypes[4].Descriptor()
 }
 
 func (TrafficDirection) Type() protoreflect.EnumType {
-	return &file_flow_proto_enumTypes[2]
+	return &file_flow_proto_enumTypes[4]
 }
 
 func (x TrafficDirection) Number() protoreflect.EnumNumber {
@@ -195,7 +310,7 @@ func (x TrafficDirection) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TrafficDirection.Descriptor instead.
 func (TrafficDirection) EnumDescriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{2}
+	return file_flow_proto_rawDescGZIP(), []int{4}
 }
 
 // EventType is what the kernel reported.
@@ -238,11 +353,11 @@ func (x EventType) String() string {
 }
 
 func (EventType) Descriptor() protoreflect.EnumDescriptor {
-	return file_flow_proto_enumTypes[3].Descriptor()
+	return file_flow_proto_enumTypes[5].Descriptor()
 }
 
 func (EventType) Type() protoreflect.EnumType {
-	return &file_flow_proto_enumTypes[3]
+	return &file_flow_proto_enumTypes[5]
 }
 
 func (x EventType) Number() protoreflect.EnumNumber {
@@ -251,7 +366,7 @@ func (x EventType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventType.Descriptor instead.
 func (EventType) EnumDescriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{3}
+	return file_flow_proto_rawDescGZIP(), []int{5}
 }
 
 type Protocol int32
@@ -296,11 +411,11 @@ func (x Protocol) String() string {
 }
 
 func (Protocol) Descriptor() protoreflect.EnumDescriptor {
-	return file_flow_proto_enumTypes[4].Descriptor()
+	return file_flow_proto_enumTypes[6].Descriptor()
 }
 
 func (Protocol) Type() protoreflect.EnumType {
-	return &file_flow_proto_enumTypes[4]
+	return &file_flow_proto_enumTypes[6]
 }
 
 func (x Protocol) Number() protoreflect.EnumNumber {
@@ -309,7 +424,7 @@ func (x Protocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Protocol.Descriptor instead.
 func (Protocol) EnumDescriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{4}
+	return file_flow_proto_rawDescGZIP(), []int{6}
 }
 
 type IPVersion int32
@@ -345,11 +460,11 @@ func (x IPVersion) String() string {
 }
 
 func (IPVersion) Descriptor() protoreflect.EnumDescriptor {
-	return file_flow_proto_enumTypes[5].Descriptor()
+	return file_flow_proto_enumTypes[7].Descriptor()
 }
 
 func (IPVersion) Type() protoreflect.EnumType {
-	return &file_flow_proto_enumTypes[5]
+	return &file_flow_proto_enumTypes[7]
 }
 
 func (x IPVersion) Number() protoreflect.EnumNumber {
@@ -358,7 +473,7 @@ func (x IPVersion) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IPVersion.Descriptor instead.
 func (IPVersion) EnumDescriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{5}
+	return file_flow_proto_rawDescGZIP(), []int{7}
 }
 
 type Flow struct {
@@ -413,7 +528,10 @@ type Flow struct {
 	// is the record's last_seen. Never set by the agents' Observe.
 	Aggregate *HistoryAggregate `protobuf:"bytes,21,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
 	// Set by `watch --whatif`: the verdict under the proposed policies.
-	Whatif        *WhatIf `protobuf:"bytes,22,opt,name=whatif,proto3" json:"whatif,omitempty"`
+	Whatif *WhatIf `protobuf:"bytes,22,opt,name=whatif,proto3" json:"whatif,omitempty"`
+	// Set when verdict is VERDICT_AUDIT: what enforcing the audited policies
+	// would decide.
+	Audit         *Audit `protobuf:"bytes,23,opt,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -602,6 +720,91 @@ func (x *Flow) GetWhatif() *WhatIf {
 	return nil
 }
 
+func (x *Flow) GetAudit() *Audit {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
+// Audit is the would-be outcome of a flow that audited policies would decide
+// differently (Flow.verdict VERDICT_AUDIT).
+type Audit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// VERDICT_ALLOWED or VERDICT_DENIED: the verdict were the audited
+	// policies enforced.
+	WouldBe Verdict `protobuf:"varint,1,opt,name=would_be,json=wouldBe,proto3,enum=flow.v1.Verdict" json:"would_be,omitempty"`
+	// Why it would be so: REASON_ALLOWED_BY_RULE, REASON_DENIED_BY_RULE,
+	// REASON_NO_RULE_MATCHED (a would-be default deny) or REASON_NOT_ISOLATED.
+	Reason Reason `protobuf:"varint,2,opt,name=reason,proto3,enum=flow.v1.Reason" json:"reason,omitempty"`
+	// The rule that would decide (unset for a would-be default deny or a
+	// not-isolated allow).
+	Rule *PolicyRef `protobuf:"bytes,3,opt,name=rule,proto3" json:"rule,omitempty"`
+	// For a would-be default deny: the policies that would isolate the
+	// endpoint in that direction.
+	IsolatedBy    []*PolicyRef `protobuf:"bytes,4,rep,name=isolated_by,json=isolatedBy,proto3" json:"isolated_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Audit) Reset() {
+	*x = Audit{}
+	mi := &file_flow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Audit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Audit) ProtoMessage() {}
+
+func (x *Audit) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Audit.ProtoReflect.Descriptor instead.
+func (*Audit) Descriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Audit) GetWouldBe() Verdict {
+	if x != nil {
+		return x.WouldBe
+	}
+	return Verdict_VERDICT_UNSPECIFIED
+}
+
+func (x *Audit) GetReason() Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return Reason_REASON_UNSPECIFIED
+}
+
+func (x *Audit) GetRule() *PolicyRef {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *Audit) GetIsolatedBy() []*PolicyRef {
+	if x != nil {
+		return x.IsolatedBy
+	}
+	return nil
+}
+
 type HistoryAggregate struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Connections   uint64                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
@@ -614,7 +817,7 @@ type HistoryAggregate struct {
 
 func (x *HistoryAggregate) Reset() {
 	*x = HistoryAggregate{}
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +829,7 @@ func (x *HistoryAggregate) String() string {
 func (*HistoryAggregate) ProtoMessage() {}
 
 func (x *HistoryAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[1]
+	mi := &file_flow_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +842,7 @@ func (x *HistoryAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryAggregate.ProtoReflect.Descriptor instead.
 func (*HistoryAggregate) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{1}
+	return file_flow_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HistoryAggregate) GetConnections() uint64 {
@@ -684,7 +887,7 @@ type WhatIf struct {
 
 func (x *WhatIf) Reset() {
 	*x = WhatIf{}
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +899,7 @@ func (x *WhatIf) String() string {
 func (*WhatIf) ProtoMessage() {}
 
 func (x *WhatIf) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[2]
+	mi := &file_flow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +912,7 @@ func (x *WhatIf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhatIf.ProtoReflect.Descriptor instead.
 func (*WhatIf) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{2}
+	return file_flow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WhatIf) GetVerdict() Verdict {
@@ -747,13 +950,14 @@ type Observation struct {
 	IsolatedBy    []*PolicyRef           `protobuf:"bytes,8,rep,name=isolated_by,json=isolatedBy,proto3" json:"isolated_by,omitempty"`
 	RuleId        uint32                 `protobuf:"varint,9,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
 	Time          *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=time,proto3" json:"time,omitempty"`
+	Audit         *Audit                 `protobuf:"bytes,11,opt,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Observation) Reset() {
 	*x = Observation{}
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +969,7 @@ func (x *Observation) String() string {
 func (*Observation) ProtoMessage() {}
 
 func (x *Observation) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[3]
+	mi := &file_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +982,7 @@ func (x *Observation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observation.ProtoReflect.Descriptor instead.
 func (*Observation) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{3}
+	return file_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Observation) GetNode() string {
@@ -851,6 +1055,13 @@ func (x *Observation) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Observation) GetAudit() *Audit {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
 // FlowBatch is consecutive flows of one ObserveBatches stream, oldest first.
 type FlowBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -861,7 +1072,7 @@ type FlowBatch struct {
 
 func (x *FlowBatch) Reset() {
 	*x = FlowBatch{}
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1084,7 @@ func (x *FlowBatch) String() string {
 func (*FlowBatch) ProtoMessage() {}
 
 func (x *FlowBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[4]
+	mi := &file_flow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1097,7 @@ func (x *FlowBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowBatch.ProtoReflect.Descriptor instead.
 func (*FlowBatch) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{4}
+	return file_flow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FlowBatch) GetFlows() []*Flow {
@@ -907,7 +1118,7 @@ type IP struct {
 
 func (x *IP) Reset() {
 	*x = IP{}
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1130,7 @@ func (x *IP) String() string {
 func (*IP) ProtoMessage() {}
 
 func (x *IP) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[5]
+	mi := &file_flow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1143,7 @@ func (x *IP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IP.ProtoReflect.Descriptor instead.
 func (*IP) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{5}
+	return file_flow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *IP) GetSource() string {
@@ -968,7 +1179,7 @@ type Layer4 struct {
 
 func (x *Layer4) Reset() {
 	*x = Layer4{}
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1191,7 @@ func (x *Layer4) String() string {
 func (*Layer4) ProtoMessage() {}
 
 func (x *Layer4) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[6]
+	mi := &file_flow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1204,7 @@ func (x *Layer4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer4.ProtoReflect.Descriptor instead.
 func (*Layer4) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{6}
+	return file_flow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Layer4) GetProtocol() Protocol {
@@ -1040,7 +1251,7 @@ type TCPFlags struct {
 
 func (x *TCPFlags) Reset() {
 	*x = TCPFlags{}
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1263,7 @@ func (x *TCPFlags) String() string {
 func (*TCPFlags) ProtoMessage() {}
 
 func (x *TCPFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[7]
+	mi := &file_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1276,7 @@ func (x *TCPFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPFlags.ProtoReflect.Descriptor instead.
 func (*TCPFlags) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{7}
+	return file_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TCPFlags) GetFin() bool {
@@ -1147,7 +1358,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1370,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[8]
+	mi := &file_flow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1383,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{8}
+	return file_flow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Endpoint) GetNamespace() string {
@@ -1235,7 +1446,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1458,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[9]
+	mi := &file_flow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1471,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{9}
+	return file_flow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Workload) GetKind() string {
@@ -1290,7 +1501,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1513,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[10]
+	mi := &file_flow_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1526,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{10}
+	return file_flow_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Service) GetNamespace() string {
@@ -1349,20 +1560,26 @@ func (x *Service) GetPort() uint32 {
 // PolicyRef names one policy and, when a rule decided, that rule.
 type PolicyRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "NetworkPolicy" today; "ClusterNetworkPolicy" for the admin/baseline tiers.
+	// "NetworkPolicy" or "ClusterNetworkPolicy" (cluster-scoped: no namespace).
 	Kind      string           `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Namespace string           `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Name      string           `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	Direction TrafficDirection `protobuf:"varint,4,opt,name=direction,proto3,enum=flow.v1.TrafficDirection" json:"direction,omitempty"`
 	// Index of the rule in spec.ingress or spec.egress; unset for isolated_by.
-	RuleIndex     *uint32 `protobuf:"varint,5,opt,name=rule_index,json=ruleIndex,proto3,oneof" json:"rule_index,omitempty"`
+	RuleIndex *uint32 `protobuf:"varint,5,opt,name=rule_index,json=ruleIndex,proto3,oneof" json:"rule_index,omitempty"`
+	// ClusterNetworkPolicy only: its tier and priority (lower is evaluated
+	// first), and the rule's name and action.
+	Tier          ClusterTier   `protobuf:"varint,6,opt,name=tier,proto3,enum=flow.v1.ClusterTier" json:"tier,omitempty"`
+	Priority      int32         `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
+	RuleName      string        `protobuf:"bytes,8,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	Action        ClusterAction `protobuf:"varint,9,opt,name=action,proto3,enum=flow.v1.ClusterAction" json:"action,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PolicyRef) Reset() {
 	*x = PolicyRef{}
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1591,7 @@ func (x *PolicyRef) String() string {
 func (*PolicyRef) ProtoMessage() {}
 
 func (x *PolicyRef) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[11]
+	mi := &file_flow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1604,7 @@ func (x *PolicyRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
 func (*PolicyRef) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{11}
+	return file_flow_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PolicyRef) GetKind() string {
@@ -1425,6 +1642,34 @@ func (x *PolicyRef) GetRuleIndex() uint32 {
 	return 0
 }
 
+func (x *PolicyRef) GetTier() ClusterTier {
+	if x != nil {
+		return x.Tier
+	}
+	return ClusterTier_CLUSTER_TIER_UNSPECIFIED
+}
+
+func (x *PolicyRef) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *PolicyRef) GetRuleName() string {
+	if x != nil {
+		return x.RuleName
+	}
+	return ""
+}
+
+func (x *PolicyRef) GetAction() ClusterAction {
+	if x != nil {
+		return x.Action
+	}
+	return ClusterAction_CLUSTER_ACTION_UNSPECIFIED
+}
+
 type ObserveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Keep streaming new flows after the recent ones.
@@ -1445,7 +1690,7 @@ type ObserveRequest struct {
 
 func (x *ObserveRequest) Reset() {
 	*x = ObserveRequest{}
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1702,7 @@ func (x *ObserveRequest) String() string {
 func (*ObserveRequest) ProtoMessage() {}
 
 func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[12]
+	mi := &file_flow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1715,7 @@ func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObserveRequest.ProtoReflect.Descriptor instead.
 func (*ObserveRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{12}
+	return file_flow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ObserveRequest) GetFollow() bool {
@@ -1536,7 +1781,10 @@ type FlowFilter struct {
 	Verdict         []Verdict  `protobuf:"varint,11,rep,packed,name=verdict,proto3,enum=flow.v1.Verdict" json:"verdict,omitempty"`
 	Reason          []Reason   `protobuf:"varint,12,rep,packed,name=reason,proto3,enum=flow.v1.Reason" json:"reason,omitempty"`
 	Protocol        []Protocol `protobuf:"varint,13,rep,packed,name=protocol,proto3,enum=flow.v1.Protocol" json:"protocol,omitempty"`
-	// "namespace/name" or "name": any policy in allowed_by, denied_by or isolated_by.
+	// "namespace/name" or "name": any policy in allowed_by, denied_by or
+	// isolated_by (and audit's), a NetworkPolicy in that namespace or a
+	// policy of any kind with that name; "cnp/name" only a
+	// ClusterNetworkPolicy.
 	Policy []string `protobuf:"bytes,14,rep,name=policy,proto3" json:"policy,omitempty"`
 	Node   []string `protobuf:"bytes,15,rep,name=node,proto3" json:"node,omitempty"`
 	// "namespace/name" or "name" of the Service dialled.
@@ -1549,7 +1797,7 @@ type FlowFilter struct {
 
 func (x *FlowFilter) Reset() {
 	*x = FlowFilter{}
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1809,7 @@ func (x *FlowFilter) String() string {
 func (*FlowFilter) ProtoMessage() {}
 
 func (x *FlowFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[13]
+	mi := &file_flow_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1822,7 @@ func (x *FlowFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowFilter.ProtoReflect.Descriptor instead.
 func (*FlowFilter) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{13}
+	return file_flow_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FlowFilter) GetSourceNamespace() []string {
@@ -1711,7 +1959,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1971,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[14]
+	mi := &file_flow_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1984,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{14}
+	return file_flow_proto_rawDescGZIP(), []int{15}
 }
 
 type StatusResponse struct {
@@ -1774,14 +2022,21 @@ type StatusResponse struct {
 	// self-check's last verdict.
 	Enforcement *Enforcement `protobuf:"bytes,17,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
 	// The aggregated connection history (unset when the agent keeps none).
-	History       *HistoryCoverage `protobuf:"bytes,18,opt,name=history,proto3" json:"history,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	History *HistoryCoverage `protobuf:"bytes,18,opt,name=history,proto3" json:"history,omitempty"`
+	// ClusterNetworkPolicies compiled into the datapath; false
+	// cluster_policies_watched when the CRD is not installed.
+	ClusterPolicies        uint32 `protobuf:"varint,19,opt,name=cluster_policies,json=clusterPolicies,proto3" json:"cluster_policies,omitempty"`
+	ClusterPoliciesWatched bool   `protobuf:"varint,20,opt,name=cluster_policies_watched,json=clusterPoliciesWatched,proto3" json:"cluster_policies_watched,omitempty"`
+	// ClusterNetworkPolicies with domainNames peers: those peers are not
+	// enforced (they match nothing), the policies' other rules are.
+	DomainNamePolicies []string `protobuf:"bytes,21,rep,name=domain_name_policies,json=domainNamePolicies,proto3" json:"domain_name_policies,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_flow_proto_msgTypes[15]
+	mi := &file_flow_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +2048,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[15]
+	mi := &file_flow_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +2061,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{15}
+	return file_flow_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1935,6 +2190,27 @@ func (x *StatusResponse) GetHistory() *HistoryCoverage {
 	return nil
 }
 
+func (x *StatusResponse) GetClusterPolicies() uint32 {
+	if x != nil {
+		return x.ClusterPolicies
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetClusterPoliciesWatched() bool {
+	if x != nil {
+		return x.ClusterPoliciesWatched
+	}
+	return false
+}
+
+func (x *StatusResponse) GetDomainNamePolicies() []string {
+	if x != nil {
+		return x.DomainNamePolicies
+	}
+	return nil
+}
+
 // CNI is the node's CNI as the agent identified it (internal/cni).
 type CNI struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1954,7 +2230,7 @@ type CNI struct {
 
 func (x *CNI) Reset() {
 	*x = CNI{}
-	mi := &file_flow_proto_msgTypes[16]
+	mi := &file_flow_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2242,7 @@ func (x *CNI) String() string {
 func (*CNI) ProtoMessage() {}
 
 func (x *CNI) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[16]
+	mi := &file_flow_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2255,7 @@ func (x *CNI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CNI.ProtoReflect.Descriptor instead.
 func (*CNI) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{16}
+	return file_flow_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CNI) GetName() string {
@@ -2045,7 +2321,7 @@ type Enforcement struct {
 
 func (x *Enforcement) Reset() {
 	*x = Enforcement{}
-	mi := &file_flow_proto_msgTypes[17]
+	mi := &file_flow_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2057,7 +2333,7 @@ func (x *Enforcement) String() string {
 func (*Enforcement) ProtoMessage() {}
 
 func (x *Enforcement) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[17]
+	mi := &file_flow_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2070,7 +2346,7 @@ func (x *Enforcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enforcement.ProtoReflect.Descriptor instead.
 func (*Enforcement) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{17}
+	return file_flow_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Enforcement) GetState() string {
@@ -2128,7 +2404,7 @@ type NodeCheck struct {
 
 func (x *NodeCheck) Reset() {
 	*x = NodeCheck{}
-	mi := &file_flow_proto_msgTypes[18]
+	mi := &file_flow_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2416,7 @@ func (x *NodeCheck) String() string {
 func (*NodeCheck) ProtoMessage() {}
 
 func (x *NodeCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[18]
+	mi := &file_flow_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2429,7 @@ func (x *NodeCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCheck.ProtoReflect.Descriptor instead.
 func (*NodeCheck) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{18}
+	return file_flow_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeCheck) GetName() string {
@@ -2188,7 +2464,7 @@ type MapUsage struct {
 
 func (x *MapUsage) Reset() {
 	*x = MapUsage{}
-	mi := &file_flow_proto_msgTypes[19]
+	mi := &file_flow_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2476,7 @@ func (x *MapUsage) String() string {
 func (*MapUsage) ProtoMessage() {}
 
 func (x *MapUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[19]
+	mi := &file_flow_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2489,7 @@ func (x *MapUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUsage.ProtoReflect.Descriptor instead.
 func (*MapUsage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{19}
+	return file_flow_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MapUsage) GetName() string {
@@ -2256,7 +2532,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_flow_proto_msgTypes[20]
+	mi := &file_flow_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2544,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[20]
+	mi := &file_flow_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2557,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{20}
+	return file_flow_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HistoryRequest) GetSchemaVersion() uint32 {
@@ -2333,7 +2609,7 @@ type HistoryBatch struct {
 
 func (x *HistoryBatch) Reset() {
 	*x = HistoryBatch{}
-	mi := &file_flow_proto_msgTypes[21]
+	mi := &file_flow_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2621,7 @@ func (x *HistoryBatch) String() string {
 func (*HistoryBatch) ProtoMessage() {}
 
 func (x *HistoryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[21]
+	mi := &file_flow_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2634,7 @@ func (x *HistoryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryBatch.ProtoReflect.Descriptor instead.
 func (*HistoryBatch) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{21}
+	return file_flow_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HistoryBatch) GetKeys() []*Flow {
@@ -2410,7 +2686,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_flow_proto_msgTypes[22]
+	mi := &file_flow_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2698,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[22]
+	mi := &file_flow_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2711,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{22}
+	return file_flow_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HistoryRecord) GetKey() uint32 {
@@ -2534,7 +2810,7 @@ type HistoryCoverage struct {
 
 func (x *HistoryCoverage) Reset() {
 	*x = HistoryCoverage{}
-	mi := &file_flow_proto_msgTypes[23]
+	mi := &file_flow_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +2822,7 @@ func (x *HistoryCoverage) String() string {
 func (*HistoryCoverage) ProtoMessage() {}
 
 func (x *HistoryCoverage) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[23]
+	mi := &file_flow_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +2835,7 @@ func (x *HistoryCoverage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryCoverage.ProtoReflect.Descriptor instead.
 func (*HistoryCoverage) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{23}
+	return file_flow_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HistoryCoverage) GetNode() string {
@@ -2691,7 +2967,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_flow_proto_msgTypes[24]
+	mi := &file_flow_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2979,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[24]
+	mi := &file_flow_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2992,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{24}
+	return file_flow_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TimeRange) GetStart() *timestamppb.Timestamp {
@@ -2749,7 +3025,7 @@ type HistoryFile struct {
 
 func (x *HistoryFile) Reset() {
 	*x = HistoryFile{}
-	mi := &file_flow_proto_msgTypes[25]
+	mi := &file_flow_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +3037,7 @@ func (x *HistoryFile) String() string {
 func (*HistoryFile) ProtoMessage() {}
 
 func (x *HistoryFile) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[25]
+	mi := &file_flow_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +3050,7 @@ func (x *HistoryFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryFile.ProtoReflect.Descriptor instead.
 func (*HistoryFile) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{25}
+	return file_flow_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HistoryFile) GetSchemaVersion() uint32 {
@@ -2827,7 +3103,7 @@ type RuleHitsRequest struct {
 
 func (x *RuleHitsRequest) Reset() {
 	*x = RuleHitsRequest{}
-	mi := &file_flow_proto_msgTypes[26]
+	mi := &file_flow_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +3115,7 @@ func (x *RuleHitsRequest) String() string {
 func (*RuleHitsRequest) ProtoMessage() {}
 
 func (x *RuleHitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[26]
+	mi := &file_flow_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +3128,7 @@ func (x *RuleHitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHitsRequest.ProtoReflect.Descriptor instead.
 func (*RuleHitsRequest) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{26}
+	return file_flow_proto_rawDescGZIP(), []int{27}
 }
 
 type RuleHitsResponse struct {
@@ -2867,7 +3143,7 @@ type RuleHitsResponse struct {
 
 func (x *RuleHitsResponse) Reset() {
 	*x = RuleHitsResponse{}
-	mi := &file_flow_proto_msgTypes[27]
+	mi := &file_flow_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +3155,7 @@ func (x *RuleHitsResponse) String() string {
 func (*RuleHitsResponse) ProtoMessage() {}
 
 func (x *RuleHitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[27]
+	mi := &file_flow_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3168,7 @@ func (x *RuleHitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHitsResponse.ProtoReflect.Descriptor instead.
 func (*RuleHitsResponse) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{27}
+	return file_flow_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RuleHitsResponse) GetNode() string {
@@ -2931,7 +3207,7 @@ type RuleHit struct {
 
 func (x *RuleHit) Reset() {
 	*x = RuleHit{}
-	mi := &file_flow_proto_msgTypes[28]
+	mi := &file_flow_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3219,7 @@ func (x *RuleHit) String() string {
 func (*RuleHit) ProtoMessage() {}
 
 func (x *RuleHit) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_proto_msgTypes[28]
+	mi := &file_flow_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3232,7 @@ func (x *RuleHit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleHit.ProtoReflect.Descriptor instead.
 func (*RuleHit) Descriptor() ([]byte, []int) {
-	return file_flow_proto_rawDescGZIP(), []int{28}
+	return file_flow_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RuleHit) GetRule() *PolicyRef {
@@ -2999,7 +3275,7 @@ var File_flow_proto protoreflect.FileDescriptor
 const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\a\n" +
+	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\a\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
@@ -3025,7 +3301,14 @@ const file_flow_proto_rawDesc = "" +
 	"\bduration\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\bduration\x128\n" +
 	"\fobservations\x18\x14 \x03(\v2\x14.flow.v1.ObservationR\fobservations\x127\n" +
 	"\taggregate\x18\x15 \x01(\v2\x19.flow.v1.HistoryAggregateR\taggregate\x12'\n" +
-	"\x06whatif\x18\x16 \x01(\v2\x0f.flow.v1.WhatIfR\x06whatif\"\xec\x01\n" +
+	"\x06whatif\x18\x16 \x01(\v2\x0f.flow.v1.WhatIfR\x06whatif\x12$\n" +
+	"\x05audit\x18\x17 \x01(\v2\x0e.flow.v1.AuditR\x05audit\"\xba\x01\n" +
+	"\x05Audit\x12+\n" +
+	"\bwould_be\x18\x01 \x01(\x0e2\x10.flow.v1.VerdictR\awouldBe\x12'\n" +
+	"\x06reason\x18\x02 \x01(\x0e2\x0f.flow.v1.ReasonR\x06reason\x12&\n" +
+	"\x04rule\x18\x03 \x01(\v2\x12.flow.v1.PolicyRefR\x04rule\x123\n" +
+	"\visolated_by\x18\x04 \x03(\v2\x12.flow.v1.PolicyRefR\n" +
+	"isolatedBy\"\xec\x01\n" +
 	"\x10HistoryAggregate\x12 \n" +
 	"\vconnections\x18\x01 \x01(\x04R\vconnections\x129\n" +
 	"\n" +
@@ -3036,7 +3319,7 @@ const file_flow_proto_rawDesc = "" +
 	"\averdict\x18\x01 \x01(\x0e2\x10.flow.v1.VerdictR\averdict\x12\x18\n" +
 	"\achanged\x18\x02 \x01(\bR\achanged\x121\n" +
 	"\n" +
-	"decided_by\x18\x03 \x03(\v2\x12.flow.v1.PolicyRefR\tdecidedBy\"\xb9\x03\n" +
+	"decided_by\x18\x03 \x03(\v2\x12.flow.v1.PolicyRefR\tdecidedBy\"\xdf\x03\n" +
 	"\vObservation\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
@@ -3050,7 +3333,8 @@ const file_flow_proto_rawDesc = "" +
 	"isolatedBy\x12\x17\n" +
 	"\arule_id\x18\t \x01(\rR\x06ruleId\x12.\n" +
 	"\x04time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"0\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12$\n" +
+	"\x05audit\x18\v \x01(\v2\x0e.flow.v1.AuditR\x05audit\"0\n" +
 	"\tFlowBatch\x12#\n" +
 	"\x05flows\x18\x01 \x03(\v2\r.flow.v1.FlowR\x05flows\"l\n" +
 	"\x02IP\x12\x16\n" +
@@ -3090,14 +3374,18 @@ const file_flow_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ip\x18\x03 \x01(\tR\x02ip\x12\x12\n" +
-	"\x04port\x18\x04 \x01(\rR\x04port\"\xbd\x01\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\"\xd0\x02\n" +
 	"\tPolicyRef\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x127\n" +
 	"\tdirection\x18\x04 \x01(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12\"\n" +
 	"\n" +
-	"rule_index\x18\x05 \x01(\rH\x00R\truleIndex\x88\x01\x01B\r\n" +
+	"rule_index\x18\x05 \x01(\rH\x00R\truleIndex\x88\x01\x01\x12(\n" +
+	"\x04tier\x18\x06 \x01(\x0e2\x14.flow.v1.ClusterTierR\x04tier\x12\x1a\n" +
+	"\bpriority\x18\a \x01(\x05R\bpriority\x12\x1b\n" +
+	"\trule_name\x18\b \x01(\tR\bruleName\x12.\n" +
+	"\x06action\x18\t \x01(\x0e2\x16.flow.v1.ClusterActionR\x06actionB\r\n" +
 	"\v_rule_index\"\x84\x02\n" +
 	"\x0eObserveRequest\x12\x16\n" +
 	"\x06follow\x18\x01 \x01(\bR\x06follow\x12\x12\n" +
@@ -3129,7 +3417,7 @@ const file_flow_proto_rawDesc = "" +
 	"\aservice\x18\x10 \x03(\tR\aservice\x127\n" +
 	"\tdirection\x18\x11 \x03(\x0e2\x19.flow.v1.TrafficDirectionR\tdirection\x12&\n" +
 	"\x04type\x18\x12 \x03(\x0e2\x12.flow.v1.EventTypeR\x04type\"\x0f\n" +
-	"\rStatusRequest\"\xe8\x05\n" +
+	"\rStatusRequest\"\xff\x06\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12-\n" +
@@ -3152,7 +3440,10 @@ const file_flow_proto_rawDesc = "" +
 	"\x1aflows_dropped_slow_clients\x18\x0f \x01(\x04R\x17flowsDroppedSlowClients\x12\x1e\n" +
 	"\x03cni\x18\x10 \x01(\v2\f.flow.v1.CNIR\x03cni\x126\n" +
 	"\venforcement\x18\x11 \x01(\v2\x14.flow.v1.EnforcementR\venforcement\x122\n" +
-	"\ahistory\x18\x12 \x01(\v2\x18.flow.v1.HistoryCoverageR\ahistory\"\xa0\x01\n" +
+	"\ahistory\x18\x12 \x01(\v2\x18.flow.v1.HistoryCoverageR\ahistory\x12)\n" +
+	"\x10cluster_policies\x18\x13 \x01(\rR\x0fclusterPolicies\x128\n" +
+	"\x18cluster_policies_watched\x18\x14 \x01(\bR\x16clusterPoliciesWatched\x120\n" +
+	"\x14domain_name_policies\x18\x15 \x03(\tR\x12domainNamePolicies\"\xa0\x01\n" +
 	"\x03CNI\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x1a\n" +
@@ -3239,11 +3530,12 @@ const file_flow_proto_rawDesc = "" +
 	"\averdict\x18\x02 \x01(\x0e2\x10.flow.v1.VerdictR\averdict\x12\x12\n" +
 	"\x04hits\x18\x03 \x01(\x04R\x04hits\x127\n" +
 	"\tfirst_hit\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bfirstHit\x125\n" +
-	"\blast_hit\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\alastHit*K\n" +
+	"\blast_hit\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\alastHit*^\n" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fVERDICT_ALLOWED\x10\x01\x12\x12\n" +
-	"\x0eVERDICT_DENIED\x10\x02*\xb5\x01\n" +
+	"\x0eVERDICT_DENIED\x10\x02\x12\x11\n" +
+	"\rVERDICT_AUDIT\x10\x03*\xd0\x01\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16REASON_ALLOWED_BY_RULE\x10\x01\x12\x1a\n" +
@@ -3251,7 +3543,17 @@ const file_flow_proto_rawDesc = "" +
 	"\x13REASON_NOT_ISOLATED\x10\x03\x12\x16\n" +
 	"\x12REASON_ESTABLISHED\x10\x04\x12\x16\n" +
 	"\x12REASON_NOT_SUBJECT\x10\x05\x12\x12\n" +
-	"\x0eREASON_REVOKED\x10\x06*r\n" +
+	"\x0eREASON_REVOKED\x10\x06\x12\x19\n" +
+	"\x15REASON_DENIED_BY_RULE\x10\a*^\n" +
+	"\vClusterTier\x12\x1c\n" +
+	"\x18CLUSTER_TIER_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12CLUSTER_TIER_ADMIN\x10\x01\x12\x19\n" +
+	"\x15CLUSTER_TIER_BASELINE\x10\x02*|\n" +
+	"\rClusterAction\x12\x1e\n" +
+	"\x1aCLUSTER_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15CLUSTER_ACTION_ACCEPT\x10\x01\x12\x17\n" +
+	"\x13CLUSTER_ACTION_DENY\x10\x02\x12\x17\n" +
+	"\x13CLUSTER_ACTION_PASS\x10\x03*r\n" +
 	"\x10TrafficDirection\x12!\n" +
 	"\x1dTRAFFIC_DIRECTION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19TRAFFIC_DIRECTION_INGRESS\x10\x01\x12\x1c\n" +
@@ -3291,145 +3593,156 @@ func file_flow_proto_rawDescGZIP() []byte {
 	return file_flow_proto_rawDescData
 }
 
-var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_flow_proto_goTypes = []any{
 	(Verdict)(0),                  // 0: flow.v1.Verdict
 	(Reason)(0),                   // 1: flow.v1.Reason
-	(TrafficDirection)(0),         // 2: flow.v1.TrafficDirection
-	(EventType)(0),                // 3: flow.v1.EventType
-	(Protocol)(0),                 // 4: flow.v1.Protocol
-	(IPVersion)(0),                // 5: flow.v1.IPVersion
-	(*Flow)(nil),                  // 6: flow.v1.Flow
-	(*HistoryAggregate)(nil),      // 7: flow.v1.HistoryAggregate
-	(*WhatIf)(nil),                // 8: flow.v1.WhatIf
-	(*Observation)(nil),           // 9: flow.v1.Observation
-	(*FlowBatch)(nil),             // 10: flow.v1.FlowBatch
-	(*IP)(nil),                    // 11: flow.v1.IP
-	(*Layer4)(nil),                // 12: flow.v1.Layer4
-	(*TCPFlags)(nil),              // 13: flow.v1.TCPFlags
-	(*Endpoint)(nil),              // 14: flow.v1.Endpoint
-	(*Workload)(nil),              // 15: flow.v1.Workload
-	(*Service)(nil),               // 16: flow.v1.Service
-	(*PolicyRef)(nil),             // 17: flow.v1.PolicyRef
-	(*ObserveRequest)(nil),        // 18: flow.v1.ObserveRequest
-	(*FlowFilter)(nil),            // 19: flow.v1.FlowFilter
-	(*StatusRequest)(nil),         // 20: flow.v1.StatusRequest
-	(*StatusResponse)(nil),        // 21: flow.v1.StatusResponse
-	(*CNI)(nil),                   // 22: flow.v1.CNI
-	(*Enforcement)(nil),           // 23: flow.v1.Enforcement
-	(*NodeCheck)(nil),             // 24: flow.v1.NodeCheck
-	(*MapUsage)(nil),              // 25: flow.v1.MapUsage
-	(*HistoryRequest)(nil),        // 26: flow.v1.HistoryRequest
-	(*HistoryBatch)(nil),          // 27: flow.v1.HistoryBatch
-	(*HistoryRecord)(nil),         // 28: flow.v1.HistoryRecord
-	(*HistoryCoverage)(nil),       // 29: flow.v1.HistoryCoverage
-	(*TimeRange)(nil),             // 30: flow.v1.TimeRange
-	(*HistoryFile)(nil),           // 31: flow.v1.HistoryFile
-	(*RuleHitsRequest)(nil),       // 32: flow.v1.RuleHitsRequest
-	(*RuleHitsResponse)(nil),      // 33: flow.v1.RuleHitsResponse
-	(*RuleHit)(nil),               // 34: flow.v1.RuleHit
-	nil,                           // 35: flow.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
+	(ClusterTier)(0),              // 2: flow.v1.ClusterTier
+	(ClusterAction)(0),            // 3: flow.v1.ClusterAction
+	(TrafficDirection)(0),         // 4: flow.v1.TrafficDirection
+	(EventType)(0),                // 5: flow.v1.EventType
+	(Protocol)(0),                 // 6: flow.v1.Protocol
+	(IPVersion)(0),                // 7: flow.v1.IPVersion
+	(*Flow)(nil),                  // 8: flow.v1.Flow
+	(*Audit)(nil),                 // 9: flow.v1.Audit
+	(*HistoryAggregate)(nil),      // 10: flow.v1.HistoryAggregate
+	(*WhatIf)(nil),                // 11: flow.v1.WhatIf
+	(*Observation)(nil),           // 12: flow.v1.Observation
+	(*FlowBatch)(nil),             // 13: flow.v1.FlowBatch
+	(*IP)(nil),                    // 14: flow.v1.IP
+	(*Layer4)(nil),                // 15: flow.v1.Layer4
+	(*TCPFlags)(nil),              // 16: flow.v1.TCPFlags
+	(*Endpoint)(nil),              // 17: flow.v1.Endpoint
+	(*Workload)(nil),              // 18: flow.v1.Workload
+	(*Service)(nil),               // 19: flow.v1.Service
+	(*PolicyRef)(nil),             // 20: flow.v1.PolicyRef
+	(*ObserveRequest)(nil),        // 21: flow.v1.ObserveRequest
+	(*FlowFilter)(nil),            // 22: flow.v1.FlowFilter
+	(*StatusRequest)(nil),         // 23: flow.v1.StatusRequest
+	(*StatusResponse)(nil),        // 24: flow.v1.StatusResponse
+	(*CNI)(nil),                   // 25: flow.v1.CNI
+	(*Enforcement)(nil),           // 26: flow.v1.Enforcement
+	(*NodeCheck)(nil),             // 27: flow.v1.NodeCheck
+	(*MapUsage)(nil),              // 28: flow.v1.MapUsage
+	(*HistoryRequest)(nil),        // 29: flow.v1.HistoryRequest
+	(*HistoryBatch)(nil),          // 30: flow.v1.HistoryBatch
+	(*HistoryRecord)(nil),         // 31: flow.v1.HistoryRecord
+	(*HistoryCoverage)(nil),       // 32: flow.v1.HistoryCoverage
+	(*TimeRange)(nil),             // 33: flow.v1.TimeRange
+	(*HistoryFile)(nil),           // 34: flow.v1.HistoryFile
+	(*RuleHitsRequest)(nil),       // 35: flow.v1.RuleHitsRequest
+	(*RuleHitsResponse)(nil),      // 36: flow.v1.RuleHitsResponse
+	(*RuleHit)(nil),               // 37: flow.v1.RuleHit
+	nil,                           // 38: flow.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
 }
 var file_flow_proto_depIdxs = []int32{
-	36, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
-	3,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
+	39, // 0: flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	5,  // 1: flow.v1.Flow.type:type_name -> flow.v1.EventType
 	0,  // 2: flow.v1.Flow.verdict:type_name -> flow.v1.Verdict
 	1,  // 3: flow.v1.Flow.reason:type_name -> flow.v1.Reason
-	2,  // 4: flow.v1.Flow.direction:type_name -> flow.v1.TrafficDirection
-	11, // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
-	12, // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
-	14, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
-	14, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
-	16, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
-	17, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
-	17, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
-	17, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
-	37, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
-	9,  // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
-	7,  // 15: flow.v1.Flow.aggregate:type_name -> flow.v1.HistoryAggregate
-	8,  // 16: flow.v1.Flow.whatif:type_name -> flow.v1.WhatIf
-	36, // 17: flow.v1.HistoryAggregate.first_seen:type_name -> google.protobuf.Timestamp
-	36, // 18: flow.v1.HistoryAggregate.bucket_start:type_name -> google.protobuf.Timestamp
-	37, // 19: flow.v1.HistoryAggregate.bucket_width:type_name -> google.protobuf.Duration
-	0,  // 20: flow.v1.WhatIf.verdict:type_name -> flow.v1.Verdict
-	17, // 21: flow.v1.WhatIf.decided_by:type_name -> flow.v1.PolicyRef
-	2,  // 22: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 23: flow.v1.Observation.type:type_name -> flow.v1.EventType
-	0,  // 24: flow.v1.Observation.verdict:type_name -> flow.v1.Verdict
-	1,  // 25: flow.v1.Observation.reason:type_name -> flow.v1.Reason
-	17, // 26: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
-	17, // 27: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
-	17, // 28: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
-	36, // 29: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
-	6,  // 30: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
-	5,  // 31: flow.v1.IP.version:type_name -> flow.v1.IPVersion
-	4,  // 32: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
-	13, // 33: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
-	35, // 34: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
-	15, // 35: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
-	2,  // 36: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
-	36, // 37: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
-	36, // 38: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
-	19, // 39: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
-	19, // 40: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
-	0,  // 41: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
-	1,  // 42: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
-	4,  // 43: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
-	2,  // 44: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
-	3,  // 45: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
-	25, // 46: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
-	37, // 47: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	36, // 48: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
-	24, // 49: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
-	22, // 50: flow.v1.StatusResponse.cni:type_name -> flow.v1.CNI
-	23, // 51: flow.v1.StatusResponse.enforcement:type_name -> flow.v1.Enforcement
-	29, // 52: flow.v1.StatusResponse.history:type_name -> flow.v1.HistoryCoverage
-	36, // 53: flow.v1.Enforcement.checked:type_name -> google.protobuf.Timestamp
-	36, // 54: flow.v1.HistoryRequest.since:type_name -> google.protobuf.Timestamp
-	36, // 55: flow.v1.HistoryRequest.until:type_name -> google.protobuf.Timestamp
-	19, // 56: flow.v1.HistoryRequest.allowlist:type_name -> flow.v1.FlowFilter
-	19, // 57: flow.v1.HistoryRequest.denylist:type_name -> flow.v1.FlowFilter
-	6,  // 58: flow.v1.HistoryBatch.keys:type_name -> flow.v1.Flow
-	28, // 59: flow.v1.HistoryBatch.records:type_name -> flow.v1.HistoryRecord
-	29, // 60: flow.v1.HistoryBatch.coverage:type_name -> flow.v1.HistoryCoverage
-	36, // 61: flow.v1.HistoryRecord.bucket_start:type_name -> google.protobuf.Timestamp
-	37, // 62: flow.v1.HistoryRecord.bucket_width:type_name -> google.protobuf.Duration
-	36, // 63: flow.v1.HistoryRecord.first_seen:type_name -> google.protobuf.Timestamp
-	36, // 64: flow.v1.HistoryRecord.last_seen:type_name -> google.protobuf.Timestamp
-	36, // 65: flow.v1.HistoryCoverage.oldest:type_name -> google.protobuf.Timestamp
-	36, // 66: flow.v1.HistoryCoverage.newest:type_name -> google.protobuf.Timestamp
-	30, // 67: flow.v1.HistoryCoverage.gaps:type_name -> flow.v1.TimeRange
-	36, // 68: flow.v1.HistoryCoverage.last_flush:type_name -> google.protobuf.Timestamp
-	36, // 69: flow.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	36, // 70: flow.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
-	27, // 71: flow.v1.HistoryFile.data:type_name -> flow.v1.HistoryBatch
-	29, // 72: flow.v1.HistoryFile.coverage:type_name -> flow.v1.HistoryCoverage
-	34, // 73: flow.v1.HistoryFile.rule_hits:type_name -> flow.v1.RuleHit
-	36, // 74: flow.v1.HistoryFile.written:type_name -> google.protobuf.Timestamp
-	36, // 75: flow.v1.RuleHitsResponse.counting_since:type_name -> google.protobuf.Timestamp
-	34, // 76: flow.v1.RuleHitsResponse.hits:type_name -> flow.v1.RuleHit
-	17, // 77: flow.v1.RuleHit.rule:type_name -> flow.v1.PolicyRef
-	0,  // 78: flow.v1.RuleHit.verdict:type_name -> flow.v1.Verdict
-	36, // 79: flow.v1.RuleHit.first_hit:type_name -> google.protobuf.Timestamp
-	36, // 80: flow.v1.RuleHit.last_hit:type_name -> google.protobuf.Timestamp
-	18, // 81: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
-	18, // 82: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
-	20, // 83: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
-	26, // 84: flow.v1.Observer.History:input_type -> flow.v1.HistoryRequest
-	32, // 85: flow.v1.Observer.RuleHits:input_type -> flow.v1.RuleHitsRequest
-	6,  // 86: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
-	10, // 87: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
-	21, // 88: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
-	27, // 89: flow.v1.Observer.History:output_type -> flow.v1.HistoryBatch
-	33, // 90: flow.v1.Observer.RuleHits:output_type -> flow.v1.RuleHitsResponse
-	86, // [86:91] is the sub-list for method output_type
-	81, // [81:86] is the sub-list for method input_type
-	81, // [81:81] is the sub-list for extension type_name
-	81, // [81:81] is the sub-list for extension extendee
-	0,  // [0:81] is the sub-list for field type_name
+	4,  // 4: flow.v1.Flow.direction:type_name -> flow.v1.TrafficDirection
+	14, // 5: flow.v1.Flow.ip:type_name -> flow.v1.IP
+	15, // 6: flow.v1.Flow.l4:type_name -> flow.v1.Layer4
+	17, // 7: flow.v1.Flow.source:type_name -> flow.v1.Endpoint
+	17, // 8: flow.v1.Flow.destination:type_name -> flow.v1.Endpoint
+	19, // 9: flow.v1.Flow.service:type_name -> flow.v1.Service
+	20, // 10: flow.v1.Flow.allowed_by:type_name -> flow.v1.PolicyRef
+	20, // 11: flow.v1.Flow.denied_by:type_name -> flow.v1.PolicyRef
+	20, // 12: flow.v1.Flow.isolated_by:type_name -> flow.v1.PolicyRef
+	40, // 13: flow.v1.Flow.duration:type_name -> google.protobuf.Duration
+	12, // 14: flow.v1.Flow.observations:type_name -> flow.v1.Observation
+	10, // 15: flow.v1.Flow.aggregate:type_name -> flow.v1.HistoryAggregate
+	11, // 16: flow.v1.Flow.whatif:type_name -> flow.v1.WhatIf
+	9,  // 17: flow.v1.Flow.audit:type_name -> flow.v1.Audit
+	0,  // 18: flow.v1.Audit.would_be:type_name -> flow.v1.Verdict
+	1,  // 19: flow.v1.Audit.reason:type_name -> flow.v1.Reason
+	20, // 20: flow.v1.Audit.rule:type_name -> flow.v1.PolicyRef
+	20, // 21: flow.v1.Audit.isolated_by:type_name -> flow.v1.PolicyRef
+	39, // 22: flow.v1.HistoryAggregate.first_seen:type_name -> google.protobuf.Timestamp
+	39, // 23: flow.v1.HistoryAggregate.bucket_start:type_name -> google.protobuf.Timestamp
+	40, // 24: flow.v1.HistoryAggregate.bucket_width:type_name -> google.protobuf.Duration
+	0,  // 25: flow.v1.WhatIf.verdict:type_name -> flow.v1.Verdict
+	20, // 26: flow.v1.WhatIf.decided_by:type_name -> flow.v1.PolicyRef
+	4,  // 27: flow.v1.Observation.direction:type_name -> flow.v1.TrafficDirection
+	5,  // 28: flow.v1.Observation.type:type_name -> flow.v1.EventType
+	0,  // 29: flow.v1.Observation.verdict:type_name -> flow.v1.Verdict
+	1,  // 30: flow.v1.Observation.reason:type_name -> flow.v1.Reason
+	20, // 31: flow.v1.Observation.allowed_by:type_name -> flow.v1.PolicyRef
+	20, // 32: flow.v1.Observation.denied_by:type_name -> flow.v1.PolicyRef
+	20, // 33: flow.v1.Observation.isolated_by:type_name -> flow.v1.PolicyRef
+	39, // 34: flow.v1.Observation.time:type_name -> google.protobuf.Timestamp
+	9,  // 35: flow.v1.Observation.audit:type_name -> flow.v1.Audit
+	8,  // 36: flow.v1.FlowBatch.flows:type_name -> flow.v1.Flow
+	7,  // 37: flow.v1.IP.version:type_name -> flow.v1.IPVersion
+	6,  // 38: flow.v1.Layer4.protocol:type_name -> flow.v1.Protocol
+	16, // 39: flow.v1.Layer4.tcp_flags:type_name -> flow.v1.TCPFlags
+	38, // 40: flow.v1.Endpoint.labels:type_name -> flow.v1.Endpoint.LabelsEntry
+	18, // 41: flow.v1.Endpoint.workload:type_name -> flow.v1.Workload
+	4,  // 42: flow.v1.PolicyRef.direction:type_name -> flow.v1.TrafficDirection
+	2,  // 43: flow.v1.PolicyRef.tier:type_name -> flow.v1.ClusterTier
+	3,  // 44: flow.v1.PolicyRef.action:type_name -> flow.v1.ClusterAction
+	39, // 45: flow.v1.ObserveRequest.since:type_name -> google.protobuf.Timestamp
+	39, // 46: flow.v1.ObserveRequest.until:type_name -> google.protobuf.Timestamp
+	22, // 47: flow.v1.ObserveRequest.allowlist:type_name -> flow.v1.FlowFilter
+	22, // 48: flow.v1.ObserveRequest.denylist:type_name -> flow.v1.FlowFilter
+	0,  // 49: flow.v1.FlowFilter.verdict:type_name -> flow.v1.Verdict
+	1,  // 50: flow.v1.FlowFilter.reason:type_name -> flow.v1.Reason
+	6,  // 51: flow.v1.FlowFilter.protocol:type_name -> flow.v1.Protocol
+	4,  // 52: flow.v1.FlowFilter.direction:type_name -> flow.v1.TrafficDirection
+	5,  // 53: flow.v1.FlowFilter.type:type_name -> flow.v1.EventType
+	28, // 54: flow.v1.StatusResponse.maps:type_name -> flow.v1.MapUsage
+	40, // 55: flow.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	39, // 56: flow.v1.StatusResponse.last_apply:type_name -> google.protobuf.Timestamp
+	27, // 57: flow.v1.StatusResponse.checks:type_name -> flow.v1.NodeCheck
+	25, // 58: flow.v1.StatusResponse.cni:type_name -> flow.v1.CNI
+	26, // 59: flow.v1.StatusResponse.enforcement:type_name -> flow.v1.Enforcement
+	32, // 60: flow.v1.StatusResponse.history:type_name -> flow.v1.HistoryCoverage
+	39, // 61: flow.v1.Enforcement.checked:type_name -> google.protobuf.Timestamp
+	39, // 62: flow.v1.HistoryRequest.since:type_name -> google.protobuf.Timestamp
+	39, // 63: flow.v1.HistoryRequest.until:type_name -> google.protobuf.Timestamp
+	22, // 64: flow.v1.HistoryRequest.allowlist:type_name -> flow.v1.FlowFilter
+	22, // 65: flow.v1.HistoryRequest.denylist:type_name -> flow.v1.FlowFilter
+	8,  // 66: flow.v1.HistoryBatch.keys:type_name -> flow.v1.Flow
+	31, // 67: flow.v1.HistoryBatch.records:type_name -> flow.v1.HistoryRecord
+	32, // 68: flow.v1.HistoryBatch.coverage:type_name -> flow.v1.HistoryCoverage
+	39, // 69: flow.v1.HistoryRecord.bucket_start:type_name -> google.protobuf.Timestamp
+	40, // 70: flow.v1.HistoryRecord.bucket_width:type_name -> google.protobuf.Duration
+	39, // 71: flow.v1.HistoryRecord.first_seen:type_name -> google.protobuf.Timestamp
+	39, // 72: flow.v1.HistoryRecord.last_seen:type_name -> google.protobuf.Timestamp
+	39, // 73: flow.v1.HistoryCoverage.oldest:type_name -> google.protobuf.Timestamp
+	39, // 74: flow.v1.HistoryCoverage.newest:type_name -> google.protobuf.Timestamp
+	33, // 75: flow.v1.HistoryCoverage.gaps:type_name -> flow.v1.TimeRange
+	39, // 76: flow.v1.HistoryCoverage.last_flush:type_name -> google.protobuf.Timestamp
+	39, // 77: flow.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	39, // 78: flow.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	30, // 79: flow.v1.HistoryFile.data:type_name -> flow.v1.HistoryBatch
+	32, // 80: flow.v1.HistoryFile.coverage:type_name -> flow.v1.HistoryCoverage
+	37, // 81: flow.v1.HistoryFile.rule_hits:type_name -> flow.v1.RuleHit
+	39, // 82: flow.v1.HistoryFile.written:type_name -> google.protobuf.Timestamp
+	39, // 83: flow.v1.RuleHitsResponse.counting_since:type_name -> google.protobuf.Timestamp
+	37, // 84: flow.v1.RuleHitsResponse.hits:type_name -> flow.v1.RuleHit
+	20, // 85: flow.v1.RuleHit.rule:type_name -> flow.v1.PolicyRef
+	0,  // 86: flow.v1.RuleHit.verdict:type_name -> flow.v1.Verdict
+	39, // 87: flow.v1.RuleHit.first_hit:type_name -> google.protobuf.Timestamp
+	39, // 88: flow.v1.RuleHit.last_hit:type_name -> google.protobuf.Timestamp
+	21, // 89: flow.v1.Observer.Observe:input_type -> flow.v1.ObserveRequest
+	21, // 90: flow.v1.Observer.ObserveBatches:input_type -> flow.v1.ObserveRequest
+	23, // 91: flow.v1.Observer.Status:input_type -> flow.v1.StatusRequest
+	29, // 92: flow.v1.Observer.History:input_type -> flow.v1.HistoryRequest
+	35, // 93: flow.v1.Observer.RuleHits:input_type -> flow.v1.RuleHitsRequest
+	8,  // 94: flow.v1.Observer.Observe:output_type -> flow.v1.Flow
+	13, // 95: flow.v1.Observer.ObserveBatches:output_type -> flow.v1.FlowBatch
+	24, // 96: flow.v1.Observer.Status:output_type -> flow.v1.StatusResponse
+	30, // 97: flow.v1.Observer.History:output_type -> flow.v1.HistoryBatch
+	36, // 98: flow.v1.Observer.RuleHits:output_type -> flow.v1.RuleHitsResponse
+	94, // [94:99] is the sub-list for method output_type
+	89, // [89:94] is the sub-list for method input_type
+	89, // [89:89] is the sub-list for extension type_name
+	89, // [89:89] is the sub-list for extension extendee
+	0,  // [0:89] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -3437,14 +3750,14 @@ func file_flow_proto_init() {
 	if File_flow_proto != nil {
 		return
 	}
-	file_flow_proto_msgTypes[11].OneofWrappers = []any{}
+	file_flow_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   30,
+			NumEnums:      8,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

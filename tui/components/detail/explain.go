@@ -102,10 +102,33 @@ func Explain(f *flowv1.Flow) string {
 	} else {
 		explainReason(&b, f, src, dst, l4)
 	}
+	b.WriteString(AuditSentence(f))
 	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
 		fmt.Fprintf(&b, "Connection ended: %d packets, %d bytes.\n", f.GetPackets(), f.GetBytes())
 	}
 	return b.String()
+}
+
+// AuditSentence says, for an AUDIT flow, what was enforced and what
+// enforcing the audited policies would do instead, and by which rule or
+// isolating policies ("" for other flows).
+func AuditSentence(f *flowv1.Flow) string {
+	if f.GetVerdict() != flowv1.Verdict_VERDICT_AUDIT {
+		return ""
+	}
+	a := f.GetAudit()
+	did, would := "allowed", "deny"
+	if flow.Dropped(f) {
+		did, would = "dropped", "allow"
+	}
+	s := fmt.Sprintf("Audit: the packets were %s; enforcing the audited policies would %s it", did, would)
+	switch {
+	case a.GetRule() != nil:
+		s += " (" + flow.PolicyRefString(a.GetRule()) + ")"
+	case len(a.GetIsolatedBy()) > 0:
+		s += fmt.Sprintf(" (isolated by %s, no rule allowing it)", refs(a.GetIsolatedBy()))
+	}
+	return s + ".\n"
 }
 
 // explainReason is the account of the point that judged f: its direction,

@@ -173,14 +173,20 @@ func Populate(ctx context.Context, cfg *rest.Config, spec Spec) (Timings, error)
 	if spec.BigNamespacePods == 0 {
 		namespaces = snap.Namespaces
 	}
+	// The ServiceAccount admission plugin rejects a pod until its namespace's "default"
+	// ServiceAccount exists; the controller that makes it lags behind a burst of namespaces:
+	// create it along with the namespace (whoever is second finds it there).
 	if err := step(&t.Namespaces, "namespaces", len(namespaces), func(i int) error {
-		_, err := client.CoreV1().Namespaces().Create(ctx, namespaces[i], metav1.CreateOptions{})
+		ns := namespaces[i]
+		if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); ignoreExists(err) != nil {
+			return err
+		}
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "default"}}
+		_, err := client.CoreV1().ServiceAccounts(ns.Name).Create(ctx, sa, metav1.CreateOptions{})
 		return ignoreExists(err)
 	}); err != nil {
 		return t, fmt.Errorf("creating namespaces: %w", err)
 	}
-	// The default ServiceAccount is not needed: pods on fake nodes never mount a token, and
-	// the ServiceAccount admission plugin does not wait for it when automount is off.
 	pods := snap.Pods
 	for _, p := range big.Pods {
 		p = p.DeepCopy()

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,7 +186,22 @@ func BenchmarkScaleAgent(b *testing.B) {
 		before[n.Name] = agentCPU(n)
 		applies0 += agentMetrics(b, n)["kubectl_netpol_policy_apply_duration_seconds_count"]
 	}
+	profDir := os.Getenv("NETPOL_SCALE_HEAP")
+	var prof sync.WaitGroup
+	if profDir != "" {
+		// What the agent spends its CPU on while pods churn elsewhere.
+		prof.Go(func() {
+			path := filepath.Join(profDir, "churn-cpu-"+nodes[0].Name+".pb.gz")
+			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", install.AgentHTTPPort, max(1, secs-2))
+			if out, err := nodes[0].Command("curl", "-sSf", "-o", path, url).CombinedOutput(); err != nil {
+				b.Errorf("fetching %s on %s: %v\n%s", url, nodes[0].Name, err, out)
+				return
+			}
+			logProfileTop(b, "CPU of the agent on "+nodes[0].Name+" during the churn", path, "-cum")
+		})
+	}
 	churned, wall := churnPods(b, c, run.int("nodes"), rate, time.Duration(secs)*time.Second)
+	prof.Wait()
 	var cpu float64
 	applies := -applies0
 	for _, n := range nodes {
@@ -231,6 +247,16 @@ func BenchmarkScaleAgent(b *testing.B) {
 	}
 	if err := os.WriteFile(file, []byte(sb.String()), 0o644); err != nil {
 		b.Fatal(err)
+	}
+	if profDir != "" {
+		f, err := os.Create(filepath.Join(profDir, "check-cpu.pb.gz"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close(); logProfileTop(b, "CPU of check", f.Name(), "-cum") }()
 	}
 	out = cli("check-s", "check", file, "-o", "json")
 	if got := strings.Count(out, "\n"); got != items {
@@ -329,10 +355,15 @@ func logHeapTop(b *testing.B, n framework.Node, path string) {
 		b.Errorf("fetching %s on %s: %v\n%s", url, n.Name, err, out)
 		return
 	}
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-sample_index=inuse_space", "-nodecount=20", path).CombinedOutput()
+	logProfileTop(b, "heap of the agent on "+n.Name, path, "-sample_index=inuse_space")
+}
+
+// logProfileTop logs the top 25 of a pprof profile.
+func logProfileTop(b *testing.B, what, path string, flags ...string) {
+	out, err := exec.Command("go", append(append([]string{"tool", "pprof", "-top", "-nodecount=25"}, flags...), path)...).CombinedOutput()
 	if err != nil {
 		b.Errorf("go tool pprof %s: %v\n%s", path, err, out)
 		return
 	}
-	b.Logf("heap of the agent on %s (%s):\n%s", n.Name, path, out)
+	b.Logf("%s (%s):\n%s", what, path, out)
 }

@@ -52,7 +52,7 @@ type Cluster struct {
 func NewCluster(client kubernetes.Interface) *Cluster {
 	// No periodic resync: the datapath is a pure function of the caches,
 	// and a resync would recompile for nothing.
-	f := informers.NewSharedInformerFactory(client, 0)
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trimForCache))
 	c := &Cluster{
 		factory:    f,
 		pods:       f.Core().V1().Pods().Informer(),

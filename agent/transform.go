@@ -1,0 +1,52 @@
+package agent
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// trimForCache is the informers' transform: it drops what neither policy nor
+// the flows' enrichment read before an object enters the cache, so that the
+// agent's memory grows with what policy needs per pod, not with the pod
+// manifests (at 10k pods, managedFields alone were a fifth of the live heap;
+// docs/perf.md, "Scale with simulated nodes"). Every object loses its
+// managedFields; a pod keeps its identity, labels, owners, node, ports and
+// addresses. Idempotent, as client-go requires (a relist transforms again).
+func trimForCache(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	if p, ok := obj.(*corev1.Pod); ok {
+		return trimPod(p), nil
+	}
+	return obj, nil
+}
+
+// trimPod keeps what policy.Engine (labels, namespace, node, hostNetwork,
+// phase, addresses, named container ports, sidecar init containers), the
+// enricher (name, workload owner) and the address index read.
+func trimPod(p *corev1.Pod) *corev1.Pod {
+	ports := func(cs []corev1.Container) []corev1.Container {
+		var out []corev1.Container
+		for _, c := range cs {
+			out = append(out, corev1.Container{Name: c.Name, Ports: c.Ports, RestartPolicy: c.RestartPolicy})
+		}
+		return out
+	}
+	return &corev1.Pod{
+		TypeMeta: p.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
+			Labels: p.Labels, OwnerReferences: p.OwnerReferences,
+		},
+		Spec: corev1.PodSpec{
+			NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork,
+			Containers: ports(p.Spec.Containers), InitContainers: ports(p.Spec.InitContainers),
+		},
+		Status: corev1.PodStatus{
+			Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs,
+			HostIP: p.Status.HostIP, HostIPs: p.Status.HostIPs,
+		},
+	}
+}

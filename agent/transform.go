@@ -2,6 +2,7 @@ package agent
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -37,7 +38,6 @@ func trimPod(p *corev1.Pod) *corev1.Pod {
 		TypeMeta: p.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
 			Labels: p.Labels, OwnerReferences: p.OwnerReferences,
 		},
 		Spec: corev1.PodSpec{
@@ -49,4 +49,14 @@ func trimPod(p *corev1.Pod) *corev1.Pod {
 			HostIP: p.Status.HostIP, HostIPs: p.Status.HostIPs,
 		},
 	}
+}
+
+// sameCachedPod reports whether two cached (trimmed) versions of a pod hold
+// the same: an update between them (a condition, a container state, a
+// graceful deletion's timestamp) changes nothing that policy, the enricher or
+// the anti-spoofing guard read, and needs no recompile.
+func sameCachedPod(a, b *corev1.Pod) bool {
+	x, y := *a, *b
+	x.ResourceVersion, y.ResourceVersion = "", ""
+	return equality.Semantic.DeepEqual(&x, &y)
 }

@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
@@ -84,3 +88,73 @@ func TestTrimForCacheLeavesOtherKindsWhole(t *testing.T) {
 }
 
 type cacheTombstone struct{}
+
+// Pod updates that change nothing the cache keeps (a condition, a graceful
+// deletion's timestamp) trigger no recompile and no anti-spoofing sync; a
+// label or an address does, and OnPodChange hands over the pod.
+func TestPodUpdatesInvisibleToTheCacheAreSkipped(t *testing.T) {
+	pod := pt.Pod("shop", "web-1", pt.WithLabels("app=web"), pt.WithIP("10.0.0.7"))
+	pod.Spec.NodeName = "n1"
+	client := fake.NewClientset(pod)
+	c := NewCluster(client)
+	var mu sync.Mutex
+	var changes []string
+	if err := c.OnChange(func(kind string) { mu.Lock(); changes = append(changes, kind); mu.Unlock() }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.OnPodChange(func(p *corev1.Pod) { mu.Lock(); changes = append(changes, "pod "+p.Spec.NodeName); mu.Unlock() }); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	if !c.Start(stop) {
+		t.Fatal("caches did not sync")
+	}
+	// seen waits for n changes (or, for n = 0, lets 0.5 s pass) and returns them.
+	seen := func(n int) []string {
+		deadline := time.Now().Add(5 * time.Second)
+		if n == 0 {
+			deadline = time.Now().Add(500 * time.Millisecond)
+		}
+		for {
+			mu.Lock()
+			got := append([]string(nil), changes...)
+			mu.Unlock()
+			if (n > 0 && len(got) >= n) || time.Now().After(deadline) {
+				return got
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if got := seen(2); len(got) != 2 {
+		t.Fatalf("initial add: %v, want the pod from both handlers", got)
+	}
+	mu.Lock()
+	changes = nil
+	mu.Unlock()
+	ctx := context.Background()
+	update := func(change func(p *corev1.Pod)) {
+		p, err := client.CoreV1().Pods("shop").Get(ctx, "web-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(p)
+		p.ResourceVersion = ""
+		if _, err := client.CoreV1().Pods("shop").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(func(p *corev1.Pod) {
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
+		now := metav1.Now()
+		p.DeletionTimestamp = &now
+		p.Annotations = map[string]string{"touched": "yes"}
+	})
+	if got := seen(0); len(got) != 0 {
+		t.Fatalf("an update invisible through the cache triggered %v", got)
+	}
+	update(func(p *corev1.Pod) { p.Labels["tier"] = "front" })
+	if got := seen(2); len(got) != 2 || got[0] == got[1] {
+		t.Fatalf("a label change: %v, want a pod change and the pod on n1", got)
+	}
+}

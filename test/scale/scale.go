@@ -153,7 +153,7 @@ func Populate(ctx context.Context, cfg *rest.Config, spec Spec) (Timings, error)
 	// kwok takes a pod's address from its node's podCIDR: wait until the controller-manager has
 	// given every fake node one (without, kwok would fall back to one small shared range).
 	start := time.Now()
-	if err := waitFor(ctx, 2*time.Minute, logf, func() (string, bool, error) {
+	if err := waitFor(ctx, 2*time.Minute, 2*time.Second, logf, func() (string, bool, error) {
 		n := 0
 		err := listAll(ctx, func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.LabelSelector = FakeNodeLabel + "=" + FakeNodeValue
@@ -210,7 +210,7 @@ func Populate(ctx context.Context, cfg *rest.Config, spec Spec) (Timings, error)
 	}
 	start = time.Now()
 	var last PodCensus
-	if err := waitFor(ctx, 30*time.Minute, logf, func() (string, bool, error) {
+	if err := waitFor(ctx, 30*time.Minute, censusEvery(len(pods)), logf, func() (string, bool, error) {
 		c, err := CountPods(ctx, client)
 		last = c
 		return c.String(), c.Running >= len(pods), err
@@ -222,6 +222,12 @@ func Populate(ctx context.Context, cfg *rest.Config, spec Spec) (Timings, error)
 		return t, fmt.Errorf("%d pods share an address with another pod (%s)", last.DuplicateIPs, last)
 	}
 	return t, nil
+}
+
+// censusEvery spaces the censuses out with the pod count: listing 100k pods
+// costs the API server seconds of CPU, which it should spend on the writes.
+func censusEvery(pods int) time.Duration {
+	return max(2*time.Second, time.Duration(pods/10000)*time.Second)
 }
 
 // PodCensus counts the fake pods.
@@ -306,8 +312,8 @@ func ignoreExists(err error) error {
 	return err
 }
 
-// waitFor polls cond every 2 s until it holds, reporting its state when it changes.
-func waitFor(ctx context.Context, timeout time.Duration, logf func(string, ...any), cond func() (string, bool, error)) error {
+// waitFor polls cond every every until it holds, reporting its state when it changes.
+func waitFor(ctx context.Context, timeout, every time.Duration, logf func(string, ...any), cond func() (string, bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := ""
@@ -326,7 +332,7 @@ func waitFor(ctx context.Context, timeout time.Duration, logf func(string, ...an
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("after %s: %s", timeout, last)
-		case <-time.After(2 * time.Second):
+		case <-time.After(every):
 		}
 	}
 }

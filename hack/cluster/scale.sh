@@ -30,7 +30,7 @@ if ! recorded_alive kwok; then
   log "kwok $KWOK_VERSION (fake nodes with type=kwok; lease 200 s)"
   start_component kwok "$BIN_DIR/kwok" --kubeconfig "$STATE_DIR/admin.kubeconfig" --config "$BIN_DIR/kwok-stages.yaml" \
     --manage-nodes-with-label-selector type=kwok --node-lease-duration-seconds 200 \
-    --server-address 127.0.0.1:10247 --cidr 10.247.255.0/24
+    --server-address 127.0.0.1:10247 --cidr 10.247.255.0/24 -v WARN   # INFO logs every patch: 100k lines
   sleep 1
   recorded_alive kwok || die "kwok exited; see $LOG_DIR/kwok.log"
 fi

@@ -147,6 +147,36 @@ cluster-down: ## Stop the test cluster, remove every trace of it, then run clust
 cluster-check: ## Fail if any process, mount, netns, link, route, chain, cgroup, path or sysctl of the cluster is left
 	hack/cluster/check.sh
 
+# --- scale mode (hack/cluster/scale.sh; docs/perf.md "Scale with simulated nodes") ---------------
+# kwok keeps SCALE_NODES fake nodes and SCALE_PODS (+ SCALE_BIG_NAMESPACE_PODS in one namespace)
+# pods Running on the real API server, with SCALE_POLICIES NetworkPolicies; the real NODES run
+# the agent. Tear down with make cluster-down.
+SCALE_NODES              ?= 100
+SCALE_PODS               ?= 10000
+SCALE_POLICIES           ?= 1000
+SCALE_BIG_NAMESPACE_PODS ?= 1000
+SCALE_ENV = VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO) SCALE_NODES=$(SCALE_NODES) SCALE_PODS=$(SCALE_PODS) \
+	SCALE_POLICIES=$(SCALE_POLICIES) SCALE_BIG_NAMESPACE_PODS=$(SCALE_BIG_NAMESPACE_PODS)
+
+.PHONY: scale-up
+scale-up: ## The test cluster in scale mode: kwok's SCALE_NODES fake nodes, SCALE_PODS pods, SCALE_POLICIES NetworkPolicies (default 100/10k/1k) (root)
+	$(SCALE_ENV) SCALE=1 hack/cluster/up.sh
+	$(SCALE_ENV) hack/cluster/scale.sh
+
+.PHONY: bench-scale
+bench-scale: ## On the scale cluster: the agent's ready time, RSS, heap, maps, pod churn; explain/matrix/check timings (BenchmarkScaleAgent)
+	$(SCALE_ENV) hack/bench-scale.sh BenchmarkScaleAgent
+
+.PHONY: bench-scale-latency
+bench-scale-latency: ## On the scale cluster: policy change -> enforced, p50/p99 over 200 changes (BenchmarkPolicyChangeEnforced)
+	$(SCALE_ENV) hack/bench-scale.sh BenchmarkPolicyChangeEnforced
+
+.PHONY: scale-smoke
+scale-smoke: ## CI's short scale run: scale-up at 10 nodes / 1k pods / 100 policies, bench-scale in short, cluster-down (root)
+	$(MAKE) --no-print-directory scale-up SCALE_NODES=10 SCALE_PODS=1000 SCALE_POLICIES=100 SCALE_BIG_NAMESPACE_PODS=100 || { hack/cluster/down.sh; exit 1; }
+	NETPOL_SCALE_SMOKE=1 NETPOL_SCALE_CHURN_RATE=20 NETPOL_SCALE_CHURN_SECS=10 $(SCALE_ENV) hack/bench-scale.sh BenchmarkScaleAgent; \
+	  rc=$$?; hack/cluster/down.sh || rc=1; exit $$rc
+
 .PHONY: images
 images: ## Build the local images (pause, netprobe, coredns) without docker; import them if the cluster runs
 	@export VERSION=$(VERSION) AGENT_IMAGE_REPO=$(AGENT_IMAGE_REPO); if [ -n "$$(ls /run/netpol-cluster/containerd/containerd.sock /run/netpol-cluster/nodes/*/containerd.sock 2>/dev/null)" ]; then hack/cluster/images.sh import; else hack/cluster/images.sh build; fi

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -230,8 +231,10 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.bypass.spoof = a.spoof
 		// Its own loop, beside the policy queue: discovery never delays policy.
-		if err := a.cluster.OnChange(func(kind string) {
-			if kind == "pod" {
+		// Only this node's pods have interfaces to guard here: a pod
+		// churning elsewhere in a large cluster is no work for it.
+		if err := a.cluster.OnPodChange(func(p *corev1.Pod) {
+			if p.Spec.NodeName == cfg.NodeName {
 				a.spoof.kick()
 			}
 		}); err != nil {

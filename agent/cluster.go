@@ -52,7 +52,7 @@ type Cluster struct {
 func NewCluster(client kubernetes.Interface) *Cluster {
 	// No periodic resync: the datapath is a pure function of the caches,
 	// and a resync would recompile for nothing.
-	f := informers.NewSharedInformerFactory(client, 0)
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trimForCache))
 	c := &Cluster{
 		factory:    f,
 		pods:       f.Core().V1().Pods().Informer(),
@@ -139,12 +139,49 @@ func (c *Cluster) OnChange(fn func(kind string)) error {
 						return
 					}
 				}
+				// So are pods (conditions, container states, readiness):
+				// an update that changed nothing the cache keeps
+				// (trimForCache) changes nothing anyone can read.
+				if o, ok := old.(*corev1.Pod); ok {
+					if c, ok := cur.(*corev1.Pod); ok && sameCachedPod(o, c) {
+						return
+					}
+				}
 				fn(kind)
 			},
 			DeleteFunc: func(any) { fn(kind) },
 		}); err != nil {
 			return fmt.Errorf("watching %ss: %w", kind, err)
 		}
+	}
+	return nil
+}
+
+// OnPodChange registers fn to run with the pod of every add, update (the
+// new pod) or delete that changed what the cache keeps of it.
+func (c *Cluster) OnPodChange(fn func(*corev1.Pod)) error {
+	call := func(obj any) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if p, ok := obj.(*corev1.Pod); ok {
+			fn(p)
+		}
+	}
+	_, err := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: call,
+		UpdateFunc: func(old, cur any) {
+			if o, ok := old.(*corev1.Pod); ok {
+				if p, ok := cur.(*corev1.Pod); ok && sameCachedPod(o, p) {
+					return
+				}
+			}
+			call(cur)
+		},
+		DeleteFunc: call,
+	})
+	if err != nil {
+		return fmt.Errorf("watching pods: %w", err)
 	}
 	return nil
 }

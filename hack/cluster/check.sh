@@ -30,7 +30,7 @@ for ns in /run/netns/cni-*; do [[ -e $ns ]] && found "network namespace $ns"; do
 while read -r l; do found "link $l"; done < <(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(k8sn[0-9]|flannel\.|cni0$)' || true)
 while read -r c; do found "cgroup $c"; done < <(find /sys/fs/cgroup -maxdepth 2 -type d -name 'netpol-node-*' 2>/dev/null || true)
 [[ -e $HOST_MOUNTPOINTS ]] && found "record of host mount points $HOST_MOUNTPOINTS"
-for p in /run/flannel "$NODES_OUT"; do [[ -e $p ]] && found "path $p"; done
+for p in /run/flannel "$NODES_OUT" "$SCALE_OUT"; do [[ -e $p ]] && found "path $p"; done
 
 # Links, addresses, routes.
 ip link show "$BRIDGE" >/dev/null 2>&1 && found "link $BRIDGE"

@@ -19,8 +19,9 @@ t0=$(date +%s.%N)
 
 crictl_() { "$BIN_DIR/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" --timeout 20s "$@"; }
 
-# 1. Stop the node agents first so nothing recreates pods meanwhile.
-for c in kubelet kube-proxy kube-scheduler kube-controller-manager; do stop_component "$c"; done
+# 1. Stop the node agents first so nothing recreates pods meanwhile (kwok: the scale mode's fake
+#    nodes).
+for c in kwok kubelet kube-proxy kube-scheduler kube-controller-manager; do stop_component "$c"; done
 # Several nodes: each node's components, pods, namespaces, links and routes (node.sh).
 if multinode || compgen -G "$STATE_DIR/nodes/*/" >/dev/null; then nodes_down; fi
 
@@ -74,7 +75,7 @@ if ip link show "$BRIDGE" >/dev/null 2>&1; then
   for l in $(ip -o link show master "$BRIDGE" | awk -F': ' '{print $2}' | cut -d@ -f1); do ip link delete "$l" 2>/dev/null || true; done
   ip link delete "$BRIDGE"
 fi
-for r in "blackhole $POD_CIDR" "blackhole $NODE_NET" "blackhole $SERVICE_CIDR" "$SERVICE_CIDR"; do
+for r in "blackhole $SCALE_POD_CIDR" "blackhole $POD_CIDR" "blackhole $NODE_NET" "blackhole $SERVICE_CIDR" "$SERVICE_CIDR"; do
   while ip route del $r 2>/dev/null; do :; done
 done
 
@@ -128,7 +129,7 @@ if [[ -f $STATE_DIR/bpffs-mounted ]] && mountpoint -q /sys/fs/bpf; then
 fi
 
 # 10. Host paths: the cluster's own, and those the components hard-code.
-rm -rf "$STATE_DIR" "$RUN_DIR" "$KUBECONFIG_OUT" /run/containerd/s /var/log/containers /var/lib/cni/results \
+rm -rf "$STATE_DIR" "$RUN_DIR" "$KUBECONFIG_OUT" "$SCALE_OUT" /run/containerd/s /var/log/containers /var/lib/cni/results \
   /var/lib/kubelet/device-plugins /var/lib/kubelet/plugins_registry /var/lib/kubelet/plugins
 rmdir /run/containerd /var/lib/kubelet /var/lib/cni 2>/dev/null || true
 

@@ -20,6 +20,7 @@ NETPOL_API_VERSION=v0.3.0       # sigs.k8s.io/network-policy-api: ClusterNetwork
 CNP_AGNHOST_TAG=2.45            # the agnhost its suite runs...
 CNP_AGNHOST_KUBE_VERSION=v1.29.0  # ...built from this release's test/images/agnhost (VERSION 2.45)
 KUBE_ROUTER_VERSION=v2.1.0      # the peer enforcer of make bench-peers-datapath (hack/cluster/build-peers.sh)
+KWOK_VERSION=v0.8.0             # fake nodes and pods of the scale mode (hack/cluster/build-kwok.sh, scale.sh)
 
 # Binaries cache (git-ignored). NETPOL_CLUSTER_CACHE moves it, e.g. to share it between clones.
 CACHE_DIR="${NETPOL_CLUSTER_CACHE:-$REPO_ROOT/.cache/cluster}"
@@ -51,6 +52,18 @@ SERVICE_CIDR=10.96.0.0/16
 KUBERNETES_SVC_IP=10.96.0.1
 DNS_SVC_IP=10.96.0.10
 CLUSTER_DOMAIN=cluster.local
+# Scale mode (SCALE=1, make scale-up; hack/cluster/scale.sh): kwok's fake nodes take their podCIDRs
+# (/24 each) from a cluster CIDR widened to room for 1,020 of them; the real nodes, registered
+# first, keep theirs inside POD_CIDR. The whole range is blackholed on the host: fake pods' addresses
+# exist only in the API. Fake nodes' InternalIPs start at SCALE_NODE_ADDR, inside NODE_NET.
+SCALE=${SCALE:-0}
+SCALE_POD_CIDR=10.244.0.0/14
+SCALE_NODE_ADDR=10.250.100.1
+REAL_NODE_LABEL=netpol.test/real-node  # on the real nodes: the agent's --node-selector
+SCALE_FILE=$STATE_DIR/scale          # present while the cluster runs in scale mode
+SCALE_OUT="$REPO_ROOT/.cluster/scale"  # the sizes and the agent's install flags, for tests (git-ignored)
+CLUSTER_CIDR=$POD_CIDR
+[[ $SCALE != 1 ]] || CLUSTER_CIDR=$SCALE_POD_CIDR
 # Where an agent installed in the cluster pins its datapath on this host (probe.DefaultPinRoot).
 AGENT_PIN_ROOT=/sys/fs/bpf/netpol
 # Where an agent keeps its connection history on this host (install.HistoryHostDir): the nodes

@@ -53,6 +53,8 @@ healthy() {
   local c
   # The same shape as asked for: one node on the host, or NODES namespace nodes.
   if ((NODES == 1)); then ! multinode || return 1; else [[ -f $NODES_FILE && $(wc -l <"$NODES_FILE") == "$NODES" ]] || return 1; fi
+  # The same mode: scale mode widens the cluster CIDR and raises limits at start.
+  if [[ $SCALE == 1 ]]; then [[ -f $SCALE_FILE ]] || return 1; else [[ ! -f $SCALE_FILE ]] || return 1; fi
   for c in "${components[@]}"; do recorded_alive "$c" || return 1; done
   "${KUBECTL[@]}" get --raw /readyz >/dev/null 2>&1 || return 1
   [[ -f $KUBECONFIG_OUT ]]
@@ -75,6 +77,16 @@ fi
 t_start=$(date +%s.%N)
 mkdir -p "$STATE_DIR" "$RUN_DIR" "$LOG_DIR" "$PID_DIR" "$(dirname "$KUBECONFIG_OUT")"
 echo "$REPO_ROOT" >"$STATE_DIR/owner"
+# Scale mode: room in etcd, in the API server and the controller-manager for 100k pods and 1k
+# node leases (renewed every 50 s: kwok's lease is 200 s, so a node is declared unreachable
+# only after 240 s without one).
+etcd_scale=() apiserver_scale=() cm_scale=()
+if [[ $SCALE == 1 ]]; then
+  : >"$SCALE_FILE"
+  etcd_scale=(--quota-backend-bytes=8589934592)
+  apiserver_scale=(--max-requests-inflight=1000 --max-mutating-requests-inflight=500)
+  cm_scale=(--kube-api-qps=200 --kube-api-burst=400 --node-monitor-grace-period=240s)
+fi
 
 # --- host settings, saved first so down.sh restores them ---------------------------------------
 saved_sysctls=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
@@ -103,6 +115,7 @@ ip link set "$BRIDGE" up
 sysctl -qw "net.ipv6.conf.$BRIDGE.disable_ipv6=1"
 ip route add blackhole "$POD_CIDR"
 ip route add blackhole "$NODE_NET"
+[[ $SCALE != 1 ]] || ip route add blackhole "$SCALE_POD_CIDR"
 if ((NODES == 1)); then
   # Forwarding only for packets entering from the bridge (IPv4 forwarding is per input device);
   # needed for pod -> ClusterIP -> pod, which the host routes back onto the bridge after DNAT.
@@ -155,7 +168,7 @@ start_component etcd "$BIN_DIR/etcd" --name netpol --data-dir "$STATE_DIR/etcd" 
   --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster netpol=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
-  --unsafe-no-fsync --log-level warn
+  --unsafe-no-fsync --log-level warn "${etcd_scale[@]}"
 
 P=$PKI_DIR
 start_component kube-apiserver "$BIN_DIR/kube-apiserver" \
@@ -172,7 +185,7 @@ start_component kube-apiserver "$BIN_DIR/kube-apiserver" \
   --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="$P/front-proxy-client.crt" --proxy-client-key-file="$P/front-proxy-client.key" \
-  --cert-dir="$STATE_DIR/apiserver" --profiling=false
+  --cert-dir="$STATE_DIR/apiserver" --profiling=false "${apiserver_scale[@]}"
 
 for _ in $(seq 120); do "${KUBECTL[@]}" get --raw /readyz >/dev/null 2>&1 && break; recorded_alive kube-apiserver || break; sleep 0.25; done
 "${KUBECTL[@]}" get --raw /readyz >/dev/null 2>&1 || die "kube-apiserver not ready; see $LOG_DIR/kube-apiserver.log"
@@ -182,10 +195,11 @@ start_component kube-controller-manager "$BIN_DIR/kube-controller-manager" \
   --authentication-kubeconfig="$STATE_DIR/controller-manager.kubeconfig" \
   --authorization-kubeconfig="$STATE_DIR/controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 --cert-dir="$STATE_DIR/controller-manager" \
-  --allocate-node-cidrs --cluster-cidr="$POD_CIDR" --node-cidr-mask-size=24 --service-cluster-ip-range="$SERVICE_CIDR" \
+  --allocate-node-cidrs --cluster-cidr="$CLUSTER_CIDR" --node-cidr-mask-size=24 --service-cluster-ip-range="$SERVICE_CIDR" \
   --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" \
   --root-ca-file="$P/ca.crt" --service-account-private-key-file="$P/sa.key" \
-  --use-service-account-credentials --leader-elect=false --flex-volume-plugin-dir="$STATE_DIR/flexvolume" --profiling=false
+  --use-service-account-credentials --leader-elect=false --flex-volume-plugin-dir="$STATE_DIR/flexvolume" --profiling=false \
+  "${cm_scale[@]}"
 start_component kube-scheduler "$BIN_DIR/kube-scheduler" \
   --kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
   --authentication-kubeconfig="$STATE_DIR/scheduler.kubeconfig" \

@@ -70,6 +70,14 @@ func (f *Factory) kubeClient() (kubernetes.Interface, snapshot.Cluster, error) {
 			"point --kubeconfig/--context at a cluster, or use -f FILE to evaluate manifests offline", err)
 	}
 	rc.UserAgent = "kubectl-netpol"
+	// Live loads list every pod and policy of their scope, page by page: in
+	// protobuf (several times faster to decode than JSON), and not held back
+	// by client-go's default 5 requests per second (100k pods are 200 pages).
+	rc.ContentType = "application/vnd.kubernetes.protobuf"
+	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	if rc.QPS == 0 {
+		rc.QPS, rc.Burst = 50, 100
+	}
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, cluster, fmt.Errorf("creating a client for %s: %w", cluster, err)

@@ -65,6 +65,9 @@ func TestPolicyProbeProcess(t *testing.T) {
 // p99 of both over NETPOL_LATENCY_CHANGES (default 200) changes of each kind, in one
 // invocation (-benchtime 1x: the set-up is too heavy to repeat for b.N).
 //
+// On a scale cluster (make scale-up) the agent stays off the fake nodes and the change is
+// measured among all their pods and policies (make bench-scale-latency).
+//
 // NETPOL_LATENCY_POLICIES sets the number of policies (default 1000);
 // NETPOL_LATENCY_ENFORCER=kube-router measures the peer instead of the agent
 // (make bench-peers-datapath): the agent uninstalled, kube-router's
@@ -84,7 +87,8 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	var peer *framework.KubeRouter
 	switch enforcer {
 	case "netpol":
-		if out, err := netpolB(b, c, "install", "--image", framework.AgentImage(b), "--timeout", "3m", "--pprof"); err != nil {
+		args := append([]string{"install", "--image", framework.AgentImage(b), "--timeout", "3m", "--pprof"}, scaleInstallFlags()...)
+		if out, err := netpolB(b, c, args...); err != nil {
 			b.Fatalf("kubectl netpol install: %v\n%s", err, out)
 		}
 	case "kube-router":

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"os"
 	"runtime"
@@ -481,16 +482,27 @@ func keyOfEnd(e *ctEnd) ctKey {
 // holds only a key's newest slot: a record costs two map operations to
 // remember and one or two to take, and the map holds no pointer for the
 // garbage collector to follow.
+//
+// The map is keyed by a seeded 64-bit hash of the key, not the 40-byte key:
+// a start is taken a second or more after it was remembered, so each map
+// probe is a cache miss, and 16-byte slots make the index a third of the
+// size (~1 MiB at 65,536 records) and the probe a fast 64-bit one. The
+// record keeps the full key: a look-up whose record holds another key (two
+// keys of one hash, once in 2^64) finds nothing, and a start whose hash
+// another key takes is forgotten; either end is then attributed by the
+// costlier look-up of an unknown start, with the same result.
 type newFlowTable struct {
 	mu    sync.Mutex
 	max   int
-	n     uint64           // records remembered so far
-	m     map[ctKey]uint32 // a key's newest record: its slot
-	slots []newFlowRecord  // the ring (grown as used)
+	n     uint64            // records remembered so far
+	seed  maphash.Seed      // for hash
+	m     map[uint64]uint32 // a key's hash to its newest record's slot
+	slots []newFlowRecord   // the ring (grown as used)
 }
 
 type newFlowRecord struct {
 	key  ctKey
+	hash uint64       // of key, its entry in m
 	flow *flowv1.Flow // nil: taken or forgotten
 	n    uint64       // insertion number; 0: never used
 	// older is the slot of the key's previous record while it waits for
@@ -503,7 +515,16 @@ type newFlowRecord struct {
 func newNewFlowTable(max int) *newFlowTable {
 	// Sized for its bound at once: a busy node fills it within seconds,
 	// and growing a map rehashes every entry.
-	return &newFlowTable{max: max, m: make(map[ctKey]uint32, max), slots: make([]newFlowRecord, 0, max)}
+	return &newFlowTable{max: max, seed: maphash.MakeSeed(), m: make(map[uint64]uint32, max), slots: make([]newFlowRecord, 0, max)}
+}
+
+// ctKeyLen is the bytes of a ctKey's fields (no padding between them).
+const ctKeyLen = unsafe.Offsetof(ctKey{}.proto) + 1
+
+// hash is k's entry in m: its field bytes only (the trailing padding's
+// content is not defined). maphash.Comparable would move k to the heap.
+func (t *newFlowTable) hash(k *ctKey) uint64 {
+	return maphash.Bytes(t.seed, unsafe.Slice((*byte)(unsafe.Pointer(k)), ctKeyLen))
 }
 
 // remember records the published flow f of a new connection.
@@ -519,17 +540,22 @@ func (t *newFlowTable) remember(k ctKey, f *flowv1.Flow) {
 	if s.newest {
 		// The oldest record goes; its key's older record, if any, went
 		// before it.
-		delete(t.m, s.key)
+		delete(t.m, s.hash)
 	}
-	*s = newFlowRecord{key: k, flow: f, n: t.n, newest: true}
-	if j, ok := t.m[k]; ok {
+	h := t.hash(&k)
+	*s = newFlowRecord{key: k, hash: h, flow: f, n: t.n, newest: true}
+	if j, ok := t.m[h]; ok {
 		prev := &t.slots[j]
 		prev.newest = false
 		// A third start before the first's end forgets the first.
 		t.forgetOlder(prev)
-		s.older, s.olderN = j, prev.n
+		if prev.key == k {
+			s.older, s.olderN = j, prev.n
+		} else {
+			prev.flow = nil // another key of the same hash: forgotten
+		}
 	}
-	t.m[k] = i
+	t.m[h] = i
 }
 
 // forgetOlder drops r's older record, if still held.
@@ -546,11 +572,15 @@ func (t *newFlowTable) forgetOlder(r *newFlowRecord) {
 func (t *newFlowTable) take(k ctKey) *flowv1.Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	i, ok := t.m[k]
+	h := t.hash(&k)
+	i, ok := t.m[h]
 	if !ok {
 		return nil
 	}
 	r := &t.slots[i]
+	if r.key != k {
+		return nil
+	}
 	if r.olderN != 0 {
 		if o := &t.slots[r.older]; o.n == r.olderN && o.flow != nil {
 			f := o.flow
@@ -562,7 +592,7 @@ func (t *newFlowTable) take(k ctKey) *flowv1.Flow {
 	}
 	f := r.flow
 	r.flow, r.newest = nil, false
-	delete(t.m, k)
+	delete(t.m, h)
 	return f
 }
 

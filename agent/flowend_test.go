@@ -608,6 +608,41 @@ func TestNewFlowTableBounded(t *testing.T) {
 	}
 }
 
+// Two keys of one hash (the table's index is a 64-bit hash, once in 2^64):
+// a look-up of one never returns the other's start, and the newer key's
+// start displaces the older's, which is then forgotten (its end takes the
+// costlier look-up of an unknown start).
+func TestNewFlowTableHashCollision(t *testing.T) {
+	tb := newNewFlowTable(8)
+	k1, k2 := ctKey{proto: 6, sport: 1}, ctKey{proto: 6, sport: 2}
+	tb.remember(k1, &flowv1.Flow{RuleId: 1})
+	// Make k1's record sit at k2's hash, as if the two hashed alike.
+	h1, h2 := tb.hash(&k1), tb.hash(&k2)
+	slot := tb.m[h1]
+	delete(tb.m, h1)
+	tb.m[h2], tb.slots[slot].hash = slot, h2
+	if got := tb.take(k2); got != nil || tb.len() != 1 {
+		t.Fatalf("take of a colliding key returned %v (len %d), want nothing and the record kept", got, tb.len())
+	}
+	tb.remember(k2, &flowv1.Flow{RuleId: 2})
+	if tb.len() != 1 {
+		t.Errorf("len %d after a colliding start, want 1 (the displaced start forgotten)", tb.len())
+	}
+	if got := tb.take(k2); got.GetRuleId() != 2 || tb.take(k2) != nil {
+		t.Errorf("take after the colliding start: %v, want rule 2 once", got)
+	}
+	if got := tb.take(k1); got != nil {
+		t.Errorf("the displaced start was found: %v", got)
+	}
+	// The ring wraps over the displaced record without touching the index.
+	for i := range 10 {
+		tb.remember(ctKey{proto: 17, sport: uint16(i)}, &flowv1.Flow{RuleId: uint32(100 + i)})
+	}
+	if got := tb.take(ctKey{proto: 17, sport: 9}); got.GetRuleId() != 109 || len(tb.m) != 7 {
+		t.Errorf("after wrapping: took %v, index holds %d keys, want rule 109 and 7", got, len(tb.m))
+	}
+}
+
 // The accounting check reads the node's namespace: off is not OK and says
 // what summaries lose and the fix.
 func TestConntrackAcctCheck(t *testing.T) {

@@ -845,6 +845,12 @@ func (a *Agent) flowEnds(events <-chan flowEnd) {
 	recs := make([]*flowv1.Flow, 0, endBatch)
 	timer := time.NewTimer(settle)
 	defer timer.Stop()
+	// The queue closed: the parked ends' starts are looked up once more.
+	drainParked := func() {
+		for _, p := range parked {
+			a.publishEnd(&x, p, a.newFlows.take(keyOfEnd(&p)))
+		}
+	}
 	for {
 		var wake <-chan time.Time
 		if len(parked) > 0 {
@@ -854,9 +860,7 @@ func (a *Agent) flowEnds(events <-chan flowEnd) {
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				for _, p := range parked {
-					a.publishEnd(&x, p, a.newFlows.take(keyOfEnd(&p)))
-				}
+				drainParked()
 				return
 			}
 			batch = append(batch[:0], ev)
@@ -885,9 +889,7 @@ func (a *Agent) flowEnds(events <-chan flowEnd) {
 			}
 			clear(recs) // no stale starts kept alive
 			if closed {
-				for _, p := range parked {
-					a.publishEnd(&x, p, a.newFlows.take(keyOfEnd(&p)))
-				}
+				drainParked()
 				return
 			}
 		case <-wake:

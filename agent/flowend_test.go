@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -605,6 +606,40 @@ func TestNewFlowTableBounded(t *testing.T) {
 	tb.remember(k(3), f(3)) // reuses the slot of 11
 	if got := tb.take(k(1)); got.GetRuleId() != 12 || tb.take(k(1)) != nil || tb.len() != 2 {
 		t.Errorf("after the older record was evicted: took %v (len %d), want 12 and nothing more", got, tb.len())
+	}
+}
+
+// takeAll answers a batch of ends as take would one by one, in order: a
+// reused tuple's two ends take the older start then the newer, an unknown
+// key nothing, and a key's second end nothing once its only start is taken.
+func TestNewFlowTableTakeAll(t *testing.T) {
+	end := func(sport uint16) flowEnd {
+		return flowEnd{proto: 6, src: netip.MustParseAddr("10.0.0.1"), dst: netip.MustParseAddr("10.0.0.2"), sport: sport, dport: 80}
+	}
+	fill := func() *newFlowTable {
+		tb := newNewFlowTable(8)
+		for i, sp := range []uint16{1, 2, 2, 3} {
+			e := end(sp)
+			tb.remember(keyOfEnd(&e), &flowv1.Flow{RuleId: uint32(10*int(sp) + i)})
+		}
+		return tb
+	}
+	batch := []flowEnd{end(2), end(9), end(1), end(2), end(1), end(2)}
+	one := fill()
+	var want []uint32
+	for i := range batch {
+		want = append(want, one.take(keyOfEnd(&batch[i])).GetRuleId())
+	}
+	all := fill()
+	var got []uint32
+	for _, f := range all.takeAll(batch, nil) {
+		got = append(got, f.GetRuleId())
+	}
+	if !slices.Equal(got, want) || !slices.Equal(want, []uint32{21, 0, 10, 22, 0, 0}) {
+		t.Errorf("takeAll %v, take one by one %v, want [21 0 10 22 0 0]", got, want)
+	}
+	if all.len() != 1 || one.len() != 1 {
+		t.Errorf("left %d and %d records, want 1 (port 3)", all.len(), one.len())
 	}
 }
 

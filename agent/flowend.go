@@ -602,11 +602,11 @@ func (t *newFlowTable) takeLocked(k ctKey, h uint64) *flowv1.Flow {
 }
 
 // takeAll appends the oldest record of each end's key to recs (nil when
-// none), as take would one by one, under one lock. Two passes before the
-// takes load what they will read (the index's entries, then the records'
-// slots) in tight loops, so the CPU fetches many at once instead of
-// waiting for each; a pass after them does the same for the starts'
-// flows, which endFlow reads.
+// none), as take would one by one, under one lock. A pass before the
+// takes loads what they will read (each key's index entry and record) in a
+// tight loop, so the CPU fetches many at once instead of waiting for each;
+// a pass after them does the same for the starts' flows, which endFlow
+// reads.
 func (t *newFlowTable) takeAll(ends []flowEnd, recs []*flowv1.Flow) []*flowv1.Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()

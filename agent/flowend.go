@@ -7,10 +7,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -481,16 +483,27 @@ func keyOfEnd(e *ctEnd) ctKey {
 // holds only a key's newest slot: a record costs two map operations to
 // remember and one or two to take, and the map holds no pointer for the
 // garbage collector to follow.
+//
+// The map is keyed by a seeded 64-bit hash of the key, not the 40-byte key:
+// a start is taken a second or more after it was remembered, so each map
+// probe is a cache miss, and 16-byte slots make the index a third of the
+// size (~1 MiB at 65,536 records) and the probe a fast 64-bit one. The
+// record keeps the full key: a look-up whose record holds another key (two
+// keys of one hash, once in 2^64) finds nothing, and a start whose hash
+// another key takes is forgotten; either end is then attributed by the
+// costlier look-up of an unknown start, with the same result.
 type newFlowTable struct {
 	mu    sync.Mutex
 	max   int
-	n     uint64           // records remembered so far
-	m     map[ctKey]uint32 // a key's newest record: its slot
-	slots []newFlowRecord  // the ring (grown as used)
+	n     uint64            // records remembered so far
+	seed  maphash.Seed      // for hash
+	m     map[uint64]uint32 // a key's hash to its newest record's slot
+	slots []newFlowRecord   // the ring (grown as used)
 }
 
 type newFlowRecord struct {
 	key  ctKey
+	hash uint64       // of key, its entry in m
 	flow *flowv1.Flow // nil: taken or forgotten
 	n    uint64       // insertion number; 0: never used
 	// older is the slot of the key's previous record while it waits for
@@ -503,7 +516,16 @@ type newFlowRecord struct {
 func newNewFlowTable(max int) *newFlowTable {
 	// Sized for its bound at once: a busy node fills it within seconds,
 	// and growing a map rehashes every entry.
-	return &newFlowTable{max: max, m: make(map[ctKey]uint32, max), slots: make([]newFlowRecord, 0, max)}
+	return &newFlowTable{max: max, seed: maphash.MakeSeed(), m: make(map[uint64]uint32, max), slots: make([]newFlowRecord, 0, max)}
+}
+
+// ctKeyLen is the bytes of a ctKey's fields (no padding between them).
+const ctKeyLen = unsafe.Offsetof(ctKey{}.proto) + 1
+
+// hash is k's entry in m: its field bytes only (the trailing padding's
+// content is not defined). maphash.Comparable would move k to the heap.
+func (t *newFlowTable) hash(k *ctKey) uint64 {
+	return maphash.Bytes(t.seed, unsafe.Slice((*byte)(unsafe.Pointer(k)), ctKeyLen))
 }
 
 // remember records the published flow f of a new connection.
@@ -519,17 +541,22 @@ func (t *newFlowTable) remember(k ctKey, f *flowv1.Flow) {
 	if s.newest {
 		// The oldest record goes; its key's older record, if any, went
 		// before it.
-		delete(t.m, s.key)
+		delete(t.m, s.hash)
 	}
-	*s = newFlowRecord{key: k, flow: f, n: t.n, newest: true}
-	if j, ok := t.m[k]; ok {
+	h := t.hash(&k)
+	*s = newFlowRecord{key: k, hash: h, flow: f, n: t.n, newest: true}
+	if j, ok := t.m[h]; ok {
 		prev := &t.slots[j]
 		prev.newest = false
 		// A third start before the first's end forgets the first.
 		t.forgetOlder(prev)
-		s.older, s.olderN = j, prev.n
+		if prev.key == k {
+			s.older, s.olderN = j, prev.n
+		} else {
+			prev.flow = nil // another key of the same hash: forgotten
+		}
 	}
-	t.m[k] = i
+	t.m[h] = i
 }
 
 // forgetOlder drops r's older record, if still held.
@@ -546,11 +573,19 @@ func (t *newFlowTable) forgetOlder(r *newFlowRecord) {
 func (t *newFlowTable) take(k ctKey) *flowv1.Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	i, ok := t.m[k]
+	return t.takeLocked(k, t.hash(&k))
+}
+
+// takeLocked is take of k, whose hash is h, with t.mu held.
+func (t *newFlowTable) takeLocked(k ctKey, h uint64) *flowv1.Flow {
+	i, ok := t.m[h]
 	if !ok {
 		return nil
 	}
 	r := &t.slots[i]
+	if r.key != k {
+		return nil
+	}
 	if r.olderN != 0 {
 		if o := &t.slots[r.older]; o.n == r.olderN && o.flow != nil {
 			f := o.flow
@@ -562,9 +597,44 @@ func (t *newFlowTable) take(k ctKey) *flowv1.Flow {
 	}
 	f := r.flow
 	r.flow, r.newest = nil, false
-	delete(t.m, k)
+	delete(t.m, h)
 	return f
 }
+
+// takeAll appends the oldest record of each end's key to recs (nil when
+// none), as take would one by one, under one lock. A pass before the
+// takes loads what they will read (each key's index entry and record) in a
+// tight loop, so the CPU fetches many at once instead of waiting for each;
+// a pass after them does the same for the starts' flows, which endFlow
+// reads.
+func (t *newFlowTable) takeAll(ends []flowEnd, recs []*flowv1.Flow) []*flowv1.Flow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var sink uint64
+	var hs [endBatch]uint64
+	hashes := hs[:0]
+	for i := range ends {
+		k := keyOfEnd(&ends[i])
+		h := t.hash(&k)
+		hashes = append(hashes, h)
+		if j, ok := t.m[h]; ok {
+			sink += t.slots[j].olderN
+		}
+	}
+	for i := range ends {
+		recs = append(recs, t.takeLocked(keyOfEnd(&ends[i]), hashes[i]))
+	}
+	for _, f := range recs {
+		if f != nil {
+			sink += uint64(f.Verdict) + uint64(uintptr(unsafe.Pointer(f.Time))) + uint64(uintptr(unsafe.Pointer(f.L4)))
+		}
+	}
+	touched.Store(sink)
+	return recs
+}
+
+// touched keeps takeAll's loads from being optimised away.
+var touched atomic.Uint64
 
 // len is the number of records kept.
 func (t *newFlowTable) len() int {
@@ -762,12 +832,25 @@ func inAny(pfx []netip.Prefix, ip netip.Addr) bool {
 // connection flushed or revoked right after it began. Such an end is parked
 // until 2 polls + 50 ms after it was received and looked up again; others
 // go on meanwhile, and a full parking lot publishes at once.
+//
+// Ends come in bursts (a drain of the socket or ring each poll): the ends
+// already queued are taken together (endBatch at most), so their starts'
+// look-ups (each a cache miss: a start is read back a second or more after
+// it was written) overlap instead of stalling one by one.
 func (a *Agent) flowEnds(events <-chan flowEnd) {
 	var x endpointIndex
 	settle := 2*a.cfg.ReadPoll + 50*time.Millisecond
 	var parked []flowEnd // oldest first
+	batch := make([]flowEnd, 0, endBatch)
+	recs := make([]*flowv1.Flow, 0, endBatch)
 	timer := time.NewTimer(settle)
 	defer timer.Stop()
+	// The queue closed: the parked ends' starts are looked up once more.
+	drainParked := func() {
+		for _, p := range parked {
+			a.publishEnd(&x, p, a.newFlows.take(keyOfEnd(&p)))
+		}
+	}
 	for {
 		var wake <-chan time.Time
 		if len(parked) > 0 {
@@ -777,17 +860,38 @@ func (a *Agent) flowEnds(events <-chan flowEnd) {
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				for _, p := range parked {
-					a.publishEnd(&x, p, a.newFlows.take(keyOfEnd(&p)))
-				}
+				drainParked()
 				return
 			}
-			rec := a.newFlows.take(keyOfEnd(&ev))
-			if rec == nil && time.Since(ev.at) < settle && len(parked) < flowEndQueue {
-				parked = append(parked, ev)
-				continue
+			batch = append(batch[:0], ev)
+			closed := false
+		more:
+			for len(batch) < endBatch {
+				select {
+				case ev, ok := <-events:
+					if !ok {
+						closed = true
+						break more
+					}
+					batch = append(batch, ev)
+				default:
+					break more
+				}
 			}
-			a.publishEnd(&x, ev, rec)
+			recs = a.newFlows.takeAll(batch, recs[:0])
+			for i := range batch {
+				rec := recs[i]
+				if rec == nil && time.Since(batch[i].at) < settle && len(parked) < flowEndQueue && !closed {
+					parked = append(parked, batch[i])
+					continue
+				}
+				a.publishEnd(&x, batch[i], rec)
+			}
+			clear(recs) // no stale starts kept alive
+			if closed {
+				drainParked()
+				return
+			}
 		case <-wake:
 			for len(parked) > 0 && time.Since(parked[0].at) >= settle {
 				a.publishEnd(&x, parked[0], a.newFlows.take(keyOfEnd(&parked[0])))
@@ -796,6 +900,9 @@ func (a *Agent) flowEnds(events <-chan flowEnd) {
 		}
 	}
 }
+
+// endBatch bounds the ends flowEnds takes at once.
+const endBatch = 256
 
 // publishEnd publishes the summary of ev when the datapath judged it.
 func (a *Agent) publishEnd(x *endpointIndex, ev flowEnd, rec *flowv1.Flow) {

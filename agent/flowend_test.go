@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -605,6 +606,75 @@ func TestNewFlowTableBounded(t *testing.T) {
 	tb.remember(k(3), f(3)) // reuses the slot of 11
 	if got := tb.take(k(1)); got.GetRuleId() != 12 || tb.take(k(1)) != nil || tb.len() != 2 {
 		t.Errorf("after the older record was evicted: took %v (len %d), want 12 and nothing more", got, tb.len())
+	}
+}
+
+// takeAll answers a batch of ends as take would one by one, in order: a
+// reused tuple's two ends take the older start then the newer, an unknown
+// key nothing, and a key's second end nothing once its only start is taken.
+func TestNewFlowTableTakeAll(t *testing.T) {
+	end := func(sport uint16) flowEnd {
+		return flowEnd{proto: 6, src: netip.MustParseAddr("10.0.0.1"), dst: netip.MustParseAddr("10.0.0.2"), sport: sport, dport: 80}
+	}
+	fill := func() *newFlowTable {
+		tb := newNewFlowTable(8)
+		for i, sp := range []uint16{1, 2, 2, 3} {
+			e := end(sp)
+			tb.remember(keyOfEnd(&e), &flowv1.Flow{RuleId: uint32(10*int(sp) + i)})
+		}
+		return tb
+	}
+	batch := []flowEnd{end(2), end(9), end(1), end(2), end(1), end(2)}
+	one := fill()
+	var want []uint32
+	for i := range batch {
+		want = append(want, one.take(keyOfEnd(&batch[i])).GetRuleId())
+	}
+	all := fill()
+	var got []uint32
+	for _, f := range all.takeAll(batch, nil) {
+		got = append(got, f.GetRuleId())
+	}
+	if !slices.Equal(got, want) || !slices.Equal(want, []uint32{21, 0, 10, 22, 0, 0}) {
+		t.Errorf("takeAll %v, take one by one %v, want [21 0 10 22 0 0]", got, want)
+	}
+	if all.len() != 1 || one.len() != 1 {
+		t.Errorf("left %d and %d records, want 1 (port 3)", all.len(), one.len())
+	}
+}
+
+// Two keys of one hash (the table's index is a 64-bit hash, once in 2^64):
+// a look-up of one never returns the other's start, and the newer key's
+// start displaces the older's, which is then forgotten (its end takes the
+// costlier look-up of an unknown start).
+func TestNewFlowTableHashCollision(t *testing.T) {
+	tb := newNewFlowTable(8)
+	k1, k2 := ctKey{proto: 6, sport: 1}, ctKey{proto: 6, sport: 2}
+	tb.remember(k1, &flowv1.Flow{RuleId: 1})
+	// Make k1's record sit at k2's hash, as if the two hashed alike.
+	h1, h2 := tb.hash(&k1), tb.hash(&k2)
+	slot := tb.m[h1]
+	delete(tb.m, h1)
+	tb.m[h2], tb.slots[slot].hash = slot, h2
+	if got := tb.take(k2); got != nil || tb.len() != 1 {
+		t.Fatalf("take of a colliding key returned %v (len %d), want nothing and the record kept", got, tb.len())
+	}
+	tb.remember(k2, &flowv1.Flow{RuleId: 2})
+	if tb.len() != 1 {
+		t.Errorf("len %d after a colliding start, want 1 (the displaced start forgotten)", tb.len())
+	}
+	if got := tb.take(k2); got.GetRuleId() != 2 || tb.take(k2) != nil {
+		t.Errorf("take after the colliding start: %v, want rule 2 once", got)
+	}
+	if got := tb.take(k1); got != nil {
+		t.Errorf("the displaced start was found: %v", got)
+	}
+	// The ring wraps over the displaced record without touching the index.
+	for i := range 10 {
+		tb.remember(ctKey{proto: 17, sport: uint16(i)}, &flowv1.Flow{RuleId: uint32(100 + i)})
+	}
+	if got := tb.take(ctKey{proto: 17, sport: 9}); got.GetRuleId() != 109 || len(tb.m) != 7 {
+		t.Errorf("after wrapping: took %v, index holds %d keys, want rule 109 and 7", got, len(tb.m))
 	}
 }
 

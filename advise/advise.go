@@ -379,10 +379,12 @@ type generator struct {
 	// labels of every workload known per namespace (history and cluster).
 	known map[string]map[string]map[string]string
 	names map[string]int // policy names used, per namespace/name
+	// window is the span the advice was built from, for the annotation.
+	window string
 }
 
 func newGenerator(in Input, o *observed) *generator {
-	g := &generator{in: in, o: o, known: map[string]map[string]map[string]string{}, names: map[string]int{}}
+	g := &generator{in: in, o: o, known: map[string]map[string]map[string]string{}, names: map[string]int{}, window: window(in.Since, in.History)}
 	add := func(ns, name string, l map[string]string) {
 		m := g.known[ns]
 		if m == nil {
@@ -526,7 +528,7 @@ func (g *generator) propose(s *side) (*Proposal, string) {
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: sel},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyType(s.dir)}},
 	}
-	np.Annotations = map[string]string{WindowAnnotation: window(g.in.Since, g.in.History)}
+	np.Annotations = map[string]string{WindowAnnotation: g.window}
 	if g.in.Audit {
 		np.Annotations[ModeAnnotation] = ModeAudit
 	}

@@ -1,21 +1,19 @@
 package advise
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
-	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // WriteYAML writes the proposals as YAML documents ready for kubectl apply,
 // each rule preceded by a comment naming the observed connections it
 // admits, and a leading comment with the window and what was not seen.
 func WriteYAML(w io.Writer, r *Report) error {
-	enc := yaml.NewEncoder(w)
-	enc.SetIndent(2)
 	head := summary(r)
 	if len(r.Proposals) == 0 {
 		_, err := io.WriteString(w, comment(append(head, "No policy proposed.")...)+"\n")
@@ -28,12 +26,21 @@ func WriteYAML(w io.Writer, r *Report) error {
 		}
 		if i == 0 {
 			doc.HeadComment = comment(head...) + "\n\n" + doc.HeadComment
+		} else if _, err := io.WriteString(w, "---\n"); err != nil {
+			return err
 		}
+		// One encoder per document: an encoder's event queue grows with
+		// every document of its stream (quadratic for thousands).
+		enc := yaml.NewEncoder(w)
+		enc.SetIndent(2)
 		if err := enc.Encode(doc); err != nil {
 			return err
 		}
+		if err := enc.Close(); err != nil {
+			return err
+		}
 	}
-	return enc.Close()
+	return nil
 }
 
 // summary is the report's leading comment.
@@ -101,7 +108,9 @@ func comment(lines ...string) string {
 // document is the policy as a YAML node, keys in reading order, comments on
 // the document and on each rule.
 func document(p *Proposal) (*yaml.Node, error) {
-	b, err := sigsyaml.Marshal(p.Policy)
+	// JSON is YAML: parsed into nodes (their JSON styles reset), it gives
+	// the API's field names without a second YAML encoder.
+	b, err := json.Marshal(p.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s/%s: %w", p.Policy.Namespace, p.Policy.Name, err)
 	}
@@ -109,6 +118,7 @@ func document(p *Proposal) (*yaml.Node, error) {
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("policy %s/%s: %w", p.Policy.Namespace, p.Policy.Name, err)
 	}
+	plain(&doc)
 	root := doc.Content[0]
 	order(root, "apiVersion", "kind", "metadata", "spec")
 	if md := value(root, "metadata"); md != nil {
@@ -210,4 +220,13 @@ func order(m *yaml.Node, keys ...string) {
 		}
 	}
 	m.Content = out
+}
+
+// plain drops the flow and quoting styles JSON gave the nodes; strings that
+// need quotes get them from the encoder.
+func plain(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		plain(c)
+	}
 }

@@ -102,6 +102,8 @@ type Report struct {
 	Denied []Pair `json:"denied,omitempty"`
 	// Skipped names workloads given no policy, and why.
 	Skipped []string `json:"skipped,omitempty"`
+	// Unknown are Input.Workloads neither the history nor the cluster has.
+	Unknown []string `json:"unknown,omitempty"`
 }
 
 // end is one end of recorded traffic.
@@ -322,6 +324,11 @@ func Advise(in Input) (*Report, error) {
 		}
 	}
 	r.NotSeen = append(r.NotSeen, g.unseenInCluster(subjects)...)
+	for _, w := range in.Workloads {
+		if _, ok := o.ends[w]; !ok && !g.inCluster(w) {
+			r.Unknown = append(r.Unknown, w)
+		}
+	}
 	for _, ps := range [][]Pair{r.BeforeWindow, r.Denied} {
 		slices.SortFunc(ps, func(a, b Pair) int {
 			return cmp.Or(strings.Compare(a.Source, b.Source), strings.Compare(a.Destination, b.Destination), cmp.Compare(a.Port, b.Port))
@@ -442,6 +449,15 @@ func (g *generator) unseenInCluster(seen []*end) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func (g *generator) inCluster(name string) bool {
+	for _, p := range g.in.Engine.Pods() {
+		if podWorkload(p) == name {
+			return true
+		}
+	}
+	return false
 }
 
 // preferredKeys come first in selectors: the recommended labels, then the

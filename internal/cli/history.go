@@ -109,6 +109,22 @@ func (a *agentAccess) collectHistory(ctx context.Context, req *flowv1.HistoryReq
 	return all, nil
 }
 
+// captureHistory reads a capture (historyFromFile) and sets *window from
+// the --since value: a capture's window counts back from its newest flow,
+// not from now.
+func captureHistory(path, since string, window *time.Time) (*history.Set, error) {
+	set, err := historyFromFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if newest := set.Newest(); !newest.IsZero() {
+		if *window, err = parseSince(since, newest); err != nil {
+			return nil, err
+		}
+	}
+	return set, nil
+}
+
 // historyFromFile aggregates a `watch -o json` capture into history records.
 func historyFromFile(path string) (*history.Set, error) {
 	f, err := os.Open(path)

@@ -201,15 +201,7 @@ func (o *WhatifOptions) Run(ctx context.Context) error {
 	}
 	var set *history.Set
 	if o.Flows != "" {
-		if set, err = historyFromFile(o.Flows); err != nil {
-			return err
-		}
-		// A capture's window counts back from its newest flow, not from now.
-		if newest := set.Newest(); !newest.IsZero() {
-			if o.since, err = parseSince(o.Since, newest); err != nil {
-				return err
-			}
-		}
+		set, err = captureHistory(o.Flows, o.Since, &o.since)
 	} else {
 		set, err = o.collectHistory(ctx, &flowv1.HistoryRequest{SchemaVersion: history.SchemaVersion, Since: timestamppb.New(o.since)})
 	}
@@ -244,8 +236,13 @@ func (o *WhatifOptions) Run(ctx context.Context) error {
 
 // warnPartial says loudly, on stderr, which nodes' connections the answer misses.
 func (o *WhatifOptions) warnPartial(rep *whatif.Report) {
-	for node, why := range rep.Coverage.Unreachable {
-		fmt.Fprintf(o.ErrOut, "WARNING: PARTIAL ANSWER: the agent on node %s could not be reached (%s): its connections are not judged\n", node, why)
+	warnUnreachable(o.ErrOut, rep.Coverage.Unreachable)
+}
+
+// warnUnreachable says loudly, on stderr, which nodes' history an answer misses.
+func warnUnreachable(w io.Writer, unreachable map[string]string) {
+	for node, why := range unreachable {
+		fmt.Fprintf(w, "WARNING: PARTIAL ANSWER: the agent on node %s could not be reached (%s): its connections are not judged\n", node, why)
 	}
 }
 

@@ -47,12 +47,8 @@ func WriteYAML(w io.Writer, r *Report) error {
 func summary(r *Report) []string {
 	c := r.Coverage
 	lines := []string{fmt.Sprintf("kubectl netpol advise: %d policies from %d history records, node(s) %s", len(r.Proposals), c.Records, strings.Join(c.Nodes, ", "))}
-	from := c.Oldest
-	if c.Since.After(from) {
-		from = c.Since
-	}
-	if !from.IsZero() || !c.Newest.IsZero() {
-		lines = append(lines, fmt.Sprintf("Observation window: %s to %s; only connections seen in it are admitted.", stamp(from), stamp(c.Newest)))
+	if span := c.Span(); span != "" {
+		lines = append(lines, "Observation window: "+span+"; only connections seen in it are admitted.")
 	}
 	if len(r.Proposals) > 0 && r.Proposals[0].Policy.Annotations[ModeAnnotation] == ModeAudit {
 		lines = append(lines, "Audit mode ("+ModeAnnotation+": "+ModeAudit+"): the agent reports what each policy would deny",

@@ -20,3 +20,16 @@ func CurrentPod(e *policy.Engine, ep *flowv1.Endpoint) *corev1.Pod { return curr
 func HistoryCoverage(set *history.Set, since time.Time) Coverage {
 	return coverage(Input{History: set, Since: since})
 }
+
+// Span is the window the history covers: from the later of its oldest
+// record and Since, to its newest ("" when it holds nothing).
+func (c Coverage) Span() string {
+	if c.Oldest.IsZero() && c.Newest.IsZero() {
+		return ""
+	}
+	from := c.Oldest
+	if c.Since.After(from) {
+		from = c.Since
+	}
+	return from.UTC().Format(time.RFC3339) + " to " + c.Newest.UTC().Format(time.RFC3339)
+}

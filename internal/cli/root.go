@@ -67,6 +67,7 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 		NewCmdUnused(f, streams),
 		NewCmdCoverage(f, streams),
 		NewCmdAdvise(f, streams),
+		NewCmdPromote(f, streams),
 	)
 	registerFlagCompletion(cmd, f)
 	return cmd

@@ -1,0 +1,73 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
+	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
+)
+
+// TestAdviseLive: known traffic (web -> db:3306 and other -> db:80, db on
+// another node than its clients), advise from the agents' history for both
+// directions, apply the advice: the observed connections still pass with
+// real packets, the unobserved ones (web -> db:80, other -> db:3306) are
+// dropped.
+func TestAdviseLive(t *testing.T) {
+	c := framework.Connect(t)
+	installAgent(t, c)
+	s := newShop(t, c)
+	for range 3 {
+		expect(t, c, s.web, true, s.podDB)
+		expect(t, c, s.other, true, s.podDB80)
+	}
+	if err := wait.PollUntilContextTimeout(framework.Context(t, time.Minute), time.Second, 30*time.Second, true, func(context.Context) (bool, error) {
+		return len(historyConnections(t, c, s.ns, "web", "db", 3306)) > 0 && len(historyConnections(t, c, s.ns, "other", "db", 80)) > 0, nil
+	}); err != nil {
+		t.Fatalf("the traffic never reached the agents' history")
+	}
+
+	out, err := netpol(t, c, "", "advise", "-n", s.ns, "--both", "--since", "1h", "--audit=false")
+	if err != nil {
+		t.Fatalf("advise: %v\n%s", err, out)
+	}
+	t.Logf("advice:\n%s", out)
+	for _, want := range []string{"name: advised-db-ingress", "port: mysql", "from " + s.ns + "/web TCP/3306 (mysql)", "from " + s.ns + "/other TCP/80"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("advice lacks %q", want)
+		}
+	}
+	advice := filepath.Join(t.TempDir(), "advice.yaml")
+	writeFile(t, advice, out)
+	// whatif agrees before anything is applied: nothing observed breaks.
+	if proof, err := netpol(t, c, "", "whatif", "-f", advice, "--since", "1h", "--color", "never"); exitCode(err) != 0 {
+		t.Errorf("whatif on the advice: exit %d (%v), want 0\n%s", exitCode(err), err, proof)
+	}
+	set, err := snapshot.LoadPolicyFiles([]string{advice}, s.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := framework.Context(t, 2*time.Minute)
+	for _, np := range set.Policies {
+		if _, err := c.Client.NetworkingV1().NetworkPolicies(np.Namespace).Create(ctx, np, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("applying %s: %v", np.Name, err)
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
+		return !c.ProbeWithTimeout(t, s.other, time.Second, s.podDB)[0].OK, nil
+	}); err != nil {
+		t.Fatalf("the advice is not enforced 15 s after it was applied: other still reaches db:3306")
+	}
+	expect(t, c, s.web, true, s.podDB)
+	expect(t, c, s.other, true, s.podDB80)
+	expect(t, c, s.web, false, s.podDB80)
+	expect(t, c, s.other, false, s.podDB)
+}

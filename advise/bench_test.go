@@ -20,7 +20,7 @@ import (
 // each talking to 10 others on one or two ports (20 per workload), each key
 // in `buckets` time buckets; the cluster has one pod per workload. Measured:
 // aggregation, selectors, rules and the commented YAML (written to
-// io.Discard); building the history is not.
+// io.Discard, yaml=true); building the history is not.
 func BenchmarkAdvise(b *testing.B) {
 	for _, c := range []struct{ workloads, buckets int }{{1_000, 17}, {1_000, 50}} {
 		set, snap := syntheticHistory(c.workloads, c.buckets)
@@ -28,23 +28,29 @@ func BenchmarkAdvise(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(fmt.Sprintf("workloads=%d/records=%d", c.workloads, len(set.Records)), func(b *testing.B) {
-			b.ReportAllocs()
-			var policies int
-			for b.Loop() {
-				r, err := Advise(Input{History: set, Engine: e, Ingress: true, Egress: true, Audit: true,
-					Since: time.Unix(0, 0)})
-				if err != nil {
-					b.Fatal(err)
+		for _, render := range []bool{false, true} {
+			b.Run(fmt.Sprintf("workloads=%d/records=%d/yaml=%v", c.workloads, len(set.Records), render), func(b *testing.B) {
+				b.ReportAllocs()
+				var policies int
+				cpu := cpuTime()
+				for b.Loop() {
+					r, err := Advise(Input{History: set, Engine: e, Ingress: true, Egress: true, Audit: true,
+						Since: time.Unix(0, 0)})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if render {
+						if err := WriteYAML(io.Discard, r); err != nil {
+							b.Fatal(err)
+						}
+					}
+					policies = len(r.Proposals)
 				}
-				if err := WriteYAML(io.Discard, r); err != nil {
-					b.Fatal(err)
-				}
-				policies = len(r.Proposals)
-			}
-			b.ReportMetric(float64(policies), "policies")
-			b.ReportMetric(float64(len(set.Records)), "records")
-		})
+				b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N)/1e9, "cpu-s/op")
+				b.ReportMetric(float64(policies), "policies")
+				b.ReportMetric(float64(len(set.Records)), "records")
+			})
+		}
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,23 +106,20 @@ func comment(lines ...string) string {
 // document is the policy as a YAML node, keys in reading order, comments on
 // the document and on each rule.
 func document(p *Proposal) (*yaml.Node, error) {
-	// JSON is YAML: parsed into nodes (their JSON styles reset), it gives
-	// the API's field names without a second YAML encoder.
+	// The API's field names are the JSON ones: the policy goes through JSON
+	// into plain values, and those into YAML nodes (no YAML parser).
 	b, err := json.Marshal(p.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s/%s: %w", p.Policy.Namespace, p.Policy.Name, err)
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("policy %s/%s: %w", p.Policy.Namespace, p.Policy.Name, err)
 	}
-	plain(&doc)
+	doc := yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{node(v)}}
 	root := doc.Content[0]
 	order(root, "apiVersion", "kind", "metadata", "spec")
-	if md := value(root, "metadata"); md != nil {
-		remove(md, "creationTimestamp")
-		order(md, "name", "namespace", "labels", "annotations")
-	}
+	order(value(root, "metadata"), "name", "namespace", "labels", "annotations")
 	spec := value(root, "spec")
 	order(spec, "podSelector", "policyTypes", "ingress", "egress")
 	head := []string{fmt.Sprintf("%s, %s: %d rule(s) admitting %d observed connection kind(s)", p.Workload, p.Direction, len(p.Rules), admitted(p))}
@@ -184,15 +183,6 @@ func value(m *yaml.Node, key string) *yaml.Node {
 	return nil
 }
 
-func remove(m *yaml.Node, key string) {
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			m.Content = append(m.Content[:i], m.Content[i+2:]...)
-			return
-		}
-	}
-}
-
 // order puts keys first, in that order; other keys follow as they were.
 func order(m *yaml.Node, keys ...string) {
 	if m == nil {
@@ -218,11 +208,35 @@ func order(m *yaml.Node, keys ...string) {
 	m.Content = out
 }
 
-// plain drops the flow and quoting styles JSON gave the nodes; strings that
-// need quotes get them from the encoder.
-func plain(n *yaml.Node) {
-	n.Style = 0
-	for _, c := range n.Content {
-		plain(c)
+// node is a JSON value as a YAML node, mapping keys sorted (callers
+// order the ones people read first); nulls are left out.
+func node(v any) *yaml.Node {
+	switch v := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k, x := range v {
+			if x != nil {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Content: make([]*yaml.Node, 0, 2*len(keys))}
+		for _, k := range keys {
+			n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: k}, node(v[k]))
+		}
+		return n
+	case []any:
+		n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: make([]*yaml.Node, len(v))}
+		for i, x := range v {
+			n.Content[i] = node(x)
+		}
+		return n
+	case string:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v}
+	case float64:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.FormatFloat(v, 'f', -1, 64)}
+	case bool:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(v)}
 	}
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
 }

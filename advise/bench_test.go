@@ -12,6 +12,7 @@ import (
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/cputime"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkAdvise(b *testing.B) {
 			b.Run(fmt.Sprintf("workloads=%d/records=%d/yaml=%v", c.workloads, len(set.Records), render), func(b *testing.B) {
 				b.ReportAllocs()
 				var policies int
-				cpu := cpuTime()
+				cpu := cputime.Process()
 				for b.Loop() {
 					r, err := Advise(Input{History: set, Engine: e, Ingress: true, Egress: true, Audit: true,
 						Since: time.Unix(0, 0)})
@@ -46,7 +47,7 @@ func BenchmarkAdvise(b *testing.B) {
 					}
 					policies = len(r.Proposals)
 				}
-				b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N)/1e9, "cpu-s/op")
+				b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N)/1e9, "cpu-s/op")
 				b.ReportMetric(float64(policies), "policies")
 				b.ReportMetric(float64(len(set.Records)), "records")
 			})

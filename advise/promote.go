@@ -83,8 +83,15 @@ func Promotion(snap *policy.Snapshot, namespace, name string, set *history.Set, 
 			enforced.Policies = append(enforced.Policies, p)
 		}
 	}
+	// The target as it will be once promoted: annotated enforce, so an
+	// engine that honours audit annotations judges it enforced too.
+	enforcedTarget := target.DeepCopy()
+	if enforcedTarget.Annotations == nil {
+		enforcedTarget.Annotations = map[string]string{}
+	}
+	enforcedTarget.Annotations[ModeAnnotation] = ModeEnforce
 	promoted := enforced
-	promoted.Policies = append(slices.Clone(enforced.Policies), target)
+	promoted.Policies = append(slices.Clone(enforced.Policies), enforcedTarget)
 	now, err := policy.NewEngine(&enforced)
 	if err != nil {
 		return nil, err

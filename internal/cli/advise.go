@@ -92,6 +92,7 @@ instead of the agents, and --current today's objects from files.`,
 	fl.StringVar(&o.Flows, "flows", "", "Read a capture written by `kubectl netpol watch -o json` instead of the agents' history")
 	fl.StringArrayVar(&o.Current, "current", nil, "Read today's objects (namespaces, pods, workloads) from files instead of the cluster (repeatable)")
 	fl.StringVar(&o.AgentNamespace, "agent-namespace", install.DefaultNamespace, "Namespace the netpol agent is installed in")
+	_ = cmd.RegisterFlagCompletionFunc("workload", completeEndpoints(f, 0))
 	return cmd
 }
 

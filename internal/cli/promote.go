@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -73,7 +74,8 @@ anyway and lists what will break.`,
 
   # Only show the evidence
   kubectl netpol promote shop/advised-api-ingress --since 30d --dry-run`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeAuditedPolicies(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Complete(args); err != nil {
 				return err
@@ -203,5 +205,39 @@ func printPromote(w io.Writer, rep promoteReport) {
 		fmt.Fprintf(w, "Promoted: %s is annotated %s: %s (%s).\n", ev.Policy, advise.ModeAnnotation, advise.ModeEnforce, ev.Why)
 	default:
 		fmt.Fprintf(w, "Refused: %s. Fix the policy (kubectl netpol advise proposes one from the same history) or pass --force.\n", ev.Why)
+	}
+}
+
+// completeAuditedPolicies offers NAMESPACE/NAME of the cluster's audited
+// NetworkPolicies; on any error, nothing.
+func completeAuditedPolicies(f *Factory) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+		defer cancel()
+		client, _, err := f.NewClient()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		pols, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		auditing := map[string]*corev1.Namespace{}
+		if nss, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err == nil {
+			for i := range nss.Items {
+				auditing[nss.Items[i].Name] = &nss.Items[i]
+			}
+		}
+		var out []cobra.Completion
+		for i := range pols.Items {
+			p := &pols.Items[i]
+			if advise.AuditedBy(p, auditing[p.Namespace]) != "" {
+				out = append(out, p.Namespace+"/"+p.Name)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
 	}
 }

@@ -97,7 +97,13 @@ func TestPromoteRealAPIServer(t *testing.T) {
 		return np.Annotations[advise.ModeAnnotation]
 	}
 
-	out, _, err := run(t, f, "", "promote", "shop/api-narrow", "--flows", capture)
+	// Completion offers the audited policies (the namespace's too), not the enforced.
+	out, _, err := run(t, f, "", "__complete", "promote", "")
+	if err != nil || !strings.Contains(out, "shop/api-narrow") || !strings.Contains(out, "staging/deny-all") || strings.Contains(out, "shop/enforced") {
+		t.Errorf("completion: %v\n%s", err, out)
+	}
+
+	out, _, err = run(t, f, "", "promote", "shop/api-narrow", "--flows", capture)
 	if exitCode(err) != promoteRefused {
 		t.Fatalf("api-narrow: exit %d (%v), want refused\n%s", exitCode(err), err, out)
 	}

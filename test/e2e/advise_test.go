@@ -16,15 +16,16 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
-// TestAdviseLive: known traffic (web -> db:3306 and other -> db:80, db on
-// another node than its clients), advise from the agents' history for both
-// directions, apply the advice: the observed connections still pass with
-// real packets, the unobserved ones (web -> db:80, other -> db:3306) are
-// dropped.
+// TestAdviseLive: known traffic (newShop's own check: other -> db:3306 and
+// db:80; then web -> db:3306; db on another node than its clients), advise
+// from the agents' history for both directions, apply the advice: the
+// observed connections still pass with real packets, the unobserved ones
+// (web -> db:80, other -> db:8080, both open before) are dropped.
 func TestAdviseLive(t *testing.T) {
 	c := framework.Connect(t)
 	installAgent(t, c)
 	s := newShop(t, c)
+	db8080 := framework.Target{Host: s.dbIP, Port: 8080, Protocol: "tcp"}
 	for range 3 {
 		expect(t, c, s.web, true, s.podDB)
 		expect(t, c, s.other, true, s.podDB80)
@@ -40,7 +41,8 @@ func TestAdviseLive(t *testing.T) {
 		t.Fatalf("advise: %v\n%s", err, out)
 	}
 	t.Logf("advice:\n%s", out)
-	for _, want := range []string{"name: advised-db-ingress", "port: mysql", "from " + s.ns + "/web TCP/3306 (mysql)", "from " + s.ns + "/other TCP/80"} {
+	for _, want := range []string{"name: advised-db-ingress", "port: mysql", "from " + s.ns + "/web TCP/3306 (mysql)", "from " + s.ns + "/other TCP/80",
+		"from " + s.ns + "/other TCP/3306 (mysql)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("advice lacks %q", want)
 		}
@@ -62,12 +64,12 @@ func TestAdviseLive(t *testing.T) {
 		}
 	}
 	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
-		return !c.ProbeWithTimeout(t, s.other, time.Second, s.podDB)[0].OK, nil
+		return !c.ProbeWithTimeout(t, s.web, time.Second, s.podDB80)[0].OK, nil
 	}); err != nil {
-		t.Fatalf("the advice is not enforced 15 s after it was applied: other still reaches db:3306")
+		t.Fatalf("the advice is not enforced 15 s after it was applied: web still reaches db:80")
 	}
 	expect(t, c, s.web, true, s.podDB)
-	expect(t, c, s.other, true, s.podDB80)
-	expect(t, c, s.web, false, s.podDB80)
-	expect(t, c, s.other, false, s.podDB)
+	expect(t, c, s.other, true, s.podDB, s.podDB80)
+	expect(t, c, s.web, false, s.podDB80, db8080)
+	expect(t, c, s.other, false, db8080)
 }

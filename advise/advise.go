@@ -233,6 +233,7 @@ func Advise(in Input) (*Report, error) {
 	}
 	o := aggregate(in.History, in.Since)
 	r := &Report{Coverage: coverage(in)}
+	r.Coverage.Pairs = len(o.pairs)
 	selected := func(e *end) bool {
 		if !e.workload() {
 			return false

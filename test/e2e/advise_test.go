@@ -36,7 +36,39 @@ func TestAdviseLive(t *testing.T) {
 		t.Fatalf("the traffic never reached the agents' history")
 	}
 
-	out, err := netpol(t, c, "", "advise", "-n", s.ns, "--both", "--since", "1h", "--audit=false")
+	// promote refuses an audited policy that would deny what was observed
+	// (other -> db), naming it, from the agents' history; the policy stays audited.
+	narrow := filepath.Join(t.TempDir(), "narrow.yaml")
+	writeFile(t, narrow, `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-web-only, namespace: `+s.ns+`, annotations: {netpol.kubectl.io/mode: audit}}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{protocol: TCP, port: 3306}]}]
+`)
+	np, err := snapshot.LoadPolicyFiles([]string{narrow}, s.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx := framework.Context(t, time.Minute)
+	if _, err := c.Client.NetworkingV1().NetworkPolicies(s.ns).Create(pctx, np.Policies[0], metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := netpol(t, c, "", "promote", s.ns+"/db-web-only", "--since", "1h")
+	if exitCode(err) != 1 || !strings.Contains(out, "Would deny (2):") || !strings.Contains(out, s.ns+"/other") || !strings.Contains(out, "TCP/80") ||
+		!strings.Contains(out, "Refused") {
+		t.Errorf("promote of a policy denying observed traffic: exit %d (%v), want 1 naming other -> db\n%s", exitCode(err), err, out)
+	}
+	t.Logf("promote:\n%s", out)
+	if got, err := c.Client.NetworkingV1().NetworkPolicies(s.ns).Get(pctx, "db-web-only", metav1.GetOptions{}); err != nil || got.Annotations["netpol.kubectl.io/mode"] != "audit" {
+		t.Errorf("refused policy: %v, annotations %v; want it still audited", err, got.GetAnnotations())
+	}
+	if err := c.Client.NetworkingV1().NetworkPolicies(s.ns).Delete(pctx, "db-web-only", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err = netpol(t, c, "", "advise", "-n", s.ns, "--both", "--since", "1h", "--audit=false")
 	if err != nil {
 		t.Fatalf("advise: %v\n%s", err, out)
 	}

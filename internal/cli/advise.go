@@ -89,7 +89,7 @@ instead of the agents, and --current today's objects from files.`,
 	fl.BoolVar(&o.Both, "both", false, "Propose ingress and egress policies")
 	fl.BoolVar(&o.Audit, "audit", true, "Annotate the policies netpol.kubectl.io/mode: audit (judged, not enforced, until promoted)")
 	fl.StringVarP(&o.Output, "output", "o", "yaml", "Output format: yaml (commented, for kubectl apply) or json (the report)")
-	fl.StringVar(&o.Flows, "flows", "", "Read a capture written by `kubectl netpol watch -o json` instead of the agents' history")
+	fl.StringVar(&o.Flows, "flows", "", "Read a capture `FILE` written by 'kubectl netpol watch -o json' instead of the agents' history")
 	fl.StringArrayVar(&o.Current, "current", nil, "Read today's objects (namespaces, pods, workloads) from files instead of the cluster (repeatable)")
 	fl.StringVar(&o.AgentNamespace, "agent-namespace", install.DefaultNamespace, "Namespace the netpol agent is installed in")
 	_ = cmd.RegisterFlagCompletionFunc("workload", completeEndpoints(f, 0))

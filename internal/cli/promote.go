@@ -87,7 +87,7 @@ anyway and lists what will break.`,
 	fl.StringVar(&o.Since, "since", "7d", "The window that must show no would-deny connection: a duration (7d, 24h) or an RFC 3339 time")
 	fl.BoolVar(&o.Force, "force", false, "Promote even when connections would be denied (they are listed)")
 	fl.BoolVar(&o.DryRun, "dry-run", false, "Show the evidence and the decision; change nothing")
-	fl.StringVar(&o.Flows, "flows", "", "Read a capture written by `kubectl netpol watch -o json` instead of the agents' history")
+	fl.StringVar(&o.Flows, "flows", "", "Read a capture `FILE` written by 'kubectl netpol watch -o json' instead of the agents' history")
 	fl.StringVarP(&o.Output, "output", "o", "text", "Output format: text, json or yaml")
 	fl.StringVar(&o.AgentNamespace, "agent-namespace", install.DefaultNamespace, "Namespace the netpol agent is installed in")
 	return cmd

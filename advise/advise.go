@@ -23,10 +23,11 @@ import (
 const (
 	// ModeAnnotation on a NetworkPolicy (or on its namespace, for every
 	// policy in it) set to ModeAudit: the agent judges the policy but does
-	// not enforce it. ModeEnforce on a policy overrides an auditing namespace.
-	ModeAnnotation = "netpol.kubectl.io/mode"
-	ModeAudit      = "audit"
-	ModeEnforce    = "enforce"
+	// not enforce it. ModeEnforce on a policy overrides an auditing
+	// namespace. The engine's (package policy) meaning, named here for callers.
+	ModeAnnotation = policy.ModeAnnotation
+	ModeAudit      = policy.ModeAudit
+	ModeEnforce    = policy.ModeEnforce
 	// WindowAnnotation records the history the advice was built from.
 	WindowAnnotation = "netpol.kubectl.io/advised-from"
 	managedByLabel   = "app.kubernetes.io/managed-by"

@@ -100,7 +100,11 @@ func TestAdviseShop(t *testing.T) {
 		{pod("shop/api"), pod("kube-system/coredns"), corev1.ProtocolTCP, 53, true},
 	} {
 		if got := e.Allowed(policy.Traffic{Src: c.src, Dst: c.dst, Protocol: c.proto, Port: c.port}); got != c.want {
-			t.Errorf("%s/%s -> %s/%s %s/%d: allowed %v under the advice, want %v", c.src.Pod.Namespace, c.src.Pod.Name, c.dst.Pod.GetNamespace(), c.dst.Pod.GetName(), c.proto, c.port, got, c.want)
+			dst := c.dst.IP.String()
+			if c.dst.Pod != nil {
+				dst = c.dst.Pod.Namespace + "/" + c.dst.Pod.Name
+			}
+			t.Errorf("%s/%s -> %s %s/%d: allowed %v under the advice, want %v", c.src.Pod.Namespace, c.src.Pod.Name, dst, c.proto, c.port, got, c.want)
 		}
 	}
 

@@ -46,6 +46,9 @@ func TestPromotion(t *testing.T) {
 	s := shop()
 	since := now.Add(-24 * time.Hour)
 	_, _, advice := s.advise(t, Input{Since: since, Namespaces: []string{"shop"}, Ingress: true, Audit: true})
+	for _, p := range advice {
+		p.Annotations[ModeAnnotation] = ModeAudit // as applied: audited
+	}
 	port := intstr.FromInt32(8080)
 	narrow := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "narrow", Annotations: map[string]string{ModeAnnotation: ModeAudit}},
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "api", "app.kubernetes.io/component": "server"}},

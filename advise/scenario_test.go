@@ -173,7 +173,18 @@ func (s *scenario) advise(t testing.TB, in Input) (*Report, string, []*networkin
 	if len(set.Policies) != len(r.Proposals) {
 		t.Fatalf("advice has %d policies, loader read %d\n%s", len(r.Proposals), len(set.Policies), b.String())
 	}
-	return r, b.String(), set.Policies
+	return r, b.String(), enforced(set.Policies)
+}
+
+// enforced are the policies as promote leaves them: an audited policy
+// changes no verdict, so the proofs judge what it will enforce.
+func enforced(pols []*networkingv1.NetworkPolicy) []*networkingv1.NetworkPolicy {
+	out := make([]*networkingv1.NetworkPolicy, len(pols))
+	for i, p := range pols {
+		out[i] = p.DeepCopy()
+		delete(out[i].Annotations, ModeAnnotation)
+	}
+	return out
 }
 
 // newlyDenied is what whatif says the policies deny of the scenario's

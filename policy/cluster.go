@@ -35,6 +35,8 @@ type clusterInfo struct {
 	rules         [2][]clusterRule
 	// domainNames: some egress peer names domains (not enforced here).
 	domainNames bool
+	// audited: evaluated but not enforced (audit.go).
+	audited bool
 }
 
 type clusterRule struct {
@@ -60,6 +62,9 @@ type clusterPeer struct {
 	networks      []netip.Prefix
 	// text describes the peer for people: `namespaces team=db`.
 	text string
+	// selKey names the selectors (namespaces and pods peers): equal keys
+	// select the same pods.
+	selKey string
 	// selector specs, for explanations.
 	nsSpec, podSpec *metav1.LabelSelector
 	domains         []string
@@ -169,6 +174,12 @@ func compileClusterPeer(ns *metav1.LabelSelector, pods *cnpv1beta1.NamespacedPod
 		p.text = "domainNames " + strings.Join(p.domains, ", ")
 	default:
 		return p, fmt.Errorf("no peer field set")
+	}
+	if err == nil && (p.kind == cpNamespaces || p.kind == cpPods) {
+		p.selKey = fmt.Sprintf("%d|%s", p.kind, p.nsSel.String())
+		if p.podSel != nil {
+			p.selKey += "|" + p.podSel.String()
+		}
 	}
 	return p, err
 }
@@ -316,7 +327,7 @@ func (e *Engine) clusterTier(pols []*clusterInfo, di int, other, dst *endpoint, 
 	for _, ci := range pols {
 		var pe *ClusterPolicyEvaluation
 		if dd != nil {
-			dd.ClusterPolicies = append(dd.ClusterPolicies, ClusterPolicyEvaluation{Policy: ci.ref, Tier: ci.tier, Priority: ci.priority, Rules: []ClusterRuleEvaluation{}})
+			dd.ClusterPolicies = append(dd.ClusterPolicies, ClusterPolicyEvaluation{Policy: ci.ref, Tier: ci.tier, Priority: ci.priority, Rules: []ClusterRuleEvaluation{}, Audited: ci.audited})
 			pe = &dd.ClusterPolicies[len(dd.ClusterPolicies)-1]
 		}
 		for ri := range ci.rules[di] {

@@ -25,6 +25,11 @@ func TestAdviseOffline(t *testing.T) {
 			t.Errorf("advice lacks %q:\n%s", want, out)
 		}
 	}
+	// The proof judges the advice enforced (audited, it changes no verdict).
+	out, _, err = run(t, f, "", "advise", "--flows", whatifCapture, "--current", example, "-n", "db", "--both", "--audit=false")
+	if err != nil || strings.Contains(out, "netpol.kubectl.io/mode") {
+		t.Fatalf("advise --audit=false: %v\n%s", err, out)
+	}
 	advice := filepath.Join(t.TempDir(), "advice.yaml")
 	if err := os.WriteFile(advice, []byte(out), 0o600); err != nil {
 		t.Fatal(err)

@@ -95,36 +95,14 @@ type pairKey struct {
 
 type pair struct {
 	key     *flowv1.Flow // one of the pair's keys: the ends to judge
-	nodes   []nodeCount
+	nodes   history.NodeCounts[nodeCount]
 	last    int64
 	service string
 }
 
-// nodeCount is one judging node's connections of a pair (a pair has one or
-// two nodes: a slice beats a map).
+// nodeCount is one judging node's connections of a pair.
 type nodeCount struct {
-	node                 string
 	all, allowed, denied uint64
-}
-
-func (p *pair) node(n string) *nodeCount {
-	for i := range p.nodes {
-		if p.nodes[i].node == n {
-			return &p.nodes[i]
-		}
-	}
-	p.nodes = append(p.nodes, nodeCount{node: n})
-	return &p.nodes[len(p.nodes)-1]
-}
-
-// maxOver is the largest per-node count: a connection between two nodes is
-// recorded by both.
-func (p *pair) maxOver(get func(*nodeCount) uint64) uint64 {
-	var n uint64
-	for i := range p.nodes {
-		n = max(n, get(&p.nodes[i]))
-	}
-	return n
 }
 
 // Run judges every pair in the history under both policy states.
@@ -167,7 +145,7 @@ func Run(in Input) (*Report, error) {
 			nodes[node] = true
 			r.Coverage.Nodes = append(r.Coverage.Nodes, node)
 		}
-		nc := p.node(node)
+		nc := p.nodes.Of(node)
 		nc.all += rec.Connections
 		if k.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
 			nc.denied += rec.Connections
@@ -190,8 +168,8 @@ func Run(in Input) (*Report, error) {
 		}
 		now := in.Current.Allowed(t)
 		next := in.Proposed.Allowed(t)
-		observedAllowed := p.maxOver(func(n *nodeCount) uint64 { return n.allowed })
-		observedDenied := p.maxOver(func(n *nodeCount) uint64 { return n.denied })
+		observedAllowed := p.nodes.Max(func(n *nodeCount) uint64 { return n.allowed })
+		observedDenied := p.nodes.Max(func(n *nodeCount) uint64 { return n.denied })
 		if (now && observedAllowed == 0) || (!now && observedDenied == 0) {
 			r.Drifted++
 		}
@@ -201,11 +179,9 @@ func Run(in Input) (*Report, error) {
 		c := Change{Source: history.EndName(p.key.GetSource(), p.key.GetIp().GetSource()),
 			Destination: history.EndName(p.key.GetDestination(), p.key.GetIp().GetDestination()),
 			Service:     p.service, Protocol: protocolName(p.key.GetL4().GetProtocol()), Port: p.key.GetL4().GetDestinationPort(),
-			Connections: p.maxOver(func(n *nodeCount) uint64 { return n.all }), ObservedAllowed: observedAllowed, ObservedDenied: observedDenied,
+			Connections: p.nodes.Max(func(n *nodeCount) uint64 { return n.all }), ObservedAllowed: observedAllowed, ObservedDenied: observedDenied,
 			LastSeen: time.Unix(0, p.last).UTC()}
-		for _, n := range p.nodes {
-			c.Nodes = append(c.Nodes, n.node)
-		}
+		c.Nodes = append(c.Nodes, p.nodes.Nodes()...)
 		slices.Sort(c.Nodes)
 		explain(&c, in.Proposed.Evaluate(t))
 		if now {

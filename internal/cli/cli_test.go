@@ -61,7 +61,7 @@ func testRoot(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
 	root := &cobra.Command{Use: "netpol", SilenceUsage: true, SilenceErrors: true,
 		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl netpol"}}
 	f.ConfigFlags.AddFlags(root.PersistentFlags())
-	root.AddCommand(NewCmdExplain(f, streams), NewCmdCheck(f, streams), NewCmdMatrix(f, streams), NewCmdWhatif(f, streams), NewCmdCoverage(f, streams))
+	root.AddCommand(NewCmdExplain(f, streams), NewCmdCheck(f, streams), NewCmdMatrix(f, streams), NewCmdWhatif(f, streams), NewCmdCoverage(f, streams), NewCmdAdvise(f, streams), NewCmdPromote(f, streams))
 	registerFlagCompletion(root, f)
 	return root
 }

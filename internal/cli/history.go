@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -107,6 +108,32 @@ func (a *agentAccess) collectHistory(ctx context.Context, req *flowv1.HistoryReq
 	}
 	all.Unreachable = unreachable
 	return all, nil
+}
+
+// windowHistory is the history of the window since *window: the agents'
+// (only the window's buckets), or a capture's (flows not empty), whose
+// window counts back from its newest flow.
+func (a *agentAccess) windowHistory(ctx context.Context, flows, since string, window *time.Time) (*history.Set, error) {
+	if flows != "" {
+		return captureHistory(flows, since, window)
+	}
+	return a.collectHistory(ctx, &flowv1.HistoryRequest{SchemaVersion: history.SchemaVersion, Since: timestamppb.New(*window)})
+}
+
+// captureHistory reads a capture (historyFromFile) and sets *window from
+// the --since value: a capture's window counts back from its newest flow,
+// not from now.
+func captureHistory(path, since string, window *time.Time) (*history.Set, error) {
+	set, err := historyFromFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if newest := set.Newest(); !newest.IsZero() {
+		if *window, err = parseSince(since, newest); err != nil {
+			return nil, err
+		}
+	}
+	return set, nil
 }
 
 // historyFromFile aggregates a `watch -o json` capture into history records.

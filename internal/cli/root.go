@@ -66,6 +66,8 @@ allow/deny verdicts, and explains why one pod can or cannot reach another.`,
 		NewCmdWhatif(f, streams),
 		NewCmdUnused(f, streams),
 		NewCmdCoverage(f, streams),
+		NewCmdAdvise(f, streams),
+		NewCmdPromote(f, streams),
 	)
 	registerFlagCompletion(cmd, f)
 	return cmd

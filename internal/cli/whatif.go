@@ -11,13 +11,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/types/known/timestamppb"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
-	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
-	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 	"github.com/kubectl-netpol/kubectl-netpol/whatif"
@@ -199,20 +196,7 @@ func (o *WhatifOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var set *history.Set
-	if o.Flows != "" {
-		if set, err = historyFromFile(o.Flows); err != nil {
-			return err
-		}
-		// A capture's window counts back from its newest flow, not from now.
-		if newest := set.Newest(); !newest.IsZero() {
-			if o.since, err = parseSince(o.Since, newest); err != nil {
-				return err
-			}
-		}
-	} else {
-		set, err = o.collectHistory(ctx, &flowv1.HistoryRequest{SchemaVersion: history.SchemaVersion, Since: timestamppb.New(o.since)})
-	}
+	set, err := o.windowHistory(ctx, o.Flows, o.Since, &o.since)
 	if err != nil {
 		return err
 	}
@@ -244,20 +228,21 @@ func (o *WhatifOptions) Run(ctx context.Context) error {
 
 // warnPartial says loudly, on stderr, which nodes' connections the answer misses.
 func (o *WhatifOptions) warnPartial(rep *whatif.Report) {
-	for node, why := range rep.Coverage.Unreachable {
-		fmt.Fprintf(o.ErrOut, "WARNING: PARTIAL ANSWER: the agent on node %s could not be reached (%s): its connections are not judged\n", node, why)
+	warnUnreachable(o.ErrOut, rep.Coverage.Unreachable)
+}
+
+// warnUnreachable says loudly, on stderr, which nodes' history an answer misses.
+func warnUnreachable(w io.Writer, unreachable map[string]string) {
+	for node, why := range unreachable {
+		fmt.Fprintf(w, "WARNING: PARTIAL ANSWER: the agent on node %s could not be reached (%s): its connections are not judged\n", node, why)
 	}
 }
 
 func printWhatif(w io.Writer, rep *whatif.Report, pal palette) {
 	c := rep.Coverage
 	fmt.Fprintf(w, "History: %d records, %d connection pairs, from %d node(s) (%s)", c.Records, c.Pairs, len(c.Nodes), strings.Join(c.Nodes, ", "))
-	if !c.Oldest.IsZero() {
-		from := c.Oldest
-		if c.Since.After(from) {
-			from = c.Since
-		}
-		fmt.Fprintf(w, ", %s to %s", from.UTC().Format(time.RFC3339), c.Newest.UTC().Format(time.RFC3339))
+	if span := c.Span(); span != "" {
+		fmt.Fprintf(w, ", %s", span)
 	}
 	fmt.Fprintln(w)
 	for _, g := range c.Gaps {

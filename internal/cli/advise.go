@@ -195,7 +195,7 @@ func (o *AdviseOptions) history(ctx context.Context) (*history.Set, error) {
 	if o.Flows == "" {
 		return o.collectHistory(ctx, &flowv1.HistoryRequest{SchemaVersion: history.SchemaVersion})
 	}
-	return captureHistory(o.Flows, o.Since, &o.since)
+	return readCaptureHistory(o.Flows, o.Since, &o.since)
 }
 
 func (o *AdviseOptions) historyWhere(nodes int) string {

@@ -115,15 +115,15 @@ func (a *agentAccess) collectHistory(ctx context.Context, req *flowv1.HistoryReq
 // window counts back from its newest flow.
 func (a *agentAccess) windowHistory(ctx context.Context, flows, since string, window *time.Time) (*history.Set, error) {
 	if flows != "" {
-		return captureHistory(flows, since, window)
+		return readCaptureHistory(flows, since, window)
 	}
 	return a.collectHistory(ctx, &flowv1.HistoryRequest{SchemaVersion: history.SchemaVersion, Since: timestamppb.New(*window)})
 }
 
-// captureHistory reads a capture (historyFromFile) and sets *window from
+// readCaptureHistory reads a capture (historyFromFile) and sets *window from
 // the --since value: a capture's window counts back from its newest flow,
 // not from now.
-func captureHistory(path, since string, window *time.Time) (*history.Set, error) {
+func readCaptureHistory(path, since string, window *time.Time) (*history.Set, error) {
 	set, err := historyFromFile(path)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -176,7 +177,7 @@ func aggregate(set *history.Set, since time.Time) *observed {
 			nc.before += rec.Connections
 			p.lastBefore = max(p.lastBefore, rec.Last)
 			continue
-		case k.GetVerdict() == flowv1.Verdict_VERDICT_DENIED:
+		case flow.Dropped(k):
 			nc.denied += rec.Connections
 		default:
 			nc.allowed += rec.Connections

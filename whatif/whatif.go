@@ -147,7 +147,7 @@ func Run(in Input) (*Report, error) {
 		}
 		nc := p.nodes.Of(node)
 		nc.all += rec.Connections
-		if k.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		if flow.Dropped(k) {
 			nc.denied += rec.Connections
 		} else {
 			nc.allowed += rec.Connections

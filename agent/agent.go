@@ -25,8 +25,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	"github.com/kubectl-netpol/kubectl-netpol/flow/otlp"
@@ -42,7 +44,11 @@ import (
 
 // Config configures the agent.
 type Config struct {
-	Client       kubernetes.Interface
+	Client kubernetes.Interface
+	// CNPClient and Metadata, when both set, make the agent follow
+	// ClusterNetworkPolicies (and their CRD, which may come and go).
+	CNPClient    cnpclient.Interface
+	Metadata     metadata.Interface
 	NodeName     string
 	PodName      string // this agent's pod (for the uninstall check); "" outside a cluster
 	PodNamespace string
@@ -128,6 +134,9 @@ type Agent struct {
 	// applyStart is when the last finished Apply began reading the caches.
 	applyStart time.Time
 	lastErr    string
+	// domainNames are the ClusterNetworkPolicies whose domainNames peers
+	// the last apply could not enforce.
+	domainNames []string
 	// changed is when the first unprocessed cluster change arrived: apply
 	// latency is measured from it.
 	changed time.Time
@@ -181,6 +190,9 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("attaching the netfilter programs on node %s: %w (needs NET_ADMIN and nf_conntrack)", cfg.NodeName, err)
 	}
 	a := &Agent{cfg: cfg, probe: p, cluster: NewCluster(cfg.Client), started: time.Now(), policyCache: policy.NewCache()}
+	if cfg.CNPClient != nil && cfg.Metadata != nil {
+		a.cluster.WatchClusterPolicies(cfg.CNPClient, cfg.Metadata)
+	}
 	a.enrich = newEnricher(a.cluster, cfg.NodeName)
 	a.newFlows = newNewFlowTable(newFlowRecords)
 	a.hub = flow.NewHub(cfg.RingCapacity, a.status)
@@ -440,6 +452,8 @@ func (a *Agent) apply() error {
 	if err != nil {
 		return err
 	}
+	a.setDomainNames(e.DomainNamePolicies())
+	a.metrics.ClusterPolicies.Set(float64(len(snap.ClusterPolicies)))
 	a.metrics.Revoked.Add(float64(res.Revoked))
 	a.metrics.Endpoints.Set(float64(len(dp.Endpoints)))
 	a.metrics.Policies.Set(float64(len(snap.Policies)))
@@ -550,6 +564,7 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 		r.EndpointsEnforced = uint32(len(dp.Endpoints))
 	}
 	r.Policies = uint32(a.cluster.Policies())
+	r.ClusterPolicies, r.ClusterPoliciesWatched, r.DomainNamePolicies, r.Checks = a.clusterPolicyStatus(r.Checks)
 	for _, u := range a.mapUsage() {
 		r.Maps = append(r.Maps, &flowv1.MapUsage{Name: u.Name, Entries: u.Entries, MaxEntries: u.Max})
 	}

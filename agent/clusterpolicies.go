@@ -20,10 +20,12 @@ import (
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 	cnpinformers "sigs.k8s.io/network-policy-api/pkg/client/informers/externalversions/apis/v1beta1"
 	cnplisters "sigs.k8s.io/network-policy-api/pkg/client/listers/apis/v1beta1"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 )
 
 // ClusterPolicyCRD is the name of the ClusterNetworkPolicy CRD.
-const ClusterPolicyCRD = "clusternetworkpolicies.policy.networking.k8s.io"
+const ClusterPolicyCRD = install.ClusterPolicyCRD
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 

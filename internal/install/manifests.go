@@ -300,12 +300,15 @@ func Manifests(o Options) ([]Object, error) {
 		// node, endpoints on its own), namespaces (namespaceSelector), services
 		// (Service names of flows), nodes (its node's addresses), and the
 		// policies, ClusterNetworkPolicies included (granted before their
-		// CRD exists, so the agent picks them up once it is installed). No
-		// secrets, no writes.
+		// CRD exists, so the agent picks them up once it is installed), and
+		// that one CRD, whose coming and going the agent follows (by name:
+		// its list and watch carry the metadata.name field selector RBAC
+		// requires for resourceNames). No secrets, no writes.
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "services", "nodes"}, Verbs: read},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: read},
 			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: read},
+			{APIGroups: []string{"apiextensions.k8s.io"}, Resources: []string{"customresourcedefinitions"}, ResourceNames: []string{ClusterPolicyCRD}, Verbs: read},
 		},
 	}
 	clusterBinding := &rbacv1.ClusterRoleBinding{

@@ -323,7 +323,7 @@ func TestRBACReadsOnlyWhatTheAgentNeeds(t *testing.T) {
 	}
 	read := []string{"get", "list", "watch"}
 	want := map[string][]string{"/pods": read, "/namespaces": read, "/services": read, "/nodes": read, "networking.k8s.io/networkpolicies": read,
-		"policy.networking.k8s.io/clusternetworkpolicies": read}
+		"policy.networking.k8s.io/clusternetworkpolicies": read, "apiextensions.k8s.io/customresourcedefinitions": read}
 	if !reflect.DeepEqual(granted, want) {
 		t.Errorf("cluster role grants %v, want %v", granted, want)
 	}
@@ -441,7 +441,7 @@ func TestCheckAccessListsEveryMissingPermission(t *testing.T) {
 func TestCheckGrant(t *testing.T) {
 	objs := manifests(t, testOptions())
 	grants := GrantPermissions(objs)
-	if len(grants) != 6*3+2 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
+	if len(grants) != 7*3+2 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
 		!slices.Contains(grants, Permission{Verb: "watch", Group: "networking.k8s.io", Resource: "networkpolicies"}) {
 		t.Errorf("grants = %v", grants)
 	}

@@ -191,7 +191,7 @@ func TestWatchErrors(t *testing.T) {
 		{"no agent and no file, TUI", true, nil, "--input-file FILE"},
 		{"missing file", false, []string{"--input-file", "nope.jsonl"}, "opening capture: open nope.jsonl"},
 		{"not a capture", false, []string{"--input-file", "watch.go"}, "watch.go:1: not a flow"},
-		{"bad verdict", false, []string{"--verdict", "maybe"}, `unknown verdict "maybe": use one of allowed, denied`},
+		{"bad verdict", false, []string{"--verdict", "maybe"}, `unknown verdict "maybe": use one of allowed, audit, denied`},
 		{"bad selector", false, []string{"--from-label", "app in ("}, `label selector "app in ("`},
 		{"trailing --not", false, []string{"--input-file", sampleCapture, "--not"}, "--not must be followed by the filter it negates"},
 		{"-A with -n", false, []string{"--input-file", sampleCapture, "-A", "-n", "x"}, "--all-namespaces and --namespace conflict"},

@@ -68,7 +68,7 @@ func (m *Metrics) CountVerdict(f *flowv1.Flow) {
 		m.flows[fk] = c
 	}
 	c.Inc()
-	for _, group := range [2][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
+	for _, group := range [3][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()} {
 		for _, r := range group {
 			pk := policyCounterKey{namespace: r.GetNamespace(), name: r.GetName(), direction: r.GetDirection(), rule: -1, verdict: verdict}
 			if r.RuleIndex != nil {
@@ -102,7 +102,7 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 		}, []string{"verdict", "direction"}),
 		PolicyVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "policy_verdicts_total",
-			Help: "Verdicts by deciding policy: the rule that allowed a flow, or the isolating policy of a drop (rule=\"\").",
+			Help: "Verdicts by deciding policy: the rule that allowed or (ClusterNetworkPolicy, namespace=\"\") denied a flow, or the isolating policy of a drop (rule=\"\").",
 		}, []string{"namespace", "policy", "direction", "rule", "verdict"}),
 		ApplyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "policy_apply_duration_seconds",

@@ -96,6 +96,19 @@ type Decision struct {
 	Egress   DirectionDecision `json:"egress"`
 	Ingress  DirectionDecision `json:"ingress"`
 	Warnings []Warning         `json:"warnings,omitempty"`
+	// Audit is set when enforcing the audited policies would change the
+	// verdict: what would happen then, and why.
+	Audit *AuditOutcome `json:"audit,omitempty"`
+}
+
+// AuditOutcome is the verdict the audited policies would give, enforced
+// together with the enforced ones.
+type AuditOutcome struct {
+	Allowed bool              `json:"allowed"`
+	Egress  DirectionDecision `json:"egress"`
+	Ingress DirectionDecision `json:"ingress"`
+	// Policies are the audited policies that took part in the decision.
+	Policies []PolicyRef `json:"policies"`
 }
 
 // DirectionDecision is the verdict of one side.
@@ -154,6 +167,8 @@ type PolicyEvaluation struct {
 	// Summary is one plain-language sentence: which pod the policy selects,
 	// through which podSelector, and what its rules did.
 	Summary string `json:"summary"`
+	// Audited: the policy is audited, not enforced (only in AuditOutcome).
+	Audited bool `json:"audited,omitempty"`
 }
 
 // RuleEvaluation says whether a rule matched and, if not, why.
@@ -255,6 +270,8 @@ type ClusterPolicyEvaluation struct {
 	Tier     Tier                    `json:"tier"`
 	Priority int32                   `json:"priority"`
 	Rules    []ClusterRuleEvaluation `json:"rules"`
+	// Audited: the policy is audited, not enforced (only in AuditOutcome).
+	Audited bool `json:"audited,omitempty"`
 }
 
 // ClusterRuleEvaluation is one ClusterNetworkPolicy rule tried.

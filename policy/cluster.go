@@ -35,6 +35,8 @@ type clusterInfo struct {
 	rules         [2][]clusterRule
 	// domainNames: some egress peer names domains (not enforced here).
 	domainNames bool
+	// audited: evaluated but not enforced (audit.go).
+	audited bool
 }
 
 type clusterRule struct {
@@ -316,7 +318,7 @@ func (e *Engine) clusterTier(pols []*clusterInfo, di int, other, dst *endpoint, 
 	for _, ci := range pols {
 		var pe *ClusterPolicyEvaluation
 		if dd != nil {
-			dd.ClusterPolicies = append(dd.ClusterPolicies, ClusterPolicyEvaluation{Policy: ci.ref, Tier: ci.tier, Priority: ci.priority, Rules: []ClusterRuleEvaluation{}})
+			dd.ClusterPolicies = append(dd.ClusterPolicies, ClusterPolicyEvaluation{Policy: ci.ref, Tier: ci.tier, Priority: ci.priority, Rules: []ClusterRuleEvaluation{}, Audited: ci.audited})
 			pe = &dd.ClusterPolicies[len(dd.ClusterPolicies)-1]
 		}
 		for ri := range ci.rules[di] {

@@ -350,12 +350,62 @@ func TestClusterValidation(t *testing.T) {
 	}
 }
 
-func TestCompileRefusesClusterPolicies(t *testing.T) {
-	e, err := policy.NewEngine(campus(cnps(t, denyMonitoring)))
+// TestCompileClusterAttribution checks what the kernel will report for
+// flows a ClusterNetworkPolicy decides: the entry of frontend -> grafana is
+// a deny naming the Admin rule "deny-all", prometheus -> grafana an accept
+// naming "allow-prometheus-peers", and the direction is resolved.
+func TestCompileClusterAttribution(t *testing.T) {
+	s := campus(cnps(t, denyMonitoring))
+	for _, p := range s.Pods {
+		p.Spec.NodeName = "worker"
+	}
+	e, err := policy.NewEngine(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Compile("worker"); err == nil || !strings.Contains(err.Error(), "ClusterNetworkPolicies") {
-		t.Fatalf("Compile = %v, want a refusal naming ClusterNetworkPolicies", err)
+	dp, err := e.Compile("worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grafana *policy.Endpoint
+	idOf := map[string]uint32{}
+	for i := range dp.Endpoints {
+		ep := &dp.Endpoints[i]
+		idOf[ep.Name] = ep.Identity
+		if ep.Name == "grafana" {
+			grafana = ep
+		}
+	}
+	if grafana == nil || !grafana.Ingress.Resolved || grafana.Egress.Resolved {
+		t.Fatalf("grafana: want a resolved ingress and a plain egress, got %+v", grafana)
+	}
+	ruleFor := func(peer string) (uint32, policy.CompiledRule) {
+		t.Helper()
+		for _, en := range grafana.Ingress.Entries {
+			if en.Identity == idOf[peer] && !en.CIDR.IsValid() && (en.Protocol == "" || en.Protocol == corev1.ProtocolTCP) {
+				r, ok := dp.RuleByID(en.Rule)
+				if !ok || r.Cluster == nil {
+					t.Fatalf("%s: entry rule %#x names no cluster rule", peer, en.Rule)
+				}
+				return en.Rule, r
+			}
+		}
+		t.Fatalf("no entry for %s in %+v", peer, grafana.Ingress.Entries)
+		return 0, policy.CompiledRule{}
+	}
+	if id, r := ruleFor("frontend"); id&policy.RuleDeny == 0 || r.Cluster.Name != "deny-all" || r.Cluster.Priority != 10 || r.Cluster.Tier != policy.TierAdmin {
+		t.Errorf("frontend -> grafana: rule %#x %+v, want a deny by Admin deny-all (priority 10)", id, r.Cluster)
+	}
+	if id, r := ruleFor("prometheus"); id&policy.RuleDeny != 0 || r.Cluster.Name != "allow-prometheus-peers" {
+		t.Errorf("prometheus -> grafana: rule %#x %+v, want an accept by allow-prometheus-peers", id, r.Cluster)
+	}
+	for _, ep := range dp.Endpoints {
+		for _, side := range []policy.EndpointPolicy{ep.Ingress, ep.Egress} {
+			for _, en := range side.Entries {
+				if id := en.Rule & policy.RuleIDMask; id >= policy.FirstRuleID && id >= policy.RuleAudit {
+					t.Fatalf("rule ID %#x overlaps the flags", en.Rule)
+				}
+			}
+		}
 	}
 }

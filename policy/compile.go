@@ -144,6 +144,9 @@ type CompiledRule struct {
 	Cluster *ClusterRuleRef
 	Peer    int
 	Port    int
+	// Base is, for an audited decision whose enforced part is a reserved ID
+	// (RuleNotIsolated, RuleIsolated, RuleNodeTraffic), that ID.
+	Base uint32
 	// Audit is, for an entry flagged RuleAudit, what would decide were the
 	// audited policies enforced.
 	Audit *AuditDecision
@@ -182,16 +185,22 @@ type dpIdentity struct {
 // IDs are derived from names (a hash, probed on collision), so they stay the
 // same when unrelated objects change and a re-compile yields minimal diffs.
 func (e *Engine) Compile(node string) (*Datapath, error) {
-	if len(e.clusters) > 0 {
-		// Refuse rather than enforce NetworkPolicy alone: the kernel would
-		// then disagree with explain on every flow a cluster policy decides.
-		return nil, fmt.Errorf("the datapath does not compile ClusterNetworkPolicies yet (%d in the snapshot, e.g. %s)", len(e.clusters), e.clusters[0].ref.Name)
-	}
 	dp := &Datapath{Node: node}
 	for ip := range e.nodeIPs {
 		dp.HostIPs = append(dp.HostIPs, ip)
 	}
 	slices.SortFunc(dp.HostIPs, netip.Addr.Compare)
+
+	// With ClusterNetworkPolicies or audited policies, identities are also
+	// split by the CIDRs holding their addresses, and node addresses get
+	// identities, so that every rule matches a whole identity or none of it
+	// (compile_resolved.go).
+	var cidrs map[netip.Prefix]int
+	var nodeKeys map[string]*nodeIdent
+	if len(e.clusters) > 0 || e.hasAudited {
+		cidrs = e.collectCIDRs()
+		nodeKeys = e.nodeIdentityKeys(cidrs)
+	}
 
 	// Identities: engine identity plus the named-port signature, because a
 	// named port resolves per destination pod.
@@ -202,6 +211,9 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 			continue
 		}
 		key := pi.dpIdentityKey()
+		if sig := cidrSignature(cidrs, pi.ips); sig != "" {
+			key += "|cidrs:" + sig
+		}
 		di := byKey[key]
 		if di == nil {
 			di = &dpIdentity{key: key, ident: pi.ident, rep: pi,
@@ -211,8 +223,11 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		di.out.IPs = append(di.out.IPs, pi.ips...)
 		podIdent[pi] = di
 	}
-	keys := make([]string, 0, len(byKey))
+	keys := make([]string, 0, len(byKey)+len(nodeKeys))
 	for k := range byKey {
+		keys = append(keys, k)
+	}
+	for k := range nodeKeys {
 		keys = append(keys, k)
 	}
 	ids, err := stableIDs(keys, uint64(FirstPodIdentity), 1<<31)
@@ -220,18 +235,28 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		return nil, fmt.Errorf("compiling identities: %w", err)
 	}
 	idents := make([]*dpIdentity, 0, len(keys))
-	for _, k := range keys {
-		di := byKey[k]
+	for k, di := range byKey {
 		di.out.ID = ids[k]
 		slices.SortFunc(di.out.IPs, netip.Addr.Compare)
 		idents = append(idents, di)
 	}
 	sort.Slice(idents, func(i, j int) bool { return idents[i].out.ID < idents[j].out.ID })
+	nodes := make([]*nodeIdent, 0, len(nodeKeys))
+	for k, ni := range nodeKeys {
+		ni.out.ID = ids[k]
+		nodes = append(nodes, ni)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].out.ID < nodes[j].out.ID })
 	for _, di := range idents {
 		dp.Identities = append(dp.Identities, di.out)
 	}
+	for _, ni := range nodes {
+		dp.Identities = append(dp.Identities, ni.out)
+	}
+	slices.SortFunc(dp.Identities, func(a, b Identity) int { return int(int64(a.ID) - int64(b.ID)) })
 
-	c := &compiler{e: e, idents: idents, slots: map[ruleSlot]uint32{}}
+	c := &compiler{e: e, idents: idents, nodes: nodes, slots: map[ruleSlot]uint32{}}
+	res := &resolver{c: c, nodes: nodes, memo: map[resolvedKey][]Entry{}}
 	var epKeys []string
 	locals := map[string]*podInfo{}
 	for _, pi := range e.pods {
@@ -249,8 +274,16 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		pi := locals[k]
 		ep := Endpoint{ID: epIDs[k], Namespace: pi.pod.Namespace, Name: pi.pod.Name,
 			IPs: slices.Clone(pi.ips), Identity: podIdent[pi].out.ID}
-		ep.Ingress = c.direction(Ingress, pi)
-		ep.Egress = c.direction(Egress, pi)
+		for _, d := range []struct {
+			dir Direction
+			out *EndpointPolicy
+		}{{Ingress, &ep.Ingress}, {Egress, &ep.Egress}} {
+			if needsResolving(pi, dirIndex(d.dir)) {
+				*d.out = res.direction(d.dir, pi, podIdent[pi])
+			} else {
+				*d.out = c.direction(d.dir, pi)
+			}
+		}
 		dp.Endpoints = append(dp.Endpoints, ep)
 	}
 	sort.Slice(dp.Endpoints, func(i, j int) bool { return dp.Endpoints[i].ID < dp.Endpoints[j].ID })
@@ -264,6 +297,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 type compiler struct {
 	e      *Engine
 	idents []*dpIdentity
+	nodes  []*nodeIdent
 	// rules are the (rule, peer, port) triples used, in order of first use;
 	// until assignRuleIDs, entries carry FirstRuleID + the index in rules.
 	rules []CompiledRule
@@ -275,34 +309,95 @@ type compiler struct {
 	expanded map[uint32][]Entry
 }
 
-func ruleKey(r RuleRef, peer, port int) string {
-	return fmt.Sprintf("%s/%s/%s/%s/%d/%d/%d", r.Policy.Kind, r.Policy.Namespace, r.Policy.Name, r.Direction, r.Index, peer, port)
+func ruleKey(r CompiledRule) string {
+	if c := r.Cluster; c != nil {
+		return fmt.Sprintf("%s//%s/%s/%d/%d/%d", c.Policy.Kind, c.Policy.Name, c.Direction, c.Index, r.Peer, r.Port)
+	}
+	return fmt.Sprintf("%s/%s/%s/%s/%d/%d/%d", r.Rule.Policy.Kind, r.Rule.Policy.Namespace, r.Rule.Policy.Name, r.Rule.Direction, r.Rule.Index, r.Peer, r.Port)
 }
 
 // ruleSlot is a (rule, peer, port) triple of the Engine being compiled: a
-// rule is one ruleInfo per Engine, so its address names it.
+// rule is one ruleInfo (or clusterRule) per Engine, so its address names it.
 type ruleSlot struct {
 	rule       *ruleInfo
+	cluster    *clusterRule
+	audit      auditPair
 	peer, port int
+}
+
+// auditPair is an audited decision: the enforced one (base) and the one
+// under the audited policies (would), both placeholders or reserved IDs
+// with their flags, and the policies that would isolate (names, for a
+// would-be default deny).
+type auditPair struct {
+	base, would uint32
+	isolatedBy  string
 }
 
 // placeholder returns the temporary rule number of a (rule, peer, port).
 func (c *compiler) placeholder(r *ruleInfo, peer, port int) uint32 {
-	s := ruleSlot{r, peer, port}
+	return c.slot(ruleSlot{rule: r, peer: peer, port: port}, func() CompiledRule { return CompiledRule{Rule: r.ref} })
+}
+
+// clusterPlaceholder is placeholder for a ClusterNetworkPolicy rule.
+func (c *compiler) clusterPlaceholder(r *clusterRule, peer, port int) uint32 {
+	return c.slot(ruleSlot{cluster: r, peer: peer, port: port}, func() CompiledRule {
+		ref := r.ref
+		return CompiledRule{Cluster: &ref}
+	})
+}
+
+// auditPlaceholder is the placeholder of an audited decision.
+func (c *compiler) auditPlaceholder(base, would uint32, isolatedBy []PolicyRef) uint32 {
+	names := make([]string, len(isolatedBy))
+	for i, r := range isolatedBy {
+		names[i] = r.Namespace + "/" + r.Name
+	}
+	pair := auditPair{base: base, would: would, isolatedBy: strings.Join(names, ",")}
+	return c.slot(ruleSlot{audit: pair}, func() CompiledRule {
+		var iso []PolicyRef
+		if would&RuleIDMask == RuleIsolated {
+			iso = isolatedBy
+		}
+		return CompiledRule{Audit: &AuditDecision{Allowed: would&RuleDeny == 0, IsolatedBy: iso}}
+	})
+}
+
+// slot numbers s on first use, remembering what it means.
+func (c *compiler) slot(s ruleSlot, meaning func() CompiledRule) uint32 {
 	id, ok := c.slots[s]
 	if !ok {
 		id = FirstRuleID + uint32(len(c.rules))
 		c.slots[s] = id
-		c.rules = append(c.rules, CompiledRule{ID: id, Rule: r.ref, Peer: peer, Port: port})
+		cr := meaning()
+		cr.ID, cr.Peer, cr.Port = id, s.peer, s.port
+		c.rules = append(c.rules, cr)
 	}
 	return id
 }
 
 // assignRuleIDs replaces placeholders by stable IDs, derived from ruleKey.
 func (c *compiler) assignRuleIDs(dp *Datapath) error {
+	// An audited decision is named by its two parts, numbered before it.
 	keys := make([]string, len(c.rules))
+	partKey := func(v uint32) string {
+		if id := v & RuleIDMask; id >= FirstRuleID {
+			return fmt.Sprintf("%s#%x", keys[id-FirstRuleID], v&^RuleIDMask)
+		}
+		return fmt.Sprintf("reserved:%x", v)
+	}
+	auditOf := map[int]auditPair{}
+	for s, id := range c.slots {
+		if s.rule == nil && s.cluster == nil {
+			auditOf[int(id-FirstRuleID)] = s.audit
+		}
+	}
 	for i, r := range c.rules {
-		keys[i] = ruleKey(r.Rule, r.Peer, r.Port)
+		if a, ok := auditOf[i]; ok {
+			keys[i] = "audit|" + partKey(a.base) + "|" + partKey(a.would) + "|" + a.isolatedBy
+			continue
+		}
+		keys[i] = ruleKey(r)
 	}
 	ids, err := stableIDs(keys, uint64(FirstRuleID), uint64(RuleAudit))
 	if err != nil {
@@ -311,16 +406,33 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 	final := make([]uint32, len(c.rules))
 	for i, k := range keys {
 		final[i] = ids[k]
+	}
+	for i := range c.rules {
 		r := c.rules[i]
-		r.ID = ids[k]
+		r.ID = final[i]
+		if a, ok := auditOf[i]; ok {
+			// The enforced part's meaning, and the would-be part's rule.
+			if id := a.base & RuleIDMask; id >= FirstRuleID {
+				b := c.rules[id-FirstRuleID]
+				r.Rule, r.Cluster, r.Peer, r.Port = b.Rule, b.Cluster, b.Peer, b.Port
+			} else {
+				r.Base = id
+			}
+			if id := a.would & RuleIDMask; id >= FirstRuleID {
+				w := c.rules[id-FirstRuleID]
+				w.ID = final[id-FirstRuleID]
+				r.Audit.Rule = &w
+			}
+		}
 		dp.Rules = append(dp.Rules, r)
 	}
 	sort.Slice(dp.Rules, func(i, j int) bool { return dp.Rules[i].ID < dp.Rules[j].ID })
 	for i := range dp.Endpoints {
 		for _, ep := range []*EndpointPolicy{&dp.Endpoints[i].Ingress, &dp.Endpoints[i].Egress} {
 			for j := range ep.Entries {
-				if r := ep.Entries[j].Rule; r != RuleNodeTraffic {
-					ep.Entries[j].Rule = final[r-FirstRuleID]
+				r := ep.Entries[j].Rule
+				if id := r & RuleIDMask; id >= FirstRuleID {
+					ep.Entries[j].Rule = final[id-FirstRuleID] | r&^RuleIDMask
 				}
 			}
 		}
@@ -341,7 +453,11 @@ func (c *compiler) direction(dir Direction, pi *podInfo) EndpointPolicy {
 		out.IsolatedBy = append(out.IsolatedBy, p.ref)
 	}
 	// Traffic between a pod and a node is never restricted (as in Evaluate).
-	chunks := [][]Entry{{{Rule: RuleNodeTraffic, Identity: IdentityHost}}}
+	node := []Entry{{Rule: RuleNodeTraffic, Identity: IdentityHost}}
+	for _, ni := range c.nodes {
+		node = append(node, Entry{Rule: RuleNodeTraffic, Identity: ni.out.ID})
+	}
+	chunks := [][]Entry{node}
 	for _, pol := range pols {
 		for ri := range pol.rules[di] {
 			chunks = c.rule(chunks, dir, pi, &pol.rules[di][ri])

@@ -36,6 +36,8 @@ type Engine struct {
 	nodeIPs      map[netip.Addr]struct{}
 	// clusters are the ClusterNetworkPolicies in evaluation order.
 	clusters      []*clusterInfo
+	// hasAudited: some policy is audited (see audit.go).
+	hasAudited bool
 	clusterByName map[string]*clusterInfo
 	clusterByNS   map[string][]*clusterInfo // see clustersForNamespace
 	// nodeByIP gives the labels of the Snapshot node owning an address.
@@ -45,6 +47,7 @@ type Engine struct {
 type nsInfo struct {
 	name   string
 	labels labels.Set
+	audit  bool // the namespace's policies are audited by default
 }
 
 // identity is a (namespace, pod label set) pair: every pod with the same one is
@@ -59,6 +62,10 @@ type identity struct {
 	// cluster holds the ClusterNetworkPolicies selecting it, per direction
 	// index and tier (tierAdminIdx, tierBaselineIdx), in evaluation order.
 	cluster [2][2][]*clusterInfo
+	// audit holds the complete selections, audited policies included, when
+	// an audited policy selects the identity (selectedBy and cluster then
+	// hold only the enforced ones); nil otherwise.
+	audit *tierLists
 }
 
 type namedPort struct {
@@ -172,7 +179,7 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 			set[k] = v
 		}
 		set[NamespaceNameLabel] = ns.Name
-		e.namespaces[ns.Name] = &nsInfo{name: ns.Name, labels: set}
+		e.namespaces[ns.Name] = &nsInfo{name: ns.Name, labels: set, audit: namespaceAudits(ns)}
 	}
 
 	var invalid []error
@@ -195,6 +202,13 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		if _, dup := e.policyByRef[pi.ref]; dup {
 			return nil, fmt.Errorf("networkpolicy %s/%s: appears twice in the snapshot", np.Namespace, np.Name)
 		}
+		if audited := auditedBy(&np.ObjectMeta, e.namespace(np.Namespace).audit); audited != pi.audited {
+			if c == nil {
+				pi = pi.instance() // without a Cache the template may still be shared
+			}
+			pi.audited = audited
+		}
+		e.hasAudited = e.hasAudited || pi.audited
 		e.policyByRef[pi.ref] = pi
 		e.policies = append(e.policies, pi)
 	}
@@ -213,6 +227,8 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		if _, dup := e.clusterByName[ci.ref.Name]; dup {
 			return nil, fmt.Errorf("clusternetworkpolicy %s: appears twice in the snapshot", cnp.Name)
 		}
+		ci.audited = auditedBy(&cnp.ObjectMeta, false)
+		e.hasAudited = e.hasAudited || ci.audited
 		e.clusterByName[ci.ref.Name] = ci
 		e.clusters = append(e.clusters, ci)
 	}
@@ -307,9 +323,11 @@ func (e *Engine) newPodInfo(pod *corev1.Pod, f podFacts, register bool, c *Cache
 	e.fillClusterSelectedBy(id, register)
 	if !register {
 		e.fillSelectedBy(id)
+		e.splitAudited(id)
 		return pi, nil
 	}
 	c.fillSelectedBy(e, id, f.identKey)
+	e.splitAudited(id)
 	id.id = len(e.identities)
 	e.identities = append(e.identities, id)
 	e.identByKey[f.identKey] = id
@@ -407,6 +425,7 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
 		e.fillSelectedBy(pi.ident)
 		e.fillClusterSelectedBy(pi.ident, false)
+		e.splitAudited(pi.ident)
 	}
 	return pi
 }

@@ -100,7 +100,58 @@ func (e *Engine) decide(t *Traffic, d *Decision, explain bool) bool {
 		return e.permits(&src, &dst, proto, t.Port)
 	}
 	ok := e.side(Egress, &src, &dst, &dst, proto, t.Port, &d.Egress, w)
-	return e.side(Ingress, &dst, &src, &dst, proto, t.Port, &d.Ingress, w) && ok
+	ok = e.side(Ingress, &dst, &src, &dst, proto, t.Port, &d.Ingress, w) && ok
+	if e.hasAudited && (audits(&src) || audits(&dst)) {
+		a := &AuditOutcome{Egress: DirectionDecision{Direction: Egress}, Ingress: DirectionDecision{Direction: Ingress}}
+		a.Allowed = e.sideIn(Egress, fullLists(&src), &src, &dst, &dst, proto, t.Port, &a.Egress, &warnings{})
+		a.Allowed = e.sideIn(Ingress, fullLists(&dst), &dst, &src, &dst, proto, t.Port, &a.Ingress, &warnings{}) && a.Allowed
+		if a.Allowed != ok {
+			a.Policies = auditedIn(&a.Egress, &a.Ingress)
+			d.Audit = a
+		}
+	}
+	return ok
+}
+
+// audits reports whether an audited policy selects the endpoint.
+func audits(ep *endpoint) bool { return ep.isPod() && ep.pod.ident.audit != nil }
+
+// enforcedLists are the enforced policies selecting the endpoint's identity.
+func enforcedLists(ep *endpoint) *tierLists {
+	id := ep.pod.ident
+	return &tierLists{nps: id.selectedBy, cluster: id.cluster}
+}
+
+// fullLists are all policies selecting it, audited ones included.
+func fullLists(ep *endpoint) *tierLists {
+	if ep.isPod() && ep.pod.ident.audit != nil {
+		return ep.pod.ident.audit
+	}
+	if !ep.isPod() {
+		return nil
+	}
+	return enforcedLists(ep)
+}
+
+// auditedIn names the audited policies in the decisions.
+func auditedIn(dds ...*DirectionDecision) []PolicyRef {
+	var out []PolicyRef
+	seen := map[PolicyRef]bool{}
+	add := func(r PolicyRef, audited bool) {
+		if audited && !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	for _, dd := range dds {
+		for _, p := range dd.Policies {
+			add(p.Policy, p.Audited)
+		}
+		for _, p := range dd.ClusterPolicies {
+			add(p.Policy, p.Audited)
+		}
+	}
+	return out
 }
 
 // permits is the verdict of both sides, loopback aside: the source's egress,
@@ -108,6 +159,15 @@ func (e *Engine) decide(t *Traffic, d *Decision, explain bool) bool {
 func (e *Engine) permits(src, dst *endpoint, proto corev1.Protocol, port int32) bool {
 	return e.side(Egress, src, dst, dst, proto, port, nil, nil) &&
 		e.side(Ingress, dst, src, dst, proto, port, nil, nil)
+}
+
+// side is sideIn with the enforced policies.
+func (e *Engine) side(dir Direction, subject, other, dst *endpoint, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
+	var l *tierLists
+	if subject.isPod() {
+		l = enforcedLists(subject)
+	}
+	return e.sideIn(dir, l, subject, other, dst, proto, port, dd, w)
 }
 
 func isLoopback(src, dst *endpoint) bool {
@@ -126,7 +186,7 @@ func isLoopback(src, dst *endpoint) bool {
 // ClusterNetworkPolicies, NetworkPolicy (final for the pods it selects),
 // Baseline ClusterNetworkPolicies, then allow. dst is the destination,
 // against which named ports resolve.
-func (e *Engine) side(dir Direction, subject, other, dst *endpoint, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
+func (e *Engine) sideIn(dir Direction, l *tierLists, subject, other, dst *endpoint, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
 	if !subject.isPod() {
 		if dd != nil {
 			dd.Allowed, dd.Reason = true, ReasonNotApplicable
@@ -134,17 +194,16 @@ func (e *Engine) side(dir Direction, subject, other, dst *endpoint, proto corev1
 		return true
 	}
 	di := dirIndex(dir)
-	ident := subject.pod.ident
-	pols := ident.selectedBy[di]
+	pols := l.nps[di]
 	if dd != nil {
 		dd.Isolated = len(pols) > 0
 		for _, p := range pols {
 			dd.IsolatedBy = append(dd.IsolatedBy, p.ref)
 		}
 	}
-	admin, baseline := ident.cluster[di][tierAdminIdx], ident.cluster[di][tierBaselineIdx]
+	admin, baseline := l.cluster[di][tierAdminIdx], l.cluster[di][tierBaselineIdx]
 	if len(admin) == 0 && len(baseline) == 0 {
-		return e.networkPolicySide(dir, subject, other, dst, proto, port, dd, w)
+		return e.networkPolicySide(dir, pols, subject, other, dst, proto, port, dd, w)
 	}
 	if dd != nil {
 		defer func() { dd.Summary = tierSummary(dir, subject, dd) }()
@@ -160,7 +219,7 @@ func (e *Engine) side(dir Direction, subject, other, dst *endpoint, proto corev1
 	if dd != nil && len(pols) > 0 {
 		dd.Tier = TierNetworkPolicy
 	}
-	return e.networkPolicySide(dir, subject, other, dst, proto, port, dd, w)
+	return e.networkPolicySide(dir, pols, subject, other, dst, proto, port, dd, w)
 }
 
 func (e *Engine) clusterVerdict(t Tier, allowed bool, dd *DirectionDecision) bool {
@@ -175,9 +234,8 @@ func (e *Engine) clusterVerdict(t Tier, allowed bool, dd *DirectionDecision) boo
 
 // networkPolicySide is the NetworkPolicy tier, which also gives the verdict
 // of a pod it does not select (allowed: not isolated, or node traffic).
-func (e *Engine) networkPolicySide(dir Direction, subject, other, dst *endpoint, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
+func (e *Engine) networkPolicySide(dir Direction, pols []*policyInfo, subject, other, dst *endpoint, proto corev1.Protocol, port int32, dd *DirectionDecision, w *warnings) bool {
 	di := dirIndex(dir)
-	pols := subject.pod.ident.selectedBy[di]
 	if other.node {
 		if dd != nil {
 			dd.Allowed, dd.Reason = true, ReasonNotApplicable
@@ -195,7 +253,7 @@ func (e *Engine) networkPolicySide(dir Direction, subject, other, dst *endpoint,
 	for _, pol := range pols {
 		var pe *PolicyEvaluation
 		if dd != nil && w != nil {
-			dd.Policies = append(dd.Policies, PolicyEvaluation{Policy: pol.ref, Rules: []RuleEvaluation{}})
+			dd.Policies = append(dd.Policies, PolicyEvaluation{Policy: pol.ref, Rules: []RuleEvaluation{}, Audited: pol.audited})
 			pe = &dd.Policies[len(dd.Policies)-1]
 		}
 		for ri := range pol.rules[di] {

@@ -28,6 +28,8 @@ type policyInfo struct {
 	// after policyTypes defaulting.
 	affects [2]bool
 	rules   [2][]ruleInfo
+	// audited: evaluated but not enforced (audit.go).
+	audited bool
 	// tmpl is the policyInfo this one was instantiated from (see instance).
 	tmpl *policyInfo
 	// nsIndex is the policy's position among its namespace's policies in

@@ -288,6 +288,34 @@ func (w *CNPWorld) Snapshot() *policy.Snapshot {
 	return &policy.Snapshot{Namespaces: w.Namespaces, Pods: w.Pods, Policies: w.Policies, ClusterPolicies: w.ClusterPolicies, Nodes: w.Nodes}
 }
 
+// Run performs the case's steps on w: every action but probes is applied,
+// and probe gets each probe with its pods; changed is true for the first
+// probe after the state changed (so callers rebuild what they derive from
+// it). The first error stops the run, named by its step.
+func (w *CNPWorld) Run(c *CNPCase, probe func(a CNPAction, src, dst *corev1.Pod, changed bool) error) error {
+	changed := true
+	for _, st := range c.Steps {
+		for _, a := range st.Actions {
+			if a.Kind != CNPProbe {
+				if err := w.Apply(a); err != nil {
+					return fmt.Errorf("%s: %w", st.Name, err)
+				}
+				changed = true
+				continue
+			}
+			src, dst := w.Pod(a.From), w.Pod(a.To)
+			if src == nil || dst == nil {
+				return fmt.Errorf("%s: unknown pod in %s -> %s", st.Name, a.From, a.To)
+			}
+			if err := probe(a, src, dst, changed); err != nil {
+				return fmt.Errorf("%s: %w", st.Name, err)
+			}
+			changed = false
+		}
+	}
+	return nil
+}
+
 // Apply performs a non-probe action on the state.
 func (w *CNPWorld) Apply(a CNPAction) error {
 	var cnp *cnpv1beta1.ClusterNetworkPolicy

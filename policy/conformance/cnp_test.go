@@ -1,6 +1,7 @@
 package conformance_test
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -32,32 +33,23 @@ func TestCNPCasesOnEngine(t *testing.T) {
 					t.Fatal(err)
 				}
 				var e *policy.Engine
-				for _, st := range c.Steps {
-					for _, a := range st.Actions {
-						if a.Kind != conformance.CNPProbe {
-							if err := w.Apply(a); err != nil {
-								t.Fatalf("%s: %v", st.Name, err)
-							}
-							e = nil
-							continue
-						}
-						if e == nil {
-							if e, err = policy.NewEngine(w.Snapshot()); err != nil {
-								t.Fatalf("%s: %v", st.Name, err)
-							}
-						}
-						src, dst := w.Pod(a.From), w.Pod(a.To)
-						if src == nil || dst == nil {
-							t.Fatalf("%s: unknown pod in %s -> %s", st.Name, a.From, a.To)
-						}
-						tr := policy.Traffic{Src: policy.Peer{Pod: src}, Dst: policy.Peer{IP: netip.MustParseAddr(dst.Status.PodIP)}, Protocol: a.Protocol, Port: a.Port}
-						probes++
-						if got := e.Allowed(tr); got != a.Allowed {
-							d := e.Evaluate(tr)
-							t.Errorf("%s: %s -> %s %d/%s: allowed=%v, upstream expects %v\n  egress: %s\n  ingress: %s",
-								st.Name, a.From, a.To, a.Port, a.Protocol, got, a.Allowed, d.Egress.Summary, d.Ingress.Summary)
+				err = w.Run(&c, func(a conformance.CNPAction, src, dst *corev1.Pod, changed bool) error {
+					if changed {
+						if e, err = policy.NewEngine(w.Snapshot()); err != nil {
+							return err
 						}
 					}
+					tr := policy.Traffic{Src: policy.Peer{Pod: src}, Dst: policy.Peer{IP: netip.MustParseAddr(dst.Status.PodIP)}, Protocol: a.Protocol, Port: a.Port}
+					probes++
+					if got := e.Allowed(tr); got != a.Allowed {
+						d := e.Evaluate(tr)
+						t.Errorf("%s -> %s %d/%s: allowed=%v, upstream expects %v\n  egress: %s\n  ingress: %s",
+							a.From, a.To, a.Port, a.Protocol, got, a.Allowed, d.Egress.Summary, d.Ingress.Summary)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
 				}
 			})
 		}

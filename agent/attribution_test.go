@@ -3,13 +3,21 @@
 package agent
 
 import (
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
+	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
 
@@ -84,5 +92,69 @@ func TestAttributeResolvedDirections(t *testing.T) {
 				t.Errorf("got  %s\nwant %s", prototext.Format(f), prototext.Format(want))
 			}
 		})
+	}
+}
+
+// TestAttributeCompiledClusterPolicy attributes with what the compiler
+// writes for a real ClusterNetworkPolicy: the Admin Deny rule's ID, with
+// the deny flag, on the pod's ingress, names the policy's rule even though
+// a NetworkPolicy allows the peer.
+func TestAttributeCompiledClusterPolicy(t *testing.T) {
+	web := onNode(pt.Pod("web", "frontend", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6")))
+	prom := onNode(pt.Pod("monitoring", "prometheus", pt.WithLabels("app=prometheus"), pt.WithIP("10.0.0.5")))
+	allow := pt.Policy("monitoring", "allow-all", pt.Selecting(pt.Sel()), pt.IngressRule(pt.Peers(pt.NSPeer(pt.Sel()))))
+	deny := &cnpv1beta1.ClusterNetworkPolicy{}
+	if err := yaml.UnmarshalStrict([]byte(`
+metadata: {name: deny-monitoring}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}
+  ingress: [{name: deny-all, action: Deny, from: [{namespaces: {}}]}]
+`), deny); err != nil {
+		t.Fatal(err)
+	}
+	snap := &policy.Snapshot{Pods: []*corev1.Pod{web, prom}, Namespaces: []*corev1.Namespace{pt.Namespace("web"), pt.Namespace("monitoring")},
+		Policies: []*networkingv1.NetworkPolicy{allow}, ClusterPolicies: []*cnpv1beta1.ClusterNetworkPolicy{deny}}
+	dp, err := policy.Compile(snap, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ep *policy.Endpoint
+	for i := range dp.Endpoints {
+		if dp.Endpoints[i].Name == "prometheus" {
+			ep = &dp.Endpoints[i]
+		}
+	}
+	var webIdentity uint32
+	for _, id := range dp.Identities {
+		if id.Namespace == "web" {
+			webIdentity = id.ID
+		}
+	}
+	if ep == nil || !ep.Ingress.Resolved || webIdentity == 0 {
+		t.Fatalf("compiled: prometheus %+v, web identity %d", ep, webIdentity)
+	}
+	var rule uint32
+	for _, e := range ep.Ingress.Entries {
+		if e.Identity == webIdentity {
+			rule = e.Rule
+		}
+	}
+	if rule&policy.RuleDeny == 0 {
+		t.Fatalf("web's entry on prometheus's ingress is %#x, want a deny", rule)
+	}
+	ev := &probe.Event{Version: probe.EventVersion, Type: probe.EventDrop, Verdict: probe.VerdictDrop,
+		Direction: probe.DirIngress, DstEndpoint: ep.ID, IngressRule: rule}
+	f := &flowv1.Flow{}
+	judge(f, ev, attribute(dp, ev))
+	d := f.GetDeniedBy()
+	if f.GetReason() != flowv1.Reason_REASON_DENIED_BY_RULE || len(d) != 1 || d[0].GetName() != "deny-monitoring" ||
+		d[0].GetTier() != flowv1.ClusterTier_CLUSTER_TIER_ADMIN || d[0].GetPriority() != 10 || d[0].GetRuleName() != "deny-all" ||
+		d[0].GetAction() != flowv1.ClusterAction_CLUSTER_ACTION_DENY || d[0].RuleIndex == nil || d[0].GetRuleIndex() != 0 || len(f.GetIsolatedBy()) != 0 {
+		t.Errorf("drop attribution: %s", prototext.Format(f))
+	}
+	if got := flow.PolicySummary(f); !strings.Contains(got, "deny-monitoring") {
+		t.Errorf("summary %q does not name the policy", got)
 	}
 }

@@ -162,7 +162,7 @@ func TestFilterErrorsNameTheValue(t *testing.T) {
 		{flow.IP, "10.0.0.300", `IP "10.0.0.300": not an IP address or CIDR`},
 		{flow.Port, "http", `port "http": want a number from 1 to 65535`},
 		{flow.Port, "70000", `port "70000"`},
-		{flow.Verdict, "maybe", `unknown verdict "maybe": use one of allowed, denied`},
+		{flow.Verdict, "maybe", `unknown verdict "maybe": use one of allowed, audit, denied`},
 		{flow.Protocol, "gre", `unknown protocol "gre"`},
 		{flow.Policy, "a/b/c", `policy "a/b/c"`},
 		{flow.Pod, "/web", `pod "/web"`},

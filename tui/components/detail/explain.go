@@ -77,7 +77,11 @@ func Explain(f *flowv1.Flow) string {
 	dst := name(f.GetDestination(), f.GetIp().GetDestination())
 	l4 := fmt.Sprintf("%s %d", flow.ProtocolName(f.GetL4().GetProtocol()), f.GetL4().GetDestinationPort())
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s → %s on %s", flow.VerdictName(f.GetVerdict()), src, dst, l4)
+	verdict := flow.VerdictName(f.GetVerdict())
+	if a := f.GetAudit(); a != nil {
+		verdict = fmt.Sprintf("%s (%s, would be %s)", verdict, strings.ToLower(flow.VerdictName(flow.EnforcedVerdict(f))), strings.ToLower(flow.VerdictName(a.GetWouldBe())))
+	}
+	fmt.Fprintf(&b, "%s: %s → %s on %s", verdict, src, dst, l4)
 	if svc := f.GetService(); svc.GetName() != "" {
 		fmt.Fprintf(&b, ", through Service %s/%s (%s:%d)", svc.GetNamespace(), svc.GetName(), svc.GetIp(), svc.GetPort())
 	}
@@ -95,7 +99,7 @@ func Explain(f *flowv1.Flow) string {
 			}
 			fmt.Fprintf(&b, "%s on node %s (the %s's node): %s.\n", point, o.GetNode(), side, strings.ToLower(flow.VerdictName(o.GetVerdict())))
 			at := &flowv1.Flow{Node: o.GetNode(), Direction: o.GetDirection(), Verdict: o.GetVerdict(), Reason: o.GetReason(),
-				AllowedBy: o.GetAllowedBy(), DeniedBy: o.GetDeniedBy(), IsolatedBy: o.GetIsolatedBy(),
+				AllowedBy: o.GetAllowedBy(), DeniedBy: o.GetDeniedBy(), IsolatedBy: o.GetIsolatedBy(), Audit: o.GetAudit(),
 				Source: f.GetSource(), Destination: f.GetDestination(), Ip: f.GetIp(), L4: f.GetL4()}
 			explainReason(&b, at, src, dst, l4)
 		}
@@ -120,9 +124,22 @@ func explainReason(b *strings.Builder, f *flowv1.Flow, src, dst, l4 string) {
 	switch f.GetReason() {
 	case flowv1.Reason_REASON_ALLOWED_BY_RULE:
 		for _, r := range f.GetAllowedBy() {
+			if r.GetKind() == flow.KindClusterNetworkPolicy {
+				fmt.Fprintf(b, "%s accepts%s.\n", ClusterRule(r), tierConsequence(r))
+				continue
+			}
 			fmt.Fprintf(b, "Allowed by %s rule %d of NetworkPolicy %s/%s.\n",
 				strings.ToLower(flow.DirectionName(r.GetDirection())), r.GetRuleIndex(), r.GetNamespace(), r.GetName())
 		}
+	case flowv1.Reason_REASON_DENIED_BY_RULE:
+		for _, r := range f.GetDeniedBy() {
+			fmt.Fprintf(b, "%s denies%s", ClusterRule(r), tierConsequence(r))
+		}
+		b.WriteString(", so the packet was dropped")
+		if f.GetNode() != "" {
+			fmt.Fprintf(b, " on node %s", f.GetNode())
+		}
+		b.WriteString(".\n")
 	case flowv1.Reason_REASON_NO_RULE_MATCHED:
 		iso := f.GetIsolatedBy()
 		fmt.Fprintf(b, "%s is isolated for %s by %d %s: %s.\n", subject, dir, len(iso), plural(len(iso), "policy", "policies"), refs(iso))
@@ -141,7 +158,7 @@ func explainReason(b *strings.Builder, f *flowv1.Flow, src, dst, l4 string) {
 			fmt.Fprintf(b, "To allow it, add an %s rule with an ipBlock containing %s, port %s.\n", dir, strings.TrimSuffix(peer, " (outside the cluster)"), l4)
 		}
 	case flowv1.Reason_REASON_NOT_ISOLATED:
-		fmt.Fprintf(b, "No NetworkPolicy selects %s for %s, so all %s traffic is allowed.\n", subject, dir, dir)
+		fmt.Fprintf(b, "No NetworkPolicy selects %s for %s and no ClusterNetworkPolicy rule decided, so all %s traffic is allowed.\n", subject, dir, dir)
 	case flowv1.Reason_REASON_ESTABLISHED:
 		b.WriteString("Part of an established connection: replies and later packets of an allowed connection always pass.\n")
 	case flowv1.Reason_REASON_NOT_SUBJECT:
@@ -151,6 +168,56 @@ func explainReason(b *strings.Builder, f *flowv1.Flow, src, dst, l4 string) {
 	default:
 		b.WriteString("The agent recorded no reason.\n")
 	}
+	explainAudit(b, f.GetAudit())
+}
+
+// ClusterRule names a ClusterNetworkPolicy rule the way explain does:
+// "Admin policy `deny-monitoring` (priority 10) ingress rule 0 `deny-all`".
+func ClusterRule(r *flowv1.PolicyRef) string {
+	s := fmt.Sprintf("%s policy `%s`", flow.TierName(r.GetTier()), r.GetName())
+	if r.GetTier() == flowv1.ClusterTier_CLUSTER_TIER_UNSPECIFIED {
+		s = fmt.Sprintf("ClusterNetworkPolicy `%s`", r.GetName())
+	} else {
+		s += fmt.Sprintf(" (priority %d)", r.GetPriority())
+	}
+	s += " " + strings.ToLower(flow.DirectionName(r.GetDirection()))
+	if r.RuleIndex != nil {
+		s += fmt.Sprintf(" rule %d", r.GetRuleIndex())
+		if r.GetRuleName() != "" {
+			s += " `" + r.GetRuleName() + "`"
+		}
+	}
+	return s
+}
+
+// tierConsequence says what the tier of a deciding ClusterNetworkPolicy
+// rule means for the tiers after it.
+func tierConsequence(r *flowv1.PolicyRef) string {
+	switch r.GetTier() {
+	case flowv1.ClusterTier_CLUSTER_TIER_ADMIN:
+		return "; NetworkPolicy never consulted"
+	case flowv1.ClusterTier_CLUSTER_TIER_BASELINE:
+		return " (no Admin rule and no NetworkPolicy decided)"
+	}
+	return ""
+}
+
+// explainAudit says what enforcing the audited policies would change.
+func explainAudit(b *strings.Builder, a *flowv1.Audit) {
+	if a == nil {
+		return
+	}
+	would := strings.ToLower(flow.VerdictName(a.GetWouldBe()))
+	fmt.Fprintf(b, "Audited, not enforced: with the audited policies enforced it would be %s", would)
+	switch r := a.GetRule(); {
+	case r != nil && r.GetKind() == flow.KindClusterNetworkPolicy:
+		fmt.Fprintf(b, " by %s", ClusterRule(r))
+	case r != nil:
+		fmt.Fprintf(b, " by %s rule %d of NetworkPolicy %s/%s", strings.ToLower(flow.DirectionName(r.GetDirection())), r.GetRuleIndex(), r.GetNamespace(), r.GetName())
+	case len(a.GetIsolatedBy()) > 0:
+		fmt.Fprintf(b, ": isolated by %s and no rule of theirs allows it", refs(a.GetIsolatedBy()))
+	}
+	b.WriteString(".\n")
 }
 
 func plural(n int, one, many string) string {

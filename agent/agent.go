@@ -134,6 +134,11 @@ type Agent struct {
 	// applyStart is when the last finished Apply began reading the caches.
 	applyStart time.Time
 	lastErr    string
+	// cnpReporter publishes what this node enforces of the
+	// ClusterNetworkPolicies, and cnpStatus (when elected) writes their
+	// status from every node's report; nil outside a cluster.
+	cnpReporter *nodeReporter
+	cnpStatus   *statusWriter
 	// domainNames are the ClusterNetworkPolicies whose domainNames peers
 	// the last apply could not enforce.
 	domainNames []string
@@ -192,6 +197,10 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, probe: p, cluster: NewCluster(cfg.Client), started: time.Now(), policyCache: policy.NewCache()}
 	if cfg.CNPClient != nil && cfg.Metadata != nil {
 		a.cluster.WatchClusterPolicies(cfg.CNPClient, cfg.Metadata)
+		if cfg.PodNamespace != "" {
+			a.cnpReporter = newNodeReporter(cfg.Client, cfg.PodNamespace, cfg.NodeName)
+			a.cnpStatus = newStatusWriter(cfg.Client, cfg.CNPClient, cfg.PodNamespace, a.cluster)
+		}
 	}
 	a.enrich = newEnricher(a.cluster, cfg.NodeName)
 	a.newFlows = newNewFlowTable(newFlowRecords)
@@ -219,7 +228,12 @@ func New(cfg Config) (*Agent, error) {
 	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "datapath"})
-	if err := a.cluster.OnChange(func(string) { a.enqueue() }); err != nil {
+	if err := a.cluster.OnChange(func(kind string) {
+		a.enqueue()
+		if a.cnpStatus != nil && (kind == "clusternetworkpolicy" || kind == "node") {
+			a.cnpStatus.poke()
+		}
+	}); err != nil {
 		checkNS.Close()
 		p.Close()
 		return nil, err
@@ -365,6 +379,14 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	a.cni.refresh(ctx)
 	wg.Go(func() { a.cni.run(ctx) })
 	wg.Go(func() { a.bypass.run(ctx) })
+	if a.cnpStatus != nil {
+		wg.Go(func() { a.cnpReporter.run(ctx) })
+		wg.Go(func() {
+			if err := leadStatus(ctx, a.cnpStatus, a.cfg.NodeName); err != nil {
+				klog.ErrorS(err, "Standing for the ClusterNetworkPolicy status writer")
+			}
+		})
+	}
 	wg.Go(func() {
 		for a.processNext() {
 		}
@@ -440,6 +462,14 @@ func (a *Agent) apply() error {
 	if err != nil {
 		return err
 	}
+	err = a.applySnapshot(snap)
+	if a.cnpReporter != nil {
+		a.cnpReporter.report(snap.ClusterPolicies, err)
+	}
+	return err
+}
+
+func (a *Agent) applySnapshot(snap *policy.Snapshot) error {
 	e, err := policy.NewEngineCached(snap, a.policyCache)
 	if err != nil {
 		return fmt.Errorf("compiling: %w", err)

@@ -104,14 +104,7 @@ func TestAttributeCompiledClusterPolicy(t *testing.T) {
 	prom := onNode(pt.Pod("monitoring", "prometheus", pt.WithLabels("app=prometheus"), pt.WithIP("10.0.0.5")))
 	allow := pt.Policy("monitoring", "allow-all", pt.Selecting(pt.Sel()), pt.IngressRule(pt.Peers(pt.NSPeer(pt.Sel()))))
 	deny := &cnpv1beta1.ClusterNetworkPolicy{}
-	if err := yaml.UnmarshalStrict([]byte(`
-metadata: {name: deny-monitoring}
-spec:
-  tier: Admin
-  priority: 10
-  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}
-  ingress: [{name: deny-all, action: Deny, from: [{namespaces: {}}]}]
-`), deny); err != nil {
+	if err := yaml.UnmarshalStrict([]byte(denyMonitoring), deny); err != nil {
 		t.Fatal(err)
 	}
 	snap := &policy.Snapshot{Pods: []*corev1.Pod{web, prom}, Namespaces: []*corev1.Namespace{pt.Namespace("web"), pt.Namespace("monitoring")},

@@ -78,14 +78,7 @@ func TestClusterPoliciesFollowTheCRD(t *testing.T) {
 	if err := apiservertest.InstallCRD(ctx, cfg, crd); err != nil {
 		t.Fatal(err)
 	}
-	created := createCNP(ctx, t, cnps, `
-metadata: {name: deny-monitoring}
-spec:
-  tier: Admin
-  priority: 10
-  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}
-  ingress: [{name: deny-all, action: Deny, from: [{namespaces: {}}]}]
-`)
+	created := createCNP(ctx, t, cnps, denyMonitoring)
 	waitFor(t, 30*time.Second, "the policy created after the CRD appeared", func() bool { return slices.Equal(names(), []string{"deny-monitoring"}) })
 	if n, watched, _ := c.ClusterPolicies(); n != 1 || !watched {
 		t.Errorf("with the CRD: %d policies, watched %v", n, watched)
@@ -98,14 +91,7 @@ spec:
 		t.Fatal(err)
 	}
 	// ... whereas a spec change is, and arrives after it (one watch).
-	cur, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Get(ctx, "deny-monitoring", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Priority = 20
-	if _, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	setPriority(ctx, t, cnps, "deny-monitoring", 20)
 	waitFor(t, 30*time.Second, "the spec change", func() bool {
 		s, _ := c.Snapshot()
 		return len(s.ClusterPolicies) == 1 && s.ClusterPolicies[0].Spec.Priority == 20
@@ -142,6 +128,30 @@ spec:
   ingress: [{name: deny, action: Deny, from: [{namespaces: {}}]}]
 `)
 	waitFor(t, 30*time.Second, "the policy of the reinstalled CRD", func() bool { return slices.Equal(names(), []string{"baseline-default-deny"}) })
+}
+
+// denyMonitoring is the issue's example: an Admin Deny of all ingress to
+// the monitoring namespace.
+const denyMonitoring = `
+metadata: {name: deny-monitoring}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}
+  ingress: [{name: deny-all, action: Deny, from: [{namespaces: {}}]}]
+`
+
+// setPriority changes a policy's spec (a new generation).
+func setPriority(ctx context.Context, t *testing.T, cnps cnpclient.Interface, name string, prio int32) {
+	t.Helper()
+	cur, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Priority = prio
+	if _, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func createCNP(ctx context.Context, t *testing.T, cnps cnpclient.Interface, doc string) *cnpv1beta1.ClusterNetworkPolicy {

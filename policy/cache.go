@@ -1,10 +1,12 @@
 package policy
 
 import (
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Cache carries what NewEngineCached derived from each object into the next
@@ -24,8 +26,28 @@ type Cache struct {
 	gen       uint64 // the build in progress; entries seen in it carry it
 	pods      map[*corev1.Pod]*entry[podFacts]
 	policies  map[*networkingv1.NetworkPolicy]*entry[policyFacts]
+	clusters  map[*cnpv1beta1.ClusterNetworkPolicy]*entry[clusterFacts]
 	selection map[string]*nsSelection // by namespace
-	stats     CacheStats
+	// clusterSel remembers which ClusterNetworkPolicies select each
+	// identity, valid while the build's list of them is the same.
+	clusterSel clusterSelection
+	stats      CacheStats
+}
+
+type clusterSelection struct {
+	cis     []*clusterInfo
+	byIdent map[string]*clusterSelEntry
+	// For the build in progress: each policy's index, each namespace's
+	// labels as a key.
+	pos   map[*clusterInfo]int32
+	nsKey map[*nsInfo]string
+}
+
+// clusterSelEntry holds indexes into clusterSelection.cis per direction
+// and tier.
+type clusterSelEntry struct {
+	idx  [2][2][]int32
+	seen uint64
 }
 
 // CacheStats counts a Cache's entries and how often an object was found.
@@ -63,6 +85,7 @@ func NewCache() *Cache {
 	return &Cache{
 		pods:      map[*corev1.Pod]*entry[podFacts]{},
 		policies:  map[*networkingv1.NetworkPolicy]*entry[policyFacts]{},
+		clusters:  map[*cnpv1beta1.ClusterNetworkPolicy]*entry[clusterFacts]{},
 		selection: map[string]*nsSelection{},
 	}
 }
@@ -111,6 +134,34 @@ func (c *Cache) policy(np *networkingv1.NetworkPolicy) policyFacts {
 	return reuse(c, c.policies, np, np.ResourceVersion, derivePolicy)
 }
 
+// clusterFacts is a validated, compiled ClusterNetworkPolicy (immutable,
+// shared by Engines), or why it is invalid.
+type clusterFacts struct {
+	ci      *clusterInfo
+	invalid error
+	err     error
+}
+
+func deriveCluster(cnp *cnpv1beta1.ClusterNetworkPolicy) clusterFacts {
+	if err := ValidateClusterPolicy(cnp); err != nil {
+		return clusterFacts{invalid: err}
+	}
+	ci, err := compileCluster(cnp)
+	if err != nil {
+		return clusterFacts{err: err}
+	}
+	ci.audited = auditedBy(&cnp.ObjectMeta, false)
+	return clusterFacts{ci: ci}
+}
+
+// cluster returns the facts of cnp, derived or reused. A nil c derives them.
+func (c *Cache) cluster(cnp *cnpv1beta1.ClusterNetworkPolicy) clusterFacts {
+	if c == nil {
+		return deriveCluster(cnp)
+	}
+	return reuse(c, c.clusters, cnp, cnp.ResourceVersion, deriveCluster)
+}
+
 // reuse returns the facts m holds for obj at version rv, or derives and
 // keeps them (an object without a version is derived every time).
 func reuse[O comparable, F any](c *Cache, m map[O]*entry[F], obj O, rv string, derive func(O) F) F {
@@ -133,6 +184,7 @@ func (c *Cache) startSelection(e *Engine) {
 	if c == nil {
 		return
 	}
+	c.startClusterSelection(e)
 	for ns, pols := range e.policiesByNS {
 		sel := c.selection[ns]
 		if sel == nil || !sameTemplates(sel.pols, pols) {
@@ -156,6 +208,58 @@ func sameTemplates(tmpls, pols []*policyInfo) bool {
 		}
 	}
 	return true
+}
+
+// fillClusterSelectedBy is Engine.fillClusterSelectedBy for an identity of
+// e being registered under key, through the remembered selections.
+func (c *Cache) fillClusterSelectedBy(e *Engine, id *identity, key string) {
+	if c == nil || len(e.clusters) == 0 {
+		e.fillClusterSelectedBy(id, true)
+		return
+	}
+	cs := &c.clusterSel
+	// A subject's namespace selector reads the namespace's labels.
+	nk, ok := cs.nsKey[id.ns]
+	if !ok {
+		nk = id.ns.labels.String()
+		cs.nsKey[id.ns] = nk
+	}
+	key += "|" + nk
+	if en := cs.byIdent[key]; en != nil {
+		en.seen = c.gen
+		for d := range en.idx {
+			for t := range en.idx[d] {
+				for _, i := range en.idx[d][t] {
+					id.cluster[d][t] = append(id.cluster[d][t], e.clusters[i])
+				}
+			}
+		}
+		return
+	}
+	e.fillClusterSelectedBy(id, true)
+	en := &clusterSelEntry{seen: c.gen}
+	for d := range id.cluster {
+		for t := range id.cluster[d] {
+			for _, ci := range id.cluster[d][t] {
+				en.idx[d][t] = append(en.idx[d][t], cs.pos[ci])
+			}
+		}
+	}
+	cs.byIdent[key] = en
+}
+
+// startClusterSelection keeps the remembered cluster policy selections when
+// the build's policies are the same as the last build's, in the same order.
+func (c *Cache) startClusterSelection(e *Engine) {
+	cs := &c.clusterSel
+	if !slices.Equal(cs.cis, e.clusters) {
+		*cs = clusterSelection{cis: slices.Clone(e.clusters), byIdent: map[string]*clusterSelEntry{}}
+	}
+	cs.pos = make(map[*clusterInfo]int32, len(e.clusters))
+	for i, ci := range e.clusters {
+		cs.pos[ci] = int32(i)
+	}
+	cs.nsKey = map[*nsInfo]string{}
 }
 
 // fillSelectedBy is Engine.fillSelectedBy for an identity of e being
@@ -190,6 +294,7 @@ func (c *Cache) fillSelectedBy(e *Engine, id *identity, key string) {
 func (c *Cache) sweep() {
 	evict(c.pods, c.gen)
 	evict(c.policies, c.gen)
+	evict(c.clusters, c.gen)
 	for ns, sel := range c.selection {
 		if sel.seen != c.gen {
 			delete(c.selection, ns)
@@ -199,6 +304,11 @@ func (c *Cache) sweep() {
 			if en.seen != c.gen {
 				delete(sel.byIdent, k)
 			}
+		}
+	}
+	for k, en := range c.clusterSel.byIdent {
+		if en.seen != c.gen {
+			delete(c.clusterSel.byIdent, k)
 		}
 	}
 }

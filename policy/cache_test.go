@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	"slices"
 	"strconv"
 	"sync"
@@ -103,7 +104,7 @@ func (in *informer) newPolicy() *networkingv1.NetworkPolicy {
 func (in *informer) mutate() {
 	s := in.s
 	rv := in.nextRV()
-	switch k := in.r.IntN(16); {
+	switch k := in.r.IntN(20); {
 	case k == 0 || len(s.Pods) == 0:
 		s.Pods = append(s.Pods, in.newPod())
 	case k == 1:
@@ -154,6 +155,34 @@ func (in *informer) mutate() {
 		np.Spec = in.newPolicy().Spec
 		np.ResourceVersion = rv
 		s.Policies[i] = np
+	case k == 16: // a new cluster policy
+		c := donated(in, func(s *policy.Snapshot) []*cnpv1beta1.ClusterNetworkPolicy { return s.ClusterPolicies }).DeepCopy()
+		c.Name, c.ResourceVersion = fmt.Sprintf("cnp-%d", in.seq), rv
+		s.ClusterPolicies = append(s.ClusterPolicies, c)
+	case k == 17 && len(s.ClusterPolicies) > 0:
+		i := in.r.IntN(len(s.ClusterPolicies))
+		s.ClusterPolicies = slices.Delete(s.ClusterPolicies, i, i+1)
+	case k == 18 && len(s.ClusterPolicies) > 0: // another priority, or audited
+		i := in.r.IntN(len(s.ClusterPolicies))
+		c := s.ClusterPolicies[i].DeepCopy()
+		c.Spec.Priority = int32(in.r.IntN(4))
+		c.Annotations = map[string]string{policy.ModeAnnotation: in.pick([]string{"audit", "enforce", ""})}
+		c.ResourceVersion = rv
+		s.ClusterPolicies[i] = c
+	case k == 19: // audit a policy or a namespace, or stop
+		if in.r.IntN(2) == 0 && len(s.Namespaces) > 0 {
+			i := in.r.IntN(len(s.Namespaces))
+			ns := s.Namespaces[i].DeepCopy()
+			ns.Annotations = map[string]string{policy.ModeAnnotation: in.pick([]string{"audit", ""})}
+			ns.ResourceVersion = rv
+			s.Namespaces[i] = ns
+		} else {
+			i := in.r.IntN(len(s.Policies))
+			np := s.Policies[i].DeepCopy()
+			np.Annotations = map[string]string{policy.ModeAnnotation: in.pick([]string{"audit", "enforce", ""})}
+			np.ResourceVersion = rv
+			s.Policies[i] = np
+		}
 	case k == 13:
 		s.NodeIPs = [][]netip.Addr{{Addr("172.31.0.1")}, {Addr("172.31.0.1"), Addr("10.0.0.3")}, nil}[in.r.IntN(3)]
 	case k == 14: // an object without a ResourceVersion (built by hand)
@@ -220,7 +249,8 @@ func (in *informer) breakOrFix() {
 // snapshot returns a copy of the lists (the objects are shared, as from listers).
 func (in *informer) snapshot() *policy.Snapshot {
 	return &policy.Snapshot{Namespaces: slices.Clone(in.s.Namespaces), Pods: slices.Clone(in.s.Pods),
-		Policies: slices.Clone(in.s.Policies), NodeIPs: slices.Clone(in.s.NodeIPs)}
+		Policies: slices.Clone(in.s.Policies), NodeIPs: slices.Clone(in.s.NodeIPs),
+		ClusterPolicies: slices.Clone(in.s.ClusterPolicies)}
 }
 
 // answers is everything compared between two Engines on one snapshot.
@@ -316,6 +346,11 @@ func TestCacheEquivalence(t *testing.T) {
 			}
 			for range 15 {
 				in.s.Policies = append(in.s.Policies, in.newPolicy())
+			}
+			for range 4 {
+				c := donated(in, func(s *policy.Snapshot) []*cnpv1beta1.ClusterNetworkPolicy { return s.ClusterPolicies }).DeepCopy()
+				c.Name, c.ResourceVersion = fmt.Sprintf("cnp-%d", in.seq), in.nextRV()
+				in.s.ClusterPolicies = append(in.s.ClusterPolicies, c)
 			}
 			runEquivalence(t, in, 250, 1+r.IntN(2))
 		})

@@ -62,6 +62,9 @@ type clusterPeer struct {
 	networks      []netip.Prefix
 	// text describes the peer for people: `namespaces team=db`.
 	text string
+	// selKey names the selectors (namespaces and pods peers): equal keys
+	// select the same pods.
+	selKey string
 	// selector specs, for explanations.
 	nsSpec, podSpec *metav1.LabelSelector
 	domains         []string
@@ -171,6 +174,12 @@ func compileClusterPeer(ns *metav1.LabelSelector, pods *cnpv1beta1.NamespacedPod
 		p.text = "domainNames " + strings.Join(p.domains, ", ")
 	default:
 		return p, fmt.Errorf("no peer field set")
+	}
+	if err == nil && (p.kind == cpNamespaces || p.kind == cpPods) {
+		p.selKey = fmt.Sprintf("%d|%s", p.kind, p.nsSel.String())
+		if p.podSel != nil {
+			p.selKey += "|" + p.podSel.String()
+		}
 	}
 	return p, err
 }

@@ -174,6 +174,7 @@ func Compile(s *Snapshot, node string) (*Datapath, error) {
 
 // dpIdentity is a datapath identity while compiling.
 type dpIdentity struct {
+	idx   int // position in compiler.idents
 	key   string
 	ident *identity
 	rep   *podInfo // a pod of the group: named ports resolve against it
@@ -241,6 +242,9 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		idents = append(idents, di)
 	}
 	sort.Slice(idents, func(i, j int) bool { return idents[i].out.ID < idents[j].out.ID })
+	for i, di := range idents {
+		di.idx = i
+	}
 	nodes := make([]*nodeIdent, 0, len(nodeKeys))
 	for k, ni := range nodeKeys {
 		ni.out.ID = ids[k]
@@ -256,7 +260,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	slices.SortFunc(dp.Identities, func(a, b Identity) int { return int(int64(a.ID) - int64(b.ID)) })
 
 	c := &compiler{e: e, idents: idents, nodes: nodes, slots: map[ruleSlot]uint32{}}
-	res := &resolver{c: c, nodes: nodes, memo: map[resolvedKey][]Entry{}}
+	res := &resolver{c: c, nodes: nodes, memo: map[resolvedKey][]Entry{}, selCache: map[string][]int8{}}
 	var epKeys []string
 	locals := map[string]*podInfo{}
 	for _, pi := range e.pods {

@@ -145,6 +145,9 @@ type nodeIdent struct {
 // resolver compiles the resolved directions of one Compile.
 type resolver struct {
 	c *compiler
+	// selCache: per selector key (clusterPeer.selKey), per identity index:
+	// 0 not yet known, 1 no match, 2 match.
+	selCache map[string][]int8
 	// cidrs are the prefixes of every networks peer and ipBlock (CIDR and
 	// except) in the snapshot, by which identities are split.
 	cidrs map[netip.Prefix]int
@@ -382,12 +385,47 @@ func (r *resolver) entries(dir Direction, subject *podInfo) []Entry {
 		}
 		return regionFn[reg]
 	}
-	for _, di := range r.c.idents {
-		if len(di.out.IPs) == 0 || !(namedEgress || r.selectedByAnyPeer(di, admin, nps, baseline, dir)) {
+	// Identities that the same selector peers match, with the same named
+	// ports (when they matter) and the same region, decide alike: run the
+	// tiers once per such group.
+	peers := r.selectorPeers(admin, nps, baseline, di)
+	type group struct {
+		f    *portFn
+		base *portFn
+	}
+	groups := map[string]group{}
+	var key []byte
+	for _, id := range r.c.idents {
+		if len(id.out.IPs) == 0 {
 			continue
 		}
-		f := run(&peerClass{ident: di, ip: di.out.IPs[0]})
-		out = emitDiff(out, f, base(di.out.IPs), Entry{Identity: di.out.ID})
+		key = key[:0]
+		matched := false
+		for _, m := range peers {
+			b := byte('0')
+			if m(id) {
+				b, matched = '1', true
+			}
+			key = append(key, b)
+		}
+		if !matched && !namedEgress {
+			continue // decides like its region, to which the kernel falls back
+		}
+		if namedEgress {
+			key = append(key, portSignature(id.rep.ports)...)
+		}
+		key = append(key, '|')
+		key = append(key, regionOf(id.out.IPs[0]).String()...)
+		g, ok := groups[string(key)]
+		if !ok {
+			g = group{f: run(&peerClass{ident: id, ip: id.out.IPs[0]}), base: base(id.out.IPs)}
+			groups[string(key)] = g
+		}
+		b := g.base
+		if len(id.out.IPs) > 1 {
+			b = base(id.out.IPs) // several addresses: their regions may differ
+		}
+		out = emitDiff(out, g.f, b, Entry{Identity: id.out.ID})
 	}
 	for _, ni := range r.nodes {
 		f := run(&peerClass{node: ni, ip: ni.out.IPs[0]})
@@ -415,17 +453,20 @@ func (r *resolver) auditMerge(f, g *portFn, isolatedBy []PolicyRef) *portFn {
 	return out
 }
 
-// selectedByAnyPeer reports whether some selector peer of the direction's
-// rules matches the identity (other identities decide like their region).
-func (r *resolver) selectedByAnyPeer(di *dpIdentity, admin []*clusterInfo, nps []*policyInfo, baseline []*clusterInfo, dir Direction) bool {
-	d := dirIndex(dir)
+// selectorPeers lists, once each, the selector peers of the direction's
+// rules as match functions over identities (other peers match no pod
+// identity by selector: networks and ipBlocks are the region's business).
+func (r *resolver) selectorPeers(admin []*clusterInfo, nps []*policyInfo, baseline []*clusterInfo, d int) []func(*dpIdentity) bool {
+	var out []func(*dpIdentity) bool
+	seen := map[string]bool{}
 	for _, tier := range [][]*clusterInfo{admin, baseline} {
 		for _, ci := range tier {
 			for _, cr := range ci.rules[d] {
 				for i := range cr.peers {
 					p := &cr.peers[i]
-					if (p.kind == cpNamespaces || p.kind == cpPods) && clusterPeerMatches(p, &peerClass{ident: di}) {
-						return true
+					if (p.kind == cpNamespaces || p.kind == cpPods) && !seen[p.selKey] {
+						seen[p.selKey] = true
+						out = append(out, func(id *dpIdentity) bool { return r.selects(p, id) })
 					}
 				}
 			}
@@ -434,13 +475,35 @@ func (r *resolver) selectedByAnyPeer(di *dpIdentity, admin []*clusterInfo, nps [
 	for _, pol := range nps {
 		for _, nr := range pol.rules[d] {
 			for i := range nr.peers {
-				if p := &nr.peers[i]; !p.ipBlock && p.selects(di.ident) {
-					return true
+				if p := &nr.peers[i]; !p.ipBlock {
+					out = append(out, func(id *dpIdentity) bool { return p.selects(id.ident) })
 				}
 			}
 		}
 	}
-	return false
+	return out
+}
+
+// selects is a namespaces or pods peer's selector on an identity, cached by
+// selector across the peers of every policy of the Compile.
+func (r *resolver) selects(p *clusterPeer, id *dpIdentity) bool {
+	m := r.selCache[p.selKey]
+	if m == nil {
+		m = make([]int8, len(r.c.idents))
+		r.selCache[p.selKey] = m
+	}
+	switch m[id.idx] {
+	case 1:
+		return false
+	case 2:
+		return true
+	}
+	ok := p.nsSel.Matches(id.ident.ns.labels) && (p.kind == cpNamespaces || p.podSel.Matches(id.ident.labels))
+	m[id.idx] = 1
+	if ok {
+		m[id.idx] = 2
+	}
+	return ok
 }
 
 // decide runs the tiers, as Engine.side does, for one peer class: Admin,
@@ -480,7 +543,7 @@ func (r *resolver) clusterTier(f *portFn, dir Direction, subject *podInfo, pc *p
 			cr := &ci.rules[di][ri]
 			peer := -1
 			for i := range cr.peers {
-				if clusterPeerMatches(&cr.peers[i], pc) {
+				if r.clusterPeerMatches(&cr.peers[i], pc) {
 					peer = i
 					break
 				}
@@ -566,12 +629,10 @@ func (r *resolver) paintPort(f *portFn, dir Direction, subject *podInfo, pc *pee
 }
 
 // clusterPeerMatches is clusterPeer.matches for a peer class.
-func clusterPeerMatches(p *clusterPeer, pc *peerClass) bool {
+func (r *resolver) clusterPeerMatches(p *clusterPeer, pc *peerClass) bool {
 	switch p.kind {
-	case cpNamespaces:
-		return pc.ident != nil && p.nsSel.Matches(pc.ident.ident.ns.labels)
-	case cpPods:
-		return pc.ident != nil && p.nsSel.Matches(pc.ident.ident.ns.labels) && p.podSel.Matches(pc.ident.ident.labels)
+	case cpNamespaces, cpPods:
+		return pc.ident != nil && r.selects(p, pc.ident)
 	case cpNetworks:
 		for _, n := range p.networks {
 			if pc.holds(n) {
@@ -618,10 +679,13 @@ func emitDiff(out []Entry, f, base *portFn, tmpl Entry) []Entry {
 		e.Rule = f.other
 		out = append(out, e)
 		for pi, segs := range f.proto {
+			// Ports of a protocol fall back to the every-protocol entry.
 			common := mostPorts(segs)
 			e := tmpl
 			e.Rule, e.Protocol, e.PortMin, e.PortMax = common, resolvedProtocols[pi], 0, 65535
-			out = append(out, e)
+			if common != f.other {
+				out = append(out, e)
+			}
 			for _, s := range segs {
 				if s.v != common {
 					e.Rule, e.PortMin, e.PortMax = s.v, uint16(s.lo), uint16(s.hi)

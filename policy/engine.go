@@ -35,9 +35,9 @@ type Engine struct {
 	identByKey   map[string]*identity
 	nodeIPs      map[netip.Addr]struct{}
 	// clusters are the ClusterNetworkPolicies in evaluation order.
-	clusters      []*clusterInfo
+	clusters []*clusterInfo
 	// hasAudited: some policy is audited (see audit.go).
-	hasAudited bool
+	hasAudited    bool
 	clusterByName map[string]*clusterInfo
 	clusterByNS   map[string][]*clusterInfo // see clustersForNamespace
 	// nodeByIP gives the labels of the Snapshot node owning an address.
@@ -216,18 +216,18 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		if cnp == nil {
 			return nil, fmt.Errorf("snapshot cluster network policy %d is nil", i)
 		}
-		if err := ValidateClusterPolicy(cnp); err != nil {
-			invalid = append(invalid, err)
+		cf := c.cluster(cnp)
+		if cf.invalid != nil {
+			invalid = append(invalid, cf.invalid)
 			continue
 		}
-		ci, err := compileCluster(cnp)
-		if err != nil {
-			return nil, err
+		if cf.err != nil {
+			return nil, cf.err
 		}
+		ci := cf.ci
 		if _, dup := e.clusterByName[ci.ref.Name]; dup {
 			return nil, fmt.Errorf("clusternetworkpolicy %s: appears twice in the snapshot", cnp.Name)
 		}
-		ci.audited = auditedBy(&cnp.ObjectMeta, false)
 		e.hasAudited = e.hasAudited || ci.audited
 		e.clusterByName[ci.ref.Name] = ci
 		e.clusters = append(e.clusters, ci)
@@ -320,12 +320,13 @@ func (e *Engine) newPodInfo(pod *corev1.Pod, f podFacts, register bool, c *Cache
 	}
 	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
 	pi.ident = id
-	e.fillClusterSelectedBy(id, register)
 	if !register {
+		e.fillClusterSelectedBy(id, false)
 		e.fillSelectedBy(id)
 		e.splitAudited(id)
 		return pi, nil
 	}
+	c.fillClusterSelectedBy(e, id, f.identKey)
 	c.fillSelectedBy(e, id, f.identKey)
 	e.splitAudited(id)
 	id.id = len(e.identities)

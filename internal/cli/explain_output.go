@@ -52,6 +52,19 @@ type PortVerdict struct {
 	Egress    SideVerdict   `json:"egress"`
 	Ingress   SideVerdict   `json:"ingress"`
 	Warnings  []WarningInfo `json:"warnings,omitempty"`
+	// Audit is set when audited policies (netpol.kubectl.io/mode: audit),
+	// once enforced, would change this verdict.
+	Audit *AuditVerdict `json:"audit,omitempty"`
+}
+
+// AuditVerdict is what enforcing the audited policies would decide.
+type AuditVerdict struct {
+	Allowed bool `json:"allowed"`
+	// Policies are the audited policies taking part ("ns/name", or
+	// "clusternetworkpolicy/name").
+	Policies []string    `json:"policies"`
+	Egress   SideVerdict `json:"egress"`
+	Ingress  SideVerdict `json:"ingress"`
 }
 
 // SideVerdict is one direction: the source's egress or the destination's ingress.
@@ -179,6 +192,12 @@ func buildExplanation(e *policy.Engine, set *snapshot.Set, src, dst endpoint, po
 		d := e.Evaluate(trafficOf(src, dst, p.Port, p.Protocol))
 		v := PortVerdict{Port: p.Port, Protocol: string(p.Protocol), Name: p.Name, OtherPort: p.Other, Allowed: d.Allowed,
 			Egress: sideVerdict(d.Egress, src), Ingress: sideVerdict(d.Ingress, dst)}
+		if a := d.Audit; a != nil {
+			v.Audit = &AuditVerdict{Allowed: a.Allowed, Egress: sideVerdict(a.Egress, src), Ingress: sideVerdict(a.Ingress, dst)}
+			for _, r := range a.Policies {
+				v.Audit.Policies = append(v.Audit.Policies, policyName(r))
+			}
+		}
 		for _, w := range append(append([]policy.Warning{}, p.Warnings...), d.Warnings...) {
 			wi := WarningInfo{Code: string(w.Code), Message: w.Message}
 			v.Warnings = append(v.Warnings, wi)
@@ -191,6 +210,15 @@ func buildExplanation(e *policy.Engine, set *snapshot.Set, src, dst endpoint, po
 		x.Allowed = false
 	}
 	return x
+}
+
+// policyName is "ns/name" for a NetworkPolicy, "clusternetworkpolicy/name"
+// for a ClusterNetworkPolicy.
+func policyName(r policy.PolicyRef) string {
+	if r.Kind == policy.KindClusterNetworkPolicy {
+		return "clusternetworkpolicy/" + r.Name
+	}
+	return r.Namespace + "/" + r.Name
 }
 
 func trafficOf(src, dst endpoint, port int32, proto corev1.Protocol) policy.Traffic {
@@ -271,12 +299,18 @@ func (e EndpointInfo) String() string {
 func renderExplanation(w io.Writer, x *Explanation, c palette, set *snapshot.Set) error {
 	b := &strings.Builder{}
 	route := fmt.Sprintf("%s → %s", x.Source, x.Destination)
+	audit := func(v PortVerdict) string {
+		if v.Audit == nil {
+			return ""
+		}
+		return fmt.Sprintf("  (audit: would be %s)", c.verdict(v.Audit.Allowed))
+	}
 	if len(x.Ports) == 1 {
-		fmt.Fprintf(b, "%s  %s on %s\n", c.verdict(x.Ports[0].Allowed), route, x.Ports[0].label())
+		fmt.Fprintf(b, "%s  %s on %s%s\n", c.verdict(x.Ports[0].Allowed), route, x.Ports[0].label(), audit(x.Ports[0]))
 	} else {
 		fmt.Fprintf(b, "%s\n", c.bold(route))
 		for _, v := range x.Ports {
-			fmt.Fprintf(b, "  %-7s  %s\n", c.verdict(v.Allowed), v.label())
+			fmt.Fprintf(b, "  %-7s  %s%s\n", c.verdict(v.Allowed), v.label(), audit(v))
 		}
 	}
 	for _, n := range x.Notes {
@@ -286,6 +320,27 @@ func renderExplanation(w io.Writer, x *Explanation, c palette, set *snapshot.Set
 		fmt.Fprintf(b, "\n%s: %s\n", c.bold(v.label()), c.verdict(v.Allowed))
 		renderSide(b, c, set, "egress from", x.Source, v.Egress, "Egress")
 		renderSide(b, c, set, "ingress to", x.Destination, v.Ingress, "Ingress")
+		if a := v.Audit; a != nil {
+			verb := "is"
+			if len(a.Policies) > 1 {
+				verb = "are"
+			}
+			fmt.Fprintf(b, "  %s %s %s audited, not enforced; enforced, it would make this %s\n",
+				c.warn("audit:"), strings.Join(a.Policies, ", "), verb, c.verdict(a.Allowed))
+			// Only the sides whose verdict the audited policies change.
+			sub := &strings.Builder{}
+			if a.Egress.Allowed != v.Egress.Allowed {
+				renderSide(sub, c, set, "egress from", x.Source, a.Egress, "Egress")
+			}
+			if a.Ingress.Allowed != v.Ingress.Allowed {
+				renderSide(sub, c, set, "ingress to", x.Destination, a.Ingress, "Ingress")
+			}
+			for _, line := range strings.SplitAfter(sub.String(), "\n") {
+				if line != "" {
+					b.WriteString("  " + line)
+				}
+			}
+		}
 	}
 	if len(x.Warnings) > 0 {
 		b.WriteString("\n")

@@ -272,9 +272,13 @@ func WorkloadKey(ep *flowv1.Endpoint, ip string) string { return flowmap.Workloa
 // NamespaceOf is the endpoint's namespace, Nodes, or Outside.
 func NamespaceOf(ep *flowv1.Endpoint) string { return flowmap.NamespaceOf(ep) }
 
-// PolicyKey names a policy for the per-policy counters: "ns/name" (a
-// cluster-scoped policy: its name).
+// PolicyKey names a policy for the per-policy counters as the policy
+// filter takes it: "ns/name", or "cnp/name" for a ClusterNetworkPolicy (a
+// name alone for a reference without kind or namespace).
 func PolicyKey(r *flowv1.PolicyRef) string {
+	if r.GetKind() == flow.KindClusterNetworkPolicy {
+		return flow.ClusterPolicyPrefix + r.GetName()
+	}
 	if r.GetNamespace() == "" {
 		return r.GetName()
 	}
@@ -287,7 +291,7 @@ func PolicyKey(r *flowv1.PolicyRef) string {
 func Deciders(f *flowv1.Flow) []*flowv1.PolicyRef {
 	var refs []*flowv1.PolicyRef
 	collect := func(allowed, denied, isolated []*flowv1.PolicyRef) {
-		if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		if flow.EnforcedVerdict(f) == flowv1.Verdict_VERDICT_DENIED {
 			refs = append(refs, denied...)
 			refs = append(refs, isolated...)
 		} else {
@@ -323,7 +327,7 @@ func (s *Stats) Add(f *flowv1.Flow) {
 	if sec <= s.now-Horizon {
 		return // too old for every range
 	}
-	denied := f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED
+	denied := flow.EnforcedVerdict(f) == flowv1.Verdict_VERDICT_DENIED // an audited flow by what its packets did
 	s.Overall.add(sec, denied)
 	srcNS, dstNS := NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination())
 	s.ns.add(srcNS, sec, denied)

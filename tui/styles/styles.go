@@ -7,18 +7,20 @@ import "charm.land/lipgloss/v2"
 
 // Styles is every style the components draw with.
 type Styles struct {
-	Title, Header, Dim, Selected, Allowed, Denied, Key, Error, Border, StatusBar, Badge lipgloss.Style
+	Title, Header, Dim, Selected, Allowed, Denied, Audit, Key, Error, Border, StatusBar, Badge lipgloss.Style
 }
 
 // Default returns the styles for a dark or light terminal alike (ANSI 16 colours).
 func Default() *Styles {
 	return &Styles{
-		Title:     lipgloss.NewStyle().Bold(true),
-		Header:    lipgloss.NewStyle().Bold(true),
-		Dim:       lipgloss.NewStyle().Faint(true),
-		Selected:  lipgloss.NewStyle().Reverse(true),
-		Allowed:   lipgloss.NewStyle().Foreground(lipgloss.Color("2")),
-		Denied:    lipgloss.NewStyle().Foreground(lipgloss.Color("1")).Bold(true),
+		Title:    lipgloss.NewStyle().Bold(true),
+		Header:   lipgloss.NewStyle().Bold(true),
+		Dim:      lipgloss.NewStyle().Faint(true),
+		Selected: lipgloss.NewStyle().Reverse(true),
+		Allowed:  lipgloss.NewStyle().Foreground(lipgloss.Color("2")),
+		Denied:   lipgloss.NewStyle().Foreground(lipgloss.Color("1")).Bold(true),
+		// Audit: audited policies would decide otherwise.
+		Audit:     lipgloss.NewStyle().Foreground(lipgloss.Color("3")).Bold(true),
 		Key:       lipgloss.NewStyle().Bold(true),
 		Error:     lipgloss.NewStyle().Foreground(lipgloss.Color("1")),
 		Border:    lipgloss.NewStyle().Border(lipgloss.NormalBorder()).BorderForeground(lipgloss.Color("8")),

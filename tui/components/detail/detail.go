@@ -108,9 +108,12 @@ func (m *Model) render(full bool) string {
 	default:
 		text := m.text
 		head, rest, _ := strings.Cut(text, ":")
-		if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		switch {
+		case f.GetVerdict() == flowv1.Verdict_VERDICT_AUDIT:
+			head = st.Audit.Render(head)
+		case f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED:
 			head = st.Denied.Render(head)
-		} else {
+		default:
 			head = st.Allowed.Render(head)
 		}
 		b.WriteString(lipgloss.Wrap(head+":"+rest, max(m.width, 10), " "))

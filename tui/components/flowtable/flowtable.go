@@ -288,7 +288,8 @@ func (m *Model) View() string {
 			continue
 		}
 		f := m.view.at(i)
-		denied := f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED
+		denied := flow.EnforcedVerdict(f) == flowv1.Verdict_VERDICT_DENIED
+		audited := f.GetVerdict() == flowv1.Verdict_VERDICT_AUDIT
 		verdictIdx := -1
 		for j, c := range cols {
 			if c.cell == nil {
@@ -297,7 +298,7 @@ func (m *Model) View() string {
 				if w := f.GetWhatif(); w.GetChanged() {
 					// watch --whatif: the verdict the proposal would give.
 					v += ">" + flow.VerdictName(w.GetVerdict())
-					denied = w.GetVerdict() == flowv1.Verdict_VERDICT_DENIED
+					denied, audited = w.GetVerdict() == flowv1.Verdict_VERDICT_DENIED, false
 				}
 				cells[j] = common.Fit(v, c.width)
 				continue
@@ -311,6 +312,8 @@ func (m *Model) View() string {
 		if verdictIdx >= 0 {
 			if f.GetWhatif().GetChanged() {
 				cells[verdictIdx] = st.Selected.Render(cells[verdictIdx])
+			} else if audited {
+				cells[verdictIdx] = st.Audit.Render(cells[verdictIdx])
 			} else if denied {
 				cells[verdictIdx] = st.Denied.Render(cells[verdictIdx])
 			} else {

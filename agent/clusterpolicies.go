@@ -37,9 +37,10 @@ var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Ver
 // policies, all without a restart. A watch of the CRD rather than polling
 // discovery: the pickup is as fast as any other policy change.
 type clusterPolicies struct {
-	client   cnpclient.Interface
-	crds     cache.SharedIndexInformer
-	onChange func()
+	client     cnpclient.Interface
+	crds       cache.SharedIndexInformer
+	crdHandler cache.ResourceEventHandlerRegistration
+	onChange   func()
 
 	mu sync.Mutex
 	// crdUID is the CRD the running informer belongs to ("" while the
@@ -60,7 +61,9 @@ func newClusterPolicies(client cnpclient.Interface, meta metadata.Interface, onC
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ClusterPolicyCRD).String()
 		}).Informer()
 	_ = cp.crds.SetWatchErrorHandlerWithContext(cp.watchError("the " + ClusterPolicyCRD + " CRD"))
-	_, _ = cp.crds.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	// The registration, not the informer, says when the initial list has
+	// reached crdChanged (handlers are notified asynchronously).
+	cp.crdHandler, _ = cp.crds.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { cp.crdChanged(obj) },
 		UpdateFunc: func(_, obj any) { cp.crdChanged(obj) },
 		DeleteFunc: func(any) { cp.crdChanged(nil) },
@@ -147,7 +150,7 @@ func (cp *clusterPolicies) start(stop <-chan struct{}, wait time.Duration) bool 
 	go cp.crds.Run(stop)
 	deadline := time.After(wait)
 	synced := func() bool {
-		if !cp.crds.HasSynced() {
+		if cp.crdHandler == nil || !cp.crdHandler.HasSynced() {
 			return false
 		}
 		cp.mu.Lock()

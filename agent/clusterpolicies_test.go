@@ -128,6 +128,17 @@ spec:
   ingress: [{name: deny, action: Deny, from: [{namespaces: {}}]}]
 `)
 	waitFor(t, 30*time.Second, "the policy of the reinstalled CRD", func() bool { return slices.Equal(names(), []string{"baseline-default-deny"}) })
+
+	// A restarted agent: its first snapshot, right after Start, already
+	// holds the policies (never a first apply without the cluster's Denys).
+	restarted := NewCluster(kube)
+	restarted.WatchClusterPolicies(cnps, metadata.NewForConfigOrDie(cfg))
+	if !restarted.Start(stop) {
+		t.Fatal("caches did not sync")
+	}
+	if s, err := restarted.Snapshot(); err != nil || len(s.ClusterPolicies) != 1 {
+		t.Fatalf("the first snapshot after Start: %v, %d cluster policies, want 1", err, len(s.ClusterPolicies))
+	}
 }
 
 // denyMonitoring is the issue's example: an Admin Deny of all ingress to

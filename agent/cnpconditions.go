@@ -42,6 +42,8 @@ import (
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	cnpac "sigs.k8s.io/network-policy-api/pkg/client/applyconfiguration/apis/v1beta1"
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 )
 
 const (
@@ -189,18 +191,33 @@ func (n *nodeReporter) publish(ctx context.Context, r nodeReport) error {
 	return nil
 }
 
-// enforcedCondition is the condition a policy should carry given every
-// node's report (nodes: the cluster's nodes; a node without a report has
+// appliedSet is a report's Applied as a set (looked up once per policy).
+type appliedSet struct {
+	nodeReport
+	set map[string]struct{}
+}
+
+func indexReport(r nodeReport) appliedSet {
+	a := appliedSet{nodeReport: r, set: make(map[string]struct{}, len(r.Applied))}
+	for _, v := range r.Applied {
+		a.set[v] = struct{}{}
+	}
+	return a
+}
+
+// enforcedCondition is the condition a policy should carry given the
+// reports of nodes (the nodes that run the agent; one without a report has
 // not enforced anything yet).
-func enforcedCondition(p *cnpv1beta1.ClusterNetworkPolicy, nodes []string, reports map[string]nodeReport) metav1.Condition {
+func enforcedCondition(p *cnpv1beta1.ClusterNetworkPolicy, nodes []string, reports map[string]appliedSet) metav1.Condition {
 	want := policyVersion(p)
 	var lagging, failed []string
 	for _, n := range nodes {
 		r, ok := reports[n]
+		_, has := r.set[want]
 		switch {
-		case ok && r.Error != "" && !slices.Contains(r.Applied, want):
+		case ok && r.Error != "" && !has:
 			failed = append(failed, n+" ("+firstLineOf(r.Error)+")")
-		case !ok || !slices.Contains(r.Applied, want):
+		case !has:
 			lagging = append(lagging, n)
 		}
 	}
@@ -319,21 +336,23 @@ func (w *statusWriter) pass(ctx context.Context, list func(labels.Selector) ([]*
 	if err != nil {
 		return err
 	}
-	reports := map[string]nodeReport{}
+	nodes, err := w.agentNodes()
+	if err != nil {
+		return err
+	}
+	reports := map[string]appliedSet{}
 	for _, l := range ls {
 		var r nodeReport
 		if l.Spec.HolderIdentity == nil || json.Unmarshal([]byte(l.Annotations[nodeReportAnnotation]), &r) != nil {
 			continue
 		}
-		reports[*l.Spec.HolderIdentity] = r
-	}
-	nodeObjs, err := w.cluster.nodeLister.List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	nodes := make([]string, 0, len(nodeObjs))
-	for _, n := range nodeObjs {
-		nodes = append(nodes, n.Name)
+		if _, err := w.cluster.nodeLister.Get(*l.Spec.HolderIdentity); err != nil {
+			continue // a node gone since: its report is stale
+		}
+		reports[*l.Spec.HolderIdentity] = indexReport(r)
+		if !slices.Contains(nodes, *l.Spec.HolderIdentity) {
+			nodes = append(nodes, *l.Spec.HolderIdentity)
+		}
 	}
 	slices.Sort(nodes)
 	var errs []error
@@ -356,6 +375,27 @@ func (w *statusWriter) pass(ctx context.Context, list func(labels.Selector) ([]*
 		return fmt.Errorf("writing status: %v", errs)
 	}
 	return nil
+}
+
+// agentNodes are the nodes an agent pod is scheduled on: what "every
+// node" means for enforcement (a node no agent runs on enforces nothing,
+// which status reports, and fake nodes, e.g. kwok's, never report).
+func (w *statusWriter) agentNodes() ([]string, error) {
+	sel, err := labels.Parse(install.AgentSelector)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := w.cluster.podLister.Pods(w.namespace).List(sel)
+	if err != nil {
+		return nil, err
+	}
+	var nodes []string
+	for _, p := range pods {
+		if n := p.Spec.NodeName; n != "" && !slices.Contains(nodes, n) {
+			nodes = append(nodes, n)
+		}
+	}
+	return nodes, nil
 }
 
 // leadStatus runs the status writer whenever this agent holds the

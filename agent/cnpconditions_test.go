@@ -18,24 +18,25 @@ import (
 
 	"github.com/kubectl-netpol/kubectl-netpol/internal/apiservertest"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/cnpcrd"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 )
 
 func TestEnforcedCondition(t *testing.T) {
 	p := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-monitoring", Generation: 3}}
 	nodes := []string{"a", "b", "c", "d", "e", "f", "g"}
-	all := map[string]nodeReport{}
+	all := map[string]appliedSet{}
 	for _, n := range nodes {
-		all[n] = nodeReport{Applied: []string{"deny-monitoring@3", "other@1"}}
+		all[n] = indexReport(nodeReport{Applied: []string{"deny-monitoring@3", "other@1"}})
 	}
 	if c := enforcedCondition(p, nodes, all); c.Status != metav1.ConditionTrue || c.Reason != "EnforcedOnAllNodes" || c.ObservedGeneration != 3 {
 		t.Errorf("every node at generation 3: %+v", c)
 	}
-	lag := map[string]nodeReport{"a": all["a"], "b": {Applied: []string{"deny-monitoring@2"}}}
+	lag := map[string]appliedSet{"a": all["a"], "b": indexReport(nodeReport{Applied: []string{"deny-monitoring@2"}})}
 	c := enforcedCondition(p, nodes, lag)
 	if c.Status != metav1.ConditionFalse || c.Reason != "Pending" || c.Message != "not yet enforced on 6 of 7 nodes: b, c, d, e, f and 1 more" {
 		t.Errorf("lagging nodes: %+v", c)
 	}
-	failed := map[string]nodeReport{"a": all["a"], "b": {Applied: []string{"deny-monitoring@2"}, Error: "compiling: rules map full\nmore"}}
+	failed := map[string]appliedSet{"a": all["a"], "b": indexReport(nodeReport{Applied: []string{"deny-monitoring@2"}, Error: "compiling: rules map full\nmore"})}
 	c = enforcedCondition(p, []string{"a", "b"}, failed)
 	if c.Status != metav1.ConditionFalse || c.Reason != "ApplyFailed" || !strings.Contains(c.Message, "b (compiling: rules map full)") {
 		t.Errorf("failed node: %+v", c)
@@ -67,8 +68,21 @@ func TestClusterPolicyStatusRealAPIServer(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"n1", "n2"} {
+	// No controller manager: the namespace's default ServiceAccount, by hand.
+	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// n1 and n2 run the agent; n3 (say, a kwok node) does not and never reports.
+	for _, n := range []string{"n1", "n2", "n3"} {
 		if _, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if n == "n3" {
+			continue
+		}
+		agent := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "netpol-agent-" + n, Labels: map[string]string{install.LabelName: install.AgentName}},
+			Spec: corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: "agent", Image: "agent"}}}}
+		if _, err := kube.CoreV1().Pods(ns).Create(ctx, agent, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

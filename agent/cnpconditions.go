@@ -191,29 +191,30 @@ func (n *nodeReporter) publish(ctx context.Context, r nodeReport) error {
 	return nil
 }
 
-// appliedSet is a report's Applied as a set (looked up once per policy).
-type appliedSet struct {
-	nodeReport
-	set map[string]struct{}
-}
-
-func indexReport(r nodeReport) appliedSet {
-	a := appliedSet{nodeReport: r, set: make(map[string]struct{}, len(r.Applied))}
-	for _, v := range r.Applied {
-		a.set[v] = struct{}{}
+// enforcedCounts counts, per name@generation, the nodes whose report
+// lists it: the fast path of enforcedCondition.
+func enforcedCounts(nodes []string, reports map[string]nodeReport) map[string]int {
+	counts := map[string]int{}
+	for _, n := range nodes {
+		for _, v := range reports[n].Applied {
+			counts[v]++
+		}
 	}
-	return a
+	return counts
 }
 
 // enforcedCondition is the condition a policy should carry given the
 // reports of nodes (the nodes that run the agent; one without a report has
-// not enforced anything yet).
-func enforcedCondition(p *cnpv1beta1.ClusterNetworkPolicy, nodes []string, reports map[string]appliedSet) metav1.Condition {
+// not enforced anything yet) and their enforcedCounts.
+func enforcedCondition(p *cnpv1beta1.ClusterNetworkPolicy, nodes []string, reports map[string]nodeReport, counts map[string]int) metav1.Condition {
 	want := policyVersion(p)
 	var lagging, failed []string
 	for _, n := range nodes {
+		if counts[want] == len(nodes) {
+			break // the fast path: every node has it
+		}
 		r, ok := reports[n]
-		_, has := r.set[want]
+		_, has := slices.BinarySearch(r.Applied, want)
 		switch {
 		case ok && r.Error != "" && !has:
 			failed = append(failed, n+" ("+firstLineOf(r.Error)+")")
@@ -280,6 +281,14 @@ type statusWriter struct {
 	interval time.Duration
 	// kick asks for a pass (a policy or node changed; see poke).
 	kick chan struct{}
+	// indexed are the reports by node as of their Lease's resourceVersion:
+	// a pass indexes only the reports that changed (used by run only).
+	indexed map[string]indexedReport
+}
+
+type indexedReport struct {
+	resourceVersion string
+	report          nodeReport
 }
 
 func newStatusWriter(client kubernetes.Interface, cnps cnpclient.Interface, namespace string, c *Cluster) *statusWriter {
@@ -340,24 +349,36 @@ func (w *statusWriter) pass(ctx context.Context, list func(labels.Selector) ([]*
 	if err != nil {
 		return err
 	}
-	reports := map[string]appliedSet{}
+	reports := map[string]nodeReport{}
+	indexed := make(map[string]indexedReport, len(ls))
 	for _, l := range ls {
-		var r nodeReport
-		if l.Spec.HolderIdentity == nil || json.Unmarshal([]byte(l.Annotations[nodeReportAnnotation]), &r) != nil {
+		if l.Spec.HolderIdentity == nil {
 			continue
 		}
-		if _, err := w.cluster.nodeLister.Get(*l.Spec.HolderIdentity); err != nil {
+		node := *l.Spec.HolderIdentity
+		if _, err := w.cluster.nodeLister.Get(node); err != nil {
 			continue // a node gone since: its report is stale
 		}
-		reports[*l.Spec.HolderIdentity] = indexReport(r)
-		if !slices.Contains(nodes, *l.Spec.HolderIdentity) {
-			nodes = append(nodes, *l.Spec.HolderIdentity)
+		ir, ok := w.indexed[node]
+		if !ok || ir.resourceVersion != l.ResourceVersion {
+			var r nodeReport
+			if json.Unmarshal([]byte(l.Annotations[nodeReportAnnotation]), &r) != nil {
+				continue
+			}
+			slices.Sort(r.Applied) // written sorted; a hand-edited Lease must not mislead the look-ups
+			ir = indexedReport{resourceVersion: l.ResourceVersion, report: r}
+		}
+		indexed[node], reports[node] = ir, ir.report
+		if !slices.Contains(nodes, node) {
+			nodes = append(nodes, node)
 		}
 	}
+	w.indexed = indexed
 	slices.Sort(nodes)
 	var errs []error
+	counts := enforcedCounts(nodes, reports)
 	for _, p := range policies {
-		c := enforcedCondition(p, nodes, reports)
+		c := enforcedCondition(p, nodes, reports, counts)
 		if sameCondition(p, c) {
 			continue
 		}

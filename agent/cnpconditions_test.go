@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,19 +25,22 @@ import (
 func TestEnforcedCondition(t *testing.T) {
 	p := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-monitoring", Generation: 3}}
 	nodes := []string{"a", "b", "c", "d", "e", "f", "g"}
-	all := map[string]appliedSet{}
+	all := map[string]nodeReport{}
 	for _, n := range nodes {
-		all[n] = indexReport(nodeReport{Applied: []string{"deny-monitoring@3", "other@1"}})
+		all[n] = nodeReport{Applied: []string{"deny-monitoring@3", "other@1"}}
+	}
+	enforcedCondition := func(p *cnpv1beta1.ClusterNetworkPolicy, nodes []string, reports map[string]nodeReport) metav1.Condition {
+		return enforcedCondition(p, nodes, reports, enforcedCounts(nodes, reports))
 	}
 	if c := enforcedCondition(p, nodes, all); c.Status != metav1.ConditionTrue || c.Reason != "EnforcedOnAllNodes" || c.ObservedGeneration != 3 {
 		t.Errorf("every node at generation 3: %+v", c)
 	}
-	lag := map[string]appliedSet{"a": all["a"], "b": indexReport(nodeReport{Applied: []string{"deny-monitoring@2"}})}
+	lag := map[string]nodeReport{"a": all["a"], "b": {Applied: []string{"deny-monitoring@2"}}}
 	c := enforcedCondition(p, nodes, lag)
 	if c.Status != metav1.ConditionFalse || c.Reason != "Pending" || c.Message != "not yet enforced on 6 of 7 nodes: b, c, d, e, f and 1 more" {
 		t.Errorf("lagging nodes: %+v", c)
 	}
-	failed := map[string]appliedSet{"a": all["a"], "b": indexReport(nodeReport{Applied: []string{"deny-monitoring@2"}, Error: "compiling: rules map full\nmore"})}
+	failed := map[string]nodeReport{"a": all["a"], "b": {Applied: []string{"deny-monitoring@2"}, Error: "compiling: rules map full\nmore"}}
 	c = enforcedCondition(p, []string{"a", "b"}, failed)
 	if c.Status != metav1.ConditionFalse || c.Reason != "ApplyFailed" || !strings.Contains(c.Message, "b (compiling: rules map full)") {
 		t.Errorf("failed node: %+v", c)
@@ -163,4 +167,34 @@ func TestClusterPolicyStatusRealAPIServer(t *testing.T) {
 	})
 	reporters["n2"].report(snapshotPolicies(), nil)
 	waitCondition("True for generation 2", func(c *metav1.Condition) bool { return c.Status == metav1.ConditionTrue && c.ObservedGeneration == 2 })
+}
+
+// BenchmarkEnforcedConditions: the status writer's pass over 1,000
+// ClusterNetworkPolicies and 1,000 nodes' reports (each listing every
+// policy), the conditions only, no API calls.
+func BenchmarkEnforcedConditions(b *testing.B) {
+	const nPolicies, nNodes = 1000, 1000
+	var policies []*cnpv1beta1.ClusterNetworkPolicy
+	var applied []string
+	for i := range nPolicies {
+		p := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "policy-" + strconv.Itoa(i), Generation: 1}}
+		policies = append(policies, p)
+		applied = append(applied, policyVersion(p))
+	}
+	var nodes []string
+	raw := map[string]nodeReport{}
+	for i := range nNodes {
+		n := "node-" + strconv.Itoa(i)
+		nodes = append(nodes, n)
+		raw[n] = nodeReport{Applied: applied}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		counts := enforcedCounts(nodes, raw)
+		for _, p := range policies {
+			if c := enforcedCondition(p, nodes, raw, counts); c.Status != metav1.ConditionTrue {
+				b.Fatal(c)
+			}
+		}
+	}
 }

@@ -66,16 +66,24 @@ type trie map[policyKey]uint32
 
 // direction is the content of one endpoint direction's policy: the hash
 // (exact ports and per-identity summaries, TrieSlot left 0: it is filled
-// when written) and the trie.
+// when written) and the trie. resolved: built from a resolved
+// EndpointPolicy, whose entries decide (allow or deny) instead of adding
+// allows.
 type direction struct {
-	rules map[ruleKey]ruleValue
-	trie  trie
+	rules    map[ruleKey]ruleValue
+	trie     trie
+	resolved bool
 }
 
-// within reports whether every entry of d is in o with the same value: o
-// allows everything d did (entries only add allows; a more specific CIDR
-// entry's set of blocks holds every block of the wider ones around it).
+// within reports whether o allows everything d did: every entry of d is in o
+// with the same value (entries only add allows; a more specific CIDR entry's
+// set of blocks holds every block of the wider ones around it). Never for a
+// resolved direction, old or new: there an added entry can deny (a deny
+// entry, or a narrower CIDR region shadowing a wider one's allows).
 func (d *direction) within(o *direction) bool {
+	if d.resolved || o.resolved {
+		return false
+	}
 	for k, v := range d.rules {
 		if w, ok := o.rules[k]; !ok || w != v {
 			return false
@@ -90,7 +98,7 @@ func (d *direction) within(o *direction) bool {
 }
 
 func (d *direction) equal(o *direction) bool {
-	return maps.Equal(d.rules, o.rules) && maps.Equal(d.trie, o.trie)
+	return d.resolved == o.resolved && maps.Equal(d.rules, o.rules) && maps.Equal(d.trie, o.trie)
 }
 
 // applied is what the maps hold, as last written by this process (or
@@ -534,13 +542,17 @@ type desiredState struct {
 func (p *Probe) desired(dp *policy.Datapath) (*desiredState, error) {
 	w := &desiredState{ipcache: map[netip.Prefix]uint32{}, endpoints: map[[16]uint8]netpolNetpolEndpoint{},
 		pairs: map[uint32]uint32{}, dirs: map[uint32]*direction{}}
+	// Node identities (Identity.Node) are written like pod identities; a
+	// node address in none of them is the host.
 	for _, id := range dp.Identities {
 		for _, ip := range id.IPs {
 			w.ipcache[hostPrefix(ip)] = id.ID
 		}
 	}
 	for _, ip := range dp.HostIPs {
-		w.ipcache[hostPrefix(ip)] = policy.IdentityHost
+		if _, ok := w.ipcache[hostPrefix(ip)]; !ok {
+			w.ipcache[hostPrefix(ip)] = policy.IdentityHost
+		}
 	}
 	// Slot pairs: keep existing ones, give new endpoints the lowest free.
 	used := map[uint32]bool{}
@@ -567,21 +579,23 @@ func (p *Probe) desired(dp *policy.Datapath) (*desiredState, error) {
 	for _, ep := range dp.Endpoints {
 		pair := w.pairs[ep.ID]
 		v := netpolNetpolEndpoint{Id: ep.ID, Identity: ep.Identity, SlotIngress: 2 * pair, SlotEgress: 2*pair + 1}
-		if ep.Ingress.Isolated {
-			v.Flags |= epIsolatedIngress
-			d, err := buildDirection(ep.Ingress.Entries)
-			if err != nil {
-				return nil, fmt.Errorf("endpoint %s/%s ingress: %w", ep.Namespace, ep.Name, err)
+		for _, side := range []struct {
+			pol  *policy.EndpointPolicy
+			flag uint32
+			slot uint32
+			name string
+		}{{&ep.Ingress, epIsolatedIngress, v.SlotIngress, "ingress"}, {&ep.Egress, epIsolatedEgress, v.SlotEgress, "egress"}} {
+			// A resolved direction always has its map consulted: its
+			// decisions may deny a pod NetworkPolicy does not isolate.
+			if !side.pol.Isolated && !side.pol.Resolved {
+				continue
 			}
-			w.dirs[v.SlotIngress] = d
-		}
-		if ep.Egress.Isolated {
-			v.Flags |= epIsolatedEgress
-			d, err := buildDirection(ep.Egress.Entries)
+			v.Flags |= side.flag
+			d, err := buildDirection(side.pol.Entries, side.pol.Resolved)
 			if err != nil {
-				return nil, fmt.Errorf("endpoint %s/%s egress: %w", ep.Namespace, ep.Name, err)
+				return nil, fmt.Errorf("endpoint %s/%s %s: %w", ep.Namespace, ep.Name, side.name, err)
 			}
-			w.dirs[v.SlotEgress] = d
+			w.dirs[side.slot] = d
 		}
 		for _, ip := range ep.IPs {
 			w.endpoints[addr16(ip)] = v
@@ -681,10 +695,14 @@ func portBlocks(lo, hi uint16) [][2]int {
 	return out
 }
 
-// minRule keeps the lowest rule ID (0 = none) for one key, so the content
-// does not depend on the order of entries.
-func minRule(old, rule uint32) uint32 {
-	if old == 0 || rule < old {
+// pick chooses the rule of one key that two entries share (old 0: none
+// yet). Allowances keep the lowest rule ID, so the content does not depend
+// on the order of entries. In a resolved direction the first entry keeps it:
+// resolvedOrder has put the decisive one first (and a later entry for the
+// same key, which the compiler should not emit, can never turn a deny into
+// an allow because its ID is lower).
+func (d *direction) pick(old, rule uint32) uint32 {
+	if old == 0 || !d.resolved && rule < old {
 		return rule
 	}
 	return old
@@ -700,7 +718,7 @@ func (d *direction) inlineRange(identity uint32, proto uint8, e policy.Entry) bo
 			if r.Rule != 0 && (r.Protocol != proto || r.Low != e.PortMin || r.High != e.PortMax) {
 				continue
 			}
-			*r = netpolNetpolPortRange{Low: e.PortMin, High: e.PortMax, Protocol: proto, Rule: minRule(r.Rule, e.Rule)}
+			*r = netpolNetpolPortRange{Low: e.PortMin, High: e.PortMax, Protocol: proto, Rule: d.pick(r.Rule, e.Rule)}
 			done = true
 			return
 		}
@@ -728,7 +746,7 @@ func (d *direction) chunkRange(identity uint32, proto uint8, pi int, e policy.En
 			if r.Rule != 0 && (r.Low != e.PortMin || r.High != e.PortMax) {
 				continue
 			}
-			*r = netpolNetpolPortRange{Low: e.PortMin, High: e.PortMax, Protocol: proto, Rule: minRule(r.Rule, e.Rule)}
+			*r = netpolNetpolPortRange{Low: e.PortMin, High: e.PortMax, Protocol: proto, Rule: d.pick(r.Rule, e.Rule)}
 			d.rules[key(c)] = v
 			return true
 		}
@@ -765,7 +783,7 @@ func (d *direction) addRule(identity uint32, e policy.Entry) error {
 		return err
 	}
 	if proto == 0 {
-		d.updateSummary(identity, func(v *ruleValue) { v.Rule = minRule(v.Rule, e.Rule) })
+		d.updateSummary(identity, func(v *ruleValue) { v.Rule = d.pick(v.Rule, e.Rule) })
 		return nil
 	}
 	if e.PortMin > e.PortMax {
@@ -774,11 +792,11 @@ func (d *direction) addRule(identity uint32, e policy.Entry) error {
 	pi := protoIndex(proto)
 	exact := func(port uint16) {
 		k := ruleKey{Identity: identity, Protocol: proto, Kind: rkindPort, Port: port}
-		d.rules[k] = ruleValue{Rule: minRule(d.rules[k].Rule, e.Rule)}
+		d.rules[k] = ruleValue{Rule: d.pick(d.rules[k].Rule, e.Rule)}
 	}
 	switch {
 	case e.PortMin == 0 && e.PortMax == 65535:
-		d.updateSummary(identity, func(v *ruleValue) { v.AllPorts[pi] = minRule(v.AllPorts[pi], e.Rule) })
+		d.updateSummary(identity, func(v *ruleValue) { v.AllPorts[pi] = d.pick(v.AllPorts[pi], e.Rule) })
 	case int(e.PortMax)-int(e.PortMin) < exactPortsMax:
 		for port := int(e.PortMin); port <= int(e.PortMax); port++ {
 			exact(uint16(port))
@@ -793,7 +811,7 @@ func (d *direction) addRule(identity uint32, e policy.Entry) error {
 				continue
 			}
 			k := rangeKey(identity, proto, uint16(b[0]), b[1])
-			d.trie[k] = minRule(d.trie[k], e.Rule)
+			d.trie[k] = d.pick(d.trie[k], e.Rule)
 		}
 		d.updateSummary(identity, func(v *ruleValue) { v.Flags |= sumRangeTCP << pi })
 	}
@@ -822,8 +840,10 @@ func (b block) key() string {
 // keeps the families apart: an IPv6 block never holds an IPv4 address (as
 // the engine's netip.Prefix.Contains says), and the IPv4 space gets an entry
 // of its own whenever an IPv6 block spans it.
-func buildDirection(entries []policy.Entry) (*direction, error) {
-	d := &direction{rules: map[ruleKey]ruleValue{}, trie: trie{}}
+//
+// A resolved direction is laid out by buildResolved instead.
+func buildDirection(entries []policy.Entry, resolved bool) (*direction, error) {
+	d := &direction{rules: map[ruleKey]ruleValue{}, trie: trie{}, resolved: resolved}
 	defer func() {
 		// Identity "any"'s summary carries the trie's presence (and is where
 		// a restarted process finds the trie generation).
@@ -831,9 +851,15 @@ func buildDirection(entries []policy.Entry) (*direction, error) {
 			d.updateSummary(policy.IdentityAny, func(*ruleValue) {})
 		}
 	}()
+	if resolved {
+		return d, d.buildResolved(entries)
+	}
 	blocks := map[string]block{}
 	byBlock := map[string][]policy.Entry{}
 	for _, e := range entries {
+		if e.Rule&policy.RuleDeny != 0 {
+			return nil, fmt.Errorf("rule %d denies, but the direction is not resolved (only a resolved direction's entries decide)", e.Rule&policy.RuleIDMask)
+		}
 		if !e.CIDR.IsValid() {
 			if err := d.addRule(e.Identity, e); err != nil {
 				return nil, err
@@ -922,6 +948,169 @@ func buildDirection(entries []policy.Entry) (*direction, error) {
 	return d, nil
 }
 
+// buildResolved lays out a resolved direction, whose entries decide. The
+// kernel's lookup order is the contract (policy.EndpointPolicy): the peer's
+// identity, identity "any", then the longest CIDR prefix holding the peer.
+// So CIDR entries are grouped by their exact prefix, each prefix a pseudo
+// identity holding only its own entries (no union with wider prefixes: the
+// trie's longest match picks the region that decides), and each peer's
+// entries go through resolvedOrder first.
+func (d *direction) buildResolved(entries []policy.Entry) error {
+	byPeer := map[uint32][]policy.Entry{}
+	byPrefix := map[netip.Prefix][]policy.Entry{}
+	for _, e := range entries {
+		if !e.CIDR.IsValid() {
+			byPeer[e.Identity] = append(byPeer[e.Identity], e)
+			continue
+		}
+		if len(e.Except) > 0 {
+			return fmt.Errorf("rule %d: CIDR %s has excepts, which a resolved direction cannot have (its regions are separate prefixes)", e.Rule&policy.RuleIDMask, e.CIDR)
+		}
+		pfx := mapped(e.CIDR)
+		if !e.CIDR.Addr().Is4() && inV4Space(pfx) {
+			continue // as in buildDirection: no IPv4 peer is in it
+		}
+		byPrefix[pfx] = append(byPrefix[pfx], e)
+	}
+	for id, es := range byPeer {
+		if err := d.addResolved(id, es); err != nil {
+			return err
+		}
+	}
+	if len(byPrefix) == 0 {
+		return nil
+	}
+	d.updateSummary(policy.IdentityAny, func(v *ruleValue) { v.Flags |= sumCIDR })
+	prefixes := slices.SortedFunc(maps.Keys(byPrefix), func(x, y netip.Prefix) int {
+		if c := x.Addr().Compare(y.Addr()); c != 0 {
+			return c
+		}
+		return x.Bits() - y.Bits()
+	})
+	for i, pfx := range prefixes {
+		id := pseudoIdentityBit | uint32(i+1)
+		d.trie[cidrKey(pfx)] = id
+		if err := d.addResolved(id, byPrefix[pfx]); err != nil {
+			return err
+		}
+		if covers(pfx, v4Space) && !inV4Space(pfx) && byPrefix[v4Space] == nil {
+			d.trie[cidrKey(v4Space)] = 0 // an IPv6 region holds no IPv4 peer
+		}
+	}
+	return nil
+}
+
+func (d *direction) addResolved(identity uint32, es []policy.Entry) error {
+	es, err := resolvedOrder(es)
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		if err := d.addRule(identity, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolvedOrder prepares one peer's entries of a resolved direction: per
+// protocol, the port ranges short of every port are made disjoint, each
+// port keeping the narrowest range that holds it (the first of equally
+// narrow ones), so no layout choice (exact entries, summary slots, chunks,
+// trie blocks, which the kernel reads first-match or longest-block) can
+// change which decides. The entries for every port of a protocol and for
+// every protocol, which the kernel reads after the ranges, keep their order:
+// the first one decides (see pick).
+func resolvedOrder(es []policy.Entry) ([]policy.Entry, error) {
+	out := make([]policy.Entry, 0, len(es))
+	var byProto [][]policy.Entry
+	for _, e := range es {
+		if e.Protocol == "" || e.PortMin == 0 && e.PortMax == 65535 {
+			out = append(out, e)
+			continue
+		}
+		if e.PortMin > e.PortMax {
+			return nil, fmt.Errorf("rule %d: port range %d-%d is empty", e.Rule&policy.RuleIDMask, e.PortMin, e.PortMax)
+		}
+		i := slices.IndexFunc(byProto, func(rs []policy.Entry) bool { return rs[0].Protocol == e.Protocol })
+		if i < 0 {
+			byProto = append(byProto, nil)
+			i = len(byProto) - 1
+		}
+		byProto[i] = append(byProto[i], e)
+	}
+	for _, rs := range byProto {
+		out = append(out, disjointRanges(rs)...)
+	}
+	return out, nil
+}
+
+// disjointRanges paints the port line with rs, narrowest range first: the
+// cuts at every range's edges make elementary segments, and a segment takes
+// the first (narrowest) range that covers it. Adjacent segments of one
+// entry merge again. O(n log n): painted segments are skipped through next.
+func disjointRanges(rs []policy.Entry) []policy.Entry {
+	if len(rs) == 1 {
+		return rs
+	}
+	cuts := make([]int, 0, 2*len(rs))
+	for _, r := range rs {
+		cuts = append(cuts, int(r.PortMin), int(r.PortMax)+1)
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	segs := len(cuts) - 1
+	owner := make([]int, segs)
+	for i := range owner {
+		owner[i] = -1
+	}
+	// next[i]: the first unpainted segment at or after i (segs: none).
+	next := make([]int, segs+1)
+	for i := range next {
+		next[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for next[i] != i {
+			next[i] = next[next[i]]
+			i = next[i]
+		}
+		return i
+	}
+	order := make([]int, len(rs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return int(rs[a].PortMax-rs[a].PortMin) - int(rs[b].PortMax-rs[b].PortMin)
+	})
+	for _, j := range order {
+		first, _ := slices.BinarySearch(cuts, int(rs[j].PortMin))
+		last, _ := slices.BinarySearch(cuts, int(rs[j].PortMax)+1)
+		for i := find(first); i < last; i = find(i) {
+			owner[i] = j
+			next[i] = i + 1
+		}
+	}
+	var out []policy.Entry
+	prev := -1
+	for i, j := range owner {
+		if j < 0 {
+			prev = -1
+			continue
+		}
+		if j == prev {
+			out[len(out)-1].PortMax = uint16(cuts[i+1] - 1)
+			continue
+		}
+		e := rs[j]
+		e.PortMin, e.PortMax = uint16(cuts[i]), uint16(cuts[i+1]-1)
+		out = append(out, e)
+		prev = j
+	}
+	return out
+}
+
 // v4Space is where mapped puts IPv4.
 var v4Space = netip.MustParsePrefix("::ffff:0:0/96")
 
@@ -1007,7 +1196,8 @@ func (d *direction) match(identity uint32, proto uint8, port uint16) (uint32, *r
 	return s.Rule, &s
 }
 
-// evaluate is netpol.c's evaluate() in Go: the allowing rule ID, or 0.
+// evaluate is netpol.c's evaluate() in Go: the deciding rule ID (allowing
+// unless it has policy.RuleDeny), or 0 when none matches.
 func (d *direction) evaluate(peer netip.Addr, peerIdentity uint32, proto uint8, port uint16) uint32 {
 	if r, _ := d.match(peerIdentity, proto, port); r != 0 {
 		return r
@@ -1049,17 +1239,23 @@ func (w *desiredState) allows(src, dst netip.Addr, proto uint8, dport uint16) bo
 	dep, dok := w.endpoints[addr16(dst)]
 	if sok && sep.Flags&epIsolatedEgress != 0 {
 		d, ok := w.dirs[sep.SlotEgress]
-		if !ok || d.evaluate(dst, w.identityOf(dst), proto, dport) == 0 {
+		if !ok || !ruleAllows(d.evaluate(dst, w.identityOf(dst), proto, dport)) {
 			return false
 		}
 	}
 	if dok && dep.Flags&epIsolatedIngress != 0 {
 		d, ok := w.dirs[dep.SlotIngress]
-		if !ok || d.evaluate(src, w.identityOf(src), proto, dport) == 0 {
+		if !ok || !ruleAllows(d.evaluate(src, w.identityOf(src), proto, dport)) {
 			return false
 		}
 	}
 	return true
+}
+
+// ruleAllows is netpol.c's rule_allows(): a side's verdict from the rule
+// evaluate returned.
+func ruleAllows(rule uint32) bool {
+	return rule != 0 && rule&policy.RuleDeny == 0
 }
 
 // revokeFilter matches conntrack entries the new policy denies. The

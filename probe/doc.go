@@ -20,6 +20,24 @@
 // packet going the other way of a revoked flow is judged in the revoked
 // orientation too, and the server side cannot start the flow again.
 //
+// A side's lookup yields the deciding rule ID; the side allows when it is
+// not 0 and has no policy.RuleDeny bit. Directions NetworkPolicy alone
+// governs hold only allowances (their union decides, as before). A resolved
+// direction (policy.EndpointPolicy.Resolved: a ClusterNetworkPolicy or an
+// audited policy applies; its map is consulted even when NetworkPolicy does
+// not isolate the pod) holds decisions: the peer identity's entries, then
+// identity "any", then the entries of exactly the longest CIDR prefix
+// holding the peer (each prefix its own pseudo identity, no union with
+// wider ones); within one peer the narrowest port match decides (the
+// ranges are made disjoint before they are laid out, so the hash, summary
+// slots, chunks and trie blocks cannot disagree). A deny gives the reason
+// DENIED_BY_RULE (policy.RuleIsolated keeps NO_RULE_MATCHED,
+// policy.RuleNotIsolated NOT_ISOLATED). A side whose rule has
+// policy.RuleAudit flags the event FlagAudit and counts it (Stats.Audited);
+// such flows are reported even when flow events are off. The lookup is one
+// global BPF function, verified once rather than at each of its four call
+// sites.
+//
 // # Maps (pinned under PinRoot/LayoutVersion)
 //
 //   - netpol_hosts: hash, address -> identity for every pod and node
@@ -45,7 +63,8 @@
 //     a hash cannot match: port-range blocks beyond the chunks (identity |
 //     protocol | port prefix -> rule ID) and CIDR entries (address prefix -> pseudo identity
 //     for the set of ipBlocks, excepts flattened so the most specific prefix
-//     carries the matching set; IPv6 blocks never hold IPv4 addresses).
+//     carries the matching set; in a resolved direction, for that prefix's
+//     own entries; IPv6 blocks never hold IPv4 addresses).
 //     Lookup order: the peer's identity, any peer, the peer's CIDR pseudo
 //     identity.
 //   - netpol_revoked: LRU hash of UDP/SCTP flows revocation deleted, so the
@@ -68,7 +87,7 @@
 // Event (struct netpol_event, version EventVersion) is one per new allowed
 // flow and per drop (drops rate-limited per CPU): type, verdict, deciding
 // direction, per-direction reason and rule ID, protocol, TCP flags, hook,
-// family, flags (DNAT, SNAT, untracked, pickup, revoked), length, timestamp,
+// family, flags (DNAT, SNAT, untracked, pickup, revoked, audit), length, timestamp,
 // endpoints, identities, the tuple at the hook and conntrack's original
 // (pre-NAT) tuple. Attribute maps it back to policies with the Datapath.
 //

@@ -37,12 +37,32 @@ const (
 	FlagUntracked = 4
 	FlagIPv6      = 8
 	// FlagPickup: a TCP packet without SYN created the conntrack entry;
-	// for a drop, Direction refers to the reverse orientation.
+	// for a drop, Direction (and the rule and reason of that side) refers to
+	// the reverse orientation.
 	FlagPickup = 16
 	// FlagRevoked: a UDP or SCTP packet going the other way of a flow that
 	// revocation deleted was judged in that flow's orientation; for a drop,
-	// Direction refers to the reverse orientation.
+	// Direction (and the rule and reason of that side) refers to the reverse
+	// orientation.
 	FlagRevoked = 32
+	// FlagAudit: a side's rule has policy.RuleAudit: enforcing the audited
+	// policies would flip that side's verdict. Such flows are reported even
+	// when flow events are off (drops still within the drop-event rate).
+	FlagAudit = 64
+)
+
+// Reasons of one side of an event (EgressReason, IngressReason). A
+// resolved direction's reserved rules keep NetworkPolicy's reasons:
+// policy.RuleIsolated is ReasonNoRuleMatched, policy.RuleNotIsolated
+// ReasonNotIsolated.
+const (
+	ReasonNotIsolated   = 1
+	ReasonAllowedByRule = 2
+	ReasonNoRuleMatched = 3
+	ReasonNotApplicable = 4 // that side is not a local endpoint
+	// ReasonDeniedByRule: a resolved direction's entry denies
+	// (policy.RuleDeny), e.g. a ClusterNetworkPolicy Deny rule.
+	ReasonDeniedByRule = 5
 )
 
 // ErrUnknownVersion is returned for a record of another layout version.
@@ -104,25 +124,51 @@ func TupleAddrs(t netpolNetpolTuple) (src, dst netip.Addr) {
 
 // Attribution is the policy meaning of an event under a compiled Datapath.
 type Attribution struct {
-	// AllowedBy are the rules that allowed an allowed flow (egress, ingress
-	// side; absent when that side was not isolated).
+	// AllowedBy are the rules that allowed (egress, ingress side; absent
+	// when that side was not isolated, or nothing decided it:
+	// policy.RuleNotIsolated). Denying rules are never here.
 	AllowedBy []policy.CompiledRule
-	// DeniedBy are, for a drop, the policies isolating the deciding side
-	// of the deciding endpoint (no rule of theirs matched).
-	DeniedBy  []policy.PolicyRef
-	Direction policy.Direction
+	// DeniedBy are, for a drop by NetworkPolicy's default deny, the
+	// policies isolating the deciding side of the deciding endpoint (no rule
+	// of theirs matched; in a resolved direction, policy.RuleIsolated).
+	DeniedBy []policy.PolicyRef
+	// DeniedByRule is, for a drop by a deny entry (policy.RuleDeny), the
+	// rule that denied, e.g. a ClusterNetworkPolicy rule (Cluster).
+	DeniedByRule *policy.CompiledRule
+	Direction    policy.Direction
 	// NodeTraffic is set when the implicit pod<->node allowance applied.
 	NodeTraffic bool
+	// Audited are the sides whose rule has policy.RuleAudit (FlagAudit):
+	// Rule.Audit says what would decide were the audited policies enforced.
+	Audited []AuditedSide
+}
+
+// AuditedSide is one side of an audited verdict.
+type AuditedSide struct {
+	Direction policy.Direction
+	Rule      policy.CompiledRule
 }
 
 // Attribute explains ev with dp (the Datapath applied when it was seen).
 func Attribute(dp *policy.Datapath, ev *Event) Attribution {
 	var a Attribution
-	for _, id := range []uint32{ev.EgressRule, ev.IngressRule} {
-		if id == policy.RuleNodeTraffic {
+	for i, id := range []uint32{ev.EgressRule, ev.IngressRule} {
+		if id&policy.RuleAudit != 0 {
+			if r, ok := dp.RuleByID(id); ok {
+				a.Audited = append(a.Audited, AuditedSide{Direction: [2]policy.Direction{policy.Egress, policy.Ingress}[i], Rule: r})
+			}
+		}
+		if id&policy.RuleDeny != 0 {
+			continue // it allowed nothing; a drop's rule is read below
+		}
+		switch id & policy.RuleIDMask {
+		case 0, policy.RuleNotIsolated:
+		case policy.RuleNodeTraffic:
 			a.NodeTraffic = true
-		} else if r, ok := dp.RuleByID(id); ok {
-			a.AllowedBy = append(a.AllowedBy, r)
+		default:
+			if r, ok := dp.RuleByID(id); ok {
+				a.AllowedBy = append(a.AllowedBy, r)
+			}
 		}
 	}
 	if ev.Verdict != VerdictDrop {
@@ -132,16 +178,25 @@ func Attribute(dp *policy.Datapath, ev *Event) Attribution {
 	if ev.Flags&(FlagPickup|FlagRevoked) != 0 {
 		egressEP, ingressEP = ingressEP, egressEP
 	}
+	var epID, rule uint32
 	switch ev.Direction {
 	case DirEgress:
-		a.Direction = policy.Egress
-		if ep, ok := dp.EndpointByID(egressEP); ok {
-			a.DeniedBy = ep.Egress.IsolatedBy
-		}
+		a.Direction, epID, rule = policy.Egress, egressEP, ev.EgressRule
 	case DirIngress:
-		a.Direction = policy.Ingress
-		if ep, ok := dp.EndpointByID(ingressEP); ok {
-			a.DeniedBy = ep.Ingress.IsolatedBy
+		a.Direction, epID, rule = policy.Ingress, ingressEP, ev.IngressRule
+	default:
+		return a
+	}
+	if rule&policy.RuleDeny != 0 && rule&policy.RuleIDMask != policy.RuleIsolated {
+		if r, ok := dp.RuleByID(rule); ok {
+			a.DeniedByRule = &r
+		}
+		return a
+	}
+	if ep, ok := dp.EndpointByID(epID); ok {
+		a.DeniedBy = ep.Ingress.IsolatedBy
+		if a.Direction == policy.Egress {
+			a.DeniedBy = ep.Egress.IsolatedBy
 		}
 	}
 	return a

@@ -85,6 +85,7 @@ char __license[] SEC("license") = "GPL";
 #define NETPOL_REASON_ALLOWED_BY_RULE 2
 #define NETPOL_REASON_NO_RULE_MATCHED 3
 #define NETPOL_REASON_NOT_APPLICABLE 4
+#define NETPOL_REASON_DENIED_BY_RULE 5 // a resolved direction's entry denies (RULE_DENY)
 
 #define NETPOL_FLAG_DNAT 1
 #define NETPOL_FLAG_SNAT 2
@@ -92,6 +93,18 @@ char __license[] SEC("license") = "GPL";
 #define NETPOL_FLAG_IPV6 8
 #define NETPOL_FLAG_PICKUP 16 // TCP without SYN started the conntrack entry
 #define NETPOL_FLAG_REVOKED 32 // UDP/SCTP answering a revoked flow: judged in its orientation
+#define NETPOL_FLAG_AUDIT 64   // a side's rule has RULE_AUDIT: enforcing audited policies flips it
+
+// Flags in the top bits of a rule ID (policy.RuleDeny, policy.RuleAudit).
+// Only resolved directions (ClusterNetworkPolicy, audited policies) have
+// them; the entries of the others only allow.
+#define NETPOL_RULE_DENY (1U << 31)
+#define NETPOL_RULE_AUDIT (1U << 30)
+#define NETPOL_RULE_ID_MASK (NETPOL_RULE_AUDIT - 1)
+// Reserved rule IDs of resolved directions (policy.RuleNotIsolated,
+// policy.RuleIsolated): the events keep today's reasons for them.
+#define NETPOL_RULE_NOT_ISOLATED 2
+#define NETPOL_RULE_ISOLATED 3
 
 // Counters (per CPU).
 enum netpol_counter {
@@ -108,6 +121,7 @@ enum netpol_counter {
 	NETPOL_CNT_REVOKED_HIT,
 	NETPOL_CNT_ENDS,           // flow-end records written
 	NETPOL_CNT_ENDS_RING_FULL, // flow-end records lost: their ring was full
+	NETPOL_CNT_AUDIT,          // new flows whose verdict audited policies would flip
 	NETPOL_CNT_MAX,
 };
 
@@ -605,10 +619,21 @@ static __always_inline __u32 match_identity(void *hash, __u32 identity, __u8 pro
 	return s->rule;
 }
 
-// evaluate returns the allowing rule ID, or 0 when no rule allows: the
-// peer's identity, then any peer, then the CIDR blocks holding the peer.
-static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identity, __u8 proto, __u16 port)
+// evaluate returns the deciding rule ID, or 0 when no rule matches: the
+// peer's identity, then any peer, then the CIDR blocks holding the peer (in
+// a resolved direction: the entries of exactly the longest prefix). The
+// rule allows unless it has NETPOL_RULE_DENY (see rule_allows).
+//
+// It is a global function: the verifier checks it once, not at each of its
+// four call sites (whose paths multiplied past the verifier's limit once the
+// verdict read deny bits), and the call costs a few instructions. Its
+// arguments are scalars (the peer address as two halves, protocol and port
+// packed), the only kind a global function takes without argument tags.
+__attribute__((noinline)) __u32 netpol_evaluate(__u32 slot, __u32 peer_identity, __u32 proto_port, __u64 peer_hi,
+						__u64 peer_lo)
 {
+	__u8 proto = proto_port >> 16;
+	__u16 port = proto_port & 0xffff;
 	void *hash = bpf_map_lookup_elem(&netpol_policy_slots, &slot);
 	if (!hash)
 		return 0; // isolated, but no policy installed yet: fail closed
@@ -630,11 +655,41 @@ static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identit
 		.prefixlen = 8 + 128,
 		.kind = NETPOL_KIND_CIDR,
 	};
-	__builtin_memcpy(k.data, peer, 16);
+	__builtin_memcpy(k.data, &peer_hi, 8);
+	__builtin_memcpy(k.data + 8, &peer_lo, 8);
 	struct netpol_policy_value *cidr = bpf_map_lookup_elem(trie, &k);
 	if (!cidr || !cidr->value)
 		return 0; // no block, or an except that shadows a wider block
 	return match_identity(hash, cidr->value, proto, port, &summary);
+}
+
+static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identity, __u8 proto, __u16 port)
+{
+	__u64 hi, lo;
+	__builtin_memcpy(&hi, peer, 8);
+	__builtin_memcpy(&lo, peer + 8, 8);
+	return netpol_evaluate(slot, peer_identity, ((__u32)proto << 16) | port, hi, lo);
+}
+
+// rule_allows is a side's verdict from its deciding rule.
+static __always_inline int rule_allows(__u32 rule)
+{
+	return rule && !(rule & NETPOL_RULE_DENY);
+}
+
+// side_reason is the event's reason for an evaluated side. A resolved
+// direction's reserved rules keep the reasons NetworkPolicy alone gives:
+// its default deny is "no rule matched", its "nothing decided" on a pod no
+// NetworkPolicy isolates is "not isolated".
+static __always_inline __u8 side_reason(__u32 rule)
+{
+	if (!rule)
+		return NETPOL_REASON_NO_RULE_MATCHED;
+	if (rule & NETPOL_RULE_DENY)
+		return (rule & NETPOL_RULE_ID_MASK) == NETPOL_RULE_ISOLATED ? NETPOL_REASON_NO_RULE_MATCHED
+									 : NETPOL_REASON_DENIED_BY_RULE;
+	return (rule & NETPOL_RULE_ID_MASK) == NETPOL_RULE_NOT_ISOLATED ? NETPOL_REASON_NOT_ISOLATED
+									: NETPOL_REASON_ALLOWED_BY_RULE;
 }
 
 // drop_event_allowed takes a token from this CPU's bucket.
@@ -755,8 +810,8 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 		egress_reason = NETPOL_REASON_NOT_ISOLATED;
 		if (src->flags & NETPOL_EP_ISOLATED_EGRESS) {
 			egress_rule = evaluate(src->slot_egress, pkt.t.daddr, dst_id, pkt.protocol, pkt.t.dport);
-			egress_reason = egress_rule ? NETPOL_REASON_ALLOWED_BY_RULE : NETPOL_REASON_NO_RULE_MATCHED;
-			if (!egress_rule) {
+			egress_reason = side_reason(egress_rule);
+			if (!rule_allows(egress_rule)) {
 				allowed = 0;
 				direction = NETPOL_DIR_EGRESS;
 			}
@@ -766,8 +821,8 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 		ingress_reason = NETPOL_REASON_NOT_ISOLATED;
 		if (dst->flags & NETPOL_EP_ISOLATED_INGRESS) {
 			ingress_rule = evaluate(dst->slot_ingress, pkt.t.saddr, src_id, pkt.protocol, pkt.t.dport);
-			ingress_reason = ingress_rule ? NETPOL_REASON_ALLOWED_BY_RULE : NETPOL_REASON_NO_RULE_MATCHED;
-			if (!ingress_rule && allowed) {
+			ingress_reason = side_reason(ingress_rule);
+			if (!rule_allows(ingress_rule) && allowed) {
 				allowed = 0;
 				direction = NETPOL_DIR_INGRESS;
 			}
@@ -793,23 +848,36 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 		flags |= NETPOL_FLAG_REVOKED;
 		reverse = 1;
 	}
+	// A reverse drop reports the reverse evaluation's rule and reason in
+	// the deciding side's fields (the forward ones all allowed).
 	if (reverse) {
+		__u32 rule = 0;
 		if (dst && (dst->flags & NETPOL_EP_ISOLATED_EGRESS) &&
-		    !evaluate(dst->slot_egress, pkt.t.saddr, src_id, pkt.protocol, pkt.t.sport)) {
+		    !rule_allows(rule = evaluate(dst->slot_egress, pkt.t.saddr, src_id, pkt.protocol, pkt.t.sport))) {
 			allowed = 0;
 			direction = NETPOL_DIR_EGRESS;
+			egress_rule = rule;
+			egress_reason = side_reason(rule);
 		} else if (src && (src->flags & NETPOL_EP_ISOLATED_INGRESS) &&
-			   !evaluate(src->slot_ingress, pkt.t.daddr, dst_id, pkt.protocol, pkt.t.sport)) {
+			   !rule_allows(rule = evaluate(src->slot_ingress, pkt.t.daddr, dst_id, pkt.protocol, pkt.t.sport))) {
 			allowed = 0;
 			direction = NETPOL_DIR_INGRESS;
+			ingress_rule = rule;
+			ingress_reason = side_reason(rule);
 		}
 	}
 
+	// An audited verdict is reported even when flow events are off: it is
+	// what a rollout watches (drops still take a token).
+	if ((egress_rule | ingress_rule) & NETPOL_RULE_AUDIT) {
+		flags |= NETPOL_FLAG_AUDIT;
+		count(NETPOL_CNT_AUDIT);
+	}
 	__u32 zero = 0;
 	struct netpol_config *cfg = bpf_map_lookup_elem(&netpol_config, &zero);
 	if (allowed) {
 		count(NETPOL_CNT_NEW_ALLOWED);
-		if (!cfg || !cfg->flow_events)
+		if ((!cfg || !cfg->flow_events) && !(flags & NETPOL_FLAG_AUDIT))
 			return NF_ACCEPT;
 	} else {
 		count(NETPOL_CNT_NEW_DENIED);

@@ -18,7 +18,7 @@ import (
 // LayoutVersion names the pin directory. Bump it whenever a map's key,
 // value or type changes: an existing pin with another layout cannot be
 // reused (ebpf.ErrMapIncompatible), so a new layout gets fresh maps.
-const LayoutVersion = "v4"
+const LayoutVersion = "v5"
 
 // DefaultPinRoot is where the agent pins its maps and links.
 const DefaultPinRoot = "/sys/fs/bpf/netpol"
@@ -239,6 +239,7 @@ const (
 	CounterRevokedAnswers
 	CounterFlowEnds
 	CounterFlowEndsRingFull
+	CounterAudit
 	counterMax
 )
 
@@ -259,6 +260,9 @@ type Stats struct {
 	RevokedAnswers uint64
 	FlowEnds       uint64 // flow-end records written (OpenFlowEnds)
 	FlowEndsLost   uint64 // flow-end records lost because their ring was full
+	// Audited are new flows whose verdict enforcing the audited policies
+	// would flip (FlagAudit).
+	Audited uint64
 }
 
 // Stats reads the counters.
@@ -281,6 +285,7 @@ func (p *Probe) Stats() (Stats, error) {
 		NotParsed: vals[CounterNotParsed], SpoofDropped: vals[CounterSpoofDropped],
 		RevokedAnswers: vals[CounterRevokedAnswers],
 		FlowEnds:       vals[CounterFlowEnds], FlowEndsLost: vals[CounterFlowEndsRingFull],
+		Audited: vals[CounterAudit],
 	}, nil
 }
 

@@ -385,12 +385,34 @@ func (e *echoConn) Close() error { return e.c.Close() }
 // past a's ingress policy. It is judged in the revoked orientation and
 // dropped (attributed to a's ingress policy); b's next datagram is dropped
 // too; c's flow is untouched; and once b is allowed again, a's datagrams
-// pass.
+// pass. The same with a resolved direction denying b by a rule: the
+// reverse judgement reads the deny bit, and the drop names the rule.
 func TestRevocationUDPServerFirst(t *testing.T) {
 	requireRoot(t)
+	for _, resolved := range []bool{false, true} {
+		t.Run(map[bool]string{false: "networkpolicy", true: "resolved"}[resolved], func(t *testing.T) {
+			revocationUDPServerFirst(t, resolved)
+		})
+	}
+}
+
+func revocationUDPServerFirst(t *testing.T, resolved bool) {
 	tp := newTopology(t, false)
 	a, b, c := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "c")
+	const denyB = 81 | policy.RuleDeny
 	objs := func(allowB bool) *policy.Datapath {
+		if resolved {
+			ingress := policy.EndpointPolicy{Resolved: true, Entries: regions(80)}
+			if !allowB {
+				ingress.Entries = append(ingress.Entries, policy.Entry{Rule: denyB, Identity: 301})
+			}
+			return &policy.Datapath{
+				Identities: []policy.Identity{{ID: 300, IPs: []netip.Addr{a.ip4, a.ip6}}, {ID: 301, IPs: []netip.Addr{b.ip4, b.ip6}},
+					{ID: 302, IPs: []netip.Addr{c.ip4, c.ip6}}},
+				Endpoints: []policy.Endpoint{{ID: 7, Namespace: "x", Name: "a", IPs: []netip.Addr{a.ip4, a.ip6}, Identity: 300, Ingress: ingress}},
+				Rules:     []policy.CompiledRule{{ID: denyB & policy.RuleIDMask, Peer: -1, Port: -1, Cluster: &policy.ClusterRuleRef{Name: "deny-b"}}},
+			}
+		}
 		from := []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "c")}}
 		if allowB {
 			from = append(from, networkingv1.NetworkPolicyPeer{PodSelector: selector("app", "b")})
@@ -511,7 +533,13 @@ func TestRevocationUDPServerFirst(t *testing.T) {
 		}
 		found = true
 		at := Attribute(dpDeny, &e)
-		if at.Direction != policy.Ingress || len(at.DeniedBy) != 1 || at.DeniedBy[0].Name != "a-in" {
+		switch {
+		case resolved:
+			if at.Direction != policy.Ingress || at.DeniedByRule == nil || at.DeniedByRule.Cluster.Name != "deny-b" ||
+				e.IngressRule != denyB || e.IngressReason != ReasonDeniedByRule {
+				t.Errorf("drop of a's datagram to b: event %+v attributed to %+v, want a's ingress rule deny-b", e, at)
+			}
+		case at.Direction != policy.Ingress || len(at.DeniedBy) != 1 || at.DeniedBy[0].Name != "a-in":
 			t.Errorf("drop of a's datagram to b attributed to %s %v, want a's ingress policy a-in", at.Direction, at.DeniedBy)
 		}
 	}

@@ -135,24 +135,138 @@ func randomEntries(r *rand.Rand, idents []uint32, nextRule *uint32) []policy.Ent
 				e.Except = append(e.Except, netip.MustParsePrefix(x))
 			}
 		}
-		if e.Protocol != "" {
-			switch r.IntN(4) {
-			case 0:
-				e.PortMin, e.PortMax = 0, 65535
-			case 1:
-				e.PortMin = uint16(78 + r.IntN(6))
-				e.PortMax = e.PortMin
-			case 2:
-				e.PortMin = uint16(76 + r.IntN(6))
-				e.PortMax = e.PortMin + uint16(r.IntN(5))
-			default:
-				e.PortMin = uint16(1 + r.IntN(2000))
-				e.PortMax = e.PortMin + uint16(16+r.IntN(30000))
-			}
-		}
+		randomPorts(r, &e, false)
 		out = append(out, e)
 	}
 	return out
+}
+
+// randomPorts gives an entry of a protocol its ports: all, one, a few, or
+// a large range; nested adds ranges inside the large ones' span.
+func randomPorts(r *rand.Rand, e *policy.Entry, nested bool) {
+	if e.Protocol == "" {
+		return
+	}
+	kinds := 4
+	if nested {
+		kinds = 5
+	}
+	switch r.IntN(kinds) {
+	case 0:
+		e.PortMin, e.PortMax = 0, 65535
+	case 1:
+		e.PortMin = uint16(78 + r.IntN(6))
+		e.PortMax = e.PortMin
+	case 2:
+		e.PortMin = uint16(76 + r.IntN(6))
+		e.PortMax = e.PortMin + uint16(r.IntN(5))
+	case 3:
+		e.PortMin = uint16(1 + r.IntN(2000))
+		e.PortMax = e.PortMin + uint16(16+r.IntN(30000))
+	default:
+		e.PortMin = uint16(1000 + r.IntN(1000))
+		e.PortMax = e.PortMin + uint16(16+r.IntN(200))
+	}
+}
+
+// tableProbe is a loaded datapath for the verdict tables (every event kept)
+// and its reader.
+func tableProbe(t *testing.T) (*Probe, *Reader) {
+	t.Helper()
+	p, err := Load(Options{PinRoot: testPinRoot(t), Config: Config{DropEventsPerSec: 1 << 40, DropEventsBurst: 1 << 40,
+		WakeupWatermark: 1, FlowEvents: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Uninstall() })
+	rd, err := p.NewReader(time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	return p, rd
+}
+
+type tablePeer struct {
+	ip netip.Addr
+	id uint32
+}
+
+// tablePacket is one packet of a verdict table, as the kernel and the Go
+// model judged it: the side of the endpoint (self) it tests, the rule and
+// reason that side's event names.
+type tablePacket struct {
+	peer    tablePeer
+	proto   uint8
+	port    uint16
+	ingress bool
+	where   string
+	got     bool
+	ev      Event
+	rule    uint32
+	reason  uint8
+	model   uint32 // the Go model's rule for that side
+	entries []policy.Entry
+}
+
+// tablePackets runs, through PROG_TEST_RUN, every protocol (TCP, UDP, SCTP,
+// ICMP) and port to and from every peer of ep (IPv4 and IPv6 addresses
+// first), and hands each result to check.
+func tablePackets(t *testing.T, p *Probe, rd *Reader, round int, ep *policy.Endpoint, peers []tablePeer, ports []uint16, check func(*tablePacket)) {
+	t.Helper()
+	self4, self6 := ep.IPs[0], ep.IPs[1]
+	epv := p.state.endpoints[addr16(self4)]
+	for _, pe := range peers {
+		self := self4
+		if pe.ip.Is6() {
+			self = self6
+		}
+		for _, proto := range []uint8{6, 17, 132, 1} {
+			if pe.ip.Is6() && proto == 1 {
+				proto = 58
+			}
+			for _, port := range ports {
+				if proto == 1 || proto == 58 {
+					port = 0
+				}
+				for _, ingress := range []bool{true, false} {
+					pk := &tablePacket{peer: pe, proto: proto, port: port, ingress: ingress, entries: ep.Ingress.Entries}
+					src, dst, slot := pe.ip, self, epv.SlotIngress
+					if !ingress {
+						src, dst, slot, pk.entries = self, pe.ip, epv.SlotEgress, ep.Egress.Entries
+					}
+					pk.where = fmt.Sprintf("round %d %s -> %s proto %d port %d", round, src, dst, proto, port)
+					pk.got = runVerdict(t, p.objs.NetpolNf, testPacket(src, dst, proto, port), pe.ip.Is6())
+					if err := rd.Read(&pk.ev); err != nil {
+						t.Fatalf("%s: no event: %v", pk.where, err)
+					}
+					pk.rule, pk.reason = pk.ev.IngressRule, pk.ev.IngressReason
+					if !ingress {
+						pk.rule, pk.reason = pk.ev.EgressRule, pk.ev.EgressReason
+					}
+					pk.model = p.state.dirs[slot].evaluate(pe.ip, pe.id, proto, port)
+					check(pk)
+				}
+				if proto == 1 || proto == 58 {
+					break
+				}
+			}
+		}
+	}
+}
+
+// edgePorts is ports with every range's edges and the ports just outside.
+func edgePorts(ports []uint16, entries ...[]policy.Entry) []uint16 {
+	out := slices.Clone(ports)
+	for _, es := range entries {
+		for _, e := range es {
+			if e.Protocol != "" {
+				out = append(out, e.PortMin, e.PortMax, e.PortMin-1, e.PortMax+1)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // TestVerdictTable compares, packet by packet through PROG_TEST_RUN, the
@@ -164,17 +278,7 @@ func randomEntries(r *rand.Rand, idents []uint32, nextRule *uint32) []policy.Ent
 // rules define, and that the Go model revocation uses agrees with the kernel.
 func TestVerdictTable(t *testing.T) {
 	requireRoot(t)
-	p, err := Load(Options{PinRoot: testPinRoot(t), Config: Config{DropEventsPerSec: 1 << 40, DropEventsBurst: 1 << 40,
-		WakeupWatermark: 1, FlowEvents: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Uninstall() })
-	rd, err := p.NewReader(time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
+	p, rd := tableProbe(t)
 
 	self4, self6 := netip.MustParseAddr("10.78.0.1"), netip.MustParseAddr("fd78::1")
 	var idents []uint32
@@ -189,7 +293,6 @@ func TestVerdictTable(t *testing.T) {
 		netip.MustParseAddr("10.79.0.9"), netip.MustParseAddr("fd79::9"), netip.MustParseAddr("2001:db8::1"),
 		netip.MustParseAddr("2001:db8:1::1"), netip.MustParseAddr("fd80::1")}
 	ports := []uint16{0, 1, 53, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 700, 1000, 1450, 2047, 2048, 2600, 8080, 30000, 65535}
-	protos := []uint8{6, 17, 132, 1}
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -224,86 +327,32 @@ func TestVerdictTable(t *testing.T) {
 		if _, err := p.Apply(dp); err != nil {
 			t.Fatalf("round %d: Apply: %v", round, err)
 		}
-		type peer struct {
-			ip netip.Addr
-			id uint32
-		}
-		// Every range's edges, and the ports just outside them.
-		roundPorts := slices.Clone(ports)
-		for _, e := range append(slices.Clone(ep.Ingress.Entries), ep.Egress.Entries...) {
-			if e.Protocol == "" {
-				continue
-			}
-			roundPorts = append(roundPorts, e.PortMin, e.PortMax, e.PortMin-1, e.PortMax+1)
-		}
-		slices.Sort(roundPorts)
-		roundPorts = slices.Compact(roundPorts)
-		var peers []peer
+		var peers []tablePeer
 		for i, ips := range identIPs {
-			peers = append(peers, peer{ips[0], idents[i]}, peer{ips[1], idents[i]})
+			peers = append(peers, tablePeer{ips[0], idents[i]}, tablePeer{ips[1], idents[i]})
 		}
 		for _, ip := range world {
-			peers = append(peers, peer{ip, policy.IdentityWorld})
+			peers = append(peers, tablePeer{ip, policy.IdentityWorld})
 		}
-		for _, pe := range peers {
-			self := self4
-			if pe.ip.Is6() {
-				self = self6
+		tablePackets(t, p, rd, round, &ep, peers, edgePorts(ports, ep.Ingress.Entries, ep.Egress.Entries), func(pk *tablePacket) {
+			want := refMatches(pk.entries, pk.peer.ip, pk.peer.id, pk.proto, pk.port)
+			checked++
+			// The Go model (what revocation judges with) agrees.
+			if model := pk.model != 0; model != pk.got {
+				t.Errorf("%s: kernel allowed=%v, Go model %v", pk.where, pk.got, model)
 			}
-			for _, proto := range protos {
-				if pe.ip.Is6() && proto == 1 {
-					proto = 58
+			switch {
+			case pk.got != (len(want) > 0):
+				t.Errorf("%s: kernel allowed=%v, rules %v (entries %+v)", pk.where, pk.got, want, pk.entries)
+			case pk.got:
+				allowed++
+				if !slices.Contains(want, pk.rule) {
+					t.Errorf("%s: event names rule %d, matching rules are %v", pk.where, pk.rule, want)
 				}
-				for _, port := range roundPorts {
-					if proto == 1 || proto == 58 {
-						port = 0
-					}
-					for _, ingress := range []bool{true, false} {
-						src, dst, entries := pe.ip, self, ep.Ingress.Entries
-						if !ingress {
-							src, dst, entries = self, pe.ip, ep.Egress.Entries
-						}
-						want := refMatches(entries, pe.ip, pe.id, proto, port)
-						got := runVerdict(t, p.objs.NetpolNf, testPacket(src, dst, proto, port), pe.ip.Is6())
-						checked++
-						var ev Event
-						if err := rd.Read(&ev); err != nil {
-							t.Fatalf("round %d %s -> %s proto %d port %d: no event: %v", round, src, dst, proto, port, err)
-						}
-						rule := ev.IngressRule
-						if !ingress {
-							rule = ev.EgressRule
-						}
-						// The Go model (what revocation judges with) agrees.
-						epv := p.state.endpoints[addr16(self)]
-						slot := epv.SlotIngress
-						if !ingress {
-							slot = epv.SlotEgress
-						}
-						if model := p.state.dirs[slot].evaluate(pe.ip, pe.id, proto, port) != 0; model != got {
-							t.Errorf("round %d %s -> %s proto %d port %d: kernel allowed=%v, Go model %v", round, src, dst, proto, port, got, model)
-						}
-						if got != (len(want) > 0) {
-							t.Errorf("round %d %s -> %s proto %d port %d: kernel allowed=%v, rules %v (entries %+v)",
-								round, src, dst, proto, port, got, want, entries)
-							continue
-						}
-						if got {
-							allowed++
-							if !slices.Contains(want, rule) {
-								t.Errorf("round %d %s -> %s proto %d port %d: event names rule %d, matching rules are %v",
-									round, src, dst, proto, port, rule, want)
-							}
-						} else if ev.Verdict != VerdictDrop || rule != 0 {
-							t.Errorf("round %d %s -> %s proto %d port %d: drop event %+v", round, src, dst, proto, port, ev)
-						}
-					}
-					if proto == 1 || proto == 58 {
-						break
-					}
-				}
+			case pk.ev.Verdict != VerdictDrop || pk.rule != 0:
+				t.Errorf("%s: drop event %+v", pk.where, pk.ev)
 			}
-		}
+		})
 		if t.Failed() {
 			break
 		}

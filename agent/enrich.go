@@ -269,44 +269,28 @@ func (e *enricher) attribute(dp *policy.Datapath, ev *probe.Event) *attribution 
 	return at
 }
 
-// attribute reads an event's rule IDs under dp. probe.Attribute finds the
-// deciding side and its isolating policies; the rule IDs' flags (resolved
-// directions: ClusterNetworkPolicy tiers, audited policies) say whether a
-// side's rule allowed or denied, and what an audited policy would do.
+// attribute is probe.Attribute as Flow parts: the allowing rules, a drop's
+// denying rule (a ClusterNetworkPolicy Deny) or else its isolating
+// policies (NetworkPolicy's default deny), and the would-be outcome of an
+// audited side (the deciding side's first).
 func attribute(dp *policy.Datapath, ev *probe.Event) *attribution {
 	a := probe.Attribute(dp, ev)
 	at := &attribution{nodeTraffic: a.NodeTraffic, direction: flow.DirectionOf(a.Direction)}
-	drop := ev.Verdict == probe.VerdictDrop
-	decidingRule := uint32(0)
-	for _, side := range [2]struct {
-		id uint32
-		d  policy.Direction
-	}{{ev.EgressRule, policy.Egress}, {ev.IngressRule, policy.Ingress}} {
-		if drop && side.d == a.Direction {
-			decidingRule = side.id
-		}
-		if side.id&policy.RuleAudit != 0 && (at.audit == nil || drop && side.d == a.Direction) {
-			if r, ok := dp.RuleByID(side.id); ok && r.Audit != nil {
-				at.audit = flow.AuditOf(r.Audit, side.d)
-			}
-		}
-		switch id := side.id & policy.RuleIDMask; {
-		case id == 0 || id == policy.RuleNodeTraffic || id == policy.RuleNotIsolated || id == policy.RuleIsolated:
-			// Nothing of a policy decided, or NetworkPolicy's default deny
-			// (attributed to the isolating policies below).
-		case side.id&policy.RuleDeny != 0:
-			if r, ok := dp.RuleByID(id); ok && drop && side.d == a.Direction {
-				at.deniedBy = append(at.deniedBy, flow.CompiledRuleRef(r))
-			}
-		default:
-			if r, ok := dp.RuleByID(id); ok {
-				at.allowedBy = append(at.allowedBy, flow.CompiledRuleRef(r))
+	for _, r := range a.AllowedBy {
+		at.allowedBy = append(at.allowedBy, flow.CompiledRuleRef(r))
+	}
+	if ev.Verdict == probe.VerdictDrop {
+		if a.DeniedByRule != nil {
+			at.deniedBy = append(at.deniedBy, flow.CompiledRuleRef(*a.DeniedByRule))
+		} else {
+			for _, p := range a.DeniedBy {
+				at.isolatedBy = append(at.isolatedBy, flow.PolicyRefOf(p, a.Direction, -1))
 			}
 		}
 	}
-	if drop && len(at.deniedBy) == 0 && decidingRule&policy.RuleIDMask != policy.RuleNotIsolated {
-		for _, p := range a.DeniedBy {
-			at.isolatedBy = append(at.isolatedBy, flow.PolicyRefOf(p, a.Direction, -1))
+	for _, s := range a.Audited {
+		if s.Rule.Audit != nil && (at.audit == nil || s.Direction == a.Direction) {
+			at.audit = flow.AuditOf(s.Rule.Audit, s.Direction)
 		}
 	}
 	at.allowedBy, at.deniedBy, at.isolatedBy = slices.Clip(at.allowedBy), slices.Clip(at.deniedBy), slices.Clip(at.isolatedBy)

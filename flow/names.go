@@ -22,18 +22,6 @@ func ReasonName(r flowv1.Reason) string { return enumName(r.String(), "REASON_")
 // ProtocolName is the short name of p, e.g. "TCP".
 func ProtocolName(p flowv1.Protocol) string { return enumName(p.String(), "PROTOCOL_") }
 
-// EnforcedVerdict is the verdict the packets followed: an audited flow
-// (VERDICT_AUDIT) was allowed, or denied when it is a drop.
-func EnforcedVerdict(f *flowv1.Flow) flowv1.Verdict {
-	if f.GetVerdict() != flowv1.Verdict_VERDICT_AUDIT {
-		return f.GetVerdict()
-	}
-	if f.GetType() == flowv1.EventType_EVENT_TYPE_DROP {
-		return flowv1.Verdict_VERDICT_DENIED
-	}
-	return flowv1.Verdict_VERDICT_ALLOWED
-}
-
 // TierName is "Admin" or "Baseline" ("" when unset).
 func TierName(t flowv1.ClusterTier) string {
 	switch t {

@@ -80,7 +80,7 @@ func partnerKey(f *flowv1.Flow) (pairKey, bool) {
 	switch f.GetNode() {
 	case sn:
 		// Dropped on egress: the packet never reached the destination node.
-		if EnforcedVerdict(f) == flowv1.Verdict_VERDICT_DENIED && f.GetDirection() == flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS {
+		if Dropped(f) && f.GetDirection() == flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS {
 			return pairKey{}, false
 		}
 	case dn:
@@ -307,7 +307,7 @@ func MergePair(a, b *flowv1.Flow) *flowv1.Flow {
 		observation(in, flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS)}
 	var deny *flowv1.Flow
 	for _, f := range []*flowv1.Flow{eg, in} {
-		if EnforcedVerdict(f) == flowv1.Verdict_VERDICT_DENIED {
+		if Dropped(f) {
 			deny = f
 			break
 		}

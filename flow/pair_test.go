@@ -257,7 +257,7 @@ func TestPairAudited(t *testing.T) {
 	in.Audit = &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_DENIED, Reason: flowv1.Reason_REASON_NO_RULE_MATCHED,
 		IsolatedBy: []*flowv1.PolicyRef{ref("y", "default-deny", ingress, -1)}}
 	m := runPair(t, time.Minute, flow.Batch{Flows: []*flowv1.Flow{eg, in}}).flows
-	if len(m) != 1 || m[0].GetVerdict() != flowv1.Verdict_VERDICT_AUDIT || flow.EnforcedVerdict(m[0]) != flowv1.Verdict_VERDICT_ALLOWED ||
+	if len(m) != 1 || m[0].GetVerdict() != flowv1.Verdict_VERDICT_AUDIT || flow.Enforced(m[0]) != flowv1.Verdict_VERDICT_ALLOWED ||
 		m[0].GetAudit().GetWouldBe() != flowv1.Verdict_VERDICT_DENIED || m[0].GetObservations()[1].GetAudit() == nil {
 		t.Fatalf("merged audited flow: %v", m)
 	}
@@ -270,7 +270,7 @@ func TestPairAudited(t *testing.T) {
 	in2.Verdict = flowv1.Verdict_VERDICT_AUDIT
 	in2.Audit = &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_ALLOWED, Reason: flowv1.Reason_REASON_NOT_ISOLATED}
 	m = runPair(t, time.Minute, flow.Batch{Flows: []*flowv1.Flow{eg2, in2}}).flows
-	if len(m) != 1 || m[0].GetType() != flowv1.EventType_EVENT_TYPE_DROP || flow.EnforcedVerdict(m[0]) != flowv1.Verdict_VERDICT_DENIED ||
+	if len(m) != 1 || m[0].GetType() != flowv1.EventType_EVENT_TYPE_DROP || flow.Enforced(m[0]) != flowv1.Verdict_VERDICT_DENIED ||
 		m[0].GetAudit().GetWouldBe() != flowv1.Verdict_VERDICT_ALLOWED || m[0].GetDirection() != ingress {
 		t.Errorf("merged audited drop: %v", m)
 	}

@@ -41,6 +41,9 @@ func StableLabels(l map[string]string) map[string]string {
 // (checked with its length) says the labels did not change.
 type labelCache struct {
 	m map[podName]labelEntry
+	// off: canonical forms are computed, never kept (one-off callers such
+	// as EndKey: a cache's map would cost more than it saves).
+	off bool
 }
 
 type podName struct{ namespace, name string }
@@ -63,7 +66,7 @@ func (c *labelCache) canon(ns, pod string, l map[string]string) string {
 		return e.canon
 	}
 	s := canonLabels(l)
-	if pod != "" {
+	if pod != "" && !c.off {
 		if c.m == nil || len(c.m) >= labelCacheMax {
 			c.m = make(map[podName]labelEntry, 256)
 		}
@@ -109,19 +112,31 @@ func (c *labelCache) appendKey(b []byte, f *flowv1.Flow) []byte {
 	b = c.appendEnd(b, f.GetSource(), f.GetIp().GetSource())
 	b = c.appendEnd(b, f.GetDestination(), f.GetIp().GetDestination())
 	for _, refs := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()} {
-		b = append(b, 0, 'r')
-		for _, r := range refs {
-			b = append(b, r.GetKind()...)
-			b = append(b, '/')
-			b = append(b, r.GetNamespace()...)
-			b = append(b, '/')
-			b = append(b, r.GetName()...)
-			b = append(b, '/', byte(r.GetDirection()))
-			if r.RuleIndex != nil {
-				b = strconv.AppendUint(b, uint64(r.GetRuleIndex()), 10)
-			}
-			b = append(b, ';')
+		b = appendRefs(append(b, 0, 'r'), refs...)
+	}
+	if a := f.GetAudit(); a != nil {
+		// AUDIT: what the audited policies would decide, and by what.
+		b = append(b, 0, 'a', byte(a.GetWouldBe()), byte(a.GetReason()))
+		if a.GetRule() != nil {
+			b = appendRefs(b, a.GetRule())
 		}
+		b = appendRefs(append(b, 0, 'i'), a.GetIsolatedBy()...)
+	}
+	return b
+}
+
+func appendRefs(b []byte, refs ...*flowv1.PolicyRef) []byte {
+	for _, r := range refs {
+		b = append(b, r.GetKind()...)
+		b = append(b, '/')
+		b = append(b, r.GetNamespace()...)
+		b = append(b, '/')
+		b = append(b, r.GetName()...)
+		b = append(b, '/', byte(r.GetDirection()))
+		if r.RuleIndex != nil {
+			b = strconv.AppendUint(b, uint64(r.GetRuleIndex()), 10)
+		}
+		b = append(b, ';')
 	}
 	return b
 }
@@ -161,7 +176,7 @@ func template(f *flowv1.Flow) *flowv1.Flow {
 		L4:          &flowv1.Layer4{Protocol: f.GetL4().GetProtocol(), DestinationPort: f.GetL4().GetDestinationPort()},
 		Source:      endTemplate(f.GetSource()),
 		Destination: endTemplate(f.GetDestination()),
-		AllowedBy:   f.GetAllowedBy(), DeniedBy: f.GetDeniedBy(), IsolatedBy: f.GetIsolatedBy(),
+		AllowedBy:   f.GetAllowedBy(), DeniedBy: f.GetDeniedBy(), IsolatedBy: f.GetIsolatedBy(), Audit: f.GetAudit(),
 	}
 	if t.Type == flowv1.EventType_EVENT_TYPE_END {
 		t.Type = flowv1.EventType_EVENT_TYPE_NEW
@@ -208,7 +223,7 @@ func maps(l map[string]string) map[string]string {
 // EndKey is the canonical identity of one end of a key (workload and stable
 // labels, or address): equal ends, equal strings.
 func EndKey(ep *flowv1.Endpoint, ip string) string {
-	var c labelCache
+	c := labelCache{off: true}
 	return string(c.appendEnd(nil, ep, ip))
 }
 

@@ -184,7 +184,7 @@ func (r *Record) Flow() *flowv1.Flow {
 	k := r.Key
 	f := &flowv1.Flow{Time: timestamp(r.Last), Node: k.GetNode(), Type: k.GetType(), Verdict: k.GetVerdict(), Reason: k.GetReason(),
 		Direction: k.GetDirection(), Ip: k.GetIp(), L4: k.GetL4(), Source: k.GetSource(), Destination: k.GetDestination(),
-		Service: k.GetService(), AllowedBy: k.GetAllowedBy(), DeniedBy: k.GetDeniedBy(), IsolatedBy: k.GetIsolatedBy(),
+		Service: k.GetService(), AllowedBy: k.GetAllowedBy(), DeniedBy: k.GetDeniedBy(), IsolatedBy: k.GetIsolatedBy(), Audit: k.GetAudit(),
 		Packets: r.Packets, Bytes: r.Bytes,
 		Aggregate: &flowv1.HistoryAggregate{Connections: r.Connections, FirstSeen: timestamp(r.First),
 			BucketStart: timestamppb.New(r.Start), BucketWidth: durationpb.New(r.Width)}}

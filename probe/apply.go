@@ -3,6 +3,7 @@
 package probe
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -697,10 +698,11 @@ func portBlocks(lo, hi uint16) [][2]int {
 
 // pick chooses the rule of one key that two entries share (old 0: none
 // yet). Allowances keep the lowest rule ID, so the content does not depend
-// on the order of entries. In a resolved direction the first entry keeps it:
-// resolvedOrder has put the decisive one first (and a later entry for the
-// same key, which the compiler should not emit, can never turn a deny into
-// an allow because its ID is lower).
+// on the order of entries. In a resolved direction IDs say nothing of
+// precedence (and the lowest would prefer an allow, whose deny bit is
+// clear), so the first entry keeps the key: resolvedOrder made a peer's
+// ranges disjoint, and of its entries for every port of a protocol, or for
+// every protocol, the first decides.
 func (d *direction) pick(old, rule uint32) uint32 {
 	if old == 0 || !d.resolved && rule < old {
 		return rule
@@ -956,11 +958,13 @@ func buildDirection(entries []policy.Entry, resolved bool) (*direction, error) {
 // trie's longest match picks the region that decides), and each peer's
 // entries go through resolvedOrder first.
 func (d *direction) buildResolved(entries []policy.Entry) error {
-	byPeer := map[uint32][]policy.Entry{}
+	// Peers' entries grouped by a stable sort (a direction can name tens of
+	// thousands of peers: no slice per peer), in their order within a peer.
+	peers := make([]policy.Entry, 0, len(entries))
 	byPrefix := map[netip.Prefix][]policy.Entry{}
 	for _, e := range entries {
 		if !e.CIDR.IsValid() {
-			byPeer[e.Identity] = append(byPeer[e.Identity], e)
+			peers = append(peers, e)
 			continue
 		}
 		if len(e.Except) > 0 {
@@ -972,10 +976,18 @@ func (d *direction) buildResolved(entries []policy.Entry) error {
 		}
 		byPrefix[pfx] = append(byPrefix[pfx], e)
 	}
-	for id, es := range byPeer {
-		if err := d.addResolved(id, es); err != nil {
+	slices.SortStableFunc(peers, func(x, y policy.Entry) int { return cmp.Compare(x.Identity, y.Identity) })
+	var buf []policy.Entry
+	for i := 0; i < len(peers); {
+		j := i + 1
+		for j < len(peers) && peers[j].Identity == peers[i].Identity {
+			j++
+		}
+		var err error
+		if buf, err = d.addResolved(buf, peers[i].Identity, peers[i:j]); err != nil {
 			return err
 		}
+		i = j
 	}
 	if len(byPrefix) == 0 {
 		return nil
@@ -990,7 +1002,8 @@ func (d *direction) buildResolved(entries []policy.Entry) error {
 	for i, pfx := range prefixes {
 		id := pseudoIdentityBit | uint32(i+1)
 		d.trie[cidrKey(pfx)] = id
-		if err := d.addResolved(id, byPrefix[pfx]); err != nil {
+		var err error
+		if buf, err = d.addResolved(buf, id, byPrefix[pfx]); err != nil {
 			return err
 		}
 		if covers(pfx, v4Space) && !inV4Space(pfx) && byPrefix[v4Space] == nil {
@@ -1000,17 +1013,19 @@ func (d *direction) buildResolved(entries []policy.Entry) error {
 	return nil
 }
 
-func (d *direction) addResolved(identity uint32, es []policy.Entry) error {
-	es, err := resolvedOrder(es)
+// addResolved adds one peer's entries through resolvedOrder; buf is reused
+// for its output and returned.
+func (d *direction) addResolved(buf []policy.Entry, identity uint32, es []policy.Entry) ([]policy.Entry, error) {
+	buf, err := resolvedOrder(buf[:0], es)
 	if err != nil {
-		return err
+		return buf, err
 	}
-	for _, e := range es {
+	for _, e := range buf {
 		if err := d.addRule(identity, e); err != nil {
-			return err
+			return buf, err
 		}
 	}
-	return nil
+	return buf, nil
 }
 
 // resolvedOrder prepares one peer's entries of a resolved direction: per
@@ -1021,8 +1036,13 @@ func (d *direction) addResolved(identity uint32, es []policy.Entry) error {
 // change which decides. The entries for every port of a protocol and for
 // every protocol, which the kernel reads after the ranges, keep their order:
 // the first one decides (see pick).
-func resolvedOrder(es []policy.Entry) ([]policy.Entry, error) {
-	out := make([]policy.Entry, 0, len(es))
+func resolvedOrder(out, es []policy.Entry) ([]policy.Entry, error) {
+	if len(es) == 1 { // the usual case: nothing to order
+		if e := es[0]; e.Protocol != "" && e.PortMin > e.PortMax {
+			return out, fmt.Errorf("rule %d: port range %d-%d is empty", e.Rule&policy.RuleIDMask, e.PortMin, e.PortMax)
+		}
+		return append(out, es[0]), nil
+	}
 	var byProto [][]policy.Entry
 	for _, e := range es {
 		if e.Protocol == "" || e.PortMin == 0 && e.PortMax == 65535 {
@@ -1030,7 +1050,7 @@ func resolvedOrder(es []policy.Entry) ([]policy.Entry, error) {
 			continue
 		}
 		if e.PortMin > e.PortMax {
-			return nil, fmt.Errorf("rule %d: port range %d-%d is empty", e.Rule&policy.RuleIDMask, e.PortMin, e.PortMax)
+			return out, fmt.Errorf("rule %d: port range %d-%d is empty", e.Rule&policy.RuleIDMask, e.PortMin, e.PortMax)
 		}
 		i := slices.IndexFunc(byProto, func(rs []policy.Entry) bool { return rs[0].Protocol == e.Protocol })
 		if i < 0 {
@@ -1069,8 +1089,7 @@ func disjointRanges(rs []policy.Entry) []policy.Entry {
 	for i := range next {
 		next[i] = i
 	}
-	var find func(int) int
-	find = func(i int) int {
+	find := func(i int) int {
 		for next[i] != i {
 			next[i] = next[next[i]]
 			i = next[i]

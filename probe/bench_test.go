@@ -341,23 +341,42 @@ func progStats(b testing.TB, prog *ebpf.Program) [2]uint64 {
 // 1k and 10k entries (build a new map, fill it, swap it in).
 func BenchmarkPolicySwap(b *testing.B) {
 	for _, n := range []int{1000, 10_000} {
-		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
-			p := benchProbe(b, testCfg)
-			dps := [2]*policy.Datapath{benchDatapath(n), benchDatapath(n)}
-			for i := range dps[1].Endpoints[0].Ingress.Entries {
-				dps[1].Endpoints[0].Ingress.Entries[i].PortMax = 81
+		for _, resolved := range []bool{false, true} {
+			name := fmt.Sprintf("entries=%d", n)
+			if resolved {
+				// The same entries as a resolved direction, with its regions
+				// (ranges made disjoint per peer, CIDRs by exact prefix).
+				name = "resolved/" + name
 			}
-			if _, err := p.Apply(dps[0]); err != nil {
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				res, err := p.Apply(dps[(i+1)%2])
-				if err != nil || res.SlotsSwapped != 1 {
-					b.Fatal(res, err)
-				}
-			}
-		})
+			b.Run(name, func(b *testing.B) { benchmarkPolicySwap(b, n, resolved) })
+		}
+	}
+}
+
+func benchmarkPolicySwap(b *testing.B, n int, resolved bool) {
+	p := benchProbe(b, testCfg)
+	dps := [2]*policy.Datapath{benchDatapath(n), benchDatapath(n)}
+	for i := range dps[1].Endpoints[0].Ingress.Entries {
+		dps[1].Endpoints[0].Ingress.Entries[i].PortMax = 81
+	}
+	if resolved {
+		for _, dp := range dps {
+			in := &dp.Endpoints[0].Ingress
+			in.Resolved = true
+			in.Entries = append(in.Entries,
+				policy.Entry{Rule: policy.RuleIsolated | policy.RuleDeny, CIDR: netip.MustParsePrefix("0.0.0.0/0")},
+				policy.Entry{Rule: policy.RuleIsolated | policy.RuleDeny, CIDR: netip.MustParsePrefix("::/0")})
+		}
+	}
+	if _, err := p.Apply(dps[0]); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res, err := p.Apply(dps[(i+1)%2])
+		if err != nil || res.SlotsSwapped != 1 {
+			b.Fatal(res, err)
+		}
 	}
 }
 

@@ -139,7 +139,9 @@ type Attribution struct {
 	// NodeTraffic is set when the implicit pod<->node allowance applied.
 	NodeTraffic bool
 	// Audited are the sides whose rule has policy.RuleAudit (FlagAudit):
-	// Rule.Audit says what would decide were the audited policies enforced.
+	// Rule.Audit says what would decide were the audited policies enforced
+	// (and Rule.Base, when set, which reserved decision holds now: the
+	// fields above already read it).
 	Audited []AuditedSide
 }
 
@@ -147,6 +149,17 @@ type Attribution struct {
 type AuditedSide struct {
 	Direction policy.Direction
 	Rule      policy.CompiledRule
+}
+
+// enforcedID is the ID of what decided a side: the rule's own, or for an
+// audited decision whose enforced part is a reserved ID, that ID.
+func enforcedID(dp *policy.Datapath, id uint32) uint32 {
+	if id&policy.RuleAudit != 0 {
+		if r, ok := dp.RuleByID(id); ok && r.Base != 0 {
+			return r.Base
+		}
+	}
+	return id & policy.RuleIDMask
 }
 
 // Attribute explains ev with dp (the Datapath applied when it was seen).
@@ -161,7 +174,7 @@ func Attribute(dp *policy.Datapath, ev *Event) Attribution {
 		if id&policy.RuleDeny != 0 {
 			continue // it allowed nothing; a drop's rule is read below
 		}
-		switch id & policy.RuleIDMask {
+		switch enforcedID(dp, id) {
 		case 0, policy.RuleNotIsolated:
 		case policy.RuleNodeTraffic:
 			a.NodeTraffic = true
@@ -187,7 +200,7 @@ func Attribute(dp *policy.Datapath, ev *Event) Attribution {
 	default:
 		return a
 	}
-	if rule&policy.RuleDeny != 0 && rule&policy.RuleIDMask != policy.RuleIsolated {
+	if rule&policy.RuleDeny != 0 && enforcedID(dp, rule) != policy.RuleIsolated {
 		if r, ok := dp.RuleByID(rule); ok {
 			a.DeniedByRule = &r
 		}

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
@@ -21,6 +24,7 @@ type resolvedEnv struct {
 	node       *pod // the node namespace as a client (source 169.254.1.1: the world)
 	p          *Probe
 	ev         *collector
+	aEP        uint32 // a's endpoint ID in the Datapath last applied
 }
 
 const resolvedEP = 7
@@ -63,6 +67,11 @@ func (env *resolvedEnv) apply(t *testing.T, dp *policy.Datapath) ApplyResult {
 	res, err := env.p.Apply(dp)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
+	}
+	for _, ep := range dp.Endpoints {
+		if ep.Name == "a" {
+			env.aEP = ep.ID
+		}
 	}
 	return res
 }
@@ -111,7 +120,7 @@ func (env *resolvedEnv) check(t *testing.T, what string, cases ...flowCheck) map
 	}
 	out := map[string][]Event{}
 	for _, e := range env.ev.drain() {
-		if e.Protocol != 6 || e.DstEndpoint != resolvedEP {
+		if e.Protocol != 6 || e.DstEndpoint != env.aEP {
 			continue
 		}
 		src, _ := TupleAddrs(e.Tuple)
@@ -383,6 +392,85 @@ func TestResolvedSwapRevokes(t *testing.T) {
 	for _, ec := range conns[2:] {
 		if err := ec.roundTrip("again"); err != nil {
 			t.Errorf("c's connection broke: %v", err)
+		}
+	}
+}
+
+// TestAuditedPolicyRealPackets compiles an audited NetworkPolicy (a's
+// ingress from b only, annotated netpol.kubectl.io/mode=audit) and runs real
+// connections with flow events off: no packet changes, c's connections
+// (which enforcing it would deny) are reported with FlagAudit and attributed
+// to the would-be default deny of a-in, b's are not reported. Promoted
+// (annotation removed), exactly c's connections are dropped.
+func TestAuditedPolicyRealPackets(t *testing.T) {
+	requireRoot(t)
+	cfg := testCfg
+	cfg.FlowEvents = false
+	env := newResolvedEnv(t, cfg, 80)
+	a, b, c, d := env.a, env.b, env.c, env.d
+	compile := func(mode string) *policy.Datapath {
+		np := netpol("x", "a-in", selector("app", "a"), ingressOnly,
+			[]networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "b")}}}}, nil)
+		if mode != "" {
+			np.Annotations = map[string]string{policy.ModeAnnotation: mode}
+		}
+		snap := &policy.Snapshot{Pods: []*corev1.Pod{podObject(a, "x", map[string]string{"app": "a"}),
+			podObject(b, "x", map[string]string{"app": "b"}), podObject(c, "x", map[string]string{"app": "c"}),
+			podObject(d, "x", map[string]string{"app": "d"})},
+			Policies: []*networkingv1.NetworkPolicy{np}}
+		dp, err := policy.Compile(snap, testNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dp
+	}
+	dp := compile(policy.ModeAudit)
+	env.apply(t, dp)
+	before, _ := env.p.Stats()
+	env.ev.drain()
+	for _, from := range []*pod{b, c} {
+		for _, ip := range []netip.Addr{a.ip4, a.ip6} {
+			if got, err := from.connect("tcp", ip, 80, time.Second); err != nil || got != "a" {
+				t.Errorf("audited: %s -> %s:80: %q, %v; want no packet changed", from.podName, ip, got, err)
+			}
+		}
+	}
+	after, _ := env.p.Stats()
+	var fromB, fromC int
+	for _, e := range env.ev.drain() {
+		if e.DstEndpoint != env.aEP || e.Protocol != 6 {
+			continue
+		}
+		src, _ := TupleAddrs(e.Tuple)
+		at := Attribute(dp, &e)
+		switch src {
+		case b.ip4, b.ip6:
+			fromB++
+		case c.ip4, c.ip6:
+			fromC++
+			if e.Verdict != VerdictAllow || e.Flags&FlagAudit == 0 || len(at.Audited) != 1 || at.Audited[0].Rule.Audit.Allowed ||
+				len(at.Audited[0].Rule.Audit.IsolatedBy) != 1 || at.Audited[0].Rule.Audit.IsolatedBy[0].Name != "a-in" ||
+				len(at.AllowedBy) != 0 {
+				t.Errorf("c's audited flow: event %+v, attribution %+v", e, at)
+			}
+		}
+	}
+	if fromB != 0 || fromC != 2 {
+		t.Errorf("events: %d for b (want none: enforcing changes nothing), %d for c (want 2)", fromB, fromC)
+	}
+	if n := after.Audited - before.Audited; n != 2 {
+		t.Errorf("Stats.Audited grew by %d, want 2", n)
+	}
+
+	dp = compile("")
+	env.apply(t, dp)
+	evs := env.check(t, "promoted", flowCheck{b, 80, true}, flowCheck{c, 80, false})
+	if len(evs["c/80"]) < 2 {
+		t.Errorf("promoted: %d drop events for c, want >= 2", len(evs["c/80"]))
+	}
+	for _, e := range evs["c/80"] {
+		if at := Attribute(dp, &e); e.Flags&FlagAudit != 0 || len(at.DeniedBy) != 1 || at.DeniedBy[0].Name != "a-in" {
+			t.Errorf("promoted: c's drop %+v attributed to %+v, want a-in's isolation", e, at)
 		}
 	}
 }

@@ -254,3 +254,29 @@ func TestDisjointRanges(t *testing.T) {
 		t.Errorf("disjointRanges:\n got %v\nwant %v", got, want)
 	}
 }
+
+// TestDesiredNodeIdentities: a node identity's addresses are written with
+// that identity, node addresses in none keep the host identity, and a
+// resolved direction is consulted (isolation flag) even when NetworkPolicy
+// does not isolate the pod.
+func TestDesiredNodeIdentities(t *testing.T) {
+	n1, n2, pod := netip.MustParseAddr("172.18.0.1"), netip.MustParseAddr("172.18.0.2"), netip.MustParseAddr("10.0.0.5")
+	dp := &policy.Datapath{
+		HostIPs:    []netip.Addr{n1, n2},
+		Identities: []policy.Identity{{ID: 400, Node: true, IPs: []netip.Addr{n1}}, {ID: 300, IPs: []netip.Addr{pod}}},
+		Endpoints: []policy.Endpoint{{ID: 1, Name: "p", IPs: []netip.Addr{pod}, Identity: 300,
+			Ingress: policy.EndpointPolicy{Resolved: true, Entries: regions(policy.RuleNotIsolated)}}},
+	}
+	p := &Probe{state: applied{pairs: map[uint32]uint32{}}}
+	w, err := p.desired(dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.identityOf(n1) != 400 || w.identityOf(n2) != policy.IdentityHost || w.identityOf(pod) != 300 {
+		t.Errorf("identities: node-1 %d, node-2 %d, pod %d; want 400, %d, 300", w.identityOf(n1), w.identityOf(n2), w.identityOf(pod), policy.IdentityHost)
+	}
+	ep := w.endpoints[addr16(pod)]
+	if ep.Flags != epIsolatedIngress || w.dirs[ep.SlotIngress] == nil || !w.dirs[ep.SlotIngress].resolved {
+		t.Errorf("endpoint flags %#x, ingress direction %+v: want the resolved ingress consulted", ep.Flags, w.dirs[ep.SlotIngress])
+	}
+}

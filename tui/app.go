@@ -88,6 +88,9 @@ type Config struct {
 	// ClientVersion is the plugin's version: an agent reporting another
 	// raises a skew warning in the status bar ("" to not compare).
 	ClientVersion string
+	// History serves the chart's 24 h and 7 d ranges (the agents' connection
+	// history); nil offers the live ranges only.
+	History stats.History
 }
 
 // Model is the root of the watch TUI.
@@ -147,6 +150,7 @@ func New(cfg Config) *Model {
 		fresh:    true,
 		hideNode: !cfg.ShowNodeChecks,
 	}
+	m.rates.SetHistory(cfg.History)
 	m.applyFilter()
 	return m
 }
@@ -180,6 +184,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 	case detail.ExplainedMsg:
 		m.detail.Update(msg)
+		m.fresh = true
+	case rates.HistoryMsg:
+		m.rates.SetHistoryResult(msg)
 		m.fresh = true
 	case common.DrillMsg:
 		m.drill(msg.Filter)
@@ -224,7 +231,7 @@ func (m *Model) scheduleFrame() tea.Cmd {
 func (m *Model) selectionChanged() tea.Cmd {
 	sel := m.selectedFlow()
 	m.rates.SetSelected(sel)
-	return m.detail.SetFlow(sel)
+	return tea.Batch(m.detail.SetFlow(sel), m.rates.Load())
 }
 
 func (m *Model) selectedFlow() *flowv1.Flow {
@@ -352,16 +359,17 @@ func (m *Model) handleKey(msg tea.KeyPressMsg) (tea.Cmd, bool) {
 			return tea.Batch(cmd, m.selectionChanged()), false
 		}
 		if m.rates.Update(msg) {
-			return nil, false
+			return m.rates.Load(), false
 		}
 	case m.view == ViewMap:
 		if ok, cmd := m.netmap.Update(msg); ok {
 			return tea.Batch(cmd, m.selectionChanged()), false
 		}
 		if m.rates.Update(msg) {
-			return nil, false
+			return m.rates.Load(), false
 		}
 	case m.rates.Update(msg):
+		return m.rates.Load(), false
 	case m.table.Update(msg):
 		return m.selectionChanged(), false
 	}

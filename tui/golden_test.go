@@ -14,8 +14,14 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	"github.com/charmbracelet/x/exp/golden"
 	"github.com/charmbracelet/x/exp/teatest/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
+	"github.com/kubectl-netpol/kubectl-netpol/tui/stats"
 )
 
 // colourSGR matches SGR sequences that set a foreground or background colour.
@@ -32,26 +38,43 @@ func runProgram(t *testing.T, w, h int, profile colorprofile.Profile) (frame str
 // program handles them in order, so the final frame shows their effect).
 func runProgramKeys(t *testing.T, w, h int, profile colorprofile.Profile, keys string) (frame string, stream []byte) {
 	t.Helper()
-	m := tui.New(tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC})
-	tm := teatest.NewTestModel(t, m,
+	return runProgramWith(t, tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC}, sampleBatches(t), w, h, profile, "kkk", keys, nil)
+}
+
+// runProgramWith runs the real Bubble Tea program (teatest) with cfg on
+// batches, types first (then waits for the table to say SCROLL when it is
+// not empty) and keys, waits until the screen satisfies ready (nil: no
+// wait), and quits.
+func runProgramWith(t *testing.T, cfg tui.Config, batches []flow.Batch, w, h int, profile colorprofile.Profile, first, keys string, ready func(plain string) bool) (frame string, stream []byte) {
+	t.Helper()
+	tm := teatest.NewTestModel(t, tui.New(cfg),
 		teatest.WithInitialTermSize(w, h),
 		teatest.WithProgramOptions(tea.WithColorProfile(profile)))
-	for _, b := range sampleBatches(t) {
+	for _, b := range batches {
 		tm.Send(tui.BatchMsg(b))
 	}
 	tm.Send(tui.SourceDoneMsg{})
 	var out bytes.Buffer
 	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("(done)")) },
 		teatest.WithDuration(10*time.Second))
-	tm.Type("kkk")
-	teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("SCROLL")) },
-		teatest.WithDuration(10*time.Second))
+	if first != "" {
+		tm.Type(first)
+		teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return bytes.Contains(b, []byte("SCROLL")) },
+			teatest.WithDuration(10*time.Second))
+	}
 	for _, r := range keys {
-		if r == '\t' {
+		switch r {
+		case '\t':
 			tm.Send(tea.KeyPressMsg{Code: tea.KeyTab})
-			continue
+		case '\r':
+			tm.Send(tea.KeyPressMsg{Code: tea.KeyEnter})
+		default:
+			tm.Send(tea.KeyPressMsg{Code: r, Text: string(r)})
 		}
-		tm.Send(tea.KeyPressMsg{Code: r, Text: string(r)})
+	}
+	if ready != nil {
+		teatest.WaitFor(t, io.TeeReader(tm.Output(), &out), func(b []byte) bool { return ready(ansi.Strip(string(b))) },
+			teatest.WithDuration(10*time.Second))
 	}
 	tm.Send(tea.KeyPressMsg{Code: 'q', Text: "q"})
 	final := tm.FinalModel(t, teatest.WithFinalTimeout(10*time.Second)).(*tui.Model)
@@ -129,5 +152,69 @@ func TestNoColor(t *testing.T) {
 	_, stream = runProgram(t, 80, 24, colorprofile.ANSI)
 	if !bytes.Contains(stream, []byte("\x1b[1;31mDENIED")) && !bytes.Contains(stream, []byte("\x1b[31;1mDENIED")) && !colourSGR.Match(stream) {
 		t.Fatal("no colour under the ANSI profile")
+	}
+}
+
+// sampleHistory is a week of history ending with the sample: every hour
+// replays part of the sample's flows (more by day than by night), shifted
+// in time and aggregated hourly by the agents' own code.
+func sampleHistory(t *testing.T) *history.Set {
+	t.Helper()
+	flows := allFlows(sampleBatches(t))
+	newest := flows[len(flows)-1].GetTime().AsTime()
+	var all []*flowv1.Flow
+	for h := 7 * 24; h >= 0; h-- {
+		at := newest.Add(-time.Duration(h) * time.Hour)
+		n := len(flows) * (3 + at.Hour()%12) / 15
+		for _, f := range flows[:n] {
+			g := proto.Clone(f).(*flowv1.Flow)
+			g.Time = timestamppb.New(g.GetTime().AsTime().Add(-time.Duration(h)*time.Hour - time.Minute))
+			all = append(all, g)
+		}
+	}
+	i := 0
+	set, err := history.FromFlows(func() (*flowv1.Flow, error) {
+		if i == len(all) {
+			return nil, io.EOF
+		}
+		i++
+		return all[i-1], nil
+	}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// historyRates matches a value-axis label of the loaded history (2 flows
+// per minute or hour or more; the empty chart drawn while reading tops out
+// at 1): the chart has its answer.
+var historyRates = regexp.MustCompile(`([2-9]\.[0-9]|[0-9]{2,})k?/(min|h)`)
+
+// TestGoldenHistoryRanges: the chart's range key goes on from 1h to 24h and
+// 7d when the watch has a history (the agents'), and those ranges draw it
+// (flows per minute, per hour; hours and days on the time axis), at 80×24
+// and 160×40. Regenerate with: go test ./tui -run TestGoldenHistoryRanges -update
+func TestGoldenHistoryRanges(t *testing.T) {
+	set := sampleHistory(t)
+	for _, size := range [][2]int{{80, 24}, {160, 40}} {
+		for _, v := range []struct{ name, keys, want string }{
+			{"24h", "\trrr", "last 24h from history"},
+			{"7d", "\trrrr", "last 7d from history"},
+		} {
+			t.Run(fmt.Sprintf("%dx%d-%s", size[0], size[1], v.name), func(t *testing.T) {
+				cfg := tui.Config{SourceName: "replay sample.jsonl", Loc: time.UTC, History: stats.SetHistory{Set: set}}
+				// The history is read in a command: wait for its answer on screen.
+				frame, _ := runProgramWith(t, cfg, sampleBatches(t), size[0], size[1], colorprofile.ANSI, "", v.keys, func(plain string) bool {
+					return strings.Contains(plain, v.want) && historyRates.MatchString(plain)
+				})
+				checkScreen(t, frame, size[0], size[1])
+				plain := ansi.Strip(frame)
+				if !strings.Contains(plain, v.want) || strings.Contains(plain, "reading the agents' history") {
+					t.Fatalf("final frame lacks %q or still reads:\n%s", v.want, plain)
+				}
+				golden.RequireEqual(t, []byte(frame))
+			})
+		}
 	}
 }

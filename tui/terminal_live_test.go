@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
@@ -52,8 +54,6 @@ func TestRealTerminalLive(t *testing.T) {
 	hub := flow.NewHub(1024, func(context.Context) (*flowv1.StatusResponse, error) {
 		return &flowv1.StatusResponse{Node: framework.NodeName, Version: "v9.9.9-e2e"}, nil
 	})
-	_, port := framework.ServeHub(t, "127.0.0.1:0", hub)
-	c.StartPod(t, framework.AgentStandInPod(ns, "agent-1", "v9.9.9-e2e"))
 	drop := &flowv1.Flow{
 		Time: timestamppb.Now(), Node: framework.NodeName, Type: flowv1.EventType_EVENT_TYPE_DROP,
 		Verdict: flowv1.Verdict_VERDICT_DENIED, Reason: flowv1.Reason_REASON_NO_RULE_MATCHED,
@@ -65,6 +65,19 @@ func TestRealTerminalLive(t *testing.T) {
 		IsolatedBy:  []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: ns, Name: "server-from-api"}},
 	}
 	hub.Publish(drop) // history: the TUI's follow starts with it
+	// The agent's connection history: 600 allowed connections client ->
+	// server 3 hours ago, which the chart's 24 h range reads (10/min or more
+	// over the one or two 24-minute steps they fall in).
+	store := history.NewStore(history.Config{Node: framework.NodeName})
+	for i := range 600 {
+		old := proto.Clone(drop).(*flowv1.Flow)
+		old.Type, old.Verdict, old.Reason, old.IsolatedBy = flowv1.EventType_EVENT_TYPE_NEW, flowv1.Verdict_VERDICT_ALLOWED, flowv1.Reason_REASON_NOT_ISOLATED, nil
+		old.Time = timestamppb.New(time.Now().Add(-3*time.Hour + time.Duration(i)*time.Second))
+		store.Record(old)
+	}
+	store.Record(drop)
+	_, port := framework.ServeHubWithHistory(t, "127.0.0.1:0", hub, store)
+	c.StartPod(t, framework.AgentStandInPod(ns, "agent-1", "v9.9.9-e2e"))
 
 	bin := buildPlugin(t)
 	s := startTmux(t, 160, 70, []string{"TERM=xterm-256color", "TZ=UTC", "KUBECONFIG=" + c.Kubeconfig},
@@ -133,6 +146,17 @@ func TestRealTerminalLive(t *testing.T) {
 	s.waitFor("the drilled-down flows", func(scr string) bool {
 		return strings.Contains(scr, "filter: from-workload=") && strings.Contains(scr, "DENIED")
 	})
+	// The chart's long ranges read the agent's history through the same
+	// port-forward: r from 1m goes 5m, 1h, 24h.
+	s.send("1")
+	s.waitText("VERDICT")
+	s.send("r", "r", "r")
+	scr = s.waitFor("the 24h chart drawn from the history", func(scr string) bool {
+		return strings.Contains(scr, "last 24h from history") && historyRates.MatchString(scr)
+	})
+	if !strings.Contains(scr, "Flows/min cluster") || strings.Contains(scr, "reading the agents' history") {
+		t.Errorf("24h chart:\n%s", scr)
+	}
 	s.send("q")
 	s.waitFor("the program to exit with status 0", func(string) bool {
 		out, err := os.ReadFile(s.exitFile)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -196,7 +197,7 @@ func Exposed(e *policy.Engine, set *history.Set, namespaces []string) []Exposure
 		r := &set.Records[i]
 		k := r.Key
 		dst := k.GetDestination()
-		if dst.GetNamespace() == "" || dst.GetHostNetwork() || r.Connections == 0 || k.GetVerdict() != flowv1.Verdict_VERDICT_ALLOWED {
+		if dst.GetNamespace() == "" || dst.GetHostNetwork() || r.Connections == 0 || flow.Dropped(k) {
 			continue
 		}
 		if len(namespaces) > 0 && !slices.Contains(namespaces, dst.GetNamespace()) {

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -406,7 +407,7 @@ func (a *Annotator) Annotate(f *flowv1.Flow) bool {
 	if !d.Allowed {
 		w.Verdict = flowv1.Verdict_VERDICT_DENIED
 	}
-	w.Changed = w.Verdict != f.GetVerdict()
+	w.Changed = w.Verdict != flow.Enforced(f) // an AUDIT flow: what was enforced
 	for _, s := range []policy.DirectionDecision{d.Egress, d.Ingress} {
 		dir := flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS
 		if s.Direction == policy.Egress {

@@ -57,7 +57,7 @@ while read -r c; do found "cgroup $c"; done < <(find /sys/fs/cgroup -maxdepth 2 
 # Host paths.
 for p in "$STATE_DIR" "$RUN_DIR" /run/containerd /var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni/results \
   /var/lib/cni/networks/netpol-cluster /opt/containerd /var/lib/containerd /var/run/kubernetes "$KUBECONFIG_OUT" \
-  "$AGENT_PIN_ROOT"; do
+  "$AGENT_PIN_ROOT" "$AGENT_HISTORY_ROOT"; do
   [[ -e $p ]] && found "path $p"
 done
 

@@ -115,6 +115,9 @@ fi
 #    would go on applying a dead cluster's policy to whatever reuses the pod addresses. Removing
 #    the pins detaches the programs.
 rm -rf "$AGENT_PIN_ROOT"
+# The agents' connection history (uninstall removes it; a cluster torn down without uninstall
+# leaves it, and the next cluster's agents would read a dead cluster's connections).
+rm -rf "$AGENT_HISTORY_ROOT"
 # bpffs, when up.sh mounted it (as systemd would have) and nothing else pinned anything there since.
 if [[ -f $STATE_DIR/bpffs-mounted ]] && mountpoint -q /sys/fs/bpf; then
   if [[ -z $(ls -A /sys/fs/bpf) ]]; then

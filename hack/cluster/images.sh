@@ -9,7 +9,8 @@
 #
 # Adding an image (e.g. the agent's): one line in the IMAGES section below,
 #   go_image NAME GO-PACKAGE PATH-IN-IMAGE [ENTRYPOINT ARGS...]
-# builds the package statically and packs it as the image's only file and entrypoint; or
+# builds the package statically and packs it as the image's only file and entrypoint (VARIANT=x
+# keeps a second image of the same repository apart: its tar and binary get the suffix -x); or
 #   file_image NAME LOCAL-FILE PATH-IN-IMAGE [ENTRYPOINT ARGS...]
 # packs an already built binary.
 set -euo pipefail
@@ -26,7 +27,7 @@ tars=()
 file_image() {
   local name=$1 file=$2 dest=$3
   shift 3
-  local out="$IMAGES_DIR/$(basename "${name%%:*}").tar" args=()
+  local out="$IMAGES_DIR/$(basename "${name%%:*}")${VARIANT:+-$VARIANT}.tar" args=()
   local e
   for e in "${@:-$dest}"; do args+=(-entrypoint "$e"); done
   "$builder" -o "$out" -name "$name" -file "$dest=$file" -label "org.opencontainers.image.source=kubectl-netpol" "${args[@]}"
@@ -36,7 +37,7 @@ file_image() {
 go_image() {
   local name=$1 pkg=$2 dest=$3
   shift 3
-  local bin="$IMAGES_DIR/bin/$(basename "$dest")"
+  local bin="$IMAGES_DIR/bin/$(basename "$dest")${VARIANT:+-$VARIANT}"
   (cd "$REPO_ROOT" && CGO_ENABLED=0 GOOS=linux $GO build -trimpath -ldflags "-s -w ${GO_LDFLAGS:-}" -o "$bin" "$pkg")
   file_image "$name" "$bin" "$dest" "$@"
 }
@@ -45,6 +46,8 @@ go_image() {
 go_image "$PAUSE_IMAGE" ./hack/images/pause /pause
 go_image "$NETPROBE_IMAGE" ./test/images/netprobe /netprobe
 GO_LDFLAGS=$VERSION_LDFLAGS go_image "$AGENT_IMAGE" ./cmd/netpol-agent /netpol-agent
+VARIANT=upgrade GO_LDFLAGS=${VERSION_LDFLAGS/version.version=$VERSION/version.version=$AGENT_UPGRADE_VERSION} \
+  go_image "$AGENT_UPGRADE_IMAGE" ./cmd/netpol-agent /netpol-agent
 [[ -x $BIN_DIR/coredns ]] && file_image "$COREDNS_IMAGE" "$BIN_DIR/coredns" /coredns
 # The upstream conformance suites' agnhost, when hack/conformance.sh asks (CONFORMANCE_IMAGES:
 # netpol and/or cnp): built from Kubernetes' sources by build-conformance.sh and named exactly as

@@ -53,6 +53,9 @@ DNS_SVC_IP=10.96.0.10
 CLUSTER_DOMAIN=cluster.local
 # Where an agent installed in the cluster pins its datapath on this host (probe.DefaultPinRoot).
 AGENT_PIN_ROOT=/sys/fs/bpf/netpol
+# Where an agent keeps its connection history on this host (install.HistoryHostDir): the nodes
+# share the host's filesystem, so without removing it a new cluster reads the last one's history.
+AGENT_HISTORY_ROOT=/var/lib/kubectl-netpol
 NODE_NAME=netpol-node
 
 # Several nodes (NODES >= 2, the default 3; hack/cluster/node.sh): the control plane stays on the host, bound to
@@ -92,6 +95,9 @@ VERSION=${VERSION:-$("$REPO_ROOT/hack/version.sh")}
 AGENT_IMAGE_REPO=${AGENT_IMAGE_REPO:-localhost/kubectl-netpol/agent}
 AGENT_IMAGE=$AGENT_IMAGE_REPO:$VERSION
 VERSION_LDFLAGS="-X github.com/kubectl-netpol/kubectl-netpol/internal/version.version=$VERSION -X github.com/kubectl-netpol/kubectl-netpol/internal/version.agentImageRepository=$AGENT_IMAGE_REPO"
+# The same agent stamped as the next version: the e2e upgrade rolls the DaemonSet to it.
+AGENT_UPGRADE_VERSION=$VERSION-upgrade
+AGENT_UPGRADE_IMAGE=$AGENT_IMAGE_REPO:$AGENT_UPGRADE_VERSION
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -144,6 +144,6 @@ func splitObservations(f *flowv1.Flow) *flowv1.Flow {
 	c := &flowv1.Flow{Time: f.GetTime(), Node: o.GetNode(), Type: f.GetType(), Verdict: f.GetVerdict(), Reason: f.GetReason(),
 		Direction: f.GetDirection(), Ip: f.GetIp(), L4: f.GetL4(), Source: f.GetSource(), Destination: f.GetDestination(),
 		Service: f.GetService(), AllowedBy: f.GetAllowedBy(), DeniedBy: f.GetDeniedBy(), IsolatedBy: f.GetIsolatedBy(),
-		Packets: f.GetPackets(), Bytes: f.GetBytes()}
+		Audit: f.GetAudit(), Packets: f.GetPackets(), Bytes: f.GetBytes()}
 	return c
 }

@@ -343,8 +343,7 @@ func (o *WatchOptions) Complete(ctx context.Context) error {
 		}
 		o.source = src
 		if req.Since != nil {
-			o.source = &historyFirst{live: src, now: o.Now, access: &agentAccess{AgentNamespace: o.AgentNamespace, AgentPort: o.AgentPort,
-				KubeClient: o.KubeClient, DialAgent: o.DialAgent}}
+			o.source = &historyFirst{live: src, now: o.Now, access: o.agents()}
 		}
 		// Live: the TUI follows; a one-shot print shows the last few, like hubble observe.
 		if o.Output == "tui" {
@@ -408,6 +407,11 @@ func (o *WatchOptions) Validate() error {
 	return nil
 }
 
+// agents reaches the agents as the live source does, for their history.
+func (o *WatchOptions) agents() *agentAccess {
+	return &agentAccess{AgentNamespace: o.AgentNamespace, AgentPort: o.AgentPort, KubeClient: o.KubeClient, DialAgent: o.DialAgent}
+}
+
 // Run streams flows into the TUI or a printer until the source ends or ctx is done.
 func (o *WatchOptions) Run(ctx context.Context) error {
 	if o.Output == "tui" {
@@ -420,8 +424,14 @@ func (o *WatchOptions) Run(ctx context.Context) error {
 		if explainer == nil {
 			explainer = newEngineExplainer(o.KubeClient)
 		}
+		cfg := tui.Config{SourceName: name, ClientVersion: o.ClientVersion, Explainer: explainer}
+		if o.InputFile == "" {
+			cfg.History = &agentsHistory{access: o.agents(), allowlist: o.request.GetAllowlist(), denylist: o.request.GetDenylist(), now: o.Now}
+		} else if filter, err := flow.CompileFilter(o.request.GetAllowlist(), o.request.GetDenylist()); err == nil {
+			cfg.History = &captureHistory{path: o.InputFile, match: filter.Match}
+		}
 		return o.RunTUI(ctx, tui.Options{
-			Config:  tui.Config{SourceName: name, ClientVersion: o.ClientVersion, Explainer: explainer},
+			Config:  cfg,
 			Source:  o.source,
 			Request: o.request,
 			Input:   in,

@@ -212,7 +212,8 @@ func (st *clusterState) explain(f *flowv1.Flow) (text, why string) {
 	case flowv1.Reason_REASON_NOT_SUBJECT:
 		b.WriteString("The agent judged it not subject to NetworkPolicy (host network, node or loopback traffic).\n")
 	}
-	recordedAllowed := flow.EnforcedVerdict(f) == flowv1.Verdict_VERDICT_ALLOWED
+	b.WriteString(detail.AuditSentence(f))
+	recordedAllowed := !flow.Dropped(f)
 	if x.Allowed != recordedAllowed && f.GetReason() != flowv1.Reason_REASON_ESTABLISHED {
 		fmt.Fprintf(&b, "The policies now decide otherwise: the cluster changed since the agent recorded this flow at %s.\n",
 			f.GetTime().AsTime().Format(time.TimeOnly))

@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -41,8 +42,9 @@ func NamespaceOf(ep *flowv1.Endpoint) string {
 	return Outside
 }
 
-// Count is allowed and denied connections.
-type Count struct{ Allowed, Denied uint64 }
+// Count is allowed and denied connections (as enforced), and how many of
+// them audited policies would decide otherwise (verdict AUDIT).
+type Count struct{ Allowed, Denied, Audit uint64 }
 
 // Total is Allowed+Denied.
 func (c Count) Total() uint64 { return c.Allowed + c.Denied }
@@ -59,15 +61,24 @@ func (c Count) Verdict() string {
 }
 
 // Label is the edge's label: the verdict in words and the counts, e.g.
-// "DENIED 31" or "MIXED 12 allowed / 3 denied".
+// "DENIED 31" or "MIXED 12 allowed / 3 denied", led by "AUDIT 3 · " when
+// audited policies would decide some of them otherwise, or "AUDIT 12
+// (allowed)" all of them (what was enforced in brackets).
 func (c Count) Label() string {
+	audit := ""
+	switch {
+	case c.Audit > 0 && c.Audit == c.Total():
+		return fmt.Sprintf("AUDIT %d (%s)", c.Audit, strings.ToLower(c.Verdict()))
+	case c.Audit > 0:
+		audit = fmt.Sprintf("AUDIT %d · ", c.Audit)
+	}
 	switch c.Verdict() {
 	case "ALLOWED":
-		return fmt.Sprintf("ALLOWED %d", c.Allowed)
+		return fmt.Sprintf("%sALLOWED %d", audit, c.Allowed)
 	case "DENIED":
-		return fmt.Sprintf("DENIED %d", c.Denied)
+		return fmt.Sprintf("%sDENIED %d", audit, c.Denied)
 	}
-	return fmt.Sprintf("MIXED %d allowed / %d denied", c.Allowed, c.Denied)
+	return fmt.Sprintf("%sMIXED %d allowed / %d denied", audit, c.Allowed, c.Denied)
 }
 
 // Edge is the connections from one workload to another.
@@ -93,10 +104,13 @@ func (g *Graph) Add(f *flowv1.Flow) {
 		return
 	}
 	var c Count
-	if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+	if flow.Dropped(f) {
 		c.Denied = 1
 	} else {
 		c.Allowed = 1
+	}
+	if f.GetVerdict() == flowv1.Verdict_VERDICT_AUDIT {
+		c.Audit = 1
 	}
 	g.AddEdge(WorkloadKey(f.GetSource(), f.GetIp().GetSource()), WorkloadKey(f.GetDestination(), f.GetIp().GetDestination()),
 		NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination()), c, f)
@@ -113,6 +127,7 @@ func (g *Graph) AddEdge(from, to, fromNS, toNS string, c Count, last *flowv1.Flo
 	}
 	e.Count.Allowed += c.Allowed
 	e.Count.Denied += c.Denied
+	e.Count.Audit += c.Audit
 	if last != nil && (e.Last == nil || !last.GetTime().AsTime().Before(e.Last.GetTime().AsTime())) {
 		e.Last = last
 	}

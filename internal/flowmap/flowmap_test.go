@@ -67,3 +67,28 @@ func TestGraph(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditEdges: an AUDIT flow counts as what was enforced (the opposite
+// of what the audited policies would decide) and as audited; the label
+// leads with AUDIT.
+func TestAuditEdges(t *testing.T) {
+	g := flowmap.New()
+	src, dst := &flowv1.Endpoint{Namespace: "shop", Pod: "web"}, &flowv1.Endpoint{Namespace: "shop", Pod: "db"}
+	add := func(v, wouldBe flowv1.Verdict) {
+		f := &flowv1.Flow{Verdict: v, Source: src, Destination: dst}
+		if v == flowv1.Verdict_VERDICT_AUDIT {
+			f.Audit = &flowv1.Audit{WouldBe: wouldBe}
+		}
+		g.Add(f)
+	}
+	add(flowv1.Verdict_VERDICT_AUDIT, flowv1.Verdict_VERDICT_DENIED)
+	add(flowv1.Verdict_VERDICT_AUDIT, flowv1.Verdict_VERDICT_DENIED)
+	if e := g.Edges()[0]; e.Count != (flowmap.Count{Allowed: 2, Audit: 2}) || e.Count.Label() != "AUDIT 2 (allowed)" {
+		t.Errorf("all audited: %+v %q", e.Count, e.Count.Label())
+	}
+	add(flowv1.Verdict_VERDICT_ALLOWED, 0)
+	add(flowv1.Verdict_VERDICT_AUDIT, flowv1.Verdict_VERDICT_ALLOWED) // dropped; enforcing the audit would allow it
+	if e := g.Edges()[0]; e.Count != (flowmap.Count{Allowed: 3, Denied: 1, Audit: 3}) || e.Count.Label() != "AUDIT 3 · MIXED 3 allowed / 1 denied" {
+		t.Errorf("some audited: %+v %q", e.Count, e.Count.Label())
+	}
+}

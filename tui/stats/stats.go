@@ -9,9 +9,9 @@
 // that the key idle longest is dropped), so a cluster where pods come and go
 // at any rate costs at most MaxKeys series per counter.
 //
-// Ranges longer than Horizon (24 h, 7 d) are not kept here: they belong to a
-// flow history store, which a chart reads through the same Range and Count
-// types (see History).
+// Ranges longer than Horizon (LongRanges: 24 h, 7 d) are not kept here:
+// they come from a flow history store, which a chart reads through the same
+// Range and Count types (History).
 package stats
 
 import (
@@ -47,13 +47,24 @@ const numRanges = 3
 // Horizon is how far back the live counters reach (the longest Range).
 var Horizon = int64(Ranges[numRanges-1].Span() / time.Second)
 
-// History serves ranges the live counters do not keep (24 h, 7 d), from a
-// store of past flows. None exists yet; a chart offers a range only when
-// something serves it.
+// LongRanges are the spans past Horizon a chart reads from a flow history
+// store (History), at the same Points steps.
+var LongRanges = []Range{{"24h", 24 * time.Minute}, {"7d", 7 * 24 * time.Hour / Points}}
+
+// Scope is what a chart counts: Name labels it ("cluster", "namespace
+// shop") and tells scopes apart; Match selects the flows (nil: all).
+type Scope struct {
+	Name  string
+	Match func(*flowv1.Flow) bool
+}
+
+// History serves the LongRanges from a store of past flows (the agents'
+// connection history). It may block on I/O: a chart calls it from a
+// command, never while drawing.
 type History interface {
-	// Buckets returns Points counts of r's steps ending at end, oldest first,
-	// for the scope key ("" for the whole cluster).
-	Buckets(scope, key string, r Range, end time.Time) ([]Count, error)
+	// Buckets returns Points counts of r's steps, oldest first, the last
+	// one holding end, of the flows s selects.
+	Buckets(s Scope, r Range, end time.Time) ([]Count, error)
 }
 
 // MaxKeys bounds every keyed counter.
@@ -233,6 +244,7 @@ type Stats struct {
 	pair    keyed[Pair]   // endpoints
 	nsPair  keyed[Pair]   // namespaces
 	wlPair  keyed[Pair]   // workloads
+	wlAudit keyed[Pair]   // workloads: flows audited policies would decide otherwise (AUDIT)
 	policy  keyed[string] // "ns/name": flows the policy decided
 	rule    keyed[Rule]   // flows the rule (or isolation) decided
 	// rules names the policy references seen (bounded with rule).
@@ -251,7 +263,7 @@ type Stats struct {
 // New returns empty counters.
 func New() *Stats {
 	return &Stats{ns: keyed[string]{}, pod: keyed[string]{}, pair: keyed[Pair]{}, nsPair: keyed[Pair]{},
-		wlPair: keyed[Pair]{}, policy: keyed[string]{}, rule: keyed[Rule]{},
+		wlPair: keyed[Pair]{}, wlAudit: keyed[Pair]{}, policy: keyed[string]{}, rule: keyed[Rule]{},
 		rules: map[ruleRef]Rule{}, lastFlow: map[Pair]*flowv1.Flow{}}
 }
 
@@ -291,7 +303,7 @@ func PolicyKey(r *flowv1.PolicyRef) string {
 func Deciders(f *flowv1.Flow) []*flowv1.PolicyRef {
 	var refs []*flowv1.PolicyRef
 	collect := func(allowed, denied, isolated []*flowv1.PolicyRef) {
-		if flow.EnforcedVerdict(f) == flowv1.Verdict_VERDICT_DENIED {
+		if flow.Dropped(f) {
 			refs = append(refs, denied...)
 			refs = append(refs, isolated...)
 		} else {
@@ -327,7 +339,9 @@ func (s *Stats) Add(f *flowv1.Flow) {
 	if sec <= s.now-Horizon {
 		return // too old for every range
 	}
-	denied := flow.EnforcedVerdict(f) == flowv1.Verdict_VERDICT_DENIED // an audited flow by what its packets did
+	// An AUDIT flow counts as what was enforced: the chart shows what
+	// happened to the packets.
+	denied := flow.Dropped(f)
 	s.Overall.add(sec, denied)
 	srcNS, dstNS := NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination())
 	s.ns.add(srcNS, sec, denied)
@@ -344,6 +358,9 @@ func (s *Stats) Add(f *flowv1.Flow) {
 	s.nsPair.add(Pair{srcNS, dstNS}, sec, denied)
 	wl := Pair{WorkloadKey(f.GetSource(), sip), WorkloadKey(f.GetDestination(), dip)}
 	s.wlPair.add(wl, sec, denied)
+	if f.GetVerdict() == flowv1.Verdict_VERDICT_AUDIT {
+		s.wlAudit.add(wl, sec, denied)
+	}
 	s.lastFlow[wl] = f
 	var seen [4]string // the policies counted for this flow (a flow names one or two)
 	n := 0
@@ -363,7 +380,7 @@ func (s *Stats) Add(f *flowv1.Flow) {
 		for _, k := range []keyed[string]{s.ns, s.pod, s.policy} {
 			k.prune(s.now)
 		}
-		for _, k := range []keyed[Pair]{s.pair, s.nsPair, s.wlPair} {
+		for _, k := range []keyed[Pair]{s.pair, s.nsPair, s.wlPair, s.wlAudit} {
 			k.prune(s.now)
 		}
 		s.rule.prune(s.now)
@@ -433,7 +450,7 @@ func (s *Stats) ruleOf(r *flowv1.PolicyRef) Rule {
 
 // Keys reports how many keys the counters hold (for tests of the bound).
 func (s *Stats) Keys() int {
-	return len(s.ns) + len(s.pod) + len(s.policy) + len(s.pair) + len(s.nsPair) + len(s.wlPair) + len(s.rule)
+	return len(s.ns) + len(s.pod) + len(s.policy) + len(s.pair) + len(s.nsPair) + len(s.wlPair) + len(s.wlAudit) + len(s.rule)
 }
 
 // Rate is flows per second over the last complete second.
@@ -443,9 +460,11 @@ func (s *Stats) Rate() uint64 { return s.Overall.At(s.now - 1).Total() }
 // its newest flow.
 func (s *Stats) Map() *flowmap.Graph {
 	g := flowmap.New()
+	audits := s.wlAudit.sums(s.now)
 	for k, c := range s.wlPair.sums(s.now) {
 		f := s.lastFlow[k]
-		g.AddEdge(k.Src, k.Dst, NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination()), flowmap.Count(c), f)
+		g.AddEdge(k.Src, k.Dst, NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination()),
+			flowmap.Count{Allowed: c.Allowed, Denied: c.Denied, Audit: audits[k].Total()}, f)
 	}
 	return g
 }

@@ -19,8 +19,9 @@ func Default() *Styles {
 		Selected: lipgloss.NewStyle().Reverse(true),
 		Allowed:  lipgloss.NewStyle().Foreground(lipgloss.Color("2")),
 		Denied:   lipgloss.NewStyle().Foreground(lipgloss.Color("1")).Bold(true),
-		// Audit: audited policies would decide otherwise.
-		Audit:     lipgloss.NewStyle().Foreground(lipgloss.Color("3")).Bold(true),
+		// AUDIT: audited policies would decide otherwise (the word, and a
+		// dotted shaft on the map, say it without colour).
+		Audit:     lipgloss.NewStyle().Foreground(lipgloss.Color("5")),
 		Key:       lipgloss.NewStyle().Bold(true),
 		Error:     lipgloss.NewStyle().Foreground(lipgloss.Color("1")),
 		Border:    lipgloss.NewStyle().Border(lipgloss.NormalBorder()).BorderForeground(lipgloss.Color("8")),

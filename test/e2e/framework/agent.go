@@ -15,9 +15,22 @@ import (
 // which `make e2e` (hack/e2e.sh) passes as NETPOL_AGENT_IMAGE.
 func AgentImage(t testing.TB) string {
 	t.Helper()
-	img := os.Getenv("NETPOL_AGENT_IMAGE")
+	return imageFromEnv(t, "NETPOL_AGENT_IMAGE", "it builds the agent image and imports it into the cluster")
+}
+
+// AgentUpgradeImage is the same agent stamped as the next version
+// (VERSION-upgrade), imported beside AgentImage by `make e2e`
+// (NETPOL_AGENT_UPGRADE_IMAGE): the upgrade tests roll the DaemonSet to it.
+func AgentUpgradeImage(t testing.TB) string {
+	t.Helper()
+	return imageFromEnv(t, "NETPOL_AGENT_UPGRADE_IMAGE", "it builds the agent stamped as the next version")
+}
+
+func imageFromEnv(t testing.TB, env, what string) string {
+	t.Helper()
+	img := os.Getenv(env)
 	if img == "" {
-		Unavailable(t, "NETPOL_AGENT_IMAGE is not set: run through `make e2e` (it builds the agent image and imports it into the cluster)")
+		Unavailable(t, "%s is not set: run through `make e2e` (%s)", env, what)
 	}
 	return img
 }

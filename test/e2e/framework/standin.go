@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 )
 
@@ -46,6 +47,27 @@ func AgentStandInPod(ns, name, version string) *corev1.Pod {
 // and its port.
 func ServeHub(tb testing.TB, addr string, hub *flow.Hub) (*grpc.Server, int) {
 	tb.Helper()
+	return serveObserver(tb, addr, hub)
+}
+
+// ServeHubWithHistory is ServeHub that also answers History from store, as
+// the agent does.
+func ServeHubWithHistory(tb testing.TB, addr string, hub *flow.Hub, store *history.Store) (*grpc.Server, int) {
+	tb.Helper()
+	return serveObserver(tb, addr, hubWithHistory{hub, store})
+}
+
+type hubWithHistory struct {
+	*flow.Hub
+	store *history.Store
+}
+
+func (h hubWithHistory) History(req *flowv1.HistoryRequest, stream grpc.ServerStreamingServer[flowv1.HistoryBatch]) error {
+	return h.store.Serve(req, stream.Send)
+}
+
+func serveObserver(tb testing.TB, addr string, srv flowv1.ObserverServer) (*grpc.Server, int) {
+	tb.Helper()
 	var lis net.Listener
 	var err error
 	for range 100 {
@@ -58,7 +80,7 @@ func ServeHub(tb testing.TB, addr string, hub *flow.Hub) (*grpc.Server, int) {
 		tb.Fatal(err)
 	}
 	s := grpc.NewServer()
-	flowv1.RegisterObserverServer(s, hub)
+	flowv1.RegisterObserverServer(s, srv)
 	go func() { _ = s.Serve(lis) }()
 	tb.Cleanup(s.Stop)
 	return s, lis.Addr().(*net.TCPAddr).Port

@@ -111,7 +111,7 @@ func (m *Model) render(full bool) string {
 		switch {
 		case f.GetVerdict() == flowv1.Verdict_VERDICT_AUDIT:
 			head = st.Audit.Render(head)
-		case f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED:
+		case flow.Dropped(f):
 			head = st.Denied.Render(head)
 		default:
 			head = st.Allowed.Render(head)
@@ -133,6 +133,16 @@ func (m *Model) render(full bool) string {
 		why += ", " + strings.ToLower(flow.DirectionName(f.GetDirection()))
 	}
 	kv("verdict", flow.VerdictName(f.GetVerdict())+" ("+why+")")
+	if a := f.GetAudit(); a != nil {
+		would := "would be " + flow.VerdictName(a.GetWouldBe()) + " (" + flow.ReasonName(a.GetReason()) + ")"
+		if a.GetRule() != nil {
+			would += " by " + flow.PolicyRefString(a.GetRule())
+		}
+		kv("audit", would)
+		for _, r := range a.GetIsolatedBy() {
+			kv("would isolate", flow.PolicyRefString(r))
+		}
+	}
 	for _, o := range f.GetObservations() {
 		kv("observed", flow.ObservationString(o))
 	}

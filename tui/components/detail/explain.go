@@ -77,11 +77,7 @@ func Explain(f *flowv1.Flow) string {
 	dst := name(f.GetDestination(), f.GetIp().GetDestination())
 	l4 := fmt.Sprintf("%s %d", flow.ProtocolName(f.GetL4().GetProtocol()), f.GetL4().GetDestinationPort())
 	var b strings.Builder
-	verdict := flow.VerdictName(f.GetVerdict())
-	if a := f.GetAudit(); a != nil {
-		verdict = fmt.Sprintf("%s (%s, would be %s)", verdict, strings.ToLower(flow.VerdictName(flow.EnforcedVerdict(f))), strings.ToLower(flow.VerdictName(a.GetWouldBe())))
-	}
-	fmt.Fprintf(&b, "%s: %s → %s on %s", verdict, src, dst, l4)
+	fmt.Fprintf(&b, "%s: %s → %s on %s", flow.VerdictName(f.GetVerdict()), src, dst, l4)
 	if svc := f.GetService(); svc.GetName() != "" {
 		fmt.Fprintf(&b, ", through Service %s/%s (%s:%d)", svc.GetNamespace(), svc.GetName(), svc.GetIp(), svc.GetPort())
 	}
@@ -106,10 +102,33 @@ func Explain(f *flowv1.Flow) string {
 	} else {
 		explainReason(&b, f, src, dst, l4)
 	}
+	b.WriteString(AuditSentence(f))
 	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
 		fmt.Fprintf(&b, "Connection ended: %d packets, %d bytes.\n", f.GetPackets(), f.GetBytes())
 	}
 	return b.String()
+}
+
+// AuditSentence says, for an AUDIT flow, what was enforced and what
+// enforcing the audited policies would do instead, and by which rule or
+// isolating policies ("" for other flows).
+func AuditSentence(f *flowv1.Flow) string {
+	if f.GetVerdict() != flowv1.Verdict_VERDICT_AUDIT {
+		return ""
+	}
+	a := f.GetAudit()
+	did, would := "allowed", "deny"
+	if flow.Dropped(f) {
+		did, would = "dropped", "allow"
+	}
+	s := fmt.Sprintf("Audit: the packets were %s; enforcing the audited policies would %s it", did, would)
+	switch {
+	case a.GetRule() != nil:
+		s += " (" + flow.PolicyRefString(a.GetRule()) + ")"
+	case len(a.GetIsolatedBy()) > 0:
+		s += fmt.Sprintf(" (isolated by %s, no rule allowing it)", refs(a.GetIsolatedBy()))
+	}
+	return s + ".\n"
 }
 
 // explainReason is the account of the point that judged f: its direction,
@@ -168,7 +187,6 @@ func explainReason(b *strings.Builder, f *flowv1.Flow, src, dst, l4 string) {
 	default:
 		b.WriteString("The agent recorded no reason.\n")
 	}
-	explainAudit(b, f.GetAudit())
 }
 
 // ClusterRule names a ClusterNetworkPolicy rule the way explain does:
@@ -200,24 +218,6 @@ func tierConsequence(r *flowv1.PolicyRef) string {
 		return " (no Admin rule and no NetworkPolicy decided)"
 	}
 	return ""
-}
-
-// explainAudit says what enforcing the audited policies would change.
-func explainAudit(b *strings.Builder, a *flowv1.Audit) {
-	if a == nil {
-		return
-	}
-	would := strings.ToLower(flow.VerdictName(a.GetWouldBe()))
-	fmt.Fprintf(b, "Audited, not enforced: with the audited policies enforced it would be %s", would)
-	switch r := a.GetRule(); {
-	case r != nil && r.GetKind() == flow.KindClusterNetworkPolicy:
-		fmt.Fprintf(b, " by %s", ClusterRule(r))
-	case r != nil:
-		fmt.Fprintf(b, " by %s rule %d of NetworkPolicy %s/%s", strings.ToLower(flow.DirectionName(r.GetDirection())), r.GetRuleIndex(), r.GetNamespace(), r.GetName())
-	case len(a.GetIsolatedBy()) > 0:
-		fmt.Fprintf(b, ": isolated by %s and no rule of theirs allows it", refs(a.GetIsolatedBy()))
-	}
-	b.WriteString(".\n")
 }
 
 func plural(n int, one, many string) string {

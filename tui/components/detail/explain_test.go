@@ -42,9 +42,9 @@ func TestExplainClusterPolicyVerdicts(t *testing.T) {
 		{"admin deny", deny, []string{"DENIED: shop/web → monitoring/prometheus-0",
 			"Admin policy `deny-monitoring` (priority 10) ingress rule 0 `deny-all` denies; NetworkPolicy never consulted, so the packet was dropped on node node-a."}},
 		{"baseline accept", accept, []string{"Baseline policy `baseline-open` (priority 3) ingress rule 1 accepts (no Admin rule and no NetworkPolicy decided)."}},
-		{"audited", audited, []string{"AUDIT (allowed, would be denied): shop/web → monitoring/prometheus-0",
+		{"audited", audited, []string{"AUDIT: shop/web → monitoring/prometheus-0",
 			"no ClusterNetworkPolicy rule decided, so all ingress traffic is allowed.",
-			"Audited, not enforced: with the audited policies enforced it would be denied by Admin policy `deny-monitoring` (priority 10) ingress rule 0 `deny-all`."}},
+			"Audit: the packets were allowed; enforcing the audited policies would deny it (Admin cnp deny-monitoring (prio 10) ingress rule 0 deny-all)."}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := detail.Explain(tc.f)

@@ -288,7 +288,7 @@ func (m *Model) View() string {
 			continue
 		}
 		f := m.view.at(i)
-		denied := flow.EnforcedVerdict(f) == flowv1.Verdict_VERDICT_DENIED
+		denied := flow.Dropped(f)
 		audited := f.GetVerdict() == flowv1.Verdict_VERDICT_AUDIT
 		verdictIdx := -1
 		for j, c := range cols {

@@ -258,7 +258,9 @@ func (m *Model) enterTree() {
 }
 
 // EdgeLabel is an edge's label in the view: verdict in words, the count in
-// the last minute and its rate, e.g. "DENIED 91 (1.5/s)".
+// the last minute and its rate, e.g. "DENIED 91 (1.5/s)", or "AUDIT 12
+// (0.2/s)" when audited policies would decide every connection otherwise
+// ("AUDIT 3 · ALLOWED 12 (0.2/s)" some of them).
 func EdgeLabel(c flowmap.Count) string {
 	part := func(verdict string, n uint64) string {
 		r := float64(n) / stats.Window
@@ -267,13 +269,21 @@ func EdgeLabel(c flowmap.Count) string {
 		}
 		return fmt.Sprintf("%s %d (%.1f/s)", verdict, n, r)
 	}
+	audit := ""
+	switch {
+	case c.Audit > 0 && c.Audit == c.Total():
+		// Every connection audited: the shaft says what was enforced.
+		return part("AUDIT", c.Audit)
+	case c.Audit > 0:
+		audit = fmt.Sprintf("AUDIT %d · ", c.Audit)
+	}
 	switch c.Verdict() {
 	case "ALLOWED":
-		return part("ALLOWED", c.Allowed)
+		return audit + part("ALLOWED", c.Allowed)
 	case "DENIED":
-		return part("DENIED", c.Denied)
+		return audit + part("DENIED", c.Denied)
 	}
-	return part("DENIED", c.Denied) + " " + part("ALLOWED", c.Allowed)
+	return audit + part("DENIED", c.Denied) + " " + part("ALLOWED", c.Allowed)
 }
 
 // View implements common.Component.
@@ -361,18 +371,16 @@ func (m *Model) edgesView(w int) []string {
 			dir = "out"
 		}
 		label := EdgeLabel(e.Count)
-		shaft := "─"
-		if e.Count.Denied > 0 {
-			shaft = "╳" // a blocked line reads as blocked without colour
+		shaft, style := "─", st.Allowed
+		switch {
+		case e.Count.Denied > 0:
+			shaft, style = "╳", st.Denied // a blocked line reads as blocked without colour
+		case e.Count.Audit > 0:
+			shaft, style = "┄", st.Audit // audited policies would decide otherwise
 		}
 		pad := max(arrowW-len([]rune(label))-4, 2)
 		arrow := "─" + label + " " + strings.Repeat(shaft, pad) + "▶"
-		styled := arrow
-		if e.Count.Denied > 0 {
-			styled = st.Denied.Render(arrow)
-		} else {
-			styled = st.Allowed.Render(arrow)
-		}
+		styled := style.Render(arrow)
 		plain := fmt.Sprintf(" %s %s %s %s", dir, common.Fit(e.From, endW), arrow, e.To)
 		var s string
 		if idx == m.edgeList.Cursor {

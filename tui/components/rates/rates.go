@@ -1,7 +1,11 @@
 // Package rates is the allowed/denied chart: flows per second over a time
-// range (1 m, 5 m or 1 h, key r) for a scope (key s) taken from the selected
-// flow: the whole cluster, its destination namespace, its destination pod,
-// its source→destination pair, or the policy that decided it.
+// range (1 m, 5 m or 1 h, key r; and 24 h, 7 d when a stats.History serves
+// them) for a scope (key s) taken from the selected flow: the whole
+// cluster, its destination namespace, its destination pod, its
+// source→destination pair, or the policy that decided it. History is kept
+// by workload, not pod: over 24 h and 7 d the pod and pair scopes are the
+// pod's workload and the workload pair. History is read in a command
+// (Load), never while drawing: the chart shows the last answer it got.
 //
 // The chart is drawn by asciigraph (github.com/guptarohit/asciigraph): it
 // returns a plain string (no Bubble Tea model, so it fits Bubble Tea v2 as
@@ -25,6 +29,7 @@ import (
 	"github.com/guptarohit/asciigraph"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/common"
 	"github.com/kubectl-netpol/kubectl-netpol/tui/stats"
 )
@@ -51,18 +56,75 @@ type Model struct {
 	keys          KeyMap
 	stats         *stats.Stats
 	scope         Scope
-	rng           int // index into stats.Ranges
+	rng           int // index into ranges()
 	selected      *flowv1.Flow
 	width, height int
+
+	history stats.History
+	// loaded holds the history's last answer per scope and long range;
+	// loading the requests in flight.
+	loaded  map[historyKey]HistoryMsg
+	loading map[historyKey]int64
+	// now is the clock when no flow has come yet (tests pin it).
+	now func() time.Time
 }
+
+// historyKey is one scope over one long range.
+type historyKey struct{ scope, rng string }
+
+// HistoryMsg is the history's answer for a scope and long range: the
+// Points buckets ending with step End (Unix time / the range's step).
+type HistoryMsg struct {
+	key    historyKey
+	End    int64
+	Counts []stats.Count
+	Err    error
+	at     time.Time // when it was asked for
+}
+
+// maxLoaded bounds the answers kept (scopes visited).
+const maxLoaded = 64
+
+// reload is how old an answer may get before the chart asks again (its
+// newest step is still filling).
+const reload = time.Minute
 
 // New returns a chart over st.
 func New(c *common.Common, st *stats.Stats) *Model {
-	return &Model{c: c, stats: st, keys: KeyMap{
+	m := &Model{c: c, stats: st, now: time.Now, keys: KeyMap{
 		Scope: key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "chart cluster/ns/pod/pair/policy")),
-		Range: key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "chart range 1m/5m/1h")),
+		Range: key.NewBinding(key.WithKeys("r")),
 	}}
+	m.SetHistory(nil)
+	return m
 }
+
+// SetHistory makes the long ranges (24 h, 7 d) available from h (nil: only
+// the live ones).
+func (m *Model) SetHistory(h stats.History) {
+	m.history, m.loaded, m.loading = h, map[historyKey]HistoryMsg{}, map[historyKey]int64{}
+	names := make([]string, 0, len(stats.Ranges)+len(stats.LongRanges))
+	for _, r := range m.ranges() {
+		names = append(names, r.Name)
+	}
+	m.keys.Range.SetHelp("r", "chart range "+strings.Join(names, "/"))
+	m.rng = min(m.rng, len(names)-1)
+}
+
+// SetClock sets the clock used before any flow has come (tests).
+func (m *Model) SetClock(now func() time.Time) { m.now = now }
+
+// ranges are the live ranges, then the long ones when a history serves them.
+func (m *Model) ranges() []stats.Range {
+	rs := append([]stats.Range(nil), stats.Ranges[:]...)
+	if m.history != nil {
+		rs = append(rs, stats.LongRanges...)
+	}
+	return rs
+}
+
+// long reports whether the current range comes from the history.
+func (m *Model) long() bool { return m.rng >= len(stats.Ranges) }
 
 // SetSize implements common.Component.
 func (m *Model) SetSize(w, h int) { m.width, m.height = w, h }
@@ -77,21 +139,66 @@ func (m *Model) SetSelected(f *flowv1.Flow) { m.selected = f }
 func (m *Model) Scope() Scope { return m.scope }
 
 // Range returns the current range.
-func (m *Model) Range() stats.Range { return stats.Ranges[m.rng] }
+func (m *Model) Range() stats.Range { return m.ranges()[m.rng] }
 
-// Update handles the chart's keys and reports whether msg was one.
+// Update handles the chart's keys and reports whether msg was one (a long
+// range then wants Load).
 func (m *Model) Update(msg tea.KeyPressMsg) bool {
 	switch {
 	case key.Matches(msg, m.keys.Scope):
 		m.scope = (m.scope + 1) % numScopes
 	case key.Matches(msg, m.keys.Range):
-		// Ranges past the live ones (24 h, 7 d) join here once a
-		// stats.History serves them.
-		m.rng = (m.rng + 1) % len(stats.Ranges)
+		m.rng = (m.rng + 1) % len(m.ranges())
 	default:
 		return false
 	}
 	return true
+}
+
+// end is the newest time the chart shows: the newest flow's, or the clock
+// before any flow came.
+func (m *Model) end() time.Time {
+	if m.stats.Now() > 0 {
+		return m.stats.NowTime()
+	}
+	return m.now()
+}
+
+// Load returns the command that reads the history for the current scope
+// and long range when the chart has no answer for its newest step yet (nil:
+// nothing to read). The root calls it after keys and new flows.
+func (m *Model) Load() tea.Cmd {
+	if !m.long() || m.history == nil {
+		return nil
+	}
+	r, sc := m.Range(), m.histScope()
+	end := m.end()
+	step := end.Unix() / int64(r.Step/time.Second)
+	k := historyKey{sc.Name, r.Name}
+	now := m.now()
+	if got, ok := m.loaded[k]; ok && got.End >= step && now.Sub(got.at) < reload {
+		return nil
+	}
+	if _, ok := m.loading[k]; ok {
+		return nil
+	}
+	m.loading[k] = step
+	h := m.history
+	return func() tea.Msg {
+		counts, err := h.Buckets(sc, r, end)
+		return HistoryMsg{key: k, End: step, Counts: counts, Err: err, at: now}
+	}
+}
+
+// SetHistoryResult keeps an answer Load's command brought.
+func (m *Model) SetHistoryResult(msg HistoryMsg) {
+	delete(m.loading, msg.key)
+	if len(m.loaded) >= maxLoaded {
+		clear(m.loaded)
+	}
+	if old, ok := m.loaded[msg.key]; !ok || old.End <= msg.End {
+		m.loaded[msg.key] = msg
+	}
 }
 
 // series returns the series and label of the current scope.
@@ -120,6 +227,50 @@ func (m *Model) series() (*stats.Series, string) {
 	}
 }
 
+// histScope is the current scope as the history can count it: by
+// workload where the live chart counts a pod.
+func (m *Model) histScope() stats.Scope {
+	f := m.selected
+	if f == nil || m.scope == ScopeAll {
+		return stats.Scope{Name: "cluster"}
+	}
+	src := history.EndName(f.GetSource(), f.GetIp().GetSource())
+	dst := history.EndName(f.GetDestination(), f.GetIp().GetDestination())
+	endsOf := func(f *flowv1.Flow) (string, string) {
+		return history.EndName(f.GetSource(), f.GetIp().GetSource()), history.EndName(f.GetDestination(), f.GetIp().GetDestination())
+	}
+	switch m.scope {
+	case ScopeNamespace:
+		ns := stats.NamespaceOf(f.GetDestination())
+		return stats.Scope{Name: "namespace " + ns, Match: func(f *flowv1.Flow) bool {
+			return stats.NamespaceOf(f.GetSource()) == ns || stats.NamespaceOf(f.GetDestination()) == ns
+		}}
+	case ScopePod:
+		return stats.Scope{Name: "workload " + dst, Match: func(f *flowv1.Flow) bool {
+			s, d := endsOf(f)
+			return s == dst || d == dst
+		}}
+	case ScopePolicy:
+		refs := stats.Deciders(f)
+		if len(refs) == 0 {
+			return stats.Scope{Name: "policy (none decided this flow)", Match: func(*flowv1.Flow) bool { return false }}
+		}
+		k := stats.PolicyKey(refs[0])
+		return stats.Scope{Name: "policy " + k, Match: func(f *flowv1.Flow) bool {
+			for _, r := range stats.Deciders(f) {
+				if stats.PolicyKey(r) == k {
+					return true
+				}
+			}
+			return false
+		}}
+	}
+	return stats.Scope{Name: "workloads " + src + " → " + dst, Match: func(f *flowv1.Flow) bool {
+		s, d := endsOf(f)
+		return s == src && d == dst
+	}}
+}
+
 // Legend names the marks: allowed is a line, denied dots.
 const Legend = "── allowed  •• denied"
 
@@ -129,15 +280,44 @@ func (m *Model) View() string {
 		return ""
 	}
 	st := m.c.Styles
-	s, label := m.series()
-	r := stats.Ranges[m.rng]
-	title := st.Title.Render("Flows/s") + " " + label + st.Dim.Render(" · last "+r.Name+" (r) · ") +
+	r := m.Range()
+	var buckets []stats.Count
+	var label, note string
+	if m.long() {
+		sc := m.histScope()
+		label = sc.Name
+		got, ok := m.loaded[historyKey{sc.Name, r.Name}]
+		switch {
+		case !ok:
+			note = "reading the agents' history…"
+		case got.Err != nil:
+			note = "history: " + got.Err.Error()
+		default:
+			buckets = got.Counts
+		}
+		if buckets == nil {
+			buckets = make([]stats.Count, stats.Points)
+		}
+	} else {
+		var s *stats.Series
+		s, label = m.series()
+		buckets = s.Buckets(m.rng, m.stats.Now())
+	}
+	from := " · last " + r.Name + " (r) · "
+	if m.long() {
+		from = " · last " + r.Name + " from history (r) · "
+	}
+	unit, per := rateUnit(r)
+	if note != "" {
+		// Before the legend: a narrow pane cuts the title's end.
+		from += note + " · "
+	}
+	title := st.Title.Render("Flows/"+unit) + " " + label + st.Dim.Render(from) +
 		st.Allowed.Render("──") + " allowed " + st.Denied.Render("••") + " denied"
 	if m.stats.WhatIfJudged > 0 {
 		title += st.Denied.Render(fmt.Sprintf(" · whatif: %d of %d flows would change", m.stats.WhatIfChanged, m.stats.WhatIfJudged))
 	}
-	buckets := s.Buckets(m.rng, m.stats.Now())
-	step := r.Step.Seconds()
+	step := r.Step.Seconds() / per
 	allowed, denied := make([]float64, len(buckets)), make([]float64, len(buckets))
 	peak := 0.0
 	var sum stats.Count
@@ -151,7 +331,7 @@ func (m *Model) View() string {
 		// Too short for a chart: one line of totals.
 		return common.Lines(title+"\n"+totals(sum, r), m.width, m.height)
 	}
-	yFmt := valueFormatter(peak)
+	yFmt := valueFormatter(peak, unit)
 	labelW := max(len(yFmt(0)), len(yFmt(max(peak, 1))))
 	plotW := max(m.width-labelW-4, 10)
 	span := r.Span()
@@ -174,17 +354,30 @@ func totals(sum stats.Count, r stats.Range) string {
 	return fmt.Sprintf("last %s: %d allowed, %d denied", r.Name, sum.Allowed, sum.Denied)
 }
 
-// valueFormatter labels the value axis in flows per second, with a decimal
+// rateUnit is the unit a range's rates read best in: per second live, per
+// minute over a day, per hour over a week (a quiet pair's 7-day rate in
+// flows per second would be all zeros).
+func rateUnit(r stats.Range) (unit string, seconds float64) {
+	switch {
+	case r.Span() > 24*time.Hour:
+		return "h", 3600
+	case r.Span() > time.Hour:
+		return "min", 60
+	}
+	return "s", 1
+}
+
+// valueFormatter labels the value axis in flows per unit, with a decimal
 // when the peak is small enough for the steps to need one.
-func valueFormatter(peak float64) func(float64) string {
+func valueFormatter(peak float64, unit string) func(float64) string {
 	return func(v float64) string {
 		switch {
 		case peak >= 10000:
-			return fmt.Sprintf("%.0fk/s", v/1000)
+			return fmt.Sprintf("%.0fk/%s", v/1000, unit)
 		case peak >= 10:
-			return fmt.Sprintf("%.0f/s", v)
+			return fmt.Sprintf("%.0f/%s", v, unit)
 		}
-		return fmt.Sprintf("%.1f/s", v)
+		return fmt.Sprintf("%.1f/%s", v, unit)
 	}
 }
 
@@ -192,8 +385,11 @@ func valueFormatter(peak float64) func(float64) string {
 // 1 m or 1 h, every minute of 5 m), fewer when the plot is narrow.
 func ticks(r stats.Range, plotW int) int {
 	n := 5
-	if r.Span() == 5*time.Minute {
+	switch r.Span() {
+	case 5 * time.Minute:
 		n = 6
+	case 7 * 24 * time.Hour:
+		n = 8 // a tick a day
 	}
 	if plotW < 40 {
 		n = 3
@@ -201,17 +397,24 @@ func ticks(r stats.Range, plotW int) int {
 	return n
 }
 
-// agoLabel labels a time-axis tick v seconds before the newest step.
+// agoLabel labels a time-axis tick v seconds before the newest step, in
+// the range's unit (seconds, minutes, hours, days).
 func agoLabel(v float64, span time.Duration) string {
 	if math.Abs(v) < 0.5 {
 		return "now"
 	}
-	if span <= time.Minute {
+	unit, sec := "m", 60.0
+	switch {
+	case span <= time.Minute:
 		return fmt.Sprintf("%.0fs", v)
+	case span > 7*24*time.Hour-time.Second:
+		unit, sec = "d", 86400
+	case span > time.Hour:
+		unit, sec = "h", 3600
 	}
-	m := v / 60
-	if m == math.Trunc(m) {
-		return fmt.Sprintf("%.0fm", m)
+	n := v / sec
+	if n == math.Trunc(n) {
+		return fmt.Sprintf("%.0f%s", n, unit)
 	}
-	return strings.TrimSuffix(fmt.Sprintf("%.1fm", m), ".0m")
+	return strings.TrimSuffix(fmt.Sprintf("%.1f%s", n, unit), ".0"+unit)
 }

@@ -26,8 +26,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	"github.com/kubectl-netpol/kubectl-netpol/flow/otlp"
@@ -43,7 +45,11 @@ import (
 
 // Config configures the agent.
 type Config struct {
-	Client       kubernetes.Interface
+	Client kubernetes.Interface
+	// CNPClient and Metadata, when both set, make the agent follow
+	// ClusterNetworkPolicies (and their CRD, which may come and go).
+	CNPClient    cnpclient.Interface
+	Metadata     metadata.Interface
 	NodeName     string
 	PodName      string // this agent's pod (for the uninstall check); "" outside a cluster
 	PodNamespace string
@@ -129,6 +135,14 @@ type Agent struct {
 	// applyStart is when the last finished Apply began reading the caches.
 	applyStart time.Time
 	lastErr    string
+	// cnpReporter publishes what this node enforces of the
+	// ClusterNetworkPolicies, and cnpStatus (when elected) writes their
+	// status from every node's report; nil outside a cluster.
+	cnpReporter *nodeReporter
+	cnpStatus   *statusWriter
+	// domainNames are the ClusterNetworkPolicies whose domainNames peers
+	// the last apply could not enforce.
+	domainNames []string
 	// changed is when the first unprocessed cluster change arrived: apply
 	// latency is measured from it.
 	changed time.Time
@@ -182,6 +196,13 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("attaching the netfilter programs on node %s: %w (needs NET_ADMIN and nf_conntrack)", cfg.NodeName, err)
 	}
 	a := &Agent{cfg: cfg, probe: p, cluster: NewCluster(cfg.Client), started: time.Now(), policyCache: policy.NewCache()}
+	if cfg.CNPClient != nil && cfg.Metadata != nil {
+		a.cluster.WatchClusterPolicies(cfg.CNPClient, cfg.Metadata)
+		if cfg.PodNamespace != "" {
+			a.cnpReporter = newNodeReporter(cfg.Client, cfg.PodNamespace, cfg.NodeName)
+			a.cnpStatus = newStatusWriter(cfg.Client, cfg.CNPClient, cfg.PodNamespace, a.cluster)
+		}
+	}
 	a.enrich = newEnricher(a.cluster, cfg.NodeName)
 	a.newFlows = newNewFlowTable(newFlowRecords)
 	a.hub = flow.NewHub(cfg.RingCapacity, a.status)
@@ -208,7 +229,12 @@ func New(cfg Config) (*Agent, error) {
 	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "datapath"})
-	if err := a.cluster.OnChange(func(string) { a.enqueue() }); err != nil {
+	if err := a.cluster.OnChange(func(kind string) {
+		a.enqueue()
+		if a.cnpStatus != nil && (kind == "clusternetworkpolicy" || kind == "node") {
+			a.cnpStatus.poke()
+		}
+	}); err != nil {
 		checkNS.Close()
 		p.Close()
 		return nil, err
@@ -356,6 +382,14 @@ func (a *Agent) Run(ctx context.Context, shouldUninstall func(context.Context) b
 	a.cni.refresh(ctx)
 	wg.Go(func() { a.cni.run(ctx) })
 	wg.Go(func() { a.bypass.run(ctx) })
+	if a.cnpStatus != nil {
+		wg.Go(func() { a.cnpReporter.run(ctx) })
+		wg.Go(func() {
+			if err := leadStatus(ctx, a.cnpStatus, a.cfg.NodeName); err != nil {
+				klog.ErrorS(err, "Standing for the ClusterNetworkPolicy status writer")
+			}
+		})
+	}
 	wg.Go(func() {
 		for a.processNext() {
 		}
@@ -431,6 +465,14 @@ func (a *Agent) apply() error {
 	if err != nil {
 		return err
 	}
+	err = a.applySnapshot(snap)
+	if a.cnpReporter != nil {
+		a.cnpReporter.report(snap.ClusterPolicies, err)
+	}
+	return err
+}
+
+func (a *Agent) applySnapshot(snap *policy.Snapshot) error {
 	e, err := policy.NewEngineCached(snap, a.policyCache)
 	if err != nil {
 		return fmt.Errorf("compiling: %w", err)
@@ -443,6 +485,8 @@ func (a *Agent) apply() error {
 	if err != nil {
 		return err
 	}
+	a.setDomainNames(e.DomainNamePolicies())
+	a.metrics.ClusterPolicies.Set(float64(len(snap.ClusterPolicies)))
 	a.metrics.Revoked.Add(float64(res.Revoked))
 	a.metrics.Endpoints.Set(float64(len(dp.Endpoints)))
 	a.metrics.Policies.Set(float64(len(snap.Policies)))
@@ -553,6 +597,7 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 		r.EndpointsEnforced = uint32(len(dp.Endpoints))
 	}
 	r.Policies = uint32(a.cluster.Policies())
+	r.ClusterPolicies, r.ClusterPoliciesWatched, r.DomainNamePolicies, r.Checks = a.clusterPolicyStatus(r.Checks)
 	for _, u := range a.mapUsage() {
 		r.Maps = append(r.Maps, &flowv1.MapUsage{Name: u.Name, Entries: u.Entries, MaxEntries: u.Max})
 	}

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -13,7 +15,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -35,6 +39,12 @@ type Cluster struct {
 	nsLister   corelisters.NamespaceLister
 	npLister   networkinglisters.NetworkPolicyLister
 	nodeLister corelisters.NodeLister
+	// cnp follows ClusterNetworkPolicies (nil: not watched, see
+	// WatchClusterPolicies).
+	cnp *clusterPolicies
+
+	changeMu  sync.Mutex
+	changeFns []func(kind string)
 
 	mu      sync.RWMutex
 	localIP []netip.Addr // this node's own addresses (kubelet probes come from them)
@@ -120,9 +130,28 @@ func clusterIPs(obj any) ([]string, error) {
 	return out, nil
 }
 
+// WatchClusterPolicies adds ClusterNetworkPolicies (and their CRD, through
+// meta) to what the cluster view follows; call it before OnChange and Start.
+func (c *Cluster) WatchClusterPolicies(client cnpclient.Interface, meta metadata.Interface) {
+	c.cnp = newClusterPolicies(client, meta, func() { c.changed("clusternetworkpolicy") })
+}
+
+// changed runs the OnChange functions for kind.
+func (c *Cluster) changed(kind string) {
+	c.changeMu.Lock()
+	fns := slices.Clone(c.changeFns)
+	c.changeMu.Unlock()
+	for _, fn := range fns {
+		fn(kind)
+	}
+}
+
 // OnChange registers fn to run on every add, update or delete of an object
 // the datapath depends on.
 func (c *Cluster) OnChange(fn func(kind string)) error {
+	c.changeMu.Lock()
+	c.changeFns = append(c.changeFns, fn)
+	c.changeMu.Unlock()
 	for kind, inf := range map[string]cache.SharedIndexInformer{
 		"pod":           c.pods,
 		"namespace":     c.factory.Core().V1().Namespaces().Informer(),
@@ -186,10 +215,17 @@ func (c *Cluster) OnPodChange(fn func(*corev1.Pod)) error {
 	return nil
 }
 
+// clusterPolicyWait bounds how long Start waits for ClusterNetworkPolicies
+// it cannot list (see clusterPolicies.start).
+const clusterPolicyWait = 30 * time.Second
+
 // Start starts the informers and waits for their caches; it returns false if
 // stop closed first.
 func (c *Cluster) Start(stop <-chan struct{}) bool {
 	c.factory.Start(stop)
+	if c.cnp != nil && !c.cnp.start(stop, clusterPolicyWait) {
+		return false
+	}
 	for _, ok := range c.factory.WaitForCacheSync(stop) {
 		if !ok {
 			return false
@@ -220,10 +256,16 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 	if s.Policies, err = c.npLister.List(labels.Everything()); err != nil {
 		return nil, err
 	}
+	if c.cnp != nil {
+		if s.ClusterPolicies, err = c.cnp.list(); err != nil {
+			return nil, err
+		}
+	}
 	nodes, err := c.nodeLister.List(labels.Everything())
 	if err != nil {
 		return nil, err
 	}
+	s.Nodes = nodes // node peers of ClusterNetworkPolicies
 	addrs := policy.NodeAddresses(nodes, func(ip netip.Addr) bool { return c.PodByIP(ip) != nil })
 	byIP := make(map[netip.Addr]string, len(addrs))
 	for _, a := range addrs {
@@ -283,6 +325,18 @@ func (c *Cluster) ServiceByIP(ip netip.Addr) *corev1.Service {
 func (c *Cluster) Policies() int {
 	ps, _ := c.npLister.List(labels.Everything())
 	return len(ps)
+}
+
+// ClusterPolicies reports the ClusterNetworkPolicies in the cache, whether
+// they are followed (the CRD exists and they are listed) and the last
+// failure to list or watch them.
+func (c *Cluster) ClusterPolicies() (n int, watched bool, lastErr string) {
+	if c.cnp == nil {
+		return 0, false, ""
+	}
+	ps, _ := c.cnp.list()
+	st := c.cnp.state()
+	return len(ps), st.watched, st.err
 }
 
 // Workload names the controller behind a pod (history.Workload: the

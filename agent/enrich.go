@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -75,9 +76,11 @@ type attrKey struct {
 // attribution is an event's attribution as Flow parts (shared: capacity
 // equal to length, so an append by anyone copies).
 type attribution struct {
-	allowedBy, isolatedBy []*flowv1.PolicyRef
-	direction             flowv1.TrafficDirection // the deciding side of a drop
-	nodeTraffic           bool
+	allowedBy, deniedBy, isolatedBy []*flowv1.PolicyRef
+	direction                       flowv1.TrafficDirection // the deciding side of a drop
+	nodeTraffic                     bool
+	// audit is the would-be outcome when a side's entry carries RuleAudit.
+	audit *flowv1.Audit
 }
 
 func newEnricher(c *Cluster, node string) *enricher {
@@ -85,28 +88,6 @@ func newEnricher(c *Cluster, node string) *enricher {
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return &enricher{cluster: c, node: node, boot: time.Now().Add(-time.Duration(ts.Nano())),
 		endpoints: map[endpointKey]endpointInfo{}, services: map[serviceKey]*flowv1.Service{}, attrs: map[attrKey]*attribution{}}
-}
-
-func direction(d policy.Direction) flowv1.TrafficDirection {
-	switch d {
-	case policy.Ingress:
-		return flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS
-	case policy.Egress:
-		return flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS
-	}
-	return flowv1.TrafficDirection_TRAFFIC_DIRECTION_UNSPECIFIED
-}
-
-func policyRef(p policy.PolicyRef, d policy.Direction, rule int) *flowv1.PolicyRef {
-	r := &flowv1.PolicyRef{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Direction: direction(d)}
-	if r.Kind == "" {
-		r.Kind = "NetworkPolicy"
-	}
-	if rule >= 0 {
-		idx := uint32(rule)
-		r.RuleIndex = &idx
-	}
-	return r
 }
 
 // tcpFlagSets are the TCPFlags messages of every flag byte, shared by
@@ -158,19 +139,35 @@ func (e *enricher) flow(dp *policy.Datapath, ev *probe.Event) *flowv1.Flow {
 	}
 	f := &p.flow
 	f.Time, f.Node, f.Ip, f.L4 = &p.time, e.node, &p.ip, &p.l4
-	f.Type, f.Verdict = flowv1.EventType_EVENT_TYPE_NEW, flowv1.Verdict_VERDICT_ALLOWED
 	f.Source, f.Destination, f.Service = srcEP.ep, dstEP.ep, svc
 	f.RuleId = max(ev.EgressRule, ev.IngressRule)
+	judge(f, ev, at)
+	return f
+}
+
+// judge sets the flow's type, verdict, reason, direction and deciding
+// policies from the event and its attribution.
+func judge(f *flowv1.Flow, ev *probe.Event, at *attribution) {
+	f.Type, f.Verdict = flowv1.EventType_EVENT_TYPE_NEW, flowv1.Verdict_VERDICT_ALLOWED
 	f.AllowedBy = at.allowedBy
+	if at.audit != nil {
+		// The packets followed the enforced verdict (Type says which).
+		f.Verdict, f.Audit = flowv1.Verdict_VERDICT_AUDIT, at.audit
+	}
 	if ev.Verdict == probe.VerdictDrop {
 		f.Type = flowv1.EventType_EVENT_TYPE_DROP
-		f.Verdict = flowv1.Verdict_VERDICT_DENIED
-		f.Reason = flowv1.Reason_REASON_NO_RULE_MATCHED
+		if f.Audit == nil {
+			f.Verdict = flowv1.Verdict_VERDICT_DENIED
+		}
 		f.Direction = at.direction
-		// NetworkPolicy has no deny rules: a drop is the isolating policies
+		// A ClusterNetworkPolicy Deny rule, or else the isolating policies
 		// of the deciding side, none of whose rules matched.
-		f.IsolatedBy = at.isolatedBy
-		return f
+		f.Reason = flowv1.Reason_REASON_NO_RULE_MATCHED
+		f.DeniedBy, f.IsolatedBy = at.deniedBy, at.isolatedBy
+		if len(f.DeniedBy) > 0 {
+			f.Reason = flowv1.Reason_REASON_DENIED_BY_RULE
+		}
+		return
 	}
 	switch {
 	case len(f.AllowedBy) > 0:
@@ -187,7 +184,6 @@ func (e *enricher) flow(dp *policy.Datapath, ev *probe.Event) *flowv1.Flow {
 			f.Direction = flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS
 		}
 	}
-	return f
 }
 
 func protocol(p uint8) flowv1.Protocol {
@@ -265,21 +261,39 @@ func (e *enricher) attribute(dp *policy.Datapath, ev *probe.Event) *attribution 
 	if at, ok := e.attrs[k]; ok {
 		return at
 	}
-	a := probe.Attribute(dp, ev)
-	at := &attribution{nodeTraffic: a.NodeTraffic, direction: direction(a.Direction)}
-	for _, r := range a.AllowedBy {
-		at.allowedBy = append(at.allowedBy, policyRef(r.Rule.Policy, r.Rule.Direction, r.Rule.Index))
-	}
-	if drop {
-		for _, p := range a.DeniedBy {
-			at.isolatedBy = append(at.isolatedBy, policyRef(p, a.Direction, -1))
-		}
-	}
-	at.allowedBy, at.isolatedBy = slices.Clip(at.allowedBy), slices.Clip(at.isolatedBy)
+	at := attribute(dp, ev)
 	if len(e.attrs) >= enrichCacheMax {
 		clear(e.attrs)
 	}
 	e.attrs[k] = at
+	return at
+}
+
+// attribute is probe.Attribute as Flow parts: the allowing rules, a drop's
+// denying rule (a ClusterNetworkPolicy Deny) or else its isolating
+// policies (NetworkPolicy's default deny), and the would-be outcome of an
+// audited side (the deciding side's first).
+func attribute(dp *policy.Datapath, ev *probe.Event) *attribution {
+	a := probe.Attribute(dp, ev)
+	at := &attribution{nodeTraffic: a.NodeTraffic, direction: flow.DirectionOf(a.Direction)}
+	for _, r := range a.AllowedBy {
+		at.allowedBy = append(at.allowedBy, flow.CompiledRuleRef(r))
+	}
+	if ev.Verdict == probe.VerdictDrop {
+		if a.DeniedByRule != nil {
+			at.deniedBy = append(at.deniedBy, flow.CompiledRuleRef(*a.DeniedByRule))
+		} else {
+			for _, p := range a.DeniedBy {
+				at.isolatedBy = append(at.isolatedBy, flow.PolicyRefOf(p, a.Direction, -1))
+			}
+		}
+	}
+	for _, s := range a.Audited {
+		if s.Rule.Audit != nil && (at.audit == nil || s.Direction == a.Direction) {
+			at.audit = flow.AuditOf(s.Rule.Audit, s.Direction)
+		}
+	}
+	at.allowedBy, at.deniedBy, at.isolatedBy = slices.Clip(at.allowedBy), slices.Clip(at.deniedBy), slices.Clip(at.isolatedBy)
 	return at
 }
 

@@ -25,6 +25,10 @@ type Metrics struct {
 	Revoked         prometheus.Counter
 	Endpoints       prometheus.Gauge
 	Policies        prometheus.Gauge
+	ClusterPolicies prometheus.Gauge
+	// DomainNames is 1 per ClusterNetworkPolicy whose domainNames peers
+	// are not enforced (its other rules are).
+	DomainNames     *prometheus.GaugeVec // policy
 	Identities      prometheus.Gauge
 	DecodeErrors    prometheus.Counter
 	SlowClientDrops prometheus.CounterFunc
@@ -64,7 +68,7 @@ func (m *Metrics) CountVerdict(f *flowv1.Flow) {
 		m.flows[fk] = c
 	}
 	c.Inc()
-	for _, group := range [2][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetIsolatedBy()} {
+	for _, group := range [3][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()} {
 		for _, r := range group {
 			pk := policyCounterKey{namespace: r.GetNamespace(), name: r.GetName(), direction: r.GetDirection(), rule: -1, verdict: verdict}
 			if r.RuleIndex != nil {
@@ -98,7 +102,7 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 		}, []string{"verdict", "direction"}),
 		PolicyVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "policy_verdicts_total",
-			Help: "Verdicts by deciding policy: the rule that allowed a flow, or the isolating policy of a drop (rule=\"\").",
+			Help: "Verdicts by deciding policy: the rule that allowed or (ClusterNetworkPolicy, namespace=\"\") denied a flow, or the isolating policy of a drop (rule=\"\").",
 		}, []string{"namespace", "policy", "direction", "rule", "verdict"}),
 		ApplyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "policy_apply_duration_seconds",
@@ -113,8 +117,13 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 			Namespace: metricsNamespace, Name: "conntrack_revoked_total",
 			Help: "Established connections deleted from conntrack because a new policy denies them.",
 		}),
-		Endpoints:  prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "endpoints", Help: "Local pods the datapath enforces."}),
-		Policies:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "policies", Help: "NetworkPolicies in the cluster, compiled into the datapath."}),
+		Endpoints: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "endpoints", Help: "Local pods the datapath enforces."}),
+		Policies:  prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "policies", Help: "NetworkPolicies in the cluster, compiled into the datapath."}),
+		ClusterPolicies: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "cluster_policies",
+			Help: "ClusterNetworkPolicies in the cluster, compiled into the datapath (0 without their CRD)."}),
+		DomainNames: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "cluster_policy_domain_names_unenforced",
+			Help: "1 for each ClusterNetworkPolicy with domainNames peers: those peers match nothing here, the policy's other rules are enforced."},
+			[]string{"policy"}),
 		Identities: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "identities", Help: "Groups of pods that policies treat alike."}),
 		DecodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "event_decode_errors_total",
@@ -136,7 +145,7 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 		}, []string{"reason"}),
 	}
 	r.MustRegister(m.Flows, m.PolicyVerdicts, m.ApplyDuration, m.ApplyErrors, m.Revoked,
-		m.Endpoints, m.Policies, m.Identities, m.DecodeErrors, m.SlowClientDrops, m.FlowEnds, m.FlowEndsLost, m.FlowEndSource,
+		m.Endpoints, m.Policies, m.ClusterPolicies, m.DomainNames, m.Identities, m.DecodeErrors, m.SlowClientDrops, m.FlowEnds, m.FlowEndsLost, m.FlowEndSource,
 		&datapathCollector{read: datapath, usage: mapUsage},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

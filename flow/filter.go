@@ -189,18 +189,19 @@ func compileOne(ff *flowv1.FlowFilter) (matcher, error) {
 		})
 	}
 	if len(ff.GetPolicy()) > 0 {
-		names, err := parseAll("policy", ff.GetPolicy(), parseNamespacedName)
+		names, err := parseAll("policy", ff.GetPolicy(), parsePolicyName)
 		if err != nil {
 			return nil, err
 		}
 		add(func(f *flowv1.Flow) bool {
-			lists := [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()}
+			lists := [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy(),
+				{f.GetAudit().GetRule()}, f.GetAudit().GetIsolatedBy()}
 			for _, o := range f.GetObservations() { // both points of a paired flow
-				lists = append(lists, o.GetAllowedBy(), o.GetDeniedBy(), o.GetIsolatedBy())
+				lists = append(lists, o.GetAllowedBy(), o.GetDeniedBy(), o.GetIsolatedBy(), []*flowv1.PolicyRef{o.GetAudit().GetRule()}, o.GetAudit().GetIsolatedBy())
 			}
 			for _, refs := range lists {
 				for _, r := range refs {
-					if slices.ContainsFunc(names, func(nn namespacedName) bool { return nn.match(r.GetNamespace(), r.GetName()) }) {
+					if r != nil && slices.ContainsFunc(names, func(pn policyName) bool { return pn.match(r) }) {
 						return true
 					}
 				}
@@ -250,6 +251,40 @@ func parseNamespacedName(s string) (namespacedName, error) {
 
 func (n namespacedName) match(ns, name string) bool {
 	return name == n.name && (n.namespace == "" || ns == n.namespace)
+}
+
+// ClusterPolicyPrefix in a policy filter ("cnp/NAME") names a
+// ClusterNetworkPolicy, which has no namespace.
+const ClusterPolicyPrefix = "cnp/"
+
+// policyName is a policy filter: "namespace/name" (a NetworkPolicy),
+// "cnp/name" (a ClusterNetworkPolicy) or "name" (a policy of either kind,
+// in any namespace).
+type policyName struct {
+	namespacedName
+	cluster bool
+}
+
+func parsePolicyName(s string) (policyName, error) {
+	if name, ok := strings.CutPrefix(s, ClusterPolicyPrefix); ok {
+		if name == "" || strings.Contains(name, "/") {
+			return policyName{}, fmt.Errorf(`want "cnp/name" for a ClusterNetworkPolicy`)
+		}
+		return policyName{namespacedName: namespacedName{name: name}, cluster: true}, nil
+	}
+	nn, err := parseNamespacedName(s)
+	if err != nil {
+		return policyName{}, fmt.Errorf(`want "namespace/name", "cnp/name" or "name"`)
+	}
+	return policyName{namespacedName: nn}, nil
+}
+
+func (p policyName) match(r *flowv1.PolicyRef) bool {
+	isCluster := r.GetKind() == KindClusterNetworkPolicy
+	if p.cluster || p.namespace != "" {
+		return p.cluster == isCluster && p.namespacedName.match(r.GetNamespace(), r.GetName())
+	}
+	return r.GetName() == p.name
 }
 
 // namespacedPrefix is "namespace/pod-prefix" or "pod-prefix" (any namespace),

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
 // enumName returns an enum value's name without its type prefix
@@ -20,6 +21,30 @@ func ReasonName(r flowv1.Reason) string { return enumName(r.String(), "REASON_")
 
 // ProtocolName is the short name of p, e.g. "TCP".
 func ProtocolName(p flowv1.Protocol) string { return enumName(p.String(), "PROTOCOL_") }
+
+// TierName is "Admin" or "Baseline" ("" when unset).
+func TierName(t flowv1.ClusterTier) string {
+	switch t {
+	case flowv1.ClusterTier_CLUSTER_TIER_ADMIN:
+		return string(policy.TierAdmin)
+	case flowv1.ClusterTier_CLUSTER_TIER_BASELINE:
+		return string(policy.TierBaseline)
+	}
+	return ""
+}
+
+// ActionName is "Accept", "Deny" or "Pass" ("" when unset).
+func ActionName(a flowv1.ClusterAction) string {
+	switch a {
+	case flowv1.ClusterAction_CLUSTER_ACTION_ACCEPT:
+		return string(policy.ActionAccept)
+	case flowv1.ClusterAction_CLUSTER_ACTION_DENY:
+		return string(policy.ActionDeny)
+	case flowv1.ClusterAction_CLUSTER_ACTION_PASS:
+		return string(policy.ActionPass)
+	}
+	return ""
+}
 
 // DirectionName is the short name of d, e.g. "INGRESS".
 func DirectionName(d flowv1.TrafficDirection) string {

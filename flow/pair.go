@@ -80,7 +80,7 @@ func partnerKey(f *flowv1.Flow) (pairKey, bool) {
 	switch f.GetNode() {
 	case sn:
 		// Dropped on egress: the packet never reached the destination node.
-		if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED && f.GetDirection() == flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS {
+		if Dropped(f) && f.GetDirection() == flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS {
 			return pairKey{}, false
 		}
 	case dn:
@@ -284,7 +284,10 @@ func PairAll(flows []*flowv1.Flow, window time.Duration) []*flowv1.Flow {
 // the reason the stronger one (a rule allowed it at one point at least).
 // Endpoints come from the node each runs on (the source from the egress
 // record, the destination from the ingress one) and the Service from the
-// record that has it (the source node's: DNAT happens there).
+// record that has it (the source node's: DNAT happens there). An audited
+// point (VERDICT_AUDIT) counts by the verdict its packets followed; the
+// flow is AUDIT, with that point's would-be outcome, when the deciding
+// point (or, both allowing, either) was audited.
 func MergePair(a, b *flowv1.Flow) *flowv1.Flow {
 	eg, in := a, b
 	if b.GetNode() == b.GetSource().GetNodeName() && a.GetNode() != a.GetSource().GetNodeName() {
@@ -304,19 +307,27 @@ func MergePair(a, b *flowv1.Flow) *flowv1.Flow {
 		observation(in, flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS)}
 	var deny *flowv1.Flow
 	for _, f := range []*flowv1.Flow{eg, in} {
-		if f.GetVerdict() == flowv1.Verdict_VERDICT_DENIED {
+		if Dropped(f) {
 			deny = f
 			break
 		}
 	}
 	if deny != nil {
 		m.Type, m.Verdict, m.Reason, m.Direction, m.RuleId = deny.GetType(), deny.GetVerdict(), deny.GetReason(), deny.GetDirection(), deny.GetRuleId()
+		m.Audit = cloneAudit(deny.GetAudit())
 		m.AllowedBy = clonePolicyRefs(deny.GetAllowedBy())
 		m.DeniedBy = clonePolicyRefs(deny.GetDeniedBy())
 		m.IsolatedBy = clonePolicyRefs(deny.GetIsolatedBy())
 		return m
 	}
 	m.AllowedBy = append(clonePolicyRefs(eg.GetAllowedBy()), clonePolicyRefs(in.GetAllowedBy())...)
+	m.Verdict, m.Audit = flowv1.Verdict_VERDICT_ALLOWED, nil
+	for _, f := range []*flowv1.Flow{eg, in} {
+		if f.GetAudit() != nil {
+			m.Verdict, m.Audit = flowv1.Verdict_VERDICT_AUDIT, cloneAudit(f.GetAudit())
+			break
+		}
+	}
 	for _, r := range []flowv1.Reason{flowv1.Reason_REASON_ALLOWED_BY_RULE, flowv1.Reason_REASON_NOT_ISOLATED} {
 		if eg.GetReason() == r || in.GetReason() == r {
 			m.Reason = r
@@ -333,7 +344,14 @@ func MergePair(a, b *flowv1.Flow) *flowv1.Flow {
 func observation(f *flowv1.Flow, side flowv1.TrafficDirection) *flowv1.Observation {
 	return &flowv1.Observation{Node: f.GetNode(), Direction: side, Type: f.GetType(), Verdict: f.GetVerdict(),
 		Reason: f.GetReason(), AllowedBy: clonePolicyRefs(f.GetAllowedBy()), DeniedBy: clonePolicyRefs(f.GetDeniedBy()),
-		IsolatedBy: clonePolicyRefs(f.GetIsolatedBy()), RuleId: f.GetRuleId(), Time: f.GetTime()}
+		IsolatedBy: clonePolicyRefs(f.GetIsolatedBy()), RuleId: f.GetRuleId(), Time: f.GetTime(), Audit: cloneAudit(f.GetAudit())}
+}
+
+func cloneAudit(a *flowv1.Audit) *flowv1.Audit {
+	if a == nil {
+		return nil
+	}
+	return proto.Clone(a).(*flowv1.Audit)
 }
 
 func clonePolicyRefs(refs []*flowv1.PolicyRef) []*flowv1.PolicyRef {

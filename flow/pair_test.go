@@ -247,3 +247,31 @@ func TestFilterSeesBothObservationPoints(t *testing.T) {
 		}
 	}
 }
+
+// An audited point counts by the verdict its packets followed, and the
+// merged flow carries its would-be outcome.
+func TestPairAudited(t *testing.T) {
+	eg := record("node-a", egress, false, 40000, ref("x", "web-out", egress, 0))
+	in := record("node-b", ingress, false, 40000, ref("y", "db-in", ingress, 1))
+	in.Verdict = flowv1.Verdict_VERDICT_AUDIT
+	in.Audit = &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_DENIED, Reason: flowv1.Reason_REASON_NO_RULE_MATCHED,
+		IsolatedBy: []*flowv1.PolicyRef{ref("y", "default-deny", ingress, -1)}}
+	m := runPair(t, time.Minute, flow.Batch{Flows: []*flowv1.Flow{eg, in}}).flows
+	if len(m) != 1 || m[0].GetVerdict() != flowv1.Verdict_VERDICT_AUDIT || flow.Enforced(m[0]) != flowv1.Verdict_VERDICT_ALLOWED ||
+		m[0].GetAudit().GetWouldBe() != flowv1.Verdict_VERDICT_DENIED || m[0].GetObservations()[1].GetAudit() == nil {
+		t.Fatalf("merged audited flow: %v", m)
+	}
+	if line := flow.CompactLine(m[0], time.UTC); !strings.Contains(line, "would-be DENIED isolated-by y/default-deny (ingress)") {
+		t.Errorf("compact line: %s", line)
+	}
+	// Dropped (and audited: enforcing would allow) at ingress: the drop decides.
+	eg2 := record("node-a", egress, false, 40001, ref("x", "web-out", egress, 0))
+	in2 := record("node-b", ingress, true, 40001, ref("y", "db-in", ingress, -1))
+	in2.Verdict = flowv1.Verdict_VERDICT_AUDIT
+	in2.Audit = &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_ALLOWED, Reason: flowv1.Reason_REASON_NOT_ISOLATED}
+	m = runPair(t, time.Minute, flow.Batch{Flows: []*flowv1.Flow{eg2, in2}}).flows
+	if len(m) != 1 || m[0].GetType() != flowv1.EventType_EVENT_TYPE_DROP || flow.Enforced(m[0]) != flowv1.Verdict_VERDICT_DENIED ||
+		m[0].GetAudit().GetWouldBe() != flowv1.Verdict_VERDICT_ALLOWED || m[0].GetDirection() != ingress {
+		t.Errorf("merged audited drop: %v", m)
+	}
+}

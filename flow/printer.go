@@ -113,6 +113,10 @@ func CompactLine(f *flowv1.Flow, loc *time.Location) string {
 		b.WriteByte(' ')
 		b.WriteString(pol)
 	}
+	if a := AuditString(f.GetAudit()); a != "" {
+		b.WriteByte(' ')
+		b.WriteString(a)
+	}
 	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
 		fmt.Fprintf(&b, " packets=%d bytes=%d", f.GetPackets(), f.GetBytes())
 		if d := f.GetDuration(); d != nil {
@@ -226,9 +230,31 @@ func TCPFlagsString(t *flowv1.TCPFlags) string {
 	return strings.Join(parts, "-")
 }
 
-// PolicyRefString is "ns/name (ingress rule 0)" or "ns/name (egress)".
+// PolicyRefString is "ns/name (ingress rule 0)" or "ns/name (egress)" for
+// a NetworkPolicy, and for a ClusterNetworkPolicy rule e.g.
+// "Admin cnp deny-monitoring (prio 10) ingress rule 0 deny-all".
 func PolicyRefString(r *flowv1.PolicyRef) string {
 	var b strings.Builder
+	if r.GetKind() == KindClusterNetworkPolicy {
+		if t := r.GetTier(); t != flowv1.ClusterTier_CLUSTER_TIER_UNSPECIFIED {
+			b.WriteString(TierName(t))
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "cnp %s", r.GetName())
+		if r.GetTier() != flowv1.ClusterTier_CLUSTER_TIER_UNSPECIFIED {
+			fmt.Fprintf(&b, " (prio %d)", r.GetPriority())
+		}
+		b.WriteByte(' ')
+		b.WriteString(strings.ToLower(DirectionName(r.GetDirection())))
+		if r.RuleIndex != nil {
+			fmt.Fprintf(&b, " rule %d", r.GetRuleIndex())
+			if r.GetRuleName() != "" {
+				b.WriteByte(' ')
+				b.WriteString(r.GetRuleName())
+			}
+		}
+		return b.String()
+	}
 	if r.GetKind() != "" && r.GetKind() != "NetworkPolicy" {
 		b.WriteString(r.GetKind())
 		b.WriteByte(' ')
@@ -277,6 +303,23 @@ func ObservationString(o *flowv1.Observation) string {
 		s += " " + pol
 	}
 	return s
+}
+
+// AuditString is the would-be outcome of an audited flow, e.g.
+// "would-be DENIED by Admin cnp x (prio 1) ingress rule 0" or
+// "would-be DENIED isolated-by ns/p (ingress)"; "" without one.
+func AuditString(a *flowv1.Audit) string {
+	if a == nil {
+		return ""
+	}
+	s := "would-be " + VerdictName(a.GetWouldBe())
+	if r := a.GetRule(); r != nil {
+		return s + " by " + PolicyRefString(r)
+	}
+	if pol := refsSummary(nil, nil, a.GetIsolatedBy()); pol != "" {
+		return s + " " + pol
+	}
+	return s + " " + ReasonName(a.GetReason())
 }
 
 func refsSummary(allowed, denied, isolated []*flowv1.PolicyRef) string {

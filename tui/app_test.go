@@ -293,7 +293,7 @@ func TestDetailExplainsDefaultDenyDrop(t *testing.T) {
 func TestExplainAllowedAndNotIsolated(t *testing.T) {
 	for _, tc := range []struct{ filter, want string }{
 		{"to-pod=shop/db verdict=allowed", "Allowed by ingress rule 0 of NetworkPolicy shop/db-allow-api."},
-		{"to-ns=kube-system", "No NetworkPolicy selects kube-system/coredns-6f6b679f8f-9qz7w for ingress, so all ingress traffic is allowed."},
+		{"to-ns=kube-system", "No NetworkPolicy selects kube-system/coredns-6f6b679f8f-9qz7w for ingress and no ClusterNetworkPolicy rule decided, so all ingress traffic is allowed."},
 		{"from-ns=payments to-ip=203.0.113.10", "payments/worker-84d5c-7h2lp is isolated for egress by 2 policies"},
 	} {
 		m, _ := loaded(t, 80, 24)

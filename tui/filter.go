@@ -31,7 +31,7 @@ var filterKeys = map[string]flow.FilterKind{
 var workloadKeys = map[string]int{"workload": 0, "from-workload": 1, "to-workload": 2}
 
 // FilterHelp is shown in the filter prompt's placeholder and help.
-const FilterHelp = "terms AND together: ns=shop verdict=denied port=5432 policy=ns/name from-workload=ns/deploy !ns=kube-system, or free text"
+const FilterHelp = "terms AND together: ns=shop verdict=denied port=5432 policy=ns/name (cnp/name) from-workload=ns/deploy !ns=kube-system, or free text"
 
 // ParseFilter compiles a `/` expression: whitespace-separated terms, all of
 // which must match. key=value terms are the command-line filters (ns=, pod=,

@@ -24,9 +24,11 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/kubectl-netpol/kubectl-netpol/agent"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
@@ -124,6 +126,12 @@ func run() error {
 	}
 	rc.UserAgent = "netpol-agent/" + version.Version()
 	if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
+		return err
+	}
+	if cfg.CNPClient, err = cnpclient.NewForConfig(rc); err != nil {
+		return err
+	}
+	if cfg.Metadata, err = metadata.NewForConfig(rc); err != nil {
 		return err
 	}
 	if limit, ok := heapLimit(os.Getenv(install.EnvMemoryLimit), os.Getenv("GOMEMLIMIT")); ok {

@@ -84,9 +84,15 @@ type nodeStatus struct {
 
 // agentReport is the agent's answer to Status.
 type agentReport struct {
-	Ready                   bool        `json:"ready"`
-	EndpointsEnforced       uint32      `json:"endpointsEnforced"`
-	Policies                uint32      `json:"policies"`
+	Ready             bool   `json:"ready"`
+	EndpointsEnforced uint32 `json:"endpointsEnforced"`
+	Policies          uint32 `json:"policies"`
+	// ClusterPolicies are the ClusterNetworkPolicies compiled (watched:
+	// their CRD exists and the agent reads them); DomainNamePolicies those
+	// whose domainNames peers are not enforced.
+	ClusterPolicies         uint32      `json:"clusterPolicies"`
+	ClusterPoliciesWatched  bool        `json:"clusterPoliciesWatched"`
+	DomainNamePolicies      []string    `json:"domainNamePolicies,omitempty"`
 	Maps                    []mapReport `json:"maps,omitempty"`
 	EventsLost              uint64      `json:"eventsLost"`
 	EventsRateLimited       uint64      `json:"eventsRateLimited"`
@@ -386,6 +392,9 @@ func agentReportOf(r *flowv1.StatusResponse) *agentReport {
 		Ready:                   r.GetReady(),
 		EndpointsEnforced:       r.GetEndpointsEnforced(),
 		Policies:                r.GetPolicies(),
+		ClusterPolicies:         r.GetClusterPolicies(),
+		ClusterPoliciesWatched:  r.GetClusterPoliciesWatched(),
+		DomainNamePolicies:      r.GetDomainNamePolicies(),
 		EventsLost:              r.GetEventsLost(),
 		EventsRateLimited:       r.GetEventsRateLimited(),
 		FlowsSeen:               r.GetFlowsSeen(),
@@ -454,6 +463,13 @@ func printStatus(w io.Writer, r statusReport) error {
 				note("agent is not ready yet: its caches have not synced or the first policy set is not enforced")
 			}
 			endpoints, policies = strconv.Itoa(int(a.EndpointsEnforced)), strconv.Itoa(int(a.Policies))
+			if a.ClusterPolicies > 0 {
+				policies += fmt.Sprintf(" + %d cnp", a.ClusterPolicies)
+			}
+			if len(a.DomainNamePolicies) > 0 {
+				note("ClusterNetworkPolicies with domainNames peers, which are not enforced (they match nothing; the policies' other rules are): %s",
+					strings.Join(a.DomainNamePolicies, ", "))
+			}
 			lost, limited = strconv.FormatUint(a.EventsLost, 10), strconv.FormatUint(a.EventsRateLimited, 10)
 			if top := fullestMap(a.Maps); top != nil {
 				// Rounded down: 99.5% full must not read as 100%.

@@ -117,7 +117,7 @@ func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
 			Records: 5000, Keys: 400, MemoryBytes: 16 << 20, MemoryBudgetBytes: 64 << 20},
 	})
 	troubled := serveStatus(t, &flowv1.StatusResponse{
-		Version: "v0.1.0", Node: "node-b", Ready: false, EndpointsEnforced: 40, Policies: 7,
+		Version: "v0.1.0", Node: "node-b", Ready: false, EndpointsEnforced: 40, Policies: 7, ClusterPolicies: 2, ClusterPoliciesWatched: true, DomainNamePolicies: []string{"egress-allowlist"},
 		Maps:              []*flowv1.MapUsage{{Name: "rules", Entries: 995, MaxEntries: 1000}},
 		Checks:            []*flowv1.NodeCheck{{Name: "bridge-nf-call-iptables", Ok: false, Detail: "net.bridge.bridge-nf-call-iptables is 0: run sysctl -w net.bridge.bridge-nf-call-iptables=1"}, {Name: "bpffs", Ok: true}},
 		EventsLost:        17,

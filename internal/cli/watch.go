@@ -279,7 +279,7 @@ shows each node's own record instead. Traffic from a node's addresses
 	filter("verdict", "", flow.Verdict, "allowed or denied (hubble's forwarded/dropped are accepted)")
 	filter("reason", "", flow.Reason, "allowed_by_rule, no_rule_matched, not_isolated, established, not_subject, revoked")
 	filter("protocol", "", flow.Protocol, "tcp, udp, sctp, icmp or icmpv6")
-	filter("policy", "", flow.Policy, `Flows allowed, denied or isolated by this policy: "[namespace/]name"`)
+	filter("policy", "", flow.Policy, `Flows allowed, denied or isolated by this policy (or that an audited policy would decide): "namespace/name" (a NetworkPolicy), "cnp/name" (a ClusterNetworkPolicy) or "name" (either kind)`)
 	filter("node", "", flow.Node, "Flows reported by this node")
 	filter("service", "", flow.Service, `Flows through this Service: "[namespace/]name"`)
 	not := f.VarPF(&notValue{o: o}, "not", "", "Negate the next filter flag (it excludes matching flows)")

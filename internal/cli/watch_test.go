@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	"github.com/kubectl-netpol/kubectl-netpol/tui"
 )
 
@@ -206,5 +210,47 @@ func TestWatchErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// watch prints ClusterNetworkPolicy verdicts with their tier, priority and
+// rule, and --policy cnp/NAME selects them.
+func TestWatchClusterPolicyVerdicts(t *testing.T) {
+	deny := flow.ClusterRuleRefOf(policy.ClusterRuleRef{Policy: policy.PolicyRef{Kind: policy.KindClusterNetworkPolicy, Name: "deny-monitoring"},
+		Tier: policy.TierAdmin, Priority: 10, Direction: policy.Ingress, Index: 0, Name: "deny-all", Action: policy.ActionDeny})
+	np := flow.PolicyRefOf(policy.PolicyRef{Namespace: "monitoring", Name: "deny-monitoring"}, policy.Ingress, 0)
+	l4 := &flowv1.Layer4{Protocol: flowv1.Protocol_PROTOCOL_TCP, SourcePort: 40000, DestinationPort: 9090}
+	src, dst := &flowv1.Endpoint{Namespace: "shop", Pod: "web"}, &flowv1.Endpoint{Namespace: "monitoring", Pod: "prometheus-0"}
+	capture := filepath.Join(t.TempDir(), "cnp.jsonl")
+	file, err := os.Create(capture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := flow.NewPrinter("json", file, time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*flowv1.Flow{
+		{Time: timestamppb.Now(), Node: "n1", Type: flowv1.EventType_EVENT_TYPE_DROP, Verdict: flowv1.Verdict_VERDICT_DENIED,
+			Reason: flowv1.Reason_REASON_DENIED_BY_RULE, Source: src, Destination: dst, L4: l4, DeniedBy: []*flowv1.PolicyRef{deny}},
+		{Time: timestamppb.Now(), Node: "n1", Type: flowv1.EventType_EVENT_TYPE_NEW, Verdict: flowv1.Verdict_VERDICT_ALLOWED,
+			Reason: flowv1.Reason_REASON_ALLOWED_BY_RULE, Source: src, Destination: dst, L4: l4, AllowedBy: []*flowv1.PolicyRef{np}},
+	} {
+		if err := p.Print(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := errors.Join(p.Flush(), file.Close()); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runWatch(t, false, nil, "--input-file", capture, "--policy", "cnp/deny-monitoring")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lines(out); len(got) != 1 || !strings.HasSuffix(got[0], "DENIED DENIED_BY_RULE denied-by Admin cnp deny-monitoring (prio 10) ingress rule 0 deny-all") {
+		t.Errorf("--policy cnp/deny-monitoring printed %q", got)
+	}
+	if out, err := runWatch(t, false, nil, "--input-file", capture, "--policy", "deny-monitoring"); err != nil || len(lines(out)) != 2 {
+		t.Errorf("--policy deny-monitoring (either kind): %v, %q", err, out)
 	}
 }

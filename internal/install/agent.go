@@ -40,3 +40,7 @@ const (
 // CNIConfMountPath is where the DaemonSet mounts the node's /etc/cni/net.d
 // (read-only): the agent reads it to identify the CNI.
 const CNIConfMountPath = "/host/etc/cni/net.d"
+
+// ClusterPolicyCRD is the ClusterNetworkPolicy CRD, which the agent follows
+// by name (it may be installed after the agent, or removed).
+const ClusterPolicyCRD = "clusternetworkpolicies.policy.networking.k8s.io"

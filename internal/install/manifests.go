@@ -300,12 +300,19 @@ func Manifests(o Options) ([]Object, error) {
 		// node, endpoints on its own), namespaces (namespaceSelector), services
 		// (Service names of flows), nodes (its node's addresses), and the
 		// policies, ClusterNetworkPolicies included (granted before their
-		// CRD exists, so the agent picks them up once it is installed). No
-		// secrets, no writes.
+		// CRD exists, so the agent picks them up once it is installed), and
+		// that one CRD, whose coming and going the agent follows (by name:
+		// its list and watch carry the metadata.name field selector RBAC
+		// requires for resourceNames). No secrets. The one write: the
+		// elected agent's condition on ClusterNetworkPolicy status (applied
+		// server-side, hence patch), whether each policy is enforced on
+		// every node.
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "services", "nodes"}, Verbs: read},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: read},
 			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: read},
+			{APIGroups: []string{"apiextensions.k8s.io"}, Resources: []string{"customresourcedefinitions"}, ResourceNames: []string{ClusterPolicyCRD}, Verbs: read},
+			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"patch"}},
 		},
 	}
 	clusterBinding := &rbacv1.ClusterRoleBinding{
@@ -321,10 +328,14 @@ func Manifests(o Options) ([]Object, error) {
 		// deleted means uninstall, so it removes its BPF programs and pins;
 		// otherwise (upgrade, eviction) enforcement stays in place.
 		// It reports on its own pod, with Events, when the node's CNI takes
-		// pod traffic past its hooks (the bypass self-check).
+		// pod traffic past its hooks (the bypass self-check). Leases: each
+		// agent reports the ClusterNetworkPolicies its node enforces in a
+		// Lease of its own, and one agent, elected through another Lease,
+		// turns those reports into the policies' status.
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{AgentName}, Verbs: []string{"get"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
 		},
 	}
 	roleBinding := &rbacv1.RoleBinding{

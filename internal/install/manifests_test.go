@@ -323,14 +323,16 @@ func TestRBACReadsOnlyWhatTheAgentNeeds(t *testing.T) {
 	}
 	read := []string{"get", "list", "watch"}
 	want := map[string][]string{"/pods": read, "/namespaces": read, "/services": read, "/nodes": read, "networking.k8s.io/networkpolicies": read,
-		"policy.networking.k8s.io/clusternetworkpolicies": read}
+		"policy.networking.k8s.io/clusternetworkpolicies": read, "apiextensions.k8s.io/customresourcedefinitions": read,
+		"policy.networking.k8s.io/clusternetworkpolicies/status": {"patch"}}
 	if !reflect.DeepEqual(granted, want) {
 		t.Errorf("cluster role grants %v, want %v", granted, want)
 	}
-	if len(role.Rules) != 2 || !reflect.DeepEqual(role.Rules[0].Verbs, []string{"get"}) ||
+	if len(role.Rules) != 3 || !reflect.DeepEqual(role.Rules[0].Verbs, []string{"get"}) ||
 		!reflect.DeepEqual(role.Rules[0].Resources, []string{"daemonsets"}) || !reflect.DeepEqual(role.Rules[0].ResourceNames, []string{AgentName}) ||
-		!reflect.DeepEqual(role.Rules[1].Verbs, []string{"create"}) || !reflect.DeepEqual(role.Rules[1].Resources, []string{"events"}) {
-		t.Errorf("role rules = %+v, want get on its own DaemonSet and create on events only", role.Rules)
+		!reflect.DeepEqual(role.Rules[1].Verbs, []string{"create"}) || !reflect.DeepEqual(role.Rules[1].Resources, []string{"events"}) ||
+		!reflect.DeepEqual(role.Rules[2].Resources, []string{"leases"}) || slices.Contains(role.Rules[2].Verbs, "delete") {
+		t.Errorf("role rules = %+v, want get on its own DaemonSet, create on events, and leases (no delete) only", role.Rules)
 	}
 }
 
@@ -441,7 +443,7 @@ func TestCheckAccessListsEveryMissingPermission(t *testing.T) {
 func TestCheckGrant(t *testing.T) {
 	objs := manifests(t, testOptions())
 	grants := GrantPermissions(objs)
-	if len(grants) != 6*3+2 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
+	if len(grants) != 7*3+1+2+5 || !slices.Contains(grants, Permission{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName, Namespace: "netpol-test"}) ||
 		!slices.Contains(grants, Permission{Verb: "watch", Group: "networking.k8s.io", Resource: "networkpolicies"}) {
 		t.Errorf("grants = %v", grants)
 	}

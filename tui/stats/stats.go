@@ -284,9 +284,13 @@ func WorkloadKey(ep *flowv1.Endpoint, ip string) string { return flowmap.Workloa
 // NamespaceOf is the endpoint's namespace, Nodes, or Outside.
 func NamespaceOf(ep *flowv1.Endpoint) string { return flowmap.NamespaceOf(ep) }
 
-// PolicyKey names a policy for the per-policy counters: "ns/name" (a
-// cluster-scoped policy: its name).
+// PolicyKey names a policy for the per-policy counters as the policy
+// filter takes it: "ns/name", or "cnp/name" for a ClusterNetworkPolicy (a
+// name alone for a reference without kind or namespace).
 func PolicyKey(r *flowv1.PolicyRef) string {
+	if r.GetKind() == flow.KindClusterNetworkPolicy {
+		return flow.ClusterPolicyPrefix + r.GetName()
+	}
 	if r.GetNamespace() == "" {
 		return r.GetName()
 	}

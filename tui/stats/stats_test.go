@@ -3,6 +3,7 @@ package stats_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -110,5 +111,25 @@ func TestRanges(t *testing.T) {
 	}
 	if c := s.Overall.Sum(s.Now()); c.Total() != stats.Window {
 		t.Fatalf("1 m sum %+v", c)
+	}
+}
+
+// An audited flow counts by what its packets did; a ClusterNetworkPolicy
+// is keyed as the policy filter takes it (cnp/NAME).
+func TestAuditedAndClusterPolicyFlows(t *testing.T) {
+	s := stats.New()
+	cnp := &flowv1.PolicyRef{Kind: "ClusterNetworkPolicy", Name: "deny-monitoring", Tier: flowv1.ClusterTier_CLUSTER_TIER_ADMIN}
+	s.Add(&flowv1.Flow{Time: timestamppb.New(time.Unix(1000, 0)), Type: flowv1.EventType_EVENT_TYPE_DROP, Verdict: flowv1.Verdict_VERDICT_AUDIT,
+		DeniedBy: []*flowv1.PolicyRef{cnp}, Audit: &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_ALLOWED}})
+	s.Add(&flowv1.Flow{Time: timestamppb.New(time.Unix(1000, 0)), Type: flowv1.EventType_EVENT_TYPE_NEW, Verdict: flowv1.Verdict_VERDICT_AUDIT,
+		Audit: &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_DENIED}})
+	if c := s.Overall.Sum(1000); c.Denied != 1 || c.Allowed != 1 {
+		t.Errorf("overall %+v, want the audited drop denied and the audited new flow allowed", c)
+	}
+	if got := stats.PolicyKey(cnp); got != "cnp/deny-monitoring" {
+		t.Errorf("PolicyKey = %q", got)
+	}
+	if p := s.Policy("cnp/deny-monitoring"); p == nil || p.Sum(1000).Denied != 1 {
+		t.Errorf("per-policy series of the CNP: %+v", p)
 	}
 }

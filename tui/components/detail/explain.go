@@ -95,7 +95,7 @@ func Explain(f *flowv1.Flow) string {
 			}
 			fmt.Fprintf(&b, "%s on node %s (the %s's node): %s.\n", point, o.GetNode(), side, strings.ToLower(flow.VerdictName(o.GetVerdict())))
 			at := &flowv1.Flow{Node: o.GetNode(), Direction: o.GetDirection(), Verdict: o.GetVerdict(), Reason: o.GetReason(),
-				AllowedBy: o.GetAllowedBy(), DeniedBy: o.GetDeniedBy(), IsolatedBy: o.GetIsolatedBy(),
+				AllowedBy: o.GetAllowedBy(), DeniedBy: o.GetDeniedBy(), IsolatedBy: o.GetIsolatedBy(), Audit: o.GetAudit(),
 				Source: f.GetSource(), Destination: f.GetDestination(), Ip: f.GetIp(), L4: f.GetL4()}
 			explainReason(&b, at, src, dst, l4)
 		}
@@ -143,9 +143,22 @@ func explainReason(b *strings.Builder, f *flowv1.Flow, src, dst, l4 string) {
 	switch f.GetReason() {
 	case flowv1.Reason_REASON_ALLOWED_BY_RULE:
 		for _, r := range f.GetAllowedBy() {
+			if r.GetKind() == flow.KindClusterNetworkPolicy {
+				fmt.Fprintf(b, "%s accepts%s.\n", ClusterRule(r), tierConsequence(r))
+				continue
+			}
 			fmt.Fprintf(b, "Allowed by %s rule %d of NetworkPolicy %s/%s.\n",
 				strings.ToLower(flow.DirectionName(r.GetDirection())), r.GetRuleIndex(), r.GetNamespace(), r.GetName())
 		}
+	case flowv1.Reason_REASON_DENIED_BY_RULE:
+		for _, r := range f.GetDeniedBy() {
+			fmt.Fprintf(b, "%s denies%s", ClusterRule(r), tierConsequence(r))
+		}
+		b.WriteString(", so the packet was dropped")
+		if f.GetNode() != "" {
+			fmt.Fprintf(b, " on node %s", f.GetNode())
+		}
+		b.WriteString(".\n")
 	case flowv1.Reason_REASON_NO_RULE_MATCHED:
 		iso := f.GetIsolatedBy()
 		fmt.Fprintf(b, "%s is isolated for %s by %d %s: %s.\n", subject, dir, len(iso), plural(len(iso), "policy", "policies"), refs(iso))
@@ -164,7 +177,7 @@ func explainReason(b *strings.Builder, f *flowv1.Flow, src, dst, l4 string) {
 			fmt.Fprintf(b, "To allow it, add an %s rule with an ipBlock containing %s, port %s.\n", dir, strings.TrimSuffix(peer, " (outside the cluster)"), l4)
 		}
 	case flowv1.Reason_REASON_NOT_ISOLATED:
-		fmt.Fprintf(b, "No NetworkPolicy selects %s for %s, so all %s traffic is allowed.\n", subject, dir, dir)
+		fmt.Fprintf(b, "No NetworkPolicy selects %s for %s and no ClusterNetworkPolicy rule decided, so all %s traffic is allowed.\n", subject, dir, dir)
 	case flowv1.Reason_REASON_ESTABLISHED:
 		b.WriteString("Part of an established connection: replies and later packets of an allowed connection always pass.\n")
 	case flowv1.Reason_REASON_NOT_SUBJECT:
@@ -174,6 +187,37 @@ func explainReason(b *strings.Builder, f *flowv1.Flow, src, dst, l4 string) {
 	default:
 		b.WriteString("The agent recorded no reason.\n")
 	}
+}
+
+// ClusterRule names a ClusterNetworkPolicy rule the way explain does:
+// "Admin policy `deny-monitoring` (priority 10) ingress rule 0 `deny-all`".
+func ClusterRule(r *flowv1.PolicyRef) string {
+	s := fmt.Sprintf("%s policy `%s`", flow.TierName(r.GetTier()), r.GetName())
+	if r.GetTier() == flowv1.ClusterTier_CLUSTER_TIER_UNSPECIFIED {
+		s = fmt.Sprintf("ClusterNetworkPolicy `%s`", r.GetName())
+	} else {
+		s += fmt.Sprintf(" (priority %d)", r.GetPriority())
+	}
+	s += " " + strings.ToLower(flow.DirectionName(r.GetDirection()))
+	if r.RuleIndex != nil {
+		s += fmt.Sprintf(" rule %d", r.GetRuleIndex())
+		if r.GetRuleName() != "" {
+			s += " `" + r.GetRuleName() + "`"
+		}
+	}
+	return s
+}
+
+// tierConsequence says what the tier of a deciding ClusterNetworkPolicy
+// rule means for the tiers after it.
+func tierConsequence(r *flowv1.PolicyRef) string {
+	switch r.GetTier() {
+	case flowv1.ClusterTier_CLUSTER_TIER_ADMIN:
+		return "; NetworkPolicy never consulted"
+	case flowv1.ClusterTier_CLUSTER_TIER_BASELINE:
+		return " (no Admin rule and no NetworkPolicy decided)"
+	}
+	return ""
 }
 
 func plural(n int, one, many string) string {

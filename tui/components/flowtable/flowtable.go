@@ -298,7 +298,7 @@ func (m *Model) View() string {
 				if w := f.GetWhatif(); w.GetChanged() {
 					// watch --whatif: the verdict the proposal would give.
 					v += ">" + flow.VerdictName(w.GetVerdict())
-					denied = w.GetVerdict() == flowv1.Verdict_VERDICT_DENIED
+					denied, audited = w.GetVerdict() == flowv1.Verdict_VERDICT_DENIED, false
 				}
 				cells[j] = common.Fit(v, c.width)
 				continue

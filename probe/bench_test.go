@@ -151,6 +151,14 @@ func BenchmarkVerdictFlat(b *testing.B) {
 				hostBlocks(entries)
 				entries[len(entries)-1].CIDR = netip.MustParsePrefix("10.91.0.0/24")
 				entries[len(entries)-1].Except = []netip.Prefix{netip.MustParsePrefix("10.91.0.128/25")}
+			case "subnets":
+				// Dense prefixes shorter than an address, which stay in the
+				// trie: entry j is the /28 at 172.16.0.0 + 16 j.
+				for j := range entries {
+					a := binary.BigEndian.AppendUint32(nil, 172<<24|16<<16+uint32(16*j))
+					entries[j].Identity = 0
+					entries[j].CIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte(a)), 28)
+				}
 			}
 			dp.Endpoints[0].Ingress.Entries = entries
 			if _, err := probes[i].Apply(dp); err != nil {
@@ -174,6 +182,7 @@ func BenchmarkVerdictFlat(b *testing.B) {
 		{"allowed-cidr", "10.91.0.7", 80, "cidrs", 1},
 		{"allowed-cidr-dense", "172.16.0.5", 80, "cidrs", 1}, // among the n /32s
 		{"denied-cidr-except", "10.91.0.200", 80, "cidrs", 0},
+		{"allowed-cidr-dense-subnets", "172.16.0.85", 80, "subnets", 1}, // in the sixth /28
 	} {
 		pkt := tcpSYN(netip.MustParseAddr(c.src), netip.MustParseAddr("10.78.0.1"), c.port)
 		probes, ok := loaded[c.shape]

@@ -4,14 +4,15 @@ package probe
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
 	"math/bits"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -30,11 +31,13 @@ const (
 	rkindPort    = 1
 	rkindSummary = 2
 	rkindRanges  = 3
+	rkindHost    = 4
 
 	sumRangeTCP  = 1 // << protocol index
 	sumCIDR      = 8
 	sumChunksTCP = 16 // << protocol index
 	chunkMore    = 128
+	sumHosts     = 256
 
 	// rangeChunks: port ranges of one identity and protocol beyond the
 	// summary's go to at most this many hash chunks (two each), then to
@@ -59,7 +62,13 @@ type (
 	policyKey = netpolNetpolPolicyKey
 	ruleKey   = netpolNetpolRuleKey
 	ruleValue = netpolNetpolRuleValue
+	hostValue = netpolNetpolHostValue
 )
+
+// A host entry goes into the hash as a rule value: the same bytes, which
+// the kernel reads as struct netpol_host_value (this fails to compile if
+// the sizes differ).
+var _ = [1]struct{}{}[unsafe.Sizeof(hostValue{})-unsafe.Sizeof(ruleValue{})]
 
 // trie is the content of one endpoint direction's LPM trie: port-range
 // blocks and CIDR entries.
@@ -67,11 +76,12 @@ type trie map[policyKey]uint32
 
 // direction is the content of one endpoint direction's policy: the hash
 // (exact ports and per-identity summaries, TrieSlot left 0: it is filled
-// when written) and the trie. resolved: built from a resolved
-// EndpointPolicy, whose entries decide (allow or deny) instead of adding
-// allows.
+// when written; and hosts, its single-address CIDR entries) and the trie.
+// resolved: built from a resolved EndpointPolicy, whose entries decide
+// (allow or deny) instead of adding allows.
 type direction struct {
 	rules    map[ruleKey]ruleValue
+	hosts    map[ruleKey]hostValue
 	trie     trie
 	resolved bool
 }
@@ -90,6 +100,11 @@ func (d *direction) within(o *direction) bool {
 			return false
 		}
 	}
+	for k, v := range d.hosts {
+		if w, ok := o.hosts[k]; !ok || w != v {
+			return false
+		}
+	}
 	for k, v := range d.trie {
 		if w, ok := o.trie[k]; !ok || w != v {
 			return false
@@ -99,7 +114,7 @@ func (d *direction) within(o *direction) bool {
 }
 
 func (d *direction) equal(o *direction) bool {
-	return d.resolved == o.resolved && maps.Equal(d.rules, o.rules) && maps.Equal(d.trie, o.trie)
+	return d.resolved == o.resolved && maps.Equal(d.rules, o.rules) && maps.Equal(d.hosts, o.hosts) && maps.Equal(d.trie, o.trie)
 }
 
 // applied is what the maps hold, as last written by this process (or
@@ -379,14 +394,18 @@ func (p *Probe) swapSlot(slot uint32, d *direction) error {
 	if gen >= 0 {
 		trieSlot = 2*slot + uint32(gen)
 	}
-	keys := make([]ruleKey, 0, len(d.rules))
-	vals := make([]ruleValue, 0, len(d.rules))
+	keys := make([]ruleKey, 0, len(d.rules)+len(d.hosts))
+	vals := make([]ruleValue, 0, len(d.rules)+len(d.hosts))
 	for k, v := range d.rules {
 		if k.Kind == rkindSummary {
 			v.TrieSlot = trieSlot
 		}
 		keys = append(keys, k)
 		vals = append(vals, v)
+	}
+	for k, v := range d.hosts {
+		keys = append(keys, k)
+		vals = append(vals, *(*ruleValue)(unsafe.Pointer(&v)))
 	}
 	m, err := newFilledMap(p.hashSpec, uint32(max(1, len(keys))), keys, vals)
 	if err != nil {
@@ -845,8 +864,9 @@ func (b block) key() string {
 //
 // A resolved direction is laid out by buildResolved instead.
 func buildDirection(entries []policy.Entry, resolved bool) (*direction, error) {
-	d := &direction{rules: map[ruleKey]ruleValue{}, trie: trie{}, resolved: resolved}
+	d := &direction{rules: map[ruleKey]ruleValue{}, hosts: map[ruleKey]hostValue{}, trie: trie{}, resolved: resolved}
 	defer func() {
+		d.hashHosts()
 		// Identity "any"'s summary carries the trie's presence (and is where
 		// a restarted process finds the trie generation).
 		if len(d.trie) > 0 {
@@ -897,11 +917,10 @@ func buildDirection(entries []policy.Entry, resolved bool) (*direction, error) {
 			relevant[v4Space] = true // shadows the IPv6 block for IPv4 peers
 		}
 	}
-	prefixes := make([]netip.Prefix, 0, len(relevant))
-	for pfx := range relevant {
-		prefixes = append(prefixes, pfx)
-	}
-	sort.Slice(prefixes, func(i, j int) bool { return prefixes[i].String() < prefixes[j].String() })
+	// Sorted so that pseudo identities do not depend on map order (not by
+	// String(), which allocated twice per comparison: a third of building
+	// 10k ipBlocks).
+	prefixes := slices.SortedFunc(maps.Keys(relevant), comparePrefixes)
 	// The blocks holding a prefix are found through its ancestors (at most
 	// 129), not by testing every block: directions with thousands of
 	// ipBlocks stay linear.
@@ -950,6 +969,72 @@ func buildDirection(entries []policy.Entry, resolved bool) (*direction, error) {
 	return d, nil
 }
 
+// hashHosts moves the trie's single-address CIDR entries (/32, /128) to
+// the hash, where the kernel looks the peer's address up before the trie:
+// an exact match is the longest prefix, and dense ipBlocks are mostly such
+// lists, whose trie walk deepens with their number. Of addresses with one
+// fold (the key), the lowest gets the hash entry, whatever the map order,
+// and the others stay in the trie, which the kernel reads when the hash
+// holds another address. Identity "any"'s summary says which of the two
+// have CIDR entries.
+func (d *direction) hashHosts() {
+	var full []policyKey
+	cidrs := 0
+	for k := range d.trie {
+		if k.Kind != kindCIDR {
+			continue
+		}
+		cidrs++
+		if k.Prefixlen == 8+128 {
+			full = append(full, k)
+		}
+	}
+	if len(full) == 0 {
+		return
+	}
+	for _, k := range full {
+		a := [16]uint8(k.Data[:16])
+		hk := ruleKey{Identity: hostFold(a), Kind: rkindHost}
+		hv := hostValue{Addr: hostWords(a), Identity: d.trie[k]}
+		if old, ok := d.hosts[hk]; ok {
+			if cmp.Or(cmp.Compare(old.Addr[0], hv.Addr[0]), cmp.Compare(old.Addr[1], hv.Addr[1])) < 0 {
+				continue
+			}
+			d.trie[hostCIDRKey(old.Addr)] = old.Identity
+			cidrs++
+		}
+		d.hosts[hk] = hv
+		delete(d.trie, k)
+		cidrs--
+	}
+	d.updateSummary(policy.IdentityAny, func(v *ruleValue) {
+		v.Flags |= sumHosts
+		if cidrs == 0 {
+			v.Flags &^= sumCIDR
+		}
+	})
+}
+
+// hostWords is an address as netpol_host_value holds it: the words the
+// kernel loads from its bytes (the object is little-endian BPF).
+func hostWords(a [16]uint8) [2]uint64 {
+	return [2]uint64{binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])}
+}
+
+// hostCIDRKey is the trie key of the single address hostWords gave w.
+func hostCIDRKey(w [2]uint64) policyKey {
+	k := policyKey{Kind: kindCIDR, Prefixlen: 8 + 128}
+	binary.LittleEndian.PutUint64(k.Data[:8], w[0])
+	binary.LittleEndian.PutUint64(k.Data[8:16], w[1])
+	return k
+}
+
+// hostFold is netpol.c's host_fold(): the hash key of an address.
+func hostFold(a [16]uint8) uint32 {
+	w := func(i int) uint32 { return binary.LittleEndian.Uint32(a[4*i:]) }
+	return w(3) ^ w(2)*0x9e3779b1 ^ w(1)*0x85ebca77 ^ w(0)*0xc2b2ae3d
+}
+
 // buildResolved lays out a resolved direction, whose entries decide. The
 // kernel's lookup order is the contract (policy.EndpointPolicy): the peer's
 // identity, identity "any", then the longest CIDR prefix holding the peer.
@@ -993,12 +1078,7 @@ func (d *direction) buildResolved(entries []policy.Entry) error {
 		return nil
 	}
 	d.updateSummary(policy.IdentityAny, func(v *ruleValue) { v.Flags |= sumCIDR })
-	prefixes := slices.SortedFunc(maps.Keys(byPrefix), func(x, y netip.Prefix) int {
-		if c := x.Addr().Compare(y.Addr()); c != 0 {
-			return c
-		}
-		return x.Bits() - y.Bits()
-	})
+	prefixes := slices.SortedFunc(maps.Keys(byPrefix), comparePrefixes)
 	for i, pfx := range prefixes {
 		id := pseudoIdentityBit | uint32(i+1)
 		d.trie[cidrKey(pfx)] = id
@@ -1011,6 +1091,11 @@ func (d *direction) buildResolved(entries []policy.Entry) error {
 		}
 	}
 	return nil
+}
+
+// comparePrefixes orders prefixes by address, then length.
+func comparePrefixes(x, y netip.Prefix) int {
+	return cmp.Or(x.Addr().Compare(y.Addr()), x.Bits()-y.Bits())
 }
 
 // addResolved adds one peer's entries through resolvedOrder; buf is reused
@@ -1225,14 +1310,23 @@ func (d *direction) evaluate(peer netip.Addr, peerIdentity uint32, proto uint8, 
 	if r != 0 {
 		return r
 	}
-	if s == nil || s.Flags&sumCIDR == 0 {
+	if s == nil {
 		return 0
 	}
-	ck := policyKey{Kind: kindCIDR}
 	a := addr16(peer)
-	copy(ck.Data[:16], a[:])
-	pseudo, ok := d.trie.lpm(ck, 8+128)
-	if !ok || pseudo == 0 {
+	pseudo, ok := uint32(0), false
+	if s.Flags&sumHosts != 0 {
+		h, hit := d.hosts[ruleKey{Identity: hostFold(a), Kind: rkindHost}]
+		if ok = hit && h.Addr == hostWords(a); ok {
+			pseudo = h.Identity
+		}
+	}
+	if !ok && s.Flags&sumCIDR != 0 {
+		ck := policyKey{Kind: kindCIDR}
+		copy(ck.Data[:16], a[:])
+		pseudo, _ = d.trie.lpm(ck, 8+128)
+	}
+	if pseudo == 0 {
 		return 0
 	}
 	r, _ = d.match(pseudo, proto, port)

@@ -146,15 +146,19 @@ func BenchmarkVerdictFlat(b *testing.B) {
 				}
 				entries = append(entries, more...)
 			case "cidrs":
-				// Every rule is an ipBlock instead of a pod: 172.16.x.y/32 on
-				// TCP 80, the last one a /24 with an except; the source
-				// (10.91.0.7, no pod) is in the last block.
-				for j := range entries {
-					entries[j].Identity = 0
-					entries[j].CIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16 + byte(j>>16), byte(j >> 8), byte(j)}), 32)
-				}
+				// The last rule a /24 with an except; the source of the
+				// "allowed-cidr" cases (10.91.0.7, no pod) is in it.
+				hostBlocks(entries)
 				entries[len(entries)-1].CIDR = netip.MustParsePrefix("10.91.0.0/24")
 				entries[len(entries)-1].Except = []netip.Prefix{netip.MustParsePrefix("10.91.0.128/25")}
+			case "subnets":
+				// Dense prefixes shorter than an address, which stay in the
+				// trie: entry j is the /28 at 172.16.0.0 + 16 j.
+				for j := range entries {
+					a := binary.BigEndian.AppendUint32(nil, 172<<24|16<<16+uint32(16*j))
+					entries[j].Identity = 0
+					entries[j].CIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte(a)), 28)
+				}
 			}
 			dp.Endpoints[0].Ingress.Entries = entries
 			if _, err := probes[i].Apply(dp); err != nil {
@@ -178,6 +182,7 @@ func BenchmarkVerdictFlat(b *testing.B) {
 		{"allowed-cidr", "10.91.0.7", 80, "cidrs", 1},
 		{"allowed-cidr-dense", "172.16.0.5", 80, "cidrs", 1}, // among the n /32s
 		{"denied-cidr-except", "10.91.0.200", 80, "cidrs", 0},
+		{"allowed-cidr-dense-subnets", "172.16.0.85", 80, "subnets", 1}, // in the sixth /28
 	} {
 		pkt := tcpSYN(netip.MustParseAddr(c.src), netip.MustParseAddr("10.78.0.1"), c.port)
 		probes, ok := loaded[c.shape]
@@ -211,6 +216,15 @@ func BenchmarkVerdictFlat(b *testing.B) {
 			b.ReportMetric(median(per[2])/median(per[0]), "ratio-"+sizeLabel(sizes[2])+"/"+sizeLabel(sizes[0]))
 			b.ReportMetric(median(per[1])/median(per[0]), "ratio-"+sizeLabel(sizes[1])+"/"+sizeLabel(sizes[0]))
 		})
+	}
+}
+
+// hostBlocks makes every entry an ipBlock instead of a pod: entry j a
+// single address, 172.16.0.0 + j /32.
+func hostBlocks(entries []policy.Entry) {
+	for j := range entries {
+		entries[j].Identity = 0
+		entries[j].CIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16 + byte(j>>16), byte(j >> 8), byte(j)}), 32)
 	}
 }
 
@@ -338,28 +352,30 @@ func progStats(b testing.TB, prog *ebpf.Program) [2]uint64 {
 }
 
 // BenchmarkPolicySwap is Apply's time to replace one endpoint's policy of
-// 1k and 10k entries (build a new map, fill it, swap it in).
+// 1k and 10k entries (build a new map, fill it, swap it in). hosts/: the
+// entries are single-address ipBlocks (hostBlocks) instead of pods.
 func BenchmarkPolicySwap(b *testing.B) {
 	for _, n := range []int{1000, 10_000} {
-		for _, resolved := range []bool{false, true} {
-			name := fmt.Sprintf("entries=%d", n)
-			if resolved {
-				// The same entries as a resolved direction, with its regions
-				// (ranges made disjoint per peer, CIDRs by exact prefix).
-				name = "resolved/" + name
-			}
-			b.Run(name, func(b *testing.B) { benchmarkPolicySwap(b, n, resolved) })
+		for _, shape := range []string{"", "resolved/", "hosts/"} {
+			// resolved/: the same entries as a resolved direction, with its
+			// regions (ranges made disjoint per peer, CIDRs by exact prefix).
+			b.Run(fmt.Sprintf("%sentries=%d", shape, n), func(b *testing.B) { benchmarkPolicySwap(b, n, shape) })
 		}
 	}
 }
 
-func benchmarkPolicySwap(b *testing.B, n int, resolved bool) {
+func benchmarkPolicySwap(b *testing.B, n int, shape string) {
 	p := benchProbe(b, testCfg)
 	dps := [2]*policy.Datapath{benchDatapath(n), benchDatapath(n)}
 	for i := range dps[1].Endpoints[0].Ingress.Entries {
 		dps[1].Endpoints[0].Ingress.Entries[i].PortMax = 81
 	}
-	if resolved {
+	if shape == "hosts/" {
+		for _, dp := range dps {
+			hostBlocks(dp.Endpoints[0].Ingress.Entries)
+		}
+	}
+	if shape == "resolved/" {
 		for _, dp := range dps {
 			in := &dp.Endpoints[0].Ingress
 			in.Resolved = true

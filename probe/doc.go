@@ -53,10 +53,13 @@
 //     one summary per identity (its every-protocol rule, every-port rule per
 //     protocol, its first two port ranges, whether it has more, and the
 //     direction's trie slot), then per identity and protocol up to 8 range
-//     chunks of two further ranges each (identity, protocol, chunk number).
-//     Lookups per peer: exact port, then the summary, then its chunks in
-//     order; a verdict costs a constant number of hash lookups however many
-//     peers a policy names.
+//     chunks of two further ranges each (identity, protocol, chunk number),
+//     and the direction's single-address CIDR entries (/32, /128: a fold of
+//     the address -> the address and its pseudo identity; of addresses with
+//     one fold, all but the lowest stay in the trie). Lookups per peer:
+//     exact port, then the summary, then its chunks in order; a verdict
+//     costs a constant number of hash lookups however many peers a policy
+//     names, and an ipBlock of the peer's exact address one more.
 //   - netpol_policy_tries: array of LPM tries, two per endpoint direction
 //     (2*slot + generation, used in turn; the hash names the one it goes
 //     with, so one slot update still swaps everything). A trie holds what
@@ -66,7 +69,8 @@
 //     carries the matching set; in a resolved direction, for that prefix's
 //     own entries; IPv6 blocks never hold IPv4 addresses).
 //     Lookup order: the peer's identity, any peer, the peer's CIDR pseudo
-//     identity.
+//     identity (its exact address in the hash, else the trie's longest
+//     prefix).
 //   - netpol_revoked: LRU hash of UDP/SCTP flows revocation deleted, so the
 //     other side's next packet is judged in the revoked orientation instead
 //     of starting the flow again.

@@ -12,13 +12,15 @@
 // -> endpoint), policy_slots (array of per-endpoint-direction hash maps: exact
 // identity/protocol/port -> rule ID, and one summary per identity for its
 // every-port and every-protocol rules and its first port ranges, and chunks of
-// further ranges), policy_tries (array of LPM tries for what a hash cannot
-// match: CIDR -> pseudo identity, and port ranges beyond the chunks), config,
+// further ranges, and single-address CIDRs), policy_tries (array of LPM tries
+// for what a hash cannot match: CIDR -> pseudo identity, and port ranges
+// beyond the chunks), config,
 // rate-limit state, counters, revoked-flow tombstones and the event ring
 // buffer. A verdict costs a constant number of hash lookups whatever the
-// number of peers; the trie is only walked for CIDRs (whose cost depends on
-// the prefixes around the address, not on their number) and for a peer with
-// more than NETPOL_INLINE_RANGES + 2 * NETPOL_RANGE_CHUNKS ranges.
+// number of peers; the trie is only walked for CIDRs shorter than a single
+// address (whose cost depends on the prefixes around the address, not on
+// their number) and for a peer with more than NETPOL_INLINE_RANGES + 2 *
+// NETPOL_RANGE_CHUNKS ranges.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -54,6 +56,7 @@ char __license[] SEC("license") = "GPL";
 #define NETPOL_RKIND_PORT 1    // one protocol and port
 #define NETPOL_RKIND_SUMMARY 2 // everything else about one identity
 #define NETPOL_RKIND_RANGES 3  // further port ranges of one identity and protocol; port = chunk index
+#define NETPOL_RKIND_HOST 4    // a single-address CIDR (/32, /128); identity = host_fold(address)
 
 // Summary flags.
 #define NETPOL_SUM_RANGE_TCP 1 // the trie has more port ranges of this identity (<< protocol index)
@@ -62,6 +65,7 @@ char __license[] SEC("license") = "GPL";
 #define NETPOL_SUM_CIDR 8 // (identity "any" only) the trie has CIDR entries
 #define NETPOL_SUM_CHUNKS_TCP 16 // the hash has range chunks of this identity (<< protocol index)
 #define NETPOL_CHUNK_MORE 128    // (in a chunk) the next chunk exists
+#define NETPOL_SUM_HOSTS 256     // (identity "any" only) the hash has RKIND_HOST entries
 
 // Range chunks of one identity and protocol (each holds NETPOL_INLINE_RANGES).
 #define NETPOL_RANGE_CHUNKS 8
@@ -187,6 +191,20 @@ struct netpol_rule_value {
 	struct netpol_port_range ranges[NETPOL_INLINE_RANGES]; // RKIND_SUMMARY, RKIND_RANGES
 };
 
+// The value of an RKIND_HOST entry, in a hash whose values are rule values:
+// the pseudo identity of one single-address CIDR and the address itself,
+// which the key only folds. Dense ipBlocks are mostly lists of single
+// addresses; an exact match is their longest prefix, so one hash lookup
+// replaces a trie walk whose depth grows with their number. User space
+// keeps an address whose fold another one took in the trie.
+struct netpol_host_value {
+	__u64 addr[2];  // the 16 address bytes as two native-endian words
+	__u32 identity; // pseudo identity; 0: an except (no block)
+	__u8 pad[sizeof(struct netpol_rule_value) - 20];
+};
+_Static_assert(sizeof(struct netpol_host_value) == sizeof(struct netpol_rule_value),
+	       "an RKIND_HOST value is read from the rule hash");
+
 // A revoked flow as the datapath judged it (after DNAT), kept so that the
 // other side's next packet cannot start it again as a new flow.
 struct netpol_flow_key {
@@ -273,6 +291,7 @@ const struct netpol_policy_key *unused_netpol_policy_key __attribute__((unused))
 const struct netpol_policy_value *unused_netpol_policy_value __attribute__((unused));
 const struct netpol_rule_key *unused_netpol_rule_key __attribute__((unused));
 const struct netpol_rule_value *unused_netpol_rule_value __attribute__((unused));
+const struct netpol_host_value *unused_netpol_host_value __attribute__((unused));
 const struct netpol_flow_key *unused_netpol_flow_key __attribute__((unused));
 const struct netpol_flow_end *unused_netpol_flow_end __attribute__((unused));
 
@@ -619,10 +638,21 @@ static __always_inline __u32 match_identity(void *hash, __u32 identity, __u8 pro
 	return s->rule;
 }
 
+// host_fold is the RKIND_HOST key of an address (its four 32-bit words,
+// little-endian as loaded): the words are multiplied by distinct odd
+// constants so that structured IPv6 lists rarely collide; for IPv4 (the
+// other words fixed) it is one-to-one. probe.hostFold is the same in Go.
+static __always_inline __u32 host_fold(__u64 hi, __u64 lo)
+{
+	return (__u32)(lo >> 32) ^ ((__u32)lo * 0x9e3779b1U) ^ ((__u32)(hi >> 32) * 0x85ebca77U) ^
+	       ((__u32)hi * 0xc2b2ae3dU);
+}
+
 // evaluate returns the deciding rule ID, or 0 when no rule matches: the
 // peer's identity, then any peer, then the CIDR blocks holding the peer (in
-// a resolved direction: the entries of exactly the longest prefix). The
-// rule allows unless it has NETPOL_RULE_DENY (see rule_allows).
+// a resolved direction: the entries of exactly the longest prefix): the
+// peer's own single-address block from the hash, else the trie's longest
+// prefix. The rule allows unless it has NETPOL_RULE_DENY (see rule_allows).
 //
 // It is a global function: the verifier checks it once, not at each of its
 // four call sites (whose paths multiplied past the verifier's limit once the
@@ -645,7 +675,22 @@ __attribute__((noinline)) __u32 netpol_evaluate(__u32 slot, __u32 peer_identity,
 	rule = match_identity(hash, NETPOL_ID_ANY, proto, port, &summary);
 	if (rule)
 		return rule;
-	if (!summary || !(summary->flags & NETPOL_SUM_CIDR))
+	if (!summary)
+		return 0;
+	__u32 flags = summary->flags;
+	__u32 pseudo = 0;
+	if (flags & NETPOL_SUM_HOSTS) {
+		struct netpol_rule_key hk = {
+			.identity = host_fold(peer_hi, peer_lo),
+			.kind = NETPOL_RKIND_HOST,
+		};
+		struct netpol_host_value *h = bpf_map_lookup_elem(hash, &hk);
+		if (h && h->addr[0] == peer_hi && h->addr[1] == peer_lo) {
+			pseudo = h->identity;
+			goto region;
+		}
+	}
+	if (!(flags & NETPOL_SUM_CIDR))
 		return 0;
 	__u32 tslot = summary->trie_slot;
 	void *trie = bpf_map_lookup_elem(&netpol_policy_tries, &tslot);
@@ -658,9 +703,13 @@ __attribute__((noinline)) __u32 netpol_evaluate(__u32 slot, __u32 peer_identity,
 	__builtin_memcpy(k.data, &peer_hi, 8);
 	__builtin_memcpy(k.data + 8, &peer_lo, 8);
 	struct netpol_policy_value *cidr = bpf_map_lookup_elem(trie, &k);
-	if (!cidr || !cidr->value)
+	if (!cidr)
+		return 0;
+	pseudo = cidr->value;
+region:
+	if (!pseudo)
 		return 0; // no block, or an except that shadows a wider block
-	return match_identity(hash, cidr->value, proto, port, &summary);
+	return match_identity(hash, pseudo, proto, port, &summary);
 }
 
 static __always_inline __u32 evaluate(__u32 slot, __u8 *peer, __u32 peer_identity, __u8 proto, __u16 port)

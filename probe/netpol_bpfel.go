@@ -94,6 +94,13 @@ type netpolNetpolFlowKey struct {
 	Pad      [3]uint8
 }
 
+type netpolNetpolHostValue struct {
+	_        structs.HostLayout
+	Addr     [2]uint64
+	Identity uint32
+	Pad      [28]uint8
+}
+
 type netpolNetpolIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -174,6 +181,7 @@ const (
 	netpolVarUnusedNetpolEvent       = "unused_netpol_event"
 	netpolVarUnusedNetpolFlowEnd     = "unused_netpol_flow_end"
 	netpolVarUnusedNetpolFlowKey     = "unused_netpol_flow_key"
+	netpolVarUnusedNetpolHostValue   = "unused_netpol_host_value"
 	netpolVarUnusedNetpolPolicyKey   = "unused_netpol_policy_key"
 	netpolVarUnusedNetpolPolicyValue = "unused_netpol_policy_value"
 	netpolVarUnusedNetpolRuleKey     = "unused_netpol_rule_key"
@@ -252,6 +260,7 @@ type netpolVariableSpecs struct {
 	UnusedNetpolEvent       *ebpf.VariableSpec `ebpf:"unused_netpol_event"`
 	UnusedNetpolFlowEnd     *ebpf.VariableSpec `ebpf:"unused_netpol_flow_end"`
 	UnusedNetpolFlowKey     *ebpf.VariableSpec `ebpf:"unused_netpol_flow_key"`
+	UnusedNetpolHostValue   *ebpf.VariableSpec `ebpf:"unused_netpol_host_value"`
 	UnusedNetpolPolicyKey   *ebpf.VariableSpec `ebpf:"unused_netpol_policy_key"`
 	UnusedNetpolPolicyValue *ebpf.VariableSpec `ebpf:"unused_netpol_policy_value"`
 	UnusedNetpolRuleKey     *ebpf.VariableSpec `ebpf:"unused_netpol_rule_key"`
@@ -316,6 +325,7 @@ type netpolVariables struct {
 	UnusedNetpolEvent       *ebpf.Variable `ebpf:"unused_netpol_event"`
 	UnusedNetpolFlowEnd     *ebpf.Variable `ebpf:"unused_netpol_flow_end"`
 	UnusedNetpolFlowKey     *ebpf.Variable `ebpf:"unused_netpol_flow_key"`
+	UnusedNetpolHostValue   *ebpf.Variable `ebpf:"unused_netpol_host_value"`
 	UnusedNetpolPolicyKey   *ebpf.Variable `ebpf:"unused_netpol_policy_key"`
 	UnusedNetpolPolicyValue *ebpf.Variable `ebpf:"unused_netpol_policy_value"`
 	UnusedNetpolRuleKey     *ebpf.Variable `ebpf:"unused_netpol_rule_key"`

@@ -18,7 +18,7 @@ import (
 // LayoutVersion names the pin directory. Bump it whenever a map's key,
 // value or type changes: an existing pin with another layout cannot be
 // reused (ebpf.ErrMapIncompatible), so a new layout gets fresh maps.
-const LayoutVersion = "v5"
+const LayoutVersion = "v6"
 
 // DefaultPinRoot is where the agent pins its maps and links.
 const DefaultPinRoot = "/sys/fs/bpf/netpol"

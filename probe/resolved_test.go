@@ -120,7 +120,9 @@ func randomResolved(r *rand.Rand, idents []uint32, nextRule *uint32) []policy.En
 		peerEntries(r.IntN(4), func(e *policy.Entry) { e.CIDR = netip.MustParsePrefix(world) })
 	}
 	regions := []string{"10.79.0.0/16", "10.79.0.0/24", "10.79.0.0/29", "10.79.0.4/30", "192.0.2.0/24", "192.0.2.128/25",
-		"fd79::/64", "fd79::/120", "fd79::4/126", "2001:db8::/32", "::/1"}
+		"fd79::/64", "fd79::/120", "fd79::4/126", "2001:db8::/32", "::/1",
+		// Single addresses (host entries of the hash): world peers and pods.
+		"192.0.2.1/32", "10.79.0.9/32", "10.79.0.2/32", "fd79::9/128", "fd79::3/128", "fd80::1/128"}
 	for _, reg := range regions {
 		if r.IntN(2) == 0 {
 			continue

@@ -3,7 +3,9 @@
 package probe
 
 import (
+	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -119,6 +121,13 @@ func randomEntries(r *rand.Rand, idents []uint32, nextRule *uint32) []policy.Ent
 		// datapath keeps IPv4) must not match IPv4 peers.
 		{"::/0", []string{"fd79::/16"}},
 		{"::/1", nil},
+		// Single addresses (the hash's host entries, looked up before the
+		// trie): a world peer, a pod, an except inside a wider block.
+		{"192.0.2.1/32", nil},
+		{"10.79.0.3/32", nil},
+		{"fd79::9/128", nil},
+		{"192.0.2.0/25", []string{"192.0.2.70/32"}},
+		{"::/0", []string{"fd80::1/128", "fd79::3/128"}},
 	}
 	for range 1 + r.IntN(14) {
 		*nextRule++
@@ -288,7 +297,7 @@ func TestVerdictTable(t *testing.T) {
 		identIPs = append(identIPs, [2]netip.Addr{netip.AddrFrom4([4]byte{10, 79, 0, byte(i + 1)}),
 			netip.MustParseAddr(fmt.Sprintf("fd79::%x", i+1))})
 	}
-	world := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.70"), netip.MustParseAddr("192.0.2.130"),
+	world := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.70"), netip.MustParseAddr("192.0.2.71"), netip.MustParseAddr("192.0.2.130"),
 		netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("10.80.0.1"), netip.MustParseAddr("203.0.113.9"),
 		netip.MustParseAddr("10.79.0.9"), netip.MustParseAddr("fd79::9"), netip.MustParseAddr("2001:db8::1"),
 		netip.MustParseAddr("2001:db8:1::1"), netip.MustParseAddr("fd80::1")}
@@ -465,4 +474,134 @@ func TestPolicyTrieGenerations(t *testing.T) {
 	if err := p2.objs.NetpolPolicySlots.Lookup(slot, &id); err == nil {
 		t.Errorf("endpoint removed, slot %d still set", slot)
 	}
+}
+
+// collidingAddrs returns n IPv6 addresses in fd77::/64 with one host fold
+// (hostFold), the case where only one can have the hash entry.
+func collidingAddrs(n int) []netip.Addr {
+	base := netip.MustParseAddr("fd77::1:2").As16()
+	want := hostFold(base)
+	out := []netip.Addr{netip.AddrFrom16(base)}
+	for i := 1; i < n; i++ {
+		a := base
+		w2 := binary.LittleEndian.Uint32(a[8:]) + uint32(i)
+		binary.LittleEndian.PutUint32(a[8:], w2)
+		w3 := want ^ w2*0x9e3779b1 ^ binary.LittleEndian.Uint32(a[4:])*0x85ebca77 ^ binary.LittleEndian.Uint32(a[0:])*0xc2b2ae3d
+		binary.LittleEndian.PutUint32(a[12:], w3)
+		out = append(out, netip.AddrFrom16(a))
+	}
+	return out
+}
+
+// TestHostBlocks: single-address ipBlocks (/32, /128) live in the policy
+// hash, found by the peer's exact address before the trie. Three /128s
+// with one fold (one keeps the hash entry, the lowest whatever the order of
+// entries; the others stay in the trie), one of them an except of a wider
+// block, and IPv4 /32s; a direction with single addresses alone has no
+// trie. Verdicts and the rule the event names, through PROG_TEST_RUN,
+// against the entries read literally and the Go model, in both a plain and
+// a resolved direction.
+func TestHostBlocks(t *testing.T) {
+	requireRoot(t)
+	p, rd := tableProbe(t)
+	self4, self6 := netip.MustParseAddr("10.78.0.1"), netip.MustParseAddr("fd78::1")
+	col := collidingAddrs(3)
+	if slices.ContainsFunc(col[1:], func(a netip.Addr) bool { return hostFold(a.As16()) != hostFold(col[0].As16()) || a == col[0] }) {
+		t.Fatalf("addresses %v do not share one fold", col)
+	}
+	host := func(rule uint32, a netip.Addr, port uint16) policy.Entry {
+		return policy.Entry{Rule: rule, CIDR: netip.PrefixFrom(a, a.BitLen()), Protocol: corev1.ProtocolTCP, PortMin: port, PortMax: port}
+	}
+	plain := []policy.Entry{
+		host(20, col[0], 80), host(21, col[1], 81),
+		{Rule: 22, CIDR: netip.MustParsePrefix("fd77::/64"), Except: []netip.Prefix{netip.PrefixFrom(col[2], 128)},
+			Protocol: corev1.ProtocolTCP, PortMin: 82, PortMax: 82},
+		host(23, netip.MustParseAddr("192.0.2.1"), 80), host(24, netip.MustParseAddr("192.0.2.2"), 81),
+	}
+	v4only := []policy.Entry{host(25, netip.MustParseAddr("192.0.2.1"), 80), host(26, netip.MustParseAddr("192.0.2.3"), 80)}
+	resolved := []policy.Entry{
+		{Rule: policy.RuleIsolated | policy.RuleDeny, CIDR: netip.MustParsePrefix("0.0.0.0/0")},
+		{Rule: policy.RuleIsolated | policy.RuleDeny, CIDR: netip.MustParsePrefix("::/0")},
+		{Rule: 30, CIDR: netip.MustParsePrefix("fd77::/64")},
+		{Rule: 31 | policy.RuleDeny, CIDR: netip.PrefixFrom(col[0], 128)},
+		{Rule: 32, CIDR: netip.PrefixFrom(col[1], 128), Protocol: corev1.ProtocolTCP, PortMin: 81, PortMax: 81},
+		{Rule: 33 | policy.RuleDeny, CIDR: netip.PrefixFrom(col[1], 128)},
+		{Rule: 36, CIDR: netip.PrefixFrom(col[2], 128), Protocol: corev1.ProtocolTCP, PortMin: 82, PortMax: 82},
+		{Rule: 34 | policy.RuleDeny, CIDR: netip.MustParsePrefix("192.0.2.1/32")},
+		{Rule: 35, CIDR: netip.MustParsePrefix("192.0.2.0/24")},
+	}
+	var peers []tablePeer
+	for _, ip := range append(slices.Clone(col), netip.MustParseAddr("fd77::9"), netip.MustParseAddr("fd78::9"),
+		netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3"), netip.MustParseAddr("192.0.2.4")) {
+		peers = append(peers, tablePeer{ip, policy.IdentityWorld})
+	}
+	for round, c := range []struct {
+		name     string
+		entries  []policy.Entry
+		resolved bool
+		hosts    int // hash entries
+		tries    int // single addresses left in the trie
+	}{
+		{"plain", plain, false, 3, 2},
+		{"v4-only", v4only, false, 2, 0},
+		{"resolved", resolved, true, 2, 2},
+	} {
+		// Built in two orders: the same layout.
+		rev := slices.Clone(c.entries)
+		slices.Reverse(rev)
+		d1, err1 := buildDirection(c.entries, c.resolved)
+		d2, err2 := buildDirection(rev, c.resolved)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if !d1.equal(d2) {
+			t.Errorf("%s: the layout depends on the order of entries", c.name)
+		}
+		left := 0
+		for k := range d1.trie {
+			if k.Kind == kindCIDR && k.Prefixlen == 8+128 {
+				left++
+			}
+		}
+		if len(d1.hosts) != c.hosts || left != c.tries {
+			t.Errorf("%s: %d host entries and %d single addresses in the trie, want %d and %d", c.name, len(d1.hosts), left, c.hosts, c.tries)
+		}
+		if h, ok := d1.hosts[ruleKey{Identity: hostFold(col[0].As16()), Kind: rkindHost}]; c.tries > 0 && (!ok || h.Addr != hostWords(minAddr(col).As16())) {
+			t.Errorf("%s: the colliding addresses' hash entry is %+v, want the lowest, %s", c.name, h, minAddr(col))
+		}
+		if c.tries == 0 && len(d1.trie) != 0 {
+			t.Errorf("%s: single addresses alone, but the trie has %d entries", c.name, len(d1.trie))
+		}
+
+		ep := policy.Endpoint{ID: 1, Namespace: "x", Name: "e", IPs: []netip.Addr{self4, self6}, Identity: 300,
+			Ingress: policy.EndpointPolicy{Isolated: true, Resolved: c.resolved, Entries: c.entries},
+			Egress:  policy.EndpointPolicy{Isolated: true, Resolved: c.resolved, Entries: rev}}
+		dp := &policy.Datapath{Identities: []policy.Identity{{ID: 300, IPs: ep.IPs}}, Endpoints: []policy.Endpoint{ep}}
+		if _, err := p.Apply(dp); err != nil {
+			t.Fatalf("%s: Apply: %v", c.name, err)
+		}
+		checked := 0
+		tablePackets(t, p, rd, round, &ep, peers, []uint16{79, 80, 81, 82, 83}, func(pk *tablePacket) {
+			checked++
+			if c.resolved {
+				want := refDecide(pk.entries, pk.peer.ip, pk.peer.id, pk.proto, pk.port)
+				if pk.got != ruleAllows(want) || pk.rule != want || pk.model != want {
+					t.Errorf("%s %s: kernel allowed=%v rule %#x, Go model %#x, contract %#x", c.name, pk.where, pk.got, pk.rule, pk.model, want)
+				}
+				return
+			}
+			want := refMatches(pk.entries, pk.peer.ip, pk.peer.id, pk.proto, pk.port)
+			if pk.got != (len(want) > 0) || (pk.model != 0) != pk.got || pk.got && !slices.Contains(want, pk.rule) {
+				t.Errorf("%s %s: kernel allowed=%v rule %d, Go model %d, matching rules %v", c.name, pk.where, pk.got, pk.rule, pk.model, want)
+			}
+		})
+		t.Logf("%s: %d packets checked", c.name, checked)
+	}
+}
+
+func minAddr(as []netip.Addr) netip.Addr {
+	return slices.MinFunc(as, func(x, y netip.Addr) int {
+		wx, wy := hostWords(x.As16()), hostWords(y.As16())
+		return cmp.Or(cmp.Compare(wx[0], wy[0]), cmp.Compare(wx[1], wy[1]))
+	})
 }

@@ -117,16 +117,6 @@ func coalesce(s []seg) []seg {
 	return out
 }
 
-// value is the decision for protocol index pi and port.
-func (f *portFn) value(pi int, port int32) uint32 {
-	for _, s := range f.proto[pi] {
-		if port >= s.lo && port <= s.hi {
-			return s.v
-		}
-	}
-	return 0
-}
-
 // peerClass is a set of peers every rule of the direction treats alike.
 type peerClass struct {
 	ident  *dpIdentity // a pod identity
@@ -148,9 +138,6 @@ type resolver struct {
 	// selCache: per selector key (clusterPeer.selKey), per identity index:
 	// 0 not yet known, 1 no match, 2 match.
 	selCache map[string][]int8
-	// cidrs are the prefixes of every networks peer and ipBlock (CIDR and
-	// except) in the snapshot, by which identities are split.
-	cidrs map[netip.Prefix]int
 	nodes []*nodeIdent
 	memo  map[resolvedKey][]Entry
 }

@@ -20,6 +20,9 @@ type Metrics struct {
 
 	Flows           *prometheus.CounterVec // verdict, direction
 	PolicyVerdicts  *prometheus.CounterVec // namespace, policy, direction, rule, verdict
+	// AuditFlows counts AUDIT flows per audited policy that would decide
+	// them otherwise, by the would-be verdict.
+	AuditFlows *prometheus.CounterVec // namespace, policy, would_be
 	ApplyDuration   prometheus.Histogram
 	ApplyErrors     prometheus.Counter
 	Revoked         prometheus.Counter
@@ -68,6 +71,16 @@ func (m *Metrics) CountVerdict(f *flowv1.Flow) {
 		m.flows[fk] = c
 	}
 	c.Inc()
+	if a := f.GetAudit(); a != nil {
+		would := flow.VerdictName(a.GetWouldBe())
+		refs := a.GetIsolatedBy()
+		if a.GetRule() != nil {
+			refs = []*flowv1.PolicyRef{a.GetRule()}
+		}
+		for _, r := range refs {
+			m.AuditFlows.WithLabelValues(r.GetNamespace(), r.GetName(), would).Inc()
+		}
+	}
 	for _, group := range [3][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()} {
 		for _, r := range group {
 			pk := policyCounterKey{namespace: r.GetNamespace(), name: r.GetName(), direction: r.GetDirection(), rule: -1, verdict: verdict}
@@ -100,6 +113,10 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 			Namespace: metricsNamespace, Name: "flows_total",
 			Help: "Flow verdict events received from the datapath (new allowed flows and drops).",
 		}, []string{"verdict", "direction"}),
+		AuditFlows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "audit_flows_total",
+			Help: "New flows an audited policy (netpol.kubectl.io/mode: audit) would decide otherwise were it enforced, per audited policy (namespace=\"\" for a ClusterNetworkPolicy) and would-be verdict.",
+		}, []string{"namespace", "policy", "would_be"}),
 		PolicyVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "policy_verdicts_total",
 			Help: "Verdicts by deciding policy: the rule that allowed or (ClusterNetworkPolicy, namespace=\"\") denied a flow, or the isolating policy of a drop (rule=\"\").",
@@ -144,7 +161,7 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 			Help: "Conntrack destroy events lost: queue_full (the agent fell behind, one event each) or socket_overrun (the kernel reported ENOBUFS, one or more events each).",
 		}, []string{"reason"}),
 	}
-	r.MustRegister(m.Flows, m.PolicyVerdicts, m.ApplyDuration, m.ApplyErrors, m.Revoked,
+	r.MustRegister(m.Flows, m.PolicyVerdicts, m.AuditFlows, m.ApplyDuration, m.ApplyErrors, m.Revoked,
 		m.Endpoints, m.Policies, m.ClusterPolicies, m.DomainNames, m.Identities, m.DecodeErrors, m.SlowClientDrops, m.FlowEnds, m.FlowEndsLost, m.FlowEndSource,
 		&datapathCollector{read: datapath, usage: mapUsage},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -16,7 +16,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-netpol/kubectl-netpol/advise"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
@@ -63,6 +65,11 @@ type statusReport struct {
 	// could not be read); more than len(Nodes) means agents are missing.
 	Desired int          `json:"desired"`
 	Nodes   []nodeStatus `json:"nodes"`
+	// Audited are the NetworkPolicies in audit mode (netpol.kubectl.io/mode:
+	// audit on the policy or its namespace), "ns/name (why)"; nil when they
+	// could not be listed (AuditedError says why).
+	Audited      []string `json:"audited"`
+	AuditedError string   `json:"auditedError,omitempty"`
 	// Now is when the report was made (the history's span is measured to it).
 	Now time.Time `json:"-"`
 }
@@ -275,6 +282,9 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	}
 	if ds, err := o.Kube.AppsV1().DaemonSets(ns).Get(ctx, install.AgentName, metav1.GetOptions{}); err == nil {
 		report.Desired = int(ds.Status.DesiredNumberScheduled)
+	}
+	if report.Audited, err = auditedPolicies(ctx, o.Kube); err != nil {
+		report.AuditedError = err.Error()
 	}
 	if o.Output != "" {
 		return writeStructured(o.Out, o.Output, report)
@@ -527,6 +537,13 @@ func printStatus(w io.Writer, r statusReport) error {
 		notes = append(notes, fmt.Sprintf("daemonset %s/%s should run on %d nodes but has pods on %d: kubectl describe daemonset -n %s %s says why",
 			r.Namespace, install.AgentName, r.Desired, len(r.Nodes), r.Namespace, install.AgentName))
 	}
+	switch {
+	case r.AuditedError != "":
+		notes = append(notes, "audited policies unknown: "+r.AuditedError)
+	case len(r.Audited) > 0:
+		notes = append(notes, fmt.Sprintf("audited, not enforced (%d): %s; their would-be verdicts show as AUDIT in watch, `kubectl netpol promote` enforces one",
+			len(r.Audited), strings.Join(r.Audited, ", ")))
+	}
 	if len(notes) > 0 {
 		fmt.Fprintln(w)
 		for _, n := range notes {
@@ -534,6 +551,36 @@ func printStatus(w io.Writer, r statusReport) error {
 		}
 	}
 	return nil
+}
+
+// auditedPolicies lists the NetworkPolicies in audit mode, with why
+// (advise.AuditedBy: the policy's annotation or its namespace's).
+func auditedPolicies(ctx context.Context, kube kubernetes.Interface) ([]string, error) {
+	nps, err := kube.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing NetworkPolicies: %w", err)
+	}
+	nsList, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	byName := map[string]*corev1.Namespace{}
+	for i := range nsList.Items {
+		byName[nsList.Items[i].Name] = &nsList.Items[i]
+	}
+	out := []string{}
+	for i := range nps.Items {
+		np := &nps.Items[i]
+		if why := advise.AuditedBy(np, byName[np.Namespace]); why != "" {
+			s := np.Namespace + "/" + np.Name
+			if why != "the policy" {
+				s += " (" + why + ")"
+			}
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // historyCell is "SPAN, N% of memory" (the history's reach and pressure).

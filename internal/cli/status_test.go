@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -23,6 +24,7 @@ import (
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
 // statusServer is a real gRPC Observer server on loopback answering Status
@@ -156,6 +158,13 @@ func statusCluster(t *testing.T) ([]runtime.Object, statusDialer) {
 			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 7}},
 		// Not an agent: ignored.
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: "web", Labels: map[string]string{"app": "web"}}},
+		// Audit mode: a policy's annotation, a namespace's, and a policy
+		// enforced in an auditing namespace.
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{policy.ModeAnnotation: policy.ModeAudit}}},
+		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "lockdown", Annotations: map[string]string{policy.ModeAnnotation: policy.ModeAudit}}},
+		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-only"}},
+		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "dns", Annotations: map[string]string{policy.ModeAnnotation: policy.ModeEnforce}}},
+		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "enforced"}},
 	}
 	return objs, addrDialer(map[string]string{"agent-a": healthy, "agent-b": troubled, "agent-a-old": troubled})
 }
@@ -208,6 +217,9 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if f.Error != "agent pod agent-f is pending (CrashLoopBackOff); last exit: OOMKilled, exit code 137" {
 		t.Errorf("node-f = %+v", f)
+	}
+	if want := []string{"db/lockdown", "shop/web-only (namespace shop)"}; strings.Join(r.Audited, ",") != strings.Join(want, ",") {
+		t.Errorf("audited = %q, want %q", r.Audited, want)
 	}
 }
 

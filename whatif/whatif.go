@@ -210,6 +210,9 @@ func explain(c *Change, d policy.Decision) {
 	if d.Allowed {
 		var why []string
 		for _, s := range sides {
+			if s.ClusterRule != nil {
+				c.DecidedBy = append(c.DecidedBy, clusterRuleName(s.ClusterRule.Rule))
+			}
 			for _, m := range s.AllowedBy {
 				c.DecidedBy = append(c.DecidedBy, ruleName(m.Rule))
 			}
@@ -229,6 +232,12 @@ func explain(c *Change, d policy.Decision) {
 			continue
 		}
 		c.Direction = strings.ToLower(string(s.Direction))
+		if s.ClusterRule != nil {
+			// A ClusterNetworkPolicy's Deny decided, whatever isolates.
+			c.DecidedBy = append(c.DecidedBy, clusterRuleName(s.ClusterRule.Rule))
+			c.Why = s.Summary
+			return
+		}
 		for _, p := range s.IsolatedBy {
 			c.DecidedBy = append(c.DecidedBy, p.Namespace+"/"+p.Name)
 		}
@@ -239,6 +248,11 @@ func explain(c *Change, d policy.Decision) {
 		c.Why = fmt.Sprintf("%s is isolated by %s and no rule allows %s/%d", who, strings.Join(c.DecidedBy, ", "), c.Protocol, c.Port)
 		return
 	}
+}
+
+// clusterRuleName is "clusternetworkpolicy/NAME ingress[0]".
+func clusterRuleName(r policy.ClusterRuleRef) string {
+	return fmt.Sprintf("clusternetworkpolicy/%s %s[%d]", r.Policy.Name, strings.ToLower(string(r.Direction)), r.Index)
 }
 
 func ruleName(r policy.RuleRef) string {
@@ -388,6 +402,12 @@ func (a *Annotator) Annotate(f *flowv1.Flow) bool {
 		dir := flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS
 		if s.Direction == policy.Egress {
 			dir = flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS
+		}
+		if s.ClusterRule != nil && (d.Allowed || !s.Allowed) {
+			w.DecidedBy = append(w.DecidedBy, flow.ClusterRuleRefOf(s.ClusterRule.Rule))
+			if !d.Allowed {
+				continue
+			}
 		}
 		if d.Allowed {
 			for _, m := range s.AllowedBy {

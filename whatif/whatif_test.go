@@ -2,12 +2,14 @@ package whatif
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
@@ -135,4 +137,36 @@ func BenchmarkWhatif1M(b *testing.B) {
 	}
 	// CPU besides wall time: the shared 2-core machine is often oversubscribed.
 	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N)/1e9, "cpu-s/op")
+}
+
+// TestRunNamesClusterPolicies: a proposed Admin ClusterNetworkPolicy that
+// denies an observed connection is named as what decides, with the tiers'
+// sentence, not the NetworkPolicies isolating the pod.
+func TestRunNamesClusterPolicies(t *testing.T) {
+	web := workload("shop", "Deployment", "web", "app", "web")
+	db := workload("shop", "StatefulSet", "db", "app", "db")
+	dbPod := pt.Pod("shop", "db-0", pt.WithLabels("app", "db"), pt.WithIP("10.0.0.9"))
+	cur := engine(t, []*corev1.Pod{dbPod})
+	deny := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "guard-db"},
+		Spec: cnpv1beta1.ClusterNetworkPolicySpec{Tier: cnpv1beta1.AdminTier, Priority: 5,
+			Subject: cnpv1beta1.ClusterNetworkPolicySubject{Namespaces: pt.Sel("kubernetes.io/metadata.name=shop")},
+			Ingress: []cnpv1beta1.ClusterNetworkPolicyIngressRule{{Name: "no-one", Action: cnpv1beta1.ClusterNetworkPolicyRuleActionDeny,
+				From: []cnpv1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: pt.Sel()}}}}}}
+	next, err := policy.NewEngine(&policy.Snapshot{Namespaces: []*corev1.Namespace{pt.Namespace("shop")}, Pods: []*corev1.Pod{dbPod},
+		ClusterPolicies: []*cnpv1beta1.ClusterNetworkPolicy{deny}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := &history.Set{Records: []history.Record{rec(key("node-a", web, db, 5432, flowv1.Protocol_PROTOCOL_TCP, flowv1.Verdict_VERDICT_ALLOWED), t0, 3)}}
+	r, err := Run(Input{Current: cur, Proposed: next, History: set, Since: t0.Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.NewlyDenied) != 1 || !r.Breaks {
+		t.Fatalf("report = %+v, want web -> db newly denied", r)
+	}
+	if c := r.NewlyDenied[0]; len(c.DecidedBy) != 1 || c.DecidedBy[0] != "clusternetworkpolicy/guard-db ingress[0]" || c.Direction != "ingress" ||
+		!strings.Contains(c.Why, "guard-db") {
+		t.Errorf("change = %+v, want decided by clusternetworkpolicy/guard-db ingress[0] with the tiers' sentence", c)
+	}
 }

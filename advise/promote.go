@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	"github.com/kubectl-netpol/kubectl-netpol/whatif"
@@ -45,9 +46,13 @@ type Evidence struct {
 	Policy    string `json:"policy"`
 	AuditedBy string `json:"auditedBy"`
 	// Source says where the would-deny counts come from.
-	Source   string          `json:"source"`
-	Coverage whatif.Coverage `json:"coverage"`
-	Nodes    []NodeEvidence  `json:"nodes"`
+	Source string `json:"source"`
+	// AuditedWouldDeny counts the connections the datapath itself reported
+	// as AUDIT, would be denied, naming this policy, in the window: the
+	// kernel's own evidence beside the re-judged history.
+	AuditedWouldDeny uint64          `json:"auditedWouldDeny"`
+	Coverage         whatif.Coverage `json:"coverage"`
+	Nodes            []NodeEvidence  `json:"nodes"`
 	// WouldDeny are the observed connections, allowed today, that the
 	// policy enforced would deny: what promotion breaks.
 	WouldDeny []whatif.Change `json:"wouldDeny"`
@@ -104,7 +109,11 @@ func Promotion(snap *policy.Snapshot, namespace, name string, set *history.Set, 
 	if err != nil {
 		return nil, err
 	}
-	ev.Source = "the history re-judged with the policy enforced, against the policies enforced today (no AUDIT records in the history)"
+	ev.AuditedWouldDeny = auditedWouldDeny(set, since, namespace, name)
+	ev.Source = "the history re-judged with the policy enforced, against the policies enforced today (no AUDIT record names it)"
+	if ev.AuditedWouldDeny > 0 {
+		ev.Source = fmt.Sprintf("the history re-judged with the policy enforced, and %d connection(s) the datapath reported as AUDIT, would be denied by it", ev.AuditedWouldDeny)
+	}
 	ev.Coverage = rep.Coverage
 	perNode := map[string]uint64{}
 	for _, c := range rep.NewlyDenied {
@@ -130,9 +139,39 @@ func Promotion(snap *policy.Snapshot, namespace, name string, set *history.Set, 
 		ev.Why = fmt.Sprintf("the history of %d node(s) could not be read: what the policy would deny there is unknown", len(rep.Coverage.Unreachable))
 	case len(ev.WouldDeny) > 0:
 		ev.Why = fmt.Sprintf("enforced, the policy would deny %d observed connection kind(s) that are allowed today", len(ev.WouldDeny))
+	case ev.AuditedWouldDeny > 0:
+		ev.Why = fmt.Sprintf("the datapath reported %d connection(s) in the window as AUDIT that the policy, enforced, would deny", ev.AuditedWouldDeny)
 	default:
 		ev.Safe = true
 		ev.Why = fmt.Sprintf("no observed connection would be denied on any of %d node(s) in the window", len(rep.Coverage.Nodes))
 	}
 	return ev, nil
+}
+
+// auditedWouldDeny counts the window's AUDIT connections that the datapath
+// said the policy namespace/name would deny (by a rule of it, or as one of
+// the policies that would isolate the pod).
+func auditedWouldDeny(set *history.Set, since time.Time, namespace, name string) uint64 {
+	if set == nil {
+		return 0
+	}
+	var n uint64
+	for _, rec := range set.Records {
+		a := rec.Key.GetAudit()
+		if rec.Key.GetVerdict() != flowv1.Verdict_VERDICT_AUDIT || a.GetWouldBe() != flowv1.Verdict_VERDICT_DENIED ||
+			(!since.IsZero() && rec.Start.Add(rec.Width).Before(since)) {
+			continue
+		}
+		refs := a.GetIsolatedBy()
+		if a.GetRule() != nil {
+			refs = append(refs, a.GetRule())
+		}
+		for _, r := range refs {
+			if r.GetNamespace() == namespace && r.GetName() == name {
+				n += rec.Connections
+				break
+			}
+		}
+	}
+	return n
 }

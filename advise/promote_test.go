@@ -1,6 +1,7 @@
 package advise
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,9 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/history"
 )
 
 func TestAuditedBy(t *testing.T) {
@@ -75,5 +79,25 @@ func TestPromotion(t *testing.T) {
 	}
 	if _, err := Promotion(snap, "shop", "nope", set, since); err == nil || !strings.Contains(err.Error(), "no NetworkPolicy nope") {
 		t.Errorf("absent policy: %v", err)
+	}
+
+	// The datapath's own AUDIT records count against the policy they name,
+	// even when re-judging finds nothing (e.g. traffic of a pod now gone).
+	first := advice[0]
+	audited := &flowv1.Flow{Verdict: flowv1.Verdict_VERDICT_AUDIT, Node: "node-a", Audit: &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_DENIED,
+		IsolatedBy: []*flowv1.PolicyRef{{Namespace: first.Namespace, Name: first.Name}}}}
+	other := &flowv1.Flow{Verdict: flowv1.Verdict_VERDICT_AUDIT, Node: "node-a", Audit: &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_DENIED,
+		IsolatedBy: []*flowv1.PolicyRef{{Namespace: "shop", Name: "someone-else"}}}}
+	withAudit := &history.Set{Records: append(slices.Clone(set.Records),
+		history.Record{Key: audited, Start: now.Add(-time.Hour), Width: time.Hour, Counters: history.Counters{Connections: 3}},
+		history.Record{Key: other, Start: now.Add(-time.Hour), Width: time.Hour, Counters: history.Counters{Connections: 5}},
+		history.Record{Key: audited, Start: now.Add(-72 * time.Hour), Width: time.Hour, Counters: history.Counters{Connections: 7}}), // before the window
+		Coverage: set.Coverage}
+	ev, err = Promotion(snap, first.Namespace, first.Name, withAudit, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Safe || ev.AuditedWouldDeny != 3 || !strings.Contains(ev.Source, "reported as AUDIT") {
+		t.Errorf("%s with AUDIT records: safe %v, audited would-deny %d (want 3), source %q", first.Name, ev.Safe, ev.AuditedWouldDeny, ev.Source)
 	}
 }

@@ -18,11 +18,11 @@ const metricsNamespace = "kubectl_netpol"
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Flows           *prometheus.CounterVec // verdict, direction
-	PolicyVerdicts  *prometheus.CounterVec // namespace, policy, direction, rule, verdict
+	Flows          *prometheus.CounterVec // verdict, direction
+	PolicyVerdicts *prometheus.CounterVec // namespace, policy, direction, rule, verdict
 	// AuditFlows counts AUDIT flows per audited policy that would decide
 	// them otherwise, by the would-be verdict.
-	AuditFlows *prometheus.CounterVec // namespace, policy, would_be
+	AuditFlows      *prometheus.CounterVec // namespace, policy, would_be
 	ApplyDuration   prometheus.Histogram
 	ApplyErrors     prometheus.Counter
 	Revoked         prometheus.Counter

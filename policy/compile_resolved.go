@@ -138,8 +138,8 @@ type resolver struct {
 	// selCache: per selector key (clusterPeer.selKey), per identity index:
 	// 0 not yet known, 1 no match, 2 match.
 	selCache map[string][]int8
-	nodes []*nodeIdent
-	memo  map[resolvedKey][]Entry
+	nodes    []*nodeIdent
+	memo     map[resolvedKey][]Entry
 }
 
 type resolvedKey struct {

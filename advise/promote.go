@@ -19,16 +19,7 @@ import (
 // annotation), "namespace NS" (the namespace's annotation, which the
 // policy does not override with ModeEnforce), or "" when it is enforced.
 func AuditedBy(np *networkingv1.NetworkPolicy, ns *corev1.Namespace) string {
-	switch np.Annotations[ModeAnnotation] {
-	case ModeAudit:
-		return "the policy"
-	case ModeEnforce:
-		return ""
-	}
-	if ns != nil && ns.Annotations[ModeAnnotation] == ModeAudit {
-		return "namespace " + ns.Name
-	}
-	return ""
+	return policy.AuditedBy(&np.ObjectMeta, ns)
 }
 
 // NodeEvidence is what one node's history says about the policy.

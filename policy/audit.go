@@ -20,8 +20,22 @@ const (
 	ModeEnforce = "enforce"
 )
 
-// auditedBy reports whether an object with these annotations, in a
-// namespace auditing (nsAudit) or not, is audited.
+// AuditedBy says why a policy (its metadata; ns its namespace, nil for a
+// ClusterNetworkPolicy or an unknown namespace) is audited: "the policy"
+// (its own annotation), "namespace NS" (the namespace's, which the policy
+// does not override with ModeEnforce), or "" when it is enforced.
+func AuditedBy(meta *metav1.ObjectMeta, ns *corev1.Namespace) string {
+	switch {
+	case !auditedBy(meta, ns != nil && namespaceAudits(ns)):
+		return ""
+	case meta.Annotations[ModeAnnotation] == ModeAudit:
+		return "the policy"
+	}
+	return "namespace " + ns.Name
+}
+
+// auditedBy reports whether a policy with this metadata, in a namespace
+// auditing (nsAudit) or not, is audited.
 func auditedBy(meta *metav1.ObjectMeta, nsAudit bool) bool {
 	switch meta.Annotations[ModeAnnotation] {
 	case ModeAudit:

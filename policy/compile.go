@@ -260,7 +260,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	slices.SortFunc(dp.Identities, func(a, b Identity) int { return int(int64(a.ID) - int64(b.ID)) })
 
 	c := &compiler{e: e, idents: idents, nodes: nodes, slots: map[ruleSlot]uint32{}}
-	res := &resolver{c: c, nodes: nodes, memo: map[resolvedKey][]Entry{}, selCache: map[string][]int8{}}
+	res := &resolver{c: c, memo: map[resolvedKey][]Entry{}, selCache: map[string][]int8{}}
 	var epKeys []string
 	locals := map[string]*podInfo{}
 	for _, pi := range e.pods {

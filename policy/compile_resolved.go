@@ -138,7 +138,6 @@ type resolver struct {
 	// selCache: per selector key (clusterPeer.selKey), per identity index:
 	// 0 not yet known, 1 no match, 2 match.
 	selCache map[string][]int8
-	nodes    []*nodeIdent
 	memo     map[resolvedKey][]Entry
 }
 
@@ -414,7 +413,7 @@ func (r *resolver) entries(dir Direction, subject *podInfo) []Entry {
 		}
 		out = emitDiff(out, g.f, b, Entry{Identity: id.out.ID})
 	}
-	for _, ni := range r.nodes {
+	for _, ni := range r.c.nodes {
 		f := run(&peerClass{node: ni, ip: ni.out.IPs[0]})
 		out = emitDiff(out, f, base(ni.out.IPs), Entry{Identity: ni.out.ID})
 	}

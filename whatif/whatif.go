@@ -399,10 +399,6 @@ func (a *Annotator) Annotate(f *flowv1.Flow) bool {
 	}
 	w.Changed = w.Verdict != flow.Enforced(f) // an AUDIT flow: what was enforced
 	for _, s := range []policy.DirectionDecision{d.Egress, d.Ingress} {
-		dir := flowv1.TrafficDirection_TRAFFIC_DIRECTION_INGRESS
-		if s.Direction == policy.Egress {
-			dir = flowv1.TrafficDirection_TRAFFIC_DIRECTION_EGRESS
-		}
 		if s.ClusterRule != nil && (d.Allowed || !s.Allowed) {
 			w.DecidedBy = append(w.DecidedBy, flow.ClusterRuleRefOf(s.ClusterRule.Rule))
 			if !d.Allowed {
@@ -411,13 +407,11 @@ func (a *Annotator) Annotate(f *flowv1.Flow) bool {
 		}
 		if d.Allowed {
 			for _, m := range s.AllowedBy {
-				idx := uint32(m.Rule.Index)
-				w.DecidedBy = append(w.DecidedBy, &flowv1.PolicyRef{Kind: "NetworkPolicy", Namespace: m.Rule.Policy.Namespace,
-					Name: m.Rule.Policy.Name, Direction: dir, RuleIndex: &idx})
+				w.DecidedBy = append(w.DecidedBy, flow.PolicyRefOf(m.Rule.Policy, s.Direction, m.Rule.Index))
 			}
 		} else if !s.Allowed {
 			for _, p := range s.IsolatedBy {
-				w.DecidedBy = append(w.DecidedBy, &flowv1.PolicyRef{Kind: "NetworkPolicy", Namespace: p.Namespace, Name: p.Name, Direction: dir})
+				w.DecidedBy = append(w.DecidedBy, flow.PolicyRefOf(p, s.Direction, -1))
 			}
 		}
 	}

@@ -152,6 +152,7 @@ func costModes(b *testing.B, smoke bool) []costMode {
 		installMode("defaults"),
 		installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
 		installMode("no-anti-spoofing", "--anti-spoofing=false"),
+		installMode("nice0", "--agent-nice=0"),
 		kubeRouterMode(),
 		// Experiments: the defaults with every agent thread rescheduled
 		// from the host (what the workload loses to the agent's timing
@@ -454,7 +455,14 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	// 2-core machine every process of every node (client, server, agents,
 	// softirq) shares the same CPUs, so a cost moved from one to another
 	// shows here even when the rate hides it in the noise.
-	type result struct{ cps, svcCPS, bps, cpuPerConn, machinePerConn, machineBusy float64 }
+	// lost is the flow events the agents lost in the kernel (ring buffer
+	// full) during the connect-rate run, seenPerConn the flows they saw per
+	// connection (all nodes together): an agent too slow to keep up would
+	// look cheap.
+	type result struct {
+		cps, svcCPS, bps, cpuPerConn, machinePerConn, machineBusy float64
+		lost, seenPerConn                                         float64
+	}
 	res := map[string][]result{}
 	load0 := loadAverage()
 	// -benchtime Nx (N > 1) runs the whole benchmark once with b.N = 1
@@ -491,6 +499,7 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			if m.agentCPU != nil {
 				cpu0, measured = agentCPU(m)
 			}
+			lost0, seen0 := agentFlowCounts(b, c, m)
 			busy0, all0 := machineCPU()
 			stopPerf := perfRecord(b, fmt.Sprintf("round%d-%s", round, m.name))
 			r.cps = connectRate(crrAddr)
@@ -505,11 +514,13 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 				cpu1, _ := agentCPU(m)
 				r.cpuPerConn = float64((cpu1 - cpu0).Nanoseconds()) / (r.cps * secs)
 			}
+			lost1, seen1 := agentFlowCounts(b, c, m)
+			r.lost, r.seenPerConn = float64(lost1-lost0), float64(seen1-seen0)/(r.cps*secs)
 			if svcAddr != "" {
 				r.svcCPS = connectRate(svcAddr)
 			}
-			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, machine %.0f µs CPU/conn (%.0f %% busy), load %.2f",
-				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, r.machinePerConn*1e6, r.machineBusy*100, loadAverage())
+			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, %.2f flows seen/conn, %.0f events lost, machine %.0f µs CPU/conn (%.0f %% busy), load %.2f",
+				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, r.seenPerConn, r.lost, r.machinePerConn*1e6, r.machineBusy*100, loadAverage())
 			res[m.name] = append(res[m.name], r)
 		}
 	}
@@ -540,6 +551,8 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 		b.ReportMetric(pick(m.name, bps)/baseBPS, "iperf3-ratio-"+m.name)
 		b.ReportMetric(pick(m.name, func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
+		b.ReportMetric(pick(m.name, func(r result) float64 { return r.seenPerConn }), "flows-seen/conn-"+m.name)
+		b.ReportMetric(pick(m.name, func(r result) float64 { return r.lost }), "events-lost-"+m.name)
 	}
 	b.ReportMetric(load0, "load-start")
 	b.ReportMetric(loadAverage(), "load-end")
@@ -599,6 +612,37 @@ func startChild(b testing.TB, cmd *exec.Cmd) io.Reader {
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return out
+}
+
+// agentFlowCounts sums the agents' flow events lost in the kernel and
+// flows seen so far (kubectl netpol status); zero without an agent.
+func agentFlowCounts(b *testing.B, c *framework.Cluster, m costMode) (lost, seen uint64) {
+	if m.agentCPU == nil {
+		return 0, 0
+	}
+	out, err := netpolB(b, c, "status", "-o", "json")
+	var st struct {
+		Nodes []struct {
+			Agent *struct {
+				EventsLost uint64 `json:"eventsLost"`
+				FlowsSeen  uint64 `json:"flowsSeen"`
+			} `json:"agent"`
+		} `json:"nodes"`
+	}
+	i := strings.IndexByte(out, '{')
+	if i < 0 {
+		b.Fatalf("kubectl netpol status -o json: %v\n%s", err, out)
+	}
+	// status exits non-zero while a node is not ready; its report still counts.
+	if jerr := json.NewDecoder(strings.NewReader(out[i:])).Decode(&st); jerr != nil {
+		b.Fatalf("kubectl netpol status -o json: %v %v\n%s", err, jerr, out)
+	}
+	for _, n := range st.Nodes {
+		if n.Agent != nil {
+			lost, seen = lost+n.Agent.EventsLost, seen+n.Agent.FlowsSeen
+		}
+	}
+	return lost, seen
 }
 
 // perfRecord samples the whole machine (perf record -a -g) into

@@ -267,6 +267,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 
 	// 2. Swap changed policy maps of isolated directions.
 	slotsWanted := map[uint32]bool{}
+	var swaps []slotSwap
 	for slot, d := range want.dirs {
 		slotsWanted[slot] = true
 		if old, ok := p.state.dirs[slot]; ok && (old == d || old.equal(d)) {
@@ -275,12 +276,12 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		if old, ok := p.state.dirs[slot]; !ok || !old.within(d) {
 			stricter = true
 		}
-		if err := p.swapSlot(slot, d); err != nil {
-			return res, err
-		}
-		p.state.dirs[slot] = d
-		res.SlotsSwapped++
+		swaps = append(swaps, slotSwap{slot: slot, d: d})
 	}
+	if err := p.swapSlots(swaps); err != nil {
+		return res, err
+	}
+	res.SlotsSwapped = len(swaps)
 
 	// 3. Endpoint entries (isolation flags, slots).
 	for k, ep := range want.endpoints {
@@ -358,74 +359,142 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	return res, retireErr
 }
 
-// swapSlot installs d in slot: first its trie (if any, and unless it equals
-// the one in use) in the trie slot of the generation not in use, then a new
-// hash naming that trie, swapped in with one update of the slot array: the
-// atomic step. The kernel waits for running programs before that update
-// returns, so the old generation's trie is unused afterwards and is removed.
-func (p *Probe) swapSlot(slot uint32, d *direction) error {
-	old, err := p.trieGeneration(slot)
-	if err != nil {
+// slotSwap is one direction to install in its slot.
+type slotSwap struct {
+	slot uint32
+	d    *direction
+	// set by swapSlots: the trie generation the new hash names (-1: none),
+	// the one in use before, and the new maps.
+	gen, old   int
+	trie, hash *ebpf.Map
+}
+
+// swapSlots installs each direction in its slot: first its trie (if any,
+// and unless it equals the one in use) in the trie slot of the generation
+// not in use, then a new hash naming that trie, swapped in with one update
+// of the slot array: the atomic step. Then the old generations' tries are
+// removed, once no running program can still use them.
+//
+// The kernel waits for running programs (synchronize_rcu, ~12 ms here)
+// after every update of a map of maps: one by one, a change to 100
+// directions (a policy selecting a namespace) took 1.2 s. So the tries go
+// in with one batch update and the hashes with another, one wait each; a
+// single update after the hashes' batch waits explicitly, as kernels before
+// 6.7 do not wait after a batch.
+func (p *Probe) swapSlots(swaps []slotSwap) error {
+	defer func() {
+		for _, sw := range swaps {
+			if sw.trie != nil {
+				sw.trie.Close() // the arrays hold their own references
+			}
+			if sw.hash != nil {
+				sw.hash.Close()
+			}
+		}
+	}()
+	var trieKeys, trieFDs []uint32
+	for i := range swaps {
+		sw := &swaps[i]
+		old, err := p.trieGeneration(sw.slot)
+		if err != nil {
+			return err
+		}
+		sw.old, sw.gen = old, -1
+		d := sw.d
+		if prev, ok := p.state.dirs[sw.slot]; ok && old >= 0 && len(d.trie) > 0 && maps.Equal(prev.trie, d.trie) {
+			sw.gen = old // same trie: only the hash changes
+		} else if len(d.trie) > 0 {
+			sw.gen = 0
+			if old == 0 {
+				sw.gen = 1
+			}
+			keys := make([]policyKey, 0, len(d.trie))
+			vals := make([]netpolNetpolPolicyValue, 0, len(d.trie))
+			for k, v := range d.trie {
+				keys = append(keys, k)
+				vals = append(vals, netpolNetpolPolicyValue{Value: v})
+			}
+			if sw.trie, err = newFilledMap(p.trieSpec, 0, keys, vals); err != nil {
+				return fmt.Errorf("policy trie for slot %d: %w", sw.slot, err)
+			}
+			trieKeys = append(trieKeys, 2*sw.slot+uint32(sw.gen))
+			trieFDs = append(trieFDs, uint32(sw.trie.FD()))
+		}
+		var trieSlot uint32
+		if sw.gen >= 0 {
+			trieSlot = 2*sw.slot + uint32(sw.gen)
+		}
+		keys := make([]ruleKey, 0, len(d.rules)+len(d.hosts))
+		vals := make([]ruleValue, 0, len(d.rules)+len(d.hosts))
+		for k, v := range d.rules {
+			if k.Kind == rkindSummary {
+				v.TrieSlot = trieSlot
+			}
+			keys = append(keys, k)
+			vals = append(vals, v)
+		}
+		for k, v := range d.hosts {
+			keys = append(keys, k)
+			vals = append(vals, *(*ruleValue)(unsafe.Pointer(&v)))
+		}
+		if sw.hash, err = newFilledMap(p.hashSpec, uint32(max(1, len(keys))), keys, vals); err != nil {
+			return fmt.Errorf("policy hash for slot %d: %w", sw.slot, err)
+		}
+	}
+	if len(swaps) == 0 {
+		return nil
+	}
+	if err := updateMaps(p.objs.NetpolPolicyTries, trieKeys, trieFDs); err != nil {
+		return fmt.Errorf("installing policy tries: %w", err)
+	}
+	slotKeys := make([]uint32, len(swaps))
+	hashFDs := make([]uint32, len(swaps))
+	for i, sw := range swaps {
+		slotKeys[i], hashFDs[i] = sw.slot, uint32(sw.hash.FD())
+	}
+	if err := updateMaps(p.objs.NetpolPolicySlots, slotKeys, hashFDs); err != nil {
+		return fmt.Errorf("installing policy hashes: %w", err)
+	}
+	// The waiting update (see above): the last hash again.
+	last := swaps[len(swaps)-1]
+	if err := p.objs.NetpolPolicySlots.Put(last.slot, last.hash); err != nil {
+		return fmt.Errorf("installing policy hash in slot %d: %w", last.slot, err)
+	}
+	for _, sw := range swaps {
+		p.state.dirs[sw.slot] = sw.d
+		if sw.gen >= 0 {
+			p.state.trieGen[sw.slot] = sw.gen
+		} else {
+			delete(p.state.trieGen, sw.slot)
+		}
+	}
+	for _, sw := range swaps {
+		if sw.old >= 0 && sw.old != sw.gen {
+			if err := p.objs.NetpolPolicyTries.Delete(2*sw.slot + uint32(sw.old)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("removing old policy trie of slot %d: %w", sw.slot, err)
+			}
+		}
+	}
+	return nil
+}
+
+// updateMaps writes the inner maps fds at keys of the map of maps m with
+// one batch update (one wait for running programs), or one by one where
+// the kernel has no batch update for it.
+func updateMaps(m *ebpf.Map, keys, fds []uint32) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	n, err := m.BatchUpdate(keys, fds, nil)
+	if err == nil && n == len(keys) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
 		return err
 	}
-	gen := -1 // the trie generation the new hash names; -1: none
-	if prev, ok := p.state.dirs[slot]; ok && old >= 0 && len(d.trie) > 0 && maps.Equal(prev.trie, d.trie) {
-		gen = old // same trie: only the hash changes
-	} else if len(d.trie) > 0 {
-		gen = 0
-		if old == 0 {
-			gen = 1
-		}
-		keys := make([]policyKey, 0, len(d.trie))
-		vals := make([]netpolNetpolPolicyValue, 0, len(d.trie))
-		for k, v := range d.trie {
-			keys = append(keys, k)
-			vals = append(vals, netpolNetpolPolicyValue{Value: v})
-		}
-		m, err := newFilledMap(p.trieSpec, 0, keys, vals)
-		if err != nil {
-			return fmt.Errorf("policy trie for slot %d: %w", slot, err)
-		}
-		err = p.objs.NetpolPolicyTries.Put(2*slot+uint32(gen), m)
-		m.Close() // the array holds its own reference
-		if err != nil {
-			return fmt.Errorf("installing policy trie for slot %d: %w", slot, err)
-		}
-	}
-	var trieSlot uint32
-	if gen >= 0 {
-		trieSlot = 2*slot + uint32(gen)
-	}
-	keys := make([]ruleKey, 0, len(d.rules)+len(d.hosts))
-	vals := make([]ruleValue, 0, len(d.rules)+len(d.hosts))
-	for k, v := range d.rules {
-		if k.Kind == rkindSummary {
-			v.TrieSlot = trieSlot
-		}
-		keys = append(keys, k)
-		vals = append(vals, v)
-	}
-	for k, v := range d.hosts {
-		keys = append(keys, k)
-		vals = append(vals, *(*ruleValue)(unsafe.Pointer(&v)))
-	}
-	m, err := newFilledMap(p.hashSpec, uint32(max(1, len(keys))), keys, vals)
-	if err != nil {
-		return fmt.Errorf("policy hash for slot %d: %w", slot, err)
-	}
-	err = p.objs.NetpolPolicySlots.Put(slot, m)
-	m.Close()
-	if err != nil {
-		return fmt.Errorf("installing policy hash in slot %d: %w", slot, err)
-	}
-	if gen >= 0 {
-		p.state.trieGen[slot] = gen
-	} else {
-		delete(p.state.trieGen, slot)
-	}
-	if old >= 0 && old != gen {
-		if err := p.objs.NetpolPolicyTries.Delete(2*slot + uint32(old)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("removing old policy trie of slot %d: %w", slot, err)
+	for i := n; i < len(keys); i++ {
+		if err := m.Put(keys[i], fds[i]); err != nil {
+			return fmt.Errorf("slot %d: %w", keys[i], err)
 		}
 	}
 	return nil

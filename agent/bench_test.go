@@ -71,8 +71,9 @@ func benchAgentOn(b *testing.B, snap *policy.Snapshot) (*Agent, *fake.Clientset)
 	for _, ns := range snap.Namespaces {
 		objs = append(objs, withVersion(ns))
 	}
+	local := benchSize("NETPOL_BENCH_LOCAL", 100)
 	for i, p := range snap.Pods {
-		if i%max(1, pods/100) == 0 {
+		if i%max(1, pods/local) == 0 {
 			p.Spec.NodeName = benchNode
 		}
 		objs = append(objs, withVersion(p))
@@ -168,9 +169,22 @@ func BenchmarkCompileApply(b *testing.B) {
 // selectors; simple: simpleCluster), the time from a NetworkPolicy being written to the API (the
 // fake clientset's watch) until the datapath enforces it: informer, queue,
 // compile, map updates. Reported as p50/p99 over the iterations.
+//
+// NETPOL_BENCH_PODS, NETPOL_BENCH_POLICIES and NETPOL_BENCH_LOCAL (the pods
+// on this node, default 100) change the size, e.g. 100000, 10000 and 30 for
+// a node of a large cluster.
 func BenchmarkPolicyChangeEnforced(b *testing.B) {
-	b.Run("synthetic", func(b *testing.B) { policyChangeEnforced(b, pt.Synthetic(5000, 1000, 1)) })
-	b.Run("simple", func(b *testing.B) { policyChangeEnforced(b, simpleCluster(5000, 1000)) })
+	pods, policies := benchSize("NETPOL_BENCH_PODS", 5000), benchSize("NETPOL_BENCH_POLICIES", 1000)
+	b.Run("synthetic", func(b *testing.B) { policyChangeEnforced(b, pt.Synthetic(pods, policies, 1)) })
+	b.Run("simple", func(b *testing.B) { policyChangeEnforced(b, simpleCluster(pods, policies)) })
+}
+
+// benchSize is the positive integer in the environment variable name, or def.
+func benchSize(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 func policyChangeEnforced(b *testing.B, snap *policy.Snapshot) {

@@ -125,9 +125,10 @@ type Agent struct {
 
 	// newFlows are the recent new-flow events, for their connections' ends.
 	newFlows *newFlowTable
-	// flowEndSource is where summaries come from (FlowEndSource*), and
-	// flowEndWhy why not from the kernel (under mu).
-	flowEndSource, flowEndWhy string
+	// flowEndSources are where summaries come from, and flowEndWhy why
+	// not all from the kernel's conntrack records (under mu).
+	flowEndSources []flowEndUse
+	flowEndWhy     string
 
 	ready     atomic.Bool
 	mu        sync.Mutex

@@ -583,7 +583,7 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 		Enforcement: a.bypass.status(),
 	}
 	if a.cfg.FlowEndSummaries {
-		r.Checks = append(r.Checks, conntrackAcctCheck(), a.flowEndSourceCheck())
+		r.Checks = append(r.Checks, conntrackAcctCheck(a.tcpEndsFromSockets()), a.flowEndSourceCheck())
 	}
 	if a.otlp != nil {
 		r.Checks = append(r.Checks, a.otlp.Check())

@@ -1070,6 +1070,18 @@ func (a *Agent) setFlowEndSources(why string, uses ...flowEndUse) {
 	}
 }
 
+// tcpEndsFromSockets reports whether TCP summaries come from the sockets.
+func (a *Agent) tcpEndsFromSockets() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, u := range a.flowEndSources {
+		if u.source == flowEndSourceKernelTCP {
+			return true
+		}
+	}
+	return false
+}
+
 // flowEndSourceCheck is the status line naming the summaries' sources.
 func (a *Agent) flowEndSourceCheck() *flowv1.NodeCheck {
 	a.mu.Lock()

@@ -736,13 +736,17 @@ func TestConntrackAcctCheck(t *testing.T) {
 	requirePrivileged(t)
 	node := newFeNode(t)
 	for _, tc := range []struct {
-		acct string
-		ok   bool
-	}{{"0", false}, {"1", true}} {
+		acct           string
+		ok             bool
+		tcpFromSockets bool
+	}{{"0", false, false}, {"1", true, false}, {"0", false, true}} {
 		node.run(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct="+tc.acct)
 		var c *flowv1.NodeCheck
-		if err := node.in(func() error { c = conntrackAcctCheck(); return nil }); err != nil {
+		if err := node.in(func() error { c = conntrackAcctCheck(tc.tcpFromSockets); return nil }); err != nil {
 			t.Fatal(err)
+		}
+		if tc.tcpFromSockets != strings.Contains(c.GetDetail(), "TCP's come from the sockets") {
+			t.Errorf("TCP from sockets %v: detail %q", tc.tcpFromSockets, c.GetDetail())
 		}
 		if c.GetOk() != tc.ok {
 			t.Errorf("nf_conntrack_acct=%s: check %v", tc.acct, c)

@@ -34,20 +34,29 @@ import (
 )
 
 // Flow-end summaries: one EVENT_TYPE_END flow per ended connection of a
-// local pod, with both directions' packets and bytes (nf_conntrack_acct=1)
-// and the duration. Two sources, the choice shown in status and in the
-// kubectl_netpol_flow_end_source metric:
+// local pod, with both directions' packets and bytes and the duration.
+// Sources, by preference (shown in status and in the
+// kubectl_netpol_flow_end_source metric with the protocols each serves):
 //
-//   - kernel (preferred): a BPF program on conntrack's destructor writes a
-//     fixed record per ended entry of a local endpoint into its own ring
-//     buffer, without waking the reader (probe.OpenFlowEnds). Kernels that
-//     refuse fentry programs (this project's 6.18 test machines answer
-//     EPERM) fall back to
-//   - netlink: conntrack DESTROY events (NFNLGRP_CONNTRACK_DESTROY) on a bare
-//     socket the Go runtime's poller does not watch, drained every poll
-//     interval with recvmmsg and decoded without allocating. Before issue 19
-//     each event woke the poller, cost a recvmsg and a ti-mo/conntrack
-//     decode: ~30-40 µs of agent CPU per connection, now ~5.
+//   - kernel, every protocol: a BPF program on conntrack's destructor
+//     writes a fixed record per ended entry of a local endpoint into its own
+//     ring buffer, without waking the reader (probe.OpenFlowEnds). Kernels
+//     that refuse fentry programs (this project's 6.18 test machines answer
+//     EPERM) use instead
+//   - kernel-tcp for TCP: a tp_btf program on the TCP socket states writes
+//     the same record when an established socket of a local endpoint closes
+//     (probe.OpenTCPFlowEnds; the socket's counters, no conntrack
+//     accounting needed), with netlink for UDP, SCTP and ICMP, its TCP
+//     events dropped in the kernel by a socket filter (skipTCPFilter). TCP
+//     is nearly every connection a node ends, so this takes the netlink
+//     message, its copy and its decode out of nearly every summary.
+//   - netlink, every protocol (no kernel program loads, or
+//     --flow-end-source=netlink): conntrack DESTROY events
+//     (NFNLGRP_CONNTRACK_DESTROY) on a bare socket the Go runtime's poller
+//     does not watch, drained every poll interval with recvmmsg and decoded
+//     without allocating. Before issue 19 each event woke the poller, cost a
+//     recvmsg and a ti-mo/conntrack decode: ~30-40 µs of agent CPU per
+//     connection, now ~5.
 //
 // Either way the kernel never waits on the agent: a full ring or socket
 // drops records, counted (flow_end_events_lost_total, flow_ends_lost).
@@ -1022,6 +1031,7 @@ func (a *Agent) startFlowEnds(netnsFD int) (stop func(), err error) {
 				rd.Close()
 				return nil, err
 			}
+			klog.InfoS("Flow-end summaries: TCP from the socket states, other protocols from conntrack netlink events", "reason", errCT)
 			a.setFlowEndSources("no program on "+probe.FlowEndHook+": "+errCT.Error(), flowEndUse{flowEndSourceKernelTCP, protocolsTCP}, flowEndUse{FlowEndSourceNetlink, protocolsNonTCP})
 			// The listener closes the queue: the reader stops first.
 			stopRead := a.startReadFlowEnds(rd, l.events)

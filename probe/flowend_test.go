@@ -178,6 +178,11 @@ func TestTCPFlowEnds(t *testing.T) {
 		t.Fatalf("OpenTCPFlowEnds (the kernel must load and attach a tp_btf program on %s): %v", TCPFlowEndHook, err)
 	}
 	defer rd.Close()
+	if info, err := rd.prog.Info(); err == nil {
+		n, _ := info.VerifiedInstructions()
+		insns, _ := info.Instructions()
+		t.Logf("%s: %d instructions, %d verified", TCPFlowEndHook, len(insns), n)
+	}
 	if got := drain(rd); len(got) != 0 {
 		t.Fatalf("%d records of connections closed before the reader opened", len(got))
 	}

@@ -1127,12 +1127,41 @@ func (a *Agent) flowEndSourceCheck() *flowv1.NodeCheck {
 
 // readFlowEnds turns the kernel's flow-end records into ends until rd is
 // closed. Never blocks: a full queue drops and counts.
+//
+// A record is handed over once every new-flow event written before it was
+// read (startsReadTo): a socket's end comes milliseconds after its start,
+// often before the start's ring is next read, and would otherwise be parked
+// and looked up twice (flowEnds). Held records wait two polls at most.
 func (a *Agent) readFlowEnds(rd *probe.FlowEndReader, out chan<- flowEnd) {
 	var rec probe.FlowEnd
-	var mono unix.Timespec
+	var held []flowEnd
+	var heldAt []uint64 // the records' kernel times
+	send := func(e flowEnd) {
+		select {
+		case out <- e:
+		default:
+			a.metrics.FlowEndsLost.WithLabelValues(lostQueueFull).Inc()
+		}
+	}
+	// Past maxHold (no event reader moving the mark, or a full hold) a
+	// record goes on: flowEnds parks it if its start is still unknown.
+	maxHold := 2 * a.cfg.ReadPoll
+	release := func() {
+		readTo, n := a.startsReadTo.Load(), 0
+		for ; n < len(held) && (heldAt[n] <= readTo || len(held)-n > flowEndQueue || time.Since(held[n].at) > maxHold); n++ {
+			send(held[n])
+		}
+		held, heldAt = append(held[:0], held[n:]...), append(heldAt[:0], heldAt[n:]...)
+	}
+	defer func() {
+		for _, e := range held {
+			send(e)
+		}
+	}()
 	for {
 		err := rd.Read(&rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
+			release()
 			continue
 		}
 		if errors.Is(err, probe.ErrUnknownVersion) {
@@ -1143,25 +1172,31 @@ func (a *Agent) readFlowEnds(rd *probe.FlowEndReader, out chan<- flowEnd) {
 			return // closed
 		}
 		now := time.Now()
-		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+		mono := monotonicNow()
 		e := flowEnd{proto: rec.Protocol, sport: rec.Orig.Sport, dport: rec.Orig.Dport, rsprt: rec.Reply.Sport,
 			packets: rec.PacketsOrig + rec.PacketsReply, bytes: rec.BytesOrig + rec.BytesReply, at: now}
 		e.src, e.dst = probe.TupleAddrs(rec.Orig)
 		e.rsrc, _ = probe.TupleAddrs(rec.Reply)
 		if rec.StartRealNs != 0 {
-			e.stop = now.Add(-time.Duration(uint64(mono.Nano()) - rec.TimestampNs))
+			e.stop = now.Add(-time.Duration(mono - rec.TimestampNs))
 			if probe.IsSocketEnd(&rec) { // a monotonic start
 				e.start = e.stop.Add(-time.Duration(rec.TimestampNs - rec.StartRealNs))
 			} else {
 				e.start = time.Unix(0, int64(rec.StartRealNs))
 			}
 		}
-		select {
-		case out <- e:
-		default:
-			a.metrics.FlowEndsLost.WithLabelValues(lostQueueFull).Inc()
+		held, heldAt = append(held, e), append(heldAt, rec.TimestampNs)
+		if rd.Pending() == 0 {
+			release()
 		}
 	}
+}
+
+// monotonicNow is CLOCK_MONOTONIC in ns, bpf_ktime_get_ns's clock.
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
 }
 
 // runFlowEnds runs the summaries until ctx ends; a failure to subscribe is

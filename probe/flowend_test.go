@@ -159,6 +159,14 @@ func TestTCPFlowEnds(t *testing.T) {
 	if _, err := p.Apply(aOnlyFromB(t, a, b, c)); err != nil {
 		t.Fatal(err)
 	}
+	// The records of this test's connections (port 81, 9, the Service):
+	// the program is scoped by the endpoint map, not by network namespace,
+	// so probe tests running at the same time with the same pod addresses
+	// in their own namespaces (port 80) are seen too.
+	ours := func(e *FlowEnd) bool {
+		_, dst := TupleAddrs(e.Orig)
+		return e.Orig.Dport == port || e.Orig.Dport == 9 || dst == netip.MustParseAddr(vip)
+	}
 	drain := func(rd *FlowEndReader) []FlowEnd {
 		var out []FlowEnd
 		for {
@@ -170,7 +178,9 @@ func TestTCPFlowEnds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out = append(out, e)
+			if ours(&e) {
+				out = append(out, e)
+			}
 		}
 	}
 	rd, err := p.OpenTCPFlowEnds(20 * time.Millisecond)
@@ -250,7 +260,7 @@ func TestTCPFlowEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.FlowEnds != 5 || st.FlowEndsLost != 0 {
+	if st.FlowEnds < 5 || st.FlowEndsLost != 0 { // more: another test's (see ours)
 		t.Errorf("counters: %d ends, %d lost", st.FlowEnds, st.FlowEndsLost)
 	}
 	rd.Close()

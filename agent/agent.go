@@ -125,9 +125,14 @@ type Agent struct {
 
 	// newFlows are the recent new-flow events, for their connections' ends.
 	newFlows *newFlowTable
-	// flowEndSource is where summaries come from (FlowEndSource*), and
-	// flowEndWhy why not from the kernel (under mu).
-	flowEndSource, flowEndWhy string
+	// startsReadTo is the monotonic time (ns) up to which every new-flow
+	// event was read and remembered: the datapath's ring was found empty
+	// then. A kernel flow-end record written before it finds its start.
+	startsReadTo atomic.Uint64
+	// flowEndSources are where summaries come from, and flowEndWhy why
+	// not all from the kernel's conntrack records (under mu).
+	flowEndSources []flowEndUse
+	flowEndWhy     string
 
 	ready     atomic.Bool
 	mu        sync.Mutex
@@ -521,6 +526,7 @@ func (a *Agent) refreshLocalAddresses() {
 func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 	var ev probe.Event
 	for ctx.Err() == nil {
+		a.markStartsRead(rd)
 		if err := rd.Read(&ev); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
@@ -545,6 +551,22 @@ func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 		if a.cfg.FlowEndSummaries && ev.Type == probe.EventNewFlow {
 			a.newFlows.remember(keyOfEvent(&ev), f)
 		}
+	}
+}
+
+// markStartsRead moves startsReadTo to now when rd has nothing unread:
+// every event written before now has been handled.
+func (a *Agent) markStartsRead(rd *probe.Reader) {
+	if !a.cfg.FlowEndSummaries {
+		return
+	}
+	if rd.Pending() != 0 {
+		return
+	}
+	// Still empty after the clock was read: nothing written before now is
+	// unread.
+	if now := monotonicNow(); rd.Pending() == 0 {
+		a.startsReadTo.Store(now)
 	}
 }
 
@@ -582,7 +604,7 @@ func (a *Agent) status(context.Context) (*flowv1.StatusResponse, error) {
 		Enforcement: a.bypass.status(),
 	}
 	if a.cfg.FlowEndSummaries {
-		r.Checks = append(r.Checks, conntrackAcctCheck(), a.flowEndSourceCheck())
+		r.Checks = append(r.Checks, conntrackAcctCheck(a.tcpEndsFromSockets()), a.flowEndSourceCheck())
 	}
 	if a.otlp != nil {
 		r.Checks = append(r.Checks, a.otlp.Check())

@@ -62,11 +62,17 @@ func conntrackCheck() *flowv1.NodeCheck {
 // conntrackAcctCheck: flow-end summaries take their packet and byte counts
 // from conntrack, which counts only with nf_conntrack_acct=1. The agent's
 // /proc/sys is read-only, so it reports rather than sets it.
-func conntrackAcctCheck() *flowv1.NodeCheck {
+// tcpFromSockets: TCP summaries come from the sockets (kernel-tcp), whose
+// counters need no conntrack accounting.
+func conntrackAcctCheck(tcpFromSockets bool) *flowv1.NodeCheck {
 	c := &flowv1.NodeCheck{Name: "conntrack-accounting", Ok: true, Detail: "on: flow-end summaries carry packet and byte counts"}
 	if v := readSysctl(sysctlCTAcct); v != "1" {
+		which := "flow-end summaries carry"
+		if tcpFromSockets {
+			which = "flow-end summaries of UDP, SCTP and ICMP carry (TCP's come from the sockets)"
+		}
 		c.Ok = false
-		c.Detail = fmt.Sprintf("net.netfilter.nf_conntrack_acct=%s: flow-end summaries carry no packet/byte counts; fix: sysctl -w net.netfilter.nf_conntrack_acct=1 on the node (new connections are counted from then on)", orMissing(v, "nf_conntrack"))
+		c.Detail = fmt.Sprintf("net.netfilter.nf_conntrack_acct=%s: %s no packet/byte counts; fix: sysctl -w net.netfilter.nf_conntrack_acct=1 on the node (new connections are counted from then on)", orMissing(v, "nf_conntrack"), which)
 	}
 	return c
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,20 +34,29 @@ import (
 )
 
 // Flow-end summaries: one EVENT_TYPE_END flow per ended connection of a
-// local pod, with both directions' packets and bytes (nf_conntrack_acct=1)
-// and the duration. Two sources, the choice shown in status and in the
-// kubectl_netpol_flow_end_source metric:
+// local pod, with both directions' packets and bytes and the duration.
+// Sources, by preference (shown in status and in the
+// kubectl_netpol_flow_end_source metric with the protocols each serves):
 //
-//   - kernel (preferred): a BPF program on conntrack's destructor writes a
-//     fixed record per ended entry of a local endpoint into its own ring
-//     buffer, without waking the reader (probe.OpenFlowEnds). Kernels that
-//     refuse fentry programs (this project's 6.18 test machines answer
-//     EPERM) fall back to
-//   - netlink: conntrack DESTROY events (NFNLGRP_CONNTRACK_DESTROY) on a bare
-//     socket the Go runtime's poller does not watch, drained every poll
-//     interval with recvmmsg and decoded without allocating. Before issue 19
-//     each event woke the poller, cost a recvmsg and a ti-mo/conntrack
-//     decode: ~30-40 µs of agent CPU per connection, now ~5.
+//   - kernel, every protocol: a BPF program on conntrack's destructor
+//     writes a fixed record per ended entry of a local endpoint into its own
+//     ring buffer, without waking the reader (probe.OpenFlowEnds). Kernels
+//     that refuse fentry programs (this project's 6.18 test machines answer
+//     EPERM) use instead
+//   - kernel-tcp for TCP: a tp_btf program on the TCP socket states writes
+//     the same record when an established socket of a local endpoint closes
+//     (probe.OpenTCPFlowEnds; the socket's counters, no conntrack
+//     accounting needed), with netlink for UDP, SCTP and ICMP, its TCP
+//     events dropped in the kernel by a socket filter (skipTCPFilter). TCP
+//     is nearly every connection a node ends, so this takes the netlink
+//     message, its copy and its decode out of nearly every summary.
+//   - netlink, every protocol (no kernel program loads, or
+//     --flow-end-source=netlink): conntrack DESTROY events
+//     (NFNLGRP_CONNTRACK_DESTROY) on a bare socket the Go runtime's poller
+//     does not watch, drained every poll interval with recvmmsg and decoded
+//     without allocating. Before issue 19 each event woke the poller, cost a
+//     recvmsg and a ti-mo/conntrack decode: ~30-40 µs of agent CPU per
+//     connection, now ~5.
 //
 // Either way the kernel never waits on the agent: a full ring or socket
 // drops records, counted (flow_end_events_lost_total, flow_ends_lost).
@@ -128,14 +139,23 @@ type mmsghdr struct {
 // namespace netnsFD (0: the caller's, the node's for the hostNetwork agent),
 // with a socket buffer of rcvbuf bytes and a queue of queue events.
 func listenFlowEnds(netnsFD, queue, rcvbuf int, lost *prometheus.CounterVec) (*flowEndListener, error) {
-	return listenFlowEndsPoll(netnsFD, queue, rcvbuf, 20*time.Millisecond, lost)
+	return listenFlowEndsPoll(netnsFD, queue, rcvbuf, 20*time.Millisecond, false, lost)
 }
 
-// listenFlowEndsPoll is listenFlowEnds draining the socket every poll.
-func listenFlowEndsPoll(netnsFD, queue, rcvbuf int, poll time.Duration, lost *prometheus.CounterVec) (*flowEndListener, error) {
+// listenFlowEndsPoll is listenFlowEnds draining the socket every poll;
+// with skipTCP the kernel drops TCP entries' events before they reach the
+// socket (skipTCPFilter).
+func listenFlowEndsPoll(netnsFD, queue, rcvbuf int, poll time.Duration, skipTCP bool, lost *prometheus.CounterVec) (*flowEndListener, error) {
 	fd, err := netfilterSocket(netnsFD)
 	if err != nil {
 		return nil, fmt.Errorf("opening a netfilter netlink socket for conntrack events: %w (needs NET_ADMIN)", err)
+	}
+	if skipTCP {
+		// Before subscribing: no TCP event is queued unfiltered.
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, skipTCPFilter); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("attaching the socket filter that drops TCP conntrack events: %w", err)
+		}
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(netfilter.GroupCTDestroy)); err != nil {
 		unix.Close(fd)
@@ -158,6 +178,45 @@ func listenFlowEndsPoll(netnsFD, queue, rcvbuf int, poll time.Duration, lost *pr
 	}
 	go l.receive()
 	return l, nil
+}
+
+// skipTCPFilter is a classic BPF socket filter for conntrack event sockets
+// that drops the events of TCP entries in the kernel, when their ends come
+// from the TCP socket states (probe.OpenTCPFlowEnds): the agent never
+// receives, wakes for or decodes them. It walks the message's attributes
+// CTA_TUPLE_ORIG > CTA_TUPLE_PROTO > CTA_PROTO_NUM with the kernel's netlink
+// attribute extensions; a message of another shape is kept (user space
+// decodes or ignores it as before).
+var skipTCPFilter = mustAssemble([]bpf.Instruction{
+	bpf.LoadConstant{Dst: bpf.RegA, Val: unix.NLMSG_HDRLEN + 4}, // the first attribute, after nfgenmsg
+	bpf.LoadConstant{Dst: bpf.RegX, Val: ctaTupleOrig},
+	bpf.LoadExtension{Num: bpf.ExtNetlinkAttr}, // A: the attribute's offset, 0 when absent
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 9},
+	bpf.LoadConstant{Dst: bpf.RegX, Val: ctaTupleProto},
+	bpf.LoadExtension{Num: bpf.ExtNetlinkAttrNested},
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 6},
+	bpf.LoadConstant{Dst: bpf.RegX, Val: ctaProtoNum},
+	bpf.LoadExtension{Num: bpf.ExtNetlinkAttrNested},
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 3},
+	bpf.TAX{},
+	bpf.LoadIndirect{Off: unix.SizeofNlAttr, Size: 1}, // the protocol number, after the attribute header
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.IPPROTO_TCP, SkipTrue: 1},
+	bpf.RetConstant{Val: 0xffff_ffff}, // keep the whole message
+	bpf.RetConstant{Val: 0},           // drop it
+})
+
+// mustAssemble assembles a fixed classic BPF program into its socket
+// filter form.
+func mustAssemble(insns []bpf.Instruction) *unix.SockFprog {
+	raw, err := bpf.Assemble(insns)
+	if err != nil {
+		panic(err) // a fixed program: a bug, caught by any test
+	}
+	f := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		f[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return &unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}
 }
 
 // netfilterSocket opens a NETLINK_NETFILTER socket in the network namespace
@@ -920,95 +979,189 @@ func (a *Agent) publishEnd(x *endpointIndex, ev flowEnd, rec *flowv1.Flow) {
 
 // Where flow-end summaries come from (Config.FlowEndSource).
 const (
-	// FlowEndSourceAuto: the kernel's records when its hook can be
-	// loaded, else netlink events.
+	// FlowEndSourceAuto: the kernel's records when one of its programs
+	// loads, else netlink events.
 	FlowEndSourceAuto = ""
-	// FlowEndSourceKernel: a BPF program on conntrack's destructor writes
-	// records into a ring buffer (probe.OpenFlowEnds); no netlink message
-	// per connection.
+	// FlowEndSourceKernel: BPF programs write records into a ring buffer
+	// (no netlink message per connection): on conntrack's destructor for
+	// every protocol (probe.OpenFlowEnds), or where the kernel refuses
+	// that, on TCP socket states for TCP (probe.OpenTCPFlowEnds) with
+	// netlink events, TCP ones filtered out in the kernel, for the rest.
 	FlowEndSourceKernel = "kernel"
 	// FlowEndSourceNetlink: conntrack DESTROY events over ctnetlink.
 	FlowEndSourceNetlink = "netlink"
+	// flowEndSourceKernelTCP names the TCP socket states' records in status
+	// and metrics.
+	flowEndSourceKernelTCP = "kernel-tcp"
+)
+
+// flowEndUse is one source of summaries and the protocols it serves.
+type flowEndUse struct{ source, protocols string }
+
+// Protocols a source serves (the metric's protocols label).
+const (
+	protocolsAll    = "all"
+	protocolsTCP    = "tcp"
+	protocolsNonTCP = "udp,sctp,icmp"
 )
 
 // startFlowEnds starts the flow-end summaries in the network namespace
-// netnsFD (0: the agent's own); the returned stop ends them.
+// netnsFD (0: the agent's own); the returned stop ends them. The sources
+// feed one queue and one summarizing goroutine.
 func (a *Agent) startFlowEnds(netnsFD int) (stop func(), err error) {
 	src := a.cfg.FlowEndSource
+	why := "chosen by --flow-end-source"
 	if src == FlowEndSourceAuto || src == FlowEndSourceKernel {
 		fd := netnsFD
 		if fd == 0 {
 			fd = -1
 		}
-		rd, err := a.probe.OpenFlowEnds(fd, a.cfg.ReadPoll)
-		if err == nil {
-			a.setFlowEndSource(FlowEndSourceKernel, "")
+		rd, errCT := a.probe.OpenFlowEnds(fd, a.cfg.ReadPoll)
+		if errCT == nil {
+			a.setFlowEndSources("", flowEndUse{FlowEndSourceKernel, protocolsAll})
 			events := make(chan flowEnd, flowEndQueue)
-			done, readDone := make(chan struct{}), make(chan struct{})
-			go func() { defer close(readDone); a.readFlowEnds(rd, events) }()
-			go func() { defer close(done); a.flowEnds(events) }()
-			return func() { _ = rd.Close(); <-readDone; <-done }, nil
+			stopRead := a.startReadFlowEnds(rd, events)
+			done := a.startSummaries(events)
+			return func() { stopRead(); close(events); <-done }, nil
 		}
+		rd, errTCP := a.probe.OpenTCPFlowEnds(a.cfg.ReadPoll)
+		if errTCP == nil {
+			l, err := listenFlowEndsPoll(netnsFD, flowEndQueue, flowEndSocketBuffer, a.cfg.ReadPoll, true, a.metrics.FlowEndsLost)
+			if err != nil {
+				rd.Close()
+				return nil, err
+			}
+			klog.InfoS("Flow-end summaries: TCP from the socket states, other protocols from conntrack netlink events", "reason", errCT)
+			a.setFlowEndSources("no program on "+probe.FlowEndHook+": "+errCT.Error(), flowEndUse{flowEndSourceKernelTCP, protocolsTCP}, flowEndUse{FlowEndSourceNetlink, protocolsNonTCP})
+			// The listener closes the queue: the reader stops first.
+			stopRead := a.startReadFlowEnds(rd, l.events)
+			done := a.startSummaries(l.events)
+			return func() { stopRead(); _ = l.Close(); <-done }, nil
+		}
+		err := errors.Join(errCT, errTCP)
 		if src == FlowEndSourceKernel {
 			return nil, err
 		}
 		klog.InfoS("Flow-end summaries fall back to conntrack netlink events", "reason", err)
-		a.setFlowEndSource(FlowEndSourceNetlink, err.Error())
-	} else {
-		a.setFlowEndSource(FlowEndSourceNetlink, "chosen by --flow-end-source")
+		why = err.Error()
 	}
-	l, err := listenFlowEndsPoll(netnsFD, flowEndQueue, flowEndSocketBuffer, a.cfg.ReadPoll, a.metrics.FlowEndsLost)
+	l, err := listenFlowEndsPoll(netnsFD, flowEndQueue, flowEndSocketBuffer, a.cfg.ReadPoll, false, a.metrics.FlowEndsLost)
 	if err != nil {
 		return nil, err
 	}
-	done := make(chan struct{})
-	go func() { defer close(done); a.flowEnds(l.events) }()
+	a.setFlowEndSources(why, flowEndUse{FlowEndSourceNetlink, protocolsAll})
+	done := a.startSummaries(l.events)
 	return func() { _ = l.Close(); <-done }, nil
 }
 
-// setFlowEndSource records where summaries come from (status, metrics).
-func (a *Agent) setFlowEndSource(src, why string) {
+// startReadFlowEnds reads rd's records into events until the returned stop.
+func (a *Agent) startReadFlowEnds(rd *probe.FlowEndReader, events chan<- flowEnd) (stop func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); a.readFlowEnds(rd, events) }()
+	return func() { _ = rd.Close(); <-done }
+}
+
+// startSummaries summarizes the ends of events until it is closed (done).
+func (a *Agent) startSummaries(events <-chan flowEnd) (done <-chan struct{}) {
+	c := make(chan struct{})
+	go func() { defer close(c); a.flowEnds(events) }()
+	return c
+}
+
+// setFlowEndSources records where summaries come from (status, metrics);
+// why says why not all from the kernel's conntrack records.
+func (a *Agent) setFlowEndSources(why string, uses ...flowEndUse) {
 	a.mu.Lock()
-	a.flowEndSource, a.flowEndWhy = src, why
+	a.flowEndSources, a.flowEndWhy = uses, why
 	a.mu.Unlock()
-	for _, s := range []string{FlowEndSourceKernel, FlowEndSourceNetlink} {
-		v := 0.0
-		if s == src {
-			v = 1
-		}
-		a.metrics.FlowEndSource.WithLabelValues(s).Set(v)
+	a.metrics.FlowEndSource.Reset()
+	for _, u := range uses {
+		a.metrics.FlowEndSource.WithLabelValues(u.source, u.protocols).Set(1)
 	}
 }
 
-// flowEndSourceCheck is the status line naming the summaries' source.
+// tcpEndsFromSockets reports whether TCP summaries come from the sockets.
+func (a *Agent) tcpEndsFromSockets() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, u := range a.flowEndSources {
+		if u.source == flowEndSourceKernelTCP {
+			return true
+		}
+	}
+	return false
+}
+
+// flowEndSourceCheck is the status line naming the summaries' sources.
 func (a *Agent) flowEndSourceCheck() *flowv1.NodeCheck {
 	a.mu.Lock()
-	src, why := a.flowEndSource, a.flowEndWhy
+	uses, why := a.flowEndSources, a.flowEndWhy
 	a.mu.Unlock()
 	c := &flowv1.NodeCheck{Name: "flow-end-source", Ok: true}
-	switch src {
-	case FlowEndSourceKernel:
-		c.Detail = "kernel: a BPF program on " + probe.FlowEndHook + " writes one record per ended connection into a ring buffer read in batches"
-	case FlowEndSourceNetlink:
-		c.Detail = "netlink: conntrack DESTROY events (one message per ended connection, costlier)"
-		if why != "" {
-			c.Detail += "; " + why
-		}
-	default:
+	if len(uses) == 0 {
 		c.Ok, c.Detail = false, "not started"
+		return c
+	}
+	var parts []string
+	for _, u := range uses {
+		var d string
+		switch u.source {
+		case FlowEndSourceKernel:
+			d = "kernel: a BPF program on " + probe.FlowEndHook + " writes one record per ended connection into a ring buffer read in batches"
+		case flowEndSourceKernelTCP:
+			d = "kernel-tcp: a BPF program on the TCP socket states (" + probe.TCPFlowEndHook + ") writes one record per closed connection into a ring buffer read in batches"
+		case FlowEndSourceNetlink:
+			d = "netlink: conntrack DESTROY events (one message per ended connection, costlier)"
+			if u.protocols != protocolsAll {
+				d = "netlink: conntrack DESTROY events, TCP ones dropped in the kernel by a socket filter"
+			}
+		}
+		parts = append(parts, u.protocols+" from "+d)
+	}
+	c.Detail = strings.Join(parts, "; ")
+	if why != "" {
+		c.Detail += "; " + why
 	}
 	return c
 }
 
 // readFlowEnds turns the kernel's flow-end records into ends until rd is
 // closed. Never blocks: a full queue drops and counts.
+//
+// A record is handed over once every new-flow event written before it was
+// read (startsReadTo): a socket's end comes milliseconds after its start,
+// often before the start's ring is next read, and would otherwise be parked
+// and looked up twice (flowEnds). Held records wait two polls at most.
 func (a *Agent) readFlowEnds(rd *probe.FlowEndReader, out chan<- flowEnd) {
-	defer close(out)
 	var rec probe.FlowEnd
-	var mono unix.Timespec
+	var held []flowEnd
+	var heldAt []uint64 // the records' kernel times
+	send := func(e flowEnd) {
+		select {
+		case out <- e:
+		default:
+			a.metrics.FlowEndsLost.WithLabelValues(lostQueueFull).Inc()
+		}
+	}
+	// Past maxHold (no event reader moving the mark, or a full hold) a
+	// record goes on: flowEnds parks it if its start is still unknown.
+	maxHold := 2 * a.cfg.ReadPoll
+	release := func() {
+		readTo, n := a.startsReadTo.Load(), 0
+		for ; n < len(held) && (heldAt[n] <= readTo || len(held)-n > flowEndQueue || time.Since(held[n].at) > maxHold); n++ {
+			send(held[n])
+		}
+		held, heldAt = append(held[:0], held[n:]...), append(heldAt[:0], heldAt[n:]...)
+	}
+	defer func() {
+		for _, e := range held {
+			send(e)
+		}
+	}()
 	for {
 		err := rd.Read(&rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
+			release()
 			continue
 		}
 		if errors.Is(err, probe.ErrUnknownVersion) {
@@ -1019,21 +1172,31 @@ func (a *Agent) readFlowEnds(rd *probe.FlowEndReader, out chan<- flowEnd) {
 			return // closed
 		}
 		now := time.Now()
-		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+		mono := monotonicNow()
 		e := flowEnd{proto: rec.Protocol, sport: rec.Orig.Sport, dport: rec.Orig.Dport, rsprt: rec.Reply.Sport,
 			packets: rec.PacketsOrig + rec.PacketsReply, bytes: rec.BytesOrig + rec.BytesReply, at: now}
 		e.src, e.dst = probe.TupleAddrs(rec.Orig)
 		e.rsrc, _ = probe.TupleAddrs(rec.Reply)
 		if rec.StartRealNs != 0 {
-			e.start = time.Unix(0, int64(rec.StartRealNs))
-			e.stop = now.Add(-time.Duration(uint64(mono.Nano()) - rec.TimestampNs))
+			e.stop = now.Add(-time.Duration(mono - rec.TimestampNs))
+			if probe.IsSocketEnd(&rec) { // a monotonic start
+				e.start = e.stop.Add(-time.Duration(rec.TimestampNs - rec.StartRealNs))
+			} else {
+				e.start = time.Unix(0, int64(rec.StartRealNs))
+			}
 		}
-		select {
-		case out <- e:
-		default:
-			a.metrics.FlowEndsLost.WithLabelValues(lostQueueFull).Inc()
+		held, heldAt = append(held, e), append(heldAt, rec.TimestampNs)
+		if rd.Pending() == 0 {
+			release()
 		}
 	}
+}
+
+// monotonicNow is CLOCK_MONOTONIC in ns, bpf_ktime_get_ns's clock.
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
 }
 
 // runFlowEnds runs the summaries until ctx ends; a failure to subscribe is

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -358,16 +359,42 @@ func TestFlowEndSummaries(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The TCP connection's conntrack entry expires (its closing states
+	// last a second here) and is reaped: where its END came from the socket
+	// (kernel-tcp), the entry's DESTROY event is dropped by the socket
+	// filter and no second END appears.
+	time.Sleep(time.Until(start.Add(1500 * time.Millisecond)))
+	node.reapExpired(t)
 	// The c -> a UDP end above proves deletions arrive within ms; a second
 	// marker deletion (c -> a again) orders the queue: once it is out, the
 	// x -> y end has been seen and filtered.
 	marker := sendUDP(t, podC, aIP+":5353")
 	node.deleteCT(t, unix.IPPROTO_UDP, cIP, marker)
 	waitEnd(t, ag, flowv1.Protocol_PROTOCOL_UDP, cIP, marker, 10*time.Second, nil)
+	// An end without a recorded start is parked up to 2 polls + 50 ms.
+	time.Sleep(2*ag.cfg.ReadPoll + 100*time.Millisecond)
+	tcpEnds := 0
 	for _, f := range ends(t, ag) {
 		if f.GetIp().GetSource() == xIP || f.GetL4().GetSourcePort() == uint32(xsport) && f.GetIp().GetDestination() == yIP {
 			t.Errorf("END flow for traffic between two addresses that are not local pods: %v", f)
 		}
+		if f.GetL4().GetProtocol() == flowv1.Protocol_PROTOCOL_TCP && f.GetL4().GetSourcePort() == uint32(sport) {
+			tcpEnds++
+		}
+	}
+	if tcpEnds != 1 {
+		t.Errorf("%d END flows for the TCP connection c -> a, want 1", tcpEnds)
+	}
+	// This kernel refuses fentry programs and loads tp_btf ones: TCP from
+	// the socket states, the rest from netlink.
+	check := ag.flowEndSourceCheck()
+	if !check.GetOk() || !strings.Contains(check.GetDetail(), "tcp from kernel-tcp") ||
+		!strings.Contains(check.GetDetail(), "udp,sctp,icmp from netlink") {
+		t.Errorf("flow-end-source check: %v", check)
+	}
+	if got := labelledGauge(t, ag, "kubectl_netpol_flow_end_source", map[string]string{"source": "kernel-tcp", "protocols": "tcp"}) +
+		labelledGauge(t, ag, "kubectl_netpol_flow_end_source", map[string]string{"source": "netlink", "protocols": "udp,sctp,icmp"}); got != 2 {
+		t.Errorf("kubectl_netpol_flow_end_source: %v of the 2 series for kernel-tcp and netlink", got)
 	}
 	if lost := counterSum(t, ag, "kubectl_netpol_flow_end_events_lost_total"); lost != 0 {
 		t.Errorf("%v flow-end events lost", lost)
@@ -434,6 +461,31 @@ func counterSum(t testing.TB, a *Agent, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// labelledGauge is the gauge name of the agent's registry with exactly
+// the labels want, or 0 when there is none.
+func labelledGauge(t testing.TB, a *Agent, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := a.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			if maps.Equal(got, want) {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // checkAllowedBy wants f attributed to rule index of policy name (ingress).
@@ -684,13 +736,17 @@ func TestConntrackAcctCheck(t *testing.T) {
 	requirePrivileged(t)
 	node := newFeNode(t)
 	for _, tc := range []struct {
-		acct string
-		ok   bool
-	}{{"0", false}, {"1", true}} {
+		acct           string
+		ok             bool
+		tcpFromSockets bool
+	}{{"0", false, false}, {"1", true, false}, {"0", false, true}} {
 		node.run(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct="+tc.acct)
 		var c *flowv1.NodeCheck
-		if err := node.in(func() error { c = conntrackAcctCheck(); return nil }); err != nil {
+		if err := node.in(func() error { c = conntrackAcctCheck(tc.tcpFromSockets); return nil }); err != nil {
 			t.Fatal(err)
+		}
+		if tc.tcpFromSockets != strings.Contains(c.GetDetail(), "TCP's come from the sockets") {
+			t.Errorf("TCP from sockets %v: detail %q", tc.tcpFromSockets, c.GetDetail())
 		}
 		if c.GetOk() != tc.ok {
 			t.Errorf("nf_conntrack_acct=%s: check %v", tc.acct, c)
@@ -732,17 +788,24 @@ func compiledCluster(t *testing.T, objs ...k8sruntime.Object) (*Cluster, *policy
 	return c, dp
 }
 
-// The listener never blocks and never stops on loss: a queue nobody reads
-// drops and counts, a socket the kernel overran (ENOBUFS) is counted and
-// keeps delivering.
-func TestFlowEndListenerLoss(t *testing.T) {
-	requirePrivileged(t)
+// newFeNodeConntrack is a node namespace and a ctnetlink connection to its
+// conntrack table, closed when the test ends.
+func newFeNodeConntrack(t *testing.T) (*feNode, *conntrack.Conn) {
 	node := newFeNode(t)
 	ct, err := conntrack.Dial(&netlink.Config{NetNS: int(node.h)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ct.Close()
+	t.Cleanup(func() { ct.Close() })
+	return node, ct
+}
+
+// The listener never blocks and never stops on loss: a queue nobody reads
+// drops and counts, a socket the kernel overran (ENOBUFS) is counted and
+// keeps delivering.
+func TestFlowEndListenerLoss(t *testing.T) {
+	requirePrivileged(t)
+	node, ct := newFeNodeConntrack(t)
 	const mark = 0x4e51
 	burst := func(n int, src string) {
 		t.Helper()
@@ -817,4 +880,67 @@ func TestFlowEndListenerLoss(t *testing.T) {
 		}
 	}
 	t.Fatalf("no event after a socket overrun (%v overruns): the listener stopped", counterValue(lost.WithLabelValues(lostSocketOverrun)))
+}
+
+// TestFlowEndListenerSkipsTCP: with the socket filter, the kernel drops
+// the DESTROY events of TCP entries (IPv4 and IPv6) and delivers the rest;
+// without it every event arrives.
+func TestFlowEndListenerSkipsTCP(t *testing.T) {
+	requirePrivileged(t)
+	node, ct := newFeNodeConntrack(t)
+	const mark = 0x4e52
+	entries := []struct {
+		proto    uint8
+		src, dst string
+	}{
+		{unix.IPPROTO_TCP, "10.78.3.1", "10.78.3.2"}, {unix.IPPROTO_UDP, "10.78.3.1", "10.78.3.2"},
+		{unix.IPPROTO_SCTP, "10.78.3.1", "10.78.3.2"}, {unix.IPPROTO_TCP, "fd78::1", "fd78::2"},
+		{unix.IPPROTO_UDP, "fd78::1", "fd78::2"},
+	}
+	for _, skip := range []bool{true, false} {
+		lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lost"}, []string{"reason"})
+		l, err := listenFlowEndsPoll(int(node.h), 100, 1<<20, 10*time.Millisecond, skip, lost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range entries {
+			f := conntrack.NewFlow(e.proto, 0, netip.MustParseAddr(e.src), netip.MustParseAddr(e.dst), uint16(2000+i), 80, 120, mark)
+			if err := ct.Create(f); err != nil {
+				t.Fatalf("creating the %d entry %s -> %s: %v", e.proto, e.src, e.dst, err)
+			}
+		}
+		if err := ct.FlushFilter(conntrack.NewFilter().Mark(mark)); err != nil {
+			t.Fatal(err)
+		}
+		// A UDP marker last: once it is out, every earlier event was seen.
+		marker := conntrack.NewFlow(unix.IPPROTO_UDP, 0, netip.MustParseAddr("10.78.3.9"), netip.MustParseAddr("10.78.3.2"), 9, 80, 120, mark)
+		if err := ct.Create(marker); err != nil {
+			t.Fatal(err)
+		}
+		if err := ct.FlushFilter(conntrack.NewFilter().Mark(mark)); err != nil {
+			t.Fatal(err)
+		}
+		got := map[uint8]int{}
+		timeout := time.After(10 * time.Second)
+	read:
+		for {
+			select {
+			case ev := <-l.events:
+				if ev.src == netip.MustParseAddr("10.78.3.9") {
+					break read
+				}
+				got[ev.proto]++
+			case <-timeout:
+				t.Fatalf("skipTCP %v: no marker event (got %v)", skip, got)
+			}
+		}
+		l.Close()
+		want := map[uint8]int{unix.IPPROTO_UDP: 2, unix.IPPROTO_SCTP: 1}
+		if !skip {
+			want[unix.IPPROTO_TCP] = 2
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("skipTCP %v: events by protocol %v, want %v", skip, got, want)
+		}
+	}
 }

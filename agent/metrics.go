@@ -37,7 +37,7 @@ type Metrics struct {
 	SlowClientDrops prometheus.CounterFunc
 	FlowEnds        prometheus.Counter
 	FlowEndsLost    *prometheus.CounterVec // reason
-	FlowEndSource   *prometheus.GaugeVec   // source: 1 for the one in use
+	FlowEndSource   *prometheus.GaugeVec   // source, protocols: 1 for each in use
 
 	// verdicts caches Flows' and PolicyVerdicts' children by their label
 	// values: WithLabelValues hashes every label value on each call.
@@ -155,7 +155,7 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 			Help: "Flow-end summaries published (conntrack entries of local pods that ended).",
 		}),
 		FlowEndSource: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "flow_end_source",
-			Help: "Where flow-end summaries come from: 1 for the source in use (kernel: BPF records; netlink: conntrack events)."}, []string{"source"}),
+			Help: "Where flow-end summaries come from: 1 for each source in use and the protocols it serves (kernel: BPF records on conntrack's destructor; kernel-tcp: BPF records on TCP socket states; netlink: conntrack events)."}, []string{"source", "protocols"}),
 		FlowEndsLost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "flow_end_events_lost_total",
 			Help: "Conntrack destroy events lost: queue_full (the agent fell behind, one event each) or socket_overrun (the kernel reported ENOBUFS, one or more events each).",

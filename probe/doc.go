@@ -95,6 +95,15 @@
 // endpoints, identities, the tuple at the hook and conntrack's original
 // (pre-NAT) tuple. Attribute maps it back to policies with the Datapath.
 //
+// FlowEnd (struct netpol_flow_end, same version, in its own ring
+// netpol_flow_ends) is one per ended connection of a local endpoint, from
+// one of two programs loaded apart (a kernel without their hooks still
+// enforces): OpenFlowEnds traces conntrack's destructor (fentry, every
+// protocol); OpenTCPFlowEnds traces the TCP socket states (tp_btf, for
+// kernels that refuse fentry programs), keeping each established socket's
+// side and start in netpol_sock_starts (socket-local storage, pinned) until
+// it closes.
+//
 // Enforcement outlives the process: links and maps are pinned, so Close leaves
 // the programs running and a new process (or a new version) re-opens the pins;
 // Uninstall removes everything. A new LayoutVersion gets fresh maps in its own

@@ -100,6 +100,9 @@ func (r *Reader) Read(ev *Event) error {
 // Close stops the reader; a blocked Read returns ringbuf.ErrClosed.
 func (r *Reader) Close() error { return r.rd.Close() }
 
+// Pending is the number of unread bytes in the ring.
+func (r *Reader) Pending() int { return r.rd.AvailableBytes() }
+
 // DecodeEvent decodes one raw record.
 func DecodeEvent(raw []byte, ev *Event) error {
 	if len(raw) == 0 {

@@ -62,38 +62,82 @@ func (p *Probe) OpenFlowEnds(netnsFD int, poll time.Duration) (*FlowEndReader, e
 	if err != nil {
 		return nil, fmt.Errorf("reading the network namespace's inode: %w", err)
 	}
-	var objs struct {
+	return p.openFlowEnds("netpol_ct_destroy", FlowEndHook, uint32(st.Ino), poll,
+		func(prog *ebpf.Program) (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: prog})
+		})
+}
+
+// TCPFlowEndHook is the tracepoint whose BTF program writes the TCP flow-end
+// records (OpenTCPFlowEnds).
+const TCPFlowEndHook = "inet_sock_set_state"
+
+// OpenTCPFlowEnds starts flow-end records of TCP connections from the
+// kernel's socket states: one per established TCP socket of a local endpoint
+// (this Probe's endpoint map, whatever its network namespace) as it closes,
+// written by a tp_btf program on TCPFlowEndHook (kernels that refuse fentry
+// programs load it). A connection between two local endpoints gets one
+// record, from its client. Records carry NETPOL_END_SOCKET in Status
+// (IsSocketEnd): tuples as the socket knows them (a client's before DNAT),
+// the socket's segment and payload-byte counters, the monotonic start.
+// One reader at a time per Probe.
+func (p *Probe) OpenTCPFlowEnds(poll time.Duration) (*FlowEndReader, error) {
+	// The program reads flow_end_netns only as "records on": any non-zero.
+	return p.openFlowEnds("netpol_tcp_state", TCPFlowEndHook, 1, poll, func(prog *ebpf.Program) (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	})
+}
+
+// openFlowEnds loads the program progName (netpol_ct_destroy or
+// netpol_tcp_state; the maps are the Probe's) and starts it.
+func (p *Probe) openFlowEnds(progName, hook string, netns uint32, poll time.Duration, attach func(*ebpf.Program) (link.Link, error)) (*FlowEndReader, error) {
+	// LoadAndAssign loads only what the assigned program needs.
+	var ct struct {
 		Prog *ebpf.Program `ebpf:"netpol_ct_destroy"`
 	}
-	err = p.spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+	var tcp struct {
+		Prog *ebpf.Program `ebpf:"netpol_tcp_state"`
+	}
+	to, prog := any(&ct), &ct.Prog
+	if progName == "netpol_tcp_state" {
+		to, prog = &tcp, &tcp.Prog
+	}
+	err := p.spec.LoadAndAssign(to, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		"netpol_config": p.objs.NetpolConfig, "netpol_endpoints": p.objs.NetpolEndpoints,
 		"netpol_flow_ends": p.objs.NetpolFlowEnds, "netpol_counters": p.objs.NetpolCounters,
+		"netpol_sock_starts": p.objs.NetpolSockStarts,
 	}})
 	if err != nil {
-		return nil, fmt.Errorf("%w: loading the program on %s: %w", ErrFlowEndsUnsupported, FlowEndHook, err)
+		return nil, fmt.Errorf("%w: loading the program on %s: %w", ErrFlowEndsUnsupported, hook, err)
 	}
-	l, err := link.AttachTracing(link.TracingOptions{Program: objs.Prog})
+	return p.startFlowEnds(*prog, hook, netns, poll, attach)
+}
+
+// startFlowEnds attaches prog, opens the ring's reader and turns the
+// records on (netns is the config's flow_end_netns).
+func (p *Probe) startFlowEnds(prog *ebpf.Program, hook string, netns uint32, poll time.Duration, attach func(*ebpf.Program) (link.Link, error)) (*FlowEndReader, error) {
+	l, err := attach(prog)
 	if err != nil {
-		objs.Prog.Close()
-		return nil, fmt.Errorf("%w: attaching to %s: %w", ErrFlowEndsUnsupported, FlowEndHook, err)
+		prog.Close()
+		return nil, fmt.Errorf("%w: attaching to %s: %w", ErrFlowEndsUnsupported, hook, err)
 	}
 	rd, err := ringbuf.NewReader(p.objs.NetpolFlowEnds)
 	if err != nil {
 		l.Close()
-		objs.Prog.Close()
+		prog.Close()
 		return nil, fmt.Errorf("opening the flow-end ring buffer: %w", err)
 	}
 	p.mu.Lock()
-	p.flowEndNetns = uint32(st.Ino)
+	p.flowEndNetns = netns
 	err = p.writeConfigLocked()
 	p.mu.Unlock()
 	if err != nil {
 		rd.Close()
 		l.Close()
-		objs.Prog.Close()
+		prog.Close()
 		return nil, err
 	}
-	return &FlowEndReader{p: p, prog: objs.Prog, link: l, rd: rd, poll: poll}, nil
+	return &FlowEndReader{p: p, prog: prog, link: l, rd: rd, poll: poll}, nil
 }
 
 // Read returns the next record. It waits at most one polling interval and
@@ -121,6 +165,16 @@ func (r *FlowEndReader) Close() error {
 	r.p.mu.Unlock()
 	return errors.Join(err, r.link.Close(), r.prog.Close(), r.rd.Close())
 }
+
+// Status bits of a TCP socket's record (NETPOL_END_SOCKET, NETPOL_END_CLIENT).
+const (
+	EndSocket = 1 << 31
+	EndClient = 1 << 30
+)
+
+// IsSocketEnd reports whether e comes from a TCP socket (OpenTCPFlowEnds):
+// its StartRealNs is then the monotonic (bpf_ktime_get_ns) start.
+func IsSocketEnd(e *FlowEnd) bool { return e.Status&EndSocket != 0 }
 
 // DecodeFlowEnd decodes one raw flow-end record.
 func DecodeFlowEnd(raw []byte, e *FlowEnd) error {

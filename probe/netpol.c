@@ -264,19 +264,25 @@ struct netpol_event {
 	struct netpol_tuple orig_tuple; // conntrack's original direction (pre-NAT)
 };
 
-// A flow-end record (version NETPOL_EVENT_VERSION, type NETPOL_EVENT_END):
-// a confirmed conntrack entry with a local endpoint at either end, as it is
-// destroyed. Tuples are conntrack's (orig: before NAT; reply: the answer, so
-// its source is the DNAT backend); counters need nf_conntrack_acct=1, start
-// nf_conntrack_timestamp=1 (0 otherwise).
+// A flow-end record (version NETPOL_EVENT_VERSION, type NETPOL_EVENT_END),
+// from one of two sources:
+//   - conntrack (netpol_ct_destroy): a confirmed entry with a local endpoint
+//     at either end, as it is destroyed. Tuples are conntrack's (orig: before
+//     NAT; reply: the answer, so its source is the DNAT backend); counters
+//     need nf_conntrack_acct=1, start nf_conntrack_timestamp=1 (0 otherwise).
+//   - a TCP socket (netpol_tcp_state, status has NETPOL_END_SOCKET): an
+//     established socket of a local endpoint, as it closes. Tuples as the
+//     socket knows them (a client's: before DNAT; the reply is the orig
+//     reversed), counters the socket's (segments, payload bytes), start the
+//     monotonic time it was established.
 struct netpol_flow_end {
 	__u8 version;
 	__u8 type;
 	__u8 protocol;
 	__u8 family; // 4 or 6
-	__u32 status; // conntrack's IPS_* bits (low 32)
+	__u32 status; // conntrack's IPS_* bits (low 32), or NETPOL_END_SOCKET [| NETPOL_END_CLIENT]
 	__u64 timestamp_ns; // bpf_ktime_get_ns() at destruction
-	__u64 start_real_ns; // CLOCK_REALTIME of the entry's creation, or 0
+	__u64 start_real_ns; // CLOCK_REALTIME of the entry's creation, or 0; bpf_ktime_get_ns() for a socket's
 	__u64 packets_orig;
 	__u64 bytes_orig;
 	__u64 packets_reply;
@@ -284,6 +290,10 @@ struct netpol_flow_end {
 	struct netpol_tuple orig;
 	struct netpol_tuple reply;
 };
+
+// Status bits of a socket's flow-end record (conntrack's IPS_* stay below).
+#define NETPOL_END_SOCKET (1U << 31) // written by netpol_tcp_state
+#define NETPOL_END_CLIENT (1U << 30) // the socket connected: orig is local -> remote
 
 // Force BTF for types bpf2go -type generates but no map key/value names.
 const struct netpol_event *unused_netpol_event __attribute__((unused));
@@ -403,6 +413,22 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 21);
 } netpol_flow_ends SEC(".maps");
+
+// A TCP connection of a local endpoint, kept with its socket from
+// ESTABLISHED to CLOSE (netpol_tcp_state): which side it is and since when.
+// Pinned, so a restarted agent still ends the connections of the previous.
+struct netpol_sock_start {
+	__u64 start_ns; // bpf_ktime_get_ns() when established
+	__u32 client;   // 1: the socket connected; 0: it was accepted
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct netpol_sock_start);
+} netpol_sock_starts SEC(".maps");
 
 // Anti-spoofing: (host-side pod interface, source address) pairs allowed.
 struct netpol_spoof_key {
@@ -1131,6 +1157,126 @@ int BPF_PROG(netpol_ct_destroy, struct nf_conntrack *nfct)
 			e->start_real_ns = BPF_CORE_READ(ts, start);
 		}
 	}
+	__u64 wake = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&netpol_flow_ends, BPF_RB_AVAIL_DATA) >= cfg->wakeup_watermark)
+		wake = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, wake);
+	count(NETPOL_CNT_ENDS);
+	return 0;
+}
+
+static __always_inline void end_tuple(struct netpol_tuple *t, const __u8 *saddr, __u16 sport, const __u8 *daddr,
+				      __u16 dport)
+{
+	__builtin_memcpy(t->saddr, saddr, 16);
+	__builtin_memcpy(t->daddr, daddr, 16);
+	t->sport = sport;
+	t->dport = dport;
+}
+
+// netpol_tcp_state writes a flow-end record when an established TCP socket
+// of a local endpoint closes: the TCP source of flow-end summaries where
+// fentry programs are refused (tp_btf programs load), without a conntrack
+// netlink message per connection. It runs on every TCP state change of every
+// socket of the kernel, so it returns at once unless the socket becomes
+// ESTABLISHED (remember its side and start, for local endpoints only) or
+// CLOSE (report it when remembered). The endpoint map, not the network
+// namespace, scopes a node: pods live in their own namespaces.
+//
+// One record per connection: a server socket whose client is a local
+// endpoint too remembers nothing (the client reports). A client whose SYN
+// went unanswered (dropped by policy) never becomes ESTABLISHED: no record,
+// as conntrack never confirmed its entry.
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(netpol_tcp_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
+		return 0;
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	__u32 zero = 0;
+	struct netpol_config *cfg = bpf_map_lookup_elem(&netpol_config, &zero);
+	if (!cfg || !cfg->flow_end_netns)
+		return 0;
+	struct netpol_endpoint_key local, remote;
+	__u8 family = 4;
+	if (sk->__sk_common.skc_family == 2 /* AF_INET */) {
+		set_v4(local.addr, sk->__sk_common.skc_rcv_saddr);
+		set_v4(remote.addr, sk->__sk_common.skc_daddr);
+	} else if (sk->__sk_common.skc_family == 10 /* AF_INET6 */) {
+		__builtin_memcpy(local.addr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(remote.addr, &sk->__sk_common.skc_v6_daddr, 16);
+		// A dual-stack socket's IPv4 peer is IPv4 to conntrack.
+		__u32 *w = (__u32 *)local.addr;
+		if (w[0] || w[1] || w[2] != bpf_htonl(0xffff))
+			family = 6;
+	} else {
+		return 0;
+	}
+
+	if (newstate == TCP_ESTABLISHED) {
+		__u32 client = oldstate == TCP_SYN_SENT;
+		if (!client && oldstate != TCP_SYN_RECV)
+			return 0;
+		if (!bpf_map_lookup_elem(&netpol_endpoints, &local))
+			return 0;
+		if (!client && bpf_map_lookup_elem(&netpol_endpoints, &remote))
+			return 0; // the local client reports
+		struct netpol_sock_start *st =
+			bpf_sk_storage_get(&netpol_sock_starts, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (st) {
+			st->start_ns = bpf_ktime_get_ns();
+			st->client = client;
+		}
+		return 0;
+	}
+
+	struct netpol_sock_start *st = bpf_sk_storage_get(&netpol_sock_starts, sk, 0, 0);
+	if (!st || !st->start_ns)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	struct netpol_flow_end *e = bpf_ringbuf_reserve(&netpol_flow_ends, sizeof(*e), 0);
+	if (!e) {
+		count(NETPOL_CNT_ENDS_RING_FULL);
+		return 0;
+	}
+	// The local port: inet_num is cleared when the port is released, which
+	// precedes this state change; inet_sport is not.
+	__u16 lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	__u16 rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	// Payload bytes: bytes_sent counts data only (with retransmissions, as
+	// conntrack would); bytes_received counts a received FIN's sequence
+	// number too (tcp_fin sets SOCK_DONE).
+	__u64 out_segs = tp->segs_out, out_bytes = tp->bytes_sent;
+	__u64 in_segs = tp->segs_in, in_bytes = tp->bytes_received;
+	if (in_bytes && (sk->__sk_common.skc_flags & (1UL << SOCK_DONE)))
+		in_bytes--;
+	e->version = NETPOL_EVENT_VERSION;
+	e->type = NETPOL_EVENT_END;
+	e->protocol = IPPROTO_TCP;
+	e->family = family;
+	e->status = NETPOL_END_SOCKET;
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->start_real_ns = st->start_ns;
+	if (st->client) {
+		e->status |= NETPOL_END_CLIENT;
+		end_tuple(&e->orig, local.addr, lport, remote.addr, rport);
+		end_tuple(&e->reply, remote.addr, rport, local.addr, lport);
+		e->packets_orig = out_segs;
+		e->bytes_orig = out_bytes;
+		e->packets_reply = in_segs;
+		e->bytes_reply = in_bytes;
+	} else {
+		end_tuple(&e->orig, remote.addr, rport, local.addr, lport);
+		end_tuple(&e->reply, local.addr, lport, remote.addr, rport);
+		e->packets_orig = in_segs;
+		e->bytes_orig = in_bytes;
+		e->packets_reply = out_segs;
+		e->bytes_reply = out_bytes;
+	}
+	st->start_ns = 0; // reported: a disconnected socket reused reports its next connection only
 	__u64 wake = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&netpol_flow_ends, BPF_RB_AVAIL_DATA) >= cfg->wakeup_watermark)
 		wake = BPF_RB_FORCE_WAKEUP;

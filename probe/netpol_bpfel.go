@@ -145,6 +145,13 @@ type netpolNetpolRuleValue struct {
 	Ranges   [2]netpolNetpolPortRange
 }
 
+type netpolNetpolSockStart struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Client  uint32
+	Pad     uint32
+}
+
 type netpolNetpolSpoofKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -174,10 +181,12 @@ const (
 	netpolMapNetpolPolicySlots       = "netpol_policy_slots"
 	netpolMapNetpolPolicyTries       = "netpol_policy_tries"
 	netpolMapNetpolRevoked           = "netpol_revoked"
+	netpolMapNetpolSockStarts        = "netpol_sock_starts"
 	netpolMapNetpolSpoofGuard        = "netpol_spoof_guard"
 	netpolProgNetpolCtDestroy        = "netpol_ct_destroy"
 	netpolProgNetpolNf               = "netpol_nf"
 	netpolProgNetpolSpoof            = "netpol_spoof"
+	netpolProgNetpolTcpState         = "netpol_tcp_state"
 	netpolVarUnusedNetpolEvent       = "unused_netpol_event"
 	netpolVarUnusedNetpolFlowEnd     = "unused_netpol_flow_end"
 	netpolVarUnusedNetpolFlowKey     = "unused_netpol_flow_key"
@@ -233,6 +242,7 @@ type netpolProgramSpecs struct {
 	NetpolCtDestroy *ebpf.ProgramSpec `ebpf:"netpol_ct_destroy"`
 	NetpolNf        *ebpf.ProgramSpec `ebpf:"netpol_nf"`
 	NetpolSpoof     *ebpf.ProgramSpec `ebpf:"netpol_spoof"`
+	NetpolTcpState  *ebpf.ProgramSpec `ebpf:"netpol_tcp_state"`
 }
 
 // netpolMapSpecs contains maps before they are loaded into the kernel.
@@ -250,6 +260,7 @@ type netpolMapSpecs struct {
 	NetpolPolicySlots *ebpf.MapSpec `ebpf:"netpol_policy_slots"`
 	NetpolPolicyTries *ebpf.MapSpec `ebpf:"netpol_policy_tries"`
 	NetpolRevoked     *ebpf.MapSpec `ebpf:"netpol_revoked"`
+	NetpolSockStarts  *ebpf.MapSpec `ebpf:"netpol_sock_starts"`
 	NetpolSpoofGuard  *ebpf.MapSpec `ebpf:"netpol_spoof_guard"`
 }
 
@@ -298,6 +309,7 @@ type netpolMaps struct {
 	NetpolPolicySlots *ebpf.Map `ebpf:"netpol_policy_slots"`
 	NetpolPolicyTries *ebpf.Map `ebpf:"netpol_policy_tries"`
 	NetpolRevoked     *ebpf.Map `ebpf:"netpol_revoked"`
+	NetpolSockStarts  *ebpf.Map `ebpf:"netpol_sock_starts"`
 	NetpolSpoofGuard  *ebpf.Map `ebpf:"netpol_spoof_guard"`
 }
 
@@ -314,6 +326,7 @@ func (m *netpolMaps) Close() error {
 		m.NetpolPolicySlots,
 		m.NetpolPolicyTries,
 		m.NetpolRevoked,
+		m.NetpolSockStarts,
 		m.NetpolSpoofGuard,
 	)
 }
@@ -339,6 +352,7 @@ type netpolPrograms struct {
 	NetpolCtDestroy *ebpf.Program `ebpf:"netpol_ct_destroy"`
 	NetpolNf        *ebpf.Program `ebpf:"netpol_nf"`
 	NetpolSpoof     *ebpf.Program `ebpf:"netpol_spoof"`
+	NetpolTcpState  *ebpf.Program `ebpf:"netpol_tcp_state"`
 }
 
 func (p *netpolPrograms) Close() error {
@@ -346,6 +360,7 @@ func (p *netpolPrograms) Close() error {
 		p.NetpolCtDestroy,
 		p.NetpolNf,
 		p.NetpolSpoof,
+		p.NetpolTcpState,
 	)
 }
 

@@ -72,7 +72,7 @@ func run() error {
 	flag.Uint64Var(&cfg.Datapath.DropEventsBurst, "drop-events-burst", cfg.Datapath.DropEventsBurst, "burst of drop events per CPU")
 	flag.BoolVar(&cfg.Datapath.FlowEvents, "flow-events", cfg.Datapath.FlowEvents, "emit an event for every new allowed flow")
 	flag.BoolVar(&cfg.FlowEndSummaries, "flow-end-summaries", true, "publish a flow-end summary (packets, bytes, duration) when a local pod's connection ends, from conntrack destroy events (counts need net.netfilter.nf_conntrack_acct=1 on the node)")
-	flag.StringVar(&cfg.FlowEndSource, "flow-end-source", "", "where flow-end summaries come from: \"\" (kernel records from a BPF program on conntrack's destructor when the kernel allows it, else netlink), \"kernel\" or \"netlink\" (conntrack destroy events)")
+	flag.StringVar(&cfg.FlowEndSource, "flow-end-source", "", "where flow-end summaries come from: \"\" (kernel records when a BPF program loads, else netlink), \"kernel\" (a BPF program on conntrack's destructor for every protocol; where fentry programs are refused, one on the TCP socket states for TCP and netlink for the rest) or \"netlink\" (conntrack destroy events for every protocol)")
 	flag.IntVar(&cfg.RingCapacity, "flow-history", 0, "recent flows kept for `kubectl netpol watch --last` (default 65536)")
 	flag.StringVar(&cfg.HistoryDir, "history-dir", install.HistoryDir, "directory of the node's connection history (kept across restarts and upgrades, removed on uninstall); empty: keep no history")
 	historyMemory := flag.String("history-memory", "", "memory budget of the connection history, e.g. 64Mi (default 64Mi)")

@@ -504,9 +504,10 @@ type Flow struct {
 	// The packet belongs to the reply direction of a connection.
 	IsReply bool `protobuf:"varint,15,opt,name=is_reply,json=isReply,proto3" json:"is_reply,omitempty"`
 	// Flow-end summaries only (EVENT_TYPE_END): packets and bytes of both
-	// directions summed (the kernel conntrack entry's original and reply
-	// counters, L3 bytes); zero when the node runs with
-	// net.netfilter.nf_conntrack_acct=0.
+	// directions summed: the kernel conntrack entry's original and reply
+	// counters (L3 bytes; zero when the node runs with
+	// net.netfilter.nf_conntrack_acct=0), or for TCP from the socket states
+	// (flow-end source kernel-tcp) the socket's segments and payload bytes.
 	Packets uint64 `protobuf:"varint,16,opt,name=packets,proto3" json:"packets,omitempty"`
 	Bytes   uint64 `protobuf:"varint,17,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// The datapath rule that matched (0: none); maps back to a PolicyRef via the agent's rule table.

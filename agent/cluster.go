@@ -35,7 +35,6 @@ type Cluster struct {
 	factory    informers.SharedInformerFactory
 	pods       cache.SharedIndexInformer
 	services   cache.SharedIndexInformer
-	podLister  corelisters.PodLister
 	nsLister   corelisters.NamespaceLister
 	npLister   networkinglisters.NetworkPolicyLister
 	nodeLister corelisters.NodeLister
@@ -67,7 +66,6 @@ func NewCluster(client kubernetes.Interface) *Cluster {
 		factory:    f,
 		pods:       f.Core().V1().Pods().Informer(),
 		services:   f.Core().V1().Services().Informer(),
-		podLister:  f.Core().V1().Pods().Lister(),
 		nsLister:   f.Core().V1().Namespaces().Lister(),
 		npLister:   f.Networking().V1().NetworkPolicies().Lister(),
 		nodeLister: f.Core().V1().Nodes().Lister(),
@@ -96,18 +94,40 @@ func NewCluster(client kubernetes.Interface) *Cluster {
 func (c *Cluster) Generation() uint64 { return c.gen.Load() }
 
 func podIPs(obj any) ([]string, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok || p.Spec.HostNetwork {
+	p, ok := obj.(*CachedPod)
+	if !ok || p.HostNetwork {
 		return nil, nil // a hostNetwork pod's address is its node's
 	}
-	var out []string
-	for _, ip := range p.Status.PodIPs {
-		out = append(out, ip.IP)
-	}
-	if len(out) == 0 && p.Status.PodIP != "" {
-		out = append(out, p.Status.PodIP)
+	out := make([]string, len(p.IPs))
+	for i, ip := range p.IPs {
+		out[i] = ip.String()
 	}
 	return out, nil
+}
+
+// listPods returns the cached pods.
+func (c *Cluster) listPods() []*CachedPod {
+	return cachedPods(c.pods.GetStore().List())
+}
+
+// podsInNamespace returns the cached pods of namespace ns that sel selects.
+func (c *Cluster) podsInNamespace(ns string, sel labels.Selector) ([]*CachedPod, error) {
+	objs, err := c.pods.GetIndexer().ByIndex(cache.NamespaceIndex, ns)
+	if err != nil {
+		return nil, err
+	}
+	pods := cachedPods(objs)
+	return slices.DeleteFunc(pods, func(p *CachedPod) bool { return !sel.Matches(labels.Set(p.Labels)) }), nil
+}
+
+func cachedPods(objs []any) []*CachedPod {
+	out := make([]*CachedPod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*CachedPod); ok {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func clusterIPs(obj any) ([]string, error) {
@@ -171,8 +191,8 @@ func (c *Cluster) OnChange(fn func(kind string)) error {
 				// So are pods (conditions, container states, readiness):
 				// an update that changed nothing the cache keeps
 				// (trimForCache) changes nothing anyone can read.
-				if o, ok := old.(*corev1.Pod); ok {
-					if c, ok := cur.(*corev1.Pod); ok && sameCachedPod(o, c) {
+				if o, ok := old.(*CachedPod); ok {
+					if c, ok := cur.(*CachedPod); ok && sameCachedPod(o, c) {
 						return
 					}
 				}
@@ -188,20 +208,20 @@ func (c *Cluster) OnChange(fn func(kind string)) error {
 
 // OnPodChange registers fn to run with the pod of every add, update (the
 // new pod) or delete that changed what the cache keeps of it.
-func (c *Cluster) OnPodChange(fn func(*corev1.Pod)) error {
+func (c *Cluster) OnPodChange(fn func(*CachedPod)) error {
 	call := func(obj any) {
 		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = t.Obj
 		}
-		if p, ok := obj.(*corev1.Pod); ok {
+		if p, ok := obj.(*CachedPod); ok {
 			fn(p)
 		}
 	}
 	_, err := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: call,
 		UpdateFunc: func(old, cur any) {
-			if o, ok := old.(*corev1.Pod); ok {
-				if p, ok := cur.(*corev1.Pod); ok && sameCachedPod(o, p) {
+			if o, ok := old.(*CachedPod); ok {
+				if p, ok := cur.(*CachedPod); ok && sameCachedPod(o, p) {
 					return
 				}
 			}
@@ -250,8 +270,12 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 	if s.Namespaces, err = c.nsLister.List(labels.Everything()); err != nil {
 		return nil, err
 	}
-	if s.Pods, err = c.podLister.List(labels.Everything()); err != nil {
-		return nil, err
+	// The records themselves: no copy, and the same pointers from one
+	// Snapshot to the next, which is what the agent's policy.Cache keys on.
+	pods := c.listPods()
+	s.PodRecords = make([]*policy.Pod, len(pods))
+	for i, p := range pods {
+		s.PodRecords[i] = &p.Pod
 	}
 	if s.Policies, err = c.npLister.List(labels.Everything()); err != nil {
 		return nil, err
@@ -300,12 +324,12 @@ func (c *Cluster) NodeByIP(ip netip.Addr) (name string, ok bool) {
 
 // PodByIP returns the (non hostNetwork) pod that has ip now. Among several
 // (a terminated pod keeps its address for a while) the running one wins.
-func (c *Cluster) PodByIP(ip netip.Addr) *corev1.Pod {
+func (c *Cluster) PodByIP(ip netip.Addr) *CachedPod {
 	objs, _ := c.pods.GetIndexer().ByIndex(indexPodIP, ip.String())
-	var best *corev1.Pod
+	var best *CachedPod
 	for _, o := range objs {
-		p := o.(*corev1.Pod)
-		if best == nil || (p.Status.Phase == corev1.PodRunning && best.Status.Phase != corev1.PodRunning) {
+		p := o.(*CachedPod)
+		if best == nil || (p.Phase == corev1.PodRunning && best.Phase != corev1.PodRunning) {
 			best = p
 		}
 	}

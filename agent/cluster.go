@@ -25,7 +25,6 @@ import (
 
 // Index names of the informer caches.
 const (
-	indexPodIP     = "podIP"
 	indexClusterIP = "clusterIP"
 )
 
@@ -51,6 +50,14 @@ type Cluster struct {
 	// ("" for a local address no Node object accounts for).
 	nodeByIP map[netip.Addr]string
 
+	// podsByIP indexes the cached pods by address (PodByIP), hostNetwork
+	// pods apart. Here rather than a client-go index, which keeps a set
+	// per address: ~250 bytes per pod at 100k pods of one address each
+	// (docs/perf.md, "compact pod records").
+	ipMu           sync.RWMutex
+	podsByIP       map[netip.Addr][]*CachedPod
+	podsByIPSynced cache.InformerSynced
+
 	// gen changes after every change that can alter PodByIP, ServiceByIP
 	// or NodeByIP: the enricher's caches hold what was looked up under one
 	// generation (see Generation).
@@ -69,16 +76,22 @@ func NewCluster(client kubernetes.Interface) *Cluster {
 		nsLister:   f.Core().V1().Namespaces().Lister(),
 		npLister:   f.Networking().V1().NetworkPolicies().Lister(),
 		nodeLister: f.Core().V1().Nodes().Lister(),
+		podsByIP:   map[netip.Addr][]*CachedPod{},
 	}
 	// Pods and services are looked up by address for every flow. The
 	// store calls the index functions under its write lock for every add,
 	// update and delete, before any look-up can see the change: the place
 	// to move the generation on, with no window in which a cached answer
-	// outlives the store's.
-	_ = c.pods.AddIndexers(cache.Indexers{indexPodIP: func(obj any) ([]string, error) {
-		c.gen.Add(1)
-		return podIPs(obj)
-	}})
+	// outlives the store's. The pods' own index moves it under its lock,
+	// after the change (reindexPod).
+	reg, _ := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.reindexPod(nil, cachedPodOf(obj)) },
+		UpdateFunc: func(old, cur any) { c.reindexPod(cachedPodOf(old), cachedPodOf(cur)) },
+		DeleteFunc: func(obj any) { c.reindexPod(cachedPodOf(obj), nil) },
+	})
+	if reg != nil {
+		c.podsByIPSynced = reg.HasSynced
+	}
 	_ = c.services.AddIndexers(cache.Indexers{indexClusterIP: func(obj any) ([]string, error) {
 		c.gen.Add(1)
 		return clusterIPs(obj)
@@ -93,16 +106,38 @@ func NewCluster(client kubernetes.Interface) *Cluster {
 // unchanged.
 func (c *Cluster) Generation() uint64 { return c.gen.Load() }
 
-func podIPs(obj any) ([]string, error) {
-	p, ok := obj.(*CachedPod)
-	if !ok || p.HostNetwork {
-		return nil, nil // a hostNetwork pod's address is its node's
+// cachedPodOf is the pod of an informer event (a tombstone's too), or nil.
+func cachedPodOf(obj any) *CachedPod {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
 	}
-	out := make([]string, len(p.IPs))
-	for i, ip := range p.IPs {
-		out[i] = ip.String()
+	p, _ := obj.(*CachedPod)
+	return p
+}
+
+// reindexPod moves a pod's addresses in podsByIP from old to cur (either
+// nil), then the generation on.
+func (c *Cluster) reindexPod(old, cur *CachedPod) {
+	c.ipMu.Lock()
+	defer c.ipMu.Unlock()
+	if old != nil && !old.HostNetwork {
+		for _, ip := range old.IPs {
+			rest := slices.DeleteFunc(c.podsByIP[ip], func(p *CachedPod) bool {
+				return p.Namespace == old.Namespace && p.Name == old.Name
+			})
+			if len(rest) == 0 {
+				delete(c.podsByIP, ip)
+			} else {
+				c.podsByIP[ip] = slices.Clip(rest)
+			}
+		}
 	}
-	return out, nil
+	if cur != nil && !cur.HostNetwork { // a hostNetwork pod's address is its node's
+		for _, ip := range cur.IPs {
+			c.podsByIP[ip] = append(c.podsByIP[ip], cur)
+		}
+	}
+	c.gen.Add(1)
 }
 
 // listPods returns the cached pods.
@@ -251,7 +286,7 @@ func (c *Cluster) Start(stop <-chan struct{}) bool {
 			return false
 		}
 	}
-	return true
+	return c.podsByIPSynced == nil || cache.WaitForCacheSync(stop, c.podsByIPSynced)
 }
 
 // SetLocalAddresses records this node's own addresses, which are host
@@ -325,10 +360,10 @@ func (c *Cluster) NodeByIP(ip netip.Addr) (name string, ok bool) {
 // PodByIP returns the (non hostNetwork) pod that has ip now. Among several
 // (a terminated pod keeps its address for a while) the running one wins.
 func (c *Cluster) PodByIP(ip netip.Addr) *CachedPod {
-	objs, _ := c.pods.GetIndexer().ByIndex(indexPodIP, ip.String())
+	c.ipMu.RLock()
+	defer c.ipMu.RUnlock()
 	var best *CachedPod
-	for _, o := range objs {
-		p := o.(*CachedPod)
+	for _, p := range c.podsByIP[ip.Unmap()] {
 		if best == nil || (p.Phase == corev1.PodRunning && best.Phase != corev1.PodRunning) {
 			best = p
 		}

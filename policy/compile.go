@@ -115,7 +115,9 @@ type EndpointPolicy struct {
 	// IsolatedBy names the policies that isolate this direction: the
 	// attribution of a drop that no rule allowed.
 	IsolatedBy []PolicyRef
-	Entries    []Entry
+	// Entries are shared by the endpoints of one datapath identity (the
+	// replicas of a workload): read-only.
+	Entries []Entry
 }
 
 // Entry allows (or, in a resolved direction, decides) traffic to/from one
@@ -274,6 +276,9 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compiling endpoints: %w", err)
 	}
+	// The local pods of one datapath identity (the replicas of a workload)
+	// have the same policy: compiled once, their entries shared.
+	plain := map[resolvedKey]EndpointPolicy{}
 	for _, k := range epKeys {
 		pi := locals[k]
 		ep := Endpoint{ID: epIDs[k], Namespace: pi.pod.Namespace, Name: pi.pod.Name,
@@ -284,9 +289,16 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		}{{Ingress, &ep.Ingress}, {Egress, &ep.Egress}} {
 			if needsResolving(pi, dirIndex(d.dir)) {
 				*d.out = res.direction(d.dir, pi, podIdent[pi])
-			} else {
-				*d.out = c.direction(d.dir, pi)
+				continue
 			}
+			key := resolvedKey{podIdent[pi], d.dir}
+			pol, ok := plain[key]
+			if !ok {
+				pol = c.direction(d.dir, pi)
+				plain[key] = pol
+			}
+			*d.out = pol
+			d.out.IsolatedBy = slices.Clone(pol.IsolatedBy)
 		}
 		dp.Endpoints = append(dp.Endpoints, ep)
 	}
@@ -431,8 +443,14 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 		dp.Rules = append(dp.Rules, r)
 	}
 	sort.Slice(dp.Rules, func(i, j int) bool { return dp.Rules[i].ID < dp.Rules[j].ID })
+	// Endpoints of one identity share their entries: rewrite each once.
+	done := map[*Entry]bool{}
 	for i := range dp.Endpoints {
 		for _, ep := range []*EndpointPolicy{&dp.Endpoints[i].Ingress, &dp.Endpoints[i].Egress} {
+			if len(ep.Entries) == 0 || done[&ep.Entries[0]] {
+				continue
+			}
+			done[&ep.Entries[0]] = true
 			for j := range ep.Entries {
 				r := ep.Entries[j].Rule
 				if id := r & RuleIDMask; id >= FirstRuleID {

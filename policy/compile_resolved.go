@@ -260,7 +260,7 @@ func (r *resolver) direction(dir Direction, pi *podInfo, subject *dpIdentity) En
 		es = r.entries(dir, pi)
 		r.memo[key] = es
 	}
-	out.Entries = slices.Clone(es)
+	out.Entries = es // shared by the subject's endpoints (Compile rewrites rule IDs once)
 	return out
 }
 

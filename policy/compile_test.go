@@ -490,3 +490,89 @@ func TestCompileCNPCases(t *testing.T) {
 	}
 	t.Logf("%d probes on compiled datapaths", probes)
 }
+
+// TestCompileSharesReplicas: the local replicas of a workload (one
+// datapath identity) share one compiled direction, whose rule IDs are
+// rewritten once (twice would turn them into IDs of other rules or out of
+// the table), and the datapath still agrees with the engine for each.
+func TestCompileSharesReplicas(t *testing.T) {
+	for _, audited := range []bool{false, true} {
+		web := map[string]string{"app": "web"}
+		db := map[string]string{"app": "db"}
+		http := corev1.ContainerPort{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}
+		named := intstr.FromString("http")
+		tcp := corev1.ProtocolTCP
+		snap := &policy.Snapshot{
+			Namespaces: []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "x"}}},
+			Pods: []*corev1.Pod{
+				compilePod("x", "web-1", "n1", "10.9.0.1", web, http),
+				compilePod("x", "web-2", "n1", "10.9.0.2", web, http),
+				compilePod("x", "web-3", "n1", "10.9.0.3", web, http),
+				compilePod("x", "db-1", "n1", "10.9.0.4", db),
+				compilePod("x", "db-2", "n2", "10.9.0.5", db),
+			},
+			Policies: []*networkingv1.NetworkPolicy{
+				{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "web-from-db"}, Spec: networkingv1.NetworkPolicySpec{
+					PodSelector: metav1.LabelSelector{MatchLabels: web},
+					Ingress: []networkingv1.NetworkPolicyIngressRule{{
+						From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: db}}},
+						Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &named}}}},
+					Egress: []networkingv1.NetworkPolicyEgressRule{{
+						To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: db}}},
+						Ports: []networkingv1.NetworkPolicyPort{compileTCP(5432)}}},
+					PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}}},
+			},
+		}
+		if audited {
+			snap.Policies[0].Annotations = map[string]string{policy.ModeAnnotation: "audit"}
+		}
+		eng, err := policy.NewEngine(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dp, err := eng.Compile("n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var first *policy.Entry
+		for _, ep := range dp.Endpoints {
+			if ep.Name == "db-1" {
+				continue
+			}
+			if ep.Ingress.Resolved != audited || len(ep.Ingress.Entries) == 0 {
+				t.Fatalf("audited=%v: %s ingress resolved=%v with %d entries", audited, ep.Name, ep.Ingress.Resolved, len(ep.Ingress.Entries))
+			}
+			if first == nil {
+				first = &ep.Ingress.Entries[0]
+			} else if &ep.Ingress.Entries[0] != first {
+				t.Errorf("audited=%v: %s has its own copy of the replicas' entries", audited, ep.Name)
+			}
+			for _, side := range []policy.EndpointPolicy{ep.Ingress, ep.Egress} {
+				for _, en := range side.Entries {
+					if id := en.Rule & policy.RuleIDMask; id >= policy.FirstRuleID {
+						if _, ok := dp.RuleByID(en.Rule &^ (policy.RuleDeny | policy.RuleAudit)); !ok {
+							t.Fatalf("audited=%v: %s: entry rule %#x not in the rule table", audited, ep.Name, en.Rule)
+						}
+					}
+				}
+			}
+		}
+		if audited {
+			continue // resolved entries are read by TestCompileAuditMatchesEngine's reader
+		}
+		for _, from := range snap.Pods {
+			for _, to := range snap.Pods {
+				for _, port := range []int32{8080, 5432, 80} {
+					if from == to {
+						continue
+					}
+					want := eng.Allowed(policy.Traffic{Src: policy.Peer{Pod: from}, Dst: policy.Peer{Pod: to}, Protocol: tcp, Port: port})
+					got := dpAllows(dp, netip.MustParseAddr(from.Status.PodIP), netip.MustParseAddr(to.Status.PodIP), tcp, port)
+					if got != want {
+						t.Errorf("%s -> %s :%d: datapath %v, engine %v", from.Name, to.Name, port, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -243,8 +243,10 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	}
 	want, err := p.desired(dp)
 	if err != nil {
+		p.dirCache.reset()
 		return res, err
 	}
+	defer p.dirCache.done()
 
 	// stricter: this Apply may deny a flow the maps allowed before, so
 	// revocation must walk conntrack. Conservative: any identity change,
@@ -267,7 +269,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	slotsWanted := map[uint32]bool{}
 	for slot, d := range want.dirs {
 		slotsWanted[slot] = true
-		if old, ok := p.state.dirs[slot]; ok && old.equal(d) {
+		if old, ok := p.state.dirs[slot]; ok && (old == d || old.equal(d)) {
 			continue
 		}
 		if old, ok := p.state.dirs[slot]; !ok || !old.within(d) {
@@ -560,6 +562,9 @@ type desiredState struct {
 }
 
 func (p *Probe) desired(dp *policy.Datapath) (*desiredState, error) {
+	if p.dirCache == nil {
+		p.dirCache = newDirectionCache()
+	}
 	w := &desiredState{ipcache: map[netip.Prefix]uint32{}, endpoints: map[[16]uint8]netpolNetpolEndpoint{},
 		pairs: map[uint32]uint32{}, dirs: map[uint32]*direction{}}
 	// Node identities (Identity.Node) are written like pod identities; a
@@ -611,7 +616,9 @@ func (p *Probe) desired(dp *policy.Datapath) (*desiredState, error) {
 				continue
 			}
 			v.Flags |= side.flag
-			d, err := buildDirection(side.pol.Entries, side.pol.Resolved)
+			d, err := p.dirCache.get(side.pol.Entries, side.pol.Resolved, func() (*direction, error) {
+				return buildDirection(side.pol.Entries, side.pol.Resolved)
+			})
 			if err != nil {
 				return nil, fmt.Errorf("endpoint %s/%s %s: %w", ep.Namespace, ep.Name, side.name, err)
 			}

@@ -65,6 +65,8 @@ type Probe struct {
 	objs     netpolObjects
 	hashSpec *ebpf.MapSpec // of the per-endpoint-direction policy hashes
 	trieSpec *ebpf.MapSpec // and tries
+	// dirCache memoizes built directions across endpoints and Applies.
+	dirCache *directionCache
 
 	mu     sync.Mutex
 	state  applied

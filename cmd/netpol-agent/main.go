@@ -15,7 +15,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -23,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -33,6 +34,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/agent"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/bpffs"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/kubeclient"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/version"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
@@ -81,6 +83,7 @@ func run() error {
 	flag.StringVar(&cfg.OTLP.CAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate (default: the system roots)")
 	flag.StringVar(&cfg.CNIConfDir, "cni-conf-dir", agent.DefaultCNIConfDir, "the node's CNI configuration directory, read to identify the CNI (the DaemonSet mounts the node's /etc/cni/net.d here)")
 	flag.DurationVar(&cfg.BypassWindow, "bypass-check-window", 10*time.Second, "window of the bypass self-check: pods whose interfaces carried traffic the netfilter hooks never saw in it turn the node's status to not enforcing")
+	nice := flag.Int("nice", install.DefaultAgentNice, "the agent's niceness (0-19): above 0 its user space (flow events, summaries, policy compiles) yields the CPU to the node's workloads when they want it; enforcement runs in the kernel either way")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
 
@@ -119,13 +122,22 @@ func run() error {
 	}
 
 	cfg.NoHistory = cfg.HistoryDir == ""
+	if *nice < 0 || *nice > 19 {
+		return fmt.Errorf("--nice %d: use 0 (the workloads' priority) to 19 (the lowest)", *nice)
+	}
+	if err := setNice(*nice); err != nil {
+		return fmt.Errorf("--nice %d: %w", *nice, err)
+	}
 
 	rc, err := restConfig(kubeconfig)
 	if err != nil {
 		return err
 	}
 	rc.UserAgent = "netpol-agent/" + version.Version()
-	if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
+	// Protobuf for the built-in types: the informers' first lists (every pod
+	// of the cluster) decode several times faster, with less garbage at the
+	// agent's peak of memory.
+	if cfg.Client, err = kubernetes.NewForConfig(kubeclient.Protobuf(rc)); err != nil {
 		return err
 	}
 	if cfg.CNPClient, err = cnpclient.NewForConfig(rc); err != nil {
@@ -146,6 +158,27 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return a.Run(ctx, agent.UninstallRequested(cfg.Client, cfg.PodNamespace, cfg.PodName))
+}
+
+// setNice gives every thread of the process niceness n. Linux keeps
+// niceness per thread and new threads inherit their creator's, so setting
+// the threads there are now (the Go runtime's, before any goroutine of the
+// agent starts) covers all of them. Raising niceness needs no capability.
+func setNice(n int) error {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, n); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("setting thread %d's niceness: %w", tid, err)
+		}
+	}
+	return nil
 }
 
 // heapLimit is the soft limit for the Go heap given the container's memory

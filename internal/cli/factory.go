@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
+	"github.com/kubectl-netpol/kubectl-netpol/internal/kubeclient"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 )
 
@@ -73,8 +74,7 @@ func (f *Factory) kubeClient() (kubernetes.Interface, snapshot.Cluster, error) {
 	// Live loads list every pod and policy of their scope, page by page: in
 	// protobuf (several times faster to decode than JSON), and not held back
 	// by client-go's default 5 requests per second (100k pods are 200 pages).
-	rc.ContentType = "application/vnd.kubernetes.protobuf"
-	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	rc = kubeclient.Protobuf(rc)
 	if rc.QPS == 0 {
 		rc.QPS, rc.Burst = 50, 100
 	}

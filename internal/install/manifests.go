@@ -63,6 +63,9 @@ type Options struct {
 	// NoFlowEndSummaries turns off the summaries (packets, bytes, duration)
 	// of ended connections; the agent's --flow-end-summaries=false.
 	NoFlowEndSummaries bool
+	// Nice is the agent's niceness (nil: DefaultAgentNice); the agent's
+	// --nice.
+	Nice *int
 	// MountBPFFS adds an init container that mounts bpffs at /sys/fs/bpf on
 	// nodes where nothing did. Kubernetes admits the Bidirectional mount
 	// propagation this needs only in a privileged container, so it is
@@ -101,6 +104,16 @@ const (
 	OTLPCAPath      = otlpCADir + "/ca.crt"
 )
 
+// DefaultAgentNice is the agent's niceness unless install --agent-nice
+// says otherwise. The agent's user space (flow events, summaries, history,
+// policy compiles) then yields a CPU to the node's workloads whenever they
+// want it, and uses the CPUs' idle time: measured on the test cluster, at
+// niceness 0 its bursts of event processing delay the workloads' own
+// wake-ups (docs/perf.md, "the agent's scheduling"). Enforcement is in the
+// kernel and does not wait for it; under a saturated node the events back
+// up in the ring buffers and are dropped and counted, never the packets.
+const DefaultAgentNice = 10
+
 // agentArgs are the agent's command-line arguments for o.
 func (o Options) agentArgs() []string {
 	args := []string{"--v=2"}
@@ -112,6 +125,9 @@ func (o Options) agentArgs() []string {
 	}
 	if o.NoFlowEndSummaries {
 		args = append(args, "--flow-end-summaries=false")
+	}
+	if o.Nice != nil && *o.Nice != DefaultAgentNice {
+		args = append(args, fmt.Sprintf("--nice=%d", *o.Nice))
 	}
 	if o.NoHistory {
 		args = append(args, "--history-dir=") // the agent's default is HistoryDir

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -151,7 +152,13 @@ func costModes(b *testing.B, smoke bool) []costMode {
 		installMode("defaults"),
 		installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
 		installMode("no-anti-spoofing", "--anti-spoofing=false"),
+		installMode("nice0", "--agent-nice=0"),
 		kubeRouterMode(),
+		// Experiments: the defaults with every agent thread rescheduled
+		// from the host (what the workload loses to the agent's timing
+		// rather than to its CPU).
+		rescheduledMode("defaults-nice19", "renice", "-n", "19", "-p"),
+		rescheduledMode("defaults-idle", "chrt", "-i", "-p", "0"),
 	}
 	names := []string{"none", "defaults", "no-flow-end-summaries", "no-anti-spoofing"}
 	if smoke {
@@ -164,7 +171,7 @@ func costModes(b *testing.B, smoke bool) []costMode {
 	for _, name := range names {
 		i := slices.IndexFunc(all, func(m costMode) bool { return m.name == name })
 		if i < 0 {
-			b.Fatalf("NETPOL_COST_MODES: no mode %q (have none, defaults, no-flow-end-summaries, no-anti-spoofing, kube-router)", name)
+			b.Fatalf("NETPOL_COST_MODES: no mode %q (have %s)", name, strings.Join(modeNames(all), ", "))
 		}
 		modes = append(modes, all[i])
 	}
@@ -172,6 +179,14 @@ func costModes(b *testing.B, smoke bool) []costMode {
 		b.Fatalf("NETPOL_COST_MODES=%s: the first mode must be none (the ratios' baseline)", os.Getenv("NETPOL_COST_MODES"))
 	}
 	return modes
+}
+
+func modeNames(ms []costMode) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.name)
+	}
+	return out
 }
 
 // agentPeakRSS is the highest resident set (VmHWM) of the node's
@@ -191,6 +206,27 @@ func agentPeakRSS(node framework.Node) float64 {
 		}
 	}
 	return peak
+}
+
+// rescheduledMode is the defaults with cmd run on every thread of every
+// node's agent (the thread ID appended).
+func rescheduledMode(name string, cmd ...string) costMode {
+	m := installMode(name)
+	install := m.setup
+	m.setup = func(b *testing.B, c *framework.Cluster) {
+		install(b, c)
+		for _, node := range framework.Nodes {
+			for _, pid := range agentPIDs(node) {
+				tids, _ := os.ReadDir("/proc/" + pid + "/task")
+				for _, tid := range tids {
+					if out, err := exec.Command(cmd[0], append(cmd[1:], tid.Name())...).CombinedOutput(); err != nil {
+						b.Fatalf("%s %s: %v: %s", strings.Join(cmd, " "), tid.Name(), err, out)
+					}
+				}
+			}
+		}
+	}
+	return m
 }
 
 // installMode is the agent installed with extra install flags.
@@ -415,7 +451,18 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		return float64(n) / secs
 	}
 
-	type result struct{ cps, svcCPS, bps, cpuPerConn float64 }
+	// machinePerConn is the whole machine's busy CPU per connection: on this
+	// 2-core machine every process of every node (client, server, agents,
+	// softirq) shares the same CPUs, so a cost moved from one to another
+	// shows here even when the rate hides it in the noise.
+	// lost is the flow events the agents lost in the kernel (ring buffer
+	// full) during the connect-rate run, seenPerConn the flows they saw per
+	// connection (all nodes together): an agent too slow to keep up would
+	// look cheap.
+	type result struct {
+		cps, svcCPS, bps, cpuPerConn, machinePerConn, machineBusy float64
+		lost, seenPerConn                                         float64
+	}
 	res := map[string][]result{}
 	load0 := loadAverage()
 	// -benchtime Nx (N > 1) runs the whole benchmark once with b.N = 1
@@ -452,17 +499,28 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			if m.agentCPU != nil {
 				cpu0, measured = agentCPU(m)
 			}
+			lost0, seen0 := agentFlowCounts(b, c, m)
+			busy0, all0 := machineCPU()
+			stopPerf := perfRecord(b, fmt.Sprintf("round%d-%s", round, m.name))
 			r.cps = connectRate(crrAddr)
+			stopPerf()
+			busy1, all1 := machineCPU()
+			if all1 > all0 && r.cps > 0 {
+				r.machineBusy = (busy1 - busy0) / (all1 - all0)
+				r.machinePerConn = (busy1 - busy0) / (r.cps * secs)
+			}
 			if measured {
 				time.Sleep(time.Second) // the summaries of the last connections
 				cpu1, _ := agentCPU(m)
 				r.cpuPerConn = float64((cpu1 - cpu0).Nanoseconds()) / (r.cps * secs)
 			}
+			lost1, seen1 := agentFlowCounts(b, c, m)
+			r.lost, r.seenPerConn = float64(lost1-lost0), float64(seen1-seen0)/(r.cps*secs)
 			if svcAddr != "" {
 				r.svcCPS = connectRate(svcAddr)
 			}
-			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, load %.2f",
-				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, loadAverage())
+			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, %.2f flows seen/conn, %.0f events lost, machine %.0f µs CPU/conn (%.0f %% busy), load %.2f",
+				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, r.seenPerConn, r.lost, r.machinePerConn*1e6, r.machineBusy*100, loadAverage())
 			res[m.name] = append(res[m.name], r)
 		}
 	}
@@ -480,6 +538,7 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	for _, m := range modes {
 		b.ReportMetric(pick(m.name, cps), "conn/s-"+m.name)
 		b.ReportMetric(pick(m.name, bps)/1e9, "Gbit/s-"+m.name)
+		b.ReportMetric(pick(m.name, func(r result) float64 { return r.machinePerConn })*1e6, "machine-µs/conn-"+m.name)
 		if svcAddr != "" {
 			b.ReportMetric(pick(m.name, svcCPS), "conn/s-clusterip-"+m.name)
 		}
@@ -492,6 +551,8 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 		b.ReportMetric(pick(m.name, bps)/baseBPS, "iperf3-ratio-"+m.name)
 		b.ReportMetric(pick(m.name, func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
+		b.ReportMetric(pick(m.name, func(r result) float64 { return r.seenPerConn }), "flows-seen/conn-"+m.name)
+		b.ReportMetric(pick(m.name, func(r result) float64 { return r.lost }), "events-lost-"+m.name)
 	}
 	b.ReportMetric(load0, "load-start")
 	b.ReportMetric(loadAverage(), "load-end")
@@ -551,6 +612,83 @@ func startChild(b testing.TB, cmd *exec.Cmd) io.Reader {
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return out
+}
+
+// agentFlowCounts sums the agents' flow events lost in the kernel and
+// flows seen so far (kubectl netpol status); zero without an agent.
+func agentFlowCounts(b *testing.B, c *framework.Cluster, m costMode) (lost, seen uint64) {
+	if m.agentCPU == nil {
+		return 0, 0
+	}
+	out, err := netpolB(b, c, "status", "-o", "json")
+	var st struct {
+		Nodes []struct {
+			Agent *struct {
+				EventsLost uint64 `json:"eventsLost"`
+				FlowsSeen  uint64 `json:"flowsSeen"`
+			} `json:"agent"`
+		} `json:"nodes"`
+	}
+	i := strings.IndexByte(out, '{')
+	if i < 0 {
+		b.Fatalf("kubectl netpol status -o json: %v\n%s", err, out)
+	}
+	// status exits non-zero while a node is not ready; its report still counts.
+	if jerr := json.NewDecoder(strings.NewReader(out[i:])).Decode(&st); jerr != nil {
+		b.Fatalf("kubectl netpol status -o json: %v %v\n%s", err, jerr, out)
+	}
+	for _, n := range st.Nodes {
+		if n.Agent != nil {
+			lost, seen = lost+n.Agent.EventsLost, seen+n.Agent.FlowsSeen
+		}
+	}
+	return lost, seen
+}
+
+// perfRecord samples the whole machine (perf record -a -g) into
+// NETPOL_COST_PERF/NAME.data until the returned function is called; without
+// NETPOL_COST_PERF it does nothing. `perf report -i F --sort comm` then says
+// which processes (and softirqs) a mode's extra CPU per connection went to.
+func perfRecord(b *testing.B, name string) (stop func()) {
+	dir := os.Getenv("NETPOL_COST_PERF")
+	if dir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-o", filepath.Join(dir, name+".data"))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("perf record: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // perf's set-up
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+}
+
+// machineCPU is the machine's busy and total CPU time so far, in seconds
+// (/proc/stat's first line: busy is all but idle and iowait).
+func machineCPU() (busy, total float64) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		if i >= 8 { // guest time is already in user
+			break
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	const userHZ = 100 // the kernel's USER_HZ on Linux
+	return busy / userHZ, total / userHZ
 }
 
 func loadAverage() float64 {

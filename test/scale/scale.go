@@ -11,6 +11,8 @@
 package scale
 
 import (
+	"github.com/kubectl-netpol/kubectl-netpol/internal/kubeclient"
+
 	"context"
 	"fmt"
 	"net/netip"
@@ -75,9 +77,7 @@ func (t Timings) String() string {
 // FastConfig is cfg for bulk writes: protobuf and no client-side rate limit (the API server's
 // own limits apply).
 func FastConfig(cfg *rest.Config) *rest.Config {
-	c := rest.CopyConfig(cfg)
-	c.ContentType = "application/vnd.kubernetes.protobuf"
-	c.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	c := kubeclient.Protobuf(cfg)
 	c.QPS, c.Burst = -1, 0
 	return c
 }

@@ -24,7 +24,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/util/workqueue"
@@ -264,8 +263,8 @@ func New(cfg Config) (*Agent, error) {
 		// Its own loop, beside the policy queue: discovery never delays policy.
 		// Only this node's pods have interfaces to guard here: a pod
 		// churning elsewhere in a large cluster is no work for it.
-		if err := a.cluster.OnPodChange(func(p *corev1.Pod) {
-			if p.Spec.NodeName == cfg.NodeName {
+		if err := a.cluster.OnPodChange(func(p *CachedPod) {
+			if p.NodeName == cfg.NodeName {
 				a.spoof.kick()
 			}
 		}); err != nil {

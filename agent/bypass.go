@@ -18,7 +18,6 @@ import (
 	"github.com/vishvananda/netns"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
@@ -325,12 +324,8 @@ func (b *bypassCheck) status() *flowv1.Enforcement {
 
 // localPods are this node's pods with their own network.
 func (b *bypassCheck) localPods() []localPod {
-	all, err := b.cluster.podLister.List(labels.Everything())
-	if err != nil {
-		return nil
-	}
 	var out []localPod
-	for _, p := range all {
+	for _, p := range b.cluster.listPods() {
 		if ips := localPodIPs(p, b.node); len(ips) > 0 {
 			name := p.Namespace + "/" + p.Name
 			out = append(out, localPod{key: name + "/" + string(p.UID), name: name, ips: ips})

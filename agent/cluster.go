@@ -25,7 +25,6 @@ import (
 
 // Index names of the informer caches.
 const (
-	indexPodIP     = "podIP"
 	indexClusterIP = "clusterIP"
 )
 
@@ -35,7 +34,6 @@ type Cluster struct {
 	factory    informers.SharedInformerFactory
 	pods       cache.SharedIndexInformer
 	services   cache.SharedIndexInformer
-	podLister  corelisters.PodLister
 	nsLister   corelisters.NamespaceLister
 	npLister   networkinglisters.NetworkPolicyLister
 	nodeLister corelisters.NodeLister
@@ -52,6 +50,14 @@ type Cluster struct {
 	// ("" for a local address no Node object accounts for).
 	nodeByIP map[netip.Addr]string
 
+	// podsByIP indexes the cached pods by address (PodByIP), hostNetwork
+	// pods apart. Here rather than a client-go index, which keeps a set
+	// per address: ~250 bytes per pod at 100k pods of one address each
+	// (docs/perf.md, "compact pod records").
+	ipMu           sync.RWMutex
+	podsByIP       map[netip.Addr][]*CachedPod
+	podsByIPSynced cache.InformerSynced
+
 	// gen changes after every change that can alter PodByIP, ServiceByIP
 	// or NodeByIP: the enricher's caches hold what was looked up under one
 	// generation (see Generation).
@@ -67,20 +73,25 @@ func NewCluster(client kubernetes.Interface) *Cluster {
 		factory:    f,
 		pods:       f.Core().V1().Pods().Informer(),
 		services:   f.Core().V1().Services().Informer(),
-		podLister:  f.Core().V1().Pods().Lister(),
 		nsLister:   f.Core().V1().Namespaces().Lister(),
 		npLister:   f.Networking().V1().NetworkPolicies().Lister(),
 		nodeLister: f.Core().V1().Nodes().Lister(),
+		podsByIP:   map[netip.Addr][]*CachedPod{},
 	}
 	// Pods and services are looked up by address for every flow. The
 	// store calls the index functions under its write lock for every add,
 	// update and delete, before any look-up can see the change: the place
 	// to move the generation on, with no window in which a cached answer
-	// outlives the store's.
-	_ = c.pods.AddIndexers(cache.Indexers{indexPodIP: func(obj any) ([]string, error) {
-		c.gen.Add(1)
-		return podIPs(obj)
-	}})
+	// outlives the store's. The pods' own index moves it under its lock,
+	// after the change (reindexPod).
+	reg, _ := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.reindexPod(nil, cachedPodOf(obj)) },
+		UpdateFunc: func(old, cur any) { c.reindexPod(cachedPodOf(old), cachedPodOf(cur)) },
+		DeleteFunc: func(obj any) { c.reindexPod(cachedPodOf(obj), nil) },
+	})
+	if reg != nil {
+		c.podsByIPSynced = reg.HasSynced
+	}
 	_ = c.services.AddIndexers(cache.Indexers{indexClusterIP: func(obj any) ([]string, error) {
 		c.gen.Add(1)
 		return clusterIPs(obj)
@@ -95,19 +106,63 @@ func NewCluster(client kubernetes.Interface) *Cluster {
 // unchanged.
 func (c *Cluster) Generation() uint64 { return c.gen.Load() }
 
-func podIPs(obj any) ([]string, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok || p.Spec.HostNetwork {
-		return nil, nil // a hostNetwork pod's address is its node's
+// cachedPodOf is the pod of an informer event (a tombstone's too), or nil.
+func cachedPodOf(obj any) *CachedPod {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
 	}
-	var out []string
-	for _, ip := range p.Status.PodIPs {
-		out = append(out, ip.IP)
+	p, _ := obj.(*CachedPod)
+	return p
+}
+
+// reindexPod moves a pod's addresses in podsByIP from old to cur (either
+// nil), then the generation on.
+func (c *Cluster) reindexPod(old, cur *CachedPod) {
+	c.ipMu.Lock()
+	defer c.ipMu.Unlock()
+	if old != nil && !old.HostNetwork {
+		for _, ip := range old.IPs {
+			rest := slices.DeleteFunc(c.podsByIP[ip], func(p *CachedPod) bool {
+				return p.Namespace == old.Namespace && p.Name == old.Name
+			})
+			if len(rest) == 0 {
+				delete(c.podsByIP, ip)
+			} else {
+				c.podsByIP[ip] = slices.Clip(rest)
+			}
+		}
 	}
-	if len(out) == 0 && p.Status.PodIP != "" {
-		out = append(out, p.Status.PodIP)
+	if cur != nil && !cur.HostNetwork { // a hostNetwork pod's address is its node's
+		for _, ip := range cur.IPs {
+			c.podsByIP[ip] = append(c.podsByIP[ip], cur)
+		}
 	}
-	return out, nil
+	c.gen.Add(1)
+}
+
+// listPods returns the cached pods.
+func (c *Cluster) listPods() []*CachedPod {
+	return cachedPods(c.pods.GetStore().List())
+}
+
+// podsInNamespace returns the cached pods of namespace ns that sel selects.
+func (c *Cluster) podsInNamespace(ns string, sel labels.Selector) ([]*CachedPod, error) {
+	objs, err := c.pods.GetIndexer().ByIndex(cache.NamespaceIndex, ns)
+	if err != nil {
+		return nil, err
+	}
+	pods := cachedPods(objs)
+	return slices.DeleteFunc(pods, func(p *CachedPod) bool { return !sel.Matches(labels.Set(p.Labels)) }), nil
+}
+
+func cachedPods(objs []any) []*CachedPod {
+	out := make([]*CachedPod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*CachedPod); ok {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func clusterIPs(obj any) ([]string, error) {
@@ -171,8 +226,8 @@ func (c *Cluster) OnChange(fn func(kind string)) error {
 				// So are pods (conditions, container states, readiness):
 				// an update that changed nothing the cache keeps
 				// (trimForCache) changes nothing anyone can read.
-				if o, ok := old.(*corev1.Pod); ok {
-					if c, ok := cur.(*corev1.Pod); ok && sameCachedPod(o, c) {
+				if o, ok := old.(*CachedPod); ok {
+					if c, ok := cur.(*CachedPod); ok && sameCachedPod(o, c) {
 						return
 					}
 				}
@@ -188,20 +243,20 @@ func (c *Cluster) OnChange(fn func(kind string)) error {
 
 // OnPodChange registers fn to run with the pod of every add, update (the
 // new pod) or delete that changed what the cache keeps of it.
-func (c *Cluster) OnPodChange(fn func(*corev1.Pod)) error {
+func (c *Cluster) OnPodChange(fn func(*CachedPod)) error {
 	call := func(obj any) {
 		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = t.Obj
 		}
-		if p, ok := obj.(*corev1.Pod); ok {
+		if p, ok := obj.(*CachedPod); ok {
 			fn(p)
 		}
 	}
 	_, err := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: call,
 		UpdateFunc: func(old, cur any) {
-			if o, ok := old.(*corev1.Pod); ok {
-				if p, ok := cur.(*corev1.Pod); ok && sameCachedPod(o, p) {
+			if o, ok := old.(*CachedPod); ok {
+				if p, ok := cur.(*CachedPod); ok && sameCachedPod(o, p) {
 					return
 				}
 			}
@@ -231,7 +286,7 @@ func (c *Cluster) Start(stop <-chan struct{}) bool {
 			return false
 		}
 	}
-	return true
+	return c.podsByIPSynced == nil || cache.WaitForCacheSync(stop, c.podsByIPSynced)
 }
 
 // SetLocalAddresses records this node's own addresses, which are host
@@ -250,8 +305,12 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 	if s.Namespaces, err = c.nsLister.List(labels.Everything()); err != nil {
 		return nil, err
 	}
-	if s.Pods, err = c.podLister.List(labels.Everything()); err != nil {
-		return nil, err
+	// The records themselves: no copy, and the same pointers from one
+	// Snapshot to the next, which is what the agent's policy.Cache keys on.
+	pods := c.listPods()
+	s.PodRecords = make([]*policy.Pod, len(pods))
+	for i, p := range pods {
+		s.PodRecords[i] = &p.Pod
 	}
 	if s.Policies, err = c.npLister.List(labels.Everything()); err != nil {
 		return nil, err
@@ -300,12 +359,12 @@ func (c *Cluster) NodeByIP(ip netip.Addr) (name string, ok bool) {
 
 // PodByIP returns the (non hostNetwork) pod that has ip now. Among several
 // (a terminated pod keeps its address for a while) the running one wins.
-func (c *Cluster) PodByIP(ip netip.Addr) *corev1.Pod {
-	objs, _ := c.pods.GetIndexer().ByIndex(indexPodIP, ip.String())
-	var best *corev1.Pod
-	for _, o := range objs {
-		p := o.(*corev1.Pod)
-		if best == nil || (p.Status.Phase == corev1.PodRunning && best.Status.Phase != corev1.PodRunning) {
+func (c *Cluster) PodByIP(ip netip.Addr) *CachedPod {
+	c.ipMu.RLock()
+	defer c.ipMu.RUnlock()
+	var best *CachedPod
+	for _, p := range c.podsByIP[ip.Unmap()] {
+		if best == nil || (p.Phase == corev1.PodRunning && best.Phase != corev1.PodRunning) {
 			best = p
 		}
 	}

@@ -46,6 +46,8 @@ func TestClusterLookups(t *testing.T) {
 
 	if p := c.PodByIP(netip.MustParseAddr("10.0.0.5")); p == nil || p.Name != running.Name {
 		t.Errorf("PodByIP chose %v, want the running pod", p)
+	} else if p.WorkloadKind != "Deployment" || p.WorkloadName != "db" {
+		t.Errorf("the cached pod names workload %s/%s, want Deployment/db", p.WorkloadKind, p.WorkloadName)
 	}
 	if p := c.PodByIP(netip.MustParseAddr("192.168.1.10")); p != nil {
 		t.Errorf("a hostNetwork pod must not own its node's address, got %s", p.Name)
@@ -61,8 +63,8 @@ func TestClusterLookups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(snap.Pods) != 3 || len(snap.Policies) != 1 || len(snap.Namespaces) != 1 {
-		t.Errorf("snapshot has %d pods, %d policies, %d namespaces", len(snap.Pods), len(snap.Policies), len(snap.Namespaces))
+	if len(snap.Pods) != 0 || len(snap.PodRecords) != 3 || len(snap.Policies) != 1 || len(snap.Namespaces) != 1 {
+		t.Errorf("snapshot has %d pods, %d pod records, %d policies, %d namespaces, want the pods as records only", len(snap.Pods), len(snap.PodRecords), len(snap.Policies), len(snap.Namespaces))
 	}
 	want := []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("10.244.0.1")}
 	if len(snap.NodeIPs) != 2 || snap.NodeIPs[0] != want[0] || snap.NodeIPs[1] != want[1] {

@@ -406,13 +406,13 @@ func (w *statusWriter) agentNodes() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	pods, err := w.cluster.podLister.Pods(w.namespace).List(sel)
+	pods, err := w.cluster.podsInNamespace(w.namespace, sel)
 	if err != nil {
 		return nil, err
 	}
 	var nodes []string
 	for _, p := range pods {
-		if n := p.Spec.NodeName; n != "" && !slices.Contains(nodes, n) {
+		if n := p.NodeName; n != "" && !slices.Contains(nodes, n) {
 			nodes = append(nodes, n)
 		}
 	}

@@ -1,7 +1,8 @@
 // Package agent is the node agent behind `kubectl netpol install`: it watches
 // the cluster (pods, namespaces, NetworkPolicies, ClusterNetworkPolicies,
 // services, nodes) with
-// client-go informers, compiles the node's datapath with policy.Compile and
+// client-go informers (pods kept as compact CachedPod records from the
+// informers' transform on), compiles the node's datapath with policy.Compile and
 // writes it into the eBPF maps with probe.Apply through a rate-limited
 // workqueue that coalesces bursts; it turns kernel verdict events into
 // enriched flows (pods, workloads, Service, deciding policies) served by a

@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -321,9 +320,9 @@ func (e *enricher) lookupEndpoint(ip netip.Addr, identity uint32) *flowv1.Endpoi
 	return ep
 }
 
-func fillPod(ep *flowv1.Endpoint, p *corev1.Pod) {
-	ep.Namespace, ep.Pod, ep.Labels, ep.NodeName = p.Namespace, p.Name, p.Labels, p.Spec.NodeName
-	if kind, name := Workload(p); kind != "" {
-		ep.Workload = &flowv1.Workload{Kind: kind, Name: name}
+func fillPod(ep *flowv1.Endpoint, p *CachedPod) {
+	ep.Namespace, ep.Pod, ep.Labels, ep.NodeName = p.Namespace, p.Name, p.Labels, p.NodeName
+	if p.WorkloadKind != "" {
+		ep.Workload = &flowv1.Workload{Kind: p.WorkloadKind, Name: p.WorkloadName}
 	}
 }

@@ -17,8 +17,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -257,11 +255,7 @@ func (g *spoofGuard) newlyWaiting(seen map[string]bool) bool {
 // sync reconciles once; it reports whether some pod is still waiting for
 // its interface (to retry sooner).
 func (g *spoofGuard) sync() bool {
-	pods, err := g.cluster.podLister.List(labels.Everything())
-	if err != nil {
-		klog.ErrorS(err, "Listing pods for anti-spoofing")
-		return true
-	}
+	pods := g.cluster.listPods()
 	links, err := g.nl.LinkList()
 	if err != nil {
 		klog.ErrorS(err, "Listing links for anti-spoofing")
@@ -359,18 +353,11 @@ func (g *spoofGuard) check() *flowv1.NodeCheck {
 // localPodIPs are the addresses of a pod of this node that has its own
 // network (hostNetwork pods use the node's) and is not finished (its
 // address may already be another pod's).
-func localPodIPs(pod *corev1.Pod, node string) []netip.Addr {
-	if pod.Spec.NodeName != node || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+func localPodIPs(pod *CachedPod, node string) []netip.Addr {
+	if pod.NodeName != node || pod.HostNetwork || pod.finished() {
 		return nil
 	}
-	strs, _ := podIPs(pod)
-	var out []netip.Addr
-	for _, s := range strs {
-		if ip, err := netip.ParseAddr(s); err == nil {
-			out = append(out, ip.Unmap())
-		}
-	}
-	return out
+	return pod.IPs
 }
 
 // discovery finds pod interfaces in the node's namespace, with the links

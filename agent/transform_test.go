@@ -16,46 +16,64 @@ import (
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 )
 
-// The datapath compiled from trimmed pods is the one compiled from whole
-// pods: the transform drops nothing policy reads (named ports of containers
-// and of sidecar init containers, labels, phase, addresses, nodes).
+// The datapath compiled from the cache's compact records is the one
+// compiled from whole pods: the transform drops nothing policy reads (named
+// ports of containers and of sidecar init containers, labels, phase,
+// addresses, nodes, hostNetwork), on worlds with ClusterNetworkPolicies,
+// several addresses per pod and hostNetwork pods.
 func TestTrimForCacheKeepsThePolicyInput(t *testing.T) {
-	full := pt.Synthetic(600, 150, 3)
-	always := corev1.ContainerRestartPolicyAlways
-	for i, p := range full.Pods {
-		p.Spec.NodeName = fmt.Sprintf("node-%d", i%3)
-		p.Annotations = map[string]string{"big": "manifest"}
-		p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
-		p.Spec.Containers[0].Image = "registry.example/app:1"
-		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", Value: "b"}}
-		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		if i%5 == 0 { // a sidecar serving a named port of its own
-			p.Spec.InitContainers = []corev1.Container{{Name: "proxy", RestartPolicy: &always,
-				Ports: []corev1.ContainerPort{{Name: "proxy", ContainerPort: 15001, Protocol: corev1.ProtocolTCP}}}}
+	for _, seed := range []uint64{1, 2} {
+		full := pt.Synthetic(600, 150, seed)
+		pt.SyntheticCluster(full, 20, seed)
+		always := corev1.ContainerRestartPolicyAlways
+		for i, p := range full.Pods {
+			p.Spec.NodeName = fmt.Sprintf("node-%d", i%3)
+			p.Annotations = map[string]string{"big": "manifest"}
+			p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+			p.Spec.Containers[0].Image = "registry.example/app:1"
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", Value: "b"}}
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+			p.Status.Phase = corev1.PodRunning
+			switch i % 7 {
+			case 0: // a sidecar serving a named port of its own, and a plain init container's ignored one
+				p.Spec.InitContainers = []corev1.Container{{Name: "proxy", RestartPolicy: &always,
+					Ports: []corev1.ContainerPort{{Name: "proxy", ContainerPort: 15001, Protocol: corev1.ProtocolTCP}}},
+					{Name: "setup", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 1}}}}
+			case 1: // dual-stack
+				p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: fmt.Sprintf("fd00::%x", i)})
+			case 2: // on its node's network
+				p.Spec.HostNetwork = true
+				p.Status.PodIP, p.Status.PodIPs = fmt.Sprintf("172.31.0.%d", 1+i%3), nil
+			case 3: // finished: its address may be another's
+				p.Status.Phase = corev1.PodSucceeded
+			case 4: // a second container with a named port of the same name (ambiguous)
+				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "side",
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8081}}})
+			}
 		}
-	}
-	trimmed := *full
-	trimmed.Pods = nil
-	for _, p := range full.Pods {
-		obj, err := trimForCache(p.DeepCopy())
-		if err != nil {
-			t.Fatal(err)
+		records := *full
+		records.Pods = nil
+		for _, p := range full.Pods {
+			obj, err := trimForCache(p.DeepCopy())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp := obj.(*CachedPod)
+			again, _ := trimForCache(cp)
+			if again != any(cp) {
+				t.Fatalf("trimForCache is not idempotent: %+v became %+v", cp, again)
+			}
+			records.PodRecords = append(records.PodRecords, &cp.Pod)
 		}
-		tp := obj.(*corev1.Pod)
-		if tp.Annotations != nil || tp.ManagedFields != nil || tp.Spec.Containers[0].Image != "" || tp.Status.Conditions != nil {
-			t.Fatalf("trimmed pod still holds what policy never reads: %+v", tp)
-		}
-		again, _ := trimForCache(tp.DeepCopy())
-		if !reflect.DeepEqual(again, tp) {
-			t.Fatalf("trimForCache is not idempotent:\n%+v\n%+v", tp, again)
-		}
-		trimmed.Pods = append(trimmed.Pods, tp)
-	}
-	for _, node := range []string{"node-0", "node-1", "node-2"} {
-		want := compileFor(t, full, node)
-		got := compileFor(t, &trimmed, node)
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("node %s: the datapath from trimmed pods differs from the one from whole pods", node)
+		for _, node := range []string{"node-0", "node-1", "node-2"} {
+			want := compileFor(t, full, node)
+			got := compileFor(t, &records, node)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("seed %d node %s: the datapath from records differs from the one from whole pods", seed, node)
+			}
+			if len(want.Endpoints) == 0 || len(want.Identities) == 0 {
+				t.Fatalf("seed %d node %s: an empty datapath proves nothing", seed, node)
+			}
 		}
 	}
 }
@@ -102,7 +120,7 @@ func TestPodUpdatesInvisibleToTheCacheAreSkipped(t *testing.T) {
 	if err := c.OnChange(func(kind string) { mu.Lock(); changes = append(changes, kind); mu.Unlock() }); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.OnPodChange(func(p *corev1.Pod) { mu.Lock(); changes = append(changes, "pod "+p.Spec.NodeName); mu.Unlock() }); err != nil {
+	if err := c.OnPodChange(func(p *CachedPod) { mu.Lock(); changes = append(changes, "pod "+p.NodeName); mu.Unlock() }); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})

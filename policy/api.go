@@ -14,6 +14,10 @@ import (
 type Snapshot struct {
 	Namespaces []*corev1.Namespace
 	Pods       []*corev1.Pod
+	// PodRecords are more pods, as the engine's records (NewPod): for a
+	// caller that keeps records rather than objects (the node agent). The
+	// Engine's methods that return pods make objects of them (Pod.Object).
+	PodRecords []*Pod
 	Policies   []*networkingv1.NetworkPolicy
 	// NodeIPs are the addresses of cluster nodes; traffic from or to them is
 	// node traffic, which NetworkPolicy does not restrict for local kubelet probes.

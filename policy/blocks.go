@@ -162,7 +162,7 @@ func (e *Engine) PeerPods(r RuleRef, i int) []*corev1.Pod {
 	for _, pi := range candidates {
 		ep := endpoint{pod: pi}
 		if ri.peers[i].matches(&ep) {
-			out = append(out, pi.pod)
+			out = append(out, pi.object())
 		}
 	}
 	return out

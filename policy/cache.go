@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+
 	networkingv1 "k8s.io/api/networking/v1"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
@@ -22,9 +23,18 @@ import (
 // most one build's worth of objects. A Cache is safe for concurrent use;
 // builds through it are serialised.
 type Cache struct {
-	mu        sync.Mutex
-	gen       uint64 // the build in progress; entries seen in it carry it
-	pods      map[*corev1.Pod]*entry[podFacts]
+	mu   sync.Mutex
+	gen  uint64 // the build in progress; entries seen in it carry it
+	pods map[*Pod]*entry[podFacts]
+	// records are the records made of the Snapshots' pod objects, so that
+	// a caller giving objects reuses their facts as one giving records does.
+	records map[*corev1.Pod]*entry[*Pod]
+	// keys holds one copy of each identity key the pods' facts hold: pods
+	// of one workload share labels, and at 100k pods a copy each was a
+	// fifth of the Cache (entries not derived again in a build are
+	// dropped; a later pod then makes a new copy, which is only less
+	// sharing).
+	keys      map[string]*entry[string]
 	policies  map[*networkingv1.NetworkPolicy]*entry[policyFacts]
 	clusters  map[*cnpv1beta1.ClusterNetworkPolicy]*entry[clusterFacts]
 	selection map[string]*nsSelection // by namespace
@@ -83,7 +93,9 @@ type selEntry struct {
 // NewCache returns an empty Cache.
 func NewCache() *Cache {
 	return &Cache{
-		pods:      map[*corev1.Pod]*entry[podFacts]{},
+		pods:      map[*Pod]*entry[podFacts]{},
+		records:   map[*corev1.Pod]*entry[*Pod]{},
+		keys:      map[string]*entry[string]{},
 		policies:  map[*networkingv1.NetworkPolicy]*entry[policyFacts]{},
 		clusters:  map[*cnpv1beta1.ClusterNetworkPolicy]*entry[clusterFacts]{},
 		selection: map[string]*nsSelection{},
@@ -113,17 +125,44 @@ func (c *Cache) Stats() CacheStats {
 }
 
 // pod returns the facts of pod, derived or reused. A nil c derives them.
-func (c *Cache) pod(pod *corev1.Pod) podFacts {
+func (c *Cache) pod(pod *Pod) podFacts {
 	if c == nil {
 		return derivePod(pod)
 	}
-	return reuse(c, c.pods, pod, pod.ResourceVersion, func(pod *corev1.Pod) podFacts {
+	return reuse(c, c.pods, pod, pod.ResourceVersion, func(pod *Pod) podFacts {
 		f := derivePod(pod)
 		if f.err == nil {
-			f.dpKey = f.dpIdentityKey() // once per object, not per Compile
+			f.dpKey = c.intern(f.dpIdentityKey()) // once per object, not per Compile
+			f.identKey = c.intern(f.identKey)
 		}
 		return f
 	})
+}
+
+// intern returns the Cache's copy of s.
+func (c *Cache) intern(s string) string {
+	en := c.keys[s]
+	if en == nil {
+		en = &entry[string]{facts: s}
+		c.keys[s] = en
+	}
+	en.seen = c.gen
+	return en.facts
+}
+
+// record returns the record of pod, made or reused (not counted in the
+// stats: the facts of the record are). A nil c makes it.
+func (c *Cache) record(pod *corev1.Pod) *Pod {
+	if c == nil || pod.ResourceVersion == "" {
+		return NewPod(pod)
+	}
+	if en := c.records[pod]; en != nil && en.rv == pod.ResourceVersion {
+		en.seen = c.gen
+		return en.facts
+	}
+	r := NewPod(pod)
+	c.records[pod] = &entry[*Pod]{rv: pod.ResourceVersion, facts: r, seen: c.gen}
+	return r
 }
 
 // policy returns the facts of np, derived or reused. A nil c derives them.
@@ -293,6 +332,8 @@ func (c *Cache) fillSelectedBy(e *Engine, id *identity, key string) {
 // sweep drops the entries the build that just ended did not use.
 func (c *Cache) sweep() {
 	evict(c.pods, c.gen)
+	evict(c.records, c.gen)
+	evict(c.keys, c.gen)
 	evict(c.policies, c.gen)
 	evict(c.clusters, c.gen)
 	for ns, sel := range c.selection {

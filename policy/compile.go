@@ -266,7 +266,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	var epKeys []string
 	locals := map[string]*podInfo{}
 	for _, pi := range e.pods {
-		if pi.pod.Spec.NodeName != node || pi.hostNetwork || len(pi.ips) == 0 {
+		if pi.pod.NodeName != node || pi.hostNetwork || len(pi.ips) == 0 {
 			continue
 		}
 		epKeys = append(epKeys, pi.key)

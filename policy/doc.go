@@ -16,6 +16,10 @@
 // keeps a Cache and calls NewEngineCached: what each unchanged object (same
 // pointer, same resourceVersion, as informers hand out) determines on its
 // own is derived once, not per build; the Engine is the one NewEngine builds.
+// Such a caller gives its pods as Pod records (Snapshot.PodRecords, made by
+// NewPod: a few hundred bytes where a *corev1.Pod takes kilobytes); the CLI
+// gives objects, which the Engine turns into the same records, so both are
+// judged by the same code.
 //
 // # Semantics
 //

@@ -75,7 +75,8 @@ type namedPort struct {
 }
 
 type podInfo struct {
-	pod         *corev1.Pod
+	pod         *Pod
+	obj         *corev1.Pod // the object pod was made from, when the Snapshot gave one
 	ident       *identity
 	firstIsNode bool // ips[0] is a node address (saves a lookup per query)
 	hostNetwork bool
@@ -106,19 +107,18 @@ func (f *podFacts) dpIdentityKey() string {
 
 // derivePod computes a pod's facts. An error is kept in the facts (and
 // returned by NewEngine), never partially filled ones used.
-func derivePod(pod *corev1.Pod) podFacts {
-	f := podFacts{key: pod.Namespace + "/" + pod.Name}
+func derivePod(pod *Pod) podFacts {
+	f := podFacts{key: pod.String()}
 	if pod.Name == "" || pod.Namespace == "" {
 		f.err = fmt.Errorf("pod %q in namespace %q: metadata.name and metadata.namespace are required", pod.Name, pod.Namespace)
 		return f
 	}
-	ips, err := podIPs(pod)
-	if err != nil {
-		f.err = fmt.Errorf("pod %s: %w", f.key, err)
+	if pod.invalid != nil {
+		f.err = fmt.Errorf("pod %s: %w", f.key, pod.invalid)
 		return f
 	}
-	f.ips = ips
-	f.ports = declaredPorts(pod)
+	f.ips = pod.IPs
+	f.ports = pod.ports
 	f.identKey = identityKey(pod.Namespace, pod.Labels)
 	return f
 }
@@ -148,8 +148,8 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 	e := &Engine{
 		namespaces:    make(map[string]*nsInfo, len(s.Namespaces)),
 		podByPtr:      make(map[*corev1.Pod]*podInfo, len(s.Pods)),
-		podByKey:      make(map[string]*podInfo, len(s.Pods)),
-		podByIP:       make(map[netip.Addr]*podInfo, len(s.Pods)),
+		podByKey:      make(map[string]*podInfo, len(s.Pods)+len(s.PodRecords)),
+		podByIP:       make(map[netip.Addr]*podInfo, len(s.Pods)+len(s.PodRecords)),
 		podsByNS:      make(map[string][]*podInfo),
 		policyByRef:   make(map[PolicyRef]*policyInfo, len(s.Policies)),
 		policiesByNS:  make(map[string][]*policyInfo),
@@ -164,7 +164,19 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 			e.nodeIPs[ip.Unmap()] = struct{}{}
 		}
 	}
-	if err := e.indexNodes(s); err != nil {
+	// Every pod as a record, the objects the Snapshot gave converted once
+	// (objs[i] is the object of recs[i], nil for a given record).
+	recs := make([]*Pod, 0, len(s.Pods)+len(s.PodRecords))
+	objs := make([]*corev1.Pod, 0, len(s.Pods))
+	for _, p := range s.Pods {
+		var r *Pod
+		if p != nil {
+			r = c.record(p)
+		}
+		recs, objs = append(recs, r), append(objs, p)
+	}
+	recs = append(recs, s.PodRecords...)
+	if err := e.indexNodes(s.Nodes, recs); err != nil {
 		return nil, err
 	}
 	for i, ns := range s.Namespaces {
@@ -244,8 +256,11 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 	}
 	c.startSelection(e)
 
-	for i, pod := range s.Pods {
+	for i, pod := range recs {
 		if pod == nil {
+			if i >= len(objs) {
+				return nil, fmt.Errorf("snapshot pod record %d is nil", i-len(objs))
+			}
 			return nil, fmt.Errorf("snapshot pod %d is nil", i)
 		}
 		pi, err := e.newPodInfo(pod, c.pod(pod), true, c)
@@ -257,7 +272,10 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		}
 		pi.indexed = true
 		e.pods = append(e.pods, pi)
-		e.podByPtr[pod] = pi
+		if i < len(objs) {
+			pi.obj = objs[i]
+			e.podByPtr[pi.obj] = pi
+		}
 		e.podByKey[pi.key] = pi
 		e.podsByNS[pod.Namespace] = append(e.podsByNS[pod.Namespace], pi)
 		if !pi.hostNetwork {
@@ -284,8 +302,8 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 	return e, nil
 }
 
-func finished(p *corev1.Pod) bool {
-	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+func finished(p *Pod) bool {
+	return p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed
 }
 
 func refLess(a, b PolicyRef) bool {
@@ -308,11 +326,11 @@ func (e *Engine) namespace(name string) *nsInfo {
 // added to the Engine (only during NewEngine, c being its Cache or nil);
 // otherwise an unknown identity is built on the side without touching the
 // Engine, which keeps it immutable.
-func (e *Engine) newPodInfo(pod *corev1.Pod, f podFacts, register bool, c *Cache) (*podInfo, error) {
+func (e *Engine) newPodInfo(pod *Pod, f podFacts, register bool, c *Cache) (*podInfo, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
-	pi := &podInfo{pod: pod, hostNetwork: pod.Spec.HostNetwork, podFacts: f}
+	pi := &podInfo{pod: pod, hostNetwork: pod.HostNetwork, podFacts: f}
 	pi.firstIsNode = len(f.ips) > 0 && e.IsNodeIP(f.ips[0])
 	if id, ok := e.identByKey[f.identKey]; ok {
 		pi.ident = id
@@ -352,62 +370,6 @@ func identityKey(ns string, l map[string]string) string {
 	return b.String()
 }
 
-// podIPs returns status.podIPs (or status.podIP), unmapped, without duplicates.
-func podIPs(pod *corev1.Pod) ([]netip.Addr, error) {
-	var out []netip.Addr
-	add := func(field, s string) error {
-		if s == "" {
-			return nil
-		}
-		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			return fmt.Errorf("%s: Invalid value: %q: must be a valid IP address", field, s)
-		}
-		ip = ip.Unmap()
-		if !slices.Contains(out, ip) {
-			out = append(out, ip)
-		}
-		return nil
-	}
-	if err := add("status.podIP", pod.Status.PodIP); err != nil {
-		return nil, err
-	}
-	for i, p := range pod.Status.PodIPs {
-		if err := add(fmt.Sprintf("status.podIPs[%d].ip", i), p.IP); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-// declaredPorts lists the named container ports of a pod, including those of
-// restartable (sidecar) init containers, which serve traffic like containers.
-func declaredPorts(pod *corev1.Pod) []namedPort {
-	var out []namedPort
-	add := func(c *corev1.Container) {
-		for _, p := range c.Ports {
-			if p.Name == "" {
-				continue
-			}
-			proto := p.Protocol
-			if proto == "" {
-				proto = corev1.ProtocolTCP
-			}
-			out = append(out, namedPort{name: p.Name, proto: proto, port: p.ContainerPort})
-		}
-	}
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			add(c)
-		}
-	}
-	for i := range pod.Spec.Containers {
-		add(&pod.Spec.Containers[i])
-	}
-	return out
-}
-
 // lookupPod finds the Engine's index entry for a pod: by pointer, then by
 // namespace/name. A pod outside the Snapshot is indexed on the fly.
 func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
@@ -417,17 +379,19 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 	if pi, ok := e.podByKey[pod.Namespace+"/"+pod.Name]; ok && pi.pod.UID == pod.UID {
 		return pi
 	}
-	f := derivePod(pod)
-	pi, err := e.newPodInfo(pod, f, false, nil)
+	rec := NewPod(pod)
+	f := derivePod(rec)
+	pi, err := e.newPodInfo(rec, f, false, nil)
 	if err != nil {
 		// An unindexable pod (bad IP, no name) is still judged by its labels.
-		pi = &podInfo{pod: pod, hostNetwork: pod.Spec.HostNetwork,
-			podFacts: podFacts{key: f.key, ports: declaredPorts(pod)},
+		pi = &podInfo{pod: rec, hostNetwork: pod.Spec.HostNetwork,
+			podFacts: podFacts{key: f.key, ports: rec.ports},
 			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
 		e.fillSelectedBy(pi.ident)
 		e.fillClusterSelectedBy(pi.ident, false)
 		e.splitAudited(pi.ident)
 	}
+	pi.obj = pod
 	return pi
 }
 
@@ -457,15 +421,23 @@ func (e *Engine) PodsInNamespace(ns string) []*corev1.Pod {
 func podsOf(pis []*podInfo) []*corev1.Pod {
 	out := make([]*corev1.Pod, len(pis))
 	for i, p := range pis {
-		out[i] = p.pod
+		out[i] = p.object()
 	}
 	return out
+}
+
+// object is the pod as the Snapshot gave it, or made from its record.
+func (pi *podInfo) object() *corev1.Pod {
+	if pi.obj != nil {
+		return pi.obj
+	}
+	return pi.pod.Object()
 }
 
 // Pod returns the Snapshot's pod namespace/name, or nil.
 func (e *Engine) Pod(namespace, name string) *corev1.Pod {
 	if pi, ok := e.podByKey[namespace+"/"+name]; ok {
-		return pi.pod
+		return pi.object()
 	}
 	return nil
 }
@@ -473,7 +445,7 @@ func (e *Engine) Pod(namespace, name string) *corev1.Pod {
 // PodByIP returns the non-hostNetwork pod of the Snapshot that owns ip, or nil.
 func (e *Engine) PodByIP(ip netip.Addr) *corev1.Pod {
 	if pi, ok := e.podByIP[ip.Unmap()]; ok {
-		return pi.pod
+		return pi.object()
 	}
 	return nil
 }
@@ -519,19 +491,18 @@ func normRef(r PolicyRef) PolicyRef {
 
 // indexNodes makes the addresses of the Snapshot's Nodes node addresses and
 // remembers each one's labels, for node peers of ClusterNetworkPolicies.
-func (e *Engine) indexNodes(s *Snapshot) error {
-	if len(s.Nodes) == 0 {
+func (e *Engine) indexNodes(nodes []*corev1.Node, pods []*Pod) error {
+	if len(nodes) == 0 {
 		return nil
 	}
-	byName := make(map[string]labels.Set, len(s.Nodes))
-	for i, n := range s.Nodes {
+	byName := make(map[string]labels.Set, len(nodes))
+	for i, n := range nodes {
 		if n == nil {
 			return fmt.Errorf("snapshot node %d is nil", i)
 		}
 		byName[n.Name] = labels.Set(n.Labels)
 	}
-	pods := slices.DeleteFunc(slices.Clone(s.Pods), func(p *corev1.Pod) bool { return p == nil })
-	for _, a := range NodeAddresses(s.Nodes, PodsHold(pods)) {
+	for _, a := range NodeAddresses(nodes, podsHold(pods)) {
 		e.nodeIPs[a.IP] = struct{}{}
 		e.nodeByIP[a.IP] = byName[a.Node]
 	}

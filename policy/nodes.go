@@ -137,21 +137,13 @@ func SameNodeForPolicy(a, b *corev1.Node) bool {
 // PodsHold returns a podHolds for NodeAddresses: whether a pod of pods (not
 // hostNetwork) has the address.
 func PodsHold(pods []*corev1.Pod) func(netip.Addr) bool {
-	ips := make(map[netip.Addr]bool, len(pods))
+	recs := make([]*Pod, 0, len(pods))
 	for _, p := range pods {
-		if p.Spec.HostNetwork {
-			continue
-		}
-		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
-			ips[a.Unmap()] = true
-		}
-		for _, ip := range p.Status.PodIPs {
-			if a, err := netip.ParseAddr(ip.IP); err == nil {
-				ips[a.Unmap()] = true
-			}
+		if p != nil {
+			recs = append(recs, NewPod(p))
 		}
 	}
-	return func(ip netip.Addr) bool { return ips[ip.Unmap()] }
+	return podsHold(recs)
 }
 
 func parseAddrOrPrefix(s string) (netip.Addr, bool) {

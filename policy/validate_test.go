@@ -123,6 +123,9 @@ func TestSnapshotErrors(t *testing.T) {
 		{"duplicate policy", &policy.Snapshot{Policies: []*networkingv1.NetworkPolicy{Policy("x", "p"), Policy("x", "p")}}, "networkpolicy x/p: appears twice"},
 		{"duplicate pod", &policy.Snapshot{Pods: []*corev1.Pod{Pod("x", "p"), Pod("x", "p")}}, "pod x/p: appears twice"},
 		{"namespace without name", &policy.Snapshot{Namespaces: []*corev1.Namespace{Namespace("")}}, "metadata.name"},
+		{"bad pod IP in a record", &policy.Snapshot{PodRecords: []*policy.Pod{policy.NewPod(Pod("x", "p", WithIP("10.0.0.1", "fd00::zz")))}}, `pod x/p: status.podIPs[1].ip: Invalid value: "fd00::zz"`},
+		{"nil pod record", &policy.Snapshot{Pods: []*corev1.Pod{Pod("x", "p")}, PodRecords: []*policy.Pod{nil}}, "snapshot pod record 0 is nil"},
+		{"pod as object and record", &policy.Snapshot{Pods: []*corev1.Pod{Pod("x", "p")}, PodRecords: []*policy.Pod{policy.NewPod(Pod("x", "p"))}}, "pod x/p: appears twice"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -153,9 +153,9 @@ func scaleShapedPods(n, nodes int) *corev1.PodList {
 		p.CreationTimestamp = now
 		p.ManagedFields = []metav1.ManagedFieldsEntry{
 			{Manager: "load", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", Time: &now, FieldsType: "FieldsV1",
-				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:labels":{}},"f:spec":{"f:containers":{}}}`)}},
+				FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:labels":{}},"f:spec":{"f:containers":{}}}`)},
 			{Manager: "kwok", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", Time: &now, FieldsType: "FieldsV1",
-				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{"f:conditions":{},"f:podIP":{},"f:podIPs":{}}}`)}, Subresource: "status"},
+				FieldsV1: metav1.NewFieldsV1(`{"f:status":{"f:conditions":{},"f:podIP":{},"f:podIPs":{}}}`), Subresource: "status"},
 		}
 		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet",
 			Name: p.Labels["app"] + "-7d9f8c", UID: types.UID(fmt.Sprintf("rs-%d", i/10)), Controller: &yes}}

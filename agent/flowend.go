@@ -764,6 +764,9 @@ func (e *enricher) endFlow(x *endpointIndex, ct *ctEnd, rec *flowv1.Flow, now ti
 		f.Verdict, f.Reason, f.Direction = rec.GetVerdict(), rec.GetReason(), rec.GetDirection()
 		f.Ip, f.Source, f.Destination, f.Service = rec.GetIp(), rec.GetSource(), rec.GetDestination(), rec.GetService()
 		f.AllowedBy, f.RuleId = rec.GetAllowedBy(), rec.GetRuleId()
+		// An audited connection's summary says what would have decided it,
+		// as its start did.
+		f.IsolatedBy, f.DeniedBy, f.Audit = rec.GetIsolatedBy(), rec.GetDeniedBy(), rec.GetAudit()
 		p.l4.Protocol, p.l4.SourcePort, p.l4.DestinationPort = rec.GetL4().GetProtocol(), rec.GetL4().GetSourcePort(), rec.GetL4().GetDestinationPort()
 		f.L4 = &p.l4
 		if t := rec.GetTime(); t != nil {

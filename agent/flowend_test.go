@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -585,6 +586,16 @@ func TestEndFlowMapping(t *testing.T) {
 	if f.GetSource().GetPod() != "web-before" || len(f.GetAllowedBy()) != 1 || f.GetAllowedBy()[0].GetName() != "from-record" ||
 		f.GetL4().GetTcpFlags() != nil || f.GetDuration().AsDuration() != 3*time.Second || f.GetType() != flowv1.EventType_EVENT_TYPE_END {
 		t.Errorf("summary from the start's record: %v", f)
+	}
+	// An audited start: the summary says what would have decided it.
+	audited := proto.Clone(rec).(*flowv1.Flow)
+	audited.Verdict = flowv1.Verdict_VERDICT_AUDIT
+	audited.IsolatedBy = []*flowv1.PolicyRef{{Kind: "NetworkPolicy", Namespace: "shop", Name: "lockdown"}}
+	audited.Audit = &flowv1.Audit{WouldBe: flowv1.Verdict_VERDICT_DENIED, IsolatedBy: audited.IsolatedBy}
+	f = e.endFlow(&x, &ce, audited, now)
+	if f.GetVerdict() != flowv1.Verdict_VERDICT_AUDIT || f.GetAudit().GetWouldBe() != flowv1.Verdict_VERDICT_DENIED ||
+		len(f.GetAudit().GetIsolatedBy()) != 1 || len(f.GetIsolatedBy()) != 1 {
+		t.Errorf("summary of an audited connection lost what would have decided it: %v", f)
 	}
 
 	// IPv6: the same mapping.

@@ -44,20 +44,7 @@ func TestFlowEnds(t *testing.T) {
 	}
 	defer rd.Close()
 	tp.node.run(t, "conntrack", "-F")
-	drain := func() []FlowEnd {
-		var out []FlowEnd
-		for {
-			var e FlowEnd
-			err := rd.Read(&e)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return out
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, e)
-		}
-	}
+	drain := func() []FlowEnd { return drainFlowEnds(t, rd, func(*FlowEnd) bool { return true }) }
 	drain()
 	const conns = 20
 	for range conns {
@@ -167,22 +154,7 @@ func TestTCPFlowEnds(t *testing.T) {
 		_, dst := TupleAddrs(e.Orig)
 		return e.Orig.Dport == port || e.Orig.Dport == 9 || dst == netip.MustParseAddr(vip)
 	}
-	drain := func(rd *FlowEndReader) []FlowEnd {
-		var out []FlowEnd
-		for {
-			var e FlowEnd
-			err := rd.Read(&e)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return out
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ours(&e) {
-				out = append(out, e)
-			}
-		}
-	}
+	drain := func(rd *FlowEndReader) []FlowEnd { return drainFlowEnds(t, rd, ours) }
 	rd, err := p.OpenTCPFlowEnds(20 * time.Millisecond)
 	if err != nil {
 		t.Fatalf("OpenTCPFlowEnds (the kernel must load and attach a tp_btf program on %s): %v", TCPFlowEndHook, err)
@@ -322,4 +294,24 @@ func (p *pod) exchange(addr netip.Addr, port, sent, answered int, hold time.Dura
 		}
 		return nil
 	})
+}
+
+// drainFlowEnds reads rd's records until a polling interval passes without
+// one, keeping those keep accepts.
+func drainFlowEnds(t *testing.T, rd *FlowEndReader, keep func(*FlowEnd) bool) []FlowEnd {
+	t.Helper()
+	var out []FlowEnd
+	for {
+		var e FlowEnd
+		err := rd.Read(&e)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keep(&e) {
+			out = append(out, e)
+		}
+	}
 }

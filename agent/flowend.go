@@ -816,9 +816,7 @@ func setDuration(pd *durationpb.Duration, d time.Duration) *durationpb.Duration 
 func (e *enricher) judged(x *endpointIndex, ct *ctEnd, src, dst netip.Addr, dport uint16, srcEP, dstEP *policy.Endpoint) *probe.Event {
 	ev := &probe.Event{Version: probe.EventVersion, Type: probe.EventNewFlow, Verdict: probe.VerdictAllow,
 		Protocol: ct.proto, SrcIdentity: x.identityOf(src), DstIdentity: x.identityOf(dst)}
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	ev.TimestampNs = uint64(ts.Nano())
+	ev.TimestampNs = monotonicNow()
 	ev.Tuple.Saddr, ev.Tuple.Daddr = src.As16(), dst.As16()
 	ev.Tuple.Sport, ev.Tuple.Dport = ct.sport, dport
 	if vip := ct.dst; vip != dst || ct.dport != dport {
@@ -1195,12 +1193,24 @@ func (a *Agent) readFlowEnds(rd *probe.FlowEndReader, out chan<- flowEnd) {
 	}
 }
 
-// monotonicNow is CLOCK_MONOTONIC in ns, bpf_ktime_get_ns's clock.
+// monotonicNow is CLOCK_MONOTONIC in ns, bpf_ktime_get_ns's clock. It is
+// read once per record: unix.ClockGettime is a real system call (x/sys does
+// not use the vDSO), so the clock is read once at start and then advanced by
+// Go's monotonic clock, which is CLOCK_MONOTONIC read through the vDSO.
 func monotonicNow() uint64 {
+	return monoBase.ns + uint64(time.Since(monoBase.at))
+}
+
+// monoBase pairs a CLOCK_MONOTONIC reading with Go's clock at that moment.
+var monoBase = func() (b struct {
+	ns uint64
+	at time.Time
+}) {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
+	b.at, b.ns = time.Now(), uint64(ts.Nano())
+	return b
+}()
 
 // runFlowEnds runs the summaries until ctx ends; a failure to subscribe is
 // logged, not fatal (enforcement does not depend on it).

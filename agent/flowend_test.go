@@ -955,3 +955,26 @@ func TestFlowEndListenerSkipsTCP(t *testing.T) {
 		}
 	}
 }
+
+// TestMonotonicNowIsTheKernelsClock: monotonicNow (Go's clock from one
+// reading) stays on CLOCK_MONOTONIC, the clock bpf_ktime_get_ns stamps
+// records with, which an END's stop time and the starts-read mark rely on.
+func TestMonotonicNowIsTheKernelsClock(t *testing.T) {
+	read := func() uint64 {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+			t.Fatal(err)
+		}
+		return uint64(ts.Nano())
+	}
+	for range 100 {
+		before := read()
+		now := monotonicNow()
+		after := read()
+		// A microsecond of slack for the two clocks' rounding.
+		if now+1000 < before || now > after+1000 {
+			t.Fatalf("monotonicNow %d outside the kernel's [%d, %d]", now, before, after)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/kubectl-netpol/kubectl-netpol/internal/cli"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/connrate"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
@@ -153,12 +155,19 @@ func costModes(b *testing.B, smoke bool) []costMode {
 		installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
 		installMode("no-anti-spoofing", "--anti-spoofing=false"),
 		installMode("nice0", "--agent-nice=0"),
+		// The defaults serving Go's profiles, for NETPOL_COST_PPROF.
+		installMode("defaults-pprof", "--pprof"),
 		kubeRouterMode(),
 		// Experiments: the defaults with every agent thread rescheduled
 		// from the host (what the workload loses to the agent's timing
 		// rather than to its CPU).
 		rescheduledMode("defaults-nice19", "renice", "-n", "19", "-p"),
 		rescheduledMode("defaults-idle", "chrt", "-i", "-p", "0"),
+		// Experiments: the agent's own flags that install does not offer,
+		// to split the defaults' cost by feature.
+		agentArgsMode("no-flow-events", "--flow-events=false"),
+		agentArgsMode("no-history", "--history-dir="),
+		agentArgsMode("enforce-only", "--flow-events=false", "--flow-end-summaries=false", "--anti-spoofing=false", "--history-dir="),
 	}
 	names := []string{"none", "defaults", "no-flow-end-summaries", "no-anti-spoofing"}
 	if smoke {
@@ -212,9 +221,9 @@ func agentPeakRSS(node framework.Node) float64 {
 // node's agent (the thread ID appended).
 func rescheduledMode(name string, cmd ...string) costMode {
 	m := installMode(name)
-	install := m.setup
+	base := m.setup
 	m.setup = func(b *testing.B, c *framework.Cluster) {
-		install(b, c)
+		base(b, c)
 		for _, node := range framework.Nodes {
 			for _, pid := range agentPIDs(node) {
 				tids, _ := os.ReadDir("/proc/" + pid + "/task")
@@ -224,6 +233,43 @@ func rescheduledMode(name string, cmd ...string) costMode {
 					}
 				}
 			}
+		}
+	}
+	return m
+}
+
+// agentArgsMode is the defaults with args appended to the agent's command
+// line (the DaemonSet updated and rolled out on every node).
+func agentArgsMode(name string, args ...string) costMode {
+	m := installMode(name)
+	base := m.setup
+	m.setup = func(b *testing.B, c *framework.Cluster) {
+		base(b, c)
+		ctx := framework.Context(b, 3*time.Minute)
+		dsc := c.Client.AppsV1().DaemonSets(install.DefaultNamespace)
+		ds, err := dsc.Get(ctx, install.AgentName, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctr := &ds.Spec.Template.Spec.Containers[0]
+		ctr.Args = append(ctr.Args, args...)
+		if ds, err = dsc.Update(ctx, ds, metav1.UpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			cur, err := dsc.Get(ctx, install.AgentName, metav1.GetOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			st := cur.Status
+			if st.ObservedGeneration >= ds.Generation && st.UpdatedNumberScheduled == st.DesiredNumberScheduled &&
+				st.NumberReady == st.DesiredNumberScheduled && st.NumberUnavailable == 0 && len(agentPIDs(framework.Nodes[0])) == 1 {
+				return
+			}
+			if ctx.Err() != nil {
+				b.Fatalf("agent DaemonSet with %v did not roll out: %+v", args, st)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	return m
@@ -501,9 +547,11 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			}
 			lost0, seen0 := agentFlowCounts(b, c, m)
 			busy0, all0 := machineCPU()
-			stopPerf := perfRecord(b, fmt.Sprintf("round%d-%s", round, m.name))
+			stopPerf := perfRecord(b, fmt.Sprintf("round%d-%s", round, m.name), m, nodeC, nodeA)
+			stopPprof := agentProfiles(b, m, fmt.Sprintf("round%d-%s", round, m.name), secs, nodeC, nodeA)
 			r.cps = connectRate(crrAddr)
 			stopPerf()
+			stopPprof()
 			busy1, all1 := machineCPU()
 			if all1 > all0 && r.cps > 0 {
 				r.machineBusy = (busy1 - busy0) / (all1 - all0)
@@ -646,10 +694,11 @@ func agentFlowCounts(b *testing.B, c *framework.Cluster, m costMode) (lost, seen
 }
 
 // perfRecord samples the whole machine (perf record -a -g) into
-// NETPOL_COST_PERF/NAME.data until the returned function is called; without
+// NETPOL_COST_PERF/NAME.data (at NETPOL_COST_PERF_FREQ Hz, default 499)
+// until the returned function is called; without
 // NETPOL_COST_PERF it does nothing. `perf report -i F --sort comm` then says
 // which processes (and softirqs) a mode's extra CPU per connection went to.
-func perfRecord(b *testing.B, name string) (stop func()) {
+func perfRecord(b *testing.B, name string, m costMode, nodes ...framework.Node) (stop func()) {
 	dir := os.Getenv("NETPOL_COST_PERF")
 	if dir == "" {
 		return func() {}
@@ -657,7 +706,21 @@ func perfRecord(b *testing.B, name string) (stop func()) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-o", filepath.Join(dir, name+".data"))
+	freq := cmp.Or(os.Getenv("NETPOL_COST_PERF_FREQ"), "499")
+	target := []string{"-a"}
+	// NETPOL_COST_PERF_AGENT=1: the agents' processes only (user and
+	// kernel side of their own work), at a rate that resolves them.
+	if os.Getenv("NETPOL_COST_PERF_AGENT") != "" {
+		if m.agentCPU == nil {
+			return func() {}
+		}
+		var pids []string
+		for _, n := range nodes {
+			pids = append(pids, agentPIDs(n)...)
+		}
+		target = []string{"-p", strings.Join(slices.Compact(slices.Sorted(slices.Values(pids))), ",")}
+	}
+	cmd := exec.Command("perf", append(append([]string{"record"}, target...), "-g", "-F", freq, "-o", filepath.Join(dir, name+".data"))...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("perf record: %v", err)
@@ -666,6 +729,48 @@ func perfRecord(b *testing.B, name string) (stop func()) {
 	return func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
+	}
+}
+
+// agentProfiles fetches each node's agent CPU profile over the next secs
+// into NETPOL_COST_PPROF/NAME-NODE.pprof (the mode must serve them:
+// defaults-pprof); without NETPOL_COST_PPROF it does nothing. The returned
+// function waits for the profiles.
+func agentProfiles(b *testing.B, m costMode, name string, secs float64, nodes ...framework.Node) (wait func()) {
+	dir := os.Getenv("NETPOL_COST_PPROF")
+	if dir == "" || m.agentCPU == nil {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	var cmds []*exec.Cmd
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		if seen[n.Name] {
+			continue
+		}
+		seen[n.Name] = true
+		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", install.AgentHTTPPort, int(secs))
+		// Written from here: the node's mount namespace has its own /tmp.
+		f, err := os.Create(filepath.Join(dir, name+"-"+n.Name+".pprof"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { f.Close() })
+		cmd := n.Command("curl", "-sf", url)
+		cmd.Stdout = f
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("curl %s on %s: %v", url, n.Name, err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	return func() {
+		for _, cmd := range cmds {
+			if err := cmd.Wait(); err != nil {
+				b.Logf("%v: %v (does mode %s serve profiles? defaults-pprof does)", cmd.Args, err, m.name)
+			}
+		}
 	}
 }
 

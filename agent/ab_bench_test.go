@@ -190,6 +190,7 @@ func BenchmarkAgentAB(b *testing.B) {
 		{name: "none"},
 		{name: "defaults", on: true},
 		{name: "netlink", on: true, cfg: func(c *Config) { c.FlowEndSource = FlowEndSourceNetlink }},
+		{name: "kernel-tcp", on: true, cfg: func(c *Config) { c.FlowEndSource = FlowEndSourceKernelTCP }},
 		{name: "netlink-old", on: true, legacy: true},
 		{name: "no-anti-spoofing", on: true, cfg: func(c *Config) { c.AntiSpoofing = false }},
 		{name: "no-flow-ends", on: true, cfg: func(c *Config) { c.FlowEndSummaries = false }},

@@ -71,7 +71,8 @@ type Config struct {
 	// bytes and duration when a local pod's connection ends (conntrack).
 	FlowEndSummaries bool
 	// FlowEndSource chooses where summaries come from: FlowEndSourceAuto
-	// (default), FlowEndSourceKernel or FlowEndSourceNetlink.
+	// (default), FlowEndSourceKernel, FlowEndSourceKernelTCP (TCP only) or
+	// FlowEndSourceNetlink.
 	FlowEndSource string
 
 	// HistoryDir keeps the node's aggregated connection history across
@@ -161,6 +162,12 @@ const syncKey = "node"
 func New(cfg Config) (*Agent, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("the node name is not set: run the agent with --node-name or NODE_NAME (the DaemonSet sets it from spec.nodeName)")
+	}
+	switch cfg.FlowEndSource {
+	case FlowEndSourceAuto, FlowEndSourceKernel, FlowEndSourceKernelTCP, FlowEndSourceNetlink:
+	default:
+		return nil, fmt.Errorf("--flow-end-source=%q: want %q, %q, %q or empty (the default: the kernel's records where they load, else netlink)",
+			cfg.FlowEndSource, FlowEndSourceKernel, FlowEndSourceKernelTCP, FlowEndSourceNetlink)
 	}
 	if cfg.PinRoot == "" {
 		cfg.PinRoot = probe.DefaultPinRoot

@@ -991,9 +991,12 @@ const (
 	FlowEndSourceKernel = "kernel"
 	// FlowEndSourceNetlink: conntrack DESTROY events over ctnetlink.
 	FlowEndSourceNetlink = "netlink"
-	// flowEndSourceKernelTCP names the TCP socket states' records in status
-	// and metrics.
-	flowEndSourceKernelTCP = "kernel-tcp"
+	// FlowEndSourceKernelTCP: TCP summaries only, from the TCP socket
+	// states (probe.OpenTCPFlowEnds), and no conntrack listener at all:
+	// the kernel builds no netlink message per ended connection of any
+	// protocol, and UDP, SCTP and ICMP flows get no summary. Also the name
+	// of the socket states' records in status and metrics.
+	FlowEndSourceKernelTCP = "kernel-tcp"
 )
 
 // flowEndUse is one source of summaries and the protocols it serves.
@@ -1012,6 +1015,17 @@ const (
 func (a *Agent) startFlowEnds(netnsFD int) (stop func(), err error) {
 	src := a.cfg.FlowEndSource
 	why := "chosen by --flow-end-source"
+	if src == FlowEndSourceKernelTCP {
+		rd, err := a.probe.OpenTCPFlowEnds(a.cfg.ReadPoll)
+		if err != nil {
+			return nil, err
+		}
+		a.setFlowEndSources(why+": no summaries of UDP, SCTP and ICMP flows", flowEndUse{FlowEndSourceKernelTCP, protocolsTCP})
+		events := make(chan flowEnd, flowEndQueue)
+		stopRead := a.startReadFlowEnds(rd, events)
+		done := a.startSummaries(events)
+		return func() { stopRead(); close(events); <-done }, nil
+	}
 	if src == FlowEndSourceAuto || src == FlowEndSourceKernel {
 		fd := netnsFD
 		if fd == 0 {
@@ -1033,7 +1047,7 @@ func (a *Agent) startFlowEnds(netnsFD int) (stop func(), err error) {
 				return nil, err
 			}
 			klog.InfoS("Flow-end summaries: TCP from the socket states, other protocols from conntrack netlink events", "reason", errCT)
-			a.setFlowEndSources("no program on "+probe.FlowEndHook+": "+errCT.Error(), flowEndUse{flowEndSourceKernelTCP, protocolsTCP}, flowEndUse{FlowEndSourceNetlink, protocolsNonTCP})
+			a.setFlowEndSources("no program on "+probe.FlowEndHook+": "+errCT.Error(), flowEndUse{FlowEndSourceKernelTCP, protocolsTCP}, flowEndUse{FlowEndSourceNetlink, protocolsNonTCP})
 			// The listener closes the queue: the reader stops first.
 			stopRead := a.startReadFlowEnds(rd, l.events)
 			done := a.startSummaries(l.events)
@@ -1086,7 +1100,7 @@ func (a *Agent) tcpEndsFromSockets() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, u := range a.flowEndSources {
-		if u.source == flowEndSourceKernelTCP {
+		if u.source == FlowEndSourceKernelTCP {
 			return true
 		}
 	}
@@ -1109,7 +1123,7 @@ func (a *Agent) flowEndSourceCheck() *flowv1.NodeCheck {
 		switch u.source {
 		case FlowEndSourceKernel:
 			d = "kernel: a BPF program on " + probe.FlowEndHook + " writes one record per ended connection into a ring buffer read in batches"
-		case flowEndSourceKernelTCP:
+		case FlowEndSourceKernelTCP:
 			d = "kernel-tcp: a BPF program on the TCP socket states (" + probe.TCPFlowEndHook + ") writes one record per closed connection into a ring buffer read in batches"
 		case FlowEndSourceNetlink:
 			d = "netlink: conntrack DESTROY events (one message per ended connection, costlier)"

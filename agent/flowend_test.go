@@ -105,12 +105,19 @@ func (n *feNode) addPod(t testing.TB, ip string) *feNS {
 // flow-end summaries for the node namespace, with the given cluster.
 func startFlowEndAgent(t testing.TB, node *feNode, objs ...k8sruntime.Object) *Agent {
 	t.Helper()
+	return startFlowEndAgentFrom(t, node, FlowEndSourceAuto, objs...)
+}
+
+// startFlowEndAgentFrom is startFlowEndAgent with summaries from source
+// (Config.FlowEndSource).
+func startFlowEndAgentFrom(t testing.TB, node *feNode, source string, objs ...k8sruntime.Object) *Agent {
+	t.Helper()
 	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-fe-%d", os.Getpid())
 	var a *Agent
 	err := node.in(func() error {
 		var err error
 		a, err = New(Config{Client: fake.NewClientset(objs...), NodeName: feNodeName, PinRoot: pinRoot,
-			Datapath: probe.DefaultConfig, FlowEndSummaries: true, ReadPoll: 10 * time.Millisecond})
+			Datapath: probe.DefaultConfig, FlowEndSummaries: true, FlowEndSource: source, ReadPoll: 10 * time.Millisecond})
 		return err
 	})
 	if err != nil {
@@ -976,5 +983,77 @@ func TestMonotonicNowIsTheKernelsClock(t *testing.T) {
 			t.Fatalf("monotonicNow %d outside the kernel's [%d, %d]", now, before, after)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestFlowEndSourceKernelTCP: --flow-end-source=kernel-tcp summarizes TCP
+// connections from the socket states and opens no conntrack listener, so a
+// UDP flow's end gives no summary, and status and the metric say so.
+func TestFlowEndSourceKernelTCP(t *testing.T) {
+	requirePrivileged(t)
+	node := newFeNode(t)
+	const aIP, cIP = "10.78.1.11", "10.78.1.12"
+	podA, podC := node.addPod(t, aIP), node.addPod(t, cIP)
+	a := onNodeFE(pt.Pod("shop", "a", pt.WithLabels("app=db"), pt.WithIP(aIP)))
+	c := onNodeFE(pt.Pod("shop", "c", pt.WithLabels("app=web"), pt.WithIP(cIP)))
+	ag := startFlowEndAgentFrom(t, node, FlowEndSourceKernelTCP, pt.Namespace("shop"), a, c)
+
+	var l net.Listener
+	if err := podA.in(func() (err error) { l, err = net.Listen("tcp", aIP+":8080"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if conn, err := l.Accept(); err == nil {
+			io.Copy(io.Discard, conn)
+			conn.Close()
+		}
+	}()
+	var conn net.Conn
+	if err := podC.in(func() (err error) { conn, err = net.DialTimeout("tcp", aIP+":8080", 5*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	sport := conn.LocalAddr().(*net.TCPAddr).Port
+	conn.Write([]byte("hello"))
+	conn.Close()
+	f := waitEnd(t, ag, flowv1.Protocol_PROTOCOL_TCP, cIP, sport, 10*time.Second, nil)
+	if f.GetIp().GetDestination() != aIP || f.GetSource().GetPod() != "c" || f.GetDestination().GetPod() != "a" {
+		t.Errorf("TCP END: %v", f)
+	}
+
+	// A UDP flow that ends: no listener, no summary (the TCP END above
+	// shows the pipeline works; 2 polls + 50 ms is the longest an end waits).
+	var pc net.PacketConn
+	if err := podA.in(func() (err error) { pc, err = net.ListenPacket("udp", aIP+":5353"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	usport := sendUDP(t, podC, aIP+":5353")
+	node.deleteCT(t, unix.IPPROTO_UDP, cIP, usport)
+	time.Sleep(2*ag.cfg.ReadPoll + 300*time.Millisecond)
+	for _, f := range ends(t, ag) {
+		if f.GetL4().GetProtocol() != flowv1.Protocol_PROTOCOL_TCP {
+			t.Errorf("an END for a %v flow with TCP summaries only: %v", f.GetL4().GetProtocol(), f)
+		}
+	}
+	check := ag.flowEndSourceCheck()
+	if !check.GetOk() || !strings.Contains(check.GetDetail(), "tcp from kernel-tcp") || strings.Contains(check.GetDetail(), "netlink") ||
+		!strings.Contains(check.GetDetail(), "no summaries of UDP") {
+		t.Errorf("flow-end-source check: %v", check)
+	}
+	if got := labelledGauge(t, ag, "kubectl_netpol_flow_end_source", map[string]string{"source": "kernel-tcp", "protocols": "tcp"}); got != 1 {
+		t.Errorf("kubectl_netpol_flow_end_source{kernel-tcp,tcp} = %v, want 1", got)
+	}
+	if got := labelledGauge(t, ag, "kubectl_netpol_flow_end_source", map[string]string{"source": "netlink", "protocols": "udp,sctp,icmp"}); got != 0 {
+		t.Errorf("kubectl_netpol_flow_end_source{netlink} = %v, want 0 (no listener)", got)
+	}
+}
+
+// TestFlowEndSourceNamesTheFix: an unknown --flow-end-source is refused up
+// front, naming the flag and the values it takes.
+func TestFlowEndSourceNamesTheFix(t *testing.T) {
+	_, err := New(Config{NodeName: "n1", FlowEndSource: "kernal"})
+	if err == nil || !strings.Contains(err.Error(), `--flow-end-source="kernal"`) || !strings.Contains(err.Error(), `"kernel-tcp"`) {
+		t.Fatalf("New with --flow-end-source=kernal: %v", err)
 	}
 }

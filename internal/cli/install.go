@@ -105,6 +105,7 @@ type InstallOptions struct {
 	AntiSpoofing     bool
 	KeepEstablished  bool
 	FlowEndSummaries bool
+	FlowEndProtocols string
 	// AgentNice is the agents' niceness (0-19).
 	AgentNice int
 	// History keeps each node's connection history, within these budgets
@@ -204,6 +205,7 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.StringVarP(&o.Output, "output", "o", "", "With --dry-run=client, print the manifests: yaml or json")
 	fl.BoolVar(&o.AntiSpoofing, "anti-spoofing", true, "Drop packets a pod sends with a source address that is not its own (turn off for pods that route or forward others' traffic)")
 	fl.BoolVar(&o.FlowEndSummaries, "flow-end-summaries", true, "Report each ended connection of a local pod with its packets, bytes and duration (from conntrack; counts need net.netfilter.nf_conntrack_acct=1 on the nodes)")
+	fl.StringVar(&o.FlowEndProtocols, "flow-end-protocols", "all", `Which ended connections get a summary: "all", or "tcp" (TCP only, read from the sockets' states with no conntrack listener: cheaper per connection, no UDP/SCTP/ICMP summaries; docs/install.md)`)
 	fl.IntVar(&o.AgentNice, "agent-nice", install.DefaultAgentNice, "Niceness of the agents' user space (0-19; enforcement runs in the kernel either way): above 0 their flow processing and compiles yield the CPU to the node's workloads, and on a saturated node flow events are dropped and counted instead of slowing pods; 0 gives them the workloads' priority")
 	fl.BoolVar(&o.History, "history", true, "Keep an aggregated history of judged connections on each node (under "+install.HistoryDir+"), which whatif, unused and watch --since read")
 	fl.StringVar(&o.HistoryMemory, "history-memory", "", "Memory budget of each agent's connection history, e.g. 128Mi (default 64Mi; docs/perf.md gives the sizing)")
@@ -228,6 +230,9 @@ func (o *InstallOptions) Complete() error {
 	if err != nil {
 		return fmt.Errorf("--node-selector: %w", err)
 	}
+	if o.FlowEndProtocols != "all" && o.FlowEndProtocols != "tcp" {
+		return fmt.Errorf("--flow-end-protocols %q: use all (the default) or tcp", o.FlowEndProtocols)
+	}
 	if o.AgentNice < 0 || o.AgentNice > 19 {
 		return fmt.Errorf("--agent-nice %d: use 0 (the workloads' priority) to 19 (the lowest)", o.AgentNice)
 	}
@@ -239,6 +244,7 @@ func (o *InstallOptions) Complete() error {
 		NoAntiSpoofing:     !o.AntiSpoofing,
 		KeepEstablished:    o.KeepEstablished,
 		NoFlowEndSummaries: !o.FlowEndSummaries,
+		FlowEndTCPOnly:     o.FlowEndProtocols == "tcp",
 		Nice:               &o.AgentNice,
 		MountBPFFS:         o.MountBPFFS,
 		NoHistory:          !o.History,

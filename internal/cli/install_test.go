@@ -161,6 +161,24 @@ func TestInstallDryRunNamesObjects(t *testing.T) {
 
 // TestInstallBadFlags: each mistake is refused before the cluster is
 // contacted (offlineFactory fails the test otherwise), naming the fix.
+// TestInstallFlowEndProtocolsTCP: --flow-end-protocols=tcp gives the
+// agent TCP summaries from the sockets' states only.
+func TestInstallFlowEndProtocolsTCP(t *testing.T) {
+	args := []string{"--dry-run=client", "-o", "yaml", "--image", "example.test/netpol-agent:v0.1.0"}
+	plain, _, err := runInstall(t, offlineFactory(t), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, _, err := runInstall(t, offlineFactory(t), append(args, "--flow-end-protocols=tcp")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const arg = "--flow-end-source=kernel-tcp"
+	if strings.Contains(plain, arg) || !strings.Contains(tcp, arg) {
+		t.Errorf("%s: in the default manifest %v, with --flow-end-protocols=tcp %v", arg, strings.Contains(plain, arg), strings.Contains(tcp, arg))
+	}
+}
+
 func TestInstallBadFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -175,6 +193,7 @@ func TestInstallBadFlags(t *testing.T) {
 		{[]string{"--dry-run=client", "-o", "wide"}, "unknown output format"},
 		{[]string{"--dry-run=maybe"}, "unknown --dry-run"},
 		{[]string{"--timeout", "0s"}, "--timeout must be positive"},
+		{[]string{"--flow-end-protocols", "udp"}, `--flow-end-protocols "udp": use all (the default) or tcp`},
 		{[]string{"-n", "Bad_Namespace"}, `namespace "Bad_Namespace"`},
 		{[]string{"extra"}, "unknown command"},
 	} {

@@ -63,6 +63,10 @@ type Options struct {
 	// NoFlowEndSummaries turns off the summaries (packets, bytes, duration)
 	// of ended connections; the agent's --flow-end-summaries=false.
 	NoFlowEndSummaries bool
+	// FlowEndTCPOnly summarizes TCP connections only, from the sockets'
+	// states, with no conntrack listener (cheaper per connection; no UDP,
+	// SCTP or ICMP summaries); the agent's --flow-end-source=kernel-tcp.
+	FlowEndTCPOnly bool
 	// Nice is the agent's niceness (nil: DefaultAgentNice); the agent's
 	// --nice.
 	Nice *int
@@ -125,6 +129,8 @@ func (o Options) agentArgs() []string {
 	}
 	if o.NoFlowEndSummaries {
 		args = append(args, "--flow-end-summaries=false")
+	} else if o.FlowEndTCPOnly {
+		args = append(args, "--flow-end-source=kernel-tcp")
 	}
 	if o.Nice != nil && *o.Nice != DefaultAgentNice {
 		args = append(args, fmt.Sprintf("--nice=%d", *o.Nice))

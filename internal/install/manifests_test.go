@@ -245,6 +245,8 @@ func TestAgentArgs(t *testing.T) {
 		{func(o *Options) { o.Pprof = true }, []string{"--v=2", "--pprof"}},
 		{func(o *Options) { o.KeepEstablished = true }, []string{"--v=2", "--keep-established"}},
 		{func(o *Options) { o.NoFlowEndSummaries = true }, []string{"--v=2", "--flow-end-summaries=false"}},
+		{func(o *Options) { o.FlowEndTCPOnly = true }, []string{"--v=2", "--flow-end-source=kernel-tcp"}},
+		{func(o *Options) { o.FlowEndTCPOnly, o.NoFlowEndSummaries = true, true }, []string{"--v=2", "--flow-end-summaries=false"}},
 		{func(o *Options) { o.NoHistory = true }, []string{"--v=2", "--history-dir="}},
 		{func(o *Options) { o.Nice = new(0) }, []string{"--v=2", "--nice=0"}},
 		{func(o *Options) { o.Nice = new(DefaultAgentNice) }, []string{"--v=2"}},

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -25,7 +26,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/cilium/ebpf"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/cli"
+	"golang.org/x/sys/unix"
+
 	"github.com/kubectl-netpol/kubectl-netpol/internal/connrate"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
@@ -154,6 +158,7 @@ func costModes(b *testing.B, smoke bool) []costMode {
 		installMode("defaults"),
 		installMode("no-flow-end-summaries", "--flow-end-summaries=false"),
 		installMode("no-anti-spoofing", "--anti-spoofing=false"),
+		installMode("tcp-ends-only", "--flow-end-protocols=tcp"),
 		installMode("nice0", "--agent-nice=0"),
 		// The defaults serving Go's profiles, for NETPOL_COST_PPROF.
 		installMode("defaults-pprof", "--pprof"),
@@ -351,8 +356,10 @@ func costMedian(v []float64) float64 {
 // as long, client processes on CPU 0 and servers on CPU 1, inside the pods'
 // network namespaces. Reported: medians per mode, ratios to no enforcer, and
 // the agent process's CPU per connection during the connect-rate run (user
-// space; the kernel side shows in the rate). The load average at the start
-// and end is reported: this machine is shared.
+// space), the datapath programs' run time per connection by program (the
+// kernel's BPF statistics, on for the whole run), the whole machine's busy
+// CPU per connection, and the flows seen and events lost. The load average
+// at the start and end is reported: this machine is shared.
 //
 // NETPOL_COST_MODES picks the modes (none first; kube-router is the peer
 // of make bench-peers-datapath: one enforcer at a time, each removed before
@@ -508,8 +515,13 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	type result struct {
 		cps, svcCPS, bps, cpuPerConn, machinePerConn, machineBusy float64
 		lost, seenPerConn                                         float64
+		// bpfPerConn is each datapath program's run time per connection
+		// (all nodes), bpfTotal their sum.
+		bpfPerConn map[string]float64
+		bpfTotal   float64
 	}
 	res := map[string][]result{}
+	enableBPFStats(b)
 	load0 := loadAverage()
 	// -benchtime Nx (N > 1) runs the whole benchmark once with b.N = 1
 	// first, set-up included; NETPOL_COST_ROUNDS with -benchtime 1x does not.
@@ -547,12 +559,22 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			}
 			lost0, seen0 := agentFlowCounts(b, c, m)
 			busy0, all0 := machineCPU()
+			bpf0 := bpfRuntime(b)
 			stopPerf := perfRecord(b, fmt.Sprintf("round%d-%s", round, m.name), m, nodeC, nodeA)
 			stopPprof := agentProfiles(b, m, fmt.Sprintf("round%d-%s", round, m.name), secs, nodeC, nodeA)
 			r.cps = connectRate(crrAddr)
 			stopPerf()
 			stopPprof()
 			busy1, all1 := machineCPU()
+			if r.cps > 0 {
+				r.bpfPerConn = map[string]float64{}
+				for name, t := range bpfRuntime(b) {
+					if d := float64((t - bpf0[name]).Nanoseconds()) / (r.cps * secs); d > 0 {
+						r.bpfPerConn[name] = d
+						r.bpfTotal += d
+					}
+				}
+			}
 			if all1 > all0 && r.cps > 0 {
 				r.machineBusy = (busy1 - busy0) / (all1 - all0)
 				r.machinePerConn = (busy1 - busy0) / (r.cps * secs)
@@ -567,8 +589,12 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			if svcAddr != "" {
 				r.svcCPS = connectRate(svcAddr)
 			}
-			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, %.2f flows seen/conn, %.0f events lost, machine %.0f µs CPU/conn (%.0f %% busy), load %.2f",
-				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, r.seenPerConn, r.lost, r.machinePerConn*1e6, r.machineBusy*100, loadAverage())
+			var progs []string
+			for _, name := range slices.Sorted(maps.Keys(r.bpfPerConn)) {
+				progs = append(progs, fmt.Sprintf("%s %.2f", name, r.bpfPerConn[name]/1e3))
+			}
+			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, BPF programs %.1f µs/conn (%s), %.2f flows seen/conn, %.0f events lost, machine %.0f µs CPU/conn (%.0f %% busy), load %.2f",
+				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, r.bpfTotal/1e3, strings.Join(progs, ", "), r.seenPerConn, r.lost, r.machinePerConn*1e6, r.machineBusy*100, loadAverage())
 			res[m.name] = append(res[m.name], r)
 		}
 	}
@@ -599,6 +625,7 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 		b.ReportMetric(pick(m.name, bps)/baseBPS, "iperf3-ratio-"+m.name)
 		b.ReportMetric(pick(m.name, func(r result) float64 { return r.cpuPerConn })/1e3, "agent-µs/conn-"+m.name)
+		b.ReportMetric(pick(m.name, func(r result) float64 { return r.bpfTotal })/1e3, "bpf-µs/conn-"+m.name)
 		b.ReportMetric(pick(m.name, func(r result) float64 { return r.seenPerConn }), "flows-seen/conn-"+m.name)
 		b.ReportMetric(pick(m.name, func(r result) float64 { return r.lost }), "events-lost-"+m.name)
 	}
@@ -772,6 +799,42 @@ func agentProfiles(b *testing.B, m costMode, name string, secs float64, nodes ..
 			}
 		}
 	}
+}
+
+// bpfRuntime is the run time of every loaded BPF program whose name starts
+// with netpol_ (every node's agent's, which share this kernel), by name; the
+// kernel counts it only while BPF statistics are enabled (see
+// enableBPFStats).
+func bpfRuntime(b *testing.B) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return out
+		}
+		id = next
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // unloaded meanwhile
+		}
+		info, ierr := prog.Info()
+		st, serr := prog.Stats()
+		prog.Close()
+		if ierr == nil && serr == nil && strings.HasPrefix(info.Name, "netpol_") {
+			out[info.Name] += st.Runtime
+		}
+	}
+}
+
+// enableBPFStats turns the kernel's BPF run-time statistics on until the
+// benchmark ends: each program run costs two clock reads more, in every
+// mode alike (none runs no program).
+func enableBPFStats(b *testing.B) {
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		b.Fatalf("enabling BPF run-time statistics: %v", err)
+	}
+	b.Cleanup(func() { stats.Close() })
 }
 
 // machineCPU is the machine's busy and total CPU time so far, in seconds

@@ -278,7 +278,14 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	}
 	// The local pods of one datapath identity (the replicas of a workload)
 	// have the same policy: compiled once, their entries shared.
-	plain := map[resolvedKey]EndpointPolicy{}
+	plain := map[resolvedKey]*plainDir{}
+	var plainDirs []*plainDir
+	cc := e.compileCache()
+	if cc != nil {
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		cc.observe(idents, nodes)
+	}
 	for _, k := range epKeys {
 		pi := locals[k]
 		ep := Endpoint{ID: epIDs[k], Namespace: pi.pod.Namespace, Name: pi.pod.Name,
@@ -292,22 +299,67 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 				continue
 			}
 			key := resolvedKey{podIdent[pi], d.dir}
-			pol, ok := plain[key]
+			pd, ok := plain[key]
 			if !ok {
-				pol = c.direction(d.dir, pi)
-				plain[key] = pol
+				pd = c.plainDirection(cc, d.dir, pi, podIdent[pi])
+				plain[key] = pd
+				if pd.slots != nil {
+					plainDirs = append(plainDirs, pd)
+				}
 			}
-			*d.out = pol
-			d.out.IsolatedBy = slices.Clone(pol.IsolatedBy)
+			*d.out = pd.out
+			d.out.IsolatedBy = slices.Clone(pd.out.IsolatedBy)
 		}
 		dp.Endpoints = append(dp.Endpoints, ep)
 	}
 	sort.Slice(dp.Endpoints, func(i, j int) bool { return dp.Endpoints[i].ID < dp.Endpoints[j].ID })
 
-	if err := c.assignRuleIDs(dp); err != nil {
+	final, err := c.assignRuleIDs(dp, plainDirs)
+	if err != nil {
 		return nil, err
 	}
+	if cc != nil {
+		cc.finish(plainDirs, final, dp)
+	}
 	return dp, nil
+}
+
+// compileCache is the Engine's Cache's, or nil.
+func (e *Engine) compileCache() *compileCache {
+	if e.cache == nil {
+		return nil
+	}
+	return e.cache.compiled
+}
+
+// plainDirection is direction through cc (nil: no cache): a cached
+// direction still valid is reused, its rules registered as a fresh compile
+// would; slots is nil when no policy selects the subject.
+func (c *compiler) plainDirection(cc *compileCache, dir Direction, pi *podInfo, subject *dpIdentity) *plainDir {
+	di := dirIndex(dir)
+	pols := pi.ident.selectedBy[di]
+	pd := &plainDir{key: cachedDirKey{subject.key, dir}, pols: pols, subject: pi}
+	if len(pols) == 0 {
+		return pd
+	}
+	pd.slots = []uint32{}
+	if cc != nil {
+		if cd := cc.lookup(pd.key, pols, pi); cd != nil {
+			pd.reused = cd
+			pd.out = EndpointPolicy{Isolated: true, Entries: cd.entries}
+			for _, p := range pols {
+				pd.out.IsolatedBy = append(pd.out.IsolatedBy, p.ref)
+				for ri := range p.rules[di] {
+					c.ruleSlots(&p.rules[di][ri], func(id uint32, _ *peerInfo, _ *portInfo) {
+						pd.slots = append(pd.slots, id)
+					})
+				}
+			}
+			return pd
+		}
+	}
+	pd.out = c.direction(dir, pi, &pd.slots)
+	return pd
 }
 
 type compiler struct {
@@ -392,8 +444,11 @@ func (c *compiler) slot(s ruleSlot, meaning func() CompiledRule) uint32 {
 	return id
 }
 
-// assignRuleIDs replaces placeholders by stable IDs, derived from ruleKey.
-func (c *compiler) assignRuleIDs(dp *Datapath) error {
+// assignRuleIDs replaces placeholders by stable IDs, derived from ruleKey,
+// in the entries of dp's endpoints except the reused plain directions' (which
+// carry final IDs already); final maps a placeholder (minus FirstRuleID) to
+// its ID.
+func (c *compiler) assignRuleIDs(dp *Datapath, plain []*plainDir) ([]uint32, error) {
 	// An audited decision is named by its two parts, numbered before it.
 	keys := make([]string, len(c.rules))
 	partKey := func(v uint32) string {
@@ -417,7 +472,7 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 	}
 	ids, err := stableIDs(keys, uint64(FirstRuleID), uint64(RuleAudit))
 	if err != nil {
-		return fmt.Errorf("compiling rule IDs: %w", err)
+		return nil, fmt.Errorf("compiling rule IDs: %w", err)
 	}
 	final := make([]uint32, len(c.rules))
 	for i, k := range keys {
@@ -445,6 +500,11 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 	sort.Slice(dp.Rules, func(i, j int) bool { return dp.Rules[i].ID < dp.Rules[j].ID })
 	// Endpoints of one identity share their entries: rewrite each once.
 	done := map[*Entry]bool{}
+	for _, pd := range plain {
+		if pd.reused != nil {
+			done[&pd.out.Entries[0]] = true
+		}
+	}
 	for i := range dp.Endpoints {
 		for _, ep := range []*EndpointPolicy{&dp.Endpoints[i].Ingress, &dp.Endpoints[i].Egress} {
 			if len(ep.Entries) == 0 || done[&ep.Entries[0]] {
@@ -459,11 +519,12 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 			}
 		}
 	}
-	return nil
+	return final, nil
 }
 
-// direction compiles one direction of a local pod.
-func (c *compiler) direction(dir Direction, pi *podInfo) EndpointPolicy {
+// direction compiles one direction of a local pod, appending the
+// placeholders of its rules to slots.
+func (c *compiler) direction(dir Direction, pi *podInfo, slots *[]uint32) EndpointPolicy {
 	di := dirIndex(dir)
 	pols := pi.ident.selectedBy[di]
 	var out EndpointPolicy
@@ -482,7 +543,7 @@ func (c *compiler) direction(dir Direction, pi *podInfo) EndpointPolicy {
 	chunks := [][]Entry{node}
 	for _, pol := range pols {
 		for ri := range pol.rules[di] {
-			chunks = c.rule(chunks, dir, pi, &pol.rules[di][ri])
+			chunks = c.rule(chunks, dir, pi, &pol.rules[di][ri], slots)
 		}
 	}
 	// One allocation of the final size: the chunks are mostly the shared
@@ -500,38 +561,43 @@ func (c *compiler) direction(dir Direction, pi *podInfo) EndpointPolicy {
 
 // rule appends the entries of one rule, as chunks: the cross product of its
 // peers and ports, resolving named ports against the destination pod.
-func (c *compiler) rule(out [][]Entry, dir Direction, subject *podInfo, r *ruleInfo) [][]Entry {
-	type peerSpec struct {
-		idx int
-		p   *peerInfo // nil: every peer
-	}
-	peers := []peerSpec{{idx: -1}}
-	if !r.allPeers {
-		peers = peers[:0]
-		for i := range r.peers {
-			peers = append(peers, peerSpec{idx: i, p: &r.peers[i]})
+func (c *compiler) rule(out [][]Entry, dir Direction, subject *podInfo, r *ruleInfo, slots *[]uint32) [][]Entry {
+	c.ruleSlots(r, func(id uint32, p *peerInfo, pt *portInfo) {
+		*slots = append(*slots, id)
+		if es := c.peerPortShared(dir, subject, p, pt, id); len(es) > 0 {
+			out = append(out, es)
 		}
-	}
-	portIdx := []int{-1}
-	if !r.allPorts {
-		portIdx = portIdx[:0]
-		for i := range r.ports {
-			portIdx = append(portIdx, i)
-		}
-	}
-	for _, ps := range peers {
-		for _, pix := range portIdx {
-			id := c.placeholder(r, ps.idx, pix)
-			var pt *portInfo
-			if pix >= 0 {
-				pt = &r.ports[pix]
-			}
-			if es := c.peerPortShared(dir, subject, ps.p, pt, id); len(es) > 0 {
-				out = append(out, es)
-			}
-		}
-	}
+	})
 	return out
+}
+
+// ruleSlots registers the (peer, port) pairs of a rule, in order, giving
+// each its placeholder (p nil: every peer; pt nil: every port).
+func (c *compiler) ruleSlots(r *ruleInfo, visit func(id uint32, p *peerInfo, pt *portInfo)) {
+	plo, phi := slotRange(r.allPeers, len(r.peers))
+	xlo, xhi := slotRange(r.allPorts, len(r.ports))
+	for pi := plo; pi < phi; pi++ {
+		var p *peerInfo
+		if pi >= 0 {
+			p = &r.peers[pi]
+		}
+		for xi := xlo; xi < xhi; xi++ {
+			var pt *portInfo
+			if xi >= 0 {
+				pt = &r.ports[xi]
+			}
+			visit(c.placeholder(r, pi, xi), p, pt)
+		}
+	}
+}
+
+// slotRange is the indexes of a rule's peers or ports: -1 alone when the
+// rule has none (all of them).
+func slotRange(all bool, n int) (lo, hi int) {
+	if all {
+		return -1, 0
+	}
+	return 0, n
 }
 
 // peerPortShared is peerPort through the memo; only an ingress rule on a

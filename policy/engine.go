@@ -42,6 +42,9 @@ type Engine struct {
 	clusterByNS   map[string][]*clusterInfo // see clustersForNamespace
 	// nodeByIP gives the labels of the Snapshot node owning an address.
 	nodeByIP map[netip.Addr]labels.Set
+	// cache is the Cache the Engine was built through (NewEngineCached), or
+	// nil; Compile keeps its directions there for the next Engine.
+	cache *Cache
 }
 
 type nsInfo struct {
@@ -158,6 +161,7 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		clusterByName: make(map[string]*clusterInfo, len(s.ClusterPolicies)),
 		clusterByNS:   map[string][]*clusterInfo{},
 		nodeByIP:      map[netip.Addr]labels.Set{},
+		cache:         c,
 	}
 	for _, ip := range s.NodeIPs {
 		if ip.IsValid() {

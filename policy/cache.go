@@ -42,6 +42,10 @@ type Cache struct {
 	// identity, valid while the build's list of them is the same.
 	clusterSel clusterSelection
 	stats      CacheStats
+	// podIndex is the last build's (see reusablePodIndex); podsKept is set
+	// while a build reuses it, whose pods' entries sweep then keeps.
+	podIndex *podIndex
+	podsKept bool
 	// compiled is what Engine.Compile keeps for the next Engine's.
 	compiled *compileCache
 }
@@ -341,9 +345,12 @@ func (c *Cache) fillSelectedBy(e *Engine, id *identity, key string) {
 
 // sweep drops the entries the build that just ended did not use.
 func (c *Cache) sweep() {
-	evict(c.pods, c.gen)
+	if !c.podsKept {
+		evict(c.pods, c.gen)
+		evict(c.keys, c.gen)
+	}
+	c.podsKept = false
 	evict(c.records, c.gen)
-	evict(c.keys, c.gen)
 	evict(c.policies, c.gen)
 	evict(c.clusters, c.gen)
 	for ns, sel := range c.selection {

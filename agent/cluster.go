@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -308,6 +309,7 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 	// The records themselves: no copy, and the same pointers from one
 	// Snapshot to the next, which is what the agent's policy.Cache keys on.
 	pods := c.listPods()
+	slices.SortFunc(pods, func(a, b *CachedPod) int { return cmp.Compare(a.seq, b.seq) })
 	s.PodRecords = make([]*policy.Pod, len(pods))
 	for i, p := range pods {
 		s.PodRecords[i] = &p.Pod

@@ -77,8 +77,10 @@ type Identity struct {
 	ID        uint32
 	Namespace string
 	Labels    map[string]string
-	IPs       []netip.Addr
-	Node      bool
+	// IPs are sorted; read-only (shared by the Datapaths of Engines with
+	// the same pods).
+	IPs  []netip.Addr
+	Node bool
 }
 
 // Endpoint is one local pod and its policy per direction.
@@ -205,54 +207,25 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		nodeKeys = e.nodeIdentityKeys(cidrs)
 	}
 
-	// Identities: engine identity plus the named-port signature, because a
-	// named port resolves per destination pod.
-	byKey := map[string]*dpIdentity{}
-	podIdent := map[*podInfo]*dpIdentity{}
-	for _, pi := range e.pods {
-		if pi.hostNetwork || len(pi.ips) == 0 {
-			continue
-		}
-		key := pi.dpIdentityKey()
-		if sig := cidrSignature(cidrs, pi.ips); sig != "" {
-			key += "|cidrs:" + sig
-		}
-		di := byKey[key]
-		if di == nil {
-			di = &dpIdentity{key: key, ident: pi.ident, rep: pi,
-				out: Identity{Namespace: pi.pod.Namespace, Labels: pi.pod.Labels}}
-			byKey[key] = di
-		}
-		di.out.IPs = append(di.out.IPs, pi.ips...)
-		podIdent[pi] = di
-	}
-	keys := make([]string, 0, len(byKey)+len(nodeKeys))
-	for k := range byKey {
-		keys = append(keys, k)
-	}
-	for k := range nodeKeys {
-		keys = append(keys, k)
-	}
-	ids, err := stableIDs(keys, uint64(FirstPodIdentity), 1<<31)
+	g, err := e.index.grouping(cidrs, nodeKeys)
 	if err != nil {
-		return nil, fmt.Errorf("compiling identities: %w", err)
+		return nil, err
 	}
-	idents := make([]*dpIdentity, 0, len(keys))
-	for k, di := range byKey {
-		di.out.ID = ids[k]
-		slices.SortFunc(di.out.IPs, netip.Addr.Compare)
-		idents = append(idents, di)
-	}
-	sort.Slice(idents, func(i, j int) bool { return idents[i].out.ID < idents[j].out.ID })
-	for i, di := range idents {
-		di.idx = i
+	idents := make([]*dpIdentity, len(g.keys))
+	slab := make([]dpIdentity, len(g.keys))
+	for i, k := range g.keys {
+		rep := e.pods[g.reps[i]]
+		slab[i] = dpIdentity{idx: i, key: k, ident: rep.ident, rep: rep,
+			out: Identity{ID: g.ids[i], Namespace: rep.pod.Namespace, Labels: rep.pod.Labels, IPs: g.ips[i]}}
+		idents[i] = &slab[i]
 	}
 	nodes := make([]*nodeIdent, 0, len(nodeKeys))
 	for k, ni := range nodeKeys {
-		ni.out.ID = ids[k]
+		ni.out.ID = g.nodeIDs[k]
 		nodes = append(nodes, ni)
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].out.ID < nodes[j].out.ID })
+	dp.Identities = make([]Identity, 0, len(idents)+len(nodes))
 	for _, di := range idents {
 		dp.Identities = append(dp.Identities, di.out)
 	}
@@ -264,13 +237,13 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	c := &compiler{e: e, idents: idents, nodes: nodes, slots: map[ruleSlot]uint32{}}
 	res := &resolver{c: c, memo: map[resolvedKey][]Entry{}, selCache: map[string][]int8{}}
 	var epKeys []string
-	locals := map[string]*podInfo{}
-	for _, pi := range e.pods {
+	locals := map[string]int{} // by key, the position in e.pods
+	for i, pi := range e.pods {
 		if pi.pod.NodeName != node || pi.hostNetwork || len(pi.ips) == 0 {
 			continue
 		}
 		epKeys = append(epKeys, pi.key)
-		locals[pi.key] = pi
+		locals[pi.key] = i
 	}
 	epIDs, err := stableIDs(epKeys, 1, 1<<31)
 	if err != nil {
@@ -287,21 +260,22 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		cc.observe(idents, nodes)
 	}
 	for _, k := range epKeys {
-		pi := locals[k]
+		pi := e.pods[locals[k]]
+		subject := idents[g.of[locals[k]]]
 		ep := Endpoint{ID: epIDs[k], Namespace: pi.pod.Namespace, Name: pi.pod.Name,
-			IPs: slices.Clone(pi.ips), Identity: podIdent[pi].out.ID}
+			IPs: slices.Clone(pi.ips), Identity: subject.out.ID}
 		for _, d := range []struct {
 			dir Direction
 			out *EndpointPolicy
 		}{{Ingress, &ep.Ingress}, {Egress, &ep.Egress}} {
 			if needsResolving(pi, dirIndex(d.dir)) {
-				*d.out = res.direction(d.dir, pi, podIdent[pi])
+				*d.out = res.direction(d.dir, pi, subject)
 				continue
 			}
-			key := resolvedKey{podIdent[pi], d.dir}
+			key := resolvedKey{subject, d.dir}
 			pd, ok := plain[key]
 			if !ok {
-				pd = c.plainDirection(cc, d.dir, pi, podIdent[pi])
+				pd = c.plainDirection(cc, d.dir, pi, subject)
 				plain[key] = pd
 				if pd.slots != nil {
 					plainDirs = append(plainDirs, pd)

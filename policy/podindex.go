@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -30,6 +33,101 @@ type podIndex struct {
 	byKey      map[string]int32 // namespace/name
 	byIP       map[netip.Addr]int32
 	byNS       map[string][]int32
+	// plain is the grouping into datapath identities without CIDRs (no
+	// ClusterNetworkPolicy, nothing audited), made by the first Compile.
+	mu    sync.Mutex
+	plain *dpGrouping
+}
+
+// dpGrouping is the pods grouped into datapath identities: the engine
+// identity plus the named-port signature (a named port resolves per
+// destination pod) and, with cidrs, the CIDRs holding the pod's addresses.
+type dpGrouping struct {
+	// Per identity, sorted by ID: key, ID, the first pod (named ports
+	// resolve against it), and the addresses (sorted; read-only, shared by
+	// the Datapaths).
+	keys []string
+	ids  []uint32
+	reps []int32
+	ips  [][]netip.Addr
+	// of is each pod's identity's position (-1: hostNetwork or no address).
+	of []int32
+	// nodeIDs are the node identities' IDs, by key.
+	nodeIDs map[string]uint32
+}
+
+// grouping returns the pods' datapath identities given the CIDRs that split
+// them and the node identities' keys (numbered with them).
+func (idx *podIndex) grouping(cidrs map[netip.Prefix]int, nodeKeys map[string]*nodeIdent) (*dpGrouping, error) {
+	if len(cidrs) > 0 || len(nodeKeys) > 0 {
+		return idx.group(cidrs, nodeKeys)
+	}
+	idx.mu.Lock()
+	defer idx.mu.Unlock()
+	if idx.plain == nil {
+		g, err := idx.group(nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		idx.plain = g
+	}
+	return idx.plain, nil
+}
+
+func (idx *podIndex) group(cidrs map[netip.Prefix]int, nodeKeys map[string]*nodeIdent) (*dpGrouping, error) {
+	g := &dpGrouping{of: make([]int32, len(idx.infos))}
+	byKey := map[string]int32{}
+	for i := range idx.infos {
+		pi := &idx.infos[i]
+		g.of[i] = -1
+		if pi.hostNetwork || len(pi.ips) == 0 {
+			continue
+		}
+		key := pi.dpIdentityKey()
+		if sig := cidrSignature(cidrs, pi.ips); sig != "" {
+			key += "|cidrs:" + sig
+		}
+		n, ok := byKey[key]
+		if !ok {
+			n = int32(len(g.keys))
+			byKey[key] = n
+			g.keys, g.reps, g.ips = append(g.keys, key), append(g.reps, int32(i)), append(g.ips, nil)
+		}
+		g.ips[n] = append(g.ips[n], pi.ips...)
+		g.of[i] = n
+	}
+	keys := slices.Clone(g.keys)
+	for k := range nodeKeys {
+		keys = append(keys, k)
+	}
+	ids, err := stableIDs(keys, uint64(FirstPodIdentity), 1<<31)
+	if err != nil {
+		return nil, fmt.Errorf("compiling identities: %w", err)
+	}
+	g.nodeIDs = make(map[string]uint32, len(nodeKeys))
+	for k := range nodeKeys {
+		g.nodeIDs[k] = ids[k]
+	}
+	// Sorted by ID; of follows.
+	order := make([]int32, len(g.keys))
+	for i := range order {
+		order[i] = int32(i)
+		slices.SortFunc(g.ips[i], netip.Addr.Compare)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(ids[g.keys[a]], ids[g.keys[b]]) })
+	pos := make([]int32, len(order))
+	sorted := &dpGrouping{of: g.of, nodeIDs: g.nodeIDs, keys: make([]string, len(order)), ids: make([]uint32, len(order)),
+		reps: make([]int32, len(order)), ips: make([][]netip.Addr, len(order))}
+	for to, from := range order {
+		pos[from] = int32(to)
+		sorted.keys[to], sorted.ids[to], sorted.reps[to], sorted.ips[to] = g.keys[from], ids[g.keys[from]], g.reps[from], g.ips[from]
+	}
+	for i, n := range g.of {
+		if n >= 0 {
+			g.of[i] = pos[n]
+		}
+	}
+	return sorted, nil
 }
 
 // buildPodIndex indexes the pods, checking each (c: the Cache or nil).

@@ -317,22 +317,25 @@ func (c *compiler) plainDirection(cc *compileCache, dir Direction, pi *podInfo, 
 		return pd
 	}
 	pd.slots = []uint32{}
+	var prior map[spanKey][]Entry
 	if cc != nil {
-		if cd := cc.lookup(pd.key, pols, pi); cd != nil {
-			pd.reused = cd
+		cd, valid := cc.lookup(pd.key, pols, pi)
+		if valid {
+			pd.reused, pd.spans = cd, cd.spans
 			pd.out = EndpointPolicy{Isolated: true, Entries: cd.entries}
 			for _, p := range pols {
 				pd.out.IsolatedBy = append(pd.out.IsolatedBy, p.ref)
 				for ri := range p.rules[di] {
-					c.ruleSlots(&p.rules[di][ri], func(id uint32, _ *peerInfo, _ *portInfo) {
+					c.ruleSlots(&p.rules[di][ri], func(id uint32, _, _ int, _ *peerInfo, _ *portInfo) {
 						pd.slots = append(pd.slots, id)
 					})
 				}
 			}
 			return pd
 		}
+		prior = cc.priorSpans(cd, pi)
 	}
-	pd.out = c.direction(dir, pi, &pd.slots)
+	pd.out, pd.spans = c.direction(dir, pi, &pd.slots, prior)
 	return pd
 }
 
@@ -497,13 +500,15 @@ func (c *compiler) assignRuleIDs(dp *Datapath, plain []*plainDir) ([]uint32, err
 }
 
 // direction compiles one direction of a local pod, appending the
-// placeholders of its rules to slots.
-func (c *compiler) direction(dir Direction, pi *podInfo, slots *[]uint32) EndpointPolicy {
+// placeholders of its rules to slots. prior holds the entries of (rule,
+// peer, port) triples that an earlier Compile expanded in the same world
+// (nil: none); they are taken with their rule renumbered.
+func (c *compiler) direction(dir Direction, pi *podInfo, slots *[]uint32, prior map[spanKey][]Entry) (EndpointPolicy, []span) {
 	di := dirIndex(dir)
 	pols := pi.ident.selectedBy[di]
 	var out EndpointPolicy
 	if len(pols) == 0 {
-		return out
+		return out, nil
 	}
 	out.Isolated = true
 	for _, p := range pols {
@@ -514,40 +519,77 @@ func (c *compiler) direction(dir Direction, pi *podInfo, slots *[]uint32) Endpoi
 	for _, ni := range c.nodes {
 		node = append(node, Entry{Rule: RuleNodeTraffic, Identity: ni.out.ID})
 	}
-	chunks := [][]Entry{node}
+	chunks := []chunk{{es: node}}
 	for _, pol := range pols {
 		for ri := range pol.rules[di] {
-			chunks = c.rule(chunks, dir, pi, &pol.rules[di][ri], slots)
+			chunks = c.rule(chunks, dir, pi, pol, ri, slots, prior)
 		}
 	}
 	// One allocation of the final size: the chunks are mostly the shared
 	// expansions, and an endpoint can have tens of thousands of entries.
 	n := 0
 	for _, ch := range chunks {
-		n += len(ch)
+		n += len(ch.es)
 	}
 	out.Entries = make([]Entry, 0, n)
+	spans := make([]span, 0, len(chunks)-1)
 	for _, ch := range chunks {
-		out.Entries = append(out.Entries, ch...)
+		lo := len(out.Entries)
+		out.Entries = append(out.Entries, ch.es...)
+		if ch.renumber {
+			for j := lo; j < len(out.Entries); j++ {
+				out.Entries[j].Rule = ch.rule
+			}
+		}
+		if ch.rule != 0 {
+			spans = append(spans, span{key: ch.key, lo: int32(lo), hi: int32(len(out.Entries))})
+		}
 	}
-	return out
+	return out, spans
 }
 
-// rule appends the entries of one rule, as chunks: the cross product of its
-// peers and ports, resolving named ports against the destination pod.
-func (c *compiler) rule(out [][]Entry, dir Direction, subject *podInfo, r *ruleInfo, slots *[]uint32) [][]Entry {
-	c.ruleSlots(r, func(id uint32, p *peerInfo, pt *portInfo) {
+// chunk is the entries of one (rule, peer, port) triple (rule 0: the node
+// traffic), to be renumbered to rule when taken from an earlier Compile.
+type chunk struct {
+	es       []Entry
+	key      spanKey
+	rule     uint32
+	renumber bool
+}
+
+// spanKey names a (rule, peer, port) triple across Engines: by the
+// policy's template.
+type spanKey struct {
+	tmpl             *policyInfo
+	rule, peer, port int32
+}
+
+// span locates a triple's entries in a compiled direction.
+type span struct {
+	key    spanKey
+	lo, hi int32
+}
+
+// rule appends the entries of one rule of pol, as chunks: the cross product
+// of its peers and ports, resolving named ports against the destination pod.
+func (c *compiler) rule(out []chunk, dir Direction, subject *podInfo, pol *policyInfo, ri int, slots *[]uint32, prior map[spanKey][]Entry) []chunk {
+	r := &pol.rules[dirIndex(dir)][ri]
+	tmpl := templateOf(pol)
+	c.ruleSlots(r, func(id uint32, peer, port int, p *peerInfo, pt *portInfo) {
 		*slots = append(*slots, id)
-		if es := c.peerPortShared(dir, subject, p, pt, id); len(es) > 0 {
-			out = append(out, es)
+		key := spanKey{tmpl: tmpl, rule: int32(ri), peer: int32(peer), port: int32(port)}
+		if es, ok := prior[key]; ok {
+			out = append(out, chunk{es: es, key: key, rule: id, renumber: true})
+			return
 		}
+		out = append(out, chunk{es: c.peerPortShared(dir, subject, p, pt, id), key: key, rule: id})
 	})
 	return out
 }
 
 // ruleSlots registers the (peer, port) pairs of a rule, in order, giving
 // each its placeholder (p nil: every peer; pt nil: every port).
-func (c *compiler) ruleSlots(r *ruleInfo, visit func(id uint32, p *peerInfo, pt *portInfo)) {
+func (c *compiler) ruleSlots(r *ruleInfo, visit func(id uint32, peer, port int, p *peerInfo, pt *portInfo)) {
 	plo, phi := slotRange(r.allPeers, len(r.peers))
 	xlo, xhi := slotRange(r.allPorts, len(r.ports))
 	for pi := plo; pi < phi; pi++ {
@@ -560,7 +602,7 @@ func (c *compiler) ruleSlots(r *ruleInfo, visit func(id uint32, p *peerInfo, pt 
 			if xi >= 0 {
 				pt = &r.ports[xi]
 			}
-			visit(c.placeholder(r, pi, xi), p, pt)
+			visit(c.placeholder(r, pi, xi), pi, xi, p, pt)
 		}
 	}
 }

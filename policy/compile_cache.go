@@ -71,7 +71,9 @@ type cachedDir struct {
 	// finals their IDs in entries.
 	finals  []uint32
 	entries []Entry
-	used    uint64 // the last Compile that took or built it
+	// spans locate each (rule, peer, port) triple's entries.
+	spans []span
+	used  uint64 // the last Compile that took or built it
 }
 
 func newCompileCache() *compileCache {
@@ -121,21 +123,37 @@ func (cc *compileCache) observe(idents []*dpIdentity, nodes []*nodeIdent) {
 	cc.world = w
 }
 
-// lookup returns the cached direction of subject for dir when it is still
-// what a fresh compile would build, rule IDs aside (see reusedDir).
-func (cc *compileCache) lookup(key cachedDirKey, pols []*policyInfo, subject *podInfo) *cachedDir {
+// lookup returns the cached direction of subject for dir, and whether it
+// is still what a fresh compile would build, rule IDs aside (see finish).
+func (cc *compileCache) lookup(key cachedDirKey, pols []*policyInfo, subject *podInfo) (*cachedDir, bool) {
 	cd := cc.dirs[key]
 	if cd == nil || cd.selGen != cc.selGen || (cd.usesReps && cd.repGen != cc.repGen) ||
 		(cd.usesAddrs && cd.addrGen != cc.addrGen) || !slices.Equal(cd.subjectPorts, subject.ports) ||
 		len(cd.pols) != len(pols) {
-		return nil
+		return cd, false
 	}
 	for i, p := range pols {
 		if cd.pols[i] != templateOf(p) {
-			return nil
+			return cd, false
 		}
 	}
-	return cd
+	return cd, true
+}
+
+// priorSpans returns the entries of each (rule, peer, port) triple of cd
+// when cd was compiled in the current world for a subject with the same
+// named ports: a direction whose policies changed takes the triples of
+// those that did not (nil otherwise).
+func (cc *compileCache) priorSpans(cd *cachedDir, subject *podInfo) map[spanKey][]Entry {
+	if cd == nil || cd.selGen != cc.selGen || cd.repGen != cc.repGen || cd.addrGen != cc.addrGen ||
+		!slices.Equal(cd.subjectPorts, subject.ports) {
+		return nil
+	}
+	m := make(map[spanKey][]Entry, len(cd.spans))
+	for _, sp := range cd.spans {
+		m[sp.key] = cd.entries[sp.lo:sp.hi:sp.hi]
+	}
+	return m
 }
 
 func templateOf(p *policyInfo) *policyInfo {
@@ -176,6 +194,7 @@ type plainDir struct {
 	subject *podInfo
 	slots   []uint32 // placeholders, in registration order
 	out     EndpointPolicy
+	spans   []span
 	reused  *cachedDir
 }
 
@@ -221,7 +240,7 @@ func (cc *compileCache) finish(dirs []*plainDir, final []uint32, dp *Datapath) {
 		}
 		cc.dirs[pd.key] = &cachedDir{pols: tmpls, subjectPorts: pd.subject.ports,
 			selGen: cc.selGen, repGen: cc.repGen, addrGen: cc.addrGen, usesReps: reps, usesAddrs: addrs,
-			finals: finals, entries: pd.out.Entries, used: cc.compiles}
+			finals: finals, entries: pd.out.Entries, spans: pd.spans, used: cc.compiles}
 	}
 	if len(rewritten) > 0 {
 		for i := range dp.Endpoints {

@@ -139,9 +139,10 @@ func (c *Cache) Stats() CacheStats {
 }
 
 // pod returns the facts of pod, derived or reused. A nil c derives them.
-func (c *Cache) pod(pod *Pod) podFacts {
+func (c *Cache) pod(pod *Pod) *podFacts {
 	if c == nil {
-		return derivePod(pod)
+		f := derivePod(pod)
+		return &f
 	}
 	return reuse(c, c.pods, pod, pod.ResourceVersion, func(pod *Pod) podFacts {
 		f := derivePod(pod)
@@ -184,7 +185,7 @@ func (c *Cache) policy(np *networkingv1.NetworkPolicy) policyFacts {
 	if c == nil {
 		return derivePolicy(np)
 	}
-	return reuse(c, c.policies, np, np.ResourceVersion, derivePolicy)
+	return *reuse(c, c.policies, np, np.ResourceVersion, derivePolicy)
 }
 
 // clusterFacts is a validated, compiled ClusterNetworkPolicy (immutable,
@@ -212,23 +213,26 @@ func (c *Cache) cluster(cnp *cnpv1beta1.ClusterNetworkPolicy) clusterFacts {
 	if c == nil {
 		return deriveCluster(cnp)
 	}
-	return reuse(c, c.clusters, cnp, cnp.ResourceVersion, deriveCluster)
+	return *reuse(c, c.clusters, cnp, cnp.ResourceVersion, deriveCluster)
 }
 
 // reuse returns the facts m holds for obj at version rv, or derives and
-// keeps them (an object without a version is derived every time).
-func reuse[O comparable, F any](c *Cache, m map[O]*entry[F], obj O, rv string, derive func(O) F) F {
+// keeps them (an object without a version is derived every time). The
+// facts are shared: never modified.
+func reuse[O comparable, F any](c *Cache, m map[O]*entry[F], obj O, rv string, derive func(O) F) *F {
 	if en := m[obj]; en != nil && en.rv == rv && rv != "" {
 		en.seen = c.gen
 		c.stats.Hits++
-		return en.facts
+		return &en.facts
 	}
 	c.stats.Misses++
 	f := derive(obj)
 	if rv != "" {
-		m[obj] = &entry[F]{rv: rv, facts: f, seen: c.gen}
+		en := &entry[F]{rv: rv, facts: f, seen: c.gen}
+		m[obj] = en
+		return &en.facts
 	}
-	return f
+	return &f
 }
 
 // startSelection keeps the remembered selections of every namespace of e

@@ -84,7 +84,7 @@ type podInfo struct {
 	firstIsNode bool // ips[0] is a node address (saves a lookup per query)
 	hostNetwork bool
 	indexed     bool // part of the Snapshot (unique per namespace/name)
-	podFacts
+	*podFacts        // shared with the Cache and the Engines of the same pods
 }
 
 // podFacts is what a pod object alone determines, independent of the rest of
@@ -302,7 +302,7 @@ func (e *Engine) namespace(name string) *nsInfo {
 // newPodInfo indexes a pod outside the Snapshot from its facts: an unknown
 // identity is built on the side without touching the Engine, which keeps it
 // immutable.
-func (e *Engine) newPodInfo(pod *Pod, f podFacts) (*podInfo, error) {
+func (e *Engine) newPodInfo(pod *Pod, f *podFacts) (*podInfo, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -361,11 +361,11 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 	}
 	rec := NewPod(pod)
 	f := derivePod(rec)
-	pi, err := e.newPodInfo(rec, f)
+	pi, err := e.newPodInfo(rec, &f)
 	if err != nil {
 		// An unindexable pod (bad IP, no name) is still judged by its labels.
 		pi = &podInfo{pod: rec, hostNetwork: pod.Spec.HostNetwork,
-			podFacts: podFacts{key: f.key, ports: rec.ports},
+			podFacts: &podFacts{key: f.key, ports: rec.ports},
 			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
 		e.fillSelectedBy(pi.ident)
 		e.fillClusterSelectedBy(pi.ident, false)

@@ -155,6 +155,42 @@ func (c *Cluster) podsInNamespace(ns string, sel labels.Selector) ([]*CachedPod,
 	return slices.DeleteFunc(pods, func(p *CachedPod) bool { return !sel.Matches(labels.Set(p.Labels)) }), nil
 }
 
+// podRecordsInOrder returns the records of pods in creation order: a
+// radix sort on the sequence numbers (at 100k pods a comparison sort took
+// ~20 ms of each Snapshot).
+func podRecordsInOrder(pods []*CachedPod) []*policy.Pod {
+	type bySeq struct {
+		seq uint64
+		p   *CachedPod
+	}
+	order, tmp := make([]bySeq, len(pods)), make([]bySeq, len(pods))
+	var maxSeq uint64
+	for i, p := range pods {
+		order[i] = bySeq{p.seq, p}
+		maxSeq = max(maxSeq, p.seq)
+	}
+	for shift := uint(0); shift < 64 && maxSeq>>shift > 0; shift += 16 {
+		var count [1<<16 + 1]int
+		for _, o := range order {
+			count[(o.seq>>shift)&0xffff+1]++
+		}
+		for d := 1; d < len(count); d++ {
+			count[d] += count[d-1]
+		}
+		for _, o := range order {
+			d := (o.seq >> shift) & 0xffff
+			tmp[count[d]] = o
+			count[d]++
+		}
+		order, tmp = tmp, order
+	}
+	out := make([]*policy.Pod, len(order))
+	for i, o := range order {
+		out[i] = &o.p.Pod
+	}
+	return out
+}
+
 func cachedPods(objs []any) []*CachedPod {
 	out := make([]*CachedPod, 0, len(objs))
 	for _, o := range objs {
@@ -307,11 +343,7 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 	}
 	// The records themselves: no copy, and the same pointers from one
 	// Snapshot to the next, which is what the agent's policy.Cache keys on.
-	pods := c.listPods()
-	s.PodRecords = make([]*policy.Pod, len(pods))
-	for i, p := range pods {
-		s.PodRecords[i] = &p.Pod
-	}
+	s.PodRecords = podRecordsInOrder(c.listPods())
 	if s.Policies, err = c.npLister.List(labels.Everything()); err != nil {
 		return nil, err
 	}

@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -145,5 +148,31 @@ func TestClusterNodeAddressesAllNodes(t *testing.T) {
 	}
 	if _, ok := c.NodeByIP(netip.MustParseAddr("10.244.2.7")); ok {
 		t.Error("a pod's address is a node address")
+	}
+}
+
+// TestPodRecordsInOrder: the Snapshot's records come in creation order
+// whatever order the store lists them in, sequence numbers past 2^16 and
+// 2^32 included, each once.
+func TestPodRecordsInOrder(t *testing.T) {
+	seqs := []uint64{1, 2, 65535, 65536, 65537, 1 << 32, 1<<32 + 5, 3<<40 + 7, 12345678}
+	pods := make([]*CachedPod, len(seqs))
+	for i, s := range seqs {
+		pods[i] = &CachedPod{seq: s}
+		pods[i].Name = fmt.Sprint(s)
+	}
+	for round := range 20 {
+		rand.Shuffle(len(pods), func(i, j int) { pods[i], pods[j] = pods[j], pods[i] })
+		got := podRecordsInOrder(pods)
+		want := slices.Clone(seqs)
+		slices.Sort(want)
+		if len(got) != len(want) {
+			t.Fatalf("round %d: %d records, want %d", round, len(got), len(want))
+		}
+		for i, r := range got {
+			if r.Name != fmt.Sprint(want[i]) {
+				t.Fatalf("round %d: record %d is %s, want %d", round, i, r.Name, want[i])
+			}
+		}
 	}
 }

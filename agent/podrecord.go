@@ -6,6 +6,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"sync/atomic"
 
 	"github.com/kubectl-netpol/kubectl-netpol/history"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -25,12 +26,18 @@ type CachedPod struct {
 	// WorkloadKind and WorkloadName name the pod's controller
 	// (history.Workload).
 	WorkloadKind, WorkloadName string
+	// seq orders the records of a Snapshot: the informer's store lists
+	// them in no fixed order, and the same records in the same order let
+	// the policy.Cache reuse the last build's pod index.
+	seq uint64
 }
+
+var cachedPodSeq atomic.Uint64
 
 // newCachedPod records p.
 func newCachedPod(p *corev1.Pod) *CachedPod {
 	kind, name := history.Workload(p)
-	return &CachedPod{Pod: *policy.NewPod(p), WorkloadKind: kind, WorkloadName: name}
+	return &CachedPod{Pod: *policy.NewPod(p), WorkloadKind: kind, WorkloadName: name, seq: cachedPodSeq.Add(1)}
 }
 
 // sameCachedPod reports whether two cached versions of a pod hold the
@@ -50,7 +57,7 @@ func (p *CachedPod) finished() bool {
 func (p *CachedPod) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 
 func (p *CachedPod) DeepCopyObject() runtime.Object {
-	return &CachedPod{Pod: *p.Pod.DeepCopy(), WorkloadKind: p.WorkloadKind, WorkloadName: p.WorkloadName}
+	return &CachedPod{Pod: *p.Pod.DeepCopy(), WorkloadKind: p.WorkloadKind, WorkloadName: p.WorkloadName, seq: p.seq}
 }
 
 // metav1.Object, over what the record keeps.

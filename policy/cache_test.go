@@ -507,7 +507,7 @@ func TestCacheReusesUnchangedObjects(t *testing.T) {
 
 // TestCacheConcurrentBuilds builds through one Cache from several
 // goroutines, alternating two versions of a snapshot, while Engines built
-// earlier answer queries. Run with -race.
+// earlier answer queries, and compile. Run with -race.
 func TestCacheConcurrentBuilds(t *testing.T) {
 	a := Synthetic(200, 40, 5)
 	for i, p := range a.Pods {
@@ -522,9 +522,13 @@ func TestCacheConcurrentBuilds(t *testing.T) {
 	b.Pods[0].ResourceVersion = "changed"
 	ts := traffics(a, 300)
 	want := map[*policy.Snapshot][]bool{}
+	wantDP := map[*policy.Snapshot]*policy.Datapath{} // every pod is on node ""
 	for _, s := range []*policy.Snapshot{a, b} {
 		e, err := policy.NewEngine(s)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if wantDP[s], err = e.Compile(""); err != nil {
 			t.Fatal(err)
 		}
 		for _, tr := range ts {
@@ -540,6 +544,11 @@ func TestCacheConcurrentBuilds(t *testing.T) {
 				e, err := policy.NewEngineCached(s, c)
 				if err != nil {
 					t.Error(err)
+					return
+				}
+				// Compiles through the Cache run concurrently too.
+				if dp, err := e.Compile(""); err != nil || !reflect.DeepEqual(dp, wantDP[s]) {
+					t.Errorf("goroutine %d build %d: Compile differs from a fresh one (%v)", g, i, err)
 					return
 				}
 				for k, tr := range ts {

@@ -77,8 +77,10 @@ type Identity struct {
 	ID        uint32
 	Namespace string
 	Labels    map[string]string
-	IPs       []netip.Addr
-	Node      bool
+	// IPs are sorted; read-only (shared by the Datapaths of Engines with
+	// the same pods).
+	IPs  []netip.Addr
+	Node bool
 }
 
 // Endpoint is one local pod and its policy per direction.
@@ -205,54 +207,25 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		nodeKeys = e.nodeIdentityKeys(cidrs)
 	}
 
-	// Identities: engine identity plus the named-port signature, because a
-	// named port resolves per destination pod.
-	byKey := map[string]*dpIdentity{}
-	podIdent := map[*podInfo]*dpIdentity{}
-	for _, pi := range e.pods {
-		if pi.hostNetwork || len(pi.ips) == 0 {
-			continue
-		}
-		key := pi.dpIdentityKey()
-		if sig := cidrSignature(cidrs, pi.ips); sig != "" {
-			key += "|cidrs:" + sig
-		}
-		di := byKey[key]
-		if di == nil {
-			di = &dpIdentity{key: key, ident: pi.ident, rep: pi,
-				out: Identity{Namespace: pi.pod.Namespace, Labels: pi.pod.Labels}}
-			byKey[key] = di
-		}
-		di.out.IPs = append(di.out.IPs, pi.ips...)
-		podIdent[pi] = di
-	}
-	keys := make([]string, 0, len(byKey)+len(nodeKeys))
-	for k := range byKey {
-		keys = append(keys, k)
-	}
-	for k := range nodeKeys {
-		keys = append(keys, k)
-	}
-	ids, err := stableIDs(keys, uint64(FirstPodIdentity), 1<<31)
+	g, err := e.index.grouping(cidrs, nodeKeys)
 	if err != nil {
-		return nil, fmt.Errorf("compiling identities: %w", err)
+		return nil, err
 	}
-	idents := make([]*dpIdentity, 0, len(keys))
-	for k, di := range byKey {
-		di.out.ID = ids[k]
-		slices.SortFunc(di.out.IPs, netip.Addr.Compare)
-		idents = append(idents, di)
-	}
-	sort.Slice(idents, func(i, j int) bool { return idents[i].out.ID < idents[j].out.ID })
-	for i, di := range idents {
-		di.idx = i
+	idents := make([]*dpIdentity, len(g.keys))
+	slab := make([]dpIdentity, len(g.keys))
+	for i, k := range g.keys {
+		rep := e.pods[g.reps[i]]
+		slab[i] = dpIdentity{idx: i, key: k, ident: rep.ident, rep: rep,
+			out: Identity{ID: g.ids[i], Namespace: rep.pod.Namespace, Labels: rep.pod.Labels, IPs: g.ips[i]}}
+		idents[i] = &slab[i]
 	}
 	nodes := make([]*nodeIdent, 0, len(nodeKeys))
 	for k, ni := range nodeKeys {
-		ni.out.ID = ids[k]
+		ni.out.ID = g.nodeIDs[k]
 		nodes = append(nodes, ni)
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].out.ID < nodes[j].out.ID })
+	dp.Identities = make([]Identity, 0, len(idents)+len(nodes))
 	for _, di := range idents {
 		dp.Identities = append(dp.Identities, di.out)
 	}
@@ -264,13 +237,13 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	c := &compiler{e: e, idents: idents, nodes: nodes, slots: map[ruleSlot]uint32{}}
 	res := &resolver{c: c, memo: map[resolvedKey][]Entry{}, selCache: map[string][]int8{}}
 	var epKeys []string
-	locals := map[string]*podInfo{}
-	for _, pi := range e.pods {
+	locals := map[string]int{} // by key, the position in e.pods
+	for i, pi := range e.pods {
 		if pi.pod.NodeName != node || pi.hostNetwork || len(pi.ips) == 0 {
 			continue
 		}
 		epKeys = append(epKeys, pi.key)
-		locals[pi.key] = pi
+		locals[pi.key] = i
 	}
 	epIDs, err := stableIDs(epKeys, 1, 1<<31)
 	if err != nil {
@@ -278,36 +251,92 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	}
 	// The local pods of one datapath identity (the replicas of a workload)
 	// have the same policy: compiled once, their entries shared.
-	plain := map[resolvedKey]EndpointPolicy{}
+	plain := map[resolvedKey]*plainDir{}
+	var plainDirs []*plainDir
+	cc := e.compileCache()
+	if cc != nil {
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		cc.observe(idents, nodes)
+	}
 	for _, k := range epKeys {
-		pi := locals[k]
+		pi := e.pods[locals[k]]
+		subject := idents[g.of[locals[k]]]
 		ep := Endpoint{ID: epIDs[k], Namespace: pi.pod.Namespace, Name: pi.pod.Name,
-			IPs: slices.Clone(pi.ips), Identity: podIdent[pi].out.ID}
+			IPs: slices.Clone(pi.ips), Identity: subject.out.ID}
 		for _, d := range []struct {
 			dir Direction
 			out *EndpointPolicy
 		}{{Ingress, &ep.Ingress}, {Egress, &ep.Egress}} {
 			if needsResolving(pi, dirIndex(d.dir)) {
-				*d.out = res.direction(d.dir, pi, podIdent[pi])
+				*d.out = res.direction(d.dir, pi, subject)
 				continue
 			}
-			key := resolvedKey{podIdent[pi], d.dir}
-			pol, ok := plain[key]
+			key := resolvedKey{subject, d.dir}
+			pd, ok := plain[key]
 			if !ok {
-				pol = c.direction(d.dir, pi)
-				plain[key] = pol
+				pd = c.plainDirection(cc, d.dir, pi, subject)
+				plain[key] = pd
+				if pd.slots != nil {
+					plainDirs = append(plainDirs, pd)
+				}
 			}
-			*d.out = pol
-			d.out.IsolatedBy = slices.Clone(pol.IsolatedBy)
+			*d.out = pd.out
+			d.out.IsolatedBy = slices.Clone(pd.out.IsolatedBy)
 		}
 		dp.Endpoints = append(dp.Endpoints, ep)
 	}
 	sort.Slice(dp.Endpoints, func(i, j int) bool { return dp.Endpoints[i].ID < dp.Endpoints[j].ID })
 
-	if err := c.assignRuleIDs(dp); err != nil {
+	final, err := c.assignRuleIDs(dp, plainDirs)
+	if err != nil {
 		return nil, err
 	}
+	if cc != nil {
+		cc.finish(plainDirs, final, dp)
+	}
 	return dp, nil
+}
+
+// compileCache is the Engine's Cache's, or nil.
+func (e *Engine) compileCache() *compileCache {
+	if e.cache == nil {
+		return nil
+	}
+	return e.cache.compiled
+}
+
+// plainDirection is direction through cc (nil: no cache): a cached
+// direction still valid is reused, its rules registered as a fresh compile
+// would; slots is nil when no policy selects the subject.
+func (c *compiler) plainDirection(cc *compileCache, dir Direction, pi *podInfo, subject *dpIdentity) *plainDir {
+	di := dirIndex(dir)
+	pols := pi.ident.selectedBy[di]
+	pd := &plainDir{key: cachedDirKey{subject.key, dir}, pols: pols, subject: pi}
+	if len(pols) == 0 {
+		return pd
+	}
+	pd.slots = []uint32{}
+	var prior map[spanKey][]Entry
+	if cc != nil {
+		cd, valid := cc.lookup(pd.key, pols, pi)
+		if valid {
+			pd.reused, pd.spans = cd, cd.spans
+			pd.out = EndpointPolicy{Isolated: true, Entries: cd.entries}
+			for _, p := range pols {
+				pd.out.IsolatedBy = append(pd.out.IsolatedBy, p.ref)
+				for ri := range p.rules[di] {
+					c.ruleSlots(&p.rules[di][ri], func(id uint32, _, _ int, _ *peerInfo, _ *portInfo) {
+						pd.slots = append(pd.slots, id)
+					})
+				}
+			}
+			return pd
+		}
+		prior = cc.priorSpans(cd, pi)
+	}
+	pd.out, pd.spans = c.direction(dir, pi, &pd.slots, prior)
+	return pd
 }
 
 type compiler struct {
@@ -392,8 +421,11 @@ func (c *compiler) slot(s ruleSlot, meaning func() CompiledRule) uint32 {
 	return id
 }
 
-// assignRuleIDs replaces placeholders by stable IDs, derived from ruleKey.
-func (c *compiler) assignRuleIDs(dp *Datapath) error {
+// assignRuleIDs replaces placeholders by stable IDs, derived from ruleKey,
+// in the entries of dp's endpoints except the reused plain directions' (which
+// carry final IDs already); final maps a placeholder (minus FirstRuleID) to
+// its ID.
+func (c *compiler) assignRuleIDs(dp *Datapath, plain []*plainDir) ([]uint32, error) {
 	// An audited decision is named by its two parts, numbered before it.
 	keys := make([]string, len(c.rules))
 	partKey := func(v uint32) string {
@@ -417,7 +449,7 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 	}
 	ids, err := stableIDs(keys, uint64(FirstRuleID), uint64(RuleAudit))
 	if err != nil {
-		return fmt.Errorf("compiling rule IDs: %w", err)
+		return nil, fmt.Errorf("compiling rule IDs: %w", err)
 	}
 	final := make([]uint32, len(c.rules))
 	for i, k := range keys {
@@ -445,6 +477,11 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 	sort.Slice(dp.Rules, func(i, j int) bool { return dp.Rules[i].ID < dp.Rules[j].ID })
 	// Endpoints of one identity share their entries: rewrite each once.
 	done := map[*Entry]bool{}
+	for _, pd := range plain {
+		if pd.reused != nil {
+			done[&pd.out.Entries[0]] = true
+		}
+	}
 	for i := range dp.Endpoints {
 		for _, ep := range []*EndpointPolicy{&dp.Endpoints[i].Ingress, &dp.Endpoints[i].Egress} {
 			if len(ep.Entries) == 0 || done[&ep.Entries[0]] {
@@ -459,16 +496,19 @@ func (c *compiler) assignRuleIDs(dp *Datapath) error {
 			}
 		}
 	}
-	return nil
+	return final, nil
 }
 
-// direction compiles one direction of a local pod.
-func (c *compiler) direction(dir Direction, pi *podInfo) EndpointPolicy {
+// direction compiles one direction of a local pod, appending the
+// placeholders of its rules to slots. prior holds the entries of (rule,
+// peer, port) triples that an earlier Compile expanded in the same world
+// (nil: none); they are taken with their rule renumbered.
+func (c *compiler) direction(dir Direction, pi *podInfo, slots *[]uint32, prior map[spanKey][]Entry) (EndpointPolicy, []span) {
 	di := dirIndex(dir)
 	pols := pi.ident.selectedBy[di]
 	var out EndpointPolicy
 	if len(pols) == 0 {
-		return out
+		return out, nil
 	}
 	out.Isolated = true
 	for _, p := range pols {
@@ -479,59 +519,101 @@ func (c *compiler) direction(dir Direction, pi *podInfo) EndpointPolicy {
 	for _, ni := range c.nodes {
 		node = append(node, Entry{Rule: RuleNodeTraffic, Identity: ni.out.ID})
 	}
-	chunks := [][]Entry{node}
+	chunks := []chunk{{es: node}}
 	for _, pol := range pols {
 		for ri := range pol.rules[di] {
-			chunks = c.rule(chunks, dir, pi, &pol.rules[di][ri])
+			chunks = c.rule(chunks, dir, pi, pol, ri, slots, prior)
 		}
 	}
 	// One allocation of the final size: the chunks are mostly the shared
 	// expansions, and an endpoint can have tens of thousands of entries.
 	n := 0
 	for _, ch := range chunks {
-		n += len(ch)
+		n += len(ch.es)
 	}
 	out.Entries = make([]Entry, 0, n)
+	spans := make([]span, 0, len(chunks)-1)
 	for _, ch := range chunks {
-		out.Entries = append(out.Entries, ch...)
+		lo := len(out.Entries)
+		out.Entries = append(out.Entries, ch.es...)
+		if ch.renumber {
+			for j := lo; j < len(out.Entries); j++ {
+				out.Entries[j].Rule = ch.rule
+			}
+		}
+		if ch.rule != 0 {
+			spans = append(spans, span{key: ch.key, lo: int32(lo), hi: int32(len(out.Entries))})
+		}
 	}
+	return out, spans
+}
+
+// chunk is the entries of one (rule, peer, port) triple (rule 0: the node
+// traffic), to be renumbered to rule when taken from an earlier Compile.
+type chunk struct {
+	es       []Entry
+	key      spanKey
+	rule     uint32
+	renumber bool
+}
+
+// spanKey names a (rule, peer, port) triple across Engines: by the
+// policy's template.
+type spanKey struct {
+	tmpl             *policyInfo
+	rule, peer, port int32
+}
+
+// span locates a triple's entries in a compiled direction.
+type span struct {
+	key    spanKey
+	lo, hi int32
+}
+
+// rule appends the entries of one rule of pol, as chunks: the cross product
+// of its peers and ports, resolving named ports against the destination pod.
+func (c *compiler) rule(out []chunk, dir Direction, subject *podInfo, pol *policyInfo, ri int, slots *[]uint32, prior map[spanKey][]Entry) []chunk {
+	r := &pol.rules[dirIndex(dir)][ri]
+	tmpl := templateOf(pol)
+	c.ruleSlots(r, func(id uint32, peer, port int, p *peerInfo, pt *portInfo) {
+		*slots = append(*slots, id)
+		key := spanKey{tmpl: tmpl, rule: int32(ri), peer: int32(peer), port: int32(port)}
+		if es, ok := prior[key]; ok {
+			out = append(out, chunk{es: es, key: key, rule: id, renumber: true})
+			return
+		}
+		out = append(out, chunk{es: c.peerPortShared(dir, subject, p, pt, id), key: key, rule: id})
+	})
 	return out
 }
 
-// rule appends the entries of one rule, as chunks: the cross product of its
-// peers and ports, resolving named ports against the destination pod.
-func (c *compiler) rule(out [][]Entry, dir Direction, subject *podInfo, r *ruleInfo) [][]Entry {
-	type peerSpec struct {
-		idx int
-		p   *peerInfo // nil: every peer
-	}
-	peers := []peerSpec{{idx: -1}}
-	if !r.allPeers {
-		peers = peers[:0]
-		for i := range r.peers {
-			peers = append(peers, peerSpec{idx: i, p: &r.peers[i]})
+// ruleSlots registers the (peer, port) pairs of a rule, in order, giving
+// each its placeholder (p nil: every peer; pt nil: every port).
+func (c *compiler) ruleSlots(r *ruleInfo, visit func(id uint32, peer, port int, p *peerInfo, pt *portInfo)) {
+	plo, phi := slotRange(r.allPeers, len(r.peers))
+	xlo, xhi := slotRange(r.allPorts, len(r.ports))
+	for pi := plo; pi < phi; pi++ {
+		var p *peerInfo
+		if pi >= 0 {
+			p = &r.peers[pi]
 		}
-	}
-	portIdx := []int{-1}
-	if !r.allPorts {
-		portIdx = portIdx[:0]
-		for i := range r.ports {
-			portIdx = append(portIdx, i)
-		}
-	}
-	for _, ps := range peers {
-		for _, pix := range portIdx {
-			id := c.placeholder(r, ps.idx, pix)
+		for xi := xlo; xi < xhi; xi++ {
 			var pt *portInfo
-			if pix >= 0 {
-				pt = &r.ports[pix]
+			if xi >= 0 {
+				pt = &r.ports[xi]
 			}
-			if es := c.peerPortShared(dir, subject, ps.p, pt, id); len(es) > 0 {
-				out = append(out, es)
-			}
+			visit(c.placeholder(r, pi, xi), pi, xi, p, pt)
 		}
 	}
-	return out
+}
+
+// slotRange is the indexes of a rule's peers or ports: -1 alone when the
+// rule has none (all of them).
+func slotRange(all bool, n int) (lo, hi int) {
+	if all {
+		return -1, 0
+	}
+	return 0, n
 }
 
 // peerPortShared is peerPort through the memo; only an ingress rule on a

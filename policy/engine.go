@@ -22,11 +22,11 @@ const NamespaceNameLabel = "kubernetes.io/metadata.name"
 // with atomic operations and are deterministic) and safe for concurrent use.
 // The Snapshot's objects must not be modified while the Engine is in use.
 type Engine struct {
-	namespaces   map[string]*nsInfo
-	pods         []*podInfo
-	podByPtr     map[*corev1.Pod]*podInfo
-	podByKey     map[string]*podInfo // namespace/name
-	podByIP      map[netip.Addr]*podInfo
+	namespaces map[string]*nsInfo
+	pods       []*podInfo
+	// index locates pods by object, name and address (positions in pods);
+	// shared with the other Engines of the same pods (podindex.go).
+	index        *podIndex
 	podsByNS     map[string][]*podInfo
 	policies     []*policyInfo // sorted by namespace/name
 	policyByRef  map[PolicyRef]*policyInfo
@@ -42,6 +42,9 @@ type Engine struct {
 	clusterByNS   map[string][]*clusterInfo // see clustersForNamespace
 	// nodeByIP gives the labels of the Snapshot node owning an address.
 	nodeByIP map[netip.Addr]labels.Set
+	// cache is the Cache the Engine was built through (NewEngineCached), or
+	// nil; Compile keeps its directions there for the next Engine.
+	cache *Cache
 }
 
 type nsInfo struct {
@@ -81,7 +84,7 @@ type podInfo struct {
 	firstIsNode bool // ips[0] is a node address (saves a lookup per query)
 	hostNetwork bool
 	indexed     bool // part of the Snapshot (unique per namespace/name)
-	podFacts
+	*podFacts        // shared with the Cache and the Engines of the same pods
 }
 
 // podFacts is what a pod object alone determines, independent of the rest of
@@ -147,10 +150,6 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 	}
 	e := &Engine{
 		namespaces:    make(map[string]*nsInfo, len(s.Namespaces)),
-		podByPtr:      make(map[*corev1.Pod]*podInfo, len(s.Pods)),
-		podByKey:      make(map[string]*podInfo, len(s.Pods)+len(s.PodRecords)),
-		podByIP:       make(map[netip.Addr]*podInfo, len(s.Pods)+len(s.PodRecords)),
-		podsByNS:      make(map[string][]*podInfo),
 		policyByRef:   make(map[PolicyRef]*policyInfo, len(s.Policies)),
 		policiesByNS:  make(map[string][]*policyInfo),
 		identByKey:    make(map[string]*identity),
@@ -158,6 +157,7 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		clusterByName: make(map[string]*clusterInfo, len(s.ClusterPolicies)),
 		clusterByNS:   map[string][]*clusterInfo{},
 		nodeByIP:      map[netip.Addr]labels.Set{},
+		cache:         c,
 	}
 	for _, ip := range s.NodeIPs {
 		if ip.IsValid() {
@@ -256,38 +256,15 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 	}
 	c.startSelection(e)
 
-	for i, pod := range recs {
-		if pod == nil {
-			if i >= len(objs) {
-				return nil, fmt.Errorf("snapshot pod record %d is nil", i-len(objs))
-			}
-			return nil, fmt.Errorf("snapshot pod %d is nil", i)
-		}
-		pi, err := e.newPodInfo(pod, c.pod(pod), true, c)
-		if err != nil {
+	idx := c.reusablePodIndex(recs, objs, e.nodeIPs)
+	if idx == nil {
+		var err error
+		if idx, err = e.buildPodIndex(recs, objs, c); err != nil {
 			return nil, err
 		}
-		if _, dup := e.podByKey[pi.key]; dup {
-			return nil, fmt.Errorf("pod %s: appears twice in the snapshot", pi.key)
-		}
-		pi.indexed = true
-		e.pods = append(e.pods, pi)
-		if i < len(objs) {
-			pi.obj = objs[i]
-			e.podByPtr[pi.obj] = pi
-		}
-		e.podByKey[pi.key] = pi
-		e.podsByNS[pod.Namespace] = append(e.podsByNS[pod.Namespace], pi)
-		if !pi.hostNetwork {
-			// hostNetwork pods share the node's address; an IP names them only as the node.
-			// An IP is reused once a pod terminates: the first live pod keeps it.
-			for _, ip := range pi.ips {
-				if prev, ok := e.podByIP[ip]; !ok || (finished(prev.pod) && !finished(pod)) {
-					e.podByIP[ip] = pi
-				}
-			}
-		}
+		c.keepPodIndex(idx)
 	}
+	e.usePodIndex(idx, c)
 	// Every peer caches its selector answer per identity; size the caches now
 	// that the identities are known, so the Engine never grows afterwards.
 	for _, pi := range e.policies {
@@ -322,11 +299,10 @@ func (e *Engine) namespace(name string) *nsInfo {
 	return &nsInfo{name: name, labels: labels.Set{NamespaceNameLabel: name}}
 }
 
-// newPodInfo indexes one pod from its facts. With register, its identity is
-// added to the Engine (only during NewEngine, c being its Cache or nil);
-// otherwise an unknown identity is built on the side without touching the
-// Engine, which keeps it immutable.
-func (e *Engine) newPodInfo(pod *Pod, f podFacts, register bool, c *Cache) (*podInfo, error) {
+// newPodInfo indexes a pod outside the Snapshot from its facts: an unknown
+// identity is built on the side without touching the Engine, which keeps it
+// immutable.
+func (e *Engine) newPodInfo(pod *Pod, f *podFacts) (*podInfo, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -338,19 +314,23 @@ func (e *Engine) newPodInfo(pod *Pod, f podFacts, register bool, c *Cache) (*pod
 	}
 	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
 	pi.ident = id
-	if !register {
-		e.fillClusterSelectedBy(id, false)
-		e.fillSelectedBy(id)
-		e.splitAudited(id)
-		return pi, nil
-	}
-	c.fillClusterSelectedBy(e, id, f.identKey)
-	c.fillSelectedBy(e, id, f.identKey)
+	e.fillClusterSelectedBy(id, false)
+	e.fillSelectedBy(id)
+	e.splitAudited(id)
+	return pi, nil
+}
+
+// registerIdentity adds the identity of pod, named key, to the Engine
+// (only during NewEngine, c being its Cache or nil).
+func (e *Engine) registerIdentity(pod *Pod, key string, c *Cache) *identity {
+	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
+	c.fillClusterSelectedBy(e, id, key)
+	c.fillSelectedBy(e, id, key)
 	e.splitAudited(id)
 	id.id = len(e.identities)
 	e.identities = append(e.identities, id)
-	e.identByKey[f.identKey] = id
-	return pi, nil
+	e.identByKey[key] = id
+	return id
 }
 
 func identityKey(ns string, l map[string]string) string {
@@ -373,19 +353,19 @@ func identityKey(ns string, l map[string]string) string {
 // lookupPod finds the Engine's index entry for a pod: by pointer, then by
 // namespace/name. A pod outside the Snapshot is indexed on the fly.
 func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
-	if pi, ok := e.podByPtr[pod]; ok {
-		return pi
+	if i, ok := e.index.byPtr[pod]; ok {
+		return e.pods[i]
 	}
-	if pi, ok := e.podByKey[pod.Namespace+"/"+pod.Name]; ok && pi.pod.UID == pod.UID {
-		return pi
+	if i, ok := e.index.byKey[pod.Namespace+"/"+pod.Name]; ok && e.pods[i].pod.UID == pod.UID {
+		return e.pods[i]
 	}
 	rec := NewPod(pod)
 	f := derivePod(rec)
-	pi, err := e.newPodInfo(rec, f, false, nil)
+	pi, err := e.newPodInfo(rec, &f)
 	if err != nil {
 		// An unindexable pod (bad IP, no name) is still judged by its labels.
 		pi = &podInfo{pod: rec, hostNetwork: pod.Spec.HostNetwork,
-			podFacts: podFacts{key: f.key, ports: rec.ports},
+			podFacts: &podFacts{key: f.key, ports: rec.ports},
 			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
 		e.fillSelectedBy(pi.ident)
 		e.fillClusterSelectedBy(pi.ident, false)
@@ -436,15 +416,15 @@ func (pi *podInfo) object() *corev1.Pod {
 
 // Pod returns the Snapshot's pod namespace/name, or nil.
 func (e *Engine) Pod(namespace, name string) *corev1.Pod {
-	if pi, ok := e.podByKey[namespace+"/"+name]; ok {
-		return pi.object()
+	if i, ok := e.index.byKey[namespace+"/"+name]; ok {
+		return e.pods[i].object()
 	}
 	return nil
 }
 
 // PodByIP returns the non-hostNetwork pod of the Snapshot that owns ip, or nil.
 func (e *Engine) PodByIP(ip netip.Addr) *corev1.Pod {
-	if pi, ok := e.podByIP[ip.Unmap()]; ok {
+	if pi := e.podByIP(ip.Unmap()); pi != nil {
 		return pi.object()
 	}
 	return nil

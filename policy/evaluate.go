@@ -64,7 +64,7 @@ func (e *Engine) resolve(p Peer) endpoint {
 			return ep
 		}
 	} else if ep.ip.IsValid() {
-		ep.pod = e.podByIP[ep.ip]
+		ep.pod = e.podByIP(ep.ip)
 	}
 	ep.node = e.IsNodeIP(ep.ip)
 	return ep

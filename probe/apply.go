@@ -247,6 +247,8 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		return res, err
 	}
 	defer p.dirCache.done()
+	ipcacheSame := want.ipcacheSame
+	p.ipcacheOf = nil // until this Apply completes
 
 	// stricter: this Apply may deny a flow the maps allowed before, so
 	// revocation must walk conntrack. Conservative: any identity change,
@@ -255,6 +257,9 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 
 	// 1. Identities first, so new rules find their peers.
 	for pfx, id := range want.ipcache {
+		if ipcacheSame {
+			break
+		}
 		if old, ok := p.state.ipcache[pfx]; ok && old == id {
 			continue
 		}
@@ -326,6 +331,9 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 
 	// 5. Identities that left.
 	for pfx := range p.state.ipcache {
+		if ipcacheSame {
+			break
+		}
 		if _, ok := want.ipcache[pfx]; ok {
 			continue
 		}
@@ -336,6 +344,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		stricter = true
 	}
 	p.state.dp = dp
+	p.ipcacheOf = dp
 
 	// These maps enforce now: older layouts' links that Attach kept go.
 	var retireErr error
@@ -624,28 +633,52 @@ func newFilledMap[K, V any](spec *ebpf.MapSpec, maxEntries uint32, keys []K, val
 
 // desiredState is dp in map form.
 type desiredState struct {
-	ipcache   map[netip.Prefix]uint32
-	endpoints map[[16]uint8]netpolNetpolEndpoint
-	pairs     map[uint32]uint32
-	dirs      map[uint32]*direction
+	ipcache map[netip.Prefix]uint32
+	// ipcacheSame: ipcache is the one the maps hold (p.state's).
+	ipcacheSame bool
+	endpoints   map[[16]uint8]netpolNetpolEndpoint
+	pairs       map[uint32]uint32
+	dirs        map[uint32]*direction
+}
+
+// sameAddresses reports whether two Datapaths give every address the same
+// identity. Compile shares the identities' address lists (read-only) between
+// the Datapaths of one set of pods, so the same array is the same list.
+func sameAddresses(a, b *policy.Datapath) bool {
+	if len(a.Identities) != len(b.Identities) || !slices.Equal(a.HostIPs, b.HostIPs) {
+		return false
+	}
+	for i := range a.Identities {
+		x, y := &a.Identities[i], &b.Identities[i]
+		if x.ID != y.ID || len(x.IPs) != len(y.IPs) || (len(x.IPs) > 0 && &x.IPs[0] != &y.IPs[0]) {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Probe) desired(dp *policy.Datapath) (*desiredState, error) {
 	if p.dirCache == nil {
 		p.dirCache = newDirectionCache()
 	}
-	w := &desiredState{ipcache: map[netip.Prefix]uint32{}, endpoints: map[[16]uint8]netpolNetpolEndpoint{},
+	w := &desiredState{endpoints: map[[16]uint8]netpolNetpolEndpoint{},
 		pairs: map[uint32]uint32{}, dirs: map[uint32]*direction{}}
-	// Node identities (Identity.Node) are written like pod identities; a
-	// node address in none of them is the host.
-	for _, id := range dp.Identities {
-		for _, ip := range id.IPs {
-			w.ipcache[hostPrefix(ip)] = id.ID
+	if prev := p.ipcacheOf; prev != nil && sameAddresses(prev, dp) {
+		// What the ipcache holds already (a policy changed, not a pod).
+		w.ipcache, w.ipcacheSame = p.state.ipcache, true
+	} else {
+		w.ipcache = map[netip.Prefix]uint32{}
+		// Node identities (Identity.Node) are written like pod identities; a
+		// node address in none of them is the host.
+		for _, id := range dp.Identities {
+			for _, ip := range id.IPs {
+				w.ipcache[hostPrefix(ip)] = id.ID
+			}
 		}
-	}
-	for _, ip := range dp.HostIPs {
-		if _, ok := w.ipcache[hostPrefix(ip)]; !ok {
-			w.ipcache[hostPrefix(ip)] = policy.IdentityHost
+		for _, ip := range dp.HostIPs {
+			if _, ok := w.ipcache[hostPrefix(ip)]; !ok {
+				w.ipcache[hostPrefix(ip)] = policy.IdentityHost
+			}
 		}
 	}
 	// Slot pairs: keep existing ones, give new endpoints the lowest free.

@@ -23,6 +23,23 @@ type directionCache struct {
 	// prev is what the last Apply built or reused, next what this one does;
 	// entries no Apply asked for since the last are dropped.
 	prev, next map[uint64][]cachedDirection
+	// prevShared and nextShared find the same directions by their entries'
+	// array: policy.Compile hands the same read-only entries to the
+	// Datapaths of successive Applies when a direction did not change, and
+	// the same array holds the same entries, so neither hashing nor
+	// comparing is needed.
+	prevShared, nextShared map[sharedKey]sharedDirection
+}
+
+type sharedKey struct {
+	first    *policy.Entry
+	n        int
+	resolved bool
+}
+
+type sharedDirection struct {
+	h  uint64
+	cd cachedDirection
 }
 
 type cachedDirection struct {
@@ -32,18 +49,28 @@ type cachedDirection struct {
 }
 
 func newDirectionCache() *directionCache {
-	return &directionCache{seed: maphash.MakeSeed(), prev: map[uint64][]cachedDirection{}, next: map[uint64][]cachedDirection{}}
+	c := &directionCache{seed: maphash.MakeSeed()}
+	c.reset()
+	return c
 }
 
 // get returns the direction of entries, built by build on a miss.
 func (c *directionCache) get(entries []policy.Entry, resolved bool, build func() (*direction, error)) (*direction, error) {
+	var sk sharedKey
+	if len(entries) > 0 {
+		sk = sharedKey{first: &entries[0], n: len(entries), resolved: resolved}
+		for _, m := range []map[sharedKey]sharedDirection{c.nextShared, c.prevShared} {
+			if sd, ok := m[sk]; ok {
+				c.keep(sd.h, sd.cd, sk)
+				return sd.cd.d, nil
+			}
+		}
+	}
 	h := c.hash(entries, resolved)
 	for _, m := range []map[uint64][]cachedDirection{c.next, c.prev} {
 		for _, cd := range m[h] {
 			if cd.resolved == resolved && slices.EqualFunc(cd.entries, entries, sameEntry) {
-				if m := c.next; !slices.ContainsFunc(m[h], func(x cachedDirection) bool { return x.d == cd.d }) {
-					m[h] = append(m[h], cd)
-				}
+				c.keep(h, cd, sk)
 				return cd.d, nil
 			}
 		}
@@ -52,18 +79,31 @@ func (c *directionCache) get(entries []policy.Entry, resolved bool, build func()
 	if err != nil {
 		return nil, err
 	}
-	c.next[h] = append(c.next[h], cachedDirection{entries: entries, resolved: resolved, d: d})
+	c.keep(h, cachedDirection{entries: entries, resolved: resolved, d: d}, sk)
 	return d, nil
+}
+
+// keep records cd (of hash h, and of the entries' array sk when it has
+// one) as used by this Apply.
+func (c *directionCache) keep(h uint64, cd cachedDirection, sk sharedKey) {
+	if !slices.ContainsFunc(c.next[h], func(x cachedDirection) bool { return x.d == cd.d }) {
+		c.next[h] = append(c.next[h], cd)
+	}
+	if sk.first != nil {
+		c.nextShared[sk] = sharedDirection{h: h, cd: cd}
+	}
 }
 
 // done ends an Apply: what it used is what the next one may reuse.
 func (c *directionCache) done() {
 	c.prev, c.next = c.next, map[uint64][]cachedDirection{}
+	c.prevShared, c.nextShared = c.nextShared, map[sharedKey]sharedDirection{}
 }
 
 // reset forgets everything (an Apply failed half-way).
 func (c *directionCache) reset() {
 	c.prev, c.next = map[uint64][]cachedDirection{}, map[uint64][]cachedDirection{}
+	c.prevShared, c.nextShared = map[sharedKey]sharedDirection{}, map[sharedKey]sharedDirection{}
 }
 
 func (c *directionCache) hash(entries []policy.Entry, resolved bool) uint64 {

@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
 // LayoutVersion names the pin directory. Bump it whenever a map's key,
@@ -67,6 +69,9 @@ type Probe struct {
 	trieSpec *ebpf.MapSpec // and tries
 	// dirCache memoizes built directions across endpoints and Applies.
 	dirCache *directionCache
+	// ipcacheOf is the Datapath whose identities and host addresses the
+	// ipcache holds, set by an Apply that completed; nil when unknown.
+	ipcacheOf *policy.Datapath
 
 	mu     sync.Mutex
 	state  applied

@@ -1,0 +1,264 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-netpol/kubectl-netpol/internal/apiservertest"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/kubeclient"
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
+	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
+	"github.com/kubectl-netpol/kubectl-netpol/test/scale"
+)
+
+// BenchmarkAgentStart is the agent's way to ready at the scale harness's
+// sizes (issue 16), against a real kube-apiserver and etcd on loopback
+// (internal/apiservertest) filled with the pods of `make scale-up` as kwok
+// runs them (scaleShapedPods: status with addresses written through the
+// status subresource), their namespaces, fake nodes and policies. Each op
+// is one agent start: New (the datapath loaded under a throw-away pin
+// root, attached in a network namespace of its own), the informers' first
+// lists or watch-lists through the agent's protobuf client with its
+// transform, then the first Snapshot, engine, Compile for a fake node and
+// Apply, each phase timed. It reports the peak of the Go heap's objects
+// and of the process's memory from the runtime (its estimate of RSS) over
+// the start, and the live heap after it, all above what the process held
+// before the start.
+//
+// NETPOL_START_PODS sets the size (default 100000, with one fake node per
+// 100 pods and one policy per 10); NETPOL_START_HEAP=file writes a heap
+// profile at the end of the first start. The client's watch-list is on by
+// default (client-go >= 0.35); KUBE_FEATURE_WatchListClient=false lists.
+func BenchmarkAgentStart(b *testing.B) {
+	requireRoot(b)
+	pods := benchSize("NETPOL_START_PODS", 100000)
+	nodes, policies := max(1, pods/100), pods/10
+	cfg := apiservertest.Start(b)
+	populateAPIServer(b, cfg, pods, nodes, policies)
+	client, err := kubernetes.NewForConfig(kubeclient.Protobuf(cfg))
+	if err != nil {
+		b.Fatal(err)
+	}
+	node := fmt.Sprintf("%s%04d", scale.FakeNodePrefix, 0)
+
+	var phases startPhases
+	var peakHeap, peakMem, live uint64
+	first := true
+	cpu0 := processCPU(b)
+	for b.Loop() {
+		p, heap, mem := agentStart(b, client, node, first)
+		first = false
+		phases.add(p)
+		peakHeap, peakMem, live = max(peakHeap, heap), max(peakMem, mem), max(live, p.live)
+	}
+	n := float64(b.N)
+	b.ReportMetric((processCPU(b)-cpu0).Seconds()/n, "cpu-s/op")
+	b.ReportMetric(phases.sync.Seconds()/n, "s-sync")
+	b.ReportMetric(phases.engine.Seconds()/n, "s-engine")
+	b.ReportMetric(phases.compile.Seconds()/n, "s-compile")
+	b.ReportMetric(phases.apply.Seconds()/n, "s-apply")
+	b.ReportMetric(phases.ready.Seconds()/n, "s-ready")
+	b.ReportMetric(float64(peakHeap)/1e6, "MB-peak-heap")
+	b.ReportMetric(float64(peakMem)/1e6, "MB-peak-mem")
+	b.ReportMetric(float64(live)/1e6, "MB-live")
+	b.Logf("%d pods, %d policies, %d fake nodes, node %s: per start sync %s, snapshot+engine %s, compile %s, apply %s, ready %s; peak heap %.0f MB, peak memory %.0f MB, live after %.0f MB",
+		pods, policies, nodes, node, phases.sync/time.Duration(b.N), phases.engine/time.Duration(b.N),
+		phases.compile/time.Duration(b.N), phases.apply/time.Duration(b.N), phases.ready/time.Duration(b.N),
+		float64(peakHeap)/1e6, float64(peakMem)/1e6, float64(live)/1e6)
+}
+
+// startPhases are the parts of one agent start (sums over several).
+type startPhases struct {
+	sync, engine, compile, apply, ready time.Duration
+	live                                uint64
+}
+
+func (s *startPhases) add(o startPhases) {
+	s.sync += o.sync
+	s.engine += o.engine
+	s.compile += o.compile
+	s.apply += o.apply
+	s.ready += o.ready
+}
+
+// agentStart starts one agent on node as Run does up to ready (informers
+// synced, one apply) and stops it; it returns the phases and the peaks of
+// the heap's objects and of the process's memory above the start's
+// baseline.
+func agentStart(b *testing.B, client kubernetes.Interface, node string, profile bool) (p startPhases, peakHeap, peakMem uint64) {
+	b.Helper()
+	runtime.GC()
+	heap0, mem0 := memNow()
+	peak := watchPeaks()
+	start := time.Now()
+	a, closeAgent := newBenchAgent(b, client, node)
+	stop := make(chan struct{})
+	if !a.cluster.Start(stop) {
+		b.Fatal("informer caches did not sync")
+	}
+	p.sync = time.Since(start)
+
+	t := time.Now()
+	snap, err := a.cluster.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := policy.NewEngineCached(snap, a.policyCache)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.engine = time.Since(t)
+	t = time.Now()
+	dp, err := e.Compile(node)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(dp.Endpoints) == 0 {
+		b.Fatalf("node %s has no endpoints: the benchmark measures nothing", node)
+	}
+	p.compile = time.Since(t)
+	t = time.Now()
+	if _, err := a.probe.Apply(dp); err != nil {
+		b.Fatal(err)
+	}
+	p.apply = time.Since(t)
+	p.ready = time.Since(start)
+	peakHeap, peakMem = peak()
+	snap, e, dp = nil, nil, nil // what stays: the caches and the applied datapath
+	runtime.GC()
+	heap1, _ := memNow()
+	p.live = heap1 - min(heap0, heap1)
+	if path := os.Getenv("NETPOL_START_HEAP"); profile && path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+	close(stop)
+	closeAgent()
+	return p, peakHeap - min(heap0, peakHeap), peakMem - min(mem0, peakMem)
+}
+
+// memNow is the Go heap's live and dead objects, and the memory the
+// runtime has from the OS and not returned (its RSS, roughly).
+func memNow() (heap, mem uint64) {
+	s := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+	}
+	metrics.Read(s)
+	return s[0].Value.Uint64(), s[1].Value.Uint64() - s[2].Value.Uint64()
+}
+
+// watchPeaks samples memNow every millisecond until the returned function
+// is called, which returns the peaks.
+func watchPeaks() func() (heap, mem uint64) {
+	var mu sync.Mutex
+	var heap, mem uint64
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	sample := func() {
+		h, m := memNow()
+		mu.Lock()
+		heap, mem = max(heap, h), max(mem, m)
+		mu.Unlock()
+	}
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				sample()
+			}
+		}
+	}()
+	return func() (uint64, uint64) {
+		sample()
+		close(done)
+		<-stopped
+		mu.Lock()
+		defer mu.Unlock()
+		return heap, mem
+	}
+}
+
+// populateAPIServer writes the scale harness's objects: namespaces, fake
+// nodes, policies, and pods with kwok's status (created, then their status
+// written, as kwok does).
+func populateAPIServer(b *testing.B, cfg *rest.Config, pods, nodes, policies int) {
+	b.Helper()
+	ctx := context.Background()
+	client, err := kubernetes.NewForConfig(scale.FastConfig(cfg))
+	if err != nil {
+		b.Fatal(err)
+	}
+	world := pt.Synthetic(pods, policies, scale.Seed)
+	start := time.Now()
+	const workers = 32
+	must := func(what string, n int, fn func(i int) error) {
+		if err := scale.Parallel(ctx, n, workers, fn); err != nil {
+			b.Fatalf("creating %s: %v", what, err)
+		}
+	}
+	must("namespaces", len(world.Namespaces), func(i int) error {
+		ns := world.Namespaces[i]
+		if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		// No controller-manager makes it, and admission wants it.
+		_, err := client.CoreV1().ServiceAccounts(ns.Name).Create(ctx,
+			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+		return err
+	})
+	base := netip.MustParseAddr("10.250.100.1")
+	must("nodes", nodes, func(i int) error {
+		_, err := client.CoreV1().Nodes().Create(ctx, scale.FakeNode(i, base), metav1.CreateOptions{})
+		return err
+	})
+	must("policies", len(world.Policies), func(i int) error {
+		np := world.Policies[i]
+		_, err := client.NetworkingV1().NetworkPolicies(np.Namespace).Create(ctx, np, metav1.CreateOptions{})
+		return err
+	})
+	list := scaleShapedPods(pods, nodes)
+	must("pods", len(list.Items), func(i int) error {
+		want := &list.Items[i]
+		p := want.DeepCopy()
+		p.Status = corev1.PodStatus{}
+		p.UID, p.ResourceVersion, p.ManagedFields = "", "", nil
+		p.CreationTimestamp = metav1.Time{}
+		created, err := client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		created.Status = want.Status
+		_, err = client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, created, metav1.UpdateOptions{})
+		return err
+	})
+	b.Logf("API server filled in %s: %d namespaces, %d nodes, %d policies, %d pods with addresses",
+		time.Since(start).Round(time.Millisecond), len(world.Namespaces), nodes, len(world.Policies), pods)
+}

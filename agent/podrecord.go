@@ -25,12 +25,17 @@ type CachedPod struct {
 	// WorkloadKind and WorkloadName name the pod's controller
 	// (history.Workload).
 	WorkloadKind, WorkloadName string
+	// shape is what it shares with the other replicas of its workload
+	// (podShapes); it keeps the shape in the table.
+	shape *podShape
 }
 
 // newCachedPod records p.
 func newCachedPod(p *corev1.Pod) *CachedPod {
 	kind, name := history.Workload(p)
-	return &CachedPod{Pod: *policy.NewPod(p), WorkloadKind: kind, WorkloadName: name}
+	cp := &CachedPod{Pod: *policy.NewPod(p), WorkloadKind: kind, WorkloadName: name}
+	shapes.share(cp)
+	return cp
 }
 
 // sameCachedPod reports whether two cached versions of a pod hold the
@@ -50,7 +55,7 @@ func (p *CachedPod) finished() bool {
 func (p *CachedPod) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 
 func (p *CachedPod) DeepCopyObject() runtime.Object {
-	return &CachedPod{Pod: *p.Pod.DeepCopy(), WorkloadKind: p.WorkloadKind, WorkloadName: p.WorkloadName}
+	return &CachedPod{Pod: *p.Pod.DeepCopy(), WorkloadKind: p.WorkloadKind, WorkloadName: p.WorkloadName, shape: p.shape}
 }
 
 // metav1.Object, over what the record keeps.

@@ -30,7 +30,9 @@ func TestPodShapesShareReplicasAndForget(t *testing.T) {
 		return obj.(*CachedPod)
 	}
 	sameMap := func(a, b map[string]string) bool { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
-	l := func() map[string]string { return map[string]string{"app": "web-shape-test", "pod-template-hash": "7d9f8c"} }
+	l := func() map[string]string {
+		return map[string]string{"app": "web-shape-test", "pod-template-hash": "7d9f8c"}
+	}
 	a := replica("web-1", "web-7d9f8c", l(), 8080)
 	b := replica("web-2", "web-7d9f8c", l(), 8080)
 	odd := replica("web-3", "web-7d9f8c", l(), 9090) // same shape, its own ports

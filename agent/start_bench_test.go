@@ -5,16 +5,20 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -35,15 +39,19 @@ import (
 // root, attached in a network namespace of its own), the informers' first
 // lists or watch-lists through the agent's protobuf client with its
 // transform, then the first Snapshot, engine, Compile for a fake node and
-// Apply, each phase timed. It reports the peak of the Go heap's objects
-// and of the process's memory from the runtime (its estimate of RSS) over
-// the start, and the live heap after it, all above what the process held
-// before the start.
+// Apply, each phase timed; then three whole recompiles and applies, as
+// each change makes one, their CPU reported. It reports the peak of the Go
+// heap's objects above what the process held before the start, the peak
+// of the memory the runtime holds from the OS (total less released: its
+// RSS, the test's own included), and the live heap the agent keeps.
+// GOGC and GOMEMLIMIT apply as in the agent.
 //
 // NETPOL_START_PODS sets the size (default 100000, with one fake node per
 // 100 pods and one policy per 10); NETPOL_START_HEAP=file writes a heap
 // profile at the end of the first start. The client's watch-list is on by
 // default (client-go >= 0.35); KUBE_FEATURE_WatchListClient=false lists.
+// NETPOL_START_MEMLIMITS=0,256Mi runs the starts once per Go memory limit
+// (0: none) on the one populated API server.
 func BenchmarkAgentStart(b *testing.B) {
 	requireRoot(b)
 	pods := benchSize("NETPOL_START_PODS", 100000)
@@ -55,6 +63,30 @@ func BenchmarkAgentStart(b *testing.B) {
 		b.Fatal(err)
 	}
 	node := fmt.Sprintf("%s%04d", scale.FakeNodePrefix, 0)
+	limits := os.Getenv("NETPOL_START_MEMLIMITS")
+	if limits == "" {
+		agentStarts(b, client, node, pods, policies, nodes)
+		return
+	}
+	// One populated API server, the starts under each Go memory limit.
+	for _, l := range strings.Split(limits, ",") {
+		q, err := resource.ParseQuantity(l)
+		if err != nil {
+			b.Fatalf("NETPOL_START_MEMLIMITS: %q: %v", l, err)
+		}
+		b.Run("memlimit="+l, func(b *testing.B) {
+			limit := q.Value()
+			if limit <= 0 {
+				limit = math.MaxInt64
+			}
+			defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
+			agentStarts(b, client, node, pods, policies, nodes)
+		})
+	}
+}
+
+// agentStarts runs agentStart b.N times and reports.
+func agentStarts(b *testing.B, client kubernetes.Interface, node string, pods, policies, nodes int) {
 
 	var phases startPhases
 	var peakHeap, peakMem, live uint64
@@ -73,18 +105,20 @@ func BenchmarkAgentStart(b *testing.B) {
 	b.ReportMetric(phases.compile.Seconds()/n, "s-compile")
 	b.ReportMetric(phases.apply.Seconds()/n, "s-apply")
 	b.ReportMetric(phases.ready.Seconds()/n, "s-ready")
+	b.ReportMetric(phases.reapplyCPU.Seconds()/n/reapplies, "cpu-s/reapply")
 	b.ReportMetric(float64(peakHeap)/1e6, "MB-peak-heap")
 	b.ReportMetric(float64(peakMem)/1e6, "MB-peak-mem")
 	b.ReportMetric(float64(live)/1e6, "MB-live")
-	b.Logf("%d pods, %d policies, %d fake nodes, node %s: per start sync %s, snapshot+engine %s, compile %s, apply %s, ready %s; peak heap %.0f MB, peak memory %.0f MB, live after %.0f MB",
+	b.Logf("%d pods, %d policies, %d fake nodes, node %s: per start sync %s, snapshot+engine %s, compile %s, apply %s, ready %s; recompile+apply %.2f s of CPU; peak heap %.0f MB, peak memory %.0f MB, live after %.0f MB",
 		pods, policies, nodes, node, phases.sync/time.Duration(b.N), phases.engine/time.Duration(b.N),
 		phases.compile/time.Duration(b.N), phases.apply/time.Duration(b.N), phases.ready/time.Duration(b.N),
-		float64(peakHeap)/1e6, float64(peakMem)/1e6, float64(live)/1e6)
+		phases.reapplyCPU.Seconds()/n/reapplies, float64(peakHeap)/1e6, float64(peakMem)/1e6, float64(live)/1e6)
 }
 
 // startPhases are the parts of one agent start (sums over several).
 type startPhases struct {
 	sync, engine, compile, apply, ready time.Duration
+	reapplyCPU                          time.Duration
 	live                                uint64
 }
 
@@ -94,16 +128,17 @@ func (s *startPhases) add(o startPhases) {
 	s.compile += o.compile
 	s.apply += o.apply
 	s.ready += o.ready
+	s.reapplyCPU += o.reapplyCPU
 }
 
 // agentStart starts one agent on node as Run does up to ready (informers
-// synced, one apply) and stops it; it returns the phases and the peaks of
-// the heap's objects and of the process's memory above the start's
-// baseline.
+// synced, one apply), then recompiles and applies it a few times, and
+// stops it; it returns the phases, the peak of the heap's objects above
+// the start's baseline and the peak of the process's memory (absolute).
 func agentStart(b *testing.B, client kubernetes.Interface, node string, profile bool) (p startPhases, peakHeap, peakMem uint64) {
 	b.Helper()
-	runtime.GC()
-	heap0, mem0 := memNow()
+	debug.FreeOSMemory()
+	heap0, _ := memNow()
 	peak := watchPeaks()
 	start := time.Now()
 	a, closeAgent := newBenchAgent(b, client, node)
@@ -138,8 +173,17 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 	}
 	p.apply = time.Since(t)
 	p.ready = time.Since(start)
-	peakHeap, peakMem = peak()
 	snap, e, dp = nil, nil, nil // what stays: the caches and the applied datapath
+	// Then whole recompiles, as every change makes one: their CPU is where
+	// a lower heap limit costs.
+	cpu := processCPU(b)
+	for range reapplies {
+		if err := a.apply(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p.reapplyCPU = processCPU(b) - cpu
+	peakHeap, peakMem = peak()
 	runtime.GC()
 	heap1, _ := memNow()
 	p.live = heap1 - min(heap0, heap1)
@@ -155,8 +199,11 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 	}
 	close(stop)
 	closeAgent()
-	return p, peakHeap - min(heap0, peakHeap), peakMem - min(mem0, peakMem)
+	return p, peakHeap - min(heap0, peakHeap), peakMem
 }
+
+// reapplies is how many whole recompiles follow each start.
+const reapplies = 3
 
 // memNow is the Go heap's live and dead objects, and the memory the
 // runtime has from the OS and not returned (its RSS, roughly).

@@ -97,6 +97,9 @@ type Config struct {
 	// be judged (default 20).
 	BypassWindow     time.Duration
 	BypassMinPackets uint64
+
+	// OnReady, when set, runs once, after the first apply (ready).
+	OnReady func()
 }
 
 // DefaultCNIConfDir is where the DaemonSet mounts the node's /etc/cni/net.d.
@@ -450,6 +453,9 @@ func (a *Agent) processNext() bool {
 	a.queue.Forget(key)
 	if !a.ready.Swap(true) {
 		klog.InfoS("Ready: policy enforced", "node", a.cfg.NodeName, "after", time.Since(a.started).Round(time.Millisecond))
+		if a.cfg.OnReady != nil {
+			a.cfg.OnReady()
+		}
 		// The first Apply retired the older layout attached as "node" (it
 		// enforced beside this one until then: no gap); any other layout
 		// left under the pin root would go on enforcing a stale policy.

@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -12,6 +13,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,15 +45,18 @@ import (
 // each change makes one, their CPU reported. It reports the peak of the Go
 // heap's objects above what the process held before the start, the peak
 // of the memory the runtime holds from the OS (total less released: its
-// RSS, the test's own included), and the live heap the agent keeps.
+// RSS, the test's own included), the process's peak RSS and RSS after the
+// recompiles from the kernel, and the live heap the agent keeps.
 // GOGC and GOMEMLIMIT apply as in the agent.
 //
 // NETPOL_START_PODS sets the size (default 100000, with one fake node per
 // 100 pods and one policy per 10); NETPOL_START_HEAP=file writes a heap
 // profile at the end of the first start. The client's watch-list is on by
 // default (client-go >= 0.35); KUBE_FEATURE_WatchListClient=false lists.
-// NETPOL_START_MEMLIMITS=0,256Mi runs the starts once per Go memory limit
-// (0: none) on the one populated API server.
+// NETPOL_START_MEMLIMITS=0,256Mi, NETPOL_START_GOGC=100,50 and
+// NETPOL_START_PROCS=1,2 run the starts once per Go memory limit (0:
+// none), GOGC and GOMAXPROCS (the installed agent runs with 1) on the one
+// populated API server.
 func BenchmarkAgentStart(b *testing.B) {
 	requireRoot(b)
 	pods := benchSize("NETPOL_START_PODS", 100000)
@@ -63,25 +68,40 @@ func BenchmarkAgentStart(b *testing.B) {
 		b.Fatal(err)
 	}
 	node := fmt.Sprintf("%s%04d", scale.FakeNodePrefix, 0)
-	limits := os.Getenv("NETPOL_START_MEMLIMITS")
-	if limits == "" {
+	limits, procs, gogcs := os.Getenv("NETPOL_START_MEMLIMITS"), os.Getenv("NETPOL_START_PROCS"), os.Getenv("NETPOL_START_GOGC")
+	if limits == "" && procs == "" && gogcs == "" {
 		agentStarts(b, client, node, pods, policies, nodes)
 		return
 	}
-	// One populated API server, the starts under each Go memory limit.
-	for _, l := range strings.Split(limits, ",") {
-		q, err := resource.ParseQuantity(l)
-		if err != nil {
-			b.Fatalf("NETPOL_START_MEMLIMITS: %q: %v", l, err)
+	// One populated API server, the starts under each Go memory limit and
+	// GOMAXPROCS.
+	for _, p := range strings.Split(cmp.Or(procs, strconv.Itoa(runtime.GOMAXPROCS(0))), ",") {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 {
+			b.Fatalf("NETPOL_START_PROCS: %q is not a processor count", p)
 		}
-		b.Run("memlimit="+l, func(b *testing.B) {
-			limit := q.Value()
-			if limit <= 0 {
-				limit = math.MaxInt64
+		for _, g := range strings.Split(cmp.Or(gogcs, "100"), ",") {
+			gogc, err := strconv.Atoi(g)
+			if err != nil {
+				b.Fatalf("NETPOL_START_GOGC: %q is not a percentage", g)
 			}
-			defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
-			agentStarts(b, client, node, pods, policies, nodes)
-		})
+			for _, l := range strings.Split(cmp.Or(limits, "0"), ",") {
+				q, err := resource.ParseQuantity(l)
+				if err != nil {
+					b.Fatalf("NETPOL_START_MEMLIMITS: %q: %v", l, err)
+				}
+				b.Run(fmt.Sprintf("procs=%d/gogc=%d/memlimit=%s", n, gogc, l), func(b *testing.B) {
+					limit := q.Value()
+					if limit <= 0 {
+						limit = math.MaxInt64
+					}
+					defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
+					defer debug.SetGCPercent(debug.SetGCPercent(gogc))
+					defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n))
+					agentStarts(b, client, node, pods, policies, nodes)
+				})
+			}
+		}
 	}
 }
 
@@ -89,7 +109,7 @@ func BenchmarkAgentStart(b *testing.B) {
 func agentStarts(b *testing.B, client kubernetes.Interface, node string, pods, policies, nodes int) {
 
 	var phases startPhases
-	var peakHeap, peakMem, live uint64
+	var peakHeap, peakMem, live, peakRSS, rss uint64
 	first := true
 	cpu0 := processCPU(b)
 	for b.Loop() {
@@ -97,6 +117,7 @@ func agentStarts(b *testing.B, client kubernetes.Interface, node string, pods, p
 		first = false
 		phases.add(p)
 		peakHeap, peakMem, live = max(peakHeap, heap), max(peakMem, mem), max(live, p.live)
+		peakRSS, rss = max(peakRSS, p.peakRSS), max(rss, p.rss)
 	}
 	n := float64(b.N)
 	b.ReportMetric((processCPU(b)-cpu0).Seconds()/n, "cpu-s/op")
@@ -109,17 +130,19 @@ func agentStarts(b *testing.B, client kubernetes.Interface, node string, pods, p
 	b.ReportMetric(float64(peakHeap)/1e6, "MB-peak-heap")
 	b.ReportMetric(float64(peakMem)/1e6, "MB-peak-mem")
 	b.ReportMetric(float64(live)/1e6, "MB-live")
-	b.Logf("%d pods, %d policies, %d fake nodes, node %s: per start sync %s, snapshot+engine %s, compile %s, apply %s, ready %s; recompile+apply %.2f s of CPU; peak heap %.0f MB, peak memory %.0f MB, live after %.0f MB",
+	b.ReportMetric(float64(peakRSS)/1e6, "MB-peak-rss")
+	b.ReportMetric(float64(rss)/1e6, "MB-rss")
+	b.Logf("%d pods, %d policies, %d fake nodes, node %s: per start sync %s, snapshot+engine %s, compile %s, apply %s, ready %s; recompile+apply %.2f s of CPU; peak heap %.0f MB, peak memory %.0f MB, live after %.0f MB; process RSS peak %.0f MB, after the recompiles %.0f MB",
 		pods, policies, nodes, node, phases.sync/time.Duration(b.N), phases.engine/time.Duration(b.N),
 		phases.compile/time.Duration(b.N), phases.apply/time.Duration(b.N), phases.ready/time.Duration(b.N),
-		phases.reapplyCPU.Seconds()/n/reapplies, float64(peakHeap)/1e6, float64(peakMem)/1e6, float64(live)/1e6)
+		phases.reapplyCPU.Seconds()/n/reapplies, float64(peakHeap)/1e6, float64(peakMem)/1e6, float64(live)/1e6, float64(peakRSS)/1e6, float64(rss)/1e6)
 }
 
 // startPhases are the parts of one agent start (sums over several).
 type startPhases struct {
 	sync, engine, compile, apply, ready time.Duration
 	reapplyCPU                          time.Duration
-	live                                uint64
+	live, peakRSS, rss                  uint64
 }
 
 func (s *startPhases) add(o startPhases) {
@@ -139,6 +162,7 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 	b.Helper()
 	debug.FreeOSMemory()
 	heap0, _ := memNow()
+	resetPeakRSS(b)
 	peak := watchPeaks()
 	start := time.Now()
 	a, closeAgent := newBenchAgent(b, client, node)
@@ -184,6 +208,7 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 	}
 	p.reapplyCPU = processCPU(b) - cpu
 	peakHeap, peakMem = peak()
+	p.peakRSS, p.rss = procStatus(b, "VmHWM"), procStatus(b, "VmRSS")
 	runtime.GC()
 	heap1, _ := memNow()
 	p.live = heap1 - min(heap0, heap1)
@@ -204,6 +229,33 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 
 // reapplies is how many whole recompiles follow each start.
 const reapplies = 3
+
+// resetPeakRSS makes the kernel's peak RSS of this process (VmHWM) its
+// RSS now.
+func resetPeakRSS(b *testing.B) {
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// procStatus is a size field of /proc/self/status, in bytes.
+func procStatus(b *testing.B, field string) uint64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				b.Fatalf("%s: %q", field, line)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatalf("no %s in /proc/self/status", field)
+	return 0
+}
 
 // memNow is the Go heap's live and dead objects, and the memory the
 // runtime has from the OS and not returned (its RSS, roughly).

@@ -109,7 +109,7 @@ func BenchmarkAgentStart(b *testing.B) {
 func agentStarts(b *testing.B, client kubernetes.Interface, node string, pods, policies, nodes int) {
 
 	var phases startPhases
-	var peakHeap, peakMem, live, peakRSS, rss uint64
+	var peakHeap, peakMem, live, peakRSS, rss, syncPeak, compilePeak uint64
 	first := true
 	cpu0 := processCPU(b)
 	for b.Loop() {
@@ -118,6 +118,7 @@ func agentStarts(b *testing.B, client kubernetes.Interface, node string, pods, p
 		phases.add(p)
 		peakHeap, peakMem, live = max(peakHeap, heap), max(peakMem, mem), max(live, p.live)
 		peakRSS, rss = max(peakRSS, p.peakRSS), max(rss, p.rss)
+		syncPeak, compilePeak = max(syncPeak, p.syncPeakHeap), max(compilePeak, p.compilePeakHeap)
 	}
 	n := float64(b.N)
 	b.ReportMetric((processCPU(b)-cpu0).Seconds()/n, "cpu-s/op")
@@ -128,6 +129,8 @@ func agentStarts(b *testing.B, client kubernetes.Interface, node string, pods, p
 	b.ReportMetric(phases.ready.Seconds()/n, "s-ready")
 	b.ReportMetric(phases.reapplyCPU.Seconds()/n/reapplies, "cpu-s/reapply")
 	b.ReportMetric(float64(peakHeap)/1e6, "MB-peak-heap")
+	b.ReportMetric(float64(syncPeak)/1e6, "MB-peak-heap-sync")
+	b.ReportMetric(float64(compilePeak)/1e6, "MB-peak-heap-compile")
 	b.ReportMetric(float64(peakMem)/1e6, "MB-peak-mem")
 	b.ReportMetric(float64(live)/1e6, "MB-live")
 	b.ReportMetric(float64(peakRSS)/1e6, "MB-peak-rss")
@@ -143,6 +146,8 @@ type startPhases struct {
 	sync, engine, compile, apply, ready time.Duration
 	reapplyCPU                          time.Duration
 	live, peakRSS, rss                  uint64
+	// the heap's peak by the end of the sync and of the first compile
+	syncPeakHeap, compilePeakHeap uint64
 }
 
 func (s *startPhases) add(o startPhases) {
@@ -163,7 +168,7 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 	debug.FreeOSMemory()
 	heap0, _ := memNow()
 	resetPeakRSS(b)
-	peak := watchPeaks()
+	peakSoFar, peak := watchPeaks()
 	start := time.Now()
 	a, closeAgent := newBenchAgent(b, client, node)
 	stop := make(chan struct{})
@@ -171,6 +176,8 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 		b.Fatal("informer caches did not sync")
 	}
 	p.sync = time.Since(start)
+	h, _ := peakSoFar()
+	p.syncPeakHeap = h - min(heap0, h)
 
 	t := time.Now()
 	snap, err := a.cluster.Snapshot()
@@ -191,6 +198,8 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 		b.Fatalf("node %s has no endpoints: the benchmark measures nothing", node)
 	}
 	p.compile = time.Since(t)
+	h, _ = peakSoFar()
+	p.compilePeakHeap = h - min(heap0, h)
 	t = time.Now()
 	if _, err := a.probe.Apply(dp); err != nil {
 		b.Fatal(err)
@@ -269,9 +278,9 @@ func memNow() (heap, mem uint64) {
 	return s[0].Value.Uint64(), s[1].Value.Uint64() - s[2].Value.Uint64()
 }
 
-// watchPeaks samples memNow every millisecond until the returned function
-// is called, which returns the peaks.
-func watchPeaks() func() (heap, mem uint64) {
+// watchPeaks samples memNow every millisecond until stop is called, which
+// returns the peaks; sofar returns them without stopping.
+func watchPeaks() (sofar, stop func() (heap, mem uint64)) {
 	var mu sync.Mutex
 	var heap, mem uint64
 	done := make(chan struct{})
@@ -295,13 +304,16 @@ func watchPeaks() func() (heap, mem uint64) {
 			}
 		}
 	}()
-	return func() (uint64, uint64) {
+	sofar = func() (uint64, uint64) {
 		sample()
-		close(done)
-		<-stopped
 		mu.Lock()
 		defer mu.Unlock()
 		return heap, mem
+	}
+	return sofar, func() (uint64, uint64) {
+		close(done)
+		<-stopped
+		return sofar()
 	}
 }
 

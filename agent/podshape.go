@@ -59,13 +59,6 @@ func (s *podShapes) forget(key string) {
 	}
 }
 
-// len is the number of shapes in the table.
-func (s *podShapes) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.byKey)
-}
-
 // shapeKey identifies p's shape: namespace, workload and labels (label keys
 // and values never hold a NUL: the API server validates them).
 func shapeKey(p *CachedPod) string {

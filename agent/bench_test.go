@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -61,12 +62,7 @@ func simpleCluster(pods, policies int) *policy.Snapshot {
 func benchAgentOn(b *testing.B, snap *policy.Snapshot) (*Agent, *fake.Clientset) {
 	b.Helper()
 	pods := len(snap.Pods)
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			b.Fatal("CI is set but the agent benchmarks need root (BPF, network namespaces)")
-		}
-		b.Skip("needs root (BPF, network namespaces)")
-	}
+	requireRoot(b)
 	var objs []k8sruntime.Object
 	for _, ns := range snap.Namespaces {
 		objs = append(objs, withVersion(ns))
@@ -82,8 +78,37 @@ func benchAgentOn(b *testing.B, snap *policy.Snapshot) (*Agent, *fake.Clientset)
 		objs = append(objs, withVersion(p))
 	}
 	client := fake.NewClientset(objs...)
-	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-bench-%d", os.Getpid())
+	a, closeAgent := newBenchAgent(b, client, benchNode)
+	stop := make(chan struct{})
+	b.Cleanup(func() {
+		close(stop)
+		closeAgent()
+	})
+	if !a.cluster.Start(stop) {
+		b.Fatal("informer caches did not sync")
+	}
+	return a, client
+}
 
+// requireRoot skips a benchmark that needs root (BPF, network namespaces),
+// or fails it in CI.
+func requireRoot(b *testing.B) {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			b.Fatal("CI is set but the agent benchmarks need root (BPF, network namespaces)")
+		}
+		b.Skip("needs root (BPF, network namespaces)")
+	}
+}
+
+// newBenchAgent builds an agent on node over client, its datapath loaded
+// under a throw-away pin root and attached in a network namespace of its
+// own, so nothing on the host changes; its informers are not started.
+// closeAgent stops its queue and removes the datapath and the namespace.
+func newBenchAgent(b *testing.B, client kubernetes.Interface, node string) (a *Agent, closeAgent func()) {
+	b.Helper()
+	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-bench-%d", os.Getpid())
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
@@ -93,7 +118,7 @@ func benchAgentOn(b *testing.B, snap *policy.Snapshot) (*Agent, *fake.Clientset)
 	if err != nil {
 		b.Fatal(err)
 	}
-	a, err := New(Config{Client: client, NodeName: benchNode, PinRoot: pinRoot, Datapath: probe.DefaultConfig})
+	a, err = New(Config{Client: client, NodeName: node, PinRoot: pinRoot, Datapath: probe.DefaultConfig})
 	if serr := netns.Set(orig); serr != nil {
 		b.Fatalf("returning to the original network namespace: %v", serr)
 	}
@@ -103,20 +128,14 @@ func benchAgentOn(b *testing.B, snap *policy.Snapshot) (*Agent, *fake.Clientset)
 		ns.Close()
 		b.Fatal(err)
 	}
-	stop := make(chan struct{})
-	b.Cleanup(func() {
-		close(stop)
+	return a, func() {
 		a.queue.ShutDown()
 		if err := a.probe.Uninstall(); err != nil {
 			b.Errorf("uninstall: %v", err)
 		}
 		ns.Close()
 		os.RemoveAll(pinRoot)
-	})
-	if !a.cluster.Start(stop) {
-		b.Fatal("informer caches did not sync")
 	}
-	return a, client
 }
 
 var benchVersion atomic.Int64

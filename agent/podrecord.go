@@ -30,6 +30,9 @@ type CachedPod struct {
 	// them in no fixed order, and the same records in the same order let
 	// the policy.Cache reuse the last build's pod index.
 	seq uint64
+	// shape is what it shares with the other replicas of its workload
+	// (podShapes); it keeps the shape in the table.
+	shape *podShape
 }
 
 var cachedPodSeq atomic.Uint64
@@ -37,7 +40,9 @@ var cachedPodSeq atomic.Uint64
 // newCachedPod records p.
 func newCachedPod(p *corev1.Pod) *CachedPod {
 	kind, name := history.Workload(p)
-	return &CachedPod{Pod: *policy.NewPod(p), WorkloadKind: kind, WorkloadName: name, seq: cachedPodSeq.Add(1)}
+	cp := &CachedPod{Pod: *policy.NewPod(p), WorkloadKind: kind, WorkloadName: name, seq: cachedPodSeq.Add(1)}
+	shapes.share(cp)
+	return cp
 }
 
 // sameCachedPod reports whether two cached versions of a pod hold the
@@ -57,7 +62,7 @@ func (p *CachedPod) finished() bool {
 func (p *CachedPod) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 
 func (p *CachedPod) DeepCopyObject() runtime.Object {
-	return &CachedPod{Pod: *p.Pod.DeepCopy(), WorkloadKind: p.WorkloadKind, WorkloadName: p.WorkloadName, seq: p.seq}
+	return &CachedPod{Pod: *p.Pod.DeepCopy(), WorkloadKind: p.WorkloadKind, WorkloadName: p.WorkloadName, seq: p.seq, shape: p.shape}
 }
 
 // metav1.Object, over what the record keeps.

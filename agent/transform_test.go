@@ -94,11 +94,19 @@ func compileFor(t *testing.T, s *policy.Snapshot, node string) *policy.Datapath 
 func TestTrimForCacheLeavesOtherKindsWhole(t *testing.T) {
 	np := pt.Policy("ns", "p", pt.Selecting(pt.Sel("app=a")))
 	np.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
-	np.Annotations = map[string]string{"k": "v"}
+	np.Annotations = map[string]string{"k": "v", corev1.LastAppliedConfigAnnotation: `{"kind":"NetworkPolicy"}`}
 	obj, _ := trimForCache(np)
 	got := obj.(interface{ GetAnnotations() map[string]string })
-	if np.ManagedFields != nil || got.GetAnnotations()["k"] != "v" {
-		t.Errorf("a NetworkPolicy must lose its managedFields only: %+v", obj)
+	if np.ManagedFields != nil || got.GetAnnotations()["k"] != "v" || len(got.GetAnnotations()) != 1 {
+		t.Errorf("a NetworkPolicy must lose its managedFields and last-applied copy only: %+v", obj)
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: map[string]string{"flannel.alpha.coreos.com/public-ip": "10.0.0.1"}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.1"}},
+			Images: []corev1.ContainerImage{{Names: []string{"registry.example/app:1"}, SizeBytes: 1 << 20}}}}
+	want := node.DeepCopy()
+	want.Status.Images = nil
+	if obj, _ := trimForCache(node); !reflect.DeepEqual(obj, want) {
+		t.Errorf("a Node must lose its images only: %+v", obj)
 	}
 	if obj, _ := trimForCache(cacheTombstone{}); obj != (cacheTombstone{}) {
 		t.Errorf("an object of no known kind must pass through: %v", obj)

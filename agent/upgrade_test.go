@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,9 +68,16 @@ func TestAgentRetiresOlderLayout(t *testing.T) {
 	}
 
 	var a *Agent
+	var onReady atomic.Int32 // the agent's niceness is set there: once, when ready
 	err = node.in(func() error {
 		var err error
-		a, err = New(Config{Client: fake.NewClientset(), NodeName: feNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig})
+		a, err = New(Config{Client: fake.NewClientset(), NodeName: feNodeName, PinRoot: pinRoot, Datapath: probe.DefaultConfig,
+			OnReady: func() {
+				if !a.ready.Load() {
+					t.Error("OnReady ran before the agent was ready")
+				}
+				onReady.Add(1)
+			}})
 		return err
 	})
 	if err != nil {
@@ -115,5 +123,15 @@ func TestAgentRetiresOlderLayout(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(pinRoot, probe.LayoutVersion)); err != nil {
 		t.Errorf("the agent's own layout: %v", err)
+	}
+	since := time.Now()
+	a.enqueue() // a second apply: OnReady does not run again
+	waitFor(t, 10*time.Second, "a second apply", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.applyStart.After(since)
+	})
+	if n := onReady.Load(); n != 1 {
+		t.Errorf("OnReady ran %d times, want once", n)
 	}
 }

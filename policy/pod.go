@@ -65,6 +65,18 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// ShareWith makes p use q's labels map and named ports where the two hold
+// the same, so that many records (the replicas of one workload) keep one
+// copy of each: records are never modified, so sharing is safe.
+func (p *Pod) ShareWith(q *Pod) {
+	if maps.Equal(p.Labels, q.Labels) {
+		p.Labels = q.Labels
+	}
+	if slices.Equal(p.ports, q.ports) {
+		p.ports = q.ports
+	}
+}
+
 // DeepCopy returns a copy sharing nothing with p.
 func (p *Pod) DeepCopy() *Pod {
 	c := *p

@@ -83,7 +83,7 @@ func run() error {
 	flag.StringVar(&cfg.OTLP.CAFile, "otlp-ca-file", "", "PEM file of the CA that signed the Collector's certificate (default: the system roots)")
 	flag.StringVar(&cfg.CNIConfDir, "cni-conf-dir", agent.DefaultCNIConfDir, "the node's CNI configuration directory, read to identify the CNI (the DaemonSet mounts the node's /etc/cni/net.d here)")
 	flag.DurationVar(&cfg.BypassWindow, "bypass-check-window", 10*time.Second, "window of the bypass self-check: pods whose interfaces carried traffic the netfilter hooks never saw in it turn the node's status to not enforcing")
-	nice := flag.Int("nice", install.DefaultAgentNice, "the agent's niceness (0-19): above 0 its user space (flow events, summaries, policy compiles) yields the CPU to the node's workloads when they want it; enforcement runs in the kernel either way")
+	nice := flag.Int("nice", install.DefaultAgentNice, "the agent's niceness (0-19) from its first policy apply on (before, the workloads' priority): above 0 its user space (flow events, summaries, policy compiles) yields the CPU to the node's workloads when they want it; enforcement runs in the kernel either way")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
 
@@ -125,8 +125,15 @@ func run() error {
 	if *nice < 0 || *nice > 19 {
 		return fmt.Errorf("--nice %d: use 0 (the workloads' priority) to 19 (the lowest)", *nice)
 	}
-	if err := setNice(*nice); err != nil {
-		return fmt.Errorf("--nice %d: %w", *nice, err)
+	// Until ready the agent runs at the workloads' priority: its start
+	// (the informers' first lists, the first compile and apply) is what
+	// stands between a node and enforcement, and niceness 10 on a busy
+	// node leaves it a tenth of a workload's share of the CPU. The
+	// niceness follows the first apply.
+	cfg.OnReady = func() {
+		if err := setNice(*nice); err != nil {
+			klog.ErrorS(err, "Setting the agent's niceness", "nice", *nice)
+		}
 	}
 
 	rc, err := restConfig(kubeconfig)

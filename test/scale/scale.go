@@ -139,7 +139,7 @@ func Populate(ctx context.Context, cfg *rest.Config, spec Spec) (Timings, error)
 
 	step := func(d *time.Duration, what string, n int, create func(i int) error) error {
 		start := time.Now()
-		err := parallel(ctx, n, workers, create)
+		err := Parallel(ctx, n, workers, create)
 		*d = time.Since(start)
 		logf("%d %s in %s (%.0f/s)", n, what, d.Round(time.Millisecond), float64(n)/max(d.Seconds(), 1e-3))
 		return err
@@ -275,8 +275,8 @@ func listAll(ctx context.Context, list pager.ListPageFunc, each func(obj runtime
 	})
 }
 
-// parallel runs fn(0..n-1) on workers goroutines; the first error stops it.
-func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
+// Parallel runs fn(0..n-1) on workers goroutines; the first error stops it.
+func Parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once

@@ -52,7 +52,7 @@ func TestFakePodLeavesStatusToKwok(t *testing.T) {
 func TestParallelStopsAtTheFirstError(t *testing.T) {
 	var done atomic.Int64
 	boom := errors.New("boom")
-	err := parallel(context.Background(), 10000, 8, func(i int) error {
+	err := Parallel(context.Background(), 10000, 8, func(i int) error {
 		done.Add(1)
 		if i == 100 {
 			return boom
@@ -66,7 +66,7 @@ func TestParallelStopsAtTheFirstError(t *testing.T) {
 		t.Errorf("all %d items ran after the error", n)
 	}
 	done.Store(0)
-	if err := parallel(context.Background(), 1000, 8, func(int) error { done.Add(1); return nil }); err != nil || done.Load() != 1000 {
+	if err := Parallel(context.Background(), 1000, 8, func(int) error { done.Add(1); return nil }); err != nil || done.Load() != 1000 {
 		t.Errorf("err %v, %d of 1000 ran", err, done.Load())
 	}
 }

@@ -320,10 +320,10 @@ func (e *Engine) newPodInfo(pod *Pod, f *podFacts) (*podInfo, error) {
 	return pi, nil
 }
 
-// registerIdentity adds the identity of pod, named key, to the Engine
-// (only during NewEngine, c being its Cache or nil).
-func (e *Engine) registerIdentity(pod *Pod, key string, c *Cache) *identity {
-	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
+// registerIdentity makes id the identity of pod, named key, and adds it to
+// the Engine (only during NewEngine, c being its Cache or nil).
+func (e *Engine) registerIdentity(id *identity, pod *Pod, key string, c *Cache) *identity {
+	*id = identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
 	c.fillClusterSelectedBy(e, id, key)
 	c.fillSelectedBy(e, id, key)
 	e.splitAudited(id)

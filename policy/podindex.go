@@ -190,9 +190,12 @@ func (e *Engine) buildPodIndex(recs []*Pod, objs []*corev1.Pod, c *Cache) (*podI
 // usePodIndex makes the Engine's pods and identities from idx.
 func (e *Engine) usePodIndex(idx *podIndex, c *Cache) {
 	e.index = idx
+	e.identities = make([]*identity, 0, len(idx.identFirst))
+	e.identByKey = make(map[string]*identity, len(idx.identFirst))
 	idents := make([]*identity, len(idx.identFirst))
+	islab := make([]identity, len(idx.identFirst))
 	for j, first := range idx.identFirst {
-		idents[j] = e.registerIdentity(idx.recs[first], idx.infos[first].identKey, c)
+		idents[j] = e.registerIdentity(&islab[j], idx.recs[first], idx.infos[first].identKey, c)
 	}
 	slab := make([]podInfo, len(idx.infos))
 	copy(slab, idx.infos)

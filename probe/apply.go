@@ -234,6 +234,10 @@ type ApplyResult struct {
 // that keeps each direction at the old or the new verdict. Then, unless
 // revocation is off, conntrack entries that dp denies are deleted in every
 // attached namespace, so those connections are re-evaluated and dropped.
+//
+// dp is read-only from then on: the next Apply recognises unchanged
+// directions and address lists by their arrays (policy.Compile shares them
+// between Datapaths), without comparing their contents.
 func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

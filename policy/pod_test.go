@@ -149,3 +149,28 @@ func TestPodRecordSameForPolicy(t *testing.T) {
 		}
 	}
 }
+
+// ShareWith shares only what is equal: a record that takes another's labels
+// map and ports reads the same as before (SameForPolicy compares the ports
+// too).
+func TestPodShareWith(t *testing.T) {
+	first := policy.NewPod(Pod("shop", "web-1", WithLabels("app=web"), WithIP("10.0.0.1"), WithPort("http", 8080, "")))
+	for name, tc := range map[string]struct {
+		pod          *corev1.Pod
+		sharesLabels bool
+	}{
+		"replica":     {Pod("shop", "web-2", WithLabels("app=web"), WithIP("10.0.0.2"), WithPort("http", 8080, "")), true},
+		"other port":  {Pod("shop", "web-3", WithLabels("app=web"), WithIP("10.0.0.3"), WithPort("http", 9090, "")), true},
+		"other label": {Pod("shop", "api-1", WithLabels("app=api"), WithIP("10.0.0.4"), WithPort("http", 8080, "")), false},
+	} {
+		p := policy.NewPod(tc.pod)
+		before := p.DeepCopy()
+		p.ShareWith(first)
+		if !p.SameForPolicy(before) {
+			t.Errorf("%s: sharing changed what the record reads", name)
+		}
+		if shared := reflect.ValueOf(p.Labels).Pointer() == reflect.ValueOf(first.Labels).Pointer(); shared != tc.sharesLabels {
+			t.Errorf("%s: labels shared %v, want %v", name, shared, tc.sharesLabels)
+		}
+	}
+}

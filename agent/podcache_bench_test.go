@@ -103,14 +103,7 @@ func BenchmarkPodCache(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&compiled)
 	if path := os.Getenv("NETPOL_PODCACHE_HEAP"); path != "" { // what the heap holds now
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.WriteHeapProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		f.Close()
+		writeHeapProfile(b, path)
 	}
 	endpoints, identities := len(dp.Endpoints), len(dp.Identities)
 	dp = nil // what stays between changes: the caches (the datapath is the node's, not per pod)
@@ -177,4 +170,17 @@ func scaleShapedPods(n, nodes int) *corev1.PodList {
 		list.Items = append(list.Items, *p)
 	}
 	return list
+}
+
+// writeHeapProfile writes the heap's profile to path (a benchmark's
+// NETPOL_*_HEAP).
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
 }

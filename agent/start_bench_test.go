@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -226,14 +225,7 @@ func agentStart(b *testing.B, client kubernetes.Interface, node string, profile 
 	heap1, _ := memNow()
 	p.live = heap1 - min(heap0, heap1)
 	if path := os.Getenv("NETPOL_START_HEAP"); profile && path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.WriteHeapProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		f.Close()
+		writeHeapProfile(b, path)
 	}
 	close(stop)
 	closeAgent()

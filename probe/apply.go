@@ -292,6 +292,20 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	}
 	res.SlotsSwapped = len(swaps)
 
+	// A slot pair new to its endpoint starts without the previous owner's
+	// last new flow (the bypass self-check reads it per pod).
+	oldPairs := map[uint32]bool{}
+	for _, pair := range p.state.pairs {
+		oldPairs[pair] = true
+	}
+	for _, pair := range want.pairs {
+		if !oldPairs[pair] {
+			if err := p.objs.NetpolEndpointSeen.Put(pair, uint64(0)); err != nil {
+				return res, fmt.Errorf("resetting slot pair %d's last flow: %w", pair, err)
+			}
+		}
+	}
+
 	// 3. Endpoint entries (isolation flags, slots).
 	for k, ep := range want.endpoints {
 		old, ok := p.state.endpoints[k]

@@ -412,17 +412,7 @@ func TestCNIWatch(t *testing.T) {
 // (which costs the agent CPU in proportion to the node's connections); a
 // pod whose only traffic is one long-lived flow still is, by the dump.
 func TestBypassSelfCheckWithoutFlowEvents(t *testing.T) {
-	requirePrivileged(t)
-	node := newSpoofNode(t, false)
-	conntrackOn(t, node.feNS)
-	a1, b1, c1, d1 := node.addPod(t, "a"), node.addPod(t, "b"), node.addPod(t, "c"), node.addPod(t, "d")
-	var objs []k8sruntime.Object
-	for _, p := range []*spoofPod{a1, b1, c1, d1} {
-		objs = append(objs, onNodeSpoof(pt.Pod("shop", p.podName, pt.WithIP(p.ip4.String()))))
-	}
-	client := fake.NewClientset(append(objs, pt.Namespace("shop"))...)
-	udpsink.Listen(t, b1.in, netip.AddrPortFrom(b1.ip4, 5000))
-	udpsink.Listen(t, d1.in, netip.AddrPortFrom(d1.ip4, 5000))
+	node, client, a1, b1, c1, d1 := fourPodNode(t)
 	const window = 400 * time.Millisecond
 	a, stop := startSpoofAgent(t, node, client, fmt.Sprintf("/sys/fs/bpf/netpol-agent-noevents-%d", os.Getpid()),
 		func(c *Config) { c.BypassWindow = window; c.Datapath.FlowEvents = false })
@@ -480,20 +470,27 @@ func TestBypassSelfCheckWithoutFlowEvents(t *testing.T) {
 	}
 }
 
-func TestBypassSelfCheckPartial(t *testing.T) {
+// fourPodNode is a node with conntrack on and pods a, b, c and d in
+// namespace shop, b and d receiving UDP on port 5000.
+func fourPodNode(t *testing.T) (node *spoofNode, client *fake.Clientset, a1, b1, c1, d1 *spoofPod) {
 	requirePrivileged(t)
-	node := newSpoofNode(t, false)
+	node = newSpoofNode(t, false)
 	conntrackOn(t, node.feNS)
-	a1, b1, c1, d1 := node.addPod(t, "a"), node.addPod(t, "b"), node.addPod(t, "c"), node.addPod(t, "d")
+	a1, b1, c1, d1 = node.addPod(t, "a"), node.addPod(t, "b"), node.addPod(t, "c"), node.addPod(t, "d")
 	var objs []k8sruntime.Object
 	for _, p := range []*spoofPod{a1, b1, c1, d1} {
 		o := onNodeSpoof(pt.Pod("shop", p.podName, pt.WithIP(p.ip4.String())))
 		o.UID = types.UID("uid-" + p.podName)
 		objs = append(objs, o)
 	}
-	client := fake.NewClientset(append(objs, pt.Namespace("shop"))...)
+	client = fake.NewClientset(append(objs, pt.Namespace("shop"))...)
 	udpsink.Listen(t, b1.in, netip.AddrPortFrom(b1.ip4, 5000))
 	udpsink.Listen(t, d1.in, netip.AddrPortFrom(d1.ip4, 5000))
+	return node, client, a1, b1, c1, d1
+}
+
+func TestBypassSelfCheckPartial(t *testing.T) {
+	node, client, a1, b1, c1, d1 := fourPodNode(t)
 	const window = 500 * time.Millisecond
 	a, stop := startSpoofAgent(t, node, client, fmt.Sprintf("/sys/fs/bpf/netpol-agent-partial-%d", os.Getpid()),
 		func(c *Config) { c.BypassWindow = window })

@@ -88,6 +88,8 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	switch enforcer {
 	case "netpol":
 		args := append([]string{"install", "--image", framework.AgentImage(b), "--timeout", "3m", "--pprof"}, scaleInstallFlags()...)
+		// NETPOL_LATENCY_INSTALL_FLAGS: more install flags, e.g. --agent-nice=0.
+		args = append(args, strings.Fields(os.Getenv("NETPOL_LATENCY_INSTALL_FLAGS"))...)
 		if out, err := netpolB(b, c, args...); err != nil {
 			b.Fatalf("kubectl netpol install: %v\n%s", err, out)
 		}

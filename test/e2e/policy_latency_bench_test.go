@@ -118,7 +118,13 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	c.ExpectReachable(b, podC, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
 	nsC, nodeC := framework.PodNetns(b, podC.Status.PodIP)
 
-	cmd := nodeC.Command("ip", "netns", "exec", nsC, os.Args[0], "-test.run=^TestPolicyProbeProcess$", "-test.count=1")
+	prober := []string{"netns", "exec", nsC, os.Args[0], "-test.run=^TestPolicyProbeProcess$", "-test.count=1"}
+	// NETPOL_LATENCY_PROBER_CPU pins the prober (it connects every ~0.1 ms)
+	// to one CPU, beside the control plane in a pinned scale run.
+	if cpu := os.Getenv("NETPOL_LATENCY_PROBER_CPU"); cpu != "" {
+		prober = append([]string{"netns", "exec", nsC, "taskset", "-c", cpu}, prober[3:]...)
+	}
+	cmd := nodeC.Command("ip", prober...)
 	cmd.Env = append(os.Environ(), "NETPOL_PROBE_ADDR="+net.JoinHostPort(podA.Status.PodIP, "80"))
 	out := startChild(b, cmd)
 	type change struct {

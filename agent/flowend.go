@@ -709,7 +709,9 @@ func (t *newFlowTable) len() int {
 }
 
 // endpointIndex is the applied datapath by address: local endpoints and
-// every address's identity, rebuilt when a new datapath is applied.
+// every address's identity, rebuilt when a new datapath is applied (the
+// identities only when they changed: a policy change keeps them, and at
+// 100k pods they are 100k addresses).
 type endpointIndex struct {
 	dp       *policy.Datapath
 	local    map[netip.Addr]*policy.Endpoint
@@ -720,8 +722,17 @@ func (x *endpointIndex) use(dp *policy.Datapath) {
 	if x.dp == dp {
 		return
 	}
+	sameIdentities := x.dp != nil && policy.SameIdentities(x.dp, dp)
 	x.dp = dp
 	x.local = map[netip.Addr]*policy.Endpoint{}
+	for i := range dp.Endpoints {
+		for _, ip := range dp.Endpoints[i].IPs {
+			x.local[ip] = &dp.Endpoints[i]
+		}
+	}
+	if sameIdentities {
+		return
+	}
 	x.identity = map[netip.Addr]uint32{}
 	for _, id := range dp.Identities {
 		for _, ip := range id.IPs {
@@ -730,11 +741,6 @@ func (x *endpointIndex) use(dp *policy.Datapath) {
 	}
 	for _, ip := range dp.HostIPs {
 		x.identity[ip] = policy.IdentityHost
-	}
-	for i := range dp.Endpoints {
-		for _, ip := range dp.Endpoints[i].IPs {
-			x.local[ip] = &dp.Endpoints[i]
-		}
 	}
 }
 

@@ -62,10 +62,11 @@ func (v *nsVersions) same(nss []*corev1.Namespace) bool {
 }
 
 // reusableEngine returns the Cache's last Engine when this build's pods
-// are its (idx, from reusablePodIndex) and its namespaces the same; nil
-// otherwise, and for a nil c.
+// are its (idx: reusablePodIndex's, not nil only then) and its namespaces
+// the same; nil otherwise, and for a nil c. (The last Engine was built on
+// the last pod index: a build keeps both or neither.)
 func (c *Cache) reusableEngine(idx *podIndex, nss []*corev1.Namespace) *Engine {
-	if c == nil || c.last == nil || idx == nil || c.last.index != idx || !c.last.nsFrom.same(nss) {
+	if c == nil || c.last == nil || idx == nil || !c.last.nsFrom.same(nss) {
 		return nil
 	}
 	return c.last

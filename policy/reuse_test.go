@@ -3,8 +3,12 @@ package policy_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -99,5 +103,55 @@ func TestDatapathsShareIdentities(t *testing.T) {
 	in.s.Pods[0] = p
 	if third := compile(); policy.SameIdentities(second, third) {
 		t.Fatalf("a pod's new labels kept the identity list")
+	}
+}
+
+// denyFromY is an Admin ClusterNetworkPolicy denying y's pods into x's.
+const denyFromY = `
+metadata: {name: deny-from-y, resourceVersion: "9"}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: x}}}
+  ingress:
+  - name: deny-y
+    action: Deny
+    from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: y}}}]
+`
+
+// TestReuseFollowsNamespacesAndClusterPolicies changes, between builds of
+// the same pods and NetworkPolicies through one Cache, only a namespace's
+// labels, then only the ClusterNetworkPolicies: the last Engine's
+// identities and the compile cache's world are then not this build's, and
+// each Compile must be a fresh one's.
+func TestReuseFollowsNamespacesAndClusterPolicies(t *testing.T) {
+	x, y := Namespace("x"), Namespace("y", "team=red")
+	a, b := Pod("x", "a", WithLabels("app=a"), WithIP("10.0.0.1")), Pod("y", "b", WithLabels("app=b"), WithIP("10.0.0.2"))
+	a.Spec.NodeName = "n1"
+	pol := Policy("x", "from-blue", Selecting(Sel("app=a")), IngressRule(Peers(NSPeer(Sel("team=blue")))))
+	for i, o := range []metav1.Object{x, y, a, b, pol} {
+		o.SetResourceVersion(fmt.Sprint(i + 1))
+	}
+	s := &policy.Snapshot{Namespaces: []*corev1.Namespace{x, y}, Pods: []*corev1.Pod{a, b}, Policies: []*networkingv1.NetworkPolicy{pol}}
+	c := policy.NewCache()
+	check := func(step string) {
+		t.Helper()
+		if got, want := Compile(t, c, s, "n1"), Compile(t, nil, s, "n1"); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: the cached build compiles\n%+v\na fresh one\n%+v", step, got.Endpoints, want.Endpoints)
+		}
+	}
+	check("first")
+	check("nothing changed")
+	blue := y.DeepCopy()
+	blue.Labels, blue.ResourceVersion = map[string]string{"team": "blue"}, "6"
+	s.Namespaces = []*corev1.Namespace{blue, x}
+	check("y now blue")
+	check("nothing changed again")
+	s.ClusterPolicies = cnps(t, denyFromY)
+	check("a cluster policy")
+	s.ClusterPolicies = nil
+	check("no cluster policy")
+	if st := c.Stats(); st.IdentitiesReused == 0 {
+		t.Fatalf("no build took the last one's identities: %+v", st)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,10 +43,12 @@ import (
 //     hooks count at least as much; when the pods sent more than twice
 //     what the hooks saw, pod traffic went past them;
 //   - per active pod, whether the hooks saw it at all: a flow of the pod in
-//     the flow hub's ring, or, for connections opened before the window, a
-//     conntrack entry with one of its addresses (conntrack sits on the
-//     same netfilter path; a packet redirected between interfaces by tc
-//     never creates one). An active pod with neither is bypassing.
+//     the flow hub's ring or the datapath's stamp of its last new flow
+//     (which holds with flow events off), or, for connections opened
+//     before the window, a conntrack entry with one of its addresses
+//     (conntrack sits on the same netfilter path; a packet redirected
+//     between interfaces by tc never creates one). An active pod with none
+//     of them is bypassing.
 //
 // The node is "not enforcing" when every active pod is bypassing or the
 // hooks saw less than a tenth of what the pods sent, "partially enforcing"
@@ -54,8 +57,10 @@ import (
 //
 // The cost is one link dump, one read of the counters and a walk of the
 // window's flows in the ring per window, and a conntrack dump only in
-// windows where some active pod is unexplained by the ring; nothing per
-// packet or per connection.
+// windows where some active pod is unexplained by the ring and had no new
+// flow (the datapath stamps each endpoint's last new flow, at most once a
+// second): only pods whose traffic all belongs to older connections cost
+// a dump, however many connections the node opens.
 //
 // Limits: host traffic through the hooks (the kubelet, the API server)
 // hides a bypass smaller than it; a pod with some traffic through
@@ -102,6 +107,8 @@ type bypassCheck struct {
 
 	mu       sync.Mutex
 	measured *flowv1.Enforcement // nil until a window had pod traffic
+
+	conntrackDumps atomic.Int64 // windows that needed a dump of the conntrack table
 }
 
 type ifSample struct {
@@ -138,6 +145,15 @@ func newBypassCheck(nl *netlink.Handle, a *Agent, events *eventSink, reg prometh
 		}
 	}
 	return b, nil
+}
+
+// newFlowSince says whether the datapath judged a new flow of pod at or
+// after the monotonic time t.
+func (b *bypassCheck) newFlowSince(pod localPod, t uint64) bool {
+	return slices.ContainsFunc(pod.ips, func(ip netip.Addr) bool {
+		last, ok := b.probe.LastNewFlow(ip)
+		return ok && last >= t
+	})
 }
 
 // run samples every window until ctx ends.
@@ -222,9 +238,13 @@ func (b *bypassCheck) sample(now time.Time) {
 			}
 		}
 	}
+	// The datapath's own stamp of each endpoint's last new flow explains
+	// pods without flow events (off, or sampled out of the hub's ring); a
+	// stamp lags the flows by up to a second, hence the slack.
+	stampedSince := monotonicNow() - uint64(now.Sub(since)) - uint64(time.Second)
 	var unexplained []localPod
 	for _, p := range active {
-		if !seen[p.name] {
+		if !seen[p.name] && !b.newFlowSince(p, stampedSince) {
 			unexplained = append(unexplained, p)
 		}
 	}
@@ -417,6 +437,7 @@ func ipReassembly(snmp string) (reqds, oks uint64) {
 // conntrackAddrs are the addresses in the node's conntrack entries (both
 // tuples of both families).
 func (b *bypassCheck) conntrackAddrs() map[netip.Addr]bool {
+	b.conntrackDumps.Add(1)
 	out := map[netip.Addr]bool{}
 	for _, fam := range []netlink.InetFamily{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		flows, err := b.nl.ConntrackTableList(netlink.ConntrackTable, fam)

@@ -406,20 +406,91 @@ func TestCNIWatch(t *testing.T) {
 // TestBypassSelfCheckPartial: one pair of pods redirected past netfilter,
 // another over the normal path: the node is partially enforcing and only
 // the redirected pod is named.
-func TestBypassSelfCheckPartial(t *testing.T) {
+// TestBypassSelfCheckWithoutFlowEvents: with flow events off the hub holds
+// no flow, so pods opening connections are explained by the datapath's
+// stamp of their last new flow, never by a dump of the conntrack table
+// (which costs the agent CPU in proportion to the node's connections); a
+// pod whose only traffic is one long-lived flow still is, by the dump.
+func TestBypassSelfCheckWithoutFlowEvents(t *testing.T) {
+	node, client, a1, b1, c1, d1 := fourPodNode(t)
+	const window = 400 * time.Millisecond
+	a, stop := startSpoofAgent(t, node, client, fmt.Sprintf("/sys/fs/bpf/netpol-agent-noevents-%d", os.Getpid()),
+		func(c *Config) { c.BypassWindow = window; c.Datapath.FlowEvents = false })
+	defer stop(true)
+	waitFor(t, 10*time.Second, "agent ready", func() bool { return a.ready.Load() })
+
+	// a opens a new flow to b every 5 ms, each from a new socket.
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(done); wg.Wait() }()
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			_ = a1.in(func() error {
+				c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(b1.ip4, 5000)))
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_, err = c.Write([]byte("x"))
+				return err
+			})
+		}
+	})
+	time.Sleep(time.Second) // a's first window baseline
+	dumps := a.bypass.conntrackDumps.Load()
+	deadline := time.Now().Add(6 * window)
+	for time.Now().Before(deadline) {
+		if e := a.bypass.status(); e.GetState() != stateEnforcing {
+			t.Fatalf("new flows without flow events: %v", e)
+		}
+		time.Sleep(window / 4)
+	}
+	if e := a.bypass.status(); e.GetActivePods() < 1 {
+		t.Errorf("a's new flows made no pod active: %v", e)
+	}
+	if n := a.bypass.conntrackDumps.Load() - dumps; n != 0 {
+		t.Errorf("%d conntrack dumps in 6 windows of pods opening new flows, want 0", n)
+	}
+	if hub := a.hub.Since(time.Time{}); len(hub) != 0 {
+		t.Fatalf("flow events off, yet %d flows in the hub", len(hub))
+	}
+
+	// c's only flow is one long stream: after its first second no stamp
+	// explains it, and the dump does.
+	udpStream(t, c1, netip.AddrPortFrom(d1.ip4, 5000))
+	dumps = a.bypass.conntrackDumps.Load()
+	waitFor(t, 10*window, "a conntrack dump for the long-lived flow", func() bool { return a.bypass.conntrackDumps.Load() > dumps })
+	if e := a.bypass.status(); e.GetState() != stateEnforcing {
+		t.Errorf("long-lived flow: %v", e)
+	}
+}
+
+// fourPodNode is a node with conntrack on and pods a, b, c and d in
+// namespace shop, b and d receiving UDP on port 5000.
+func fourPodNode(t *testing.T) (node *spoofNode, client *fake.Clientset, a1, b1, c1, d1 *spoofPod) {
 	requirePrivileged(t)
-	node := newSpoofNode(t, false)
+	node = newSpoofNode(t, false)
 	conntrackOn(t, node.feNS)
-	a1, b1, c1, d1 := node.addPod(t, "a"), node.addPod(t, "b"), node.addPod(t, "c"), node.addPod(t, "d")
+	a1, b1, c1, d1 = node.addPod(t, "a"), node.addPod(t, "b"), node.addPod(t, "c"), node.addPod(t, "d")
 	var objs []k8sruntime.Object
 	for _, p := range []*spoofPod{a1, b1, c1, d1} {
 		o := onNodeSpoof(pt.Pod("shop", p.podName, pt.WithIP(p.ip4.String())))
 		o.UID = types.UID("uid-" + p.podName)
 		objs = append(objs, o)
 	}
-	client := fake.NewClientset(append(objs, pt.Namespace("shop"))...)
+	client = fake.NewClientset(append(objs, pt.Namespace("shop"))...)
 	udpsink.Listen(t, b1.in, netip.AddrPortFrom(b1.ip4, 5000))
 	udpsink.Listen(t, d1.in, netip.AddrPortFrom(d1.ip4, 5000))
+	return node, client, a1, b1, c1, d1
+}
+
+func TestBypassSelfCheckPartial(t *testing.T) {
+	node, client, a1, b1, c1, d1 := fourPodNode(t)
 	const window = 500 * time.Millisecond
 	a, stop := startSpoofAgent(t, node, client, fmt.Sprintf("/sys/fs/bpf/netpol-agent-partial-%d", os.Getpid()),
 		func(c *Config) { c.BypassWindow = window })

@@ -16,8 +16,8 @@ import (
 
 // TestEndpointIndexFollowsDatapaths checks the flow-end index across
 // applied datapaths: a policy change (the same identity list) keeps its
-// address map and takes the new endpoints; a pod change builds the map
-// again, with the new pod's identity.
+// address map once built and takes the new endpoints; a pod change drops
+// it, and the next look-up gives the new pod's identity.
 func TestEndpointIndexFollowsDatapaths(t *testing.T) {
 	onNode := func(p *corev1.Pod) *corev1.Pod { p.Spec.NodeName = "n1"; p.ResourceVersion = "1"; return p }
 	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
@@ -31,6 +31,7 @@ func TestEndpointIndexFollowsDatapaths(t *testing.T) {
 	dp1 := compile(&policy.Snapshot{Namespaces: []*corev1.Namespace{ns}, Pods: []*corev1.Pod{db, web}})
 	var x endpointIndex
 	x.use(dp1)
+	x.identityOf(netip.MustParseAddr("10.0.0.5")) // builds the address map
 	kept := reflect.ValueOf(x.identity).Pointer()
 	dp2 := compile(&policy.Snapshot{Namespaces: []*corev1.Namespace{ns}, Pods: []*corev1.Pod{db, web}, Policies: []*networkingv1.NetworkPolicy{pol}})
 	x.use(dp2)

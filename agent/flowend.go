@@ -708,47 +708,78 @@ func (t *newFlowTable) len() int {
 	return n
 }
 
-// endpointIndex is the applied datapath by address: local endpoints and
-// every address's identity, rebuilt when a new datapath is applied (the
-// identities only when they changed: a policy change keeps them, and at
-// 100k pods they are 100k addresses).
+// endpointIndex is the applied datapath by address: its local endpoints
+// and, built on first need, every address's identity and the rules that
+// admitted each peer. Only an end whose start is unknown needs the last two,
+// so a policy change at 100k pods does not rebuild an index of every
+// address for ends that never ask; one that keeps the identity list (a
+// policy change) keeps the address map once built.
 type endpointIndex struct {
 	dp       *policy.Datapath
 	local    map[netip.Addr]*policy.Endpoint
-	identity map[netip.Addr]uint32
+	identity map[netip.Addr]uint32 // nil until identityOf first runs for dp
+	allowing map[allowKey]uint32   // ruleAllowing's answers under dp
 }
+
+// allowKey is one question to ruleAllowing under a datapath (the peer's
+// identity follows from its address).
+type allowKey struct {
+	dir   *policy.EndpointPolicy
+	peer  netip.Addr
+	proto corev1.Protocol
+	port  uint16
+}
+
+// maxAllowing bounds the remembered answers: past it they start over.
+const maxAllowing = 1 << 16
 
 func (x *endpointIndex) use(dp *policy.Datapath) {
 	if x.dp == dp {
 		return
 	}
-	sameIdentities := x.dp != nil && policy.SameIdentities(x.dp, dp)
-	x.dp = dp
+	if x.identity != nil && !policy.SameIdentities(x.dp, dp) {
+		x.identity = nil
+	}
+	x.dp, x.allowing = dp, nil
 	x.local = map[netip.Addr]*policy.Endpoint{}
 	for i := range dp.Endpoints {
 		for _, ip := range dp.Endpoints[i].IPs {
 			x.local[ip] = &dp.Endpoints[i]
 		}
 	}
-	if sameIdentities {
-		return
-	}
-	x.identity = map[netip.Addr]uint32{}
-	for _, id := range dp.Identities {
-		for _, ip := range id.IPs {
-			x.identity[ip] = id.ID
-		}
-	}
-	for _, ip := range dp.HostIPs {
-		x.identity[ip] = policy.IdentityHost
-	}
 }
 
 func (x *endpointIndex) identityOf(ip netip.Addr) uint32 {
+	if x.identity == nil {
+		x.identity = map[netip.Addr]uint32{}
+		for _, id := range x.dp.Identities {
+			for _, ip := range id.IPs {
+				x.identity[ip] = id.ID
+			}
+		}
+		for _, ip := range x.dp.HostIPs {
+			x.identity[ip] = policy.IdentityHost
+		}
+	}
 	if id, ok := x.identity[ip]; ok {
 		return id
 	}
 	return policy.IdentityWorld
+}
+
+// ruleAllowing is ruleAllowing for dir under the applied datapath,
+// remembered: repeated connections between the same pods ask the same.
+func (x *endpointIndex) ruleAllowing(dir *policy.EndpointPolicy, peer netip.Addr, proto corev1.Protocol, port uint16) uint32 {
+	k := allowKey{dir, peer, proto, port}
+	if rule, ok := x.allowing[k]; ok {
+		return rule
+	}
+	if x.allowing == nil || len(x.allowing) >= maxAllowing {
+		x.allowing = map[allowKey]uint32{}
+	}
+	rule := ruleAllowing(*dir, x.identityOf(peer), peer, proto, port)
+	x.allowing[k] = rule
+	return rule
 }
 
 // endFlow is the flow-end summary of conntrack entry ct, or nil when the
@@ -836,11 +867,11 @@ func (e *enricher) judged(x *endpointIndex, ct *ctEnd, src, dst netip.Addr, dpor
 	proto := protocolName(ct.proto)
 	if srcEP != nil {
 		ev.SrcEndpoint = srcEP.ID
-		ev.EgressRule = ruleAllowing(srcEP.Egress, x.identityOf(dst), dst, proto, dport)
+		ev.EgressRule = x.ruleAllowing(&srcEP.Egress, dst, proto, dport)
 	}
 	if dstEP != nil {
 		ev.DstEndpoint = dstEP.ID
-		ev.IngressRule = ruleAllowing(dstEP.Ingress, x.identityOf(src), src, proto, dport)
+		ev.IngressRule = x.ruleAllowing(&dstEP.Ingress, src, proto, dport)
 	}
 	return ev
 }
@@ -947,7 +978,7 @@ func (a *Agent) flowEnds(events <-chan flowEnd) {
 			recs = a.newFlows.takeAll(batch, recs[:0])
 			for i := range batch {
 				rec := recs[i]
-				if rec == nil && time.Since(batch[i].at) < settle && len(parked) < flowEndQueue && !closed {
+				if rec == nil && time.Since(batch[i].at) < settle && len(parked) < flowEndQueue && !closed && a.startMayCome(&x, &batch[i]) {
 					parked = append(parked, batch[i])
 					continue
 				}
@@ -965,6 +996,33 @@ func (a *Agent) flowEnds(events <-chan flowEnd) {
 			}
 		}
 	}
+}
+
+// startMayCome says whether the new-flow record of ev, not found, may
+// still be read (see mayHaveStart).
+func (a *Agent) startMayCome(x *endpointIndex, ev *flowEnd) bool {
+	if a.cfg.Datapath.FlowEvents {
+		return true
+	}
+	dp := a.probe.Applied()
+	if dp == nil {
+		return false
+	}
+	x.use(dp)
+	return mayHaveStart(false, x, ev)
+}
+
+// mayHaveStart says whether ev's connection can have had a new-flow record
+// under x's datapath: always with flow events on; with them off only an
+// audited flow has one (an audit is reported regardless), and only a
+// resolved direction audits. Parking an end whose start never comes costs
+// it a wait and a second look-up.
+func mayHaveStart(flowEvents bool, x *endpointIndex, ev *flowEnd) bool {
+	if flowEvents {
+		return true
+	}
+	src, dst := x.local[ev.src], x.local[ev.rsrc]
+	return src != nil && src.Egress.Resolved || dst != nil && dst.Ingress.Resolved
 }
 
 // endBatch bounds the ends flowEnds takes at once.

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
@@ -622,6 +623,70 @@ func TestEndFlowMapping(t *testing.T) {
 }
 
 // The record table keeps at most max connections, forgetting the oldest.
+// TestEndpointIndexAnswersPerDatapath: an end without its start is
+// attributed from the applied datapath; the index remembers each answer for
+// that datapath only, and its identities are built on the first such end.
+func TestEndpointIndexAnswersPerDatapath(t *testing.T) {
+	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
+	web := onNode(pt.Pod("shop", "web", pt.WithLabels("app=web"), pt.WithIP("10.0.0.6")))
+	port := func(p int32) *networkingv1.NetworkPolicy {
+		return pt.Policy("shop", "db-policy", pt.Selecting(pt.Sel("app=db")),
+			pt.IngressRule(pt.Peers(pt.PodPeer(pt.Sel("app=web"))), pt.Port(corev1.ProtocolTCP, p)))
+	}
+	_, dp1 := compiledCluster(t, db, web, port(3306), pt.Namespace("shop"))
+	_, dp2 := compiledCluster(t, db, web, port(5432), pt.Namespace("shop"))
+	webIP, dbIP := netip.MustParseAddr("10.0.0.6"), netip.MustParseAddr("10.0.0.5")
+
+	var x endpointIndex
+	x.use(dp1)
+	if x.identity != nil {
+		t.Fatal("the identity index was built before any end asked for it")
+	}
+	in := &x.local[dbIP].Ingress
+	want := ruleAllowing(*in, x.identityOf(webIP), webIP, corev1.ProtocolTCP, 3306)
+	if want == 0 {
+		t.Fatal("db-policy admits web on 3306 in the first datapath, yet no rule does")
+	}
+	for range 2 {
+		if got := x.ruleAllowing(in, webIP, corev1.ProtocolTCP, 3306); got != want {
+			t.Fatalf("rule %d, want %d", got, want)
+		}
+	}
+	if len(x.allowing) != 1 {
+		t.Errorf("%d answers remembered for one question", len(x.allowing))
+	}
+	x.use(dp2)
+	if got := x.ruleAllowing(&x.local[dbIP].Ingress, webIP, corev1.ProtocolTCP, 3306); got != 0 {
+		t.Errorf("after the policy moved to 5432, 3306 is still admitted by rule %d", got)
+	}
+	if got := x.ruleAllowing(&x.local[dbIP].Ingress, webIP, corev1.ProtocolTCP, 5432); got == 0 {
+		t.Error("the second datapath's rule for 5432 is not found")
+	}
+}
+
+// TestMayHaveStart: with flow events off, only an end that a resolved
+// direction (ClusterNetworkPolicy, audit) judged can have a start to wait for.
+func TestMayHaveStart(t *testing.T) {
+	db := onNode(pt.Pod("shop", "db", pt.WithLabels("app=db"), pt.WithIP("10.0.0.5")))
+	_, dp := compiledCluster(t, db, pt.Namespace("shop"))
+	ce := endOfConntrack(ctFlow(unix.IPPROTO_TCP, "10.0.9.9", 40000, "10.0.0.5", 80, "10.0.0.5", 80))
+	var x endpointIndex
+	x.use(dp)
+	if !mayHaveStart(true, &x, &ce) {
+		t.Error("flow events on: the start may still be unread")
+	}
+	if mayHaveStart(false, &x, &ce) {
+		t.Error("flow events off, plain direction: no start can come, yet the end would wait")
+	}
+	resolved := *dp
+	resolved.Endpoints = slices.Clone(dp.Endpoints)
+	resolved.Endpoints[0].Ingress.Resolved = true
+	x.use(&resolved)
+	if !mayHaveStart(false, &x, &ce) {
+		t.Error("flow events off, resolved (audited) ingress: its audited start may come")
+	}
+}
+
 func TestNewFlowTableBounded(t *testing.T) {
 	tb := newNewFlowTable(2)
 	k := func(i int) ctKey { return ctKey{proto: 6, sport: uint16(i)} }

@@ -196,6 +196,51 @@ func (p *Probe) writeIdentity(pfx netip.Prefix, id uint32) error {
 	return nil
 }
 
+// hostBatch is single-address identities for netpol_hosts, written
+// together (writeHosts).
+type hostBatch struct {
+	pfxs []netip.Prefix
+	keys [][16]uint8
+	ids  []uint32
+}
+
+func (h *hostBatch) add(pfx netip.Prefix, id uint32) {
+	h.pfxs = append(h.pfxs, pfx)
+	h.keys = append(h.keys, addr16(pfx.Addr()))
+	h.ids = append(h.ids, id)
+}
+
+// hostBatchSize bounds one batch update (the kernel copies the batch in).
+const hostBatchSize = 8192
+
+// writeHosts writes h into netpol_hosts with batch updates, one system call
+// per hostBatchSize entries instead of one per address (an agent's first
+// Apply writes every pod address of the cluster), or one by one where the
+// kernel has no batch update.
+func (p *Probe) writeHosts(h *hostBatch) error {
+	for start := 0; start < len(h.pfxs); {
+		end := min(start+hostBatchSize, len(h.pfxs))
+		n, err := p.objs.NetpolHosts.BatchUpdate(h.keys[start:end], h.ids[start:end], nil)
+		for i := start; i < start+n; i++ {
+			p.state.hosts[h.pfxs[i]] = true
+			p.state.ipcache[h.pfxs[i]] = h.ids[i]
+		}
+		start += n
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			for i := start; i < len(h.pfxs); i++ {
+				if err := p.writeIdentity(h.pfxs[i], h.ids[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err != nil || n == 0 {
+			return fmt.Errorf("writing %d host identities from %s: %v", end-start, h.pfxs[min(start, len(h.pfxs)-1)], cmp.Or(err, errors.New("none written")))
+		}
+	}
+	return nil
+}
+
 func (p *Probe) removeIdentity(pfx netip.Prefix) error {
 	var err error
 	if p.state.hosts[pfx] {
@@ -260,6 +305,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	stricter := false
 
 	// 1. Identities first, so new rules find their peers.
+	var hosts hostBatch
 	for pfx, id := range want.ipcache {
 		if ipcacheSame {
 			break
@@ -267,11 +313,16 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		if old, ok := p.state.ipcache[pfx]; ok && old == id {
 			continue
 		}
-		if err := p.writeIdentity(pfx, id); err != nil {
+		if p.state.hosts[pfx] || pfx.IsSingleIP() && len(p.state.hosts)+len(hosts.pfxs) < maxHosts {
+			hosts.add(pfx, id)
+		} else if err := p.writeIdentity(pfx, id); err != nil {
 			return res, err
 		}
 		res.IPCacheWritten++
 		stricter = true
+	}
+	if err := p.writeHosts(&hosts); err != nil {
+		return res, err
 	}
 
 	// 2. Swap changed policy maps of isolated directions.
@@ -291,6 +342,20 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		return res, err
 	}
 	res.SlotsSwapped = len(swaps)
+
+	// A slot pair new to its endpoint starts without the previous owner's
+	// last new flow (the bypass self-check reads it per pod).
+	oldPairs := map[uint32]bool{}
+	for _, pair := range p.state.pairs {
+		oldPairs[pair] = true
+	}
+	for _, pair := range want.pairs {
+		if !oldPairs[pair] {
+			if err := p.objs.NetpolEndpointSeen.Put(pair, uint64(0)); err != nil {
+				return res, fmt.Errorf("resetting slot pair %d's last flow: %w", pair, err)
+			}
+		}
+	}
 
 	// 3. Endpoint entries (isolation flags, slots).
 	for k, ep := range want.endpoints {

@@ -530,3 +530,38 @@ func BenchmarkVerdictResolved(b *testing.B) {
 		b.ReportMetric(median(per[i]), "ns/pkt-"+c.name)
 	}
 }
+
+// BenchmarkFirstApply is an agent's first Apply on a fresh datapath at
+// cluster size: every pod address of the cluster written as an identity
+// (one direction of 10 entries besides). What a node's start pays before it
+// enforces.
+func BenchmarkFirstApply(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("addresses=%d", n), func(b *testing.B) {
+			requireRoot(b)
+			dp := benchDatapath(10)
+			for i := range n {
+				ip := netip.AddrFrom4([4]byte{10, 120 + byte(i>>16), byte(i >> 8), byte(i)})
+				dp.Identities = append(dp.Identities, policy.Identity{ID: uint32(200_000 + i/4), IPs: []netip.Addr{ip}})
+			}
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				p, err := Load(Options{PinRoot: testPinRoot(b), Config: testCfg})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				res, err := p.Apply(dp)
+				b.StopTimer()
+				if err != nil || res.IPCacheWritten < n {
+					b.Fatal(res, err)
+				}
+				if err := p.Uninstall(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}

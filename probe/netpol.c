@@ -320,6 +320,19 @@ struct {
 	__type(value, struct netpol_endpoint);
 } netpol_endpoints SEC(".maps");
 
+// When each local endpoint last had a new flow judged (bpf_ktime_get_ns), by
+// its slot pair (slot_ingress / 2, dense below 65536): how the bypass
+// self-check knows a pod's traffic reaches the hooks without flow events or
+// a dump of the conntrack table. Written at most once a second per endpoint.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} netpol_endpoint_seen SEC(".maps");
+
+#define NETPOL_SEEN_EVERY_NS 1000000000ULL
+
 // Identities of single addresses (every pod and node address): a hash, so
 // the lookup costs the same for 10 or 100k pods; netpol_ipcache keeps what
 // is not a single address, and the addresses that overflow this map.
@@ -452,6 +465,16 @@ static __always_inline void count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&netpol_counters, &idx);
 	if (v)
 		*v += 1;
+}
+
+static __always_inline void mark_seen(struct netpol_endpoint *ep, __u64 now)
+{
+	if (!ep)
+		return;
+	__u32 pair = ep->slot_ingress >> 1;
+	__u64 *seen = bpf_map_lookup_elem(&netpol_endpoint_seen, &pair);
+	if (seen && now - *seen >= NETPOL_SEEN_EVERY_NS)
+		*seen = now;
 }
 
 static __always_inline void set_v4(__u8 *dst, __be32 a)
@@ -873,6 +896,9 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 	barrier_var(src); // keeps clang from OR-ing the two pointers
 	if (!src && !dst)
 		return NF_ACCEPT; // no local endpoint involved
+	__u64 now = bpf_ktime_get_ns();
+	mark_seen(src, now);
+	mark_seen(dst, now);
 
 	__u32 src_id = identity_of(pkt.t.saddr, src);
 	__u32 dst_id = identity_of(pkt.t.daddr, dst);
@@ -979,7 +1005,7 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 	e->family = pkt.family;
 	e->flags = flags;
 	e->len = pkt.len;
-	e->timestamp_ns = bpf_ktime_get_ns();
+	e->timestamp_ns = now;
 	e->src_endpoint = src ? src->id : 0;
 	e->dst_endpoint = dst ? dst->id : 0;
 	e->src_identity = src_id;

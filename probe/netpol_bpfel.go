@@ -173,6 +173,7 @@ const (
 	netpolMapNetpolBuckets           = "netpol_buckets"
 	netpolMapNetpolConfig            = "netpol_config"
 	netpolMapNetpolCounters          = "netpol_counters"
+	netpolMapNetpolEndpointSeen      = "netpol_endpoint_seen"
 	netpolMapNetpolEndpoints         = "netpol_endpoints"
 	netpolMapNetpolEvents            = "netpol_events"
 	netpolMapNetpolFlowEnds          = "netpol_flow_ends"
@@ -249,19 +250,20 @@ type netpolProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpolMapSpecs struct {
-	NetpolBuckets     *ebpf.MapSpec `ebpf:"netpol_buckets"`
-	NetpolConfig      *ebpf.MapSpec `ebpf:"netpol_config"`
-	NetpolCounters    *ebpf.MapSpec `ebpf:"netpol_counters"`
-	NetpolEndpoints   *ebpf.MapSpec `ebpf:"netpol_endpoints"`
-	NetpolEvents      *ebpf.MapSpec `ebpf:"netpol_events"`
-	NetpolFlowEnds    *ebpf.MapSpec `ebpf:"netpol_flow_ends"`
-	NetpolHosts       *ebpf.MapSpec `ebpf:"netpol_hosts"`
-	NetpolIpcache     *ebpf.MapSpec `ebpf:"netpol_ipcache"`
-	NetpolPolicySlots *ebpf.MapSpec `ebpf:"netpol_policy_slots"`
-	NetpolPolicyTries *ebpf.MapSpec `ebpf:"netpol_policy_tries"`
-	NetpolRevoked     *ebpf.MapSpec `ebpf:"netpol_revoked"`
-	NetpolSockStarts  *ebpf.MapSpec `ebpf:"netpol_sock_starts"`
-	NetpolSpoofGuard  *ebpf.MapSpec `ebpf:"netpol_spoof_guard"`
+	NetpolBuckets      *ebpf.MapSpec `ebpf:"netpol_buckets"`
+	NetpolConfig       *ebpf.MapSpec `ebpf:"netpol_config"`
+	NetpolCounters     *ebpf.MapSpec `ebpf:"netpol_counters"`
+	NetpolEndpointSeen *ebpf.MapSpec `ebpf:"netpol_endpoint_seen"`
+	NetpolEndpoints    *ebpf.MapSpec `ebpf:"netpol_endpoints"`
+	NetpolEvents       *ebpf.MapSpec `ebpf:"netpol_events"`
+	NetpolFlowEnds     *ebpf.MapSpec `ebpf:"netpol_flow_ends"`
+	NetpolHosts        *ebpf.MapSpec `ebpf:"netpol_hosts"`
+	NetpolIpcache      *ebpf.MapSpec `ebpf:"netpol_ipcache"`
+	NetpolPolicySlots  *ebpf.MapSpec `ebpf:"netpol_policy_slots"`
+	NetpolPolicyTries  *ebpf.MapSpec `ebpf:"netpol_policy_tries"`
+	NetpolRevoked      *ebpf.MapSpec `ebpf:"netpol_revoked"`
+	NetpolSockStarts   *ebpf.MapSpec `ebpf:"netpol_sock_starts"`
+	NetpolSpoofGuard   *ebpf.MapSpec `ebpf:"netpol_spoof_guard"`
 }
 
 // netpolVariableSpecs contains global variables before they are loaded into the kernel.
@@ -298,19 +300,20 @@ func (o *netpolObjects) Close() error {
 //
 // It can be passed to loadNetpolObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpolMaps struct {
-	NetpolBuckets     *ebpf.Map `ebpf:"netpol_buckets"`
-	NetpolConfig      *ebpf.Map `ebpf:"netpol_config"`
-	NetpolCounters    *ebpf.Map `ebpf:"netpol_counters"`
-	NetpolEndpoints   *ebpf.Map `ebpf:"netpol_endpoints"`
-	NetpolEvents      *ebpf.Map `ebpf:"netpol_events"`
-	NetpolFlowEnds    *ebpf.Map `ebpf:"netpol_flow_ends"`
-	NetpolHosts       *ebpf.Map `ebpf:"netpol_hosts"`
-	NetpolIpcache     *ebpf.Map `ebpf:"netpol_ipcache"`
-	NetpolPolicySlots *ebpf.Map `ebpf:"netpol_policy_slots"`
-	NetpolPolicyTries *ebpf.Map `ebpf:"netpol_policy_tries"`
-	NetpolRevoked     *ebpf.Map `ebpf:"netpol_revoked"`
-	NetpolSockStarts  *ebpf.Map `ebpf:"netpol_sock_starts"`
-	NetpolSpoofGuard  *ebpf.Map `ebpf:"netpol_spoof_guard"`
+	NetpolBuckets      *ebpf.Map `ebpf:"netpol_buckets"`
+	NetpolConfig       *ebpf.Map `ebpf:"netpol_config"`
+	NetpolCounters     *ebpf.Map `ebpf:"netpol_counters"`
+	NetpolEndpointSeen *ebpf.Map `ebpf:"netpol_endpoint_seen"`
+	NetpolEndpoints    *ebpf.Map `ebpf:"netpol_endpoints"`
+	NetpolEvents       *ebpf.Map `ebpf:"netpol_events"`
+	NetpolFlowEnds     *ebpf.Map `ebpf:"netpol_flow_ends"`
+	NetpolHosts        *ebpf.Map `ebpf:"netpol_hosts"`
+	NetpolIpcache      *ebpf.Map `ebpf:"netpol_ipcache"`
+	NetpolPolicySlots  *ebpf.Map `ebpf:"netpol_policy_slots"`
+	NetpolPolicyTries  *ebpf.Map `ebpf:"netpol_policy_tries"`
+	NetpolRevoked      *ebpf.Map `ebpf:"netpol_revoked"`
+	NetpolSockStarts   *ebpf.Map `ebpf:"netpol_sock_starts"`
+	NetpolSpoofGuard   *ebpf.Map `ebpf:"netpol_spoof_guard"`
 }
 
 func (m *netpolMaps) Close() error {
@@ -318,6 +321,7 @@ func (m *netpolMaps) Close() error {
 		m.NetpolBuckets,
 		m.NetpolConfig,
 		m.NetpolCounters,
+		m.NetpolEndpointSeen,
 		m.NetpolEndpoints,
 		m.NetpolEvents,
 		m.NetpolFlowEnds,

@@ -5,6 +5,7 @@ package probe
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -294,6 +295,25 @@ func (p *Probe) Stats() (Stats, error) {
 		FlowEnds:       vals[CounterFlowEnds], FlowEndsLost: vals[CounterFlowEndsRingFull],
 		Audited: vals[CounterAudit],
 	}, nil
+}
+
+// LastNewFlow is when the datapath last judged a new flow to or from the
+// local endpoint with address addr, in bpf_ktime_get_ns nanoseconds
+// (CLOCK_MONOTONIC), at most a second behind while its flows keep coming;
+// false when addr is no local endpoint or has had no new flow since it
+// became one.
+func (p *Probe) LastNewFlow(addr netip.Addr) (uint64, bool) {
+	p.mu.Lock()
+	ep, ok := p.state.endpoints[addr16(addr)]
+	p.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	var ns uint64
+	if err := p.objs.NetpolEndpointSeen.Lookup(ep.SlotIngress/2, &ns); err != nil || ns == 0 {
+		return 0, false
+	}
+	return ns, true
 }
 
 // ensureBPFFS mounts bpffs at /sys/fs/bpf when root lies under it and it is

@@ -432,6 +432,22 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	nsA, _ := framework.PodNetns(b, podA.Status.PodIP)
 	nsC, _ := framework.PodNetns(b, podC.Status.PodIP)
 	nodeC.Run(b, "ip", "netns", "exec", nsC, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+	// The server closes first, so its sockets wait in TIME_WAIT for a
+	// minute: ~300k of them at this rate, which slow every lookup of the
+	// server's established sockets as they pile up over a run. A bounded
+	// TIME_WAIT table keeps the arms alike.
+	nodeA.Run(b, "ip", "netns", "exec", nsA, "sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=4096")
+	// Closed connections leave conntrack within a second (as in the
+	// in-process benchmarks): at ~5,000 connections/s the default two
+	// minutes in TIME_WAIT grow the nodes' tables by ~600k entries over a
+	// run, every lookup slows with them, and the arms drift (the first
+	// "none" arm of a run was ~30 % faster than its last).
+	for _, n := range slices.Compact([]framework.Node{nodeC, nodeA}) {
+		const key = "net.netfilter.nf_conntrack_tcp_timeout_time_wait"
+		old := strings.TrimSpace(n.Run(b, "sysctl", "-n", key))
+		n.Run(b, "sysctl", "-qw", key+"=1")
+		b.Cleanup(func() { n.Run(b, "sysctl", "-qw", key+"="+old) })
+	}
 	nodeOf := map[string]framework.Node{nsA: nodeA, nsC: nodeC}
 	pinned := func(netns, cpu string, args ...string) *exec.Cmd {
 		return nodeOf[netns].Command("ip", append([]string{"netns", "exec", netns, "taskset", "-c", cpu}, args...)...)
@@ -516,8 +532,8 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 	// connection (all nodes together): an agent too slow to keep up would
 	// look cheap.
 	type result struct {
-		cps, svcCPS, bps, cpuPerConn, machinePerConn, machineBusy float64
-		lost, seenPerConn                                         float64
+		cps, svcCPS, bps, cpuPerConn, machinePerConn, machineBusy, machineSteal float64
+		lost, seenPerConn                                                       float64
 		// bpfPerConn is each datapath program's run time per connection
 		// (all nodes), bpfTotal their sum.
 		bpfPerConn map[string]float64
@@ -561,14 +577,14 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 				cpu0, measured = agentCPU(m)
 			}
 			lost0, seen0 := agentFlowCounts(b, c, m)
-			busy0, all0 := machineCPU()
+			busy0, all0, steal0 := machineCPU()
 			bpf0 := bpfRuntime(b)
 			stopPerf := perfRecord(b, fmt.Sprintf("round%d-%s", round, m.name), m, nodeC, nodeA)
 			stopPprof := agentProfiles(b, m, fmt.Sprintf("round%d-%s", round, m.name), secs, nodeC, nodeA)
 			r.cps = connectRate(crrAddr)
 			stopPerf()
 			stopPprof()
-			busy1, all1 := machineCPU()
+			busy1, all1, steal1 := machineCPU()
 			if r.cps > 0 {
 				r.bpfPerConn = map[string]float64{}
 				for name, t := range bpfRuntime(b) {
@@ -580,6 +596,7 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			}
 			if all1 > all0 && r.cps > 0 {
 				r.machineBusy = (busy1 - busy0) / (all1 - all0)
+				r.machineSteal = (steal1 - steal0) / (all1 - all0)
 				r.machinePerConn = (busy1 - busy0) / (r.cps * secs)
 			}
 			if measured {
@@ -596,8 +613,8 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			for _, name := range slices.Sorted(maps.Keys(r.bpfPerConn)) {
 				progs = append(progs, fmt.Sprintf("%s %.2f", name, r.bpfPerConn[name]/1e3))
 			}
-			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, BPF programs %.1f µs/conn (%s), %.2f flows seen/conn, %.0f events lost, machine %.0f µs CPU/conn (%.0f %% busy), load %.2f",
-				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, r.bpfTotal/1e3, strings.Join(progs, ", "), r.seenPerConn, r.lost, r.machinePerConn*1e6, r.machineBusy*100, loadAverage())
+			b.Logf("round %d %s: %.0f conn/s (ClusterIP %.0f), %.2f Gbit/s, agent %.1f µs CPU/conn, BPF programs %.1f µs/conn (%s), %.2f flows seen/conn, %.0f events lost, machine %.0f µs CPU/conn (%.0f %% busy, %.1f %% stolen), load %.2f",
+				round, m.name, r.cps, r.svcCPS, r.bps/1e9, r.cpuPerConn/1e3, r.bpfTotal/1e3, strings.Join(progs, ", "), r.seenPerConn, r.lost, r.machinePerConn*1e6, r.machineBusy*100, r.machineSteal*100, loadAverage())
 			res[m.name] = append(res[m.name], r)
 		}
 	}
@@ -846,10 +863,12 @@ func enableBPFStats(b *testing.B) {
 
 // machineCPU is the machine's busy and total CPU time so far, in seconds
 // (/proc/stat's first line: busy is all but idle and iowait).
-func machineCPU() (busy, total float64) {
+// steal is the time the hypervisor ran others on this VM's CPUs: an arm
+// with much of it measured a slower machine, not the mode.
+func machineCPU() (busy, total, steal float64) {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	line, _, _ := strings.Cut(string(raw), "\n")
 	for i, f := range strings.Fields(line)[1:] {
@@ -861,9 +880,12 @@ func machineCPU() (busy, total float64) {
 		if i != 3 && i != 4 { // idle, iowait
 			busy += v
 		}
+		if i == 7 {
+			steal = v
+		}
 	}
 	const userHZ = 100 // the kernel's USER_HZ on Linux
-	return busy / userHZ, total / userHZ
+	return busy / userHZ, total / userHZ, steal / userHZ
 }
 
 func loadAverage() float64 {

@@ -93,6 +93,8 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	switch enforcer {
 	case "netpol":
 		args := append([]string{"install", "--image", framework.AgentImage(b), "--timeout", "3m", "--pprof"}, scaleInstallFlags()...)
+		// NETPOL_LATENCY_INSTALL_FLAGS: more install flags, e.g. --agent-nice=0.
+		args = append(args, strings.Fields(os.Getenv("NETPOL_LATENCY_INSTALL_FLAGS"))...)
 		if out, err := netpolB(b, c, args...); err != nil {
 			b.Fatalf("kubectl netpol install: %v\n%s", err, out)
 		}
@@ -121,7 +123,13 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 	c.ExpectReachable(b, podC, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
 	nsC, nodeC := framework.PodNetns(b, podC.Status.PodIP)
 
-	cmd := nodeC.Command("ip", "netns", "exec", nsC, os.Args[0], "-test.run=^TestPolicyProbeProcess$", "-test.count=1")
+	prober := []string{"netns", "exec", nsC, os.Args[0], "-test.run=^TestPolicyProbeProcess$", "-test.count=1"}
+	// NETPOL_LATENCY_PROBER_CPU pins the prober (it connects every ~0.1 ms)
+	// to one CPU, beside the control plane in a pinned scale run.
+	if cpu := os.Getenv("NETPOL_LATENCY_PROBER_CPU"); cpu != "" {
+		prober = append([]string{"netns", "exec", nsC, "taskset", "-c", cpu}, prober[3:]...)
+	}
+	cmd := nodeC.Command("ip", prober...)
 	cmd.Env = append(os.Environ(), "NETPOL_PROBE_ADDR="+net.JoinHostPort(podA.Status.PodIP, "80"))
 	out := startChild(b, cmd)
 	type change struct {
@@ -143,8 +151,14 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 		close(changes)
 	}()
 	var deny, permit []time.Duration
+	// NETPOL_LATENCY_TIMEOUT bounds one change (10 s): past it the agent is
+	// taken for not enforcing. A loaded scale cluster needs more.
+	limit := 10 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("NETPOL_LATENCY_TIMEOUT")); err == nil && d > 0 {
+		limit = d
+	}
 	await := func(state string, after time.Time) time.Duration {
-		timeout := time.After(10 * time.Second)
+		timeout := time.After(limit)
 		for {
 			select {
 			case ch, ok := <-changes:
@@ -167,7 +181,7 @@ func BenchmarkPolicyChangeEnforced(b *testing.B) {
 					b.Logf("holding the state for %s to look at it", d)
 					time.Sleep(d)
 				}
-				b.Fatalf("no %s connection within 10 s of the change (change %d); netprobe c -> a now: %+v; explain:\n%s", state, len(deny), r, out)
+				b.Fatalf("no %s connection within %s of the change (change %d); netprobe c -> a now: %+v; explain:\n%s", state, limit, len(deny), r, out)
 			}
 		}
 	}

@@ -245,6 +245,7 @@ func policyChangeEnforced(b *testing.B, snap *policy.Snapshot) {
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(len(lat)), "cpu-ms/change")
 	st := a.policyCache.Stats()
 	b.ReportMetric(float64(st.Hits)/float64(max(1, st.Hits+st.Misses)), "cache-hit-ratio")
+	b.ReportMetric(float64(st.IdentitiesReused)/float64(max(1, st.IdentitiesReused+st.IdentitiesBuilt)), "idents-reused-ratio")
 }
 
 // processCPU is the user plus system CPU time of this process so far.

@@ -62,6 +62,15 @@ type Cluster struct {
 	// or NodeByIP: the enricher's caches hold what was looked up under one
 	// generation (see Generation).
 	gen atomic.Uint64
+
+	// podsGen changes with every pod added, updated or deleted, before the
+	// store shows it; records are the pod records of the last Snapshot,
+	// listed when podsGen was recordsGen: a Snapshot taken while podsGen is
+	// the same gives them again (a policy change lists no pod).
+	podsGen    atomic.Uint64
+	recordsMu  sync.Mutex
+	records    []*policy.Pod
+	recordsGen uint64
 }
 
 // NewCluster builds the informers (not started: see Start).
@@ -96,7 +105,27 @@ func NewCluster(client kubernetes.Interface) *Cluster {
 		c.gen.Add(1)
 		return clusterIPs(obj)
 	}})
+	_ = c.pods.AddIndexers(cache.Indexers{indexPodsChanged: func(any) ([]string, error) {
+		c.podsGen.Add(1)
+		return nil, nil // indexes nothing
+	}})
 	return c
+}
+
+// indexPodsChanged is the pods' index that only moves podsGen on.
+const indexPodsChanged = "netpol-pods-changed"
+
+// podRecords returns the cached pods' records in creation order, those of
+// the last call while no pod changed.
+func (c *Cluster) podRecords() []*policy.Pod {
+	c.recordsMu.Lock()
+	defer c.recordsMu.Unlock()
+	// Read before listing: a change the list misses has moved it on since.
+	gen := c.podsGen.Load()
+	if c.records == nil || gen != c.recordsGen {
+		c.records, c.recordsGen = podRecordsInOrder(c.listPods()), gen
+	}
+	return c.records
 }
 
 // Generation identifies the state of the address look-ups (PodByIP,
@@ -343,7 +372,8 @@ func (c *Cluster) Snapshot() (*policy.Snapshot, error) {
 	}
 	// The records themselves: no copy, and the same pointers from one
 	// Snapshot to the next, which is what the agent's policy.Cache keys on.
-	s.PodRecords = podRecordsInOrder(c.listPods())
+	// The list is shared by the Snapshots of the same pods: read-only.
+	s.PodRecords = c.podRecords()
 	if s.Policies, err = c.npLister.List(labels.Everything()); err != nil {
 		return nil, err
 	}

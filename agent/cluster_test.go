@@ -176,3 +176,85 @@ func TestPodRecordsInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotPodRecordsFollowPodChanges checks the Snapshots' shared pod
+// list: Snapshots with no pod change in between give the same records, and
+// a Snapshot taken once the agent has heard of a pod's add, update or
+// delete (OnChange, which enqueues its apply) shows it.
+func TestSnapshotPodRecordsFollowPodChanges(t *testing.T) {
+	a := pt.Pod("shop", "a", pt.WithLabels("app=a"), pt.WithIP("10.0.0.1"))
+	b := pt.Pod("shop", "b", pt.WithLabels("app=b"), pt.WithIP("10.0.0.2"))
+	client := fake.NewClientset(a, b, pt.Namespace("shop"))
+	c := NewCluster(client)
+	heard := make(chan string, 16)
+	if err := c.OnChange(func(kind string) {
+		if kind == "pod" {
+			heard <- kind
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	if !c.Start(stop) {
+		t.Fatal("caches did not sync")
+	}
+	for range 2 {
+		<-heard // the initial adds
+	}
+	records := func() map[string]string {
+		t.Helper()
+		snap, err := c.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, r := range snap.PodRecords {
+			out[r.Name] = r.Labels["app"]
+		}
+		return out
+	}
+	first, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.PodRecords) != 2 || &first.PodRecords[0] != &again.PodRecords[0] {
+		t.Fatalf("two Snapshots with no pod change between them: %d records, shared %v", len(first.PodRecords), &first.PodRecords[0] == &again.PodRecords[0])
+	}
+	ctx := context.Background()
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-heard:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no change heard", what)
+		}
+	}
+	if _, err := client.CoreV1().Pods("shop").Create(ctx, pt.Pod("shop", "c", pt.WithLabels("app=c"), pt.WithIP("10.0.0.3")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wait("create")
+	if got := records(); got["c"] != "c" || len(got) != 3 {
+		t.Fatalf("after a create: %v", got)
+	}
+	upd := b.DeepCopy()
+	upd.Labels = map[string]string{"app": "b2"}
+	if _, err := client.CoreV1().Pods("shop").Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wait("update")
+	if got := records(); got["b"] != "b2" {
+		t.Fatalf("after an update: %v", got)
+	}
+	if err := client.CoreV1().Pods("shop").Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wait("delete")
+	if got := records(); len(got) != 2 || got["a"] != "" {
+		t.Fatalf("after a delete: %v", got)
+	}
+}

@@ -712,7 +712,8 @@ func (t *newFlowTable) len() int {
 // and, built on first need, every address's identity and the rules that
 // admitted each peer. Only an end whose start is unknown needs the last two,
 // so a policy change at 100k pods does not rebuild an index of every
-// address for ends that never ask.
+// address for ends that never ask; one that keeps the identity list (a
+// policy change) keeps the address map once built.
 type endpointIndex struct {
 	dp       *policy.Datapath
 	local    map[netip.Addr]*policy.Endpoint
@@ -736,7 +737,10 @@ func (x *endpointIndex) use(dp *policy.Datapath) {
 	if x.dp == dp {
 		return
 	}
-	x.dp, x.identity, x.allowing = dp, nil, nil
+	if x.identity != nil && !policy.SameIdentities(x.dp, dp) {
+		x.identity = nil
+	}
+	x.dp, x.allowing = dp, nil
 	x.local = map[netip.Addr]*policy.Endpoint{}
 	for i := range dp.Endpoints {
 		for _, ip := range dp.Endpoints[i].IPs {

@@ -80,15 +80,7 @@ func TestTrimForCacheKeepsThePolicyInput(t *testing.T) {
 
 func compileFor(t *testing.T, s *policy.Snapshot, node string) *policy.Datapath {
 	t.Helper()
-	e, err := policy.NewEngine(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp, err := e.Compile(node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dp
+	return pt.Compile(t, nil, s, node)
 }
 
 func TestTrimForCacheLeavesOtherKindsWhole(t *testing.T) {

@@ -46,6 +46,10 @@ type Cache struct {
 	// while a build reuses it, whose pods' entries sweep then keeps.
 	podIndex *podIndex
 	podsKept bool
+	// last is the last Engine built (see reusableEngine); identsKept is set
+	// while a build takes its identities, whose selections sweep then keeps.
+	last       *Engine
+	identsKept bool
 	// compiled is what Engine.Compile keeps for the next Engine's.
 	compiled *compileCache
 }
@@ -76,6 +80,9 @@ type CacheStats struct {
 	// Engine.Compile took from the previous Compile or built, over all
 	// Compiles of Engines made through the Cache.
 	DirectionsReused, DirectionsCompiled uint64
+	// IdentitiesReused and IdentitiesBuilt count the identities (with
+	// their policy lists) builds took from the previous Engine or made.
+	IdentitiesReused, IdentitiesBuilt uint64
 }
 
 // entry is the facts derived from one object at one ResourceVersion.
@@ -324,7 +331,7 @@ func (c *Cache) startClusterSelection(e *Engine) {
 func (c *Cache) fillSelectedBy(e *Engine, id *identity, key string) {
 	pols := e.policiesByNS[id.ns.name]
 	if c == nil || len(pols) == 0 {
-		e.fillSelectedBy(id)
+		e.fillSelectedBy(id, nil)
 		return
 	}
 	sel := c.selection[id.ns.name] // set by startSelection
@@ -337,13 +344,8 @@ func (c *Cache) fillSelectedBy(e *Engine, id *identity, key string) {
 		}
 		return
 	}
-	e.fillSelectedBy(id)
 	en := &selEntry{seen: c.gen}
-	for d := range id.selectedBy {
-		for _, p := range id.selectedBy[d] {
-			en.idx[d] = append(en.idx[d], int32(p.nsIndex))
-		}
-	}
+	e.fillSelectedBy(id, func(d, i int) { en.idx[d] = append(en.idx[d], int32(i)) })
 	sel.byIdent[key] = en
 }
 
@@ -357,20 +359,33 @@ func (c *Cache) sweep() {
 	evict(c.records, c.gen)
 	evict(c.policies, c.gen)
 	evict(c.clusters, c.gen)
+	// A build that took the last one's identities looked up only those it
+	// made again; the others are still the same identities.
+	keepIdents := c.identsKept
+	c.identsKept = false
 	for ns, sel := range c.selection {
 		if sel.seen != c.gen {
 			delete(c.selection, ns)
 			continue
 		}
-		for k, en := range sel.byIdent {
-			if en.seen != c.gen {
-				delete(sel.byIdent, k)
-			}
+		if !keepIdents {
+			evictSeen(sel.byIdent, c.gen)
 		}
 	}
-	for k, en := range c.clusterSel.byIdent {
-		if en.seen != c.gen {
-			delete(c.clusterSel.byIdent, k)
+	if !keepIdents {
+		evictSeen(c.clusterSel.byIdent, c.gen)
+	}
+}
+
+type seenEntry interface{ seenIn() uint64 }
+
+func (en *selEntry) seenIn() uint64        { return en.seen }
+func (en *clusterSelEntry) seenIn() uint64 { return en.seen }
+
+func evictSeen[E seenEntry](m map[string]E, gen uint64) {
+	for k, en := range m {
+		if en.seenIn() != gen {
+			delete(m, k)
 		}
 	}
 }

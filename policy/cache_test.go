@@ -32,6 +32,9 @@ type informer struct {
 	inPlace bool
 	// broken is set while the snapshot holds an object NewEngine rejects.
 	broken bool
+	// mix, when set, makes a change of its choice instead of mutate's
+	// (reporting true), or leaves it to mutate.
+	mix func(*informer) bool
 }
 
 func (in *informer) nextRV() string { in.rv++; return strconv.Itoa(in.rv) }
@@ -102,6 +105,9 @@ func (in *informer) newPolicy() *networkingv1.NetworkPolicy {
 
 // mutate applies one random change, as the API server would deliver it.
 func (in *informer) mutate() {
+	if in.mix != nil && in.mix(in) {
+		return
+	}
 	s := in.s
 	rv := in.nextRV()
 	switch k := in.r.IntN(20); {
@@ -133,7 +139,9 @@ func (in *informer) mutate() {
 	case k == 6:
 		if len(s.Namespaces) < 5 {
 			in.seq++
-			s.Namespaces = append(s.Namespaces, Namespace(fmt.Sprintf("ns-%d", in.seq), "team=a"))
+			ns := Namespace(fmt.Sprintf("ns-%d", in.seq), "team=a")
+			ns.ResourceVersion = rv
+			s.Namespaces = append(s.Namespaces, ns)
 		} else {
 			i := in.r.IntN(len(s.Namespaces))
 			s.Namespaces = slices.Delete(s.Namespaces, i, i+1)
@@ -378,7 +386,8 @@ func TestCacheEquivalenceSynthetic(t *testing.T) {
 	runEquivalence(t, in, 15, 3)
 }
 
-func runEquivalence(t *testing.T, in *informer, rounds, maxChanges int) {
+// runEquivalence returns the Cache it built through.
+func runEquivalence(t *testing.T, in *informer, rounds, maxChanges int) *policy.Cache {
 	c := policy.NewCache()
 	var prev *policy.Engine
 	var prevSnap *policy.Snapshot
@@ -456,6 +465,7 @@ func runEquivalence(t *testing.T, in *informer, rounds, maxChanges int) {
 	if st := c.Stats(); st.Pods != 0 || st.Policies != 0 {
 		t.Fatalf("after an empty build the cache still holds %+v", st)
 	}
+	return c
 }
 
 // TestCacheReusesUnchangedObjects checks that the cache is used at all: a

@@ -56,7 +56,8 @@ const (
 type Datapath struct {
 	Node string
 	// Identities are the groups of pods (cluster-wide) that every policy
-	// treats alike: same namespace, labels and named ports. Sorted by ID.
+	// treats alike: same namespace, labels and named ports. Sorted by ID;
+	// read-only (shared by the Datapaths of Engines with the same pods).
 	Identities []Identity
 	// HostIPs are node addresses; they have IdentityHost unless a node
 	// identity lists them.
@@ -182,7 +183,7 @@ type dpIdentity struct {
 	key   string
 	ident *identity
 	rep   *podInfo // a pod of the group: named ports resolve against it
-	out   Identity
+	out   *Identity
 }
 
 // Compile builds the datapath of the node named node. It uses the engine's
@@ -215,8 +216,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	slab := make([]dpIdentity, len(g.keys))
 	for i, k := range g.keys {
 		rep := e.pods[g.reps[i]]
-		slab[i] = dpIdentity{idx: i, key: k, ident: rep.ident, rep: rep,
-			out: Identity{ID: g.ids[i], Namespace: rep.pod.Namespace, Labels: rep.pod.Labels, IPs: g.ips[i]}}
+		slab[i] = dpIdentity{idx: i, key: k, ident: rep.ident, rep: rep, out: &g.out[i]}
 		idents[i] = &slab[i]
 	}
 	nodes := make([]*nodeIdent, 0, len(nodeKeys))
@@ -225,25 +225,27 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 		nodes = append(nodes, ni)
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].out.ID < nodes[j].out.ID })
-	dp.Identities = make([]Identity, 0, len(idents)+len(nodes))
-	for _, di := range idents {
-		dp.Identities = append(dp.Identities, di.out)
+	dp.Identities = g.out // sorted by ID
+	if len(nodes) > 0 {
+		dp.Identities = make([]Identity, 0, len(g.out)+len(nodes))
+		dp.Identities = append(dp.Identities, g.out...)
+		for _, ni := range nodes {
+			dp.Identities = append(dp.Identities, ni.out)
+		}
+		slices.SortFunc(dp.Identities, func(a, b Identity) int { return int(int64(a.ID) - int64(b.ID)) })
 	}
-	for _, ni := range nodes {
-		dp.Identities = append(dp.Identities, ni.out)
-	}
-	slices.SortFunc(dp.Identities, func(a, b Identity) int { return int(int64(a.ID) - int64(b.ID)) })
 
 	c := &compiler{e: e, idents: idents, nodes: nodes, slots: map[ruleSlot]uint32{}}
 	res := &resolver{c: c, memo: map[resolvedKey][]Entry{}, selCache: map[string][]int8{}}
 	var epKeys []string
 	locals := map[string]int{} // by key, the position in e.pods
-	for i, pi := range e.pods {
-		if pi.pod.NodeName != node || pi.hostNetwork || len(pi.ips) == 0 {
+	for _, i := range e.index.podsOnNode(node) {
+		pi := e.pods[i]
+		if pi.hostNetwork || len(pi.ips) == 0 {
 			continue
 		}
 		epKeys = append(epKeys, pi.key)
-		locals[pi.key] = i
+		locals[pi.key] = int(i)
 	}
 	epIDs, err := stableIDs(epKeys, 1, 1<<31)
 	if err != nil {
@@ -257,7 +259,7 @@ func (e *Engine) Compile(node string) (*Datapath, error) {
 	if cc != nil {
 		cc.mu.Lock()
 		defer cc.mu.Unlock()
-		cc.observe(idents, nodes)
+		cc.observe(g, e.nsFrom, idents, nodes)
 	}
 	for _, k := range epKeys {
 		pi := e.pods[locals[k]]
@@ -758,6 +760,16 @@ func stableIDs(keys []string, lo, hi uint64) (map[string]uint32, error) {
 		out[k] = uint32(lo + v)
 	}
 	return out, nil
+}
+
+// SameIdentities reports whether a and b give every address the same
+// identity because they share one identity list (Compile hands the
+// Datapaths of Engines with the same pods the same read-only list) and
+// have the same host addresses. False says nothing: the lists may still be
+// equal.
+func SameIdentities(a, b *Datapath) bool {
+	return len(a.Identities) == len(b.Identities) && len(a.Identities) > 0 &&
+		&a.Identities[0] == &b.Identities[0] && slices.Equal(a.HostIPs, b.HostIPs)
 }
 
 // RuleByID returns the compiled rule with that ID.

@@ -54,6 +54,8 @@ type cachedDirKey struct {
 
 // compileWorld is what the plain directions' peer expansions read.
 type compileWorld struct {
+	grouping *dpGrouping
+	nsFrom   *nsVersions
 	keys     []string // datapath identities, sorted by ID
 	ids      []uint32
 	repPorts [][]namedPort
@@ -81,9 +83,15 @@ func newCompileCache() *compileCache {
 }
 
 // observe compares the world of the Compile in progress with the previous
-// one, bumping the generations of what differs, and keeps it.
-func (cc *compileCache) observe(idents []*dpIdentity, nodes []*nodeIdent) {
-	w := compileWorld{
+// one, bumping the generations of what differs, and keeps it. The same
+// grouping with the same namespaces (nsFrom; nil: not known) is the same
+// world: a grouping is made once per pod index, except one with node
+// identities or CIDRs, which is made per Compile.
+func (cc *compileCache) observe(g *dpGrouping, nsFrom *nsVersions, idents []*dpIdentity, nodes []*nodeIdent) {
+	if g == cc.world.grouping && nsFrom != nil && nsFrom == cc.world.nsFrom {
+		return
+	}
+	w := compileWorld{grouping: g, nsFrom: nsFrom,
 		keys:     make([]string, len(idents)),
 		ids:      make([]uint32, len(idents)),
 		repPorts: make([][]namedPort, len(idents)),

@@ -31,9 +31,13 @@ type Engine struct {
 	policies     []*policyInfo // sorted by namespace/name
 	policyByRef  map[PolicyRef]*policyInfo
 	policiesByNS map[string][]*policyInfo
-	identities   []*identity
-	identByKey   map[string]*identity
-	nodeIPs      map[netip.Addr]struct{}
+	// identities are in the pod index's order (podIndex.identFirst), so
+	// Engines of the same pods give an identity the same position.
+	identities []*identity
+	nodeIPs    map[netip.Addr]struct{}
+	// nsFrom is what namespaces was made from; Engines that share
+	// namespaces share it.
+	nsFrom *nsVersions
 	// clusters are the ClusterNetworkPolicies in evaluation order.
 	clusters []*clusterInfo
 	// hasAudited: some policy is audited (see audit.go).
@@ -149,10 +153,8 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		s = &Snapshot{}
 	}
 	e := &Engine{
-		namespaces:    make(map[string]*nsInfo, len(s.Namespaces)),
 		policyByRef:   make(map[PolicyRef]*policyInfo, len(s.Policies)),
 		policiesByNS:  make(map[string][]*policyInfo),
-		identByKey:    make(map[string]*identity),
 		nodeIPs:       make(map[netip.Addr]struct{}, len(s.NodeIPs)),
 		clusterByName: make(map[string]*clusterInfo, len(s.ClusterPolicies)),
 		clusterByNS:   map[string][]*clusterInfo{},
@@ -179,19 +181,14 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 	if err := e.indexNodes(s.Nodes, recs); err != nil {
 		return nil, err
 	}
-	for i, ns := range s.Namespaces {
-		if ns == nil {
-			return nil, fmt.Errorf("snapshot namespace %d is nil", i)
-		}
-		if ns.Name == "" {
-			return nil, fmt.Errorf("snapshot namespace %d: metadata.name: Required value", i)
-		}
-		set := make(labels.Set, len(ns.Labels)+1)
-		for k, v := range ns.Labels {
-			set[k] = v
-		}
-		set[NamespaceNameLabel] = ns.Name
-		e.namespaces[ns.Name] = &nsInfo{name: ns.Name, labels: set, audit: namespaceAudits(ns)}
+	// A build of the same pods and namespaces as the Cache's last Engine
+	// takes what of it still holds (reuse.go).
+	idx := c.reusablePodIndex(recs, objs, e.nodeIPs)
+	prev := c.reusableEngine(idx, s.Namespaces)
+	if prev != nil {
+		e.namespaces, e.nsFrom = prev.namespaces, prev.nsFrom
+	} else if err := e.indexNamespaces(s.Namespaces, c); err != nil {
+		return nil, err
 	}
 
 	var invalid []error
@@ -207,18 +204,21 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		if pf.err != nil {
 			return nil, pf.err
 		}
-		pi := pf.tmpl
-		if c != nil {
-			pi = pi.instance() // the template is shared with other Engines
+		// prev's instance has the same audit flag: the same object in the
+		// same namespaces.
+		pi := prev.instanceOf(pf.tmpl)
+		if pi == nil {
+			pi = pf.tmpl
+			audited := auditedBy(&np.ObjectMeta, e.namespace(np.Namespace).audit)
+			if c != nil || audited != pi.audited {
+				// The template is shared with other Engines (with a Cache,
+				// or it may still be without one).
+				pi = pi.instance()
+				pi.audited = audited
+			}
 		}
 		if _, dup := e.policyByRef[pi.ref]; dup {
 			return nil, fmt.Errorf("networkpolicy %s/%s: appears twice in the snapshot", np.Namespace, np.Name)
-		}
-		if audited := auditedBy(&np.ObjectMeta, e.namespace(np.Namespace).audit); audited != pi.audited {
-			if c == nil {
-				pi = pi.instance() // without a Cache the template may still be shared
-			}
-			pi.audited = audited
 		}
 		e.hasAudited = e.hasAudited || pi.audited
 		e.policyByRef[pi.ref] = pi
@@ -251,12 +251,10 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 	}
 	sort.Slice(e.policies, func(i, j int) bool { return refLess(e.policies[i].ref, e.policies[j].ref) })
 	for _, pi := range e.policies {
-		pi.nsIndex = len(e.policiesByNS[pi.ref.Namespace])
 		e.policiesByNS[pi.ref.Namespace] = append(e.policiesByNS[pi.ref.Namespace], pi)
 	}
 	c.startSelection(e)
 
-	idx := c.reusablePodIndex(recs, objs, e.nodeIPs)
 	if idx == nil {
 		var err error
 		if idx, err = e.buildPodIndex(recs, objs, c); err != nil {
@@ -264,10 +262,15 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		}
 		c.keepPodIndex(idx)
 	}
-	e.usePodIndex(idx, c)
+	e.usePodIndex(idx, c, prev)
 	// Every peer caches its selector answer per identity; size the caches now
 	// that the identities are known, so the Engine never grows afterwards.
+	// prev's instances keep theirs: the same identities at the same
+	// positions in the same namespaces give the same answers.
 	for _, pi := range e.policies {
+		if prev.owns(pi) {
+			continue
+		}
 		for d := range pi.rules {
 			for r := range pi.rules[d] {
 				for p := range pi.rules[d][r].peers {
@@ -276,7 +279,31 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 			}
 		}
 	}
+	c.keepEngine(e)
 	return e, nil
+}
+
+// indexNamespaces makes the Engine's namespaces from the Snapshot's.
+func (e *Engine) indexNamespaces(nss []*corev1.Namespace, c *Cache) error {
+	e.namespaces = make(map[string]*nsInfo, len(nss))
+	for i, ns := range nss {
+		if ns == nil {
+			return fmt.Errorf("snapshot namespace %d is nil", i)
+		}
+		if ns.Name == "" {
+			return fmt.Errorf("snapshot namespace %d: metadata.name: Required value", i)
+		}
+		set := make(labels.Set, len(ns.Labels)+1)
+		for k, v := range ns.Labels {
+			set[k] = v
+		}
+		set[NamespaceNameLabel] = ns.Name
+		e.namespaces[ns.Name] = &nsInfo{name: ns.Name, labels: set, audit: namespaceAudits(ns)}
+	}
+	if c != nil {
+		e.nsFrom = newNSVersions(nss)
+	}
+	return nil
 }
 
 func finished(p *Pod) bool {
@@ -308,29 +335,28 @@ func (e *Engine) newPodInfo(pod *Pod, f *podFacts) (*podInfo, error) {
 	}
 	pi := &podInfo{pod: pod, hostNetwork: pod.HostNetwork, podFacts: f}
 	pi.firstIsNode = len(f.ips) > 0 && e.IsNodeIP(f.ips[0])
-	if id, ok := e.identByKey[f.identKey]; ok {
-		pi.ident = id
+	if n, ok := e.index.identPos[f.identKey]; ok {
+		pi.ident = e.identities[n]
 		return pi, nil
 	}
 	id := &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
 	pi.ident = id
 	e.fillClusterSelectedBy(id, false)
-	e.fillSelectedBy(id)
+	e.fillSelectedBy(id, nil)
 	e.splitAudited(id)
 	return pi, nil
 }
 
-// registerIdentity makes id the identity of pod, named key, and adds it to
-// the Engine (only during NewEngine, c being its Cache or nil).
-func (e *Engine) registerIdentity(id *identity, pod *Pod, key string, c *Cache) *identity {
+// registerIdentity makes id the identity of pod, named key, at position n
+// of the Engine's identities (only during NewEngine, c being its Cache or
+// nil).
+func (e *Engine) registerIdentity(id *identity, n int32, pod *Pod, key string, c *Cache) {
 	*id = identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}
 	c.fillClusterSelectedBy(e, id, key)
 	c.fillSelectedBy(e, id, key)
 	e.splitAudited(id)
-	id.id = len(e.identities)
-	e.identities = append(e.identities, id)
-	e.identByKey[key] = id
-	return id
+	id.id = int(n)
+	e.identities[n] = id
 }
 
 func identityKey(ns string, l map[string]string) string {
@@ -367,7 +393,7 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 		pi = &podInfo{pod: rec, hostNetwork: pod.Spec.HostNetwork,
 			podFacts: &podFacts{key: f.key, ports: rec.ports},
 			ident:    &identity{id: -1, ns: e.namespace(pod.Namespace), labels: labels.Set(pod.Labels)}}
-		e.fillSelectedBy(pi.ident)
+		e.fillSelectedBy(pi.ident, nil)
 		e.fillClusterSelectedBy(pi.ident, false)
 		e.splitAudited(pi.ident)
 	}
@@ -375,13 +401,17 @@ func (e *Engine) lookupPod(pod *corev1.Pod) *podInfo {
 	return pi
 }
 
-// fillSelectedBy finds the policies selecting an identity, per direction.
-func (e *Engine) fillSelectedBy(id *identity) {
-	for _, pol := range e.policiesByNS[id.ns.name] {
+// fillSelectedBy finds the policies selecting an identity, per direction;
+// picked (when not nil) learns each one's position among its namespace's.
+func (e *Engine) fillSelectedBy(id *identity, picked func(d, i int)) {
+	for i, pol := range e.policiesByNS[id.ns.name] {
 		if pol.podSel.Matches(id.labels) {
 			for d := range 2 {
 				if pol.affects[d] {
 					id.selectedBy[d] = append(id.selectedBy[d], pol)
+					if picked != nil {
+						picked(d, i)
+					}
 				}
 			}
 		}

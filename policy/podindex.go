@@ -26,17 +26,43 @@ type podIndex struct {
 	// infos are the Engines' podInfos without their identity.
 	infos []podInfo
 	// identOf is each pod's identity's position; identFirst the first pod
-	// of each identity.
+	// of each identity; identPos the position by identity key; identsByNS
+	// the positions by namespace.
 	identOf    []int32
 	identFirst []int32
+	identPos   map[string]int32
+	identsByNS map[string][]int32
 	byPtr      map[*corev1.Pod]int32
 	byKey      map[string]int32 // namespace/name
 	byIP       map[netip.Addr]int32
 	byNS       map[string][]int32
 	// plain is the grouping into datapath identities without CIDRs (no
-	// ClusterNetworkPolicy, nothing audited), made by the first Compile.
-	mu    sync.Mutex
-	plain *dpGrouping
+	// ClusterNetworkPolicy, nothing audited), made by the first Compile;
+	// onNode the positions of each node's pods, made by its first Compile.
+	mu     sync.Mutex
+	plain  *dpGrouping
+	onNode map[string][]int32
+}
+
+// podsOnNode returns the positions of the pods whose node is node, in
+// order.
+func (idx *podIndex) podsOnNode(node string) []int32 {
+	idx.mu.Lock()
+	defer idx.mu.Unlock()
+	if is, ok := idx.onNode[node]; ok {
+		return is
+	}
+	var is []int32
+	for i := range idx.infos {
+		if idx.infos[i].pod.NodeName == node {
+			is = append(is, int32(i))
+		}
+	}
+	if idx.onNode == nil {
+		idx.onNode = map[string][]int32{}
+	}
+	idx.onNode[node] = is
+	return is
 }
 
 // dpGrouping is the pods grouped into datapath identities: the engine
@@ -54,6 +80,9 @@ type dpGrouping struct {
 	of []int32
 	// nodeIDs are the node identities' IDs, by key.
 	nodeIDs map[string]uint32
+	// out are the identities as a Datapath lists them (read-only: shared by
+	// the Datapaths compiled from the grouping).
+	out []Identity
 }
 
 // grouping returns the pods' datapath identities given the CIDRs that split
@@ -118,9 +147,12 @@ func (idx *podIndex) group(cidrs map[netip.Prefix]int, nodeKeys map[string]*node
 	pos := make([]int32, len(order))
 	sorted := &dpGrouping{of: g.of, nodeIDs: g.nodeIDs, keys: make([]string, len(order)), ids: make([]uint32, len(order)),
 		reps: make([]int32, len(order)), ips: make([][]netip.Addr, len(order))}
+	sorted.out = make([]Identity, len(order))
 	for to, from := range order {
 		pos[from] = int32(to)
 		sorted.keys[to], sorted.ids[to], sorted.reps[to], sorted.ips[to] = g.keys[from], ids[g.keys[from]], g.reps[from], g.ips[from]
+		rep := idx.infos[g.reps[from]].pod
+		sorted.out[to] = Identity{ID: sorted.ids[to], Namespace: rep.Namespace, Labels: rep.Labels, IPs: sorted.ips[to]}
 	}
 	for i, n := range g.of {
 		if n >= 0 {
@@ -134,14 +166,15 @@ func (idx *podIndex) group(cidrs map[netip.Prefix]int, nodeKeys map[string]*node
 func (e *Engine) buildPodIndex(recs []*Pod, objs []*corev1.Pod, c *Cache) (*podIndex, error) {
 	idx := &podIndex{
 		recs: recs, rvs: make([]string, len(recs)), objs: objs, nodeIPs: e.nodeIPs,
-		infos:   make([]podInfo, len(recs)),
-		identOf: make([]int32, len(recs)),
-		byPtr:   make(map[*corev1.Pod]int32, len(objs)),
-		byKey:   make(map[string]int32, len(recs)),
-		byIP:    make(map[netip.Addr]int32, len(recs)),
-		byNS:    map[string][]int32{},
+		infos:      make([]podInfo, len(recs)),
+		identOf:    make([]int32, len(recs)),
+		byPtr:      make(map[*corev1.Pod]int32, len(objs)),
+		byKey:      make(map[string]int32, len(recs)),
+		byIP:       make(map[netip.Addr]int32, len(recs)),
+		byNS:       map[string][]int32{},
+		identPos:   map[string]int32{},
+		identsByNS: map[string][]int32{},
 	}
-	identPos := map[string]int32{}
 	for i, pod := range recs {
 		if pod == nil {
 			if i >= len(objs) {
@@ -161,11 +194,12 @@ func (e *Engine) buildPodIndex(recs []*Pod, objs []*corev1.Pod, c *Cache) (*podI
 		*pi = podInfo{pod: pod, hostNetwork: pod.HostNetwork, indexed: true, podFacts: f}
 		pi.firstIsNode = len(f.ips) > 0 && e.IsNodeIP(f.ips[0])
 		idx.rvs[i] = pod.ResourceVersion
-		id, ok := identPos[f.identKey]
+		id, ok := idx.identPos[f.identKey]
 		if !ok {
 			id = int32(len(idx.identFirst))
-			identPos[f.identKey] = id
+			idx.identPos[f.identKey] = id
 			idx.identFirst = append(idx.identFirst, n)
+			idx.identsByNS[pod.Namespace] = append(idx.identsByNS[pod.Namespace], id)
 		}
 		idx.identOf[i] = id
 		if i < len(objs) {
@@ -187,31 +221,44 @@ func (e *Engine) buildPodIndex(recs []*Pod, objs []*corev1.Pod, c *Cache) (*podI
 	return idx, nil
 }
 
-// usePodIndex makes the Engine's pods and identities from idx.
-func (e *Engine) usePodIndex(idx *podIndex, c *Cache) {
+// usePodIndex makes the Engine's pods and identities from idx, taking
+// prev's where they still hold (prev: see Cache.reusableEngine; nil for
+// none).
+func (e *Engine) usePodIndex(idx *podIndex, c *Cache, prev *Engine) {
 	e.index = idx
-	e.identities = make([]*identity, 0, len(idx.identFirst))
-	e.identByKey = make(map[string]*identity, len(idx.identFirst))
-	idents := make([]*identity, len(idx.identFirst))
+	if changed, ok := e.identitiesToRedo(prev); ok {
+		e.redoIdentities(prev, changed, c)
+		return
+	}
+	if c != nil {
+		c.stats.IdentitiesBuilt += uint64(len(idx.identFirst))
+	}
+	e.identities = make([]*identity, len(idx.identFirst))
 	islab := make([]identity, len(idx.identFirst))
 	for j, first := range idx.identFirst {
-		idents[j] = e.registerIdentity(&islab[j], idx.recs[first], idx.infos[first].identKey, c)
+		e.registerIdentity(&islab[j], int32(j), idx.recs[first], idx.infos[first].identKey, c)
 	}
 	slab := make([]podInfo, len(idx.infos))
 	copy(slab, idx.infos)
 	e.pods = make([]*podInfo, len(slab))
 	for i := range slab {
-		slab[i].ident = idents[idx.identOf[i]]
+		slab[i].ident = e.identities[idx.identOf[i]]
 		e.pods[i] = &slab[i]
 	}
 	e.podsByNS = make(map[string][]*podInfo, len(idx.byNS))
-	for ns, is := range idx.byNS {
-		pis := make([]*podInfo, len(is))
-		for k, i := range is {
-			pis[k] = e.pods[i]
-		}
-		e.podsByNS[ns] = pis
+	for ns := range idx.byNS {
+		e.podsByNS[ns] = e.podsOfNamespace(ns)
 	}
+}
+
+// podsOfNamespace lists the Engine's pods of ns in Snapshot order.
+func (e *Engine) podsOfNamespace(ns string) []*podInfo {
+	is := e.index.byNS[ns]
+	pis := make([]*podInfo, len(is))
+	for k, i := range is {
+		pis[k] = e.pods[i]
+	}
+	return pis
 }
 
 // podByIP is the Snapshot's non-hostNetwork pod owning ip, or nil.

@@ -32,9 +32,6 @@ type policyInfo struct {
 	audited bool
 	// tmpl is the policyInfo this one was instantiated from (see instance).
 	tmpl *policyInfo
-	// nsIndex is the policy's position among its namespace's policies in
-	// the Engine (Engine.policiesByNS).
-	nsIndex int
 }
 
 // policyFacts is what one policy object determines: its validation error,

@@ -71,6 +71,10 @@
 //     Lookup order: the peer's identity, any peer, the peer's CIDR pseudo
 //     identity (its exact address in the hash, else the trie's longest
 //     prefix).
+//   - netpol_endpoint_seen: array by slot pair of each local endpoint's
+//     last new flow (bpf_ktime_get_ns, written at most once a second; reset
+//     when a pair changes hands): LastNewFlow, for the agent's bypass
+//     self-check without flow events or a conntrack dump.
 //   - netpol_revoked: LRU hash of UDP/SCTP flows revocation deleted, so the
 //     other side's next packet is judged in the revoked orientation instead
 //     of starting the flow again.

@@ -177,10 +177,16 @@ func (p *Probe) recover() error {
 // maxHosts is netpol_hosts' size (netpol.c).
 const maxHosts = 1 << 19
 
+// inHosts says whether pfx's identity belongs in netpol_hosts (a single
+// address, while the map has room beside pending entries on their way).
+func (p *Probe) inHosts(pfx netip.Prefix, pending int) bool {
+	return p.state.hosts[pfx] || pfx.IsSingleIP() && len(p.state.hosts)+pending < maxHosts
+}
+
 // writeIdentity maps pfx to id: single addresses in netpol_hosts while it
 // has room, everything else in netpol_ipcache.
 func (p *Probe) writeIdentity(pfx netip.Prefix, id uint32) error {
-	if p.state.hosts[pfx] || pfx.IsSingleIP() && len(p.state.hosts) < maxHosts {
+	if p.inHosts(pfx, 0) {
 		k := addr16(pfx.Addr())
 		if err := p.objs.NetpolHosts.Put(&k, id); err != nil {
 			return fmt.Errorf("writing host identity %s: %w", pfx, err)
@@ -313,7 +319,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		if old, ok := p.state.ipcache[pfx]; ok && old == id {
 			continue
 		}
-		if p.state.hosts[pfx] || pfx.IsSingleIP() && len(p.state.hosts)+len(hosts.pfxs) < maxHosts {
+		if p.inHosts(pfx, len(hosts.pfxs)) {
 			hosts.add(pfx, id)
 		} else if err := p.writeIdentity(pfx, id); err != nil {
 			return res, err

@@ -126,6 +126,8 @@ enum netpol_counter {
 	NETPOL_CNT_ENDS,           // flow-end records written
 	NETPOL_CNT_ENDS_RING_FULL, // flow-end records lost: their ring was full
 	NETPOL_CNT_AUDIT,          // new flows whose verdict audited policies would flip
+	NETPOL_CNT_AGGREGATED,      // allowed new flows counted in netpol_agg_new, not recorded
+	NETPOL_CNT_ENDS_AGGREGATED, // TCP ends counted in netpol_agg_end, not recorded
 	NETPOL_CNT_MAX,
 };
 
@@ -224,6 +226,9 @@ struct netpol_config {
 	// The network namespace (inode number) whose conntrack entries of local
 	// endpoints get a flow-end record when destroyed; 0 = none.
 	__u32 flow_end_netns;
+	// Repeated flows within this interval are counted, not recorded
+	// (netpol_agg_new, netpol_agg_end); 0 = a record per flow.
+	__u64 agg_interval_ns;
 };
 
 struct netpol_bucket {
@@ -426,6 +431,80 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 21);
 } netpol_flow_ends SEC(".maps");
+
+// Repeated flows (netpol_config.agg_interval_ns): an allowed new flow, or a
+// TCP socket's end, is keyed without the client's port. The first of a key
+// in each interval gets its ring-buffer record; the others only add to the
+// key's counters here, which the agent reads every interval and reports as
+// one record standing for them all. A pass through user space per
+// connection is what made visibility cost more than enforcement
+// (docs/perf.md, "seventh pass"). The counters only grow: the reader
+// reports the difference to its last reading, so a flow counted while it
+// reads is reported next time, never lost or counted twice. LRU: a key
+// evicted between two readings loses what it counted since the first.
+struct netpol_agg_counts {
+	__u64 window_start; // bpf_ktime_get_ns() of the interval's recorded flow
+	__u64 count;        // flows counted, not recorded
+	// Ends only: their counters and lifetimes, summed.
+	__u64 packets_orig;
+	__u64 bytes_orig;
+	__u64 packets_reply;
+	__u64 bytes_reply;
+	__u64 duration_ns;
+};
+
+struct netpol_agg_new_key {
+	struct netpol_tuple tuple;      // as struct netpol_event's, sport 0
+	struct netpol_tuple orig_tuple; // sport 0
+	__u32 egress_rule;
+	__u32 ingress_rule;
+	__u8 protocol;
+	__u8 family;
+	__u8 hook;
+	__u8 pad;
+};
+
+struct netpol_agg_new_value {
+	struct netpol_agg_counts c;
+	struct netpol_event sample; // the interval's recorded flow: endpoints, identities, reasons
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct netpol_agg_new_key);
+	__type(value, struct netpol_agg_new_value);
+} netpol_agg_new SEC(".maps");
+
+struct netpol_agg_end_key {
+	struct netpol_tuple orig; // the connection's original direction, sport 0
+	__u32 status;             // NETPOL_END_SOCKET [| NETPOL_END_CLIENT]
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct netpol_agg_end_key);
+	__type(value, struct netpol_agg_counts);
+} netpol_agg_end SEC(".maps");
+
+static const struct netpol_agg_new_value agg_new_zero = {};
+
+// agg_counted says whether a flow of the key whose counters are v falls in
+// the interval of a recorded one (and counts it); otherwise it opens a new
+// interval and the flow gets its record. Two CPUs racing at an interval's
+// edge may both record: a record too many, nothing lost.
+static __always_inline int agg_counted(struct netpol_agg_counts *v, __u64 now, __u64 interval)
+{
+	if (now - v->window_start < interval) {
+		__sync_fetch_and_add(&v->count, 1);
+		return 1;
+	}
+	v->window_start = now;
+	return 0;
+}
 
 // A TCP connection of a local endpoint, kept with its socket from
 // ESTABLISHED to CLOSE (netpol_tcp_state): which side it is and since when.
@@ -1018,6 +1097,40 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 	else
 		e->orig_tuple = pkt.t;
 
+	// A repeat of an allowed flow recorded this interval is only counted.
+	// Keyed from the record (its original tuple read from conntrack), which
+	// is then discarded: no wake-up, nothing for the reader but a skip.
+	if (allowed && cfg && cfg->agg_interval_ns &&
+	    !(flags & (NETPOL_FLAG_PICKUP | NETPOL_FLAG_REVOKED | NETPOL_FLAG_AUDIT | NETPOL_FLAG_UNTRACKED))) {
+		struct netpol_agg_new_key k = {};
+		k.tuple = e->tuple;
+		k.tuple.sport = 0;
+		k.orig_tuple = e->orig_tuple;
+		k.orig_tuple.sport = 0;
+		k.egress_rule = egress_rule;
+		k.ingress_rule = ingress_rule;
+		k.protocol = pkt.protocol;
+		k.family = pkt.family;
+		k.hook = e->hook;
+		struct netpol_agg_new_value *agg = bpf_map_lookup_elem(&netpol_agg_new, &k);
+		if (agg) {
+			if (agg_counted(&agg->c, now, cfg->agg_interval_ns)) {
+				bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+				count(NETPOL_CNT_AGGREGATED);
+				return NF_ACCEPT;
+			}
+		} else {
+			// From a zeroed value off the stack (netpol_evaluate's frame
+			// counts against the same 512 bytes).
+			bpf_map_update_elem(&netpol_agg_new, &k, &agg_new_zero, BPF_NOEXIST);
+			agg = bpf_map_lookup_elem(&netpol_agg_new, &k);
+			if (agg)
+				agg->c.window_start = now;
+		}
+		if (agg)
+			agg->sample = *e;
+	}
+
 	__u64 wake = BPF_RB_NO_WAKEUP;
 	if (cfg && bpf_ringbuf_query(&netpol_events, BPF_RB_AVAIL_DATA) >= cfg->wakeup_watermark)
 		wake = BPF_RB_FORCE_WAKEUP;
@@ -1263,11 +1376,6 @@ int BPF_PROG(netpol_tcp_state, struct sock *sk, int oldstate, int newstate)
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
-	struct netpol_flow_end *e = bpf_ringbuf_reserve(&netpol_flow_ends, sizeof(*e), 0);
-	if (!e) {
-		count(NETPOL_CNT_ENDS_RING_FULL);
-		return 0;
-	}
 	// The local port: inet_num is cleared when the port is released, which
 	// precedes this state change; inet_sport is not.
 	__u16 lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
@@ -1279,29 +1387,63 @@ int BPF_PROG(netpol_tcp_state, struct sock *sk, int oldstate, int newstate)
 	__u64 in_segs = tp->segs_in, in_bytes = tp->bytes_received;
 	if (in_bytes && (sk->__sk_common.skc_flags & (1UL << SOCK_DONE)))
 		in_bytes--;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 status = NETPOL_END_SOCKET | (st->client ? NETPOL_END_CLIENT : 0);
+	struct netpol_tuple orig, reply;
+	__u64 po, bo, pr, br;
+	if (st->client) {
+		end_tuple(&orig, local.addr, lport, remote.addr, rport);
+		end_tuple(&reply, remote.addr, rport, local.addr, lport);
+		po = out_segs, bo = out_bytes, pr = in_segs, br = in_bytes;
+	} else {
+		end_tuple(&orig, remote.addr, rport, local.addr, lport);
+		end_tuple(&reply, local.addr, lport, remote.addr, rport);
+		po = in_segs, bo = in_bytes, pr = out_segs, br = out_bytes;
+	}
+
+	// A repeat of an end recorded this interval is only counted.
+	if (cfg->agg_interval_ns) {
+		struct netpol_agg_end_key k = {};
+		k.orig = orig;
+		k.orig.sport = 0;
+		k.status = status;
+		k.family = family;
+		struct netpol_agg_counts *v = bpf_map_lookup_elem(&netpol_agg_end, &k);
+		if (v) {
+			if (agg_counted(v, now, cfg->agg_interval_ns)) {
+				__sync_fetch_and_add(&v->packets_orig, po);
+				__sync_fetch_and_add(&v->bytes_orig, bo);
+				__sync_fetch_and_add(&v->packets_reply, pr);
+				__sync_fetch_and_add(&v->bytes_reply, br);
+				__sync_fetch_and_add(&v->duration_ns, now - st->start_ns);
+				st->start_ns = 0;
+				count(NETPOL_CNT_ENDS_AGGREGATED);
+				return 0;
+			}
+		} else {
+			struct netpol_agg_counts fresh = {.window_start = now};
+			bpf_map_update_elem(&netpol_agg_end, &k, &fresh, BPF_NOEXIST);
+		}
+	}
+
+	struct netpol_flow_end *e = bpf_ringbuf_reserve(&netpol_flow_ends, sizeof(*e), 0);
+	if (!e) {
+		count(NETPOL_CNT_ENDS_RING_FULL);
+		return 0;
+	}
 	e->version = NETPOL_EVENT_VERSION;
 	e->type = NETPOL_EVENT_END;
 	e->protocol = IPPROTO_TCP;
 	e->family = family;
-	e->status = NETPOL_END_SOCKET;
-	e->timestamp_ns = bpf_ktime_get_ns();
+	e->status = status;
+	e->timestamp_ns = now;
 	e->start_real_ns = st->start_ns;
-	if (st->client) {
-		e->status |= NETPOL_END_CLIENT;
-		end_tuple(&e->orig, local.addr, lport, remote.addr, rport);
-		end_tuple(&e->reply, remote.addr, rport, local.addr, lport);
-		e->packets_orig = out_segs;
-		e->bytes_orig = out_bytes;
-		e->packets_reply = in_segs;
-		e->bytes_reply = in_bytes;
-	} else {
-		end_tuple(&e->orig, remote.addr, rport, local.addr, lport);
-		end_tuple(&e->reply, local.addr, lport, remote.addr, rport);
-		e->packets_orig = in_segs;
-		e->bytes_orig = in_bytes;
-		e->packets_reply = out_segs;
-		e->bytes_reply = out_bytes;
-	}
+	e->orig = orig;
+	e->reply = reply;
+	e->packets_orig = po;
+	e->bytes_orig = bo;
+	e->packets_reply = pr;
+	e->bytes_reply = br;
 	st->start_ns = 0; // reported: a disconnected socket reused reports its next connection only
 	__u64 wake = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&netpol_flow_ends, BPF_RB_AVAIL_DATA) >= cfg->wakeup_watermark)

@@ -13,6 +13,43 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netpolNetpolAggCounts struct {
+	_            structs.HostLayout
+	WindowStart  uint64
+	Count        uint64
+	PacketsOrig  uint64
+	BytesOrig    uint64
+	PacketsReply uint64
+	BytesReply   uint64
+	DurationNs   uint64
+}
+
+type netpolNetpolAggEndKey struct {
+	_      structs.HostLayout
+	Orig   netpolNetpolTuple
+	Status uint32
+	Family uint8
+	Pad    [3]uint8
+}
+
+type netpolNetpolAggNewKey struct {
+	_           structs.HostLayout
+	Tuple       netpolNetpolTuple
+	OrigTuple   netpolNetpolTuple
+	EgressRule  uint32
+	IngressRule uint32
+	Protocol    uint8
+	Family      uint8
+	Hook        uint8
+	Pad         uint8
+}
+
+type netpolNetpolAggNewValue struct {
+	_      structs.HostLayout
+	C      netpolNetpolAggCounts
+	Sample netpolNetpolEvent
+}
+
 type netpolNetpolBucket struct {
 	_          structs.HostLayout
 	TokensNano uint64
@@ -26,6 +63,7 @@ type netpolNetpolConfig struct {
 	WakeupWatermark  uint64
 	FlowEvents       uint32
 	FlowEndNetns     uint32
+	AggIntervalNs    uint64
 }
 
 type netpolNetpolEndpoint struct {
@@ -170,6 +208,8 @@ type netpolNetpolTuple struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	netpolMapNetpolAggEnd            = "netpol_agg_end"
+	netpolMapNetpolAggNew            = "netpol_agg_new"
 	netpolMapNetpolBuckets           = "netpol_buckets"
 	netpolMapNetpolConfig            = "netpol_config"
 	netpolMapNetpolCounters          = "netpol_counters"
@@ -250,6 +290,8 @@ type netpolProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpolMapSpecs struct {
+	NetpolAggEnd       *ebpf.MapSpec `ebpf:"netpol_agg_end"`
+	NetpolAggNew       *ebpf.MapSpec `ebpf:"netpol_agg_new"`
 	NetpolBuckets      *ebpf.MapSpec `ebpf:"netpol_buckets"`
 	NetpolConfig       *ebpf.MapSpec `ebpf:"netpol_config"`
 	NetpolCounters     *ebpf.MapSpec `ebpf:"netpol_counters"`
@@ -300,6 +342,8 @@ func (o *netpolObjects) Close() error {
 //
 // It can be passed to loadNetpolObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpolMaps struct {
+	NetpolAggEnd       *ebpf.Map `ebpf:"netpol_agg_end"`
+	NetpolAggNew       *ebpf.Map `ebpf:"netpol_agg_new"`
 	NetpolBuckets      *ebpf.Map `ebpf:"netpol_buckets"`
 	NetpolConfig       *ebpf.Map `ebpf:"netpol_config"`
 	NetpolCounters     *ebpf.Map `ebpf:"netpol_counters"`
@@ -318,6 +362,8 @@ type netpolMaps struct {
 
 func (m *netpolMaps) Close() error {
 	return _NetpolClose(
+		m.NetpolAggEnd,
+		m.NetpolAggNew,
 		m.NetpolBuckets,
 		m.NetpolConfig,
 		m.NetpolCounters,

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -21,7 +22,7 @@ import (
 // LayoutVersion names the pin directory. Bump it whenever a map's key,
 // value or type changes: an existing pin with another layout cannot be
 // reused (ebpf.ErrMapIncompatible), so a new layout gets fresh maps.
-const LayoutVersion = "v6"
+const LayoutVersion = "v7"
 
 // DefaultPinRoot is where the agent pins its maps and links.
 const DefaultPinRoot = "/sys/fs/bpf/netpol"
@@ -56,6 +57,14 @@ type Config struct {
 	WakeupWatermark uint64
 	// FlowEvents emits one event per allowed new flow.
 	FlowEvents bool
+	// AggregateInterval, when set, records only the first allowed new flow
+	// (and the first TCP socket end) of a flow key per interval and counts
+	// the rest in the kernel (ReadNewFlowAggregates, ReadEndAggregates).
+	// The key is the flow without the client's port: source, destination
+	// (and the address dialled before DNAT), destination port, protocol,
+	// and the rules that decided it. Drops, audited and picked-up flows are
+	// always recorded one by one.
+	AggregateInterval time.Duration
 }
 
 // DefaultConfig is a reasonable production configuration.
@@ -180,6 +189,7 @@ func (p *Probe) writeConfigLocked() error {
 		DropEventsBurst:  c.DropEventsBurst,
 		WakeupWatermark:  c.WakeupWatermark,
 		FlowEndNetns:     p.flowEndNetns,
+		AggIntervalNs:    uint64(max(c.AggregateInterval, 0)),
 	}
 	if c.FlowEvents {
 		v.FlowEvents = 1
@@ -248,6 +258,8 @@ const (
 	CounterFlowEnds
 	CounterFlowEndsRingFull
 	CounterAudit
+	CounterAggregated
+	CounterFlowEndsAggregated
 	counterMax
 )
 
@@ -271,6 +283,10 @@ type Stats struct {
 	// Audited are new flows whose verdict enforcing the audited policies
 	// would flip (FlagAudit).
 	Audited uint64
+	// Aggregated are allowed new flows counted in an aggregate instead of
+	// recorded (Config.AggregateInterval); FlowEndsAggregated the same for
+	// TCP ends.
+	Aggregated, FlowEndsAggregated uint64
 }
 
 // Stats reads the counters.
@@ -293,7 +309,8 @@ func (p *Probe) Stats() (Stats, error) {
 		NotParsed: vals[CounterNotParsed], SpoofDropped: vals[CounterSpoofDropped],
 		RevokedAnswers: vals[CounterRevokedAnswers],
 		FlowEnds:       vals[CounterFlowEnds], FlowEndsLost: vals[CounterFlowEndsRingFull],
-		Audited: vals[CounterAudit],
+		Audited: vals[CounterAudit], Aggregated: vals[CounterAggregated],
+		FlowEndsAggregated: vals[CounterFlowEndsAggregated],
 	}, nil
 }
 

@@ -152,4 +152,3 @@ func TestAggregatedFlows(t *testing.T) {
 		t.Fatalf("interval off: the aggregate counts %d, want still %d", counted, conns-1)
 	}
 }
-

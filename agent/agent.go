@@ -549,7 +549,14 @@ func (a *Agent) refreshLocalAddresses() {
 // the datapath: the kernel drops (and counts) events when the ring is full.
 func (a *Agent) readEvents(ctx context.Context, rd *probe.Reader) {
 	var ev probe.Event
+	var aggs *aggregateReader
+	if every := a.cfg.Datapath.AggregateInterval; every > 0 {
+		aggs = newAggregateReader(every)
+	}
 	for ctx.Err() == nil {
+		if aggs.due(time.Now()) {
+			a.publishNewFlowAggregates(aggs)
+		}
 		a.markStartsRead(rd)
 		if err := rd.Read(&ev); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {

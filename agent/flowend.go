@@ -95,6 +95,10 @@ type ctEnd struct {
 	packets, bytes      uint64    // both directions (0 without nf_conntrack_acct)
 	start, stop         time.Time // conntrack's timestamps, zero without nf_conntrack_timestamp
 	at                  time.Time
+	// conns is, for a kernel aggregate of repeated ends, how many it stands
+	// for (packets and bytes are their sums, start-stop their mean
+	// lifetime); 0 for one connection's end.
+	conns uint64
 }
 
 // flowEnd is kept as the queue's element name.
@@ -979,7 +983,7 @@ func (a *Agent) flowEnds(events <-chan flowEnd) {
 			recs = a.newFlows.takeAll(batch, recs[:0])
 			for i := range batch {
 				rec := recs[i]
-				if rec == nil && time.Since(batch[i].at) < settle && len(parked) < flowEndQueue && !closed && a.startMayCome(&x, &batch[i]) {
+				if rec == nil && batch[i].conns == 0 && time.Since(batch[i].at) < settle && len(parked) < flowEndQueue && !closed && a.startMayCome(&x, &batch[i]) {
 					parked = append(parked, batch[i])
 					continue
 				}
@@ -1037,7 +1041,8 @@ func (a *Agent) publishEnd(x *endpointIndex, ev flowEnd, rec *flowv1.Flow) {
 	}
 	x.use(dp)
 	if f := a.enrich.endFlow(x, &ev, rec, time.Now()); f != nil {
-		a.metrics.FlowEnds.Inc()
+		f.Connections = ev.conns
+		a.metrics.FlowEnds.Add(float64(max(ev.conns, 1)))
 		a.hub.Publish(f)
 		a.record(f)
 	}
@@ -1238,7 +1243,14 @@ func (a *Agent) readFlowEnds(rd *probe.FlowEndReader, out chan<- flowEnd) {
 			send(e)
 		}
 	}()
+	var aggs *aggregateReader
+	if every := a.cfg.Datapath.AggregateInterval; every > 0 && rd.Socket() {
+		aggs = newAggregateReader(every)
+	}
 	for {
+		if aggs.due(time.Now()) {
+			a.readEndAggregates(aggs, send)
+		}
 		err := rd.Read(&rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			release()

@@ -113,12 +113,21 @@ func startFlowEndAgent(t testing.TB, node *feNode, objs ...k8sruntime.Object) *A
 // (Config.FlowEndSource).
 func startFlowEndAgentFrom(t testing.TB, node *feNode, source string, objs ...k8sruntime.Object) *Agent {
 	t.Helper()
+	return startFlowEndAgentWith(t, node, func(c *Config) { c.FlowEndSource = source }, objs...)
+}
+
+// startFlowEndAgentWith is startFlowEndAgent with tweak applied to the
+// agent's Config.
+func startFlowEndAgentWith(t testing.TB, node *feNode, tweak func(*Config), objs ...k8sruntime.Object) *Agent {
+	t.Helper()
 	pinRoot := fmt.Sprintf("/sys/fs/bpf/netpol-agent-fe-%d", os.Getpid())
 	var a *Agent
 	err := node.in(func() error {
 		var err error
-		a, err = New(Config{Client: fake.NewClientset(objs...), NodeName: feNodeName, PinRoot: pinRoot,
-			Datapath: probe.DefaultConfig, FlowEndSummaries: true, FlowEndSource: source, ReadPoll: 10 * time.Millisecond})
+		cfg := Config{Client: fake.NewClientset(objs...), NodeName: feNodeName, PinRoot: pinRoot,
+			Datapath: probe.DefaultConfig, FlowEndSummaries: true, ReadPoll: 10 * time.Millisecond}
+		tweak(&cfg)
+		a, err = New(cfg)
 		return err
 	})
 	if err != nil {

@@ -70,7 +70,8 @@ func (m *Metrics) CountVerdict(f *flowv1.Flow) {
 		c = m.Flows.WithLabelValues(flow.VerdictName(verdict), flow.DirectionName(fk.direction))
 		m.flows[fk] = c
 	}
-	c.Inc()
+	n := float64(flow.Connections(f))
+	c.Add(n)
 	if a := f.GetAudit(); a != nil {
 		would := flow.VerdictName(a.GetWouldBe())
 		refs := a.GetIsolatedBy()
@@ -96,7 +97,7 @@ func (m *Metrics) CountVerdict(f *flowv1.Flow) {
 				c = m.PolicyVerdicts.WithLabelValues(pk.namespace, pk.name, flow.DirectionName(pk.direction), rule, flow.VerdictName(verdict))
 				m.policies[pk] = c
 			}
-			c.Inc()
+			c.Add(n)
 		}
 	}
 }

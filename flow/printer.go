@@ -117,6 +117,9 @@ func CompactLine(f *flowv1.Flow, loc *time.Location) string {
 		b.WriteByte(' ')
 		b.WriteString(a)
 	}
+	if n := f.GetConnections(); n > 1 {
+		fmt.Fprintf(&b, " x%d connections", n) // a kernel aggregate of repeats
+	}
 	if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
 		fmt.Fprintf(&b, " packets=%d bytes=%d", f.GetPackets(), f.GetBytes())
 		if d := f.GetDuration(); d != nil {

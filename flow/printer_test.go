@@ -62,6 +62,25 @@ func TestCompactLine(t *testing.T) {
 	}
 }
 
+// TestCompactLineAggregate: a kernel aggregate says how many connections
+// it stands for, and has no client port to show.
+func TestCompactLineAggregate(t *testing.T) {
+	f := &flowv1.Flow{Type: flowv1.EventType_EVENT_TYPE_END, Verdict: flowv1.Verdict_VERDICT_ALLOWED, Connections: 19,
+		Source: &flowv1.Endpoint{Namespace: "shop", Pod: "web"}, Destination: &flowv1.Endpoint{Namespace: "shop", Pod: "db-0"},
+		L4: &flowv1.Layer4{Protocol: flowv1.Protocol_PROTOCOL_TCP, DestinationPort: 5432}, Packets: 190, Bytes: 9500}
+	got := flow.CompactLine(f, time.UTC)
+	if want := "shop/web -> shop/db-0:5432 TCP ALLOWED"; !strings.Contains(got, want) {
+		t.Errorf("line %q lacks %q", got, want)
+	}
+	if want := " x19 connections packets=190 bytes=9500"; !strings.Contains(got, want) {
+		t.Errorf("line %q lacks %q", got, want)
+	}
+	f.Connections = 0
+	if got := flow.CompactLine(f, time.UTC); strings.Contains(got, " x") {
+		t.Errorf("one connection's line %q shows a count", got)
+	}
+}
+
 func TestJSONRoundTrip(t *testing.T) {
 	want := sampleFlows()
 	var buf bytes.Buffer

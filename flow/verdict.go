@@ -21,3 +21,7 @@ func Enforced(f *flowv1.Flow) flowv1.Verdict { return EnforcedVerdict(f.GetVerdi
 // Dropped reports whether f's packets were dropped (a DENIED flow, or an
 // AUDIT one that audited policies would allow).
 func Dropped(f *flowv1.Flow) bool { return Enforced(f) == flowv1.Verdict_VERDICT_DENIED }
+
+// Connections is how many connections f stands for: one, or a kernel
+// aggregate's count (Flow.connections).
+func Connections(f *flowv1.Flow) uint64 { return max(f.GetConnections(), 1) }

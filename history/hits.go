@@ -47,7 +47,7 @@ func ruleHitOf(h *flowv1.RuleHit) *ruleHit {
 
 // hit counts f's deciding rules (callers hold mu): every rule that allowed
 // it, or, for a default-deny drop, each isolating policy.
-func (s *Store) hit(f *flowv1.Flow, at int64) {
+func (s *Store) hit(f *flowv1.Flow, at int64, n uint64) {
 	for _, refs := range [][]*flowv1.PolicyRef{f.GetAllowedBy(), f.GetDeniedBy(), f.GetIsolatedBy()} {
 		for _, r := range refs {
 			k := keyOfRef(r, f.GetVerdict())
@@ -56,7 +56,7 @@ func (s *Store) hit(f *flowv1.Flow, at int64) {
 				h = &ruleHit{ref: proto.Clone(r).(*flowv1.PolicyRef), verdict: f.GetVerdict(), first: at}
 				s.hits[k] = h
 			}
-			h.hits++
+			h.hits += n
 			h.first = min(h.first, at)
 			h.last = max(h.last, at)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 )
 
@@ -142,11 +143,12 @@ func NewStore(cfg Config) *Store {
 // bucket. Other event types are ignored.
 func (s *Store) Record(f *flowv1.Flow) {
 	var c Counters
+	n := flow.Connections(f) // a kernel aggregate stands for several
 	switch f.GetType() {
 	case flowv1.EventType_EVENT_TYPE_NEW, flowv1.EventType_EVENT_TYPE_DROP:
-		c.Connections = 1
+		c.Connections = n
 	case flowv1.EventType_EVENT_TYPE_END:
-		c.Ends, c.Packets, c.Bytes = 1, f.GetPackets(), f.GetBytes()
+		c.Ends, c.Packets, c.Bytes = n, f.GetPackets(), f.GetBytes()
 	default:
 		return
 	}
@@ -158,7 +160,7 @@ func (s *Store) Record(f *flowv1.Flow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c.Connections > 0 {
-		s.hit(f, c.First)
+		s.hit(f, c.First, c.Connections)
 	}
 	s.scratch = s.labels.appendKey(s.scratch[:0], f)
 	id, ok := s.keyIndex[string(s.scratch)]

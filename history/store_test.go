@@ -108,6 +108,32 @@ func TestRecordAggregatesWorkloadsAcrossRollouts(t *testing.T) {
 	}
 }
 
+// TestRecordCountsAnAggregate: a kernel aggregate (Flow.connections) adds
+// the connections (or ends) it stands for, and as many rule hits.
+func TestRecordCountsAnAggregate(t *testing.T) {
+	c := &clock{now: t0}
+	s := NewStore(Config{Node: "node-a", Now: c.Now})
+	web := pod("shop", "web-1", "web", "h", map[string]string{"app": "web"})
+	db := pod("shop", "db-0", "", "", map[string]string{"app": "db"})
+	s.Record(newFlow(t0, web, db, 5432, flowv1.Verdict_VERDICT_ALLOWED))
+	agg := newFlow(t0.Add(time.Second), web, db, 5432, flowv1.Verdict_VERDICT_ALLOWED)
+	agg.Connections, agg.L4.SourcePort = 24, 0
+	s.Record(agg)
+	end := newFlow(t0.Add(time.Second), web, db, 5432, flowv1.Verdict_VERDICT_ALLOWED)
+	end.Type, end.Connections, end.Packets, end.Bytes, end.L4.SourcePort = flowv1.EventType_EVENT_TYPE_END, 24, 240, 9600, 0
+	s.Record(end)
+	set := export(s)
+	if len(set.Records) != 1 {
+		t.Fatalf("records = %d, want 1: %+v", len(set.Records), set.Records)
+	}
+	if r := set.Records[0]; r.Connections != 25 || r.Ends != 24 || r.Packets != 240 || r.Bytes != 9600 {
+		t.Errorf("counters = %+v, want 25 connections (24 in one aggregate), 24 ends, 240 packets, 9600 bytes", r.Counters)
+	}
+	if hits, _ := s.RuleHits(); len(hits) != 1 || hits[0].GetHits() != 25 {
+		t.Errorf("rule hits = %v, want the allowing rule 25", hits)
+	}
+}
+
 func TestCoarseningMergesOldBuckets(t *testing.T) {
 	c := &clock{now: t0}
 	s := NewStore(Config{Now: c.Now})

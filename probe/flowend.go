@@ -43,9 +43,15 @@ type FlowEndReader struct {
 	prog *ebpf.Program
 	link link.Link
 	rd   *ringbuf.Reader
+	hook string
 	poll time.Duration
 	rec  ringbuf.Record
 }
+
+// Socket says whether the records come from the TCP socket states
+// (OpenTCPFlowEnds): the ones Config.AggregateInterval aggregates
+// (ReadEndAggregates).
+func (r *FlowEndReader) Socket() bool { return r.prog != nil && r.hook == TCPFlowEndHook }
 
 // OpenFlowEnds starts flow-end records for the network namespace netnsFD
 // (an open /proc/.../ns/net or netns handle; -1: the calling thread's) and
@@ -137,7 +143,7 @@ func (p *Probe) startFlowEnds(prog *ebpf.Program, hook string, netns uint32, pol
 		prog.Close()
 		return nil, err
 	}
-	return &FlowEndReader{p: p, prog: prog, link: l, rd: rd, poll: poll}, nil
+	return &FlowEndReader{p: p, prog: prog, link: l, rd: rd, hook: hook, poll: poll}, nil
 }
 
 // Read returns the next record. It waits at most one polling interval and

@@ -348,6 +348,8 @@ func Logs(fs []*flowv1.Flow, node, version string) plog.Logs {
 		if s := f.GetService(); s != nil && s.GetName() != "" {
 			a.PutStr("k8s.service.name", s.GetNamespace()+"/"+s.GetName())
 		}
+		// A kernel aggregate: the connections it stands for (one otherwise).
+		a.PutInt("netpol.connections", int64(flow.Connections(f)))
 		if f.GetType() == flowv1.EventType_EVENT_TYPE_END {
 			a.PutInt("netpol.packets", int64(f.GetPackets()))
 			a.PutInt("netpol.bytes", int64(f.GetBytes()))

@@ -532,7 +532,17 @@ type Flow struct {
 	Whatif *WhatIf `protobuf:"bytes,22,opt,name=whatif,proto3" json:"whatif,omitempty"`
 	// Set when verdict is VERDICT_AUDIT: what enforcing the audited policies
 	// would decide.
-	Audit         *Audit `protobuf:"bytes,23,opt,name=audit,proto3" json:"audit,omitempty"`
+	Audit *Audit `protobuf:"bytes,23,opt,name=audit,proto3" json:"audit,omitempty"`
+	// How many connections this record stands for; 0 means one. An agent
+	// with flow aggregation on (--flow-aggregation, 1s by default) records
+	// the first allowed connection of a flow key in each interval by itself
+	// and counts the repeats in the kernel: every interval it sends one
+	// record per key for them, with the client's port 0, the time of the
+	// reading, and for an END the repeats' packets and bytes summed and
+	// their mean duration. The key is the flow without the client's port:
+	// source, destination (and Service), destination port, protocol and the
+	// rules that decided it. Drops and audited flows are never aggregated.
+	Connections   uint64 `protobuf:"varint,24,opt,name=connections,proto3" json:"connections,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -726,6 +736,13 @@ func (x *Flow) GetAudit() *Audit {
 		return x.Audit
 	}
 	return nil
+}
+
+func (x *Flow) GetConnections() uint64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
 }
 
 // Audit is the would-be outcome of a flow that audited policies would decide
@@ -3276,7 +3293,7 @@ var File_flow_proto protoreflect.FileDescriptor
 const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\a\n" +
+	"flow.proto\x12\aflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\a\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
@@ -3303,7 +3320,8 @@ const file_flow_proto_rawDesc = "" +
 	"\fobservations\x18\x14 \x03(\v2\x14.flow.v1.ObservationR\fobservations\x127\n" +
 	"\taggregate\x18\x15 \x01(\v2\x19.flow.v1.HistoryAggregateR\taggregate\x12'\n" +
 	"\x06whatif\x18\x16 \x01(\v2\x0f.flow.v1.WhatIfR\x06whatif\x12$\n" +
-	"\x05audit\x18\x17 \x01(\v2\x0e.flow.v1.AuditR\x05audit\"\xba\x01\n" +
+	"\x05audit\x18\x17 \x01(\v2\x0e.flow.v1.AuditR\x05audit\x12 \n" +
+	"\vconnections\x18\x18 \x01(\x04R\vconnections\"\xba\x01\n" +
 	"\x05Audit\x12+\n" +
 	"\bwould_be\x18\x01 \x01(\x0e2\x10.flow.v1.VerdictR\awouldBe\x12'\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x0f.flow.v1.ReasonR\x06reason\x12&\n" +

@@ -108,6 +108,8 @@ type InstallOptions struct {
 	FlowEndProtocols string
 	// AgentNice is the agents' niceness (0-19).
 	AgentNice int
+	// FlowAggregation is the agents' --flow-aggregation.
+	FlowAggregation time.Duration
 	// History keeps each node's connection history, within these budgets
 	// (quantities; "" for the agent's defaults).
 	History                    bool
@@ -207,6 +209,7 @@ namespace); status, uninstall and version take the same flag.`,
 	fl.BoolVar(&o.FlowEndSummaries, "flow-end-summaries", true, "Report each ended connection of a local pod with its packets, bytes and duration (from conntrack; counts need net.netfilter.nf_conntrack_acct=1 on the nodes)")
 	fl.StringVar(&o.FlowEndProtocols, "flow-end-protocols", "all", `Which ended connections get a summary: "all", or "tcp" (TCP only, read from the sockets' states with no conntrack listener: cheaper per connection, no UDP/SCTP/ICMP summaries; docs/install.md)`)
 	fl.IntVar(&o.AgentNice, "agent-nice", install.DefaultAgentNice, "Niceness of the agents' user space (0-19; enforcement runs in the kernel either way): above 0 their flow processing and compiles yield the CPU to the node's workloads, and on a saturated node flow events are dropped and counted instead of slowing pods; 0 gives them the workloads' priority")
+	fl.DurationVar(&o.FlowAggregation, "flow-aggregation", install.DefaultFlowAggregation, "Within this interval, count repeats of an allowed connection (same source, destination, port, protocol and deciding rules) in the kernel and report them as one flow per interval with their count, rather than one per connection; 0 reports each connection (costs more per connection: docs/install.md). Drops and audited flows are always reported one by one")
 	fl.BoolVar(&o.History, "history", true, "Keep an aggregated history of judged connections on each node (under "+install.HistoryDir+"), which whatif, unused and watch --since read")
 	fl.StringVar(&o.HistoryMemory, "history-memory", "", "Memory budget of each agent's connection history, e.g. 128Mi (default 64Mi; docs/perf.md gives the sizing)")
 	fl.StringVar(&o.HistoryDisk, "history-disk", "", "Disk budget of each agent's connection history file, e.g. 256Mi (default 64Mi)")
@@ -233,6 +236,9 @@ func (o *InstallOptions) Complete() error {
 	if o.FlowEndProtocols != "all" && o.FlowEndProtocols != "tcp" {
 		return fmt.Errorf("--flow-end-protocols %q: use all (the default) or tcp", o.FlowEndProtocols)
 	}
+	if o.FlowAggregation < 0 {
+		return fmt.Errorf("--flow-aggregation %s: use 0 (a flow per connection) or an interval such as 1s", o.FlowAggregation)
+	}
 	if o.AgentNice < 0 || o.AgentNice > 19 {
 		return fmt.Errorf("--agent-nice %d: use 0 (the workloads' priority) to 19 (the lowest)", o.AgentNice)
 	}
@@ -246,6 +252,7 @@ func (o *InstallOptions) Complete() error {
 		NoFlowEndSummaries: !o.FlowEndSummaries,
 		FlowEndTCPOnly:     o.FlowEndProtocols == "tcp",
 		Nice:               &o.AgentNice,
+		FlowAggregation:    &o.FlowAggregation,
 		MountBPFFS:         o.MountBPFFS,
 		NoHistory:          !o.History,
 		HistoryMemory:      o.HistoryMemory,

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -70,6 +71,11 @@ type Options struct {
 	// Nice is the agent's niceness (nil: DefaultAgentNice); the agent's
 	// --nice.
 	Nice *int
+	// FlowAggregation is the interval within which repeats of an allowed
+	// connection are counted in the kernel rather than recorded one by one
+	// (nil: DefaultFlowAggregation; 0: a record per connection); the
+	// agent's --flow-aggregation.
+	FlowAggregation *time.Duration
 	// MountBPFFS adds an init container that mounts bpffs at /sys/fs/bpf on
 	// nodes where nothing did. Kubernetes admits the Bidirectional mount
 	// propagation this needs only in a privileged container, so it is
@@ -118,6 +124,15 @@ const (
 // up in the ring buffers and are dropped and counted, never the packets.
 const DefaultAgentNice = 10
 
+// DefaultFlowAggregation is the agent's flow aggregation interval unless
+// install --flow-aggregation says otherwise: each flow key's first allowed
+// connection and first TCP end per second are records of their own, the
+// repeats one counted record per key and second. Measured on the test
+// cluster, a record per connection through the agents' user space cost more
+// of a node's connection rate than enforcement (docs/perf.md, "seventh
+// pass").
+const DefaultFlowAggregation = time.Second
+
 // agentArgs are the agent's command-line arguments for o.
 func (o Options) agentArgs() []string {
 	args := []string{"--v=2"}
@@ -134,6 +149,9 @@ func (o Options) agentArgs() []string {
 	}
 	if o.Nice != nil && *o.Nice != DefaultAgentNice {
 		args = append(args, fmt.Sprintf("--nice=%d", *o.Nice))
+	}
+	if o.FlowAggregation != nil && *o.FlowAggregation != DefaultFlowAggregation {
+		args = append(args, "--flow-aggregation="+o.FlowAggregation.String())
 	}
 	if o.NoHistory {
 		args = append(args, "--history-dir=") // the agent's default is HistoryDir

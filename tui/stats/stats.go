@@ -16,6 +16,7 @@ package stats
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -87,7 +88,7 @@ type ring struct {
 	head  int64
 }
 
-func (r *ring) add(step int64, denied bool) {
+func (r *ring) add(step int64, denied bool, n uint32) {
 	switch {
 	case step > r.head:
 		for s := max(r.head+1, step-Points+1); s <= step; s++ {
@@ -101,7 +102,7 @@ func (r *ring) add(step int64, denied bool) {
 	if denied {
 		i = 1
 	}
-	r.slots[step%Points][i]++
+	r.slots[step%Points][i] += n
 }
 
 func (r *ring) at(step int64) Count {
@@ -118,9 +119,9 @@ type Series struct {
 	last  int64 // newest second added
 }
 
-func (s *Series) add(sec int64, denied bool) {
+func (s *Series) add(sec int64, denied bool, n uint32) {
 	for i, r := range Ranges {
-		s.rings[i].add(sec/int64(r.Step/time.Second), denied)
+		s.rings[i].add(sec/int64(r.Step/time.Second), denied, n)
 	}
 	s.last = max(s.last, sec)
 }
@@ -170,7 +171,7 @@ func (s *Series) Buckets(r int, now int64) []Count {
 // builds no key strings.
 type keyed[K comparable] map[K]*Series
 
-func (k keyed[K]) add(key K, sec int64, denied bool) {
+func (k keyed[K]) add(key K, sec int64, denied bool, n uint32) {
 	s := k[key]
 	if s == nil {
 		if len(k) >= MaxKeys {
@@ -179,7 +180,7 @@ func (k keyed[K]) add(key K, sec int64, denied bool) {
 		s = &Series{}
 		k[key] = s
 	}
-	s.add(sec, denied)
+	s.add(sec, denied, n)
 }
 
 // evictIdlest drops the tenth of the keys idle longest (amortised: one
@@ -327,9 +328,9 @@ func (s *Stats) Add(f *flowv1.Flow) {
 		return
 	}
 	if w := f.GetWhatif(); w != nil {
-		s.WhatIfJudged++
+		s.WhatIfJudged += flow.Connections(f)
 		if w.GetChanged() {
-			s.WhatIfChanged++
+			s.WhatIfChanged += flow.Connections(f)
 		}
 	}
 	sec := f.GetTime().GetSeconds()
@@ -342,38 +343,40 @@ func (s *Stats) Add(f *flowv1.Flow) {
 	// An AUDIT flow counts as what was enforced: the chart shows what
 	// happened to the packets.
 	denied := flow.Dropped(f)
-	s.Overall.add(sec, denied)
+	// A kernel aggregate stands for its connections (flow.Connections).
+	n := uint32(min(flow.Connections(f), math.MaxUint32))
+	s.Overall.add(sec, denied, n)
 	srcNS, dstNS := NamespaceOf(f.GetSource()), NamespaceOf(f.GetDestination())
-	s.ns.add(srcNS, sec, denied)
+	s.ns.add(srcNS, sec, denied, n)
 	if dstNS != srcNS {
-		s.ns.add(dstNS, sec, denied)
+		s.ns.add(dstNS, sec, denied, n)
 	}
 	sip, dip := f.GetIp().GetSource(), f.GetIp().GetDestination()
 	src, dst := EndpointKey(f.GetSource(), sip), EndpointKey(f.GetDestination(), dip)
-	s.pod.add(src, sec, denied)
+	s.pod.add(src, sec, denied, n)
 	if dst != src {
-		s.pod.add(dst, sec, denied)
+		s.pod.add(dst, sec, denied, n)
 	}
-	s.pair.add(Pair{src, dst}, sec, denied)
-	s.nsPair.add(Pair{srcNS, dstNS}, sec, denied)
+	s.pair.add(Pair{src, dst}, sec, denied, n)
+	s.nsPair.add(Pair{srcNS, dstNS}, sec, denied, n)
 	wl := Pair{WorkloadKey(f.GetSource(), sip), WorkloadKey(f.GetDestination(), dip)}
-	s.wlPair.add(wl, sec, denied)
+	s.wlPair.add(wl, sec, denied, n)
 	if f.GetVerdict() == flowv1.Verdict_VERDICT_AUDIT {
-		s.wlAudit.add(wl, sec, denied)
+		s.wlAudit.add(wl, sec, denied, n)
 	}
 	s.lastFlow[wl] = f
 	var seen [4]string // the policies counted for this flow (a flow names one or two)
-	n := 0
+	counted := 0
 	for _, r := range Deciders(f) {
 		rule := s.ruleOf(r)
-		if !slices.Contains(seen[:n], rule.Policy) {
-			s.policy.add(rule.Policy, sec, denied)
-			if n < len(seen) {
-				seen[n] = rule.Policy
-				n++
+		if !slices.Contains(seen[:counted], rule.Policy) {
+			s.policy.add(rule.Policy, sec, denied, n)
+			if counted < len(seen) {
+				seen[counted] = rule.Policy
+				counted++
 			}
 		}
-		s.rule.add(rule, sec, denied)
+		s.rule.add(rule, sec, denied, n)
 	}
 	if s.now-s.pruned >= 5 {
 		s.pruned = s.now

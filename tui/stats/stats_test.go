@@ -61,6 +61,23 @@ func TestWindowCountsAndSlides(t *testing.T) {
 	}
 }
 
+// TestAggregateCountsItsConnections: a kernel aggregate (Flow.connections)
+// counts as the connections it stands for, everywhere a flow is counted.
+func TestAggregateCountsItsConnections(t *testing.T) {
+	s := stats.New()
+	agg := mk(1000, "a", "b", "db", false)
+	agg.Connections = 41
+	s.Add(agg)
+	s.Add(mk(1000, "a", "b", "db", false))
+	s.Add(mk(1000, "a", "b", "db", true))
+	if got := s.Overall.Sum(s.Now()); got != (stats.Count{Allowed: 42, Denied: 1}) {
+		t.Fatalf("overall = %+v, want 42 allowed (41 of them one aggregate), 1 denied", got)
+	}
+	if got := s.NSPair("a", "b").Sum(s.Now()); got.Total() != 43 {
+		t.Fatalf("a→b = %+v, want 43", got)
+	}
+}
+
 // TestKeysAreBounded: pods that come and go do not grow memory without
 // bound: a key idle for the longest range is pruned, and no counter holds
 // more than MaxKeys.

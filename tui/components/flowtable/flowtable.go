@@ -206,8 +206,12 @@ func (m *Model) columns() []column {
 	timeCol := column{"TIME", 12, func(f *flowv1.Flow) string { return f.GetTime().AsTime().In(loc).Format("15:04:05.000") }}
 	src := column{"SOURCE", 0, func(f *flowv1.Flow) string { return endpoint(f.GetSource(), f.GetIp().GetSource()) }}
 	dst := column{"DESTINATION", 0, func(f *flowv1.Flow) string { return endpoint(f.GetDestination(), f.GetIp().GetDestination()) }}
-	port := column{"PORT", 10, func(f *flowv1.Flow) string {
-		return fmt.Sprintf("%d/%s", f.GetL4().GetDestinationPort(), flow.ProtocolName(f.GetL4().GetProtocol()))
+	port := column{"PORT", 14, func(f *flowv1.Flow) string {
+		s := fmt.Sprintf("%d/%s", f.GetL4().GetDestinationPort(), flow.ProtocolName(f.GetL4().GetProtocol()))
+		if n := f.GetConnections(); n > 1 {
+			s += fmt.Sprintf(" x%d", n) // a kernel aggregate of repeats
+		}
+		return s
 	}}
 	verdict := column{"VERDICT", 7, nil} // styled separately
 	node := column{"NODE", 8, func(f *flowv1.Flow) string { return flow.NodesString(f) }}

@@ -162,6 +162,8 @@ func costModes(b *testing.B, smoke bool) []costMode {
 		installMode("no-anti-spoofing", "--anti-spoofing=false"),
 		installMode("tcp-ends-only", "--flow-end-protocols=tcp"),
 		installMode("nice0", "--agent-nice=0"),
+		// A record per connection, as before kernel aggregation.
+		installMode("per-connection", "--flow-aggregation=0"),
 		// The defaults serving Go's profiles, for NETPOL_COST_PPROF.
 		installMode("defaults-pprof", "--pprof"),
 		kubeRouterMode(),

@@ -611,7 +611,8 @@ func (a *Agent) datapathCounters() map[string]uint64 {
 	return map[string]uint64{"packets": s.Packets, "established": s.Established, "new_allowed": s.NewAllowed,
 		"new_denied": s.NewDenied, "untracked": s.Untracked, "events": s.Events, "ring_full": s.RingFull,
 		"rate_limited": s.RateLimited, "not_parsed": s.NotParsed, "spoof_dropped": s.SpoofDropped,
-		"flow_ends": s.FlowEnds, "flow_ends_lost": s.FlowEndsLost}
+		"flow_ends": s.FlowEnds, "flow_ends_lost": s.FlowEndsLost,
+		"aggregated": s.Aggregated, "flow_ends_aggregated": s.FlowEndsAggregated}
 }
 
 // mapUsage is what the datapath reports of its maps' fill.

@@ -171,7 +171,7 @@ func NewMetrics(datapath func() map[string]uint64, mapUsage func() []MapUsage, s
 
 var (
 	datapathDesc = prometheus.NewDesc(metricsNamespace+"_datapath_total",
-		"Datapath counters summed over CPUs (packets, established, new_allowed, new_denied, untracked, events, ring_full, rate_limited, not_parsed, spoof_dropped).",
+		"Datapath counters summed over CPUs (packets, established, new_allowed, new_denied, untracked, events, ring_full, rate_limited, not_parsed, spoof_dropped, flow_ends, flow_ends_lost, aggregated, flow_ends_aggregated).",
 		[]string{"counter"}, nil)
 	mapEntriesDesc = prometheus.NewDesc(metricsNamespace+"_map_entries",
 		"Entries in use per BPF map.", []string{"map"}, nil)

@@ -108,6 +108,16 @@
 // side and start in netpol_sock_starts (socket-local storage, pinned) until
 // it closes.
 //
+// Aggregation (Config.AggregateInterval): the first allowed new flow of a
+// flow key (the event's tuples without the client's port, the rules of
+// both sides, the hook) in each interval gets its event; the others are
+// counted in netpol_agg_new (LRU hash: ever-growing count, the interval's
+// start, the last recorded event as a sample) and their ring record is
+// discarded. The TCP socket ends do the same in netpol_agg_end (the original
+// tuple without the client's port -> count, summed packets, bytes and
+// lifetimes). ReadNewFlowAggregates and ReadEndAggregates read them; a
+// reader reports the counters' growth since its last reading.
+//
 // Enforcement outlives the process: links and maps are pinned, so Close leaves
 // the programs running and a new process (or a new version) re-opens the pins;
 // Uninstall removes everything. A new LayoutVersion gets fresh maps in its own

@@ -77,6 +77,11 @@ func partnerKey(f *flowv1.Flow) (pairKey, bool) {
 	if len(f.GetObservations()) > 0 || f.GetIsReply() || src.GetPod() == "" || dst.GetPod() == "" || sn == "" || dn == "" || sn == dn {
 		return pairKey{}, false
 	}
+	// A kernel aggregate counts one node's repeats over that agent's own
+	// interval: two nodes' aggregates are not the same connections.
+	if f.GetConnections() > 0 {
+		return pairKey{}, false
+	}
 	switch f.GetNode() {
 	case sn:
 		// Dropped on egress: the packet never reached the destination node.

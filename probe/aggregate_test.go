@@ -5,6 +5,10 @@ package probe
 import (
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubectl-netpol/kubectl-netpol/policy"
 )
 
 // TestAggregatedFlows: with an aggregation interval, real connections b -> a
@@ -150,5 +154,79 @@ func TestAggregatedFlows(t *testing.T) {
 	})
 	if counted != conns-1 {
 		t.Fatalf("interval off: the aggregate counts %d, want still %d", counted, conns-1)
+	}
+}
+
+// TestAggregationTowardsRemotePods: egress towards a pod on another node is
+// judged again there, so its repeats are counted only while the key's
+// connections are answered (a local client's socket became ESTABLISHED
+// within two intervals): with the socket-state program off, or towards a
+// port that refuses, every connection keeps its record; once answered, the
+// repeats are counted.
+func TestAggregationTowardsRemotePods(t *testing.T) {
+	requireRoot(t)
+	tp := newTopology(t, false)
+	b, y := tp.addPod(t, "b"), tp.addPod(t, "y")
+	const port, closed, sent, answered = 83, 84, 10, 10
+	y.exchangeServer(t, port, sent, answered)
+	if err := b.exchange(y.ip4, port, sent, answered, 0); err != nil { // neighbour discovery
+		t.Fatal(err)
+	}
+	remote := podObject(y, "x", map[string]string{"app": "y"})
+	remote.Spec.NodeName = "another-node" // y's address is a pod of another node
+	dp, err := policy.Compile(&policy.Snapshot{Pods: []*corev1.Pod{podObject(b, "x", map[string]string{"app": "b"}), remote}}, testNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testCfg
+	cfg.AggregateInterval = time.Minute
+	p := loadAttached(t, tp.node, cfg)
+	if _, err := p.Apply(dp); err != nil {
+		t.Fatal(err)
+	}
+	ev := collect(t, p)
+	records := func(dport uint16) int {
+		time.Sleep(100 * time.Millisecond)
+		n := 0
+		for _, e := range ev.drain() {
+			if src, dst := TupleAddrs(e.Tuple); src == b.ip4 && dst == y.ip4 && e.Tuple.Dport == dport && e.Type == EventNewFlow {
+				if e.DstEndpoint != 0 || e.DstIdentity < policy.FirstPodIdentity {
+					t.Fatalf("y is not a remote pod to the datapath: %+v", e)
+				}
+				n++
+			}
+		}
+		return n
+	}
+	connect := func(n int) {
+		for range n {
+			if err := b.exchange(y.ip4, port, sent, answered, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// No socket-state program: nothing marks the key answered.
+	connect(5)
+	if n := records(port); n != 5 {
+		t.Fatalf("towards a remote pod, nothing answered known: %d records of 5 connections, want 5", n)
+	}
+	ends, err := p.OpenTCPFlowEnds(20 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ends.Close()
+	// A refused port never establishes: every attempt keeps its record.
+	for range 4 {
+		if _, err := b.connect("tcp", y.ip4, closed, time.Second); err == nil {
+			t.Fatalf("b -> y:%d connected", closed)
+		}
+	}
+	if n := records(closed); n != 4 {
+		t.Fatalf("towards a refused port: %d records of 4 attempts, want 4", n)
+	}
+	// Answered: the first connection marks the key, the repeats are counted.
+	connect(10)
+	if n := records(port); n > 2 {
+		t.Fatalf("towards a remote pod that answers: %d records of 10 connections, want at most 2 (the rest counted)", n)
 	}
 }

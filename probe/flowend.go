@@ -112,6 +112,7 @@ func (p *Probe) openFlowEnds(progName, hook string, netns uint32, poll time.Dura
 		"netpol_config": p.objs.NetpolConfig, "netpol_endpoints": p.objs.NetpolEndpoints,
 		"netpol_flow_ends": p.objs.NetpolFlowEnds, "netpol_counters": p.objs.NetpolCounters,
 		"netpol_sock_starts": p.objs.NetpolSockStarts, "netpol_agg_end": p.objs.NetpolAggEnd,
+		"netpol_answered": p.objs.NetpolAnswered,
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("%w: loading the program on %s: %w", ErrFlowEndsUnsupported, hook, err)

@@ -107,6 +107,8 @@ char __license[] SEC("license") = "GPL";
 #define NETPOL_RULE_ID_MASK (NETPOL_RULE_AUDIT - 1)
 // Reserved rule IDs of resolved directions (policy.RuleNotIsolated,
 // policy.RuleIsolated): the events keep today's reasons for them.
+// policy.FirstPodIdentity: below are the world (1) and the host (2).
+#define NETPOL_FIRST_POD_IDENTITY 256
 #define NETPOL_RULE_NOT_ISOLATED 2
 #define NETPOL_RULE_ISOLATED 3
 
@@ -491,6 +493,45 @@ struct {
 } netpol_agg_end SEC(".maps");
 
 static const struct netpol_agg_new_value agg_new_zero = {};
+
+// TCP connections a local client established, by their original direction
+// as the client's socket knows it (before DNAT, without the client's
+// port) -> when last (bpf_ktime_get_ns), written by netpol_tcp_state while
+// aggregation is on. Egress towards a pod on another node is judged again
+// there, and a drop there has only this node's record of the connection to
+// pair with (the Service, the egress rule): so such flows are aggregated
+// only while the key's connections are being answered. A flow that fails
+// anywhere stays a record per connection on every node.
+struct netpol_answered_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 dport;
+	__u8 family;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct netpol_answered_key);
+	__type(value, __u64);
+} netpol_answered SEC(".maps");
+
+// answered says whether TCP connections of e's key (its original direction
+// without the client's port) were established within the last two intervals
+// (netpol_answered).
+static __always_inline int answered(struct netpol_event *e, __u64 now, __u64 interval)
+{
+	if (e->protocol != IPPROTO_TCP)
+		return 0;
+	struct netpol_answered_key k = {};
+	__builtin_memcpy(k.saddr, e->orig_tuple.saddr, 16);
+	__builtin_memcpy(k.daddr, e->orig_tuple.daddr, 16);
+	k.dport = e->orig_tuple.dport;
+	k.family = e->family;
+	__u64 *at = bpf_map_lookup_elem(&netpol_answered, &k);
+	return at && now - *at < 2 * interval;
+}
 
 // agg_counted says whether a flow of the key whose counters are v falls in
 // the interval of a recorded one (and counts it); otherwise it opens a new
@@ -1100,8 +1141,10 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 	// A repeat of an allowed flow recorded this interval is only counted.
 	// Keyed from the record (its original tuple read from conntrack), which
 	// is then discarded: no wake-up, nothing for the reader but a skip.
+	int remote_pod = !dst && dst_id >= NETPOL_FIRST_POD_IDENTITY;
 	if (allowed && cfg && cfg->agg_interval_ns &&
-	    !(flags & (NETPOL_FLAG_PICKUP | NETPOL_FLAG_REVOKED | NETPOL_FLAG_AUDIT | NETPOL_FLAG_UNTRACKED))) {
+	    !(flags & (NETPOL_FLAG_PICKUP | NETPOL_FLAG_REVOKED | NETPOL_FLAG_AUDIT | NETPOL_FLAG_UNTRACKED)) &&
+	    (!remote_pod || answered(e, now, cfg->agg_interval_ns))) {
 		struct netpol_agg_new_key k = {};
 		k.tuple = e->tuple;
 		k.tuple.sport = 0;
@@ -1361,6 +1404,15 @@ int BPF_PROG(netpol_tcp_state, struct sock *sk, int oldstate, int newstate)
 			return 0;
 		if (!client && bpf_map_lookup_elem(&netpol_endpoints, &remote))
 			return 0; // the local client reports
+		if (client && cfg->agg_interval_ns) {
+			struct netpol_answered_key k = {};
+			__builtin_memcpy(k.saddr, local.addr, 16);
+			__builtin_memcpy(k.daddr, remote.addr, 16);
+			k.dport = bpf_ntohs(sk->__sk_common.skc_dport);
+			k.family = family;
+			__u64 now = bpf_ktime_get_ns();
+			bpf_map_update_elem(&netpol_answered, &k, &now, BPF_ANY);
+		}
 		struct netpol_sock_start *st =
 			bpf_sk_storage_get(&netpol_sock_starts, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (st) {
@@ -1370,6 +1422,18 @@ int BPF_PROG(netpol_tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 
+	// A local client's connect that failed (refused, or dropped and timed
+	// out): its key is no longer answered, its next connections keep their
+	// records until one is established again.
+	if (oldstate == TCP_SYN_SENT && cfg->agg_interval_ns) {
+		struct netpol_answered_key k = {};
+		__builtin_memcpy(k.saddr, local.addr, 16);
+		__builtin_memcpy(k.daddr, remote.addr, 16);
+		k.dport = bpf_ntohs(sk->__sk_common.skc_dport);
+		k.family = family;
+		bpf_map_delete_elem(&netpol_answered, &k);
+		return 0;
+	}
 	struct netpol_sock_start *st = bpf_sk_storage_get(&netpol_sock_starts, sk, 0, 0);
 	if (!st || !st->start_ns)
 		return 0;

@@ -50,6 +50,15 @@ type netpolNetpolAggNewValue struct {
 	Sample netpolNetpolEvent
 }
 
+type netpolNetpolAnsweredKey struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Dport  uint16
+	Family uint8
+	Pad    uint8
+}
+
 type netpolNetpolBucket struct {
 	_          structs.HostLayout
 	TokensNano uint64
@@ -210,6 +219,7 @@ type netpolNetpolTuple struct {
 const (
 	netpolMapNetpolAggEnd            = "netpol_agg_end"
 	netpolMapNetpolAggNew            = "netpol_agg_new"
+	netpolMapNetpolAnswered          = "netpol_answered"
 	netpolMapNetpolBuckets           = "netpol_buckets"
 	netpolMapNetpolConfig            = "netpol_config"
 	netpolMapNetpolCounters          = "netpol_counters"
@@ -292,6 +302,7 @@ type netpolProgramSpecs struct {
 type netpolMapSpecs struct {
 	NetpolAggEnd       *ebpf.MapSpec `ebpf:"netpol_agg_end"`
 	NetpolAggNew       *ebpf.MapSpec `ebpf:"netpol_agg_new"`
+	NetpolAnswered     *ebpf.MapSpec `ebpf:"netpol_answered"`
 	NetpolBuckets      *ebpf.MapSpec `ebpf:"netpol_buckets"`
 	NetpolConfig       *ebpf.MapSpec `ebpf:"netpol_config"`
 	NetpolCounters     *ebpf.MapSpec `ebpf:"netpol_counters"`
@@ -344,6 +355,7 @@ func (o *netpolObjects) Close() error {
 type netpolMaps struct {
 	NetpolAggEnd       *ebpf.Map `ebpf:"netpol_agg_end"`
 	NetpolAggNew       *ebpf.Map `ebpf:"netpol_agg_new"`
+	NetpolAnswered     *ebpf.Map `ebpf:"netpol_answered"`
 	NetpolBuckets      *ebpf.Map `ebpf:"netpol_buckets"`
 	NetpolConfig       *ebpf.Map `ebpf:"netpol_config"`
 	NetpolCounters     *ebpf.Map `ebpf:"netpol_counters"`
@@ -364,6 +376,7 @@ func (m *netpolMaps) Close() error {
 	return _NetpolClose(
 		m.NetpolAggEnd,
 		m.NetpolAggNew,
+		m.NetpolAnswered,
 		m.NetpolBuckets,
 		m.NetpolConfig,
 		m.NetpolCounters,

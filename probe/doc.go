@@ -116,7 +116,12 @@
 // discarded. The TCP socket ends do the same in netpol_agg_end (the original
 // tuple without the client's port -> count, summed packets, bytes and
 // lifetimes). ReadNewFlowAggregates and ReadEndAggregates read them; a
-// reader reports the counters' growth since its last reading.
+// reader reports the counters' growth since its last reading. Towards a pod
+// of another node (judged again there) a repeat is counted only while the
+// key is answered: netpol_answered (LRU hash, the original direction
+// without the client's port -> when a local client's socket last became
+// ESTABLISHED; deleted when one's connect fails), written by the TCP
+// socket-state program.
 //
 // Enforcement outlives the process: links and maps are pinned, so Close leaves
 // the programs running and a new process (or a new version) re-opens the pins;

@@ -197,6 +197,13 @@ func New(cfg Config) (*Agent, error) {
 	nodeNS, nsErr := netns.Get() // where Attach ran: the pod interfaces are there too
 	checkNS, checkNSErr := netns.Get()
 	runtime.UnlockOSThread()
+	if nsErr == nil && err == nil && !cfg.AntiSpoofing {
+		// Guards an earlier agent pinned (anti-spoofing turned off by an
+		// upgrade) would go on checking the pods it was turned off for.
+		if gerr := p.SetGuardsIn(nodeNS, "node", nil); gerr != nil {
+			klog.ErrorS(gerr, "Removing the anti-spoofing guards of an earlier agent", "node", cfg.NodeName)
+		}
+	}
 	if nsErr == nil && (err != nil || !cfg.AntiSpoofing) {
 		nodeNS.Close()
 	}

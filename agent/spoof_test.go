@@ -273,6 +273,20 @@ func testAntiSpoofing(t *testing.T, bridge bool) {
 	delete(want, iweb)
 	waitGuards(t, a, want)
 
+	// Restarted with anti-spoofing off (an upgrade with install
+	// --anti-spoofing=false): the guards the previous agent pinned go with
+	// their entries, or the pods it was turned off for would stay checked.
+	if len(want) == 0 {
+		t.Fatal("no guard left to remove: the step below would prove nothing")
+	}
+	stop(false)
+	a, stop = startSpoofAgent(t, node, client, pinRoot, func(c *Config) { c.AntiSpoofing = false })
+	guards, err := a.probe.Guards("node")
+	entries, err2 := a.probe.GuardEntries()
+	if err != nil || err2 != nil || len(guards) != 0 || len(entries) != 0 {
+		t.Errorf("anti-spoofing off: guards %v, entries %v (%v, %v), want none", guards, entries, err, err2)
+	}
+
 	stop(true)
 	if _, err := os.Stat(a.probe.PinDir()); !os.IsNotExist(err) {
 		t.Errorf("after the agent uninstalled, %s is still there: %v", a.probe.PinDir(), err)
@@ -299,7 +313,9 @@ func startSpoofAgent(t *testing.T, node *spoofNode, client *fake.Clientset, pinR
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.spoof.resync, a.spoof.retry, a.spoof.grace = 200*time.Millisecond, 100*time.Millisecond, 0
+	if a.spoof != nil {
+		a.spoof.resync, a.spoof.retry, a.spoof.grace = 200*time.Millisecond, 100*time.Millisecond, 0
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	var uninstall atomic.Bool

@@ -41,14 +41,11 @@ type EndAggregateKey = netpolNetpolAggEndKey
 
 // ReadNewFlowAggregates calls fn for every key of the new-flow aggregates.
 func (p *Probe) ReadNewFlowAggregates(fn func(k *NewFlowAggregateKey, a *NewFlowAggregate)) error {
-	var k netpolNetpolAggNewKey
-	var v netpolNetpolAggNewValue
-	it := p.objs.NetpolAggNew.Iterate()
-	for it.Next(&k, &v) {
+	err := readAll(p.objs.NetpolAggNew, func(k *netpolNetpolAggNewKey, v *netpolNetpolAggNewValue) {
 		a := NewFlowAggregate{Count: v.C.Count, Sample: v.Sample}
-		fn(&k, &a)
-	}
-	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		fn(k, &a)
+	})
+	if err != nil {
 		return fmt.Errorf("reading netpol_agg_new: %w", err)
 	}
 	return nil
@@ -56,17 +53,48 @@ func (p *Probe) ReadNewFlowAggregates(fn func(k *NewFlowAggregateKey, a *NewFlow
 
 // ReadEndAggregates calls fn for every key of the TCP end aggregates.
 func (p *Probe) ReadEndAggregates(fn func(k *EndAggregateKey, a *EndAggregate)) error {
-	var k netpolNetpolAggEndKey
-	var v netpolNetpolAggCounts
-	it := p.objs.NetpolAggEnd.Iterate()
-	for it.Next(&k, &v) {
+	err := readAll(p.objs.NetpolAggEnd, func(k *netpolNetpolAggEndKey, v *netpolNetpolAggCounts) {
 		a := EndAggregate{Orig: k.Orig, Status: k.Status, Family: k.Family, Count: v.Count,
 			PacketsOrig: v.PacketsOrig, BytesOrig: v.BytesOrig, PacketsReply: v.PacketsReply,
 			BytesReply: v.BytesReply, DurationNs: v.DurationNs}
-		fn(&k, &a)
+		fn(k, &a)
+	})
+	if err != nil {
+		return fmt.Errorf("reading netpol_agg_end: %w", err)
+	}
+	return nil
+}
+
+// aggBatch is how many entries one batch look-up reads.
+const aggBatch = 256
+
+// readAll calls fn for every entry of m: in batches (a system call per
+// aggBatch entries, not two per entry), or entry by entry where the kernel
+// refuses a batch. A key read twice is harmless to the readers here: they
+// report a counter's growth since their last reading.
+func readAll[K, V any](m *ebpf.Map, fn func(*K, *V)) error {
+	keys, vals := make([]K, aggBatch), make([]V, aggBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			fn(&keys[i], &vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			break // e.g. a bucket larger than the batch (ENOSPC), or no batch support
+		}
+	}
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		fn(&k, &v)
 	}
 	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
-		return fmt.Errorf("reading netpol_agg_end: %w", err)
+		return err
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
@@ -228,5 +229,34 @@ func TestAggregationTowardsRemotePods(t *testing.T) {
 	connect(10)
 	if n := records(port); n > 2 {
 		t.Fatalf("towards a remote pod that answers: %d records of 10 connections, want at most 2 (the rest counted)", n)
+	}
+}
+
+// TestReadAllInBatches: readAll returns every entry of a map larger than
+// one batch, each once.
+func TestReadAllInBatches(t *testing.T) {
+	requireRoot(t)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	const n = 3*aggBatch + 17
+	for i := range uint32(n) {
+		if err := m.Put(i, uint64(i)*10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[uint32]bool{}
+	if err := readAll(m, func(k *uint32, v *uint64) {
+		if seen[*k] || *v != uint64(*k)*10 {
+			t.Errorf("entry %d -> %d: read twice or wrong", *k, *v)
+		}
+		seen[*k] = true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n {
+		t.Fatalf("read %d entries of %d", len(seen), n)
 	}
 }

@@ -5,6 +5,7 @@ package agent
 import (
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -111,7 +112,7 @@ func (a *Agent) readEndAggregates(r *aggregateReader, send func(flowEnd)) {
 		if agg.Count < prev.Count {
 			prev = endSeen{} // evicted and counted anew
 		}
-		e := flowEnd{proto: 6, dport: k.Orig.Dport, rsprt: k.Orig.Dport, at: now, conns: n,
+		e := flowEnd{proto: unix.IPPROTO_TCP, dport: k.Orig.Dport, rsprt: k.Orig.Dport, at: now, conns: n,
 			packets: agg.PacketsOrig - prev.PacketsOrig + agg.PacketsReply - prev.PacketsReply,
 			bytes:   agg.BytesOrig - prev.BytesOrig + agg.BytesReply - prev.BytesReply}
 		e.src, e.dst = probe.TupleAddrs(k.Orig)

@@ -517,6 +517,18 @@ struct {
 	__type(value, __u64);
 } netpol_answered SEC(".maps");
 
+// answered_key is the netpol_answered key of a connection from saddr to
+// daddr:dport as its client's socket knows it.
+static __always_inline void answered_key(struct netpol_answered_key *k, const __u8 *saddr, const __u8 *daddr,
+					 __u16 dport, __u8 family)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->saddr, saddr, 16);
+	__builtin_memcpy(k->daddr, daddr, 16);
+	k->dport = dport;
+	k->family = family;
+}
+
 // answered says whether TCP connections of e's key (its original direction
 // without the client's port) were established within the last two intervals
 // (netpol_answered).
@@ -524,11 +536,8 @@ static __always_inline int answered(struct netpol_event *e, __u64 now, __u64 int
 {
 	if (e->protocol != IPPROTO_TCP)
 		return 0;
-	struct netpol_answered_key k = {};
-	__builtin_memcpy(k.saddr, e->orig_tuple.saddr, 16);
-	__builtin_memcpy(k.daddr, e->orig_tuple.daddr, 16);
-	k.dport = e->orig_tuple.dport;
-	k.family = e->family;
+	struct netpol_answered_key k;
+	answered_key(&k, e->orig_tuple.saddr, e->orig_tuple.daddr, e->orig_tuple.dport, e->family);
 	__u64 *at = bpf_map_lookup_elem(&netpol_answered, &k);
 	return at && now - *at < 2 * interval;
 }
@@ -1405,11 +1414,8 @@ int BPF_PROG(netpol_tcp_state, struct sock *sk, int oldstate, int newstate)
 		if (!client && bpf_map_lookup_elem(&netpol_endpoints, &remote))
 			return 0; // the local client reports
 		if (client && cfg->agg_interval_ns) {
-			struct netpol_answered_key k = {};
-			__builtin_memcpy(k.saddr, local.addr, 16);
-			__builtin_memcpy(k.daddr, remote.addr, 16);
-			k.dport = bpf_ntohs(sk->__sk_common.skc_dport);
-			k.family = family;
+			struct netpol_answered_key k;
+			answered_key(&k, local.addr, remote.addr, bpf_ntohs(sk->__sk_common.skc_dport), family);
 			__u64 now = bpf_ktime_get_ns();
 			bpf_map_update_elem(&netpol_answered, &k, &now, BPF_ANY);
 		}
@@ -1426,11 +1432,8 @@ int BPF_PROG(netpol_tcp_state, struct sock *sk, int oldstate, int newstate)
 	// out): its key is no longer answered, its next connections keep their
 	// records until one is established again.
 	if (oldstate == TCP_SYN_SENT && cfg->agg_interval_ns) {
-		struct netpol_answered_key k = {};
-		__builtin_memcpy(k.saddr, local.addr, 16);
-		__builtin_memcpy(k.daddr, remote.addr, 16);
-		k.dport = bpf_ntohs(sk->__sk_common.skc_dport);
-		k.family = family;
+		struct netpol_answered_key k;
+		answered_key(&k, local.addr, remote.addr, bpf_ntohs(sk->__sk_common.skc_dport), family);
 		bpf_map_delete_elem(&netpol_answered, &k);
 		return 0;
 	}

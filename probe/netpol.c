@@ -494,6 +494,17 @@ struct {
 
 static const struct netpol_agg_new_value agg_new_zero = {};
 
+// A new flow's aggregation key is built here, per CPU, before the ring is
+// touched: a repeat costs a hash look-up, no ring reservation (its lock,
+// fresh ring memory, a record the reader must skip). Off the stack, which
+// netpol_evaluate's frame shares.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct netpol_agg_new_key);
+} netpol_agg_scratch SEC(".maps");
+
 // TCP connections a local client established, by their original direction
 // as the client's socket knows it (before DNAT, without the client's
 // port) -> when last (bpf_ktime_get_ns), written by netpol_tcp_state while
@@ -532,12 +543,12 @@ static __always_inline void answered_key(struct netpol_answered_key *k, const __
 // answered says whether TCP connections of e's key (its original direction
 // without the client's port) were established within the last two intervals
 // (netpol_answered).
-static __always_inline int answered(struct netpol_event *e, __u64 now, __u64 interval)
+static __always_inline int answered(const struct netpol_agg_new_key *flow, __u64 now, __u64 interval)
 {
-	if (e->protocol != IPPROTO_TCP)
+	if (flow->protocol != IPPROTO_TCP)
 		return 0;
 	struct netpol_answered_key k;
-	answered_key(&k, e->orig_tuple.saddr, e->orig_tuple.daddr, e->orig_tuple.dport, e->family);
+	answered_key(&k, flow->orig_tuple.saddr, flow->orig_tuple.daddr, flow->orig_tuple.dport, flow->family);
 	__u64 *at = bpf_map_lookup_elem(&netpol_answered, &k);
 	return at && now - *at < 2 * interval;
 }
@@ -1117,6 +1128,41 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 		}
 	}
 
+	// A repeat of an allowed flow recorded this interval is only counted,
+	// before anything is reserved in the ring.
+	struct netpol_agg_new_key *k = 0;
+	struct netpol_agg_new_value *agg = 0;
+	__u16 orig_sport = pkt.t.sport;
+	int remote_pod = !dst && dst_id >= NETPOL_FIRST_POD_IDENTITY;
+	if (allowed && cfg && cfg->agg_interval_ns &&
+	    !(flags & (NETPOL_FLAG_PICKUP | NETPOL_FLAG_REVOKED | NETPOL_FLAG_AUDIT | NETPOL_FLAG_UNTRACKED)))
+		k = bpf_map_lookup_elem(&netpol_agg_scratch, &zero);
+	if (k) {
+		k->tuple = pkt.t;
+		k->tuple.sport = 0;
+		if (ct)
+			read_tuple(ct, &k->orig_tuple, pkt.family);
+		else
+			k->orig_tuple = pkt.t;
+		orig_sport = k->orig_tuple.sport;
+		k->orig_tuple.sport = 0;
+		k->egress_rule = egress_rule;
+		k->ingress_rule = ingress_rule;
+		k->protocol = pkt.protocol;
+		k->family = pkt.family;
+		k->hook = ctx->state->hook;
+		k->pad = 0;
+		if (remote_pod && !answered(k, now, cfg->agg_interval_ns)) {
+			k = 0;
+		} else {
+			agg = bpf_map_lookup_elem(&netpol_agg_new, k);
+			if (agg && agg_counted(&agg->c, now, cfg->agg_interval_ns)) {
+				count(NETPOL_CNT_AGGREGATED);
+				return NF_ACCEPT;
+			}
+		}
+	}
+
 	struct netpol_event *e = bpf_ringbuf_reserve(&netpol_events, sizeof(*e), 0);
 	if (!e) {
 		count(NETPOL_CNT_RING_FULL);
@@ -1142,45 +1188,28 @@ int netpol_nf(struct bpf_nf_ctx *ctx)
 	e->egress_rule = egress_rule;
 	e->ingress_rule = ingress_rule;
 	e->tuple = pkt.t;
-	if (ct)
+	if (k) {
+		e->orig_tuple = k->orig_tuple;
+		e->orig_tuple.sport = orig_sport;
+	} else if (ct) {
 		read_tuple(ct, &e->orig_tuple, pkt.family);
-	else
+	} else {
 		e->orig_tuple = pkt.t;
+	}
 
-	// A repeat of an allowed flow recorded this interval is only counted.
-	// Keyed from the record (its original tuple read from conntrack), which
-	// is then discarded: no wake-up, nothing for the reader but a skip.
-	int remote_pod = !dst && dst_id >= NETPOL_FIRST_POD_IDENTITY;
-	if (allowed && cfg && cfg->agg_interval_ns &&
-	    !(flags & (NETPOL_FLAG_PICKUP | NETPOL_FLAG_REVOKED | NETPOL_FLAG_AUDIT | NETPOL_FLAG_UNTRACKED)) &&
-	    (!remote_pod || answered(e, now, cfg->agg_interval_ns))) {
-		struct netpol_agg_new_key k = {};
-		k.tuple = e->tuple;
-		k.tuple.sport = 0;
-		k.orig_tuple = e->orig_tuple;
-		k.orig_tuple.sport = 0;
-		k.egress_rule = egress_rule;
-		k.ingress_rule = ingress_rule;
-		k.protocol = pkt.protocol;
-		k.family = pkt.family;
-		k.hook = e->hook;
-		struct netpol_agg_new_value *agg = bpf_map_lookup_elem(&netpol_agg_new, &k);
-		if (agg) {
-			if (agg_counted(&agg->c, now, cfg->agg_interval_ns)) {
-				bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-				count(NETPOL_CNT_AGGREGATED);
-				return NF_ACCEPT;
-			}
-		} else {
+	// The interval's recorded flow of its key: the sample the agent's
+	// aggregate record is built from.
+	if (k) {
+		if (!agg) {
 			// From a zeroed value off the stack (netpol_evaluate's frame
 			// counts against the same 512 bytes).
-			bpf_map_update_elem(&netpol_agg_new, &k, &agg_new_zero, BPF_NOEXIST);
-			agg = bpf_map_lookup_elem(&netpol_agg_new, &k);
-			if (agg)
-				agg->c.window_start = now;
+			bpf_map_update_elem(&netpol_agg_new, k, &agg_new_zero, BPF_NOEXIST);
+			agg = bpf_map_lookup_elem(&netpol_agg_new, k);
 		}
-		if (agg)
+		if (agg) {
+			agg->c.window_start = now;
 			agg->sample = *e;
+		}
 	}
 
 	__u64 wake = BPF_RB_NO_WAKEUP;
@@ -1417,7 +1446,13 @@ int BPF_PROG(netpol_tcp_state, struct sock *sk, int oldstate, int newstate)
 			struct netpol_answered_key k;
 			answered_key(&k, local.addr, remote.addr, bpf_ntohs(sk->__sk_common.skc_dport), family);
 			__u64 now = bpf_ktime_get_ns();
-			bpf_map_update_elem(&netpol_answered, &k, &now, BPF_ANY);
+			// Refreshed in place: an update replaces the LRU element
+			// (its lock, a free-list round trip) on every connection.
+			__u64 *at = bpf_map_lookup_elem(&netpol_answered, &k);
+			if (at)
+				*at = now;
+			else
+				bpf_map_update_elem(&netpol_answered, &k, &now, BPF_ANY);
 		}
 		struct netpol_sock_start *st =
 			bpf_sk_storage_get(&netpol_sock_starts, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

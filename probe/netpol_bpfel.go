@@ -219,6 +219,7 @@ type netpolNetpolTuple struct {
 const (
 	netpolMapNetpolAggEnd            = "netpol_agg_end"
 	netpolMapNetpolAggNew            = "netpol_agg_new"
+	netpolMapNetpolAggScratch        = "netpol_agg_scratch"
 	netpolMapNetpolAnswered          = "netpol_answered"
 	netpolMapNetpolBuckets           = "netpol_buckets"
 	netpolMapNetpolConfig            = "netpol_config"
@@ -302,6 +303,7 @@ type netpolProgramSpecs struct {
 type netpolMapSpecs struct {
 	NetpolAggEnd       *ebpf.MapSpec `ebpf:"netpol_agg_end"`
 	NetpolAggNew       *ebpf.MapSpec `ebpf:"netpol_agg_new"`
+	NetpolAggScratch   *ebpf.MapSpec `ebpf:"netpol_agg_scratch"`
 	NetpolAnswered     *ebpf.MapSpec `ebpf:"netpol_answered"`
 	NetpolBuckets      *ebpf.MapSpec `ebpf:"netpol_buckets"`
 	NetpolConfig       *ebpf.MapSpec `ebpf:"netpol_config"`
@@ -355,6 +357,7 @@ func (o *netpolObjects) Close() error {
 type netpolMaps struct {
 	NetpolAggEnd       *ebpf.Map `ebpf:"netpol_agg_end"`
 	NetpolAggNew       *ebpf.Map `ebpf:"netpol_agg_new"`
+	NetpolAggScratch   *ebpf.Map `ebpf:"netpol_agg_scratch"`
 	NetpolAnswered     *ebpf.Map `ebpf:"netpol_answered"`
 	NetpolBuckets      *ebpf.Map `ebpf:"netpol_buckets"`
 	NetpolConfig       *ebpf.Map `ebpf:"netpol_config"`
@@ -376,6 +379,7 @@ func (m *netpolMaps) Close() error {
 	return _NetpolClose(
 		m.NetpolAggEnd,
 		m.NetpolAggNew,
+		m.NetpolAggScratch,
 		m.NetpolAnswered,
 		m.NetpolBuckets,
 		m.NetpolConfig,

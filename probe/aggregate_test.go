@@ -168,7 +168,7 @@ func TestAggregationTowardsRemotePods(t *testing.T) {
 	requireRoot(t)
 	tp := newTopology(t, false)
 	b, y := tp.addPod(t, "b"), tp.addPod(t, "y")
-	const port, closed, sent, answered = 83, 84, 10, 10
+	const port, closed, gone, sent, answered = 83, 84, 85, 10, 10
 	y.exchangeServer(t, port, sent, answered)
 	if err := b.exchange(y.ip4, port, sent, answered, 0); err != nil { // neighbour discovery
 		t.Fatal(err)
@@ -199,15 +199,22 @@ func TestAggregationTowardsRemotePods(t *testing.T) {
 		}
 		return n
 	}
-	connect := func(n int) {
+	connect := func(t *testing.T, port, n int) {
 		for range n {
 			if err := b.exchange(y.ip4, port, sent, answered, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
+	refused := func(port, n int) {
+		for range n {
+			if _, err := b.connect("tcp", y.ip4, port, time.Second); err == nil {
+				t.Fatalf("b -> y:%d connected", port)
+			}
+		}
+	}
 	// No socket-state program: nothing marks the key answered.
-	connect(5)
+	connect(t, port, 5)
 	if n := records(port); n != 5 {
 		t.Fatalf("towards a remote pod, nothing answered known: %d records of 5 connections, want 5", n)
 	}
@@ -217,18 +224,28 @@ func TestAggregationTowardsRemotePods(t *testing.T) {
 	}
 	defer ends.Close()
 	// A refused port never establishes: every attempt keeps its record.
-	for range 4 {
-		if _, err := b.connect("tcp", y.ip4, closed, time.Second); err == nil {
-			t.Fatalf("b -> y:%d connected", closed)
-		}
-	}
+	refused(closed, 4)
 	if n := records(closed); n != 4 {
 		t.Fatalf("towards a refused port: %d records of 4 attempts, want 4", n)
 	}
 	// Answered: the first connection marks the key, the repeats are counted.
-	connect(10)
+	connect(t, port, 10)
 	if n := records(port); n > 2 {
 		t.Fatalf("towards a remote pod that answers: %d records of 10 connections, want at most 2 (the rest counted)", n)
+	}
+	// A key answered, then failing (its server gone, as when the remote
+	// node starts dropping): the first failed connect is still counted, it
+	// forgets the key, and every attempt after it keeps its record.
+	t.Run("server", func(t *testing.T) { // its listener closes with the subtest
+		y.exchangeServer(t, gone, sent, answered)
+		connect(t, gone, 10)
+	})
+	if n := records(gone); n > 2 {
+		t.Fatalf("towards a remote pod that answered: %d records of 10 connections, want at most 2", n)
+	}
+	refused(gone, 5)
+	if n := records(gone); n < 4 {
+		t.Fatalf("towards a key answered, then refused: %d records of 5 failed attempts, want at least 4 (only the first counted)", n)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
@@ -428,5 +429,41 @@ func flatten(cmd tea.Cmd) []tea.Msg {
 		return []tea.Msg{msg}
 	case <-time.After(50 * time.Millisecond):
 		return nil
+	}
+}
+
+// TestAggregateShowsItsConnections: a kernel aggregate's row says how many
+// connections it stands for in the PORT column; a single connection's does
+// not.
+func TestAggregateShowsItsConnections(t *testing.T) {
+	all := shown(allFlows(sampleBatches(t)))
+	var single *flowv1.Flow
+	for _, f := range all {
+		if f.GetL4().GetProtocol() == flowv1.Protocol_PROTOCOL_TCP && f.GetVerdict() == flowv1.Verdict_VERDICT_ALLOWED {
+			single = f
+			break
+		}
+	}
+	if single == nil {
+		t.Fatal("the sample has no allowed TCP flow")
+	}
+	agg := proto.Clone(single).(*flowv1.Flow)
+	agg.Connections = 19
+	agg.L4.DestinationPort = 5432
+	single = proto.Clone(single).(*flowv1.Flow)
+	single.L4.DestinationPort = 5433
+	single.Connections = 1
+	for _, w := range []int{80, 120, 200} {
+		m := tui.New(tui.Config{SourceName: "test", Loc: time.UTC})
+		drive(m, tea.WindowSizeMsg{Width: w, Height: 20})
+		drive(m, tui.BatchMsg(flow.Batch{Flows: []*flowv1.Flow{agg, single}}))
+		screen := ansi.Strip(m.Render())
+		checkScreen(t, m.Render(), w, 20)
+		if !strings.Contains(screen, "5432/TCP x19") {
+			t.Errorf("width %d: the aggregate's row should show 5432/TCP x19:\n%s", w, screen)
+		}
+		if !strings.Contains(screen, "5433/TCP") || strings.Contains(screen, "5433/TCP x") {
+			t.Errorf("width %d: a single connection's row should show 5433/TCP alone:\n%s", w, screen)
+		}
 	}
 }

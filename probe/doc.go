@@ -112,8 +112,8 @@
 // flow key (the event's tuples without the client's port, the rules of
 // both sides, the hook) in each interval gets its event; the others are
 // counted in netpol_agg_new (LRU hash: ever-growing count, the interval's
-// start, the last recorded event as a sample) and their ring record is
-// discarded. The TCP socket ends do the same in netpol_agg_end (the original
+// start, the last recorded event as a sample) before anything is reserved
+// in the ring (the key is built in netpol_agg_scratch, per CPU). The TCP socket ends do the same in netpol_agg_end (the original
 // tuple without the client's port -> count, summed packets, bytes and
 // lifetimes). ReadNewFlowAggregates and ReadEndAggregates read them; a
 // reader reports the counters' growth since its last reading. Towards a pod

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -48,7 +50,7 @@ import (
 //     the same record when an established socket of a local endpoint closes
 //     (probe.OpenTCPFlowEnds; the socket's counters, no conntrack
 //     accounting needed), with netlink for UDP, SCTP and ICMP, its TCP
-//     events dropped in the kernel by a socket filter (skipTCPFilter). TCP
+//     events dropped in the kernel by a socket filter (flowEndFilter). TCP
 //     is nearly every connection a node ends, so this takes the netlink
 //     message, its copy and its decode out of nearly every summary.
 //   - netlink, every protocol (no kernel program loads, or
@@ -121,7 +123,17 @@ type flowEndListener struct {
 	// together (hand), so the summarizing goroutine wakes once per drain of
 	// the socket rather than whenever it catches up with the decoder.
 	pending []flowEnd
+
+	// The socket filter (flowEndFilter): skipTCP, and the node's tunnel
+	// ports as last read from its links through nl (nil: not read).
+	skipTCP     bool
+	nl          *netlink.Handle
+	tunnelPorts []uint16
 }
+
+// tunnelRefresh is how often the listener reads the node's tunnel ports
+// again (an overlay's link may come up after the agent).
+const tunnelRefresh = 30 * time.Second
 
 // flowEndHandOver bounds pending: past it a drain hands over early.
 const flowEndHandOver = 4096
@@ -148,21 +160,33 @@ func listenFlowEnds(netnsFD, queue, rcvbuf int, lost *prometheus.CounterVec) (*f
 }
 
 // listenFlowEndsPoll is listenFlowEnds draining the socket every poll;
-// with skipTCP the kernel drops TCP entries' events before they reach the
-// socket (skipTCPFilter).
+// the kernel drops the events of the node's tunnels, and with skipTCP
+// those of TCP entries, before they reach the socket (flowEndFilter).
 func listenFlowEndsPoll(netnsFD, queue, rcvbuf int, poll time.Duration, skipTCP bool, lost *prometheus.CounterVec) (*flowEndListener, error) {
 	fd, err := netfilterSocket(netnsFD)
 	if err != nil {
 		return nil, fmt.Errorf("opening a netfilter netlink socket for conntrack events: %w (needs NET_ADMIN)", err)
 	}
-	if skipTCP {
-		// Before subscribing: no TCP event is queued unfiltered.
-		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, skipTCPFilter); err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("attaching the socket filter that drops TCP conntrack events: %w", err)
-		}
+	l := &flowEndListener{fd: fd, events: make(chan flowEnd, queue), lost: lost, poll: poll,
+		closing: make(chan struct{}), done: make(chan struct{}), skipTCP: skipTCP,
+		hdrs: make([]mmsghdr, flowEndBatch), iovs: make([]unix.Iovec, flowEndBatch), slots: make([]byte, flowEndBatch*flowEndSlot)}
+	if netnsFD > 0 {
+		l.nl, err = netlink.NewHandleAt(netns.NsHandle(netnsFD))
+	} else {
+		l.nl, err = netlink.NewHandle()
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("opening netlink to read the node's tunnel links: %w", err)
+	}
+	// Before subscribing: no event the filter drops is queued unfiltered.
+	if err := l.refreshFilter(); err != nil {
+		l.nl.Close()
+		unix.Close(fd)
+		return nil, err
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(netfilter.GroupCTDestroy)); err != nil {
+		l.nl.Close()
 		unix.Close(fd)
 		return nil, fmt.Errorf("subscribing to conntrack destroy events: %w (needs NET_ADMIN and nf_conntrack_netlink)", err)
 	}
@@ -172,9 +196,6 @@ func listenFlowEndsPoll(netnsFD, queue, rcvbuf int, poll time.Duration, skipTCP 
 			klog.InfoS("Keeping the default receive buffer for conntrack events", "err", err)
 		}
 	}
-	l := &flowEndListener{fd: fd, events: make(chan flowEnd, queue), lost: lost, poll: poll,
-		closing: make(chan struct{}), done: make(chan struct{}),
-		hdrs: make([]mmsghdr, flowEndBatch), iovs: make([]unix.Iovec, flowEndBatch), slots: make([]byte, flowEndBatch*flowEndSlot)}
 	for i := range l.hdrs {
 		l.iovs[i].Base = &l.slots[i*flowEndSlot]
 		l.iovs[i].SetLen(flowEndSlot)
@@ -185,30 +206,129 @@ func listenFlowEndsPoll(netnsFD, queue, rcvbuf int, poll time.Duration, skipTCP 
 	return l, nil
 }
 
-// skipTCPFilter is a classic BPF socket filter for conntrack event sockets
-// that drops the events of TCP entries in the kernel, when their ends come
-// from the TCP socket states (probe.OpenTCPFlowEnds): the agent never
-// receives, wakes for or decodes them. It walks the message's attributes
-// CTA_TUPLE_ORIG > CTA_TUPLE_PROTO > CTA_PROTO_NUM with the kernel's netlink
+// flowEndFilter is the classic BPF socket filter for conntrack event
+// sockets: it drops in the kernel the DESTROY events the agent would only
+// decode to throw away, so it never receives, wakes for or decodes them:
+//   - with skipTCP, TCP entries', when their ends come from the TCP socket
+//     states (probe.OpenTCPFlowEnds);
+//   - UDP entries' to one of tunnelPorts, the node's overlay links (vxlan,
+//     geneve): node to node, never a pod's, and several for each pod
+//     connection across nodes, since the outer source port is a hash of the
+//     inner flow (Flannel's vxlan: ~4 per connection over the two nodes).
+//
+// It walks the message's attributes CTA_TUPLE_ORIG > CTA_TUPLE_PROTO >
+// CTA_PROTO_NUM (and CTA_PROTO_DST_PORT) with the kernel's netlink
 // attribute extensions; a message of another shape is kept (user space
-// decodes or ignores it as before).
-var skipTCPFilter = mustAssemble([]bpf.Instruction{
-	bpf.LoadConstant{Dst: bpf.RegA, Val: unix.NLMSG_HDRLEN + 4}, // the first attribute, after nfgenmsg
-	bpf.LoadConstant{Dst: bpf.RegX, Val: ctaTupleOrig},
-	bpf.LoadExtension{Num: bpf.ExtNetlinkAttr}, // A: the attribute's offset, 0 when absent
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 9},
-	bpf.LoadConstant{Dst: bpf.RegX, Val: ctaTupleProto},
-	bpf.LoadExtension{Num: bpf.ExtNetlinkAttrNested},
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 6},
-	bpf.LoadConstant{Dst: bpf.RegX, Val: ctaProtoNum},
-	bpf.LoadExtension{Num: bpf.ExtNetlinkAttrNested},
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 3},
-	bpf.TAX{},
-	bpf.LoadIndirect{Off: unix.SizeofNlAttr, Size: 1}, // the protocol number, after the attribute header
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.IPPROTO_TCP, SkipTrue: 1},
-	bpf.RetConstant{Val: 0xffff_ffff}, // keep the whole message
-	bpf.RetConstant{Val: 0},           // drop it
-})
+// decodes or ignores it as before). nil when it would keep everything.
+func flowEndFilter(skipTCP bool, tunnelPorts []uint16) *unix.SockFprog {
+	if !skipTCP && len(tunnelPorts) == 0 {
+		return nil
+	}
+	const keep, drop = -1, -2 // jump targets, resolved below
+	type jump struct {
+		at     int
+		target int // keep or drop
+	}
+	var insns []bpf.Instruction
+	var jumps []jump
+	jumpIf := func(cond bpf.JumpTest, val uint32, target int) {
+		jumps = append(jumps, jump{len(insns), target})
+		insns = append(insns, bpf.JumpIf{Cond: cond, Val: val})
+	}
+	// find: A becomes the offset of attribute typ inside the one at A
+	// (nested) or among the message's (top level); absent: keep.
+	find := func(typ uint32, nested bool) {
+		ext := bpf.ExtNetlinkAttr
+		if nested {
+			ext = bpf.ExtNetlinkAttrNested
+		}
+		insns = append(insns, bpf.LoadConstant{Dst: bpf.RegX, Val: typ}, bpf.LoadExtension{Num: ext})
+		jumpIf(bpf.JumpEqual, 0, keep)
+	}
+	// value: A becomes the size-byte value of the attribute at A (network
+	// order, as classic BPF loads are).
+	value := func(size int) {
+		insns = append(insns, bpf.TAX{}, bpf.LoadIndirect{Off: unix.SizeofNlAttr, Size: size})
+	}
+	insns = append(insns, bpf.LoadConstant{Dst: bpf.RegA, Val: unix.NLMSG_HDRLEN + 4}) // after nfgenmsg
+	find(ctaTupleOrig, false)
+	find(ctaTupleProto, true)
+	insns = append(insns, bpf.StoreScratch{Src: bpf.RegA, N: 0})
+	find(ctaProtoNum, true)
+	value(1)
+	if skipTCP {
+		jumpIf(bpf.JumpEqual, unix.IPPROTO_TCP, drop)
+	}
+	if len(tunnelPorts) > 0 {
+		jumpIf(bpf.JumpNotEqual, unix.IPPROTO_UDP, keep)
+		insns = append(insns, bpf.LoadScratch{Dst: bpf.RegA, N: 0})
+		find(ctaProtoDst, true)
+		value(2)
+		for _, p := range tunnelPorts {
+			jumpIf(bpf.JumpEqual, uint32(p), drop)
+		}
+	}
+	keepAt := len(insns)
+	insns = append(insns, bpf.RetConstant{Val: 0xffff_ffff}) // keep the whole message
+	dropAt := len(insns)
+	insns = append(insns, bpf.RetConstant{Val: 0})
+	for _, j := range jumps {
+		to := keepAt
+		if j.target == drop {
+			to = dropAt
+		}
+		in := insns[j.at].(bpf.JumpIf)
+		in.SkipTrue = uint8(to - j.at - 1)
+		insns[j.at] = in
+	}
+	return mustAssemble(insns)
+}
+
+// nodeTunnelPorts are the UDP ports of the overlay links (vxlan, geneve)
+// nl sees, sorted.
+func nodeTunnelPorts(nl *netlink.Handle) ([]uint16, error) {
+	links, err := nl.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	var ports []uint16
+	for _, l := range links {
+		switch l := l.(type) {
+		case *netlink.Vxlan:
+			ports = append(ports, uint16(l.Port))
+		case *netlink.Geneve:
+			ports = append(ports, l.Dport)
+		}
+	}
+	slices.Sort(ports)
+	return slices.Compact(slices.DeleteFunc(ports, func(p uint16) bool { return p == 0 })), nil
+}
+
+// refreshFilter reads the node's tunnel ports and, when they changed,
+// attaches the filter for them (the kernel swaps filters atomically).
+func (l *flowEndListener) refreshFilter() error {
+	ports, err := nodeTunnelPorts(l.nl)
+	if err != nil {
+		if l.tunnelPorts != nil {
+			return nil // keep the filter in place; read again next time
+		}
+		klog.InfoS("Reading the node's tunnel links; their conntrack events reach the agent", "err", err)
+		ports = []uint16{}
+	}
+	if l.tunnelPorts != nil && slices.Equal(ports, l.tunnelPorts) {
+		return nil
+	}
+	if f := flowEndFilter(l.skipTCP, ports); f != nil {
+		if err := unix.SetsockoptSockFprog(l.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, f); err != nil {
+			return fmt.Errorf("attaching the socket filter for conntrack events: %w", err)
+		}
+	}
+	if len(ports) > 0 {
+		klog.V(2).InfoS("Conntrack events of the node's tunnels dropped in the kernel", "udpPorts", ports)
+	}
+	l.tunnelPorts = ports
+	return nil
+}
 
 // mustAssemble assembles a fixed classic BPF program into its socket
 // filter form.
@@ -280,7 +400,14 @@ func (l *flowEndListener) receive() {
 	defer close(l.events)
 	tick := time.NewTicker(l.poll)
 	defer tick.Stop()
+	refreshed := time.Now()
 	for {
+		if time.Since(refreshed) >= tunnelRefresh {
+			refreshed = time.Now()
+			if err := l.refreshFilter(); err != nil {
+				klog.ErrorS(err, "Updating the conntrack event filter for the node's tunnels")
+			}
+		}
 		for {
 			// A raw system call: MSG_DONTWAIT never blocks, and telling the
 			// scheduler about a call of tens of µs lets its monitor hand
@@ -500,6 +627,7 @@ func endOfConntrack(f *conntrack.Flow) ctEnd {
 func (l *flowEndListener) Close() error {
 	close(l.closing)
 	<-l.done
+	l.nl.Close()
 	return unix.Close(l.fd)
 }
 

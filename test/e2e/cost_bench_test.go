@@ -504,10 +504,26 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 		}
 		return res.End.SumReceived.BitsPerSecond
 	}
-	clientCmd := func(addr string) *exec.Cmd {
+	clientFor := func(addr string, d time.Duration) *exec.Cmd {
 		cmd := pinned(nsC, costClientCPU, connrate.Args()...)
-		cmd.Env = connrate.Env(connrate.Client, addr, time.Duration(secs*float64(time.Second)))
+		cmd.Env = connrate.Env(connrate.Client, addr, d)
 		return cmd
+	}
+	clientCmd := func(addr string) *exec.Cmd { return clientFor(addr, time.Duration(secs*float64(time.Second))) }
+	// NETPOL_COST_WARMUP (seconds): the same connection load before each
+	// measured arm, so that the arm pays what its mode defers: conntrack
+	// destroys its UDP entries (the overlay's outer flows among them) 30 s
+	// after their last packet, and a mode listening for DESTROY events
+	// pays for each then, in the kernel and in the agent. Without it an
+	// arm pays for the entries of the arms before it, under whatever mode
+	// made them.
+	var warmup time.Duration
+	if s := os.Getenv("NETPOL_COST_WARMUP"); s != "" {
+		w, err := strconv.ParseFloat(s, 64)
+		if err != nil || w < 0 {
+			b.Fatalf("NETPOL_COST_WARMUP=%q: want seconds", s)
+		}
+		warmup = time.Duration(w * float64(time.Second))
 	}
 	connectRate := func(addr string) float64 {
 		cmd := clientCmd(addr)
@@ -571,6 +587,11 @@ func BenchmarkInstalledAgentCost(b *testing.B) {
 			c.ExpectReachable(b, podC, framework.Target{Host: podA.Status.PodIP, Port: 80, Protocol: "tcp"})
 			// TCP 81: netprobe listens, no policy admits it.
 			expectReachability(b, c, podC, framework.Target{Host: podA.Status.PodIP, Port: 81, Protocol: "tcp"}, m.name == "none", "mode "+m.name)
+			if warmup > 0 {
+				if out, err := clientFor(crrAddr, warmup).Output(); err != nil {
+					b.Logf("warm-up connections: %v: %s", err, out)
+				}
+			}
 			var r result
 			r.bps = iperf()
 			var cpu0 time.Duration

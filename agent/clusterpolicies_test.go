@@ -83,7 +83,16 @@ func TestClusterPoliciesFollowTheCRD(t *testing.T) {
 	if n, watched, _ := c.ClusterPolicies(); n != 1 || !watched {
 		t.Errorf("with the CRD: %d policies, watched %v", n, watched)
 	}
-	drain(changes)
+	// Settle: the CRD's own status updates (Established) can restart the
+	// policy informer once more, and its sync notifies; wait for a second
+	// without any notification.
+	for quiet := false; !quiet; {
+		select {
+		case <-changes:
+		case <-time.After(time.Second):
+			quiet = true
+		}
+	}
 
 	// A status write (what the agents themselves do) is no policy change.
 	created.Status.Conditions = []metav1.Condition{{Type: "Enforced", Status: metav1.ConditionTrue, Reason: "Test", LastTransitionTime: metav1.Now()}}

@@ -322,6 +322,11 @@ func (l *flowEndListener) refreshFilter() error {
 		if err := unix.SetsockoptSockFprog(l.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, f); err != nil {
 			return fmt.Errorf("attaching the socket filter for conntrack events: %w", err)
 		}
+	} else if len(l.tunnelPorts) > 0 {
+		// The last tunnel went away: nothing left to drop.
+		if err := unix.SetsockoptInt(l.fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0); err != nil {
+			return fmt.Errorf("detaching the socket filter for conntrack events: %w", err)
+		}
 	}
 	if len(ports) > 0 {
 		klog.V(2).InfoS("Conntrack events of the node's tunnels dropped in the kernel", "udpPorts", ports)

@@ -1089,6 +1089,17 @@ func TestFlowEndListenerFilter(t *testing.T) {
 		}
 		check(t, l, without("6/80", "6/8472", "17/8472", "17/4789"))
 	})
+	// The tunnels gone, a listener without skipTCP detaches its filter.
+	t.Run("tunnels-removed", func(t *testing.T) {
+		l := listen(t, false)
+		check(t, l, without("17/8472", "17/4789"))
+		node.run(t, "ip", "link", "del", "fevx")
+		node.run(t, "ip", "link", "del", "fevx2")
+		if err := l.refreshFilter(); err != nil {
+			t.Fatal(err)
+		}
+		check(t, l, all)
+	})
 }
 
 // TestMonotonicNowIsTheKernelsClock: monotonicNow (Go's clock from one

@@ -540,9 +540,9 @@ static __always_inline void answered_key(struct netpol_answered_key *k, const __
 	k->family = family;
 }
 
-// answered says whether TCP connections of e's key (its original direction
-// without the client's port) were established within the last two intervals
-// (netpol_answered).
+// answered says whether TCP connections of flow's key (its original
+// direction without the client's port) were established within the last two
+// intervals (netpol_answered).
 static __always_inline int answered(const struct netpol_agg_new_key *flow, __u64 now, __u64 interval)
 {
 	if (flow->protocol != IPPROTO_TCP)

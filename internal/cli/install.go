@@ -505,6 +505,7 @@ func (o *InstallOptions) waitReady(ctx context.Context, wantVersion string) erro
 	)
 	waitCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	nodeCheckFailed := false
 	err := wait.PollUntilContextCancel(waitCtx, o.poll(), true, func(ctx context.Context) (bool, error) {
 		// Keep the last good reads for the timeout report: a failed Get
 		// returns an empty object.
@@ -524,8 +525,17 @@ func (o *InstallOptions) waitReady(ctx context.Context, wantVersion string) erro
 				progress.set(install.NodeOf(p), install.PodState(p, ds, events[string(p.UID)]))
 			}
 		}
-		return daemonSetDone(ds, pods), nil
+		if daemonSetDone(ds, pods) {
+			return true, nil
+		}
+		nodeCheckFailed = onlyNodeChecksFail(ds, pods)
+		return nodeCheckFailed, nil
 	})
+	if err == nil && nodeCheckFailed {
+		return o.reportNotReady(ctx, ds, pods, fmt.Sprintf("\nStopped waiting: %s is ready on %d of %d nodes, and on the others the node check (init container %s) failed twice.\n",
+			install.AgentName, ds.Status.NumberReady, ds.Status.DesiredNumberScheduled, install.PreflightContainer),
+			"its node check failed there (details above); fix those nodes (the DaemonSet retries by itself: `kubectl netpol status` shows when they are ready)")
+	}
 	if err == nil {
 		if ds.Status.DesiredNumberScheduled == 0 {
 			fmt.Fprintf(o.ErrOut, "Warning: no node matches --node-selector %q: the agent runs nowhere\n", install.FormatNodeSelector(o.opts.NodeSelector))
@@ -541,7 +551,34 @@ func (o *InstallOptions) waitReady(ctx context.Context, wantVersion string) erro
 	if errors.As(err, &pollErr) {
 		return pollErr.err
 	}
-	return o.reportTimeout(ctx, ds, pods)
+	return o.reportNotReady(ctx, ds, pods, "", "")
+}
+
+// onlyNodeChecksFail reports whether every scheduled node has a current
+// agent pod, and each one that is not ready has failed its node check
+// twice (install.PreflightFailure): waiting longer would change nothing
+// until someone fixes those nodes.
+func onlyNodeChecksFail(ds *appsv1.DaemonSet, pods []corev1.Pod) bool {
+	st := ds.Status
+	if st.ObservedGeneration < ds.Generation || st.DesiredNumberScheduled == 0 {
+		return false
+	}
+	current, failed := 0, 0
+	for i := range pods {
+		p := &pods[i]
+		if p.DeletionTimestamp != nil || !install.IsCurrent(p, ds) {
+			continue
+		}
+		current++
+		if install.PodReady(p) {
+			continue
+		}
+		if _, ok := install.PreflightFailure(p); !ok {
+			return false
+		}
+		failed++
+	}
+	return failed > 0 && current == int(st.DesiredNumberScheduled)
 }
 
 // daemonSetDone reports whether the controller has caught up with the last
@@ -569,32 +606,40 @@ func hasCurrentPod(pods []corev1.Pod, node string, ds *appsv1.DaemonSet) bool {
 	return false
 }
 
-// reportTimeout prints why the agent is not ready and returns the error.
-func (o *InstallOptions) reportTimeout(ctx context.Context, ds *appsv1.DaemonSet, pods []corev1.Pod) error {
+// reportNotReady prints why the agent is not ready and returns the error:
+// after the timeout, or (header and cause given) when only failed node
+// checks are left to wait for.
+func (o *InstallOptions) reportNotReady(ctx context.Context, ds *appsv1.DaemonSet, pods []corev1.Pod, header, cause string) error {
 	// The wait's context is over; diagnostics get their own short one.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()
 	if ds == nil {
 		return fmt.Errorf("timed out after %s: daemonset %s/%s could not be read", o.Timeout, o.opts.Namespace, install.AgentName)
 	}
-	fmt.Fprintf(o.Out, "\nTimed out after %s: %s is ready on %d of %d nodes.\n", o.Timeout, install.AgentName, ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
+	if header == "" {
+		header = fmt.Sprintf("\nTimed out after %s: %s is ready on %d of %d nodes.\n", o.Timeout, install.AgentName, ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
+	}
+	fmt.Fprint(o.Out, header)
 	if int(ds.Status.DesiredNumberScheduled) > len(pods) {
 		// Pods that were never created: the DaemonSet's events say why
 		// (admission, quota, priority class).
 		fmt.Fprintf(o.Out, "%d pod(s) not created; daemonset events:\n", int(ds.Status.DesiredNumberScheduled)-len(pods))
 		fmt.Fprint(o.Out, install.ObjectEvents(ctx, o.Kube, "DaemonSet", ds, 10))
 	}
-	notReady := 0
 	for i := range pods {
 		if install.PodReady(&pods[i]) && install.IsCurrent(&pods[i], ds) {
 			continue
 		}
-		notReady++
 		fmt.Fprint(o.Out, install.Diagnose(ctx, o.Kube, &pods[i], install.DiagnoseOptions{Events: 10, LogLines: 20}))
+	}
+	notReady := int(ds.Status.DesiredNumberScheduled - ds.Status.NumberReady)
+	if cause != "" {
+		return fmt.Errorf("%s is not ready on %d of %d nodes: %s, or remove it with 'kubectl netpol uninstall -n %s'",
+			install.AgentName, notReady, ds.Status.DesiredNumberScheduled, cause, o.opts.Namespace)
 	}
 	return fmt.Errorf("%s is not ready on %d of %d nodes after %s (details above); "+
 		"fix the cause and run install again, or remove it with 'kubectl netpol uninstall -n %s'",
-		install.AgentName, int(ds.Status.DesiredNumberScheduled-ds.Status.NumberReady), ds.Status.DesiredNumberScheduled, o.Timeout, o.opts.Namespace)
+		install.AgentName, notReady, ds.Status.DesiredNumberScheduled, o.Timeout, o.opts.Namespace)
 }
 
 // lastPodEvents maps pod UID to the reason of its newest event, in one

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/yaml"
@@ -353,21 +354,81 @@ func TestWaitReportsNodeWithoutBPFFS(t *testing.T) {
 			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: msg}}}},
 		ContainerStatuses: []corev1.ContainerStatus{{Name: "agent", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}},
 	}
+	// Failed twice: the wait stops there, long before its timeout.
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
-	o := &InstallOptions{IOStreams: streams, Timeout: 300 * time.Millisecond, opts: install.Options{Namespace: install.DefaultNamespace}}
+	o := &InstallOptions{IOStreams: streams, Timeout: time.Hour, opts: install.Options{Namespace: install.DefaultNamespace}}
 	o.Kube, o.PollInterval = fake.NewClientset(ds, pod), 50*time.Millisecond
-	err = o.waitReady(context.Background(), "v0.1.0")
+	done := make(chan error, 1)
+	go func() { done <- o.waitReady(context.Background(), "v0.1.0") }()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("waitReady still waits for a node whose check failed twice")
+	}
 	t.Logf("output:\n%s", out)
-	if err == nil || !strings.Contains(err.Error(), "is not ready on 1 of 1 nodes") {
+	if err == nil || !strings.Contains(err.Error(), "is not ready on 1 of 1 nodes: its node check failed there") {
 		t.Errorf("waitReady = %v", err)
 	}
 	for _, want := range []string{
+		"Stopped waiting: netpol-agent is ready on 0 of 1 nodes, and on the others the node check (init container preflight) failed twice.\n",
 		"  node-b: pending (Init:CrashLoopBackOff: " + msg + ")\n",
 		"  init container preflight: waiting: CrashLoopBackOff: back-off 10s restarting failed container (restarts: 1)\n",
 		"  init container preflight: last termination: Error, exit code 1: " + msg + "\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks\n%s", want)
+		}
+	}
+}
+
+// TestWaitKeepsWaitingForOtherNodes: the wait stops early only when failed
+// node checks are all that is left; a first failure (the node may still be
+// booting) or another node still starting keeps it waiting until the timeout.
+func TestWaitKeepsWaitingForOtherNodes(t *testing.T) {
+	objs, err := install.Manifests(install.Options{Image: "example.test/agent:v0.1.0", Version: "v0.1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := objs[len(objs)-1].(*appsv1.DaemonSet)
+	failed := func(node string, restarts int32) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: install.DefaultNamespace, Name: "netpol-agent-" + node, Labels: ds.Spec.Template.Labels},
+			Spec: *ds.Spec.Template.Spec.DeepCopy()}
+		p.Spec.NodeName = node
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: install.PreflightContainer, RestartCount: restarts,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "bpffs is not mounted at /sys/fs/bpf on node " + node}}}}
+		return p
+	}
+	starting := failed("node-c", 0)
+	starting.Status.InitContainerStatuses = nil
+	starting.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "agent", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+	for name, tc := range map[string]struct {
+		pods    []*corev1.Pod
+		desired int32
+		stops   bool
+	}{
+		"first failure":              {pods: []*corev1.Pod{failed("node-b", 0)}, desired: 1},
+		"another node starting":      {pods: []*corev1.Pod{failed("node-b", 2), starting}, desired: 2},
+		"a node without its pod yet": {pods: []*corev1.Pod{failed("node-b", 2)}, desired: 2},
+		"failed twice":               {pods: []*corev1.Pod{failed("node-b", 1)}, desired: 1, stops: true},
+	} {
+		d := ds.DeepCopy()
+		d.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: tc.desired, UpdatedNumberScheduled: tc.desired, NumberUnavailable: tc.desired}
+		objs := []runtime.Object{d}
+		for _, p := range tc.pods {
+			objs = append(objs, p)
+		}
+		streams, _, out, _ := genericiooptions.NewTestIOStreams()
+		o := &InstallOptions{IOStreams: streams, Timeout: 500 * time.Millisecond, opts: install.Options{Namespace: install.DefaultNamespace}}
+		o.Kube, o.PollInterval = fake.NewClientset(objs...), 20*time.Millisecond
+		err := o.waitReady(context.Background(), "v0.1.0")
+		if err == nil {
+			t.Errorf("%s: waitReady succeeded", name)
+			continue
+		}
+		stopped := strings.Contains(out.String(), "Stopped waiting")
+		timedOut := strings.Contains(out.String(), "Timed out after 500ms")
+		if stopped != tc.stops || timedOut == tc.stops {
+			t.Errorf("%s: stopped early %v, timed out %v, want stopped early %v; err %v\n%s", name, stopped, timedOut, tc.stops, err, out)
 		}
 	}
 }

@@ -142,6 +142,30 @@ func currentInit(pod *corev1.Pod) *corev1.ContainerStatus {
 	return nil
 }
 
+// PreflightFailure returns the first line of the preflight init container's
+// message once that check of the node has failed twice in a row on this pod.
+// It checks the node, not the pod, so retrying helps only after someone fixes
+// the node: install --wait stops waiting for that node then, instead of
+// waiting out its timeout. One failure is not enough, because a node may
+// still be booting (systemd mounts bpffs early, but not instantly).
+func PreflightFailure(pod *corev1.Pod) (string, bool) {
+	for i := range pod.Status.InitContainerStatuses {
+		cs := &pod.Status.InitContainerStatuses[i]
+		if cs.Name != PreflightContainer {
+			continue
+		}
+		last := cs.State.Terminated
+		if last == nil {
+			last = cs.LastTerminationState.Terminated
+		}
+		if cs.RestartCount < 1 || last == nil || last.ExitCode == 0 || last.Message == "" {
+			return "", false
+		}
+		return firstLine(last.Message), true
+	}
+	return "", false
+}
+
 // AgentRunning reports whether the agent container is running (so its
 // ports may answer), whatever its readiness.
 func AgentRunning(pod *corev1.Pod) bool {

@@ -33,7 +33,8 @@ import (
 // unmount cannot reach the host's), then:
 //   - install without --mount-bpffs: install --wait shows that node's
 //     preflight message ("bpffs is not mounted at /sys/fs/bpf on node X: ...")
-//     while the agent container never starts there, and so does status;
+//     and stops waiting once that check failed twice, while the agent
+//     container never starts there, and status shows the message too;
 //   - install --mount-bpffs: every node ready, bpffs mounted on that node by
 //     the mount-bpffs init container, the agent's pins in it;
 //   - uninstall: the pins are gone.
@@ -104,6 +105,9 @@ func TestInstallOnNodeWithoutBPFFS(t *testing.T) {
 	t.Logf("install without --mount-bpffs:\n%s", out)
 	if err == nil || !strings.Contains(err.Error(), "is not ready on 1 of ") {
 		t.Fatalf("install on a node without bpffs: err = %v, want not ready on 1 node", err)
+	}
+	if !strings.Contains(out, "Stopped waiting: ") {
+		t.Errorf("install --wait waited out its timeout for a node whose check failed twice")
 	}
 	progress := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(node) + `: pending \(Init:(Error|CrashLoopBackOff): ` + regexp.QuoteMeta(want) + `\)$`)
 	if !progress.MatchString(out) {

@@ -22,8 +22,10 @@ $GO build -C test/otelcol -o "$BIN_DIR/otelcol" .
 export NETPOL_OTELCOL="$BIN_DIR/otelcol"
 # kube-router, the peer enforcer TestKubeRouterPeer starts and proves gone (cached by stamp).
 "$REPO_ROOT/hack/cluster/build-peers.sh"
+# -parallel 32: every test that runs beside the conformance cases gets its goroutine at once;
+# they take turns among themselves (test/e2e runBesideConformance), at most two run at a time.
 # shellcheck disable=SC2086
-KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" NETPOL_AGENT_UPGRADE_IMAGE="$AGENT_UPGRADE_IMAGE" $GO test -tags e2e -count=1 -timeout 30m ${E2E_ARGS:-} ./test/e2e/... ./tui
+KUBECONFIG="$KUBECONFIG_OUT" NETPOL_AGENT_IMAGE="$AGENT_IMAGE" NETPOL_AGENT_UPGRADE_IMAGE="$AGENT_UPGRADE_IMAGE" $GO test -tags e2e -count=1 -timeout 30m -parallel 32 ${E2E_ARGS:-} ./test/e2e/... ./tui
 if [[ -z ${E2E_ARGS:-} ]]; then
   # The short version of the installed agent's cost benchmark (docs/perf.md has the full one):
   # the harness works and the agent's cost stays within a loose bound.

@@ -22,6 +22,7 @@ import (
 // observed connections still pass with real packets, the unobserved ones
 // (web -> db:80, other -> db:8080, both open before) are dropped.
 func TestAdviseLive(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	installAgent(t, c)
 	s := newShop(t, c)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,11 +17,35 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/test/e2e/framework"
 )
 
+// installMu: parallel tests install the same agent one after the other (two
+// installs at once would both create the namespace and the RBAC objects).
+var installMu sync.Mutex
+
+// runBesideConformance marks a test that can run while the upstream
+// conformance cases run (TestConformanceOnCluster, ~5 min, mostly waiting
+// on denied connections' timeouts): it works in namespaces of its own, on
+// the default agent (installed by installAgent, never reinstalled with other
+// flags, restarted or removed), and asserts nothing about traffic or objects
+// outside them. Go runs parallel tests after every other test of the
+// package; these take turns among themselves (besideConformance), so at
+// most two tests run at once, and the conformance cases overlap the rest
+// instead of adding to them. hack/e2e.sh sets -parallel above the number of
+// such tests, so the conformance test never waits for a slot.
+func runBesideConformance(t *testing.T) {
+	t.Parallel()
+	besideConformance <- struct{}{}
+	t.Cleanup(func() { <-besideConformance })
+}
+
+var besideConformance = make(chan struct{}, 1)
+
 // installAgent runs `kubectl netpol install --image $NETPOL_AGENT_IMAGE` and
 // waits for the agent on every node. Install is idempotent, so every test
 // that needs enforcement calls it; the agent stays for the next test.
 func installAgent(t *testing.T, c *framework.Cluster) {
 	t.Helper()
+	installMu.Lock()
+	defer installMu.Unlock()
 	out, err := netpol(t, c, "", "install", "--image", framework.AgentImage(t), "--timeout", "3m")
 	if err != nil {
 		t.Fatalf("kubectl netpol install: %v\n%s", err, out)

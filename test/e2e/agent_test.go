@@ -110,6 +110,7 @@ func expect(t *testing.T, c *framework.Cluster, from *corev1.Pod, want bool, tar
 // and through the ClusterIP Service; the agent's flows explain both
 // verdicts with the policy and rule, and name the Service.
 func TestAgentEnforcesClassicExample(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	installAgent(t, c)
 	s := newShop(t, c)

@@ -28,6 +28,7 @@ import (
 // netprobe server's ports, and a closed port is reported with the kubelet's
 // reason.
 func TestPortForwardDialsPodPorts(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	ns := c.NewNamespace(t, "portforward")
 	c.StartProbe(t, ns, "server", map[string]string{"app": "server"})
@@ -105,6 +106,7 @@ func serveHub(tb testing.TB, addr, version string) (*flow.Hub, *grpc.Server, int
 // followed stream) through the real API server's pods/portforward to a
 // flow.v1.Observer on the node's loopback.
 func TestAgentClientGRPCThroughPortForward(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	ns := c.NewNamespace(t, "agentclient")
 	ctx := framework.Context(t, 90*time.Second)
@@ -204,6 +206,7 @@ func TestAgentClientGRPCThroughPortForward(t *testing.T) {
 // pods/portforward finds the agents and gets an error naming the missing
 // permission; a user who may not list pods is told so.
 func TestAgentClientNeedsRBAC(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	ns := c.NewNamespace(t, "agentrbac")
 	ctx := framework.Context(t, 90*time.Second)

@@ -24,6 +24,7 @@ import (
 // --force enforces it, after which other -> web is dropped while
 // web -> db:3306 (another policy's business) still passes.
 func TestAuditModeLive(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	installAgent(t, c)
 	s := newShop(t, c)

@@ -19,6 +19,7 @@ import (
 // server on its node, and the kubelet's probes), reports "enforcing" from
 // a measured window, in status's table and -o json.
 func TestStatusShowsCNI(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	installAgent(t, c)
 	want := "bridge"

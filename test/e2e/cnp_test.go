@@ -28,6 +28,7 @@ import (
 //     NetworkPolicy, which admits it (and still isolates db from other);
 //   - a Baseline Deny applies to web, which no NetworkPolicy selects.
 func TestAgentEnforcesClusterNetworkPolicies(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	installAgent(t, c)
 	s := newShop(t, c)

@@ -68,6 +68,7 @@ const (
 //
 // SCTP cases are not run: this kernel has no SCTP sockets.
 func TestConformanceOnCluster(t *testing.T) {
+	t.Parallel() // beside the tests that call runBesideConformance
 	c := framework.Connect(t)
 	installAgent(t, c)
 	began := time.Now()
@@ -87,12 +88,17 @@ func TestConformanceOnCluster(t *testing.T) {
 		}
 		ran++
 		caseStart := time.Now()
+		m.spent = map[string]time.Duration{}
 		ok := t.Run(cs.Name, func(t *testing.T) { m.run(t, cs) })
 		verdict := "PASS"
 		if !ok {
 			verdict = "FAIL"
 		}
-		summary = append(summary, fmt.Sprintf("%-45s %s  %s", cs.Name, verdict, time.Since(caseStart).Round(time.Millisecond)))
+		var phases []string
+		for _, ph := range []string{"apply", "engine", "traffic", "drop", "reset"} {
+			phases = append(phases, fmt.Sprintf("%s %s", ph, m.spent[ph].Round(10*time.Millisecond)))
+		}
+		summary = append(summary, fmt.Sprintf("%-45s %s  %s (%s)", cs.Name, verdict, time.Since(caseStart).Round(time.Millisecond), strings.Join(phases, ", ")))
 	}
 	t.Logf("%d of %d upstream cases run in %s (%d probed tables, %d drop attributions checked):\n%s",
 		ran, len(cases), time.Since(began).Round(time.Second), m.probes, m.drops, strings.Join(summary, "\n"))
@@ -128,6 +134,13 @@ type confModel struct {
 	lastWrite time.Time
 	// probes and drops count what was checked, for the summary.
 	probes, drops int
+	// spent is the current case's time by phase, for the summary.
+	spent map[string]time.Duration
+}
+
+// timed adds the time since start to the current case's phase.
+func (m *confModel) timed(phase string, start time.Time) {
+	m.spent[phase] += time.Since(start)
 }
 
 func newConfModel(t *testing.T, c *framework.Cluster) *confModel {
@@ -141,6 +154,7 @@ func newConfModel(t *testing.T, c *framework.Cluster) *confModel {
 		nsLabels:  map[string]map[string]string{},
 		podLabels: map[conformance.PodRef]map[string]string{},
 		agents:    &agentStatus{c: c},
+		spent:     map[string]time.Duration{},
 	}
 	t.Cleanup(m.agents.close)
 	for _, ns := range full.Namespaces {
@@ -225,6 +239,7 @@ func (m *confModel) run(t *testing.T, cs conformance.Case) {
 // every agent to apply a datapath after them.
 func (m *confModel) apply(t *testing.T, changes []conformance.Change) {
 	t.Helper()
+	defer m.timed("apply", time.Now())
 	ctx := framework.Context(t, time.Minute)
 	m.lastWrite = time.Time{}
 	for _, ch := range changes {
@@ -268,6 +283,7 @@ func (m *confModel) waitApplied(t *testing.T) {
 // reset deletes the case's policies and restores every label, and waits
 // for the agents to apply that; the next case's baseline probe checks it.
 func (m *confModel) reset(t *testing.T) {
+	defer m.timed("reset", time.Now())
 	ctx := framework.Context(t, time.Minute)
 	m.lastWrite = time.Time{}
 	if err := m.deletePolicies(ctx); err != nil {
@@ -361,6 +377,7 @@ func (m *confModel) check(t *testing.T, cs conformance.Case, si int, p conforman
 	m.probes++
 	st := cs.Steps[si]
 	what := fmt.Sprintf("step %d %s", si, p)
+	engineStart := time.Now()
 	eng, livePods := m.liveEngine(t)
 	engineTable := conformance.EmptyTruthTable(cs.Model.Pods)
 	decisions := map[conformance.Cell]policy.Decision{}
@@ -377,7 +394,9 @@ func (m *confModel) check(t *testing.T, cs conformance.Case, si int, p conforman
 	}
 
 	since := time.Now()
+	m.timed("engine", engineStart)
 	attempts, took, diff := m.converge(t, cs.Model.Pods, p, confConverge)
+	m.timed("traffic", since)
 	if diff != "" {
 		t.Errorf("%s: real traffic disagrees with upstream (and the engine) after %d attempts over %s: %s",
 			what, attempts, took.Round(time.Millisecond), diff)
@@ -392,7 +411,9 @@ func (m *confModel) check(t *testing.T, cs conformance.Case, si int, p conforman
 			if from == to || d.Allowed {
 				continue
 			}
+			dropStart := time.Now()
 			m.checkDropFlow(t, what, st, from, to, p, d, since)
+			m.timed("drop", dropStart)
 			return
 		}
 	}

@@ -19,6 +19,7 @@ import (
 // must be refused (the probe can fail). On several nodes, with client and server on the same
 // node and on different nodes (Flannel vxlan, the Service's backend on the other node).
 func TestPodToPodAndService(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	for _, pl := range framework.Placements() {
 		t.Run(pl.Name, func(t *testing.T) { testPodToPodAndService(t, c, pl) })

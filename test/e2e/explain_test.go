@@ -95,6 +95,7 @@ func dbPolicyBed(t *testing.T, c *framework.Cluster) (db, web string) {
 }
 
 func TestExplainLive(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	db, web := dbPolicyBed(t, c)
 
@@ -148,6 +149,7 @@ func TestExplainLive(t *testing.T) {
 }
 
 func TestCheckAndMatrixLive(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	db, web := dbPolicyBed(t, c)
 

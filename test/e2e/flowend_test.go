@@ -29,6 +29,7 @@ import (
 // own pods' only; `conntrack -D` does the same): from conntrack, the node's
 // TIME_WAIT would keep it two minutes.
 func TestAgentFlowEndSummary(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	installAgent(t, c)
 	s := newShop(t, c)

@@ -256,6 +256,7 @@ func writeFile(t *testing.T, path, content string) {
 // lists db -> web:80 as live exposure (observed traffic into a pod no policy
 // isolates), never the traffic into db.
 func TestUnusedAndCoverageLive(t *testing.T) {
+	runBesideConformance(t)
 	c := framework.Connect(t)
 	installAgent(t, c)
 	s := newShop(t, c)

@@ -27,6 +27,7 @@ const (
 // namespace (the FORWARD guard drops it and nothing is masqueraded). A counter in the outside
 // namespace must see 0 packets from the pod range, while it does count the node's own probe.
 func TestPodCannotReachOutside(t *testing.T) {
+	runBesideConformance(t)
 	framework.RequireRoot(t)
 	expectPodCannotReachOutside(t, framework.Connect(t), nil)
 }

@@ -37,6 +37,7 @@ func watchFlows(t *testing.T, c *framework.Cluster, args ...string) []*flowv1.Fl
 // node; --per-node gives each node's own record; the kubelet's readiness
 // probes of db show as node/<db's node>.
 func TestWatchAcrossNodes(t *testing.T) {
+	runBesideConformance(t)
 	if !framework.MultiNode() {
 		t.Skip("needs several nodes (make cluster-up NODES=3)")
 	}

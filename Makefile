@@ -125,7 +125,7 @@ check: deps ## Everything CI runs: lint, cross-builds, unit, privileged, release
 	$(MAKE) generate-check
 	$(MAKE) release-test   # its make release cross-builds the CLI for all six platforms (what make cross does)
 	hack/cluster/build-binaries.sh   # etcd and kube-apiserver for the tests against a real API server (cached)
-	NETPOL_REQUIRE_APISERVER=1 $(GO) test -count=1 ./...
+	NETPOL_REQUIRE_APISERVER=1 $(GO) test -count=1 -parallel 3 ./...   # probe: the three conformance runs at once
 	$(MAKE) e2e
 
 # --- local test cluster (hack/cluster; see README "Test cluster") --------------------------------

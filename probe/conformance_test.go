@@ -36,12 +36,17 @@ var sctpTag atomic.Uint32
 // in the bridge layout (br_netfilter) with IPv4.
 func TestConformanceRealPackets(t *testing.T) {
 	requireRoot(t)
+	// In parallel with the other layout and the ClusterNetworkPolicy cases:
+	// each has its own namespaces, addresses and datapath, and most of their
+	// time is denied connections' timeouts (make check: -parallel 3).
+	t.Parallel()
 	for _, layout := range []struct {
 		name     string
 		bridge   bool
 		families []int
 	}{{"routed", false, []int{4, 6}}, {"bridge", true, []int{4}}} {
 		t.Run(layout.name, func(t *testing.T) {
+			t.Parallel()
 			tp := newTopology(t, layout.bridge)
 			model := conformance.FullModel()
 			pods := map[conformance.PodRef]*pod{}
@@ -206,6 +211,7 @@ func runConformance(t *testing.T, env conformance.Env, pr *Probe, events *collec
 // the isolating NetworkPolicies for a default deny, as the engine does.
 func TestCNPConformanceRealPackets(t *testing.T) {
 	requireRoot(t)
+	t.Parallel() // beside TestConformanceRealPackets' layouts
 	dir, _, err := cnpcrd.ModuleDir()
 	if err != nil {
 		t.Fatal(err)

@@ -178,7 +178,7 @@ func newEngine(s *Snapshot, c *Cache) (*Engine, error) {
 		recs, objs = append(recs, r), append(objs, p)
 	}
 	recs = append(recs, s.PodRecords...)
-	if err := e.indexNodes(s.Nodes, recs); err != nil {
+	if err := e.indexNodes(s.Nodes, c.podHolds(recs)); err != nil {
 		return nil, err
 	}
 	// A build of the same pods and namespaces as the Cache's last Engine
@@ -501,7 +501,7 @@ func normRef(r PolicyRef) PolicyRef {
 
 // indexNodes makes the addresses of the Snapshot's Nodes node addresses and
 // remembers each one's labels, for node peers of ClusterNetworkPolicies.
-func (e *Engine) indexNodes(nodes []*corev1.Node, pods []*Pod) error {
+func (e *Engine) indexNodes(nodes []*corev1.Node, podHolds func(netip.Addr) bool) error {
 	if len(nodes) == 0 {
 		return nil
 	}
@@ -512,7 +512,7 @@ func (e *Engine) indexNodes(nodes []*corev1.Node, pods []*Pod) error {
 		}
 		byName[n.Name] = labels.Set(n.Labels)
 	}
-	for _, a := range NodeAddresses(nodes, podsHold(pods)) {
+	for _, a := range NodeAddresses(nodes, podHolds) {
 		e.nodeIPs[a.IP] = struct{}{}
 		e.nodeByIP[a.IP] = byName[a.Node]
 	}

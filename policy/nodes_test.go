@@ -173,3 +173,51 @@ func TestSameNodeForPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeAddressesThroughCache: an Engine built through a Cache whose pods
+// are the last build's answers "does a pod hold this address" from the kept
+// pod index, and must give what a fresh Engine gives: a derived address a
+// pod holds is that pod's, and one a pod gave up becomes the node's again.
+func TestNodeAddressesThroughCache(t *testing.T) {
+	nodes := []*corev1.Node{
+		flannelNode("node-b", "10.250.0.3", "10.244.2.0/24"),
+		flannelNode("node-a", "10.250.0.2", "10.244.1.0/24"),
+	}
+	odd := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "odd", ResourceVersion: "1"},
+		Status: corev1.PodStatus{PodIP: "10.244.2.1", PodIPs: []corev1.PodIP{{IP: "10.244.2.1"}}}}
+	proxy := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "proxy", ResourceVersion: "2"},
+		Spec: corev1.PodSpec{HostNetwork: true}, Status: corev1.PodStatus{PodIP: "10.244.1.1", PodIPs: []corev1.PodIP{{IP: "10.244.1.1"}}}}
+	nss := []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "x", ResourceVersion: "3"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "kube-system", ResourceVersion: "4"}}}
+	c := policy.NewCache()
+	check := func(what string, s *policy.Snapshot, node, pod []string) {
+		t.Helper()
+		fresh, err := policy.NewEngine(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached, err := policy.NewEngineCached(s, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range []*policy.Engine{fresh, cached} {
+			for _, ip := range node {
+				if !e.IsNodeIP(netip.MustParseAddr(ip)) {
+					t.Errorf("%s: %s is not a node address", what, ip)
+				}
+			}
+			for _, ip := range pod {
+				if e.IsNodeIP(netip.MustParseAddr(ip)) {
+					t.Errorf("%s: %s, a pod's, is a node address", what, ip)
+				}
+			}
+		}
+	}
+	s := &policy.Snapshot{Nodes: nodes, Namespaces: nss, Pods: []*corev1.Pod{odd, proxy}}
+	// The first build makes the pod index, the second answers from it.
+	check("first build", s, []string{"10.244.1.0", "10.244.1.1", "10.244.2.0"}, []string{"10.244.2.1"})
+	check("same pods", s, []string{"10.244.1.0", "10.244.1.1", "10.244.2.0"}, []string{"10.244.2.1"})
+	gone := &policy.Snapshot{Nodes: nodes, Namespaces: nss, Pods: []*corev1.Pod{proxy}}
+	check("the pod gone", gone, []string{"10.244.1.0", "10.244.1.1", "10.244.2.0", "10.244.2.1"}, nil)
+	check("the pod gone, again", gone, []string{"10.244.1.0", "10.244.1.1", "10.244.2.0", "10.244.2.1"}, nil)
+}

@@ -77,6 +77,18 @@ func benchAgentOn(b *testing.B, snap *policy.Snapshot) (*Agent, *fake.Clientset)
 	for _, p := range snap.Policies {
 		objs = append(objs, withVersion(p))
 	}
+	// Nodes as a cluster of that size has them (NETPOL_BENCH_NODES, one per
+	// 100 pods by default, like the scale cluster): each an InternalIP and
+	// a podCIDR, whose derived addresses every Engine build weighs against
+	// the pods' (policy.NodeAddresses).
+	for i := range benchSize("NETPOL_BENCH_NODES", max(1, pods/100)) {
+		objs = append(objs, withVersion(&corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-node-%04d", i), Labels: map[string]string{"type": "bench"}},
+			Spec:       corev1.NodeSpec{PodCIDR: fmt.Sprintf("10.%d.%d.0/24", 160+i/256, i%256), PodCIDRs: []string{fmt.Sprintf("10.%d.%d.0/24", 160+i/256, i%256)}},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("10.250.%d.%d", 100+i/250, 1+i%250)}}},
+		}))
+	}
 	client := fake.NewClientset(objs...)
 	a, closeAgent := newBenchAgent(b, client, benchNode)
 	stop := make(chan struct{})

@@ -398,6 +398,13 @@ func TestWaitKeepsWaitingForOtherNodes(t *testing.T) {
 			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "bpffs is not mounted at /sys/fs/bpf on node " + node}}}}
 		return p
 	}
+	// An image without the agent binary: the check never ran.
+	cannotStart := func(node string) *corev1.Pod {
+		p := failed(node, 1)
+		p.Status.InitContainerStatuses[0].State.Terminated = &corev1.ContainerStateTerminated{ExitCode: 128, Reason: "StartError",
+			Message: `failed to create containerd task: exec: "/netpol-agent": stat /netpol-agent: no such file or directory`}
+		return p
+	}
 	starting := failed("node-c", 0)
 	starting.Status.InitContainerStatuses = nil
 	starting.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "agent", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
@@ -410,6 +417,7 @@ func TestWaitKeepsWaitingForOtherNodes(t *testing.T) {
 		"another node starting":      {pods: []*corev1.Pod{failed("node-b", 2), starting}, desired: 2},
 		"a node without its pod yet": {pods: []*corev1.Pod{failed("node-b", 2)}, desired: 2},
 		"failed twice":               {pods: []*corev1.Pod{failed("node-b", 1)}, desired: 1, stops: true},
+		"could not start twice":      {pods: []*corev1.Pod{cannotStart("node-b")}, desired: 1},
 	} {
 		d := ds.DeepCopy()
 		d.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: tc.desired, UpdatedNumberScheduled: tc.desired, NumberUnavailable: tc.desired}

@@ -143,7 +143,8 @@ func currentInit(pod *corev1.Pod) *corev1.ContainerStatus {
 }
 
 // PreflightFailure returns the first line of the preflight init container's
-// message once that check of the node has failed twice in a row on this pod.
+// message once that check of the node has run and failed twice in a row on
+// this pod.
 // It checks the node, not the pod, so retrying helps only after someone fixes
 // the node: install --wait stops waiting for that node then, instead of
 // waiting out its timeout. One failure is not enough, because a node may
@@ -158,7 +159,11 @@ func PreflightFailure(pod *corev1.Pod) (string, bool) {
 		if last == nil {
 			last = cs.LastTerminationState.Terminated
 		}
-		if cs.RestartCount < 1 || last == nil || last.ExitCode == 0 || last.Message == "" {
+		// Reason "Error": the check ran and failed. A container that could
+		// not start at all (StartError: an image without the agent binary)
+		// did not check the node; it is the install's fault, left to the
+		// timeout report.
+		if cs.RestartCount < 1 || last == nil || last.ExitCode == 0 || last.Reason != "Error" || last.Message == "" {
 			return "", false
 		}
 		return firstLine(last.Message), true

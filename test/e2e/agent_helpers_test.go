@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/connectivity"
+
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
@@ -85,18 +87,73 @@ func eachAgent(t *testing.T, c *framework.Cluster, fn func(context.Context, agen
 	if err != nil {
 		t.Fatalf("finding the agents: %v", err)
 	}
+	var ready []agentclient.Agent
 	for _, a := range agents {
-		if !a.Ready || a.Deleting {
-			continue
+		if a.Ready && !a.Deleting {
+			ready = append(ready, a)
 		}
-		conn, err := agentclient.Dial(ctx, c.Config, a)
+	}
+	agentConns.forget(ready)
+	for _, a := range ready {
+		conn, err := agentConns.get(ctx, c, a)
 		if err != nil {
 			t.Fatalf("dialling agent %s: %v", a, err)
 		}
-		func() {
-			defer conn.Close()
-			fn(ctx, a, flowv1.NewObserverClient(conn))
-		}()
+		fn(ctx, a, flowv1.NewObserverClient(conn))
+	}
+}
+
+// agentConns keeps one gRPC connection per agent pod for the whole run:
+// dialling goes through pods/portforward, ~1 s per agent here, and tests
+// that poll the agents (waitFlow, the conformance cases' drop attributions)
+// spent most of their time dialling. A connection whose pod is gone (its
+// port-forward ended, or the pod is no longer a ready agent) is closed and
+// dialled again.
+var agentConns = &connPool{byPod: map[string]*agentclient.Conn{}}
+
+type connPool struct {
+	mu    sync.Mutex
+	byPod map[string]*agentclient.Conn
+}
+
+func (p *connPool) get(ctx context.Context, c *framework.Cluster, a agentclient.Agent) (*agentclient.Conn, error) {
+	key := a.Namespace + "/" + a.Name
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if conn, ok := p.byPod[key]; ok {
+		select {
+		case <-conn.Done():
+		default:
+			// An agent container that restarted in its pod leaves gRPC in
+			// its reconnect backoff: dial afresh rather than wait it out.
+			if st := conn.GetState(); st != connectivity.TransientFailure && st != connectivity.Shutdown {
+				return conn, nil
+			}
+		}
+		conn.Close()
+		delete(p.byPod, key)
+	}
+	conn, err := agentclient.Dial(ctx, c.Config, a)
+	if err != nil {
+		return nil, err
+	}
+	p.byPod[key] = conn
+	return conn, nil
+}
+
+// forget closes the connections to pods that are not among ready.
+func (p *connPool) forget(ready []agentclient.Agent) {
+	keep := map[string]bool{}
+	for _, a := range ready {
+		keep[a.Namespace+"/"+a.Name] = true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for key, conn := range p.byPod {
+		if !keep[key] {
+			conn.Close()
+			delete(p.byPod, key)
+		}
 	}
 }
 

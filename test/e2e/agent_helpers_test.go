@@ -83,9 +83,25 @@ func eachAgent(t *testing.T, c *framework.Cluster, fn func(context.Context, agen
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	agents, err := agentclient.Discover(ctx, c.Client, install.DefaultNamespace)
+	ready, err := readyAgents(ctx, c)
 	if err != nil {
 		t.Fatalf("finding the agents: %v", err)
+	}
+	for _, a := range ready {
+		conn, err := agentConns.get(ctx, c, a)
+		if err != nil {
+			t.Fatalf("dialling agent %s: %v", a, err)
+		}
+		fn(ctx, a, flowv1.NewObserverClient(conn))
+	}
+}
+
+// readyAgents lists the agent pods that are ready and not being deleted,
+// and closes the kept connections to any other.
+func readyAgents(ctx context.Context, c *framework.Cluster) ([]agentclient.Agent, error) {
+	agents, err := agentclient.Discover(ctx, c.Client, install.DefaultNamespace)
+	if err != nil {
+		return nil, err
 	}
 	var ready []agentclient.Agent
 	for _, a := range agents {
@@ -94,13 +110,7 @@ func eachAgent(t *testing.T, c *framework.Cluster, fn func(context.Context, agen
 		}
 	}
 	agentConns.forget(ready)
-	for _, a := range ready {
-		conn, err := agentConns.get(ctx, c, a)
-		if err != nil {
-			t.Fatalf("dialling agent %s: %v", a, err)
-		}
-		fn(ctx, a, flowv1.NewObserverClient(conn))
-	}
+	return ready, nil
 }
 
 // agentConns keeps one gRPC connection per agent pod for the whole run:
@@ -139,6 +149,17 @@ func (p *connPool) get(ctx context.Context, c *framework.Cluster, a agentclient.
 	}
 	p.byPod[key] = conn
 	return conn, nil
+}
+
+// drop closes the connection to a's pod, if any: the next get dials again.
+func (p *connPool) drop(a agentclient.Agent) {
+	key := a.Namespace + "/" + a.Name
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if conn, ok := p.byPod[key]; ok {
+		conn.Close()
+		delete(p.byPod, key)
+	}
 }
 
 // forget closes the connections to pods that are not among ready.

@@ -20,8 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
-	"github.com/kubectl-netpol/kubectl-netpol/internal/agentclient"
-	"github.com/kubectl-netpol/kubectl-netpol/internal/install"
 	"github.com/kubectl-netpol/kubectl-netpol/internal/snapshot"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	"github.com/kubectl-netpol/kubectl-netpol/policy/conformance"
@@ -128,7 +126,6 @@ type confModel struct {
 	// nsLabels and podLabels are the labels at creation, restored between cases.
 	nsLabels  map[string]map[string]string
 	podLabels map[conformance.PodRef]map[string]string
-	agents    *agentStatus
 	// lastWrite is when the last write to the API server of apply or
 	// reset began (zero: nothing written).
 	lastWrite time.Time
@@ -153,10 +150,8 @@ func newConfModel(t *testing.T, c *framework.Cluster) *confModel {
 		services:  map[conformance.PodRef]string{},
 		nsLabels:  map[string]map[string]string{},
 		podLabels: map[conformance.PodRef]map[string]string{},
-		agents:    &agentStatus{c: c},
 		spent:     map[string]time.Duration{},
 	}
-	t.Cleanup(m.agents.close)
 	for _, ns := range full.Namespaces {
 		m.env.NamespaceNames[ns] = c.NewNamespace(t, "conf-"+ns)
 	}
@@ -276,7 +271,7 @@ func (m *confModel) apply(t *testing.T, changes []conformance.Change) {
 func (m *confModel) waitApplied(t *testing.T) {
 	t.Helper()
 	if !m.lastWrite.IsZero() {
-		m.agents.waitApplied(t, m.lastWrite)
+		waitApplied(t, m.c, m.lastWrite)
 	}
 }
 
@@ -635,60 +630,24 @@ func (m *confModel) sourceRecorded(t *testing.T, from, to conformance.PodRef, dr
 	return false
 }
 
-// agentStatus keeps a gRPC connection to every agent to read Status.
-type agentStatus struct {
-	c     *framework.Cluster
-	conns []*agentclient.Conn
-}
-
-func (a *agentStatus) close() {
-	for _, conn := range a.conns {
-		conn.Close()
-	}
-	a.conns = nil
-}
-
-func (a *agentStatus) dial(ctx context.Context) error {
-	a.close()
-	agents, err := agentclient.Discover(ctx, a.c.Client, install.DefaultNamespace)
-	if err != nil {
-		return err
-	}
-	for _, ag := range agents {
-		if !ag.Ready || ag.Deleting {
-			continue
-		}
-		conn, err := agentclient.Dial(ctx, a.c.Config, ag)
-		if err != nil {
-			return fmt.Errorf("dialling agent %s: %w", ag, err)
-		}
-		a.conns = append(a.conns, conn)
-	}
-	if len(a.conns) == 0 {
-		return fmt.Errorf("no ready agent pod")
-	}
-	return nil
-}
-
 // waitApplied waits until every agent finished an apply after changed (when
 // the last write began: an apply can finish before the API server's answer
 // reaches the test), so that the agents have most likely applied the change
 // before it is probed. An apply that began just before the write, or one
 // caused by another test, also counts: this is a lower bound, and the
 // probe's convergence loop does the rest.
-func (a *agentStatus) waitApplied(t *testing.T, changed time.Time) {
+func waitApplied(t *testing.T, c *framework.Cluster, changed time.Time) {
 	t.Helper()
 	ctx := framework.Context(t, confApplyWait+10*time.Second)
 	deadline := time.Now().Add(confApplyWait)
 	var last string
 	for {
-		pending, err := a.pending(ctx, changed)
+		pending, err := pendingApplies(ctx, c, changed)
 		if err == nil && len(pending) == 0 {
 			return
 		}
 		if err != nil {
 			last = err.Error()
-			a.close() // a replaced agent pod: dial the new one
 		} else {
 			last = strings.Join(pending, "; ")
 		}
@@ -700,25 +659,35 @@ func (a *agentStatus) waitApplied(t *testing.T, changed time.Time) {
 	}
 }
 
-func (a *agentStatus) pending(ctx context.Context, changed time.Time) ([]string, error) {
-	if len(a.conns) == 0 {
-		if err := a.dial(ctx); err != nil {
-			return nil, err
-		}
+// pendingApplies names the ready agents whose last apply did not end after
+// changed, over the kept connections (agentConns); a connection that fails
+// is dropped, so the next call dials its agent again.
+func pendingApplies(ctx context.Context, c *framework.Cluster, changed time.Time) ([]string, error) {
+	agents, err := readyAgents(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if len(agents) == 0 {
+		return nil, fmt.Errorf("no ready agent pod")
 	}
 	var pending []string
-	for _, conn := range a.conns {
+	for _, ag := range agents {
+		conn, err := agentConns.get(ctx, c, ag)
+		if err != nil {
+			return nil, fmt.Errorf("dialling agent %s: %w", ag, err)
+		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		st, err := flowv1.NewObserverClient(conn).Status(rctx, &flowv1.StatusRequest{})
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("Status of %s: %w", conn.Agent, err)
+			agentConns.drop(ag)
+			return nil, fmt.Errorf("Status of %s: %w", ag, err)
 		}
 		if st.GetLastApplyError() != "" {
-			return nil, fmt.Errorf("agent %s: last apply failed: %s", conn.Agent, st.GetLastApplyError())
+			return nil, fmt.Errorf("agent %s: last apply failed: %s", ag, st.GetLastApplyError())
 		}
 		if !st.GetLastApply().AsTime().After(changed) {
-			pending = append(pending, fmt.Sprintf("agent %s last applied at %s", conn.Agent, st.GetLastApply().AsTime().Format(time.RFC3339Nano)))
+			pending = append(pending, fmt.Sprintf("agent %s last applied at %s", ag, st.GetLastApply().AsTime().Format(time.RFC3339Nano)))
 		}
 	}
 	return pending, nil

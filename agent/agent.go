@@ -529,7 +529,7 @@ func (a *Agent) applySnapshot(snap *policy.Snapshot) error {
 	a.metrics.Identities.Set(float64(len(dp.Identities)))
 	klog.V(2).InfoS("Applied", "endpoints", len(dp.Endpoints), "identities", len(dp.Identities), "rules", len(dp.Rules),
 		"slotsSwapped", res.SlotsSwapped, "endpointsWritten", res.EndpointsWritten, "endpointsRemoved", res.EndpointsRemoved,
-		"ipcacheWritten", res.IPCacheWritten, "ipcacheRemoved", res.IPCacheRemoved, "conntrackScanned", res.ConntrackScanned, "revoked", res.Revoked)
+		"ipcacheWritten", res.IPCacheWritten, "ipcacheRemoved", res.IPCacheRemoved, "conntrackScanned", res.ConntrackScanned, "conntrackAddresses", res.ConntrackAddresses, "revoked", res.Revoked)
 	return nil
 }
 

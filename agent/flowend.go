@@ -32,6 +32,7 @@ import (
 	"k8s.io/klog/v2"
 
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/ctnetlink"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
 )
@@ -251,10 +252,10 @@ func flowEndFilter(skipTCP bool, tunnelPorts []uint16) *unix.SockFprog {
 		insns = append(insns, bpf.TAX{}, bpf.LoadIndirect{Off: unix.SizeofNlAttr, Size: size})
 	}
 	insns = append(insns, bpf.LoadConstant{Dst: bpf.RegA, Val: unix.NLMSG_HDRLEN + 4}) // after nfgenmsg
-	find(ctaTupleOrig, false)
-	find(ctaTupleProto, true)
+	find(ctnetlink.TupleOrig, false)
+	find(ctnetlink.TupleProto, true)
 	insns = append(insns, bpf.StoreScratch{Src: bpf.RegA, N: 0})
-	find(ctaProtoNum, true)
+	find(ctnetlink.ProtoNum, true)
 	value(1)
 	if skipTCP {
 		jumpIf(bpf.JumpEqual, unix.IPPROTO_TCP, drop)
@@ -262,7 +263,7 @@ func flowEndFilter(skipTCP bool, tunnelPorts []uint16) *unix.SockFprog {
 	if len(tunnelPorts) > 0 {
 		jumpIf(bpf.JumpNotEqual, unix.IPPROTO_UDP, keep)
 		insns = append(insns, bpf.LoadScratch{Dst: bpf.RegA, N: 0})
-		find(ctaProtoDst, true)
+		find(ctnetlink.ProtoDstPort, true)
 		value(2)
 		for _, p := range tunnelPorts {
 			jumpIf(bpf.JumpEqual, uint32(p), drop)
@@ -479,7 +480,7 @@ func (l *flowEndListener) decodeAll(b []byte, now time.Time) {
 			return
 		}
 		typ := binary.NativeEndian.Uint16(b[4:6])
-		if typ == ctDestroyType {
+		if typ == ctnetlink.MsgDelete {
 			var e ctEnd
 			if decodeCTEnd(b[unix.NLMSG_HDRLEN:mlen], &e) {
 				e.at = now
@@ -490,131 +491,51 @@ func (l *flowEndListener) decodeAll(b []byte, now time.Time) {
 	}
 }
 
-// ctnetlink message type and attributes (linux/netfilter/nfnetlink_conntrack.h).
-const (
-	ctDestroyType = 1<<8 | 2 // NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
-
-	ctaTupleOrig     = 1
-	ctaTupleReply    = 2
-	ctaCountersOrig  = 9
-	ctaCountersReply = 10
-	ctaTimestamp     = 20
-
-	ctaTupleIP    = 1
-	ctaTupleProto = 2
-	ctaIPv4Src    = 1
-	ctaIPv4Dst    = 2
-	ctaIPv6Src    = 3
-	ctaIPv6Dst    = 4
-	ctaProtoNum   = 1
-	ctaProtoSrc   = 2
-	ctaProtoDst   = 3
-	ctaCntPackets = 1
-	ctaCntBytes   = 2
-	ctaTSStart    = 1
-	ctaTSStop     = 2
-)
-
-// attrs calls fn for each netlink attribute in b (type without flags).
-func attrs(b []byte, fn func(typ uint16, v []byte)) {
-	for len(b) >= 4 {
-		l := int(binary.NativeEndian.Uint16(b[0:2]))
-		if l < 4 || l > len(b) {
-			return
-		}
-		fn(binary.NativeEndian.Uint16(b[2:4])&0x3fff, b[4:l])
-		b = b[min(len(b), (l+3)&^3):]
-	}
-}
-
-type ctTuple struct {
-	proto      uint8
-	src, dst   netip.Addr
-	sport, dpt uint16
-}
-
-func decodeTuple(b []byte, t *ctTuple) {
-	attrs(b, func(typ uint16, v []byte) {
-		switch typ {
-		case ctaTupleIP:
-			attrs(v, func(typ uint16, v []byte) {
-				switch {
-				case (typ == ctaIPv4Src || typ == ctaIPv4Dst) && len(v) == 4:
-					a := netip.AddrFrom4([4]byte(v))
-					if typ == ctaIPv4Src {
-						t.src = a
-					} else {
-						t.dst = a
-					}
-				case (typ == ctaIPv6Src || typ == ctaIPv6Dst) && len(v) == 16:
-					a := netip.AddrFrom16([16]byte(v)).Unmap()
-					if typ == ctaIPv6Src {
-						t.src = a
-					} else {
-						t.dst = a
-					}
-				}
-			})
-		case ctaTupleProto:
-			attrs(v, func(typ uint16, v []byte) {
-				switch {
-				case typ == ctaProtoNum && len(v) >= 1:
-					t.proto = v[0]
-				case typ == ctaProtoSrc && len(v) >= 2:
-					t.sport = binary.BigEndian.Uint16(v)
-				case typ == ctaProtoDst && len(v) >= 2:
-					t.dpt = binary.BigEndian.Uint16(v)
-				}
-			})
-		}
-	})
-}
-
 // decodeCTEnd decodes a ctnetlink DESTROY message's payload (after the
 // netlink header: nfgenmsg, then attributes) into e.
 func decodeCTEnd(b []byte, e *ctEnd) bool {
 	if len(b) < 4 {
 		return false
 	}
-	var orig, reply ctTuple
-	attrs(b[4:], func(typ uint16, v []byte) {
+	var orig, reply ctnetlink.Tuple
+	ctnetlink.Attrs(b[4:], func(typ uint16, v []byte) {
 		switch typ {
-		case ctaTupleOrig:
-			decodeTuple(v, &orig)
-		case ctaTupleReply:
-			decodeTuple(v, &reply)
-		case ctaCountersOrig, ctaCountersReply:
-			attrs(v, func(typ uint16, v []byte) {
+		case ctnetlink.TupleOrig:
+			ctnetlink.DecodeTuple(v, &orig)
+		case ctnetlink.TupleReply:
+			ctnetlink.DecodeTuple(v, &reply)
+		case ctnetlink.CountersOrig, ctnetlink.CountersReply:
+			ctnetlink.Attrs(v, func(typ uint16, v []byte) {
 				if len(v) < 8 {
 					return
 				}
 				switch typ {
-				case ctaCntPackets:
+				case ctnetlink.CountersPackets:
 					e.packets += binary.BigEndian.Uint64(v)
-				case ctaCntBytes:
+				case ctnetlink.CountersBytes:
 					e.bytes += binary.BigEndian.Uint64(v)
 				}
 			})
-		case ctaTimestamp:
-			attrs(v, func(typ uint16, v []byte) {
+		case ctnetlink.Timestamp:
+			ctnetlink.Attrs(v, func(typ uint16, v []byte) {
 				if len(v) < 8 {
 					return
 				}
 				ts := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 				switch typ {
-				case ctaTSStart:
+				case ctnetlink.TimestampStart:
 					e.start = ts
-				case ctaTSStop:
+				case ctnetlink.TimestampStop:
 					e.stop = ts
 				}
 			})
 		}
 	})
-	if !orig.src.IsValid() || !reply.src.IsValid() {
+	if !orig.Src.IsValid() || !reply.Src.IsValid() {
 		return false
 	}
-	e.proto, e.src, e.dst, e.sport, e.dport = orig.proto, orig.src, orig.dst, orig.sport, orig.dpt
-	e.rsrc, e.rsprt = reply.src, reply.sport
+	e.proto, e.src, e.dst, e.sport, e.dport = orig.Proto, orig.Src, orig.Dst, orig.Sport, orig.Dport
+	e.rsrc, e.rsprt = reply.Src, reply.Sport
 	return true
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/kubectl-netpol/kubectl-netpol/flow"
 	flowv1 "github.com/kubectl-netpol/kubectl-netpol/flow/v1"
 	"github.com/kubectl-netpol/kubectl-netpol/history"
+	"github.com/kubectl-netpol/kubectl-netpol/internal/ctnetlink"
 	"github.com/kubectl-netpol/kubectl-netpol/policy"
 	pt "github.com/kubectl-netpol/kubectl-netpol/policy/policytest"
 	"github.com/kubectl-netpol/kubectl-netpol/probe"
@@ -282,18 +283,18 @@ func destroyMessage(src, dst netip.Addr, sport, dport uint16) []byte {
 	be64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 	tuple := func(typ uint16, s, d netip.Addr, sp, dp uint16) []byte {
 		s4, d4 := s.As4(), d.As4()
-		return nested(typ, nested(ctaTupleIP, nla(ctaIPv4Src, s4[:]), nla(ctaIPv4Dst, d4[:])),
-			nested(ctaTupleProto, nla(ctaProtoNum, []byte{unix.IPPROTO_TCP}), nla(ctaProtoSrc, be16(sp)), nla(ctaProtoDst, be16(dp))))
+		return nested(typ, nested(ctnetlink.TupleIP, nla(ctnetlink.IPv4Src, s4[:]), nla(ctnetlink.IPv4Dst, d4[:])),
+			nested(ctnetlink.TupleProto, nla(ctnetlink.ProtoNum, []byte{unix.IPPROTO_TCP}), nla(ctnetlink.ProtoSrcPort, be16(sp)), nla(ctnetlink.ProtoDstPort, be16(dp))))
 	}
 	body := []byte{unix.AF_INET, 0, 0, 0} // nfgenmsg
-	body = append(body, tuple(ctaTupleOrig, src, dst, sport, dport)...)
-	body = append(body, tuple(ctaTupleReply, dst, src, dport, sport)...)
+	body = append(body, tuple(ctnetlink.TupleOrig, src, dst, sport, dport)...)
+	body = append(body, tuple(ctnetlink.TupleReply, dst, src, dport, sport)...)
 	body = append(body, nla(3, []byte{0, 0, 0, 0xe})...) // CTA_STATUS
-	body = append(body, nested(ctaCountersOrig, nla(ctaCntPackets, be64(6)), nla(ctaCntBytes, be64(400)))...)
-	body = append(body, nested(ctaCountersReply, nla(ctaCntPackets, be64(5)), nla(ctaCntBytes, be64(350)))...)
-	body = append(body, nested(ctaTimestamp, nla(ctaTSStart, be64(1)), nla(ctaTSStop, be64(2)))...)
+	body = append(body, nested(ctnetlink.CountersOrig, nla(ctnetlink.CountersPackets, be64(6)), nla(ctnetlink.CountersBytes, be64(400)))...)
+	body = append(body, nested(ctnetlink.CountersReply, nla(ctnetlink.CountersPackets, be64(5)), nla(ctnetlink.CountersBytes, be64(350)))...)
+	body = append(body, nested(ctnetlink.Timestamp, nla(ctnetlink.TimestampStart, be64(1)), nla(ctnetlink.TimestampStop, be64(2)))...)
 	hdr := binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(body)))
-	hdr = binary.NativeEndian.AppendUint16(hdr, ctDestroyType)
+	hdr = binary.NativeEndian.AppendUint16(hdr, ctnetlink.MsgDelete)
 	hdr = append(hdr, make([]byte, 10)...)
 	return append(hdr, body...)
 }

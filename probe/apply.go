@@ -15,8 +15,6 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
@@ -276,6 +274,9 @@ type ApplyResult struct {
 	// only adds allows (or changes nothing) cannot deny an established flow
 	// and skips the walk.
 	ConntrackScanned bool
+	// ConntrackAddresses: the walk read only the entries of this many
+	// addresses (the kernel filtering by address); 0: the whole table.
+	ConntrackAddresses int
 }
 
 // Apply makes the maps enforce dp. Each endpoint direction whose rules
@@ -308,7 +309,11 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	// stricter: this Apply may deny a flow the maps allowed before, so
 	// revocation must walk conntrack. Conservative: any identity change,
 	// a direction that lost an entry, an endpoint newly isolated or changed.
+	// scope: the addresses those changes concern (the identities' and the
+	// endpoints'): only their entries can have become denied.
 	stricter := false
+	var scope revokeScope
+	var stricterSlots map[uint32]bool
 
 	// 1. Identities first, so new rules find their peers.
 	var hosts hostBatch
@@ -326,6 +331,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		}
 		res.IPCacheWritten++
 		stricter = true
+		scope.addPrefix(pfx)
 	}
 	if err := p.writeHosts(&hosts); err != nil {
 		return res, err
@@ -341,6 +347,10 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		}
 		if old, ok := p.state.dirs[slot]; !ok || !old.within(d) {
 			stricter = true
+			if stricterSlots == nil {
+				stricterSlots = map[uint32]bool{}
+			}
+			stricterSlots[slot] = true
 		}
 		swaps = append(swaps, slotSwap{slot: slot, d: d})
 	}
@@ -373,6 +383,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		if !ok && ep.Flags&isolation != 0 ||
 			ok && (ep.Flags&isolation&^old.Flags != 0 || ep.Identity != old.Identity || ep.SlotIngress != old.SlotIngress || ep.SlotEgress != old.SlotEgress) {
 			stricter = true
+			scope.add(netip.AddrFrom16(k))
 		}
 		if err := p.objs.NetpolEndpoints.Put(&k, &ep); err != nil {
 			return res, fmt.Errorf("writing endpoint %d: %w", ep.Id, err)
@@ -417,6 +428,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		}
 		res.IPCacheRemoved++
 		stricter = true
+		scope.addPrefix(pfx)
 	}
 	p.state.dp = dp
 	p.ipcacheOf = dp
@@ -433,8 +445,25 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	}
 
 	if p.revoke && (stricter || p.revokeOwed) {
-		n, err := p.revokeDenied(want)
+		if len(stricterSlots) > 0 {
+			for k, ep := range want.endpoints {
+				if stricterSlots[ep.SlotIngress] || stricterSlots[ep.SlotEgress] {
+					scope.add(netip.AddrFrom16(k))
+				}
+			}
+		}
+		if p.revokeOwed {
+			scope.all = true
+		}
+	}
+	// A stricter change concerning no address (a slot of an endpoint gone)
+	// has no entry to read.
+	if p.revoke && (scope.all || len(scope.addrs) > 0) {
+		n, err := p.revokeDenied(want, &scope)
 		res.Revoked, res.ConntrackScanned = n, true
+		if !scope.all {
+			res.ConntrackAddresses = len(scope.addrs)
+		}
 		p.revokeOwed = err != nil
 		if err != nil {
 			return res, errors.Join(err, retireErr)
@@ -1555,12 +1584,55 @@ func ruleAllows(rule uint32) bool {
 	return rule != 0 && rule&policy.RuleDeny == 0
 }
 
-// revokeFilter matches conntrack entries the new policy denies. The
-// datapath judged the connection after DNAT: source = original source,
-// destination = the reply's source (the chosen backend). Before a UDP or
-// SCTP entry is deleted, its tombstone goes into netpol_revoked: the
-// datapath then judges the other side's next packet in the revoked
-// orientation instead of as a new flow of its own.
+// revokeAddressLimit is how many IPv4 addresses a revocation reads by
+// kernel filter before it reads the whole table instead: each is two
+// filtered walks of the table in the kernel (as the original source, as the
+// reply's source), together ~1/4 of a whole dump's cost at any table size
+// (~72 against ~300 ms at 120,000 entries: BenchmarkConntrackRevoke,
+// docs/perf.md). IPv6 addresses cost one whole IPv6 dump together
+// (readEntries).
+const revokeAddressLimit = 4
+
+// revokeScope is what a revocation reads: the entries of addrs, or all.
+type revokeScope struct {
+	all   bool
+	addrs map[netip.Addr]bool
+	v4    int // how many of addrs are IPv4
+}
+
+func (s *revokeScope) add(a netip.Addr) {
+	a = a.Unmap()
+	if s.all || s.addrs[a] {
+		return
+	}
+	if s.addrs == nil {
+		s.addrs = map[netip.Addr]bool{}
+	}
+	s.addrs[a] = true
+	if a.Is4() {
+		s.v4++
+	}
+	if s.v4 > revokeAddressLimit {
+		s.all, s.addrs = true, nil
+	}
+}
+
+// addPrefix adds a changed identity's prefix: a single address (the
+// ipcache holds host prefixes), else everything.
+func (s *revokeScope) addPrefix(pfx netip.Prefix) {
+	if pfx.Bits() != pfx.Addr().BitLen() {
+		s.all, s.addrs = true, nil
+		return
+	}
+	s.add(pfx.Addr())
+}
+
+// revokeFilter judges conntrack entries by the new policy. The datapath
+// judged the connection after DNAT: source = original source, destination
+// = the reply's source (the chosen backend). Before a UDP or SCTP entry is
+// deleted, its tombstone goes into netpol_revoked: the datapath then judges
+// the other side's next packet in the revoked orientation instead of as a
+// new flow of its own.
 type revokeFilter struct {
 	w       *desiredState
 	revoked *ebpf.Map
@@ -1568,41 +1640,43 @@ type revokeFilter struct {
 	errs    []error
 }
 
-func (f *revokeFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
-	if !f.denies(fl) {
+// denied says whether e must go, after writing its tombstone.
+func (f *revokeFilter) denied(e *ctEntry) bool {
+	if !f.denies(e) {
 		return false
 	}
-	if p := fl.Forward.Protocol; p == 17 || p == 132 {
-		src, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
-		dst, _ := netip.AddrFromSlice(fl.Reverse.SrcIP)
-		k := netpolNetpolFlowKey{Saddr: addr16(src.Unmap()), Daddr: addr16(dst.Unmap()),
-			Sport: fl.Forward.SrcPort, Dport: fl.Reverse.SrcPort, Protocol: p}
+	if p := e.proto; p == 17 || p == 132 {
+		k := netpolNetpolFlowKey{Saddr: addr16(e.origSrc.Unmap()), Daddr: addr16(e.replySrc.Unmap()),
+			Sport: e.origSport, Dport: e.replySport, Protocol: p}
 		if err := f.revoked.Put(&k, f.now); err != nil {
 			// Without its tombstone the flow could come back: keep it.
-			f.errs = append(f.errs, fmt.Errorf("remembering revoked flow %s -> %s: %w", src, dst, err))
+			f.errs = append(f.errs, fmt.Errorf("remembering revoked flow %s -> %s: %w", e.origSrc, e.replySrc, err))
 			return false
 		}
 	}
 	return true
 }
 
-func (f *revokeFilter) denies(fl *netlink.ConntrackFlow) bool {
-	src, ok1 := netip.AddrFromSlice(fl.Forward.SrcIP)
-	dst, ok2 := netip.AddrFromSlice(fl.Reverse.SrcIP)
-	if !ok1 || !ok2 {
-		return false
-	}
-	proto := fl.Forward.Protocol
-	port := fl.Reverse.SrcPort
-	switch proto {
+func (f *revokeFilter) denies(e *ctEntry) bool {
+	port := e.replySport
+	switch e.proto {
 	case 6, 17, 132:
 	default:
 		port = 0
 	}
-	return !f.w.allows(src.Unmap(), dst.Unmap(), proto, port)
+	return !f.w.allows(e.origSrc.Unmap(), e.replySrc.Unmap(), e.proto, port)
 }
 
-func (p *Probe) revokeDenied(w *desiredState) (uint, error) {
+// doomedEntry is a conntrack entry to delete: its dump attributes.
+type doomedEntry struct {
+	family uint8
+	attrs  []byte
+}
+
+// revokeDenied deletes, in every attached namespace, the conntrack entries
+// of scope that w denies. The deletions follow each namespace's reads, so
+// that no request interleaves with a dump.
+func (p *Probe) revokeDenied(w *desiredState, scope *revokeScope) (uint, error) {
 	var total uint
 	var errs []error
 	var ts unix.Timespec
@@ -1611,34 +1685,81 @@ func (p *Probe) revokeDenied(w *desiredState) (uint, error) {
 	}
 	f := &revokeFilter{w: w, revoked: p.objs.NetpolRevoked, now: uint64(ts.Nano())}
 	for _, a := range p.attach {
-		h, err := conntrackHandle(a.ns)
+		c, err := openConntrack(a.ns)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("opening conntrack in %q: %w", a.name, err))
 			continue
 		}
-		for _, fam := range []netlink.InetFamily{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f)
-			total += n
-			if err != nil {
-				errs = append(errs, fmt.Errorf("revoking denied connections in %q: %w", a.name, err))
+		var doomed []doomedEntry
+		err = readEntries(c, scope, func(family uint8, e *ctEntry, attrs []byte) {
+			if f.denied(e) {
+				doomed = append(doomed, doomedEntry{family: family, attrs: slices.Clone(attrs)})
 			}
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("revoking denied connections in %q: %w", a.name, err))
 		}
-		h.Close()
+		for _, d := range doomed {
+			if err := c.delete(d.family, d.attrs); err != nil {
+				errs = append(errs, fmt.Errorf("revoking a denied connection in %q: %w", a.name, err))
+				continue
+			}
+			total++
+		}
+		c.Close()
 	}
 	errs = append(errs, f.errs...)
 	return total, errors.Join(errs...)
 }
 
-// conntrackHandle opens conntrack over netlink in ns. Entering another
-// namespace (setns) needs CAP_SYS_ADMIN, which the agent does not have: it
-// runs in the node's namespace already, so that case opens the socket in place.
-func conntrackHandle(ns netns.NsHandle) (*netlink.Handle, error) {
-	if cur, err := netns.Get(); err == nil {
-		same := cur.Equal(ns)
-		cur.Close()
-		if same {
-			return netlink.NewHandle(unix.NETLINK_NETFILTER)
+// readEntries calls fn once with each conntrack entry of scope in c's
+// namespace: an entry whose original source or reply source (the
+// destination after DNAT) is one of scope's addresses, or every entry. The
+// kernel filters the IPv4 dumps by address. Its IPv6 address filter matches
+// the entries whose address differs (ctnetlink_filter_match_tuple negates
+// ipv6_addr_cmp, to at least Linux 6.18), so IPv6 is one whole dump
+// filtered here.
+func readEntries(c *ctConn, scope *revokeScope, fn func(family uint8, e *ctEntry, attrs []byte)) error {
+	var errs []error
+	if scope.all {
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			err := c.dump(fam, 0, netip.Addr{}, func(e *ctEntry, attrs []byte) error {
+				fn(fam, e, attrs)
+				return nil
+			})
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}
+	// An entry of two scoped addresses is read twice: passed on once.
+	seen := map[ctEntry]bool{}
+	v6 := false
+	for addr := range scope.addrs {
+		if !addr.Is4() {
+			v6 = true
+			continue
+		}
+		for _, side := range []ctSide{ctOrigSource, ctReplySource} {
+			err := c.dump(unix.AF_INET, side, addr, func(e *ctEntry, attrs []byte) error {
+				if !seen[*e] {
+					seen[*e] = true
+					fn(unix.AF_INET, e, attrs)
+				}
+				return nil
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("reading the entries of %s: %w", addr, err))
+			}
 		}
 	}
-	return netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
+	if v6 {
+		err := c.dump(unix.AF_INET6, 0, netip.Addr{}, func(e *ctEntry, attrs []byte) error {
+			if scope.addrs[e.origSrc] || scope.addrs[e.replySrc] {
+				fn(unix.AF_INET6, e, attrs)
+			}
+			return nil
+		})
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }

@@ -237,9 +237,13 @@ func serviceCase(t *testing.T, bridge bool) {
 func TestRevocation(t *testing.T) {
 	requireRoot(t)
 	tp := newTopology(t, false)
-	a, b, c := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "c")
+	// c is declared on another node: an identity here, not an endpoint. d
+	// keeps label app=c (and its identity) when c is relabelled.
+	remote := func(p *corev1.Pod) *corev1.Pod { p.Spec.NodeName = "elsewhere"; return p }
+	a, b, c, d := tp.addPod(t, "a"), tp.addPod(t, "b"), tp.addPod(t, "c"), tp.addPod(t, "d")
 	a.serveEcho(t, 7)
 	waitReachable(t, b, 7, a)
+	cApp := "c" // c's label: "c" is allowed, anything else not
 	objs := func(allowB bool) *policy.Datapath {
 		from := []networkingv1.NetworkPolicyPeer{{PodSelector: selector("app", "c")}}
 		if allowB {
@@ -247,7 +251,7 @@ func TestRevocation(t *testing.T) {
 		}
 		snap := &policy.Snapshot{
 			Pods: []*corev1.Pod{podObject(a, "x", map[string]string{"app": "a"}), podObject(b, "x", map[string]string{"app": "b"}),
-				podObject(c, "x", map[string]string{"app": "c"})},
+				remote(podObject(c, "x", map[string]string{"app": cApp})), podObject(d, "x", map[string]string{"app": "c"})},
 			Policies: []*networkingv1.NetworkPolicy{netpol("x", "a-in", selector("app", "a"), ingressOnly,
 				[]networkingv1.NetworkPolicyIngressRule{{From: from}}, nil)},
 		}
@@ -258,8 +262,8 @@ func TestRevocation(t *testing.T) {
 		return dp
 	}
 	pr := loadAttached(t, tp.node, testCfg)
-	if res, err := pr.Apply(objs(true)); err != nil || !res.ConntrackScanned {
-		t.Fatalf("first Apply: %+v, %v (the first of a process always walks conntrack)", res, err)
+	if res, err := pr.Apply(objs(true)); err != nil || !res.ConntrackScanned || res.ConntrackAddresses != 0 {
+		t.Fatalf("first Apply: %+v, %v (the first of a process always walks the whole conntrack table)", res, err)
 	}
 	cb, err := b.dialEcho(a.ip4, 7)
 	if err != nil {
@@ -282,6 +286,10 @@ func TestRevocation(t *testing.T) {
 	}
 	if res.Revoked < 1 || !res.ConntrackScanned {
 		t.Errorf("revoked %d conntrack entries (scanned %v), want b's", res.Revoked, res.ConntrackScanned)
+	}
+	// Only a's ingress changed: only a's entries are read.
+	if n := res.ConntrackAddresses; n < 1 || n > 2 {
+		t.Errorf("the walk read %d addresses' entries (0: the whole table), want a's (1 or 2)", n)
 	}
 	// The same policy again changes no map: nothing can have become
 	// denied, so conntrack is not walked.
@@ -306,6 +314,20 @@ func TestRevocation(t *testing.T) {
 	}
 	if err := cc.roundTrip("again"); err != nil {
 		t.Errorf("c's allowed connection broke: %v", err)
+	}
+	// c relabelled like b: only c's identity changes (a's ingress still
+	// admits app=c, which d has; c is no endpoint here), so only c's
+	// entries are read, and c's connection, found by its source, goes.
+	cApp = "b"
+	res, err = pr.Apply(objs(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := res.ConntrackAddresses; res.Revoked < 1 || n < 1 || n > 2 || res.SlotsSwapped != 0 {
+		t.Errorf("relabelling c: %+v; want c's connection revoked by reading only c's addresses' entries, no slot swapped", res)
+	}
+	if err := cc.roundTrip("relabelled"); err == nil {
+		t.Error("c's established connection still works after c lost access")
 	}
 }
 

@@ -56,8 +56,11 @@ release: ## Build the release into $(DIST)/: plugin archives, agent archives, sh
 	$(GO) run ./hack/release -version $(VERSION) -builds $(DIST)/build/cross -dist $(DIST) \
 	  -mtime $$(git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: release-test
-release-test: release ## make release, then check every archive and sum, validate-krew-manifest, krew install from the archive
+.PHONY: release-test release-check
+release-test: release ## make release, then make release-check
+	$(MAKE) --no-print-directory release-check
+
+release-check: ## Check the release make release left in $(DIST)/: every archive and sum, validate-krew-manifest, krew install from the archive
 	NETPOL_DIST=$(abspath $(DIST)) NETPOL_VERSION=$(VERSION) $(GO) test -tags release -count=1 -v ./krew/
 
 .PHONY: test
@@ -121,12 +124,7 @@ tidy: ## go mod tidy for every module
 
 .PHONY: check
 check: deps ## Everything CI runs: lint, cross-builds, unit, privileged, release and e2e tests (run as root)
-	$(MAKE) lint
-	$(MAKE) generate-check
-	$(MAKE) release-test   # its make release cross-builds the CLI for all six platforms (what make cross does)
-	hack/cluster/build-binaries.sh   # etcd and kube-apiserver for the tests against a real API server (cached)
-	NETPOL_REQUIRE_APISERVER=1 $(GO) test -count=1 -parallel 3 ./...   # probe: the three conformance runs at once
-	$(MAKE) e2e
+	MAKE="$(MAKE)" GO="$(GO)" VERSION=$(VERSION) hack/check.sh   # make release builds beside the tests (SCHED_IDLE)
 
 # --- local test cluster (hack/cluster; see README "Test cluster") --------------------------------
 # NODES=1: one node on the host (bridge CNI, fastest); NODES=2..9: nodes in namespaces with

@@ -124,7 +124,7 @@ tidy: ## go mod tidy for every module
 
 .PHONY: check
 check: deps ## Everything CI runs: lint, cross-builds, unit, privileged, release and e2e tests (run as root)
-	MAKE="$(MAKE)" GO="$(GO)" VERSION=$(VERSION) hack/check.sh   # make release builds beside the tests (SCHED_IDLE)
+	MAKE="$(MAKE)" GO="$(GO)" VERSION=$(VERSION) hack/check.sh   # make release builds beside the tests (nice 19)
 
 # --- local test cluster (hack/cluster; see README "Test cluster") --------------------------------
 # NODES=1: one node on the host (bridge CNI, fastest); NODES=2..9: nodes in namespaces with

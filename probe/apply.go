@@ -383,7 +383,7 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 		if !ok && ep.Flags&isolation != 0 ||
 			ok && (ep.Flags&isolation&^old.Flags != 0 || ep.Identity != old.Identity || ep.SlotIngress != old.SlotIngress || ep.SlotEgress != old.SlotEgress) {
 			stricter = true
-			scope.add(netip.AddrFrom16(k))
+			scope.add(netip.AddrFrom16(k), ctBothSides)
 		}
 		if err := p.objs.NetpolEndpoints.Put(&k, &ep); err != nil {
 			return res, fmt.Errorf("writing endpoint %d: %w", ep.Id, err)
@@ -447,8 +447,17 @@ func (p *Probe) Apply(dp *policy.Datapath) (ApplyResult, error) {
 	if p.revoke && (stricter || p.revokeOwed) {
 		if len(stricterSlots) > 0 {
 			for k, ep := range want.endpoints {
-				if stricterSlots[ep.SlotIngress] || stricterSlots[ep.SlotEgress] {
-					scope.add(netip.AddrFrom16(k))
+				// Its ingress judged the connections to it (the
+				// reply's source), its egress those from it.
+				var sides ctSide
+				if stricterSlots[ep.SlotIngress] {
+					sides |= ctReplySource
+				}
+				if stricterSlots[ep.SlotEgress] {
+					sides |= ctOrigSource
+				}
+				if sides != 0 {
+					scope.add(netip.AddrFrom16(k), sides)
 				}
 			}
 		}
@@ -1584,35 +1593,36 @@ func ruleAllows(rule uint32) bool {
 	return rule != 0 && rule&policy.RuleDeny == 0
 }
 
-// revokeAddressLimit is how many IPv4 addresses a revocation reads by
-// kernel filter before it reads the whole table instead: each is two
-// filtered walks of the table in the kernel (as the original source, as the
-// reply's source), together ~1/4 of a whole dump's cost at any table size
-// (~72 against ~300 ms at 120,000 entries: BenchmarkConntrackRevoke,
-// docs/perf.md). IPv6 addresses cost one whole IPv6 dump together
-// (readEntries).
-const revokeAddressLimit = 4
+// revokeWalkLimit is how many kernel-filtered walks of the IPv4 table a
+// revocation makes before it reads the whole table instead: one per side
+// (original source, reply source) of each address, each ~1/8 of a whole
+// dump's cost at any table size (~37 against ~270 ms at 120,000 entries:
+// BenchmarkConntrackRevoke, docs/perf.md). IPv6 addresses cost one whole
+// IPv6 dump together (readEntries).
+const revokeWalkLimit = 8
 
-// revokeScope is what a revocation reads: the entries of addrs, or all.
+// revokeScope is what a revocation reads: the entries of addrs (on the
+// sides each names), or all.
 type revokeScope struct {
 	all   bool
-	addrs map[netip.Addr]bool
-	v4    int // how many of addrs are IPv4
+	addrs map[netip.Addr]ctSide
+	walks int // kernel-filtered IPv4 walks addrs take
 }
 
-func (s *revokeScope) add(a netip.Addr) {
+func (s *revokeScope) add(a netip.Addr, sides ctSide) {
 	a = a.Unmap()
-	if s.all || s.addrs[a] {
+	if s.all {
 		return
 	}
 	if s.addrs == nil {
-		s.addrs = map[netip.Addr]bool{}
+		s.addrs = map[netip.Addr]ctSide{}
 	}
-	s.addrs[a] = true
+	old := s.addrs[a]
+	s.addrs[a] = old | sides
 	if a.Is4() {
-		s.v4++
+		s.walks += bits.OnesCount8(uint8(sides &^ old))
 	}
-	if s.v4 > revokeAddressLimit {
+	if s.walks > revokeWalkLimit {
 		s.all, s.addrs = true, nil
 	}
 }
@@ -1624,7 +1634,8 @@ func (s *revokeScope) addPrefix(pfx netip.Prefix) {
 		s.all, s.addrs = true, nil
 		return
 	}
-	s.add(pfx.Addr())
+	// An identity is a peer on either side.
+	s.add(pfx.Addr(), ctBothSides)
 }
 
 // revokeFilter judges conntrack entries by the new policy. The datapath
@@ -1734,12 +1745,15 @@ func readEntries(c *ctConn, scope *revokeScope, fn func(family uint8, e *ctEntry
 	// An entry of two scoped addresses is read twice: passed on once.
 	seen := map[ctEntry]bool{}
 	v6 := false
-	for addr := range scope.addrs {
+	for addr, sides := range scope.addrs {
 		if !addr.Is4() {
 			v6 = true
 			continue
 		}
 		for _, side := range []ctSide{ctOrigSource, ctReplySource} {
+			if sides&side == 0 {
+				continue
+			}
 			err := c.dump(unix.AF_INET, side, addr, func(e *ctEntry, attrs []byte) error {
 				if !seen[*e] {
 					seen[*e] = true
@@ -1754,7 +1768,7 @@ func readEntries(c *ctConn, scope *revokeScope, fn func(family uint8, e *ctEntry
 	}
 	if v6 {
 		err := c.dump(unix.AF_INET6, 0, netip.Addr{}, func(e *ctEntry, attrs []byte) error {
-			if scope.addrs[e.origSrc] || scope.addrs[e.replySrc] {
+			if scope.addrs[e.origSrc]&ctOrigSource != 0 || scope.addrs[e.replySrc]&ctReplySource != 0 {
 				fn(unix.AF_INET6, e, attrs)
 			}
 			return nil

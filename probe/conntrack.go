@@ -34,12 +34,14 @@ type ctEntry struct {
 	replySport       uint16
 }
 
-// ctSide picks the tuple a filtered dump matches on.
+// ctSide is a tuple of an entry an address is matched on; as a set of
+// bits, the tuples a revocation reads for an address.
 type ctSide uint8
 
 const (
-	ctOrigSource  ctSide = ctnetlink.FilterOrigFlags  // the original direction's source
-	ctReplySource ctSide = ctnetlink.FilterReplyFlags // the reply direction's source: the destination after DNAT
+	ctOrigSource  ctSide = 1 << iota // the original direction's source: the address started the connection
+	ctReplySource                    // the reply direction's source: it answered (the destination after DNAT)
+	ctBothSides   = ctOrigSource | ctReplySource
 )
 
 // ctConn is a ctnetlink socket in one network namespace.
@@ -130,9 +132,9 @@ func (c *ctConn) send() error {
 func (c *ctConn) dump(family uint8, side ctSide, addr netip.Addr, fn func(e *ctEntry, attrs []byte) error) error {
 	c.request(ctnetlink.MsgGet, unix.NLM_F_DUMP, family)
 	if addr.IsValid() {
-		tuple := uint16(ctnetlink.TupleOrig)
+		tuple, flags := uint16(ctnetlink.TupleOrig), uint16(ctnetlink.FilterOrigFlags)
 		if side == ctReplySource {
-			tuple = ctnetlink.TupleReply
+			tuple, flags = ctnetlink.TupleReply, ctnetlink.FilterReplyFlags
 		}
 		t := c.nest(tuple)
 		ip := c.nest(ctnetlink.TupleIP)
@@ -146,7 +148,7 @@ func (c *ctConn) dump(family uint8, side ctSide, addr netip.Addr, fn func(e *ctE
 		c.end(ip)
 		c.end(t)
 		f := c.nest(ctnetlink.Filter)
-		c.attr(uint16(side), binary.NativeEndian.AppendUint32(nil, ctnetlink.FilterFlagIPSrc))
+		c.attr(flags, binary.NativeEndian.AppendUint32(nil, ctnetlink.FilterFlagIPSrc))
 		c.end(f)
 	}
 	if err := c.send(); err != nil {

@@ -128,8 +128,8 @@ func TestConntrackFilteredDump(t *testing.T) {
 	// each entry with either as its source or as its reply's source, once
 	// (IPv6 filtered in Go: the kernel's IPv6 address filter is inverted).
 	var scope revokeScope
-	scope.add(netip.MustParseAddr("10.1.0.1"))
-	scope.add(netip.MustParseAddr("fd00::2"))
+	scope.add(netip.MustParseAddr("10.1.0.1"), ctBothSides)
+	scope.add(netip.MustParseAddr("fd00::2"), ctBothSides)
 	var scoped []string
 	if err := readEntries(c, &scope, func(fam uint8, e *ctEntry, _ []byte) {
 		scoped = append(scoped, fmt.Sprintf("%d %s", fam, e.origSrc))
@@ -139,6 +139,21 @@ func TestConntrackFilteredDump(t *testing.T) {
 	slices.Sort(scoped)
 	if want := []string{"10 fd00::1", "2 10.1.0.1", "2 10.1.0.3"}; !slices.Equal(scoped, want) {
 		t.Errorf("entries read for 10.1.0.1 and fd00::2: %v, want %v", scoped, want)
+	}
+	// A change to their ingress only (the connections they answered): the
+	// DNAT entry 10.1.0.1 answered, fd00::2's; not 10.1.0.1's own.
+	var ingress revokeScope
+	ingress.add(netip.MustParseAddr("10.1.0.1"), ctReplySource)
+	ingress.add(netip.MustParseAddr("fd00::2"), ctReplySource)
+	scoped = nil
+	if err := readEntries(c, &ingress, func(fam uint8, e *ctEntry, _ []byte) {
+		scoped = append(scoped, fmt.Sprintf("%d %s", fam, e.origSrc))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(scoped)
+	if want := []string{"10 fd00::1", "2 10.1.0.3"}; !slices.Equal(scoped, want) {
+		t.Errorf("entries answered by 10.1.0.1 and fd00::2: %v, want %v", scoped, want)
 	}
 	if got := dump(unix.AF_INET, ctOrigSource, "10.9.9.9"); len(got) != 0 {
 		t.Errorf("entries from an address with none: %d", len(got))
@@ -212,6 +227,15 @@ func BenchmarkConntrackRevoke(b *testing.B) {
 	b.Run("whole", func(b *testing.B) {
 		for b.Loop() {
 			if err := c.dump(unix.AF_INET, 0, netip.Addr{}, count); err != nil {
+				b.Fatal(err)
+			}
+		}
+		report(b)
+	})
+	b.Run("one-address-one-side", func(b *testing.B) {
+		a := netip.MustParseAddr("10.2.1.7")
+		for b.Loop() {
+			if err := c.dump(unix.AF_INET, ctReplySource, a, count); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -20,9 +20,9 @@
 // packet going the other way of a revoked flow is judged in the revoked
 // orientation too, and the server side cannot start the flow again.
 // Revocation reads only the entries of the addresses a change concerns (the
-// pods whose identity or policy got stricter; the kernel filters the dump
-// by address, CTA_FILTER), and the whole table after a failure or when more
-// than revokeAddressLimit addresses changed (conntrack.go).
+// pods whose identity or policy got stricter, on the side that changed; the
+// kernel filters the dump by address, CTA_FILTER), and the whole table after
+// a failure or past revokeWalkLimit kernel walks (conntrack.go, readEntries).
 //
 // A side's lookup yields the deciding rule ID; the side allows when it is
 // not 0 and has no policy.RuleDeny bit. Directions NetworkPolicy alone
